@@ -1,0 +1,458 @@
+"""``App``: the registry of tasks and queues bound to one store, and the enqueue API."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import json
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar, overload
+
+from .context import Context
+from .errors import ConfigError, EnqueueError
+from .handle import Handle
+from .jobs import NewJob, Status
+from .retry import Retry
+from .store import DEFAULT_URL, Store, open_store
+from .units import parse_duration, parse_instant
+
+__all__ = ["App", "Task", "Queue"]
+
+DEFAULT_QUEUE = "default"
+DEFAULT_MAX_PAYLOAD = 1_000_000
+MAX_ID_LENGTH = 255
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A named queue with a concurrency cap that holds across every worker on the store.
+
+    As in seed 002, a queue named without a cap runs one job at a time; pass
+    ``max_concurrency=None`` for an unlimited queue.
+    """
+
+    name: str
+    max_concurrency: int | None = 1
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "queue")
+        cap = self.max_concurrency
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ConfigError(f"queue {self.name!r}: max_concurrency must be an int >= 1 or None, got {cap!r}")
+
+
+def _check_name(name: object, what: str) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{what} name must be a non-empty string, got {name!r}")
+    if len(name) > MAX_ID_LENGTH:
+        raise ConfigError(f"{what} name is longer than {MAX_ID_LENGTH} characters")
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class Task:
+    """A registered function with its options. Calling it runs the function directly."""
+
+    def __init__(
+        self,
+        app: "App",
+        fn: Callable[..., Any],
+        *,
+        name: str,
+        queue: str | Queue,
+        retry: Retry,
+        timeout: float | None,
+        priority: int,
+    ):
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.queue = queue
+        self.retry = retry
+        self.timeout = timeout
+        self.priority = priority
+        self.is_async = inspect.iscoroutinefunction(fn)
+        signature = inspect.signature(fn)
+        params = list(signature.parameters.values())
+        self.wants_context = bool(params) and (
+            params[0].annotation in (Context, "Context") or params[0].name == "ctx"
+        )
+        if self.wants_context:
+            params = params[1:]
+        self.signature = signature.replace(parameters=params)
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    @property
+    def queue_name(self) -> str:
+        return self.queue.name if isinstance(self.queue, Queue) else self.queue
+
+    def check_args(self, args: Mapping[str, Any]) -> None:
+        """Raise ``EnqueueError`` unless ``args`` fit the function's parameters."""
+        try:
+            self.signature.bind(**args)
+        except TypeError as exc:
+            raise EnqueueError(f"args do not match {self.name}{self.signature}: {exc}") from None
+
+    def gives_up_on(self, exc: BaseException, stored: Iterable[str] = ()) -> bool:
+        """True when ``exc`` is one of the task's (or the job's) final error types."""
+        names = set(stored) | {_qualified(t) for t in self.retry.give_up_on}
+        return any(_qualified(t) in names for t in type(exc).__mro__)
+
+    # sugar: my_task.enqueue({...}) == app.enqueue(my_task, {...})
+    def enqueue(self, args: Mapping[str, Any] | None = None, **options: Any) -> Handle:
+        return self.app.enqueue(self, args, **options)
+
+    def enqueue_many(self, args_list: Sequence[Mapping[str, Any]], **options: Any) -> list[Handle]:
+        return self.app.enqueue_many(self, args_list, **options)
+
+
+class App:
+    """The registry of tasks and queues, bound to one store.
+
+    ``App()`` uses ``FLOODWAY_DATABASE_URL`` if set, else the SQLite file ``./floodway.db``;
+    ``App("sqlite:///path.db")`` names the database. The store is opened on first use, so
+    importing a module that defines an app touches no file.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        max_payload_bytes: int | None = None,
+        name: str = "floodway",
+    ):
+        url = database_url or os.environ.get("FLOODWAY_DATABASE_URL") or DEFAULT_URL
+        if not isinstance(url, str):
+            raise ConfigError(f"database URL must be a string, got {url!r}")
+        self.database_url = url
+        if max_payload_bytes is None:
+            env = os.environ.get("FLOODWAY_MAX_PAYLOAD_BYTES")
+            try:
+                max_payload_bytes = int(env) if env else DEFAULT_MAX_PAYLOAD
+            except ValueError:
+                raise ConfigError(f"FLOODWAY_MAX_PAYLOAD_BYTES={env!r} is not an integer") from None
+        if isinstance(max_payload_bytes, bool) or not isinstance(max_payload_bytes, int) or max_payload_bytes < 1:
+            raise ConfigError(f"max_payload_bytes must be a positive int, got {max_payload_bytes!r}")
+        self.max_payload_bytes = max_payload_bytes
+        self.name = name
+        self.tasks: dict[str, Task] = {}
+        self.queues: dict[str, Queue] = {DEFAULT_QUEUE: Queue(DEFAULT_QUEUE, None)}
+        self._store: Store | None = None
+        self._store_lock = threading.Lock()
+        self._synced_queues: dict[str, int | None] = {}
+
+    def __repr__(self) -> str:
+        return f"<App {self.name} {self.database_url}>"
+
+    # -- store --------------------------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        """The store, opened (and migrated, for the embedded default) on first use."""
+        if self._store is None:
+            with self._store_lock:
+                if self._store is None:
+                    self._store = open_store(self.database_url)
+        return self._store
+
+    def use_store(self, store: Store) -> None:
+        """Bind the app to an already open store (tests, embedding)."""
+        self._store = store
+        self._synced_queues.clear()
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+            self._synced_queues.clear()
+
+    # -- registration -------------------------------------------------------------------
+    @overload
+    def task(self, fn: F) -> Task: ...
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        *,
+        name: str | None = None,
+        queue: str | Queue | None = None,
+        retry: Retry | int | None = None,
+        timeout: str | float | timedelta | None = None,
+        priority: int = 0,
+        give_up_on: Iterable[type[BaseException]] = (),
+    ) -> Callable[[F], Task]: ...
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        queue: str | Queue | None = None,
+        retry: Retry | int | None = None,
+        timeout: str | float | timedelta | None = None,
+        priority: int = 0,
+        give_up_on: Iterable[type[BaseException]] = (),
+    ) -> Any:
+        """Register a function (async, or sync to run in a thread pool) as a task."""
+
+        def register(func: Callable[..., Any]) -> Task:
+            if not callable(func):
+                raise ConfigError(f"task must be a function, got {func!r}")
+            task_name = name or func.__name__
+            _check_name(task_name, "task")
+            if task_name in self.tasks:
+                raise ConfigError(f"a task named {task_name!r} is registered already")
+            policy = Retry.coerce(retry)
+            extra = tuple(give_up_on)
+            for t in extra:
+                if not (isinstance(t, type) and issubclass(t, BaseException)):
+                    raise ConfigError(f"give_up_on: {t!r} is not an exception type")
+            if extra:
+                policy = Retry(
+                    attempts=policy.attempts, backoff=policy.backoff, initial=policy.initial,
+                    max=policy.max, factor=policy.factor, jitter=policy.jitter,
+                    give_up_on=policy.give_up_on + extra,
+                )
+            task_queue = self._coerce_queue(queue) if queue is not None else DEFAULT_QUEUE
+            task = Task(
+                self,
+                func,
+                name=task_name,
+                queue=task_queue,
+                retry=policy,
+                timeout=parse_duration(timeout, name="timeout", allow_zero=False) if timeout is not None else None,
+                priority=_check_priority(priority),
+            )
+            self.tasks[task_name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def queue(self, name: str, max_concurrency: int | None = None) -> Queue:
+        """Declare a queue; ``max_concurrency=None`` (the default here) means unlimited."""
+        declared = Queue(name, max_concurrency)
+        self.queues[name] = declared
+        self._synced_queues.pop(name, None)
+        return declared
+
+    def _coerce_queue(self, queue: str | Queue) -> str | Queue:
+        if isinstance(queue, Queue):
+            return queue
+        _check_name(queue, "queue")
+        return queue
+
+    def _queue_cap(self, queue: str | Queue) -> tuple[str, int | None, bool]:
+        """(name, cap, declared): declared caps are written over the stored ones."""
+        if isinstance(queue, Queue):
+            return queue.name, queue.max_concurrency, True
+        if queue in self.queues:
+            return queue, self.queues[queue].max_concurrency, True
+        return queue, 1, False  # seed 002: a queue named only by a string runs one at a time
+
+    def sync_queues(self, names: Iterable[str | Queue] | None = None) -> None:
+        """Write declared queue caps to the store (done on enqueue and at worker start)."""
+        targets = list(names) if names is not None else list(self.queues.values())
+        for q in targets:
+            name, cap, declared = self._queue_cap(q)
+            if declared and self._synced_queues.get(name, -1) != cap:
+                self.store.set_queue(name, cap)
+                self._synced_queues[name] = cap
+
+    def get_task(self, task: "Task | str") -> Task:
+        if isinstance(task, Task):
+            if task.app is not self and self.tasks.get(task.name) is not task:
+                raise EnqueueError(f"task {task.name!r} belongs to another app")
+            return task
+        if isinstance(task, str):
+            try:
+                return self.tasks[task]
+            except KeyError:
+                known = ", ".join(sorted(self.tasks)) or "none"
+                raise EnqueueError(f"unknown task {task!r} (registered: {known})") from None
+        raise EnqueueError(f"expected a task or a task name, got {task!r}")
+
+    # -- enqueue ------------------------------------------------------------------------
+    def enqueue(
+        self,
+        task: Task | str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        id: str | None = None,
+        queue: str | Queue | None = None,
+        delay: str | float | timedelta | None = None,
+        start_at: Any = None,
+        retry: Retry | int | None = None,
+        priority: int | None = None,
+        tenant: str | None = None,
+    ) -> Handle:
+        """Enqueue one job; returns its handle once the job is durable.
+
+        With an ``id`` that exists already, nothing is created and the existing job's handle
+        is returned (``handle.created`` is False).
+        """
+        return self._enqueue(task, [args], single=True, id=id, queue=queue, delay=delay,
+                             start_at=start_at, retry=retry, priority=priority, tenant=tenant)[0]
+
+    def enqueue_many(
+        self,
+        task: Task | str,
+        args_list: Sequence[Mapping[str, Any] | None],
+        *,
+        id: str | None = None,
+        queue: str | Queue | None = None,
+        delay: str | float | timedelta | None = None,
+        start_at: Any = None,
+        retry: Retry | int | None = None,
+        priority: int | None = None,
+        tenant: str | None = None,
+    ) -> list[Handle]:
+        """Enqueue one job per item of ``args_list`` in one transaction: all or nothing.
+
+        The options apply to each job; an ``id`` becomes ``id-0``, ``id-1``, … (seed 002).
+        """
+        if isinstance(args_list, (str, bytes, Mapping)) or not isinstance(args_list, Iterable):
+            raise EnqueueError("enqueue_many expects a list of argument dicts")
+        return self._enqueue(task, list(args_list), single=False, id=id, queue=queue, delay=delay,
+                             start_at=start_at, retry=retry, priority=priority, tenant=tenant)
+
+    async def enqueue_async(self, task: Task | str, args: Mapping[str, Any] | None = None, **options: Any) -> Handle:
+        return await asyncio.to_thread(functools.partial(self.enqueue, task, args, **options))
+
+    async def enqueue_many_async(
+        self, task: Task | str, args_list: Sequence[Mapping[str, Any] | None], **options: Any
+    ) -> list[Handle]:
+        return await asyncio.to_thread(functools.partial(self.enqueue_many, task, args_list, **options))
+
+    def handle(self, job_id: str) -> Handle:
+        """Rebuild the handle of a job enqueued earlier, from its id."""
+        if not isinstance(job_id, str) or not job_id:
+            raise ConfigError(f"job id must be a non-empty string, got {job_id!r}")
+        return Handle(self, job_id, created=False)
+
+    def _enqueue(
+        self,
+        task: Task | str,
+        args_list: list[Mapping[str, Any] | None],
+        *,
+        single: bool,
+        id: str | None,
+        queue: str | Queue | None,
+        delay: Any,
+        start_at: Any,
+        retry: Retry | int | None,
+        priority: int | None,
+        tenant: str | None,
+    ) -> list[Handle]:
+        the_task = self.get_task(task)
+        if id is not None:
+            try:
+                _check_name(id, "job id")
+            except ConfigError as exc:
+                raise EnqueueError(str(exc)) from None
+        if delay is not None and start_at is not None:
+            raise EnqueueError("pass delay or start_at, not both")
+        try:
+            now = time.time()
+            if delay is not None:
+                run_at = now + parse_duration(delay, name="delay")
+            elif start_at is not None:
+                run_at = parse_instant(start_at)
+            else:
+                run_at = now
+            policy = Retry.coerce(retry, the_task.retry)
+            job_queue = self._coerce_queue(queue) if queue is not None else the_task.queue
+            job_priority = _check_priority(the_task.priority if priority is None else priority)
+        except ConfigError as exc:
+            raise EnqueueError(str(exc)) from None
+        if tenant is not None and (not isinstance(tenant, str) or not tenant):
+            raise EnqueueError(f"tenant must be a non-empty string, got {tenant!r}")
+        queue_name, cap, declared = self._queue_cap(job_queue)
+        status = Status.SCHEDULED if run_at > now else Status.WAITING
+        stored_retry = policy.to_dict()
+        stored_retry["give_up_on"] = sorted({_qualified(t) for t in policy.give_up_on})
+        retry_json = json.dumps(stored_retry)
+
+        jobs: list[NewJob] = []
+        for index, args in enumerate(args_list):
+            where = "" if single else f" (item {index})"
+            args_json = self._encode_args(the_task, args, where)
+            if id is None:
+                job_id = uuid.uuid4().hex
+            else:
+                job_id = id if single else f"{id}-{index}"
+            jobs.append(
+                NewJob(
+                    id=job_id,
+                    task=the_task.name,
+                    args_json=args_json,
+                    queue=queue_name,
+                    priority=job_priority,
+                    max_attempts=policy.max_attempts,
+                    retry_json=retry_json,
+                    run_at=run_at,
+                    tenant=tenant,
+                    status=status,
+                )
+            )
+        if not jobs:
+            return []
+        if declared:
+            self.sync_queues([job_queue])
+        results = self.store.enqueue(jobs, {queue_name: cap})
+        return [Handle(self, r.id, created=r.created) for r in results]
+
+    def _encode_args(self, task: Task, args: Mapping[str, Any] | None, where: str) -> str:
+        if args is None:
+            args = {}
+        if not isinstance(args, Mapping):
+            raise EnqueueError(f"args{where} must be a dict of argument names to values, got {type(args).__name__}")
+        for key in args:
+            if not isinstance(key, str):
+                raise EnqueueError(f"args{where}: argument names must be strings, got {key!r}")
+        try:
+            task.check_args(args)
+        except EnqueueError as exc:
+            raise EnqueueError(f"{exc}{where}") from None
+        try:
+            encoded = json.dumps(dict(args), allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise EnqueueError(f"args{where} are not JSON-serialisable: {exc}") from None
+        size = len(encoded.encode())
+        if size > self.max_payload_bytes:
+            raise EnqueueError(
+                f"args{where} are {size} bytes, over max_payload_bytes={self.max_payload_bytes}"
+            )
+        return encoded
+
+    # -- running ------------------------------------------------------------------------
+    def worker(self, **options: Any) -> "Any":
+        """A ``Worker`` for this app (see ``floodway.worker.Worker`` for the options)."""
+        from .worker import Worker
+
+        return Worker(self, **options)
+
+    def run_worker(self, **options: Any) -> None:
+        """Run a worker in this process until it is stopped (or, with ``burst=True``, idle)."""
+        self.worker(**options).run()
+
+
+def _check_priority(priority: object) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ConfigError(f"priority must be an int, got {priority!r}")
+    return priority
+

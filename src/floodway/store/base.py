@@ -1,0 +1,178 @@
+"""The store interface: the only layer of floodway that speaks SQL.
+
+A store persists jobs, their timelines, queues and workers, and performs each change in one
+short transaction. Callers (``App``, ``Handle``, ``Worker``, the CLI) speak only this interface,
+so a backend can be swapped by URL without changing them. Status changes are validated against
+``floodway.jobs.TRANSITIONS`` by the backend before they are written.
+
+The interface is synchronous: the worker runs it on a small thread pool, which keeps sync and
+async callers alike simple and lets each backend use its own driver in the way it works best.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from ..jobs import Event, Job, NewJob, Status
+
+
+@dataclass
+class Outcome:
+    """What a worker reports when one run of a job ends.
+
+    ``attempt`` guards the write: an outcome for a run whose lease was lost (the job was
+    rescued and claimed again) matches no row and is dropped.
+    """
+
+    job_id: str
+    attempt: int
+    status: Status
+    result_json: str | None = None
+    error: dict[str, Any] | None = None
+    run_at: float | None = None
+    #: False gives the attempt back: shutdown releases, rate-limit pauses, continue_later.
+    spend_attempt: bool = True
+    reason: str | None = None
+
+
+@dataclass
+class QueueInfo:
+    name: str
+    max_concurrency: int | None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class WorkerInfo:
+    id: str
+    hostname: str
+    pid: int
+    queues: list[str] | None
+    concurrency: int
+    started_at: float
+    heartbeat_at: float
+    stopped_at: float | None = None
+    running: int = 0
+
+
+@dataclass
+class EnqueueResult:
+    id: str
+    created: bool
+
+
+class Store(abc.ABC):
+    """A durable home for jobs. Implementations: ``SQLiteStore`` (embedded default)."""
+
+    url: str
+
+    # -- schema -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def migrate(self) -> list[int]:
+        """Apply pending numbered migrations; return the versions applied."""
+
+    @abc.abstractmethod
+    def schema_version(self) -> int:
+        """The highest migration applied to the database (0 for an empty one)."""
+
+    # -- enqueue ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def enqueue(
+        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None
+    ) -> list[EnqueueResult]:
+        """Insert ``jobs`` in one transaction (all or nothing).
+
+        A job whose id exists already is not touched (``created=False``). ``queues`` maps the
+        queue names used to their declared caps (``None`` = unlimited); queues not yet known
+        to the store are created with them.
+        """
+
+    # -- reading ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def get_job(self, job_id: str) -> Job | None: ...
+
+    @abc.abstractmethod
+    def list_jobs(
+        self,
+        *,
+        status: Iterable[Status | str] | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        tenant: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Jobs newest first, filtered by what is given."""
+
+    @abc.abstractmethod
+    def count_jobs(self, *, queue: str | None = None) -> dict[str, int]:
+        """Number of jobs per status."""
+
+    @abc.abstractmethod
+    def events(self, job_id: str) -> list[Event]:
+        """The job's timeline, oldest first."""
+
+    # -- queues and workers ---------------------------------------------------------------
+    @abc.abstractmethod
+    def set_queue(self, name: str, max_concurrency: int | None) -> None:
+        """Create or update a queue's concurrency cap (``None`` = unlimited)."""
+
+    @abc.abstractmethod
+    def list_queues(self) -> list[QueueInfo]: ...
+
+    @abc.abstractmethod
+    def register_worker(self, info: WorkerInfo) -> None: ...
+
+    @abc.abstractmethod
+    def worker_stopped(self, worker_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def list_workers(self, *, include_stopped: bool = False) -> list[WorkerInfo]: ...
+
+    # -- the worker's side --------------------------------------------------------------
+    @abc.abstractmethod
+    def claim(
+        self, worker_id: str, *, queues: list[str] | None, limit: int, lease: float
+    ) -> list[Job]:
+        """Move up to ``limit`` ready jobs to ``running`` under a lease owned by ``worker_id``.
+
+        Ready means ``waiting``, or ``retrying`` whose run_at has come; ``scheduled`` jobs
+        whose run_at has come are promoted to ``waiting`` first. Queue concurrency caps hold
+        across every worker on the store. Order: priority (high first), then run_at, then
+        enqueue order.
+        """
+
+    @abc.abstractmethod
+    def next_due(self, queues: list[str] | None) -> float | None:
+        """0 if a job is ready now, else the earliest run_at of a pending job, else None."""
+
+    @abc.abstractmethod
+    def finish(self, worker_id: str, outcomes: list[Outcome]) -> list[str]:
+        """Write the outcomes of runs in one transaction; return the job ids written."""
+
+    @abc.abstractmethod
+    def heartbeat(self, worker_id: str, job_ids: list[str], lease: float) -> set[str]:
+        """Extend the leases of ``job_ids``; return those whose cancellation was requested."""
+
+    @abc.abstractmethod
+    def rescue_expired(self) -> list[str]:
+        """Release running jobs whose lease expired (their worker died); return their ids."""
+
+    # -- user actions -------------------------------------------------------------------
+    @abc.abstractmethod
+    def cancel(self, job_id: str) -> Status:
+        """Cancel a job. A running one is flagged and stopped by its worker at its next
+        heartbeat; the status returned is the one the job has after the call."""
+
+    @abc.abstractmethod
+    def retry_now(self, job_id: str) -> Status:
+        """Run a failed, cancelled or retrying job again now, with a fresh set of attempts."""
+
+    @abc.abstractmethod
+    def purge(self, *, older_than: float, statuses: Iterable[Status | str]) -> int:
+        """Delete finished jobs (and their timelines) that finished before ``older_than``."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...

@@ -1,0 +1,723 @@
+"""The embedded SQLite store (stdlib ``sqlite3``, WAL).
+
+Several worker processes may share one database file: every write is one short
+``BEGIN IMMEDIATE`` transaction (so two writers queue on the busy timeout instead of
+deadlocking on a lock upgrade), reads run outside transactions, and each thread has its own
+connection. Completions and claims are written in batches, one transaction per batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any, Iterable, Iterator
+from urllib.parse import parse_qs, urlsplit
+
+from ..errors import ConfigError, JobNotFound, SchemaTooNewError, StoreError, TransitionError
+from ..jobs import (
+    CLAIMABLE_STATUSES,
+    Event,
+    Job,
+    NewJob,
+    Status,
+    check_transition,
+    can_transition,
+    sources_for,
+)
+from .base import EnqueueResult, Outcome, QueueInfo, Store, WorkerInfo
+
+_JOB_COLUMNS = (
+    "id, task, args, queue, status, priority, attempt, max_attempts, retry, run_at, tenant, "
+    "result, error, worker_id, lease_until, cancel_requested, created_at, updated_at, "
+    "started_at, finished_at"
+)
+_SYNCHRONOUS = {"off", "normal", "full", "extra"}
+
+
+def load_migrations(backend: str) -> list[tuple[int, str, str]]:
+    """The numbered SQL migrations shipped for ``backend``: (version, name, sql)."""
+    folder = resources.files("floodway.store") / "migrations" / backend
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text()))
+    return sorted(found)
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements so they run inside our own transaction."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        if line.lstrip().startswith("--"):
+            continue
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip():
+        statements.append(current.strip())
+    return statements
+
+
+def _job_from_row(row: tuple) -> Job:
+    return Job(
+        id=row[0],
+        task=row[1],
+        args=json.loads(row[2]),
+        queue=row[3],
+        status=Status(row[4]),
+        priority=row[5],
+        attempt=row[6],
+        max_attempts=row[7],
+        retry=json.loads(row[8]) if row[8] else None,
+        run_at=row[9],
+        tenant=row[10],
+        result=json.loads(row[11]) if row[11] is not None else None,
+        error=json.loads(row[12]) if row[12] else None,
+        worker_id=row[13],
+        lease_until=row[14],
+        cancel_requested=bool(row[15]),
+        created_at=row[16],
+        updated_at=row[17],
+        started_at=row[18],
+        finished_at=row[19],
+    )
+
+
+class SQLiteStore(Store):
+    """A store in one SQLite file, shared safely by several processes on one machine.
+
+    URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, with optional
+    ``?synchronous=normal`` (faster commits; a power cut may lose the last ones — the default
+    ``full`` makes every returned enqueue durable) and ``?busy_timeout=30`` (seconds).
+    """
+
+    def __init__(self, url: str, *, migrate: bool = True):
+        self.url = url
+        parts = urlsplit(url)
+        if parts.scheme != "sqlite":
+            raise ConfigError(f"not a sqlite URL: {url!r}")
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if parts.netloc:
+            raise ConfigError(
+                f"database URL {url!r}: use sqlite:///relative.db or sqlite:////absolute.db"
+            )
+        if not path:
+            raise ConfigError(f"database URL {url!r} names no file")
+        self.path = path
+        options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        self.synchronous = options.pop("synchronous", "full").lower()
+        if self.synchronous not in _SYNCHRONOUS:
+            raise ConfigError(f"database URL {url!r}: synchronous must be one of {sorted(_SYNCHRONOUS)}")
+        try:
+            self.busy_timeout = float(options.pop("busy_timeout", "60"))
+        except ValueError:
+            raise ConfigError(f"database URL {url!r}: busy_timeout must be a number") from None
+        if options:
+            raise ConfigError(f"database URL {url!r}: unknown option(s) {sorted(options)}")
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise StoreError(f"cannot open SQLite database {path!r}: directory {directory!r} does not exist")
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        try:
+            if migrate:
+                self.migrate()
+            else:
+                self._check_version()
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise StoreError(f"cannot use SQLite database {path!r}: {exc}") from exc
+
+    # -- connections and transactions -----------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise StoreError("store is closed")
+            try:
+                conn = sqlite3.connect(
+                    self.path,
+                    timeout=self.busy_timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction; IMMEDIATE takes the write lock up front."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"SQLite database {self.path!r}: {exc}") from exc
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StoreError(f"SQLite database {self.path!r}: {exc}") from exc
+
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        try:
+            return self._conn().execute(sql, tuple(params)).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"SQLite database {self.path!r}: {exc}") from exc
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            for conn in self._connections:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._connections.clear()
+        self._local = threading.local()
+
+    # -- schema ---------------------------------------------------------------------------
+    def _check_version(self) -> int:
+        latest = max(v for v, _, _ in load_migrations("sqlite"))
+        current = self.schema_version()
+        if current > latest:
+            raise SchemaTooNewError(
+                f"database {self.path!r} is at schema version {current}, newer than this "
+                f"floodway knows ({latest}); upgrade floodway"
+            )
+        return current
+
+    def schema_version(self) -> int:
+        rows = self._read(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name='floodway_schema'"
+        )
+        if not rows:
+            return 0
+        return self._read("SELECT COALESCE(MAX(version), 0) FROM floodway_schema")[0][0]
+
+    def migrate(self) -> list[int]:
+        if self._check_version() == len(load_migrations("sqlite")):
+            return []
+        applied = []
+        with self._write() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS floodway_schema "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+            )
+            # read the version inside the write lock: another process may have just migrated
+            current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM floodway_schema").fetchone()[0]
+            for version, name, sql in load_migrations("sqlite"):
+                if version <= current:
+                    continue
+                for statement in _split_sql(sql):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO floodway_schema (version, name, applied_at) VALUES (?, ?, ?)",
+                    (version, name, time.time()),
+                )
+                applied.append(version)
+            conn.execute("INSERT OR IGNORE INTO queues (name, max_concurrency) VALUES ('default', NULL)")
+        return applied
+
+    # -- helpers --------------------------------------------------------------------------
+    @staticmethod
+    def _event_rows(
+        rows: Iterable[tuple[str, Status | None, Status, int]],
+        at: float,
+        *,
+        worker_id: str | None = None,
+        error: dict | None = None,
+        reason: str | None = None,
+    ) -> list[tuple]:
+        err = json.dumps(error) if error else None
+        return [
+            (job_id, at, src.value if src else None, dst.value, attempt, err, worker_id, reason)
+            for job_id, src, dst, attempt in rows
+        ]
+
+    @staticmethod
+    def _insert_events(conn: sqlite3.Connection, rows: list[tuple]) -> None:
+        if rows:
+            conn.executemany(
+                "INSERT INTO job_events (job_id, at, from_status, to_status, attempt, error, "
+                "worker_id, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    # -- enqueue --------------------------------------------------------------------------
+    def enqueue(
+        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None
+    ) -> list[EnqueueResult]:
+        now = time.time()
+        results: list[EnqueueResult] = []
+        with self._write() as conn:
+            if queues:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO queues (name, max_concurrency) VALUES (?, ?)",
+                    list(queues.items()),
+                )
+            if len(jobs) == 1:
+                existing: set[str] = set()
+                row = conn.execute("SELECT 1 FROM jobs WHERE id = ?", (jobs[0].id,)).fetchone()
+                if row:
+                    existing.add(jobs[0].id)
+            else:
+                existing = self._existing_ids(conn, [j.id for j in jobs])
+            fresh = []
+            seen: set[str] = set()
+            for job in jobs:
+                check_transition(None, job.status)
+                created = job.id not in existing and job.id not in seen
+                results.append(EnqueueResult(job.id, created))
+                if created:
+                    seen.add(job.id)
+                    fresh.append(job)
+            conn.executemany(
+                "INSERT INTO jobs (id, task, args, queue, status, priority, attempt, max_attempts, "
+                "retry, run_at, tenant, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
+                [
+                    (j.id, j.task, j.args_json, j.queue, j.status.value, j.priority,
+                     j.max_attempts, j.retry_json, j.run_at, j.tenant, now, now)
+                    for j in fresh
+                ],
+            )
+            self._insert_events(
+                conn,
+                self._event_rows(((j.id, None, j.status, 0) for j in fresh), now, reason="enqueued"),
+            )
+        return results
+
+    @staticmethod
+    def _existing_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in conn.execute(f"SELECT id FROM jobs WHERE id IN ({marks})", chunk))
+        return found
+
+    # -- reading --------------------------------------------------------------------------
+    def get_job(self, job_id: str) -> Job | None:
+        rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return _job_from_row(rows[0]) if rows else None
+
+    def list_jobs(
+        self,
+        *,
+        status: Iterable[Status | str] | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        tenant: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]:
+        where, params = [], []
+        if status:
+            statuses = [Status(s).value for s in status]
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            params += statuses
+        for column, value in (("queue", queue), ("task", task), ("tenant", tenant)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._read(
+            f"SELECT {_JOB_COLUMNS} FROM jobs {clause} ORDER BY created_at DESC, rowid DESC "
+            "LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
+        return [_job_from_row(r) for r in rows]
+
+    def count_jobs(self, *, queue: str | None = None) -> dict[str, int]:
+        if queue is None:
+            rows = self._read("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+        else:
+            rows = self._read("SELECT status, COUNT(*) FROM jobs WHERE queue = ? GROUP BY status", (queue,))
+        counts = {s.value: 0 for s in Status}
+        counts.update(dict(rows))
+        return counts
+
+    def events(self, job_id: str) -> list[Event]:
+        rows = self._read(
+            "SELECT job_id, at, from_status, to_status, attempt, error, worker_id, reason "
+            "FROM job_events WHERE job_id = ? ORDER BY seq",
+            (job_id,),
+        )
+        return [
+            Event(
+                job_id=r[0],
+                at=r[1],
+                from_status=Status(r[2]) if r[2] else None,
+                to_status=Status(r[3]),
+                attempt=r[4],
+                error=json.loads(r[5]) if r[5] else None,
+                worker_id=r[6],
+                reason=r[7],
+            )
+            for r in rows
+        ]
+
+    # -- queues and workers ---------------------------------------------------------------
+    def set_queue(self, name: str, max_concurrency: int | None) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO queues (name, max_concurrency) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET max_concurrency = excluded.max_concurrency",
+                (name, max_concurrency),
+            )
+
+    def list_queues(self) -> list[QueueInfo]:
+        queues = {
+            name: QueueInfo(name, cap, {s.value: 0 for s in Status})
+            for name, cap in self._read("SELECT name, max_concurrency FROM queues ORDER BY name")
+        }
+        for name, status, count in self._read("SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status"):
+            info = queues.setdefault(name, QueueInfo(name, None, {s.value: 0 for s in Status}))
+            info.counts[status] = count
+        return sorted(queues.values(), key=lambda q: q.name)
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO workers (id, hostname, pid, queues, concurrency, started_at, "
+                "heartbeat_at, stopped_at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+                (info.id, info.hostname, info.pid, json.dumps(info.queues), info.concurrency,
+                 info.started_at, info.heartbeat_at),
+            )
+
+    def worker_stopped(self, worker_id: str) -> None:
+        with self._write() as conn:
+            conn.execute("UPDATE workers SET stopped_at = ? WHERE id = ?", (time.time(), worker_id))
+
+    def list_workers(self, *, include_stopped: bool = False) -> list[WorkerInfo]:
+        clause = "" if include_stopped else "WHERE w.stopped_at IS NULL"
+        rows = self._read(
+            "SELECT w.id, w.hostname, w.pid, w.queues, w.concurrency, w.started_at, w.heartbeat_at, "
+            "w.stopped_at, (SELECT COUNT(*) FROM jobs j WHERE j.status = 'running' AND j.worker_id = w.id) "
+            f"FROM workers w {clause} ORDER BY w.started_at"
+        )
+        return [
+            WorkerInfo(r[0], r[1], r[2], json.loads(r[3]) if r[3] else None, r[4], r[5], r[6], r[7], r[8])
+            for r in rows
+        ]
+
+    # -- claiming ---------------------------------------------------------------------------
+    def _promote_due(self, conn: sqlite3.Connection, now: float) -> None:
+        """scheduled -> waiting for every job whose run_at has come."""
+        due = conn.execute(
+            "SELECT id, attempt FROM jobs WHERE status = 'scheduled' AND run_at <= ? LIMIT 5000",
+            (now,),
+        ).fetchall()
+        if not due:
+            return
+        conn.executemany(
+            "UPDATE jobs SET status = 'waiting', updated_at = ? WHERE id = ?",
+            [(now, job_id) for job_id, _ in due],
+        )
+        self._insert_events(
+            conn,
+            self._event_rows(((j, Status.SCHEDULED, Status.WAITING, a) for j, a in due), now, reason="due"),
+        )
+
+    def claim(
+        self, worker_id: str, *, queues: list[str] | None, limit: int, lease: float
+    ) -> list[Job]:
+        if limit <= 0:
+            return []
+        now = time.time()
+        with self._write() as conn:
+            self._promote_due(conn, now)
+            caps = dict(
+                conn.execute("SELECT name, max_concurrency FROM queues WHERE max_concurrency IS NOT NULL")
+            )
+            room: dict[str, int] = {}
+            if caps:
+                running = dict(
+                    conn.execute(
+                        "SELECT queue, COUNT(*) FROM jobs WHERE status = 'running' GROUP BY queue"
+                    )
+                )
+                room = {q: cap - running.get(q, 0) for q, cap in caps.items()}
+            full = {q for q, left in room.items() if left <= 0}
+            chosen: list[tuple] = []
+            # a capped queue may fill while we walk; ask again without it (bounded rounds)
+            for _ in range(8):
+                candidates = self._candidates(conn, now, queues, full, limit + len(chosen))
+                if not candidates:
+                    break
+                skipped = False
+                taken = {row[0] for row in chosen}
+                for row in candidates:
+                    if row[0] in taken:
+                        continue
+                    queue = row[3]
+                    if queue in room:
+                        if room[queue] <= 0:
+                            skipped = True
+                            continue
+                        room[queue] -= 1
+                        if room[queue] <= 0:
+                            full.add(queue)
+                    chosen.append(row)
+                    taken.add(row[0])
+                    if len(chosen) >= limit:
+                        break
+                if len(chosen) >= limit or not skipped:
+                    break
+            if not chosen:
+                return []
+            lease_until = now + lease
+            conn.executemany(
+                "UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = ?, "
+                "lease_until = ?, started_at = ?, updated_at = ? WHERE id = ?",
+                [(worker_id, lease_until, now, now, row[0]) for row in chosen],
+            )
+            self._insert_events(
+                conn,
+                self._event_rows(
+                    ((r[0], Status(r[4]), Status.RUNNING, r[6] + 1) for r in chosen),
+                    now,
+                    worker_id=worker_id,
+                ),
+            )
+        jobs = []
+        for r in chosen:
+            job = _job_from_row(r)
+            jobs.append(
+                Job(**{**job.__dict__, "status": Status.RUNNING, "attempt": job.attempt + 1,
+                       "worker_id": worker_id, "lease_until": lease_until, "started_at": now,
+                       "updated_at": now})
+            )
+        return jobs
+
+    def _candidates(
+        self,
+        conn: sqlite3.Connection,
+        now: float,
+        queues: list[str] | None,
+        full: set[str],
+        limit: int,
+    ) -> list[tuple]:
+        filters, params = [], []
+        if queues is not None:
+            filters.append(f"queue IN ({','.join('?' * len(queues))})")
+            params += queues
+        if full:
+            filters.append(f"queue NOT IN ({','.join('?' * len(full))})")
+            params += sorted(full)
+        extra = "".join(f" AND {f}" for f in filters)
+        # one indexed walk per claimable status, merged: an IN over both statuses would
+        # make SQLite sort every ready row on each claim
+        waiting = conn.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = 'waiting'{extra} "
+            "ORDER BY priority DESC, run_at, rowid LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+        retrying = conn.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = 'retrying' AND run_at <= ?{extra} "
+            "ORDER BY run_at LIMIT ?",
+            (now, *params, limit),
+        ).fetchall()
+        if not retrying:
+            return waiting
+        return sorted(waiting + retrying, key=lambda r: (-r[5], r[9]))[:limit]
+
+    def next_due(self, queues: list[str] | None) -> float | None:
+        extra, params = "", []
+        if queues is not None:
+            extra = f" AND queue IN ({','.join('?' * len(queues))})"
+            params = list(queues)
+        if self._read(f"SELECT 1 FROM jobs WHERE status = 'waiting'{extra} LIMIT 1", params):
+            return 0.0
+        row = self._read(
+            f"SELECT MIN(run_at) FROM jobs WHERE status IN ('scheduled', 'retrying'){extra}", params
+        )
+        return row[0][0] if row and row[0][0] is not None else None
+
+    # -- finishing --------------------------------------------------------------------------
+    def finish(self, worker_id: str, outcomes: list[Outcome]) -> list[str]:
+        if not outcomes:
+            return []
+        now = time.time()
+        written: list[str] = []
+        events: list[tuple] = []
+        with self._write() as conn:
+            for o in outcomes:
+                check_transition(Status.RUNNING, o.status)
+                final = o.status.is_final
+                cur = conn.execute(
+                    "UPDATE jobs SET status = ?, result = ?, error = COALESCE(?, error), "
+                    "run_at = COALESCE(?, run_at), attempt = attempt - ?, worker_id = NULL, "
+                    "lease_until = NULL, cancel_requested = 0, updated_at = ?, "
+                    "finished_at = CASE WHEN ? THEN ? ELSE finished_at END "
+                    "WHERE id = ? AND status = 'running' AND worker_id = ? AND attempt = ?",
+                    (
+                        o.status.value,
+                        o.result_json,
+                        json.dumps(o.error) if o.error else None,
+                        o.run_at,
+                        0 if o.spend_attempt else 1,
+                        now,
+                        final,
+                        now,
+                        o.job_id,
+                        worker_id,
+                        o.attempt,
+                    ),
+                )
+                if cur.rowcount:
+                    written.append(o.job_id)
+                    attempt = o.attempt if o.spend_attempt else o.attempt - 1
+                    events.extend(
+                        self._event_rows(
+                            [(o.job_id, Status.RUNNING, o.status, attempt)],
+                            now,
+                            worker_id=worker_id,
+                            error=o.error,
+                            reason=o.reason,
+                        )
+                    )
+            self._insert_events(conn, events)
+        return written
+
+    def heartbeat(self, worker_id: str, job_ids: list[str], lease: float) -> set[str]:
+        now = time.time()
+        cancelled: set[str] = set()
+        with self._write() as conn:
+            conn.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (now, worker_id))
+            for start in range(0, len(job_ids), 500):
+                chunk = job_ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                conn.execute(
+                    f"UPDATE jobs SET lease_until = ? WHERE worker_id = ? AND status = 'running' "
+                    f"AND id IN ({marks})",
+                    (now + lease, worker_id, *chunk),
+                )
+                cancelled.update(
+                    r[0]
+                    for r in conn.execute(
+                        f"SELECT id FROM jobs WHERE worker_id = ? AND status = 'running' "
+                        f"AND cancel_requested = 1 AND id IN ({marks})",
+                        (worker_id, *chunk),
+                    )
+                )
+        return cancelled
+
+    def rescue_expired(self) -> list[str]:
+        now = time.time()
+        with self._write() as conn:
+            expired = conn.execute(
+                "SELECT id, attempt, max_attempts, worker_id, cancel_requested FROM jobs "
+                "WHERE status = 'running' AND lease_until < ?",
+                (now,),
+            ).fetchall()
+            events = []
+            for job_id, attempt, max_attempts, owner, cancel_requested in expired:
+                error = {
+                    "type": "WorkerLost",
+                    "message": f"worker {owner} stopped renewing its lease; the job was rescued",
+                    "traceback": None,
+                }
+                if cancel_requested:
+                    target, reason = Status.CANCELLED, "lease expired; cancellation requested"
+                elif attempt >= max_attempts:
+                    # a job that keeps killing its worker must not loop forever
+                    target, reason = Status.FAILED, "lease expired on the last attempt"
+                else:
+                    target, reason = Status.WAITING, "lease expired; rescued"
+                conn.execute(
+                    "UPDATE jobs SET status = ?, worker_id = NULL, lease_until = NULL, error = ?, "
+                    "updated_at = ?, finished_at = CASE WHEN ? THEN ? ELSE NULL END "
+                    "WHERE id = ? AND status = 'running'",
+                    (target.value, json.dumps(error), now, target.is_final, now, job_id),
+                )
+                events += self._event_rows(
+                    [(job_id, Status.RUNNING, target, attempt)], now, worker_id=owner, error=error, reason=reason
+                )
+            self._insert_events(conn, events)
+        return [row[0] for row in expired]
+
+    # -- user actions -----------------------------------------------------------------------
+    def cancel(self, job_id: str) -> Status:
+        now = time.time()
+        with self._write() as conn:
+            row = conn.execute("SELECT status, attempt FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(f"no job with id {job_id!r}")
+            status, attempt = Status(row[0]), row[1]
+            if status is Status.RUNNING:
+                conn.execute("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (now, job_id))
+                return status
+            if status is Status.CANCELLED:
+                return status
+            check_transition(status, Status.CANCELLED)
+            conn.execute(
+                "UPDATE jobs SET status = 'cancelled', updated_at = ?, finished_at = ? WHERE id = ?",
+                (now, now, job_id),
+            )
+            self._insert_events(
+                conn, self._event_rows([(job_id, status, Status.CANCELLED, attempt)], now, reason="cancelled by user")
+            )
+        return Status.CANCELLED
+
+    def retry_now(self, job_id: str) -> Status:
+        now = time.time()
+        with self._write() as conn:
+            row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(f"no job with id {job_id!r}")
+            status = Status(row[0])
+            if not can_transition(status, Status.WAITING) or status in (Status.RUNNING, Status.SCHEDULED):
+                raise TransitionError(f"job {job_id} is {status}; only failed, cancelled or retrying jobs can be retried")
+            conn.execute(
+                "UPDATE jobs SET status = 'waiting', attempt = 0, run_at = ?, cancel_requested = 0, "
+                "finished_at = NULL, updated_at = ? WHERE id = ?",
+                (now, now, job_id),
+            )
+            self._insert_events(
+                conn, self._event_rows([(job_id, status, Status.WAITING, 0)], now, reason="retried by user")
+            )
+        return Status.WAITING
+
+    def purge(self, *, older_than: float, statuses: Iterable[Status | str]) -> int:
+        wanted = [Status(s) for s in statuses]
+        for s in wanted:
+            if not s.is_final:
+                raise ConfigError(f"purge: only finished jobs can be purged, not {s}")
+        if not wanted:
+            return 0
+        marks = ",".join("?" * len(wanted))
+        params = (*[s.value for s in wanted], older_than)
+        with self._write() as conn:
+            conn.execute(
+                f"DELETE FROM job_events WHERE job_id IN (SELECT id FROM jobs WHERE status IN ({marks}) "
+                "AND finished_at < ?)",
+                params,
+            )
+            cur = conn.execute(f"DELETE FROM jobs WHERE status IN ({marks}) AND finished_at < ?", params)
+            return cur.rowcount
+
+
+__all__ = ["SQLiteStore", "load_migrations", "CLAIMABLE_STATUSES", "sources_for"]

@@ -1,0 +1,371 @@
+"""The worker: claims jobs, runs them on asyncio, renews their leases, writes their outcomes.
+
+Read top to bottom, one worker process does this:
+
+1. registers itself and writes the app's declared queue caps to the store;
+2. loops: when it has free slots and the store has ready jobs, claims a batch of them
+   (one transaction) and starts each as an asyncio task — sync functions run on a thread pool;
+3. each finished run becomes an ``Outcome`` in a buffer; a single flusher writes the whole
+   buffer in one transaction whenever it is not already writing (group commit), so completions
+   are batched without a fixed delay;
+4. a heartbeat renews the leases of its running jobs, stops the ones a user cancelled, and
+   rescues jobs of workers that died (their lease expired);
+5. on SIGTERM/SIGINT it stops claiming, gives running jobs ``grace`` seconds to finish, and
+   releases the rest to ``waiting`` without spending an attempt. A second signal skips the grace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Callable
+
+from .context import Context
+from .errors import ConfigError, Fail
+from .jobs import Job, Status
+from .retry import Retry
+from .store.base import Outcome, WorkerInfo
+from .units import parse_duration
+
+if TYPE_CHECKING:
+    from .app import App, Task
+
+log = logging.getLogger("floodway.worker")
+
+
+def error_info(exc: BaseException) -> dict[str, Any]:
+    """The stored form of an exception: type, message and traceback."""
+    return {
+        "type": type(exc).__qualname__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+class Worker:
+    """Runs the jobs of one app until stopped.
+
+    :param queues: the queues to take jobs from (all when ``None``).
+    :param concurrency: how many jobs run at once in this process.
+    :param burst: exit once nothing is ready and nothing is running.
+    :param lease: how long a claimed job stays ours without a heartbeat; a worker that dies
+        loses its jobs to another worker after this long.
+    :param grace: how long a stopping worker lets running jobs finish before releasing them.
+    :param poll_interval: the longest an idle worker sleeps before looking for work again.
+    :param batch_size: the most jobs claimed in one transaction.
+    """
+
+    def __init__(
+        self,
+        app: "App",
+        *,
+        queues: list[str] | None = None,
+        concurrency: int = 20,
+        burst: bool = False,
+        lease: str | float = "30s",
+        grace: str | float = "30s",
+        poll_interval: str | float = "100ms",
+        batch_size: int | None = None,
+        worker_id: str | None = None,
+    ):
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        if queues is not None:
+            queues = list(queues)
+            if not queues or not all(isinstance(q, str) and q for q in queues):
+                raise ConfigError(f"queues must be a non-empty list of queue names, got {queues!r}")
+        self.app = app
+        self.queues = queues
+        self.concurrency = concurrency
+        self.burst = burst
+        self.lease = parse_duration(lease, name="lease", allow_zero=False)
+        self.grace = parse_duration(grace, name="grace")
+        self.poll_interval = parse_duration(poll_interval, name="poll_interval", allow_zero=False)
+        self.batch_size = batch_size or max(concurrency, 1)
+        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._jobs: dict[str, Job] = {}
+        self._outcomes: list[Outcome] = []
+        self._unflushed: set[str] = set()
+        self._cancel_requested: set[str] = set()
+        self._releasing = False
+        self._stopping = False
+        self._wake: asyncio.Event | None = None
+        self._flush_wanted: asyncio.Event | None = None
+        self._flushed: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._store_threads: ThreadPoolExecutor | None = None
+        self._task_threads: ThreadPoolExecutor | None = None
+        self.processed = 0
+
+    # -- public controls ------------------------------------------------------------------
+    def run(self) -> None:
+        """Run until stopped (or idle, with ``burst``)."""
+        asyncio.run(self.run_async())
+
+    def stop(self, *, immediately: bool = False) -> None:
+        """Ask the worker to stop; thread-safe. ``immediately`` skips the grace period."""
+        if self._loop is None:
+            self._stopping = True
+            return
+        self._loop.call_soon_threadsafe(self._request_stop, immediately)
+
+    def _request_stop(self, immediately: bool = False) -> None:
+        self._stopping = True
+        if immediately:
+            self.grace = 0.0
+            self._releasing = True
+            for task in list(self._running.values()):
+                task.cancel()
+        if self._wake:
+            self._wake.set()
+
+    # -- the loop --------------------------------------------------------------------------
+    async def run_async(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._flush_wanted = asyncio.Event()
+        self._flushed = asyncio.Event()
+        self._store_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="floodway-store")
+        self._task_threads = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="floodway-task")
+        self._install_signal_handlers()
+        try:
+            await self._store(self.app.sync_queues)
+            now = time.time()
+            await self._store(
+                self.app.store.register_worker,
+                WorkerInfo(self.id, socket.gethostname(), os.getpid(), self.queues, self.concurrency, now, now),
+            )
+            log.info("worker %s started: queues=%s concurrency=%d", self.id, self.queues or "all", self.concurrency)
+            flusher = asyncio.create_task(self._flush_loop(), name="floodway-flusher")
+            heart = asyncio.create_task(self._heartbeat_loop(), name="floodway-heartbeat")
+            try:
+                await self._claim_loop()
+                await self._drain()
+            finally:
+                heart.cancel()
+                self._flush_wanted.set()
+                await self._flush_all()
+                flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.gather(heart, flusher, return_exceptions=True)
+                with contextlib.suppress(Exception):
+                    await self._store(self.app.store.worker_stopped, self.id)
+                log.info("worker %s stopped after %d jobs", self.id, self.processed)
+        finally:
+            self._remove_signal_handlers()
+            self._task_threads.shutdown(wait=False, cancel_futures=True)
+            self._store_threads.shutdown(wait=True)
+            self._loop = None
+
+    async def _claim_loop(self) -> None:
+        assert self._wake is not None
+        while not self._stopping:
+            free = self.concurrency - len(self._running)
+            timeout = self.poll_interval
+            if free > 0:
+                due = await self._store(self.app.store.next_due, self.queues)
+                now = time.time()
+                if due is not None and due <= now:
+                    jobs = await self._store(
+                        self.app.store.claim,
+                        self.id,
+                        queues=self.queues,
+                        limit=min(free, self.batch_size),
+                        lease=self.lease,
+                    )
+                    for job in jobs:
+                        self._start(job)
+                    if jobs:
+                        continue
+                elif self.burst and not self._running:
+                    return
+                if due is not None:
+                    timeout = min(self.poll_interval, max(due - now, 0.001))
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _drain(self) -> None:
+        """Let running jobs finish within the grace period, then release the rest."""
+        if self._running:
+            log.info("worker %s stopping: %d running job(s), grace %.1fs", self.id, len(self._running), self.grace)
+            await asyncio.wait(list(self._running.values()), timeout=self.grace)
+        if self._running:
+            self._releasing = True
+            for task in list(self._running.values()):
+                task.cancel()
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+    # -- running one job ------------------------------------------------------------------
+    def _start(self, job: Job) -> None:
+        self._jobs[job.id] = job
+        self._unflushed.add(job.id)
+        self._running[job.id] = asyncio.create_task(self._run(job), name=f"floodway-job-{job.id}")
+
+    async def _run(self, job: Job) -> None:
+        try:
+            outcome = await self._execute(job)
+        except asyncio.CancelledError:
+            outcome = self._interrupted(job)
+        except BaseException as exc:  # a bug in floodway itself must not lose the job
+            log.exception("internal error running job %s", job.id)
+            outcome = self._failure(job, None, exc)
+        self._outcomes.append(outcome)
+        self._running.pop(job.id, None)
+        self._jobs.pop(job.id, None)
+        self._cancel_requested.discard(job.id)
+        self.processed += 1
+        assert self._flush_wanted is not None and self._wake is not None
+        self._flush_wanted.set()
+        self._wake.set()
+
+    async def _execute(self, job: Job) -> Outcome:
+        task = self.app.tasks.get(job.task)
+        if task is None:
+            return Outcome(
+                job.id, job.attempt, Status.FAILED,
+                error={"type": "UnknownTask", "traceback": None,
+                       "message": f"task {job.task!r} is not registered in worker {self.id}"},
+            )
+        call = self._call_for(task, job)
+        try:
+            if task.timeout is not None:
+                result = await asyncio.wait_for(call(), task.timeout)
+            else:
+                result = await call()
+        except asyncio.TimeoutError as exc:
+            if self._releasing or job.id in self._cancel_requested:
+                raise asyncio.CancelledError() from exc
+            return self._failure(job, task, TimeoutError(f"task {task.name} timed out after {task.timeout}s"))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return self._failure(job, task, exc)
+        try:
+            result_json = json.dumps(result, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            return self._failure(
+                job, task, TypeError(f"task {task.name} returned a value that is not JSON-serialisable: {exc}")
+            )
+        return Outcome(job.id, job.attempt, Status.COMPLETE, result_json=result_json)
+
+    def _call_for(self, task: "Task", job: Job) -> Callable[[], Any]:
+        args: tuple[Any, ...] = (Context(self.app, job, self.id),) if task.wants_context else ()
+        if task.is_async:
+            return lambda: task.fn(*args, **job.args)
+        assert self._loop is not None and self._task_threads is not None
+        loop, threads = self._loop, self._task_threads
+        return lambda: loop.run_in_executor(threads, lambda: task.fn(*args, **job.args))
+
+    def _failure(self, job: Job, task: "Task | None", exc: BaseException) -> Outcome:
+        error = error_info(exc)
+        policy = Retry.from_dict(job.retry) if job.retry else (task.retry if task else Retry())
+        stored_final = (job.retry or {}).get("give_up_on", [])
+        final = (
+            task is None
+            or isinstance(exc, Fail)
+            or task.gives_up_on(exc, stored_final)
+            or job.attempt >= job.max_attempts
+        )
+        if final:
+            log.warning("job %s (%s) failed for good on attempt %d: %s: %s",
+                        job.id, job.task, job.attempt, error["type"], error["message"])
+            return Outcome(job.id, job.attempt, Status.FAILED, error=error)
+        delay = policy.delay(job.attempt)
+        log.info("job %s (%s) failed on attempt %d, retrying in %.2fs: %s: %s",
+                 job.id, job.task, job.attempt, delay, error["type"], error["message"])
+        return Outcome(job.id, job.attempt, Status.RETRYING, error=error, run_at=time.time() + delay)
+
+    def _interrupted(self, job: Job) -> Outcome:
+        if job.id in self._cancel_requested:
+            return Outcome(job.id, job.attempt, Status.CANCELLED, reason="cancelled by user while running")
+        # shutting down: give the job back without spending its attempt
+        return Outcome(job.id, job.attempt, Status.WAITING, spend_attempt=False,
+                       reason=f"released by stopping worker {self.id}")
+
+    # -- writing outcomes -----------------------------------------------------------------
+    async def _flush_loop(self) -> None:
+        assert self._flush_wanted is not None
+        while True:
+            await self._flush_wanted.wait()
+            self._flush_wanted.clear()
+            await self._flush_all()
+
+    async def _flush_all(self) -> None:
+        # retries with backoff: a busy or briefly unavailable database must not lose outcomes
+        pause = 0.05
+        while self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            try:
+                written = await self._store(self.app.store.finish, self.id, batch)
+            except Exception:
+                log.exception("could not write %d outcome(s); retrying in %.2fs", len(batch), pause)
+                self._outcomes = batch + self._outcomes
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+                continue
+            pause = 0.05
+            for outcome in batch:
+                self._unflushed.discard(outcome.job_id)
+            lost = {o.job_id for o in batch} - set(written)
+            if lost:
+                log.warning("lease lost before the outcome was written for %d job(s): %s", len(lost), sorted(lost)[:5])
+
+    # -- heartbeat and rescue ---------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        interval = self.lease / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                ids = sorted(self._unflushed)
+                cancelled = await self._store(self.app.store.heartbeat, self.id, ids, self.lease)
+                for job_id in cancelled:
+                    task = self._running.get(job_id)
+                    if task is not None and job_id not in self._cancel_requested:
+                        self._cancel_requested.add(job_id)
+                        task.cancel()
+                rescued = await self._store(self.app.store.rescue_expired)
+                if rescued:
+                    log.warning("rescued %d job(s) whose worker stopped renewing its lease", len(rescued))
+                    assert self._wake is not None
+                    self._wake.set()
+            except Exception:
+                log.exception("heartbeat failed; will try again")
+
+    # -- plumbing ---------------------------------------------------------------------------
+    async def _store(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        assert self._loop is not None and self._store_threads is not None
+        return await self._loop.run_in_executor(self._store_threads, lambda: fn(*args, **kwargs))
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        assert self._loop is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _remove_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread() or self._loop is None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                self._loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stopping:
+            log.warning("second %s: releasing running jobs now", sig.name)
+            self._request_stop(immediately=True)
+        else:
+            log.info("%s received: finishing running jobs (grace %.1fs)", sig.name, self.grace)
+            self._request_stop()
