@@ -11,6 +11,9 @@ from .units import parse_duration
 
 __all__ = ["Retry"]
 
+#: No retry waits longer than a year, whatever the policy computes.
+CEILING = 365 * 86400.0
+
 
 @dataclass(frozen=True)
 class Retry:
@@ -84,10 +87,13 @@ class Retry:
         if self.backoff == "fixed":
             delay = initial
         else:
-            # cap the exponent so huge retry counts cannot overflow a float
-            delay = initial * self.factor ** min(retry_number - 1, 1000)
+            try:
+                delay = initial * self.factor ** (retry_number - 1)
+            except OverflowError:  # a huge retry count: the ceiling below applies
+                delay = CEILING if initial > 0 else 0.0
         if self.max is not None:
             delay = min(delay, float(self.max))  # type: ignore[arg-type]
+        delay = min(delay, CEILING)
         if self.jitter:
             delay *= 1.0 + (rng or random).random()
         return delay

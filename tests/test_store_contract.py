@@ -1,0 +1,287 @@
+"""The store contract: every backend passes this suite unchanged (see ``conftest.BACKENDS``)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+
+from floodway.errors import JobNotFound, TransitionError
+from floodway.jobs import NewJob, Status
+from floodway.store import Outcome
+
+W1, W2 = "worker-1", "worker-2"
+
+
+def new_job(job_id=None, *, task="t", queue="default", priority=0, run_at=None, max_attempts=3,
+            status=None, args=None, tenant=None) -> NewJob:
+    run_at = time.time() if run_at is None else run_at
+    return NewJob(
+        id=job_id or uuid.uuid4().hex, task=task, args_json=json.dumps(args or {}), queue=queue,
+        priority=priority, max_attempts=max_attempts, retry_json=json.dumps({"attempts": max_attempts - 1}),
+        run_at=run_at, tenant=tenant,
+        status=status or (Status.SCHEDULED if run_at > time.time() else Status.WAITING),
+    )
+
+
+def claim_all(store, worker=W1, limit=100, queues=None, lease=30.0):
+    return store.claim(worker, queues=queues, limit=limit, lease=lease)
+
+
+def test_fresh_store_is_migrated(store):
+    assert store.schema_version() >= 1
+    assert store.migrate() == []  # idempotent
+
+
+def test_enqueue_and_read_back(store):
+    [res] = store.enqueue([new_job("a", args={"x": 1}, tenant="acme")])
+    assert res.id == "a" and res.created
+    job = store.get_job("a")
+    assert job.status is Status.WAITING and job.args == {"x": 1} and job.attempt == 0
+    assert job.tenant == "acme"
+    assert [(e.from_status, e.to_status) for e in store.events("a")] == [(None, Status.WAITING)]
+    assert store.get_job("missing") is None
+
+
+def test_enqueue_is_idempotent_by_id(store):
+    store.enqueue([new_job("same", args={"v": 1})])
+    [res] = store.enqueue([new_job("same", args={"v": 2})])
+    assert not res.created
+    assert store.get_job("same").args == {"v": 1}
+    assert len(store.events("same")) == 1
+
+
+def test_bulk_enqueue_with_duplicates_inside_and_outside(store):
+    store.enqueue([new_job("x-1")])
+    results = store.enqueue([new_job("x-0"), new_job("x-1"), new_job("x-2"), new_job("x-0")])
+    assert [(r.id, r.created) for r in results] == [("x-0", True), ("x-1", False), ("x-2", True), ("x-0", False)]
+    assert store.count_jobs()["waiting"] == 3
+
+
+def test_bulk_enqueue_is_all_or_nothing(store):
+    jobs = [new_job(f"b-{i}") for i in range(10)]
+    jobs[7].status = Status.RUNNING  # not a status a new job may have: refused mid-batch
+    with pytest.raises(TransitionError):
+        store.enqueue(jobs)
+    assert sum(store.count_jobs().values()) == 0
+
+
+def test_claim_marks_running_with_lease_and_event(store):
+    store.enqueue([new_job("c")])
+    [job] = claim_all(store, lease=10)
+    assert job.id == "c" and job.status is Status.RUNNING and job.attempt == 1 and job.worker_id == W1
+    stored = store.get_job("c")
+    assert stored.status is Status.RUNNING and stored.lease_until > time.time() + 5
+    assert store.events("c")[-1].to_status is Status.RUNNING
+    assert claim_all(store) == []  # nothing left
+
+
+def test_claim_order_priority_then_age(store):
+    now = time.time()
+    store.enqueue([new_job("low-old", priority=0, run_at=now - 10), new_job("high", priority=5, run_at=now),
+                   new_job("low-new", priority=0, run_at=now - 1)])
+    assert [j.id for j in claim_all(store, limit=3)] == ["high", "low-old", "low-new"]
+
+
+def test_claim_respects_limit_and_bulk_order(store):
+    store.enqueue([new_job(f"o-{i:03d}") for i in range(50)])
+    first = claim_all(store, limit=20)
+    assert [j.id for j in first] == [f"o-{i:03d}" for i in range(20)]
+
+
+def test_claim_filters_queues(store):
+    store.enqueue([new_job("q1", queue="one"), new_job("q2", queue="two")], {"one": None, "two": None})
+    assert [j.id for j in claim_all(store, queues=["two"])] == ["q2"]
+
+
+def test_scheduled_jobs_wait_for_run_at(store):
+    store.enqueue([new_job("later", run_at=time.time() + 0.3)])
+    assert store.get_job("later").status is Status.SCHEDULED
+    assert claim_all(store) == []
+    due = store.next_due(None)
+    assert due is not None and due > time.time()
+    deadline = time.time() + 10
+    claimed = []
+    while not claimed and time.time() < deadline:
+        claimed = claim_all(store)
+        time.sleep(0.02)
+    assert [j.id for j in claimed] == ["later"]
+    assert [e.to_status for e in store.events("later")] == [Status.SCHEDULED, Status.WAITING, Status.RUNNING]
+
+
+def test_next_due(store):
+    assert store.next_due(None) is None
+    store.enqueue([new_job("n1", queue="a", run_at=time.time() + 100)], {"a": None})
+    assert store.next_due(None) > time.time()
+    store.enqueue([new_job("n2", queue="b")], {"b": None})
+    assert store.next_due(None) == 0
+    assert store.next_due(["a"]) > time.time()
+
+
+def test_queue_cap_holds_across_workers(store):
+    store.enqueue([new_job(f"cap-{i}", queue="narrow") for i in range(10)], {"narrow": 3})
+    a = claim_all(store, W1, limit=2)
+    b = claim_all(store, W2, limit=10)
+    assert len(a) == 2 and len(b) == 1
+    assert claim_all(store, W2) == []
+    store.finish(W1, [Outcome(a[0].id, 1, Status.COMPLETE, result_json="null")])
+    assert len(claim_all(store, W2)) == 1
+
+
+def test_capped_queue_does_not_block_other_queues(store):
+    store.enqueue([new_job(f"n-{i}", queue="narrow") for i in range(5)], {"narrow": 1})
+    store.enqueue([new_job(f"w-{i}", queue="wide") for i in range(5)], {"wide": None})
+    claimed = claim_all(store, limit=10)
+    assert sorted(j.queue for j in claimed) == ["narrow"] + ["wide"] * 5
+
+
+def test_first_declared_cap_wins_on_enqueue_and_set_queue_overrides(store):
+    store.enqueue([new_job("d1", queue="q")], {"q": 2})
+    store.enqueue([new_job("d2", queue="q")], {"q": 9})
+    assert {q.name: q.max_concurrency for q in store.list_queues()}["q"] == 2
+    store.set_queue("q", 4)
+    info = {q.name: q for q in store.list_queues()}["q"]
+    assert info.max_concurrency == 4 and info.counts["waiting"] == 2
+
+
+def test_finish_complete(store):
+    store.enqueue([new_job("f")])
+    [job] = claim_all(store)
+    assert store.finish(W1, [Outcome("f", job.attempt, Status.COMPLETE, result_json='{"ok": true}')]) == ["f"]
+    done = store.get_job("f")
+    assert done.status is Status.COMPLETE and done.result == {"ok": True} and done.finished_at
+    assert done.worker_id is None and done.lease_until is None
+
+
+def test_finish_retrying_then_failed_keeps_error(store):
+    store.enqueue([new_job("r", max_attempts=2)])
+    [job] = claim_all(store)
+    err = {"type": "ValueError", "message": "bad", "traceback": "tb"}
+    store.finish(W1, [Outcome("r", 1, Status.RETRYING, error=err, run_at=time.time() - 1)])
+    retrying = store.get_job("r")
+    assert retrying.status is Status.RETRYING and retrying.error == err and retrying.attempt == 1
+    [job] = claim_all(store)
+    assert job.attempt == 2
+    store.finish(W1, [Outcome("r", 2, Status.FAILED, error=err)])
+    assert store.get_job("r").status is Status.FAILED
+    assert [e.to_status for e in store.events("r")] == [
+        Status.WAITING, Status.RUNNING, Status.RETRYING, Status.RUNNING, Status.FAILED]
+    assert store.events("r")[2].error == err
+
+
+def test_retrying_job_is_not_claimed_before_run_at(store):
+    store.enqueue([new_job("later")])
+    claim_all(store)
+    store.finish(W1, [Outcome("later", 1, Status.RETRYING, error={"type": "E"}, run_at=time.time() + 60)])
+    assert claim_all(store) == []
+
+
+def test_release_gives_the_attempt_back(store):
+    store.enqueue([new_job("rel")])
+    claim_all(store)
+    store.finish(W1, [Outcome("rel", 1, Status.WAITING, spend_attempt=False, reason="released")])
+    job = store.get_job("rel")
+    assert job.status is Status.WAITING and job.attempt == 0
+    assert store.events("rel")[-1].reason == "released"
+
+
+def test_outcome_of_a_lost_lease_is_dropped(store):
+    store.enqueue([new_job("lost")])
+    claim_all(store, W1, lease=0.01)
+    time.sleep(0.05)
+    assert store.rescue_expired() == ["lost"]
+    [again] = claim_all(store, W2)
+    assert again.attempt == 2
+    assert store.finish(W1, [Outcome("lost", 1, Status.COMPLETE, result_json="1")]) == []
+    assert store.get_job("lost").status is Status.RUNNING
+    assert store.finish(W2, [Outcome("lost", 2, Status.COMPLETE, result_json="2")]) == ["lost"]
+    assert store.get_job("lost").result == 2
+
+
+def test_rescue_records_why_and_fails_on_last_attempt(store):
+    store.enqueue([new_job("poison", max_attempts=1)])
+    claim_all(store, lease=0.01)
+    time.sleep(0.05)
+    store.rescue_expired()
+    job = store.get_job("poison")
+    assert job.status is Status.FAILED and job.error["type"] == "WorkerLost"
+    assert "lease" in store.events("poison")[-1].reason
+
+
+def test_heartbeat_extends_lease_and_reports_cancellations(store):
+    store.enqueue([new_job("hb1"), new_job("hb2")])
+    claim_all(store, lease=0.2)
+    assert store.heartbeat(W1, ["hb1", "hb2"], 60) == set()
+    time.sleep(0.3)
+    assert store.rescue_expired() == []
+    assert store.cancel("hb2") is Status.RUNNING  # flagged; the worker stops it
+    assert store.heartbeat(W1, ["hb1", "hb2"], 60) == {"hb2"}
+    assert store.heartbeat(W2, ["hb1", "hb2"], 60) == set()  # not W2's jobs
+
+
+def test_cancel_waiting_and_scheduled(store):
+    store.enqueue([new_job("cw"), new_job("cs", run_at=time.time() + 100)])
+    assert store.cancel("cw") is Status.CANCELLED
+    assert store.cancel("cs") is Status.CANCELLED
+    assert store.cancel("cs") is Status.CANCELLED  # idempotent
+    assert claim_all(store) == []
+    with pytest.raises(JobNotFound):
+        store.cancel("nope")
+
+
+def test_cancel_complete_is_refused(store):
+    store.enqueue([new_job("done")])
+    claim_all(store)
+    store.finish(W1, [Outcome("done", 1, Status.COMPLETE, result_json="null")])
+    with pytest.raises(TransitionError):
+        store.cancel("done")
+
+
+def test_retry_now_resets_attempts(store):
+    store.enqueue([new_job("again", max_attempts=1)])
+    claim_all(store)
+    store.finish(W1, [Outcome("again", 1, Status.FAILED, error={"type": "E"})])
+    assert store.retry_now("again") is Status.WAITING
+    job = store.get_job("again")
+    assert job.status is Status.WAITING and job.attempt == 0
+    with pytest.raises(TransitionError):
+        store.retry_now("again")  # waiting: nothing to retry
+    with pytest.raises(JobNotFound):
+        store.retry_now("nope")
+
+
+def test_list_and_count(store):
+    store.enqueue([new_job(f"l-{i}", task="a" if i % 2 else "b", queue="q", tenant="t1" if i < 3 else None)
+                   for i in range(6)], {"q": None})
+    assert len(store.list_jobs()) == 6
+    assert {j.task for j in store.list_jobs(task="a")} == {"a"}
+    assert len(store.list_jobs(tenant="t1")) == 3
+    assert len(store.list_jobs(status=["waiting"], limit=2)) == 2
+    assert store.list_jobs(status=[Status.COMPLETE]) == []
+    assert store.count_jobs()["waiting"] == 6 and store.count_jobs(queue="other")["waiting"] == 0
+
+
+def test_purge_removes_old_finished_jobs_and_their_events(store):
+    store.enqueue([new_job("p1"), new_job("p2")])
+    claim_all(store)
+    store.finish(W1, [Outcome("p1", 1, Status.COMPLETE, result_json="1")])
+    assert store.purge(older_than=time.time() - 3600, statuses=["complete"]) == 0
+    assert store.purge(older_than=time.time() + 1, statuses=["complete"]) == 1
+    assert store.get_job("p1") is None and store.events("p1") == []
+    assert store.get_job("p2") is not None
+
+
+def test_workers_registry(store):
+    from floodway.store import WorkerInfo
+
+    now = time.time()
+    store.register_worker(WorkerInfo(W1, "host", 123, ["a"], 5, now, now))
+    store.enqueue([new_job("wj")])
+    claim_all(store, W1)
+    [info] = store.list_workers()
+    assert info.id == W1 and info.queues == ["a"] and info.running == 1
+    store.worker_stopped(W1)
+    assert store.list_workers() == []
+    assert len(store.list_workers(include_stopped=True)) == 1
