@@ -23,7 +23,7 @@ _UNIT_SECONDS = {
     "h": 3600.0,
     "d": 86400.0,
 }
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|sec|min|s|m|h|d)\s*$")
+_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|sec|min|s|m|h|d)\s*$")
 
 DurationLike = "str | int | float | timedelta"
 

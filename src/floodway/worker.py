@@ -102,7 +102,7 @@ class Worker:
         self._stopping = False
         self._wake: asyncio.Event | None = None
         self._flush_wanted: asyncio.Event | None = None
-        self._flushed: asyncio.Event | None = None
+        self._flush_lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._store_threads: ThreadPoolExecutor | None = None
         self._task_threads: ThreadPoolExecutor | None = None
@@ -135,7 +135,7 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._flush_wanted = asyncio.Event()
-        self._flushed = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
         self._store_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="floodway-store")
         self._task_threads = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="floodway-task")
         self._install_signal_handlers()
@@ -303,6 +303,12 @@ class Worker:
             await self._flush_all()
 
     async def _flush_all(self) -> None:
+        # one writer at a time: the final flush at shutdown must wait for one in flight
+        assert self._flush_lock is not None
+        async with self._flush_lock:
+            await self._write_outcomes()
+
+    async def _write_outcomes(self) -> None:
         # retries with backoff: a busy or briefly unavailable database must not lose outcomes
         pause = 0.05
         while self._outcomes:

@@ -1,0 +1,364 @@
+"""The worker in-process: outcomes, retries, final failures, timeouts, cancellation, release."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+
+from floodway import Context, Fail, JobCancelled, JobFailed, Retry, Status
+from floodway.errors import ConfigError
+
+from .conftest import wait_for
+
+
+@contextmanager
+def running_worker(app, **options):
+    options.setdefault("concurrency", 10)
+    options.setdefault("poll_interval", "20ms")
+    worker = app.worker(**options)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(30)
+        assert not thread.is_alive(), "worker did not stop"
+
+
+def test_async_and_sync_tasks_complete(app):
+    @app.task
+    async def double(x: int) -> int:
+        await asyncio.sleep(0)
+        return x * 2
+
+    @app.task
+    def shout(ctx: Context, word: str) -> dict:
+        return {"word": word.upper(), "thread": threading.current_thread().name, "attempt": ctx.attempt}
+
+    handles = app.enqueue_many(double, [{"x": i} for i in range(50)])
+    h = app.enqueue(shout, {"word": "hey"})
+    app.worker(concurrency=10, burst=True).run()
+    assert [x.result(timeout=5) for x in handles] == [i * 2 for i in range(50)]
+    res = h.result(timeout=5)
+    assert res["word"] == "HEY" and res["attempt"] == 1 and res["thread"].startswith("floodway-task")
+    assert [e.to_status for e in h.events()] == [Status.WAITING, Status.RUNNING, Status.COMPLETE]
+
+
+def test_context_by_name(app):
+    @app.task
+    async def named(ctx, n: int):
+        return [ctx.job_id, n, ctx.args]
+
+    h = app.enqueue(named, {"n": 4})
+    app.worker(burst=True).run()
+    assert h.result(timeout=5) == [h.id, 4, {"n": 4}]
+
+
+def test_flaky_job_is_retried_then_completes(app):
+    @app.task(retry=Retry(attempts=3, initial="10ms"))
+    async def flaky(ctx: Context):
+        if ctx.attempt < 3:
+            raise ConnectionError(f"try {ctx.attempt}")
+        return "ok"
+
+    h = app.enqueue(flaky)
+    with running_worker(app):
+        assert h.result(timeout=20) == "ok"
+    job = h.job()
+    assert job.attempt == 3
+    timeline = [(e.from_status, e.to_status) for e in h.events()]
+    assert timeline.count((Status.RUNNING, Status.RETRYING)) == 2
+    retry_events = [e for e in h.events() if e.to_status is Status.RETRYING]
+    assert retry_events[0].error["type"] == "ConnectionError" and "try 1" in retry_events[0].error["message"]
+    assert "Traceback" in retry_events[0].error["traceback"]
+
+
+def test_retry_delay_comes_from_the_policy(app):
+    @app.task(retry=Retry(attempts=5, initial="1h", backoff="fixed"))
+    def broken():
+        raise RuntimeError("no")
+
+    h = app.enqueue(broken)
+    before = time.time()
+    app.worker(burst=True).run()
+    job = h.job()
+    assert job.status is Status.RETRYING and job.attempt == 1
+    assert before + 3600 <= job.run_at <= time.time() + 3600
+
+
+def test_enqueue_retry_override_is_used(app):
+    @app.task(retry=Retry(attempts=5, initial="1h"))
+    def broken():
+        raise RuntimeError("no")
+
+    h = app.enqueue(broken, retry=0)
+    app.worker(burst=True).run()
+    assert h.status() is Status.FAILED
+
+
+def test_attempts_exhausted_fails_with_the_stored_error(app):
+    @app.task(retry=Retry(attempts=1, initial="10ms"))
+    async def always():
+        raise ValueError("bad input 42")
+
+    h = app.enqueue(always)
+    with running_worker(app):
+        with pytest.raises(JobFailed) as info:
+            h.result(timeout=20)
+    assert info.value.type == "ValueError" and info.value.message == "bad input 42"
+    assert "bad input 42" in info.value.traceback
+    assert h.job().attempt == 2
+
+
+def test_fail_is_final(app):
+    @app.task(retry=5)
+    def refuse():
+        raise Fail("account closed")
+
+    h = app.enqueue(refuse)
+    app.worker(burst=True).run()
+    assert h.status() is Status.FAILED and h.job().attempt == 1
+    assert h.job().error["message"] == "account closed"
+
+
+def test_give_up_on(app):
+    @app.task(retry=5, give_up_on=(KeyError,))
+    def lookup():
+        raise KeyError("missing")
+
+    @app.task(retry=Retry(attempts=5, initial="1h", give_up_on=(LookupError,)))
+    def lookup2():
+        raise IndexError("subclass of LookupError")
+
+    h1, h2 = app.enqueue(lookup), app.enqueue(lookup2)
+    app.worker(burst=True).run()
+    assert h1.status() is Status.FAILED and h2.status() is Status.FAILED
+
+
+def test_non_json_result_is_a_failed_attempt(app):
+    @app.task(retry=0)
+    def weird():
+        return {1, 2, 3}
+
+    h = app.enqueue(weird)
+    app.worker(burst=True).run()
+    with pytest.raises(JobFailed, match="not JSON-serialisable"):
+        h.result(timeout=5)
+
+
+def test_timeout_is_a_failed_attempt(app):
+    @app.task(timeout="50ms", retry=0)
+    async def slow():
+        await asyncio.sleep(30)
+
+    h = app.enqueue(slow)
+    app.worker(burst=True).run()
+    with pytest.raises(JobFailed, match="timed out"):
+        h.result(timeout=5)
+
+
+def test_cancel_a_running_job(app):
+    started = threading.Event()
+
+    @app.task
+    async def forever():
+        started.set()
+        await asyncio.sleep(300)
+
+    h = app.enqueue(forever)
+    with running_worker(app, lease="300ms"):
+        assert started.wait(20)
+        assert h.cancel() is Status.RUNNING  # requested; the worker stops it at its heartbeat
+        with pytest.raises(JobCancelled):
+            h.result(timeout=20)
+    assert h.events()[-1].reason == "cancelled by user while running"
+
+
+def test_cancelled_waiting_job_never_runs(app):
+    ran = []
+
+    @app.task
+    def record():
+        ran.append(1)
+
+    h = app.enqueue(record)
+    assert h.cancel() is Status.CANCELLED
+    app.worker(burst=True).run()
+    assert ran == [] and h.status() is Status.CANCELLED
+    with pytest.raises(JobCancelled):
+        h.result()
+
+
+def test_manual_retry_of_failed_job(app):
+    calls = []
+
+    @app.task(retry=0)
+    def once_broken():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("first")
+        return len(calls)
+
+    h = app.enqueue(once_broken)
+    app.worker(burst=True).run()
+    assert h.status() is Status.FAILED
+    assert h.retry() is Status.WAITING
+    app.worker(burst=True).run()
+    assert h.result(timeout=5) == 2
+
+
+def test_result_timeout(app):
+    @app.task
+    def idle(): ...
+
+    h = app.enqueue(idle)
+    with pytest.raises(TimeoutError):
+        h.result(timeout=0.05)
+
+    async def main():
+        return await h.result_async(timeout=0.05)
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(main())
+
+
+def test_result_async_waits(app):
+    @app.task
+    async def quick():
+        return 7
+
+    h = app.enqueue(quick)
+
+    async def main():
+        waiter = asyncio.create_task(h.result_async(timeout=20))
+        await asyncio.to_thread(app.worker(burst=True).run)
+        return await waiter
+
+    assert asyncio.run(main()) == 7
+
+
+def test_unknown_task_in_worker_fails_the_job(app, database_url):
+    from floodway import App
+
+    producer = App(database_url)
+
+    @producer.task
+    def only_here(): ...
+
+    h = producer.enqueue(only_here)
+    producer.close()
+    app.worker(burst=True).run()
+    job = app.handle(h.id).job()
+    assert job.status is Status.FAILED and job.error["type"] == "UnknownTask"
+
+
+def test_stopping_worker_releases_running_jobs_without_spending_an_attempt(app):
+    started = threading.Event()
+
+    @app.task
+    async def long():
+        started.set()
+        await asyncio.sleep(300)
+
+    h = app.enqueue(long)
+    worker = app.worker(grace="50ms", poll_interval="20ms")
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    assert started.wait(20)
+    worker.stop()
+    thread.join(20)
+    job = h.job()
+    assert job.status is Status.WAITING and job.attempt == 0
+    last = h.events()[-1]
+    assert (last.from_status, last.to_status) == (Status.RUNNING, Status.WAITING)
+    assert "released" in last.reason
+
+
+def test_stopping_worker_lets_short_jobs_finish_within_grace(app):
+    started = threading.Event()
+
+    @app.task
+    async def short():
+        started.set()
+        await asyncio.sleep(0.2)
+        return "done"
+
+    h = app.enqueue(short)
+    worker = app.worker(grace="20s", poll_interval="20ms")
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    assert started.wait(20)
+    worker.stop()
+    thread.join(30)
+    assert h.result(timeout=1) == "done"
+
+
+def test_scheduled_job_runs_when_due(app):
+    @app.task
+    def later():
+        return time.time()
+
+    h = app.enqueue(later, delay="200ms")
+    due = h.job().run_at
+    with running_worker(app):
+        ran_at = h.result(timeout=20)
+    assert ran_at >= due
+    assert [e.to_status for e in h.events()][:3] == [Status.SCHEDULED, Status.WAITING, Status.RUNNING]
+
+
+def test_priority_runs_first(app):
+    order = []
+
+    @app.task
+    def mark(n: int):
+        order.append(n)
+
+    app.enqueue_many(mark, [{"n": i} for i in range(5)])
+    app.enqueue(mark, {"n": 99}, priority=10)
+    app.worker(concurrency=1, burst=True).run()
+    assert order[0] == 99 and order[1:] == [0, 1, 2, 3, 4]
+
+
+def test_queue_filter(app):
+    @app.task(queue="a")
+    def in_a(): ...
+
+    @app.task
+    def in_default(): ...
+
+    ha, hd = app.enqueue(in_a), app.enqueue(in_default)
+    app.worker(queues=["default"], burst=True).run()
+    assert ha.status() is Status.WAITING and hd.status() is Status.COMPLETE
+
+
+def test_many_jobs_concurrently_in_one_process(app):
+    seen = set()
+    gate = {"running": 0, "max": 0}
+
+    @app.task
+    async def tick(i: int):
+        gate["running"] += 1
+        gate["max"] = max(gate["max"], gate["running"])
+        await asyncio.sleep(0.001)
+        gate["running"] -= 1
+        seen.add(i)
+
+    app.enqueue_many(tick, [{"i": i} for i in range(500)])
+    app.worker(concurrency=20, burst=True).run()
+    assert seen == set(range(500))
+    assert gate["max"] <= 20
+    assert app.store.count_jobs()["complete"] == 500
+
+
+@pytest.mark.parametrize("options", [
+    {"concurrency": 0}, {"concurrency": "4"}, {"queues": []}, {"queues": [""]},
+    {"lease": "0s"}, {"grace": "-1s"}, {"poll_interval": "fast"},
+])
+def test_bad_worker_options(app, options):
+    with pytest.raises(ConfigError):
+        app.worker(**options)
