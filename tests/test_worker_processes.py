@@ -305,13 +305,6 @@ def blocking(ctx: floodway.Context):
 '''
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: on SIGTERM a sync job still running in its thread after the grace is released to "
-    "'waiting' (attempt not spent) while its body keeps running in the stopping process, so another "
-    "worker runs the same job at the same time; the stopping process then lingers until the thread "
-    "ends (concurrent.futures joins its threads at exit)",
-)
 def test_sigterm_never_lets_a_sync_job_run_twice_at_once(tmp_path, workers, make_app):
     name, mod = make_app(SYNC_BLOCKING_APP)
     (tmp_path / "runs.gauge").write_text("0 0")

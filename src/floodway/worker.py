@@ -147,6 +147,9 @@ class Worker:
                 WorkerInfo(self.id, socket.gethostname(), os.getpid(), self.queues, self.concurrency, now, now),
             )
             log.info("worker %s started: queues=%s concurrency=%d", self.id, self.queues or "all", self.concurrency)
+            rescued = await self._store(self.app.store.rescue_expired)
+            if rescued:
+                log.warning("rescued %d job(s) whose worker stopped renewing its lease", len(rescued))
             flusher = asyncio.create_task(self._flush_loop(), name="floodway-flusher")
             heart = asyncio.create_task(self._heartbeat_loop(), name="floodway-heartbeat")
             try:
@@ -238,15 +241,12 @@ class Worker:
                 error={"type": "UnknownTask", "traceback": None,
                        "message": f"task {job.task!r} is not registered in worker {self.id}"},
             )
-        call = self._call_for(task, job)
         try:
-            if task.timeout is not None:
-                result = await asyncio.wait_for(call(), task.timeout)
+            if task.is_async:
+                result = await self._run_async_fn(task, job)
             else:
-                result = await call()
-        except asyncio.TimeoutError as exc:
-            if self._releasing or job.id in self._cancel_requested:
-                raise asyncio.CancelledError() from exc
+                result = await self._run_sync_fn(task, job)
+        except asyncio.TimeoutError:
             return self._failure(job, task, TimeoutError(f"task {task.name} timed out after {task.timeout}s"))
         except asyncio.CancelledError:
             raise
@@ -260,13 +260,46 @@ class Worker:
             )
         return Outcome(job.id, job.attempt, Status.COMPLETE, result_json=result_json)
 
-    def _call_for(self, task: "Task", job: Job) -> Callable[[], Any]:
-        args: tuple[Any, ...] = (Context(self.app, job, self.id),) if task.wants_context else ()
-        if task.is_async:
-            return lambda: task.fn(*args, **job.args)
+    def _arguments(self, task: "Task", job: Job) -> tuple[Any, ...]:
+        return (Context(self.app, job, self.id),) if task.wants_context else ()
+
+    async def _run_async_fn(self, task: "Task", job: Job) -> Any:
+        call = task.fn(*self._arguments(task, job), **job.args)
+        if task.timeout is None:
+            return await call
+        try:
+            return await asyncio.wait_for(call, task.timeout)
+        except asyncio.TimeoutError:
+            if self._releasing or job.id in self._cancel_requested:
+                raise asyncio.CancelledError() from None
+            raise
+
+    async def _run_sync_fn(self, task: "Task", job: Job) -> Any:
+        """Run a sync function on the thread pool.
+
+        A thread cannot be interrupted, so a sync job is never released or written off while
+        its function still runs: on cancellation (shutdown, user cancel) or timeout the worker
+        keeps its lease and waits for the function to return, and then records what really
+        happened. Otherwise another worker could run the same job at the same time.
+        """
         assert self._loop is not None and self._task_threads is not None
-        loop, threads = self._loop, self._task_threads
-        return lambda: loop.run_in_executor(threads, lambda: task.fn(*args, **job.args))
+        args = self._arguments(task, job)
+        future = self._loop.run_in_executor(self._task_threads, lambda: task.fn(*args, **job.args))
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), task.timeout)
+        except (asyncio.CancelledError, asyncio.TimeoutError) as interruption:
+            log.warning("job %s (%s) runs in a thread that cannot be interrupted; waiting for it to return",
+                        job.id, task.name)
+            while not future.done():
+                try:
+                    await asyncio.shield(future)
+                except asyncio.CancelledError:
+                    continue  # a second signal: still cannot stop the thread
+                except Exception:
+                    break
+            if isinstance(interruption, asyncio.TimeoutError):
+                raise
+            return future.result()  # its real outcome: complete, or the exception it raised
 
     def _failure(self, job: Job, task: "Task | None", exc: BaseException) -> Outcome:
         error = error_info(exc)

@@ -568,7 +568,8 @@ class SQLiteStore(Store):
                 check_transition(Status.RUNNING, o.status)
                 final = o.status.is_final
                 cur = conn.execute(
-                    "UPDATE jobs SET status = ?, result = ?, error = COALESCE(?, error), "
+                    "UPDATE jobs SET status = ?, result = ?, "
+                    "error = CASE WHEN ? = 'complete' THEN NULL ELSE COALESCE(?, error) END, "
                     "run_at = COALESCE(?, run_at), attempt = attempt - ?, worker_id = NULL, "
                     "lease_until = NULL, cancel_requested = 0, updated_at = ?, "
                     "finished_at = CASE WHEN ? THEN ? ELSE finished_at END "
@@ -576,6 +577,7 @@ class SQLiteStore(Store):
                     (
                         o.status.value,
                         o.result_json,
+                        o.status.value,
                         json.dumps(o.error) if o.error else None,
                         o.run_at,
                         0 if o.spend_attempt else 1,
