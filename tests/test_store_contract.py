@@ -166,8 +166,9 @@ def test_finish_retrying_then_failed_keeps_error(store):
     assert job.attempt == 2
     store.finish(W1, [Outcome("r", 2, Status.FAILED, error=err)])
     assert store.get_job("r").status is Status.FAILED
+    # a retry that came due is ready again: retrying -> waiting -> running
     assert [e.to_status for e in store.events("r")] == [
-        Status.WAITING, Status.RUNNING, Status.RETRYING, Status.RUNNING, Status.FAILED]
+        Status.WAITING, Status.RUNNING, Status.RETRYING, Status.WAITING, Status.RUNNING, Status.FAILED]
     assert store.events("r")[2].error == err
 
 

@@ -103,6 +103,11 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     cancel_requested: bool = False
+    #: the (limit, key) pairs the job holds, resolved at enqueue
+    limits: tuple[tuple[str, str], ...] = ()
+    fair_key: str = ""
+    #: seconds the job was held back by limits (seed 003's throttling overhead)
+    throttled_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view, with instants as ISO-8601 strings."""
@@ -124,6 +129,8 @@ class Job:
             "worker_id": self.worker_id,
             "result": self.result,
             "error": self.error,
+            "limits": [list(pair) for pair in self.limits],
+            "throttled_seconds": round(self.throttled_seconds, 6),
         }
 
 
@@ -167,3 +174,5 @@ class NewJob:
     run_at: float
     tenant: str | None = None
     status: Status = field(default=Status.WAITING)
+    limits_json: str | None = None
+    fair_key: str = ""

@@ -191,9 +191,13 @@ class Worker:
                         self._start(job)
                     if jobs:
                         continue
+                    # ready jobs exist but limits or queue caps hold them back: sleep until
+                    # the earliest admission (or a local job finishing, or the poll)
+                    if jobs.wake_at is not None:
+                        timeout = min(self.poll_interval, max(jobs.wake_at - time.time(), 0.001))
                 elif self.burst and not self._running:
                     return
-                if due is not None:
+                elif due is not None:
                     timeout = min(self.poll_interval, max(due - now, 0.001))
             self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):

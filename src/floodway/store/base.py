@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from ..jobs import Event, Job, NewJob, Status
+from ..limits import LimitSpec
 
 
 @dataclass
@@ -35,6 +36,35 @@ class Outcome:
     #: False gives the attempt back: shutdown releases, rate-limit pauses, continue_later.
     spend_attempt: bool = True
     reason: str | None = None
+    #: seconds this run spent held back by limits (waits in place, or the wait until run_at)
+    throttled_seconds: float = 0.0
+
+
+class ClaimedJobs(list):  # list[Job]
+    """The jobs a claim moved to ``running``, and ``wake_at``: the earliest moment a ready job
+    that limits held back could be admitted (``None`` when none was held back by a rate or a
+    pause), so an idle worker sleeps exactly until then."""
+
+    def __init__(self, jobs: Iterable[Job] = (), wake_at: float | None = None):
+        super().__init__(jobs)
+        self.wake_at = wake_at
+
+
+@dataclass
+class LimitKeyInfo:
+    key: str
+    remaining: int | None
+    paused_until: float | None
+    pause_reason: str | None
+    running: int
+    admitted: int
+    rate_limited: int
+
+
+@dataclass
+class LimitInfo:
+    spec: LimitSpec
+    keys: list[LimitKeyInfo] = field(default_factory=list)
 
 
 @dataclass
@@ -135,13 +165,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def claim(
         self, worker_id: str, *, queues: list[str] | None, limit: int, lease: float
-    ) -> list[Job]:
+    ) -> ClaimedJobs:
         """Move up to ``limit`` ready jobs to ``running`` under a lease owned by ``worker_id``.
 
-        Ready means ``waiting``, or ``retrying`` whose run_at has come; ``scheduled`` jobs
-        whose run_at has come are promoted to ``waiting`` first. Queue concurrency caps hold
-        across every worker on the store. Order: priority (high first), then run_at, then
-        enqueue order.
+        ``scheduled`` and ``retrying`` jobs whose run_at has come are promoted to ``waiting``
+        first. Queue caps and limits (pauses, concurrency, GCRA rates) hold across every
+        worker on the store; a job they hold back stays ``waiting`` and spends nothing. Order:
+        round-robin over fairness groups (tenant or limit keys), then priority (high first),
+        then run_at, then enqueue order.
         """
 
     @abc.abstractmethod
@@ -159,6 +190,30 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def rescue_expired(self) -> list[str]:
         """Release running jobs whose lease expired (their worker died); return their ids."""
+
+    # -- limits ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def declare_limit(self, spec: LimitSpec) -> None:
+        """Store a limit as the code declares it. A limit changed at run time keeps its
+        change until the code declares something different."""
+
+    @abc.abstractmethod
+    def update_limit(self, spec: LimitSpec) -> None:
+        """Change a limit at run time (every worker sees it at its next claim)."""
+
+    @abc.abstractmethod
+    def list_limits(self, *, tenant_keys: Iterable[str] | None = None) -> list[LimitInfo]:
+        """Each limit with the state of each of its keys."""
+
+    @abc.abstractmethod
+    def acquire(self, name: str, key: str, cost: int = 1) -> tuple[bool, float]:
+        """Take ``cost`` tokens from a limit key now: ``(True, now)`` or ``(False, retry_at)``."""
+
+    @abc.abstractmethod
+    def pause_limit(self, name: str, key: str, until: float, reason: str) -> float:
+        """Pause one key of a limit for every worker until ``until`` (never shortening a
+        longer pause); after it, jobs are admitted at the limit's rate, not all at once.
+        Returns the pause's end."""
 
     # -- user actions -------------------------------------------------------------------
     @abc.abstractmethod

@@ -29,12 +29,13 @@ from ..jobs import (
     can_transition,
     sources_for,
 )
-from .base import EnqueueResult, Outcome, QueueInfo, Store, WorkerInfo
+from ..limits import LimitSpec, gcra, remaining
+from .base import ClaimedJobs, EnqueueResult, LimitInfo, LimitKeyInfo, Outcome, QueueInfo, Store, WorkerInfo
 
 _JOB_COLUMNS = (
     "id, task, args, queue, status, priority, attempt, max_attempts, retry, run_at, tenant, "
     "result, error, worker_id, lease_until, cancel_requested, created_at, updated_at, "
-    "started_at, finished_at"
+    "started_at, finished_at, limits, fair_key, throttled_seconds"
 )
 _SYNCHRONOUS = {"off", "normal", "full", "extra"}
 
@@ -87,7 +88,82 @@ def _job_from_row(row: tuple) -> Job:
         updated_at=row[17],
         started_at=row[18],
         finished_at=row[19],
+        limits=tuple(tuple(pair) for pair in json.loads(row[20])) if row[20] else (),
+        fair_key=row[21],
+        throttled_seconds=row[22],
     )
+
+
+class _Admission:
+    """Limit admission inside one claim transaction.
+
+    Reads each (limit, key) state once, decides with the pause, the concurrency cap and GCRA,
+    and writes back only what changed. ``wake_at`` is the earliest moment a job held back by
+    a rate or a pause could be admitted, so idle workers sleep exactly until then.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, now: float):
+        self.conn = conn
+        self.now = now
+        self.specs = {
+            row[0]: LimitSpec.from_row(*row)
+            for row in conn.execute("SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive FROM limits")
+        }
+        self.states: dict[tuple[str, str], list[Any]] = {}
+        self.dirty: set[tuple[str, str]] = set()
+        self.wake_at: float | None = None
+        self.blocked_ids: list[str] = []
+
+    def _state(self, name: str, key: str) -> list[Any]:
+        pair = (name, key)
+        if pair not in self.states:
+            row = self.conn.execute(
+                "SELECT tat, paused_until, running, admitted FROM limit_keys WHERE limit_name = ? AND key = ?", pair
+            ).fetchone()
+            self.states[pair] = list(row) if row else [0.0, 0.0, 0, 0]
+        return self.states[pair]
+
+    def _held(self, job_id: str, until: float | None) -> bool:
+        if until is not None:
+            self.wake_at = until if self.wake_at is None else min(self.wake_at, until)
+        self.blocked_ids.append(job_id)
+        return False
+
+    def admit(self, job_id: str, limits: list[list[str]]) -> bool:
+        decisions: list[tuple[tuple[str, str], float | None]] = []
+        for name, key in limits:
+            spec = self.specs.get(name)
+            if spec is None:
+                continue  # a limit no longer in the store holds nothing back
+            state = self._state(name, key)
+            if state[1] > self.now:
+                return self._held(job_id, state[1])
+            if spec.concurrency is not None and state[2] >= spec.concurrency:
+                return self._held(job_id, None)  # a finishing job frees the slot
+            new_tat = None
+            if spec.rate is not None:
+                ok, new_tat, retry_at = gcra(state[0], self.now, spec.rate, spec.burst)
+                if not ok:
+                    return self._held(job_id, retry_at)
+            decisions.append(((name, key), new_tat))
+        for pair, new_tat in decisions:
+            state = self.states[pair]
+            state[2] += 1
+            state[3] += 1
+            if new_tat is not None:
+                state[0] = new_tat
+            self.dirty.add(pair)
+        return True
+
+    def write_back(self) -> None:
+        if not self.dirty:
+            return
+        self.conn.executemany(
+            "INSERT INTO limit_keys (limit_name, key, tat, running, admitted) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (limit_name, key) DO UPDATE SET tat = excluded.tat, running = excluded.running, "
+            "admitted = excluded.admitted",
+            [(name, key, *self.states[(name, key)][0:1], *self.states[(name, key)][2:4]) for name, key in self.dirty],
+        )
 
 
 class SQLiteStore(Store):
@@ -295,14 +371,15 @@ class SQLiteStore(Store):
                     fresh.append(job)
             conn.executemany(
                 "INSERT INTO jobs (id, task, args, queue, status, priority, attempt, max_attempts, "
-                "retry, run_at, tenant, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
+                "retry, run_at, tenant, created_at, updated_at, limits, fair_key) "
+                "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (j.id, j.task, j.args_json, j.queue, j.status.value, j.priority,
-                     j.max_attempts, j.retry_json, j.run_at, j.tenant, now, now)
+                     j.max_attempts, j.retry_json, j.run_at, j.tenant, now, now, j.limits_json, j.fair_key)
                     for j in fresh
                 ],
             )
+            self._mark_fair_keys(conn, {j.fair_key for j in fresh if j.status is Status.WAITING})
             self._insert_events(
                 conn,
                 self._event_rows(((j.id, None, j.status, 0) for j in fresh), now, reason="enqueued"),
@@ -424,75 +501,59 @@ class SQLiteStore(Store):
         ]
 
     # -- claiming ---------------------------------------------------------------------------
+    @staticmethod
+    def _mark_fair_keys(conn: sqlite3.Connection, keys: Iterable[str]) -> None:
+        """Make sure each fairness group with a ready job has a row in ``fair_keys``."""
+        conn.executemany("INSERT OR IGNORE INTO fair_keys (key) VALUES (?)", [(k,) for k in keys])
+
     def _promote_due(self, conn: sqlite3.Connection, now: float) -> None:
-        """scheduled -> waiting for every job whose run_at has come."""
+        """scheduled/retrying -> waiting for every job whose run_at has come."""
         due = conn.execute(
-            "SELECT id, attempt FROM jobs WHERE status = 'scheduled' AND run_at <= ? LIMIT 5000",
-            (now,),
+            "SELECT id, attempt, status, fair_key FROM jobs WHERE status = 'scheduled' AND run_at <= ? "
+            "UNION ALL SELECT id, attempt, status, fair_key FROM jobs WHERE status = 'retrying' AND run_at <= ? "
+            "LIMIT 5000",
+            (now, now),
         ).fetchall()
         if not due:
             return
         conn.executemany(
             "UPDATE jobs SET status = 'waiting', updated_at = ? WHERE id = ?",
-            [(now, job_id) for job_id, _ in due],
+            [(now, job_id) for job_id, _, _, _ in due],
         )
         self._insert_events(
             conn,
-            self._event_rows(((j, Status.SCHEDULED, Status.WAITING, a) for j, a in due), now, reason="due"),
+            self._event_rows(((j, Status(st), Status.WAITING, a) for j, a, st, _ in due), now, reason="due"),
         )
+        self._mark_fair_keys(conn, {fk for _, _, _, fk in due})
 
     def claim(
         self, worker_id: str, *, queues: list[str] | None, limit: int, lease: float
-    ) -> list[Job]:
+    ) -> ClaimedJobs:
         if limit <= 0:
-            return []
+            return ClaimedJobs()
         now = time.time()
         with self._write() as conn:
             self._promote_due(conn, now)
-            caps = dict(
-                conn.execute("SELECT name, max_concurrency FROM queues WHERE max_concurrency IS NOT NULL")
-            )
-            room: dict[str, int] = {}
-            if caps:
-                running = dict(
-                    conn.execute(
-                        "SELECT queue, COUNT(*) FROM jobs WHERE status = 'running' GROUP BY queue"
-                    )
+            admission = _Admission(conn, now)
+            room = self._queue_room(conn)
+            chosen, served = self._choose(conn, admission, room, queues, limit, now)
+            if served:
+                conn.executemany("UPDATE fair_keys SET served_at = ? WHERE key = ?", [(now, k) for k in served])
+            admission.write_back()
+            if admission.blocked_ids:
+                conn.executemany(
+                    "UPDATE jobs SET throttled_since = COALESCE(throttled_since, ?) WHERE id = ?",
+                    [(now, job_id) for job_id in admission.blocked_ids],
                 )
-                room = {q: cap - running.get(q, 0) for q, cap in caps.items()}
-            full = {q for q, left in room.items() if left <= 0}
-            chosen: list[tuple] = []
-            # a capped queue may fill while we walk; ask again without it (bounded rounds)
-            for _ in range(8):
-                candidates = self._candidates(conn, now, queues, full, limit + len(chosen))
-                if not candidates:
-                    break
-                skipped = False
-                taken = {row[0] for row in chosen}
-                for row in candidates:
-                    if row[0] in taken:
-                        continue
-                    queue = row[3]
-                    if queue in room:
-                        if room[queue] <= 0:
-                            skipped = True
-                            continue
-                        room[queue] -= 1
-                        if room[queue] <= 0:
-                            full.add(queue)
-                    chosen.append(row)
-                    taken.add(row[0])
-                    if len(chosen) >= limit:
-                        break
-                if len(chosen) >= limit or not skipped:
-                    break
             if not chosen:
-                return []
+                return ClaimedJobs(wake_at=admission.wake_at)
             lease_until = now + lease
             conn.executemany(
                 "UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = ?, "
-                "lease_until = ?, started_at = ?, updated_at = ? WHERE id = ?",
-                [(worker_id, lease_until, now, now, row[0]) for row in chosen],
+                "lease_until = ?, started_at = ?, updated_at = ?, "
+                "throttled_seconds = throttled_seconds + COALESCE(? - throttled_since, 0), "
+                "throttled_since = NULL WHERE id = ?",
+                [(worker_id, lease_until, now, now, now, row[0]) for row in chosen],
             )
             self._insert_events(
                 conn,
@@ -502,7 +563,7 @@ class SQLiteStore(Store):
                     worker_id=worker_id,
                 ),
             )
-        jobs = []
+        jobs = ClaimedJobs(wake_at=admission.wake_at)
         for r in chosen:
             job = _job_from_row(r)
             jobs.append(
@@ -512,37 +573,94 @@ class SQLiteStore(Store):
             )
         return jobs
 
-    def _candidates(
+    @staticmethod
+    def _queue_room(conn: sqlite3.Connection) -> dict[str, int]:
+        """Free slots of each capped queue, counted from running jobs (cannot drift)."""
+        caps = dict(conn.execute("SELECT name, max_concurrency FROM queues WHERE max_concurrency IS NOT NULL"))
+        if not caps:
+            return {}
+        running = dict(conn.execute("SELECT queue, COUNT(*) FROM jobs WHERE status = 'running' GROUP BY queue"))
+        return {q: cap - running.get(q, 0) for q, cap in caps.items()}
+
+    def _choose(
         self,
         conn: sqlite3.Connection,
-        now: float,
+        admission: "_Admission",
+        room: dict[str, int],
         queues: list[str] | None,
-        full: set[str],
         limit: int,
-    ) -> list[tuple]:
-        filters, params = [], []
+        now: float,
+    ) -> tuple[list[tuple], list[str]]:
+        """Pick up to ``limit`` ready jobs: round-robin over fairness groups (least recently
+        served first), then priority, then age; skipping full queues and jobs whose limits do
+        not admit them now."""
+        groups = [k for (k,) in conn.execute("SELECT key FROM fair_keys ORDER BY served_at, key")]
+        filters, params = "", []
         if queues is not None:
-            filters.append(f"queue IN ({','.join('?' * len(queues))})")
+            filters += f" AND queue IN ({','.join('?' * len(queues))})"
             params += queues
-        if full:
-            filters.append(f"queue NOT IN ({','.join('?' * len(full))})")
-            params += sorted(full)
-        extra = "".join(f" AND {f}" for f in filters)
-        # one indexed walk per claimable status, merged: an IN over both statuses would
-        # make SQLite sort every ready row on each claim
-        waiting = conn.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = 'waiting'{extra} "
-            "ORDER BY priority DESC, run_at, rowid LIMIT ?",
-            (*params, limit),
-        ).fetchall()
-        retrying = conn.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = 'retrying' AND run_at <= ?{extra} "
-            "ORDER BY run_at LIMIT ?",
-            (now, *params, limit),
-        ).fetchall()
-        if not retrying:
-            return waiting
-        return sorted(waiting + retrying, key=lambda r: (-r[5], r[9]))[:limit]
+        pending: dict[str, list[tuple]] = {}
+        offsets: dict[str, tuple[tuple[str, ...], int]] = {}
+        seen: set[str] = set()
+        exhausted: set[str] = set()
+        chosen: list[tuple] = []
+        served: list[str] = []
+        active = list(groups)
+        # at most this many rows are looked at per claim, so a claim stays short however
+        # large and blocked the backlog is
+        budget = max(200, limit * 20)
+        while active and len(chosen) < limit and budget > 0:
+            progressed = False
+            for group in list(active):
+                if len(chosen) >= limit or budget <= 0:
+                    break
+                heads = pending.get(group)
+                if not heads:
+                    if group in exhausted:
+                        active.remove(group)
+                        continue
+                    full = tuple(sorted(q for q, left in room.items() if left <= 0))
+                    last_full, offset = offsets.get(group, (full, 0))
+                    if last_full != full:
+                        offset = 0  # the exclusions changed: start over, `seen` drops repeats
+                    extra = filters + (f" AND queue NOT IN ({','.join('?' * len(full))})" if full else "")
+                    fetch = min(max(limit, 10), 100)
+                    rows = conn.execute(
+                        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = 'waiting' AND fair_key = ?{extra} "
+                        "ORDER BY priority DESC, run_at, rowid LIMIT ? OFFSET ?",
+                        (group, *params, *full, fetch, offset),
+                    ).fetchall()
+                    offsets[group] = (full, offset + len(rows))
+                    if len(rows) < fetch:
+                        exhausted.add(group)
+                    heads = [h for h in rows if h[0] not in seen]
+                    if not heads:
+                        if group in exhausted:
+                            active.remove(group)
+                            if queues is None and not full and offset == 0 and not rows:
+                                conn.execute("DELETE FROM fair_keys WHERE key = ?", (group,))
+                        continue
+                    pending[group] = heads
+                row = heads.pop(0)
+                seen.add(row[0])
+                budget -= 1
+                progressed = True  # a row was looked at; `budget` bounds the walk
+                queue = row[3]
+                if queue in room and room[queue] <= 0:
+                    continue  # its queue filled during this claim; the next fetch skips it
+                limits = json.loads(row[20]) if row[20] else []
+                if limits and not admission.admit(row[0], limits):
+                    # this group's head is held back by a limit: serve other groups
+                    active.remove(group)
+                    continue
+                if queue in room:
+                    room[queue] -= 1
+                chosen.append(row)
+                if group not in served:
+                    served.append(group)
+            if not progressed:
+                break
+        return chosen, served
 
     def next_due(self, queues: list[str] | None) -> float | None:
         extra, params = "", []
@@ -563,17 +681,21 @@ class SQLiteStore(Store):
         now = time.time()
         written: list[str] = []
         events: list[tuple] = []
+        held: list[list[str]] = []
+        ready_groups: set[str] = set()
         with self._write() as conn:
             for o in outcomes:
                 check_transition(Status.RUNNING, o.status)
                 final = o.status.is_final
-                cur = conn.execute(
+                row = conn.execute(
                     "UPDATE jobs SET status = ?, result = ?, "
                     "error = CASE WHEN ? = 'complete' THEN NULL ELSE COALESCE(?, error) END, "
                     "run_at = COALESCE(?, run_at), attempt = attempt - ?, worker_id = NULL, "
                     "lease_until = NULL, cancel_requested = 0, updated_at = ?, "
+                    "throttled_seconds = throttled_seconds + ?, "
                     "finished_at = CASE WHEN ? THEN ? ELSE finished_at END "
-                    "WHERE id = ? AND status = 'running' AND worker_id = ? AND attempt = ?",
+                    "WHERE id = ? AND status = 'running' AND worker_id = ? AND attempt = ? "
+                    "RETURNING limits, fair_key",
                     (
                         o.status.value,
                         o.result_json,
@@ -582,27 +704,44 @@ class SQLiteStore(Store):
                         o.run_at,
                         0 if o.spend_attempt else 1,
                         now,
+                        o.throttled_seconds,
                         final,
                         now,
                         o.job_id,
                         worker_id,
                         o.attempt,
                     ),
-                )
-                if cur.rowcount:
-                    written.append(o.job_id)
-                    attempt = o.attempt if o.spend_attempt else o.attempt - 1
-                    events.extend(
-                        self._event_rows(
-                            [(o.job_id, Status.RUNNING, o.status, attempt)],
-                            now,
-                            worker_id=worker_id,
-                            error=o.error,
-                            reason=o.reason,
-                        )
+                ).fetchone()
+                if row is None:
+                    continue  # the lease was lost: the job belongs to another run now
+                written.append(o.job_id)
+                if row[0]:
+                    held.extend(json.loads(row[0]))
+                if o.status is Status.WAITING:
+                    ready_groups.add(row[1])
+                attempt = o.attempt if o.spend_attempt else o.attempt - 1
+                events.extend(
+                    self._event_rows(
+                        [(o.job_id, Status.RUNNING, o.status, attempt)],
+                        now,
+                        worker_id=worker_id,
+                        error=o.error,
+                        reason=o.reason,
                     )
+                )
             self._insert_events(conn, events)
+            self._release_limits(conn, held)
+            self._mark_fair_keys(conn, ready_groups)
         return written
+
+    @staticmethod
+    def _release_limits(conn: sqlite3.Connection, held: list[list[str]]) -> None:
+        """A job left ``running``: give back its slot in each limit it held."""
+        if held:
+            conn.executemany(
+                "UPDATE limit_keys SET running = MAX(running - 1, 0) WHERE limit_name = ? AND key = ?",
+                [tuple(pair) for pair in held],
+            )
 
     def heartbeat(self, worker_id: str, job_ids: list[str], lease: float) -> set[str]:
         now = time.time()
@@ -631,12 +770,14 @@ class SQLiteStore(Store):
         now = time.time()
         with self._write() as conn:
             expired = conn.execute(
-                "SELECT id, attempt, max_attempts, worker_id, cancel_requested FROM jobs "
+                "SELECT id, attempt, max_attempts, worker_id, cancel_requested, limits, fair_key FROM jobs "
                 "WHERE status = 'running' AND lease_until < ?",
                 (now,),
             ).fetchall()
             events = []
-            for job_id, attempt, max_attempts, owner, cancel_requested in expired:
+            for job_id, attempt, max_attempts, owner, cancel_requested, limits, fair_key in expired:
+                if limits:
+                    self._release_limits(conn, json.loads(limits))
                 error = {
                     "type": "WorkerLost",
                     "message": f"worker {owner} stopped renewing its lease; the job was rescued",
@@ -649,6 +790,7 @@ class SQLiteStore(Store):
                     target, reason = Status.FAILED, "lease expired on the last attempt"
                 else:
                     target, reason = Status.WAITING, "lease expired; rescued"
+                    self._mark_fair_keys(conn, [fair_key])
                 conn.execute(
                     "UPDATE jobs SET status = ?, worker_id = NULL, lease_until = NULL, error = ?, "
                     "updated_at = ?, finished_at = CASE WHEN ? THEN ? ELSE NULL END "
@@ -660,6 +802,114 @@ class SQLiteStore(Store):
                 )
             self._insert_events(conn, events)
         return [row[0] for row in expired]
+
+    # -- limits ---------------------------------------------------------------------------
+    def declare_limit(self, spec: LimitSpec) -> None:
+        declared = json.dumps(spec.to_dict(), sort_keys=True)
+        with self._write() as conn:
+            row = conn.execute("SELECT declared FROM limits WHERE name = ?", (spec.name,)).fetchone()
+            if row is not None and row[0] == declared:
+                return  # unchanged in code: keep any change made at run time
+            self._write_limit(conn, spec, declared)
+
+    def update_limit(self, spec: LimitSpec) -> None:
+        with self._write() as conn:
+            row = conn.execute("SELECT declared FROM limits WHERE name = ?", (spec.name,)).fetchone()
+            self._write_limit(conn, spec, row[0] if row else None)
+
+    @staticmethod
+    def _write_limit(conn: sqlite3.Connection, spec: LimitSpec, declared: str | None) -> None:
+        conn.execute(
+            "INSERT INTO limits (name, rate_count, rate_period, burst, concurrency, key, adaptive, declared, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+            "rate_count = excluded.rate_count, rate_period = excluded.rate_period, burst = excluded.burst, "
+            "concurrency = excluded.concurrency, key = excluded.key, adaptive = excluded.adaptive, "
+            "declared = excluded.declared, updated_at = excluded.updated_at",
+            (spec.name, spec.rate.count if spec.rate else None, spec.rate.period if spec.rate else None,
+             spec.burst, spec.concurrency, spec.key, int(spec.adaptive), declared, time.time()),
+        )
+
+    def list_limits(self, *, tenant_keys: Iterable[str] | None = None) -> list[LimitInfo]:
+        now = time.time()
+        infos = {
+            row[0]: LimitInfo(LimitSpec.from_row(*row))
+            for row in self._read(
+                "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive FROM limits ORDER BY name"
+            )
+        }
+        for name, key, tat, paused_until, reason, running, admitted, limited in self._read(
+            "SELECT limit_name, key, tat, paused_until, pause_reason, running, admitted, rate_limited "
+            "FROM limit_keys ORDER BY limit_name, key"
+        ):
+            info = infos.get(name)
+            if info is None:
+                continue
+            spec = info.spec
+            info.keys.append(
+                LimitKeyInfo(
+                    key=key,
+                    remaining=remaining(tat, now, spec.rate, spec.burst) if spec.rate else None,
+                    paused_until=paused_until if paused_until > now else None,
+                    pause_reason=reason if paused_until > now else None,
+                    running=running,
+                    admitted=admitted,
+                    rate_limited=limited,
+                )
+            )
+        return list(infos.values())
+
+    def acquire(self, name: str, key: str, cost: int = 1) -> tuple[bool, float]:
+        now = time.time()
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive FROM limits WHERE name = ?",
+                (name,),
+            ).fetchone()
+            if row is None:
+                raise ConfigError(f"unknown limit {name!r}")
+            spec = LimitSpec.from_row(*row)
+            state = conn.execute(
+                "SELECT tat, paused_until FROM limit_keys WHERE limit_name = ? AND key = ?", (name, key)
+            ).fetchone()
+            tat, paused_until = state if state else (0.0, 0.0)
+            if paused_until > now:
+                return False, paused_until
+            if spec.rate is None:
+                return True, now
+            ok, new_tat, retry_at = gcra(tat, now, spec.rate, spec.burst, cost)
+            if not ok:
+                return False, retry_at
+            conn.execute(
+                "INSERT INTO limit_keys (limit_name, key, tat, admitted) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (limit_name, key) DO UPDATE SET tat = excluded.tat, admitted = admitted + ?",
+                (name, key, new_tat, cost, cost),
+            )
+            return True, now
+
+    def pause_limit(self, name: str, key: str, until: float, reason: str) -> float:
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT rate_count, rate_period, burst FROM limits WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None:
+                raise ConfigError(f"unknown limit {name!r}")
+            state = conn.execute(
+                "SELECT tat, paused_until FROM limit_keys WHERE limit_name = ? AND key = ?", (name, key)
+            ).fetchone()
+            tat, paused_until = state if state else (0.0, 0.0)
+            until = max(until, paused_until)
+            if row[0] and row[1]:
+                # no burst at the reset: one admission at `until`, then the steady rate
+                interval = row[1] / row[0]
+                tat = max(tat, until + interval * (row[2] - 1))
+            conn.execute(
+                "INSERT INTO limit_keys (limit_name, key, tat, paused_until, pause_reason, rate_limited) "
+                "VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (limit_name, key) DO UPDATE SET tat = excluded.tat, "
+                "paused_until = excluded.paused_until, pause_reason = excluded.pause_reason, "
+                "rate_limited = rate_limited + 1",
+                (name, key, tat, until, reason),
+            )
+        return until
 
     # -- user actions -----------------------------------------------------------------------
     def cancel(self, job_id: str) -> Status:
@@ -687,10 +937,11 @@ class SQLiteStore(Store):
     def retry_now(self, job_id: str) -> Status:
         now = time.time()
         with self._write() as conn:
-            row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = conn.execute("SELECT status, fair_key FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise JobNotFound(f"no job with id {job_id!r}")
             status = Status(row[0])
+            self._mark_fair_keys(conn, [row[1]])
             if not can_transition(status, Status.WAITING) or status in (Status.RUNNING, Status.SCHEDULED):
                 raise TransitionError(f"job {job_id} is {status}; only failed, cancelled or retrying jobs can be retried")
             conn.execute(

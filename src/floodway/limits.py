@@ -1,0 +1,210 @@
+"""Limits: named rate limits and concurrency caps shared by every worker on a store.
+
+This module holds the pure parts — parsing, key templates and the GCRA arithmetic — so they
+can be tested exhaustively; the store applies them inside its transactions.
+
+GCRA (the generic cell rate algorithm) keeps one number per limit key, the *theoretical
+arrival time* (TAT). With an emission interval ``I = period / count`` and a burst ``b``, a
+request at time ``now`` is admitted when ``max(TAT, now) - now <= I * (b - 1)``, and then
+``TAT = max(TAT, now) + I``. In any window of length ``W`` at most ``b + W / I`` requests are
+admitted — exact under bursts, with no buckets to refill and no background timers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .errors import ConfigError
+from .units import parse_duration
+
+__all__ = ["Rate", "LimitSpec", "gcra", "concurrency_for", "resolve_key"]
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*(ms|s|sec|m|min|h|d)\s*$")
+_PERIOD_WORDS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``count`` events per ``period`` seconds (``"50/s"``, ``"100/min"``, ``"10/10s"``)."""
+
+    count: float
+    period: float
+
+    @classmethod
+    def parse(cls, value: "str | Rate", *, name: str = "rate") -> "Rate":
+        if isinstance(value, Rate):
+            return value
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a rate such as '50/s', '100/min' or '10/10s', got {value!r}")
+        match = _RATE.match(value)
+        if not match:
+            raise ConfigError(f"{name}: cannot parse {value!r}; use e.g. '50/s', '100/min' or '10/10s'")
+        count = float(match.group(1))
+        multiple = float(match.group(2)) if match.group(2) else 1.0
+        period = multiple * _PERIOD_WORDS[match.group(3)]
+        if count <= 0 or period <= 0:
+            raise ConfigError(f"{name}: {value!r} must allow at least some requests per period")
+        return cls(count, period)
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.period
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two admissions at the steady rate (GCRA's emission interval)."""
+        return self.period / self.count
+
+    def __str__(self) -> str:
+        count = int(self.count) if self.count == int(self.count) else self.count
+        if self.period == 1:
+            return f"{count}/s"
+        if self.period == 60:
+            return f"{count}/min"
+        period = int(self.period) if self.period == int(self.period) else self.period
+        return f"{count}/{period}s"
+
+
+@dataclass(frozen=True)
+class LimitSpec:
+    """A named limit: a GCRA ``rate`` with ``burst`` and/or a ``concurrency`` cap, optionally
+    per value of ``key`` (a template over the job's args and tenant, e.g. ``"{tenant}"``)."""
+
+    name: str
+    rate: Rate | None = None
+    burst: int = 1
+    concurrency: int | None = None
+    key: str | None = None
+    adaptive: bool = False
+
+    @classmethod
+    def build(
+        cls,
+        name: str,
+        *,
+        rate: "str | Rate | None" = None,
+        burst: int = 1,
+        concurrency: int | None = None,
+        key: str | None = None,
+        adaptive: bool = False,
+    ) -> "LimitSpec":
+        if not isinstance(name, str) or not name.strip() or len(name) > 255:
+            raise ConfigError(f"limit name must be a non-empty string, got {name!r}")
+        parsed = Rate.parse(rate, name=f"limit {name!r}: rate") if rate is not None else None
+        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+            raise ConfigError(f"limit {name!r}: burst must be an int >= 1, got {burst!r}")
+        if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
+            raise ConfigError(f"limit {name!r}: concurrency must be an int >= 1, got {concurrency!r}")
+        if parsed is None and concurrency is None:
+            raise ConfigError(f"limit {name!r}: give a rate, a concurrency, or both")
+        if key is not None:
+            template_fields(key, where=f"limit {name!r}: key")
+        if adaptive and parsed is None:
+            raise ConfigError(f"limit {name!r}: an adaptive limit needs a starting rate")
+        return cls(name, parsed, burst, concurrency, key, bool(adaptive))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "rate": str(self.rate) if self.rate else None,
+            "rate_count": self.rate.count if self.rate else None,
+            "rate_period": self.rate.period if self.rate else None,
+            "burst": self.burst,
+            "concurrency": self.concurrency,
+            "key": self.key,
+            "adaptive": self.adaptive,
+        }
+
+    @classmethod
+    def from_row(cls, name: str, rate_count: float | None, rate_period: float | None, burst: int,
+                 concurrency: int | None, key: str | None, adaptive: Any) -> "LimitSpec":
+        rate = Rate(rate_count, rate_period) if rate_count and rate_period else None
+        return cls(name, rate, burst, concurrency, key, bool(adaptive))
+
+
+def template_fields(template: str, *, where: str = "key") -> list[str]:
+    """The field names of a key template; raises ``ConfigError`` on a malformed one."""
+    if not isinstance(template, str) or not template:
+        raise ConfigError(f"{where}: expected a template such as '{{tenant}}', got {template!r}")
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: malformed template {template!r}: {exc}") from None
+    fields = [f for _, f, _, _ in parts if f is not None]
+    for f in fields:
+        if not f or not all(p.isidentifier() for p in f.split(".")):
+            raise ConfigError(f"{where}: {template!r} has an invalid field {{{f}}}; use names like {{tenant}} or {{account.id}}")
+    return fields
+
+
+def resolve_key(template: str | None, args: Mapping[str, Any], tenant: str | None) -> str:
+    """The key a job's ``args`` (and tenant) give a keyed limit: ``"{account.id}"`` -> ``"42"``.
+
+    A field is looked up in the args (dotted names go into nested dicts); ``{tenant}`` falls
+    back to the job's tenant. A missing field raises ``ConfigError``.
+    """
+    if template is None:
+        return ""
+    values: dict[str, str] = {}
+    for f in template_fields(template):
+        value: Any = args
+        found = True
+        for part in f.split("."):
+            if isinstance(value, Mapping) and part in value:
+                value = value[part]
+            else:
+                found = False
+                break
+        if not found:
+            if f == "tenant" and tenant is not None:
+                value = tenant
+            else:
+                raise ConfigError(f"key template {template!r}: the job has no value for {{{f}}}")
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"key template {template!r}: {{{f}}} is not a scalar")
+        values[f] = str(value)
+    out = []
+    for literal, f, _, _ in string.Formatter().parse(template):
+        out.append(literal)
+        if f is not None:
+            out.append(values[f])
+    return "".join(out)
+
+
+def gcra(tat: float, now: float, rate: Rate, burst: int, cost: int = 1) -> tuple[bool, float, float]:
+    """One GCRA decision.
+
+    Returns ``(admitted, new_tat, retry_at)``: when admitted, store ``new_tat``; when not,
+    nothing changes and ``retry_at`` is the earliest moment the same request would pass.
+    """
+    interval = rate.interval
+    tolerance = interval * (burst - 1)
+    base = max(tat, now)
+    new_tat = base + interval * cost
+    allow_at = new_tat - interval - tolerance  # the earliest `now` at which this passes
+    if allow_at <= now + 1e-9:
+        return True, new_tat, now
+    return False, tat, allow_at
+
+
+def remaining(tat: float, now: float, rate: Rate, burst: int) -> int:
+    """How many requests would be admitted right now, back to back."""
+    interval = rate.interval
+    backlog = max(tat - now, 0.0)
+    return max(0, int(math.floor((interval * burst - backlog) / interval + 1e-9)))
+
+
+def concurrency_for(rate: "str | Rate", avg: "str | float") -> int:
+    """Seed 002's formula: the concurrency that keeps a rate-limited API busy without
+    exceeding it — rate (per second) × average job time (seconds), rounded down, at least 1.
+
+    >>> concurrency_for(rate="5/s", avg="500ms")
+    2
+    """
+    r = Rate.parse(rate)
+    seconds = parse_duration(avg, name="avg", allow_zero=False)
+    return max(1, int(math.floor(r.per_second * seconds + 1e-9)))
