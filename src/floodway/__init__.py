@@ -22,12 +22,14 @@ from .errors import (
     JobCancelled,
     JobFailed,
     JobNotFound,
+    RateLimited,
     SchemaTooNewError,
     StoreError,
     TransitionError,
 )
 from .handle import Handle
 from .jobs import Event, Job, Status
+from .limits import LimitSpec, Rate, concurrency_for
 from .retry import Retry
 from .worker import Worker
 
@@ -46,7 +48,10 @@ __all__ = [
     "JobCancelled",
     "JobFailed",
     "JobNotFound",
+    "LimitSpec",
     "Queue",
+    "Rate",
+    "RateLimited",
     "Retry",
     "SchemaTooNewError",
     "Status",
@@ -55,4 +60,5 @@ __all__ = [
     "TransitionError",
     "Worker",
     "__version__",
+    "concurrency_for",
 ]

@@ -18,6 +18,7 @@ from .context import Context
 from .errors import ConfigError, EnqueueError
 from .handle import Handle
 from .jobs import NewJob, Status
+from .limits import LimitSpec, Rate, resolve_key
 from .retry import Retry
 from .store import DEFAULT_URL, Store, open_store
 from .units import parse_duration, parse_instant
@@ -73,8 +74,10 @@ class Task:
         retry: Retry,
         timeout: float | None,
         priority: int,
+        limits: tuple[str, ...] = (),
     ):
         self.app = app
+        self.limits = limits
         self.fn = fn
         self.name = name
         self.queue = queue
@@ -135,6 +138,7 @@ class App:
         database_url: str | None = None,
         *,
         max_payload_bytes: int | None = None,
+        wait_in_place: str | float | None = None,
         name: str = "floodway",
     ):
         url = database_url or os.environ.get("FLOODWAY_DATABASE_URL") or DEFAULT_URL
@@ -150,12 +154,20 @@ class App:
         if isinstance(max_payload_bytes, bool) or not isinstance(max_payload_bytes, int) or max_payload_bytes < 1:
             raise ConfigError(f"max_payload_bytes must be a positive int, got {max_payload_bytes!r}")
         self.max_payload_bytes = max_payload_bytes
+        #: the longest wait for a limit that is slept in place (keeping the slot); longer
+        #: ones send the job back to ``scheduled`` until the limit admits it
+        self.wait_in_place = parse_duration(
+            wait_in_place if wait_in_place is not None else os.environ.get("FLOODWAY_WAIT_IN_PLACE", "2s"),
+            name="wait_in_place (FLOODWAY_WAIT_IN_PLACE)",
+        )
         self.name = name
         self.tasks: dict[str, Task] = {}
         self.queues: dict[str, Queue] = {DEFAULT_QUEUE: Queue(DEFAULT_QUEUE, None)}
         self._store: Store | None = None
         self._store_lock = threading.Lock()
         self._synced_queues: dict[str, int | None] = {}
+        self.limits: dict[str, LimitSpec] = {}
+        self._synced_limits: set[LimitSpec] = set()
 
     def __repr__(self) -> str:
         return f"<App {self.name} {self.database_url}>"
@@ -174,12 +186,14 @@ class App:
         """Bind the app to an already open store (tests, embedding)."""
         self._store = store
         self._synced_queues.clear()
+        self._synced_limits.clear()
 
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
             self._store = None
             self._synced_queues.clear()
+            self._synced_limits.clear()
 
     # -- registration -------------------------------------------------------------------
     @overload
@@ -195,6 +209,7 @@ class App:
         timeout: str | float | timedelta | None = None,
         priority: int = 0,
         give_up_on: Iterable[type[BaseException]] = (),
+        limits: Iterable[str] = (),
     ) -> Callable[[F], Task]: ...
 
     def task(
@@ -207,6 +222,7 @@ class App:
         timeout: str | float | timedelta | None = None,
         priority: int = 0,
         give_up_on: Iterable[type[BaseException]] = (),
+        limits: Iterable[str] = (),
     ) -> Any:
         """Register a function (async, or sync to run in a thread pool) as a task."""
 
@@ -237,6 +253,7 @@ class App:
                 retry=policy,
                 timeout=parse_duration(timeout, name="timeout", allow_zero=False) if timeout is not None else None,
                 priority=_check_priority(priority),
+                limits=_check_limit_names(limits),
             )
             self.tasks[task_name] = task
             return task
@@ -249,6 +266,50 @@ class App:
         self.queues[name] = declared
         self._synced_queues.pop(name, None)
         return declared
+
+    def limit(
+        self,
+        name: str,
+        *,
+        rate: str | Rate | None = None,
+        burst: int = 1,
+        concurrency: int | None = None,
+        key: str | None = None,
+        adaptive: bool = False,
+    ) -> LimitSpec:
+        """Declare a named limit held in the store, so it binds every worker on the database.
+
+        ``rate`` (``"50/s"``, ``"100/min"``, ``"10/10s"``) is enforced exactly with GCRA and
+        ``burst``; ``concurrency`` caps the running jobs that hold the limit; ``key`` (a
+        template over the job's args and tenant, e.g. ``"{tenant}"``) gives each value its own
+        budget. Tasks name limits with ``@app.task(limits=[...])``.
+        """
+        spec = LimitSpec.build(name, rate=rate, burst=burst, concurrency=concurrency, key=key, adaptive=adaptive)
+        self.limits[name] = spec
+        return spec
+
+    def sync_limits(self) -> None:
+        """Write the declared limits to the store (on first enqueue and at worker start);
+        a limit changed at run time keeps its change until the code declares another."""
+        for spec in list(self.limits.values()):
+            if spec not in self._synced_limits:
+                self.store.declare_limit(spec)
+                self._synced_limits.add(spec)
+
+    def set_limit(self, name: str, **changes: Any) -> LimitSpec:
+        """Change a limit at run time, for every worker, without a restart:
+        ``app.set_limit("fulfillments", rate="20/s")``."""
+        current = {info.spec.name: info.spec for info in self.store.list_limits()}.get(name) or self.limits.get(name)
+        if current is None:
+            raise ConfigError(f"unknown limit {name!r}")
+        unknown = set(changes) - {"rate", "burst", "concurrency", "key", "adaptive"}
+        if unknown:
+            raise ConfigError(f"set_limit: unknown option(s) {sorted(unknown)}")
+        merged = {"rate": current.rate, "burst": current.burst, "concurrency": current.concurrency,
+                  "key": current.key, "adaptive": current.adaptive, **changes}
+        spec = LimitSpec.build(name, **merged)
+        self.store.update_limit(spec)
+        return spec
 
     def _coerce_queue(self, queue: str | Queue) -> str | Queue:
         if isinstance(queue, Queue):
@@ -299,14 +360,15 @@ class App:
         retry: Retry | int | None = None,
         priority: int | None = None,
         tenant: str | None = None,
+        limits: Iterable[str] | None = None,
     ) -> Handle:
         """Enqueue one job; returns its handle once the job is durable.
 
         With an ``id`` that exists already, nothing is created and the existing job's handle
         is returned (``handle.created`` is False).
         """
-        return self._enqueue(task, [args], single=True, id=id, queue=queue, delay=delay,
-                             start_at=start_at, retry=retry, priority=priority, tenant=tenant)[0]
+        return self._enqueue(task, [args], single=True, id=id, queue=queue, delay=delay, start_at=start_at,
+                             retry=retry, priority=priority, tenant=tenant, limits=limits)[0]
 
     def enqueue_many(
         self,
@@ -320,6 +382,7 @@ class App:
         retry: Retry | int | None = None,
         priority: int | None = None,
         tenant: str | None = None,
+        limits: Iterable[str] | None = None,
     ) -> list[Handle]:
         """Enqueue one job per item of ``args_list`` in one transaction: all or nothing.
 
@@ -328,7 +391,7 @@ class App:
         if isinstance(args_list, (str, bytes, Mapping)) or not isinstance(args_list, Iterable):
             raise EnqueueError("enqueue_many expects a list of argument dicts")
         return self._enqueue(task, list(args_list), single=False, id=id, queue=queue, delay=delay,
-                             start_at=start_at, retry=retry, priority=priority, tenant=tenant)
+                             start_at=start_at, retry=retry, priority=priority, tenant=tenant, limits=limits)
 
     async def enqueue_async(self, task: Task | str, args: Mapping[str, Any] | None = None, **options: Any) -> Handle:
         return await asyncio.to_thread(functools.partial(self.enqueue, task, args, **options))
@@ -357,8 +420,17 @@ class App:
         retry: Retry | int | None,
         priority: int | None,
         tenant: str | None,
+        limits: Iterable[str] | None,
     ) -> list[Handle]:
         the_task = self.get_task(task)
+        try:
+            limit_names = the_task.limits if limits is None else _check_limit_names(limits)
+        except ConfigError as exc:
+            raise EnqueueError(str(exc)) from None
+        for name in limit_names:
+            if name not in self.limits:
+                known = ", ".join(sorted(self.limits)) or "none"
+                raise EnqueueError(f"unknown limit {name!r} (declared: {known}); declare it with app.limit()")
         if id is not None:
             try:
                 _check_name(id, "job id")
@@ -391,6 +463,7 @@ class App:
         for index, args in enumerate(args_list):
             where = "" if single else f" (item {index})"
             args_json = self._encode_args(the_task, args, where)
+            held, fair_key = self._resolve_limits(limit_names, args or {}, tenant, where)
             if id is None:
                 job_id = uuid.uuid4().hex
             else:
@@ -407,14 +480,37 @@ class App:
                     run_at=run_at,
                     tenant=tenant,
                     status=status,
+                    limits_json=json.dumps(held) if held else None,
+                    fair_key=fair_key,
                 )
             )
         if not jobs:
             return []
         if declared:
             self.sync_queues([job_queue])
+        if limit_names:
+            self.sync_limits()
         results = self.store.enqueue(jobs, {queue_name: cap})
         return [Handle(self, r.id, created=r.created) for r in results]
+
+    def _resolve_limits(
+        self, names: tuple[str, ...], args: Mapping[str, Any], tenant: str | None, where: str
+    ) -> tuple[list[list[str]], str]:
+        """The (limit, key) pairs a job holds, and its fairness group: the tenant if any,
+        else its keyed limits' keys, else '' (one group)."""
+        held: list[list[str]] = []
+        keyed: list[str] = []
+        for name in names:
+            spec = self.limits[name]
+            try:
+                key = resolve_key(spec.key, args, tenant)
+            except ConfigError as exc:
+                raise EnqueueError(f"limit {name!r}{where}: {exc}") from None
+            held.append([name, key])
+            if spec.key is not None:
+                keyed.append(f"{name}={key}")
+        fair_key = f"tenant={tenant}" if tenant is not None else "|".join(keyed)
+        return held, fair_key
 
     def _encode_args(self, task: Task, args: Mapping[str, Any] | None, where: str) -> str:
         if args is None:
@@ -449,6 +545,16 @@ class App:
     def run_worker(self, **options: Any) -> None:
         """Run a worker in this process until it is stopped (or, with ``burst=True``, idle)."""
         self.worker(**options).run()
+
+
+def _check_limit_names(names: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(names, str):
+        raise ConfigError(f"limits: expected a list of limit names, got the string {names!r}")
+    out = tuple(names)
+    for name in out:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"limits: {name!r} is not a limit name")
+    return out
 
 
 def _check_priority(priority: object) -> int:

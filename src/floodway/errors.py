@@ -55,3 +55,49 @@ class JobCancelled(FloodwayError):
 
 class Fail(Exception):
     """Raise from a task to fail the job for good: no retry is attempted."""
+
+
+class RateLimited(Exception):
+    """Raise from a task when an API says "not now" (or let ``ctx.http`` raise it on a 429).
+
+    The job goes back to ``scheduled`` until ``retry_after`` has passed, **without spending an
+    attempt**. With ``limit=`` that limit — only the job's key of it, for a keyed limit — is
+    paused for every worker until then, so nobody hammers the API during the reset window.
+    ``retry_after`` is seconds, a duration string, a ``timedelta`` or an aware ``datetime``;
+    when it is unknown (``None``) the job's retry backoff decides the wait.
+    """
+
+    def __init__(
+        self,
+        retry_after: Any = None,
+        *,
+        limit: str | None = None,
+        key: str | None = None,
+        reason: str | None = None,
+        paused: bool = False,
+    ):
+        self.retry_after = retry_after
+        self.limit = limit
+        self.key = key
+        self.reason = reason or "rate limited"
+        #: True when the limit was paused already (``ctx.http`` does it at once)
+        self.paused = paused
+        super().__init__(f"{self.reason}; retry after {retry_after!r}" + (f" (limit {limit})" if limit else ""))
+
+    def wait_seconds(self, now: float) -> float | None:
+        """``retry_after`` as seconds from ``now`` (None when unknown or unreadable)."""
+        from datetime import datetime
+
+        from .units import parse_duration
+
+        value = self.retry_after
+        if value is None:
+            return None
+        try:
+            if isinstance(value, datetime):
+                if value.tzinfo is None:
+                    return None
+                return max(0.0, value.timestamp() - now)
+            return parse_duration(value, name="retry_after")
+        except ConfigError:
+            return None

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import signal
 import socket
 import threading
@@ -31,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
 from .context import Context
-from .errors import ConfigError, Fail
+from .errors import ConfigError, Fail, RateLimited
 from .jobs import Job, Status
 from .retry import Retry
 from .store.base import Outcome, WorkerInfo
@@ -141,6 +142,7 @@ class Worker:
         self._install_signal_handlers()
         try:
             await self._store(self.app.sync_queues)
+            await self._store(self.app.sync_limits)
             now = time.time()
             await self._store(
                 self.app.store.register_worker,
@@ -245,15 +247,18 @@ class Worker:
                 error={"type": "UnknownTask", "traceback": None,
                        "message": f"task {job.task!r} is not registered in worker {self.id}"},
             )
+        ctx = Context(self.app, job, self.id)
         try:
             if task.is_async:
-                result = await self._run_async_fn(task, job)
+                result = await self._run_async_fn(task, job, ctx)
             else:
-                result = await self._run_sync_fn(task, job)
+                result = await self._run_sync_fn(task, job, ctx)
         except asyncio.TimeoutError:
             return self._failure(job, task, TimeoutError(f"task {task.name} timed out after {task.timeout}s"))
         except asyncio.CancelledError:
             raise
+        except RateLimited as exc:
+            return await self._rate_limited(job, task, ctx, exc)
         except Exception as exc:
             return self._failure(job, task, exc)
         try:
@@ -262,13 +267,11 @@ class Worker:
             return self._failure(
                 job, task, TypeError(f"task {task.name} returned a value that is not JSON-serialisable: {exc}")
             )
-        return Outcome(job.id, job.attempt, Status.COMPLETE, result_json=result_json)
+        return Outcome(job.id, job.attempt, Status.COMPLETE, result_json=result_json,
+                       throttled_seconds=ctx.throttled_seconds)
 
-    def _arguments(self, task: "Task", job: Job) -> tuple[Any, ...]:
-        return (Context(self.app, job, self.id),) if task.wants_context else ()
-
-    async def _run_async_fn(self, task: "Task", job: Job) -> Any:
-        call = task.fn(*self._arguments(task, job), **job.args)
+    async def _run_async_fn(self, task: "Task", job: Job, ctx: Context) -> Any:
+        call = task.fn(*((ctx,) if task.wants_context else ()), **job.args)
         if task.timeout is None:
             return await call
         try:
@@ -278,7 +281,7 @@ class Worker:
                 raise asyncio.CancelledError() from None
             raise
 
-    async def _run_sync_fn(self, task: "Task", job: Job) -> Any:
+    async def _run_sync_fn(self, task: "Task", job: Job, ctx: Context) -> Any:
         """Run a sync function on the thread pool.
 
         A thread cannot be interrupted, so a sync job is never released or written off while
@@ -287,7 +290,7 @@ class Worker:
         happened. Otherwise another worker could run the same job at the same time.
         """
         assert self._loop is not None and self._task_threads is not None
-        args = self._arguments(task, job)
+        args = (ctx,) if task.wants_context else ()
         future = self._loop.run_in_executor(self._task_threads, lambda: task.fn(*args, **job.args))
         try:
             return await asyncio.wait_for(asyncio.shield(future), task.timeout)
@@ -323,6 +326,31 @@ class Worker:
         log.info("job %s (%s) failed on attempt %d, retrying in %.2fs: %s: %s",
                  job.id, job.task, job.attempt, delay, error["type"], error["message"])
         return Outcome(job.id, job.attempt, Status.RETRYING, error=error, run_at=time.time() + delay)
+
+    async def _rate_limited(self, job: Job, task: "Task", ctx: Context, exc: RateLimited) -> Outcome:
+        """A 429 (or a limit without budget): back to ``scheduled`` until the reset, no
+        attempt spent; the limit's key is paused for every worker unless it was already."""
+        now = time.time()
+        wait = exc.wait_seconds(now)
+        if wait is None:
+            policy = Retry.from_dict(job.retry) if job.retry else task.retry
+            wait = policy.delay(max(job.attempt, 1))
+            log.warning("job %s (%s) was rate limited with no usable reset time (%r); waiting %.2fs per its "
+                        "retry backoff", job.id, job.task, exc.retry_after, wait)
+        until = now + wait
+        if exc.limit is not None and not exc.paused:
+            try:
+                key = exc.key if exc.key is not None else ctx.limit_key(exc.limit)
+                until = await self._store(self.app.store.pause_limit, exc.limit, key, until, exc.reason)
+            except Exception as error:  # an unknown limit must not lose the job
+                log.warning("could not pause limit %r: %s", exc.limit, error)
+        # spread the jobs of one reset a little, so they do not all come back at once
+        run_at = until + random.uniform(0, min(1.0, max(wait, 0.0) * 0.1))
+        return Outcome(
+            job.id, job.attempt, Status.SCHEDULED, run_at=run_at, spend_attempt=False,
+            throttled_seconds=ctx.throttled_seconds + (run_at - now),
+            reason=f"{exc.reason}" + (f" (limit {exc.limit})" if exc.limit else "") + f"; resumes in {run_at - now:.2f}s",
+        )
 
     def _interrupted(self, job: Job) -> Outcome:
         if job.id in self._cancel_requested:

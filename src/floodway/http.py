@@ -1,0 +1,280 @@
+"""The rate-limit-aware HTTP client behind ``ctx.http``.
+
+Before each request it takes a token from its limit (shared by every worker); after each
+response it reads what the server says about its quota:
+
+- ``Retry-After`` (delta-seconds or an HTTP-date), ``X-RateLimit-Reset`` (epoch seconds, epoch
+  milliseconds or delta seconds), ``RateLimit-Reset`` (delta seconds), and the IETF
+  ``RateLimit`` / ``RateLimit-Policy`` fields (``limit=10, remaining=0, reset=5`` and the
+  structured ``"default";r=0;t=5`` / ``"default";q=100;w=60`` forms);
+- on 429 (or 503 with a reset time) it pauses the limit's key for every worker until the
+  reset. A short wait (up to the app's ``wait_in_place``) is slept here and the request
+  repeated; a longer one raises ``RateLimited`` so the job is rescheduled for the reset
+  without spending an attempt;
+- ``X-RateLimit-Remaining: 0`` (or ``remaining=0``) pauses the key before the 429 happens.
+
+Unreadable header values are ignored (and logged), never fatal: the job's retry backoff
+decides the wait instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, Mapping
+
+import httpx
+
+from .errors import RateLimited
+
+if TYPE_CHECKING:
+    from .context import Context
+
+log = logging.getLogger("floodway.http")
+
+__all__ = ["QuotaInfo", "parse_quota_headers", "client_for"]
+
+_NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*$")
+#: a larger X-RateLimit-Reset is an epoch timestamp, not a delta
+_EPOCH_THRESHOLD = 10**9
+
+
+@dataclass(frozen=True)
+class QuotaInfo:
+    """What a response says about the quota: all fields optional."""
+
+    reset_at: float | None = None  # Unix time when budget returns
+    remaining: int | None = None
+    limit: int | None = None
+    window: float | None = None  # seconds the `limit` applies to
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    match = _NUMBER.match(value)
+    return float(match.group(1)) if match else None
+
+
+def _retry_after(value: str, now: float) -> float | None:
+    seconds = _number(value)
+    if seconds is not None:
+        return now + seconds
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(now, when.timestamp())
+
+
+def _reset_value(value: str, now: float) -> float | None:
+    number = _number(value)
+    if number is None:
+        return None
+    if number > _EPOCH_THRESHOLD * 100:  # epoch milliseconds
+        return max(now, number / 1000)
+    if number > _EPOCH_THRESHOLD:
+        return max(now, number)
+    return now + number
+
+
+def _params(value: str) -> dict[str, str]:
+    """``limit=10, remaining=0, reset=5`` or ``"default";r=0;t=5`` -> {"limit": ..., ...}."""
+    out: dict[str, str] = {}
+    for item in re.split(r"[;,]", value):
+        if "=" in item:
+            k, _, v = item.partition("=")
+            out[k.strip().lower()] = v.strip().strip('"')
+    return out
+
+
+def parse_quota_headers(headers: Mapping[str, str], now: float | None = None) -> QuotaInfo:
+    """Read the rate-limit headers of a response. Never raises: garbage is ignored."""
+    now = time.time() if now is None else now
+    h = {k.lower(): v for k, v in headers.items()}
+    reset_at = remaining = limit = window = None
+
+    if "retry-after" in h:
+        reset_at = _retry_after(h["retry-after"], now)
+    for name in ("x-ratelimit-reset", "ratelimit-reset", "x-rate-limit-reset"):
+        if reset_at is None and name in h:
+            reset_at = _reset_value(h[name], now)
+    for name in ("x-ratelimit-remaining", "ratelimit-remaining", "x-rate-limit-remaining"):
+        if remaining is None and name in h:
+            n = _number(h[name])
+            remaining = int(n) if n is not None else None
+    for name in ("x-ratelimit-limit", "ratelimit-limit", "x-rate-limit-limit"):
+        if limit is None and name in h:
+            n = _number(h[name].split(",")[0].split(";")[0])
+            limit = int(n) if n is not None else None
+
+    if "ratelimit" in h:  # IETF draft: combined field
+        p = _params(h["ratelimit"])
+        r = _number(p.get("remaining", p.get("r")))
+        t = _number(p.get("reset", p.get("t")))
+        q = _number(p.get("limit", p.get("q")))
+        if remaining is None and r is not None:
+            remaining = int(r)
+        if reset_at is None and t is not None:
+            reset_at = now + t
+        if limit is None and q is not None:
+            limit = int(q)
+    if "ratelimit-policy" in h:
+        p = _params(h["ratelimit-policy"])
+        q = _number(p.get("q"))
+        w = _number(p.get("w"))
+        if q is None:  # older form: "100;w=60"
+            q = _number(h["ratelimit-policy"].split(";")[0].split(",")[0])
+        if limit is None and q is not None:
+            limit = int(q)
+        if w is not None and w > 0:
+            window = w
+    if window is None and "x-ratelimit-window" in h:
+        window = _number(h["x-ratelimit-window"])
+    return QuotaInfo(reset_at, remaining, limit, window)
+
+
+class _Pacer:
+    """The shared logic of the async and sync transports."""
+
+    def __init__(self, ctx: "Context", limit: str | None):
+        self.ctx = ctx
+        self.limit = limit
+        self.key = ctx.limit_key(limit) if limit is not None else None
+        self.successes = 0
+
+    def decide(self, response: httpx.Response) -> float | None:
+        """After a response: None to return it, else the Unix time to wait until."""
+        now = time.time()
+        info = parse_quota_headers(response.headers, now)
+        throttled = response.status_code == 429 or (response.status_code == 503 and info.reset_at is not None)
+        store = self.ctx.app.store
+        if throttled:
+            until = info.reset_at
+            if until is None:
+                log.warning("%s %s answered %d without a usable reset header (%s); backing off",
+                            response.request.method, response.request.url, response.status_code,
+                            {k: v for k, v in response.headers.items() if "rate" in k.lower() or k.lower() == "retry-after"})
+                until = now + self._fallback_wait()
+            if self.limit is not None:
+                reason = f"{response.status_code} from {response.request.url.host}"
+                until = store.pause_limit(self.limit, self.key or "", until, reason)
+                self._adapt(info, throttled=True)
+            return until
+        if self.limit is not None:
+            if info.remaining == 0 and info.reset_at is not None and info.reset_at > now:
+                store.pause_limit(self.limit, self.key or "", info.reset_at,
+                                  f"no budget left at {response.request.url.host}")
+            self._adapt(info, throttled=False)
+        return None
+
+    def _fallback_wait(self) -> float:
+        from .retry import Retry
+
+        job = self.ctx.job
+        policy = Retry.from_dict(job.retry) if job.retry else Retry()
+        return policy.delay(max(job.attempt, 1))
+
+    def _adapt(self, info: QuotaInfo, *, throttled: bool) -> None:
+        """Adaptive limits learn the destination's quota: from its headers when it states
+        them, else by cutting the rate on each 429 and raising it slowly while none come."""
+        spec = self.ctx.app.limits.get(self.limit or "")
+        if spec is None or not spec.adaptive or spec.rate is None:
+            return
+        current = {i.spec.name: i.spec for i in self.ctx.app.store.list_limits()}.get(spec.name, spec)
+        rate = current.rate or spec.rate
+        per_second = rate.per_second
+        if info.limit and info.window:
+            target = info.limit / info.window
+        elif throttled:
+            target = per_second * 0.7
+        else:
+            self.successes += 1
+            if self.successes % 20:
+                return
+            target = per_second * 1.05
+        if abs(target - per_second) / per_second < 0.01:
+            return
+        from .limits import LimitSpec, Rate
+
+        period = 1.0 if target >= 1 else 60.0
+        new_rate = Rate(round(target * period, 3), period)
+        self.ctx.app.store.update_limit(
+            LimitSpec(current.name, new_rate, current.burst, current.concurrency, current.key, True)
+        )
+        log.info("adaptive limit %s: %.3f/s -> %.3f/s", spec.name, per_second, new_rate.per_second)
+
+    def too_long(self, until: float) -> bool:
+        return until - time.time() > self.ctx.app.wait_in_place
+
+
+class _AsyncTransport(httpx.AsyncBaseTransport):
+    def __init__(self, inner: httpx.AsyncBaseTransport, pacer: _Pacer):
+        self.inner = inner
+        self.pacer = pacer
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        pacer = self.pacer
+        while True:
+            if pacer.limit is not None:
+                await pacer.ctx.acquire(pacer.limit, key=pacer.key)
+            response = await self.inner.handle_async_request(request)
+            until = await asyncio.to_thread(pacer.decide, response) if pacer.limit else pacer.decide(response)
+            if until is None:
+                return response
+            await response.aclose()
+            if pacer.too_long(until):
+                raise RateLimited(retry_after=until - time.time(), limit=pacer.limit, key=pacer.key,
+                                  reason=f"{response.status_code} from {request.url.host}", paused=True)
+            wait = max(0.0, until - time.time())
+            pacer.ctx.throttled_seconds += wait
+            await asyncio.sleep(wait)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _SyncTransport(httpx.BaseTransport):
+    def __init__(self, inner: httpx.BaseTransport, pacer: _Pacer):
+        self.inner = inner
+        self.pacer = pacer
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        pacer = self.pacer
+        while True:
+            if pacer.limit is not None:
+                pacer.ctx.acquire_sync(pacer.limit, key=pacer.key)
+            response = self.inner.handle_request(request)
+            until = pacer.decide(response)
+            if until is None:
+                return response
+            response.close()
+            if pacer.too_long(until):
+                raise RateLimited(retry_after=until - time.time(), limit=pacer.limit, key=pacer.key,
+                                  reason=f"{response.status_code} from {request.url.host}", paused=True)
+            wait = max(0.0, until - time.time())
+            pacer.ctx.throttled_seconds += wait
+            time.sleep(wait)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def client_for(ctx: "Context", *, base_url: str, limit: str | None, sync: bool, **options: Any) -> Any:
+    """Build the httpx client ``ctx.http`` / ``ctx.http_sync`` return."""
+    if limit is not None and limit not in ctx.app.limits:
+        from .errors import ConfigError
+
+        raise ConfigError(f"ctx.http: unknown limit {limit!r}; declare it with app.limit()")
+    pacer = _Pacer(ctx, limit)
+    if sync:
+        inner = options.pop("transport", None) or httpx.HTTPTransport()
+        return httpx.Client(base_url=base_url, transport=_SyncTransport(inner, pacer), **options)
+    inner = options.pop("transport", None) or httpx.AsyncHTTPTransport()
+    return httpx.AsyncClient(base_url=base_url, transport=_AsyncTransport(inner, pacer), **options)
