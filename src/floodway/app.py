@@ -496,10 +496,13 @@ class App:
     def _resolve_limits(
         self, names: tuple[str, ...], args: Mapping[str, Any], tenant: str | None, where: str
     ) -> tuple[list[list[str]], str]:
-        """The (limit, key) pairs a job holds, and its fairness group: the tenant if any,
-        else its keyed limits' keys, else '' (one group)."""
+        """The (limit, key) pairs a job holds, and its fairness group.
+
+        The group is the tenant plus every (limit, key) held: round-robin between groups keeps
+        one tenant's backlog from starving another, and a group whose limit is paused or spent
+        holds back only jobs that share that limit.
+        """
         held: list[list[str]] = []
-        keyed: list[str] = []
         for name in names:
             spec = self.limits[name]
             try:
@@ -507,10 +510,8 @@ class App:
             except ConfigError as exc:
                 raise EnqueueError(f"limit {name!r}{where}: {exc}") from None
             held.append([name, key])
-            if spec.key is not None:
-                keyed.append(f"{name}={key}")
-        fair_key = f"tenant={tenant}" if tenant is not None else "|".join(keyed)
-        return held, fair_key
+        parts = ([f"tenant={tenant}"] if tenant is not None else []) + [f"{n}={k}" for n, k in held]
+        return held, "|".join(parts)
 
     def _encode_args(self, task: Task, args: Mapping[str, Any] | None, where: str) -> str:
         if args is None:

@@ -1,0 +1,372 @@
+"""Limits: parsing, GCRA arithmetic (property-tested), key templates, and the store's side of
+admission, pauses, concurrency and fairness (run against every backend)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from floodway import App, Retry, concurrency_for
+from floodway.errors import ConfigError, EnqueueError
+from floodway.jobs import Status
+from floodway.limits import LimitSpec, Rate, gcra, remaining, resolve_key
+from floodway.store import Outcome
+
+from .test_store_contract import W1, W2, claim_all, new_job
+
+
+# -- parsing -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, count, period", [
+    ("50/s", 50, 1), ("100/min", 100, 60), ("10/10s", 10, 10), ("5 / 2m", 5, 120),
+    ("1/h", 1, 3600), ("0.5/s", 0.5, 1), ("1000/d", 1000, 86400), ("3/500ms", 3, 0.5),
+])
+def test_rates(text, count, period):
+    rate = Rate.parse(text)
+    assert (rate.count, rate.period) == (count, period)
+
+
+@pytest.mark.parametrize("text", ["fast", "50", "/s", "50/", "-5/s", "0/s", "5/0s", "5/fortnight", "", None, 5])
+def test_bad_rates(text):
+    with pytest.raises(ConfigError):
+        Rate.parse(text)
+
+
+@given(st.text(max_size=20))
+def test_rate_parser_never_crashes(text):
+    try:
+        assert Rate.parse(text).per_second > 0
+    except ConfigError:
+        pass
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, "give a rate, a concurrency"),
+    ({"rate": "5/s", "burst": 0}, "burst"),
+    ({"rate": "5/s", "burst": 1.5}, "burst"),
+    ({"concurrency": 0}, "concurrency"),
+    ({"concurrency": "2"}, "concurrency"),
+    ({"rate": "5/s", "key": "{tenant"}, "malformed"),
+    ({"rate": "5/s", "key": "{}"}, "invalid field"),
+    ({"rate": "5/s", "key": "{a-b}"}, "invalid field"),
+    ({"concurrency": 2, "adaptive": True}, "adaptive"),
+])
+def test_bad_limit_specs(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        LimitSpec.build("x", **kwargs)
+
+
+def test_bad_limit_name():
+    with pytest.raises(ConfigError):
+        LimitSpec.build("", rate="1/s")
+
+
+def test_concurrency_for_is_seed_002s_formula():
+    assert concurrency_for(rate="5/s", avg="500ms") == 2
+    assert concurrency_for(rate="5/s", avg="1s") == 5
+    assert concurrency_for(rate="1/min", avg="1s") == 1
+    assert concurrency_for(rate="100/s", avg="250ms") == 25
+    with pytest.raises(ConfigError):
+        concurrency_for(rate="5/s", avg="0s")
+
+
+def test_key_templates():
+    assert resolve_key(None, {}, None) == ""
+    assert resolve_key("{tenant}", {"tenant": "acme"}, None) == "acme"
+    assert resolve_key("{tenant}", {}, "from-option") == "from-option"
+    assert resolve_key("{account.id}:{region}", {"account": {"id": 42}, "region": "eu"}, None) == "42:eu"
+    with pytest.raises(ConfigError, match="no value"):
+        resolve_key("{account.id}", {"account": {}}, None)
+    with pytest.raises(ConfigError, match="scalar"):
+        resolve_key("{account}", {"account": {"id": 1}}, None)
+
+
+# -- GCRA --------------------------------------------------------------------------------------
+
+def simulate(rate: Rate, burst: int, arrivals: list[float]) -> list[float]:
+    tat, admitted = 0.0, []
+    for t in arrivals:
+        ok, new_tat, retry_at = gcra(tat, t, rate, burst)
+        if ok:
+            tat = new_tat
+            admitted.append(t)
+        else:
+            assert retry_at > t
+    return admitted
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    count=st.integers(min_value=1, max_value=50),
+    period=st.sampled_from([0.5, 1.0, 10.0]),
+    burst=st.integers(min_value=1, max_value=10),
+    gaps=st.lists(st.floats(min_value=0, max_value=0.2), min_size=1, max_size=300),
+    window=st.floats(min_value=0.1, max_value=5),
+)
+def test_gcra_never_admits_more_than_burst_plus_rate_in_any_window(count, period, burst, gaps, window):
+    rate = Rate(count, period)
+    arrivals, t = [], 1000.0
+    for gap in gaps:
+        t += gap
+        arrivals.append(t)
+    admitted = simulate(rate, burst, arrivals)
+    bound = burst + window / rate.interval + 1e-6
+    j = 0
+    for i, start in enumerate(admitted):
+        while j < len(admitted) and admitted[j] < start + window:
+            j += 1
+        assert j - i <= bound
+
+
+def test_gcra_admits_exactly_burst_at_once_then_the_rate():
+    rate = Rate.parse("10/s")
+    assert len(simulate(rate, 5, [100.0] * 50)) == 5
+    steady = simulate(rate, 1, [100 + i * 0.01 for i in range(1000)])  # 10 s of arrivals at 100/s
+    assert 99 <= len(steady) <= 101
+
+
+def test_gcra_retry_at_is_exact():
+    rate = Rate.parse("2/s")
+    ok, tat, _ = gcra(0.0, 10.0, rate, 1)
+    assert ok
+    ok, _, retry_at = gcra(tat, 10.1, rate, 1)
+    assert not ok and retry_at == pytest.approx(10.5)
+    assert gcra(tat, retry_at, rate, 1)[0]
+
+
+def test_remaining():
+    rate = Rate.parse("10/s")
+    assert remaining(0.0, 100.0, rate, 5) == 5
+    _, tat, _ = gcra(0.0, 100.0, rate, 5)
+    assert remaining(tat, 100.0, rate, 5) == 4
+
+
+# -- the store's side --------------------------------------------------------------------------
+
+def limited(job_id, limits, **kw):
+    """A job holding ``limits``, grouped for fairness the way App.enqueue groups it."""
+    job = new_job(job_id, **kw)
+    job.limits_json = json.dumps(limits) if limits else None
+    tenant = kw.get("tenant")
+    job.fair_key = "|".join(([f"tenant={tenant}"] if tenant else []) + [f"{n}={k}" for n, k in limits])
+    return job
+
+
+def test_declare_update_and_list(store):
+    spec = LimitSpec.build("api", rate="10/s", burst=3)
+    store.declare_limit(spec)
+    [info] = store.list_limits()
+    assert info.spec == spec and info.keys == []
+    store.update_limit(LimitSpec.build("api", rate="2/s", burst=3))
+    store.declare_limit(spec)  # the same declaration again (a worker restart) keeps the change
+    assert store.list_limits()[0].spec.rate == Rate(2, 1)
+    store.declare_limit(LimitSpec.build("api", rate="7/s"))  # a new declaration wins
+    assert store.list_limits()[0].spec.rate == Rate(7, 1)
+
+
+def test_claim_admits_at_the_rate_and_holds_the_rest_waiting(store):
+    store.declare_limit(LimitSpec.build("api", rate="1/min", burst=2))
+    store.enqueue([limited(f"r-{i}", [["api", ""]]) for i in range(5)])
+    claimed = claim_all(store, limit=10)
+    assert len(claimed) == 2
+    assert claimed.wake_at is not None and claimed.wake_at > time.time() + 20
+    assert store.count_jobs()["waiting"] == 3
+    again = claim_all(store)
+    assert len(again) == 0 and again.wake_at == pytest.approx(claimed.wake_at, abs=1)
+    [info] = store.list_limits()
+    assert info.keys[0].remaining == 0 and info.keys[0].admitted == 2
+
+
+def test_no_token_is_spent_on_cancelled_jobs(store):
+    store.declare_limit(LimitSpec.build("api", rate="1/min", burst=1))
+    store.enqueue([limited("c-0", [["api", ""]]), limited("c-1", [["api", ""]])])
+    store.cancel("c-0")
+    assert [j.id for j in claim_all(store)] == ["c-1"]
+
+
+def test_concurrency_limit_is_released_by_finish_and_rescue(store):
+    store.declare_limit(LimitSpec.build("two", concurrency=2))
+    store.enqueue([limited(f"k-{i}", [["two", ""]]) for i in range(5)])
+    first = claim_all(store, W1, lease=0.05)
+    assert len(first) == 2 and claim_all(store, W2) == []
+    store.finish(W1, [Outcome(first[0].id, 1, Status.COMPLETE, result_json="1")])
+    [third] = claim_all(store, W2, lease=30)
+    time.sleep(0.1)
+    assert store.rescue_expired() == [first[1].id]  # W1 died holding one
+    assert len(claim_all(store, W2)) == 1
+    assert [k.running for k in store.list_limits()[0].keys] == [2]
+    assert third.id not in {first[0].id, first[1].id}
+
+
+def test_pause_holds_only_that_key_and_resumes_at_the_rate(store):
+    store.declare_limit(LimitSpec.build("tenant", rate="100/s", burst=10, key="{tenant}"))
+    store.enqueue([limited(f"a-{i}", [["tenant", "a"]], tenant="a") for i in range(5)]
+                  + [limited(f"b-{i}", [["tenant", "b"]], tenant="b") for i in range(5)])
+    until = store.pause_limit("tenant", "a", time.time() + 60, "429 from api")
+    claimed = claim_all(store, limit=10)
+    assert {j.id[0] for j in claimed} == {"b"}
+    assert claimed.wake_at == pytest.approx(until)
+    key_a = [k for k in store.list_limits()[0].keys if k.key == "a"][0]
+    assert key_a.paused_until == pytest.approx(until) and key_a.pause_reason == "429 from api"
+    assert key_a.rate_limited == 1
+    # a shorter pause never cuts a longer one short
+    assert store.pause_limit("tenant", "a", time.time() + 1, "again") == pytest.approx(until)
+
+
+def test_after_a_pause_jobs_come_back_at_the_rate_not_all_at_once(store):
+    store.declare_limit(LimitSpec.build("api", rate="10/s", burst=5))
+    store.enqueue([limited(f"p-{i}", [["api", ""]]) for i in range(20)])
+    store.pause_limit("api", "", time.time() + 0.2, "429")
+    deadline = time.time() + 10
+    claimed = []
+    while not claimed and time.time() < deadline:
+        claimed = claim_all(store, limit=20)
+        time.sleep(0.01)
+    assert len(claimed) == 1  # no burst at the reset
+
+
+def test_acquire(store):
+    store.declare_limit(LimitSpec.build("api", rate="1/min", burst=2))
+    assert store.acquire("api", "")[0] and store.acquire("api", "")[0]
+    ok, retry_at = store.acquire("api", "")
+    assert not ok and retry_at > time.time() + 20
+    store.declare_limit(LimitSpec.build("slots", concurrency=1))
+    assert store.acquire("slots", "") == (True, pytest.approx(time.time(), abs=5))
+    with pytest.raises(ConfigError):
+        store.acquire("nope", "")
+    with pytest.raises(ConfigError):
+        store.pause_limit("nope", "", time.time(), "x")
+
+
+def test_acquire_hammered_from_many_threads_is_exact(store, database_url):
+    """64 threads, each with its own connection, race for 30 tokens: exactly 30 win."""
+    from floodway.store import open_store
+
+    store.declare_limit(LimitSpec.build("hot", rate="1/h", burst=30))
+    wins, start = [], threading.Event()
+
+    def grab():
+        own = open_store(database_url)
+        start.wait()
+        for _ in range(3):
+            if own.acquire("hot", "")[0]:
+                wins.append(1)
+        own.close()
+
+    threads = [threading.Thread(target=grab) for _ in range(64)]
+    for t in threads:
+        t.start()
+    start.set()
+    for t in threads:
+        t.join()
+    assert len(wins) == 30
+
+
+def test_fairness_round_robin_between_groups(store):
+    store.enqueue([limited(f"big-{i:04d}", [], tenant="big") for i in range(300)])
+    store.enqueue([limited(f"small-{i}", [], tenant="small") for i in range(5)])
+    claimed = [j.id for j in claim_all(store, limit=10)]
+    assert sum(1 for c in claimed if c.startswith("small")) == 5
+
+
+def test_a_paused_limit_holds_back_only_jobs_that_hold_it(store):
+    store.declare_limit(LimitSpec.build("api", rate="100/s"))
+    store.enqueue([limited(f"held-{i}", [["api", ""]]) for i in range(100)])
+    store.enqueue([limited(f"free-{i}", []) for i in range(3)])
+    store.pause_limit("api", "", time.time() + 60, "429")
+    assert sorted(j.id for j in claim_all(store, limit=10)) == ["free-0", "free-1", "free-2"]
+
+
+def test_fairness_alternates_between_tenants(app):
+    order = []
+
+    @app.task
+    def work(n: int):
+        order.append(n)
+
+    app.enqueue_many(work, [{"n": i} for i in range(200)], tenant="big")
+    app.enqueue_many(work, [{"n": 1000 + i} for i in range(5)], tenant="small")
+    app.worker(concurrency=1, burst=True).run()
+    small_positions = [i for i, n in enumerate(order) if n >= 1000]
+    assert small_positions == [1, 3, 5, 7, 9] or max(small_positions) < 12
+
+
+# -- the app's side ----------------------------------------------------------------------------
+
+def test_app_limits_resolve_keys_at_enqueue(app):
+    app.limit("per-account", rate="5/s", key="{account.id}")
+    app.limit("global", concurrency=3)
+
+    @app.task(limits=["per-account", "global"])
+    def sync(account: dict): ...
+
+    job = app.enqueue(sync, {"account": {"id": 7}}).job()
+    assert job.limits == (("per-account", "7"), ("global", ""))
+    assert job.fair_key == "per-account=7|global="
+    assert app.enqueue(sync, {"account": {"id": 7}}, tenant="acme").job().fair_key == "tenant=acme|per-account=7|global="
+    with pytest.raises(EnqueueError, match="no value for"):
+        app.enqueue(sync, {"account": {}})
+    with pytest.raises(EnqueueError, match="unknown limit 'nope'"):
+        app.enqueue(sync, {"account": {"id": 1}}, limits=["nope"])
+    with pytest.raises(EnqueueError, match="list of limit names"):
+        app.enqueue(sync, {"account": {"id": 1}}, limits="global")
+    assert sum(app.store.count_jobs().values()) == 2
+
+
+def test_set_limit_at_run_time(app):
+    app.limit("api", rate="50/s", burst=5)
+    app.sync_limits()
+    spec = app.set_limit("api", rate="20/s")
+    assert spec.rate == Rate(20, 1) and spec.burst == 5
+    assert app.store.list_limits()[0].spec.rate == Rate(20, 1)
+    with pytest.raises(ConfigError):
+        app.set_limit("api", rate="lots")
+    with pytest.raises(ConfigError):
+        app.set_limit("missing", rate="1/s")
+    with pytest.raises(ConfigError):
+        app.set_limit("api", colour="red")
+
+
+def test_rate_limited_job_is_rescheduled_without_spending_an_attempt(app):
+    from floodway import Context, RateLimited
+
+    app.limit("api", rate="100/s")
+
+    @app.task(retry=0)
+    async def call(ctx: Context):
+        if len(ctx.app.handle(ctx.job_id).events()) < 4:
+            raise RateLimited(retry_after="30s", limit="api")
+        return "done"
+
+    h = app.enqueue(call)
+    app.worker(burst=True).run()
+    job = h.job()
+    assert job.status is Status.SCHEDULED and job.attempt == 0
+    assert job.run_at >= time.time() + 25
+    assert job.throttled_seconds >= 29
+    last = h.events()[-1]
+    assert (last.from_status, last.to_status) == (Status.RUNNING, Status.SCHEDULED)
+    [info] = app.store.list_limits()
+    assert info.keys[0].paused_until is not None and info.keys[0].rate_limited == 1
+
+
+def test_acquire_waits_in_place_when_short(app):
+    from floodway import Context
+
+    app.limit("slow", rate="20/s", burst=1)
+
+    @app.task
+    async def many(ctx: Context):
+        for _ in range(5):
+            await ctx.acquire("slow")
+        return ctx.throttled_seconds
+
+    h = app.enqueue(many)
+    app.worker(burst=True).run()
+    assert h.result(timeout=10) > 0.1  # 4 waits of ~50 ms (the first token came with admission)
+    assert h.job().attempt == 1
