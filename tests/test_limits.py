@@ -370,3 +370,22 @@ def test_acquire_waits_in_place_when_short(app):
     app.worker(burst=True).run()
     assert h.result(timeout=10) > 0.1  # 4 waits of ~50 ms (the first token came with admission)
     assert h.job().attempt == 1
+
+
+def test_worker_warns_when_concurrency_cannot_reach_a_rate(app, caplog):
+    import asyncio
+    import logging
+
+    app.limit("api", rate="100/s")
+
+    @app.task(limits=["api"])
+    async def slowish():
+        await asyncio.sleep(0.05)
+
+    app.enqueue_many(slowish, [{}] * 5)
+    app.worker(concurrency=5, burst=True).run()  # learns the average duration (~50 ms)
+    assert app.store.average_duration(["slowish"]) >= 0.05
+    with caplog.at_level(logging.WARNING, logger="floodway.worker"):
+        app.worker(concurrency=2, burst=True).run()
+    assert any("needs a concurrency of 5" in r.getMessage() or "needs a concurrency of" in r.getMessage()
+               for r in caplog.records)

@@ -149,6 +149,7 @@ class Worker:
                 WorkerInfo(self.id, socket.gethostname(), os.getpid(), self.queues, self.concurrency, now, now),
             )
             log.info("worker %s started: queues=%s concurrency=%d", self.id, self.queues or "all", self.concurrency)
+            await self._store(self._warn_if_concurrency_cannot_reach_rates)
             rescued = await self._store(self.app.store.rescue_expired)
             if rescued:
                 log.warning("rescued %d job(s) whose worker stopped renewing its lease", len(rescued))
@@ -172,6 +173,26 @@ class Worker:
             self._task_threads.shutdown(wait=False, cancel_futures=True)
             self._store_threads.shutdown(wait=True)
             self._loop = None
+
+    def _warn_if_concurrency_cannot_reach_rates(self) -> None:
+        """Seed 002's formula, checked at start: concurrency = rate x average job time."""
+        from .limits import concurrency_for
+
+        for spec in self.app.limits.values():
+            if spec.rate is None:
+                continue
+            tasks = [t.name for t in self.app.tasks.values() if spec.name in t.limits]
+            avg = self.app.store.average_duration(tasks)
+            if not avg:
+                continue
+            needed = concurrency_for(spec.rate, avg)
+            cap = min(self.concurrency, spec.concurrency or self.concurrency)
+            if cap < needed:
+                log.warning(
+                    "limit %s allows %s but its jobs take %.3fs on average: reaching that rate needs "
+                    "a concurrency of %d, this worker runs %d (set --concurrency or the limit's concurrency)",
+                    spec.name, spec.rate, avg, needed, cap,
+                )
 
     async def _claim_loop(self) -> None:
         assert self._wake is not None

@@ -191,6 +191,10 @@ class Store(abc.ABC):
     def rescue_expired(self) -> list[str]:
         """Release running jobs whose lease expired (their worker died); return their ids."""
 
+    @abc.abstractmethod
+    def average_duration(self, tasks: list[str], *, sample: int = 200) -> float | None:
+        """Mean run time in seconds of the latest completed jobs of ``tasks`` (None if none)."""
+
     # -- limits ---------------------------------------------------------------------------
     @abc.abstractmethod
     def declare_limit(self, spec: LimitSpec) -> None:

@@ -803,6 +803,17 @@ class SQLiteStore(Store):
             self._insert_events(conn, events)
         return [row[0] for row in expired]
 
+    def average_duration(self, tasks: list[str], *, sample: int = 200) -> float | None:
+        if not tasks:
+            return None
+        marks = ",".join("?" * len(tasks))
+        row = self._read(
+            f"SELECT AVG(finished_at - started_at) FROM (SELECT finished_at, started_at FROM jobs "
+            f"WHERE status = 'complete' AND task IN ({marks}) ORDER BY finished_at DESC LIMIT ?)",
+            (*tasks, sample),
+        )
+        return row[0][0] if row and row[0][0] is not None else None
+
     # -- limits ---------------------------------------------------------------------------
     def declare_limit(self, spec: LimitSpec) -> None:
         declared = json.dumps(spec.to_dict(), sort_keys=True)
