@@ -9,16 +9,27 @@ table otherwise. Exit codes: 0 ok, 1 job failed or not found, 2 usage error.
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import logging
 import os
 import sys
-from typing import Any, NoReturn
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, NoReturn
 
 import click
+from click.core import ParameterSource
 
-from .app import App
-from .errors import FloodwayError, JobNotFound
+from .app import App, Task
+from .errors import EnqueueError, FloodwayError, JobCancelled, JobFailed, JobNotFound
+from .jobs import Event, Job, Status
+from .store.base import QueueInfo, WorkerInfo
+from .units import format_duration, iso, parse_duration
+
+if TYPE_CHECKING:  # rich is imported where output is rendered: --json and worker runs skip it
+    from rich.console import Console
+    from rich.text import Text
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -69,6 +80,10 @@ class State:
                 self._app = App(self.database)
         return self._app
 
+    def close(self) -> None:
+        if self._app is not None:
+            self._app.close()
+
 
 def _rebind(app: App, database: str) -> App:
     app.database_url = database
@@ -102,6 +117,7 @@ def cli(ctx: click.Context, app_spec: str | None, database: str | None, as_json:
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx.obj = State(app_spec, database, as_json)
+    ctx.call_on_close(ctx.obj.close)
 
 
 @cli.command()
@@ -144,6 +160,417 @@ def migrate(state: State) -> None:
         store.close()
     emit(state, {"applied": applied, "version": version},
          lambda d: click.echo(f"schema at version {d['version']}" + (f" (applied {d['applied']})" if d["applied"] else " (up to date)")))
+
+
+# -- output helpers -------------------------------------------------------------------------
+STATUS_NAMES = [s.value for s in Status]
+FINAL_NAMES = [Status.COMPLETE.value, Status.FAILED.value, Status.CANCELLED.value]
+STATUS_STYLES = {
+    Status.SCHEDULED: "cyan", Status.WAITING: "blue", Status.RUNNING: "yellow",
+    Status.RETRYING: "magenta", Status.FAILED: "bold red", Status.COMPLETE: "green",
+    Status.CANCELLED: "dim",
+}
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A rich console; piped output gets a wide line so ids are never folded."""
+    from rich.console import Console
+
+    con = Console(stderr=stderr, highlight=False)
+    if not con.is_terminal and "COLUMNS" not in os.environ:
+        con.width = 200
+    return con
+
+
+def styled(status: Status | str) -> Text:
+    from rich.text import Text
+
+    status = Status(status)
+    return Text(status.value, style=STATUS_STYLES.get(status, ""))
+
+
+def age(ts: float | None, now: float | None = None) -> str:
+    """``3.2s ago`` or ``in 5.0s``; empty for None."""
+    if ts is None:
+        return ""
+    delta = (now or time.time()) - ts
+    return f"{format_duration(delta)} ago" if delta >= 0 else f"in {format_duration(-delta)}"
+
+
+def when(ts: float | None, now: float | None = None) -> str:
+    """``2024-05-01T10:00:00.000+00:00 (3.2s ago)``; empty for None."""
+    return "" if ts is None else f"{iso(ts)} ({age(ts, now)})"
+
+
+def error_summary(error: dict[str, Any] | None, width: int = 120) -> str:
+    if not error:
+        return ""
+    message = str(error.get("message") or "").strip().splitlines()
+    text = f"{error.get('type') or 'Error'}: {message[0] if message else ''}".rstrip(": ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def parse_json_object(text: str | bytes, what: str) -> dict[str, Any]:
+    """Parse ``text`` as a JSON object (NaN/Infinity refused) or raise ``UsageProblem``."""
+
+    def no_constants(name: str) -> NoReturn:
+        raise ValueError(f"{name} is not valid JSON")
+
+    try:
+        value = json.loads(text, parse_constant=no_constants)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UsageProblem(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageProblem(
+            f'{what} must be a JSON object such as {{"to": "ada@example.com"}}, got {_json_kind(value)}'
+        )
+    return value
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "an array", str: "a string", bool: "a boolean", type(None): "null", int: "a number",
+             float: "a number"}
+    return kinds.get(type(value), type(value).__name__)
+
+
+# -- enqueueing -----------------------------------------------------------------------------
+@cli.command()
+@click.argument("task")
+@click.option("--args", "args_json", default="{}", show_default=True, metavar="JSON",
+              help="The job's arguments as a JSON object.")
+@click.option("--id", "job_id", help="Job id; if a job with this id exists, nothing is created.")
+@click.option("--delay", metavar="DURATION", help="Run after this long, e.g. 5s, 10m, 1h.")
+@click.option("--queue", help="Queue (default: the task's).")
+@click.option("--priority", type=int, help="Higher runs first (default: the task's).")
+@click.option("--tenant", help="Tenant the job belongs to.")
+@click.pass_obj
+def enqueue(state: State, task: str, args_json: str, job_id: str | None, delay: str | None,
+            queue: str | None, priority: int | None, tenant: str | None) -> None:
+    """Enqueue one job of TASK and print its id."""
+    args = parse_json_object(args_json, "--args")
+    app = state.app(required=True)
+    handle = app.enqueue(task, args, id=job_id, queue=queue, delay=delay, priority=priority, tenant=tenant)
+    emit(state, {"id": handle.id, "created": handle.created},
+         lambda d: click.echo(f"enqueued job {d['id']}" if d["created"]
+                              else f"job {d['id']} exists already; nothing created"))
+
+
+def _jsonl_items(path: Path) -> Iterator[tuple[int, dict[str, Any], int]]:
+    """(line number, args, bytes read so far) per non-empty line; a bad line raises UsageProblem."""
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            if raw.strip():
+                yield number, parse_json_object(raw, f"line {number} of {path.name}"), fh.tell()
+
+
+@cli.command("enqueue-file")
+@click.argument("task")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--id", "job_id",
+              help="Id prefix: the jobs get ID-0, ID-1, ... in file order, so enqueueing the same "
+                   "file again creates nothing twice (the file is then written in one transaction).")
+@click.option("--queue", help="Queue (default: the task's).")
+@click.option("--delay", metavar="DURATION", help="Run after this long, e.g. 5s, 10m, 1h.")
+@click.option("--priority", type=int, help="Higher runs first (default: the task's).")
+@click.option("--tenant", help="Tenant the jobs belong to.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Jobs written per transaction.")
+@click.pass_obj
+def enqueue_file(state: State, task: str, file: Path, job_id: str | None, queue: str | None,
+                 delay: str | None, priority: int | None, tenant: str | None, batch_size: int) -> None:
+    """Enqueue one job of TASK per line of FILE (JSON lines: one JSON object of args per line).
+
+    The whole file is checked before anything is written: a bad line exits with status 2,
+    names the line, and enqueues nothing. Empty lines are skipped.
+    """
+    app = state.app(required=True)
+    the_task: Task = app.get_task(task)
+    if delay is not None:
+        parse_duration(delay, name="--delay")
+    options = dict(queue=queue, delay=delay, priority=priority, tenant=tenant)
+
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    count = created = 0
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                  TimeElapsedColumn(), console=console(stderr=True), transient=state.as_json) as bar:
+        # 1. check every line before writing any, with exactly the validation enqueue applies
+        size = file.stat().st_size
+        checking = bar.add_task(f"checking {file.name}", total=size)
+        for number, args, position in _jsonl_items(file):
+            try:
+                app._encode_args(the_task, args, "")
+            except EnqueueError as exc:
+                raise UsageProblem(f"line {number} of {file.name}: {exc}") from None
+            count += 1
+            bar.update(checking, completed=position)
+        bar.update(checking, completed=size)
+        # 2. write them, batch_size jobs per transaction
+        if job_id is not None:
+            batch_size = max(count, 1)  # enqueue_many numbers the ids from 0 in each call
+        writing = bar.add_task(f"enqueueing {count} job(s)", total=count)
+        items = (args for _, args, _ in _jsonl_items(file))
+        written = 0
+        while batch := list(itertools.islice(items, batch_size)):
+            try:
+                handles = app.enqueue_many(the_task, batch, id=job_id, **options)
+            except FloodwayError:
+                if written:  # e.g. the database failed mid-file: say what is in already
+                    click.echo(f"note: {written} of {count} job(s) were enqueued before this error", err=True)
+                raise
+            written += len(batch)
+            created += sum(h.created for h in handles)
+            bar.advance(writing, len(batch))
+    emit(state, {"task": the_task.name, "file": str(file), "jobs": count, "created": created,
+                 "existing": count - created},
+         lambda d: click.echo(f"enqueued {d['jobs']} job(s) of {d['task']} from {file.name}: "
+                              f"{d['created']} new, {d['existing']} existing"))
+
+
+# -- reading jobs ---------------------------------------------------------------------------
+def _print_job(job: Job) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    now = time.time()
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    rows: list[tuple[str, Any]] = [
+        ("id", job.id), ("task", job.task), ("status", styled(job.status)),
+        ("attempt", f"{job.attempt} of {job.max_attempts}"), ("queue", job.queue),
+        ("priority", str(job.priority)), ("tenant", job.tenant or ""),
+        ("args", json.dumps(job.args)),
+        ("created", when(job.created_at, now)), ("run at", when(job.run_at, now)),
+        ("started", when(job.started_at, now)), ("finished", when(job.finished_at, now)),
+        ("updated", when(job.updated_at, now)), ("worker", job.worker_id or ""),
+    ]
+    if job.cancel_requested:
+        rows.append(("cancel", "requested; the worker stops it at its next heartbeat"))
+    if job.status is Status.COMPLETE:
+        rows.append(("result", json.dumps(job.result)))
+    if job.error:
+        rows.append(("error", Text(error_summary(job.error, 500), style="red")))
+    for name, value in rows:
+        if value != "":
+            table.add_row(name, value if isinstance(value, Text) else Text(str(value)))
+    console().print(table)
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@click.pass_obj
+def status(state: State, job_id: str) -> None:
+    """Show a job: status, attempt, queue, task, times and error."""
+    job = state.app().handle(job_id).job()
+    emit(state, job.to_dict(), lambda d: _print_job(job))
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@click.option("--wait", is_flag=True, help="Wait for the job to finish.")
+@click.option("--timeout", metavar="DURATION",
+              help="Wait at most this long, e.g. 30s or 30 (seconds); implies --wait.")
+@click.pass_obj
+def result(state: State, job_id: str, wait: bool, timeout: str | None) -> None:
+    """Print a finished job's result as JSON (exit 1 if it failed or was cancelled)."""
+    seconds = _seconds(timeout, "--timeout") if timeout is not None else None
+    handle = state.app().handle(job_id)
+    if not wait and seconds is None:
+        job = handle.job()
+        if not job.status.is_final:
+            fail(f"job {job_id} is {job.status}, not finished yet (use --wait to wait for it)")
+        seconds = 0.0
+    try:
+        value = handle.result(timeout=seconds)
+    except JobFailed as exc:
+        fail(f"job {job_id} failed: {error_summary(exc.error, 500) or 'no error recorded'}")
+    except JobCancelled:
+        fail(f"job {job_id} was cancelled")
+    except TimeoutError:
+        fail(f"job {job_id} is still {handle.status()} after {format_duration(seconds or 0.0)}")
+    click.echo(json.dumps(value, indent=None if state.as_json else 2))
+
+
+def _seconds(value: str, name: str) -> float:
+    """A duration option: ``30s``, ``500ms``, ``2m``, or a bare number of seconds."""
+    try:
+        number = float(value)
+    except ValueError:
+        return parse_duration(value, name=name)
+    return parse_duration(number, name=name)
+
+
+@cli.command()
+@click.option("--status", "statuses", multiple=True, type=click.Choice(STATUS_NAMES, case_sensitive=False),
+              help="Only jobs with this status (repeatable).")
+@click.option("--queue", help="Only jobs of this queue.")
+@click.option("--task", help="Only jobs of this task.")
+@click.option("--tenant", help="Only jobs of this tenant.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most this many.")
+@click.pass_obj
+def jobs(state: State, statuses: tuple[str, ...], queue: str | None, task: str | None, tenant: str | None,
+         limit: int) -> None:
+    """List jobs, newest first."""
+    found = state.app().store.list_jobs(status=[s.lower() for s in statuses] or None, queue=queue,
+                                        task=task, tenant=tenant, limit=limit)
+
+    def render(_: Any) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        now = time.time()
+        table = Table(title=None, show_lines=False)
+        for name in ("id", "task", "queue", "status", "attempt", "tenant", "created", "updated", "error"):
+            table.add_column(name, no_wrap=name in ("id", "status"))
+        for job in found:
+            table.add_row(Text(job.id), Text(job.task), Text(job.queue), styled(job.status),
+                          f"{job.attempt}/{job.max_attempts}", Text(job.tenant or ""),
+                          age(job.created_at, now), age(job.updated_at, now),
+                          Text(error_summary(job.error, 60), style="red"))
+        out = console()
+        out.print(table)
+        more = " (--limit reached; there may be more)" if len(found) == limit else ""
+        out.print(f"{len(found)} job(s){more}")
+
+    emit(state, [job.to_dict() for job in found], render)
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@click.pass_obj
+def events(state: State, job_id: str) -> None:
+    """Show a job's timeline: every status change, oldest first."""
+    timeline: list[Event] = state.app().handle(job_id).events()
+
+    def render(_: Any) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(title=Text(f"job {job_id}"))
+        for name in ("at", "change", "attempt", "worker", "reason / error"):
+            table.add_column(name)
+        for e in timeline:
+            change = Text(f"{e.from_status.value if e.from_status else 'new'} → ")
+            change.append_text(styled(e.to_status))
+            detail = Text(e.reason or "")
+            if e.error:
+                detail.append(("; " if e.reason else "") + error_summary(e.error, 80), style="red")
+            table.add_row(iso(e.at), change, str(e.attempt), Text(e.worker_id or ""), detail)
+        console().print(table)
+
+    emit(state, [e.to_dict() for e in timeline], render)
+
+
+# -- changing jobs --------------------------------------------------------------------------
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@click.pass_obj
+def retry(state: State, job_id: str) -> None:
+    """Run a failed, cancelled or retrying job again now, with fresh attempts."""
+    new_status = state.app().handle(job_id).retry()
+    emit(state, {"id": job_id, "status": new_status.value},
+         lambda d: click.echo(f"job {job_id} is {d['status']} again"))
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@click.pass_obj
+def cancel(state: State, job_id: str) -> None:
+    """Cancel a job (a running one is stopped by its worker at the next heartbeat)."""
+    new_status = state.app().handle(job_id).cancel()
+    requested = new_status is Status.RUNNING
+    emit(state, {"id": job_id, "status": new_status.value, "cancel_requested": requested},
+         lambda d: click.echo(f"job {job_id} is running: cancellation requested, its worker stops it "
+                              "at the next heartbeat" if requested else f"job {job_id} cancelled"))
+
+
+@cli.command()
+@click.option("--older-than", required=True, metavar="DURATION",
+              help="Delete jobs that finished longer ago than this, e.g. 7d, 12h, 0s.")
+@click.option("--status", "statuses", multiple=True, type=click.Choice(FINAL_NAMES, case_sensitive=False),
+              default=(Status.COMPLETE.value,), show_default=True, help="Which finished jobs (repeatable).")
+@click.pass_obj
+def purge(state: State, older_than: str, statuses: tuple[str, ...]) -> None:
+    """Delete finished jobs (and their timelines)."""
+    cutoff = time.time() - parse_duration(older_than, name="--older-than")
+    chosen = sorted({s.lower() for s in statuses})
+    removed = state.app().store.purge(older_than=cutoff, statuses=chosen)
+    emit(state, {"purged": removed, "statuses": chosen, "finished_before": iso(cutoff)},
+         lambda d: click.echo(f"purged {removed} {'/'.join(chosen)} job(s) finished before {d['finished_before']}"))
+
+
+# -- queues and workers ---------------------------------------------------------------------
+@cli.command()
+@click.pass_obj
+def queues(state: State) -> None:
+    """Show each queue with its concurrency cap and its jobs per status."""
+    found: list[QueueInfo] = state.app().store.list_queues()
+
+    def render(_: Any) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table()
+        table.add_column("queue")
+        table.add_column("cap", justify="right")
+        for s in Status:
+            table.add_column(styled(s), justify="right")
+        for q in found:
+            table.add_row(Text(q.name), "unlimited" if q.max_concurrency is None else str(q.max_concurrency),
+                          *(str(q.counts.get(s.value, 0)) for s in Status))
+        console().print(table)
+
+    emit(state, [{"name": q.name, "max_concurrency": q.max_concurrency, "counts": q.counts} for q in found],
+         render)
+
+
+@cli.command()
+@click.option("--all", "include_stopped", is_flag=True, help="Include stopped workers.")
+@click.pass_obj
+def workers(state: State, include_stopped: bool) -> None:
+    """Show live workers: heartbeat age and running jobs."""
+    found: list[WorkerInfo] = state.app().store.list_workers(include_stopped=include_stopped)
+    now = time.time()
+    data = [
+        {"id": w.id, "hostname": w.hostname, "pid": w.pid, "queues": w.queues, "concurrency": w.concurrency,
+         "running": w.running, "started_at": iso(w.started_at), "heartbeat_at": iso(w.heartbeat_at),
+         "heartbeat_age": round(now - w.heartbeat_at, 3), "stopped_at": iso(w.stopped_at)}
+        for w in found
+    ]
+
+    def render(_: Any) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table()
+        for name in ("id", "host", "pid", "queues", "running", "heartbeat", "started", "stopped"):
+            table.add_column(name, no_wrap=name == "id")
+        for w in found:
+            table.add_row(Text(w.id), Text(w.hostname), str(w.pid), Text(",".join(w.queues) if w.queues else "all"),
+                          f"{w.running}/{w.concurrency}", age(w.heartbeat_at, now), age(w.started_at, now),
+                          age(w.stopped_at, now))
+        out = console()
+        out.print(table)
+        out.print(f"{len(found)} worker(s)")
+
+    emit(state, data, render)
+
+
+# -- demo -----------------------------------------------------------------------------------
+@cli.command()
+@click.pass_context
+def demo(ctx: click.Context) -> None:
+    """Run the basic demo in a throwaway database (or in --database, when given)."""
+    from .demo.basic import run
+
+    state: State = ctx.obj
+    # FLOODWAY_DATABASE_URL may name a real database: only an explicit --database is used
+    explicit = ctx.parent is not None and ctx.parent.get_parameter_source("database") is ParameterSource.COMMANDLINE
+    code = run(state.database if explicit else None, console=console(stderr=True) if state.as_json else None)
+    if state.as_json:
+        click.echo(json.dumps({"ok": code == EXIT_OK}))
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:

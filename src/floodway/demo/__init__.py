@@ -1,0 +1,1 @@
+"""Runnable demos. ``floodway demo`` (and ``make demo``) runs ``floodway.demo.basic``."""
