@@ -18,7 +18,8 @@ from .context import Context
 from .errors import ConfigError, EnqueueError
 from .handle import Handle
 from .jobs import NewJob, Status
-from .limits import LimitSpec, Rate, resolve_key
+from .limits import LimitSpec, Rate, resolve_key, template_fields
+from .resumable import SEGMENT_MARK, split_segments
 from .retry import Retry
 from .store import DEFAULT_URL, Store, open_store
 from .units import parse_duration, parse_instant
@@ -75,9 +76,24 @@ class Task:
         timeout: float | None,
         priority: int,
         limits: tuple[str, ...] = (),
+        state: str | None = None,
+        budget: float | None = None,
+        margin: float | None = None,
+        payload: str | None = None,
+        retain_state: bool = False,
     ):
         self.app = app
         self.limits = limits
+        #: a shared state key template ("orders:{tenant}"), or None for per-job state
+        self.state = state
+        #: the run budget in seconds (seed 001's time-limited runs), and the margin that
+        #: ``ctx.out_of_time()`` keeps in reserve
+        self.budget = budget
+        self.margin = margin if margin is not None else (min(max(budget * 0.1, 1.0), budget / 2) if budget else 0.0)
+        #: the list argument stored in segments when it is large
+        self.payload = payload
+        #: keep the cursor, ledger and segments after completion (for audit)
+        self.retain_state = retain_state
         self.fn = fn
         self.name = name
         self.queue = queue
@@ -139,6 +155,7 @@ class App:
         *,
         max_payload_bytes: int | None = None,
         wait_in_place: str | float | None = None,
+        segment_bytes: int = 100_000,
         name: str = "floodway",
     ):
         url = database_url or os.environ.get("FLOODWAY_DATABASE_URL") or DEFAULT_URL
@@ -160,6 +177,10 @@ class App:
             wait_in_place if wait_in_place is not None else os.environ.get("FLOODWAY_WAIT_IN_PLACE", "2s"),
             name="wait_in_place (FLOODWAY_WAIT_IN_PLACE)",
         )
+        if isinstance(segment_bytes, bool) or not isinstance(segment_bytes, int) or segment_bytes < 1024:
+            raise ConfigError(f"segment_bytes must be an int >= 1024, got {segment_bytes!r}")
+        #: a payload argument larger than this is stored in segments (seed 000: 100 KB)
+        self.segment_bytes = segment_bytes
         self.name = name
         self.tasks: dict[str, Task] = {}
         self.queues: dict[str, Queue] = {DEFAULT_QUEUE: Queue(DEFAULT_QUEUE, None)}
@@ -210,6 +231,11 @@ class App:
         priority: int = 0,
         give_up_on: Iterable[type[BaseException]] = (),
         limits: Iterable[str] = (),
+        state: str | None = None,
+        budget: str | float | timedelta | None = None,
+        margin: str | float | timedelta | None = None,
+        payload: str | None = None,
+        retain_state: bool = False,
     ) -> Callable[[F], Task]: ...
 
     def task(
@@ -223,6 +249,11 @@ class App:
         priority: int = 0,
         give_up_on: Iterable[type[BaseException]] = (),
         limits: Iterable[str] = (),
+        state: str | None = None,
+        budget: str | float | timedelta | None = None,
+        margin: str | float | timedelta | None = None,
+        payload: str | None = None,
+        retain_state: bool = False,
     ) -> Any:
         """Register a function (async, or sync to run in a thread pool) as a task."""
 
@@ -254,6 +285,7 @@ class App:
                 timeout=parse_duration(timeout, name="timeout", allow_zero=False) if timeout is not None else None,
                 priority=_check_priority(priority),
                 limits=_check_limit_names(limits),
+                **_resumable_options(task_name, func, state, budget, margin, payload, retain_state),
             )
             self.tasks[task_name] = task
             return task
@@ -462,8 +494,15 @@ class App:
         jobs: list[NewJob] = []
         for index, args in enumerate(args_list):
             where = "" if single else f" (item {index})"
+            args, segments = self._segment_payload(the_task, args, where)
             args_json = self._encode_args(the_task, args, where)
             held, fair_key = self._resolve_limits(limit_names, args or {}, tenant, where)
+            shared_state = None
+            if the_task.state is not None:
+                try:
+                    shared_state = resolve_key(the_task.state, args or {}, tenant)
+                except ConfigError as exc:
+                    raise EnqueueError(f"state {the_task.state!r}{where}: {exc}") from None
             if id is None:
                 job_id = uuid.uuid4().hex
             else:
@@ -482,6 +521,8 @@ class App:
                     status=status,
                     limits_json=json.dumps(held) if held else None,
                     fair_key=fair_key,
+                    shared_state=shared_state,
+                    segments=segments,
                 )
             )
         if not jobs:
@@ -512,6 +553,25 @@ class App:
             held.append([name, key])
         parts = ([f"tenant={tenant}"] if tenant is not None else []) + [f"{n}={k}" for n, k in held]
         return held, "|".join(parts)
+
+    def _segment_payload(
+        self, task: Task, args: Mapping[str, Any] | None, where: str
+    ) -> tuple[Mapping[str, Any] | None, dict[str, list[str]]]:
+        """Store a large ``payload=`` list in segments of at most ``segment_bytes`` (seed 000)."""
+        if task.payload is None or not isinstance(args, Mapping) or task.payload not in args:
+            return args, {}
+        items = args[task.payload]
+        if not isinstance(items, (list, tuple)):
+            raise EnqueueError(f"args{where}: the payload argument {task.payload!r} must be a list")
+        try:
+            size = len(json.dumps(items, allow_nan=False, separators=(",", ":")).encode())
+        except (TypeError, ValueError) as exc:
+            raise EnqueueError(f"args{where}: {task.payload!r} is not JSON-serialisable: {exc}") from None
+        if size <= self.segment_bytes:
+            return args, {}
+        pieces = split_segments(items, self.segment_bytes)
+        marker = {SEGMENT_MARK: len(pieces), "count": len(items)}
+        return {**args, task.payload: marker}, {task.payload: pieces}
 
     def _encode_args(self, task: Task, args: Mapping[str, Any] | None, where: str) -> str:
         if args is None:
@@ -546,6 +606,35 @@ class App:
     def run_worker(self, **options: Any) -> None:
         """Run a worker in this process until it is stopped (or, with ``burst=True``, idle)."""
         self.worker(**options).run()
+
+
+def _resumable_options(
+    name: str,
+    func: Callable[..., Any],
+    state: str | None,
+    budget: Any,
+    margin: Any,
+    payload: str | None,
+    retain_state: bool,
+) -> dict[str, Any]:
+    options: dict[str, Any] = {"retain_state": bool(retain_state), "payload": payload, "state": state}
+    if state is not None:
+        template_fields(state, where=f"task {name!r}: state")
+    if budget is not None:
+        options["budget"] = parse_duration(budget, name=f"task {name!r}: budget", allow_zero=False)
+    if margin is not None:
+        if budget is None:
+            raise ConfigError(f"task {name!r}: margin needs a budget")
+        options["margin"] = parse_duration(margin, name=f"task {name!r}: margin")
+        if options["margin"] >= options["budget"]:
+            raise ConfigError(
+                f"task {name!r}: the budget ({budget}) must be longer than its margin ({margin})"
+            )
+    if payload is not None:
+        params = inspect.signature(func).parameters
+        if payload not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            raise ConfigError(f"task {name!r}: payload {payload!r} is not one of its parameters")
+    return options
 
 
 def _check_limit_names(names: Iterable[str]) -> tuple[str, ...]:

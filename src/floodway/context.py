@@ -4,13 +4,26 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Sequence
 
 from .errors import ConfigError, RateLimited
 from .jobs import Job
 from .limits import resolve_key
+from .resumable import (
+    ContinueLater,
+    Pages,
+    Records,
+    bounded_map,
+    call_maybe_async,
+    current_idempotency_key,
+    decode_result,
+    encode_result,
+    idempotency_key,
+    ledger_entry,
+)
 
 if TYPE_CHECKING:
     from .app import App
@@ -19,10 +32,27 @@ if TYPE_CHECKING:
 class Context:
     """The running job as seen from inside its task."""
 
-    def __init__(self, app: "App", job: Job, worker_id: str):
+    def __init__(
+        self,
+        app: "App",
+        job: Job,
+        worker_id: str,
+        *,
+        cursor: Any = None,
+        budget: float | None = None,
+        margin: float = 0.0,
+    ):
         self.app = app
         self.job = job
         self.worker_id = worker_id
+        self._cursor = cursor
+        self._ledger: dict[str, str | None] | None = None
+        self.checkpoints = 0
+        self.budget = budget
+        self.margin = margin
+        self.started = time.monotonic()
+        #: set by the worker when the job (or its queue) is paused from outside
+        self.pause_requested = False
         self.logger = logging.getLogger(f"floodway.task.{job.task}")
         #: seconds this run spent waiting on limits (added to the job's throttling overhead)
         self.throttled_seconds = 0.0
@@ -53,6 +83,134 @@ class Context:
 
     def __repr__(self) -> str:
         return f"<Context job={self.job.id} task={self.job.task} attempt={self.attempt}>"
+
+    # -- resumable work ---------------------------------------------------------------------
+    @property
+    def state_key(self) -> str:
+        """Where the cursor and ledger live: the job's own, or the task's shared ``state=``."""
+        return self.job.state_key
+
+    @property
+    def cursor(self) -> Any:
+        """The last checkpointed position (None before the first checkpoint)."""
+        return self._cursor
+
+    async def checkpoint(self, value: Any) -> None:
+        """Save ``value`` as the cursor, durably and atomically with the job's state, and clear
+        the once-ledger (everything before the cursor is done). A rescued, retried or resumed
+        run starts here."""
+        text = self._encode_cursor(value)
+        self.checkpoints = await asyncio.to_thread(
+            self.app.store.checkpoint, self.job.id, self.worker_id, self.job.attempt, self.state_key, text
+        )
+        self._cursor = json.loads(text)
+        self._ledger = {}
+
+    def checkpoint_sync(self, value: Any) -> None:
+        """``checkpoint`` for sync tasks."""
+        text = self._encode_cursor(value)
+        self.checkpoints = self.app.store.checkpoint(self.job.id, self.worker_id, self.job.attempt, self.state_key, text)
+        self._cursor = json.loads(text)
+        self._ledger = {}
+
+    @staticmethod
+    def _encode_cursor(value: Any) -> str:
+        try:
+            return json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"checkpoint: the cursor must be JSON (a number, string, list or dict): {exc}") from None
+
+    async def once(self, key: str | int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` at most once per ``key`` under this state.
+
+        The key and the result are recorded when ``fn`` returns; a rerun (after a crash, a
+        retry, a 429 or a budget) returns the recorded result without calling ``fn``. Calls made
+        through ``ctx.http`` inside ``fn`` carry ``Idempotency-Key``, derived from the state and
+        the key, so an idempotent destination applies each record exactly once even if the
+        process dies between the call and the record. An httpx error response (4xx/5xx) raises
+        instead of being recorded.
+        """
+        entry = ledger_entry(key)
+        if self._ledger is None:
+            self._ledger = await asyncio.to_thread(self.app.store.load_ledger, self.state_key)
+        if entry in self._ledger:
+            return decode_result(self._ledger[entry])
+        token = current_idempotency_key.set(idempotency_key(self.state_key, entry))
+        try:
+            result = await call_maybe_async(fn, *args, **kwargs)
+        finally:
+            current_idempotency_key.reset(token)
+        _raise_for_error_response(result)
+        text = encode_result(result)
+        await asyncio.to_thread(
+            self.app.store.record_once, self.job.id, self.worker_id, self.job.attempt, self.state_key, entry, text
+        )
+        self._ledger[entry] = text
+        return result
+
+    def once_sync(self, key: str | int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``once`` for sync tasks."""
+        entry = ledger_entry(key)
+        if self._ledger is None:
+            self._ledger = self.app.store.load_ledger(self.state_key)
+        if entry in self._ledger:
+            return decode_result(self._ledger[entry])
+        token = current_idempotency_key.set(idempotency_key(self.state_key, entry))
+        try:
+            result = fn(*args, **kwargs)
+        finally:
+            current_idempotency_key.reset(token)
+        _raise_for_error_response(result)
+        text = encode_result(result)
+        self.app.store.record_once(self.job.id, self.worker_id, self.job.attempt, self.state_key, entry, text)
+        self._ledger[entry] = text
+        return result
+
+    def idempotency_key(self, key: str | int) -> str:
+        """The ``Idempotency-Key`` sent for ``key`` (for clients other than ``ctx.http``)."""
+        return idempotency_key(self.state_key, ledger_entry(key))
+
+    def time_left(self) -> float | None:
+        """Seconds left of the run budget (None without a budget)."""
+        if self.budget is None:
+            return None
+        return self.budget - (time.monotonic() - self.started)
+
+    def out_of_time(self) -> bool:
+        """True when what is left of the budget is below the margin, or the job was paused:
+        finish the current record, checkpoint, and ``return ctx.continue_later()``."""
+        if self.pause_requested:
+            return True
+        left = self.time_left()
+        return left is not None and left < self.margin
+
+    def continue_later(self, delay: Any = None) -> ContinueLater:
+        """End this run with the cursor saved; the same job runs again (after ``delay``),
+        spending no attempt. ``return ctx.continue_later()`` from the task."""
+        from .units import parse_duration
+
+        return ContinueLater(parse_duration(delay, name="continue_later delay") if delay is not None else None)
+
+    def pages(
+        self,
+        fetch_page: Callable[[Any], Awaitable[Sequence[Any]] | Sequence[Any]],
+        *,
+        start: Any = ...,
+        position: Callable[[Any], Any] | None = None,
+    ) -> Pages:
+        """Walk an API page by page from the cursor: see ``floodway.resumable.Pages``."""
+        if position is None:
+            return Pages(self, fetch_page, start=start)
+        return Pages(self, fetch_page, start=start, position=position)
+
+    async def map(self, items: Iterable[Any], fn: Callable[[Any], Any], *, concurrency: int = 1) -> list[Any]:
+        """``fn`` over ``items`` with at most ``concurrency`` at once (like p-map), in order."""
+        return await bounded_map(items, fn, concurrency=concurrency)
+
+    def records(self, arg: str) -> Records:
+        """The items of list argument ``arg`` (stored in segments when large), resumed at the
+        cursor: see ``floodway.resumable.Records``."""
+        return Records(self, arg)
 
     # -- limits -----------------------------------------------------------------------------
     def limit_key(self, name: str) -> str:
@@ -118,3 +276,12 @@ class Context:
         from .http import client_for
 
         return client_for(self, base_url=base_url, limit=limit, sync=True, **options)
+
+
+def _raise_for_error_response(result: Any) -> None:
+    try:
+        import httpx
+    except ImportError:  # pragma: no cover
+        return
+    if isinstance(result, httpx.Response) and result.is_error:
+        result.raise_for_status()

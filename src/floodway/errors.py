@@ -29,6 +29,15 @@ class TransitionError(FloodwayError):
     """A job status change that the transition table does not allow."""
 
 
+class LeaseLost(FloodwayError):
+    """This run no longer owns its job (its lease expired and another worker took it over);
+    its checkpoints and ledger writes are refused so two runs never both move the cursor."""
+
+
+class PagingError(FloodwayError):
+    """A page broke the ascending-order contract of ``ctx.pages`` (it went backwards)."""
+
+
 class JobNotFound(FloodwayError, LookupError):
     """No job has the given id."""
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import httpx
 
 from .errors import RateLimited
+from .resumable import current_idempotency_key
 
 if TYPE_CHECKING:
     from .context import Context
@@ -149,8 +150,9 @@ class _Pacer:
         self.key = ctx.limit_key(limit) if limit is not None else None
         self.successes = 0
 
-    def decide(self, response: httpx.Response) -> float | None:
-        """After a response: None to return it, else the Unix time to wait until."""
+    def decide(self, request: httpx.Request, response: httpx.Response) -> float | None:
+        """After a response: None to return it, else the Unix time to wait until.
+        (At the transport level the response is not yet bound to its request.)"""
         now = time.time()
         info = parse_quota_headers(response.headers, now)
         throttled = response.status_code == 429 or (response.status_code == 503 and info.reset_at is not None)
@@ -159,18 +161,18 @@ class _Pacer:
             until = info.reset_at
             if until is None:
                 log.warning("%s %s answered %d without a usable reset header (%s); backing off",
-                            response.request.method, response.request.url, response.status_code,
+                            request.method, request.url, response.status_code,
                             {k: v for k, v in response.headers.items() if "rate" in k.lower() or k.lower() == "retry-after"})
                 until = now + self._fallback_wait()
             if self.limit is not None:
-                reason = f"{response.status_code} from {response.request.url.host}"
+                reason = f"{response.status_code} from {request.url.host}"
                 until = store.pause_limit(self.limit, self.key or "", until, reason)
                 self._adapt(info, throttled=True)
             return until
         if self.limit is not None:
             if info.remaining == 0 and info.reset_at is not None and info.reset_at > now:
                 store.pause_limit(self.limit, self.key or "", info.reset_at,
-                                  f"no budget left at {response.request.url.host}")
+                                  f"no budget left at {request.url.host}")
             self._adapt(info, throttled=False)
         return None
 
@@ -221,11 +223,12 @@ class _AsyncTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         pacer = self.pacer
+        _add_idempotency_key(request)
         while True:
             if pacer.limit is not None:
                 await pacer.ctx.acquire(pacer.limit, key=pacer.key)
             response = await self.inner.handle_async_request(request)
-            until = await asyncio.to_thread(pacer.decide, response) if pacer.limit else pacer.decide(response)
+            until = await asyncio.to_thread(pacer.decide, request, response) if pacer.limit else pacer.decide(request, response)
             if until is None:
                 return response
             await response.aclose()
@@ -247,11 +250,12 @@ class _SyncTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         pacer = self.pacer
+        _add_idempotency_key(request)
         while True:
             if pacer.limit is not None:
                 pacer.ctx.acquire_sync(pacer.limit, key=pacer.key)
             response = self.inner.handle_request(request)
-            until = pacer.decide(response)
+            until = pacer.decide(request, response)
             if until is None:
                 return response
             response.close()
@@ -264,6 +268,13 @@ class _SyncTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         self.inner.close()
+
+
+def _add_idempotency_key(request: httpx.Request) -> None:
+    """Inside ``ctx.once``, every request carries the record's idempotency key."""
+    key = current_idempotency_key.get()
+    if key is not None and "idempotency-key" not in request.headers:
+        request.headers["Idempotency-Key"] = key
 
 
 def client_for(ctx: "Context", *, base_url: str, limit: str | None, sync: bool, **options: Any) -> Any:

@@ -108,6 +108,14 @@ class Job:
     fair_key: str = ""
     #: seconds the job was held back by limits (seed 003's throttling overhead)
     throttled_seconds: float = 0.0
+    #: a shared state key ("orders:acme"), or None for the job's own state
+    shared_state: str | None = None
+    paused: bool = False
+
+    @property
+    def state_key(self) -> str:
+        """Where the job's cursor and once-ledger live."""
+        return self.shared_state or f"job:{self.id}"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view, with instants as ISO-8601 strings."""
@@ -131,6 +139,8 @@ class Job:
             "error": self.error,
             "limits": [list(pair) for pair in self.limits],
             "throttled_seconds": round(self.throttled_seconds, 6),
+            "state_key": self.state_key,
+            "paused": self.paused,
         }
 
 
@@ -176,3 +186,6 @@ class NewJob:
     status: Status = field(default=Status.WAITING)
     limits_json: str | None = None
     fair_key: str = ""
+    shared_state: str | None = None
+    #: argument name -> the JSON texts of its segments (large list payloads)
+    segments: dict[str, list[str]] = field(default_factory=dict)

@@ -32,7 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
 from .context import Context
-from .errors import ConfigError, Fail, RateLimited
+from .errors import ConfigError, Fail, LeaseLost, RateLimited
+from .resumable import SEGMENT_MARK, ContinueLater, SegmentedList
 from .jobs import Job, Status
 from .retry import Retry
 from .store.base import Outcome, WorkerInfo
@@ -99,6 +100,7 @@ class Worker:
         self._outcomes: list[Outcome] = []
         self._unflushed: set[str] = set()
         self._cancel_requested: set[str] = set()
+        self._contexts: dict[str, Context] = {}
         self._releasing = False
         self._stopping = False
         self._wake: asyncio.Event | None = None
@@ -268,20 +270,34 @@ class Worker:
                 error={"type": "UnknownTask", "traceback": None,
                        "message": f"task {job.task!r} is not registered in worker {self.id}"},
             )
-        ctx = Context(self.app, job, self.id)
+        ctx = await self._context_for(task, job)
+        self._contexts[job.id] = ctx
         try:
             if task.is_async:
                 result = await self._run_async_fn(task, job, ctx)
             else:
                 result = await self._run_sync_fn(task, job, ctx)
         except asyncio.TimeoutError:
-            return self._failure(job, task, TimeoutError(f"task {task.name} timed out after {task.timeout}s"))
+            if task.budget is not None and ctx.checkpoints:
+                # the run ignored its budget but made progress: resume from the checkpoint
+                log.warning("job %s (%s) overran its budget of %.1fs; it resumes from its last checkpoint",
+                            job.id, task.name, task.budget)
+                return self._continue(job, ctx, ContinueLater(), reason="budget overrun; resumes from its checkpoint")
+            limit = self._hard_timeout(task)
+            return self._failure(job, task, TimeoutError(f"task {task.name} timed out after {limit}s"))
         except asyncio.CancelledError:
             raise
         except RateLimited as exc:
             return await self._rate_limited(job, task, ctx, exc)
+        except LeaseLost as exc:
+            log.warning("%s; its outcome will not be written", exc)
+            return self._failure(job, task, exc)
         except Exception as exc:
             return self._failure(job, task, exc)
+        finally:
+            self._contexts.pop(job.id, None)
+        if isinstance(result, ContinueLater):
+            return self._continue(job, ctx, result, reason="continue_later")
         try:
             result_json = json.dumps(result, allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -289,14 +305,48 @@ class Worker:
                 job, task, TypeError(f"task {task.name} returned a value that is not JSON-serialisable: {exc}")
             )
         return Outcome(job.id, job.attempt, Status.COMPLETE, result_json=result_json,
-                       throttled_seconds=ctx.throttled_seconds)
+                       throttled_seconds=ctx.throttled_seconds, purge_state=not task.retain_state)
+
+    async def _context_for(self, task: "Task", job: Job) -> Context:
+        cursor = None
+        if task.wants_context:  # tasks without a Context cannot read a cursor: skip the read
+            cursor = (await self._store(self.app.store.load_state, job.state_key)).cursor
+        ctx = Context(self.app, job, self.id, cursor=cursor, budget=task.budget, margin=task.margin)
+        if job.paused:
+            ctx.pause_requested = True
+        return ctx
+
+    @staticmethod
+    def _hard_timeout(task: "Task") -> float | None:
+        """A run stops at its timeout, or at its budget when it has one and no timeout."""
+        return task.timeout if task.timeout is not None else task.budget
+
+    def _arguments(self, task: "Task", job: Job, ctx: Context) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        kwargs = dict(job.args)
+        if task.payload is not None:
+            raw = kwargs.get(task.payload)
+            if isinstance(raw, dict) and SEGMENT_MARK in raw:
+                kwargs[task.payload] = SegmentedList(ctx, task.payload, raw[SEGMENT_MARK], raw["count"])
+        return ((ctx,) if task.wants_context else ()), kwargs
+
+    def _continue(self, job: Job, ctx: Context, later: ContinueLater, *, reason: str) -> Outcome:
+        """End this run, keep the cursor, run the same job again; no attempt is spent."""
+        if later.delay:
+            status, run_at = Status.SCHEDULED, time.time() + later.delay
+        else:
+            status, run_at = Status.WAITING, None
+        return Outcome(job.id, job.attempt, status, run_at=run_at, spend_attempt=False,
+                       throttled_seconds=ctx.throttled_seconds,
+                       reason=f"{reason} (cursor {json.dumps(ctx.cursor)[:80]})")
 
     async def _run_async_fn(self, task: "Task", job: Job, ctx: Context) -> Any:
-        call = task.fn(*((ctx,) if task.wants_context else ()), **job.args)
-        if task.timeout is None:
+        args, kwargs = self._arguments(task, job, ctx)
+        call = task.fn(*args, **kwargs)
+        limit = self._hard_timeout(task)
+        if limit is None:
             return await call
         try:
-            return await asyncio.wait_for(call, task.timeout)
+            return await asyncio.wait_for(call, limit)
         except asyncio.TimeoutError:
             if self._releasing or job.id in self._cancel_requested:
                 raise asyncio.CancelledError() from None
@@ -311,10 +361,10 @@ class Worker:
         happened. Otherwise another worker could run the same job at the same time.
         """
         assert self._loop is not None and self._task_threads is not None
-        args = (ctx,) if task.wants_context else ()
-        future = self._loop.run_in_executor(self._task_threads, lambda: task.fn(*args, **job.args))
+        args, kwargs = self._arguments(task, job, ctx)
+        future = self._loop.run_in_executor(self._task_threads, lambda: task.fn(*args, **kwargs))
         try:
-            return await asyncio.wait_for(asyncio.shield(future), task.timeout)
+            return await asyncio.wait_for(asyncio.shield(future), self._hard_timeout(task))
         except (asyncio.CancelledError, asyncio.TimeoutError) as interruption:
             log.warning("job %s (%s) runs in a thread that cannot be interrupted; waiting for it to return",
                         job.id, task.name)
@@ -427,6 +477,13 @@ class Worker:
                     if task is not None and job_id not in self._cancel_requested:
                         self._cancel_requested.add(job_id)
                         task.cancel()
+                if self._contexts:
+                    paused = await self._store(self.app.store.paused_among, list(self._contexts))
+                    for job_id in paused:
+                        ctx = self._contexts.get(job_id)
+                        if ctx is not None and not ctx.pause_requested:
+                            log.info("job %s was paused: it stops at its next checkpoint", job_id)
+                            ctx.pause_requested = True
                 rescued = await self._store(self.app.store.rescue_expired)
                 if rescued:
                     log.warning("rescued %d job(s) whose worker stopped renewing its lease", len(rescued))

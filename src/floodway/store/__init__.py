@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from .base import ClaimedJobs, EnqueueResult, LimitInfo, LimitKeyInfo, Outcome, QueueInfo, Store, WorkerInfo
+from .base import ClaimedJobs, EnqueueResult, LimitInfo, LimitKeyInfo, Outcome, QueueInfo, StateSnapshot, Store, WorkerInfo
 
 DEFAULT_URL = "sqlite:///floodway.db"
 
@@ -27,4 +27,4 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     )
 
 
-__all__ = ["Store", "ClaimedJobs", "LimitInfo", "LimitKeyInfo", "Outcome", "QueueInfo", "WorkerInfo", "EnqueueResult", "open_store", "DEFAULT_URL"]
+__all__ = ["Store", "ClaimedJobs", "LimitInfo", "LimitKeyInfo", "Outcome", "StateSnapshot", "QueueInfo", "WorkerInfo", "EnqueueResult", "open_store", "DEFAULT_URL"]

@@ -38,6 +38,8 @@ class Outcome:
     reason: str | None = None
     #: seconds this run spent held back by limits (waits in place, or the wait until run_at)
     throttled_seconds: float = 0.0
+    #: on completion, delete the job's own cursor, ledger and segments
+    purge_state: bool = True
 
 
 class ClaimedJobs(list):  # list[Job]
@@ -72,6 +74,16 @@ class QueueInfo:
     name: str
     max_concurrency: int | None
     counts: dict[str, int] = field(default_factory=dict)
+    paused: bool = False
+
+
+@dataclass
+class StateSnapshot:
+    """A state key's cursor (decoded JSON, None before the first checkpoint)."""
+
+    key: str
+    cursor: Any = None
+    checkpoints: int = 0
 
 
 @dataclass
@@ -218,6 +230,38 @@ class Store(abc.ABC):
         """Pause one key of a limit for every worker until ``until`` (never shortening a
         longer pause); after it, jobs are admitted at the limit's rate, not all at once.
         Returns the pause's end."""
+
+    # -- resumable work ---------------------------------------------------------------------
+    @abc.abstractmethod
+    def load_state(self, key: str) -> StateSnapshot: ...
+
+    @abc.abstractmethod
+    def load_ledger(self, key: str) -> dict[str, str | None]:
+        """Entries ``ctx.once`` recorded under ``key`` since its last checkpoint -> result JSON."""
+
+    @abc.abstractmethod
+    def checkpoint(self, job_id: str, worker_id: str, attempt: int, key: str, cursor_json: str) -> int:
+        """Save the cursor and clear the ledger in one transaction, if this run still owns the
+        job (else ``LeaseLost``). Returns the state's checkpoint count."""
+
+    @abc.abstractmethod
+    def record_once(
+        self, job_id: str, worker_id: str, attempt: int, key: str, entry: str, result_json: str | None
+    ) -> None:
+        """Record that ``entry`` was done under ``key`` (``LeaseLost`` if the run lost its job)."""
+
+    @abc.abstractmethod
+    def load_segment(self, job_id: str, arg: str, index: int) -> str:
+        """The JSON text of one segment of a large list argument."""
+
+    @abc.abstractmethod
+    def set_paused(self, *, job_id: str | None = None, queue: str | None = None, paused: bool) -> int:
+        """Pause (or resume) one job or a whole queue: paused work is not claimed, and a
+        running job stops at its next checkpoint. Returns how many jobs/queues changed."""
+
+    @abc.abstractmethod
+    def paused_among(self, job_ids: list[str]) -> set[str]:
+        """Those of ``job_ids`` (running here) that were paused, or whose queue was."""
 
     # -- user actions -------------------------------------------------------------------
     @abc.abstractmethod

@@ -18,7 +18,7 @@ from importlib import resources
 from typing import Any, Iterable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
-from ..errors import ConfigError, JobNotFound, SchemaTooNewError, StoreError, TransitionError
+from ..errors import ConfigError, JobNotFound, LeaseLost, SchemaTooNewError, StoreError, TransitionError
 from ..jobs import (
     CLAIMABLE_STATUSES,
     Event,
@@ -30,12 +30,22 @@ from ..jobs import (
     sources_for,
 )
 from ..limits import LimitSpec, gcra, remaining
-from .base import ClaimedJobs, EnqueueResult, LimitInfo, LimitKeyInfo, Outcome, QueueInfo, Store, WorkerInfo
+from .base import (
+    ClaimedJobs,
+    EnqueueResult,
+    LimitInfo,
+    LimitKeyInfo,
+    Outcome,
+    QueueInfo,
+    StateSnapshot,
+    Store,
+    WorkerInfo,
+)
 
 _JOB_COLUMNS = (
     "id, task, args, queue, status, priority, attempt, max_attempts, retry, run_at, tenant, "
     "result, error, worker_id, lease_until, cancel_requested, created_at, updated_at, "
-    "started_at, finished_at, limits, fair_key, throttled_seconds"
+    "started_at, finished_at, limits, fair_key, throttled_seconds, state_key, paused"
 )
 _SYNCHRONOUS = {"off", "normal", "full", "extra"}
 
@@ -91,6 +101,8 @@ def _job_from_row(row: tuple) -> Job:
         limits=tuple(tuple(pair) for pair in json.loads(row[20])) if row[20] else (),
         fair_key=row[21],
         throttled_seconds=row[22],
+        shared_state=row[23],
+        paused=bool(row[24]),
     )
 
 
@@ -371,14 +383,22 @@ class SQLiteStore(Store):
                     fresh.append(job)
             conn.executemany(
                 "INSERT INTO jobs (id, task, args, queue, status, priority, attempt, max_attempts, "
-                "retry, run_at, tenant, created_at, updated_at, limits, fair_key) "
-                "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "retry, run_at, tenant, created_at, updated_at, limits, fair_key, state_key) "
+                "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (j.id, j.task, j.args_json, j.queue, j.status.value, j.priority,
-                     j.max_attempts, j.retry_json, j.run_at, j.tenant, now, now, j.limits_json, j.fair_key)
+                    (j.id, j.task, j.args_json, j.queue, j.status.value, j.priority, j.max_attempts,
+                     j.retry_json, j.run_at, j.tenant, now, now, j.limits_json, j.fair_key, j.shared_state)
                     for j in fresh
                 ],
             )
+            segment_rows = [
+                (j.id, arg, index, data)
+                for j in fresh
+                for arg, pieces in j.segments.items()
+                for index, data in enumerate(pieces)
+            ]
+            if segment_rows:
+                conn.executemany("INSERT INTO segments (job_id, arg, idx, data) VALUES (?, ?, ?, ?)", segment_rows)
             self._mark_fair_keys(conn, {j.fair_key for j in fresh if j.status is Status.WAITING})
             self._insert_events(
                 conn,
@@ -467,8 +487,8 @@ class SQLiteStore(Store):
 
     def list_queues(self) -> list[QueueInfo]:
         queues = {
-            name: QueueInfo(name, cap, {s.value: 0 for s in Status})
-            for name, cap in self._read("SELECT name, max_concurrency FROM queues ORDER BY name")
+            name: QueueInfo(name, cap, {s.value: 0 for s in Status}, bool(paused))
+            for name, cap, paused in self._read("SELECT name, max_concurrency, paused FROM queues ORDER BY name")
         }
         for name, status, count in self._read("SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status"):
             info = queues.setdefault(name, QueueInfo(name, None, {s.value: 0 for s in Status}))
@@ -575,12 +595,15 @@ class SQLiteStore(Store):
 
     @staticmethod
     def _queue_room(conn: sqlite3.Connection) -> dict[str, int]:
-        """Free slots of each capped queue, counted from running jobs (cannot drift)."""
-        caps = dict(conn.execute("SELECT name, max_concurrency FROM queues WHERE max_concurrency IS NOT NULL"))
-        if not caps:
+        """Free slots of each capped queue, counted from running jobs (cannot drift); a
+        paused queue has none."""
+        rows = conn.execute(
+            "SELECT name, max_concurrency, paused FROM queues WHERE max_concurrency IS NOT NULL OR paused = 1"
+        ).fetchall()
+        if not rows:
             return {}
         running = dict(conn.execute("SELECT queue, COUNT(*) FROM jobs WHERE status = 'running' GROUP BY queue"))
-        return {q: cap - running.get(q, 0) for q, cap in caps.items()}
+        return {q: 0 if paused else cap - running.get(q, 0) for q, cap, paused in rows}
 
     def _choose(
         self,
@@ -626,7 +649,7 @@ class SQLiteStore(Store):
                     extra = filters + (f" AND queue NOT IN ({','.join('?' * len(full))})" if full else "")
                     fetch = min(max(limit, 10), 100)
                     rows = conn.execute(
-                        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = 'waiting' AND fair_key = ?{extra} "
+                        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = 'waiting' AND fair_key = ? AND paused = 0{extra} "
                         "ORDER BY priority DESC, run_at, rowid LIMIT ? OFFSET ?",
                         (group, *params, *full, fetch, offset),
                     ).fetchall()
@@ -695,7 +718,7 @@ class SQLiteStore(Store):
                     "throttled_seconds = throttled_seconds + ?, "
                     "finished_at = CASE WHEN ? THEN ? ELSE finished_at END "
                     "WHERE id = ? AND status = 'running' AND worker_id = ? AND attempt = ? "
-                    "RETURNING limits, fair_key",
+                    "RETURNING limits, fair_key, state_key",
                     (
                         o.status.value,
                         o.result_json,
@@ -719,6 +742,8 @@ class SQLiteStore(Store):
                     held.extend(json.loads(row[0]))
                 if o.status is Status.WAITING:
                     ready_groups.add(row[1])
+                if o.status is Status.COMPLETE and o.purge_state:
+                    self._purge_state(conn, o.job_id, row[2])
                 attempt = o.attempt if o.spend_attempt else o.attempt - 1
                 events.extend(
                     self._event_rows(
@@ -733,6 +758,16 @@ class SQLiteStore(Store):
             self._release_limits(conn, held)
             self._mark_fair_keys(conn, ready_groups)
         return written
+
+    @staticmethod
+    def _purge_state(conn: sqlite3.Connection, job_id: str, shared_state: str | None) -> None:
+        """A completed job's own cursor, ledger and segments go (seed 000: purge on completion);
+        a shared state key lives on for the next run."""
+        conn.execute("DELETE FROM segments WHERE job_id = ?", (job_id,))
+        if shared_state is None:
+            own = f"job:{job_id}"
+            conn.execute("DELETE FROM state WHERE key = ?", (own,))
+            conn.execute("DELETE FROM ledger WHERE state_key = ?", (own,))
 
     @staticmethod
     def _release_limits(conn: sqlite3.Connection, held: list[list[str]]) -> None:
@@ -922,6 +957,88 @@ class SQLiteStore(Store):
             )
         return until
 
+    # -- resumable work ---------------------------------------------------------------------
+    def load_state(self, key: str) -> StateSnapshot:
+        rows = self._read("SELECT cursor, checkpoints FROM state WHERE key = ?", (key,))
+        if not rows:
+            return StateSnapshot(key)
+        return StateSnapshot(key, json.loads(rows[0][0]) if rows[0][0] is not None else None, rows[0][1])
+
+    def load_ledger(self, key: str) -> dict[str, str | None]:
+        return dict(self._read("SELECT entry, result FROM ledger WHERE state_key = ?", (key,)))
+
+    @staticmethod
+    def _check_owner(conn: sqlite3.Connection, job_id: str, worker_id: str, attempt: int) -> None:
+        row = conn.execute(
+            "SELECT 1 FROM jobs WHERE id = ? AND status = 'running' AND worker_id = ? AND attempt = ?",
+            (job_id, worker_id, attempt),
+        ).fetchone()
+        if row is None:
+            raise LeaseLost(f"job {job_id}: this run (attempt {attempt}) no longer owns the job")
+
+    def checkpoint(self, job_id: str, worker_id: str, attempt: int, key: str, cursor_json: str) -> int:
+        now = time.time()
+        with self._write() as conn:
+            self._check_owner(conn, job_id, worker_id, attempt)
+            row = conn.execute(
+                "INSERT INTO state (key, cursor, checkpoints, job_id, updated_at) VALUES (?, ?, 1, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET cursor = excluded.cursor, checkpoints = checkpoints + 1, "
+                "job_id = excluded.job_id, updated_at = excluded.updated_at RETURNING checkpoints",
+                (key, cursor_json, job_id, now),
+            ).fetchone()
+            conn.execute("DELETE FROM ledger WHERE state_key = ?", (key,))
+        return row[0]
+
+    def record_once(
+        self, job_id: str, worker_id: str, attempt: int, key: str, entry: str, result_json: str | None
+    ) -> None:
+        with self._write() as conn:
+            self._check_owner(conn, job_id, worker_id, attempt)
+            conn.execute(
+                "INSERT OR REPLACE INTO ledger (state_key, entry, result, created_at) VALUES (?, ?, ?, ?)",
+                (key, entry, result_json, time.time()),
+            )
+
+    def load_segment(self, job_id: str, arg: str, index: int) -> str:
+        rows = self._read("SELECT data FROM segments WHERE job_id = ? AND arg = ? AND idx = ?", (job_id, arg, index))
+        if not rows:
+            raise StoreError(f"job {job_id}: segment {index} of {arg!r} is missing")
+        return rows[0][0]
+
+    def set_paused(self, *, job_id: str | None = None, queue: str | None = None, paused: bool) -> int:
+        if (job_id is None) == (queue is None):
+            raise ConfigError("pause: name one job or one queue")
+        with self._write() as conn:
+            if job_id is not None:
+                row = conn.execute("SELECT status, fair_key FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                if row is None:
+                    raise JobNotFound(f"no job with id {job_id!r}")
+                if Status(row[0]).is_final:
+                    raise TransitionError(f"job {job_id} is {row[0]}; only unfinished jobs can be paused")
+                cur = conn.execute("UPDATE jobs SET paused = ?, updated_at = ? WHERE id = ?",
+                                   (int(paused), time.time(), job_id))
+                if not paused:
+                    self._mark_fair_keys(conn, [row[1]])
+                return cur.rowcount
+            conn.execute("INSERT OR IGNORE INTO queues (name, max_concurrency) VALUES (?, 1)", (queue,))
+            cur = conn.execute("UPDATE queues SET paused = ? WHERE name = ?", (int(paused), queue))
+            return cur.rowcount
+
+    def paused_among(self, job_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(job_ids), 500):
+            chunk = job_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                r[0]
+                for r in self._read(
+                    f"SELECT j.id FROM jobs j LEFT JOIN queues q ON q.name = j.queue "
+                    f"WHERE j.id IN ({marks}) AND (j.paused = 1 OR q.paused = 1)",
+                    chunk,
+                )
+            )
+        return found
+
     # -- user actions -----------------------------------------------------------------------
     def cancel(self, job_id: str) -> Status:
         now = time.time()
@@ -980,6 +1097,10 @@ class SQLiteStore(Store):
                 "AND finished_at < ?)",
                 params,
             )
+            doomed = f"SELECT id FROM jobs WHERE status IN ({marks}) AND finished_at < ?"
+            conn.execute(f"DELETE FROM segments WHERE job_id IN ({doomed})", params)
+            conn.execute(f"DELETE FROM ledger WHERE state_key IN (SELECT 'job:' || id FROM ({doomed}))", params)
+            conn.execute(f"DELETE FROM state WHERE key IN (SELECT 'job:' || id FROM ({doomed}))", params)
             cur = conn.execute(f"DELETE FROM jobs WHERE status IN ({marks}) AND finished_at < ?", params)
             return cur.rowcount
 
