@@ -686,9 +686,10 @@ class SQLiteStore(Store):
         return chosen, served
 
     def next_due(self, queues: list[str] | None) -> float | None:
-        extra, params = "", []
+        # paused jobs and queues are not work to wait for
+        extra, params = " AND paused = 0 AND queue NOT IN (SELECT name FROM queues WHERE paused = 1)", []
         if queues is not None:
-            extra = f" AND queue IN ({','.join('?' * len(queues))})"
+            extra += f" AND queue IN ({','.join('?' * len(queues))})"
             params = list(queues)
         if self._read(f"SELECT 1 FROM jobs WHERE status = 'waiting'{extra} LIMIT 1", params):
             return 0.0
