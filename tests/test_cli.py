@@ -56,6 +56,15 @@ APP_SOURCE = textwrap.dedent(
     @app.task(queue="emails")
     def send(to: str) -> dict:
         return {"sent": to}
+
+
+    app.limit("api", rate="10/s", burst=2)
+    app.limit("per-tenant", concurrency=2, key="{tenant}")
+
+
+    @app.task(limits=["api", "per-tenant"])
+    def call(tenant: str) -> str:
+        return tenant
     '''
 )
 
@@ -374,3 +383,52 @@ def test_unimportable_app_exits_2(cli: Cli) -> None:
         out, err = proc.communicate(timeout=TIMEOUT)
         assert proc.returncode == 2, (spec, err)
         assert f"--app '{spec}'" in err and out == "", (spec, err)
+
+
+# -- limits, pause and resume ---------------------------------------------------------------------
+def test_limits_list_and_set(cli: Cli) -> None:
+    cli.enqueue("call", {"tenant": "acme"})
+    assert cli.burst() == 1
+    listed = {d["name"]: d for d in cli.json("limits", app=True)}
+    assert listed["api"]["rate"] == "10/s" and listed["api"]["keys"][0]["admitted"] == 1
+    assert listed["per-tenant"]["keys"][0]["key"] == "acme"
+    assert "api" in cli.ok("limits", app=True)
+    changed = cli.json("limits", "set", "api", "--rate", "20/s", "--burst", "4")
+    assert (changed["rate"], changed["burst"]) == ("20/s", 4)
+    # the change is in the store: a reader with only the database sees it, and a worker restart keeps it
+    assert {d["name"]: d for d in cli.json("limits")}["api"]["rate"] == "20/s"
+    cli.enqueue("call", {"tenant": "acme"})
+    cli.burst()
+    assert {d["name"]: d for d in cli.json("limits")}["api"]["rate"] == "20/s"
+
+
+@pytest.mark.parametrize("args, message", [
+    (("limits", "set", "api", "--rate", "fast"), "cannot parse"),
+    (("limits", "set", "nope", "--rate", "1/s"), "unknown limit"),
+    (("limits", "set", "api"), "give --rate"),
+    (("pause",), "name one job"),
+    (("pause", "x", "--queue", "q"), "name one job"),
+    (("pause", "missing-job"), "no job"),
+])
+def test_limit_and_pause_usage_errors(cli: Cli, args: tuple[str, ...], message: str) -> None:
+    cli.enqueue("call", {"tenant": "acme"})  # declares the limits in the store
+    proc = cli.run(*args)
+    assert proc.returncode in (1, 2) and message in proc.stderr
+
+
+def test_pause_and_resume_a_job_and_a_queue(cli: Cli) -> None:
+    paused = cli.enqueue("add", {"a": 1, "b": 2})
+    other = cli.enqueue("add", {"a": 2, "b": 2})
+    assert cli.json("pause", paused)["paused"] is True
+    assert cli.burst() == 1
+    assert cli.json("status", paused)["status"] == "waiting"
+    assert cli.json("result", other) == 4
+    cli.ok("resume", paused)
+    assert cli.burst() == 1 and cli.json("result", paused) == 3
+
+    cli.ok("pause", "--queue", "emails")
+    mail = cli.enqueue("send", {"to": "a@example.com"})
+    assert cli.burst() == 0
+    assert [q["paused"] for q in cli.json("queues") if q["name"] == "emails"] == [True]
+    cli.ok("resume", "--queue", "emails")
+    assert cli.burst() == 1 and cli.json("result", mail) == {"sent": "a@example.com"}

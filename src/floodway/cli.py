@@ -517,11 +517,15 @@ def queues(state: State) -> None:
         for s in Status:
             table.add_column(styled(s), justify="right")
         for q in found:
-            table.add_row(Text(q.name), "unlimited" if q.max_concurrency is None else str(q.max_concurrency),
+            name = Text(q.name)
+            if q.paused:
+                name.append(" (paused)", style="yellow")
+            table.add_row(name, "unlimited" if q.max_concurrency is None else str(q.max_concurrency),
                           *(str(q.counts.get(s.value, 0)) for s in Status))
         console().print(table)
 
-    emit(state, [{"name": q.name, "max_concurrency": q.max_concurrency, "counts": q.counts} for q in found],
+    emit(state, [{"name": q.name, "max_concurrency": q.max_concurrency, "paused": q.paused, "counts": q.counts}
+                 for q in found],
          render)
 
 
@@ -555,6 +559,108 @@ def workers(state: State, include_stopped: bool) -> None:
         out.print(f"{len(found)} worker(s)")
 
     emit(state, data, render)
+
+
+# -- limits and pauses ---------------------------------------------------------------------
+def _limit_data(info: Any, now: float) -> dict[str, Any]:
+    spec = info.spec
+    return {
+        **spec.to_dict(),
+        "keys": [
+            {"key": k.key, "remaining": k.remaining, "running": k.running, "admitted": k.admitted,
+             "rate_limited": k.rate_limited, "paused_until": iso(k.paused_until),
+             "paused_for": round(k.paused_until - now, 3) if k.paused_until else None,
+             "pause_reason": k.pause_reason}
+            for k in info.keys
+        ],
+    }
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def limits(ctx: click.Context) -> None:
+    """Show each limit with its budget, running jobs and pause state (and change one)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    state: State = ctx.obj
+    found = state.app().store.list_limits()
+    now = time.time()
+    data = [_limit_data(info, now) for info in found]
+
+    def render(_: Any) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table()
+        for name in ("limit", "rate", "burst", "concurrency", "key", "budget now", "running", "admitted",
+                     "429s", "paused"):
+            table.add_column(name)
+        for info, d in zip(found, data):
+            keys = d["keys"] or [{"key": "", "remaining": None, "running": 0, "admitted": 0, "rate_limited": 0,
+                                  "paused_for": None, "pause_reason": None}]
+            for k in keys:
+                label = info.spec.name + (f" [{k['key']}]" if k["key"] else "")
+                paused = f"{k['paused_for']:.1f}s ({k['pause_reason']})" if k["paused_for"] else ""
+                budget = "" if k["remaining"] is None else str(k["remaining"])
+                table.add_row(Text(label), d["rate"] or "", str(d["burst"]), str(d["concurrency"] or ""),
+                              Text(d["key"] or ""), budget, str(k["running"]), str(k["admitted"]),
+                              str(k["rate_limited"]), Text(paused, style="yellow"))
+        console().print(table)
+
+    emit(state, data, render)
+
+
+@limits.command("set")
+@click.argument("name")
+@click.option("--rate", help="New rate, e.g. 20/s, 100/min, 10/10s.")
+@click.option("--burst", type=int, help="New burst.")
+@click.option("--concurrency", type=int, help="New concurrency cap (0 removes it).")
+@click.pass_obj
+def limits_set(state: State, name: str, rate: str | None, burst: int | None, concurrency: int | None) -> None:
+    """Change limit NAME for every worker, now, without a restart."""
+    changes: dict[str, Any] = {}
+    if rate is not None:
+        changes["rate"] = rate
+    if burst is not None:
+        changes["burst"] = burst
+    if concurrency is not None:
+        changes["concurrency"] = concurrency or None
+    if not changes:
+        raise UsageProblem("limits set: give --rate, --burst or --concurrency")
+    spec = state.app().set_limit(name, **changes)
+    emit(state, spec.to_dict(), lambda d: click.echo(
+        f"limit {name}: rate {d['rate'] or '-'}, burst {d['burst']}, concurrency {d['concurrency'] or '-'}"))
+
+
+def _pause_target(job_id: str | None, queue: str | None) -> dict[str, str | None]:
+    if (job_id is None) == (queue is None):
+        raise UsageProblem("name one job (ID) or one queue (--queue Q)")
+    return {"job_id": job_id, "queue": queue}
+
+
+@cli.command()
+@click.argument("job_id", metavar="[ID]", required=False)
+@click.option("--queue", help="Pause a whole queue instead of one job.")
+@click.pass_obj
+def pause(state: State, job_id: str | None, queue: str | None) -> None:
+    """Pause a job or a queue: nothing paused is claimed; a running job finishes its current
+    record, checkpoints and waits."""
+    target = _pause_target(job_id, queue)
+    state.app().store.set_paused(**target, paused=True)
+    emit(state, {**target, "paused": True},
+         lambda d: click.echo(f"paused {'job ' + job_id if job_id else 'queue ' + str(queue)}"))
+
+
+@cli.command()
+@click.argument("job_id", metavar="[ID]", required=False)
+@click.option("--queue", help="Resume a whole queue instead of one job.")
+@click.pass_obj
+def resume(state: State, job_id: str | None, queue: str | None) -> None:
+    """Resume a paused job or queue."""
+    target = _pause_target(job_id, queue)
+    state.app().store.set_paused(**target, paused=False)
+    emit(state, {**target, "paused": False},
+         lambda d: click.echo(f"resumed {'job ' + job_id if job_id else 'queue ' + str(queue)}"))
 
 
 # -- demo -----------------------------------------------------------------------------------
