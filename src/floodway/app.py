@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar, overload
 
+from .config import Settings, load_settings
 from .context import Context
 from .errors import ConfigError, EnqueueError
 from .handle import Handle
 from .jobs import NewJob, Status
 from .limits import LimitSpec, Rate, resolve_key, template_fields
 from .resumable import SEGMENT_MARK, split_segments
+from .schedule import Schedule
 from .retry import Retry
 from .store import DEFAULT_URL, Store, open_store
 from .units import parse_duration, parse_instant
@@ -155,32 +157,32 @@ class App:
         *,
         max_payload_bytes: int | None = None,
         wait_in_place: str | float | None = None,
-        segment_bytes: int = 100_000,
+        segment_bytes: int | None = None,
+        settings: Settings | None = None,
         name: str = "floodway",
+        **overrides: Any,
     ):
-        url = database_url or os.environ.get("FLOODWAY_DATABASE_URL") or DEFAULT_URL
-        if not isinstance(url, str):
-            raise ConfigError(f"database URL must be a string, got {url!r}")
-        self.database_url = url
-        if max_payload_bytes is None:
-            env = os.environ.get("FLOODWAY_MAX_PAYLOAD_BYTES")
-            try:
-                max_payload_bytes = int(env) if env else DEFAULT_MAX_PAYLOAD
-            except ValueError:
-                raise ConfigError(f"FLOODWAY_MAX_PAYLOAD_BYTES={env!r} is not an integer") from None
-        if isinstance(max_payload_bytes, bool) or not isinstance(max_payload_bytes, int) or max_payload_bytes < 1:
-            raise ConfigError(f"max_payload_bytes must be a positive int, got {max_payload_bytes!r}")
-        self.max_payload_bytes = max_payload_bytes
+        if database_url is not None and not isinstance(database_url, str):
+            raise ConfigError(f"database URL must be a string, got {database_url!r}")
+        explicit = {
+            "database_url": database_url,
+            "max_payload_bytes": max_payload_bytes,
+            "wait_in_place": wait_in_place,
+            "segment_bytes": segment_bytes,
+            **overrides,
+        }
+        #: arguments > FLOODWAY_* environment > [tool.floodway] in pyproject.toml > defaults
+        self.settings = settings.with_overrides(**{k: v for k, v in explicit.items() if v is not None}) \
+            if settings is not None else load_settings(explicit)
+        self.database_url = self.settings.database_url
+        self.max_payload_bytes = self.settings.max_payload_bytes
         #: the longest wait for a limit that is slept in place (keeping the slot); longer
         #: ones send the job back to ``scheduled`` until the limit admits it
-        self.wait_in_place = parse_duration(
-            wait_in_place if wait_in_place is not None else os.environ.get("FLOODWAY_WAIT_IN_PLACE", "2s"),
-            name="wait_in_place (FLOODWAY_WAIT_IN_PLACE)",
-        )
-        if isinstance(segment_bytes, bool) or not isinstance(segment_bytes, int) or segment_bytes < 1024:
-            raise ConfigError(f"segment_bytes must be an int >= 1024, got {segment_bytes!r}")
+        self.wait_in_place = self.settings.wait_in_place
+        if self.settings.segment_bytes < 1024:
+            raise ConfigError(f"segment_bytes must be >= 1024, got {self.settings.segment_bytes!r}")
         #: a payload argument larger than this is stored in segments (seed 000: 100 KB)
-        self.segment_bytes = segment_bytes
+        self.segment_bytes = self.settings.segment_bytes
         self.name = name
         self.tasks: dict[str, Task] = {}
         self.queues: dict[str, Queue] = {DEFAULT_QUEUE: Queue(DEFAULT_QUEUE, None)}
@@ -189,6 +191,11 @@ class App:
         self._synced_queues: dict[str, int | None] = {}
         self.limits: dict[str, LimitSpec] = {}
         self._synced_limits: set[LimitSpec] = set()
+        self.schedules: dict[str, Schedule] = {}
+        if self.settings.alert_webhook_url:
+            from .alerts import install_webhook
+
+            install_webhook(self)
 
     def __repr__(self) -> str:
         return f"<App {self.name} {self.database_url}>"
@@ -342,6 +349,61 @@ class App:
         spec = LimitSpec.build(name, **merged)
         self.store.update_limit(spec)
         return spec
+
+    def flow(
+        self,
+        name: str,
+        steps: Sequence[Mapping[str, Any]],
+        *,
+        handlers: Mapping[str, Callable[..., Any]] | None = None,
+        **task_options: Any,
+    ) -> Task:
+        """Register a declarative flow — a list of ``{"id", "type", "config"}`` steps, as in seed
+        003 — as a task named ``name``. Enqueue it with the flow's variables as args."""
+        from .flows import build_declarative_flow
+
+        fn = build_declarative_flow(self, name, list(steps), dict(handlers or {}))
+        return self.task(fn, name=name, **task_options)
+
+    def flow_insights(self, job_id: str) -> dict[str, Any]:
+        """Seed 003's flow-level insights for one job: steps, distribution, overhead, retries."""
+        from .flows import flow_insights
+
+        return flow_insights(self, job_id)
+
+    def schedule(
+        self,
+        task: "Task | str",
+        *,
+        cron: str,
+        args: Mapping[str, Any] | None = None,
+        tz: str = "UTC",
+        name: str | None = None,
+        missed: str = "skip",
+        **enqueue_options: Any,
+    ) -> Schedule:
+        """Enqueue ``task`` on a cron rule. Each tick becomes exactly one job however many
+        workers run (its id is ``cron:<name>:<tick>``); ``missed="catch_up"`` enqueues ticks
+        missed while no worker ran, ``"skip"`` only the latest."""
+        the_task = self.get_task(task)
+        schedule_name = name or the_task.name
+        if schedule_name in self.schedules:
+            raise ConfigError(f"a schedule named {schedule_name!r} exists already; pass name=")
+        unknown = set(enqueue_options) - {"queue", "priority", "tenant", "retry", "limits"}
+        if unknown:
+            raise ConfigError(f"schedule: unknown option(s) {sorted(unknown)}")
+        arguments = dict(args or {})
+        self._encode_args(the_task, arguments, f" (schedule {schedule_name!r})")
+        schedule = Schedule(schedule_name, the_task.name, cron, tz, arguments, dict(enqueue_options), missed)
+        self.schedules[schedule_name] = schedule
+        return schedule
+
+    def stats(self, window: float = 60.0) -> dict[str, Any]:
+        """Depth, running, and rates in and out (per second over ``window``) per queue and per
+        limit — what ``floodway stats`` and the Prometheus metrics show."""
+        from .stats import collect
+
+        return collect(self, window)
 
     def _coerce_queue(self, queue: str | Queue) -> str | Queue:
         if isinstance(queue, Queue):

@@ -53,6 +53,9 @@ class Context:
         self.started = time.monotonic()
         #: set by the worker when the job (or its queue) is paused from outside
         self.pause_requested = False
+        self._steps: dict[str, Any] | None = None
+        #: the worker's event loop, so sync tasks can run the async helpers on it
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.logger = logging.getLogger(f"floodway.task.{job.task}")
         #: seconds this run spent waiting on limits (added to the job's throttling overhead)
         self.throttled_seconds = 0.0
@@ -211,6 +214,43 @@ class Context:
         """The items of list argument ``arg`` (stored in segments when large), resumed at the
         cursor: see ``floodway.resumable.Records``."""
         return Records(self, arg)
+
+    # -- flows --------------------------------------------------------------------------------
+    async def step(
+        self,
+        step_id: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        kind: str = "default",
+        critical: bool = True,
+        throttle: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run ``fn(*args, **kwargs)`` as durable step ``step_id`` of this flow.
+
+        A finished step's result is stored: a retried, rescued or resumed job gets it back
+        without running ``fn`` again. ``kind`` picks the throttling defaults of seed 003
+        (``http_request``, ``oauth_api_call``, ``sandbox_sync``, ``sandbox_async``,
+        ``code_execution``, ``data_transform``, ``conditional``, ``event_publish``, or the global
+        defaults for any other kind); ``throttle=`` overrides them for this step. A critical
+        step that fails all its attempts fails the job; a non-critical one returns None and
+        the flow goes on.
+        """
+        from .flows import run_step
+
+        return await run_step(self, step_id, fn, args, kwargs, kind=kind, critical=critical, throttle=throttle)
+
+    def step_sync(self, step_id: str, fn: Callable[..., Any], *args: Any, **options: Any) -> Any:
+        """``step`` for sync tasks: runs on the worker's loop; ``fn`` runs in a thread."""
+        if self.loop is None:
+            raise RuntimeError("step_sync is only available inside a running job")
+        known = {k: options.pop(k) for k in ("kind", "critical", "throttle") if k in options}
+
+        async def in_thread() -> Any:
+            return await asyncio.to_thread(fn, *args, **options)
+
+        future = asyncio.run_coroutine_threadsafe(self.step(step_id, in_thread, **known), self.loop)
+        return future.result()
 
     # -- limits -----------------------------------------------------------------------------
     def limit_key(self, name: str) -> str:

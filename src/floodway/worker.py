@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("floodway.worker")
 
+#: with a store that announces new work (PostgreSQL), the longest an idle worker waits
+#: before looking anyway — a safety net for a notification lost while reconnecting
+_SAFETY_POLL = 2.0
+
 
 def error_info(exc: BaseException) -> dict[str, Any]:
     """The stored form of an exception: type, message and traceback."""
@@ -145,6 +149,10 @@ class Worker:
         try:
             await self._store(self.app.sync_queues)
             await self._store(self.app.sync_limits)
+            if self.app.schedules:
+                from .schedule import sync_schedules
+
+                await self._store(sync_schedules, self.app)
             now = time.time()
             await self._store(
                 self.app.store.register_worker,
@@ -157,16 +165,24 @@ class Worker:
                 log.warning("rescued %d job(s) whose worker stopped renewing its lease", len(rescued))
             flusher = asyncio.create_task(self._flush_loop(), name="floodway-flusher")
             heart = asyncio.create_task(self._heartbeat_loop(), name="floodway-heartbeat")
+            scheduler = asyncio.create_task(self._scheduler_loop(), name="floodway-scheduler")
+            listener = (
+                asyncio.create_task(self._listen_loop(), name="floodway-listener")
+                if self.app.store.notifies else None
+            )
             try:
                 await self._claim_loop()
                 await self._drain()
             finally:
                 heart.cancel()
+                scheduler.cancel()
+                if listener is not None:
+                    listener.cancel()
                 self._flush_wanted.set()
                 await self._flush_all()
                 flusher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.gather(heart, flusher, return_exceptions=True)
+                    await asyncio.gather(heart, flusher, scheduler, return_exceptions=True)
                 with contextlib.suppress(Exception):
                     await self._store(self.app.store.worker_stopped, self.id)
                 log.info("worker %s stopped after %d jobs", self.id, self.processed)
@@ -198,35 +214,70 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         assert self._wake is not None
+        failures = 0
         while not self._stopping:
+            # cleared before looking, so a wake-up (a local job ending, a store notification)
+            # that arrives while we look is not lost
+            self._wake.clear()
             free = self.concurrency - len(self._running)
             timeout = self.poll_interval
             if free > 0:
-                due = await self._store(self.app.store.next_due, self.queues)
-                now = time.time()
-                if due is not None and due <= now:
-                    jobs = await self._store(
-                        self.app.store.claim,
-                        self.id,
-                        queues=self.queues,
-                        limit=min(free, self.batch_size),
-                        lease=self.lease,
-                    )
-                    for job in jobs:
-                        self._start(job)
-                    if jobs:
-                        continue
-                    # ready jobs exist but limits or queue caps hold them back: sleep until
-                    # the earliest admission (or a local job finishing, or the poll)
-                    if jobs.wake_at is not None:
-                        timeout = min(self.poll_interval, max(jobs.wake_at - time.time(), 0.001))
-                elif self.burst and not self._running:
-                    return
-                elif due is not None:
-                    timeout = min(self.poll_interval, max(due - now, 0.001))
-            self._wake.clear()
+                try:
+                    due = await self._store(self.app.store.next_due, self.queues)
+                    now = time.time()
+                    if due is not None and due <= now:
+                        jobs = await self._store(
+                            self.app.store.claim,
+                            self.id,
+                            queues=self.queues,
+                            limit=min(free, self.batch_size),
+                            lease=self.lease,
+                        )
+                        failures = 0
+                        for job in jobs:
+                            self._start(job)
+                        if jobs:
+                            continue
+                        # ready jobs exist but limits or queue caps hold them back: sleep until
+                        # the earliest admission (or a local job finishing, or the poll)
+                        if jobs.wake_at is not None:
+                            timeout = min(self.poll_interval, max(jobs.wake_at - time.time(), 0.001))
+                    elif self.burst and not self._running:
+                        return
+                    elif due is not None:
+                        timeout = min(self.poll_interval, max(due - now, 0.001))
+                    elif self.app.store.notifies:
+                        # nothing pending at all: new work announces itself (LISTEN/NOTIFY);
+                        # the poll is only a safety net
+                        timeout = max(self.poll_interval, _SAFETY_POLL)
+                    failures = 0
+                except Exception as exc:  # the database is unreachable (restart, failover): back off
+                    failures += 1
+                    timeout = min(0.1 * 2 ** failures, 5.0)
+                    log.warning("could not look for jobs (%s: %s); retrying in %.1fs",
+                                type(exc).__name__, exc, timeout)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _listen_loop(self) -> None:
+        """Wake the claim loop as soon as the store announces ready work (PostgreSQL
+        LISTEN/NOTIFY), from a thread of its own so the store threads stay free."""
+        assert self._loop is not None and self._wake is not None
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="floodway-listen")
+        try:
+            while not self._stopping:
+                try:
+                    woke = await self._loop.run_in_executor(
+                        thread, self.app.store.wait_for_jobs, _SAFETY_POLL / 2, self.queues
+                    )
+                except Exception:
+                    log.debug("waiting for store notifications failed", exc_info=True)
+                    await asyncio.sleep(1.0)
+                    continue
+                if woke:
+                    self._wake.set()
+        finally:
+            thread.shutdown(wait=False)
 
     async def _drain(self) -> None:
         """Let running jobs finish within the grace period, then release the rest."""
@@ -304,14 +355,32 @@ class Worker:
             return self._failure(
                 job, task, TypeError(f"task {task.name} returned a value that is not JSON-serialisable: {exc}")
             )
+        if ctx._steps:
+            self._log_flow(job, ctx, "completed")
         return Outcome(job.id, job.attempt, Status.COMPLETE, result_json=result_json,
                        throttled_seconds=ctx.throttled_seconds, purge_state=not task.retain_state)
+
+    def _log_flow(self, job: Job, ctx: Context, status: str) -> None:
+        """Seed 003's flow-level insights, logged when a flow ends."""
+        steps = list((ctx._steps or {}).values())
+        distribution: dict[str, int] = {}
+        for step in steps:
+            distribution[step.kind] = distribution.get(step.kind, 0) + 1
+        logging.getLogger("floodway.flows").info(json.dumps({
+            "event": "flow finished", "executionId": job.id, "status": status, "totalSteps": len(steps),
+            "completedSteps": sum(1 for s in steps if s.status == "complete"),
+            "failedSteps": sum(1 for s in steps if s.status == "failed"),
+            "stepTypeDistribution": distribution,
+            "averageThrottlingOverhead": round(sum(s.throttle_overhead for s in steps) / len(steps) * 1000, 3),
+            "totalRetries": sum(s.retries for s in steps),
+        }))
 
     async def _context_for(self, task: "Task", job: Job) -> Context:
         cursor = None
         if task.wants_context:  # tasks without a Context cannot read a cursor: skip the read
             cursor = (await self._store(self.app.store.load_state, job.state_key)).cursor
         ctx = Context(self.app, job, self.id, cursor=cursor, budget=task.budget, margin=task.margin)
+        ctx.loop = self._loop
         if job.paused:
             ctx.pause_requested = True
         return ctx
@@ -484,6 +553,10 @@ class Worker:
                         if ctx is not None and not ctx.pause_requested:
                             log.info("job %s was paused: it stops at its next checkpoint", job_id)
                             ctx.pause_requested = True
+                if self.app.settings.alert_queue_depth:
+                    from .alerts import check_queues
+
+                    await self._store(check_queues, self.app)
                 rescued = await self._store(self.app.store.rescue_expired)
                 if rescued:
                     log.warning("rescued %d job(s) whose worker stopped renewing its lease", len(rescued))
@@ -491,6 +564,22 @@ class Worker:
                     self._wake.set()
             except Exception:
                 log.exception("heartbeat failed; will try again")
+
+    async def _scheduler_loop(self) -> None:
+        """Enqueue due cron ticks; each tick's job id is unique, so many workers enqueue it once."""
+        if not self.app.schedules:
+            return
+        from .schedule import run_due, seconds_until_next
+
+        while True:
+            try:
+                await self._store(run_due, self.app)
+                wait = await self._store(seconds_until_next, self.app)
+            except Exception:
+                log.exception("scheduler failed; will try again")
+                wait = 5.0
+            # wake just after the next tick (and at least once a minute)
+            await asyncio.sleep(min(max(wait if wait is not None else 60.0, 0.0) + 0.01, 60.0))
 
     # -- plumbing ---------------------------------------------------------------------------
     async def _store(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

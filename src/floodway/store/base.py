@@ -12,6 +12,7 @@ async callers alike simple and lets each backend use its own driver in the way i
 from __future__ import annotations
 
 import abc
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -78,6 +79,40 @@ class QueueInfo:
 
 
 @dataclass
+class StepRecord:
+    """One finished step of a flow, with seed 003's throttling metrics (seconds)."""
+
+    job_id: str
+    step_id: str
+    kind: str
+    critical: bool
+    status: str  # complete | failed
+    result_json: str | None
+    error: dict[str, Any] | None
+    attempts: int
+    retries: int
+    duration: float
+    total_time: float
+    throttle_overhead: float
+    throttle: dict[str, Any] | None
+    tenant: str | None
+    started_at: float
+    finished_at: float
+
+
+@dataclass
+class ScheduleInfo:
+    name: str
+    task: str
+    cron: str
+    tz: str
+    args: dict[str, Any]
+    options: dict[str, Any]
+    missed: str
+    last_tick: float | None
+
+
+@dataclass
 class StateSnapshot:
     """A state key's cursor (decoded JSON, None before the first checkpoint)."""
 
@@ -106,9 +141,19 @@ class EnqueueResult:
 
 
 class Store(abc.ABC):
-    """A durable home for jobs. Implementations: ``SQLiteStore`` (embedded default)."""
+    """A durable home for jobs. Implementations: ``SQLiteStore`` (embedded default) and
+    ``PostgresStore`` (many workers on many machines)."""
 
     url: str
+    #: True when ``wait_for_jobs`` really waits for a notification (PostgreSQL LISTEN/NOTIFY)
+    notifies: bool = False
+
+    def wait_for_jobs(self, timeout: float, queues: Iterable[str] | None = None) -> bool:
+        """Block up to ``timeout`` seconds until the store announces ready work (in ``queues``,
+        or any): True when it did, False on timeout. Without notifications (``notifies`` is
+        False) this just sleeps; workers poll instead."""
+        time.sleep(max(timeout, 0.0))
+        return False
 
     # -- schema -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -262,6 +307,43 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def paused_among(self, job_ids: list[str]) -> set[str]:
         """Those of ``job_ids`` (running here) that were paused, or whose queue was."""
+
+    @abc.abstractmethod
+    def activity(self, since: float) -> dict[str, dict[str, dict[str, int]]]:
+        """Counts for stats: ``{"queues": {q: {"created", "finished"}}, "limits": {name:
+        {"waiting", "created", "finished"}}}`` — created/finished since ``since``."""
+
+    # -- flows ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def load_steps(self, job_id: str) -> dict[str, StepRecord]:
+        """The finished steps of a job, by step id."""
+
+    @abc.abstractmethod
+    def record_step(self, worker_id: str, attempt: int, record: StepRecord) -> None:
+        """Store a finished step (``LeaseLost`` if this run no longer owns the job)."""
+
+    @abc.abstractmethod
+    def step_records(self, *, kind: str | None = None, since: float | None = None, limit: int = 1000) -> list[StepRecord]:
+        """Recent finished steps, newest first (for stats and dashboards)."""
+
+    @abc.abstractmethod
+    def acquire_slot(self, job_id: str, name: str, key: str, holder: str) -> bool:
+        """Take one concurrency slot of limit ``name`` for a running step, if one is free."""
+
+    @abc.abstractmethod
+    def release_slot(self, job_id: str, name: str, key: str, holder: str) -> None: ...
+
+    # -- schedules ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def save_schedule(self, info: ScheduleInfo) -> None:
+        """Create or update a schedule (its last tick is kept)."""
+
+    @abc.abstractmethod
+    def list_schedules(self) -> list[ScheduleInfo]: ...
+
+    @abc.abstractmethod
+    def advance_schedule(self, name: str, last_tick: float | None, new_tick: float) -> bool:
+        """Move a schedule's last tick from ``last_tick`` to ``new_tick`` if nobody did first."""
 
     # -- user actions -------------------------------------------------------------------
     @abc.abstractmethod

@@ -37,7 +37,9 @@ from .base import (
     LimitKeyInfo,
     Outcome,
     QueueInfo,
+    ScheduleInfo,
     StateSnapshot,
+    StepRecord,
     Store,
     WorkerInfo,
 )
@@ -757,6 +759,7 @@ class SQLiteStore(Store):
                 )
             self._insert_events(conn, events)
             self._release_limits(conn, held)
+            self._release_slots(conn, written)
             self._mark_fair_keys(conn, ready_groups)
         return written
 
@@ -769,6 +772,19 @@ class SQLiteStore(Store):
             own = f"job:{job_id}"
             conn.execute("DELETE FROM state WHERE key = ?", (own,))
             conn.execute("DELETE FROM ledger WHERE state_key = ?", (own,))
+
+    @staticmethod
+    def _release_slots(conn: sqlite3.Connection, job_ids: list[str]) -> None:
+        """Step slots still held by jobs that stopped running (a crash mid-step) go back."""
+        for start in range(0, len(job_ids), 500):
+            chunk = job_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            held = conn.execute(
+                f"SELECT limit_name, key FROM job_slots WHERE job_id IN ({marks})", chunk
+            ).fetchall()
+            if held:
+                SQLiteStore._release_limits(conn, [list(pair) for pair in held])
+                conn.execute(f"DELETE FROM job_slots WHERE job_id IN ({marks})", chunk)
 
     @staticmethod
     def _release_limits(conn: sqlite3.Connection, held: list[list[str]]) -> None:
@@ -811,6 +827,7 @@ class SQLiteStore(Store):
                 (now,),
             ).fetchall()
             events = []
+            self._release_slots(conn, [row[0] for row in expired])
             for job_id, attempt, max_attempts, owner, cancel_requested, limits, fair_key in expired:
                 if limits:
                     self._release_limits(conn, json.loads(limits))
@@ -1040,6 +1057,129 @@ class SQLiteStore(Store):
             )
         return found
 
+    def activity(self, since: float) -> dict[str, dict[str, dict[str, int]]]:
+        queues: dict[str, dict[str, int]] = {}
+        for queue, created in self._read("SELECT queue, COUNT(*) FROM jobs WHERE created_at >= ? GROUP BY queue", (since,)):
+            queues.setdefault(queue, {"created": 0, "finished": 0})["created"] = created
+        for queue, finished in self._read(
+            "SELECT queue, COUNT(*) FROM jobs WHERE finished_at >= ? GROUP BY queue", (since,)
+        ):
+            queues.setdefault(queue, {"created": 0, "finished": 0})["finished"] = finished
+        limits: dict[str, dict[str, int]] = {}
+        for held, status, created_at, finished_at in self._read(
+            "SELECT limits, status, created_at, finished_at FROM jobs WHERE limits IS NOT NULL AND "
+            "(status = 'waiting' OR created_at >= ? OR finished_at >= ?)",
+            (since, since),
+        ):
+            for name in {pair[0] for pair in json.loads(held)}:
+                entry = limits.setdefault(name, {"waiting": 0, "created": 0, "finished": 0})
+                entry["waiting"] += status == "waiting"
+                entry["created"] += created_at >= since
+                entry["finished"] += finished_at is not None and finished_at >= since
+        return {"queues": queues, "limits": limits}
+
+    # -- flows --------------------------------------------------------------------------------
+    _STEP_COLUMNS = (
+        "job_id, step_id, kind, critical, status, result, error, attempts, retries, duration, "
+        "total_time, throttle_overhead, throttle, tenant, started_at, finished_at"
+    )
+
+    @staticmethod
+    def _step_from_row(r: tuple) -> StepRecord:
+        return StepRecord(
+            r[0], r[1], r[2], bool(r[3]), r[4], r[5], json.loads(r[6]) if r[6] else None, r[7], r[8],
+            r[9], r[10], r[11], json.loads(r[12]) if r[12] else None, r[13], r[14], r[15],
+        )
+
+    def load_steps(self, job_id: str) -> dict[str, StepRecord]:
+        rows = self._read(f"SELECT {self._STEP_COLUMNS} FROM steps WHERE job_id = ? ORDER BY started_at", (job_id,))
+        return {r[1]: self._step_from_row(r) for r in rows}
+
+    def record_step(self, worker_id: str, attempt: int, record: StepRecord) -> None:
+        with self._write() as conn:
+            self._check_owner(conn, record.job_id, worker_id, attempt)
+            conn.execute(
+                f"INSERT OR REPLACE INTO steps ({self._STEP_COLUMNS}) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.job_id, record.step_id, record.kind, int(record.critical), record.status,
+                 record.result_json, json.dumps(record.error) if record.error else None, record.attempts,
+                 record.retries, record.duration, record.total_time, record.throttle_overhead,
+                 json.dumps(record.throttle) if record.throttle else None, record.tenant,
+                 record.started_at, record.finished_at),
+            )
+
+    def step_records(self, *, kind: str | None = None, since: float | None = None, limit: int = 1000) -> list[StepRecord]:
+        where, params = [], []
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(kind)
+        if since is not None:
+            where.append("finished_at >= ?")
+            params.append(since)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._read(
+            f"SELECT {self._STEP_COLUMNS} FROM steps {clause} ORDER BY finished_at DESC LIMIT ?", (*params, limit)
+        )
+        return [self._step_from_row(r) for r in rows]
+
+    def acquire_slot(self, job_id: str, name: str, key: str, holder: str) -> bool:
+        with self._write() as conn:
+            spec = conn.execute("SELECT concurrency FROM limits WHERE name = ?", (name,)).fetchone()
+            if spec is None:
+                raise ConfigError(f"unknown limit {name!r}")
+            row = conn.execute(
+                "SELECT running FROM limit_keys WHERE limit_name = ? AND key = ?", (name, key)
+            ).fetchone()
+            running = row[0] if row else 0
+            if spec[0] is not None and running >= spec[0]:
+                return False
+            conn.execute(
+                "INSERT INTO limit_keys (limit_name, key, running, admitted) VALUES (?, ?, 1, 1) "
+                "ON CONFLICT (limit_name, key) DO UPDATE SET running = running + 1, admitted = admitted + 1",
+                (name, key),
+            )
+            conn.execute(
+                "INSERT INTO job_slots (job_id, limit_name, key, holder, acquired_at) VALUES (?, ?, ?, ?, ?)",
+                (job_id, name, key, holder, time.time()),
+            )
+            return True
+
+    def release_slot(self, job_id: str, name: str, key: str, holder: str) -> None:
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT rowid FROM job_slots WHERE job_id = ? AND limit_name = ? AND key = ? AND holder = ? LIMIT 1",
+                (job_id, name, key, holder),
+            ).fetchone()
+            if row is None:
+                return  # released already (the job was rescued meanwhile)
+            conn.execute("DELETE FROM job_slots WHERE rowid = ?", (row[0],))
+            self._release_limits(conn, [[name, key]])
+
+    # -- schedules --------------------------------------------------------------------------
+    def save_schedule(self, info: ScheduleInfo) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO schedules (name, task, cron, tz, args, options, missed, last_tick, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET task = excluded.task, "
+                "cron = excluded.cron, tz = excluded.tz, args = excluded.args, options = excluded.options, "
+                "missed = excluded.missed, updated_at = excluded.updated_at",
+                (info.name, info.task, info.cron, info.tz, json.dumps(info.args), json.dumps(info.options),
+                 info.missed, info.last_tick, time.time()),
+            )
+
+    def list_schedules(self) -> list[ScheduleInfo]:
+        rows = self._read("SELECT name, task, cron, tz, args, options, missed, last_tick FROM schedules ORDER BY name")
+        return [ScheduleInfo(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5] or "{}"), r[6], r[7])
+                for r in rows]
+
+    def advance_schedule(self, name: str, last_tick: float | None, new_tick: float) -> bool:
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE schedules SET last_tick = ?, updated_at = ? WHERE name = ? AND last_tick IS ?",
+                (new_tick, time.time(), name, last_tick),
+            )
+            return cur.rowcount == 1
+
     # -- user actions -----------------------------------------------------------------------
     def cancel(self, job_id: str) -> Status:
         now = time.time()
@@ -1100,6 +1240,7 @@ class SQLiteStore(Store):
             )
             doomed = f"SELECT id FROM jobs WHERE status IN ({marks}) AND finished_at < ?"
             conn.execute(f"DELETE FROM segments WHERE job_id IN ({doomed})", params)
+            conn.execute(f"DELETE FROM steps WHERE job_id IN ({doomed})", params)
             conn.execute(f"DELETE FROM ledger WHERE state_key IN (SELECT 'job:' || id FROM ({doomed}))", params)
             conn.execute(f"DELETE FROM state WHERE key IN (SELECT 'job:' || id FROM ({doomed}))", params)
             cur = conn.execute(f"DELETE FROM jobs WHERE status IN ({marks}) AND finished_at < ?", params)
