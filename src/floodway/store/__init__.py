@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from .base import ClaimedJobs, EnqueueResult, LimitInfo, LimitKeyInfo, Outcome, QueueInfo, ScheduleInfo, StateSnapshot, StepRecord, Store, WorkerInfo
+from .base import ClaimedJobs, EnqueueResult, LimitInfo, LimitKeyInfo, Outcome, QueueInfo, ScheduleInfo, StateSnapshot, StepRecord, Store, TokenInfo, WorkerInfo
 
 DEFAULT_URL = "sqlite:///floodway.db"
 
@@ -30,4 +30,4 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     )
 
 
-__all__ = ["Store", "ClaimedJobs", "LimitInfo", "LimitKeyInfo", "Outcome", "StateSnapshot", "StepRecord", "ScheduleInfo", "QueueInfo", "WorkerInfo", "EnqueueResult", "open_store", "DEFAULT_URL"]
+__all__ = ["Store", "ClaimedJobs", "LimitInfo", "LimitKeyInfo", "Outcome", "StateSnapshot", "StepRecord", "ScheduleInfo", "TokenInfo", "QueueInfo", "WorkerInfo", "EnqueueResult", "open_store", "DEFAULT_URL"]

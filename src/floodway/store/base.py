@@ -113,6 +113,19 @@ class ScheduleInfo:
 
 
 @dataclass
+class TokenInfo:
+    """An API token as stored: never the secret, only its hash's owner and scope."""
+
+    id: str
+    tenant: str | None
+    admin: bool
+    label: str | None
+    created_at: float
+    last_used_at: float | None = None
+    revoked_at: float | None = None
+
+
+@dataclass
 class StateSnapshot:
     """A state key's cursor (decoded JSON, None before the first checkpoint)."""
 
@@ -344,6 +357,20 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def advance_schedule(self, name: str, last_tick: float | None, new_tick: float) -> bool:
         """Move a schedule's last tick from ``last_tick`` to ``new_tick`` if nobody did first."""
+
+    # -- tokens -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def create_token(self, info: TokenInfo, secret_hash: str) -> None: ...
+
+    @abc.abstractmethod
+    def token_for(self, secret_hash: str) -> TokenInfo | None:
+        """The live (not revoked) token with this hash; marks it used."""
+
+    @abc.abstractmethod
+    def list_tokens(self) -> list[TokenInfo]: ...
+
+    @abc.abstractmethod
+    def revoke_token(self, token_id: str) -> bool: ...
 
     # -- user actions -------------------------------------------------------------------
     @abc.abstractmethod

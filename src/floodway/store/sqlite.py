@@ -41,6 +41,7 @@ from .base import (
     StateSnapshot,
     StepRecord,
     Store,
+    TokenInfo,
     WorkerInfo,
 )
 
@@ -1177,6 +1178,39 @@ class SQLiteStore(Store):
             cur = conn.execute(
                 "UPDATE schedules SET last_tick = ?, updated_at = ? WHERE name = ? AND last_tick IS ?",
                 (new_tick, time.time(), name, last_tick),
+            )
+            return cur.rowcount == 1
+
+    # -- tokens -------------------------------------------------------------------------------
+    _TOKEN_COLUMNS = "id, tenant, admin, label, created_at, last_used_at, revoked_at"
+
+    def create_token(self, info: TokenInfo, secret_hash: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO tokens (id, secret_hash, tenant, admin, label, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (info.id, secret_hash, info.tenant, int(info.admin), info.label, info.created_at),
+            )
+
+    def token_for(self, secret_hash: str) -> TokenInfo | None:
+        rows = self._read(
+            f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE secret_hash = ? AND revoked_at IS NULL", (secret_hash,)
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        if r[5] is None or time.time() - r[5] > 60:  # record use, at most once a minute
+            with self._write() as conn:
+                conn.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (time.time(), r[0]))
+        return TokenInfo(r[0], r[1], bool(r[2]), r[3], r[4], r[5], r[6])
+
+    def list_tokens(self) -> list[TokenInfo]:
+        return [TokenInfo(r[0], r[1], bool(r[2]), r[3], r[4], r[5], r[6])
+                for r in self._read(f"SELECT {self._TOKEN_COLUMNS} FROM tokens ORDER BY created_at")]
+
+    def revoke_token(self, token_id: str) -> bool:
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (time.time(), token_id)
             )
             return cur.rowcount == 1
 
