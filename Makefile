@@ -17,7 +17,7 @@ demo: install
 	$(BIN)/floodway demo
 
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	bash scripts/start-postgres.sh -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python benchmarks/throughput.py

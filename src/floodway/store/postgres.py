@@ -1,0 +1,1685 @@
+"""The PostgreSQL store: many worker processes on many machines against one database.
+
+psycopg 3 with a ``psycopg_pool.ConnectionPool``. The ``Store`` interface stays synchronous —
+the worker calls it from a small thread pool — and every method is one short transaction:
+
+- **claims** take ready rows with ``FOR UPDATE SKIP LOCKED`` (concurrent claimers never wait
+  for each other's jobs), round-robin over fairness groups, in batches;
+- **limits** are admitted once per claim batch: the ``limit_keys`` rows the batch's
+  candidates hold are locked with ``SELECT ... FOR UPDATE`` in key order (no deadlocks), the
+  GCRA / concurrency / pause decisions are made for the whole batch, written back, and the
+  rows are released at commit — a hot limit costs one row lock per *batch*, not per job;
+- **queue caps** hold across processes: a claim takes a per-queue advisory transaction lock
+  before it counts the running jobs of a capped queue;
+- **enqueue** is one multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` (over arrays,
+  so 10,000 jobs are one statement), and sends ``NOTIFY floodway_jobs`` so idle workers wake
+  at once (``wait_for_jobs``); polling stays only as a safety net;
+- **completions** are written in batches, one statement per batch;
+- **time** (leases, run_at, GCRA) is the database server's clock, so workers on machines
+  whose clocks disagree still share one limit exactly.
+
+A connection that breaks (the server restarted, a failover) is replaced and the transaction
+retried with backoff when it cannot have committed; a transaction whose COMMIT was lost in
+flight raises ``StoreError`` (the caller retries; every write is idempotent or guarded).
+
+URL: ``postgresql://user:pass@host:5432/dbname?pool_max=10`` with floodway's options
+``pool_min`` (1), ``pool_max`` (10), ``pool_timeout`` (30 s: how long a caller waits for a free
+connection before a clear ``StoreError``), ``reconnect_timeout`` (60 s: how long a call keeps
+retrying while the server is unreachable) and ``prepare_threshold`` (5; ``0`` for PgBouncer in
+transaction mode). Every other query parameter goes to libpq (``sslmode``, ``connect_timeout``…).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Iterable, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ..errors import ConfigError, JobNotFound, LeaseLost, SchemaTooNewError, StoreError, TransitionError
+from ..jobs import Event, Job, NewJob, Status, can_transition, check_transition
+from ..limits import LimitSpec, gcra, remaining
+from .base import (
+    ClaimedJobs,
+    EnqueueResult,
+    LimitInfo,
+    LimitKeyInfo,
+    Outcome,
+    QueueInfo,
+    ScheduleInfo,
+    StateSnapshot,
+    StepRecord,
+    Store,
+    TokenInfo,
+    WorkerInfo,
+)
+from .sqlite import load_migrations
+
+log = logging.getLogger("floodway.store.postgres")
+
+T = TypeVar("T")
+
+_JOB_COLUMNS = (
+    "id, task, args, queue, status, priority, attempt, max_attempts, retry, run_at, tenant, "
+    "result, error, worker_id, lease_until, cancel_requested, created_at, updated_at, "
+    "started_at, finished_at, limits, fair_key, throttled_seconds, state_key, paused"
+)
+_J = {name.strip(): i for i, name in enumerate(_JOB_COLUMNS.split(","))}
+
+#: the channel enqueue (and anything that makes a job ready) notifies; the payload is the queue
+CHANNEL = "floodway_jobs"
+
+# advisory lock namespaces (the first int4 of the two-key form); the second is hashtext(name)
+_NS_MIGRATE = 0x466C0001
+_NS_QUEUE = 0x466C0002
+_NS_FAIR = 0x466C0003
+
+_OPTIONS = {"pool_min", "pool_max", "pool_timeout", "reconnect_timeout", "prepare_threshold"}
+
+#: SQLSTATEs worth a retry of the whole transaction (nothing was committed)
+_RETRY_STATES = {
+    "40001",  # serialization_failure
+    "40P01",  # deadlock_detected
+    "57P01",  # admin_shutdown (server restarting)
+    "57P02",  # crash_shutdown
+    "57P03",  # cannot_connect_now (server starting up)
+    "08000", "08003", "08006", "08001", "08004",  # connection exceptions
+}
+
+
+def _job_from_row(row: tuple | list) -> Job:
+    return Job(
+        id=row[0],
+        task=row[1],
+        args=json.loads(row[2]),
+        queue=row[3],
+        status=Status(row[4]),
+        priority=row[5],
+        attempt=row[6],
+        max_attempts=row[7],
+        retry=json.loads(row[8]) if row[8] else None,
+        run_at=row[9],
+        tenant=row[10],
+        result=json.loads(row[11]) if row[11] is not None else None,
+        error=json.loads(row[12]) if row[12] else None,
+        worker_id=row[13],
+        lease_until=row[14],
+        cancel_requested=bool(row[15]),
+        created_at=row[16],
+        updated_at=row[17],
+        started_at=row[18],
+        finished_at=row[19],
+        limits=tuple(tuple(pair) for pair in json.loads(row[20])) if row[20] else (),
+        fair_key=row[21],
+        throttled_seconds=row[22],
+        shared_state=row[23],
+        paused=bool(row[24]),
+    )
+
+
+class _Admission:
+    """Limit admission for one claim batch (the same decisions as the SQLite store's).
+
+    ``lock`` loads and row-locks the state of every (limit, key) pair the batch may admit
+    against, in key order; ``admit`` decides job by job in memory; ``write_back`` stores what
+    changed. Pairs first seen after the batch's main lock are taken with SKIP LOCKED instead
+    (a second round of blocking locks could deadlock against another claimer), and a job
+    whose pair another claimer holds right now waits for the next claim.
+    """
+
+    def __init__(self, specs: dict[str, LimitSpec], now: float):
+        self.specs = specs
+        self.now = now
+        self.states: dict[tuple[str, str], list[Any]] = {}
+        self.unavailable: set[tuple[str, str]] = set()
+        self.dirty: set[tuple[str, str]] = set()
+        self.wake_at: float | None = None
+        self.blocked_ids: list[str] = []
+        self._locked_once = False
+
+    def lock(self, cur: psycopg.Cursor, rows: Iterable[tuple]) -> None:
+        wanted: set[tuple[str, str]] = set()
+        for row in rows:
+            raw = row[_J["limits"]]
+            if raw:
+                for name, key in json.loads(raw):
+                    pair = (name, key)
+                    if name in self.specs and pair not in self.states and pair not in self.unavailable:
+                        wanted.add(pair)
+        if not wanted:
+            return
+        ordered = sorted(wanted)
+        names = [p[0] for p in ordered]
+        keys = [p[1] for p in ordered]
+        cur.execute(
+            "INSERT INTO limit_keys (limit_name, key) SELECT n, k FROM unnest(%s::text[], %s::text[]) AS p(n, k) "
+            "ORDER BY n, k ON CONFLICT DO NOTHING",
+            (names, keys),
+        )
+        skip = " SKIP LOCKED" if self._locked_once else ""
+        cur.execute(
+            "SELECT limit_name, key, tat, paused_until, running, admitted FROM limit_keys "
+            "WHERE (limit_name, key) IN (SELECT n, k FROM unnest(%s::text[], %s::text[]) AS p(n, k)) "
+            f"ORDER BY limit_name, key FOR UPDATE{skip}",
+            (names, keys),
+        )
+        for name, key, tat, paused_until, running, admitted in cur.fetchall():
+            self.states[(name, key)] = [tat, paused_until, running, admitted]
+        self.unavailable.update(p for p in ordered if p not in self.states)
+        self._locked_once = True
+
+    def _held(self, job_id: str, until: float | None) -> bool:
+        if until is not None:
+            self.wake_at = until if self.wake_at is None else min(self.wake_at, until)
+        self.blocked_ids.append(job_id)
+        return False
+
+    def admit(self, job_id: str, limits: list[list[str]]) -> bool:
+        decisions: list[tuple[tuple[str, str], float | None]] = []
+        for name, key in limits:
+            spec = self.specs.get(name)
+            if spec is None:
+                continue  # a limit no longer in the store holds nothing back
+            pair = (name, key)
+            state = self.states.get(pair)
+            if state is None:
+                # another claimer is admitting against this key right now: try again shortly
+                return self._held(job_id, self.now + 0.005)
+            if state[1] > self.now:
+                return self._held(job_id, state[1])
+            if spec.concurrency is not None and state[2] >= spec.concurrency:
+                return self._held(job_id, None)  # a finishing job frees the slot
+            new_tat = None
+            if spec.rate is not None:
+                ok, new_tat, retry_at = gcra(state[0], self.now, spec.rate, spec.burst)
+                if not ok:
+                    return self._held(job_id, retry_at)
+            decisions.append((pair, new_tat))
+        for pair, new_tat in decisions:
+            state = self.states[pair]
+            state[2] += 1
+            state[3] += 1
+            if new_tat is not None:
+                state[0] = new_tat
+            self.dirty.add(pair)
+        return True
+
+    def write_back(self, cur: psycopg.Cursor) -> None:
+        if not self.dirty:
+            return
+        ordered = sorted(self.dirty)
+        cur.execute(
+            "UPDATE limit_keys l SET tat = v.tat, running = v.running, admitted = v.admitted "
+            "FROM unnest(%s::text[], %s::text[], %s::float8[], %s::int[], %s::int8[]) AS v(n, k, tat, running, admitted) "
+            "WHERE l.limit_name = v.n AND l.key = v.k",
+            (
+                [p[0] for p in ordered],
+                [p[1] for p in ordered],
+                [self.states[p][0] for p in ordered],
+                [self.states[p][2] for p in ordered],
+                [self.states[p][3] for p in ordered],
+            ),
+        )
+
+
+def _parse_url(url: str) -> tuple[str, dict[str, str]]:
+    """Split floodway's own options off a postgres URL; return (libpq URL, options)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ConfigError(f"not a PostgreSQL URL: {url!r}")
+    if not parts.netloc and not parts.path.strip("/") and not parts.query:
+        raise ConfigError(f"database URL {url!r} names no server or database; use postgresql://user@host:5432/dbname")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    options = {k: v for k, v in query if k in _OPTIONS}
+    rest = [(k, v) for k, v in query if k not in _OPTIONS]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment)), options
+
+
+def _number(url: str, options: dict[str, str], name: str, default: float, *, minimum: float, integer: bool = False) -> Any:
+    raw = options.get(name)
+    if raw is None:
+        return int(default) if integer else default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        raise ConfigError(f"database URL {url!r}: {name} must be a{'n integer' if integer else ' number'}, got {raw!r}") from None
+    if value < minimum or (not integer and not math.isfinite(value)):
+        raise ConfigError(f"database URL {url!r}: {name} must be >= {minimum}, got {raw!r}")
+    return value
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return url
+
+
+class PostgresStore(Store):
+    """A store in one PostgreSQL database, shared by any number of worker processes."""
+
+    notifies = True
+
+    def __init__(self, url: str, *, migrate: bool = True):
+        self.url = url
+        self._conninfo, options = _parse_url(url)
+        self._where = _redact(self._conninfo)
+        self.pool_min = _number(url, options, "pool_min", 1, minimum=0, integer=True)
+        self.pool_max = _number(url, options, "pool_max", 10, minimum=1, integer=True)
+        if self.pool_max < max(self.pool_min, 1):
+            raise ConfigError(f"database URL {url!r}: pool_max must be >= pool_min")
+        self.pool_timeout = _number(url, options, "pool_timeout", 30.0, minimum=0.01)
+        self.reconnect_timeout = _number(url, options, "reconnect_timeout", 60.0, minimum=0)
+        self.prepare_threshold = _number(url, options, "prepare_threshold", 5, minimum=0, integer=True)
+        self._closed = False
+        self._offset = 0.0
+        self._listener: psycopg.Connection | None = None
+        self._listener_lock = threading.Lock()
+        self._pool: ConnectionPool | None = None
+        # a direct first connection: a clear error for a bad URL, the server clock's offset,
+        # and the schema check, before any pool thread starts
+        try:
+            with self._connect(autocommit=True) as conn:
+                self._measure_clock(conn)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to PostgreSQL at {self._where}: {str(exc).strip()}") from exc
+        self._pool = ConnectionPool(
+            self._conninfo,
+            min_size=self.pool_min,
+            max_size=self.pool_max,
+            timeout=self.pool_timeout,
+            kwargs={"autocommit": False, "prepare_threshold": self.prepare_threshold or None},
+            open=True,
+            name="floodway",
+            reconnect_timeout=max(self.reconnect_timeout, 1.0),
+        )
+        try:
+            if migrate:
+                self.migrate()
+            else:
+                self._check_version()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- connections and transactions -----------------------------------------------------
+    def _connect(self, *, autocommit: bool) -> psycopg.Connection:
+        return psycopg.connect(self._conninfo, autocommit=autocommit,
+                               prepare_threshold=self.prepare_threshold or None)
+
+    def _measure_clock(self, conn: psycopg.Connection) -> None:
+        """Use the server's clock: time.time() + offset (measured at the midpoint of a round trip)."""
+        best = None
+        for _ in range(3):
+            t0 = time.time()
+            server = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0]
+            t1 = time.time()
+            if best is None or t1 - t0 < best[0]:
+                best = (t1 - t0, server - (t0 + t1) / 2)
+        self._offset = best[1] if best and abs(best[1]) > 0.0005 else 0.0
+
+    def _now(self) -> float:
+        return time.time() + self._offset
+
+    def _run(self, fn: Callable[[psycopg.Cursor], T], *, what: str = "query") -> T:
+        """Run ``fn(cursor)`` in one transaction and commit it.
+
+        A transaction that failed before COMMIT (a dropped connection, a server restart, a
+        deadlock or serialization failure) committed nothing, so it is retried with backoff
+        for up to ``reconnect_timeout``. Errors of floodway itself (TransitionError...) pass
+        through untouched after a rollback.
+        """
+        if self._closed or self._pool is None:
+            raise StoreError("store is closed")
+        deadline = time.monotonic() + self.reconnect_timeout
+        pause = 0.05
+        while True:
+            try:
+                conn = self._pool.getconn()
+            except PoolTimeout as exc:
+                raise StoreError(
+                    f"PostgreSQL at {self._where}: no connection free within {self.pool_timeout:g}s "
+                    f"(pool_max={self.pool_max}): every connection is busy, or the server is "
+                    f"unreachable; raise ?pool_max= or pool_timeout=, or lower the concurrency ({exc})"
+                ) from exc
+            except psycopg.Error as exc:
+                raise StoreError(f"PostgreSQL at {self._where}: {exc}") from exc
+            committing = False
+            try:
+                with conn.cursor() as cur:
+                    result = fn(cur)
+                committing = True
+                conn.commit()
+                return result
+            except psycopg.Error as exc:
+                self._rollback_quietly(conn)
+                state = getattr(exc, "sqlstate", None)
+                broken = conn.closed or conn.broken
+                if committing and broken:
+                    raise StoreError(
+                        f"PostgreSQL at {self._where}: the connection broke while committing a {what}; "
+                        f"it may or may not have been written ({str(exc).strip()})"
+                    ) from exc
+                retryable = broken or state in _RETRY_STATES or isinstance(exc, psycopg.OperationalError) and state is None
+                if not retryable or time.monotonic() + pause > deadline:
+                    raise StoreError(f"PostgreSQL at {self._where}: {what} failed: {str(exc).strip()}") from exc
+                if broken:
+                    log.warning("PostgreSQL connection lost (%s); reconnecting", str(exc).strip().splitlines()[0])
+                    # the other idle connections died with this one: test them all now
+                    self._pool.putconn(conn)
+                    conn = None  # type: ignore[assignment]
+                    try:
+                        self._pool.check()
+                    except Exception:  # pragma: no cover - best effort
+                        pass
+                time.sleep(pause * random.uniform(0.5, 1.0))
+                pause = min(pause * 2, 2.0)
+            except BaseException:
+                self._rollback_quietly(conn)
+                raise
+            finally:
+                if conn is not None:
+                    self._pool.putconn(conn)
+
+    @staticmethod
+    def _rollback_quietly(conn: psycopg.Connection | None) -> None:
+        if conn is not None and not conn.closed:
+            try:
+                conn.rollback()
+            except Exception:
+                pass
+
+    def _read(self, sql: str, params: Any = None) -> list[tuple]:
+        def go(cur: psycopg.Cursor) -> list[tuple]:
+            cur.execute(sql, params)
+            return cur.fetchall()
+
+        return self._run(go, what="read")
+
+    def close(self) -> None:
+        self._closed = True
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                pool.close(timeout=5)
+            except Exception:
+                pass
+        if self._listener_lock.acquire(timeout=0.01):
+            try:
+                self._close_listener()
+            finally:
+                self._listener_lock.release()
+        # else: a thread is inside wait_for_jobs; it closes the listener when it returns
+
+    # -- schema ---------------------------------------------------------------------------
+    def _check_version(self) -> int:
+        latest = max(v for v, _, _ in load_migrations("postgres"))
+        current = self.schema_version()
+        if current > latest:
+            raise SchemaTooNewError(
+                f"database {self._where} is at schema version {current}, newer than this "
+                f"floodway knows ({latest}); upgrade floodway"
+            )
+        return current
+
+    def schema_version(self) -> int:
+        def go(cur: psycopg.Cursor) -> int:
+            cur.execute("SELECT to_regclass('floodway_schema') IS NOT NULL")
+            if not cur.fetchone()[0]:
+                return 0
+            cur.execute("SELECT COALESCE(MAX(version), 0) FROM floodway_schema")
+            return cur.fetchone()[0]
+
+        return self._run(go, what="read")
+
+    def migrate(self) -> list[int]:
+        migrations = load_migrations("postgres")
+        if self._check_version() == max(v for v, _, _ in migrations):
+            return []
+
+        def go(cur: psycopg.Cursor) -> list[int]:
+            # one migrator at a time across every process; the others wait, then find it done
+            cur.execute("SELECT pg_advisory_xact_lock(%s, 0)", (_NS_MIGRATE,))
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS floodway_schema "
+                "(version integer PRIMARY KEY, name text NOT NULL, applied_at double precision NOT NULL)"
+            )
+            cur.execute("SELECT COALESCE(MAX(version), 0) FROM floodway_schema")
+            current = cur.fetchone()[0]
+            latest = max(v for v, _, _ in migrations)
+            if current > latest:
+                raise SchemaTooNewError(
+                    f"database {self._where} is at schema version {current}, newer than this "
+                    f"floodway knows ({latest}); upgrade floodway"
+                )
+            applied = []
+            for version, name, sql in migrations:
+                if version <= current:
+                    continue
+                cur.execute(sql.encode())  # a whole script: simple query protocol, no parameters
+                cur.execute(
+                    "INSERT INTO floodway_schema (version, name, applied_at) VALUES (%s, %s, %s)",
+                    (version, name, time.time()),
+                )
+                applied.append(version)
+            cur.execute("INSERT INTO queues (name, max_concurrency) VALUES ('default', NULL) ON CONFLICT DO NOTHING")
+            return applied
+
+        return self._run(go, what="migration")
+
+    # -- helpers --------------------------------------------------------------------------
+    @staticmethod
+    def _insert_events(cur: psycopg.Cursor, rows: list[tuple]) -> None:
+        """rows: (job_id, at, from_status, to_status, attempt, error_json, worker_id, reason)."""
+        if not rows:
+            return
+        cols = list(zip(*rows))
+        cur.execute(
+            "INSERT INTO job_events (job_id, at, from_status, to_status, attempt, error, worker_id, reason) "
+            "SELECT * FROM unnest(%s::text[], %s::float8[], %s::text[], %s::text[], %s::int[], %s::text[], "
+            "%s::text[], %s::text[])",
+            [list(c) for c in cols],
+        )
+
+    @staticmethod
+    def _event(job_id: str, at: float, src: Status | None, dst: Status, attempt: int, *,
+               error: dict | None = None, worker_id: str | None = None, reason: str | None = None) -> tuple:
+        return (job_id, at, src.value if src else None, dst.value, attempt,
+                json.dumps(error) if error else None, worker_id, reason)
+
+    @staticmethod
+    def _mark_fair_keys(cur: psycopg.Cursor, keys: Iterable[str]) -> None:
+        """Make sure each fairness group with a ready job has a row in ``fair_keys``.
+
+        Holds a shared advisory lock on each group until commit: a claim deletes an empty
+        group's row only under the exclusive lock, so it can never delete the row of a group
+        that a transaction in flight is making ready.
+        """
+        keys = sorted(set(keys))
+        if not keys:
+            return
+        cur.execute(
+            "WITH l AS (SELECT k, pg_advisory_xact_lock_shared(%s, hashtext(k)) FROM "
+            "(SELECT k FROM unnest(%s::text[]) AS k ORDER BY k) s) "
+            "INSERT INTO fair_keys (key) SELECT k FROM l ON CONFLICT DO NOTHING",
+            (_NS_FAIR, keys),
+        )
+
+    @staticmethod
+    def _notify(cur: psycopg.Cursor, queues: Iterable[str]) -> None:
+        queues = sorted(set(queues))
+        if queues:
+            cur.execute("SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q", (CHANNEL, queues))
+
+    # -- enqueue --------------------------------------------------------------------------
+    def enqueue(
+        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None
+    ) -> list[EnqueueResult]:
+        for job in jobs:
+            check_transition(None, job.status)  # all or nothing: refuse before writing
+        if not jobs:
+            return []
+        first: dict[str, NewJob] = {}
+        for job in jobs:
+            first.setdefault(job.id, job)
+        fresh = list(first.values())
+        segments = [
+            (j.id, arg, index, data)
+            for j in fresh
+            for arg, pieces in j.segments.items()
+            for index, data in enumerate(pieces)
+        ]
+
+        def go(cur: psycopg.Cursor) -> set[str]:
+            now = self._now()
+            if queues:
+                names = sorted(queues)
+                cur.execute(
+                    "INSERT INTO queues (name, max_concurrency) SELECT * FROM unnest(%s::text[], %s::int[]) "
+                    "ON CONFLICT DO NOTHING",
+                    (names, [queues[n] for n in names]),
+                )
+            seg_cte, seg_params = "", []
+            if segments:
+                seg_cte = (
+                    ", seg AS (INSERT INTO segments (job_id, arg, idx, data) SELECT s.j, s.a, s.i, s.d "
+                    "FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[]) AS s(j, a, i, d) "
+                    "JOIN ins ON ins.id = s.j)"
+                )
+                seg_params = [list(c) for c in zip(*segments)]
+            cur.execute(
+                "WITH ins AS (INSERT INTO jobs (id, task, args, queue, status, priority, max_attempts, retry, "
+                "run_at, tenant, limits, fair_key, state_key, created_at, updated_at) "
+                "SELECT *, %s::float8, %s::float8 FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], "
+                "%s::text[], %s::int[], %s::int[], %s::text[], %s::float8[], %s::text[], %s::text[], %s::text[], "
+                "%s::text[]) ON CONFLICT (id) DO NOTHING RETURNING id, status), "
+                "ev AS (INSERT INTO job_events (job_id, at, from_status, to_status, attempt, reason) "
+                f"SELECT id, %s, NULL, status, 0, 'enqueued' FROM ins){seg_cte} "
+                "SELECT id FROM ins",
+                (
+                    now, now,
+                    [j.id for j in fresh], [j.task for j in fresh], [j.args_json for j in fresh],
+                    [j.queue for j in fresh], [j.status.value for j in fresh], [j.priority for j in fresh],
+                    [j.max_attempts for j in fresh], [j.retry_json for j in fresh], [j.run_at for j in fresh],
+                    [j.tenant for j in fresh], [j.limits_json for j in fresh], [j.fair_key for j in fresh],
+                    [j.shared_state for j in fresh],
+                    now, *seg_params,
+                ),
+            )
+            created = {r[0] for r in cur.fetchall()}
+            made = [j for j in fresh if j.id in created]
+            self._mark_fair_keys(cur, (j.fair_key for j in made if j.status is Status.WAITING))
+            self._notify(cur, (j.queue for j in made))
+            return created
+
+        created = self._run(go, what="enqueue")
+        results, seen = [], set()
+        for job in jobs:
+            ok = job.id in created and job.id not in seen
+            seen.add(job.id)
+            results.append(EnqueueResult(job.id, ok))
+        return results
+
+    # -- reading --------------------------------------------------------------------------
+    def get_job(self, job_id: str) -> Job | None:
+        rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,))
+        return _job_from_row(rows[0]) if rows else None
+
+    def list_jobs(
+        self,
+        *,
+        status: Iterable[Status | str] | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        tenant: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]:
+        where, params = [], []
+        if status:
+            where.append("status = ANY(%s::text[])")
+            params.append([Status(s).value for s in status])
+        for column, value in (("queue", queue), ("task", task), ("tenant", tenant)):
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(value)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._read(
+            f"SELECT {_JOB_COLUMNS} FROM jobs {clause} ORDER BY created_at DESC, seq DESC LIMIT %s OFFSET %s",
+            (*params, limit, offset),
+        )
+        return [_job_from_row(r) for r in rows]
+
+    def count_jobs(self, *, queue: str | None = None) -> dict[str, int]:
+        if queue is None:
+            rows = self._read("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+        else:
+            rows = self._read("SELECT status, COUNT(*) FROM jobs WHERE queue = %s GROUP BY status", (queue,))
+        counts = {s.value: 0 for s in Status}
+        counts.update({k: int(v) for k, v in rows})
+        return counts
+
+    def events(self, job_id: str) -> list[Event]:
+        rows = self._read(
+            "SELECT job_id, at, from_status, to_status, attempt, error, worker_id, reason "
+            "FROM job_events WHERE job_id = %s ORDER BY seq",
+            (job_id,),
+        )
+        return [
+            Event(
+                job_id=r[0],
+                at=r[1],
+                from_status=Status(r[2]) if r[2] else None,
+                to_status=Status(r[3]),
+                attempt=r[4],
+                error=json.loads(r[5]) if r[5] else None,
+                worker_id=r[6],
+                reason=r[7],
+            )
+            for r in rows
+        ]
+
+    # -- queues and workers ---------------------------------------------------------------
+    def set_queue(self, name: str, max_concurrency: int | None) -> None:
+        self._run(
+            lambda cur: cur.execute(
+                "INSERT INTO queues (name, max_concurrency) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET max_concurrency = excluded.max_concurrency",
+                (name, max_concurrency),
+            ),
+            what="set_queue",
+        )
+
+    def list_queues(self) -> list[QueueInfo]:
+        def go(cur: psycopg.Cursor) -> list[QueueInfo]:
+            cur.execute("SELECT name, max_concurrency, paused FROM queues ORDER BY name")
+            queues = {
+                name: QueueInfo(name, cap, {s.value: 0 for s in Status}, bool(paused))
+                for name, cap, paused in cur.fetchall()
+            }
+            cur.execute("SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status")
+            for name, status, count in cur.fetchall():
+                info = queues.setdefault(name, QueueInfo(name, None, {s.value: 0 for s in Status}))
+                info.counts[status] = int(count)
+            return sorted(queues.values(), key=lambda q: q.name)
+
+        return self._run(go, what="read")
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        self._run(
+            lambda cur: cur.execute(
+                "INSERT INTO workers (id, hostname, pid, queues, concurrency, started_at, heartbeat_at, stopped_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, NULL) ON CONFLICT (id) DO UPDATE SET "
+                "hostname = excluded.hostname, pid = excluded.pid, queues = excluded.queues, "
+                "concurrency = excluded.concurrency, started_at = excluded.started_at, "
+                "heartbeat_at = excluded.heartbeat_at, stopped_at = NULL",
+                (info.id, info.hostname, info.pid, json.dumps(info.queues), info.concurrency,
+                 info.started_at, info.heartbeat_at),
+            ),
+            what="register_worker",
+        )
+
+    def worker_stopped(self, worker_id: str) -> None:
+        self._run(
+            lambda cur: cur.execute("UPDATE workers SET stopped_at = %s WHERE id = %s", (self._now(), worker_id)),
+            what="worker_stopped",
+        )
+
+    def list_workers(self, *, include_stopped: bool = False) -> list[WorkerInfo]:
+        clause = "" if include_stopped else "WHERE w.stopped_at IS NULL"
+        rows = self._read(
+            "SELECT w.id, w.hostname, w.pid, w.queues, w.concurrency, w.started_at, w.heartbeat_at, "
+            "w.stopped_at, (SELECT COUNT(*) FROM jobs j WHERE j.status = 'running' AND j.worker_id = w.id) "
+            f"FROM workers w {clause} ORDER BY w.started_at"
+        )
+        return [
+            WorkerInfo(r[0], r[1], r[2], json.loads(r[3]) if r[3] else None, r[4], r[5], r[6], r[7], int(r[8]))
+            for r in rows
+        ]
+
+    # -- claiming ---------------------------------------------------------------------------
+    def _promote_due(self, cur: psycopg.Cursor, now: float) -> None:
+        """scheduled/retrying -> waiting for every job whose run_at has come (SKIP LOCKED:
+        two claimers promote disjoint rows)."""
+        cur.execute(
+            "WITH due AS (SELECT id, status FROM jobs WHERE status IN ('scheduled', 'retrying') "
+            "AND run_at <= %(now)s ORDER BY run_at LIMIT 5000 FOR UPDATE SKIP LOCKED), "
+            "up AS (UPDATE jobs j SET status = 'waiting', updated_at = %(now)s FROM due WHERE j.id = due.id "
+            "RETURNING j.id, due.status AS old, j.attempt, j.fair_key), "
+            "ev AS (INSERT INTO job_events (job_id, at, from_status, to_status, attempt, reason) "
+            "SELECT id, %(now)s, old, 'waiting', attempt, 'due' FROM up) "
+            "SELECT DISTINCT fair_key FROM up",
+            {"now": now},
+        )
+        keys = [r[0] for r in cur.fetchall()]
+        self._mark_fair_keys(cur, keys)
+
+    def _queue_room(self, cur: psycopg.Cursor, queues: list[str] | None) -> dict[str, int]:
+        """Free slots of each capped queue this claim may take from, counted from running jobs
+        under a per-queue advisory lock (so two claimers cannot both fill the last slot);
+        a paused queue has none. Queues without ready jobs are not locked."""
+        filt = " AND q.name = ANY(%s::text[])" if queues is not None else ""
+        cur.execute(
+            "SELECT q.name, q.max_concurrency, q.paused FROM queues q "
+            f"WHERE (q.max_concurrency IS NOT NULL OR q.paused){filt} AND EXISTS "
+            "(SELECT 1 FROM jobs j WHERE j.queue = q.name AND j.status = 'waiting') ORDER BY q.name",
+            (queues,) if queues is not None else None,
+        )
+        rows = cur.fetchall()
+        if not rows:
+            return {}
+        room = {name: 0 for name, _, paused in rows if paused}
+        capped = {name: cap for name, cap, paused in rows if not paused}
+        if capped:
+            names = sorted(capped)
+            cur.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(n)) FROM "
+                "(SELECT n FROM unnest(%s::text[]) AS n ORDER BY n) s",
+                (_NS_QUEUE, names),
+            )
+            cur.execute(
+                "SELECT queue, COUNT(*) FROM jobs WHERE status = 'running' AND queue = ANY(%s::text[]) GROUP BY queue",
+                (names,),
+            )
+            running = {q: int(c) for q, c in cur.fetchall()}
+            room.update({q: cap - running.get(q, 0) for q, cap in capped.items()})
+        return room
+
+    def claim(
+        self, worker_id: str, *, queues: list[str] | None, limit: int, lease: float
+    ) -> ClaimedJobs:
+        if limit <= 0:
+            return ClaimedJobs()
+        return self._run(lambda cur: self._claim(cur, worker_id, queues, limit, lease), what="claim")
+
+    def _claim(self, cur: psycopg.Cursor, worker_id: str, queues: list[str] | None, limit: int,
+               lease: float) -> ClaimedJobs:
+        now = self._now()
+        self._promote_due(cur, now)
+        room = self._queue_room(cur, queues)
+        cur.execute("SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive FROM limits")
+        specs = {row[0]: LimitSpec.from_row(*row) for row in cur.fetchall()}
+        admission = _Admission(specs, now)
+        chosen, served, empty, many_groups = self._choose(cur, admission, room, queues, limit)
+        admission.write_back(cur)
+        if admission.blocked_ids:
+            cur.execute(
+                "UPDATE jobs SET throttled_since = COALESCE(throttled_since, %s) WHERE id = ANY(%s::text[])",
+                (now, admission.blocked_ids),
+            )
+        if served and many_groups:
+            # fairness: least recently served first; SKIP LOCKED — a group another claimer
+            # is stamping right now is being served anyway
+            cur.execute(
+                "UPDATE fair_keys SET served_at = %s WHERE key IN "
+                "(SELECT key FROM fair_keys WHERE key = ANY(%s::text[]) ORDER BY key FOR UPDATE SKIP LOCKED)",
+                (now, served),
+            )
+        if empty:
+            self._drop_empty_groups(cur, empty)
+        if not chosen:
+            return ClaimedJobs(wake_at=admission.wake_at)
+        lease_until = now + lease
+        ids = [row[0] for row in chosen]
+        cur.execute(
+            "WITH c AS (UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = %(w)s, "
+            "lease_until = %(lease)s, started_at = %(now)s, updated_at = %(now)s, "
+            "throttled_seconds = throttled_seconds + COALESCE(%(now)s - throttled_since, 0), "
+            f"throttled_since = NULL WHERE id = ANY(%(ids)s::text[]) RETURNING {_JOB_COLUMNS}), "
+            "e AS (INSERT INTO job_events (job_id, at, from_status, to_status, attempt, worker_id) "
+            "SELECT id, %(now)s, 'waiting', 'running', attempt, %(w)s FROM c) "
+            f"SELECT {_JOB_COLUMNS} FROM c",
+            {"w": worker_id, "lease": lease_until, "now": now, "ids": ids},
+        )
+        by_id = {row[0]: row for row in cur.fetchall()}
+        return ClaimedJobs((_job_from_row(by_id[i]) for i in ids if i in by_id), wake_at=admission.wake_at)
+
+    def _choose(
+        self,
+        cur: psycopg.Cursor,
+        admission: _Admission,
+        room: dict[str, int],
+        queues: list[str] | None,
+        limit: int,
+    ) -> tuple[list[tuple], list[str], list[str], bool]:
+        """Pick up to ``limit`` ready jobs: round-robin over fairness groups (least recently
+        served first), then priority, then age; skipping full queues and jobs whose limits do
+        not admit them now. The same walk as the SQLite store's, fed by batched, row-locking
+        (SKIP LOCKED) reads of each group's head rows.
+
+        Returns (chosen rows, groups served, groups found empty, whether >1 group was seen).
+        """
+        page_size = max(limit, 32)
+        groups: list[str] = []
+        more_groups = True
+        last: tuple[float, str] | None = None
+
+        def load_groups() -> None:
+            nonlocal more_groups, last
+            if last is None:
+                cur.execute("SELECT key, served_at FROM fair_keys ORDER BY served_at, key LIMIT %s", (page_size,))
+            else:
+                cur.execute(
+                    "SELECT key, served_at FROM fair_keys WHERE (served_at, key) > (%s, %s) "
+                    "ORDER BY served_at, key LIMIT %s",
+                    (last[0], last[1], page_size),
+                )
+            rows = cur.fetchall()
+            if rows:
+                last = (rows[-1][1], rows[-1][0])
+            more_groups = len(rows) == page_size
+            groups.extend(r[0] for r in rows)
+
+        pending: dict[str, deque] = {}
+        fetched_ids: dict[str, list[str]] = {}
+        exhausted: set[str] = set()
+        inactive: set[str] = set()
+        empty: list[str] = []
+        chosen: list[tuple] = []
+        served: list[str] = []
+
+        def fetch(batch: list[str], per: int) -> None:
+            full = sorted(q for q, left in room.items() if left <= 0)
+            where = "j.status = 'waiting' AND NOT j.paused AND j.fair_key = g.key"
+            params: dict[str, Any] = {"groups": batch, "per": per}
+            if queues is not None:
+                where += " AND j.queue = ANY(%(queues)s::text[])"
+                params["queues"] = queues
+            if full:
+                where += " AND NOT (j.queue = ANY(%(full)s::text[]))"
+                params["full"] = full
+            seen = [i for g in batch for i in fetched_ids.get(g, ())]
+            if seen:
+                where += " AND NOT (j.id = ANY(%(seen)s::text[]))"
+                params["seen"] = seen
+            cols = ", ".join(f"j.{c.strip()}" for c in _JOB_COLUMNS.split(","))
+            cur.execute(
+                f"SELECT g.key, {cols} FROM unnest(%(groups)s::text[]) WITH ORDINALITY AS g(key, ord) "
+                f"CROSS JOIN LATERAL (SELECT * FROM jobs j WHERE {where} "
+                "ORDER BY j.priority DESC, j.run_at, j.seq LIMIT %(per)s FOR UPDATE OF j SKIP LOCKED) j "
+                "ORDER BY g.ord",
+                params,
+            )
+            got: dict[str, list[tuple]] = {g: [] for g in batch}
+            for row in cur.fetchall():
+                got[row[0]].append(row[1:])
+            for group, rows in got.items():
+                pending.setdefault(group, deque()).extend(rows)
+                fetched_ids.setdefault(group, []).extend(r[0] for r in rows)
+                if len(rows) < per:
+                    exhausted.add(group)
+                    if not fetched_ids[group] and queues is None and not full:
+                        empty.append(group)
+            admission.lock(cur, (r for rows in got.values() for r in rows))
+
+        load_groups()
+        budget = max(200, limit * 20)
+        i = 0
+        cycle_progress = False
+        while len(chosen) < limit and budget > 0:
+            if i >= len(groups):
+                if more_groups:
+                    load_groups()
+                    if i < len(groups):
+                        continue
+                if not cycle_progress:
+                    break
+                i, cycle_progress = 0, False
+                continue
+            group = groups[i]
+            i += 1
+            if group in inactive:
+                continue
+            heads = pending.get(group)
+            if not heads:
+                if group in exhausted:
+                    inactive.add(group)
+                    continue
+                if group not in fetched_ids:
+                    # the first visit: fetch heads for this group and the next unfetched ones
+                    batch = [g for g in groups[i - 1 : i - 1 + page_size] if g not in fetched_ids and g not in inactive]
+                    remaining_slots = limit - len(chosen)
+                    per = max(1, math.ceil(remaining_slots / len(batch))) + (1 if len(batch) == 1 else 0)
+                    fetch(batch, min(per, 100))
+                else:
+                    fetch([group], min(max(limit - len(chosen), 1) + 1, 100))
+                heads = pending.get(group)
+                if not heads:
+                    inactive.add(group)
+                    continue
+            row = heads.popleft()
+            budget -= 1
+            cycle_progress = True
+            queue = row[_J["queue"]]
+            if queue in room and room[queue] <= 0:
+                continue  # its queue filled during this claim; the next fetch skips it
+            raw = row[_J["limits"]]
+            limits = json.loads(raw) if raw else []
+            if limits and not admission.admit(row[0], limits):
+                inactive.add(group)  # this group's head is held back by a limit: serve others
+                continue
+            if queue in room:
+                room[queue] -= 1
+            chosen.append(row)
+            if group not in served:
+                served.append(group)
+        return chosen, served, empty, len(groups) > 1
+
+    def _drop_empty_groups(self, cur: psycopg.Cursor, keys: list[str]) -> None:
+        """Delete fairness groups that have no ready job — only under the exclusive advisory
+        lock (try, never wait), and re-checked in a fresh statement after it, so a group
+        being made ready by a transaction in flight is never lost."""
+        cur.execute(
+            "SELECT k FROM unnest(%s::text[]) AS k WHERE pg_try_advisory_xact_lock(%s, hashtext(k))",
+            (sorted(set(keys)), _NS_FAIR),
+        )
+        locked = [r[0] for r in cur.fetchall()]
+        if locked:
+            cur.execute(
+                "DELETE FROM fair_keys f WHERE f.key = ANY(%s::text[]) AND NOT EXISTS "
+                "(SELECT 1 FROM jobs j WHERE j.status = 'waiting' AND NOT j.paused AND j.fair_key = f.key)",
+                (locked,),
+            )
+
+    def next_due(self, queues: list[str] | None) -> float | None:
+        # paused jobs and queues are not work to wait for
+        extra = " AND NOT paused AND NOT (queue = ANY(%(paused)s::text[]))"
+        if queues is not None:
+            extra += " AND queue = ANY(%(q)s::text[])"
+
+        def go(cur: psycopg.Cursor) -> float | None:
+            cur.execute("SELECT name FROM queues WHERE paused")
+            params = {"paused": [r[0] for r in cur.fetchall()], "q": queues}
+            cur.execute(
+                f"SELECT CASE WHEN EXISTS (SELECT 1 FROM jobs WHERE status = 'waiting'{extra}) THEN 0 ELSE "
+                f"(SELECT MIN(run_at) FROM jobs WHERE status IN ('scheduled', 'retrying'){extra}) END",
+                params,
+            )
+            value = cur.fetchone()[0]
+            return None if value is None else float(value)
+
+        return self._run(go, what="read")
+
+    # -- finishing --------------------------------------------------------------------------
+    def finish(self, worker_id: str, outcomes: list[Outcome]) -> list[str]:
+        if not outcomes:
+            return []
+        unique: dict[str, Outcome] = {}
+        for o in outcomes:
+            check_transition(Status.RUNNING, o.status)
+            unique.setdefault(o.job_id, o)
+        batch = list(unique.values())
+
+        def go(cur: psycopg.Cursor) -> list[str]:
+            now = self._now()
+            cur.execute(
+                "WITH o AS (SELECT * FROM unnest(%(ids)s::text[], %(attempts)s::int[], %(statuses)s::text[], "
+                "%(results)s::text[], %(errors)s::text[], %(run_ats)s::float8[], %(back)s::int[], "
+                "%(throttled)s::float8[], %(finals)s::bool[], %(reasons)s::text[]) "
+                "AS o(id, attempt, status, result, error, run_at, back, throttled, final, reason)), "
+                "u AS (UPDATE jobs j SET status = o.status, result = o.result, "
+                "error = CASE WHEN o.status = 'complete' THEN NULL ELSE COALESCE(o.error, j.error) END, "
+                "run_at = COALESCE(o.run_at, j.run_at), attempt = j.attempt - o.back, worker_id = NULL, "
+                "lease_until = NULL, cancel_requested = false, updated_at = %(now)s, "
+                "throttled_seconds = j.throttled_seconds + o.throttled, "
+                "finished_at = CASE WHEN o.final THEN %(now)s ELSE j.finished_at END "
+                "FROM o WHERE j.id = o.id AND j.status = 'running' AND j.worker_id = %(w)s "
+                "AND j.attempt = o.attempt "
+                "RETURNING j.id, j.limits, j.fair_key, j.state_key, j.queue, o.status, o.attempt - o.back AS ev_attempt, "
+                "o.error, o.reason), "
+                "e AS (INSERT INTO job_events (job_id, at, from_status, to_status, attempt, error, worker_id, reason) "
+                "SELECT id, %(now)s, 'running', status, ev_attempt, error, %(w)s, reason FROM u) "
+                "SELECT id, limits, fair_key, state_key, queue, status FROM u",
+                {
+                    "ids": [o.job_id for o in batch],
+                    "attempts": [o.attempt for o in batch],
+                    "statuses": [o.status.value for o in batch],
+                    "results": [o.result_json for o in batch],
+                    "errors": [json.dumps(o.error) if o.error else None for o in batch],
+                    "run_ats": [o.run_at for o in batch],
+                    "back": [0 if o.spend_attempt else 1 for o in batch],
+                    "throttled": [o.throttled_seconds for o in batch],
+                    "finals": [o.status.is_final for o in batch],
+                    "reasons": [o.reason for o in batch],
+                    "now": now,
+                    "w": worker_id,
+                },
+            )
+            rows = cur.fetchall()
+            written = {r[0] for r in rows}
+            held: list[list[str]] = []
+            ready_groups, wake_queues, purge = set(), set(), []
+            for job_id, limits, fair_key, state_key, queue, status in rows:
+                if limits:
+                    held.extend(json.loads(limits))
+                    wake_queues.add(queue)  # a concurrency slot came free
+                if status == Status.WAITING.value:
+                    ready_groups.add(fair_key)
+                    wake_queues.add(queue)
+                elif status in (Status.SCHEDULED.value, Status.RETRYING.value):
+                    wake_queues.add(queue)  # idle workers recompute when to look again
+                if status == Status.COMPLETE.value and unique[job_id].purge_state:
+                    purge.append((job_id, state_key))
+            if purge:
+                self._purge_state(cur, purge)
+            held.extend(self._take_slots(cur, sorted(written)))
+            self._mark_fair_keys(cur, ready_groups)
+            self._release_limits(cur, held)
+            self._notify(cur, wake_queues)
+            return [o.job_id for o in batch if o.job_id in written]
+
+        return self._run(go, what="finish")
+
+    @staticmethod
+    def _purge_state(cur: psycopg.Cursor, jobs: list[tuple[str, str | None]]) -> None:
+        """Completed jobs' own cursors, ledgers and segments go; a shared state key lives on."""
+        ids = [j for j, _ in jobs]
+        own = [f"job:{j}" for j, shared in jobs if shared is None]
+        cur.execute("DELETE FROM segments WHERE job_id = ANY(%s::text[])", (ids,))
+        if own:
+            cur.execute("DELETE FROM state WHERE key = ANY(%s::text[])", (own,))
+            cur.execute("DELETE FROM ledger WHERE state_key = ANY(%s::text[])", (own,))
+
+    @staticmethod
+    def _take_slots(cur: psycopg.Cursor, job_ids: list[str]) -> list[list[str]]:
+        """Step slots still held by jobs that stopped running (a crash mid-step): deleted
+        here, returned so ``_release_limits`` gives them back."""
+        if not job_ids:
+            return []
+        cur.execute("DELETE FROM job_slots WHERE job_id = ANY(%s::text[]) RETURNING limit_name, key", (job_ids,))
+        return [[name, key] for name, key in cur.fetchall()]
+
+    @staticmethod
+    def _release_limits(cur: psycopg.Cursor, held: list[list[str]]) -> None:
+        """Jobs left ``running``: give back their slots, one locked update per (limit, key),
+        rows locked in key order."""
+        if not held:
+            return
+        counts: dict[tuple[str, str], int] = {}
+        for name, key in held:
+            counts[(name, key)] = counts.get((name, key), 0) + 1
+        ordered = sorted(counts)
+        cur.execute(
+            "WITH v AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::int[]) AS v(n, k, c)), "
+            "locked AS (SELECT l.limit_name, l.key, v.c FROM limit_keys l JOIN v ON l.limit_name = v.n AND l.key = v.k "
+            "ORDER BY l.limit_name, l.key FOR UPDATE OF l) "
+            "UPDATE limit_keys l SET running = GREATEST(l.running - locked.c, 0) FROM locked "
+            "WHERE l.limit_name = locked.limit_name AND l.key = locked.key",
+            ([p[0] for p in ordered], [p[1] for p in ordered], [counts[p] for p in ordered]),
+        )
+
+    def heartbeat(self, worker_id: str, job_ids: list[str], lease: float) -> set[str]:
+        def go(cur: psycopg.Cursor) -> set[str]:
+            now = self._now()
+            cur.execute("UPDATE workers SET heartbeat_at = %s WHERE id = %s", (now, worker_id))
+            if not job_ids:
+                return set()
+            cur.execute(
+                "UPDATE jobs SET lease_until = %s WHERE worker_id = %s AND status = 'running' "
+                "AND id = ANY(%s::text[]) RETURNING id, cancel_requested",
+                (now + lease, worker_id, sorted(job_ids)),
+            )
+            return {r[0] for r in cur.fetchall() if r[1]}
+
+        return self._run(go, what="heartbeat")
+
+    def rescue_expired(self) -> list[str]:
+        def go(cur: psycopg.Cursor) -> list[str]:
+            now = self._now()
+            cur.execute(
+                "SELECT id, attempt, max_attempts, worker_id, cancel_requested, limits, fair_key, queue FROM jobs "
+                "WHERE status = 'running' AND lease_until < %s ORDER BY id FOR UPDATE SKIP LOCKED",
+                (now,),
+            )
+            expired = cur.fetchall()
+            if not expired:
+                return []
+            events, held, ready, wake = [], [], [], set()
+            ids, targets, errors, finals = [], [], [], []
+            for job_id, attempt, max_attempts, owner, cancel_requested, limits, fair_key, queue in expired:
+                if limits:
+                    held.extend(json.loads(limits))
+                error = {
+                    "type": "WorkerLost",
+                    "message": f"worker {owner} stopped renewing its lease; the job was rescued",
+                    "traceback": None,
+                }
+                if cancel_requested:
+                    target, reason = Status.CANCELLED, "lease expired; cancellation requested"
+                elif attempt >= max_attempts:
+                    # a job that keeps killing its worker must not loop forever
+                    target, reason = Status.FAILED, "lease expired on the last attempt"
+                else:
+                    target, reason = Status.WAITING, "lease expired; rescued"
+                    ready.append(fair_key)
+                    wake.add(queue)
+                if held:
+                    wake.add(queue)
+                ids.append(job_id)
+                targets.append(target.value)
+                errors.append(json.dumps(error))
+                finals.append(target.is_final)
+                events.append(self._event(job_id, now, Status.RUNNING, target, attempt, error=error,
+                                          worker_id=owner, reason=reason))
+            cur.execute(
+                "UPDATE jobs j SET status = v.status, worker_id = NULL, lease_until = NULL, error = v.error, "
+                "updated_at = %s, finished_at = CASE WHEN v.final THEN %s ELSE NULL END "
+                "FROM unnest(%s::text[], %s::text[], %s::text[], %s::bool[]) AS v(id, status, error, final) "
+                "WHERE j.id = v.id AND j.status = 'running'",
+                (now, now, ids, targets, errors, finals),
+            )
+            self._insert_events(cur, events)
+            held.extend(self._take_slots(cur, ids))
+            self._mark_fair_keys(cur, ready)
+            self._release_limits(cur, held)
+            self._notify(cur, wake)
+            return ids
+
+        return self._run(go, what="rescue")
+
+    def average_duration(self, tasks: list[str], *, sample: int = 200) -> float | None:
+        if not tasks:
+            return None
+        rows = self._read(
+            "SELECT AVG(finished_at - started_at) FROM (SELECT finished_at, started_at FROM jobs "
+            "WHERE status = 'complete' AND task = ANY(%s::text[]) ORDER BY finished_at DESC LIMIT %s) s",
+            (tasks, sample),
+        )
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    # -- limits ---------------------------------------------------------------------------
+    def declare_limit(self, spec: LimitSpec) -> None:
+        declared = json.dumps(spec.to_dict(), sort_keys=True)
+
+        def go(cur: psycopg.Cursor) -> None:
+            cur.execute("SELECT declared FROM limits WHERE name = %s FOR UPDATE", (spec.name,))
+            row = cur.fetchone()
+            if row is not None and row[0] == declared:
+                return  # unchanged in code: keep any change made at run time
+            self._write_limit(cur, spec, declared)
+
+        self._run(go, what="declare_limit")
+
+    def update_limit(self, spec: LimitSpec) -> None:
+        def go(cur: psycopg.Cursor) -> None:
+            cur.execute("SELECT declared FROM limits WHERE name = %s FOR UPDATE", (spec.name,))
+            row = cur.fetchone()
+            self._write_limit(cur, spec, row[0] if row else None)
+
+        self._run(go, what="update_limit")
+
+    def _write_limit(self, cur: psycopg.Cursor, spec: LimitSpec, declared: str | None) -> None:
+        cur.execute(
+            "INSERT INTO limits (name, rate_count, rate_period, burst, concurrency, key, adaptive, declared, updated_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+            "rate_count = excluded.rate_count, rate_period = excluded.rate_period, burst = excluded.burst, "
+            "concurrency = excluded.concurrency, key = excluded.key, adaptive = excluded.adaptive, "
+            "declared = excluded.declared, updated_at = excluded.updated_at",
+            (spec.name, spec.rate.count if spec.rate else None, spec.rate.period if spec.rate else None,
+             spec.burst, spec.concurrency, spec.key, bool(spec.adaptive), declared, self._now()),
+        )
+
+    def list_limits(self, *, tenant_keys: Iterable[str] | None = None) -> list[LimitInfo]:
+        def go(cur: psycopg.Cursor) -> list[LimitInfo]:
+            now = self._now()
+            cur.execute(
+                "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive FROM limits ORDER BY name"
+            )
+            infos = {row[0]: LimitInfo(LimitSpec.from_row(*row)) for row in cur.fetchall()}
+            cur.execute(
+                "SELECT limit_name, key, tat, paused_until, pause_reason, running, admitted, rate_limited "
+                "FROM limit_keys ORDER BY limit_name, key"
+            )
+            for name, key, tat, paused_until, reason, running, admitted, limited in cur.fetchall():
+                info = infos.get(name)
+                if info is None:
+                    continue
+                spec = info.spec
+                info.keys.append(
+                    LimitKeyInfo(
+                        key=key,
+                        remaining=remaining(tat, now, spec.rate, spec.burst) if spec.rate else None,
+                        paused_until=paused_until if paused_until > now else None,
+                        pause_reason=reason if paused_until > now else None,
+                        running=running,
+                        admitted=int(admitted),
+                        rate_limited=int(limited),
+                    )
+                )
+            return list(infos.values())
+
+        return self._run(go, what="read")
+
+    def _spec(self, cur: psycopg.Cursor, name: str) -> LimitSpec:
+        cur.execute(
+            "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive FROM limits WHERE name = %s",
+            (name,),
+        )
+        row = cur.fetchone()
+        if row is None:
+            raise ConfigError(f"unknown limit {name!r}")
+        return LimitSpec.from_row(*row)
+
+    @staticmethod
+    def _lock_key(cur: psycopg.Cursor, name: str, key: str) -> tuple[float, float]:
+        cur.execute(
+            "SELECT tat, paused_until FROM limit_keys WHERE limit_name = %s AND key = %s FOR UPDATE", (name, key)
+        )
+        row = cur.fetchone()
+        if row is None:
+            cur.execute(
+                "INSERT INTO limit_keys (limit_name, key) VALUES (%s, %s) ON CONFLICT DO NOTHING", (name, key)
+            )
+            cur.execute(
+                "SELECT tat, paused_until FROM limit_keys WHERE limit_name = %s AND key = %s FOR UPDATE", (name, key)
+            )
+            row = cur.fetchone()
+        return row[0], row[1]
+
+    def acquire(self, name: str, key: str, cost: int = 1) -> tuple[bool, float]:
+        def go(cur: psycopg.Cursor) -> tuple[bool, float]:
+            now = self._now()
+            spec = self._spec(cur, name)
+            if spec.rate is None:
+                cur.execute("SELECT paused_until FROM limit_keys WHERE limit_name = %s AND key = %s", (name, key))
+                row = cur.fetchone()
+                if row and row[0] > now:
+                    return False, row[0]
+                return True, now
+            tat, paused_until = self._lock_key(cur, name, key)
+            if paused_until > now:
+                return False, paused_until
+            ok, new_tat, retry_at = gcra(tat, now, spec.rate, spec.burst, cost)
+            if not ok:
+                return False, retry_at
+            cur.execute(
+                "UPDATE limit_keys SET tat = %s, admitted = admitted + %s WHERE limit_name = %s AND key = %s",
+                (new_tat, cost, name, key),
+            )
+            return True, now
+
+        ok, at = self._run(go, what="acquire")
+        return ok, at - self._offset
+
+    def pause_limit(self, name: str, key: str, until: float, reason: str) -> float:
+        until = until + self._offset
+
+        def go(cur: psycopg.Cursor) -> float:
+            spec = self._spec(cur, name)
+            tat, paused_until = self._lock_key(cur, name, key)
+            end = max(until, paused_until)
+            if spec.rate is not None:
+                # no burst at the reset: one admission at `end`, then the steady rate
+                tat = max(tat, end + spec.rate.interval * (spec.burst - 1))
+            cur.execute(
+                "UPDATE limit_keys SET tat = %s, paused_until = %s, pause_reason = %s, rate_limited = rate_limited + 1 "
+                "WHERE limit_name = %s AND key = %s",
+                (tat, end, reason, name, key),
+            )
+            return end
+
+        return self._run(go, what="pause_limit") - self._offset
+
+    # -- resumable work ---------------------------------------------------------------------
+    def load_state(self, key: str) -> StateSnapshot:
+        rows = self._read("SELECT cursor, checkpoints FROM state WHERE key = %s", (key,))
+        if not rows:
+            return StateSnapshot(key)
+        return StateSnapshot(key, json.loads(rows[0][0]) if rows[0][0] is not None else None, rows[0][1])
+
+    def load_ledger(self, key: str) -> dict[str, str | None]:
+        return dict(self._read("SELECT entry, result FROM ledger WHERE state_key = %s", (key,)))
+
+    @staticmethod
+    def _check_owner(cur: psycopg.Cursor, job_id: str, worker_id: str, attempt: int) -> None:
+        # FOR SHARE: a rescue cannot take the job away until this transaction commits
+        cur.execute(
+            "SELECT 1 FROM jobs WHERE id = %s AND status = 'running' AND worker_id = %s AND attempt = %s FOR SHARE",
+            (job_id, worker_id, attempt),
+        )
+        if cur.fetchone() is None:
+            raise LeaseLost(f"job {job_id}: this run (attempt {attempt}) no longer owns the job")
+
+    def checkpoint(self, job_id: str, worker_id: str, attempt: int, key: str, cursor_json: str) -> int:
+        def go(cur: psycopg.Cursor) -> int:
+            self._check_owner(cur, job_id, worker_id, attempt)
+            cur.execute(
+                "INSERT INTO state (key, cursor, checkpoints, job_id, updated_at) VALUES (%s, %s, 1, %s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET cursor = excluded.cursor, checkpoints = state.checkpoints + 1, "
+                "job_id = excluded.job_id, updated_at = excluded.updated_at RETURNING checkpoints",
+                (key, cursor_json, job_id, self._now()),
+            )
+            count = cur.fetchone()[0]
+            cur.execute("DELETE FROM ledger WHERE state_key = %s", (key,))
+            return count
+
+        return self._run(go, what="checkpoint")
+
+    def record_once(
+        self, job_id: str, worker_id: str, attempt: int, key: str, entry: str, result_json: str | None
+    ) -> None:
+        def go(cur: psycopg.Cursor) -> None:
+            self._check_owner(cur, job_id, worker_id, attempt)
+            cur.execute(
+                "INSERT INTO ledger (state_key, entry, result, created_at) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (state_key, entry) DO UPDATE SET result = excluded.result, created_at = excluded.created_at",
+                (key, entry, result_json, self._now()),
+            )
+
+        self._run(go, what="record_once")
+
+    def load_segment(self, job_id: str, arg: str, index: int) -> str:
+        rows = self._read(
+            "SELECT data FROM segments WHERE job_id = %s AND arg = %s AND idx = %s", (job_id, arg, index)
+        )
+        if not rows:
+            raise StoreError(f"job {job_id}: segment {index} of {arg!r} is missing")
+        return rows[0][0]
+
+    def set_paused(self, *, job_id: str | None = None, queue: str | None = None, paused: bool) -> int:
+        if (job_id is None) == (queue is None):
+            raise ConfigError("pause: name one job or one queue")
+
+        def go(cur: psycopg.Cursor) -> int:
+            if job_id is not None:
+                cur.execute("SELECT status, fair_key, queue FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
+                row = cur.fetchone()
+                if row is None:
+                    raise JobNotFound(f"no job with id {job_id!r}")
+                if Status(row[0]).is_final:
+                    raise TransitionError(f"job {job_id} is {row[0]}; only unfinished jobs can be paused")
+                cur.execute("UPDATE jobs SET paused = %s, updated_at = %s WHERE id = %s",
+                            (bool(paused), self._now(), job_id))
+                count = cur.rowcount
+                if not paused:
+                    self._mark_fair_keys(cur, [row[1]])
+                    self._notify(cur, [row[2]])
+                return count
+            cur.execute(
+                "INSERT INTO queues (name, max_concurrency) VALUES (%s, 1) ON CONFLICT DO NOTHING", (queue,)
+            )
+            cur.execute("UPDATE queues SET paused = %s WHERE name = %s", (bool(paused), queue))
+            count = cur.rowcount
+            if not paused:
+                self._notify(cur, [queue])
+            return count
+
+        return self._run(go, what="set_paused")
+
+    def paused_among(self, job_ids: list[str]) -> set[str]:
+        if not job_ids:
+            return set()
+        rows = self._read(
+            "SELECT j.id FROM jobs j LEFT JOIN queues q ON q.name = j.queue "
+            "WHERE j.id = ANY(%s::text[]) AND (j.paused OR COALESCE(q.paused, false))",
+            (list(job_ids),),
+        )
+        return {r[0] for r in rows}
+
+    def activity(self, since: float) -> dict[str, dict[str, dict[str, int]]]:
+        def go(cur: psycopg.Cursor) -> dict[str, dict[str, dict[str, int]]]:
+            queues: dict[str, dict[str, int]] = {}
+            cur.execute("SELECT queue, COUNT(*) FROM jobs WHERE created_at >= %s GROUP BY queue", (since,))
+            for queue, created in cur.fetchall():
+                queues.setdefault(queue, {"created": 0, "finished": 0})["created"] = int(created)
+            cur.execute("SELECT queue, COUNT(*) FROM jobs WHERE finished_at >= %s GROUP BY queue", (since,))
+            for queue, finished in cur.fetchall():
+                queues.setdefault(queue, {"created": 0, "finished": 0})["finished"] = int(finished)
+            limits: dict[str, dict[str, int]] = {}
+            cur.execute(
+                "SELECT limits, status, created_at, finished_at FROM jobs WHERE limits IS NOT NULL AND "
+                "(status = 'waiting' OR created_at >= %s OR finished_at >= %s)",
+                (since, since),
+            )
+            for held, status, created_at, finished_at in cur.fetchall():
+                for name in {pair[0] for pair in json.loads(held)}:
+                    entry = limits.setdefault(name, {"waiting": 0, "created": 0, "finished": 0})
+                    entry["waiting"] += status == "waiting"
+                    entry["created"] += created_at >= since
+                    entry["finished"] += finished_at is not None and finished_at >= since
+            return {"queues": queues, "limits": limits}
+
+        return self._run(go, what="read")
+
+    # -- flows --------------------------------------------------------------------------------
+    _STEP_COLUMNS = (
+        "job_id, step_id, kind, critical, status, result, error, attempts, retries, duration, "
+        "total_time, throttle_overhead, throttle, tenant, started_at, finished_at"
+    )
+
+    @staticmethod
+    def _step_from_row(r: tuple) -> StepRecord:
+        return StepRecord(
+            r[0], r[1], r[2], bool(r[3]), r[4], r[5], json.loads(r[6]) if r[6] else None, r[7], r[8],
+            r[9], r[10], r[11], json.loads(r[12]) if r[12] else None, r[13], r[14], r[15],
+        )
+
+    def load_steps(self, job_id: str) -> dict[str, StepRecord]:
+        rows = self._read(
+            f"SELECT {self._STEP_COLUMNS} FROM steps WHERE job_id = %s ORDER BY started_at", (job_id,)
+        )
+        return {r[1]: self._step_from_row(r) for r in rows}
+
+    def record_step(self, worker_id: str, attempt: int, record: StepRecord) -> None:
+        def go(cur: psycopg.Cursor) -> None:
+            self._check_owner(cur, record.job_id, worker_id, attempt)
+            updates = ", ".join(
+                f"{c.strip()} = excluded.{c.strip()}" for c in self._STEP_COLUMNS.split(",")[2:]
+            )
+            cur.execute(
+                f"INSERT INTO steps ({self._STEP_COLUMNS}) VALUES "
+                "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                f"ON CONFLICT (job_id, step_id) DO UPDATE SET {updates}",
+                (record.job_id, record.step_id, record.kind, bool(record.critical), record.status,
+                 record.result_json, json.dumps(record.error) if record.error else None, record.attempts,
+                 record.retries, record.duration, record.total_time, record.throttle_overhead,
+                 json.dumps(record.throttle) if record.throttle else None, record.tenant,
+                 record.started_at, record.finished_at),
+            )
+
+        self._run(go, what="record_step")
+
+    def step_records(self, *, kind: str | None = None, since: float | None = None, limit: int = 1000) -> list[StepRecord]:
+        where, params = [], []
+        if kind is not None:
+            where.append("kind = %s")
+            params.append(kind)
+        if since is not None:
+            where.append("finished_at >= %s")
+            params.append(since)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._read(
+            f"SELECT {self._STEP_COLUMNS} FROM steps {clause} ORDER BY finished_at DESC LIMIT %s", (*params, limit)
+        )
+        return [self._step_from_row(r) for r in rows]
+
+    def acquire_slot(self, job_id: str, name: str, key: str, holder: str) -> bool:
+        def go(cur: psycopg.Cursor) -> bool:
+            cur.execute("SELECT concurrency FROM limits WHERE name = %s", (name,))
+            spec = cur.fetchone()
+            if spec is None:
+                raise ConfigError(f"unknown limit {name!r}")
+            self._lock_key(cur, name, key)
+            cur.execute("SELECT running FROM limit_keys WHERE limit_name = %s AND key = %s", (name, key))
+            running = cur.fetchone()[0]
+            if spec[0] is not None and running >= spec[0]:
+                return False
+            cur.execute(
+                "UPDATE limit_keys SET running = running + 1, admitted = admitted + 1 "
+                "WHERE limit_name = %s AND key = %s",
+                (name, key),
+            )
+            cur.execute(
+                "INSERT INTO job_slots (job_id, limit_name, key, holder, acquired_at) VALUES (%s, %s, %s, %s, %s)",
+                (job_id, name, key, holder, self._now()),
+            )
+            return True
+
+        return self._run(go, what="acquire_slot")
+
+    def release_slot(self, job_id: str, name: str, key: str, holder: str) -> None:
+        def go(cur: psycopg.Cursor) -> None:
+            cur.execute(
+                "DELETE FROM job_slots WHERE id = (SELECT id FROM job_slots WHERE job_id = %s AND limit_name = %s "
+                "AND key = %s AND holder = %s LIMIT 1 FOR UPDATE) RETURNING id",
+                (job_id, name, key, holder),
+            )
+            if cur.fetchone() is None:
+                return  # released already (the job was rescued meanwhile)
+            self._release_limits(cur, [[name, key]])
+
+        self._run(go, what="release_slot")
+
+    # -- schedules --------------------------------------------------------------------------
+    def save_schedule(self, info: ScheduleInfo) -> None:
+        self._run(
+            lambda cur: cur.execute(
+                "INSERT INTO schedules (name, task, cron, tz, args, options, missed, last_tick, updated_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET task = excluded.task, "
+                "cron = excluded.cron, tz = excluded.tz, args = excluded.args, options = excluded.options, "
+                "missed = excluded.missed, updated_at = excluded.updated_at",
+                (info.name, info.task, info.cron, info.tz, json.dumps(info.args), json.dumps(info.options),
+                 info.missed, info.last_tick, self._now()),
+            ),
+            what="save_schedule",
+        )
+
+    def list_schedules(self) -> list[ScheduleInfo]:
+        rows = self._read(
+            "SELECT name, task, cron, tz, args, options, missed, last_tick FROM schedules ORDER BY name"
+        )
+        return [ScheduleInfo(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5] or "{}"), r[6], r[7])
+                for r in rows]
+
+    def advance_schedule(self, name: str, last_tick: float | None, new_tick: float) -> bool:
+        def go(cur: psycopg.Cursor) -> bool:
+            cur.execute(
+                "UPDATE schedules SET last_tick = %s, updated_at = %s WHERE name = %s "
+                "AND last_tick IS NOT DISTINCT FROM %s",
+                (new_tick, self._now(), name, last_tick),
+            )
+            return cur.rowcount == 1
+
+        return self._run(go, what="advance_schedule")
+
+    # -- tokens -------------------------------------------------------------------------------
+    _TOKEN_COLUMNS = "id, tenant, admin, label, created_at, last_used_at, revoked_at"
+
+    def create_token(self, info: TokenInfo, secret_hash: str) -> None:
+        self._run(
+            lambda cur: cur.execute(
+                "INSERT INTO tokens (id, secret_hash, tenant, admin, label, created_at) VALUES (%s, %s, %s, %s, %s, %s)",
+                (info.id, secret_hash, info.tenant, bool(info.admin), info.label, info.created_at),
+            ),
+            what="create_token",
+        )
+
+    def token_for(self, secret_hash: str) -> TokenInfo | None:
+        def go(cur: psycopg.Cursor) -> TokenInfo | None:
+            cur.execute(
+                f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE secret_hash = %s AND revoked_at IS NULL",
+                (secret_hash,),
+            )
+            r = cur.fetchone()
+            if r is None:
+                return None
+            if r[5] is None or time.time() - r[5] > 60:  # record use, at most once a minute
+                cur.execute("UPDATE tokens SET last_used_at = %s WHERE id = %s", (time.time(), r[0]))
+            return TokenInfo(r[0], r[1], bool(r[2]), r[3], r[4], r[5], r[6])
+
+        return self._run(go, what="token_for")
+
+    def list_tokens(self) -> list[TokenInfo]:
+        return [TokenInfo(r[0], r[1], bool(r[2]), r[3], r[4], r[5], r[6])
+                for r in self._read(f"SELECT {self._TOKEN_COLUMNS} FROM tokens ORDER BY created_at")]
+
+    def revoke_token(self, token_id: str) -> bool:
+        def go(cur: psycopg.Cursor) -> bool:
+            cur.execute("UPDATE tokens SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL", (time.time(), token_id))
+            return cur.rowcount == 1
+
+        return self._run(go, what="revoke_token")
+
+    # -- user actions -----------------------------------------------------------------------
+    def cancel(self, job_id: str) -> Status:
+        def go(cur: psycopg.Cursor) -> Status:
+            now = self._now()
+            cur.execute("SELECT status, attempt FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
+            row = cur.fetchone()
+            if row is None:
+                raise JobNotFound(f"no job with id {job_id!r}")
+            status, attempt = Status(row[0]), row[1]
+            if status is Status.RUNNING:
+                cur.execute("UPDATE jobs SET cancel_requested = true, updated_at = %s WHERE id = %s", (now, job_id))
+                return status
+            if status is Status.CANCELLED:
+                return status
+            check_transition(status, Status.CANCELLED)
+            cur.execute(
+                "UPDATE jobs SET status = 'cancelled', updated_at = %s, finished_at = %s WHERE id = %s",
+                (now, now, job_id),
+            )
+            self._insert_events(cur, [self._event(job_id, now, status, Status.CANCELLED, attempt,
+                                                  reason="cancelled by user")])
+            return Status.CANCELLED
+
+        return self._run(go, what="cancel")
+
+    def retry_now(self, job_id: str) -> Status:
+        def go(cur: psycopg.Cursor) -> Status:
+            now = self._now()
+            cur.execute("SELECT status, fair_key, queue FROM jobs WHERE id = %s FOR UPDATE", (job_id,))
+            row = cur.fetchone()
+            if row is None:
+                raise JobNotFound(f"no job with id {job_id!r}")
+            status = Status(row[0])
+            if not can_transition(status, Status.WAITING) or status in (Status.RUNNING, Status.SCHEDULED):
+                raise TransitionError(f"job {job_id} is {status}; only failed, cancelled or retrying jobs can be retried")
+            cur.execute(
+                "UPDATE jobs SET status = 'waiting', attempt = 0, run_at = %s, cancel_requested = false, "
+                "finished_at = NULL, updated_at = %s WHERE id = %s",
+                (now, now, job_id),
+            )
+            self._insert_events(cur, [self._event(job_id, now, status, Status.WAITING, 0, reason="retried by user")])
+            self._mark_fair_keys(cur, [row[1]])
+            self._notify(cur, [row[2]])
+            return Status.WAITING
+
+        return self._run(go, what="retry_now")
+
+    def purge(self, *, older_than: float, statuses: Iterable[Status | str]) -> int:
+        wanted = [Status(s) for s in statuses]
+        for s in wanted:
+            if not s.is_final:
+                raise ConfigError(f"purge: only finished jobs can be purged, not {s}")
+        if not wanted:
+            return 0
+
+        def go(cur: psycopg.Cursor) -> int:
+            cur.execute(
+                "WITH doomed AS (DELETE FROM jobs WHERE status = ANY(%s::text[]) AND finished_at < %s "
+                "RETURNING id, state_key), "
+                "ev AS (DELETE FROM job_events WHERE job_id IN (SELECT id FROM doomed)), "
+                "seg AS (DELETE FROM segments WHERE job_id IN (SELECT id FROM doomed)), "
+                "stp AS (DELETE FROM steps WHERE job_id IN (SELECT id FROM doomed)), "
+                "led AS (DELETE FROM ledger WHERE state_key IN (SELECT 'job:' || id FROM doomed)), "
+                "st AS (DELETE FROM state WHERE key IN (SELECT 'job:' || id FROM doomed)) "
+                "SELECT COUNT(*) FROM doomed",
+                ([s.value for s in wanted], older_than + self._offset),
+            )
+            return int(cur.fetchone()[0])
+
+        return self._run(go, what="purge")
+
+    # -- notifications ------------------------------------------------------------------------
+    def _close_listener(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+    def wait_for_jobs(self, timeout: float, queues: Iterable[str] | None = None) -> bool:
+        """Block up to ``timeout`` seconds for a NOTIFY that work is ready (in ``queues``, or
+        any). True when notified; False on timeout or while the server is unreachable (the
+        caller's slow poll covers both). Call it from one thread at a time."""
+        wanted = set(queues) if queues is not None else None
+        deadline = time.monotonic() + max(timeout, 0.0)
+        with self._listener_lock:
+            try:
+                if self._closed:
+                    return False
+                if self._listener is None or self._listener.closed:
+                    self._listener = self._connect(autocommit=True)
+                    self._listener.execute(f"LISTEN {CHANNEL}")
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    for note in self._listener.notifies(timeout=left, stop_after=1):
+                        if wanted is None or note.payload in wanted:
+                            return True
+                    if self._closed:
+                        return False
+            except psycopg.Error as exc:
+                log.debug("LISTEN connection failed (%s); falling back to polling", exc)
+                self._close_listener()
+                time.sleep(max(0.0, min(deadline - time.monotonic(), 1.0)))
+                return False
+            finally:
+                if self._closed:
+                    self._close_listener()
+
+
+__all__ = ["PostgresStore", "CHANNEL"]
