@@ -665,17 +665,47 @@ def resume(state: State, job_id: str | None, queue: str | None) -> None:
 
 # -- demo -----------------------------------------------------------------------------------
 @cli.command()
+@click.option("--orders", type=click.IntRange(min=1), default=5000, show_default=True,
+              help="Orders waiting at OrderPlacementPavillion.")
+@click.option("--rate", type=click.FloatRange(min=1), default=200, show_default=True,
+              help="FulfillmentsRUs' rate limit, in requests per second.")
+@click.option("--budget", default="3s", show_default=True, help="How long one run of the sync task lasts.")
+@click.option("--crash", is_flag=True, help="SIGKILL the worker mid-run; another worker resumes the job.")
+@click.option("--basic", is_flag=True, help="Run the basic demo instead: a few kinds of jobs, one worker.")
 @click.pass_context
-def demo(ctx: click.Context) -> None:
-    """Run the basic demo in a throwaway database (or in --database, when given)."""
-    from .demo.basic import run
+def demo(ctx: click.Context, orders: int, rate: float, budget: str, crash: bool, basic: bool) -> None:
+    """Black Friday: sync orders to a rate-limited API in short runs, losing and repeating none.
 
+    Starts two APIs on loopback and a worker subprocess, on a throwaway SQLite database; exits 1
+    if any order is lost or sent twice. --json prints the final figures.
+    """
     state: State = ctx.obj
-    # FLOODWAY_DATABASE_URL may name a real database: only an explicit --database is used
-    explicit = ctx.parent is not None and ctx.parent.get_parameter_source("database") is ParameterSource.COMMANDLINE
-    code = run(state.database if explicit else None, console=console(stderr=True) if state.as_json else None)
+    if basic:
+        from .demo.basic import run
+
+        # FLOODWAY_DATABASE_URL may name a real database: only an explicit --database is used
+        explicit = ctx.parent is not None and ctx.parent.get_parameter_source("database") is ParameterSource.COMMANDLINE
+        code = run(state.database if explicit else None, console=console(stderr=True) if state.as_json else None)
+        if state.as_json:
+            click.echo(json.dumps({"ok": code == EXIT_OK}))
+        sys.exit(code)
+    if ctx.parent is not None and ctx.parent.get_parameter_source("database") is ParameterSource.COMMANDLINE:
+        click.echo("note: the Black Friday demo always uses a throwaway SQLite file; --database is ignored",
+                   err=True)
+    seconds = parse_duration(budget, name="--budget", allow_zero=False)
+    if seconds < 0.5:
+        raise UsageProblem(f"--budget {budget!r}: give each run at least 500ms")
+    # the demo module reads these when imported, so the demo and its worker declare the same
+    # limit and budget (the worker subprocess gets them from the demo)
+    os.environ["BLACKFRIDAY_RATE"], os.environ["BLACKFRIDAY_BUDGET"] = repr(rate), budget
+    from .demo import blackfriday
+
+    if (blackfriday.RATE, blackfriday.BUDGET) != (rate, budget):  # imported earlier with other values
+        blackfriday = importlib.reload(blackfriday)
+    code, figures = blackfriday.run(orders, crash=crash, live=not state.as_json,
+                                    console=console(stderr=True) if state.as_json else console())
     if state.as_json:
-        click.echo(json.dumps({"ok": code == EXIT_OK}))
+        click.echo(json.dumps(figures))
     sys.exit(code)
 
 
