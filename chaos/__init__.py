@@ -1,0 +1,1 @@
+"""floodway's chaos drain: ``make chaos`` / ``python chaos/run.py`` (see RELIABILITY.md)."""
