@@ -99,7 +99,10 @@ def _child(argv: list[str]) -> None:
     p.add_argument("--chunk", type=int, default=BULK_CHUNK)
     p.add_argument("--concurrency", type=int, default=CONCURRENCY)
     p.add_argument("--out", default=None)
+    p.add_argument("--patch", default="", help="what-if prototypes, '+'-separated (see WHATIFS)")
     a = p.parse_args(argv)
+    if a.patch:
+        _apply_whatifs(a.patch.split("+"))
     app = _make_app(a.url)
     store = app.store  # open (and migrate) before the clock, as SqliteHuey does in __init__
     if a.mode == "enqueue-single":
@@ -125,6 +128,9 @@ def _child(argv: list[str]) -> None:
             app.enqueue_many(a.task, [{}] * min(5_000, a.n - start))
         out = {"queued": store.count_jobs()["waiting"]}
     elif a.mode == "drain":
+        if "fewidx" in a.patch.split("+"):
+            for index in ("jobs_task", "jobs_tenant", "jobs_finished"):  # before the clock
+                store._conn().execute(f"DROP INDEX IF EXISTS {index}")
         c0, t0 = _cpu(), time.perf_counter()
         worker = app.worker(concurrency=a.concurrency, burst=True)
         worker.run()
@@ -137,6 +143,80 @@ def _child(argv: list[str]) -> None:
         out = _profile_drain(app, a)
     out["sqlite_version"] = sqlite3.sqlite_version
     print(json.dumps(out), flush=True)
+
+
+WHATIFS = {
+    "base": "floodway as it is",
+    "writelock": "SQLiteStore._write takes a process-wide threading.Lock before BEGIN IMMEDIATE",
+    "onestorethread": "the worker's store thread pool has 1 thread instead of 2",
+    "noevents": "no job_events rows are written (the timeline is skipped)",
+    "fewidx": "indexes jobs_task, jobs_tenant, jobs_finished dropped",
+    "prefetch": "the claim loop keeps up to `concurrency` claimed jobs ready in memory",
+}
+
+
+def _apply_whatifs(names: list[str]) -> None:
+    """Monkeypatch floodway's internals in this child process only, to estimate what a change
+    would bring before anyone writes it. Prototypes against the worker/store of the revision
+    under test: they may need updating when src/ changes; nothing here is floodway's API."""
+    import asyncio
+    import collections
+    import concurrent.futures
+    import contextlib
+
+    import floodway.store.sqlite as fs
+    import floodway.worker as fw
+
+    unknown = set(names) - set(WHATIFS)
+    if unknown:
+        raise SystemExit(f"unknown what-if(s): {sorted(unknown)}")
+    if "writelock" in names:
+        original_write = fs.SQLiteStore._write
+        locks: dict[int, threading.Lock] = {}
+
+        @contextlib.contextmanager
+        def _write(self):
+            lock = locks.setdefault(id(self), threading.Lock())
+            with lock:
+                with original_write(self) as conn:
+                    yield conn
+
+        fs.SQLiteStore._write = _write
+    if "onestorethread" in names:
+        class OneStoreThread(concurrent.futures.ThreadPoolExecutor):
+            def __init__(self, max_workers=None, thread_name_prefix="", **kwargs):
+                if thread_name_prefix == "floodway-store":
+                    max_workers = 1
+                super().__init__(max_workers=max_workers, thread_name_prefix=thread_name_prefix, **kwargs)
+
+        fw.ThreadPoolExecutor = OneStoreThread
+    if "noevents" in names:
+        fs.SQLiteStore._insert_events = staticmethod(lambda conn, rows: None)
+    if "prefetch" in names:
+        async def _claim_loop(self) -> None:
+            ready: collections.deque = collections.deque()
+            while not self._stopping:
+                free = self.concurrency - len(self._running)
+                while free > 0 and ready:
+                    self._start(ready.popleft())
+                    free -= 1
+                want = 2 * self.concurrency - len(self._running) - len(ready)
+                timeout = self.poll_interval
+                if want >= max(1, self.concurrency // 2) or (want > 0 and not ready):
+                    due = await self._store(self.app.store.next_due, self.queues)
+                    if due is not None and due <= time.time():
+                        jobs = await self._store(self.app.store.claim, self.id, queues=self.queues,
+                                                 limit=want, lease=self.lease)
+                        ready.extend(jobs)
+                        if jobs:
+                            continue
+                    elif self.burst and not self._running and not ready:
+                        return
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+
+        fw.Worker._claim_loop = _claim_loop
 
 
 def _profile_drain(app, a) -> dict:
@@ -344,7 +424,7 @@ class Bench:
         return base if sync == "full" else f"{base}?synchronous={sync}"
 
     # one measurement = one fresh database file
-    def floodway(self, scenario: str, sync: str) -> dict:
+    def floodway(self, scenario: str, sync: str, patch: str = "") -> dict:
         path = self.db(f"floodway-{sync}-{scenario}")
         url = self.url(path, sync)
         s = self.sizes
@@ -355,7 +435,7 @@ class Bench:
         task, n = ("noop", s["noop"]) if scenario == "noop" else ("sleepy", s["sleep"])
         fw_run("prefill", "--url", url, "-n", str(n), "--task", task)
         result = fw_run("drain", "--url", url, "-n", str(n), "--task", task,
-                        "--concurrency", str(self.concurrency))
+                        "--concurrency", str(self.concurrency), *(["--patch", patch] if patch else []))
         if result["complete"] != n or result["left"]:
             raise RuntimeError(f"floodway {scenario}: {result}")
         return result
@@ -451,6 +531,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true",
                    help="instead of the comparison: cProfile floodway's worker on the no-op drain")
     p.add_argument("--profile-out", help="with --profile: write the merged pstats here")
+    p.add_argument("--whatif", metavar="VARIANTS",
+                   help="instead of the comparison: floodway's drains with monkeypatched prototypes, "
+                        "comma-separated, each '+'-combinable: " + ", ".join(WHATIFS))
     p.add_argument("--profile-task", choices=["noop", "sleepy"], default="noop",
                    help="with --profile: the task to drain (default noop)")
     p.add_argument("--floodway-rev", metavar="REV",
@@ -474,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
         source = use_floodway_source(workdir, args.floodway_src, args.floodway_rev, log)
         if args.profile:
             return profile(workdir, sizes, args, log, source)
+        if args.whatif:
+            return whatif(workdir, sizes, args, log, source)
         return compare(workdir, sizes, args, log, source)
     finally:
         if not args.keep:
@@ -506,6 +591,41 @@ def profile(workdir: Path, sizes: dict[str, int], args, log, source: dict) -> in
     for st in result["sql"]:
         log(f"  {st['total_s']:7.2f}s {st['calls']:7d} x {st['mean_ms']:6.3f} ms  {st['sql']}")
     log(result["report"])
+    return 0
+
+
+def whatif(workdir: Path, sizes: dict[str, int], args, log, source: dict) -> int:
+    variants = [v.strip() for v in args.whatif.split(",") if v.strip()]
+    if "base" not in variants:
+        variants.insert(0, "base")
+    scenarios = [s.strip() for s in (args.only or "noop,sleep10ms").split(",")]
+    bench = Bench(workdir, sizes, log, args.concurrency)
+    runs: dict[tuple[str, str], list[float]] = {}
+    for rep in range(args.repeat):
+        for scenario in scenarios:
+            for variant in variants[rep % len(variants):] + variants[:rep % len(variants)]:
+                patch = "" if variant == "base" else variant
+                r = bench.floodway(scenario, "full", patch)
+                runs.setdefault((scenario, variant), []).append(r["per_second"])
+                log(f"  [{rep + 1}/{args.repeat}] {scenario:10} {variant:28} {r['per_second']:8,.0f}/s")
+    results = []
+    for scenario in scenarios:
+        base = statistics.median(runs[(scenario, "base")])
+        for variant in variants:
+            xs = runs[(scenario, variant)]
+            results.append({"scenario": scenario, "variant": variant, "median": statistics.median(xs),
+                            "best": max(xs), "runs": [round(x) for x in xs],
+                            "vs_base": statistics.median(xs) / base})
+    if args.json:
+        print(json.dumps({"source": source, "sizes": sizes, "repeat": args.repeat, "results": results,
+                          "whatifs": {v: WHATIFS.get(v, "combination") for v in variants}}, indent=2))
+        return 0
+    print()
+    print(f"floodway what-ifs (synchronous=full, 1 proc x {args.concurrency}, median of {args.repeat}):")
+    print("| scenario | variant | jobs/s (median) | best | vs base |")
+    print("|---|---|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['scenario']} | {r['variant']} | {r['median']:,.0f} | {r['best']:,.0f} | {r['vs_base']:.2f}x |")
     return 0
 
 
