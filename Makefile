@@ -17,6 +17,7 @@ demo: install
 	$(BIN)/floodway demo
 
 test: install
+	bash scripts/install-chromium.sh
 	bash scripts/start-postgres.sh -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install

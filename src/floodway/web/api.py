@@ -1,0 +1,614 @@
+"""The REST API under ``/api``, ``/metrics``, ``/healthz`` and ``/openapi.json``.
+
+Errors are JSON ``{"error": "message"}``: 400 bad input (``EnqueueError``/``ConfigError``), 401
+no or bad token, 403 not allowed for this token, 404 not found — also for another tenant's job,
+so a tenant cannot learn that it exists — 409 a status change the transition table refuses
+(``TransitionError``), 413 a body over the size limit. Every store call runs in a thread
+(``run_in_threadpool``), never on the event loop.
+
+Tenant tokens: jobs they enqueue get their tenant; ids they choose are scoped to it (``id="x"``
+becomes ``"<tenant>:x"``, unless it starts with that already), so two tenants never collide on
+an id and the idempotent "this id exists" answer tells nothing about another tenant; ``args``
+may not name another tenant (``{"tenant": ...}``). Lists, counts, limits, schedules, flows and
+streams show only their tenant's. Workers, queue pause/resume, limit changes and ``/metrics``
+are admin only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ..errors import ConfigError, EnqueueError, JobNotFound, TransitionError
+from ..jobs import Status
+from ..tokens import authenticate
+from ..units import parse_duration
+from . import data
+from .auth import ApiError, Principal, require, token_from
+
+if TYPE_CHECKING:
+    from ..app import App
+
+log = logging.getLogger("floodway.web")
+
+DEFAULT_MAX_BODY = 1_000_000
+MAX_WAIT = 60.0
+#: the longest delay accepted (ten years): beyond it run_at is not a usable instant
+MAX_DELAY = 10 * 365 * 86400
+MAX_LIST = 1000
+ENQUEUE_FIELDS = {"task", "args", "id", "queue", "delay", "priority", "tenant"}
+BULK_FIELDS = (ENQUEUE_FIELDS - {"args"}) | {"items"}
+LIMIT_FIELDS = {"rate", "burst", "concurrency"}
+
+
+def fw(request: Request) -> "App":
+    return request.app.state.floodway
+
+
+def ok(payload: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(payload, status_code=status)
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+# -- request input ------------------------------------------------------------------------------
+async def read_body(request: Request) -> bytes:
+    """The request body, refusing (413) more than the app's ``max_body`` bytes."""
+    limit: int = request.app.state.max_body
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise ApiError(400, "Content-Length is not a number") from None
+        if size > limit:
+            raise ApiError(413, f"request body is {size} bytes, over the limit of {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, f"request body is over the limit of {limit} bytes")
+    return bytes(body)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def read_object(request: Request, allowed: set[str]) -> dict[str, Any]:
+    body = await read_body(request)
+    if not body.strip():
+        raise ApiError(400, "request body must be a JSON object")
+    try:
+        value = json.loads(body, parse_constant=_no_constants)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, f"request body must be a JSON object, got {type(value).__name__}")
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise ApiError(400, f"unknown field(s) {unknown}; expected some of {sorted(allowed)}")
+    return value
+
+
+def _string(body: dict[str, Any], key: str, *, required: bool = False) -> str | None:
+    value = body.get(key)
+    if value is None:
+        if required:
+            raise ApiError(400, f"{key!r} is required")
+        return None
+    if not isinstance(value, str) or not value:
+        raise ApiError(400, f"{key!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _integer(body: dict[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, f"{key!r} must be an integer, got {value!r}")
+    return value
+
+
+def _delay(body: dict[str, Any]) -> float | None:
+    value = body.get("delay")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ApiError(400, f"'delay' must be seconds (a number) or a duration such as '5m', got {value!r}")
+    seconds = parse_duration(value, name="delay")  # ConfigError -> 400
+    if seconds > MAX_DELAY:
+        raise ApiError(400, f"'delay' is more than {MAX_DELAY // 86400} days")
+    return seconds
+
+
+def _query_number(request: Request, name: str, default: float, low: float, high: float) -> float:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ApiError(400, f"query parameter {name!r} must be a number, got {raw!r}") from None
+    if not (low <= value <= high):
+        raise ApiError(400, f"query parameter {name!r} must be between {low:g} and {high:g}, got {raw!r}")
+    return value
+
+
+def _query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"query parameter {name!r} must be an integer, got {raw!r}") from None
+    if not (low <= value <= high):
+        raise ApiError(400, f"query parameter {name!r} must be between {low} and {high}, got {raw!r}")
+    return value
+
+
+def _query_text(request: Request, name: str) -> str | None:
+    raw = request.query_params.get(name)
+    return raw if raw else None
+
+
+def parse_statuses(raw: list[str]) -> list[str] | None:
+    wanted = [s.strip().lower() for item in raw for s in item.split(",") if s.strip()]
+    for s in wanted:
+        if s not in data.STATUS_NAMES:
+            raise ApiError(400, f"unknown status {s!r}; expected some of {', '.join(data.STATUS_NAMES)}")
+    return wanted or None
+
+
+async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a blocking store call in a thread."""
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+# -- tenant rules ------------------------------------------------------------------------------------
+def scoped_id(principal: Principal, job_id: str | None) -> str | None:
+    if job_id is None or principal.admin:
+        return job_id
+    prefix = f"{principal.tenant}:"
+    return job_id if job_id.startswith(prefix) else prefix + job_id
+
+
+def enqueue_tenant(principal: Principal, body: dict[str, Any], items: list[Any]) -> str | None:
+    tenant = _string(body, "tenant")
+    if principal.admin:
+        return tenant
+    if tenant is not None and tenant != principal.tenant:
+        raise ApiError(403, f"this token enqueues only for tenant {principal.tenant!r}, not {tenant!r}")
+    for args in items:
+        if isinstance(args, dict) and "tenant" in args and args["tenant"] != principal.tenant:
+            raise ApiError(403, f"args name tenant {args['tenant']!r}; this token acts only for {principal.tenant!r}")
+    return principal.tenant
+
+
+def _check_owned(app: "App", principal: Principal, handles: list[Any]) -> None:
+    """An id that existed already must be the caller's own job (idempotent enqueue)."""
+    if principal.admin:
+        return
+    for h in handles:
+        if not h.created:
+            job = app.store.get_job(h.id)
+            if job is not None and not principal.owns(job):
+                raise ApiError(409, f"job id {h.id!r} is taken; choose another id")
+
+
+# -- jobs ---------------------------------------------------------------------------------------
+async def enqueue(request: Request) -> Response:
+    principal = await require(request)
+    body = await read_object(request, ENQUEUE_FIELDS)
+    args = body.get("args", {})
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise ApiError(400, f"'args' must be a JSON object of argument names to values, got {type(args).__name__}")
+    task = _string(body, "task", required=True)
+    tenant = enqueue_tenant(principal, body, [args])
+    app = fw(request)
+
+    def run() -> tuple[Any, Any]:
+        handle = app.enqueue(task, args, id=scoped_id(principal, _string(body, "id")), queue=_string(body, "queue"),
+                             delay=_delay(body), priority=_integer(body, "priority"), tenant=tenant)
+        _check_owned(app, principal, [handle])
+        return handle, app.store.get_job(handle.id)
+
+    handle, job = await call(run)
+    return ok({"id": handle.id, "created": handle.created, "status": job.status.value if job else None,
+               "job": data.job_dict(job) if job else None}, 201 if handle.created else 200)
+
+
+async def enqueue_bulk(request: Request) -> Response:
+    principal = await require(request)
+    body = await read_object(request, BULK_FIELDS)
+    items = body.get("items")
+    if not isinstance(items, list) or not items:
+        raise ApiError(400, "'items' must be a non-empty list of argument objects")
+    for index, args in enumerate(items):
+        if args is not None and not isinstance(args, dict):
+            raise ApiError(400, f"items[{index}] must be a JSON object of argument names to values")
+    task = _string(body, "task", required=True)
+    tenant = enqueue_tenant(principal, body, items)
+    app = fw(request)
+
+    def run() -> list[Any]:
+        handles = app.enqueue_many(task, items, id=scoped_id(principal, _string(body, "id")),
+                                   queue=_string(body, "queue"), delay=_delay(body),
+                                   priority=_integer(body, "priority"), tenant=tenant)
+        _check_owned(app, principal, handles)
+        return handles
+
+    handles = await call(run)
+    created = sum(h.created for h in handles)
+    return ok({"ids": [h.id for h in handles], "created": created, "existing": len(handles) - created},
+              201 if created else 200)
+
+
+async def list_jobs(request: Request) -> Response:
+    principal = await require(request)
+    statuses = parse_statuses(request.query_params.getlist("status"))
+    limit = _query_int(request, "limit", 50, 1, MAX_LIST)
+    offset = _query_int(request, "offset", 0, 0, 10**9)
+    tenant = _query_text(request, "tenant")
+    if not principal.admin:
+        if tenant is not None and tenant != principal.tenant:
+            return ok({"jobs": [], "limit": limit, "offset": offset, "count": 0})
+        tenant = principal.tenant
+    found = await call(fw(request).store.list_jobs, status=statuses, queue=_query_text(request, "queue"),
+                       task=_query_text(request, "task"), tenant=tenant, limit=limit, offset=offset)
+    return ok({"jobs": [data.job_dict(j) for j in found], "limit": limit, "offset": offset, "count": len(found)})
+
+
+def _job_id(request: Request) -> str:
+    job_id = request.path_params["job_id"]
+    if not job_id:
+        raise ApiError(404, "no job id given")
+    return job_id
+
+
+async def get_job(request: Request) -> Response:
+    principal = await require(request)
+    job = await call(data.visible_job, fw(request), principal, _job_id(request))
+    return ok(data.job_dict(job))
+
+
+async def job_detail(request: Request) -> Response:
+    principal = await require(request)
+    return ok(await call(data.job_detail, fw(request), principal, _job_id(request)))
+
+
+async def job_result(request: Request) -> Response:
+    principal = await require(request)
+    wait = _query_number(request, "wait", 0.0, 0.0, request.app.state.max_wait)
+    app, job_id = fw(request), _job_id(request)
+    deadline = time.monotonic() + wait
+    pause = 0.02
+    while True:
+        job = await call(data.visible_job, app, principal, job_id)
+        left = deadline - time.monotonic()
+        if job.status.is_final or left <= 0:
+            break
+        await asyncio.sleep(min(pause, left))
+        pause = min(pause * 2, 0.5)
+    return ok({"id": job.id, "status": job.status.value, "done": job.status.is_final,
+               "result": job.result if job.status is Status.COMPLETE else None, "error": job.error})
+
+
+async def job_events(request: Request) -> Response:
+    principal = await require(request)
+    app, job_id = fw(request), _job_id(request)
+
+    def run() -> list[dict[str, Any]]:
+        data.visible_job(app, principal, job_id)
+        return [e.to_dict() for e in app.store.events(job_id)]
+
+    return ok({"id": job_id, "events": await call(run)})
+
+
+async def job_state(request: Request) -> Response:
+    principal = await require(request)
+    app, job_id = fw(request), _job_id(request)
+
+    def run() -> dict[str, Any]:
+        job = data.visible_job(app, principal, job_id)
+        state = app.store.load_state(job.state_key)
+        return {"id": job_id, "key": state.key, "cursor": state.cursor, "checkpoints": state.checkpoints}
+
+    return ok(await call(run))
+
+
+async def job_flow(request: Request) -> Response:
+    principal = await require(request)
+    app, job_id = fw(request), _job_id(request)
+
+    def run() -> dict[str, Any]:
+        data.visible_job(app, principal, job_id)
+        return app.flow_insights(job_id)
+
+    return ok(await call(run))
+
+
+async def job_action(request: Request, action: str) -> Response:
+    principal = await require(request)
+    app, job_id = fw(request), _job_id(request)
+    await read_body(request)  # enforce the size limit; the body is not used
+
+    def run() -> dict[str, Any]:
+        data.visible_job(app, principal, job_id)
+        if action == "cancel":
+            status = app.handle(job_id).cancel()
+            return {"id": job_id, "status": status.value, "cancel_requested": status is Status.RUNNING}
+        if action == "retry":
+            return {"id": job_id, "status": app.handle(job_id).retry().value}
+        app.store.set_paused(job_id=job_id, paused=action == "pause")
+        job = data.visible_job(app, principal, job_id)
+        return {"id": job_id, "status": job.status.value, "paused": job.paused}
+
+    return ok(await call(run))
+
+
+# -- queues, limits, workers, schedules, stats -----------------------------------------------------
+async def list_queues(request: Request) -> Response:
+    principal = await require(request)
+    return ok(await call(data.queues_view, fw(request), principal))
+
+
+async def queue_action(request: Request, action: str) -> Response:
+    principal = await require(request)
+    name = request.path_params["name"]
+    principal.require_admin(f"{action} of a queue")
+    await read_body(request)
+    if not name or len(name) > 255:
+        raise ApiError(400, "queue name must be 1 to 255 characters")
+    await call(fw(request).store.set_paused, queue=name, paused=action == "pause")
+    return ok({"queue": name, "paused": action == "pause"})
+
+
+async def list_limits(request: Request) -> Response:
+    principal = await require(request)
+    return ok(await call(data.limits_view, fw(request), principal))
+
+
+async def patch_limit(request: Request) -> Response:
+    principal = await require(request)
+    principal.require_admin("changing a limit")
+    name = request.path_params["name"]
+    body = await read_object(request, LIMIT_FIELDS)
+    if not body:
+        raise ApiError(400, "give at least one of 'rate', 'burst', 'concurrency'")
+    changes: dict[str, Any] = {}
+    if "rate" in body:
+        if body["rate"] is not None and not isinstance(body["rate"], str):
+            raise ApiError(400, f"'rate' must be a string such as '20/s' or null, got {body['rate']!r}")
+        changes["rate"] = body["rate"]
+    if "burst" in body:
+        burst = _integer(body, "burst")
+        if burst is None:
+            raise ApiError(400, "'burst' must be an integer >= 1")
+        changes["burst"] = burst
+    if "concurrency" in body:
+        concurrency = _integer(body, "concurrency")
+        changes["concurrency"] = concurrency or None  # null or 0 removes the cap
+    app = fw(request)
+
+    def run() -> dict[str, Any]:
+        known = {info.spec.name for info in app.store.list_limits()} | set(app.limits)
+        if name not in known:
+            raise ApiError(404, f"no limit named {name!r}")
+        app.set_limit(name, **changes)
+        info = next(i for i in app.store.list_limits() if i.spec.name == name)
+        return data.limit_dict(info, time.time())
+
+    return ok(await call(run))
+
+
+async def list_workers(request: Request) -> Response:
+    principal = await require(request)
+    principal.require_admin("the worker list")
+    include = request.query_params.get("all", "").lower() in ("1", "true", "yes")
+    return ok(await call(data.workers_view, fw(request), include))
+
+
+async def list_schedules(request: Request) -> Response:
+    principal = await require(request)
+    return ok(await call(data.schedules_view, fw(request), principal))
+
+
+async def stats(request: Request) -> Response:
+    principal = await require(request)
+    window = _query_number(request, "window", 60.0, 1.0, 86400.0)
+    return ok(await call(data.stats_view, fw(request), principal, window))
+
+
+async def me(request: Request) -> Response:
+    principal = await require(request)
+    return ok({"token_id": principal.token_id, "tenant": principal.tenant, "admin": principal.admin,
+               "label": principal.label})
+
+
+# -- live streams (Server-Sent Events) -------------------------------------------------------------
+def sse(event: str, payload: Any, event_id: str | None = None) -> str:
+    lines = [f"event: {event}"]
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    lines += [f"data: {line}" for line in json.dumps(payload, default=str).splitlines() or [""]]
+    return "\n".join(lines) + "\n\n"
+
+
+def stream_response(gen: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(gen, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _still_valid(request: Request) -> bool:
+    token, _, _ = token_from(request)
+    return await call(authenticate, fw(request).store, token) is not None
+
+
+async def stream_all(request: Request) -> Response:
+    """Queue counts, totals and limit counters every ``interval`` seconds (``ticks`` ends it)."""
+    principal = await require(request)
+    interval = _query_number(request, "interval", 1.0, 0.1, 60.0)
+    ticks = _query_int(request, "ticks", 0, 0, 10**6)
+    app = fw(request)
+
+    async def gen() -> AsyncIterator[str]:
+        yield "retry: 2000\n\n"
+        sent = 0
+        checked = time.monotonic()
+        while True:
+            if time.monotonic() - checked > 10:  # a revoked token ends its streams too
+                checked = time.monotonic()
+                if not await _still_valid(request):
+                    yield sse("revoked", {"error": "invalid or revoked token"})
+                    return
+            yield sse("stats", await call(data.live_view, app, principal))
+            sent += 1
+            if ticks and sent >= ticks:
+                return
+            await asyncio.sleep(interval)
+
+    return stream_response(gen())
+
+
+async def stream_job(request: Request) -> Response:
+    """The job's timeline as it grows: ``event`` per transition, ``job`` when the job changes,
+    ``end`` when it is final (then the stream closes)."""
+    principal = await require(request)
+    app, job_id = fw(request), _job_id(request)
+    await call(data.visible_job, app, principal, job_id)  # 404 before the stream starts
+    interval = _query_number(request, "interval", 0.25, 0.05, 10.0)
+
+    def read() -> tuple[Any, list[Any]]:
+        job = app.store.get_job(job_id)
+        return job, app.store.events(job_id) if job is not None else []
+
+    async def gen() -> AsyncIterator[str]:
+        yield "retry: 2000\n\n"
+        seen, last = 0, None
+        checked = time.monotonic()
+        while True:
+            job, events = await call(read)
+            if job is None:
+                yield sse("end", {"id": job_id, "status": None, "deleted": True})
+                return
+            for index, event in enumerate(events[seen:], start=seen):
+                yield sse("event", event.to_dict(), str(index))
+            seen = max(seen, len(events))
+            if job.updated_at != last:
+                last = job.updated_at
+                yield sse("job", data.job_dict(job))
+            if job.status.is_final:
+                yield sse("end", data.job_dict(job))
+                return
+            if time.monotonic() - checked > 10:
+                checked = time.monotonic()
+                if not await _still_valid(request):
+                    yield sse("revoked", {"error": "invalid or revoked token"})
+                    return
+            await asyncio.sleep(interval)
+
+    return stream_response(gen())
+
+
+# -- metrics, health, schema -----------------------------------------------------------------------
+async def metrics(request: Request) -> Response:
+    principal = await require(request)
+    principal.require_admin("/metrics")
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    from ..metrics import exposition
+
+    return Response(await call(exposition, fw(request)), media_type=CONTENT_TYPE_LATEST)
+
+
+async def healthz(request: Request) -> Response:
+    try:
+        version = await call(fw(request).store.schema_version)
+    except Exception as exc:  # the store does not answer: not healthy
+        return error(503, f"store unavailable: {type(exc).__name__}: {exc}")
+    return ok({"ok": True, "schema_version": version})
+
+
+async def openapi(request: Request) -> Response:
+    await require(request)
+    from .openapi import document
+
+    return ok(document(max_body=request.app.state.max_body, max_wait=request.app.state.max_wait,
+                       tasks=list(fw(request).tasks)))
+
+
+# -- errors -----------------------------------------------------------------------------------------
+async def on_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    response = error(exc.status, exc.message)
+    if exc.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="floodway"'
+    return response
+
+
+async def on_bad_input(request: Request, exc: Exception) -> Response:
+    return error(400, str(exc))
+
+
+async def on_not_found(request: Request, exc: Exception) -> Response:
+    return error(404, str(exc) or "not found")
+
+
+async def on_transition(request: Request, exc: Exception) -> Response:
+    return error(409, str(exc))
+
+
+EXCEPTION_HANDLERS: dict[Any, Callable[..., Any]] = {
+    ApiError: on_api_error,
+    EnqueueError: on_bad_input,
+    ConfigError: on_bad_input,
+    JobNotFound: on_not_found,
+    TransitionError: on_transition,
+}
+
+JOB = "/api/jobs/{job_id:path}"
+JOB_ACTIONS = ("cancel", "retry", "pause", "resume")
+
+routes = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
+    Route("/api/me", me, methods=["GET"]),
+    Route("/api/jobs", list_jobs, methods=["GET"]),
+    Route("/api/jobs", enqueue, methods=["POST"]),
+    Route("/api/jobs/bulk", enqueue_bulk, methods=["POST"]),
+    Route(JOB + "/result", job_result, methods=["GET"]),
+    Route(JOB + "/events", job_events, methods=["GET"]),
+    Route(JOB + "/state", job_state, methods=["GET"]),
+    Route(JOB + "/flow", job_flow, methods=["GET"]),
+    Route(JOB + "/detail", job_detail, methods=["GET"]),
+    Route(JOB + "/stream", stream_job, methods=["GET"]),
+    *[Route(f"{JOB}/{action}", functools.partial(job_action, action=action), methods=["POST"], name=f"job_{action}")
+      for action in JOB_ACTIONS],
+    Route(JOB, get_job, methods=["GET"]),
+    Route("/api/queues", list_queues, methods=["GET"]),
+    Route("/api/limits", list_limits, methods=["GET"]),
+    *[Route(f"/api/queues/{{name:path}}/{action}", functools.partial(queue_action, action=action), methods=["POST"],
+            name=f"queue_{action}") for action in ("pause", "resume")],
+    Route("/api/limits/{name:path}", patch_limit, methods=["PATCH"]),
+    Route("/api/workers", list_workers, methods=["GET"]),
+    Route("/api/schedules", list_schedules, methods=["GET"]),
+    Route("/api/stats", stats, methods=["GET"]),
+    Route("/api/stream", stream_all, methods=["GET"]),
+]

@@ -1,0 +1,241 @@
+"""What a principal may see, read from the store: the scoped views behind the API, the
+dashboard and the live streams.
+
+Every function here is synchronous (the store is); the web layer calls them through
+``run_in_threadpool``. They speak only the ``Store`` interface and ``App``/``Handle`` methods.
+
+Tenant scoping: a tenant's job list is filtered by tenant in the store; its per-queue counts
+and rates are computed from its own jobs (at most ``TENANT_SCAN`` of them, newest first —
+``truncated`` says when there were more), because the store's aggregate counts are global.
+Its limits are the limits whose key template uses ``{tenant}``, showing only the keys its
+tenant resolves to.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..errors import JobNotFound
+from ..jobs import Job, Status
+from ..units import iso
+from .auth import Principal
+
+if TYPE_CHECKING:
+    from ..app import App
+    from ..store.base import LimitInfo
+
+#: the most jobs of one tenant read to compute its counts and rates
+TENANT_SCAN = 10_000
+STATUS_NAMES = [s.value for s in Status]
+PENDING = ("waiting", "scheduled", "retrying")
+
+
+def not_found(job_id: str) -> JobNotFound:
+    return JobNotFound(f"no job with id {job_id!r}")
+
+
+def visible_job(app: "App", principal: Principal, job_id: str) -> Job:
+    """The job, if it exists and the principal may see it; else ``JobNotFound`` — the same
+    answer for another tenant's job as for no job at all."""
+    job = app.store.get_job(job_id)
+    if job is None or not principal.owns(job):
+        raise not_found(job_id)
+    return job
+
+
+def job_dict(job: Job) -> dict[str, Any]:
+    data = job.to_dict()
+    data["cancel_requested"] = job.cancel_requested
+    return data
+
+
+# -- tenants ----------------------------------------------------------------------------------
+def tenant_jobs(app: "App", tenant: str) -> tuple[list[Job], bool]:
+    found = app.store.list_jobs(tenant=tenant, limit=TENANT_SCAN + 1)
+    return found[:TENANT_SCAN], len(found) > TENANT_SCAN
+
+
+def _empty_counts() -> dict[str, int]:
+    return {s: 0 for s in STATUS_NAMES}
+
+
+def key_pattern(template: str, tenant: str) -> re.Pattern[str] | None:
+    """A regex matching the keys ``template`` gives jobs of ``tenant`` (None when the template
+    does not use ``{tenant}``, so its keys belong to nobody in particular)."""
+    parts = list(string.Formatter().parse(template))
+    if not any(f == "tenant" for _, f, _, _ in parts):
+        return None
+    out = []
+    for literal, f, _, _ in parts:
+        out.append(re.escape(literal))
+        if f is not None:
+            out.append(re.escape(tenant) if f == "tenant" else ".*?")
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+def scoped_limits(app: "App", principal: Principal) -> list["LimitInfo"]:
+    infos = app.store.list_limits()
+    if principal.admin:
+        return infos
+    out = []
+    for info in infos:
+        pattern = key_pattern(info.spec.key, principal.tenant or "") if info.spec.key else None
+        if pattern is None:
+            continue
+        info.keys = [k for k in info.keys if pattern.match(k.key)]
+        out.append(info)
+    return out
+
+
+# -- views ---------------------------------------------------------------------------------------
+def queues_view(app: "App", principal: Principal) -> dict[str, Any]:
+    if principal.admin:
+        return {"queues": [{"name": q.name, "max_concurrency": q.max_concurrency, "paused": q.paused,
+                            "counts": {**_empty_counts(), **q.counts}} for q in app.store.list_queues()],
+                "truncated": False}
+    jobs, truncated = tenant_jobs(app, principal.tenant or "")
+    stored = {q.name: q for q in app.store.list_queues()}
+    counts: dict[str, dict[str, int]] = {}
+    for job in jobs:
+        counts.setdefault(job.queue, _empty_counts())[job.status.value] += 1
+    queues = []
+    for name in sorted(counts):
+        q = stored.get(name)
+        queues.append({"name": name, "max_concurrency": q.max_concurrency if q else None,
+                       "paused": q.paused if q else False, "counts": counts[name]})
+    return {"queues": queues, "truncated": truncated}
+
+
+def limit_dict(info: "LimitInfo", now: float) -> dict[str, Any]:
+    return {
+        **info.spec.to_dict(),
+        "keys": [
+            {"key": k.key, "remaining": k.remaining, "running": k.running, "admitted": k.admitted,
+             "rate_limited": k.rate_limited, "paused_until": iso(k.paused_until),
+             "paused_for": round(k.paused_until - now, 3) if k.paused_until else None,
+             "pause_reason": k.pause_reason}
+            for k in info.keys
+        ],
+    }
+
+
+def limits_view(app: "App", principal: Principal) -> dict[str, Any]:
+    now = time.time()
+    return {"limits": [limit_dict(info, now) for info in scoped_limits(app, principal)]}
+
+
+def workers_view(app: "App", include_stopped: bool = False) -> dict[str, Any]:
+    now = time.time()
+    return {"workers": [
+        {"id": w.id, "hostname": w.hostname, "pid": w.pid, "queues": w.queues, "concurrency": w.concurrency,
+         "running": w.running, "started_at": iso(w.started_at), "heartbeat_at": iso(w.heartbeat_at),
+         "heartbeat_age": round(now - w.heartbeat_at, 3), "stopped_at": iso(w.stopped_at)}
+        for w in app.store.list_workers(include_stopped=include_stopped)
+    ]}
+
+
+def schedules_view(app: "App", principal: Principal) -> dict[str, Any]:
+    from ..schedule import Schedule
+
+    now = time.time()
+    out = []
+    for info in app.store.list_schedules():
+        if not principal.admin and info.options.get("tenant") != principal.tenant:
+            continue
+        try:
+            rule = Schedule(info.name, info.task, info.cron, info.tz, info.args, info.options, info.missed)
+            next_tick = iso(rule.next_tick(max(now, info.last_tick or now)))
+        except Exception:  # a schedule stored by other code that no longer parses
+            next_tick = None
+        out.append({"name": info.name, "task": info.task, "cron": info.cron, "tz": info.tz, "args": info.args,
+                    "options": info.options, "missed": info.missed, "last_tick": iso(info.last_tick),
+                    "next_tick": next_tick})
+    return {"schedules": out}
+
+
+def stats_view(app: "App", principal: Principal, window: float = 60.0) -> dict[str, Any]:
+    """``app.stats()`` for admin; for a tenant, the same shape computed from its own jobs."""
+    if principal.admin:
+        data = app.stats(window)
+        data["truncated"] = False
+        return data
+    now = time.time()
+    since = now - window
+    jobs, truncated = tenant_jobs(app, principal.tenant or "")
+    stored = {q.name: q for q in app.store.list_queues()}
+    queues: dict[str, Any] = {}
+    moved: dict[str, list[int]] = {}
+    for job in jobs:
+        entry = queues.setdefault(job.queue, {"counts": _empty_counts()})
+        entry["counts"][job.status.value] += 1
+        m = moved.setdefault(job.queue, [0, 0])
+        m[0] += job.created_at >= since
+        m[1] += job.finished_at is not None and job.finished_at >= since
+    for name, entry in queues.items():
+        q = stored.get(name)
+        counts = entry["counts"]
+        entry.update(depth=sum(counts[s] for s in PENDING), running=counts["running"],
+                     max_concurrency=q.max_concurrency if q else None, paused=q.paused if q else False,
+                     rate_in=round(moved[name][0] / window, 3), rate_out=round(moved[name][1] / window, 3))
+    limits: dict[str, Any] = {}
+    for info in scoped_limits(app, principal):
+        held = [j for j in jobs if any(n == info.spec.name for n, _ in j.limits)]
+        limits[info.spec.name] = {
+            "rate": str(info.spec.rate) if info.spec.rate else None,
+            "concurrency": info.spec.concurrency,
+            "depth": sum(1 for j in held if j.status is Status.WAITING),
+            "running": sum(k.running for k in info.keys),
+            "admitted": sum(k.admitted for k in info.keys),
+            "rate_limited": sum(k.rate_limited for k in info.keys),
+            "paused_keys": sorted(k.key for k in info.keys if k.paused_until),
+            "rate_in": round(sum(1 for j in held if j.created_at >= since) / window, 3),
+            "rate_out": round(sum(1 for j in held if j.finished_at and j.finished_at >= since) / window, 3),
+        }
+    return {"window_seconds": window, "queues": dict(sorted(queues.items())), "limits": limits,
+            "workers": None, "truncated": truncated}
+
+
+def live_view(app: "App", principal: Principal) -> dict[str, Any]:
+    """One tick of ``/api/stream``: queue counts, totals per status and limit counters."""
+    queues = queues_view(app, principal)
+    totals = _empty_counts()
+    for q in queues["queues"]:
+        for status, n in q["counts"].items():
+            totals[status] = totals.get(status, 0) + n
+    data: dict[str, Any] = {"at": iso(time.time()), "queues": queues["queues"], "totals": totals,
+                            "limits": limits_view(app, principal)["limits"], "truncated": queues["truncated"]}
+    data["workers"] = len(app.store.list_workers()) if principal.admin else None
+    return data
+
+
+def attempts_of(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs of a job, read from its timeline: each ``-> running`` starts one."""
+    runs: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    for e in events:
+        if e["to"] == "running":
+            current = {"attempt": e["attempt"], "started_at": e["at"], "worker_id": e["worker_id"],
+                       "ended_at": None, "outcome": "running", "error": None, "reason": None}
+            runs.append(current)
+        elif current is not None and e["from"] == "running":
+            current.update(ended_at=e["at"], outcome=e["to"], error=e["error"], reason=e["reason"])
+            current = None
+    return runs
+
+
+def job_detail(app: "App", principal: Principal, job_id: str) -> dict[str, Any]:
+    """Everything the job page shows: the job, timeline, runs, cursor, steps."""
+    job = visible_job(app, principal, job_id)
+    events = [e.to_dict() for e in app.store.events(job.id)]
+    state = app.store.load_state(job.state_key)
+    flow = app.flow_insights(job.id)
+    return {
+        "job": job_dict(job),
+        "events": events,
+        "attempts": attempts_of(events),
+        "state": {"key": state.key, "cursor": state.cursor, "checkpoints": state.checkpoints},
+        "flow": flow,
+    }
