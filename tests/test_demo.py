@@ -76,6 +76,52 @@ def test_demo_rejects_a_bad_budget(tmp_path: Path) -> None:
         assert "--budget" in proc.stderr
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("when", ["starting", "running"])
+def test_a_killed_demo_leaves_no_worker_and_no_files_behind(tmp_path: Path, when: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOODWAY_", "BLACKFRIDAY_"))}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH")) if p)
+    env["TMPDIR"] = str(tmp_path)  # where the demo makes its temporary directory
+    demo = subprocess.Popen([sys.executable, "-m", "floodway", "--json", "demo", "--orders", "5000"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def worker_started() -> bool:
+        return any("started" in log.read_text() for log in tmp_path.glob("floodway-blackfriday-*/worker-1.log"))
+
+    try:
+        deadline = time.monotonic() + 30
+        while not (workers := _children(demo.pid)) or (when == "running" and not worker_started()):
+            assert demo.poll() is None and time.monotonic() < deadline, "no worker started"
+            time.sleep(0.02)
+    finally:
+        demo.kill()  # as a CI timeout would: no chance to clean up
+        demo.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in workers) or list(tmp_path.iterdir()):
+        assert time.monotonic() < deadline, f"left behind: workers {workers}, files {list(tmp_path.iterdir())}"
+        time.sleep(0.05)
+
+
 def test_the_demo_exits_1_when_the_orders_do_not_drain_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.console import Console
 

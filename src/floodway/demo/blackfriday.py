@@ -180,8 +180,10 @@ class _Demo:
         argv = [sys.executable, "-m", "floodway", "--app", f"{__name__}:app", "worker",
                 "--concurrency", "4", "--lease", LEASE, "--grace", "2s", "--poll-interval", "50ms"]
         with log:
-            proc = subprocess.Popen(argv, cwd=self.tmp, env=self.env, stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT)
+            # stdin is a pipe the demo never writes to: when the demo dies, even by SIGKILL, the
+            # worker reads EOF and stops (see _follow_the_demo) instead of running on, orphaned
+            proc = subprocess.Popen(argv, cwd=self.tmp, env={**self.env, "BLACKFRIDAY_FOLLOW": str(os.getpid())},
+                                    stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
         self.workers.append(proc)
         return proc
 
@@ -190,6 +192,8 @@ class _Demo:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for proc in self.workers:
+            if proc.stdin is not None:
+                proc.stdin.close()
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -392,3 +396,27 @@ def _interrupt(signum: int, frame: Any) -> None:
 def threading_is_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
+
+def _follow_the_demo(demo_pid: int) -> None:
+    """In the worker: stop once the demo that started it is gone. Stopped by the demo, stop as on
+    SIGTERM; orphaned (the demo was SIGKILLed), exit at once and take the demo's temporary
+    directory (our cwd) along, since nobody else will."""
+    try:
+        while sys.stdin.buffer.read(1024):
+            pass
+    except (OSError, ValueError):
+        pass
+    deadline = time.monotonic() + 1.0
+    while os.getppid() == demo_pid and time.monotonic() < deadline:  # a dying demo is reparented late
+        time.sleep(0.01)
+    if os.getppid() != demo_pid:
+        here = Path.cwd()
+        if here.name.startswith("floodway-blackfriday-"):
+            shutil.rmtree(here, ignore_errors=True)
+        os._exit(1)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+if os.environ.get("BLACKFRIDAY_FOLLOW", "").isdigit() and sys.stdin is not None:
+    threading.Thread(target=_follow_the_demo, args=(int(os.environ["BLACKFRIDAY_FOLLOW"]),),
+                     name="follow-the-demo", daemon=True).start()
