@@ -94,7 +94,7 @@
   }
 
   // -- overview stream and chart ----------------------------------------------------------------------
-  const WINDOW = 120; // seconds shown
+  const WINDOW = 120; // seconds kept; the axis grows from 40 s to this as samples come in
   const series = []; // {t, done, enq, running}
   let previous = null;
 
@@ -146,7 +146,8 @@
     const w = width - pad.l - pad.r, h = height - pad.t - pad.b;
     const top = niceMax(Math.max(1, ...series.map((p) => Math.max(p.done, p.enq, p.running))));
     const now = Date.now() / 1000;
-    const x = (t) => pad.l + w * (1 - (now - t) / WINDOW);
+    const span = Math.min(WINDOW, Math.max(40, series.length ? Math.ceil((now - series[0].t) / 20) * 20 : 40));
+    const x = (t) => pad.l + w * (1 - (now - t) / span);
     const y = (v) => pad.t + h * (1 - v / top);
 
     g.font = "11px system-ui, sans-serif";
@@ -162,7 +163,10 @@
     }
     g.textAlign = "center";
     g.textBaseline = "top";
-    for (const s of [120, 90, 60, 30, 0]) g.fillText(s ? `-${s}s` : "now", x(now - s), pad.t + h + 6);
+    for (let i = 4; i >= 0; i--) {
+      const s = Math.round((span * i) / 4);
+      g.fillText(s ? `-${s}s` : "now", x(now - s), pad.t + h + 6);
+    }
 
     if (series.length < 2) {
       g.textAlign = "center"; g.textBaseline = "middle"; g.fillStyle = "#94a3b8";
@@ -213,7 +217,7 @@
     es.addEventListener("open", () => live(true));
     es.addEventListener("event", jobChanged);
     es.addEventListener("job", jobChanged);
-    es.addEventListener("end", () => { es.close(); live(false); jobChanged(); });
+    es.addEventListener("end", () => { es.close(); jobChanged(); }); // the page still polls
     es.addEventListener("revoked", () => { es.close(); toLogin(); });
     es.addEventListener("error", () => { live(false); if (es.readyState === EventSource.CLOSED) jobStream = null; });
   }

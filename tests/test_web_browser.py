@@ -1,0 +1,244 @@
+"""The dashboard in a real browser: Playwright driving Debian's Chromium (/usr/bin/chromium,
+installed by scripts/install-chromium.sh; never `playwright install`). Screenshots go to
+tests/artifacts/."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Iterator
+
+import pytest
+
+from .web_helpers import GATES, RELEASE, client, make_app, running_worker, serving, tokens, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).parent / "artifacts"
+TIMEOUT_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: the browser tests need Debian's Chromium. Install it with "
+                    "`bash scripts/install-chromium.sh` (apt-get install chromium); `make test` does.", pytrace=False)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the playwright package is missing: pip install -e '.[test]'", pytrace=False)
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Iterator[SimpleNamespace]:
+    app = make_app(tmp_path_factory.mktemp("browser") / "floodway.db")
+    with serving(app) as server:
+        minted = tokens(app)
+        with client(server, minted["admin"]) as api:
+            yield SimpleNamespace(app=app, server=server, url=server.url, tokens=minted, api=api)
+    app.close()
+
+
+@pytest.fixture
+def page(browser) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    p = context.new_page()
+    p.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    p.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield p
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def shot(page: Any, name: str, full: bool = True) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full)
+    return path
+
+
+def log_in(page: Any, site: SimpleNamespace, who: str = "admin", then: str = "/") -> None:
+    page.goto(site.url + then)
+    page.wait_for_url("**/login?next=*")
+    page.fill("#token", site.tokens[who])
+    page.click("button[type=submit]")
+    page.wait_for_url(site.url + then)
+
+
+def mark(page: Any) -> None:
+    """Leave a mark in the page's JS state: it survives only as long as the page is not reloaded."""
+    page.evaluate("window.__noReload = 'still here'")
+
+
+def not_reloaded(page: Any) -> bool:
+    return page.evaluate("window.__noReload") == "still here"
+
+
+def enqueue(site: SimpleNamespace, task: str, args: dict[str, Any], **options: Any) -> str:
+    r = site.api.post("/api/jobs", json={"task": task, "args": args, **options})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def status(site: SimpleNamespace, job_id: str) -> str:
+    return site.api.get(f"/api/jobs/{job_id}").json()["status"]
+
+
+def test_login_page_refuses_a_bad_token(page, site):
+    from playwright.sync_api import expect
+
+    page.goto(site.url + "/")
+    page.wait_for_url("**/login?next=*")
+    shot(page, "login", full=False)
+    page.fill("#token", "fw_not_a_token")
+    page.click("button[type=submit]")
+    expect(page.locator(".error")).to_contain_text("not valid")
+    page.fill("#token", site.tokens["admin"])
+    page.click("button[type=submit]")
+    page.wait_for_url(site.url + "/")
+    expect(page.locator(".scope")).to_have_text("admin")
+
+
+def test_job_goes_from_waiting_to_complete_live(page, site, browser):
+    from playwright.sync_api import expect
+
+    task = "add"
+    job_id = enqueue(site, task, {"x": 20, "y": 22}, id=f"live-{uuid.uuid4().hex[:8]}")
+    log_in(page, site, then=f"/jobs?task={task}")
+    row = page.locator(f'tr[data-job="{job_id}"]')
+    expect(row.locator(".status-cell")).to_have_text("waiting")
+    mark(page)
+
+    detail = page.context.new_page()  # the job page, following the job's SSE stream
+    detail.goto(f"{site.url}/jobs/{job_id}")
+    expect(detail.locator("#job-status")).to_have_text("waiting")
+    detail.evaluate("window.__noReload = 'still here'")
+
+    later_id = enqueue(site, task, {"x": 1, "y": 2})  # appears in the list without a reload
+    expect(page.locator(f'tr[data-job="{later_id}"] .status-cell')).to_have_text("waiting")
+    with running_worker(site.app):
+        expect(row.locator(".status-cell")).to_have_text("complete")
+        expect(page.locator(f'tr[data-job="{later_id}"] .status-cell')).to_have_text("complete")
+        expect(detail.locator("#job-status")).to_have_text("complete")
+    assert not_reloaded(page) and detail.evaluate("window.__noReload") == "still here"
+    expect(detail.locator("#timeline li")).to_have_count(3)
+    expect(detail.locator("pre.code.ok")).to_have_text("42")
+    shot(detail, "dashboard-job-complete")
+    shot(page, "dashboard-jobs")
+
+
+def test_retry_a_failed_job_with_the_button(page, site):
+    from playwright.sync_api import expect
+
+    key = f"gate-{uuid.uuid4().hex[:8]}"
+    job_id = enqueue(site, "flaky", {"key": key})
+    with running_worker(site.app):
+        wait_for(lambda: status(site, job_id) == "failed", message="the flaky job to fail")
+        log_in(page, site, then=f"/jobs/{job_id}")
+        expect(page.locator("#job-status")).to_have_text("failed")
+        expect(page.locator(".card .err").first).to_contain_text(f"gate {key} is closed")
+        mark(page)
+        GATES[key] = True
+        page.get_by_role("button", name="Retry").click()
+        expect(page.locator("#job-status")).to_have_text("complete")
+    assert not_reloaded(page)
+    expect(page.locator("#timeline")).to_contain_text("retried by user")
+    expect(page.locator(".toast").first).to_contain_text("queued again")
+    attempts = page.locator("section:has(h2:text('Attempts')) tbody tr")
+    expect(attempts).to_have_count(2)
+    expect(attempts.nth(0)).to_contain_text("failed")
+    expect(attempts.nth(1)).to_contain_text("complete")
+    shot(page, "dashboard-job-retried")
+
+
+def test_cancel_from_the_list_and_pause_a_queue(page, site):
+    from playwright.sync_api import expect
+
+    job_id = enqueue(site, "add", {"x": 5, "y": 5}, delay="1h")
+    log_in(page, site, then="/jobs?status=scheduled")
+    row = page.locator(f'tr[data-job="{job_id}"]')
+    expect(row.locator(".status-cell")).to_have_text("scheduled")
+    row.get_by_role("button", name="Cancel").click()
+    expect(row).to_have_count(0)  # the scheduled filter no longer matches it
+    assert status(site, job_id) == "cancelled"
+
+    queue = f"q-{uuid.uuid4().hex[:6]}"
+    queued = enqueue(site, "add", {"x": 1, "y": 1}, queue=queue)
+    page.goto(site.url + "/")
+    queue_row = page.locator(f'tr[data-queue="{queue}"]')
+    queue_row.get_by_role("button", name="Pause").click()
+    expect(queue_row).to_contain_text("paused")
+    with running_worker(site.app):
+        time.sleep(0.3)  # a worker is running: the paused queue's job must stay put
+        assert status(site, queued) == "waiting"
+        queue_row.get_by_role("button", name="Resume").click()
+        expect(queue_row.locator('[data-count="complete"]')).to_have_text("1")
+
+
+def test_overview_updates_live_with_a_chart(page, site):
+    from playwright.sync_api import expect
+
+    key = f"hold-{uuid.uuid4().hex[:6]}"
+    RELEASE[key] = threading.Event()
+    log_in(page, site)
+    expect(page.locator("#live")).to_have_class("live on")
+    waiting = page.locator('[data-total="waiting"]')
+    expect(waiting).not_to_have_text("–")
+    mark(page)
+    before = int(page.locator('[data-total="complete"]').inner_text().replace(",", ""))
+    site.api.post("/api/jobs/bulk", json={"task": "add", "items": [{"x": i, "y": i} for i in range(40)]})
+    held = enqueue(site, "hold", {"key": key}, id=key)
+    expect(waiting).not_to_have_text("0")
+    with running_worker(site.app, concurrency=4):
+        for _ in range(6):  # a few seconds of traffic for the chart
+            site.api.post("/api/jobs/bulk", json={"task": "add", "items": [{"x": i, "y": 1} for i in range(25)]})
+            time.sleep(0.5)
+        expect(page.locator('[data-total="running"]')).to_have_text("1")  # the held job
+        expect(page.locator("#workers")).to_contain_text("1/4")
+        wait_for(lambda: int(page.locator('[data-total="complete"]').inner_text().replace(",", "")) >= before + 190,
+                 message="the completions to show")
+        time.sleep(1.2)
+        shot(page, "dashboard-overview")
+        RELEASE[key].set()
+        wait_for(lambda: status(site, held) == "complete", message="the held job")
+    assert not_reloaded(page)
+    points = page.evaluate("document.getElementById('chart').getContext('2d').getImageData(0, 0, 300, 150).data.length")
+    assert points > 0
+    expect(page.locator("#queues")).to_contain_text("web")
+    expect(page.locator("#limits")).to_contain_text("partner-api")
+    expect(page.locator("#schedules")).to_contain_text("housekeeping")
+
+
+def test_a_tenant_sees_only_its_own(page, site):
+    from playwright.sync_api import expect
+
+    mine = enqueue(site, "echo", {"value": "acme's"}, tenant="acme", delay="1h")
+    theirs = enqueue(site, "echo", {"value": "globex's"}, tenant="globex", delay="1h")
+    log_in(page, site, who="acme", then="/jobs")
+    expect(page.locator(".scope")).to_have_text("tenant acme")
+    expect(page.locator(f'tr[data-job="{mine}"]')).to_have_count(1)
+    expect(page.locator(f'tr[data-job="{theirs}"]')).to_have_count(0)
+    assert page.locator("tr[data-job]").count() == site.api.get("/api/jobs", params={"tenant": "acme"}).json()["count"]
+    shot(page, "dashboard-tenant-jobs")
+    page.goto(f"{site.url}/jobs/{theirs}")
+    expect(page.locator("h1")).to_contain_text("No job with id")
+    page.goto(site.url + "/")
+    expect(page.locator("#queues")).to_contain_text("web")
+    expect(page.locator("#workers")).to_have_count(0)
+    expect(page.locator("#queues button")).to_have_count(0)  # no queue controls for a tenant
+    expect(page.locator("#limits")).not_to_contain_text("partner-api")
+    shot(page, "dashboard-tenant-overview")
+    for job_id in (mine, theirs):
+        site.api.post(f"/api/jobs/{job_id}/cancel")
