@@ -152,9 +152,9 @@ BULK_BUG = (
     "rolls the transaction back itself; _write's `except BaseException: conn.execute('ROLLBACK')` "
     "then raises sqlite3.OperationalError('cannot rollback - no transaction is active'), which "
     "replaces the real error: the caller gets a raw sqlite3 error, not StoreError, and a message "
-    "that hides the full disk (`floodway enqueue-file` prints a traceback). Nothing is written, "
-    "though. Fix: roll back only `if conn.in_transaction`, and raise StoreError from sqlite3 errors "
-    "raised inside the block"
+    "that hides the full disk (a program catching FloodwayError misses it; `floodway` would print a "
+    "traceback). Nothing is written, though. Fix: roll back only `if conn.in_transaction`, and "
+    "raise StoreError from sqlite3 errors raised inside the block"
 )
 
 
