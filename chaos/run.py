@@ -96,6 +96,9 @@ class Config:
     #: PostgreSQL: the shell command that restarts the server (default FLOODWAY_TEST_POSTGRES_RESTART,
     #: else found from the server's data directory: pg_ctlcluster or pg_ctl)
     pg_restart: str | None = None
+    #: appended to the chaos database's URL (PostgreSQL: libpq parameters, e.g.
+    #: "options=-cidle_in_transaction_session_timeout%3D2000")
+    database_options: str | None = None
     #: give up (and fail) when the drain has not finished after this many seconds
     timeout: float = 840.0
     strict_deliveries: bool = False
@@ -132,8 +135,21 @@ class Report:
     restarts: int = 0  # worker processes started in place of killed ones
     stops: int = 0
     stop_seconds: float = 0.0
+    stopped_worker_running: int = 0
     rescued_during_stop: int = 0
+    still_running_at_cont: int = 0
+    completed_during_stop: int = 0
+    #: the stopped worker's runs were not rescued while it was stopped (a violation)
+    stalled: bool = False
+    #: SQLite: it was stopped holding the write lock, so every worker waited (a limitation)
+    sqlite_write_lock_stall: bool = False
+    #: PostgreSQL: the database sessions when the stop ended, if the stopped worker's runs were
+    #: not rescued (who holds what, who waits)
+    sessions_during_stop: list[str] = field(default_factory=list)
     db_restarts: int = 0
+    #: worker processes that exited by themselves because they started while the database
+    #: restarted (a finding, not a violation: see RELIABILITY.md)
+    worker_start_failures: list[str] = field(default_factory=list)
     duration: float = 0.0
     statuses: dict[str, int] = field(default_factory=dict)
     complete: int = 0
@@ -220,10 +236,37 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float, interval: 
 
 # -- the destination ------------------------------------------------------------------------
 
+def _tcp_nodelay_sockets(module: Any) -> None:
+    """Make ``module`` create its TCP sockets with ``proto=IPPROTO_TCP``.
+
+    ``tests/destination.py`` binds ``socket.socket(AF_INET, SOCK_STREAM)`` (proto 0), and
+    asyncio sets TCP_NODELAY on accepted connections only when ``sock.proto == IPPROTO_TCP``;
+    uvicorn writes a response's head and body separately, so without it Nagle holds every body
+    back until the client's delayed ACK: ~40 ms per request, whatever the load.
+    """
+    import socket as real
+    import types
+
+    shim = types.ModuleType("socket_tcp_nodelay")
+    shim.__dict__.update({k: v for k, v in vars(real).items() if not k.startswith("__")})
+
+    def tcp_socket(family: int = real.AF_INET, type: int = real.SOCK_STREAM, proto: int = 0,
+                   fileno: int | None = None) -> real.socket:
+        if fileno is None and type == real.SOCK_STREAM and family in (real.AF_INET, real.AF_INET6) and proto == 0:
+            proto = real.IPPROTO_TCP
+        return real.socket(family, type, proto, fileno)
+
+    shim.socket = tcp_socket  # type: ignore[attr-defined]
+    module.socket = shim
+
+
 def serve_destination(rate: float, burst: int, url_file: Path) -> None:
     """Run ``tests/destination.py``'s Destination (no deduplication) until SIGTERM; write its
     URL to ``url_file`` once it listens. Its records are read over ``GET /stats?records=1``."""
+    import tests.destination
     from tests.destination import Destination
+
+    _tcp_nodelay_sockets(tests.destination)
 
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
@@ -365,7 +408,10 @@ class Chaos:
         c = self.config
         self.report = Report(c.backend, c.jobs, c.workers, c.concurrency, c.rate, c.burst, c.lease, c.seed)
         self.slots: list[subprocess.Popen] = []
+        self.logs: dict[int, Path] = {}
         self.started = 0
+        #: (start, end) of the PostgreSQL restart, monotonic seconds
+        self.db_restart_window: tuple[float, float] | None = None
 
     # -- set-up ---------------------------------------------------------------------------
     def _workdir(self) -> Path:
@@ -397,12 +443,14 @@ class Chaos:
     def _start_worker(self, slot: int) -> subprocess.Popen:
         self.started += 1
         c = self.config
+        log = self.dir / f"worker-{slot}-{self.started}.log"
         proc = self.procs.start(
             [sys.executable, "-m", "floodway", "--app", "chaos.app:app", "worker",
              "--concurrency", str(c.concurrency), "--lease", f"{c.lease}s", "--grace", "2s",
              "--poll-interval", "50ms"],
-            log=self.dir / f"worker-{slot}-{self.started}.log", env=self.worker_env, cwd=ROOT,
+            log=log, env=self.worker_env, cwd=ROOT,
         )
+        self.logs[proc.pid] = log
         return proc
 
     # -- the drain ------------------------------------------------------------------------
@@ -415,6 +463,8 @@ class Chaos:
             if c.backend == "postgres":
                 base = postgres_base_url(c)
                 self.db_url, drop = create_postgres_database(base)
+                if c.database_options:
+                    self.db_url += ("&" if "?" in self.db_url else "?") + c.database_options
                 if not c.keep:
                     self.cleanups.append(drop)
                 self.restart_cmd = postgres_restart_command(c, base)
@@ -459,6 +509,7 @@ class Chaos:
         next_progress = began + c.progress_every
         stopped: tuple[int, float, str | None] | None = None  # (slot, until, worker id)
         stop_done = False
+        stop_began_done = 0
         restart_done = c.backend != "postgres"
         last_done, last_t = 0, began
         while True:
@@ -474,29 +525,43 @@ class Chaos:
             if now > deadline:
                 r.violations.append(f"the drain did not finish within {c.timeout:.0f}s: {counts}")
                 break
-            # a worker process that exited on its own is a finding, and is replaced
+            # a worker process that exited on its own is replaced, and is a violation unless it
+            # was starting while the database restarted (reported apart: see worker_start_failures)
             for slot, proc in enumerate(self.slots):
                 if proc.poll() is not None and (stopped is None or stopped[0] != slot):
-                    r.violations.append(f"worker slot {slot} (pid {proc.pid}) exited by itself with {proc.returncode}")
+                    self._exited(slot, proc)
                     self.slots[slot] = self._start_worker(slot)
             # SIGSTOP one worker once, for longer than its lease; then SIGCONT it
             if not stop_done and done >= c.stop_at * c.jobs and stopped is None:
-                slot = self.rng.randrange(len(self.slots))
-                proc = self.slots[slot]
-                worker_id = self._worker_id(proc.pid)
-                os.kill(proc.pid, signal.SIGSTOP)
-                stopped = (slot, now + c.stop_for, worker_id)
-                r.stops += 1
-                stop_done = True
-                self.out(f"chaos: SIGSTOP worker pid {proc.pid} for {c.stop_for:.1f}s (lease {c.lease:g}s)")
+                victim = self._busy_worker()
+                if victim is not None:  # else: no worker has registered and taken jobs yet
+                    slot, worker_id, running = victim
+                    proc = self.slots[slot]
+                    os.kill(proc.pid, signal.SIGSTOP)
+                    stopped = (slot, now + c.stop_for, worker_id)
+                    stop_began_done = done
+                    r.stops += 1
+                    r.stopped_worker_running = running
+                    stop_done = True
+                    self.out(f"chaos: SIGSTOP worker pid {proc.pid} ({running} running jobs) for "
+                             f"{c.stop_for:.1f}s (lease {c.lease:g}s)")
             if stopped is not None and now >= stopped[1]:
                 slot, _, worker_id = stopped
                 proc = self.slots[slot]
                 r.rescued_during_stop = self._rescued_from(worker_id)
+                r.still_running_at_cont = self._running_of(worker_id)
+                r.completed_during_stop = done - stop_began_done
+                if r.still_running_at_cont:
+                    r.sessions_during_stop = self._sessions()
                 os.kill(proc.pid, signal.SIGCONT)
                 r.stop_seconds = round(c.stop_for, 1)
-                self.out(f"chaos: SIGCONT worker pid {proc.pid}; {r.rescued_during_stop} of its jobs were "
-                         f"rescued by other workers meanwhile")
+                self.out(f"chaos: SIGCONT worker pid {proc.pid}; meanwhile the others finished "
+                         f"{r.completed_during_stop} jobs and rescued {r.rescued_during_stop} of its runs; "
+                         f"{r.still_running_at_cont} were still its own")
+                for line in r.sessions_during_stop:
+                    self.out(f"chaos:   {line}")
+                if r.still_running_at_cont:
+                    self._stalled(c, r)
                 stopped = None
             # restart PostgreSQL once
             if not restart_done and done >= c.restart_at * c.jobs:
@@ -530,19 +595,74 @@ class Chaos:
         if not restart_done:
             r.violations.append("the PostgreSQL restart never happened")
 
-    def _worker_id(self, pid: int) -> str | None:
-        try:
-            for info in self.app.store.list_workers():
-                if info.pid == pid:
-                    return info.id
-        except Exception:
-            pass
-        return None
+    def _exited(self, slot: int, proc: subprocess.Popen) -> None:
+        r = self.report
+        tail = [line for line in self.logs[proc.pid].read_text(errors="replace").splitlines() if line.strip()][-3:]
+        last = " | ".join(tail)[-400:]
+        restart = self.db_restart_window
+        if (restart is not None and time.monotonic() - restart[1] < 15.0
+                and ("connection" in last or "PostgreSQL" in last)):
+            r.worker_start_failures.append(f"pid {proc.pid} exited {proc.returncode}: {last}")
+            self.out(f"chaos: worker pid {proc.pid} exited with {proc.returncode} while the database restarted; "
+                     "started another")
+        else:
+            r.violations.append(f"worker slot {slot} (pid {proc.pid}) exited by itself with {proc.returncode}: {last}")
 
-    def _rescued_from(self, worker_id: str | None) -> int:
+    def _stalled(self, c: Config, r: Report) -> None:
+        """The stopped worker's runs outlived their lease without being rescued."""
+        what = (f"a worker SIGSTOPped for {c.stop_for:g}s (lease {c.lease:g}s) kept {r.still_running_at_cont} "
+                f"of its {r.stopped_worker_running} runs: no other worker rescued them, and the others "
+                f"finished only {r.completed_during_stop} jobs meanwhile")
+        in_flight = c.workers * c.concurrency
+        if c.backend == "sqlite" and r.completed_during_stop <= in_flight:
+            # it was stopped inside a write transaction: SQLite's one write lock is its until it
+            # runs again, so every process waits (nothing floodway can take over); a limitation
+            r.sqlite_write_lock_stall = True
+            self.out(f"chaos: {what} — it held SQLite's write lock (a limitation of one SQLite file)")
+            return
+        r.stalled = True
+        r.violations.append(f"stall: {what}" + (
+            "; it was stopped inside a PostgreSQL transaction and the others wait on its row locks "
+            "(sessions in the report)" if any("idle in transaction" in line for line in r.sessions_during_stop)
+            else ""))
+
+    def _busy_worker(self) -> tuple[int, str, int] | None:
+        """(slot, worker id, running jobs) of a random registered worker that runs jobs."""
+        try:
+            infos = {info.pid: info for info in self.app.store.list_workers()}
+        except Exception:
+            return None
+        busy = [(slot, infos[p.pid].id, infos[p.pid].running) for slot, p in enumerate(self.slots)
+                if p.poll() is None and p.pid in infos and infos[p.pid].running > 0]
+        return self.rng.choice(busy) if busy else None
+
+    def _sessions(self) -> list[str]:
+        """PostgreSQL: each session of the chaos database that is in a transaction or waiting."""
+        if self.config.backend != "postgres":
+            return []
+        import psycopg
+
+        try:
+            with psycopg.connect(self.db_url, autocommit=True) as conn:
+                rows = conn.execute(
+                    "SELECT pid, state, wait_event_type, wait_event, now() - xact_start, left(query, 160) "
+                    "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND (xact_start IS NOT NULL OR wait_event_type = 'Lock') ORDER BY xact_start"
+                ).fetchall()
+        except Exception as exc:
+            return [f"could not read pg_stat_activity: {exc}"]
+        return [f"backend {pid} {state} wait={wtype}/{wevent} for {age}: {query!r}"
+                for pid, state, wtype, wevent, age, query in rows]
+
+    def _running_of(self, worker_id: str) -> int:
+        try:
+            return sum(1 for job in self.app.store.list_jobs(status=["running"], limit=100_000)
+                       if job.worker_id == worker_id)
+        except Exception:
+            return -1
+
+    def _rescued_from(self, worker_id: str) -> int:
         """How many runs of the stopped worker other workers rescued (lease expired)."""
-        if worker_id is None:
-            return 0
         try:
             return self._count_rescue_events(worker_id)
         except Exception:
@@ -573,6 +693,7 @@ class Chaos:
                                           f"{done.stdout[-500:]}{done.stderr[-500:]}")
             return
         wait_for_postgres(self.db_url)
+        self.db_restart_window = (began, time.monotonic())
         self.report.db_restarts += 1
         self.out(f"chaos: PostgreSQL is back after {time.monotonic() - began:.1f}s")
 
@@ -680,8 +801,11 @@ def render(r: Report) -> str:
         ("jobs", f"{r.jobs:,}"),
         ("workers", f"{r.workers} x concurrency {r.concurrency}, lease {r.lease:g}s"),
         ("worker kills (SIGKILL)", f"{r.kills} (each replaced: {r.restarts} restarts)"),
-        ("worker stops (SIGSTOP)", f"{r.stops} for {r.stop_seconds:g}s; {r.rescued_during_stop} runs rescued meanwhile"),
-        ("database restarts", str(r.db_restarts)),
+        ("worker stops (SIGSTOP)", f"{r.stops} for {r.stop_seconds:g}s with {r.stopped_worker_running} running jobs; "
+                                   f"others finished {r.completed_during_stop} jobs and rescued "
+                                   f"{r.rescued_during_stop} of its runs meanwhile ({r.still_running_at_cont} not)"),
+        ("database restarts", str(r.db_restarts) + (f"; {len(r.worker_start_failures)} worker start-up(s) failed "
+                                                   "during it (exit 2)" if r.worker_start_failures else "")),
         ("rescues (lease expired)", f"{r.rescues:,}"),
         ("duration", f"{r.duration:g}s ({r.jobs / r.duration if r.duration else 0:,.0f} jobs/s; "
                      f"ideal at the limit {r.jobs / r.rate:,.1f}s)"),
@@ -733,6 +857,9 @@ def main(argv: list[str] | None = None) -> int:
                                                "(default FLOODWAY_TEST_POSTGRES_URL)")
     parser.add_argument("--pg-restart", help="shell command restarting PostgreSQL "
                                              "(default FLOODWAY_TEST_POSTGRES_RESTART, else pg_ctlcluster/pg_ctl)")
+    parser.add_argument("--database-options", metavar="QUERY",
+                        help="appended to the chaos database URL, e.g. "
+                             "options=-cidle_in_transaction_session_timeout%%3D2000 (PostgreSQL)")
     parser.add_argument("--timeout", type=float, default=840.0, help="fail if not drained after this (840 s)")
     parser.add_argument("--strict-deliveries", action="store_true",
                         help="fail on any repeated delivery, not only on more than the design's bound")
@@ -750,6 +877,7 @@ def main(argv: list[str] | None = None) -> int:
         backend=args.backend, jobs=args.jobs, workers=args.workers, rate=args.rate, burst=args.burst,
         concurrency=args.concurrency, lease=args.lease, kill_every=tuple(args.kill_every), stop_for=args.stop_for,
         postgres_url=args.postgres_url, pg_restart=args.pg_restart, timeout=args.timeout,
+        database_options=args.database_options,
         strict_deliveries=args.strict_deliveries, seed=args.seed, workdir=args.workdir, keep=args.keep,
     )
     report = run_chaos(config, out=lambda line: print(line, flush=True))

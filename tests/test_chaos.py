@@ -46,18 +46,49 @@ CONTEXT_BUG = (
 )
 
 
-def _only_the_context_bug(report: Report) -> bool:
-    if not report.unfinished or report.duplicate_effects or report.max_accepted_1s > report.limit_1s:
-        return False
-    if report.bad_transitions or report.running:
-        return False
-    if len(report.unfinished) != report.jobs - report.complete or report.lost != len(report.unfinished):
-        return False
-    return all(
-        job["status"] == "failed" and job["attempt"] < job["max_attempts"]
-        and any("_context_for" in frame for frame in job["frames"])
-        for job in report.unfinished
+STALL_BUG = (
+    "store/postgres.py: nothing bounds how long a floodway session may sit idle inside a "
+    "transaction. A worker frozen mid-transaction (SIGSTOP here; a VM pause, swap or a debugger in "
+    "life) keeps its row locks on limit_keys, and every other worker's claim and rescue_expired "
+    "wait on them for as long as it is frozen: the whole fleet stalls and the frozen worker's jobs "
+    "are not rescued when their lease expires. Setting idle_in_transaction_session_timeout (below "
+    "the lease) on floodway's sessions lets PostgreSQL end the frozen transaction and free the locks "
+    "(checked by hand: with ?options=-cidle_in_transaction_session_timeout%3D2000 on both URLs the "
+    "claim below gets through after 2.0 s, and the thawed store gets a clear StoreError)"
+)
+
+
+def _context_bug_explains(report: Report) -> bool:
+    """Every job that did not complete failed on its first attempts in Worker._context_for."""
+    unfinished = report.jobs - report.complete
+    return (
+        0 < unfinished == len(report.unfinished) == report.lost
+        and not report.running
+        and all(job["status"] == "failed" and job["attempt"] < job["max_attempts"]
+                and any("_context_for" in frame for frame in job["frames"]) for job in report.unfinished)
     )
+
+
+def _stall_bug_explains(report: Report) -> bool:
+    return (report.backend == "postgres" and report.stalled
+            and any("idle in transaction" in line for line in report.sessions_during_stop)
+            and any("wait=Lock" in line for line in report.sessions_during_stop))
+
+
+def known_bugs(report: Report) -> list[str] | None:
+    """The known bugs that explain every violation of a run, or None if one is unexplained."""
+    found: list[str] = []
+    for violation in report.violations:
+        if violation.startswith("stall:") and _stall_bug_explains(report):
+            bug = STALL_BUG
+        elif (" job(s) are not complete" in violation or " record(s) never reached the destination" in violation) \
+                and _context_bug_explains(report):
+            bug = CONTEXT_BUG
+        else:
+            return None
+        if bug not in found:
+            found.append(bug)
+    return found
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -71,8 +102,9 @@ def test_chaos_drain_loses_and_duplicates_nothing(backend: str, tmp_path: Path) 
     lines: list[str] = []
     report = run_chaos(config, out=lines.append)
     text = "\n".join(lines) + "\n" + render(report)
-    if not report.ok and _only_the_context_bug(report):
-        pytest.xfail(f"known bug: {CONTEXT_BUG}\n{text}")
+    bugs = known_bugs(report)
+    if not report.ok and bugs:
+        pytest.xfail("known bug(s), nothing else: " + " || ".join(bugs) + "\n" + text)
     assert report.ok, text
     jobs = options["jobs"]
     assert report.complete == jobs and report.statuses == {"complete": jobs}, text
@@ -119,3 +151,104 @@ def test_a_store_error_while_loading_the_cursor_retries_the_job(tmp_path: Path) 
     finally:
         app.close()
 
+
+
+START_BUG = (
+    "worker.py: Worker.run_async's start-up store calls (sync_queues, sync_limits, "
+    "register_worker, rescue_expired) have no retry, unlike the claim loop: a worker that starts "
+    "while the database restarts raises StoreError out of run(), and `floodway worker` exits "
+    "with 2, the code for a usage error (cli.main maps every FloodwayError to EXIT_USAGE)"
+)
+
+
+@pytest.mark.xfail(strict=True, raises=StoreError, reason=START_BUG)
+def test_a_worker_starting_during_a_database_blip_waits_for_it(tmp_path: Path) -> None:
+    """The chaos drain starts workers while PostgreSQL restarts; they should back off as the
+    claim loop does, not exit."""
+    app = App(f"sqlite:///{tmp_path / 'jobs.db'}")
+
+    @app.task
+    async def deliver(n: int) -> int:
+        return n
+
+    store = open_store(app.database_url)
+    app.use_store(store)
+    real = store.register_worker
+    calls = {"n": 0}
+
+    def flaky_register_worker(info):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise StoreError("the connection broke while committing a register_worker; it may or may not "
+                             "have been written")
+        return real(info)
+
+    store.register_worker = flaky_register_worker  # type: ignore[method-assign]
+    try:
+        handle = app.enqueue(deliver, {"n": 3})
+        app.worker(burst=True, poll_interval=0.01).run()
+        assert handle.job().status is Status.COMPLETE
+    finally:
+        app.close()
+
+
+@pytest.mark.xfail(strict=True, reason=STALL_BUG)
+def test_postgres_a_worker_frozen_mid_transaction_does_not_stall_the_others(postgres_url: str) -> None:
+    """What the chaos drain's SIGSTOP hits on PostgreSQL, made deterministic: one store (a
+    worker) is frozen inside one of its own transactions, holding the limit's row lock; another
+    worker's claim must still get through within a few leases."""
+    import threading
+
+    app = App(postgres_url)
+    app.limit("api", rate="1000/s", burst=10)
+
+    @app.task(limits=["api"])
+    async def deliver(n: int) -> int:
+        return n
+
+    app.enqueue_many(deliver, [{"n": i} for i in range(3)])
+    assert app.store.acquire("api", "", 1)[0]  # the limit's key row exists now
+    frozen = open_store(postgres_url)
+    locked, thaw = threading.Event(), threading.Event()
+
+    def freeze_inside_a_transaction(cur):
+        cur.execute("SELECT tat FROM limit_keys WHERE limit_name = 'api' FOR UPDATE")
+        locked.set()
+        thaw.wait(60)  # the worker is frozen here, as SIGSTOP freezes it
+
+    holder = threading.Thread(target=lambda: frozen._run(freeze_inside_a_transaction, what="frozen"), daemon=True)
+    claimed: dict[str, object] = {}
+    claimer = threading.Thread(
+        target=lambda: claimed.update(jobs=app.store.claim("w2", queues=None, limit=10, lease=5.0)), daemon=True
+    )
+    try:
+        holder.start()
+        assert locked.wait(10)
+        claimer.start()
+        claimer.join(timeout=10)  # two leases
+        assert not claimer.is_alive(), "another worker's claim waited 10s behind a frozen worker's transaction"
+        assert len(claimed["jobs"]) == 3  # type: ignore[arg-type]
+    finally:
+        thaw.set()
+        holder.join(timeout=30)
+        claimer.join(timeout=30)
+        frozen.close()
+        app.close()
+
+
+URL_BUG = (
+    "store/postgres.py _parse_url: the libpq part of the URL is rebuilt with urllib's urlencode, "
+    "which writes a space as '+'; libpq does not decode '+', so a documented pass-through "
+    "parameter with a space (options=-c statement_timeout=5000, the usual form) reaches the "
+    "server as '+statement_timeout' and the connection is refused. Use quote_via=quote"
+)
+
+
+@pytest.mark.xfail(strict=True, raises=StoreError, reason=URL_BUG)
+def test_postgres_libpq_options_with_a_space_reach_the_server(postgres_url: str) -> None:
+    store = open_store(postgres_url + "?options=-c%20statement_timeout%3D4321")
+    try:
+        found = store._read("SHOW statement_timeout")[0][0]  # type: ignore[attr-defined]
+        assert found == "4321ms"
+    finally:
+        store.close()
