@@ -124,9 +124,9 @@
   }
 
   function niceMax(v) {
-    if (v <= 5) return 5;
+    if (v <= 4) return 4; // quarter lines at whole numbers
     const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+    for (const m of [1, 2, 4, 6, 8, 10]) if (m * p >= v) return m * p;
     return 10 * p;
   }
 
