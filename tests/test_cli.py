@@ -65,6 +65,15 @@ APP_SOURCE = textwrap.dedent(
     @app.task(limits=["api", "per-tenant"])
     def call(tenant: str) -> str:
         return tenant
+
+
+    @app.task
+    async def checkout(ctx, order: int):
+        await ctx.step("validate", lambda: order > 0, kind="data_transform")
+        return await ctx.step("charge", lambda: f"charged {order}", kind="http_request")
+
+
+    app.schedule(add, cron="*/5 * * * *", args={"a": 1, "b": 2}, name="five-minutes")
     '''
 )
 
@@ -317,8 +326,9 @@ def test_read_commands_work_with_only_the_database_env_var(cli: Cli) -> None:
     assert cli.json("migrate", database=False, env=env)["applied"] == []
 
 
-def test_demo_exits_0(cli: Cli) -> None:
-    out = cli.ok("demo", database=False)
+def test_basic_demo_exits_0(cli: Cli) -> None:
+    # the Black Friday demo (the default) has its own tests in tests/test_demo.py
+    out = cli.ok("demo", "--basic", database=False)
     assert "finished as expected" in out
 
 
@@ -432,3 +442,20 @@ def test_pause_and_resume_a_job_and_a_queue(cli: Cli) -> None:
     assert [q["paused"] for q in cli.json("queues") if q["name"] == "emails"] == [True]
     cli.ok("resume", "--queue", "emails")
     assert cli.burst() == 1 and cli.json("result", mail) == {"sent": "a@example.com"}
+
+
+def test_stats_schedules_and_flow(cli: Cli) -> None:
+    job = cli.enqueue("checkout", {"order": 7})
+    assert cli.burst() == 1
+    flow = cli.json("flow", job)
+    assert flow["totalSteps"] == 2 and flow["completedSteps"] == 2
+    assert flow["throttlingInsights"]["stepTypeDistribution"] == {"data_transform": 1, "http_request": 1}
+    assert "validate" in cli.ok("flow", job)
+    stats = cli.json("stats")
+    assert stats["queues"]["default"]["depth"] == 0 and stats["queues"]["default"]["rate_out"] > 0
+    assert "step:http_request:critical" in stats["limits"]
+    [schedule] = cli.json("schedules")  # the worker wrote the app's schedule to the store
+    assert (schedule["name"], schedule["cron"], schedule["args"]) == ("five-minutes", "*/5 * * * *", {"a": 1, "b": 2})
+    assert schedule["next_tick"] > schedule["last_tick"]
+    assert cli.run("stats", "--window", "0s").returncode == 2
+    assert cli.run("flow", "missing").returncode == 1

@@ -389,3 +389,34 @@ def test_worker_warns_when_concurrency_cannot_reach_a_rate(app, caplog):
         app.worker(concurrency=2, burst=True).run()
     assert any("needs a concurrency of 5" in r.getMessage() or "needs a concurrency of" in r.getMessage()
                for r in caplog.records)
+
+
+def test_resume_limit_ends_a_pause(store):
+    store.declare_limit(LimitSpec.build("api", rate="10/s", key="{tenant}"))
+    store.pause_limit("api", "a", time.time() + 3600, "429")
+    store.pause_limit("api", "b", time.time() + 3600, "429")
+    assert store.paused_until("api", "a") > time.time() + 3000
+    assert store.resume_limit("api", "a") == 1
+    assert store.paused_until("api", "a") == 0 and store.paused_until("api", "b") > 0
+    assert store.resume_limit("api") == 1
+    assert store.paused_until("nope", "x") == 0
+    with pytest.raises(ConfigError):
+        store.resume_limit("nope")
+
+
+def test_a_pause_voids_tokens_taken_before_it(app):
+    from floodway import Context
+
+    app.limit("api", rate="1/min", burst=1)
+
+    @app.task(limits=["api"], retry=0)
+    async def call(ctx: Context):
+        # a 429 elsewhere pauses the key after this job was admitted
+        ctx.app.store.pause_limit("api", "", time.time() + 30, "429 seen by another job")
+        await ctx.acquire("api")  # the admission token is void now: the job is rescheduled
+        return "sent"
+
+    h = app.enqueue(call)
+    app.worker(burst=True, poll_interval="10ms").run()
+    job = h.job()
+    assert job.status is Status.SCHEDULED and job.attempt == 0 and job.run_at > time.time() + 20

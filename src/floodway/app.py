@@ -405,6 +405,10 @@ class App:
 
         return collect(self, window)
 
+    def resume_limit(self, name: str, key: str | None = None) -> int:
+        """End the pause of a limit (one key, or all) now, for every worker."""
+        return self.store.resume_limit(name, key)
+
     def _coerce_queue(self, queue: str | Queue) -> str | Queue:
         if isinstance(queue, Queue):
             return queue

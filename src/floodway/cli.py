@@ -632,6 +632,17 @@ def limits_set(state: State, name: str, rate: str | None, burst: int | None, con
         f"limit {name}: rate {d['rate'] or '-'}, burst {d['burst']}, concurrency {d['concurrency'] or '-'}"))
 
 
+@limits.command("resume")
+@click.argument("name")
+@click.option("--key", help="Only this key of a keyed limit (default: every key).")
+@click.pass_obj
+def limits_resume(state: State, name: str, key: str | None) -> None:
+    """End the pause of limit NAME now (after a 429 whose reset you know is over)."""
+    ended = state.app().resume_limit(name, key)
+    emit(state, {"limit": name, "key": key, "resumed": ended},
+         lambda d: click.echo(f"limit {name}: {ended} paused key(s) resumed"))
+
+
 def _pause_target(job_id: str | None, queue: str | None) -> dict[str, str | None]:
     if (job_id is None) == (queue is None):
         raise UsageProblem("name one job (ID) or one queue (--queue Q)")
@@ -661,6 +672,178 @@ def resume(state: State, job_id: str | None, queue: str | None) -> None:
     state.app().store.set_paused(**target, paused=False)
     emit(state, {**target, "paused": False},
          lambda d: click.echo(f"resumed {'job ' + job_id if job_id else 'queue ' + str(queue)}"))
+
+
+# -- stats, schedules, flows ---------------------------------------------------------------
+@cli.command()
+@click.option("--window", default="60s", show_default=True, help="Rates are averaged over this long.")
+@click.pass_obj
+def stats(state: State, window: str) -> None:
+    """Depth, running jobs, and rates in and out per queue and per limit."""
+    data = state.app().stats(parse_duration(window, name="--window", allow_zero=False))
+
+    def render(_: Any) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        queues = Table(title="queues")
+        for name in ("queue", "depth", "running", "in/s", "out/s"):
+            queues.add_column(name, justify="left" if name == "queue" else "right")
+        for name, q in data["queues"].items():
+            queues.add_row(Text(name + (" (paused)" if q["paused"] else "")), str(q["depth"]), str(q["running"]),
+                           f"{q['rate_in']:.2f}", f"{q['rate_out']:.2f}")
+        limits = Table(title="limits")
+        for name in ("limit", "rate", "depth", "running", "in/s", "out/s", "429s", "paused keys"):
+            limits.add_column(name, justify="left" if name in ("limit", "rate", "paused keys") else "right")
+        for name, lim in data["limits"].items():
+            limits.add_row(Text(name), lim["rate"] or "", str(lim["depth"]), str(lim["running"]),
+                           f"{lim['rate_in']:.2f}", f"{lim['rate_out']:.2f}", str(lim["rate_limited"]),
+                           Text(", ".join(lim["paused_keys"])))
+        out = console()
+        out.print(queues)
+        out.print(limits)
+        out.print(f"{data['workers']} live worker(s)")
+
+    emit(state, data, render)
+
+
+@cli.command()
+@click.pass_obj
+def schedules(state: State) -> None:
+    """List cron schedules with their last and next tick."""
+    from .schedule import Schedule
+
+    found = state.app().store.list_schedules()
+    now = time.time()
+    data = []
+    for info in found:
+        rule = Schedule(info.name, info.task, info.cron, info.tz, info.args, info.options, info.missed)
+        data.append({"name": info.name, "task": info.task, "cron": info.cron, "tz": info.tz, "args": info.args,
+                     "missed": info.missed, "last_tick": iso(info.last_tick),
+                     "next_tick": iso(rule.next_tick(max(now, info.last_tick or now)))})
+
+    def render(_: Any) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table()
+        for name in ("name", "task", "cron", "tz", "missed", "last tick", "next tick"):
+            table.add_column(name)
+        for d in data:
+            table.add_row(Text(d["name"]), Text(d["task"]), d["cron"], d["tz"], d["missed"], d["last_tick"] or "",
+                          d["next_tick"] or "")
+        console().print(table)
+
+    emit(state, data, render)
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@click.pass_obj
+def flow(state: State, job_id: str) -> None:
+    """A flow's steps with their throttling metrics, and its insights (seed 003)."""
+    app = state.app()
+    app.handle(job_id).job()  # JobNotFound -> exit 1
+    data = app.flow_insights(job_id)
+
+    def render(_: Any) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(title=Text(f"flow {job_id} ({data['status']})"))
+        for name in ("step", "type", "status", "critical", "duration ms", "total ms", "overhead ms", "retries"):
+            table.add_column(name, justify="right" if "ms" in name or name == "retries" else "left")
+        for st in data["steps"]:
+            table.add_row(Text(st["stepId"]), st["stepType"], st["status"], "yes" if st["critical"] else "no",
+                          f"{st['duration']:.1f}", f"{st['totalStepTime']:.1f}", f"{st['throttlingOverhead']:.1f}",
+                          str(st["retryCount"]))
+        out = console()
+        out.print(table)
+        insights = data["throttlingInsights"]
+        out.print(f"{data['completedSteps']}/{data['totalSteps']} steps complete, {data['failedSteps']} failed; "
+                  f"average throttling overhead {insights['averageThrottlingOverhead']:.1f} ms; "
+                  f"{insights['totalRetries']} retries")
+
+    emit(state, data, render)
+
+
+# -- web server and API tokens -------------------------------------------------------------
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on.")
+@click.option("--max-body", type=click.IntRange(min=1024), default=1_000_000, show_default=True,
+              help="Largest request body accepted, in bytes (larger ones get 413).")
+@click.pass_obj
+def web(state: State, host: str, port: int, max_body: int) -> None:
+    """Serve the REST API (/api, /openapi.json), the live dashboard (/), /metrics and /healthz.
+
+    Every route but /healthz needs a token: make one with `floodway token create`.
+    """
+    app = state.app()
+    from .web import serve
+
+    click.echo(f"floodway web: dashboard and API on http://{host}:{port}/ (Ctrl-C stops)", err=True)
+    serve(app, host=host, port=port, max_body=max_body)
+
+
+@cli.group()
+def token() -> None:
+    """Create, list and revoke API tokens for the web API and dashboard."""
+
+
+@token.command("create")
+@click.option("--tenant", help="Bind the token to this tenant: it sees and touches only its jobs.")
+@click.option("--admin", is_flag=True, help="An admin token: sees and changes everything.")
+@click.option("--label", help="A note to recognise the token by.")
+@click.pass_obj
+def token_create(state: State, tenant: str | None, admin: bool, label: str | None) -> None:
+    """Create a token and print it once (only its hash is stored)."""
+    if admin == (tenant is not None):
+        raise UsageProblem("token create: give --tenant NAME or --admin (one of them)")
+    from .tokens import create_token
+
+    secret, info = create_token(state.app().store, tenant=tenant, admin=admin, label=label)
+    emit(state, {"token": secret, "id": info.id, "tenant": info.tenant, "admin": info.admin, "label": info.label,
+                 "created_at": iso(info.created_at)},
+         lambda d: click.echo(f"{secret}\n\ntoken {info.id} ({'admin' if admin else 'tenant ' + str(tenant)}) created; "
+                              "it is shown only this once — store it now.", err=False))
+
+
+@token.command("list")
+@click.pass_obj
+def token_list(state: State) -> None:
+    """List tokens (never their secrets)."""
+    found = state.app().store.list_tokens()
+    data = [{"id": t.id, "tenant": t.tenant, "admin": t.admin, "label": t.label, "created_at": iso(t.created_at),
+             "last_used_at": iso(t.last_used_at), "revoked_at": iso(t.revoked_at)} for t in found]
+
+    def render(_: Any) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        now = time.time()
+        table = Table()
+        for name in ("id", "scope", "label", "created", "last used", "revoked"):
+            table.add_column(name)
+        for t in found:
+            table.add_row(Text(t.id), Text("admin" if t.admin else f"tenant {t.tenant}"), Text(t.label or ""),
+                          age(t.created_at, now), age(t.last_used_at, now),
+                          Text(age(t.revoked_at, now), style="red"))
+        out = console()
+        out.print(table)
+        out.print(f"{len(found)} token(s)")
+
+    emit(state, data, render)
+
+
+@token.command("revoke")
+@click.argument("token_id", metavar="ID")
+@click.pass_obj
+def token_revoke(state: State, token_id: str) -> None:
+    """Revoke token ID: it stops working at once."""
+    if not state.app().store.revoke_token(token_id):
+        fail(f"no live token with id {token_id!r}")
+    emit(state, {"id": token_id, "revoked": True}, lambda d: click.echo(f"token {token_id} revoked"))
 
 
 # -- demo -----------------------------------------------------------------------------------

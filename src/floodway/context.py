@@ -263,11 +263,28 @@ class Context:
             raise ConfigError(f"unknown limit {name!r}; declare it with app.limit()")
         return resolve_key(spec.key, self.job.args, self.job.tenant)
 
-    def _take_prepaid(self, name: str, key: str) -> bool:
-        if self._prepaid.get((name, key), 0) > 0:
-            self._prepaid[(name, key)] -= 1
-            return True
-        return False
+    def _try_acquire(self, name: str, key: str, cost: int) -> float | None:
+        """One try at a token (blocking store calls): None when taken, else seconds to wait.
+
+        The token the job's admission took is spent first — unless the key was paused after
+        the job was admitted: then that token is void and the job queues for a fresh one, so
+        jobs admitted just before a 429 do not all fire at the reset.
+        """
+        pair = (name, key)
+        if cost == 1 and self._prepaid.get(pair, 0) > 0:
+            paused_until = self.app.store.paused_until(name, key)
+            if paused_until <= (self.job.started_at or 0):
+                self._prepaid[pair] -= 1
+                return None
+            self._prepaid[pair] = 0
+        ok, retry_at = self.app.store.acquire(name, key, cost)
+        return None if ok else max(retry_at - time.time(), 0.0)
+
+    def _wait_or_reschedule(self, name: str, key: str, wait: float) -> float:
+        if wait > self.app.wait_in_place:
+            raise RateLimited(retry_after=wait, key=key, reason=f"limit {name!r} has no budget now")
+        self.throttled_seconds += wait
+        return wait
 
     async def acquire(self, name: str, *, key: str | None = None, cost: int = 1) -> None:
         """Take a token from limit ``name`` before a call, waiting for it if need be.
@@ -277,32 +294,14 @@ class Context:
         without spending an attempt (and without holding a worker slot).
         """
         key = self.limit_key(name) if key is None else key
-        if cost == 1 and self._take_prepaid(name, key):
-            return
-        while True:
-            ok, retry_at = await asyncio.to_thread(self.app.store.acquire, name, key, cost)
-            if ok:
-                return
-            wait = retry_at - time.time()
-            if wait > self.app.wait_in_place:
-                raise RateLimited(retry_after=wait, key=key, reason=f"limit {name!r} has no budget now")
-            await asyncio.sleep(max(wait, 0.0))
-            self.throttled_seconds += max(wait, 0.0)
+        while (wait := await asyncio.to_thread(self._try_acquire, name, key, cost)) is not None:
+            await asyncio.sleep(self._wait_or_reschedule(name, key, wait))
 
     def acquire_sync(self, name: str, *, key: str | None = None, cost: int = 1) -> None:
         """``acquire`` for sync tasks (which run in a thread)."""
         key = self.limit_key(name) if key is None else key
-        if cost == 1 and self._take_prepaid(name, key):
-            return
-        while True:
-            ok, retry_at = self.app.store.acquire(name, key, cost)
-            if ok:
-                return
-            wait = retry_at - time.time()
-            if wait > self.app.wait_in_place:
-                raise RateLimited(retry_after=wait, key=key, reason=f"limit {name!r} has no budget now")
-            time.sleep(max(wait, 0.0))
-            self.throttled_seconds += max(wait, 0.0)
+        while (wait := self._try_acquire(name, key, cost)) is not None:
+            time.sleep(self._wait_or_reschedule(name, key, wait))
 
     def http(self, base_url: str = "", *, limit: str | None = None, **options: Any) -> Any:
         """An ``httpx.AsyncClient`` that takes a token from ``limit`` before each request and

@@ -42,6 +42,8 @@ __all__ = ["QuotaInfo", "parse_quota_headers", "client_for"]
 _NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*$")
 #: a larger X-RateLimit-Reset is an epoch timestamp, not a delta
 _EPOCH_THRESHOLD = 10**9
+#: no server can pause a limit for longer than this (an absurd Retry-After is a bug, not a plan)
+MAX_RESET_SECONDS = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,9 @@ def parse_quota_headers(headers: Mapping[str, str], now: float | None = None) ->
             window = w
     if window is None and "x-ratelimit-window" in h:
         window = _number(h["x-ratelimit-window"])
+    if reset_at is not None and reset_at > now + MAX_RESET_SECONDS:
+        log.warning("a rate-limit reset %.0fs away was capped at %.0fs", reset_at - now, MAX_RESET_SECONDS)
+        reset_at = now + MAX_RESET_SECONDS
     return QuotaInfo(reset_at, remaining, limit, window)
 
 
@@ -148,7 +153,6 @@ class _Pacer:
         self.ctx = ctx
         self.limit = limit
         self.key = ctx.limit_key(limit) if limit is not None else None
-        self.successes = 0
 
     def decide(self, request: httpx.Request, response: httpx.Response) -> float | None:
         """After a response: None to return it, else the Unix time to wait until.
@@ -197,8 +201,10 @@ class _Pacer:
         elif throttled:
             target = per_second * 0.7
         else:
-            self.successes += 1
-            if self.successes % 20:
+            # successes are counted per process and limit: one client often lives for one request
+            counts = self.ctx.app.__dict__.setdefault("_adaptive_successes", {})
+            counts[spec.name] = counts.get(spec.name, 0) + 1
+            if counts[spec.name] % 20:
                 return
             target = per_second * 1.05
         if abs(target - per_second) / per_second < 0.01:
@@ -277,6 +283,18 @@ def _add_idempotency_key(request: httpx.Request) -> None:
         request.headers["Idempotency-Key"] = key
 
 
+_SSL_CONTEXT: Any = None
+
+
+def _shared_ssl_context() -> Any:
+    """One TLS context per process: building one loads the CA bundle (tens of ms of CPU), which
+    would otherwise happen for every client, on the worker's event loop."""
+    global _SSL_CONTEXT
+    if _SSL_CONTEXT is None:
+        _SSL_CONTEXT = httpx.create_ssl_context()
+    return _SSL_CONTEXT
+
+
 def client_for(ctx: "Context", *, base_url: str, limit: str | None, sync: bool, **options: Any) -> Any:
     """Build the httpx client ``ctx.http`` / ``ctx.http_sync`` return."""
     if limit is not None and limit not in ctx.app.limits:
@@ -284,8 +302,12 @@ def client_for(ctx: "Context", *, base_url: str, limit: str | None, sync: bool, 
 
         raise ConfigError(f"ctx.http: unknown limit {limit!r}; declare it with app.limit()")
     pacer = _Pacer(ctx, limit)
+    transport_options = {"verify": options.pop("verify", None) or _shared_ssl_context()}
+    for name in ("cert", "trust_env", "http1", "http2", "limits", "proxy"):
+        if name in options:
+            transport_options[name] = options.pop(name)
     if sync:
-        inner = options.pop("transport", None) or httpx.HTTPTransport()
+        inner = options.pop("transport", None) or httpx.HTTPTransport(**transport_options)
         return httpx.Client(base_url=base_url, transport=_SyncTransport(inner, pacer), **options)
-    inner = options.pop("transport", None) or httpx.AsyncHTTPTransport()
+    inner = options.pop("transport", None) or httpx.AsyncHTTPTransport(**transport_options)
     return httpx.AsyncClient(base_url=base_url, transport=_AsyncTransport(inner, pacer), **options)

@@ -477,6 +477,9 @@ class Worker:
             wait = policy.delay(max(job.attempt, 1))
             log.warning("job %s (%s) was rate limited with no usable reset time (%r); waiting %.2fs per its "
                         "retry backoff", job.id, job.task, exc.retry_after, wait)
+        from .http import MAX_RESET_SECONDS
+
+        wait = min(wait, MAX_RESET_SECONDS)
         until = now + wait
         if exc.limit is not None and not exc.paused:
             try:

@@ -284,6 +284,14 @@ class Store(abc.ABC):
         """Take ``cost`` tokens from a limit key now: ``(True, now)`` or ``(False, retry_at)``."""
 
     @abc.abstractmethod
+    def paused_until(self, name: str, key: str) -> float:
+        """When the pause of a limit key ends (0 when it was never paused); a read only."""
+
+    @abc.abstractmethod
+    def resume_limit(self, name: str, key: str | None = None) -> int:
+        """End the pauses of a limit now (one key, or every key); returns how many ended."""
+
+    @abc.abstractmethod
     def pause_limit(self, name: str, key: str, until: float, reason: str) -> float:
         """Pause one key of a limit for every worker until ``until`` (never shortening a
         longer pause); after it, jobs are admitted at the limit's rate, not all at once.

@@ -161,20 +161,20 @@ class _Admission:
         names = [p[0] for p in ordered]
         keys = [p[1] for p in ordered]
         cur.execute(
-            "INSERT INTO limit_keys (limit_name, key) SELECT n, k FROM unnest(%s::text[], %s::text[]) AS p(n, k) "
+            "INSERT INTO limit_keys (limit_name, key) SELECT n, k FROM unnest(%b::text[], %b::text[]) AS p(n, k) "
             "ORDER BY n, k ON CONFLICT DO NOTHING",
             (names, keys),
         )
         skip = " SKIP LOCKED" if self._locked_once else ""
         cur.execute(
             "SELECT limit_name, key, tat, paused_until, running, admitted FROM limit_keys "
-            "WHERE (limit_name, key) IN (SELECT n, k FROM unnest(%s::text[], %s::text[]) AS p(n, k)) "
+            "WHERE (limit_name, key) IN (SELECT n, k FROM unnest(%b::text[], %b::text[]) AS p(n, k)) "
             f"ORDER BY limit_name, key FOR UPDATE{skip}",
             (names, keys),
         )
         for name, key, tat, paused_until, running, admitted in cur.fetchall():
             self.states[(name, key)] = [tat, paused_until, running, admitted]
-        self.unavailable.update(p for p in ordered if p not in self.states)
+        self.unavailable.update(p for p in zip(names, keys) if p not in self.states)
         self._locked_once = True
 
     def _held(self, job_id: str, until: float | None) -> bool:
@@ -219,7 +219,7 @@ class _Admission:
         ordered = sorted(self.dirty)
         cur.execute(
             "UPDATE limit_keys l SET tat = v.tat, running = v.running, admitted = v.admitted "
-            "FROM unnest(%s::text[], %s::text[], %s::float8[], %s::int[], %s::int8[]) AS v(n, k, tat, running, admitted) "
+            "FROM unnest(%b::text[], %b::text[], %b::float8[], %b::int[], %b::int8[]) AS v(n, k, tat, running, admitted) "
             "WHERE l.limit_name = v.n AND l.key = v.k",
             (
                 [p[0] for p in ordered],
@@ -331,13 +331,14 @@ class PostgresStore(Store):
     def _now(self) -> float:
         return time.time() + self._offset
 
-    def _run(self, fn: Callable[[psycopg.Cursor], T], *, what: str = "query") -> T:
+    def _run(self, fn: Callable[[psycopg.Cursor], T], *, what: str = "query", pipeline: bool = False) -> T:
         """Run ``fn(cursor)`` in one transaction and commit it.
 
         A transaction that failed before COMMIT (a dropped connection, a server restart, a
         deadlock or serialization failure) committed nothing, so it is retried with backoff
         for up to ``reconnect_timeout``. Errors of floodway itself (TransitionError...) pass
-        through untouched after a rollback.
+        through untouched after a rollback. With ``pipeline`` the statements ``fn`` sends go
+        out together (psycopg pipeline mode): one network round trip until it fetches a result.
         """
         if self._closed or self._pool is None:
             raise StoreError("store is closed")
@@ -357,7 +358,11 @@ class PostgresStore(Store):
             committing = False
             try:
                 with conn.cursor() as cur:
-                    result = fn(cur)
+                    if pipeline:
+                        with conn.pipeline():
+                            result = fn(cur)
+                    else:
+                        result = fn(cur)
                 committing = True
                 conn.commit()
                 return result
@@ -486,8 +491,8 @@ class PostgresStore(Store):
         cols = list(zip(*rows))
         cur.execute(
             "INSERT INTO job_events (job_id, at, from_status, to_status, attempt, error, worker_id, reason) "
-            "SELECT * FROM unnest(%s::text[], %s::float8[], %s::text[], %s::text[], %s::int[], %s::text[], "
-            "%s::text[], %s::text[])",
+            "SELECT * FROM unnest(%b::text[], %b::float8[], %b::text[], %b::text[], %b::int[], %b::text[], "
+            "%b::text[], %b::text[])",
             [list(c) for c in cols],
         )
 
@@ -510,7 +515,7 @@ class PostgresStore(Store):
             return
         cur.execute(
             "WITH l AS (SELECT k, pg_advisory_xact_lock_shared(%s, hashtext(k)) FROM "
-            "(SELECT k FROM unnest(%s::text[]) AS k ORDER BY k) s) "
+            "(SELECT k FROM unnest(%b::text[]) AS k ORDER BY k) s) "
             "INSERT INTO fair_keys (key) SELECT k FROM l ON CONFLICT DO NOTHING",
             (_NS_FAIR, keys),
         )
@@ -519,7 +524,7 @@ class PostgresStore(Store):
     def _notify(cur: psycopg.Cursor, queues: Iterable[str]) -> None:
         queues = sorted(set(queues))
         if queues:
-            cur.execute("SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q", (CHANNEL, queues))
+            cur.execute("SELECT pg_notify(%s, q) FROM unnest(%b::text[]) AS q", (CHANNEL, queues))
 
     # -- enqueue --------------------------------------------------------------------------
     def enqueue(
@@ -542,27 +547,33 @@ class PostgresStore(Store):
 
         def go(cur: psycopg.Cursor) -> set[str]:
             now = self._now()
+            # every statement is sent at once (pipeline); the insert goes last so its RETURNING
+            # rows are the cursor's result. Marking the groups and notifying the queues of every
+            # job of the batch (a superset of those created) is harmless: a spare group row is
+            # dropped by the next claim that finds it empty, a spare NOTIFY wakes a worker once.
             if queues:
                 names = sorted(queues)
                 cur.execute(
-                    "INSERT INTO queues (name, max_concurrency) SELECT * FROM unnest(%s::text[], %s::int[]) "
+                    "INSERT INTO queues (name, max_concurrency) SELECT * FROM unnest(%b::text[], %b::int[]) "
                     "ON CONFLICT DO NOTHING",
                     (names, [queues[n] for n in names]),
                 )
+            self._mark_fair_keys(cur, (j.fair_key for j in fresh if j.status is Status.WAITING))
+            self._notify(cur, (j.queue for j in fresh))
             seg_cte, seg_params = "", []
             if segments:
                 seg_cte = (
                     ", seg AS (INSERT INTO segments (job_id, arg, idx, data) SELECT s.j, s.a, s.i, s.d "
-                    "FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[]) AS s(j, a, i, d) "
+                    "FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[]) AS s(j, a, i, d) "
                     "JOIN ins ON ins.id = s.j)"
                 )
                 seg_params = [list(c) for c in zip(*segments)]
             cur.execute(
                 "WITH ins AS (INSERT INTO jobs (id, task, args, queue, status, priority, max_attempts, retry, "
                 "run_at, tenant, limits, fair_key, state_key, created_at, updated_at) "
-                "SELECT *, %s::float8, %s::float8 FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], "
-                "%s::text[], %s::int[], %s::int[], %s::text[], %s::float8[], %s::text[], %s::text[], %s::text[], "
-                "%s::text[]) ON CONFLICT (id) DO NOTHING RETURNING id, status), "
+                "SELECT *, %s::float8, %s::float8 FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], "
+                "%b::text[], %b::int[], %b::int[], %b::text[], %b::float8[], %b::text[], %b::text[], %b::text[], "
+                "%b::text[]) ON CONFLICT (id) DO NOTHING RETURNING id, status), "
                 "ev AS (INSERT INTO job_events (job_id, at, from_status, to_status, attempt, reason) "
                 f"SELECT id, %s, NULL, status, 0, 'enqueued' FROM ins){seg_cte} "
                 "SELECT id FROM ins",
@@ -570,19 +581,15 @@ class PostgresStore(Store):
                     now, now,
                     [j.id for j in fresh], [j.task for j in fresh], [j.args_json for j in fresh],
                     [j.queue for j in fresh], [j.status.value for j in fresh], [j.priority for j in fresh],
-                    [j.max_attempts for j in fresh], [j.retry_json for j in fresh], [j.run_at for j in fresh],
+                    [j.max_attempts for j in fresh], [j.retry_json for j in fresh], [float(j.run_at) for j in fresh],
                     [j.tenant for j in fresh], [j.limits_json for j in fresh], [j.fair_key for j in fresh],
                     [j.shared_state for j in fresh],
                     now, *seg_params,
                 ),
             )
-            created = {r[0] for r in cur.fetchall()}
-            made = [j for j in fresh if j.id in created]
-            self._mark_fair_keys(cur, (j.fair_key for j in made if j.status is Status.WAITING))
-            self._notify(cur, (j.queue for j in made))
-            return created
+            return {r[0] for r in cur.fetchall()}
 
-        created = self._run(go, what="enqueue")
+        created = self._run(go, what="enqueue", pipeline=True)
         results, seen = [], set()
         for job in jobs:
             ok = job.id in created and job.id not in seen
@@ -607,7 +614,7 @@ class PostgresStore(Store):
     ) -> list[Job]:
         where, params = [], []
         if status:
-            where.append("status = ANY(%s::text[])")
+            where.append("status = ANY(%b::text[])")
             params.append([Status(s).value for s in status])
         for column, value in (("queue", queue), ("task", task), ("tenant", tenant)):
             if value is not None:
@@ -708,34 +715,38 @@ class PostgresStore(Store):
         ]
 
     # -- claiming ---------------------------------------------------------------------------
-    def _promote_due(self, cur: psycopg.Cursor, now: float) -> None:
-        """scheduled/retrying -> waiting for every job whose run_at has come (SKIP LOCKED:
-        two claimers promote disjoint rows)."""
-        cur.execute(
-            "WITH due AS (SELECT id, status FROM jobs WHERE status IN ('scheduled', 'retrying') "
-            "AND run_at <= %(now)s ORDER BY run_at LIMIT 5000 FOR UPDATE SKIP LOCKED), "
-            "up AS (UPDATE jobs j SET status = 'waiting', updated_at = %(now)s FROM due WHERE j.id = due.id "
-            "RETURNING j.id, due.status AS old, j.attempt, j.fair_key), "
-            "ev AS (INSERT INTO job_events (job_id, at, from_status, to_status, attempt, reason) "
-            "SELECT id, %(now)s, old, 'waiting', attempt, 'due' FROM up) "
-            "SELECT DISTINCT fair_key FROM up",
-            {"now": now},
-        )
-        keys = [r[0] for r in cur.fetchall()]
-        self._mark_fair_keys(cur, keys)
+    #: scheduled/retrying -> waiting for every job whose run_at has come (SKIP LOCKED: two
+    #: claimers promote disjoint rows), with their events and their fairness groups marked
+    #: (under the shared group lock, see ``_mark_fair_keys``) — one statement
+    _PROMOTE = (
+        "WITH due AS (SELECT id, status FROM jobs WHERE status IN ('scheduled', 'retrying') "
+        "AND run_at <= %(now)s ORDER BY run_at LIMIT 5000 FOR UPDATE SKIP LOCKED), "
+        "up AS (UPDATE jobs j SET status = 'waiting', updated_at = %(now)s FROM due WHERE j.id = due.id "
+        "RETURNING j.id, due.status AS old, j.attempt, j.fair_key), "
+        "ev AS (INSERT INTO job_events (job_id, at, from_status, to_status, attempt, reason) "
+        "SELECT id, %(now)s, old, 'waiting', attempt, 'due' FROM up), "
+        "lk AS (SELECT k, pg_advisory_xact_lock_shared(%(ns)s, hashtext(k)) FROM "
+        "(SELECT DISTINCT fair_key AS k FROM up ORDER BY 1) s), "
+        "fk AS (INSERT INTO fair_keys (key) SELECT k FROM lk ON CONFLICT DO NOTHING) "
+        "SELECT count(*) FROM up"
+    )
 
-    def _queue_room(self, cur: psycopg.Cursor, queues: list[str] | None) -> dict[str, int]:
-        """Free slots of each capped queue this claim may take from, counted from running jobs
-        under a per-queue advisory lock (so two claimers cannot both fill the last slot);
-        a paused queue has none. Queues without ready jobs are not locked."""
-        filt = " AND q.name = ANY(%s::text[])" if queues is not None else ""
-        cur.execute(
+    @staticmethod
+    def _queue_sql(queues: list[str] | None) -> tuple[str, Any]:
+        """The capped or paused queues this claim may take from that have ready jobs."""
+        filt = " AND q.name = ANY(%b::text[])" if queues is not None else ""
+        return (
             "SELECT q.name, q.max_concurrency, q.paused FROM queues q "
             f"WHERE (q.max_concurrency IS NOT NULL OR q.paused){filt} AND EXISTS "
             "(SELECT 1 FROM jobs j WHERE j.queue = q.name AND j.status = 'waiting') ORDER BY q.name",
             (queues,) if queues is not None else None,
         )
-        rows = cur.fetchall()
+
+    @staticmethod
+    def _queue_room(cur: psycopg.Cursor, rows: list[tuple]) -> dict[str, int]:
+        """Free slots of each capped queue, counted from running jobs under a per-queue
+        advisory lock (so two claimers cannot both fill the last slot); a paused queue has
+        none. Only queues with ready jobs are locked."""
         if not rows:
             return {}
         room = {name: 0 for name, _, paused in rows if paused}
@@ -744,11 +755,11 @@ class PostgresStore(Store):
             names = sorted(capped)
             cur.execute(
                 "SELECT pg_advisory_xact_lock(%s, hashtext(n)) FROM "
-                "(SELECT n FROM unnest(%s::text[]) AS n ORDER BY n) s",
+                "(SELECT n FROM unnest(%b::text[]) AS n ORDER BY n) s",
                 (_NS_QUEUE, names),
             )
             cur.execute(
-                "SELECT queue, COUNT(*) FROM jobs WHERE status = 'running' AND queue = ANY(%s::text[]) GROUP BY queue",
+                "SELECT queue, COUNT(*) FROM jobs WHERE status = 'running' AND queue = ANY(%b::text[]) GROUP BY queue",
                 (names,),
             )
             running = {q: int(c) for q, c in cur.fetchall()}
@@ -765,43 +776,56 @@ class PostgresStore(Store):
     def _claim(self, cur: psycopg.Cursor, worker_id: str, queues: list[str] | None, limit: int,
                lease: float) -> ClaimedJobs:
         now = self._now()
-        self._promote_due(cur, now)
-        room = self._queue_room(cur, queues)
-        cur.execute("SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive FROM limits")
-        specs = {row[0]: LimitSpec.from_row(*row) for row in cur.fetchall()}
+        conn = cur.connection
+        page_size = max(limit, 32)
+        queue_sql, queue_params = self._queue_sql(queues)
+        # the prelude in one round trip: promote due jobs, read caps, limits, the first groups
+        with conn.pipeline():
+            promote, caps, limits, groups = (conn.cursor() for _ in range(4))
+            promote.execute(self._PROMOTE, {"now": now, "ns": _NS_FAIR})
+            caps.execute(queue_sql, queue_params)
+            limits.execute("SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive FROM limits")
+            groups.execute("SELECT key, served_at FROM fair_keys ORDER BY served_at, key LIMIT %s", (page_size,))
+            cap_rows = caps.fetchall()
+            specs = {row[0]: LimitSpec.from_row(*row) for row in limits.fetchall()}
+            first_page = groups.fetchall()
+        room = self._queue_room(cur, cap_rows)
         admission = _Admission(specs, now)
-        chosen, served, empty, many_groups = self._choose(cur, admission, room, queues, limit)
-        admission.write_back(cur)
-        if admission.blocked_ids:
-            cur.execute(
-                "UPDATE jobs SET throttled_since = COALESCE(throttled_since, %s) WHERE id = ANY(%s::text[])",
-                (now, admission.blocked_ids),
-            )
-        if served and many_groups:
-            # fairness: least recently served first; SKIP LOCKED — a group another claimer
-            # is stamping right now is being served anyway
-            cur.execute(
-                "UPDATE fair_keys SET served_at = %s WHERE key IN "
-                "(SELECT key FROM fair_keys WHERE key = ANY(%s::text[]) ORDER BY key FOR UPDATE SKIP LOCKED)",
-                (now, served),
-            )
-        if empty:
-            self._drop_empty_groups(cur, empty)
-        if not chosen:
-            return ClaimedJobs(wake_at=admission.wake_at)
+        chosen, served, empty, many_groups = self._choose(cur, admission, room, queues, limit, first_page, page_size)
         lease_until = now + lease
         ids = [row[0] for row in chosen]
-        cur.execute(
-            "WITH c AS (UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = %(w)s, "
-            "lease_until = %(lease)s, started_at = %(now)s, updated_at = %(now)s, "
-            "throttled_seconds = throttled_seconds + COALESCE(%(now)s - throttled_since, 0), "
-            f"throttled_since = NULL WHERE id = ANY(%(ids)s::text[]) RETURNING {_JOB_COLUMNS}), "
-            "e AS (INSERT INTO job_events (job_id, at, from_status, to_status, attempt, worker_id) "
-            "SELECT id, %(now)s, 'waiting', 'running', attempt, %(w)s FROM c) "
-            f"SELECT {_JOB_COLUMNS} FROM c",
-            {"w": worker_id, "lease": lease_until, "now": now, "ids": ids},
-        )
-        by_id = {row[0]: row for row in cur.fetchall()}
+        # the writes in one round trip; the claim's own UPDATE goes last (its rows are fetched)
+        with conn.pipeline():
+            admission.write_back(cur)
+            if admission.blocked_ids:
+                cur.execute(
+                    "UPDATE jobs SET throttled_since = COALESCE(throttled_since, %s) WHERE id = ANY(%b::text[])",
+                    (now, admission.blocked_ids),
+                )
+            if served and many_groups:
+                # fairness: least recently served first; SKIP LOCKED — a group another claimer
+                # is stamping right now is being served anyway
+                cur.execute(
+                    "UPDATE fair_keys SET served_at = %s WHERE key IN "
+                    "(SELECT key FROM fair_keys WHERE key = ANY(%b::text[]) ORDER BY key FOR UPDATE SKIP LOCKED)",
+                    (now, served),
+                )
+            if ids:
+                cur.execute(
+                    "WITH c AS (UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = %(w)s, "
+                    "lease_until = %(lease)s, started_at = %(now)s, updated_at = %(now)s, "
+                    "throttled_seconds = throttled_seconds + COALESCE(%(now)s - throttled_since, 0), "
+                    f"throttled_since = NULL WHERE id = ANY(%(ids)b::text[]) RETURNING {_JOB_COLUMNS}), "
+                    "e AS (INSERT INTO job_events (job_id, at, from_status, to_status, attempt, worker_id) "
+                    "SELECT id, %(now)s, 'waiting', 'running', attempt, %(w)s FROM c) "
+                    f"SELECT {_JOB_COLUMNS} FROM c",
+                    {"w": worker_id, "lease": lease_until, "now": now, "ids": ids},
+                )
+                by_id = {row[0]: row for row in cur.fetchall()}
+        if empty:
+            self._drop_empty_groups(cur, empty)
+        if not ids:
+            return ClaimedJobs(wake_at=admission.wake_at)
         return ClaimedJobs((_job_from_row(by_id[i]) for i in ids if i in by_id), wake_at=admission.wake_at)
 
     def _choose(
@@ -811,6 +835,8 @@ class PostgresStore(Store):
         room: dict[str, int],
         queues: list[str] | None,
         limit: int,
+        first_page: list[tuple],
+        page_size: int,
     ) -> tuple[list[tuple], list[str], list[str], bool]:
         """Pick up to ``limit`` ready jobs: round-robin over fairness groups (least recently
         served first), then priority, then age; skipping full queues and jobs whose limits do
@@ -819,22 +845,19 @@ class PostgresStore(Store):
 
         Returns (chosen rows, groups served, groups found empty, whether >1 group was seen).
         """
-        page_size = max(limit, 32)
         groups: list[str] = []
         more_groups = True
         last: tuple[float, str] | None = None
 
-        def load_groups() -> None:
+        def load_groups(rows: list[tuple] | None = None) -> None:
             nonlocal more_groups, last
-            if last is None:
-                cur.execute("SELECT key, served_at FROM fair_keys ORDER BY served_at, key LIMIT %s", (page_size,))
-            else:
+            if rows is None:
                 cur.execute(
                     "SELECT key, served_at FROM fair_keys WHERE (served_at, key) > (%s, %s) "
                     "ORDER BY served_at, key LIMIT %s",
                     (last[0], last[1], page_size),
                 )
-            rows = cur.fetchall()
+                rows = cur.fetchall()
             if rows:
                 last = (rows[-1][1], rows[-1][0])
             more_groups = len(rows) == page_size
@@ -853,18 +876,18 @@ class PostgresStore(Store):
             where = "j.status = 'waiting' AND NOT j.paused AND j.fair_key = g.key"
             params: dict[str, Any] = {"groups": batch, "per": per}
             if queues is not None:
-                where += " AND j.queue = ANY(%(queues)s::text[])"
+                where += " AND j.queue = ANY(%(queues)b::text[])"
                 params["queues"] = queues
             if full:
-                where += " AND NOT (j.queue = ANY(%(full)s::text[]))"
+                where += " AND NOT (j.queue = ANY(%(full)b::text[]))"
                 params["full"] = full
             seen = [i for g in batch for i in fetched_ids.get(g, ())]
             if seen:
-                where += " AND NOT (j.id = ANY(%(seen)s::text[]))"
+                where += " AND NOT (j.id = ANY(%(seen)b::text[]))"
                 params["seen"] = seen
             cols = ", ".join(f"j.{c.strip()}" for c in _JOB_COLUMNS.split(","))
             cur.execute(
-                f"SELECT g.key, {cols} FROM unnest(%(groups)s::text[]) WITH ORDINALITY AS g(key, ord) "
+                f"SELECT g.key, {cols} FROM unnest(%(groups)b::text[]) WITH ORDINALITY AS g(key, ord) "
                 f"CROSS JOIN LATERAL (SELECT * FROM jobs j WHERE {where} "
                 "ORDER BY j.priority DESC, j.run_at, j.seq LIMIT %(per)s FOR UPDATE OF j SKIP LOCKED) j "
                 "ORDER BY g.ord",
@@ -882,7 +905,7 @@ class PostgresStore(Store):
                         empty.append(group)
             admission.lock(cur, (r for rows in got.values() for r in rows))
 
-        load_groups()
+        load_groups(first_page)
         budget = max(200, limit * 20)
         i = 0
         cycle_progress = False
@@ -940,35 +963,31 @@ class PostgresStore(Store):
         lock (try, never wait), and re-checked in a fresh statement after it, so a group
         being made ready by a transaction in flight is never lost."""
         cur.execute(
-            "SELECT k FROM unnest(%s::text[]) AS k WHERE pg_try_advisory_xact_lock(%s, hashtext(k))",
+            "SELECT k FROM unnest(%b::text[]) AS k WHERE pg_try_advisory_xact_lock(%s, hashtext(k))",
             (sorted(set(keys)), _NS_FAIR),
         )
         locked = [r[0] for r in cur.fetchall()]
         if locked:
             cur.execute(
-                "DELETE FROM fair_keys f WHERE f.key = ANY(%s::text[]) AND NOT EXISTS "
+                "DELETE FROM fair_keys f WHERE f.key = ANY(%b::text[]) AND NOT EXISTS "
                 "(SELECT 1 FROM jobs j WHERE j.status = 'waiting' AND NOT j.paused AND j.fair_key = f.key)",
                 (locked,),
             )
 
     def next_due(self, queues: list[str] | None) -> float | None:
         # paused jobs and queues are not work to wait for
-        extra = " AND NOT paused AND NOT (queue = ANY(%(paused)s::text[]))"
+        extra = " AND NOT paused AND NOT (queue = ANY(ARRAY(SELECT name FROM queues WHERE paused)))"
+        params: dict[str, Any] = {}
         if queues is not None:
-            extra += " AND queue = ANY(%(q)s::text[])"
-
-        def go(cur: psycopg.Cursor) -> float | None:
-            cur.execute("SELECT name FROM queues WHERE paused")
-            params = {"paused": [r[0] for r in cur.fetchall()], "q": queues}
-            cur.execute(
-                f"SELECT CASE WHEN EXISTS (SELECT 1 FROM jobs WHERE status = 'waiting'{extra}) THEN 0 ELSE "
-                f"(SELECT MIN(run_at) FROM jobs WHERE status IN ('scheduled', 'retrying'){extra}) END",
-                params,
-            )
-            value = cur.fetchone()[0]
-            return None if value is None else float(value)
-
-        return self._run(go, what="read")
+            extra += " AND queue = ANY(%(q)b::text[])"
+            params["q"] = queues
+        rows = self._read(
+            f"SELECT CASE WHEN EXISTS (SELECT 1 FROM jobs WHERE status = 'waiting'{extra}) THEN 0 ELSE "
+            f"(SELECT MIN(run_at) FROM jobs WHERE status IN ('scheduled', 'retrying'){extra}) END",
+            params or None,
+        )
+        value = rows[0][0] if rows else None
+        return None if value is None else float(value)
 
     # -- finishing --------------------------------------------------------------------------
     def finish(self, worker_id: str, outcomes: list[Outcome]) -> list[str]:
@@ -982,11 +1001,13 @@ class PostgresStore(Store):
 
         def go(cur: psycopg.Cursor) -> list[str]:
             now = self._now()
+            # one statement: the guarded update, the events, step slots and the finished jobs'
+            # own state go; the slots come back as 's' rows to be released below
             cur.execute(
-                "WITH o AS (SELECT * FROM unnest(%(ids)s::text[], %(attempts)s::int[], %(statuses)s::text[], "
-                "%(results)s::text[], %(errors)s::text[], %(run_ats)s::float8[], %(back)s::int[], "
-                "%(throttled)s::float8[], %(finals)s::bool[], %(reasons)s::text[]) "
-                "AS o(id, attempt, status, result, error, run_at, back, throttled, final, reason)), "
+                "WITH o AS (SELECT * FROM unnest(%(ids)b::text[], %(attempts)b::int[], %(statuses)b::text[], "
+                "%(results)b::text[], %(errors)b::text[], %(run_ats)b::float8[], %(back)b::int[], "
+                "%(throttled)b::float8[], %(finals)b::bool[], %(reasons)b::text[], %(purge)b::bool[]) "
+                "AS o(id, attempt, status, result, error, run_at, back, throttled, final, reason, purge)), "
                 "u AS (UPDATE jobs j SET status = o.status, result = o.result, "
                 "error = CASE WHEN o.status = 'complete' THEN NULL ELSE COALESCE(o.error, j.error) END, "
                 "run_at = COALESCE(o.run_at, j.run_at), attempt = j.attempt - o.back, worker_id = NULL, "
@@ -996,30 +1017,41 @@ class PostgresStore(Store):
                 "FROM o WHERE j.id = o.id AND j.status = 'running' AND j.worker_id = %(w)s "
                 "AND j.attempt = o.attempt "
                 "RETURNING j.id, j.limits, j.fair_key, j.state_key, j.queue, o.status, o.attempt - o.back AS ev_attempt, "
-                "o.error, o.reason), "
+                "o.error, o.reason, o.purge), "
                 "e AS (INSERT INTO job_events (job_id, at, from_status, to_status, attempt, error, worker_id, reason) "
-                "SELECT id, %(now)s, 'running', status, ev_attempt, error, %(w)s, reason FROM u) "
-                "SELECT id, limits, fair_key, state_key, queue, status FROM u",
+                "SELECT id, %(now)s, 'running', status, ev_attempt, error, %(w)s, reason FROM u), "
+                "sl AS (DELETE FROM job_slots WHERE job_id IN (SELECT id FROM u) RETURNING limit_name, key), "
+                "sg AS (DELETE FROM segments WHERE job_id IN (SELECT id FROM u WHERE purge)), "
+                "st AS (DELETE FROM state WHERE key IN (SELECT 'job:' || id FROM u WHERE purge AND state_key IS NULL)), "
+                "lg AS (DELETE FROM ledger WHERE state_key IN "
+                "(SELECT 'job:' || id FROM u WHERE purge AND state_key IS NULL)) "
+                "SELECT 'j', id, limits, fair_key, queue, status FROM u "
+                "UNION ALL SELECT 's', limit_name, key, NULL, NULL, NULL FROM sl",
                 {
                     "ids": [o.job_id for o in batch],
                     "attempts": [o.attempt for o in batch],
                     "statuses": [o.status.value for o in batch],
                     "results": [o.result_json for o in batch],
                     "errors": [json.dumps(o.error) if o.error else None for o in batch],
-                    "run_ats": [o.run_at for o in batch],
+                    "run_ats": [float(o.run_at) if o.run_at is not None else None for o in batch],
                     "back": [0 if o.spend_attempt else 1 for o in batch],
-                    "throttled": [o.throttled_seconds for o in batch],
+                    "throttled": [float(o.throttled_seconds) for o in batch],
                     "finals": [o.status.is_final for o in batch],
                     "reasons": [o.reason for o in batch],
+                    "purge": [o.status is Status.COMPLETE and o.purge_state for o in batch],
                     "now": now,
                     "w": worker_id,
                 },
             )
             rows = cur.fetchall()
-            written = {r[0] for r in rows}
+            written: set[str] = set()
             held: list[list[str]] = []
-            ready_groups, wake_queues, purge = set(), set(), []
-            for job_id, limits, fair_key, state_key, queue, status in rows:
+            ready_groups, wake_queues = set(), set()
+            for tag, job_id, limits, fair_key, queue, status in rows:
+                if tag == "s":
+                    held.append([job_id, limits])  # a step slot: (limit_name, key)
+                    continue
+                written.add(job_id)
                 if limits:
                     held.extend(json.loads(limits))
                     wake_queues.add(queue)  # a concurrency slot came free
@@ -1028,27 +1060,14 @@ class PostgresStore(Store):
                     wake_queues.add(queue)
                 elif status in (Status.SCHEDULED.value, Status.RETRYING.value):
                     wake_queues.add(queue)  # idle workers recompute when to look again
-                if status == Status.COMPLETE.value and unique[job_id].purge_state:
-                    purge.append((job_id, state_key))
-            if purge:
-                self._purge_state(cur, purge)
-            held.extend(self._take_slots(cur, sorted(written)))
-            self._mark_fair_keys(cur, ready_groups)
-            self._release_limits(cur, held)
-            self._notify(cur, wake_queues)
+            if ready_groups or held or wake_queues:
+                with cur.connection.pipeline():
+                    self._mark_fair_keys(cur, ready_groups)
+                    self._release_limits(cur, held)
+                    self._notify(cur, wake_queues)
             return [o.job_id for o in batch if o.job_id in written]
 
         return self._run(go, what="finish")
-
-    @staticmethod
-    def _purge_state(cur: psycopg.Cursor, jobs: list[tuple[str, str | None]]) -> None:
-        """Completed jobs' own cursors, ledgers and segments go; a shared state key lives on."""
-        ids = [j for j, _ in jobs]
-        own = [f"job:{j}" for j, shared in jobs if shared is None]
-        cur.execute("DELETE FROM segments WHERE job_id = ANY(%s::text[])", (ids,))
-        if own:
-            cur.execute("DELETE FROM state WHERE key = ANY(%s::text[])", (own,))
-            cur.execute("DELETE FROM ledger WHERE state_key = ANY(%s::text[])", (own,))
 
     @staticmethod
     def _take_slots(cur: psycopg.Cursor, job_ids: list[str]) -> list[list[str]]:
@@ -1056,7 +1075,7 @@ class PostgresStore(Store):
         here, returned so ``_release_limits`` gives them back."""
         if not job_ids:
             return []
-        cur.execute("DELETE FROM job_slots WHERE job_id = ANY(%s::text[]) RETURNING limit_name, key", (job_ids,))
+        cur.execute("DELETE FROM job_slots WHERE job_id = ANY(%b::text[]) RETURNING limit_name, key", (job_ids,))
         return [[name, key] for name, key in cur.fetchall()]
 
     @staticmethod
@@ -1070,7 +1089,7 @@ class PostgresStore(Store):
             counts[(name, key)] = counts.get((name, key), 0) + 1
         ordered = sorted(counts)
         cur.execute(
-            "WITH v AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::int[]) AS v(n, k, c)), "
+            "WITH v AS (SELECT * FROM unnest(%b::text[], %b::text[], %b::int[]) AS v(n, k, c)), "
             "locked AS (SELECT l.limit_name, l.key, v.c FROM limit_keys l JOIN v ON l.limit_name = v.n AND l.key = v.k "
             "ORDER BY l.limit_name, l.key FOR UPDATE OF l) "
             "UPDATE limit_keys l SET running = GREATEST(l.running - locked.c, 0) FROM locked "
@@ -1086,7 +1105,7 @@ class PostgresStore(Store):
                 return set()
             cur.execute(
                 "UPDATE jobs SET lease_until = %s WHERE worker_id = %s AND status = 'running' "
-                "AND id = ANY(%s::text[]) RETURNING id, cancel_requested",
+                "AND id = ANY(%b::text[]) RETURNING id, cancel_requested",
                 (now + lease, worker_id, sorted(job_ids)),
             )
             return {r[0] for r in cur.fetchall() if r[1]}
@@ -1134,7 +1153,7 @@ class PostgresStore(Store):
             cur.execute(
                 "UPDATE jobs j SET status = v.status, worker_id = NULL, lease_until = NULL, error = v.error, "
                 "updated_at = %s, finished_at = CASE WHEN v.final THEN %s ELSE NULL END "
-                "FROM unnest(%s::text[], %s::text[], %s::text[], %s::bool[]) AS v(id, status, error, final) "
+                "FROM unnest(%b::text[], %b::text[], %b::text[], %b::bool[]) AS v(id, status, error, final) "
                 "WHERE j.id = v.id AND j.status = 'running'",
                 (now, now, ids, targets, errors, finals),
             )
@@ -1152,7 +1171,7 @@ class PostgresStore(Store):
             return None
         rows = self._read(
             "SELECT AVG(finished_at - started_at) FROM (SELECT finished_at, started_at FROM jobs "
-            "WHERE status = 'complete' AND task = ANY(%s::text[]) ORDER BY finished_at DESC LIMIT %s) s",
+            "WHERE status = 'complete' AND task = ANY(%b::text[]) ORDER BY finished_at DESC LIMIT %s) s",
             (tasks, sample),
         )
         return float(rows[0][0]) if rows and rows[0][0] is not None else None
@@ -1220,45 +1239,38 @@ class PostgresStore(Store):
 
         return self._run(go, what="read")
 
-    def _spec(self, cur: psycopg.Cursor, name: str) -> LimitSpec:
-        cur.execute(
-            "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive FROM limits WHERE name = %s",
-            (name,),
-        )
-        row = cur.fetchone()
+    _SPEC_SQL = "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive FROM limits WHERE name = %s"
+
+    @classmethod
+    def _spec_and_lock(cls, cur: psycopg.Cursor, name: str, key: str) -> tuple[LimitSpec, tuple]:
+        """The limit's spec and its key's row, locked (created if missing) — one round trip."""
+        conn = cur.connection
+        with conn.pipeline():
+            spec_cur = conn.cursor()
+            spec_cur.execute(cls._SPEC_SQL, (name,))
+            cur.execute(
+                "INSERT INTO limit_keys (limit_name, key) SELECT %s, %s WHERE EXISTS "
+                "(SELECT 1 FROM limits WHERE name = %s) ON CONFLICT DO NOTHING",
+                (name, key, name),
+            )
+            cur.execute(
+                "SELECT tat, paused_until, running FROM limit_keys WHERE limit_name = %s AND key = %s FOR UPDATE",
+                (name, key),
+            )
+            row = spec_cur.fetchone()
+            state = cur.fetchone()
         if row is None:
             raise ConfigError(f"unknown limit {name!r}")
-        return LimitSpec.from_row(*row)
-
-    @staticmethod
-    def _lock_key(cur: psycopg.Cursor, name: str, key: str) -> tuple[float, float]:
-        cur.execute(
-            "SELECT tat, paused_until FROM limit_keys WHERE limit_name = %s AND key = %s FOR UPDATE", (name, key)
-        )
-        row = cur.fetchone()
-        if row is None:
-            cur.execute(
-                "INSERT INTO limit_keys (limit_name, key) VALUES (%s, %s) ON CONFLICT DO NOTHING", (name, key)
-            )
-            cur.execute(
-                "SELECT tat, paused_until FROM limit_keys WHERE limit_name = %s AND key = %s FOR UPDATE", (name, key)
-            )
-            row = cur.fetchone()
-        return row[0], row[1]
+        return LimitSpec.from_row(*row), state
 
     def acquire(self, name: str, key: str, cost: int = 1) -> tuple[bool, float]:
         def go(cur: psycopg.Cursor) -> tuple[bool, float]:
             now = self._now()
-            spec = self._spec(cur, name)
-            if spec.rate is None:
-                cur.execute("SELECT paused_until FROM limit_keys WHERE limit_name = %s AND key = %s", (name, key))
-                row = cur.fetchone()
-                if row and row[0] > now:
-                    return False, row[0]
-                return True, now
-            tat, paused_until = self._lock_key(cur, name, key)
+            spec, (tat, paused_until, _) = self._spec_and_lock(cur, name, key)
             if paused_until > now:
                 return False, paused_until
+            if spec.rate is None:
+                return True, now
             ok, new_tat, retry_at = gcra(tat, now, spec.rate, spec.burst, cost)
             if not ok:
                 return False, retry_at
@@ -1271,12 +1283,36 @@ class PostgresStore(Store):
         ok, at = self._run(go, what="acquire")
         return ok, at - self._offset
 
+    def paused_until(self, name: str, key: str) -> float:
+        rows = self._read("SELECT paused_until FROM limit_keys WHERE limit_name = %s AND key = %s", (name, key))
+        return float(rows[0][0]) - self._offset if rows and rows[0][0] else 0.0
+
+    def resume_limit(self, name: str, key: str | None = None) -> int:
+        def go(cur: psycopg.Cursor) -> int:
+            now = self._now()
+            cur.execute("SELECT 1 FROM limits WHERE name = %s", (name,))
+            if cur.fetchone() is None:
+                raise ConfigError(f"unknown limit {name!r}")
+            where, params = "limit_name = %s AND paused_until > %s", [name, now]
+            if key is not None:
+                where += " AND key = %s"
+                params.append(key)
+            # the key's GCRA state restarts now: the budget comes back at the steady rate
+            cur.execute(
+                f"UPDATE limit_keys SET paused_until = 0, pause_reason = NULL, tat = %s WHERE {where}", (now, *params)
+            )
+            count = cur.rowcount
+            if count:
+                cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))  # held-back jobs may run now
+            return count
+
+        return self._run(go, what="resume_limit")
+
     def pause_limit(self, name: str, key: str, until: float, reason: str) -> float:
         until = until + self._offset
 
         def go(cur: psycopg.Cursor) -> float:
-            spec = self._spec(cur, name)
-            tat, paused_until = self._lock_key(cur, name, key)
+            spec, (tat, paused_until, _) = self._spec_and_lock(cur, name, key)
             end = max(until, paused_until)
             if spec.rate is not None:
                 # no burst at the reset: one admission at `end`, then the steady rate
@@ -1301,42 +1337,51 @@ class PostgresStore(Store):
         return dict(self._read("SELECT entry, result FROM ledger WHERE state_key = %s", (key,)))
 
     @staticmethod
-    def _check_owner(cur: psycopg.Cursor, job_id: str, worker_id: str, attempt: int) -> None:
-        # FOR SHARE: a rescue cannot take the job away until this transaction commits
-        cur.execute(
+    def _check_owner(cur: psycopg.Cursor, job_id: str, worker_id: str, attempt: int) -> Callable[[], None]:
+        """Send the ownership check now, verify it later: with ``_run(pipeline=True)`` the
+        writes that follow go out in the same round trip, and a failed check raises
+        ``LeaseLost`` before COMMIT, so they are rolled back. FOR SHARE: a rescue cannot take
+        the job away until this transaction commits."""
+        check = cur.connection.cursor()
+        check.execute(
             "SELECT 1 FROM jobs WHERE id = %s AND status = 'running' AND worker_id = %s AND attempt = %s FOR SHARE",
             (job_id, worker_id, attempt),
         )
-        if cur.fetchone() is None:
-            raise LeaseLost(f"job {job_id}: this run (attempt {attempt}) no longer owns the job")
+
+        def verify() -> None:
+            if check.fetchone() is None:
+                raise LeaseLost(f"job {job_id}: this run (attempt {attempt}) no longer owns the job")
+
+        return verify
 
     def checkpoint(self, job_id: str, worker_id: str, attempt: int, key: str, cursor_json: str) -> int:
         def go(cur: psycopg.Cursor) -> int:
-            self._check_owner(cur, job_id, worker_id, attempt)
+            verify = self._check_owner(cur, job_id, worker_id, attempt)
+            cur.execute("DELETE FROM ledger WHERE state_key = %s", (key,))
             cur.execute(
                 "INSERT INTO state (key, cursor, checkpoints, job_id, updated_at) VALUES (%s, %s, 1, %s, %s) "
                 "ON CONFLICT (key) DO UPDATE SET cursor = excluded.cursor, checkpoints = state.checkpoints + 1, "
                 "job_id = excluded.job_id, updated_at = excluded.updated_at RETURNING checkpoints",
                 (key, cursor_json, job_id, self._now()),
             )
-            count = cur.fetchone()[0]
-            cur.execute("DELETE FROM ledger WHERE state_key = %s", (key,))
-            return count
+            verify()
+            return cur.fetchone()[0]
 
-        return self._run(go, what="checkpoint")
+        return self._run(go, what="checkpoint", pipeline=True)
 
     def record_once(
         self, job_id: str, worker_id: str, attempt: int, key: str, entry: str, result_json: str | None
     ) -> None:
         def go(cur: psycopg.Cursor) -> None:
-            self._check_owner(cur, job_id, worker_id, attempt)
+            verify = self._check_owner(cur, job_id, worker_id, attempt)
             cur.execute(
                 "INSERT INTO ledger (state_key, entry, result, created_at) VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT (state_key, entry) DO UPDATE SET result = excluded.result, created_at = excluded.created_at",
                 (key, entry, result_json, self._now()),
             )
+            verify()
 
-        self._run(go, what="record_once")
+        self._run(go, what="record_once", pipeline=True)
 
     def load_segment(self, job_id: str, arg: str, index: int) -> str:
         rows = self._read(
@@ -1381,7 +1426,7 @@ class PostgresStore(Store):
             return set()
         rows = self._read(
             "SELECT j.id FROM jobs j LEFT JOIN queues q ON q.name = j.queue "
-            "WHERE j.id = ANY(%s::text[]) AND (j.paused OR COALESCE(q.paused, false))",
+            "WHERE j.id = ANY(%b::text[]) AND (j.paused OR COALESCE(q.paused, false))",
             (list(job_ids),),
         )
         return {r[0] for r in rows}
@@ -1432,7 +1477,7 @@ class PostgresStore(Store):
 
     def record_step(self, worker_id: str, attempt: int, record: StepRecord) -> None:
         def go(cur: psycopg.Cursor) -> None:
-            self._check_owner(cur, record.job_id, worker_id, attempt)
+            verify = self._check_owner(cur, record.job_id, worker_id, attempt)
             updates = ", ".join(
                 f"{c.strip()} = excluded.{c.strip()}" for c in self._STEP_COLUMNS.split(",")[2:]
             )
@@ -1446,8 +1491,9 @@ class PostgresStore(Store):
                  json.dumps(record.throttle) if record.throttle else None, record.tenant,
                  record.started_at, record.finished_at),
             )
+            verify()
 
-        self._run(go, what="record_step")
+        self._run(go, what="record_step", pipeline=True)
 
     def step_records(self, *, kind: str | None = None, since: float | None = None, limit: int = 1000) -> list[StepRecord]:
         where, params = [], []
@@ -1465,40 +1511,36 @@ class PostgresStore(Store):
 
     def acquire_slot(self, job_id: str, name: str, key: str, holder: str) -> bool:
         def go(cur: psycopg.Cursor) -> bool:
-            cur.execute("SELECT concurrency FROM limits WHERE name = %s", (name,))
-            spec = cur.fetchone()
-            if spec is None:
-                raise ConfigError(f"unknown limit {name!r}")
-            self._lock_key(cur, name, key)
-            cur.execute("SELECT running FROM limit_keys WHERE limit_name = %s AND key = %s", (name, key))
-            running = cur.fetchone()[0]
-            if spec[0] is not None and running >= spec[0]:
+            spec, (_, _, running) = self._spec_and_lock(cur, name, key)
+            if spec.concurrency is not None and running >= spec.concurrency:
                 return False
-            cur.execute(
-                "UPDATE limit_keys SET running = running + 1, admitted = admitted + 1 "
-                "WHERE limit_name = %s AND key = %s",
-                (name, key),
-            )
-            cur.execute(
-                "INSERT INTO job_slots (job_id, limit_name, key, holder, acquired_at) VALUES (%s, %s, %s, %s, %s)",
-                (job_id, name, key, holder, self._now()),
-            )
+            with cur.connection.pipeline():
+                cur.execute(
+                    "UPDATE limit_keys SET running = running + 1, admitted = admitted + 1 "
+                    "WHERE limit_name = %s AND key = %s",
+                    (name, key),
+                )
+                cur.execute(
+                    "INSERT INTO job_slots (job_id, limit_name, key, holder, acquired_at) VALUES (%s, %s, %s, %s, %s)",
+                    (job_id, name, key, holder, self._now()),
+                )
             return True
 
         return self._run(go, what="acquire_slot")
 
     def release_slot(self, job_id: str, name: str, key: str, holder: str) -> None:
-        def go(cur: psycopg.Cursor) -> None:
-            cur.execute(
-                "DELETE FROM job_slots WHERE id = (SELECT id FROM job_slots WHERE job_id = %s AND limit_name = %s "
-                "AND key = %s AND holder = %s LIMIT 1 FOR UPDATE) RETURNING id",
+        # one statement: the slot goes, and its limit key gets it back (released already — the
+        # job was rescued meanwhile — deletes nothing and changes nothing)
+        self._run(
+            lambda cur: cur.execute(
+                "WITH d AS (DELETE FROM job_slots WHERE id = (SELECT id FROM job_slots WHERE job_id = %s "
+                "AND limit_name = %s AND key = %s AND holder = %s LIMIT 1 FOR UPDATE) RETURNING limit_name, key) "
+                "UPDATE limit_keys l SET running = GREATEST(l.running - 1, 0) FROM d "
+                "WHERE l.limit_name = d.limit_name AND l.key = d.key",
                 (job_id, name, key, holder),
-            )
-            if cur.fetchone() is None:
-                return  # released already (the job was rescued meanwhile)
-            self._release_limits(cur, [[name, key]])
-
-        self._run(go, what="release_slot")
+            ),
+            what="release_slot",
+        )
 
     # -- schedules --------------------------------------------------------------------------
     def save_schedule(self, info: ScheduleInfo) -> None:
@@ -1627,7 +1669,7 @@ class PostgresStore(Store):
 
         def go(cur: psycopg.Cursor) -> int:
             cur.execute(
-                "WITH doomed AS (DELETE FROM jobs WHERE status = ANY(%s::text[]) AND finished_at < %s "
+                "WITH doomed AS (DELETE FROM jobs WHERE status = ANY(%b::text[]) AND finished_at < %s "
                 "RETURNING id, state_key), "
                 "ev AS (DELETE FROM job_events WHERE job_id IN (SELECT id FROM doomed)), "
                 "seg AS (DELETE FROM segments WHERE job_id IN (SELECT id FROM doomed)), "
@@ -1668,7 +1710,7 @@ class PostgresStore(Store):
                     if left <= 0:
                         return False
                     for note in self._listener.notifies(timeout=left, stop_after=1):
-                        if wanted is None or note.payload in wanted:
+                        if wanted is None or not note.payload or note.payload in wanted:
                             return True
                     if self._closed:
                         return False

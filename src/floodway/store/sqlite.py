@@ -109,6 +109,20 @@ def _job_from_row(row: tuple) -> Job:
     )
 
 
+_PROCESS_LOCKS: dict[str, threading.RLock] = {}
+_PROCESS_LOCKS_GUARD = threading.Lock()
+
+
+def _process_lock(path: str) -> threading.RLock:
+    """One writer lock per database file and process (shared by every store on the file)."""
+    key = os.path.realpath(path)
+    with _PROCESS_LOCKS_GUARD:
+        lock = _PROCESS_LOCKS.get(key)
+        if lock is None:
+            lock = _PROCESS_LOCKS[key] = threading.RLock()
+        return lock
+
+
 class _Admission:
     """Limit admission inside one claim transaction.
 
@@ -252,24 +266,30 @@ class SQLiteStore(Store):
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One short write transaction; IMMEDIATE takes the write lock up front."""
-        conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"SQLite database {self.path!r}: {exc}") from exc
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
+        """One short write transaction; IMMEDIATE takes the write lock up front.
+
+        Threads of one process queue on a Python lock first: SQLite's busy handler waits
+        with coarse sleeps, which made writers of the same process wait tens of ms for each
+        other. Other processes still meet at SQLite's lock (and its busy timeout).
+        """
+        with _process_lock(self.path):
+            conn = self._conn()
             try:
-                conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
             except sqlite3.DatabaseError as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
                 raise StoreError(f"SQLite database {self.path!r}: {exc}") from exc
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.DatabaseError as exc:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise StoreError(f"SQLite database {self.path!r}: {exc}") from exc
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         try:
@@ -950,6 +970,25 @@ class SQLiteStore(Store):
                 (name, key, new_tat, cost, cost),
             )
             return True, now
+
+    def paused_until(self, name: str, key: str) -> float:
+        rows = self._read("SELECT paused_until FROM limit_keys WHERE limit_name = ? AND key = ?", (name, key))
+        return rows[0][0] if rows else 0.0
+
+    def resume_limit(self, name: str, key: str | None = None) -> int:
+        now = time.time()
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM limits WHERE name = ?", (name,)).fetchone() is None:
+                raise ConfigError(f"unknown limit {name!r}")
+            where, params = "limit_name = ? AND paused_until > ?", [name, now]
+            if key is not None:
+                where += " AND key = ?"
+                params.append(key)
+            # the key's GCRA state restarts now: the budget comes back at the steady rate
+            cur = conn.execute(
+                f"UPDATE limit_keys SET paused_until = 0, pause_reason = NULL, tat = ? WHERE {where}", (now, *params)
+            )
+            return cur.rowcount
 
     def pause_limit(self, name: str, key: str, until: float, reason: str) -> float:
         with self._write() as conn:
