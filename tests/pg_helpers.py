@@ -42,10 +42,34 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
-def _admin():
+def _admin(timeout: float = 60.0):
+    """A connection to the server's maintenance database; waits out a restart (another test
+    run on the same server may be restarting it)."""
     import psycopg
 
-    return psycopg.connect(base_url(), autocommit=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return psycopg.connect(base_url(), autocommit=True, connect_timeout=5)
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _admin_execute(sql: str, timeout: float = 60.0) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with _admin(timeout) as conn:
+                conn.execute(sql)
+                return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _drop_stale(conn) -> None:
@@ -73,16 +97,15 @@ def throwaway_database() -> Iterator[str]:
     """A fresh, empty database for one test; dropped (connections and all) afterwards."""
     global _cleaned
     name = f"{PREFIX}{os.getpid()}_{next(_counter)}"
-    with _admin() as conn:
-        if not _cleaned:
+    if not _cleaned:
+        with _admin() as conn:
             _drop_stale(conn)
-            _cleaned = True
-        conn.execute(f'CREATE DATABASE "{name}"')
+        _cleaned = True
+    _admin_execute(f'CREATE DATABASE "{name}"')
     try:
         yield with_database(base_url(), name)
     finally:
-        with _admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def restart_server(timeout: float = 120.0) -> None:

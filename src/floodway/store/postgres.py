@@ -39,7 +39,7 @@ import threading
 import time
 from collections import deque
 from typing import Any, Callable, Iterable, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -47,7 +47,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import ConfigError, JobNotFound, LeaseLost, SchemaTooNewError, StoreError, TransitionError
 from ..jobs import Event, Job, NewJob, Status, can_transition, check_transition
-from ..limits import LimitSpec, gcra, remaining
+from ..limits import LimitSpec, check_cost, gcra, remaining
 from .base import (
     ClaimedJobs,
     EnqueueResult,
@@ -241,7 +241,7 @@ def _parse_url(url: str) -> tuple[str, dict[str, str]]:
     query = parse_qsl(parts.query, keep_blank_values=True)
     options = {k: v for k, v in query if k in _OPTIONS}
     rest = [(k, v) for k, v in query if k not in _OPTIONS]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment)), options
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest, quote_via=quote), parts.fragment)), options
 
 
 def _number(url: str, options: dict[str, str], name: str, default: float, *, minimum: float, integer: bool = False) -> Any:
@@ -263,6 +263,16 @@ def _redact(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     return url
+
+
+#: a session frozen inside a transaction (a paused VM, SIGSTOP, a debugger) would hold its row
+#: locks and stall every other worker; PostgreSQL ends such a transaction after this long (ms)
+IDLE_IN_TRANSACTION_MS = 10_000
+
+
+def _configure_session(conn: psycopg.Connection) -> None:
+    conn.execute(f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS}")
+    conn.commit()
 
 
 class PostgresStore(Store):
@@ -299,6 +309,7 @@ class PostgresStore(Store):
             max_size=self.pool_max,
             timeout=self.pool_timeout,
             kwargs={"autocommit": False, "prepare_threshold": self.prepare_threshold or None},
+            configure=_configure_session,
             open=True,
             name="floodway",
             reconnect_timeout=max(self.reconnect_timeout, 1.0),

@@ -1,0 +1,473 @@
+#!/usr/bin/env python
+"""Throughput on PostgreSQL: floodway vs pgqueuer vs procrastinate, side by side, one server.
+
+    .venv/bin/python benchmarks/pg_throughput.py            # default sizes (~5-10 minutes)
+    .venv/bin/python benchmarks/pg_throughput.py --quick    # smaller run
+    .venv/bin/python benchmarks/pg_throughput.py --json     # machine-readable results too
+    .venv/bin/python benchmarks/pg_throughput.py --url postgresql://user@host/db
+
+The server: ``--url``, else FLOODWAY_BENCH_POSTGRES_URL, else FLOODWAY_TEST_POSTGRES_URL, else
+the loopback cluster of ``scripts/start-postgres.sh`` (started, or installed, when missing).
+Every measurement gets a fresh database on that server (created from template0, dropped after).
+
+The peers run in their own venv, ``benchmarks/.peers/pg-venv`` (git-ignored), created with
+``python -m venv`` + ``pip install pgqueuer procrastinate asyncpg psycopg[binary]`` when missing;
+floodway runs in this interpreter. Each side runs in subprocesses of its own interpreter.
+
+Scenarios (the same for every system):
+
+* enqueue single/s — N jobs, one call (one transaction) each, from one async/sync client:
+  floodway ``app.enqueue``; pgqueuer ``Queries.enqueue(name, payload)``; procrastinate
+  ``task.defer_async()``.
+* enqueue bulk/s — N jobs in calls of 1,000: floodway ``app.enqueue_many``; pgqueuer
+  ``Queries.enqueue([...], [...], [...])``; procrastinate ``task.batch_defer_async(*kwargs)``.
+* no-op jobs/s and 10 ms-sleep jobs/s — a queue pre-filled with N jobs (untimed) is drained by
+  1 and by 4 worker processes, each at concurrency 20: floodway
+  ``app.worker(concurrency=20)``; pgqueuer ``QueueManager.run(batch_size=10,
+  max_concurrent_tasks=20)`` (asyncpg driver; its batch default; it needs max >= 2 x batch);
+  procrastinate ``run_worker_async(concurrency=20)``. Tasks are ``async def``.
+
+A drain is timed from the moment every worker process has started, connected and said it is
+ready (imports and start-up excluded; all are released at once) until the database shows all
+N jobs finished (polled every 20 ms): floodway ``status = 'complete'``, pgqueuer no row left in
+``pgqueuer`` (finished jobs move to its log), procrastinate ``status = 'succeeded'``. Every
+job's completion is therefore committed when the clock stops, for every system.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PEER_VENV = HERE / ".peers" / "pg-venv"
+PEER_PY = PEER_VENV / "bin" / "python"
+PEER_PACKAGES = ["pgqueuer", "procrastinate", "asyncpg", "psycopg[binary]"]
+SYSTEMS = ["floodway", "pgqueuer", "procrastinate"]
+DEFAULTS = {"single": 3_000, "bulk": 50_000, "noop": 20_000, "sleep": 8_000, "hot": 20_000}
+QUICK = {"single": 500, "bulk": 10_000, "noop": 4_000, "sleep": 2_000, "hot": 4_000}
+CHUNK = 1_000
+CONCURRENCY = 20
+
+
+# ---------------------------------------------------------------------------------------------
+# roles: run inside a subprocess, under floodway's interpreter or the peers' venv
+# ---------------------------------------------------------------------------------------------
+
+def _floodway_app(url: str, kind: str):
+    import floodway
+
+    app = floodway.App(url + ("&" if "?" in url else "?") + "pool_max=4")
+    if kind == "hot":
+        # one limit every job holds: a rate that never binds and a cap that never binds, so
+        # what is measured is the cost of the shared accounting row itself
+        app.limit("api", rate="1000000/s", burst=1000, concurrency=100000)
+
+        @app.task(name="job", limits=["api"])
+        async def job(n: int = 0):
+            return None
+        return app, job
+
+    if kind == "sleep":
+        @app.task(name="job")
+        async def job(n: int = 0):
+            await asyncio.sleep(0.01)
+    else:
+        @app.task(name="job")
+        async def job(n: int = 0):
+            return None
+    return app, job
+
+
+def _procrastinate_app(url: str, kind: str):
+    import procrastinate
+
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url))
+
+    if kind == "sleep":
+        @app.task(name="job")
+        async def job(n: int = 0):
+            await asyncio.sleep(0.01)
+    else:
+        @app.task(name="job")
+        async def job(n: int = 0):
+            return None
+    return app, job
+
+
+async def _pgqueuer_setup(url: str):
+    import asyncpg
+    from pgqueuer.db import AsyncpgDriver
+    from pgqueuer.queries import Queries
+
+    conn = await asyncpg.connect(url)
+    return conn, Queries(AsyncpgDriver(conn))
+
+
+def role_install(system: str, url: str) -> None:
+    """Create the system's schema in a fresh database (untimed)."""
+    if system == "floodway":
+        app, _ = _floodway_app(url, "noop")
+        app.store  # migrates
+        app.close()
+    elif system == "pgqueuer":
+        async def go():
+            conn, q = await _pgqueuer_setup(url)
+            await q.install()
+            await conn.close()
+        asyncio.run(go())
+    elif system == "procrastinate":
+        app, _ = _procrastinate_app(url, "noop")
+
+        async def go():
+            async with app.open_async():
+                await app.schema_manager.apply_schema_async()
+        asyncio.run(go())
+
+
+def role_enqueue(system: str, url: str, n: int, bulk: bool, kind: str) -> float:
+    """Enqueue n jobs; return the seconds it took (single calls or chunks of CHUNK)."""
+    if system == "floodway":
+        app, job = _floodway_app(url, kind)
+        app.store
+        app.enqueue(job, {"n": -1})  # warm: first-use work (limits/queues sync) is not measured
+        start = time.perf_counter()
+        if bulk:
+            for i in range(0, n, CHUNK):
+                app.enqueue_many(job, [{"n": k} for k in range(i, min(i + CHUNK, n))])
+        else:
+            for k in range(n):
+                app.enqueue(job, {"n": k})
+        took = time.perf_counter() - start
+        app.store.cancel(app.store.list_jobs(limit=1, offset=n)[0].id)  # the warm-up job runs not
+        app.close()
+        return took
+    if system == "pgqueuer":
+        async def go():
+            conn, q = await _pgqueuer_setup(url)
+            start = time.perf_counter()
+            if bulk:
+                for i in range(0, n, CHUNK):
+                    m = min(CHUNK, n - i)
+                    await q.enqueue(["job"] * m, [str(k).encode() for k in range(i, i + m)], [0] * m)
+            else:
+                for k in range(n):
+                    await q.enqueue("job", str(k).encode())
+            took = time.perf_counter() - start
+            await conn.close()
+            return took
+        return asyncio.run(go())
+    if system == "procrastinate":
+        app, job = _procrastinate_app(url, kind)
+
+        async def go():
+            async with app.open_async():
+                start = time.perf_counter()
+                if bulk:
+                    for i in range(0, n, CHUNK):
+                        await job.batch_defer_async(*[{"n": k} for k in range(i, min(i + CHUNK, n))])
+                else:
+                    for k in range(n):
+                        await job.defer_async(n=k)
+                return time.perf_counter() - start
+        return asyncio.run(go())
+    raise SystemExit(f"unknown system {system}")
+
+
+def role_work(system: str, url: str, kind: str) -> None:
+    """Start a worker, say "ready", wait for "go" on stdin, run until SIGTERM/SIGKILL."""
+    go_line = None
+
+    def wait_for_go():
+        nonlocal go_line
+        print("ready", flush=True)
+        go_line = sys.stdin.readline()
+
+    if system == "floodway":
+        app, _ = _floodway_app(url, kind)
+        app.store
+        wait_for_go()
+        app.worker(concurrency=CONCURRENCY, grace="0s").run()
+        return
+    if system == "pgqueuer":
+        async def go():
+            from pgqueuer.qm import QueueManager
+
+            conn, queries = await _pgqueuer_setup(url)
+            qm = QueueManager(queries)
+            if kind == "sleep":
+                @qm.entrypoint("job")
+                async def job(j):
+                    await asyncio.sleep(0.01)
+            else:
+                @qm.entrypoint("job")
+                async def job(j):
+                    return None
+            await asyncio.get_running_loop().run_in_executor(None, wait_for_go)
+            await qm.run(batch_size=10, max_concurrent_tasks=CONCURRENCY)
+        asyncio.run(go())
+        return
+    if system == "procrastinate":
+        app, _ = _procrastinate_app(url, kind)
+
+        async def go():
+            async with app.open_async():
+                await asyncio.get_running_loop().run_in_executor(None, wait_for_go)
+                await app.run_worker_async(concurrency=CONCURRENCY, wait=True)
+        asyncio.run(go())
+        return
+    raise SystemExit(f"unknown system {system}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the driver
+# ---------------------------------------------------------------------------------------------
+
+DONE_SQL = {
+    "floodway": "SELECT count(*) FROM jobs WHERE status = 'complete'",
+    "pgqueuer": "SELECT %(n)s - count(*) FROM pgqueuer",
+    "procrastinate": "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'",
+}
+
+
+def interpreter(system: str) -> str:
+    return sys.executable if system == "floodway" else str(PEER_PY)
+
+
+def ensure_peers() -> None:
+    if PEER_PY.exists():
+        probe = subprocess.run([str(PEER_PY), "-c", "import pgqueuer, procrastinate, asyncpg, psycopg"],
+                               capture_output=True)
+        if probe.returncode == 0:
+            return
+    print(f"installing the peers into {PEER_VENV} ...", file=sys.stderr)
+    PEER_VENV.parent.mkdir(parents=True, exist_ok=True)
+    if not PEER_PY.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+    subprocess.run([str(PEER_PY), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
+    subprocess.run([str(PEER_PY), "-m", "pip", "install", "--quiet", *PEER_PACKAGES], check=True)
+
+
+def server_url(given: str | None) -> str:
+    url = given or os.environ.get("FLOODWAY_BENCH_POSTGRES_URL") or os.environ.get("FLOODWAY_TEST_POSTGRES_URL")
+    if url:
+        return url
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "start-postgres.sh")], check=True,
+                         capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if line.startswith("export FLOODWAY_TEST_POSTGRES_URL="):
+            return line.split("=", 1)[1].strip().strip("'\"")
+    raise SystemExit("scripts/start-postgres.sh printed no URL")
+
+
+def with_database(url: str, name: str) -> str:
+    p = urlsplit(url)
+    return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, p.fragment))
+
+
+class Database:
+    def __init__(self, server: str):
+        import psycopg
+
+        self.server = server
+        self.name = f"fw_bench_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}" TEMPLATE template0')
+        self.url = with_database(server, self.name)
+
+    def drop(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def run_role(system: str, *args: str) -> str:
+    cmd = [interpreter(system), str(Path(__file__).resolve()), "--role", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"{system} {' '.join(args[:2])} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return done.stdout
+
+
+def measure_enqueue(system: str, server: str, n: int, bulk: bool) -> float:
+    db = Database(server)
+    try:
+        run_role(system, "install", system, db.url)
+        out = run_role(system, "enqueue", system, db.url, str(n), "bulk" if bulk else "single", "noop")
+        seconds = json.loads(out.strip().splitlines()[-1])["seconds"]
+        return n / seconds
+    finally:
+        db.drop()
+
+
+def measure_drain(system: str, server: str, n: int, kind: str, processes: int, timeout: float) -> float:
+    import psycopg
+
+    db = Database(server)
+    procs: list[subprocess.Popen] = []
+    try:
+        run_role(system, "install", system, db.url)
+        run_role(system, "enqueue", system, db.url, str(n), "bulk", kind)
+        n_done = n
+        for _ in range(processes):
+            procs.append(subprocess.Popen(
+                [interpreter(system), str(Path(__file__).resolve()), "--role", "work", system, db.url, kind],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+            ))
+        for p in procs:
+            line = p.stdout.readline()
+            if line.strip() != "ready":
+                raise RuntimeError(f"{system} worker did not start: {line!r} {p.stderr.read()[-3000:]}")
+        with psycopg.connect(db.url, autocommit=True) as conn:
+            start = time.perf_counter()
+            for p in procs:
+                p.stdin.write("go\n")
+                p.stdin.flush()
+            while True:
+                done = conn.execute(DONE_SQL[system], {"n": n}).fetchone()[0]
+                if done >= n_done:
+                    break
+                if time.perf_counter() - start > timeout:
+                    raise RuntimeError(f"{system}: only {done} of {n} done after {timeout}s")
+                for p in procs:
+                    if p.poll() is not None:
+                        raise RuntimeError(f"{system} worker exited early: {p.stderr.read()[-3000:]}")
+                time.sleep(0.02)
+            took = time.perf_counter() - start
+        return n / took
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        db.drop()
+
+
+def server_info(server: str) -> str:
+    import psycopg
+
+    with psycopg.connect(server) as conn:
+        version = conn.execute("SHOW server_version").fetchone()[0]
+        settings = {k: conn.execute(f"SHOW {k}").fetchone()[0]
+                    for k in ("fsync", "synchronous_commit", "shared_buffers", "max_connections")}
+    return f"PostgreSQL {version} ({', '.join(f'{k}={v}' for k, v in settings.items())})"
+
+
+def versions() -> dict[str, str]:
+    out = {"floodway": __import__("floodway").__version__ if hasattr(__import__("floodway"), "__version__") else "dev"}
+    probe = subprocess.run(
+        [str(PEER_PY), "-c", "import importlib.metadata as m; print(m.version('pgqueuer'), m.version('procrastinate'))"],
+        capture_output=True, text=True,
+    )
+    if probe.returncode == 0:
+        out["pgqueuer"], out["procrastinate"] = probe.stdout.split()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--url")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--scenarios", default="single,bulk,noop,sleep,hot")
+    parser.add_argument("--processes", default="1,4")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run each measurement this many times (interleaved) and keep the best")
+    args = parser.parse_args()
+
+    if args.role:
+        role, system, url, *rest = args.role
+        if role == "install":
+            role_install(system, url)
+        elif role == "enqueue":
+            seconds = role_enqueue(system, url, int(rest[0]), rest[1] == "bulk", rest[2])
+            print(json.dumps({"seconds": seconds}))
+        elif role == "work":
+            role_work(system, url, rest[0])
+        return
+
+    sizes = QUICK if args.quick else DEFAULTS
+    systems = [s for s in args.systems.split(",") if s]
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    process_counts = [int(p) for p in args.processes.split(",")]
+    if any(s != "floodway" for s in systems):
+        ensure_peers()
+    server = server_url(args.url)
+    info = server_info(server)
+    print(f"# {info}; {os.cpu_count()} CPUs; Python {platform.python_version()}; {versions()}", flush=True)
+
+    rows: list[tuple[str, dict[str, float]]] = []
+
+    def record(label: str, system: str, value: float) -> None:
+        for name, values in rows:
+            if name == label:
+                values[system] = value
+                break
+        else:
+            rows.append((label, {system: value}))
+        print(f"{label:<34} {system:<14} {value:>10,.0f}/s", flush=True)
+
+    best: dict[tuple[str, str], float] = {}
+
+    def keep(label: str, system: str, value: float) -> None:
+        if value > best.get((label, system), 0.0):
+            best[(label, system)] = value
+        print(f"  {label:<52} {system:<14} {value:>10,.0f}/s", file=sys.stderr, flush=True)
+
+    for scenario in scenarios:
+        for _ in range(args.repeat):
+            for system in systems:  # interleaved, so load from elsewhere hits every system alike
+                if scenario == "single":
+                    keep(f"enqueue single (n={sizes['single']})", system,
+                         measure_enqueue(system, server, sizes["single"], bulk=False))
+                elif scenario == "bulk":
+                    keep(f"enqueue bulk (n={sizes['bulk']}, {CHUNK}/call)", system,
+                         measure_enqueue(system, server, sizes["bulk"], bulk=True))
+                elif scenario in ("noop", "sleep", "hot"):
+                    if scenario == "hot" and system != "floodway":
+                        continue  # floodway only: the peers have no shared rate limits to compare
+                    for procs in process_counts:
+                        what = {"noop": "no-op", "sleep": "10 ms sleep", "hot": "no-op, one shared limit"}[scenario]
+                        label = f"{what} jobs, {procs} proc x {CONCURRENCY} (n={sizes[scenario]})"
+                        keep(label, system, measure_drain(system, server, sizes[scenario], scenario, procs, 600))
+    for (label, system), value in best.items():
+        record(label, system, value)
+
+    print()
+    header = "| scenario | " + " | ".join(systems) + " | " + " | ".join(
+        f"floodway / {s}" for s in systems if s != "floodway") + " |"
+    print(header)
+    print("|" + "---|" * (1 + len(systems) + len([s for s in systems if s != "floodway"])))
+    for label, values in rows:
+        cells = [f"{values[s]:,.0f}/s" if s in values else "-" for s in systems]
+        ratios = [
+            f"{values['floodway'] / values[s]:.2f}x" if "floodway" in values and s in values and values[s] else "-"
+            for s in systems if s != "floodway"
+        ]
+        print(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    if args.json:
+        print(json.dumps({"server": info, "rows": [{"scenario": label, **values} for label, values in rows]}))
+
+
+if __name__ == "__main__":
+    main()
