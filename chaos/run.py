@@ -151,6 +151,10 @@ class Report:
     #: restarted (a finding, not a violation: see RELIABILITY.md)
     worker_start_failures: list[str] = field(default_factory=list)
     duration: float = 0.0
+    #: CPU seconds the worker processes used (killed ones included), for the throughput
+    worker_cpu_seconds: float = 0.0
+    #: the machine's 1-minute load average when the drain ended (other work slows the drain)
+    load_average: float = 0.0
     statuses: dict[str, int] = field(default_factory=dict)
     complete: int = 0
     running: int = 0
@@ -210,6 +214,14 @@ class Procs:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
+
+
+def _children_cpu() -> float:
+    """CPU seconds of the child processes that have exited (workers, the destination)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
@@ -478,8 +490,11 @@ class Chaos:
             self.out(f"chaos: {c.backend}, {c.jobs:,} jobs, {c.workers} workers x {c.concurrency}, "
                      f"limit {c.rate:g}/s burst {c.burst}, lease {c.lease:g}s, seed {c.seed}, in {self.dir}")
             self._enqueue()
+            cpu_before = _children_cpu()
             self._drain()
             self._stop_workers()
+            r.worker_cpu_seconds = round(_children_cpu() - cpu_before, 1)
+            r.load_average = round(os.getloadavg()[0], 1)
             self._check(dest_url)
         finally:
             self.procs.close()
@@ -809,6 +824,8 @@ def render(r: Report) -> str:
         ("rescues (lease expired)", f"{r.rescues:,}"),
         ("duration", f"{r.duration:g}s ({r.jobs / r.duration if r.duration else 0:,.0f} jobs/s; "
                      f"ideal at the limit {r.jobs / r.rate:,.1f}s)"),
+        ("worker CPU", f"{r.worker_cpu_seconds:g}s ({r.worker_cpu_seconds / max(r.jobs, 1) * 1000:.2f} ms per job, "
+                       f"{os.cpu_count()} CPUs, load average {r.load_average:g} at the end)"),
         ("complete", f"{r.complete:,} of {r.jobs:,}; statuses {r.statuses}"),
         ("left running", str(r.running)),
         ("lost", str(r.lost)),
