@@ -23,5 +23,22 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/throughput.py
 
+# The chaos drain (RELIABILITY.md): SQLite (2 workers), then PostgreSQL (4 workers, 100,000
+# jobs) on a cluster of its own, since the drain restarts it. Non-zero on any violation.
+# CHAOS_BACKENDS="postgres" runs one; CHAOS_ARGS="--jobs 20000 --seed 7" is passed to each run.
+.PHONY: chaos
+CHAOS_BACKENDS ?= sqlite postgres
+CHAOS_PG_PORT ?= 54339
+
+chaos: install
+	@status=0; for backend in $(CHAOS_BACKENDS); do \
+		if [ "$$backend" = postgres ]; then \
+			FLOODWAY_PG_PORT=$(CHAOS_PG_PORT) bash scripts/start-postgres.sh -- \
+				$(BIN)/python chaos/run.py --backend postgres $(CHAOS_ARGS) || status=1; \
+		else \
+			$(BIN)/python chaos/run.py --backend $$backend $(CHAOS_ARGS) || status=1; \
+		fi; \
+	done; exit $$status
+
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -84,7 +84,7 @@ class Config:
     concurrency: int = 32
     lease: float = 5.0
     #: a random worker is SIGKILLed every uniform(*kill_every) seconds
-    kill_every: tuple[float, float] = (2.0, 4.0)
+    kill_every: tuple[float, float] = (3.0, 6.0)
     #: the SIGSTOP lasts this long (default: 1.5 x the lease + 1 s)
     stop_for: float | None = None
     #: the SIGSTOP comes when this fraction of the jobs is done
@@ -867,8 +867,8 @@ def main(argv: list[str] | None = None) -> int:
                                                    "(2000 on PostgreSQL, 500 on SQLite)")
     parser.add_argument("--burst", type=int, help="burst of both (20 on PostgreSQL, 10 on SQLite)")
     parser.add_argument("--lease", type=float, default=5.0, help="worker lease in seconds (5)")
-    parser.add_argument("--kill-every", type=float, nargs=2, default=(2.0, 4.0), metavar=("MIN", "MAX"),
-                        help="seconds between SIGKILLs, uniformly drawn (2 4)")
+    parser.add_argument("--kill-every", type=float, nargs=2, default=(3.0, 6.0), metavar=("MIN", "MAX"),
+                        help="seconds between SIGKILLs, uniformly drawn (3 6)")
     parser.add_argument("--stop-for", type=float, help="SIGSTOP length in seconds (1.5 x lease + 1)")
     parser.add_argument("--postgres-url", help="server to create a throwaway database on "
                                                "(default FLOODWAY_TEST_POSTGRES_URL)")
