@@ -158,7 +158,6 @@ BULK_BUG = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=BULK_BUG)
 def test_a_large_bulk_enqueue_on_a_full_disk_fails_clearly_and_writes_nothing(tmp_path, disk):
     _, app = make_app(tmp_path, disk)
     try:

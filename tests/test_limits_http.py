@@ -496,7 +496,6 @@ class _RefusalsOneByOne(Destination):
         return response
 
 
-@BUG_ADAPTIVE_COLLAPSE
 def test_one_overloaded_second_does_not_collapse_an_adaptive_limit(tmp_path, workers, destination, make_app):
     # 30 requests sent at once to a destination allowing 10/s: ~20 are refused. They are one
     # overload, all sent before the first refusal was known: learning from them should cut the

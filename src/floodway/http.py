@@ -44,6 +44,9 @@ _NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*$")
 _EPOCH_THRESHOLD = 10**9
 #: no server can pause a limit for longer than this (an absurd Retry-After is a bug, not a plan)
 MAX_RESET_SECONDS = 24 * 3600.0
+#: adaptive limits: at most one cut per this many seconds per process, and a ceiling
+ADAPT_COOLDOWN = 1.0
+ADAPT_CEILING = 10.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,11 @@ def _number(value: str | None) -> float | None:
         return None
     match = _NUMBER.match(value)
     return float(match.group(1)) if match else None
+
+
+def _count(value: float | None) -> int | None:
+    """A quota count: absurdly large (even infinite) numbers are ignored, never a crash."""
+    return int(value) if value is not None and value < 1e15 else None
 
 
 def _retry_after(value: str, now: float) -> float | None:
@@ -110,12 +118,10 @@ def parse_quota_headers(headers: Mapping[str, str], now: float | None = None) ->
             reset_at = _reset_value(h[name], now)
     for name in ("x-ratelimit-remaining", "ratelimit-remaining", "x-rate-limit-remaining"):
         if remaining is None and name in h:
-            n = _number(h[name])
-            remaining = int(n) if n is not None else None
+            remaining = _count(_number(h[name]))
     for name in ("x-ratelimit-limit", "ratelimit-limit", "x-rate-limit-limit"):
         if limit is None and name in h:
-            n = _number(h[name].split(",")[0].split(";")[0])
-            limit = int(n) if n is not None else None
+            limit = _count(_number(h[name].split(",")[0].split(";")[0]))
 
     if "ratelimit" in h:  # IETF draft: combined field
         p = _params(h["ratelimit"])
@@ -123,11 +129,11 @@ def parse_quota_headers(headers: Mapping[str, str], now: float | None = None) ->
         t = _number(p.get("reset", p.get("t")))
         q = _number(p.get("limit", p.get("q")))
         if remaining is None and r is not None:
-            remaining = int(r)
+            remaining = _count(r)
         if reset_at is None and t is not None:
             reset_at = now + t
         if limit is None and q is not None:
-            limit = int(q)
+            limit = _count(q)
     if "ratelimit-policy" in h:
         p = _params(h["ratelimit-policy"])
         q = _number(p.get("q"))
@@ -135,8 +141,8 @@ def parse_quota_headers(headers: Mapping[str, str], now: float | None = None) ->
         if q is None:  # older form: "100;w=60"
             q = _number(h["ratelimit-policy"].split(";")[0].split(",")[0])
         if limit is None and q is not None:
-            limit = int(q)
-        if w is not None and w > 0:
+            limit = _count(q)
+        if w is not None and w > 0 and w != float("inf"):
             window = w
     if window is None and "x-ratelimit-window" in h:
         window = _number(h["x-ratelimit-window"])
@@ -189,26 +195,34 @@ class _Pacer:
 
     def _adapt(self, info: QuotaInfo, *, throttled: bool) -> None:
         """Adaptive limits learn the destination's quota: from its headers when it states
-        them, else by cutting the rate on each 429 and raising it slowly while none come."""
+        them, else by cutting the rate on a 429 (at most once per ``ADAPT_COOLDOWN`` per process,
+        so one overloaded second is one cut, not twenty) and raising it slowly while none come
+        (never above ``ADAPT_CEILING`` times the declared rate)."""
         spec = self.ctx.app.limits.get(self.limit or "")
         if spec is None or not spec.adaptive or spec.rate is None:
             return
-        current = {i.spec.name: i.spec for i in self.ctx.app.store.list_limits()}.get(spec.name, spec)
-        rate = current.rate or spec.rate
-        per_second = rate.per_second
+        state = self.ctx.app.__dict__.setdefault("_adaptive", {}).setdefault(
+            spec.name, {"successes": 0, "last_change": 0.0})
+        now = time.monotonic()
         if info.limit and info.window:
             target = info.limit / info.window
         elif throttled:
-            target = per_second * 0.7
-        else:
-            # successes are counted per process and limit: one client often lives for one request
-            counts = self.ctx.app.__dict__.setdefault("_adaptive_successes", {})
-            counts[spec.name] = counts.get(spec.name, 0) + 1
-            if counts[spec.name] % 20:
+            if now - state["last_change"] < ADAPT_COOLDOWN:
                 return
-            target = per_second * 1.05
+            target = None  # computed from the stored rate below
+        else:
+            state["successes"] += 1
+            if state["successes"] % 20:
+                return
+            target = None
+        current = {i.spec.name: i.spec for i in self.ctx.app.store.list_limits()}.get(spec.name, spec)
+        per_second = (current.rate or spec.rate).per_second
+        if target is None:
+            target = per_second * (0.7 if throttled else 1.05)
+        target = min(target, spec.rate.per_second * ADAPT_CEILING)
         if abs(target - per_second) / per_second < 0.01:
             return
+        state["last_change"] = now
         from .limits import LimitSpec, Rate
 
         period = 1.0 if target >= 1 else 60.0

@@ -175,8 +175,17 @@ def resolve_key(template: str | None, args: Mapping[str, Any], tenant: str | Non
     return "".join(out)
 
 
+def check_cost(cost: object, burst: int, name: str = "limit") -> int:
+    """A request's cost must be a whole number of tokens the limit can ever admit at once."""
+    if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
+        raise ConfigError(f"{name}: cost must be an int >= 1, got {cost!r}")
+    if cost > burst:
+        raise ConfigError(f"{name}: a cost of {cost} can never pass a burst of {burst}; raise the burst")
+    return cost
+
+
 def gcra(tat: float, now: float, rate: Rate, burst: int, cost: int = 1) -> tuple[bool, float, float]:
-    """One GCRA decision.
+    """One GCRA decision (``cost`` must be 1..burst: see ``check_cost``).
 
     Returns ``(admitted, new_tat, retry_at)``: when admitted, store ``new_tat``; when not,
     nothing changes and ``retry_at`` is the earliest moment the same request would pass.
@@ -186,16 +195,21 @@ def gcra(tat: float, now: float, rate: Rate, burst: int, cost: int = 1) -> tuple
     base = max(tat, now)
     new_tat = base + interval * cost
     allow_at = new_tat - interval - tolerance  # the earliest `now` at which this passes
-    if allow_at <= now + 1e-9:
+    # a few units in the last place of slack: Unix times are large, and the sums above round
+    if allow_at <= now + _slack(now, base):
         return True, new_tat, now
     return False, tat, allow_at
+
+
+def _slack(*values: float) -> float:
+    return max(1e-9, 16 * max(math.ulp(v) for v in values))
 
 
 def remaining(tat: float, now: float, rate: Rate, burst: int) -> int:
     """How many requests would be admitted right now, back to back."""
     interval = rate.interval
     backlog = max(tat - now, 0.0)
-    return max(0, int(math.floor((interval * burst - backlog) / interval + 1e-9)))
+    return max(0, int(math.floor((interval * burst - backlog + _slack(now, tat)) / interval)))
 
 
 def concurrency_for(rate: "str | Rate", avg: "str | float") -> int:

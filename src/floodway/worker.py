@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
 from .context import Context
-from .errors import ConfigError, Fail, LeaseLost, RateLimited
+from .errors import ConfigError, Fail, LeaseLost, RateLimited, StoreError
 from .resumable import SEGMENT_MARK, ContinueLater, SegmentedList
 from .jobs import Job, Status
 from .retry import Retry
@@ -43,6 +43,9 @@ if TYPE_CHECKING:
     from .app import App, Task
 
 log = logging.getLogger("floodway.worker")
+
+#: how long a starting worker waits for a store that is briefly unavailable (a restart)
+STARTUP_PATIENCE = 10.0
 
 #: with a store that announces new work (PostgreSQL), the longest an idle worker waits
 #: before looking anyway — a safety net for a notification lost while reconnecting
@@ -147,22 +150,7 @@ class Worker:
         self._task_threads = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="floodway-task")
         self._install_signal_handlers()
         try:
-            await self._store(self.app.sync_queues)
-            await self._store(self.app.sync_limits)
-            if self.app.schedules:
-                from .schedule import sync_schedules
-
-                await self._store(sync_schedules, self.app)
-            now = time.time()
-            await self._store(
-                self.app.store.register_worker,
-                WorkerInfo(self.id, socket.gethostname(), os.getpid(), self.queues, self.concurrency, now, now),
-            )
-            log.info("worker %s started: queues=%s concurrency=%d", self.id, self.queues or "all", self.concurrency)
-            await self._store(self._warn_if_concurrency_cannot_reach_rates)
-            rescued = await self._store(self.app.store.rescue_expired)
-            if rescued:
-                log.warning("rescued %d job(s) whose worker stopped renewing its lease", len(rescued))
+            await self._start_up()
             flusher = asyncio.create_task(self._flush_loop(), name="floodway-flusher")
             heart = asyncio.create_task(self._heartbeat_loop(), name="floodway-heartbeat")
             scheduler = asyncio.create_task(self._scheduler_loop(), name="floodway-scheduler")
@@ -191,6 +179,38 @@ class Worker:
             self._task_threads.shutdown(wait=False, cancel_futures=True)
             self._store_threads.shutdown(wait=True)
             self._loop = None
+
+    async def _start_up(self) -> None:
+        """Declare queues, limits and schedules, register, rescue. A database that is briefly
+        unavailable (restarting) is retried with backoff for up to ``STARTUP_PATIENCE`` seconds;
+        one that stays unusable (read-only, missing) ends the worker with its error."""
+        pause = 0.2
+        deadline = time.monotonic() + STARTUP_PATIENCE
+        while True:
+            try:
+                await self._store(self.app.sync_queues)
+                await self._store(self.app.sync_limits)
+                if self.app.schedules:
+                    from .schedule import sync_schedules
+
+                    await self._store(sync_schedules, self.app)
+                now = time.time()
+                await self._store(
+                    self.app.store.register_worker,
+                    WorkerInfo(self.id, socket.gethostname(), os.getpid(), self.queues, self.concurrency, now, now),
+                )
+                log.info("worker %s started: queues=%s concurrency=%d", self.id, self.queues or "all", self.concurrency)
+                await self._store(self._warn_if_concurrency_cannot_reach_rates)
+                rescued = await self._store(self.app.store.rescue_expired)
+                if rescued:
+                    log.warning("rescued %d job(s) whose worker stopped renewing its lease", len(rescued))
+                return
+            except StoreError as exc:
+                if self._stopping or time.monotonic() + pause > deadline:
+                    raise
+                log.warning("worker %s cannot reach the store yet (%s); retrying in %.1fs", self.id, exc, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
 
     def _warn_if_concurrency_cannot_reach_rates(self) -> None:
         """Seed 002's formula, checked at start: concurrency = rate x average job time."""
@@ -321,7 +341,13 @@ class Worker:
                 error={"type": "UnknownTask", "traceback": None,
                        "message": f"task {job.task!r} is not registered in worker {self.id}"},
             )
-        ctx = await self._context_for(task, job)
+        try:
+            ctx = await self._context_for(task, job)
+        except StoreError as exc:
+            # the database is unavailable (restarting): give the job back untouched
+            log.warning("could not load job %s's state (%s); releasing it", job.id, exc)
+            return Outcome(job.id, job.attempt, Status.WAITING, spend_attempt=False,
+                           reason=f"store unavailable before the run: {exc}")
         self._contexts[job.id] = ctx
         try:
             if task.is_async:

@@ -308,7 +308,7 @@ class PostgresStore(Store):
             min_size=self.pool_min,
             max_size=self.pool_max,
             timeout=self.pool_timeout,
-            kwargs={"autocommit": False, "prepare_threshold": self.prepare_threshold or None},
+            kwargs={"autocommit": True, "prepare_threshold": self.prepare_threshold or None},
             configure=_configure_session,
             open=True,
             name="floodway",
@@ -342,14 +342,18 @@ class PostgresStore(Store):
     def _now(self) -> float:
         return time.time() + self._offset
 
-    def _run(self, fn: Callable[[psycopg.Cursor], T], *, what: str = "query", pipeline: bool = False) -> T:
+    def _run(self, fn: Callable[[psycopg.Cursor], T], *, what: str = "query", pipeline: bool = True) -> T:
         """Run ``fn(cursor)`` in one transaction and commit it.
 
         A transaction that failed before COMMIT (a dropped connection, a server restart, a
         deadlock or serialization failure) committed nothing, so it is retried with backoff
         for up to ``reconnect_timeout``. Errors of floodway itself (TransitionError...) pass
-        through untouched after a rollback. With ``pipeline`` the statements ``fn`` sends go
-        out together (psycopg pipeline mode): one network round trip until it fetches a result.
+        through untouched after a rollback.
+
+        The transaction runs in psycopg's pipeline mode: BEGIN, the statements ``fn`` sends
+        and COMMIT go out together, so a transaction costs one network round trip plus one per
+        result ``fn`` must read before it can go on (the pool's connections are in autocommit
+        mode and the transaction is explicit, so BEGIN is not a round trip of its own).
         """
         if self._closed or self._pool is None:
             raise StoreError("store is closed")
@@ -371,11 +375,15 @@ class PostgresStore(Store):
                 with conn.cursor() as cur:
                     if pipeline:
                         with conn.pipeline():
+                            cur.execute("BEGIN")
                             result = fn(cur)
+                            committing = True
+                            cur.execute("COMMIT")
                     else:
+                        cur.execute("BEGIN")
                         result = fn(cur)
-                committing = True
-                conn.commit()
+                        committing = True
+                        cur.execute("COMMIT")
                 return result
             except psycopg.Error as exc:
                 self._rollback_quietly(conn)
@@ -491,7 +499,7 @@ class PostgresStore(Store):
             cur.execute("INSERT INTO queues (name, max_concurrency) VALUES ('default', NULL) ON CONFLICT DO NOTHING")
             return applied
 
-        return self._run(go, what="migration")
+        return self._run(go, what="migration", pipeline=False)
 
     # -- helpers --------------------------------------------------------------------------
     @staticmethod
@@ -1309,9 +1317,10 @@ class PostgresStore(Store):
                 where += " AND key = %s"
                 params.append(key)
             # the key's GCRA state restarts now: the budget comes back at the steady rate
-            cur.execute(
-                f"UPDATE limit_keys SET paused_until = 0, pause_reason = NULL, tat = %s WHERE {where}", (now, *params)
-            )
+            with cur.connection.pipeline():
+                cur.execute(
+                    f"UPDATE limit_keys SET paused_until = 0, pause_reason = NULL, tat = %s WHERE {where}", (now, *params)
+                )
             count = cur.rowcount
             if count:
                 cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))  # held-back jobs may run now
@@ -1414,8 +1423,9 @@ class PostgresStore(Store):
                     raise JobNotFound(f"no job with id {job_id!r}")
                 if Status(row[0]).is_final:
                     raise TransitionError(f"job {job_id} is {row[0]}; only unfinished jobs can be paused")
-                cur.execute("UPDATE jobs SET paused = %s, updated_at = %s WHERE id = %s",
-                            (bool(paused), self._now(), job_id))
+                with cur.connection.pipeline():
+                    cur.execute("UPDATE jobs SET paused = %s, updated_at = %s WHERE id = %s",
+                                (bool(paused), self._now(), job_id))
                 count = cur.rowcount
                 if not paused:
                     self._mark_fair_keys(cur, [row[1]])
@@ -1424,7 +1434,8 @@ class PostgresStore(Store):
             cur.execute(
                 "INSERT INTO queues (name, max_concurrency) VALUES (%s, 1) ON CONFLICT DO NOTHING", (queue,)
             )
-            cur.execute("UPDATE queues SET paused = %s WHERE name = %s", (bool(paused), queue))
+            with cur.connection.pipeline():
+                cur.execute("UPDATE queues SET paused = %s WHERE name = %s", (bool(paused), queue))
             count = cur.rowcount
             if not paused:
                 self._notify(cur, [queue])
@@ -1576,11 +1587,12 @@ class PostgresStore(Store):
 
     def advance_schedule(self, name: str, last_tick: float | None, new_tick: float) -> bool:
         def go(cur: psycopg.Cursor) -> bool:
-            cur.execute(
-                "UPDATE schedules SET last_tick = %s, updated_at = %s WHERE name = %s "
-                "AND last_tick IS NOT DISTINCT FROM %s",
-                (new_tick, self._now(), name, last_tick),
-            )
+            with cur.connection.pipeline():
+                cur.execute(
+                    "UPDATE schedules SET last_tick = %s, updated_at = %s WHERE name = %s "
+                    "AND last_tick IS NOT DISTINCT FROM %s",
+                    (new_tick, self._now(), name, last_tick),
+                )
             return cur.rowcount == 1
 
         return self._run(go, what="advance_schedule")
@@ -1618,7 +1630,9 @@ class PostgresStore(Store):
 
     def revoke_token(self, token_id: str) -> bool:
         def go(cur: psycopg.Cursor) -> bool:
-            cur.execute("UPDATE tokens SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL", (time.time(), token_id))
+            with cur.connection.pipeline():
+                cur.execute("UPDATE tokens SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL",
+                            (time.time(), token_id))
             return cur.rowcount == 1
 
         return self._run(go, what="revoke_token")

@@ -29,7 +29,7 @@ from ..jobs import (
     can_transition,
     sources_for,
 )
-from ..limits import LimitSpec, gcra, remaining
+from ..limits import LimitSpec, check_cost, gcra, remaining
 from .base import (
     ClaimedJobs,
     EnqueueResult,
@@ -280,8 +280,14 @@ class SQLiteStore(Store):
                 raise StoreError(f"SQLite database {self.path!r}: {exc}") from exc
             try:
                 yield conn
+            except sqlite3.DatabaseError as exc:
+                # SQLite may have rolled back already (SQLITE_FULL mid-statement does)
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StoreError(f"SQLite database {self.path!r}: {exc}") from exc
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             else:
                 try:
@@ -953,6 +959,7 @@ class SQLiteStore(Store):
             if row is None:
                 raise ConfigError(f"unknown limit {name!r}")
             spec = LimitSpec.from_row(*row)
+            check_cost(cost, spec.burst, f"limit {name!r}")
             state = conn.execute(
                 "SELECT tat, paused_until FROM limit_keys WHERE limit_name = ? AND key = ?", (name, key)
             ).fetchone()
