@@ -50,10 +50,10 @@ CONTEXT_BUG = (
 STALL_BUG = (
     "store/postgres.py: nothing bounds how long a floodway session may hold row locks while its "
     "worker is frozen. A worker frozen mid-transaction (SIGSTOP here; a VM pause, swap or a debugger "
-    "in life) keeps its locks on limit_keys, and every other worker's claim and rescue_expired wait "
-    "on them for as long as it is frozen: the whole fleet stalls and the frozen worker's jobs are "
-    "not rescued when their lease expires. idle_in_transaction_session_timeout (below the lease) "
-    "ends a freeze *between* statements (checked: the claim below then passes after the timeout), "
+    "in life) keeps its row locks: on limit_keys, so every other worker's claim waits for as long "
+    "as it is frozen (the fleet stalls), and on its jobs, which rescue_expired's FOR UPDATE SKIP "
+    "LOCKED then skips, so they are not rescued when their lease expires. "
+    "idle_in_transaction_session_timeout (below the lease) ends a freeze *between* statements (checked: the claim below then passes after the timeout), "
     "but not one inside a pipeline — floodway's enqueue, checkpoint and record_once run in pipeline "
     "mode and psycopg pipelines executemany — where the backend stays 'active' on ClientRead and no "
     "server timeout applies (the chaos drain hit that with the timeout set). A fix must not hold "
@@ -74,9 +74,10 @@ def _context_bug_explains(report: Report) -> bool:
 
 
 def _stall_bug_explains(report: Report) -> bool:
-    return (report.backend == "postgres" and report.stalled
-            and any("idle in transaction" in line for line in report.sessions_during_stop)
-            and any("wait=Lock" in line for line in report.sessions_during_stop))
+    """The stopped worker sat frozen inside a transaction, and its locks kept its runs from
+    being rescued (rows skipped) or the others from claiming (sessions waiting on locks)."""
+    return (report.backend == "postgres" and report.stalled and report.frozen_sessions_at_cont > 0
+            and (report.locked_runs_at_cont > 0 or any("wait=Lock" in line for line in report.sessions_during_stop)))
 
 
 def known_bugs(report: Report) -> list[str] | None:
@@ -124,7 +125,6 @@ def test_chaos_drain_loses_and_duplicates_nothing(backend: str, tmp_path: Path) 
 
 # -- bugs the chaos drain found, reproduced ------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=CONTEXT_BUG)
 def test_a_store_error_while_loading_the_cursor_retries_the_job(tmp_path: Path) -> None:
     """A database blip while the worker loads a job's cursor must cost at most an attempt."""
     app = App(f"sqlite:///{tmp_path / 'jobs.db'}")
@@ -165,7 +165,6 @@ START_BUG = (
 )
 
 
-@pytest.mark.xfail(strict=True, raises=StoreError, reason=START_BUG)
 def test_a_worker_starting_during_a_database_blip_waits_for_it(tmp_path: Path) -> None:
     """The chaos drain starts workers while PostgreSQL restarts; they should back off as the
     claim loop does, not exit."""
@@ -252,7 +251,7 @@ URL_BUG = (
 )
 
 
-@pytest.mark.xfail(strict=True, raises=StoreError, reason=URL_BUG)
+# URL_BUG is fixed (store/postgres.py quotes the libpq part with quote_via=quote)
 def test_postgres_libpq_options_with_a_space_reach_the_server(postgres_url: str) -> None:
     store = open_store(postgres_url + "?options=-c%20statement_timeout%3D4321")
     try:

@@ -262,7 +262,8 @@ class Worker:
                         # the earliest admission (or a local job finishing, or the poll)
                         if jobs.wake_at is not None:
                             timeout = min(self.poll_interval, max(jobs.wake_at - time.time(), 0.001))
-                    elif self.burst and not self._running:
+                    elif self.burst and not self._running and not self._unflushed:
+                        # (an outcome not yet written may put a job back to waiting: wait for it)
                         return
                     elif due is not None:
                         timeout = min(self.poll_interval, max(due - now, 0.001))
