@@ -143,9 +143,12 @@ class Report:
     stalled: bool = False
     #: SQLite: it was stopped holding the write lock, so every worker waited (a limitation)
     sqlite_write_lock_stall: bool = False
-    #: PostgreSQL: the database sessions when the stop ended, if the stopped worker's runs were
-    #: not rescued (who holds what, who waits)
+    #: PostgreSQL, when the stopped worker's runs were not rescued: the database sessions then
+    #: (who holds what, who waits), how many of its runs were row-locked (rescue skips locked
+    #: rows), and how many sessions sat in a transaction with a silent client for ~the stop
     sessions_during_stop: list[str] = field(default_factory=list)
+    locked_runs_at_cont: int = 0
+    frozen_sessions_at_cont: int = 0
     db_restarts: int = 0
     #: worker processes that exited by themselves because they started while the database
     #: restarted (a finding, not a violation: see RELIABILITY.md)
@@ -159,6 +162,9 @@ class Report:
     complete: int = 0
     running: int = 0
     lost: int = 0
+    #: jobs never finished because the drain timed out (not counted as lost)
+    undrained: int = 0
+    timed_out: bool = False
     lost_examples: list[Any] = field(default_factory=list)
     duplicate_effects: int = 0
     duplicate_examples: list[Any] = field(default_factory=list)
@@ -527,18 +533,21 @@ class Chaos:
         stop_began_done = 0
         restart_done = c.backend != "postgres"
         last_done, last_t = 0, began
+        last_seen: tuple[int, dict[str, int]] = (0, {})
         while True:
             now = time.monotonic()
             try:
                 done, counts = self._done()
-            except Exception as exc:  # the database is restarting
-                self.out(f"chaos: could not count jobs ({type(exc).__name__}); retrying")
-                time.sleep(0.2)
-                continue
+            except Exception as exc:  # the database is restarting, or locked by the stopped worker:
+                # the chaos goes on (the SIGCONT above all), with the last count
+                self.out(f"chaos: could not count jobs ({type(exc).__name__}: {exc})")
+                done, counts = last_seen
+            last_seen = (done, counts)
             if done >= c.jobs and stopped is None:
                 break
             if now > deadline:
                 r.violations.append(f"the drain did not finish within {c.timeout:.0f}s: {counts}")
+                r.timed_out = True
                 break
             # a worker process that exited on its own is replaced, and is a violation unless it
             # was starting while the database restarted (reported apart: see worker_start_failures)
@@ -566,8 +575,10 @@ class Chaos:
                 r.rescued_during_stop = self._rescued_from(worker_id)
                 r.still_running_at_cont = self._running_of(worker_id)
                 r.completed_during_stop = done - stop_began_done
-                if r.still_running_at_cont:
+                if r.still_running_at_cont and c.backend == "postgres":
                     r.sessions_during_stop = self._sessions()
+                    r.locked_runs_at_cont = self._locked_runs(worker_id)
+                    r.frozen_sessions_at_cont = self._frozen_sessions(c.stop_for * 0.8)
                 os.kill(proc.pid, signal.SIGCONT)
                 r.stop_seconds = round(c.stop_for, 1)
                 self.out(f"chaos: SIGCONT worker pid {proc.pid}; meanwhile the others finished "
@@ -582,10 +593,11 @@ class Chaos:
             if not restart_done and done >= c.restart_at * c.jobs:
                 restart_done = True
                 self._restart_postgres()
-            # SIGKILL a random running worker, and start another in its place
-            if now >= next_kill:
-                candidates = [i for i in range(len(self.slots)) if stopped is None or stopped[0] != i]
-                slot = self.rng.choice(candidates)
+            # SIGKILL a random worker that is up (registered: past its start-up), and start
+            # another in its place; on a slow machine a worker killed while it starts never works
+            victim_slot = self._live_worker(exclude=None if stopped is None else stopped[0]) if now >= next_kill else None
+            if victim_slot is not None:
+                slot = victim_slot
                 victim = self.slots[slot]
                 os.kill(victim.pid, signal.SIGKILL)
                 victim.wait(timeout=30)
@@ -625,9 +637,9 @@ class Chaos:
 
     def _stalled(self, c: Config, r: Report) -> None:
         """The stopped worker's runs outlived their lease without being rescued."""
-        what = (f"a worker SIGSTOPped for {c.stop_for:g}s (lease {c.lease:g}s) kept {r.still_running_at_cont} "
-                f"of its {r.stopped_worker_running} runs: no other worker rescued them, and the others "
-                f"finished only {r.completed_during_stop} jobs meanwhile")
+        what = (f"a worker SIGSTOPped for {c.stop_for:g}s (lease {c.lease:g}s) still held {r.still_running_at_cont} "
+                f"runs when it resumed: nobody rescued them (the others finished {r.completed_during_stop} jobs "
+                f"and rescued {r.rescued_during_stop} of its runs meanwhile)")
         in_flight = c.workers * c.concurrency
         if c.backend == "sqlite" and r.completed_during_stop <= in_flight:
             # it was stopped inside a write transaction: SQLite's one write lock is its until it
@@ -636,10 +648,21 @@ class Chaos:
             self.out(f"chaos: {what} — it held SQLite's write lock (a limitation of one SQLite file)")
             return
         r.stalled = True
-        r.violations.append(f"stall: {what}" + (
-            "; it was stopped inside a PostgreSQL transaction and the others wait on its row locks "
-            "(sessions in the report)" if any("idle in transaction" in line for line in r.sessions_during_stop)
-            else ""))
+        why = ""
+        if c.backend == "postgres" and r.frozen_sessions_at_cont > 0:
+            why = (f"; {r.frozen_sessions_at_cont} of its sessions sat frozen inside a transaction, "
+                   f"{r.locked_runs_at_cont} of its runs were row-locked (rescue_expired skips locked rows), "
+                   f"{sum('wait=Lock' in line for line in r.sessions_during_stop)} other sessions waited on locks")
+        r.violations.append(f"stall: {what}{why}")
+
+    def _live_worker(self, exclude: int | None) -> int | None:
+        """A random slot whose worker has registered (finished starting), or None."""
+        try:
+            pids = {info.pid for info in self.app.store.list_workers()}
+        except Exception:
+            return None
+        live = [i for i, p in enumerate(self.slots) if i != exclude and p.poll() is None and p.pid in pids]
+        return self.rng.choice(live) if live else None
 
     def _busy_worker(self) -> tuple[int, str, int] | None:
         """(slot, worker id, running jobs) of a random registered worker that runs jobs."""
@@ -696,8 +719,40 @@ class Chaos:
                 conn.close()
         import psycopg
 
-        with psycopg.connect(self.db_url) as conn:
-            return conn.execute(sql + "%s", (worker_id,)).fetchone()[0]
+        with psycopg.connect(self.db_url) as conn:  # with parameters, psycopg reads % as a placeholder
+            return conn.execute(sql.replace("%", "%%") + "%s", (worker_id,)).fetchone()[0]
+
+    def _locked_runs(self, worker_id: str) -> int:
+        """PostgreSQL: how many of the worker's running jobs have their row locked by another
+        transaction right now (rescue_expired claims rows FOR UPDATE SKIP LOCKED: it skips them)."""
+        import psycopg
+
+        try:
+            with psycopg.connect(self.db_url) as conn:
+                mine = [row[0] for row in conn.execute(
+                    "SELECT id FROM jobs WHERE status = 'running' AND worker_id = %s", (worker_id,))]
+                free = {row[0] for row in conn.execute(
+                    "SELECT id FROM jobs WHERE id = ANY(%s) FOR UPDATE SKIP LOCKED", (mine,))}
+                conn.rollback()
+            return len(set(mine) - free)
+        except Exception:
+            return -1
+
+    def _frozen_sessions(self, frozen_for: float) -> int:
+        """PostgreSQL: sessions inside a transaction whose client has not spoken for about as long
+        as the stop (idle in transaction, or mid-pipeline: 'active' waiting on ClientRead)."""
+        import psycopg
+
+        try:
+            with psycopg.connect(self.db_url, autocommit=True) as conn:
+                return conn.execute(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND wait_event = 'ClientRead' "
+                    "AND state IN ('active', 'idle in transaction') "
+                    "AND now() - state_change > make_interval(secs => %s)", (frozen_for,)
+                ).fetchone()[0]
+        except Exception:
+            return -1
 
     def _restart_postgres(self) -> None:
         self.out(f"chaos: restarting PostgreSQL: {' '.join(self.restart_cmd)}")
@@ -736,8 +791,9 @@ class Chaos:
         r.attempts_spent_max = max((job.attempt for job in jobs), default=0)
         if r.complete != c.jobs:
             r.violations.append(f"{c.jobs - r.complete} job(s) are not complete: {r.statuses}")
-            for job in jobs:
-                if job.status is not Status.COMPLETE and len(r.unfinished) < 20:
+            for job in jobs:  # after a timeout, only the ones that ended badly
+                if (job.status is not Status.COMPLETE and (job.status.is_final or not r.timed_out)
+                        and len(r.unfinished) < 20):
                     error = job.error or {}
                     frames = [line.strip() for line in (error.get("traceback") or "").splitlines()
                               if line.strip().startswith("File ")]
@@ -747,7 +803,7 @@ class Chaos:
                         "error_type": error.get("type"), "error": (error.get("message") or "")[:300],
                         "frames": frames,
                     })
-        if r.running:
+        if r.running and not r.timed_out:  # after a timeout they are in the "undrained" count
             r.violations.append(f"{r.running} job(s) are left running")
         if len(by_n) != c.jobs:
             r.violations.append(f"the store holds {len(by_n)} jobs, {c.jobs} were enqueued")
@@ -768,7 +824,11 @@ class Chaos:
         deliveries = Counter(rec["idempotency_key"] for rec in accepted)
         for rec in accepted:
             keys_per_record.setdefault(rec["id"], set()).add(rec["idempotency_key"])
-        lost = [n for n in range(c.jobs) if n not in keys_per_record]
+        # lost: a job that ended (complete, failed or cancelled) without its record delivered;
+        # after a timeout, jobs that never ran are counted apart (undrained), not as lost
+        ended = {n for n, job in by_n.items() if job.status.is_final}
+        r.undrained = c.jobs - len(ended)
+        lost = [n for n in range(c.jobs) if n not in keys_per_record and (n in ended or not r.timed_out)]
         r.lost = len(lost)
         r.lost_examples = lost[:10]
         doubled = {n: sorted(k or "" for k in keys) for n, keys in keys_per_record.items() if len(keys) > 1}
@@ -828,7 +888,7 @@ def render(r: Report) -> str:
                        f"{os.cpu_count()} CPUs, load average {r.load_average:g} at the end)"),
         ("complete", f"{r.complete:,} of {r.jobs:,}; statuses {r.statuses}"),
         ("left running", str(r.running)),
-        ("lost", str(r.lost)),
+        ("lost", str(r.lost) + (f" ({r.undrained:,} not drained when the run timed out)" if r.timed_out else "")),
         ("duplicate effects", f"{r.duplicate_effects} (records accepted under two keys or none)"),
         ("repeated deliveries", f"{r.repeated_deliveries} (a key accepted again; bound "
                                 f"{r.repeated_delivery_bound}: one per interrupted slot)"),
