@@ -878,7 +878,9 @@ def render(r: Report) -> str:
         ("worker kills (SIGKILL)", f"{r.kills} (each replaced: {r.restarts} restarts)"),
         ("worker stops (SIGSTOP)", f"{r.stops} for {r.stop_seconds:g}s with {r.stopped_worker_running} running jobs; "
                                    f"others finished {r.completed_during_stop} jobs and rescued "
-                                   f"{r.rescued_during_stop} of its runs meanwhile ({r.still_running_at_cont} not)"),
+                                   f"{r.rescued_during_stop} of its runs meanwhile ({r.still_running_at_cont} not)"
+                                   + ("; it held SQLite's write lock, so everyone waited (a limitation)"
+                                      if r.sqlite_write_lock_stall else "")),
         ("database restarts", str(r.db_restarts) + (f"; {len(r.worker_start_failures)} worker start-up(s) failed "
                                                    "during it (exit 2)" if r.worker_start_failures else "")),
         ("rescues (lease expired)", f"{r.rescues:,}"),
@@ -950,6 +952,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_destination:
         serve_destination(args.rate, args.burst, Path(args.url_file))
         return 0
+    # stopping the driver must stop what it started: SIGINT and SIGTERM unwind through the
+    # clean-up (a shell starts background jobs with SIGINT ignored; restore it)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     config = Config(
         backend=args.backend, jobs=args.jobs, workers=args.workers, rate=args.rate, burst=args.burst,
         concurrency=args.concurrency, lease=args.lease, kill_every=tuple(args.kill_every), stop_for=args.stop_for,
