@@ -44,8 +44,8 @@ def _step_limit(app: "App", kind: str, critical: bool, step_id: str, throttle: T
     name = kind_limit_name(kind, critical) + (f":{step_id}" if custom else "")
     spec = LimitSpec(name, throttle.rate, 1, throttle.concurrency, None, False)
     if app.limits.get(name) != spec:
+        app.store.declare_limit(spec)  # first: a concurrent step must not use it before it exists
         app.limits[name] = spec
-        app.store.declare_limit(spec)
     return name
 
 
