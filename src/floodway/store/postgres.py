@@ -126,6 +126,17 @@ def _job_from_row(row: tuple | list) -> Job:
     )
 
 
+class _Deferred:
+    """A result ``_run`` reads only after it has queued COMMIT: the last statement of the
+    transaction and the COMMIT then share one round trip. An error in that statement aborts
+    the transaction (the server skips the COMMIT) and is raised when the rows are read."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], Any]):
+        self.fn = fn
+
+
 class _Admission:
     """Limit admission for one claim batch (the same decisions as the SQLite store's).
 
@@ -378,7 +389,9 @@ class PostgresStore(Store):
                             cur.execute("BEGIN")
                             result = fn(cur)
                             committing = True
-                            cur.execute("COMMIT")
+                            conn.cursor().execute("COMMIT")
+                            if isinstance(result, _Deferred):
+                                result = result.fn()  # its rows, read with the COMMIT's round trip
                     else:
                         cur.execute("BEGIN")
                         result = fn(cur)
@@ -606,7 +619,7 @@ class PostgresStore(Store):
                     now, *seg_params,
                 ),
             )
-            return {r[0] for r in cur.fetchall()}
+            return _Deferred(lambda: {r[0] for r in cur.fetchall()})  # type: ignore[return-value]
 
         created = self._run(go, what="enqueue", pipeline=True)
         results, seen = [], set()
@@ -813,39 +826,42 @@ class PostgresStore(Store):
         chosen, served, empty, many_groups = self._choose(cur, admission, room, queues, limit, first_page, page_size)
         lease_until = now + lease
         ids = [row[0] for row in chosen]
-        # the writes in one round trip; the claim's own UPDATE goes last (its rows are fetched)
-        with conn.pipeline():
-            admission.write_back(cur)
-            if admission.blocked_ids:
-                cur.execute(
-                    "UPDATE jobs SET throttled_since = COALESCE(throttled_since, %s) WHERE id = ANY(%b::text[])",
-                    (now, admission.blocked_ids),
-                )
-            if served and many_groups:
-                # fairness: least recently served first; SKIP LOCKED — a group another claimer
-                # is stamping right now is being served anyway
-                cur.execute(
-                    "UPDATE fair_keys SET served_at = %s WHERE key IN "
-                    "(SELECT key FROM fair_keys WHERE key = ANY(%b::text[]) ORDER BY key FOR UPDATE SKIP LOCKED)",
-                    (now, served),
-                )
-            if ids:
-                cur.execute(
-                    "WITH c AS (UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = %(w)s, "
-                    "lease_until = %(lease)s, started_at = %(now)s, updated_at = %(now)s, "
-                    "throttled_seconds = throttled_seconds + COALESCE(%(now)s - throttled_since, 0), "
-                    f"throttled_since = NULL WHERE id = ANY(%(ids)b::text[]) RETURNING {_JOB_COLUMNS}), "
-                    "e AS (INSERT INTO job_events (job_id, at, from_status, to_status, attempt, worker_id) "
-                    "SELECT id, %(now)s, 'waiting', 'running', attempt, %(w)s FROM c) "
-                    f"SELECT {_JOB_COLUMNS} FROM c",
-                    {"w": worker_id, "lease": lease_until, "now": now, "ids": ids},
-                )
-                by_id = {row[0]: row for row in cur.fetchall()}
         if empty:
             self._drop_empty_groups(cur, empty)
+        # the writes go out with the COMMIT, in one round trip: the claim's own UPDATE last,
+        # its rows read back after the COMMIT was sent (see _Deferred)
+        admission.write_back(cur)
+        if admission.blocked_ids:
+            cur.execute(
+                "UPDATE jobs SET throttled_since = COALESCE(throttled_since, %s) WHERE id = ANY(%b::text[])",
+                (now, admission.blocked_ids),
+            )
+        if served and many_groups:
+            # fairness: least recently served first; SKIP LOCKED — a group another claimer
+            # is stamping right now is being served anyway
+            cur.execute(
+                "UPDATE fair_keys SET served_at = %s WHERE key IN "
+                "(SELECT key FROM fair_keys WHERE key = ANY(%b::text[]) ORDER BY key FOR UPDATE SKIP LOCKED)",
+                (now, served),
+            )
         if not ids:
             return ClaimedJobs(wake_at=admission.wake_at)
-        return ClaimedJobs((_job_from_row(by_id[i]) for i in ids if i in by_id), wake_at=admission.wake_at)
+        cur.execute(
+            "WITH c AS (UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = %(w)s, "
+            "lease_until = %(lease)s, started_at = %(now)s, updated_at = %(now)s, "
+            "throttled_seconds = throttled_seconds + COALESCE(%(now)s - throttled_since, 0), "
+            f"throttled_since = NULL WHERE id = ANY(%(ids)b::text[]) RETURNING {_JOB_COLUMNS}), "
+            "e AS (INSERT INTO job_events (job_id, at, from_status, to_status, attempt, worker_id) "
+            "SELECT id, %(now)s, 'waiting', 'running', attempt, %(w)s FROM c) "
+            f"SELECT {_JOB_COLUMNS} FROM c",
+            {"w": worker_id, "lease": lease_until, "now": now, "ids": ids},
+        )
+
+        def claimed() -> ClaimedJobs:
+            by_id = {row[0]: row for row in cur.fetchall()}
+            return ClaimedJobs((_job_from_row(by_id[i]) for i in ids if i in by_id), wake_at=admission.wake_at)
+
+        return _Deferred(claimed)  # type: ignore[return-value]
 
     def _choose(
         self,
