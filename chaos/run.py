@@ -74,6 +74,20 @@ DEFAULTS = {
 }
 
 
+def default_stop(backend: str, lease: float) -> float:
+    """Long enough that the other workers can rescue the stopped one's runs: past its lease and,
+    on PostgreSQL, past the time after which the server ends a transaction frozen with it
+    (``idle_in_transaction_session_timeout``, floodway's IDLE_IN_TRANSACTION_MS), which holds
+    the row locks a rescue needs until then."""
+    stop = lease * 1.5 + 1.0
+    if backend == "postgres":
+        from floodway.store import postgres
+
+        frozen = getattr(postgres, "IDLE_IN_TRANSACTION_MS", 0) / 1000
+        stop = max(stop, lease + frozen + 2.0)
+    return stop
+
+
 @dataclass
 class Config:
     backend: str = "sqlite"
@@ -85,7 +99,7 @@ class Config:
     lease: float = 5.0
     #: a random worker is SIGKILLed every uniform(*kill_every) seconds
     kill_every: tuple[float, float] = (3.0, 6.0)
-    #: the SIGSTOP lasts this long (default: 1.5 x the lease + 1 s)
+    #: the SIGSTOP lasts this long (default: see default_stop)
     stop_for: float | None = None
     #: the SIGSTOP comes when this fraction of the jobs is done
     stop_at: float = 0.2
@@ -115,7 +129,7 @@ class Config:
         out.workers = self.workers or workers
         out.rate = self.rate or rate
         out.burst = self.burst if self.burst is not None else burst
-        out.stop_for = self.stop_for if self.stop_for is not None else self.lease * 1.5 + 1.0
+        out.stop_for = self.stop_for if self.stop_for is not None else default_stop(self.backend, self.lease)
         if out.seed is None:
             out.seed = random.SystemRandom().randrange(1 << 30)
         return out
@@ -531,6 +545,7 @@ class Chaos:
         stopped: tuple[int, float, str | None] | None = None  # (slot, until, worker id)
         stop_done = False
         stop_began_done = 0
+        rescued_before_stop = 0
         restart_done = c.backend != "postgres"
         last_done, last_t = 0, began
         last_seen: tuple[int, dict[str, int]] = (0, {})
@@ -561,6 +576,7 @@ class Chaos:
                 if victim is not None:  # else: no worker has registered and taken jobs yet
                     slot, worker_id, running = victim
                     proc = self.slots[slot]
+                    rescued_before_stop = self._rescued_from(worker_id)
                     os.kill(proc.pid, signal.SIGSTOP)
                     stopped = (slot, now + c.stop_for, worker_id)
                     stop_began_done = done
@@ -572,7 +588,7 @@ class Chaos:
             if stopped is not None and now >= stopped[1]:
                 slot, _, worker_id = stopped
                 proc = self.slots[slot]
-                r.rescued_during_stop = self._rescued_from(worker_id)
+                r.rescued_during_stop = self._rescued_from(worker_id) - rescued_before_stop
                 r.still_running_at_cont = self._running_of(worker_id)
                 r.completed_during_stop = done - stop_began_done
                 if r.still_running_at_cont and c.backend == "postgres":
@@ -931,7 +947,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lease", type=float, default=5.0, help="worker lease in seconds (5)")
     parser.add_argument("--kill-every", type=float, nargs=2, default=(3.0, 6.0), metavar=("MIN", "MAX"),
                         help="seconds between SIGKILLs, uniformly drawn (3 6)")
-    parser.add_argument("--stop-for", type=float, help="SIGSTOP length in seconds (1.5 x lease + 1)")
+    parser.add_argument("--stop-for", type=float, help="SIGSTOP length in seconds (1.5 x lease + 1; on "
+                                                       "PostgreSQL at least lease + the frozen-transaction "
+                                                       "timeout + 2)")
     parser.add_argument("--postgres-url", help="server to create a throwaway database on "
                                                "(default FLOODWAY_TEST_POSTGRES_URL)")
     parser.add_argument("--pg-restart", help="shell command restarting PostgreSQL "

@@ -146,19 +146,9 @@ def test_enqueue_on_a_full_disk_fails_clearly_and_writes_nothing(tmp_path, disk)
         app.close()
 
 
-BULK_BUG = (
-    "store/sqlite.py SQLiteStore._write: when a statement inside the transaction fails with "
-    "SQLITE_FULL (a bulk enqueue larger than the page cache spills to the WAL mid-INSERT), SQLite "
-    "rolls the transaction back itself; _write's `except BaseException: conn.execute('ROLLBACK')` "
-    "then raises sqlite3.OperationalError('cannot rollback - no transaction is active'), which "
-    "replaces the real error: the caller gets a raw sqlite3 error, not StoreError, and a message "
-    "that hides the full disk (a program catching FloodwayError misses it; `floodway` would print a "
-    "traceback). Nothing is written, though. Fix: roll back only `if conn.in_transaction`, and "
-    "raise StoreError from sqlite3 errors raised inside the block"
-)
-
-
 def test_a_large_bulk_enqueue_on_a_full_disk_fails_clearly_and_writes_nothing(tmp_path, disk):
+    """(Found here: SQLITE_FULL mid-INSERT made SQLite roll back by itself, and SQLiteStore._write's
+    own ROLLBACK then raised a raw "cannot rollback - no transaction is active"; fixed in 19de942.)"""
     _, app = make_app(tmp_path, disk)
     try:
         app.enqueue_many("small", [{"n": i} for i in range(10)])
@@ -171,7 +161,7 @@ def test_a_large_bulk_enqueue_on_a_full_disk_fails_clearly_and_writes_nothing(tm
         else:
             pytest.fail("a bulk enqueue on a full disk succeeded")
         finally:
-            assert waiting(app) == 10  # all or nothing: this part holds today
+            assert waiting(app) == 10  # all or nothing
     finally:
         app.close()
 
