@@ -327,7 +327,9 @@ def test_a_429_for_one_tenant_pauses_only_that_key(tmp_path, workers, destinatio
     # ...while B kept going at its own 5/s
     b_during = count_between(dest.accepted_times("B"), paused_at, paused_at + 6)
     assert b_during >= 10, f"only {b_during} of B's requests were accepted during A's pause"
-    assert max_in_window(dest.accepted_times("B")) <= 5 + 1
+    # admissions are exact; arrivals also carry each job's claim-to-request delay, which a
+    # loaded machine stretches and squeezes: allow two of jitter at the destination
+    assert max_in_window(dest.accepted_times("B")) <= 5 + 1 + 2
     a_key, b_key = key_info(mod.app, "per-tenant", "A"), key_info(mod.app, "per-tenant", "B")
     assert a_key.rate_limited == 1 and b_key.rate_limited == 0
 
