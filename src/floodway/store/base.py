@@ -14,10 +14,42 @@ from __future__ import annotations
 import abc
 import time
 from dataclasses import dataclass, field
+import json
 from typing import Any, Iterable
 
 from ..jobs import Event, Job, NewJob, Status
 from ..limits import LimitSpec
+
+
+def job_from_row(row: tuple | list) -> Job:
+    """A job from a row whose columns come in the backends' shared order (``_JOB_COLUMNS``)."""
+    return Job(
+        id=row[0],
+        task=row[1],
+        args=json.loads(row[2]),
+        queue=row[3],
+        status=Status(row[4]),
+        priority=row[5],
+        attempt=row[6],
+        max_attempts=row[7],
+        retry=json.loads(row[8]) if row[8] else None,
+        run_at=row[9],
+        tenant=row[10],
+        result=json.loads(row[11]) if row[11] is not None else None,
+        error=json.loads(row[12]) if row[12] else None,
+        worker_id=row[13],
+        lease_until=row[14],
+        cancel_requested=bool(row[15]),
+        created_at=row[16],
+        updated_at=row[17],
+        started_at=row[18],
+        finished_at=row[19],
+        limits=tuple(tuple(pair) for pair in json.loads(row[20])) if row[20] else (),
+        fair_key=row[21],
+        throttled_seconds=row[22],
+        shared_state=row[23],
+        paused=bool(row[24]),
+    )
 
 
 @dataclass

@@ -30,6 +30,7 @@ from ..jobs import (
     sources_for,
 )
 from ..limits import LimitSpec, check_cost, gcra, remaining
+from .base import job_from_row as _job_from_row
 from .base import (
     ClaimedJobs,
     EnqueueResult,
@@ -77,36 +78,6 @@ def _split_sql(script: str) -> list[str]:
     if current.strip():
         statements.append(current.strip())
     return statements
-
-
-def _job_from_row(row: tuple) -> Job:
-    return Job(
-        id=row[0],
-        task=row[1],
-        args=json.loads(row[2]),
-        queue=row[3],
-        status=Status(row[4]),
-        priority=row[5],
-        attempt=row[6],
-        max_attempts=row[7],
-        retry=json.loads(row[8]) if row[8] else None,
-        run_at=row[9],
-        tenant=row[10],
-        result=json.loads(row[11]) if row[11] is not None else None,
-        error=json.loads(row[12]) if row[12] else None,
-        worker_id=row[13],
-        lease_until=row[14],
-        cancel_requested=bool(row[15]),
-        created_at=row[16],
-        updated_at=row[17],
-        started_at=row[18],
-        finished_at=row[19],
-        limits=tuple(tuple(pair) for pair in json.loads(row[20])) if row[20] else (),
-        fair_key=row[21],
-        throttled_seconds=row[22],
-        shared_state=row[23],
-        paused=bool(row[24]),
-    )
 
 
 _PROCESS_LOCKS: dict[str, threading.RLock] = {}
