@@ -192,9 +192,15 @@ def test_postgres_a_worker_frozen_mid_transaction_does_not_stall_the_others(post
         locked.set()
         thaw.wait(60)  # the worker is frozen here, as SIGSTOP freezes it
 
-    holder = threading.Thread(
-        target=lambda: frozen._run(freeze_inside_a_transaction, what="frozen", pipeline=pipeline), daemon=True
-    )
+    thawed: dict[str, BaseException] = {}
+
+    def hold() -> None:
+        try:
+            frozen._run(freeze_inside_a_transaction, what="frozen", pipeline=pipeline)
+        except BaseException as exc:  # the server ended the frozen transaction: a clear error
+            thawed["error"] = exc
+
+    holder = threading.Thread(target=hold, daemon=True)
     claimed: dict[str, object] = {}
     claimer = threading.Thread(
         target=lambda: claimed.update(jobs=app.store.claim("w2", queues=None, limit=10, lease=30.0)), daemon=True
@@ -206,6 +212,10 @@ def test_postgres_a_worker_frozen_mid_transaction_does_not_stall_the_others(post
         claimer.join(timeout=15)
         assert not claimer.is_alive(), "another worker's claim waited 15s behind a frozen worker's transaction"
         assert len(claimed["jobs"]) == 3  # type: ignore[arg-type]
+        thaw.set()
+        holder.join(timeout=30)
+        # the frozen worker, thawed, learns its transaction is gone, in floodway's terms
+        assert isinstance(thawed.get("error"), StoreError), thawed
     finally:
         thaw.set()
         holder.join(timeout=30)
