@@ -252,6 +252,42 @@ def _redact(url: str) -> str:
 IDLE_IN_TRANSACTION_MS = 10_000
 
 
+class _SyncingCursor(psycopg.Cursor):
+    """A cursor that, in pipeline mode, asks for its results with a Sync, not a Flush.
+
+    psycopg reads a pipelined result by sending a Flush request. After a Flush the server
+    waits for the client's next statement *without* reporting "idle in transaction", so
+    ``idle_in_transaction_session_timeout`` is not armed: a worker frozen right after reading a
+    row it locked (SIGSTOP, a paused VM, swap) would keep that lock, and stall every other
+    worker's claim, for as long as it stays frozen. A Sync inside the explicit transaction
+    costs the same round trip, does not commit, and does arm the timeout, so the server ends the
+    frozen transaction after ``IDLE_IN_TRANSACTION_MS`` and the others go on.
+    """
+
+    def _results_by_sync(self) -> None:
+        # Pipeline.sync(), not leaving a nested pipeline block: that also sends a Flush after
+        # the Sync, and the server disarms the idle timer on any message it reads
+        pipeline = getattr(self.connection, "_pipeline", None)
+        if self.pgresult is None and pipeline is not None:
+            pipeline.sync()
+
+    def fetchone(self):  # type: ignore[no-untyped-def]
+        self._results_by_sync()
+        return super().fetchone()
+
+    def fetchmany(self, size: int = 0):  # type: ignore[no-untyped-def]
+        self._results_by_sync()
+        return super().fetchmany(size)
+
+    def fetchall(self):  # type: ignore[no-untyped-def]
+        self._results_by_sync()
+        return super().fetchall()
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self._results_by_sync()
+        return super().__iter__()
+
+
 def _configure_session(conn: psycopg.Connection) -> None:
     conn.execute(f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS}")
     conn.commit()
@@ -290,7 +326,8 @@ class PostgresStore(Store):
             min_size=self.pool_min,
             max_size=self.pool_max,
             timeout=self.pool_timeout,
-            kwargs={"autocommit": True, "prepare_threshold": self.prepare_threshold or None},
+            kwargs={"autocommit": True, "prepare_threshold": self.prepare_threshold or None,
+                    "cursor_factory": _SyncingCursor},
             configure=_configure_session,
             open=True,
             name="floodway",
