@@ -369,6 +369,7 @@ USAGE_ERRORS: list[tuple[tuple[str, ...], bool, str]] = [
     (("jobs", "--limit", "0"), False, "--limit"),
     (("result", "some-id", "--wait", "--timeout", "soon"), False, "cannot parse"),
     (("no-such-command",), False, "No such command"),
+    (("worker", "--prefetch", "-1"), True, "--prefetch"),
 ]
 
 

@@ -282,6 +282,44 @@ def test_a_paused_limit_holds_back_only_jobs_that_hold_it(store):
     assert sorted(j.id for j in claim_all(store, limit=10)) == ["free-0", "free-1", "free-2"]
 
 
+def test_a_prefetch_claim_takes_only_jobs_holding_no_limit(store):
+    store.declare_limit(LimitSpec.build("api", concurrency=10))
+    store.enqueue([limited(f"held-{i}", [["api", ""]]) for i in range(3)])
+    store.enqueue([limited(f"free-{i}", []) for i in range(2)])
+    store.enqueue([limited(f"acme-{i}", [], tenant="acme") for i in range(2)])
+    ahead = store.claim(W1, queues=None, limit=10, lease=30.0, without_limits=True)
+    assert sorted(j.id for j in ahead) == ["acme-0", "acme-1", "free-0", "free-1"]
+    assert all(j.status is Status.RUNNING for j in ahead)
+    # the limited jobs' fairness group is intact: an ordinary claim still finds them
+    assert sorted(j.id for j in claim_all(store)) == ["held-0", "held-1", "held-2"]
+
+
+def test_plain_jobs_in_capped_and_paused_queues_are_claimed_by_their_rules(store):
+    """Jobs with no tenant and no limit in a mix of queues: the uncapped ones, the capped
+    queue's free slots, nothing from a paused queue — in one claim."""
+    store.set_queue("capped", 1)
+    store.enqueue([new_job(f"capped-{i}", queue="capped") for i in range(3)])
+    store.enqueue([new_job(f"plain-{i}") for i in range(2)])
+    store.enqueue([new_job(f"held-{i}", queue="stopped") for i in range(2)])
+    store.set_paused(queue="stopped", paused=True)
+    got = sorted(j.id for j in claim_all(store, limit=10))
+    assert got == ["capped-0", "plain-0", "plain-1"]
+    assert claim_all(store, limit=10) == []
+
+
+def test_plain_jobs_and_tenant_jobs_share_claims_round_robin(store):
+    store.enqueue([new_job(f"plain-{i:02d}") for i in range(20)])
+    store.enqueue([limited(f"acme-{i:02d}", [], tenant="acme") for i in range(20)])
+    got = [j.id for j in claim_all(store, limit=6)]
+    assert sum(1 for g in got if g.startswith("acme")) == 3, got
+
+
+def test_a_due_retry_is_claimed_with_the_ready_jobs(store):
+    store.enqueue([new_job("later", run_at=time.time() + 0.2), new_job("now")])
+    time.sleep(0.3)  # the scheduled job's run_at passes (no assertion on time itself)
+    assert sorted(j.id for j in claim_all(store)) == ["later", "now"]
+
+
 def test_fairness_alternates_between_tenants(app):
     order = []
 

@@ -355,9 +355,109 @@ def test_many_jobs_concurrently_in_one_process(app):
     assert app.store.count_jobs()["complete"] == 500
 
 
+# -- prefetch: jobs claimed ahead while every slot is busy --------------------------------------
+
+def _statuses(app, handles):
+    return {h.id: h.status() for h in handles}
+
+
+def test_prefetched_jobs_go_back_unspent_when_the_worker_stops(app):
+    started, release = threading.Event(), threading.Event()
+    ran = []
+
+    @app.task
+    async def blocker():
+        started.set()
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+
+    @app.task
+    def quick(n: int):
+        ran.append(n)
+
+    first = app.enqueue(blocker)
+    ahead = app.enqueue_many(quick, [{"n": 1}, {"n": 2}])
+    worker = app.worker(concurrency=1, prefetch=2, grace="50ms", poll_interval="20ms")
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        assert started.wait(20)
+        # the two quick jobs are claimed ahead (running in the store) but cannot start
+        wait_for(lambda: all(s is Status.RUNNING for s in _statuses(app, ahead).values()))
+        assert ran == []
+    finally:
+        worker.stop()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert ran == []
+    assert first.job().status is Status.WAITING
+    for h in ahead:
+        job = h.job()
+        assert job.status is Status.WAITING and job.attempt == 0, job
+        assert "released unstarted" in h.events()[-1].reason
+
+
+def test_a_prefetched_job_cancelled_before_it_starts_never_runs(app):
+    started, release = threading.Event(), threading.Event()
+    ran = []
+
+    @app.task
+    async def blocker():
+        started.set()
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+
+    @app.task
+    def quick(n: int):
+        ran.append(n)
+
+    app.enqueue(blocker)
+    [doomed, kept] = app.enqueue_many(quick, [{"n": 1}, {"n": 2}])
+    with running_worker(app, concurrency=1, prefetch=2, lease="300ms"):
+        assert started.wait(20)
+        wait_for(lambda: doomed.status() is Status.RUNNING and kept.status() is Status.RUNNING)
+        assert doomed.cancel() is Status.RUNNING  # requested; the heartbeat ends it
+        wait_for(lambda: doomed.status() is Status.CANCELLED)
+        release.set()
+        assert kept.result(timeout=20) is None
+    assert ran == [2]
+    assert doomed.events()[-1].reason == "cancelled by user before it started"
+
+
+def test_prefetch_never_claims_a_job_that_holds_a_limit(app):
+    started, release = threading.Event(), threading.Event()
+    app.limit("api", concurrency=5)
+
+    @app.task
+    async def blocker():
+        started.set()
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+
+    @app.task(limits=["api"])
+    def limited(n: int):
+        return n
+
+    @app.task
+    def plain(n: int):
+        return n
+
+    app.enqueue(blocker)
+    held = app.enqueue_many(limited, [{"n": i} for i in range(3)])
+    ahead = app.enqueue_many(plain, [{"n": i} for i in range(2)])
+    with running_worker(app, concurrency=1, prefetch=5):
+        assert started.wait(20)
+        wait_for(lambda: all(s is Status.RUNNING for s in _statuses(app, ahead).values()))
+        # a limited job admitted now must run now: it is never claimed ahead
+        assert set(_statuses(app, held).values()) == {Status.WAITING}
+        release.set()
+        assert [h.result(timeout=20) for h in held + ahead] == [0, 1, 2, 0, 1]
+
+
 @pytest.mark.parametrize("options", [
     {"concurrency": 0}, {"concurrency": "4"}, {"queues": []}, {"queues": [""]},
     {"lease": "0s"}, {"grace": "-1s"}, {"poll_interval": "fast"},
+    {"prefetch": -1}, {"prefetch": "2"}, {"prefetch": True},
 ])
 def test_bad_worker_options(app, options):
     with pytest.raises(ConfigError):

@@ -266,7 +266,8 @@ def test_sigterm_lets_short_jobs_finish_within_grace_and_claims_no_more(tmp_path
     name, mod = make_app(GATED_APP)
     ids = [h.id for h in mod.app.enqueue_many("gated", [{}] * 4)]
 
-    proc = workers.start(name, "--concurrency", "2", "--grace", "30s", *FAST, label="gated")
+    # (no prefetch: every job the store shows running here has started)
+    proc = workers.start(name, "--concurrency", "2", "--prefetch", "0", "--grace", "30s", *FAST, label="gated")
     wait_until(lambda: mod.app.store.count_jobs()["running"] == 2,
                lambda: f"two running jobs; counts {mod.app.store.count_jobs()}", workers=workers)
     running = {j.id for j in mod.app.store.list_jobs(status=[Status.RUNNING])}

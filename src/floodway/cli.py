@@ -128,9 +128,12 @@ def cli(ctx: click.Context, app_spec: str | None, database: str | None, as_json:
 @click.option("--lease", default="30s", show_default=True, help="Lease of a claimed job.")
 @click.option("--grace", default="30s", show_default=True, help="Time running jobs get to finish on SIGTERM.")
 @click.option("--poll-interval", default="100ms", show_default=True, help="Longest idle sleep.")
+@click.option("--prefetch", type=click.IntRange(min=0), default=None,
+              help="Jobs claimed ahead while every slot is busy (default: as many as --concurrency; 0: none). "
+                   "Only jobs that hold no limit are claimed ahead.")
 @click.pass_obj
 def worker(state: State, queues: str | None, concurrency: int, burst: bool, lease: str, grace: str,
-           poll_interval: str) -> None:
+           poll_interval: str, prefetch: int | None) -> None:
     """Run a worker until SIGTERM/SIGINT (or until idle, with --burst)."""
     app = state.app(required=True)
     queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
@@ -139,7 +142,7 @@ def worker(state: State, queues: str | None, concurrency: int, burst: bool, leas
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("floodway").setLevel(logging.INFO)
     w = app.worker(queues=queue_list, concurrency=concurrency, burst=burst, lease=lease,
-                   grace=grace, poll_interval=poll_interval)
+                   grace=grace, poll_interval=poll_interval, prefetch=prefetch)
     w.run()
     if state.as_json:
         click.echo(json.dumps({"worker": w.id, "processed": w.processed}))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -72,6 +74,11 @@ class Worker:
     :param grace: how long a stopping worker lets running jobs finish before releasing them.
     :param poll_interval: the longest an idle worker sleeps before looking for work again.
     :param batch_size: the most jobs claimed in one transaction.
+    :param prefetch: how many jobs to claim ahead while every slot is busy (default: one
+        batch; 0 turns it off). A slot that comes free starts one of them at once, without
+        waiting for a claim's round trip. Only jobs that hold no limit are claimed ahead (an
+        admitted rate-limited job must run when admitted); prefetched jobs are leased like
+        running ones, renewed by the heartbeat, and given back unspent when the worker stops.
     """
 
     def __init__(
@@ -85,6 +92,7 @@ class Worker:
         grace: str | float = "30s",
         poll_interval: str | float = "100ms",
         batch_size: int | None = None,
+        prefetch: int | None = None,
         worker_id: str | None = None,
     ):
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
@@ -101,9 +109,13 @@ class Worker:
         self.grace = parse_duration(grace, name="grace")
         self.poll_interval = parse_duration(poll_interval, name="poll_interval", allow_zero=False)
         self.batch_size = batch_size or max(concurrency, 1)
+        if prefetch is not None and (isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0):
+            raise ConfigError(f"prefetch must be an int >= 0, got {prefetch!r}")
+        self.prefetch = self.batch_size if prefetch is None else prefetch
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._running: dict[str, asyncio.Task[None]] = {}
         self._jobs: dict[str, Job] = {}
+        self._prefetched: deque[Job] = deque()  # claimed ahead, not started yet
         self._outcomes: list[Outcome] = []
         self._unflushed: set[str] = set()
         self._cancel_requested: set[str] = set()
@@ -235,15 +247,39 @@ class Worker:
     async def _claim_loop(self) -> None:
         assert self._wake is not None
         failures = 0
+        found_work = False  # the last claim took jobs: more are likely ready, claim straight away
         while not self._stopping:
             # cleared before looking, so a wake-up (a local job ending, a store notification)
             # that arrives while we look is not lost
             self._wake.clear()
+            self._start_prefetched()
             free = self.concurrency - len(self._running)
             timeout = self.poll_interval
-            if free > 0:
+            room = min(self.prefetch - len(self._prefetched), self.batch_size)
+            # (topped up once half is used: fewer, fuller claims)
+            if free <= 0 and found_work and room > 0 and len(self._prefetched) <= self.prefetch // 2:
+                # every slot is busy and the store had work: claim the next jobs now, so a slot
+                # that comes free starts one at once instead of after a claim's round trip
                 try:
-                    due = await self._store(self.app.store.next_due, self.queues)
+                    jobs = await self._store(self.app.store.claim, self.id, queues=self.queues, limit=room,
+                                             lease=self.lease, without_limits=True)
+                    failures = 0
+                    self._unflushed.update(job.id for job in jobs)
+                    self._prefetched.extend(jobs)
+                    if jobs:
+                        continue
+                    found_work = False  # none without limits: the next free slot claims as usual
+                except Exception as exc:
+                    failures += 1
+                    timeout = min(0.1 * 2 ** failures, 5.0)
+                    log.warning("could not look for jobs (%s: %s); retrying in %.1fs",
+                                type(exc).__name__, exc, timeout)
+            elif free > 0:
+                try:
+                    # when the last claim took jobs the claim itself is the cheapest look;
+                    # otherwise ask first whether anything is due, and when
+                    due = 0.0 if found_work else await self._store(self.app.store.next_due, self.queues)
+                    found_work = False
                     now = time.time()
                     if due is not None and due <= now:
                         jobs = await self._store(
@@ -257,6 +293,7 @@ class Worker:
                         for job in jobs:
                             self._start(job)
                         if jobs:
+                            found_work = True
                             continue
                         # ready jobs exist but limits or queue caps hold them back: sleep until
                         # the earliest admission (or a local job finishing, or the poll)
@@ -300,8 +337,28 @@ class Worker:
         finally:
             thread.shutdown(wait=False)
 
+    def _start_prefetched(self) -> None:
+        """Start jobs claimed ahead while slots are free (never once stopping: they go back)."""
+        while self._prefetched and not self._stopping and len(self._running) < self.concurrency:
+            self._start(self._prefetched.popleft())
+
+    def _drop_prefetched(self, job_id: str, outcome: Outcome) -> bool:
+        """End a job claimed ahead without running it; False if it is not waiting here."""
+        for job in self._prefetched:
+            if job.id == job_id:
+                self._prefetched.remove(job)
+                self._outcomes.append(outcome)
+                assert self._flush_wanted is not None
+                self._flush_wanted.set()
+                return True
+        return False
+
     async def _drain(self) -> None:
-        """Let running jobs finish within the grace period, then release the rest."""
+        """Give back the jobs claimed ahead, let running jobs finish within the grace period,
+        then release the rest."""
+        for job in list(self._prefetched):
+            self._drop_prefetched(job.id, Outcome(job.id, job.attempt, Status.WAITING, spend_attempt=False,
+                                                  reason=f"released unstarted by stopping worker {self.id}"))
         if self._running:
             log.info("worker %s stopping: %d running job(s), grace %.1fs", self.id, len(self._running), self.grace)
             await asyncio.wait(list(self._running.values()), timeout=self.grace)
@@ -330,6 +387,7 @@ class Worker:
         self._jobs.pop(job.id, None)
         self._cancel_requested.discard(job.id)
         self.processed += 1
+        self._start_prefetched()
         assert self._flush_wanted is not None and self._wake is not None
         self._flush_wanted.set()
         self._wake.set()
@@ -559,6 +617,9 @@ class Worker:
             pause = 0.05
             for outcome in batch:
                 self._unflushed.discard(outcome.job_id)
+            if self.burst and not self._unflushed:
+                assert self._wake is not None
+                self._wake.set()  # the claim loop may be waiting for this write to exit
             lost = {o.job_id for o in batch} - set(written)
             if lost:
                 log.warning("lease lost before the outcome was written for %d job(s): %s", len(lost), sorted(lost)[:5])
@@ -572,12 +633,22 @@ class Worker:
                 ids = sorted(self._unflushed)
                 cancelled = await self._store(self.app.store.heartbeat, self.id, ids, self.lease)
                 for job_id in cancelled:
+                    job = next((j for j in self._prefetched if j.id == job_id), None)
+                    if job is not None:
+                        self._drop_prefetched(job_id, Outcome(job_id, job.attempt, Status.CANCELLED,
+                                                              reason="cancelled by user before it started"))
+                        continue
                     task = self._running.get(job_id)
                     if task is not None and job_id not in self._cancel_requested:
                         self._cancel_requested.add(job_id)
                         task.cancel()
-                if self._contexts:
-                    paused = await self._store(self.app.store.paused_among, list(self._contexts))
+                if self._contexts or self._prefetched:
+                    waiting_here = {j.id for j in self._prefetched}
+                    paused = await self._store(self.app.store.paused_among, list(self._contexts) + list(waiting_here))
+                    # a job claimed ahead starts with the pause request it has by then
+                    self._prefetched = deque(
+                        dataclasses.replace(j, paused=True) if j.id in paused else j for j in self._prefetched
+                    )
                     for job_id in paused:
                         ctx = self._contexts.get(job_id)
                         if ctx is not None and not ctx.pause_requested:

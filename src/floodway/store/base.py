@@ -266,7 +266,8 @@ class Store(abc.ABC):
     # -- the worker's side --------------------------------------------------------------
     @abc.abstractmethod
     def claim(
-        self, worker_id: str, *, queues: list[str] | None, limit: int, lease: float
+        self, worker_id: str, *, queues: list[str] | None, limit: int, lease: float,
+        without_limits: bool = False,
     ) -> ClaimedJobs:
         """Move up to ``limit`` ready jobs to ``running`` under a lease owned by ``worker_id``.
 
@@ -275,6 +276,10 @@ class Store(abc.ABC):
         worker on the store; a job they hold back stays ``waiting`` and spends nothing. Order:
         round-robin over fairness groups (tenant or limit keys), then priority (high first),
         then run_at, then enqueue order.
+
+        ``without_limits`` takes only jobs that hold no limit: the worker's prefetch, whose
+        jobs may wait a moment in the worker before they run — an admitted rate-limited job
+        must run when admitted, or the requests bunch up at the destination.
         """
 
     @abc.abstractmethod

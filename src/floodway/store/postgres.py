@@ -76,6 +76,10 @@ _JOB_COLUMNS = (
 )
 _J = {name.strip(): i for i, name in enumerate(_JOB_COLUMNS.split(","))}
 
+#: how long the store goes straight to the full claim after the plain-group claim found other
+#: fairness groups (tenants, limits) in play
+_FAST_CLAIM_RECHECK = 1.0
+
 #: the channel enqueue (and anything that makes a job ready) notifies; the payload is the queue
 CHANNEL = "floodway_jobs"
 
@@ -310,6 +314,7 @@ class PostgresStore(Store):
         self.reconnect_timeout = _number(url, options, "reconnect_timeout", 60.0, minimum=0)
         self.prepare_threshold = _number(url, options, "prepare_threshold", 5, minimum=0, integer=True)
         self._closed = False
+        self._fast_claim_after = 0.0  # see claim(): when to try the plain-group claim again
         self._offset = 0.0
         self._listener: psycopg.Connection | None = None
         self._listener_lock = threading.Lock()
@@ -394,7 +399,10 @@ class PostgresStore(Store):
                 with conn.cursor() as cur:
                     if pipeline:
                         with conn.pipeline():
-                            cur.execute("BEGIN")
+                            # BEGIN on a cursor of its own: its result, read in when the pipeline
+                            # next talks to the server, must not land on ``cur`` after fn's
+                            # statement and be taken for that statement's rows
+                            conn.cursor().execute("BEGIN")
                             result = fn(cur)
                             committing = True
                             conn.cursor().execute("COMMIT")
@@ -758,7 +766,7 @@ class PostgresStore(Store):
     #: scheduled/retrying -> waiting for every job whose run_at has come (SKIP LOCKED: two
     #: claimers promote disjoint rows), with their events and their fairness groups marked
     #: (under the shared group lock, see ``_mark_fair_keys``) — one statement
-    _PROMOTE = (
+    _PROMOTE_CTES = (
         "WITH due AS (SELECT id, status FROM jobs WHERE status IN ('scheduled', 'retrying') "
         "AND run_at <= %(now)s ORDER BY run_at LIMIT 5000 FOR UPDATE SKIP LOCKED), "
         "up AS (UPDATE jobs j SET status = 'waiting', updated_at = %(now)s FROM due WHERE j.id = due.id "
@@ -767,8 +775,32 @@ class PostgresStore(Store):
         "SELECT id, %(now)s, old, 'waiting', attempt, 'due' FROM up), "
         "lk AS (SELECT k, pg_advisory_xact_lock_shared(%(ns)s, hashtext(k)) FROM "
         "(SELECT DISTINCT fair_key AS k FROM up ORDER BY 1) s), "
-        "fk AS (INSERT INTO fair_keys (key) SELECT k FROM lk ON CONFLICT DO NOTHING) "
-        "SELECT count(*) FROM up"
+        "fk AS (INSERT INTO fair_keys (key) SELECT k FROM lk ON CONFLICT DO NOTHING)"
+    )
+    _PROMOTE = _PROMOTE_CTES + " SELECT count(*) FROM up"
+
+    #: the common case — every ready job in the plain fairness group (no tenant, no limits) —
+    #: claimed in one statement, sent after ``_PROMOTE`` and with the COMMIT in one round trip:
+    #: take the heads of the plain group outside capped or paused queues (SKIP LOCKED), mark them
+    #: running, write their events. ``plain`` says the plain group was the only one (else
+    #: nothing is taken: the full round-robin claim decides); ``capped`` that capped or paused
+    #: queues exist, whose jobs only the full claim may take. One row comes back even when
+    #: nothing was claimed.
+    _FAST_CLAIM = (
+        "WITH gate AS (SELECT NOT EXISTS (SELECT 1 FROM fair_keys WHERE key <> '') AS plain, "
+        "EXISTS (SELECT 1 FROM queues WHERE paused OR max_concurrency IS NOT NULL) AS capped), "
+        "cand AS (SELECT id FROM jobs WHERE status = 'waiting' AND NOT paused AND fair_key = '' {queues}"
+        "AND NOT (queue = ANY(ARRAY(SELECT name FROM queues WHERE paused OR max_concurrency IS NOT NULL))) "
+        "AND (SELECT plain FROM gate) ORDER BY priority DESC, run_at, seq LIMIT %(n)s FOR UPDATE SKIP LOCKED), "
+        "c AS (UPDATE jobs j SET status = 'running', attempt = attempt + 1, worker_id = %(w)s, "
+        "lease_until = %(lease)s, started_at = %(now)s, updated_at = %(now)s, "
+        "throttled_seconds = throttled_seconds + COALESCE(%(now)s - throttled_since, 0), "
+        "throttled_since = NULL FROM cand WHERE j.id = cand.id RETURNING j.seq, "
+        + ", ".join(f"j.{c.strip()}" for c in _JOB_COLUMNS.split(",")) + "), "
+        "e AS (INSERT INTO job_events (job_id, at, from_status, to_status, attempt, worker_id) "
+        "SELECT id, %(now)s, 'waiting', 'running', attempt, %(w)s FROM c) "
+        "SELECT g.plain, g.capped, " + ", ".join(f"c.{c.strip()}" for c in _JOB_COLUMNS.split(","))
+        + " FROM gate g LEFT JOIN c ON true ORDER BY c.priority DESC, c.run_at, c.seq"
     )
 
     @staticmethod
@@ -807,14 +839,46 @@ class PostgresStore(Store):
         return room
 
     def claim(
-        self, worker_id: str, *, queues: list[str] | None, limit: int, lease: float
+        self, worker_id: str, *, queues: list[str] | None, limit: int, lease: float,
+        without_limits: bool = False,
     ) -> ClaimedJobs:
         if limit <= 0:
             return ClaimedJobs()
-        return self._run(lambda cur: self._claim(cur, worker_id, queues, limit, lease), what="claim")
+        fast: list[Job] = []
+        if time.monotonic() >= self._fast_claim_after:
+            fast, plain, capped = self._run(lambda cur: self._fast_claim(cur, worker_id, queues, limit, lease),
+                                            what="claim")
+            if not plain:
+                # tenants or limits are in play: the round-robin claim decides; look again later
+                self._fast_claim_after = time.monotonic() + _FAST_CLAIM_RECHECK
+            if len(fast) == limit or (plain and not capped):
+                return ClaimedJobs(fast)
+        rest = self._run(lambda cur: self._claim(cur, worker_id, queues, limit - len(fast), lease, without_limits),
+                         what="claim")
+        return ClaimedJobs(fast + list(rest), wake_at=rest.wake_at)
+
+    def _fast_claim(self, cur: psycopg.Cursor, worker_id: str, queues: list[str] | None, limit: int,
+                    lease: float) -> "_Deferred":
+        """The plain-group claim (``_FAST_CLAIM``) in one round trip with its COMMIT; returns
+        (jobs, plain, capped)."""
+        now = self._now()
+        params: dict[str, Any] = {"now": now, "ns": _NS_FAIR, "n": limit, "w": worker_id, "lease": now + lease}
+        where = ""
+        if queues is not None:
+            where, params["queues"] = "AND queue = ANY(%(queues)b::text[]) ", queues
+        # promoted first, in a statement of its own: a CTE's changes are invisible to its siblings
+        cur.connection.cursor().execute(self._PROMOTE, params)
+        cur.execute(self._FAST_CLAIM.format(queues=where), params)
+
+        def claimed() -> tuple[list[Job], bool, bool]:
+            rows = cur.fetchall()
+            plain, capped = rows[0][0], rows[0][1]
+            return [_job_from_row(r[2:]) for r in rows if r[2] is not None], plain, capped
+
+        return _Deferred(claimed)
 
     def _claim(self, cur: psycopg.Cursor, worker_id: str, queues: list[str] | None, limit: int,
-               lease: float) -> ClaimedJobs:
+               lease: float, without_limits: bool = False) -> ClaimedJobs:
         now = self._now()
         conn = cur.connection
         page_size = max(limit, 32)
@@ -831,7 +895,8 @@ class PostgresStore(Store):
             first_page = groups.fetchall()
         room = self._queue_room(cur, cap_rows)
         admission = _Admission(specs, now)
-        chosen, served, empty, many_groups = self._choose(cur, admission, room, queues, limit, first_page, page_size)
+        chosen, served, empty, many_groups = self._choose(
+            cur, admission, room, queues, limit, first_page, page_size, without_limits)
         lease_until = now + lease
         ids = [row[0] for row in chosen]
         if empty:
@@ -880,6 +945,7 @@ class PostgresStore(Store):
         limit: int,
         first_page: list[tuple],
         page_size: int,
+        without_limits: bool = False,
     ) -> tuple[list[tuple], list[str], list[str], bool]:
         """Pick up to ``limit`` ready jobs: round-robin over fairness groups (least recently
         served first), then priority, then age; skipping full queues and jobs whose limits do
@@ -921,6 +987,8 @@ class PostgresStore(Store):
             if queues is not None:
                 where += " AND j.queue = ANY(%(queues)b::text[])"
                 params["queues"] = queues
+            if without_limits:
+                where += " AND j.limits IS NULL"
             if full:
                 where += " AND NOT (j.queue = ANY(%(full)b::text[]))"
                 params["full"] = full
@@ -944,7 +1012,7 @@ class PostgresStore(Store):
                 fetched_ids.setdefault(group, []).extend(r[0] for r in rows)
                 if len(rows) < per:
                     exhausted.add(group)
-                    if not fetched_ids[group] and queues is None and not full:
+                    if not fetched_ids[group] and queues is None and not without_limits and not full:
                         empty.append(group)
             admission.lock(cur, (r for rows in got.values() for r in rows))
 

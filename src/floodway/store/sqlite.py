@@ -547,7 +547,8 @@ class SQLiteStore(Store):
         self._mark_fair_keys(conn, {fk for _, _, _, fk in due})
 
     def claim(
-        self, worker_id: str, *, queues: list[str] | None, limit: int, lease: float
+        self, worker_id: str, *, queues: list[str] | None, limit: int, lease: float,
+        without_limits: bool = False,
     ) -> ClaimedJobs:
         if limit <= 0:
             return ClaimedJobs()
@@ -556,7 +557,7 @@ class SQLiteStore(Store):
             self._promote_due(conn, now)
             admission = _Admission(conn, now)
             room = self._queue_room(conn)
-            chosen, served = self._choose(conn, admission, room, queues, limit, now)
+            chosen, served = self._choose(conn, admission, room, queues, limit, now, without_limits)
             if served:
                 conn.executemany("UPDATE fair_keys SET served_at = ? WHERE key = ?", [(now, k) for k in served])
             admission.write_back()
@@ -613,6 +614,7 @@ class SQLiteStore(Store):
         queues: list[str] | None,
         limit: int,
         now: float,
+        without_limits: bool = False,
     ) -> tuple[list[tuple], list[str]]:
         """Pick up to ``limit`` ready jobs: round-robin over fairness groups (least recently
         served first), then priority, then age; skipping full queues and jobs whose limits do
@@ -622,6 +624,8 @@ class SQLiteStore(Store):
         if queues is not None:
             filters += f" AND queue IN ({','.join('?' * len(queues))})"
             params += queues
+        if without_limits:
+            filters += " AND limits IS NULL"
         pending: dict[str, list[tuple]] = {}
         offsets: dict[str, tuple[tuple[str, ...], int]] = {}
         seen: set[str] = set()
@@ -660,7 +664,7 @@ class SQLiteStore(Store):
                     if not heads:
                         if group in exhausted:
                             active.remove(group)
-                            if queues is None and not full and offset == 0 and not rows:
+                            if queues is None and not without_limits and not full and offset == 0 and not rows:
                                 conn.execute("DELETE FROM fair_keys WHERE key = ?", (group,))
                         continue
                     pending[group] = heads
