@@ -666,7 +666,8 @@ class App:
     def _encode_args(self, task: Task, args: Mapping[str, Any] | None, where: str) -> str:
         if args is None:
             args = {}
-        if not isinstance(args, Mapping):
+        # a plain dict skips the (slower) abstract Mapping check
+        if type(args) is not dict and not isinstance(args, Mapping):
             raise EnqueueError(f"args{where} must be a dict of argument names to values, got {type(args).__name__}")
         for key in args:
             if not isinstance(key, str):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import operator
 import random
 import threading
 import time
@@ -91,22 +92,24 @@ _LOCKED_FAIR_KEYS = (
     "(SELECT k FROM unnest(%b::text[]) AS k ORDER BY k) s"
 )
 
-#: what an enqueue writes to ``jobs``: (column, PostgreSQL type, its value for a NewJob)
-_ENQUEUE_COLUMNS: tuple[tuple[str, str, Callable[[NewJob], Any]], ...] = (
-    ("id", "text", lambda j: j.id),
-    ("task", "text", lambda j: j.task),
-    ("args", "text", lambda j: j.args_json),
-    ("queue", "text", lambda j: j.queue),
-    ("status", "text", lambda j: j.status.value),
-    ("priority", "int", lambda j: j.priority),
-    ("max_attempts", "int", lambda j: j.max_attempts),
-    ("retry", "text", lambda j: j.retry_json),
-    ("run_at", "float8", lambda j: float(j.run_at)),
-    ("tenant", "text", lambda j: j.tenant),
-    ("limits", "text", lambda j: j.limits_json),
-    ("fair_key", "text", lambda j: j.fair_key),
-    ("state_key", "text", lambda j: j.shared_state),
+#: what an enqueue writes to ``jobs``: (column, PostgreSQL type, the NewJob attribute)
+_ENQUEUE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("id", "text", "id"),
+    ("task", "text", "task"),
+    ("args", "text", "args_json"),
+    ("queue", "text", "queue"),
+    ("status", "text", "status.value"),
+    ("priority", "int", "priority"),
+    ("max_attempts", "int", "max_attempts"),
+    ("retry", "text", "retry_json"),
+    ("run_at", "float8", "run_at"),
+    ("tenant", "text", "tenant"),
+    ("limits", "text", "limits_json"),
+    ("fair_key", "text", "fair_key"),
+    ("state_key", "text", "shared_state"),
 )
+#: a NewJob's row in that order, read in one call per job
+_ENQUEUE_ROW = operator.attrgetter(*(attr for _, _, attr in _ENQUEUE_COLUMNS))
 
 _OPTIONS = {"pool_min", "pool_max", "pool_timeout", "reconnect_timeout", "prepare_threshold"}
 
@@ -602,11 +605,9 @@ class PostgresStore(Store):
         fresh = list(first.values())
 
         def go(cur: psycopg.Cursor) -> set[str]:
-            # a spare NOTIFY (a queue of a job that existed already) wakes a worker once: harmless
-            self._notify(cur, (j.queue for j in fresh))
             cur.execute(*self._enqueue_statement(fresh, queues or {}, self._now()))
             # the ids are read with the COMMIT's round trip
-            return _Deferred(lambda: {r[0] for r in cur.fetchall()})  # type: ignore[return-value]
+            return _Deferred(lambda: set(cur.fetchone()[0]))  # type: ignore[return-value]
 
         created = self._run(go, what="enqueue", pipeline=True)
         if len(created) == len(jobs):
@@ -623,10 +624,11 @@ class PostgresStore(Store):
         fresh: list[NewJob], queues: dict[str, int | None], now: float
     ) -> tuple[str, list[Any]]:
         """One statement that writes a whole enqueue: the queue rows, the fairness groups made
-        ready (under their shared locks), the jobs, their ``enqueued`` events and segments.
+        ready (under their shared locks), the jobs, their ``enqueued`` events and segments, and
+        notifies the jobs' queues.
 
-        It returns the ids it created (``ON CONFLICT (id) DO NOTHING`` skips the others, and
-        with them their events and segments). A column with one value for every job (the task,
+        Its one row holds the array of the ids it created (``ON CONFLICT (id) DO NOTHING``
+        skips the others, and with them their events and segments). A column with one value for every job (the task,
         queue, retry policy... of one ``enqueue_many`` call) is sent once rather than as an
         array of copies; the rest are unnested from arrays. Spare queue or group rows (for a
         job that existed already) are harmless: a claim drops an empty group's row.
@@ -650,15 +652,16 @@ class PostgresStore(Store):
         select: list[str] = []
         unnested: list[str] = []
         arrays: list[list[Any]] = []
-        for name, kind, value in _ENQUEUE_COLUMNS:
-            column = [value(j) for j in fresh]
+        for (name, kind, _), column in zip(_ENQUEUE_COLUMNS, zip(*map(_ENQUEUE_ROW, fresh))):
+            if kind == "float8":
+                column = tuple(map(float, column))  # an int instant would make an int array
             if column.count(column[0]) == len(column):
                 select.append(f"%s::{kind}")
                 params.append(column[0])
             else:
                 select.append(f"u.{name}")
                 unnested.append(name)
-                arrays.append(column)
+                arrays.append(list(column))
         select.append("%s::float8, %s::float8")  # created_at, updated_at
         params += [now, now]
         source = ""
@@ -688,7 +691,16 @@ class PostgresStore(Store):
                 "JOIN ins ON ins.id = s.j)"
             )
             params += [list(c) for c in zip(*segments)]
-        return f"WITH {', '.join(ctes)} SELECT id FROM ins", params
+        # the select list of a row without FROM is evaluated once, whatever ``ins`` holds: the
+        # notifications go out at commit. A spare one (the queue of a job that existed already)
+        # wakes a worker once, harmlessly.
+        woken = sorted({j.queue for j in fresh})
+        params += [CHANNEL, woken]
+        return (
+            f"WITH {', '.join(ctes)} "
+            "SELECT ARRAY(SELECT id FROM ins), (SELECT count(pg_notify(%s, q)) FROM unnest(%b::text[]) AS q)",
+            params,
+        )
 
     # -- reading --------------------------------------------------------------------------
     def get_job(self, job_id: str) -> Job | None:
