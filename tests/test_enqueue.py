@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -200,6 +201,37 @@ def test_bulk_with_one_bad_item_writes_nothing(app, tasks):
     assert total(app) == 0
     with pytest.raises(EnqueueError, match="list of argument dicts"):
         app.enqueue_many(greet, {"name": "x"})
+
+
+def test_bulk_binding_is_checked_per_set_of_names_with_the_same_errors(app, tasks):
+    greet, _, anything = tasks
+    # the same names in another order, or a bad set of names seen before, give what a fresh
+    # bind gives: the message names the item and the first offending argument in its order
+    for attempt in range(2):
+        items = [{"name": "a"}, {"punctuation": "?", "name": "b"}, {"name": "c", "zz": 1, "aa": 2}]
+        with pytest.raises(EnqueueError, match=r"unexpected keyword argument 'zz'.* \(item 2\)$"):
+            app.enqueue_many(greet, items)
+        with pytest.raises(EnqueueError, match=r"missing a required argument: 'name'.* \(item 1\)$"):
+            app.enqueue_many(greet, [{"name": "a"}, {"punctuation": "?"}])
+        with pytest.raises(EnqueueError, match=r"unexpected keyword argument 'aa'$"):
+            app.enqueue(greet, {"name": "c", "aa": 2, "zz": 1})
+    assert total(app) == 0
+    handles = app.enqueue_many(greet, [{"name": "a"}, {"punctuation": "?", "name": "b"}])
+    assert [h.job().args for h in handles] == [{"name": "a"}, {"punctuation": "?", "name": "b"}]
+    assert len(app.enqueue_many(anything, [{f"k{i}": i} for i in range(2000)])) == 2000
+
+
+def test_generated_ids_are_unique_hex_and_sort_in_enqueue_order(app, tasks):
+    greet, _, _ = tasks
+    single = [app.enqueue(greet, {"name": "one"}).id for _ in range(3)]
+    time.sleep(0.002)  # ids order by their millisecond; within one they order by chance
+    bulk = [h.id for h in app.enqueue_many(greet, [{"name": str(i)} for i in range(500)])]
+    time.sleep(0.002)
+    later = [h.id for h in app.enqueue_many(greet, [{"name": "x"}] * 3)]
+    ids = single + bulk + later
+    assert len(set(ids)) == len(ids) == 506
+    assert all(len(i) == 32 and int(i, 16) >= 0 and i == i.lower() for i in ids)
+    assert bulk == sorted(bulk) and max(single) < min(bulk) and max(bulk) < min(later)
 
 
 def test_registration_errors(app):

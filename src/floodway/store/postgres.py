@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import operator
 import random
 import threading
 import time
@@ -87,6 +88,32 @@ CHANNEL = "floodway_jobs"
 _NS_MIGRATE = 0x466C0001
 _NS_QUEUE = 0x466C0002
 _NS_FAIR = 0x466C0003
+
+#: the fairness groups of a text[] parameter, each under a shared advisory lock held until
+#: commit, taken in key order (see ``PostgresStore._mark_fair_keys``); params: _NS_FAIR, keys
+_LOCKED_FAIR_KEYS = (
+    "SELECT k, pg_advisory_xact_lock_shared(%s, hashtext(k)) FROM "
+    "(SELECT k FROM unnest(%b::text[]) AS k ORDER BY k) s"
+)
+
+#: what an enqueue writes to ``jobs``: (column, PostgreSQL type, the NewJob attribute)
+_ENQUEUE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("id", "text", "id"),
+    ("task", "text", "task"),
+    ("args", "text", "args_json"),
+    ("queue", "text", "queue"),
+    ("status", "text", "status.value"),
+    ("priority", "int", "priority"),
+    ("max_attempts", "int", "max_attempts"),
+    ("retry", "text", "retry_json"),
+    ("run_at", "float8", "run_at"),
+    ("tenant", "text", "tenant"),
+    ("limits", "text", "limits_json"),
+    ("fair_key", "text", "fair_key"),
+    ("state_key", "text", "shared_state"),
+)
+#: a NewJob's row in that order, read in one call per job
+_ENQUEUE_ROW = operator.attrgetter(*(attr for _, _, attr in _ENQUEUE_COLUMNS))
 
 _OPTIONS = {"pool_min", "pool_max", "pool_timeout", "reconnect_timeout", "prepare_threshold"}
 
@@ -562,9 +589,7 @@ class PostgresStore(Store):
         if not keys:
             return
         cur.execute(
-            "WITH l AS (SELECT k, pg_advisory_xact_lock_shared(%s, hashtext(k)) FROM "
-            "(SELECT k FROM unnest(%b::text[]) AS k ORDER BY k) s) "
-            "INSERT INTO fair_keys (key) SELECT k FROM l ON CONFLICT DO NOTHING",
+            f"WITH l AS ({_LOCKED_FAIR_KEYS}) INSERT INTO fair_keys (key) SELECT k FROM l ON CONFLICT DO NOTHING",
             (_NS_FAIR, keys),
         )
 
@@ -578,72 +603,112 @@ class PostgresStore(Store):
     def enqueue(
         self, jobs: list[NewJob], queues: dict[str, int | None] | None = None
     ) -> list[EnqueueResult]:
-        for job in jobs:
-            check_transition(None, job.status)  # all or nothing: refuse before writing
+        for status in {job.status for job in jobs}:
+            check_transition(None, status)  # all or nothing: refuse before writing
         if not jobs:
             return []
         first: dict[str, NewJob] = {}
         for job in jobs:
             first.setdefault(job.id, job)
         fresh = list(first.values())
-        segments = [
-            (j.id, arg, index, data)
-            for j in fresh
-            for arg, pieces in j.segments.items()
-            for index, data in enumerate(pieces)
-        ]
 
         def go(cur: psycopg.Cursor) -> set[str]:
-            now = self._now()
-            # every statement is sent at once (pipeline); the insert goes last so its RETURNING
-            # rows are the cursor's result. Marking the groups and notifying the queues of every
-            # job of the batch (a superset of those created) is harmless: a spare group row is
-            # dropped by the next claim that finds it empty, a spare NOTIFY wakes a worker once.
-            if queues:
-                names = sorted(queues)
-                cur.execute(
-                    "INSERT INTO queues (name, max_concurrency) SELECT * FROM unnest(%b::text[], %b::int[]) "
-                    "ON CONFLICT DO NOTHING",
-                    (names, [queues[n] for n in names]),
-                )
-            self._mark_fair_keys(cur, (j.fair_key for j in fresh if j.status is Status.WAITING))
-            self._notify(cur, (j.queue for j in fresh))
-            seg_cte, seg_params = "", []
-            if segments:
-                seg_cte = (
-                    ", seg AS (INSERT INTO segments (job_id, arg, idx, data) SELECT s.j, s.a, s.i, s.d "
-                    "FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[]) AS s(j, a, i, d) "
-                    "JOIN ins ON ins.id = s.j)"
-                )
-                seg_params = [list(c) for c in zip(*segments)]
-            cur.execute(
-                "WITH ins AS (INSERT INTO jobs (id, task, args, queue, status, priority, max_attempts, retry, "
-                "run_at, tenant, limits, fair_key, state_key, created_at, updated_at) "
-                "SELECT *, %s::float8, %s::float8 FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], "
-                "%b::text[], %b::int[], %b::int[], %b::text[], %b::float8[], %b::text[], %b::text[], %b::text[], "
-                "%b::text[]) ON CONFLICT (id) DO NOTHING RETURNING id, status), "
-                "ev AS (INSERT INTO job_events (job_id, at, from_status, to_status, attempt, reason) "
-                f"SELECT id, %s, NULL, status, 0, 'enqueued' FROM ins){seg_cte} "
-                "SELECT id FROM ins",
-                (
-                    now, now,
-                    [j.id for j in fresh], [j.task for j in fresh], [j.args_json for j in fresh],
-                    [j.queue for j in fresh], [j.status.value for j in fresh], [j.priority for j in fresh],
-                    [j.max_attempts for j in fresh], [j.retry_json for j in fresh], [float(j.run_at) for j in fresh],
-                    [j.tenant for j in fresh], [j.limits_json for j in fresh], [j.fair_key for j in fresh],
-                    [j.shared_state for j in fresh],
-                    now, *seg_params,
-                ),
-            )
-            return _Deferred(lambda: {r[0] for r in cur.fetchall()})  # type: ignore[return-value]
+            cur.execute(*self._enqueue_statement(fresh, queues or {}, self._now()))
+            # the ids are read with the COMMIT's round trip
+            return _Deferred(lambda: set(cur.fetchone()[0]))  # type: ignore[return-value]
 
         created = self._run(go, what="enqueue", pipeline=True)
+        if len(created) == len(jobs):
+            return [EnqueueResult(job.id, True) for job in jobs]
         results, seen = [], set()
         for job in jobs:
             ok = job.id in created and job.id not in seen
             seen.add(job.id)
             results.append(EnqueueResult(job.id, ok))
         return results
+
+    @staticmethod
+    def _enqueue_statement(
+        fresh: list[NewJob], queues: dict[str, int | None], now: float
+    ) -> tuple[str, list[Any]]:
+        """One statement that writes a whole enqueue: the queue rows, the fairness groups made
+        ready (under their shared locks), the jobs, their ``enqueued`` events and segments, and
+        notifies the jobs' queues.
+
+        Its one row holds the array of the ids it created (``ON CONFLICT (id) DO NOTHING``
+        skips the others, and with them their events and segments). A column with one value for every job (the task,
+        queue, retry policy... of one ``enqueue_many`` call) is sent once rather than as an
+        array of copies; the rest are unnested from arrays. Spare queue or group rows (for a
+        job that existed already) are harmless: a claim drops an empty group's row.
+        """
+        ctes: list[str] = []
+        params: list[Any] = []
+        if queues:
+            names = sorted(queues)
+            ctes.append(
+                "q AS (INSERT INTO queues (name, max_concurrency) "
+                "SELECT * FROM unnest(%b::text[], %b::int[]) ON CONFLICT DO NOTHING)"
+            )
+            params += [names, [queues[n] for n in names]]
+        ready_groups = sorted({j.fair_key for j in fresh if j.status is Status.WAITING})
+        if ready_groups:
+            ctes.append(
+                f"fl AS ({_LOCKED_FAIR_KEYS}), "
+                "fk AS (INSERT INTO fair_keys (key) SELECT k FROM fl ON CONFLICT DO NOTHING)"
+            )
+            params += [_NS_FAIR, ready_groups]
+        select: list[str] = []
+        unnested: list[str] = []
+        arrays: list[list[Any]] = []
+        for (name, kind, _), column in zip(_ENQUEUE_COLUMNS, zip(*map(_ENQUEUE_ROW, fresh))):
+            if kind == "float8":
+                column = tuple(map(float, column))  # an int instant would make an int array
+            if column.count(column[0]) == len(column):
+                select.append(f"%s::{kind}")
+                params.append(column[0])
+            else:
+                select.append(f"u.{name}")
+                unnested.append(name)
+                arrays.append(list(column))
+        select.append("%s::float8, %s::float8")  # created_at, updated_at
+        params += [now, now]
+        source = ""
+        if unnested:
+            types = ", ".join(f"%b::{kind}[]" for name, kind, _ in _ENQUEUE_COLUMNS if name in unnested)
+            source = f" FROM unnest({types}) AS u({', '.join(unnested)})"
+            params += arrays
+        columns = ", ".join(name for name, _, _ in _ENQUEUE_COLUMNS)
+        ctes.append(
+            f"ins AS (INSERT INTO jobs ({columns}, created_at, updated_at) SELECT {', '.join(select)}{source} "
+            "ON CONFLICT (id) DO NOTHING RETURNING id, status, created_at)"
+        )
+        ctes.append(
+            "ev AS (INSERT INTO job_events (job_id, at, from_status, to_status, attempt, reason) "
+            "SELECT id, created_at, NULL, status, 0, 'enqueued' FROM ins)"
+        )
+        segments = [
+            (j.id, arg, index, data)
+            for j in fresh
+            for arg, pieces in j.segments.items()
+            for index, data in enumerate(pieces)
+        ]
+        if segments:
+            ctes.append(
+                "seg AS (INSERT INTO segments (job_id, arg, idx, data) SELECT s.j, s.a, s.i, s.d "
+                "FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[]) AS s(j, a, i, d) "
+                "JOIN ins ON ins.id = s.j)"
+            )
+            params += [list(c) for c in zip(*segments)]
+        # the select list of a row without FROM is evaluated once, whatever ``ins`` holds: the
+        # notifications go out at commit. A spare one (the queue of a job that existed already)
+        # wakes a worker once, harmlessly.
+        woken = sorted({j.queue for j in fresh})
+        params += [CHANNEL, woken]
+        return (
+            f"WITH {', '.join(ctes)} "
+            "SELECT ARRAY(SELECT id FROM ins), (SELECT count(pg_notify(%s, q)) FROM unnest(%b::text[]) AS q)",
+            params,
+        )
 
     # -- reading --------------------------------------------------------------------------
     def get_job(self, job_id: str) -> Job | None:
