@@ -268,37 +268,10 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float, interval: 
 
 # -- the destination ------------------------------------------------------------------------
 
-def _tcp_nodelay_sockets(module: Any) -> None:
-    """Make ``module`` create its TCP sockets with ``proto=IPPROTO_TCP``.
-
-    ``tests/destination.py`` binds ``socket.socket(AF_INET, SOCK_STREAM)`` (proto 0), and
-    asyncio sets TCP_NODELAY on accepted connections only when ``sock.proto == IPPROTO_TCP``;
-    uvicorn writes a response's head and body separately, so without it Nagle holds every body
-    back until the client's delayed ACK: ~40 ms per request, whatever the load.
-    """
-    import socket as real
-    import types
-
-    shim = types.ModuleType("socket_tcp_nodelay")
-    shim.__dict__.update({k: v for k, v in vars(real).items() if not k.startswith("__")})
-
-    def tcp_socket(family: int = real.AF_INET, type: int = real.SOCK_STREAM, proto: int = 0,
-                   fileno: int | None = None) -> real.socket:
-        if fileno is None and type == real.SOCK_STREAM and family in (real.AF_INET, real.AF_INET6) and proto == 0:
-            proto = real.IPPROTO_TCP
-        return real.socket(family, type, proto, fileno)
-
-    shim.socket = tcp_socket  # type: ignore[attr-defined]
-    module.socket = shim
-
-
 def serve_destination(rate: float, burst: int, url_file: Path) -> None:
     """Run ``tests/destination.py``'s Destination (no deduplication) until SIGTERM; write its
     URL to ``url_file`` once it listens. Its records are read over ``GET /stats?records=1``."""
-    import tests.destination
     from tests.destination import Destination
-
-    _tcp_nodelay_sockets(tests.destination)
 
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))

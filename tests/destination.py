@@ -166,7 +166,10 @@ class Destination:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> "Destination":
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only then, and
+        # without it Nagle holds each response body (uvicorn writes head and body apart) until
+        # the client's delayed ACK, ~40 ms per request
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         sock.listen(2048)

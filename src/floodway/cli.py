@@ -3,7 +3,8 @@
 ``floodway --app module:app COMMAND``; ``--app`` may come from ``FLOODWAY_APP``. Commands that
 only read or change jobs also work with just a database (``--database`` or
 ``FLOODWAY_DATABASE_URL``). Every command takes ``--json`` for scripts and prints a readable
-table otherwise. Exit codes: 0 ok, 1 job failed or not found, 2 usage error.
+table otherwise. Exit codes: 0 ok, 1 failed (a job failed or is not found, the database is
+unreachable, full or read-only), 2 usage error (bad arguments or configuration).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import click
 from click.core import ParameterSource
 
 from .app import App, Task
-from .errors import EnqueueError, FloodwayError, JobCancelled, JobFailed, JobNotFound
+from .errors import ConfigError, EnqueueError, FloodwayError, JobCancelled, JobFailed, JobNotFound
 from .jobs import Event, Job, Status
 from .store.base import QueueInfo, WorkerInfo
 from .units import format_duration, iso, parse_duration
@@ -907,9 +908,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(EXIT_USAGE)
-    except JobNotFound as exc:
-        fail(str(exc), EXIT_FAILED)
-    except FloodwayError as exc:
+    except (ConfigError, EnqueueError) as exc:  # the input was wrong: a usage error
         fail(str(exc), EXIT_USAGE)
+    except FloodwayError as exc:  # the input was fine; the job, the store or the operation failed
+        fail(str(exc), EXIT_FAILED)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
