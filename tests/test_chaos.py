@@ -23,7 +23,7 @@ from floodway.errors import StoreError
 from floodway.jobs import Status
 from floodway.store import open_store
 
-from .conftest import BACKENDS
+from .conftest import BACKENDS, wait_for
 from .pg_helpers import base_url
 
 pytestmark = pytest.mark.timeout(300)
@@ -187,6 +187,61 @@ def test_postgres_a_worker_frozen_mid_transaction_does_not_stall_the_others(post
         thaw.set()
         holder.join(timeout=30)
         claimer.join(timeout=30)
+        frozen.close()
+        app.close()
+
+
+def test_postgres_a_worker_frozen_right_after_sending_a_statement_is_ended_by_the_others(postgres_url: str) -> None:
+    """A worker frozen after it sent a lock-taking statement and before it asked for anything
+    back: the server is still reading that client's pipeline, so no server timeout applies.
+    Another worker's listener ends the frozen transaction and its claim goes through. (Found by
+    the chaos drain after the Sync fix: two sessions sat 14 s in such a state.)"""
+    import threading
+
+    app = App(postgres_url)
+    app.limit("api", rate="1000/s", burst=10)
+
+    @app.task(limits=["api"])
+    async def deliver(n: int) -> int:
+        return n
+
+    handles = app.enqueue_many(deliver, [{"n": i} for i in range(3)])
+    assert app.store.acquire("api", "", 1)[0]  # the limit's key row exists now
+    frozen = open_store(postgres_url)
+    thaw = threading.Event()
+    thawed: dict[str, BaseException] = {}
+
+    def freeze_after_sending(cur):
+        cur.execute("SELECT tat FROM limit_keys WHERE limit_name = 'api' FOR UPDATE")  # sent, not read
+        thaw.wait(90)
+
+    def hold() -> None:
+        try:
+            frozen._run(freeze_after_sending, what="frozen", pipeline=True)
+        except BaseException as exc:
+            thawed["error"] = exc
+
+    holder = threading.Thread(target=hold, daemon=True)
+    worker = app.worker(concurrency=4, poll_interval="50ms")
+    runner = threading.Thread(target=worker.run, daemon=True)
+    try:
+        holder.start()
+        # the statement has reached the server and holds the row
+        wait_for(lambda: app.store._read(  # type: ignore[attr-defined]
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+            "WHERE a.query LIKE 'SELECT tat FROM limit_keys%%' AND l.locktype = 'transactionid'")[0][0] > 0,
+            timeout=20, message="the frozen session to hold its lock")
+        runner.start()
+        wait_for(lambda: all(h.status() is Status.COMPLETE for h in handles), timeout=60,
+                 message="the other worker to get past the frozen session's lock")
+        thaw.set()
+        holder.join(timeout=30)
+        assert isinstance(thawed.get("error"), StoreError), thawed  # its transaction is gone
+    finally:
+        thaw.set()
+        worker.stop()
+        runner.join(timeout=30)
+        holder.join(timeout=30)
         frozen.close()
         app.close()
 

@@ -31,6 +31,7 @@ transaction mode). Every other query parameter goes to libpq (``sslmode``, ``con
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -39,7 +40,7 @@ import random
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -76,6 +77,9 @@ _JOB_COLUMNS = (
     "started_at, finished_at, limits, fair_key, throttled_seconds, state_key, paused"
 )
 _J = {name.strip(): i for i, name in enumerate(_JOB_COLUMNS.split(","))}
+
+#: how often a listening worker looks for frozen floodway transactions to end (seconds)
+_REAP_EVERY = 2.0
 
 #: how long the store goes straight to the full claim after the plain-group claim found other
 #: fairness groups (tenants, limits) in play
@@ -129,9 +133,9 @@ _RETRY_STATES = {
 
 
 class _Deferred:
-    """A result ``_run`` reads only after it has queued COMMIT: the last statement of the
-    transaction and the COMMIT then share one round trip. An error in that statement aborts
-    the transaction (the server skips the COMMIT) and is raised when the rows are read."""
+    """A result ``_run`` reads only after the pipeline is done: BEGIN, the statements and the
+    COMMIT then go out in one round trip. An error in a statement aborts the transaction (the
+    server skips the COMMIT) and is raised when the pipeline ends."""
 
     __slots__ = ("fn",)
 
@@ -283,6 +287,24 @@ def _redact(url: str) -> str:
 IDLE_IN_TRANSACTION_MS = 10_000
 
 
+@contextlib.contextmanager
+def _pipelined(conn: psycopg.Connection) -> Iterator[None]:
+    """Send the statements of the block together.
+
+    Inside ``_run``'s pipeline (every transaction but migrations) this adds nothing: the
+    statements are pipelined already, and their results are read with a Sync when a cursor
+    needs them (``_SyncingCursor``). Leaving a *nested* psycopg pipeline would send a Sync and
+    then a Flush, and the server disarms its idle-in-transaction timer on the Flush without
+    arming it again — a worker frozen after such a block would keep its row locks for as long
+    as it stays frozen.
+    """
+    if conn.pgconn.pipeline_status:
+        yield
+        return
+    with conn.pipeline():
+        yield
+
+
 class _SyncingCursor(psycopg.Cursor):
     """A cursor that, in pipeline mode, asks for its results with a Sync, not a Flush.
 
@@ -318,6 +340,11 @@ class _SyncingCursor(psycopg.Cursor):
         self._results_by_sync()
         return super().__iter__()
 
+    @property
+    def rowcount(self) -> int:
+        self._results_by_sync()
+        return super().rowcount
+
 
 def _configure_session(conn: psycopg.Connection) -> None:
     conn.execute(f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS}")
@@ -333,6 +360,11 @@ class PostgresStore(Store):
         self.url = url
         self._conninfo, options = _parse_url(url)
         self._where = _redact(self._conninfo)
+        # floodway's sessions are recognisable, so frozen ones can be told apart (see
+        # _end_frozen_transactions); a name given in the URL is kept
+        self._app_name = dict(parse_qsl(urlsplit(self._conninfo).query)).get("application_name") or "floodway"
+        self._reap_at = 0.0
+        self._may_reap = True
         self.pool_min = _number(url, options, "pool_min", 1, minimum=0, integer=True)
         self.pool_max = _number(url, options, "pool_max", 10, minimum=1, integer=True)
         if self.pool_max < max(self.pool_min, 1):
@@ -359,7 +391,7 @@ class PostgresStore(Store):
             max_size=self.pool_max,
             timeout=self.pool_timeout,
             kwargs={"autocommit": True, "prepare_threshold": self.prepare_threshold or None,
-                    "cursor_factory": _SyncingCursor},
+                    "cursor_factory": _SyncingCursor, "application_name": self._app_name},
             configure=_configure_session,
             open=True,
             name="floodway",
@@ -376,7 +408,7 @@ class PostgresStore(Store):
 
     # -- connections and transactions -----------------------------------------------------
     def _connect(self, *, autocommit: bool) -> psycopg.Connection:
-        return psycopg.connect(self._conninfo, autocommit=autocommit,
+        return psycopg.connect(self._conninfo, autocommit=autocommit, application_name=self._app_name,
                                prepare_threshold=self.prepare_threshold or None)
 
     def _measure_clock(self, conn: psycopg.Connection) -> None:
@@ -433,8 +465,10 @@ class PostgresStore(Store):
                             result = fn(cur)
                             committing = True
                             conn.cursor().execute("COMMIT")
-                            if isinstance(result, _Deferred):
-                                result = result.fn()  # its rows, read with the COMMIT's round trip
+                        # leaving the pipeline sends everything queued with one Sync and reads
+                        # every result: a deferred read costs no round trip of its own
+                        if isinstance(result, _Deferred):
+                            result = result.fn()
                     else:
                         cur.execute("BEGIN")
                         result = fn(cur)
@@ -949,7 +983,7 @@ class PostgresStore(Store):
         page_size = max(limit, 32)
         queue_sql, queue_params = self._queue_sql(queues)
         # the prelude in one round trip: promote due jobs, read caps, limits, the first groups
-        with conn.pipeline():
+        with _pipelined(conn):
             promote, caps, limits, groups = (conn.cursor() for _ in range(4))
             promote.execute(self._PROMOTE, {"now": now, "ns": _NS_FAIR})
             caps.execute(queue_sql, queue_params)
@@ -1237,7 +1271,7 @@ class PostgresStore(Store):
                 elif status in (Status.SCHEDULED.value, Status.RETRYING.value):
                     wake_queues.add(queue)  # idle workers recompute when to look again
             if ready_groups or held or wake_queues:
-                with cur.connection.pipeline():
+                with _pipelined(cur.connection):
                     self._mark_fair_keys(cur, ready_groups)
                     self._release_limits(cur, held)
                     self._notify(cur, wake_queues)
@@ -1421,7 +1455,7 @@ class PostgresStore(Store):
     def _spec_and_lock(cls, cur: psycopg.Cursor, name: str, key: str) -> tuple[LimitSpec, tuple]:
         """The limit's spec and its key's row, locked (created if missing) — one round trip."""
         conn = cur.connection
-        with conn.pipeline():
+        with _pipelined(conn):
             spec_cur = conn.cursor()
             spec_cur.execute(cls._SPEC_SQL, (name,))
             cur.execute(
@@ -1474,7 +1508,7 @@ class PostgresStore(Store):
                 where += " AND key = %s"
                 params.append(key)
             # the key's GCRA state restarts now: the budget comes back at the steady rate
-            with cur.connection.pipeline():
+            with _pipelined(cur.connection):
                 cur.execute(
                     f"UPDATE limit_keys SET paused_until = 0, pause_reason = NULL, tat = %s WHERE {where}", (now, *params)
                 )
@@ -1580,7 +1614,7 @@ class PostgresStore(Store):
                     raise JobNotFound(f"no job with id {job_id!r}")
                 if Status(row[0]).is_final:
                     raise TransitionError(f"job {job_id} is {row[0]}; only unfinished jobs can be paused")
-                with cur.connection.pipeline():
+                with _pipelined(cur.connection):
                     cur.execute("UPDATE jobs SET paused = %s, updated_at = %s WHERE id = %s",
                                 (bool(paused), self._now(), job_id))
                 count = cur.rowcount
@@ -1591,7 +1625,7 @@ class PostgresStore(Store):
             cur.execute(
                 "INSERT INTO queues (name, max_concurrency) VALUES (%s, 1) ON CONFLICT DO NOTHING", (queue,)
             )
-            with cur.connection.pipeline():
+            with _pipelined(cur.connection):
                 cur.execute("UPDATE queues SET paused = %s WHERE name = %s", (bool(paused), queue))
             count = cur.rowcount
             if not paused:
@@ -1693,7 +1727,7 @@ class PostgresStore(Store):
             spec, (_, _, running) = self._spec_and_lock(cur, name, key)
             if spec.concurrency is not None and running >= spec.concurrency:
                 return False
-            with cur.connection.pipeline():
+            with _pipelined(cur.connection):
                 cur.execute(
                     "UPDATE limit_keys SET running = running + 1, admitted = admitted + 1 "
                     "WHERE limit_name = %s AND key = %s",
@@ -1744,7 +1778,7 @@ class PostgresStore(Store):
 
     def advance_schedule(self, name: str, last_tick: float | None, new_tick: float) -> bool:
         def go(cur: psycopg.Cursor) -> bool:
-            with cur.connection.pipeline():
+            with _pipelined(cur.connection):
                 cur.execute(
                     "UPDATE schedules SET last_tick = %s, updated_at = %s WHERE name = %s "
                     "AND last_tick IS NOT DISTINCT FROM %s",
@@ -1787,7 +1821,7 @@ class PostgresStore(Store):
 
     def revoke_token(self, token_id: str) -> bool:
         def go(cur: psycopg.Cursor) -> bool:
-            with cur.connection.pipeline():
+            with _pipelined(cur.connection):
                 cur.execute("UPDATE tokens SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL",
                             (time.time(), token_id))
             return cur.rowcount == 1
@@ -1874,6 +1908,45 @@ class PostgresStore(Store):
             except Exception:
                 pass
 
+    def _end_frozen_transactions(self, conn: psycopg.Connection) -> None:
+        """End the transactions of floodway sessions whose client froze in the middle of them.
+
+        A worker frozen inside a transaction (SIGSTOP, a paused VM, swap) keeps its row locks,
+        and with them every other worker's claim, for as long as it stays frozen. The server's
+        ``idle_in_transaction_session_timeout`` ends most of these, but not a session frozen
+        right after sending a statement (the server is still reading the client's pipeline and
+        no server timeout applies). Every listening worker therefore looks, every
+        ``_REAP_EVERY`` seconds, for floodway sessions that have been waiting on their client
+        inside a transaction for longer than ``IDLE_IN_TRANSACTION_MS`` — a healthy floodway
+        transaction never waits on its own client that long — and terminates them: the frozen
+        worker finds its connection gone when it thaws (a ``StoreError``; nothing it wrote in
+        that transaction was committed), and its leases run out and are rescued as usual.
+        Needs the right to signal the sessions' role (the same role, or ``pg_signal_backend``).
+        """
+        now = time.monotonic()
+        if not self._may_reap or now < self._reap_at:
+            return
+        self._reap_at = now + _REAP_EVERY
+        try:
+            ended = conn.execute(
+                # MATERIALIZED: the sessions are chosen first, and only those are signalled
+                "WITH frozen AS MATERIALIZED (SELECT pid, extract(epoch FROM now() - xact_start)::float8 AS secs, "
+                "left(query, 80) AS query FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name = %s AND pid <> pg_backend_pid() AND wait_event = 'ClientRead' "
+                "AND state IN ('active', 'idle in transaction') "
+                "AND xact_start < now() - make_interval(secs => %s)) "
+                "SELECT pid, secs, query FROM frozen WHERE pg_terminate_backend(pid)",
+                (self._app_name, IDLE_IN_TRANSACTION_MS / 1000),
+            ).fetchall()
+        except pg_errors.InsufficientPrivilege as exc:
+            self._may_reap = False
+            log.warning("cannot end frozen floodway transactions (%s); a frozen worker's locks "
+                        "last until it thaws or idle_in_transaction_session_timeout ends them", str(exc).strip())
+            return
+        for pid, seconds, query in ended:
+            log.warning("ended a floodway transaction frozen for %.0fs (server pid %s, at %r): its worker "
+                        "stopped responding while holding locks", seconds, pid, query)
+
     def wait_for_jobs(self, timeout: float, queues: Iterable[str] | None = None) -> bool:
         """Block up to ``timeout`` seconds for a NOTIFY that work is ready (in ``queues``, or
         any). True when notified; False on timeout or while the server is unreachable (the
@@ -1888,10 +1961,11 @@ class PostgresStore(Store):
                     self._listener = self._connect(autocommit=True)
                     self._listener.execute(f"LISTEN {CHANNEL}")
                 while True:
+                    self._end_frozen_transactions(self._listener)
                     left = deadline - time.monotonic()
                     if left <= 0:
                         return False
-                    for note in self._listener.notifies(timeout=left, stop_after=1):
+                    for note in self._listener.notifies(timeout=min(left, _REAP_EVERY), stop_after=1):
                         if wanted is None or not note.payload or note.payload in wanted:
                             return True
                     if self._closed:
