@@ -253,9 +253,13 @@ class Worker:
             # that arrives while we look is not lost
             self._wake.clear()
             self._start_prefetched()
-            free = self.concurrency - len(self._running)
+            # backpressure: jobs claimed and not yet written back (running, claimed ahead, or
+            # finished with the outcome still to write) stay under one batch beyond the slots
+            # and the prefetch, so claims never outrun the database's writes
+            in_flight = self.concurrency + self.prefetch + self.batch_size - len(self._unflushed)
+            free = min(self.concurrency - len(self._running), in_flight)
             timeout = self.poll_interval
-            room = min(self.prefetch - len(self._prefetched), self.batch_size)
+            room = min(self.prefetch - len(self._prefetched), self.batch_size, in_flight)
             # (topped up once half is used: fewer, fuller claims)
             if free <= 0 and found_work and room > 0 and len(self._prefetched) <= self.prefetch // 2:
                 # every slot is busy and the store had work: claim the next jobs now, so a slot
@@ -617,9 +621,8 @@ class Worker:
             pause = 0.05
             for outcome in batch:
                 self._unflushed.discard(outcome.job_id)
-            if self.burst and not self._unflushed:
-                assert self._wake is not None
-                self._wake.set()  # the claim loop may be waiting for this write to exit
+            assert self._wake is not None
+            self._wake.set()  # the claim loop may be waiting for this write (backpressure, burst exit)
             lost = {o.job_id for o in batch} - set(written)
             if lost:
                 log.warning("lease lost before the outcome was written for %d job(s): %s", len(lost), sorted(lost)[:5])
