@@ -361,9 +361,11 @@ def _statuses(app, handles):
     return {h.id: h.status() for h in handles}
 
 
-def test_prefetched_jobs_go_back_unspent_when_the_worker_stops(app):
+def _blocker_and_quick(app):
+    """A ``blocker`` task that holds its slot until released, and a ``quick`` task that
+    records its argument: with one slot, the quick jobs can only be claimed ahead."""
     started, release = threading.Event(), threading.Event()
-    ran = []
+    ran: list[int] = []
 
     @app.task
     async def blocker():
@@ -374,6 +376,12 @@ def test_prefetched_jobs_go_back_unspent_when_the_worker_stops(app):
     @app.task
     def quick(n: int):
         ran.append(n)
+
+    return blocker, quick, started, release, ran
+
+
+def test_prefetched_jobs_go_back_unspent_when_the_worker_stops(app):
+    blocker, quick, started, release, ran = _blocker_and_quick(app)
 
     first = app.enqueue(blocker)
     ahead = app.enqueue_many(quick, [{"n": 1}, {"n": 2}])
@@ -398,18 +406,7 @@ def test_prefetched_jobs_go_back_unspent_when_the_worker_stops(app):
 
 
 def test_a_prefetched_job_cancelled_before_it_starts_never_runs(app):
-    started, release = threading.Event(), threading.Event()
-    ran = []
-
-    @app.task
-    async def blocker():
-        started.set()
-        while not release.is_set():
-            await asyncio.sleep(0.01)
-
-    @app.task
-    def quick(n: int):
-        ran.append(n)
+    blocker, quick, started, release, ran = _blocker_and_quick(app)
 
     app.enqueue(blocker)
     [doomed, kept] = app.enqueue_many(quick, [{"n": 1}, {"n": 2}])
@@ -425,14 +422,8 @@ def test_a_prefetched_job_cancelled_before_it_starts_never_runs(app):
 
 
 def test_prefetch_never_claims_a_job_that_holds_a_limit(app):
-    started, release = threading.Event(), threading.Event()
     app.limit("api", concurrency=5)
-
-    @app.task
-    async def blocker():
-        started.set()
-        while not release.is_set():
-            await asyncio.sleep(0.01)
+    blocker, _, started, release, _ = _blocker_and_quick(app)
 
     @app.task(limits=["api"])
     def limited(n: int):

@@ -189,3 +189,8 @@ class NewJob:
     shared_state: str | None = None
     #: argument name -> the JSON texts of its segments (large list payloads)
     segments: dict[str, list[str]] = field(default_factory=dict)
+
+    def segment_rows(self) -> list[tuple[str, str, int, str]]:
+        """The stored rows of its segments: (job id, argument, index, JSON text)."""
+        return [(self.id, arg, index, data) for arg, pieces in self.segments.items()
+                for index, data in enumerate(pieces)]

@@ -720,12 +720,7 @@ class PostgresStore(Store):
             "ev AS (INSERT INTO job_events (job_id, at, from_status, to_status, attempt, reason) "
             "SELECT id, created_at, NULL, status, 0, 'enqueued' FROM ins)"
         )
-        segments = [
-            (j.id, arg, index, data)
-            for j in fresh
-            for arg, pieces in j.segments.items()
-            for index, data in enumerate(pieces)
-        ]
+        segments = [row for j in fresh for row in j.segment_rows()]
         if segments:
             ctes.append(
                 "seg AS (INSERT INTO segments (job_id, arg, idx, data) SELECT s.j, s.a, s.i, s.d "

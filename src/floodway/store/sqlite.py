@@ -391,12 +391,7 @@ class SQLiteStore(Store):
                     for j in fresh
                 ],
             )
-            segment_rows = [
-                (j.id, arg, index, data)
-                for j in fresh
-                for arg, pieces in j.segments.items()
-                for index, data in enumerate(pieces)
-            ]
+            segment_rows = [row for j in fresh for row in j.segment_rows()]
             if segment_rows:
                 conn.executemany("INSERT INTO segments (job_id, arg, idx, data) VALUES (?, ?, ?, ?)", segment_rows)
             self._mark_fair_keys(conn, {j.fair_key for j in fresh if j.status is Status.WAITING})
