@@ -63,3 +63,15 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30.0, message: st
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(pause)
         pause = min(pause * 2, 0.1)
+
+
+@pytest.fixture
+def workers(tmp_path):
+    """Worker processes a test starts (``proc_helpers.Workers``); all SIGKILLed at teardown."""
+    from .proc_helpers import Workers
+
+    pool = Workers(tmp_path)
+    try:
+        yield pool
+    finally:
+        pool.close()

@@ -119,6 +119,38 @@ def load_app_module(tmp_path: Path, name: str) -> ModuleType:
     return module
 
 
+class LoadedApps:
+    """The app modules one test writes and imports; ``close()`` closes their apps and forgets
+    the modules, so the next test's module of the same name is imported afresh."""
+
+    def __init__(self, tmp_path: Path):
+        self.tmp_path = tmp_path
+        self.loaded: list[tuple[str, ModuleType]] = []
+
+    def load(self, source: str) -> tuple[str, ModuleType]:
+        """Write ``source`` as an app module and import it; returns (module name, module)."""
+        name = write_app(self.tmp_path, source)
+        module = load_app_module(self.tmp_path, name)
+        self.loaded.append((name, module))
+        return name, module
+
+    def close(self) -> None:
+        for name, module in self.loaded:
+            module.app.close()
+            sys.modules.pop(name, None)
+
+
+def db_rows(tmp_path: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    """Rows of a query on the test's SQLite file, read with a connection of its own."""
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "jobs.db", timeout=30)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
 def read_gauge(tmp_path: Path, name: str) -> tuple[int, int]:
     """(current, highest) of a gauge written by the app's ``gauge_enter``/``gauge_exit``."""
     path = tmp_path / name

@@ -13,6 +13,7 @@ Also here: the bugs the chaos drain found, each reproduced deterministically.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,55 @@ def test_a_worker_starting_during_a_database_blip_waits_for_it(tmp_path: Path) -
         app.close()
 
 
+class _FrozenWorker:
+    """A store (a worker) frozen inside one of its own transactions, as SIGSTOP freezes one:
+    ``body(cur)`` runs in the transaction, then the thread waits until ``thaw()``. What the
+    thawed store raised is in ``error``."""
+
+    def __init__(self, url: str, body, *, pipeline: bool = True):
+        self.store = open_store(url)
+        self.thawed = threading.Event()
+        self.error: BaseException | None = None
+
+        def go(cur) -> None:
+            body(cur)
+            self.thawed.wait(90)
+
+        def run() -> None:
+            try:
+                self.store._run(go, what="frozen", pipeline=pipeline)
+            except BaseException as exc:  # the server ended the frozen transaction
+                self.error = exc
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def thaw(self) -> None:
+        self.thawed.set()
+        self.thread.join(timeout=30)
+
+    def close(self) -> None:
+        self.thaw()
+        self.store.close()
+
+
+def _app_with_three_limited_jobs(url: str) -> tuple[App, list]:
+    """An app whose three waiting jobs hold the limit ``api``, and that limit's key row."""
+    app = App(url)
+    app.limit("api", rate="1000/s", burst=10)
+
+    @app.task(limits=["api"])
+    async def deliver(n: int) -> int:
+        return n
+
+    handles = app.enqueue_many(deliver, [{"n": i} for i in range(3)])
+    assert app.store.acquire("api", "", 1)[0]  # the limit's key row exists now
+    return app, handles
+
+
+LOCK_THE_LIMIT = "SELECT tat FROM limit_keys WHERE limit_name = 'api' FOR UPDATE"
+
+
 @pytest.mark.parametrize("pipeline", [
     pytest.param(False, id="between-statements"),
     pytest.param(True, id="inside-a-pipeline"),
@@ -139,55 +189,31 @@ def test_postgres_a_worker_frozen_mid_transaction_does_not_stall_the_others(post
     server waits on the client without arming idle_in_transaction_session_timeout, so the frozen
     worker's locks stalled the fleet until it thawed; fixed by reading with a Sync,
     store/postgres.py ``_SyncingCursor``.)"""
-    import threading
+    app, _ = _app_with_three_limited_jobs(postgres_url)
+    locked = threading.Event()
 
-    app = App(postgres_url)
-    app.limit("api", rate="1000/s", burst=10)
-
-    @app.task(limits=["api"])
-    async def deliver(n: int) -> int:
-        return n
-
-    app.enqueue_many(deliver, [{"n": i} for i in range(3)])
-    assert app.store.acquire("api", "", 1)[0]  # the limit's key row exists now
-    frozen = open_store(postgres_url)
-    locked, thaw = threading.Event(), threading.Event()
-
-    def freeze_inside_a_transaction(cur):
-        cur.execute("SELECT tat FROM limit_keys WHERE limit_name = 'api' FOR UPDATE")
+    def lock_and_read(cur) -> None:
+        cur.execute(LOCK_THE_LIMIT)
         cur.fetchall()
         locked.set()
-        thaw.wait(60)  # the worker is frozen here, as SIGSTOP freezes it
 
-    thawed: dict[str, BaseException] = {}
-
-    def hold() -> None:
-        try:
-            frozen._run(freeze_inside_a_transaction, what="frozen", pipeline=pipeline)
-        except BaseException as exc:  # the server ended the frozen transaction: a clear error
-            thawed["error"] = exc
-
-    holder = threading.Thread(target=hold, daemon=True)
+    frozen = _FrozenWorker(postgres_url, lock_and_read, pipeline=pipeline)
     claimed: dict[str, object] = {}
     claimer = threading.Thread(
         target=lambda: claimed.update(jobs=app.store.claim("w2", queues=None, limit=10, lease=30.0)), daemon=True
     )
     try:
-        holder.start()
         assert locked.wait(10)
         claimer.start()
         claimer.join(timeout=15)
         assert not claimer.is_alive(), "another worker's claim waited 15s behind a frozen worker's transaction"
         assert len(claimed["jobs"]) == 3  # type: ignore[arg-type]
-        thaw.set()
-        holder.join(timeout=30)
+        frozen.thaw()
         # the frozen worker, thawed, learns its transaction is gone, in floodway's terms
-        assert isinstance(thawed.get("error"), StoreError), thawed
+        assert isinstance(frozen.error, StoreError), frozen.error
     finally:
-        thaw.set()
-        holder.join(timeout=30)
-        claimer.join(timeout=30)
         frozen.close()
+        claimer.join(timeout=30)
         app.close()
 
 
@@ -196,36 +222,11 @@ def test_postgres_a_worker_frozen_right_after_sending_a_statement_is_ended_by_th
     back: the server is still reading that client's pipeline, so no server timeout applies.
     Another worker's listener ends the frozen transaction and its claim goes through. (Found by
     the chaos drain after the Sync fix: two sessions sat 14 s in such a state.)"""
-    import threading
-
-    app = App(postgres_url)
-    app.limit("api", rate="1000/s", burst=10)
-
-    @app.task(limits=["api"])
-    async def deliver(n: int) -> int:
-        return n
-
-    handles = app.enqueue_many(deliver, [{"n": i} for i in range(3)])
-    assert app.store.acquire("api", "", 1)[0]  # the limit's key row exists now
-    frozen = open_store(postgres_url)
-    thaw = threading.Event()
-    thawed: dict[str, BaseException] = {}
-
-    def freeze_after_sending(cur):
-        cur.execute("SELECT tat FROM limit_keys WHERE limit_name = 'api' FOR UPDATE")  # sent, not read
-        thaw.wait(90)
-
-    def hold() -> None:
-        try:
-            frozen._run(freeze_after_sending, what="frozen", pipeline=True)
-        except BaseException as exc:
-            thawed["error"] = exc
-
-    holder = threading.Thread(target=hold, daemon=True)
+    app, handles = _app_with_three_limited_jobs(postgres_url)
+    frozen = _FrozenWorker(postgres_url, lambda cur: cur.execute(LOCK_THE_LIMIT))  # sent, not read
     worker = app.worker(concurrency=4, poll_interval="50ms")
     runner = threading.Thread(target=worker.run, daemon=True)
     try:
-        holder.start()
         # the statement has reached the server and holds the row
         wait_for(lambda: app.store._read(  # type: ignore[attr-defined]
             "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
@@ -234,15 +235,12 @@ def test_postgres_a_worker_frozen_right_after_sending_a_statement_is_ended_by_th
         runner.start()
         wait_for(lambda: all(h.status() is Status.COMPLETE for h in handles), timeout=60,
                  message="the other worker to get past the frozen session's lock")
-        thaw.set()
-        holder.join(timeout=30)
-        assert isinstance(thawed.get("error"), StoreError), thawed  # its transaction is gone
+        frozen.thaw()
+        assert isinstance(frozen.error, StoreError), frozen.error  # its transaction is gone
     finally:
-        thaw.set()
+        frozen.close()
         worker.stop()
         runner.join(timeout=30)
-        holder.join(timeout=30)
-        frozen.close()
         app.close()
 
 

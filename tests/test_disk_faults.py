@@ -27,7 +27,7 @@ import pytest
 from floodway import App
 from floodway.errors import StoreError
 
-from .proc_helpers import Workers, wait_until
+from .proc_helpers import wait_until
 from .test_fuzz import run_cli
 
 pytestmark = pytest.mark.timeout(180)
@@ -116,15 +116,6 @@ def make_app(tmp_path: Path, disk: Path) -> tuple[str, App]:
 
 def waiting(app: App) -> int:
     return app.store.count_jobs()["waiting"]
-
-
-@pytest.fixture
-def workers(tmp_path: Path):
-    pool = Workers(tmp_path)
-    try:
-        yield pool
-    finally:
-        pool.close()
 
 
 # -- a full disk --------------------------------------------------------------------------------

@@ -4,11 +4,8 @@ processes."""
 from __future__ import annotations
 
 import signal
-from pathlib import Path
 
-import pytest
-
-from .proc_helpers import Workers, load_app_module, read_gauge, read_lines, wait_until, write_app
+from .proc_helpers import load_app_module, read_gauge, read_lines, wait_until, write_app
 
 FLOW_APP = '''
 @app.task(retry=3)
@@ -40,15 +37,6 @@ async def call(ctx: floodway.Context, n: int):
 '''
 
 OPTS = ["--poll-interval", "20ms", "--grace", "1s"]
-
-
-@pytest.fixture
-def workers(tmp_path: Path):
-    pool = Workers(tmp_path)
-    try:
-        yield pool
-    finally:
-        pool.close()
 
 
 def test_a_flow_killed_mid_step_resumes_without_repeating_finished_steps(tmp_path, workers):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import sys
 import time
 from collections import Counter
@@ -32,12 +31,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from destination import Destination, count_between, max_in_window  # noqa: E402
 from proc_helpers import (  # noqa: E402
     TIMEOUT,
+    LoadedApps,
     Workers,
-    load_app_module,
+    db_rows,
     read_gauge,
     read_lines,
     wait_until,
-    write_app,
 )
 
 from floodway import App, ConfigError, EnqueueError  # noqa: E402
@@ -77,15 +76,6 @@ async def post_order(ctx, limit, n, path="/orders"):
 # -- fixtures ----------------------------------------------------------------------------------
 
 @pytest.fixture
-def workers(tmp_path: Path):
-    pool = Workers(tmp_path)
-    try:
-        yield pool
-    finally:
-        pool.close()
-
-
-@pytest.fixture
 def destination():
     """``destination(**options)`` starts a loopback Destination (``cls=`` a subclass of it); all
     are stopped at teardown."""
@@ -107,32 +97,18 @@ def destination():
 def make_app(tmp_path: Path):
     """``make_app(body, dest)``: write COMMON + body as an app module bound to ``dest`` and
     import it here; returns (module name, module)."""
-    loaded = []
+    apps = LoadedApps(tmp_path)
 
     def make(body: str, dest: Destination | None = None):
-        source = COMMON.replace("@DEST@", dest.url if dest else "http://127.0.0.1:9") + body
-        name = write_app(tmp_path, source)
-        module = load_app_module(tmp_path, name)
-        loaded.append((name, module))
-        return name, module
+        return apps.load(COMMON.replace("@DEST@", dest.url if dest else "http://127.0.0.1:9") + body)
 
     try:
         yield make
     finally:
-        for name, module in loaded:
-            module.app.close()
-            sys.modules.pop(name, None)
+        apps.close()
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-def db_rows(tmp_path: Path, sql: str, params: tuple = ()) -> list[tuple]:
-    conn = sqlite3.connect(tmp_path / "jobs.db", timeout=30)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
-
 
 def wait_finished(app, n: int, workers: Workers, timeout: float = TIMEOUT) -> dict[str, int]:
     """Poll the store until ``n`` jobs are final (complete, failed or cancelled)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -25,12 +24,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from proc_helpers import (  # noqa: E402
     SRC,
     TIMEOUT,
-    Workers,
-    load_app_module,
+    LoadedApps,
+    db_rows,
     read_gauge,
     read_lines,
     wait_until,
-    write_app,
+
 )
 
 from floodway.jobs import Status  # noqa: E402
@@ -41,39 +40,13 @@ FAST = ["--poll-interval", "50ms", "--lease", "2s"]
 
 
 @pytest.fixture
-def workers(tmp_path: Path):
-    pool = Workers(tmp_path)
-    try:
-        yield pool
-    finally:
-        pool.close()
-
-
-@pytest.fixture
 def make_app(tmp_path: Path):
     """Write an app module and import it here; returns (module name, module)."""
-    loaded = []
-
-    def make(body: str):
-        name = write_app(tmp_path, body)
-        module = load_app_module(tmp_path, name)
-        loaded.append((name, module))
-        return name, module
-
+    apps = LoadedApps(tmp_path)
     try:
-        yield make
+        yield apps.load
     finally:
-        for name, module in loaded:
-            module.app.close()
-            sys.modules.pop(name, None)
-
-
-def _db_rows(tmp_path: Path, sql: str, params: tuple = ()) -> list[tuple]:
-    conn = sqlite3.connect(tmp_path / "jobs.db", timeout=30)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
+        apps.close()
 
 
 def _running_by_worker(app) -> dict[str, int]:
@@ -133,7 +106,7 @@ def test_two_workers_drain_2000_jobs_each_exactly_once(tmp_path, workers, make_a
     assert pids == {str(a.pid), str(b.pid)}, f"runs came from pids {pids}, expected both workers"
 
     # the store agrees: one claim and one completion per job, every result written
-    per_job = _db_rows(
+    per_job = db_rows(
         tmp_path,
         "SELECT job_id, SUM(to_status = 'running'), SUM(to_status = 'complete') "
         "FROM job_events GROUP BY job_id",
@@ -141,9 +114,9 @@ def test_two_workers_drain_2000_jobs_each_exactly_once(tmp_path, workers, make_a
     assert len(per_job) == 2000
     bad = [row for row in per_job if row[1] != 1 or row[2] != 1]
     assert not bad, f"jobs claimed/completed other than once: {bad[:5]}"
-    attempts = _db_rows(tmp_path, "SELECT attempt, COUNT(*) FROM jobs GROUP BY attempt")
+    attempts = db_rows(tmp_path, "SELECT attempt, COUNT(*) FROM jobs GROUP BY attempt")
     assert attempts == [(1, 2000)]
-    rows = _db_rows(tmp_path, "SELECT args, result FROM jobs")
+    rows = db_rows(tmp_path, "SELECT args, result FROM jobs")
     assert all(json.loads(args)["n"] == json.loads(result) for args, result in rows)
 
 
