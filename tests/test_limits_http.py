@@ -429,12 +429,14 @@ async def order(ctx: floodway.Context, n: int):
 def test_adaptive_limit_converges_to_the_destination_rate(tmp_path, workers, destination, make_app, quota_headers):
     dest = destination(rate=10, burst=0, mode="retry-after", quota_headers=quota_headers)
     name, mod = make_app(ADAPTIVE_APP, dest)
-    n = 80
+    # long enough (~16 s at the destination's rate) for the cuts from 100/s (at most one per
+    # second per process) to converge before the drain ends, however fast the first ones come
+    n = 160
     mod.app.enqueue_many("order", [{"n": i} for i in range(n)])
     for i in range(2):
         workers.start(name, "--concurrency", "10", *WORKER_OPTS, label=f"w{i}")
 
-    wait_finished(mod.app, n, workers, timeout=40)
+    wait_finished(mod.app, n, workers, timeout=60)
     assert_all_complete_first_attempt(tmp_path, mod.app, n, workers)
     assert_each_job_accepted_once(tmp_path, dest)
     learned = limit_info(mod.app, "learn").spec.rate.per_second
