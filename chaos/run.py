@@ -378,6 +378,12 @@ def read_timeline_figures(backend: str, url: str) -> tuple[Counter, int]:
     """(transition counts by "from->to", rescues) straight from job_events."""
     sql_edges = "SELECT from_status, to_status, COUNT(*) FROM job_events GROUP BY from_status, to_status"
     sql_rescues = "SELECT COUNT(*) FROM job_events WHERE reason LIKE 'lease expired%'"
+    # the enqueue is the job row, not an event: the status a job was enqueued in is the
+    # from_status of its first stored change, or its status when it has none
+    sql_enqueues = (
+        "SELECT NULL, COALESCE((SELECT e.from_status FROM job_events e WHERE e.job_id = j.id "
+        "ORDER BY e.seq LIMIT 1), j.status), COUNT(*) FROM jobs j GROUP BY 2"
+    )
     if backend == "sqlite":
         import sqlite3
         from urllib.parse import urlsplit
@@ -385,7 +391,7 @@ def read_timeline_figures(backend: str, url: str) -> tuple[Counter, int]:
         path = urlsplit(url).path[1:]
         conn = sqlite3.connect(path, timeout=60)
         try:
-            edges = conn.execute(sql_edges).fetchall()
+            edges = conn.execute(sql_edges).fetchall() + conn.execute(sql_enqueues).fetchall()
             rescues = conn.execute(sql_rescues).fetchone()[0]
         finally:
             conn.close()
@@ -393,7 +399,7 @@ def read_timeline_figures(backend: str, url: str) -> tuple[Counter, int]:
         import psycopg
 
         with psycopg.connect(url) as conn:
-            edges = conn.execute(sql_edges).fetchall()
+            edges = conn.execute(sql_edges).fetchall() + conn.execute(sql_enqueues).fetchall()
             rescues = conn.execute(sql_rescues).fetchone()[0]
     counts: Counter = Counter()
     for src, dst, n in edges:

@@ -41,8 +41,10 @@ def test_enqueue_and_read_back(store):
     job = store.get_job("a")
     assert job.status is Status.WAITING and job.args == {"x": 1} and job.attempt == 0
     assert job.tenant == "acme"
-    assert [(e.from_status, e.to_status) for e in store.events("a")] == [(None, Status.WAITING)]
-    assert store.get_job("missing") is None
+    [enqueued] = store.events("a")
+    assert (enqueued.from_status, enqueued.to_status, enqueued.attempt) == (None, Status.WAITING, 0)
+    assert enqueued.reason == "enqueued" and enqueued.at == job.created_at
+    assert store.get_job("missing") is None and store.events("missing") == []
 
 
 def test_enqueue_is_idempotent_by_id(store):
@@ -108,7 +110,9 @@ def test_scheduled_jobs_wait_for_run_at(store):
         claimed = claim_all(store)
         time.sleep(0.02)
     assert [j.id for j in claimed] == ["later"]
-    assert [e.to_status for e in store.events("later")] == [Status.SCHEDULED, Status.WAITING, Status.RUNNING]
+    # the enqueue shows the status the job was enqueued in, though it has moved on since
+    assert [(e.from_status, e.to_status) for e in store.events("later")] == [
+        (None, Status.SCHEDULED), (Status.SCHEDULED, Status.WAITING), (Status.WAITING, Status.RUNNING)]
 
 
 def test_next_due(store):

@@ -21,6 +21,47 @@ from ..jobs import Event, Job, NewJob, Status
 from ..limits import LimitSpec
 
 
+#: a job's timeline in one statement (the same SQL for both backends, ``?``/``%s`` apart):
+#: the job's own row first (part 0), then its stored transitions in order (part 1)
+TIMELINE_SQL = (
+    "SELECT 0, 0, created_at, NULL, status, 0, NULL, NULL, NULL FROM jobs WHERE id = {mark} "
+    "UNION ALL SELECT 1, seq, at, from_status, to_status, attempt, error, worker_id, reason "
+    "FROM job_events WHERE job_id = {mark} ORDER BY 1, 2"
+)
+
+
+def timeline_from_rows(job_id: str, rows: list[tuple] | list[list]) -> list[Event]:
+    """A job's events from the rows of ``TIMELINE_SQL``.
+
+    The enqueue itself is not stored as an event (it would double the rows a bulk enqueue
+    writes): it is the job row's ``created_at``, and the status the job was enqueued in is the
+    ``from_status`` of its first stored transition, or its status when it has none. Every later
+    status change is stored, so that is exact. A timeline stored before this (its first event
+    has no ``from_status``) is returned as it is.
+    """
+    stored = [
+        Event(
+            job_id=job_id,
+            at=r[2],
+            from_status=Status(r[3]) if r[3] else None,
+            to_status=Status(r[4]),
+            attempt=r[5],
+            error=json.loads(r[6]) if r[6] else None,
+            worker_id=r[7],
+            reason=r[8],
+        )
+        for r in rows
+        if r[0] == 1
+    ]
+    job = rows[0] if rows and rows[0][0] == 0 else None
+    if job is None or (stored and stored[0].from_status is None):
+        return stored
+    first = stored[0].from_status if stored else Status(job[4])
+    enqueued = Event(job_id=job_id, at=job[2], from_status=None, to_status=first, attempt=0,
+                     error=None, worker_id=None, reason="enqueued")
+    return [enqueued, *stored]
+
+
 def job_from_row(row: tuple | list) -> Job:
     """A job from a row whose columns come in the backends' shared order (``_JOB_COLUMNS``)."""
     return Job(
@@ -244,7 +285,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def events(self, job_id: str) -> list[Event]:
-        """The job's timeline, oldest first."""
+        """The job's timeline, oldest first: its enqueue, then every status change."""
 
     # -- queues and workers ---------------------------------------------------------------
     @abc.abstractmethod

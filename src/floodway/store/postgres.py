@@ -50,6 +50,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ..errors import ConfigError, JobNotFound, LeaseLost, SchemaTooNewError, StoreError, TransitionError
 from ..jobs import Event, Job, NewJob, Status, can_transition, check_transition
 from ..limits import LimitSpec, check_cost, gcra, remaining
+from .base import TIMELINE_SQL
 from .base import job_from_row as _job_from_row
 from .base import (
     ClaimedJobs,
@@ -64,8 +65,11 @@ from .base import (
     Store,
     TokenInfo,
     WorkerInfo,
+    timeline_from_rows,
 )
 from .sqlite import load_migrations
+
+_TIMELINE = TIMELINE_SQL.format(mark="%s")
 
 log = logging.getLogger("floodway.store.postgres")
 
@@ -666,11 +670,11 @@ class PostgresStore(Store):
         fresh: list[NewJob], queues: dict[str, int | None], now: float
     ) -> tuple[str, list[Any]]:
         """One statement that writes a whole enqueue: the queue rows, the fairness groups made
-        ready (under their shared locks), the jobs, their ``enqueued`` events and segments, and
-        notifies the jobs' queues.
+        ready (under their shared locks), the jobs and their segments, and notifies the jobs'
+        queues. No event row: the job row is the enqueue (see ``timeline_from_rows``).
 
         Its one row holds the array of the ids it created (``ON CONFLICT (id) DO NOTHING``
-        skips the others, and with them their events and segments). A column with one value for every job (the task,
+        skips the others, and with them their segments). A column with one value for every job (the task,
         queue, retry policy... of one ``enqueue_many`` call) is sent once rather than as an
         array of copies; the rest are unnested from arrays. Spare queue or group rows (for a
         job that existed already) are harmless: a claim drops an empty group's row.
@@ -714,11 +718,7 @@ class PostgresStore(Store):
         columns = ", ".join(name for name, _, _ in _ENQUEUE_COLUMNS)
         ctes.append(
             f"ins AS (INSERT INTO jobs ({columns}, created_at, updated_at) SELECT {', '.join(select)}{source} "
-            "ON CONFLICT (id) DO NOTHING RETURNING id, status, created_at)"
-        )
-        ctes.append(
-            "ev AS (INSERT INTO job_events (job_id, at, from_status, to_status, attempt, reason) "
-            "SELECT id, created_at, NULL, status, 0, 'enqueued' FROM ins)"
+            "ON CONFLICT (id) DO NOTHING RETURNING id)"
         )
         segments = [row for j in fresh for row in j.segment_rows()]
         if segments:
@@ -779,24 +779,7 @@ class PostgresStore(Store):
         return counts
 
     def events(self, job_id: str) -> list[Event]:
-        rows = self._read(
-            "SELECT job_id, at, from_status, to_status, attempt, error, worker_id, reason "
-            "FROM job_events WHERE job_id = %s ORDER BY seq",
-            (job_id,),
-        )
-        return [
-            Event(
-                job_id=r[0],
-                at=r[1],
-                from_status=Status(r[2]) if r[2] else None,
-                to_status=Status(r[3]),
-                attempt=r[4],
-                error=json.loads(r[5]) if r[5] else None,
-                worker_id=r[6],
-                reason=r[7],
-            )
-            for r in rows
-        ]
+        return timeline_from_rows(job_id, self._read(_TIMELINE, (job_id, job_id)))
 
     # -- queues and workers ---------------------------------------------------------------
     def set_queue(self, name: str, max_concurrency: int | None) -> None:

@@ -30,6 +30,7 @@ from ..jobs import (
     sources_for,
 )
 from ..limits import LimitSpec, check_cost, gcra, remaining
+from .base import TIMELINE_SQL
 from .base import job_from_row as _job_from_row
 from .base import (
     ClaimedJobs,
@@ -44,7 +45,10 @@ from .base import (
     Store,
     TokenInfo,
     WorkerInfo,
+    timeline_from_rows,
 )
+
+_TIMELINE = TIMELINE_SQL.format(mark="?")
 
 _JOB_COLUMNS = (
     "id, task, args, queue, status, priority, attempt, max_attempts, retry, run_at, tenant, "
@@ -394,11 +398,8 @@ class SQLiteStore(Store):
             segment_rows = [row for j in fresh for row in j.segment_rows()]
             if segment_rows:
                 conn.executemany("INSERT INTO segments (job_id, arg, idx, data) VALUES (?, ?, ?, ?)", segment_rows)
+            # no ``enqueued`` event row: the job row is the enqueue (see ``timeline_from_rows``)
             self._mark_fair_keys(conn, {j.fair_key for j in fresh if j.status is Status.WAITING})
-            self._insert_events(
-                conn,
-                self._event_rows(((j.id, None, j.status, 0) for j in fresh), now, reason="enqueued"),
-            )
         return results
 
     @staticmethod
@@ -452,24 +453,7 @@ class SQLiteStore(Store):
         return counts
 
     def events(self, job_id: str) -> list[Event]:
-        rows = self._read(
-            "SELECT job_id, at, from_status, to_status, attempt, error, worker_id, reason "
-            "FROM job_events WHERE job_id = ? ORDER BY seq",
-            (job_id,),
-        )
-        return [
-            Event(
-                job_id=r[0],
-                at=r[1],
-                from_status=Status(r[2]) if r[2] else None,
-                to_status=Status(r[3]),
-                attempt=r[4],
-                error=json.loads(r[5]) if r[5] else None,
-                worker_id=r[6],
-                reason=r[7],
-            )
-            for r in rows
-        ]
+        return timeline_from_rows(job_id, self._read(_TIMELINE, (job_id, job_id)))
 
     # -- queues and workers ---------------------------------------------------------------
     def set_queue(self, name: str, max_concurrency: int | None) -> None:
