@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar, overload
 
 from .config import Settings, load_settings
 from .context import Context
+from . import jsontext
 from .errors import ConfigError, EnqueueError
 from .handle import Handle
 from .jobs import NewJob, Status
@@ -36,8 +37,6 @@ BIND_MEMO_SIZE = 1024
 
 #: one encoder for every job's args: ``json.dumps`` with options builds a new encoder per call.
 #: ASCII output (``ensure_ascii``, the default) makes a text's length its size in bytes.
-_ARGS_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -416,7 +415,10 @@ class App:
         if unknown:
             raise ConfigError(f"schedule: unknown option(s) {sorted(unknown)}")
         arguments = dict(args or {})
-        self._encode_args(the_task, arguments, f" (schedule {schedule_name!r})")
+        try:
+            self._encode_args(the_task, arguments)
+        except EnqueueError as exc:
+            raise EnqueueError(f"{exc} (schedule {schedule_name!r})") from None
         schedule = Schedule(schedule_name, the_task.name, cron, tz, arguments, dict(enqueue_options), missed)
         self.schedules[schedule_name] = schedule
         return schedule
@@ -577,22 +579,26 @@ class App:
         queue_name, cap, declared = self._queue_cap(job_queue)
         status = Status.SCHEDULED if run_at > now else Status.WAITING
         retry_json = _retry_json(policy)
+        max_attempts = policy.max_attempts
         # without limits a job's fairness group is the tenant's alone: the same for every item
-        fixed_limits = None if limit_names else self._resolve_limits((), {}, tenant, "")
+        fixed_limits = None if limit_names else self._resolve_limits((), {}, tenant)
         ids = _new_job_ids(len(args_list)) if id is None else None
 
         jobs: list[NewJob] = []
         for index, args in enumerate(args_list):
-            where = "" if single else f" (item {index})"
-            args, segments = self._segment_payload(the_task, args, where)
-            args_json = self._encode_args(the_task, args, where)
-            held, fair_key = fixed_limits or self._resolve_limits(limit_names, args or {}, tenant, where)
-            shared_state = None
-            if the_task.state is not None:
-                try:
-                    shared_state = resolve_key(the_task.state, args or {}, tenant)
-                except ConfigError as exc:
-                    raise EnqueueError(f"state {the_task.state!r}{where}: {exc}") from None
+            try:
+                args, segments = self._segment_payload(the_task, args)
+                args_json = self._encode_args(the_task, args)
+                held, fair_key = fixed_limits or self._resolve_limits(limit_names, args or {}, tenant)
+                shared_state = None
+                if the_task.state is not None:
+                    try:
+                        shared_state = resolve_key(the_task.state, args or {}, tenant)
+                    except ConfigError as exc:
+                        raise EnqueueError(f"state {the_task.state!r}: {exc}") from None
+            except EnqueueError as exc:
+                # the item's place is added here, once, rather than formatted for every item
+                raise EnqueueError(str(exc) if single else f"{exc} (item {index})") from None
             if ids is not None:
                 job_id = ids[index]
             else:
@@ -604,7 +610,7 @@ class App:
                     args_json=args_json,
                     queue=queue_name,
                     priority=job_priority,
-                    max_attempts=policy.max_attempts,
+                    max_attempts=max_attempts,
                     retry_json=retry_json,
                     run_at=run_at,
                     tenant=tenant,
@@ -625,7 +631,7 @@ class App:
         return [Handle(self, r.id, created=r.created) for r in results]
 
     def _resolve_limits(
-        self, names: tuple[str, ...], args: Mapping[str, Any], tenant: str | None, where: str
+        self, names: tuple[str, ...], args: Mapping[str, Any], tenant: str | None
     ) -> tuple[list[list[str]], str]:
         """The (limit, key) pairs a job holds, and its fairness group.
 
@@ -639,52 +645,49 @@ class App:
             try:
                 key = resolve_key(spec.key, args, tenant)
             except ConfigError as exc:
-                raise EnqueueError(f"limit {name!r}{where}: {exc}") from None
+                raise EnqueueError(f"limit {name!r}: {exc}") from None
             held.append([name, key])
         parts = ([f"tenant={tenant}"] if tenant is not None else []) + [f"{n}={k}" for n, k in held]
         return held, "|".join(parts)
 
     def _segment_payload(
-        self, task: Task, args: Mapping[str, Any] | None, where: str
+        self, task: Task, args: Mapping[str, Any] | None
     ) -> tuple[Mapping[str, Any] | None, dict[str, list[str]]]:
         """Store a large ``payload=`` list in segments of at most ``segment_bytes`` (seed 000)."""
         if task.payload is None or not isinstance(args, Mapping) or task.payload not in args:
             return args, {}
         items = args[task.payload]
         if not isinstance(items, (list, tuple)):
-            raise EnqueueError(f"args{where}: the payload argument {task.payload!r} must be a list")
+            raise EnqueueError(f"args: the payload argument {task.payload!r} must be a list")
         try:
-            size = len(_ARGS_ENCODER.encode(items))  # ASCII: characters are bytes
+            size = len(jsontext.dumps(items))  # ASCII: characters are bytes
         except (TypeError, ValueError) as exc:
-            raise EnqueueError(f"args{where}: {task.payload!r} is not JSON-serialisable: {exc}") from None
+            raise EnqueueError(f"args: {task.payload!r} is not JSON-serialisable: {exc}") from None
         if size <= self.segment_bytes:
             return args, {}
         pieces = split_segments(items, self.segment_bytes)
         marker = {SEGMENT_MARK: len(pieces), "count": len(items)}
         return {**args, task.payload: marker}, {task.payload: pieces}
 
-    def _encode_args(self, task: Task, args: Mapping[str, Any] | None, where: str) -> str:
+    def _encode_args(self, task: Task, args: Mapping[str, Any] | None) -> str:
         if args is None:
             args = {}
         # a plain dict skips the (slower) abstract Mapping check
         if type(args) is not dict and not isinstance(args, Mapping):
-            raise EnqueueError(f"args{where} must be a dict of argument names to values, got {type(args).__name__}")
+            raise EnqueueError(f"args must be a dict of argument names to values, got {type(args).__name__}")
         for key in args:
             if not isinstance(key, str):
-                raise EnqueueError(f"args{where}: argument names must be strings, got {key!r}")
-        try:
-            task.check_args(args)
-        except EnqueueError as exc:
-            raise EnqueueError(f"{exc}{where}") from None
+                raise EnqueueError(f"args: argument names must be strings, got {key!r}")
+        task.check_args(args)
         try:
             # a plain dict is encoded as it is; any other mapping through a dict copy
-            encoded = _ARGS_ENCODER.encode(args if type(args) is dict else dict(args))
+            encoded = jsontext.dumps(args if type(args) is dict else dict(args))
         except (TypeError, ValueError) as exc:
-            raise EnqueueError(f"args{where} are not JSON-serialisable: {exc}") from None
+            raise EnqueueError(f"args are not JSON-serialisable: {exc}") from None
         size = len(encoded)  # ASCII: characters are bytes
         if size > self.max_payload_bytes:
             raise EnqueueError(
-                f"args{where} are {size} bytes, over max_payload_bytes={self.max_payload_bytes}"
+                f"args are {size} bytes, over max_payload_bytes={self.max_payload_bytes}"
             )
         return encoded
 

@@ -303,7 +303,7 @@ def enqueue_file(state: State, task: str, file: Path, job_id: str | None, queue:
         checking = bar.add_task(f"checking {file.name}", total=size)
         for number, args, position in _jsonl_items(file):
             try:
-                app._encode_args(the_task, args, "")
+                app._encode_args(the_task, args)
             except EnqueueError as exc:
                 raise UsageProblem(f"line {number} of {file.name}: {exc}") from None
             count += 1

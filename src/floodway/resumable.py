@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 
+from . import jsontext
 from .errors import ConfigError, PagingError
 
 if TYPE_CHECKING:
@@ -194,8 +195,8 @@ def split_segments(items: Sequence[Any], segment_bytes: int) -> list[str]:
     current: list[str] = []
     size = 2
     for item in items:
-        text = json.dumps(item, allow_nan=False, separators=(",", ":"))
-        cost = len(text.encode()) + 1
+        text = jsontext.dumps(item)
+        cost = len(text) + 1  # ASCII: characters are bytes
         if current and size + cost > segment_bytes:
             segments.append("[" + ",".join(current) + "]")
             current, size = [], 2

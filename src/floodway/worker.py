@@ -33,6 +33,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
+from . import jsontext
 from .context import Context
 from .errors import ConfigError, Fail, LeaseLost, RateLimited, StoreError
 from .resumable import SEGMENT_MARK, ContinueLater, SegmentedList
@@ -439,7 +440,7 @@ class Worker:
         if isinstance(result, ContinueLater):
             return self._continue(job, ctx, result, reason="continue_later")
         try:
-            result_json = json.dumps(result, allow_nan=False)
+            result_json = jsontext.dumps(result)
         except (TypeError, ValueError) as exc:
             return self._failure(
                 job, task, TypeError(f"task {task.name} returned a value that is not JSON-serialisable: {exc}")
