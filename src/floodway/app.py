@@ -627,7 +627,8 @@ class App:
             self.sync_queues([job_queue])
         if limit_names:
             self.sync_limits()
-        results = self.store.enqueue(jobs, {queue_name: cap})
+        # generated ids are new by construction: the store may skip looking for them
+        results = self.store.enqueue(jobs, {queue_name: cap}, new_ids=ids is not None)
         return [Handle(self, r.id, created=r.created) for r in results]
 
     def _resolve_limits(

@@ -253,13 +253,18 @@ class Store(abc.ABC):
     # -- enqueue ------------------------------------------------------------------------
     @abc.abstractmethod
     def enqueue(
-        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None
+        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None, *, new_ids: bool = False
     ) -> list[EnqueueResult]:
         """Insert ``jobs`` in one transaction (all or nothing).
 
         A job whose id exists already is not touched (``created=False``). ``queues`` maps the
         queue names used to their declared caps (``None`` = unlimited); queues not yet known
         to the store are created with them.
+
+        ``new_ids=True`` says the caller generated the ids just now, so none can exist: a store
+        may then write the jobs without looking for existing ids first (PostgreSQL uses COPY).
+        The result is the same either way; a store that takes the hint must still report a
+        clash correctly if one happens.
         """
 
     # -- reading ------------------------------------------------------------------------

@@ -359,8 +359,9 @@ class SQLiteStore(Store):
 
     # -- enqueue --------------------------------------------------------------------------
     def enqueue(
-        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None
+        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None, *, new_ids: bool = False
     ) -> list[EnqueueResult]:
+        # new_ids is not used: looking the ids up in the same write transaction is cheap here
         now = time.time()
         results: list[EnqueueResult] = []
         with self._write() as conn:
