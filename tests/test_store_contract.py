@@ -62,8 +62,9 @@ def test_bulk_enqueue_with_duplicates_inside_and_outside(store):
     assert store.count_jobs()["waiting"] == 3
 
 
-#: enough jobs for a store's bulk path for new ids (PostgreSQL: COPY from 100 jobs up)
-MANY = 150
+#: enough jobs for a store's bulk path for new ids (PostgreSQL: COPY from 100 jobs up, in
+#: chunks of 100)
+MANY = 350
 
 
 def test_bulk_enqueue_of_new_ids_stores_every_value_exactly(store):
@@ -80,7 +81,7 @@ def test_bulk_enqueue_of_new_ids_stores_every_value_exactly(store):
         job.shared_state = text if i % 6 == 0 else None
         job.segments = {"items": ['[1,"a\\tb"]', "[2]"]} if i % 7 == 0 else {}
         jobs.append(job)
-    results = store.enqueue(jobs, {"default": None}, new_ids=True)
+    results = store.enqueue_new(iter(jobs), {"default": None})
     assert all(r.created for r in results) and [r.id for r in results] == [j.id for j in jobs]
     for job in jobs:
         got = store.get_job(job.id)
@@ -92,7 +93,7 @@ def test_bulk_enqueue_of_new_ids_stores_every_value_exactly(store):
         for index, text in enumerate(job.segments.get("items", [])):
             assert store.load_segment(job.id, "items", index) == text
     counts = store.count_jobs()
-    assert (counts["waiting"], counts["scheduled"]) == (MANY - 15, 15)
+    assert (counts["waiting"], counts["scheduled"]) == (MANY - MANY // 10, MANY // 10)
     # every fairness group the enqueue made ready is claimable
     claimed = {j.id for j in claim_all(store, limit=MANY)}
     assert claimed == {j.id for j in jobs if j.status is Status.WAITING}
@@ -103,9 +104,35 @@ def test_bulk_enqueue_of_new_ids_still_reports_a_clash(store):
     store.enqueue([new_job("taken", args={"v": "old"})])
     jobs = [new_job() for _ in range(MANY)]
     jobs[MANY // 2] = new_job("taken", args={"v": "new"})
-    results = store.enqueue(jobs, new_ids=True)
+    results = store.enqueue_new(jobs)
     assert [r.created for r in results] == [j.id != "taken" for j in jobs]
     assert store.get_job("taken").args == {"v": "old"}
+    assert store.count_jobs()["waiting"] == MANY
+
+
+def test_bulk_enqueue_of_new_ids_refused_mid_way_writes_nothing(store):
+    """A job refused while the others are being written (the generator raises, or a job has a
+    status no new job may have) leaves nothing behind, and the store goes on working."""
+
+    class Refused(Exception):
+        pass
+
+    def made(bad_at: int):
+        for i in range(MANY):
+            if i == bad_at:
+                raise Refused(f"item {i}")
+            yield new_job(f"m-{bad_at}-{i}")
+
+    for bad_at in (MANY - 1, 150, 5):
+        with pytest.raises(Refused):
+            store.enqueue_new(made(bad_at))
+        assert sum(store.count_jobs().values()) == 0
+    jobs = [new_job(f"s-{i}") for i in range(MANY)]
+    jobs[-1].status = Status.RUNNING
+    with pytest.raises(TransitionError):
+        store.enqueue_new(jobs)
+    assert sum(store.count_jobs().values()) == 0
+    assert all(r.created for r in store.enqueue_new(new_job(f"ok-{i}") for i in range(MANY)))
     assert store.count_jobs()["waiting"] == MANY
 
 

@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar, overload
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar, overload
 
 from .config import Settings, load_settings
 from .context import Context
@@ -584,27 +584,27 @@ class App:
         fixed_limits = None if limit_names else self._resolve_limits((), {}, tenant)
         ids = _new_job_ids(len(args_list)) if id is None else None
 
-        jobs: list[NewJob] = []
-        for index, args in enumerate(args_list):
-            try:
-                args, segments = self._segment_payload(the_task, args)
-                args_json = self._encode_args(the_task, args)
-                held, fair_key = fixed_limits or self._resolve_limits(limit_names, args or {}, tenant)
-                shared_state = None
-                if the_task.state is not None:
-                    try:
-                        shared_state = resolve_key(the_task.state, args or {}, tenant)
-                    except ConfigError as exc:
-                        raise EnqueueError(f"state {the_task.state!r}: {exc}") from None
-            except EnqueueError as exc:
-                # the item's place is added here, once, rather than formatted for every item
-                raise EnqueueError(str(exc) if single else f"{exc} (item {index})") from None
-            if ids is not None:
-                job_id = ids[index]
-            else:
-                job_id = id if single else f"{id}-{index}"
-            jobs.append(
-                NewJob(
+        def make_jobs() -> Iterator[NewJob]:
+            """Each item checked and made into a job; an EnqueueError names the item."""
+            for index, args in enumerate(args_list):
+                try:
+                    args, segments = self._segment_payload(the_task, args)
+                    args_json = self._encode_args(the_task, args)
+                    held, fair_key = fixed_limits or self._resolve_limits(limit_names, args or {}, tenant)
+                    shared_state = None
+                    if the_task.state is not None:
+                        try:
+                            shared_state = resolve_key(the_task.state, args or {}, tenant)
+                        except ConfigError as exc:
+                            raise EnqueueError(f"state {the_task.state!r}: {exc}") from None
+                except EnqueueError as exc:
+                    # the item's place is added here, once, rather than formatted for every item
+                    raise EnqueueError(str(exc) if single else f"{exc} (item {index})") from None
+                if ids is not None:
+                    job_id = ids[index]
+                else:
+                    job_id = id if single else f"{id}-{index}"
+                yield NewJob(
                     id=job_id,
                     task=the_task.name,
                     args_json=args_json,
@@ -620,15 +620,21 @@ class App:
                     shared_state=shared_state,
                     segments=segments,
                 )
-            )
-        if not jobs:
+
+        if not args_list:
             return []
+        if ids is None:
+            jobs = list(make_jobs())  # every item checked before anything is written
         if declared:
             self.sync_queues([job_queue])
         if limit_names:
             self.sync_limits()
-        # generated ids are new by construction: the store may skip looking for them
-        results = self.store.enqueue(jobs, {queue_name: cap}, new_ids=ids is not None)
+        if ids is None:
+            results = self.store.enqueue(jobs, {queue_name: cap})
+        else:
+            # generated ids are new by construction: the store may write the jobs as they are
+            # made (a bad item then raises inside the transaction, and nothing is written)
+            results = self.store.enqueue_new(make_jobs(), {queue_name: cap})
         return [Handle(self, r.id, created=r.created) for r in results]
 
     def _resolve_limits(

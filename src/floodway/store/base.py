@@ -253,19 +253,27 @@ class Store(abc.ABC):
     # -- enqueue ------------------------------------------------------------------------
     @abc.abstractmethod
     def enqueue(
-        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None, *, new_ids: bool = False
+        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None
     ) -> list[EnqueueResult]:
         """Insert ``jobs`` in one transaction (all or nothing).
 
         A job whose id exists already is not touched (``created=False``). ``queues`` maps the
         queue names used to their declared caps (``None`` = unlimited); queues not yet known
         to the store are created with them.
-
-        ``new_ids=True`` says the caller generated the ids just now, so none can exist: a store
-        may then write the jobs without looking for existing ids first (PostgreSQL uses COPY).
-        The result is the same either way; a store that takes the hint must still report a
-        clash correctly if one happens.
         """
+
+    def enqueue_new(
+        self, jobs: Iterable[NewJob], queues: dict[str, int | None] | None = None
+    ) -> list[EnqueueResult]:
+        """``enqueue`` for jobs whose ids the caller has just generated, so none exists yet.
+
+        ``jobs`` may be a generator that makes each job as it is asked for, and raises on a
+        bad one: then nothing is written and its exception propagates. A store may start
+        writing before the last job is made, and skip looking for existing ids (PostgreSQL
+        streams the jobs with COPY while they are being made); it must still report an id that
+        clashed after all, as ``enqueue`` would. This default makes them all, then enqueues.
+        """
+        return self.enqueue(list(jobs), queues)
 
     # -- reading ------------------------------------------------------------------------
     @abc.abstractmethod

@@ -124,9 +124,11 @@ _ENQUEUE_COLUMNS: tuple[tuple[str, str, str], ...] = (
 #: a NewJob's row in that order, read in one call per job
 _ENQUEUE_ROW = operator.attrgetter(*(attr for _, _, attr in _ENQUEUE_COLUMNS))
 
-#: from this many jobs with new ids up, an enqueue writes them with COPY (``_copy_new_jobs``):
-#: below it, the one-statement insert's single round trip wins
+#: from this many jobs with new ids up, an enqueue streams them with COPY (``enqueue_new``):
+#: below it, the one-statement insert's single round trip wins. They go in chunks of
+#: ``_COPY_CHUNK``, each sent as soon as it is made.
 _COPY_MIN_JOBS = 100
+_COPY_CHUNK = 100
 
 _OPTIONS = {"pool_min", "pool_max", "pool_timeout", "reconnect_timeout", "prepare_threshold"}
 
@@ -678,8 +680,53 @@ class PostgresStore(Store):
             cur.execute("SELECT pg_notify(%s, q) FROM unnest(%b::text[]) AS q", (CHANNEL, queues))
 
     # -- enqueue --------------------------------------------------------------------------
+    def enqueue_new(
+        self, jobs: Iterable[NewJob], queues: dict[str, int | None] | None = None
+    ) -> list[EnqueueResult]:
+        """Stream the jobs into ``jobs`` with COPY while they are being made.
+
+        Making a job (checking and encoding its args) costs the client about as much as
+        writing it costs the server, and the two overlap: the server inserts one chunk while
+        the next is made. COPY also writes a page of rows per heap WAL record where ``INSERT
+        ... SELECT`` writes one per row, and skips the conflict check. Together they take about
+        two fifths off a 1,000-job enqueue. Fewer than ``_COPY_MIN_JOBS`` jobs take the
+        one-round-trip insert instead. A clash (nothing was written) falls back to that
+        insert too, which skips the existing id.
+        """
+        source = iter(jobs)
+        made = list(itertools.islice(source, _COPY_MIN_JOBS))
+        if len(made) < _COPY_MIN_JOBS:
+            return self.enqueue(made, queues)
+        queues = queues or {}
+        columns = ", ".join(name for name, _, _ in _ENQUEUE_COLUMNS)
+
+        def go(cur: psycopg.Cursor) -> None:
+            now = self._now()
+            with cur.copy(f"COPY jobs ({columns}, created_at, updated_at) FROM STDIN") as copy:
+                # a retried transaction first sends again what the failed one had made
+                for start in range(0, len(made), _COPY_CHUNK):
+                    copy.write(self._copy_chunk(made[start:start + _COPY_CHUNK], now))
+                while chunk := list(itertools.islice(source, _COPY_CHUNK)):
+                    made.extend(chunk)
+                    copy.write(self._copy_chunk(chunk, now))
+            cur.execute(*self._enqueue_statement(made, queues, now, copied=True))
+
+        try:
+            self._run(go, what="enqueue", pipeline=False)
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, pg_errors.UniqueViolation):
+                raise
+            return self.enqueue(made + list(source), queues)
+        return [EnqueueResult(job.id, True) for job in made]
+
+    @staticmethod
+    def _copy_chunk(jobs: list[NewJob], now: float) -> str:
+        for status in {job.status for job in jobs}:
+            check_transition(None, status)  # raised inside the COPY: nothing is written
+        return _copy_text(jobs, now)
+
     def enqueue(
-        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None, *, new_ids: bool = False
+        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None
     ) -> list[EnqueueResult]:
         for status in {job.status for job in jobs}:
             check_transition(None, status)  # all or nothing: refuse before writing
@@ -689,15 +736,6 @@ class PostgresStore(Store):
         for job in jobs:
             first.setdefault(job.id, job)
         fresh = list(first.values())
-        if new_ids and len(fresh) == len(jobs) >= _COPY_MIN_JOBS:
-            try:
-                self._run(lambda cur: self._copy_new_jobs(cur, fresh, queues or {}, self._now()),
-                          what="enqueue", pipeline=False)
-                return [EnqueueResult(job.id, True) for job in jobs]
-            except StoreError as exc:
-                if not isinstance(exc.__cause__, pg_errors.UniqueViolation):
-                    raise
-                # an id clashed after all (nothing was written): the checked insert sorts it out
 
         def go(cur: psycopg.Cursor) -> set[str]:
             cur.execute(*self._enqueue_statement(fresh, queues or {}, self._now()))
@@ -713,22 +751,6 @@ class PostgresStore(Store):
             seen.add(job.id)
             results.append(EnqueueResult(job.id, ok))
         return results
-
-    @classmethod
-    def _copy_new_jobs(
-        cls, cur: psycopg.Cursor, fresh: list[NewJob], queues: dict[str, int | None], now: float
-    ) -> None:
-        """Write jobs whose ids are new with COPY, then the rest of the enqueue in one statement.
-
-        COPY writes a page of rows per heap WAL record where ``INSERT ... SELECT`` writes one
-        per row, and skips the conflict check: a bulk enqueue of 1,000 jobs spends about a fifth
-        less server time. It cannot skip an existing id, so it is only for ids generated by the
-        caller (a clash aborts the transaction, and ``enqueue`` then takes the checked path).
-        """
-        columns = ", ".join(name for name, _, _ in _ENQUEUE_COLUMNS)
-        with cur.copy(f"COPY jobs ({columns}, created_at, updated_at) FROM STDIN") as copy:
-            copy.write(_copy_text(fresh, now))
-        cur.execute(*cls._enqueue_statement(fresh, queues, now, copied=True))
 
     @staticmethod
     def _enqueue_statement(
@@ -760,7 +782,7 @@ class PostgresStore(Store):
                 "fk AS (INSERT INTO fair_keys (key) SELECT k FROM fl ON CONFLICT DO NOTHING)"
             )
             params += [_NS_FAIR, ready_groups]
-        if copied:  # the jobs are written already (``_copy_new_jobs``), every one of them new
+        if copied:  # the jobs are written already (``enqueue_new``), every one of them new
             segments = [row for j in fresh if j.segments for row in j.segment_rows()]
             if segments:
                 ctes.append(

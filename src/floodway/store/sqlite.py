@@ -359,9 +359,8 @@ class SQLiteStore(Store):
 
     # -- enqueue --------------------------------------------------------------------------
     def enqueue(
-        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None, *, new_ids: bool = False
+        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None
     ) -> list[EnqueueResult]:
-        # new_ids is not used: looking the ids up in the same write transaction is cheap here
         now = time.time()
         results: list[EnqueueResult] = []
         with self._write() as conn:
