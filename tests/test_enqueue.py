@@ -199,6 +199,18 @@ def test_bulk_with_one_bad_item_writes_nothing(app, tasks):
     with pytest.raises(EnqueueError, match=r"item 57"):
         app.enqueue_many(greet, items)
     assert total(app) == 0
+    # far into a large bulk, after earlier items have been streamed to the store (PostgreSQL
+    # writes generated ids in chunks while later items are still being checked)
+    items = [{"name": str(i)} for i in range(1000)]
+    items[950] = {"name": "x", "oops": True}
+    with pytest.raises(EnqueueError, match=r"unexpected keyword argument 'oops'.* \(item 950\)$"):
+        app.enqueue_many(greet, items)
+    items[950] = {"name": float("nan")}
+    with pytest.raises(EnqueueError, match=r"not JSON-serialisable.* \(item 950\)$"):
+        app.enqueue_many(greet, items)
+    assert total(app) == 0
+    items[950] = {"name": "fine"}
+    assert all(h.created for h in app.enqueue_many(greet, items)) and total(app) == 1000
     with pytest.raises(EnqueueError, match="list of argument dicts"):
         app.enqueue_many(greet, {"name": "x"})
 
