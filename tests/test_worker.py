@@ -59,6 +59,20 @@ def test_context_by_name(app):
     assert h.result(timeout=5) == [h.id, 4, {"n": 4}]
 
 
+def test_context_logger_is_the_tasks_logger(app, caplog):
+    @app.task(name="chatty")
+    async def chatty(ctx, n: int):
+        ctx.logger.warning("item %d of job %s", n, ctx.job_id)
+        return ctx.logger.name
+
+    h = app.enqueue(chatty, {"n": 7})
+    with caplog.at_level("WARNING", logger="floodway.task.chatty"):
+        app.worker(burst=True).run()
+    assert h.result(timeout=5) == "floodway.task.chatty"
+    assert [(r.name, r.getMessage()) for r in caplog.records if r.name.startswith("floodway.task")] == [
+        ("floodway.task.chatty", f"item 7 of job {h.id}")]
+
+
 def test_flaky_job_is_retried_then_completes(app):
     @app.task(retry=Retry(attempts=3, initial="10ms"))
     async def flaky(ctx: Context):

@@ -56,7 +56,7 @@ class Context:
         self._steps: dict[str, Any] | None = None
         #: the worker's event loop, so sync tasks can run the async helpers on it
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.logger = logging.getLogger(f"floodway.task.{job.task}")
+        self._logger: logging.Logger | None = None
         #: seconds this run spent waiting on limits (added to the job's throttling overhead)
         self.throttled_seconds = 0.0
         # admission at claim took one token of each rate limit the job holds: the job's first
@@ -66,6 +66,14 @@ class Context:
             spec = app.limits.get(name)
             if spec is None or spec.rate is not None:
                 self._prepaid[(name, key)] = 1
+
+    @property
+    def logger(self) -> logging.Logger:
+        """The task's logger, ``floodway.task.<task name>`` (looked up on first use: most runs
+        never log, and the lookup takes a lock)."""
+        if self._logger is None:
+            self._logger = logging.getLogger(f"floodway.task.{self.job.task}")
+        return self._logger
 
     @property
     def job_id(self) -> str:
