@@ -23,7 +23,7 @@ from .limits import LimitSpec, Rate, resolve_key, template_fields
 from .resumable import SEGMENT_MARK, split_segments
 from .schedule import Schedule
 from .retry import Retry
-from .store import DEFAULT_URL, Store, open_store
+from .store import Store, open_store
 from .units import parse_duration, parse_instant
 
 __all__ = ["App", "Task", "Queue"]
@@ -623,18 +623,17 @@ class App:
 
         if not args_list:
             return []
-        if ids is None:
-            jobs = list(make_jobs())  # every item checked before anything is written
+        # generated ids are new by construction: the store may write the jobs as they are made
+        # (a bad item then raises inside the transaction, and nothing is written). Ids given by
+        # the caller may exist already: every item is checked before the store looks.
+        generated = ids is not None
+        jobs: Iterable[NewJob] = make_jobs() if generated else list(make_jobs())
         if declared:
             self.sync_queues([job_queue])
         if limit_names:
             self.sync_limits()
-        if ids is None:
-            results = self.store.enqueue(jobs, {queue_name: cap})
-        else:
-            # generated ids are new by construction: the store may write the jobs as they are
-            # made (a bad item then raises inside the transaction, and nothing is written)
-            results = self.store.enqueue_new(make_jobs(), {queue_name: cap})
+        write = self.store.enqueue_new if generated else self.store.enqueue
+        results = write(jobs, {queue_name: cap})  # type: ignore[arg-type]
         return [Handle(self, r.id, created=r.created) for r in results]
 
     def _resolve_limits(

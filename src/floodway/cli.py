@@ -23,7 +23,7 @@ import click
 from click.core import ParameterSource
 
 from .app import App, Task
-from .errors import ConfigError, EnqueueError, FloodwayError, JobCancelled, JobFailed, JobNotFound
+from .errors import ConfigError, EnqueueError, FloodwayError, JobCancelled, JobFailed
 from .jobs import Event, Job, Status
 from .store.base import QueueInfo, WorkerInfo
 from .units import format_duration, iso, parse_duration

@@ -50,7 +50,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import ConfigError, JobNotFound, LeaseLost, SchemaTooNewError, StoreError, TransitionError
 from ..jobs import Event, Job, NewJob, Status, can_transition, check_transition
-from ..limits import LimitSpec, check_cost, gcra, remaining
+from ..limits import LimitSpec, gcra, remaining
 from .base import TIMELINE_SQL
 from .base import job_from_row as _job_from_row
 from .base import (
@@ -160,19 +160,25 @@ def _copy_value(value: Any) -> str:
     return str(int(value))
 
 
+def _enqueue_columns(jobs: list[NewJob]) -> Iterator[tuple[str, str, tuple, bool]]:
+    """Each column an enqueue writes to ``jobs``: (name, PostgreSQL type, the jobs' values, whether
+    they are all the same). A column with one value for every job (the task, queue, retry
+    policy... of one ``enqueue_many`` call) is then sent or formatted once."""
+    for (name, kind, _), column in zip(_ENQUEUE_COLUMNS, zip(*map(_ENQUEUE_ROW, jobs))):
+        if kind == "float8":
+            column = tuple(map(float, column))  # an int instant would make an int array
+        yield name, kind, column, column.count(column[0]) == len(column)
+
+
 def _copy_text(jobs: list[NewJob], now: float) -> str:
     """The rows of ``jobs`` for ``COPY jobs (<_ENQUEUE_COLUMNS>, created_at, updated_at)``.
 
-    A column with one value for every job (the task, queue, retry policy... of one
-    ``enqueue_many`` call) is formatted once; psycopg's ``write_row`` would format every
-    field of every row, three times the client time of a 1,000-job enqueue.
+    Columns with one value for every job are formatted once; psycopg's ``write_row`` would
+    format every field of every row, three times the client time of a 1,000-job enqueue.
     """
-    columns: list[Any] = []
-    for column in zip(*map(_ENQUEUE_ROW, jobs)):
-        if column.count(column[0]) == len(column):
-            columns.append(itertools.repeat(_copy_value(column[0]), len(column)))
-        else:
-            columns.append(map(_copy_value, column))
+    columns: list[Iterable[str]] = []
+    for _, _, column, same in _enqueue_columns(jobs):
+        columns.append(itertools.repeat(_copy_value(column[0]), len(column)) if same else map(_copy_value, column))
     stamp = _copy_value(float(now))
     columns += [itertools.repeat(stamp, len(jobs)), itertools.repeat(stamp, len(jobs))]
     return "\n".join(map("\t".join, zip(*columns))) + "\n"
@@ -683,7 +689,7 @@ class PostgresStore(Store):
     def enqueue_new(
         self, jobs: Iterable[NewJob], queues: dict[str, int | None] | None = None
     ) -> list[EnqueueResult]:
-        """Stream the jobs into ``jobs`` with COPY while they are being made.
+        """Stream the jobs into the ``jobs`` table with COPY while they are being made.
 
         Making a job (checking and encoding its args) costs the client about as much as
         writing it costs the server, and the two overlap: the server inserts one chunk while
@@ -709,7 +715,7 @@ class PostgresStore(Store):
                 while chunk := list(itertools.islice(source, _COPY_CHUNK)):
                     made.extend(chunk)
                     copy.write(self._copy_chunk(chunk, now))
-            cur.execute(*self._enqueue_statement(made, queues, now, copied=True))
+            cur.execute(*self._after_copy_statement(made, queues))
 
         try:
             self._run(go, what="enqueue", pipeline=False)
@@ -753,19 +759,11 @@ class PostgresStore(Store):
         return results
 
     @staticmethod
-    def _enqueue_statement(
-        fresh: list[NewJob], queues: dict[str, int | None], now: float, *, copied: bool = False
-    ) -> tuple[str, list[Any]]:
-        """One statement that writes a whole enqueue: the queue rows, the fairness groups made
-        ready (under their shared locks), the jobs and their segments, and notifies the jobs'
-        queues. No event row: the job row is the enqueue (see ``timeline_from_rows``).
-
-        Its one row holds the array of the ids it created (``ON CONFLICT (id) DO NOTHING``
-        skips the others, and with them their segments). A column with one value for every job (the task,
-        queue, retry policy... of one ``enqueue_many`` call) is sent once rather than as an
-        array of copies; the rest are unnested from arrays. Spare queue or group rows (for a
-        job that existed already) are harmless: a claim drops an empty group's row.
-        """
+    def _enqueue_prelude(fresh: list[NewJob], queues: dict[str, int | None]) -> tuple[list[str], list[Any]]:
+        """The CTEs (and their parameters) every enqueue statement starts with: the queue rows,
+        and the fairness groups its waiting jobs make ready, under their shared locks. Spare
+        queue or group rows (for a job that existed already) are harmless: a claim drops an
+        empty group's row."""
         ctes: list[str] = []
         params: list[Any] = []
         if queues:
@@ -782,27 +780,40 @@ class PostgresStore(Store):
                 "fk AS (INSERT INTO fair_keys (key) SELECT k FROM fl ON CONFLICT DO NOTHING)"
             )
             params += [_NS_FAIR, ready_groups]
-        if copied:  # the jobs are written already (``enqueue_new``), every one of them new
-            segments = [row for j in fresh if j.segments for row in j.segment_rows()]
-            if segments:
-                ctes.append(
-                    "seg AS (INSERT INTO segments (job_id, arg, idx, data) "
-                    "SELECT * FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[]))"
-                )
-                params += [list(c) for c in zip(*segments)]
-            params += [CHANNEL, sorted({j.queue for j in fresh})]
-            return (
-                f"{'WITH ' if ctes else ''}{', '.join(ctes)} "
-                "SELECT count(pg_notify(%s, q)) FROM unnest(%b::text[]) AS q",
-                params,
-            )
+        return ctes, params
+
+    @staticmethod
+    def _segments_cte(fresh: list[NewJob], *, created_only: bool) -> tuple[str, list[Any]] | None:
+        """The CTE that writes the jobs' segments; ``created_only`` keeps those of the jobs the
+        ``ins`` CTE created."""
+        segments = [row for j in fresh if j.segments for row in j.segment_rows()]
+        if not segments:
+            return None
+        join = " JOIN ins ON ins.id = s.j" if created_only else ""
+        return (
+            "seg AS (INSERT INTO segments (job_id, arg, idx, data) SELECT s.j, s.a, s.i, s.d "
+            f"FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[]) AS s(j, a, i, d){join})",
+            [list(c) for c in zip(*segments)],
+        )
+
+    @classmethod
+    def _enqueue_statement(
+        cls, fresh: list[NewJob], queues: dict[str, int | None], now: float
+    ) -> tuple[str, list[Any]]:
+        """One statement that writes a whole enqueue: the prelude (``_enqueue_prelude``), the
+        jobs and their segments, and notifies the jobs' queues. No event row: the job row is
+        the enqueue (see ``timeline_from_rows``).
+
+        Its one row holds the array of the ids it created (``ON CONFLICT (id) DO NOTHING``
+        skips the others, and with them their segments). A column with one value for every
+        job is sent once rather than as an array of copies; the rest are unnested from arrays.
+        """
+        ctes, params = cls._enqueue_prelude(fresh, queues)
         select: list[str] = []
         unnested: list[str] = []
         arrays: list[list[Any]] = []
-        for (name, kind, _), column in zip(_ENQUEUE_COLUMNS, zip(*map(_ENQUEUE_ROW, fresh))):
-            if kind == "float8":
-                column = tuple(map(float, column))  # an int instant would make an int array
-            if column.count(column[0]) == len(column):
+        for name, kind, column, same in _enqueue_columns(fresh):
+            if same:
                 select.append(f"%s::{kind}")
                 params.append(column[0])
             else:
@@ -821,22 +832,33 @@ class PostgresStore(Store):
             f"ins AS (INSERT INTO jobs ({columns}, created_at, updated_at) SELECT {', '.join(select)}{source} "
             "ON CONFLICT (id) DO NOTHING RETURNING id)"
         )
-        segments = [row for j in fresh if j.segments for row in j.segment_rows()]
+        segments = cls._segments_cte(fresh, created_only=True)
         if segments:
-            ctes.append(
-                "seg AS (INSERT INTO segments (job_id, arg, idx, data) SELECT s.j, s.a, s.i, s.d "
-                "FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[]) AS s(j, a, i, d) "
-                "JOIN ins ON ins.id = s.j)"
-            )
-            params += [list(c) for c in zip(*segments)]
+            ctes.append(segments[0])
+            params += segments[1]
         # the select list of a row without FROM is evaluated once, whatever ``ins`` holds: the
         # notifications go out at commit. A spare one (the queue of a job that existed already)
         # wakes a worker once, harmlessly.
-        woken = sorted({j.queue for j in fresh})
-        params += [CHANNEL, woken]
+        params += [CHANNEL, sorted({j.queue for j in fresh})]
         return (
             f"WITH {', '.join(ctes)} "
             "SELECT ARRAY(SELECT id FROM ins), (SELECT count(pg_notify(%s, q)) FROM unnest(%b::text[]) AS q)",
+            params,
+        )
+
+    @classmethod
+    def _after_copy_statement(cls, fresh: list[NewJob], queues: dict[str, int | None]) -> tuple[str, list[Any]]:
+        """What an enqueue writes besides jobs that COPY wrote already (``enqueue_new``, every
+        one of them new): the prelude, their segments, and the notifications."""
+        ctes, params = cls._enqueue_prelude(fresh, queues)
+        segments = cls._segments_cte(fresh, created_only=False)
+        if segments:
+            ctes.append(segments[0])
+            params += segments[1]
+        params += [CHANNEL, sorted({j.queue for j in fresh})]
+        return (
+            f"{'WITH ' if ctes else ''}{', '.join(ctes)} "
+            "SELECT count(pg_notify(%s, q)) FROM unnest(%b::text[]) AS q",
             params,
         )
 
