@@ -783,18 +783,20 @@ class PostgresStore(Store):
         return ctes, params
 
     @staticmethod
-    def _segments_cte(fresh: list[NewJob], *, created_only: bool) -> tuple[str, list[Any]] | None:
-        """The CTE that writes the jobs' segments; ``created_only`` keeps those of the jobs the
-        ``ins`` CTE created."""
+    def _enqueue_epilogue(fresh: list[NewJob], ctes: list[str], params: list[Any], *, created_only: bool) -> str:
+        """Add the CTE that writes the jobs' segments (``created_only``: those of the jobs the
+        ``ins`` CTE created) and the parameters of the returned select expression, which
+        notifies the jobs' queues."""
         segments = [row for j in fresh if j.segments for row in j.segment_rows()]
-        if not segments:
-            return None
-        join = " JOIN ins ON ins.id = s.j" if created_only else ""
-        return (
-            "seg AS (INSERT INTO segments (job_id, arg, idx, data) SELECT s.j, s.a, s.i, s.d "
-            f"FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[]) AS s(j, a, i, d){join})",
-            [list(c) for c in zip(*segments)],
-        )
+        if segments:
+            join = " JOIN ins ON ins.id = s.j" if created_only else ""
+            ctes.append(
+                "seg AS (INSERT INTO segments (job_id, arg, idx, data) SELECT s.j, s.a, s.i, s.d "
+                f"FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[]) AS s(j, a, i, d){join})"
+            )
+            params += [list(c) for c in zip(*segments)]
+        params += [CHANNEL, sorted({j.queue for j in fresh})]
+        return "(SELECT count(pg_notify(%s, q)) FROM unnest(%b::text[]) AS q)"
 
     @classmethod
     def _enqueue_statement(
@@ -832,35 +834,19 @@ class PostgresStore(Store):
             f"ins AS (INSERT INTO jobs ({columns}, created_at, updated_at) SELECT {', '.join(select)}{source} "
             "ON CONFLICT (id) DO NOTHING RETURNING id)"
         )
-        segments = cls._segments_cte(fresh, created_only=True)
-        if segments:
-            ctes.append(segments[0])
-            params += segments[1]
+        notify = cls._enqueue_epilogue(fresh, ctes, params, created_only=True)
         # the select list of a row without FROM is evaluated once, whatever ``ins`` holds: the
         # notifications go out at commit. A spare one (the queue of a job that existed already)
         # wakes a worker once, harmlessly.
-        params += [CHANNEL, sorted({j.queue for j in fresh})]
-        return (
-            f"WITH {', '.join(ctes)} "
-            "SELECT ARRAY(SELECT id FROM ins), (SELECT count(pg_notify(%s, q)) FROM unnest(%b::text[]) AS q)",
-            params,
-        )
+        return f"WITH {', '.join(ctes)} SELECT ARRAY(SELECT id FROM ins), {notify}", params
 
     @classmethod
     def _after_copy_statement(cls, fresh: list[NewJob], queues: dict[str, int | None]) -> tuple[str, list[Any]]:
         """What an enqueue writes besides jobs that COPY wrote already (``enqueue_new``, every
         one of them new): the prelude, their segments, and the notifications."""
         ctes, params = cls._enqueue_prelude(fresh, queues)
-        segments = cls._segments_cte(fresh, created_only=False)
-        if segments:
-            ctes.append(segments[0])
-            params += segments[1]
-        params += [CHANNEL, sorted({j.queue for j in fresh})]
-        return (
-            f"{'WITH ' if ctes else ''}{', '.join(ctes)} "
-            "SELECT count(pg_notify(%s, q)) FROM unnest(%b::text[]) AS q",
-            params,
-        )
+        notify = cls._enqueue_epilogue(fresh, ctes, params, created_only=False)
+        return f"{'WITH ' if ctes else ''}{', '.join(ctes)} SELECT {notify}", params
 
     # -- reading --------------------------------------------------------------------------
     def get_job(self, job_id: str) -> Job | None:
