@@ -233,6 +233,33 @@ def test_finish_complete(store):
     assert done.worker_id is None and done.lease_until is None
 
 
+AWKWARD_TEXTS = ['say "hi"', "back\\slash", "{a,b}", "NULL", "", " padded ", "tab\tnew\nline\r", "é ✓ 🙂",
+                 '\\"', ",", "null"]
+
+
+def test_finish_batch_stores_awkward_results_and_errors_exactly(store):
+    """A batch of completions goes to the server as arrays: every value that an array literal
+    must quote or escape comes back as it was, each on its own job."""
+    ids = [f"awk-{i}" for i in range(len(AWKWARD_TEXTS))]
+    store.enqueue([new_job(i) for i in ids])
+    jobs = {j.id: j for j in claim_all(store)}
+    outcomes = []
+    for n, (job_id, text) in enumerate(zip(ids, AWKWARD_TEXTS)):
+        if n % 2:
+            outcomes.append(Outcome(job_id, jobs[job_id].attempt, Status.COMPLETE, result_json=json.dumps(text)))
+        else:
+            err = {"type": "E", "message": text}
+            outcomes.append(Outcome(job_id, jobs[job_id].attempt, Status.FAILED, error=err, reason=text))
+    assert sorted(store.finish(W1, outcomes)) == sorted(ids)
+    for n, (job_id, text) in enumerate(zip(ids, AWKWARD_TEXTS)):
+        job = store.get_job(job_id)
+        if n % 2:
+            assert job.status is Status.COMPLETE and job.result == text
+        else:
+            assert job.status is Status.FAILED and job.error == {"type": "E", "message": text}
+            assert store.events(job_id)[-1].reason == text
+
+
 def test_finish_retrying_then_failed_keeps_error(store):
     store.enqueue([new_job("r", max_attempts=2)])
     [job] = claim_all(store)

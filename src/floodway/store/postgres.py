@@ -46,6 +46,8 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.adapt import AdaptersMap, Dumper
+from psycopg.pq import Format
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import ConfigError, JobNotFound, LeaseLost, SchemaTooNewError, StoreError, TransitionError
@@ -102,7 +104,7 @@ _NS_FAIR = 0x466C0003
 #: commit, taken in key order (see ``PostgresStore._mark_fair_keys``); params: _NS_FAIR, keys
 _LOCKED_FAIR_KEYS = (
     "SELECT k, pg_advisory_xact_lock_shared(%s, hashtext(k)) FROM "
-    "(SELECT k FROM unnest(%b::text[]) AS k ORDER BY k) s"
+    "(SELECT k FROM unnest(%t::text[]) AS k ORDER BY k) s"
 )
 
 #: what an enqueue writes to ``jobs``: (column, PostgreSQL type, the NewJob attribute)
@@ -230,14 +232,14 @@ class _Admission:
         names = [p[0] for p in ordered]
         keys = [p[1] for p in ordered]
         cur.execute(
-            "INSERT INTO limit_keys (limit_name, key) SELECT n, k FROM unnest(%b::text[], %b::text[]) AS p(n, k) "
+            "INSERT INTO limit_keys (limit_name, key) SELECT n, k FROM unnest(%t::text[], %t::text[]) AS p(n, k) "
             "ORDER BY n, k ON CONFLICT DO NOTHING",
             (names, keys),
         )
         skip = " SKIP LOCKED" if self._locked_once else ""
         cur.execute(
             "SELECT limit_name, key, tat, paused_until, running, admitted FROM limit_keys "
-            "WHERE (limit_name, key) IN (SELECT n, k FROM unnest(%b::text[], %b::text[]) AS p(n, k)) "
+            "WHERE (limit_name, key) IN (SELECT n, k FROM unnest(%t::text[], %t::text[]) AS p(n, k)) "
             f"ORDER BY limit_name, key FOR UPDATE{skip}",
             (names, keys),
         )
@@ -288,7 +290,7 @@ class _Admission:
         ordered = sorted(self.dirty)
         cur.execute(
             "UPDATE limit_keys l SET tat = v.tat, running = v.running, admitted = v.admitted "
-            "FROM unnest(%b::text[], %b::text[], %b::float8[], %b::int[], %b::int8[]) AS v(n, k, tat, running, admitted) "
+            "FROM unnest(%t::text[], %t::text[], %t::float8[], %t::int[], %t::int8[]) AS v(n, k, tat, running, admitted) "
             "WHERE l.limit_name = v.n AND l.key = v.k",
             (
                 [p[0] for p in ordered],
@@ -337,6 +339,42 @@ def _redact(url: str) -> str:
 #: a session frozen inside a transaction (a paused VM, SIGSTOP, a debugger) would hold its row
 #: locks and stall every other worker; PostgreSQL ends such a transaction after this long (ms)
 IDLE_IN_TRANSACTION_MS = 10_000
+
+
+def _array_element(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):  # str enums (Status) included: their text is their value
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if value is True or value is False:
+        return "t" if value else "f"
+    if isinstance(value, float):
+        return repr(value)  # the shortest text that reads back as the same double; inf and nan too
+    if isinstance(value, int):
+        return str(int(value))
+    raise TypeError(f"cannot send a {type(value).__name__} in a PostgreSQL array")
+
+
+def _array_literal(values: Iterable[Any]) -> str:
+    """``values`` as a PostgreSQL array literal (one dimension): strings double-quoted with
+    their backslashes and quotes escaped, ``None`` as NULL."""
+    return "{" + ",".join(map(_array_element, values)) + "}"
+
+
+class _ArrayLiteralDumper(Dumper):
+    """Sends a Python list as an array literal, for ``%t`` placeholders that the SQL casts
+    (``%t::text[]``). psycopg's own list dumpers choose a dumper for every element in Python;
+    on a batch of 23 completions that cost ~470 µs, this ~100 µs."""
+
+    format = Format.TEXT
+
+    def dump(self, obj: list) -> bytes:
+        return _array_literal(obj).encode()
+
+
+# the adapters every floodway connection uses: psycopg's, with lists sent as literals
+_ADAPTERS = AdaptersMap(psycopg.adapters)
+_ADAPTERS.register_dumper(list, _ArrayLiteralDumper)
 
 
 @contextlib.contextmanager
@@ -443,7 +481,8 @@ class PostgresStore(Store):
             max_size=self.pool_max,
             timeout=self.pool_timeout,
             kwargs={"autocommit": True, "prepare_threshold": self.prepare_threshold or None,
-                    "cursor_factory": _SyncingCursor, "application_name": self._app_name},
+                    "cursor_factory": _SyncingCursor, "application_name": self._app_name,
+                    "context": _ADAPTERS},
             configure=_configure_session,
             open=True,
             name="floodway",
@@ -461,7 +500,7 @@ class PostgresStore(Store):
     # -- connections and transactions -----------------------------------------------------
     def _connect(self, *, autocommit: bool) -> psycopg.Connection:
         return psycopg.connect(self._conninfo, autocommit=autocommit, application_name=self._app_name,
-                               prepare_threshold=self.prepare_threshold or None)
+                               prepare_threshold=self.prepare_threshold or None, context=_ADAPTERS)
 
     def _measure_clock(self, conn: psycopg.Connection) -> None:
         """Use the server's clock: time.time() + offset (measured at the midpoint of a round trip)."""
@@ -652,8 +691,8 @@ class PostgresStore(Store):
         cols = list(zip(*rows))
         cur.execute(
             "INSERT INTO job_events (job_id, at, from_status, to_status, attempt, error, worker_id, reason) "
-            "SELECT * FROM unnest(%b::text[], %b::float8[], %b::text[], %b::text[], %b::int[], %b::text[], "
-            "%b::text[], %b::text[])",
+            "SELECT * FROM unnest(%t::text[], %t::float8[], %t::text[], %t::text[], %t::int[], %t::text[], "
+            "%t::text[], %t::text[])",
             [list(c) for c in cols],
         )
 
@@ -683,7 +722,7 @@ class PostgresStore(Store):
     def _notify(cur: psycopg.Cursor, queues: Iterable[str]) -> None:
         queues = sorted(set(queues))
         if queues:
-            cur.execute("SELECT pg_notify(%s, q) FROM unnest(%b::text[]) AS q", (CHANNEL, queues))
+            cur.execute("SELECT pg_notify(%s, q) FROM unnest(%t::text[]) AS q", (CHANNEL, queues))
 
     # -- enqueue --------------------------------------------------------------------------
     def enqueue_new(
@@ -770,7 +809,7 @@ class PostgresStore(Store):
             names = sorted(queues)
             ctes.append(
                 "q AS (INSERT INTO queues (name, max_concurrency) "
-                "SELECT * FROM unnest(%b::text[], %b::int[]) ON CONFLICT DO NOTHING)"
+                "SELECT * FROM unnest(%t::text[], %t::int[]) ON CONFLICT DO NOTHING)"
             )
             params += [names, [queues[n] for n in names]]
         ready_groups = sorted({j.fair_key for j in fresh if j.status is Status.WAITING})
@@ -792,11 +831,11 @@ class PostgresStore(Store):
             join = " JOIN ins ON ins.id = s.j" if created_only else ""
             ctes.append(
                 "seg AS (INSERT INTO segments (job_id, arg, idx, data) SELECT s.j, s.a, s.i, s.d "
-                f"FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[]) AS s(j, a, i, d){join})"
+                f"FROM unnest(%t::text[], %t::text[], %t::int[], %t::text[]) AS s(j, a, i, d){join})"
             )
             params += [list(c) for c in zip(*segments)]
         params += [CHANNEL, sorted({j.queue for j in fresh})]
-        return "(SELECT count(pg_notify(%s, q)) FROM unnest(%b::text[]) AS q)"
+        return "(SELECT count(pg_notify(%s, q)) FROM unnest(%t::text[]) AS q)"
 
     @classmethod
     def _enqueue_statement(
@@ -826,7 +865,7 @@ class PostgresStore(Store):
         params += [now, now]
         source = ""
         if unnested:
-            types = ", ".join(f"%b::{kind}[]" for name, kind, _ in _ENQUEUE_COLUMNS if name in unnested)
+            types = ", ".join(f"%t::{kind}[]" for name, kind, _ in _ENQUEUE_COLUMNS if name in unnested)
             source = f" FROM unnest({types}) AS u({', '.join(unnested)})"
             params += arrays
         columns = ", ".join(name for name, _, _ in _ENQUEUE_COLUMNS)
@@ -865,7 +904,7 @@ class PostgresStore(Store):
     ) -> list[Job]:
         where, params = [], []
         if status:
-            where.append("status = ANY(%b::text[])")
+            where.append("status = ANY(%t::text[])")
             params.append([Status(s).value for s in status])
         for column, value in (("queue", queue), ("task", task), ("tenant", tenant)):
             if value is not None:
@@ -993,7 +1032,7 @@ class PostgresStore(Store):
     @staticmethod
     def _queue_sql(queues: list[str] | None) -> tuple[str, Any]:
         """The capped or paused queues this claim may take from that have ready jobs."""
-        filt = " AND q.name = ANY(%b::text[])" if queues is not None else ""
+        filt = " AND q.name = ANY(%t::text[])" if queues is not None else ""
         return (
             "SELECT q.name, q.max_concurrency, q.paused FROM queues q "
             f"WHERE (q.max_concurrency IS NOT NULL OR q.paused){filt} AND EXISTS "
@@ -1014,11 +1053,11 @@ class PostgresStore(Store):
             names = sorted(capped)
             cur.execute(
                 "SELECT pg_advisory_xact_lock(%s, hashtext(n)) FROM "
-                "(SELECT n FROM unnest(%b::text[]) AS n ORDER BY n) s",
+                "(SELECT n FROM unnest(%t::text[]) AS n ORDER BY n) s",
                 (_NS_QUEUE, names),
             )
             cur.execute(
-                "SELECT queue, COUNT(*) FROM jobs WHERE status = 'running' AND queue = ANY(%b::text[]) GROUP BY queue",
+                "SELECT queue, COUNT(*) FROM jobs WHERE status = 'running' AND queue = ANY(%t::text[]) GROUP BY queue",
                 (names,),
             )
             running = {q: int(c) for q, c in cur.fetchall()}
@@ -1050,7 +1089,7 @@ class PostgresStore(Store):
         params: dict[str, Any] = {"now": now, "ns": _NS_FAIR, "n": limit, "w": worker_id, "lease": now + lease}
         where = ""
         if queues is not None:
-            where, params["queues"] = "AND queue = ANY(%(queues)b::text[]) ", queues
+            where, params["queues"] = "AND queue = ANY(%(queues)t::text[]) ", queues
         # promoted first, in a statement of its own: a CTE's changes are invisible to its siblings
         cur.connection.cursor().execute(self._PROMOTE, params)
         cur.execute(self._FAST_CLAIM.format(queues=where), params)
@@ -1091,7 +1130,7 @@ class PostgresStore(Store):
         admission.write_back(cur)
         if admission.blocked_ids:
             cur.execute(
-                "UPDATE jobs SET throttled_since = COALESCE(throttled_since, %s) WHERE id = ANY(%b::text[])",
+                "UPDATE jobs SET throttled_since = COALESCE(throttled_since, %s) WHERE id = ANY(%t::text[])",
                 (now, admission.blocked_ids),
             )
         if served and many_groups:
@@ -1099,7 +1138,7 @@ class PostgresStore(Store):
             # is stamping right now is being served anyway
             cur.execute(
                 "UPDATE fair_keys SET served_at = %s WHERE key IN "
-                "(SELECT key FROM fair_keys WHERE key = ANY(%b::text[]) ORDER BY key FOR UPDATE SKIP LOCKED)",
+                "(SELECT key FROM fair_keys WHERE key = ANY(%t::text[]) ORDER BY key FOR UPDATE SKIP LOCKED)",
                 (now, served),
             )
         if not ids:
@@ -1108,7 +1147,7 @@ class PostgresStore(Store):
             "WITH c AS (UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = %(w)s, "
             "lease_until = %(lease)s, started_at = %(now)s, updated_at = %(now)s, "
             "throttled_seconds = throttled_seconds + COALESCE(%(now)s - throttled_since, 0), "
-            f"throttled_since = NULL WHERE id = ANY(%(ids)b::text[]) RETURNING {_JOB_COLUMNS}), "
+            f"throttled_since = NULL WHERE id = ANY(%(ids)t::text[]) RETURNING {_JOB_COLUMNS}), "
             "e AS (INSERT INTO job_events (job_id, at, from_status, to_status, attempt, worker_id) "
             "SELECT id, %(now)s, 'waiting', 'running', attempt, %(w)s FROM c) "
             f"SELECT {_JOB_COLUMNS} FROM c",
@@ -1170,20 +1209,20 @@ class PostgresStore(Store):
             where = "j.status = 'waiting' AND NOT j.paused AND j.fair_key = g.key"
             params: dict[str, Any] = {"groups": batch, "per": per}
             if queues is not None:
-                where += " AND j.queue = ANY(%(queues)b::text[])"
+                where += " AND j.queue = ANY(%(queues)t::text[])"
                 params["queues"] = queues
             if without_limits:
                 where += " AND j.limits IS NULL"
             if full:
-                where += " AND NOT (j.queue = ANY(%(full)b::text[]))"
+                where += " AND NOT (j.queue = ANY(%(full)t::text[]))"
                 params["full"] = full
             seen = [i for g in batch for i in fetched_ids.get(g, ())]
             if seen:
-                where += " AND NOT (j.id = ANY(%(seen)b::text[]))"
+                where += " AND NOT (j.id = ANY(%(seen)t::text[]))"
                 params["seen"] = seen
             cols = ", ".join(f"j.{c.strip()}" for c in _JOB_COLUMNS.split(","))
             cur.execute(
-                f"SELECT g.key, {cols} FROM unnest(%(groups)b::text[]) WITH ORDINALITY AS g(key, ord) "
+                f"SELECT g.key, {cols} FROM unnest(%(groups)t::text[]) WITH ORDINALITY AS g(key, ord) "
                 f"CROSS JOIN LATERAL (SELECT * FROM jobs j WHERE {where} "
                 "ORDER BY j.priority DESC, j.run_at, j.seq LIMIT %(per)s FOR UPDATE OF j SKIP LOCKED) j "
                 "ORDER BY g.ord",
@@ -1259,13 +1298,13 @@ class PostgresStore(Store):
         lock (try, never wait), and re-checked in a fresh statement after it, so a group
         being made ready by a transaction in flight is never lost."""
         cur.execute(
-            "SELECT k FROM unnest(%b::text[]) AS k WHERE pg_try_advisory_xact_lock(%s, hashtext(k))",
+            "SELECT k FROM unnest(%t::text[]) AS k WHERE pg_try_advisory_xact_lock(%s, hashtext(k))",
             (sorted(set(keys)), _NS_FAIR),
         )
         locked = [r[0] for r in cur.fetchall()]
         if locked:
             cur.execute(
-                "DELETE FROM fair_keys f WHERE f.key = ANY(%b::text[]) AND NOT EXISTS "
+                "DELETE FROM fair_keys f WHERE f.key = ANY(%t::text[]) AND NOT EXISTS "
                 "(SELECT 1 FROM jobs j WHERE j.status = 'waiting' AND NOT j.paused AND j.fair_key = f.key)",
                 (locked,),
             )
@@ -1275,7 +1314,7 @@ class PostgresStore(Store):
         extra = " AND NOT paused AND NOT (queue = ANY(ARRAY(SELECT name FROM queues WHERE paused)))"
         params: dict[str, Any] = {}
         if queues is not None:
-            extra += " AND queue = ANY(%(q)b::text[])"
+            extra += " AND queue = ANY(%(q)t::text[])"
             params["q"] = queues
         rows = self._read(
             f"SELECT CASE WHEN EXISTS (SELECT 1 FROM jobs WHERE status = 'waiting'{extra}) THEN 0 ELSE "
@@ -1300,9 +1339,9 @@ class PostgresStore(Store):
             # one statement: the guarded update, the events, step slots and the finished jobs'
             # own state go; the slots come back as 's' rows to be released below
             cur.execute(
-                "WITH o AS (SELECT * FROM unnest(%(ids)b::text[], %(attempts)b::int[], %(statuses)b::text[], "
-                "%(results)b::text[], %(errors)b::text[], %(run_ats)b::float8[], %(back)b::int[], "
-                "%(throttled)b::float8[], %(finals)b::bool[], %(reasons)b::text[], %(purge)b::bool[]) "
+                "WITH o AS (SELECT * FROM unnest(%(ids)t::text[], %(attempts)t::int[], %(statuses)t::text[], "
+                "%(results)t::text[], %(errors)t::text[], %(run_ats)t::float8[], %(back)t::int[], "
+                "%(throttled)t::float8[], %(finals)t::bool[], %(reasons)t::text[], %(purge)t::bool[]) "
                 "AS o(id, attempt, status, result, error, run_at, back, throttled, final, reason, purge)), "
                 "u AS (UPDATE jobs j SET status = o.status, result = o.result, "
                 "error = CASE WHEN o.status = 'complete' THEN NULL ELSE COALESCE(o.error, j.error) END, "
@@ -1377,7 +1416,7 @@ class PostgresStore(Store):
         here, returned so ``_release_limits`` gives them back."""
         if not job_ids:
             return []
-        cur.execute("DELETE FROM job_slots WHERE job_id = ANY(%b::text[]) RETURNING limit_name, key", (job_ids,))
+        cur.execute("DELETE FROM job_slots WHERE job_id = ANY(%t::text[]) RETURNING limit_name, key", (job_ids,))
         return [[name, key] for name, key in cur.fetchall()]
 
     @staticmethod
@@ -1391,7 +1430,7 @@ class PostgresStore(Store):
             counts[(name, key)] = counts.get((name, key), 0) + 1
         ordered = sorted(counts)
         cur.execute(
-            "WITH v AS (SELECT * FROM unnest(%b::text[], %b::text[], %b::int[]) AS v(n, k, c)), "
+            "WITH v AS (SELECT * FROM unnest(%t::text[], %t::text[], %t::int[]) AS v(n, k, c)), "
             "locked AS (SELECT l.limit_name, l.key, v.c FROM limit_keys l JOIN v ON l.limit_name = v.n AND l.key = v.k "
             "ORDER BY l.limit_name, l.key FOR UPDATE OF l) "
             "UPDATE limit_keys l SET running = GREATEST(l.running - locked.c, 0) FROM locked "
@@ -1407,7 +1446,7 @@ class PostgresStore(Store):
                 return set()
             cur.execute(
                 "UPDATE jobs SET lease_until = %s WHERE worker_id = %s AND status = 'running' "
-                "AND id = ANY(%b::text[]) RETURNING id, cancel_requested",
+                "AND id = ANY(%t::text[]) RETURNING id, cancel_requested",
                 (now + lease, worker_id, sorted(job_ids)),
             )
             return {r[0] for r in cur.fetchall() if r[1]}
@@ -1455,7 +1494,7 @@ class PostgresStore(Store):
             cur.execute(
                 "UPDATE jobs j SET status = v.status, worker_id = NULL, lease_until = NULL, error = v.error, "
                 "updated_at = %s, finished_at = CASE WHEN v.final THEN %s ELSE NULL END "
-                "FROM unnest(%b::text[], %b::text[], %b::text[], %b::bool[]) AS v(id, status, error, final) "
+                "FROM unnest(%t::text[], %t::text[], %t::text[], %t::bool[]) AS v(id, status, error, final) "
                 "WHERE j.id = v.id AND j.status = 'running'",
                 (now, now, ids, targets, errors, finals),
             )
@@ -1473,7 +1512,7 @@ class PostgresStore(Store):
             return None
         rows = self._read(
             "SELECT AVG(finished_at - started_at) FROM (SELECT finished_at, started_at FROM jobs "
-            "WHERE status = 'complete' AND task = ANY(%b::text[]) ORDER BY finished_at DESC LIMIT %s) s",
+            "WHERE status = 'complete' AND task = ANY(%t::text[]) ORDER BY finished_at DESC LIMIT %s) s",
             (tasks, sample),
         )
         return float(rows[0][0]) if rows and rows[0][0] is not None else None
@@ -1731,7 +1770,7 @@ class PostgresStore(Store):
             return set()
         rows = self._read(
             "SELECT j.id FROM jobs j LEFT JOIN queues q ON q.name = j.queue "
-            "WHERE j.id = ANY(%b::text[]) AND (j.paused OR COALESCE(q.paused, false))",
+            "WHERE j.id = ANY(%t::text[]) AND (j.paused OR COALESCE(q.paused, false))",
             (list(job_ids),),
         )
         return {r[0] for r in rows}
@@ -1977,7 +2016,7 @@ class PostgresStore(Store):
 
         def go(cur: psycopg.Cursor) -> int:
             cur.execute(
-                "WITH doomed AS (DELETE FROM jobs WHERE status = ANY(%b::text[]) AND finished_at < %s "
+                "WITH doomed AS (DELETE FROM jobs WHERE status = ANY(%t::text[]) AND finished_at < %s "
                 "RETURNING id, state_key), "
                 "ev AS (DELETE FROM job_events WHERE job_id IN (SELECT id FROM doomed)), "
                 "seg AS (DELETE FROM segments WHERE job_id IN (SELECT id FROM doomed)), "
