@@ -32,6 +32,11 @@ ready (imports and start-up excluded; all are released at once) until the databa
 N jobs finished (polled every 20 ms): floodway ``status = 'complete'``, pgqueuer no row left in
 ``pgqueuer`` (finished jobs move to its log), procrastinate ``status = 'succeeded'``. Every
 job's completion is therefore committed when the clock stops, for every system.
+
+The 10 ms rows also show the "asyncio ceiling": the same number of 10 ms sleeps in the same
+number of processes, 20 coroutines each, on a bare asyncio loop with no queue at all. 20 slots of
+10 ms jobs could do 2,000/s per process, but asyncio's timers fire up to a millisecond late
+(epoll's timeout is whole milliseconds, rounded up), so no asyncio worker goes past this row.
 """
 
 from __future__ import annotations
@@ -231,6 +236,24 @@ def role_work(system: str, url: str, kind: str) -> None:
     raise SystemExit(f"unknown system {system}")
 
 
+def role_ceiling(n: int) -> None:
+    """The 10 ms drain without any queue: CONCURRENCY coroutines of a bare asyncio loop sleep
+    10 ms each, n times in all. No asyncio worker can beat it: asyncio's timers fire late by up
+    to a millisecond (epoll's timeout is whole milliseconds, rounded up)."""
+    print("ready", flush=True)
+    sys.stdin.readline()
+
+    async def go():
+        left = [n]
+
+        async def slot():
+            while left[0] > 0:
+                left[0] -= 1
+                await asyncio.sleep(0.01)
+        await asyncio.gather(*(slot() for _ in range(CONCURRENCY)))
+    asyncio.run(go())
+
+
 # ---------------------------------------------------------------------------------------------
 # the driver
 # ---------------------------------------------------------------------------------------------
@@ -361,6 +384,27 @@ def measure_drain(system: str, server: str, n: int, kind: str, processes: int, t
         db.drop()
 
 
+CEILING = "asyncio ceiling"
+
+
+def measure_ceiling(n: int, processes: int) -> float:
+    """``role_ceiling`` in ``processes`` processes at once (n in all), timed like a drain."""
+    procs = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--role", "ceiling", "-", "-",
+                               str(n // processes)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for _ in range(processes)]
+    for p in procs:
+        if p.stdout.readline().strip() != "ready":
+            raise RuntimeError("the asyncio ceiling process did not start")
+    start = time.perf_counter()
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    for p in procs:
+        if p.wait(timeout=600) != 0:
+            raise RuntimeError("the asyncio ceiling process failed")
+    return (n // processes) * processes / (time.perf_counter() - start)
+
+
 def server_info(server: str) -> str:
     import psycopg
 
@@ -404,6 +448,8 @@ def main() -> None:
             print(json.dumps({"seconds": seconds}))
         elif role == "work":
             role_work(system, url, rest[0])
+        elif role == "ceiling":
+            role_ceiling(int(rest[0]))
         return
 
     sizes = QUICK if args.quick else DEFAULTS
@@ -450,10 +496,16 @@ def main() -> None:
                         what = {"noop": "no-op", "sleep": "10 ms sleep", "hot": "no-op, one shared limit"}[scenario]
                         label = f"{what} jobs, {procs} proc x {CONCURRENCY} (n={sizes[scenario]})"
                         keep(label, system, measure_drain(system, server, sizes[scenario], scenario, procs, 600))
+            if scenario == "sleep":
+                for procs in process_counts:
+                    label = f"10 ms sleep jobs, {procs} proc x {CONCURRENCY} (n={sizes[scenario]})"
+                    keep(label, CEILING, measure_ceiling(sizes[scenario], procs))
     for (label, system), value in best.items():
         record(label, system, value)
 
     print()
+    if "sleep" in scenarios:
+        systems = [*systems, CEILING]
     header = "| scenario | " + " | ".join(systems) + " | " + " | ".join(
         f"floodway / {s}" for s in systems if s != "floodway") + " |"
     print(header)
