@@ -24,6 +24,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from floodway import App
 from floodway.errors import ConfigError, SchemaTooNewError, StoreError
@@ -510,3 +512,41 @@ def test_claims_from_many_threads_never_share_a_job(postgres_url):
         assert info.keys[0].admitted == 1000
     finally:
         seed.close()
+
+
+# -- how lists are sent ---------------------------------------------------------------------------
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
+_SCALAR = {
+    "text": st.one_of(st.none(), _TEXT, st.sampled_from(['"', "\\", "NULL", "", " ", "{}", ",", '\\"'])),
+    "int8": st.one_of(st.none(), st.integers(min_value=-2**63, max_value=2**63 - 1)),
+    "float8": st.one_of(st.none(), st.floats(allow_nan=False), st.integers(min_value=-2**53, max_value=2**53)),
+    "bool": st.one_of(st.none(), st.booleans()),
+}
+
+
+def test_lists_sent_as_array_literals_come_back_exactly(postgres_url):
+    """Every list floodway sends is written as an array literal (``_array_literal``): whatever
+    the values (quotes, backslashes, "NULL" as text, NULLs, the extremes of each type, lists of
+    one kind or mixed), the server reads back the same list."""
+    import psycopg
+
+    from floodway.store.postgres import _ADAPTERS
+
+    with psycopg.connect(postgres_url, autocommit=True, context=_ADAPTERS) as conn:
+        def round_trip_of(sql_type, element):
+            @settings(max_examples=150, deadline=None, database=None)
+            @given(values=st.lists(element, max_size=8))
+            def round_trip(values):
+                [back] = conn.execute(f"SELECT %t::{sql_type}[]", (values,)).fetchone()
+                assert back == values
+            return round_trip
+
+        for sql_type, element in _SCALAR.items():
+            round_trip_of(sql_type, element)()
+        assert conn.execute("SELECT %t::float8[]", ([float("inf"), float("-inf"), 5e-324],)).fetchone()[0] == \
+            [float("inf"), float("-inf"), 5e-324]
+        assert conn.execute("SELECT %t::text[]", ([Status.WAITING, "x", None],)).fetchone()[0] == ["waiting", "x", None]
+        # a NUL is refused by the server, never split into two elements
+        with pytest.raises(psycopg.Error):
+            conn.execute("SELECT %t::text[]", (["a\x00b", "c"],))
