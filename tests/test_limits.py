@@ -294,6 +294,26 @@ def test_a_prefetch_claim_takes_only_jobs_holding_no_limit(store):
     assert sorted(j.id for j in claim_all(store)) == ["held-0", "held-1", "held-2"]
 
 
+def test_claim_ahead_adds_only_jobs_holding_no_limit(store):
+    """``ahead``: more jobs in the same claim, for the worker to start later, only when none of
+    them can hold a limit. PostgreSQL takes them on its plain-job claim; SQLite never does."""
+    from floodway.store.postgres import PostgresStore
+
+    store.enqueue([limited(f"plain-{i}", []) for i in range(6)])
+    got = store.claim(W1, queues=None, limit=2, lease=30.0, ahead=3)
+    assert len(got) == (5 if isinstance(store, PostgresStore) else 2)
+    assert [j.id for j in got] == [f"plain-{i}" for i in range(len(got))]  # in claim order
+    assert all(store.get_job(j.id).status is Status.RUNNING for j in got)
+    assert len(claim_all(store, limit=10)) == 6 - len(got)
+
+    # jobs that hold a limit are in play: only ``limit`` jobs, whatever ``ahead`` says
+    store.declare_limit(LimitSpec.build("api", concurrency=10))
+    store.enqueue([limited(f"held-{i}", [["api", ""]]) for i in range(4)])
+    store.enqueue([limited(f"free-{i}", []) for i in range(4)])
+    got = store.claim(W1, queues=None, limit=2, lease=30.0, ahead=5)
+    assert len(got) == 2
+
+
 def test_plain_jobs_in_capped_and_paused_queues_are_claimed_by_their_rules(store):
     """Jobs with no tenant and no limit in a mix of queues: the uncapped ones, the capped
     queue's free slots, nothing from a paused queue — in one claim."""

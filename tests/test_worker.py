@@ -394,6 +394,41 @@ def _blocker_and_quick(app):
     return blocker, quick, started, release, ran
 
 
+def test_a_backlog_of_short_jobs_is_claimed_with_the_prefetch_in_one_claim(app):
+    """Draining a backlog, the worker may ask for its free slots plus the prefetch in one claim
+    (``ahead``; the store's side is tested in test_limits). The jobs beyond the free slots wait
+    in the worker and start as slots free: every job runs exactly once, never more at a time
+    than the concurrency."""
+    from floodway.store.postgres import PostgresStore
+
+    running, most, ran = [0], [0], []
+
+    @app.task
+    async def short(n: int):
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        await asyncio.sleep(0)
+        ran.append(n)
+        running[0] -= 1
+
+    claims: list[tuple[int, int, int]] = []
+    claim = app.store.claim
+
+    def recording_claim(*args, **kwargs):
+        got = claim(*args, **kwargs)
+        claims.append((kwargs["limit"], kwargs.get("ahead", 0), len(got)))
+        return got
+
+    app.store.claim = recording_claim
+    app.enqueue_many(short, [{"n": i} for i in range(200)])
+    app.worker(concurrency=4, prefetch=4, burst=True).run()
+    assert sorted(ran) == list(range(200)) and most[0] <= 4
+    assert all(got <= limit + ahead for limit, ahead, got in claims)
+    if not isinstance(app.store, PostgresStore):
+        assert all(got <= limit for limit, _, got in claims)
+    assert {k: v for k, v in app.store.count_jobs().items() if v} == {"complete": 200}
+
+
 def test_prefetched_jobs_go_back_unspent_when_the_worker_stops(app):
     blocker, quick, started, release, ran = _blocker_and_quick(app)
 

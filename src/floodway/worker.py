@@ -74,9 +74,10 @@ class Worker:
         loses its jobs to another worker after this long.
     :param grace: how long a stopping worker lets running jobs finish before releasing them.
     :param poll_interval: the longest an idle worker sleeps before looking for work again.
-    :param batch_size: the most jobs claimed in one transaction.
+    :param batch_size: the most jobs claimed in one transaction for free slots.
     :param prefetch: how many jobs to claim ahead while every slot is busy (default: one
-        batch; 0 turns it off). A slot that comes free starts one of them at once, without
+        batch; 0 turns it off), and, while draining a backlog, in the same claim as the free
+        slots (PostgreSQL). A slot that comes free starts one of them at once, without
         waiting for a claim's round trip. Only jobs that hold no limit are claimed ahead (an
         admitted rate-limited job must run when admitted); prefetched jobs are leased like
         running ones, renewed by the heartbeat, and given back unspent when the worker stops.
@@ -284,6 +285,9 @@ class Worker:
                     # when the last claim took jobs the claim itself is the cheapest look;
                     # otherwise ask first whether anything is due, and when
                     due = 0.0 if found_work else await self._store(self.app.store.next_due, self.queues)
+                    # draining a backlog: fill the free slots and the prefetch in one claim
+                    want = min(free, self.batch_size)
+                    ahead = max(0, min(room, in_flight - want)) if found_work else 0
                     found_work = False
                     now = time.time()
                     if due is not None and due <= now:
@@ -291,12 +295,17 @@ class Worker:
                             self.app.store.claim,
                             self.id,
                             queues=self.queues,
-                            limit=min(free, self.batch_size),
+                            limit=want,
                             lease=self.lease,
+                            ahead=ahead,
                         )
                         failures = 0
-                        for job in jobs:
-                            self._start(job)
+                        for n, job in enumerate(jobs):
+                            if n < want:
+                                self._start(job)
+                            else:  # claimed ahead: holds no limit, starts as a slot frees
+                                self._unflushed.add(job.id)
+                                self._prefetched.append(job)
                         if jobs:
                             found_work = True
                             continue

@@ -328,7 +328,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def claim(
         self, worker_id: str, *, queues: list[str] | None, limit: int, lease: float,
-        without_limits: bool = False,
+        without_limits: bool = False, ahead: int = 0,
     ) -> ClaimedJobs:
         """Move up to ``limit`` ready jobs to ``running`` under a lease owned by ``worker_id``.
 
@@ -341,6 +341,11 @@ class Store(abc.ABC):
         ``without_limits`` takes only jobs that hold no limit: the worker's prefetch, whose
         jobs may wait a moment in the worker before they run — an admitted rate-limited job
         must run when admitted, or the requests bunch up at the destination.
+
+        ``ahead`` allows up to that many more jobs in the same transaction, after the first
+        ``limit``, if they hold no limit: the worker keeps them to start as its slots free (its
+        prefetch), so a backlog of short jobs is claimed in fewer, fuller transactions. A
+        backend may take fewer or none (SQLite does not; PostgreSQL does on its plain-job claim).
         """
 
     @abc.abstractmethod

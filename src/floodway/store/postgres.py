@@ -1084,13 +1084,14 @@ class PostgresStore(Store):
 
     def claim(
         self, worker_id: str, *, queues: list[str] | None, limit: int, lease: float,
-        without_limits: bool = False,
+        without_limits: bool = False, ahead: int = 0,
     ) -> ClaimedJobs:
         if limit <= 0:
             return ClaimedJobs()
         if time.monotonic() >= self._fast_claim_after:
-            fast, plain, capped = self._run(lambda cur: self._fast_claim(cur, worker_id, queues, limit, lease),
-                                            what="claim")
+            # every job this claim can take holds no limit, so the jobs ``ahead`` come with it
+            fast, plain, capped = self._run(
+                lambda cur: self._fast_claim(cur, worker_id, queues, limit + max(ahead, 0), lease), what="claim")
             if plain and not capped:
                 return ClaimedJobs(fast)
             # tenants, limits or queue caps are in play (nothing was taken): the full claim
