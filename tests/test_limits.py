@@ -221,13 +221,16 @@ def test_pause_holds_only_that_key_and_resumes_at_the_rate(store):
 def test_after_a_pause_jobs_come_back_at_the_rate_not_all_at_once(store):
     store.declare_limit(LimitSpec.build("api", rate="10/s", burst=5))
     store.enqueue([limited(f"p-{i}", [["api", ""]]) for i in range(20)])
-    store.pause_limit("api", "", time.time() + 0.2, "429")
+    until = store.pause_limit("api", "", time.time() + 0.2, "429")
     deadline = time.time() + 10
     claimed = []
     while not claimed and time.time() < deadline:
         claimed = claim_all(store, limit=20)
+        claimed_by = time.time()
         time.sleep(0.01)
-    assert len(claimed) == 1  # no burst at the reset
+    # no burst at the reset: one job, plus one per 100 ms that had passed since the reset when
+    # the claim returned (a stalled machine may claim late; the burst of 5 never comes back)
+    assert 1 <= len(claimed) <= 1 + int((claimed_by - until) * 10 + 0.01)
 
 
 def test_acquire(store):
