@@ -341,11 +341,16 @@ def _redact(url: str) -> str:
 IDLE_IN_TRANSACTION_MS = 10_000
 
 
+def _escape_array_text(text: str) -> str:
+    """Backslashes and double quotes escaped, for inside a double-quoted array element."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def _array_element(value: Any) -> str:
     if value is None:
         return "NULL"
     if isinstance(value, str):  # str enums (Status) included: their text is their value
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return '"' + _escape_array_text(value) + '"'
     if value is True or value is False:
         return "t" if value else "f"
     if isinstance(value, float):
@@ -369,9 +374,7 @@ def _array_literal(values: list) -> str:
     if kinds == {str}:
         raw = "\0".join(values)
         if raw.count("\0") == len(values) - 1:  # else a string holds a NUL: the server refuses it
-            if "\\" in raw or '"' in raw:
-                raw = raw.replace("\\", "\\\\").replace('"', '\\"')
-            return '{"' + raw.replace("\0", '","') + '"}'
+            return '{"' + _escape_array_text(raw).replace("\0", '","') + '"}'
     elif kinds == {type(None)}:
         return "{" + ",".join(["NULL"] * len(values)) + "}"
     elif kinds in _NUMBER_KINDS:
@@ -381,8 +384,8 @@ def _array_literal(values: list) -> str:
 
 class _ArrayLiteralDumper(Dumper):
     """Sends a Python list as an array literal, for ``%t`` placeholders that the SQL casts
-    (``%t::text[]``). psycopg's own list dumpers choose a dumper for every element in Python;
-    on a batch of 23 completions that cost ~470 µs, this ~100 µs."""
+    (``%t::text[]``). psycopg's own list dumpers choose a dumper for every element in Python:
+    ~470 µs for the 11 lists of a batch of 23 completions, against ~30–60 µs here."""
 
     format = Format.TEXT
 
