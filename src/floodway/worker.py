@@ -282,6 +282,10 @@ class Worker:
                                 type(exc).__name__, exc, timeout)
             elif free > 0:
                 try:
+                    # whether anything of ours is still in flight, read *before* the store is
+                    # asked: an outcome written during that read (a job released back to
+                    # waiting) would otherwise make a stale "nothing due" look final
+                    settled = not self._running and not self._unflushed
                     # when the last claim took jobs the claim itself is the cheapest look;
                     # otherwise ask first whether anything is due, and when
                     due = 0.0 if found_work else await self._store(self.app.store.next_due, self.queues)
@@ -313,7 +317,7 @@ class Worker:
                         # the earliest admission (or a local job finishing, or the poll)
                         if jobs.wake_at is not None:
                             timeout = min(self.poll_interval, max(jobs.wake_at - time.time(), 0.001))
-                    elif self.burst and not self._running and not self._unflushed:
+                    elif self.burst and settled:
                         # (an outcome not yet written may put a job back to waiting: wait for it)
                         return
                     elif due is not None:
