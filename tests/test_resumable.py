@@ -277,7 +277,9 @@ def test_segment_walk_resumes_at_segment_and_offset(app):
         walk = ctx.records("items")
         async for record in walk:
             processed.append(record["id"])
-            await asyncio.sleep(0.0005)
+            # at least 0.5 ms a record, so 2,500 records need many 100 ms runs; time.sleep, as
+            # an event loop's timer may fire early or at once for a sub-millisecond delay
+            time.sleep(0.0005)
         return ctx.continue_later() if walk.more else len(processed)
 
     h = app.enqueue(consume, {"items": records})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -498,7 +499,35 @@ def test_prefetch_never_claims_a_job_that_holds_a_limit(app):
     {"concurrency": 0}, {"concurrency": "4"}, {"queues": []}, {"queues": [""]},
     {"lease": "0s"}, {"grace": "-1s"}, {"poll_interval": "fast"},
     {"prefetch": -1}, {"prefetch": "2"}, {"prefetch": True},
+    {"loop": "trio"}, {"loop": None},
 ])
 def test_bad_worker_options(app, options):
     with pytest.raises(ConfigError):
         app.worker(**options)
+
+
+def _loop_of_each_job(app, **options) -> set[str]:
+    @app.task
+    async def where() -> str:
+        await asyncio.sleep(0.001)  # a timer, so the loop's clock is used, not only its ready queue
+        return type(asyncio.get_running_loop()).__module__
+
+    handles = app.enqueue_many(where, [{} for _ in range(30)])
+    app.worker(concurrency=5, burst=True, **options).run()
+    return {h.result(timeout=5) for h in handles}
+
+
+def test_run_uses_uvloop_by_default_when_it_is_installed(app):
+    pytest.importorskip("uvloop")  # a dependency on every platform floodway's tests run on
+    assert _loop_of_each_job(app) == {"uvloop"}
+
+
+def test_run_uses_the_loop_asked_for(app):
+    assert _loop_of_each_job(app, loop="asyncio") == {"asyncio.unix_events"}
+
+
+def test_asking_for_uvloop_without_it_installed_is_a_clear_error(app, monkeypatch):
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # makes `import uvloop` raise ImportError
+    with pytest.raises(ConfigError, match="needs the uvloop package"):
+        app.worker(loop="uvloop")
+    assert app.worker(loop="auto").loop_factory is None  # auto falls back to asyncio's loop

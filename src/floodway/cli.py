@@ -132,9 +132,11 @@ def cli(ctx: click.Context, app_spec: str | None, database: str | None, as_json:
 @click.option("--prefetch", type=click.IntRange(min=0), default=None,
               help="Jobs claimed ahead while every slot is busy (default: as many as --concurrency; 0: none). "
                    "Only jobs that hold no limit are claimed ahead.")
+@click.option("--loop", type=click.Choice(["auto", "uvloop", "asyncio"]), default="auto", show_default=True,
+              help="Event loop: uvloop when installed (auto), or the one named.")
 @click.pass_obj
 def worker(state: State, queues: str | None, concurrency: int, burst: bool, lease: str, grace: str,
-           poll_interval: str, prefetch: int | None) -> None:
+           poll_interval: str, prefetch: int | None, loop: str) -> None:
     """Run a worker until SIGTERM/SIGINT (or until idle, with --burst)."""
     app = state.app(required=True)
     queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
@@ -143,7 +145,7 @@ def worker(state: State, queues: str | None, concurrency: int, burst: bool, leas
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("floodway").setLevel(logging.INFO)
     w = app.worker(queues=queue_list, concurrency=concurrency, burst=burst, lease=lease,
-                   grace=grace, poll_interval=poll_interval, prefetch=prefetch)
+                   grace=grace, poll_interval=poll_interval, prefetch=prefetch, loop=loop)
     w.run()
     if state.as_json:
         click.echo(json.dumps({"worker": w.id, "processed": w.processed}))
