@@ -35,9 +35,10 @@ job's completion is therefore committed when the clock stops, for every system.
 
 Each worker runs on the event loop its own CLI uses: floodway and pgqueuer (``pgq run``) on
 uvloop, which both install on Linux, procrastinate on asyncio's (``procrastinate worker``).
+``--loop asyncio`` runs floodway's and pgqueuer's workers (and the ceiling) on asyncio's loop.
 
-The 10 ms rows also show the "uvloop ceiling": the same number of 10 ms sleeps in the same
-number of processes, 20 coroutines each, on a bare uvloop loop with no queue at all. 20 slots of
+The 10 ms rows also show the "loop ceiling": the same number of 10 ms sleeps in the same
+number of processes, 20 coroutines each, on a bare loop of the same kind with no queue at all. 20 slots of
 10 ms jobs could do 2,000/s per process; timers, wake-ups and scheduling take a little of that,
 so no worker on that loop goes past this row. (On asyncio's own loop the ceiling is lower,
 about 1,880/s: its timers fire up to a millisecond late, as epoll's timeout is whole
@@ -51,7 +52,6 @@ import asyncio
 import json
 import os
 import platform
-import shutil
 import signal
 import subprocess
 import sys
@@ -63,6 +63,7 @@ from urllib.parse import urlsplit, urlunsplit
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PEER_VENV = HERE / ".peers" / "pg-venv"
+LOOP_ENV = "FLOODWAY_BENCH_LOOP"  # --loop, passed to every worker and ceiling process
 PEER_PY = PEER_VENV / "bin" / "python"
 PEER_PACKAGES = ["pgqueuer", "procrastinate", "asyncpg", "psycopg[binary]"]
 SYSTEMS = ["floodway", "pgqueuer", "procrastinate"]
@@ -196,6 +197,16 @@ def role_enqueue(system: str, url: str, n: int, bulk: bool, kind: str) -> float:
     raise SystemExit(f"unknown system {system}")
 
 
+def _run_on_worker_loop(coro) -> None:
+    """Run a pgqueuer worker or the ceiling on the loop chosen with ``--loop``."""
+    if os.environ.get(LOOP_ENV) == "asyncio":
+        asyncio.run(coro)
+    else:
+        import uvloop  # a dependency of floodway and of pgqueuer on Linux; `pgq run` uses it
+
+        uvloop.run(coro)
+
+
 def role_work(system: str, url: str, kind: str) -> None:
     """Start a worker, say "ready", wait for "go" on stdin, run until SIGTERM/SIGKILL."""
     go_line = None
@@ -209,7 +220,8 @@ def role_work(system: str, url: str, kind: str) -> None:
         app, _ = _floodway_app(url, kind)
         app.store
         wait_for_go()
-        app.worker(concurrency=CONCURRENCY, grace="0s").run()
+        loop = "asyncio" if os.environ.get(LOOP_ENV) == "asyncio" else "uvloop"
+        app.worker(concurrency=CONCURRENCY, grace="0s", loop=loop).run()
         return
     if system == "pgqueuer":
         async def go():
@@ -227,9 +239,7 @@ def role_work(system: str, url: str, kind: str) -> None:
                     return None
             await asyncio.get_running_loop().run_in_executor(None, wait_for_go)
             await qm.run(batch_size=10, max_concurrent_tasks=CONCURRENCY)
-        import uvloop  # a dependency of pgqueuer on Linux; `pgq run` runs its workers on it
-
-        uvloop.run(go())
+        _run_on_worker_loop(go())
         return
     if system == "procrastinate":
         app, _ = _procrastinate_app(url, kind)
@@ -244,8 +254,8 @@ def role_work(system: str, url: str, kind: str) -> None:
 
 
 def role_ceiling(n: int) -> None:
-    """The 10 ms drain without any queue: CONCURRENCY coroutines of a bare uvloop loop (the
-    loop floodway's and pgqueuer's workers run on) sleep 10 ms each, n times in all."""
+    """The 10 ms drain without any queue: CONCURRENCY coroutines of a bare loop (the one
+    floodway's and pgqueuer's workers run on) sleep 10 ms each, n times in all."""
     print("ready", flush=True)
     sys.stdin.readline()
 
@@ -257,9 +267,7 @@ def role_ceiling(n: int) -> None:
                 left[0] -= 1
                 await asyncio.sleep(0.01)
         await asyncio.gather(*(slot() for _ in range(CONCURRENCY)))
-    import uvloop
-
-    uvloop.run(go())
+    _run_on_worker_loop(go())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,7 +400,7 @@ def measure_drain(system: str, server: str, n: int, kind: str, processes: int, t
         db.drop()
 
 
-CEILING = "uvloop ceiling"
+CEILING = "loop ceiling"
 
 
 def measure_ceiling(n: int, processes: int) -> float:
@@ -438,6 +446,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--url")
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
+                        help="the event loop of floodway's and pgqueuer's workers (default: uvloop, as their CLIs)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--systems", default=",".join(SYSTEMS))
@@ -446,6 +456,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1,
                         help="run each measurement this many times (interleaved) and keep the best")
     args = parser.parse_args()
+    if not args.role:
+        os.environ[LOOP_ENV] = args.loop  # every role process inherits the driver's choice
 
     if args.role:
         role, system, url, *rest = args.role
@@ -468,7 +480,8 @@ def main() -> None:
         ensure_peers()
     server = server_url(args.url)
     info = server_info(server)
-    print(f"# {info}; {os.cpu_count()} CPUs; Python {platform.python_version()}; {versions()}", flush=True)
+    print(f"# {info}; {os.cpu_count()} CPUs; Python {platform.python_version()}; {versions()}; "
+          f"floodway and pgqueuer workers on {args.loop}", flush=True)
 
     rows: list[tuple[str, dict[str, float]]] = []
 
