@@ -25,6 +25,7 @@ TIMEOUT = 60.0
 
 APP_SOURCE = textwrap.dedent(
     '''
+    import asyncio
     import os
 
     from floodway import App
@@ -51,6 +52,11 @@ APP_SOURCE = textwrap.dedent(
             open(path, "w").close()
             raise RuntimeError("the first run fails")
         return "the second run works"
+
+
+    @app.task
+    async def loop_name() -> str:
+        return type(asyncio.get_running_loop()).__module__
 
 
     @app.task(queue="emails")
@@ -427,6 +433,13 @@ def test_limit_and_pause_usage_errors(cli: Cli, args: tuple[str, ...], message: 
     cli.enqueue("call", {"tenant": "acme"})  # declares the limits in the store
     proc = cli.run(*args)
     assert proc.returncode == code and message in proc.stderr, (proc.returncode, proc.stderr)
+
+
+def test_worker_runs_jobs_on_the_loop_it_is_given(cli: Cli) -> None:
+    for loop, module in [("asyncio", "asyncio.unix_events"), ("uvloop", "uvloop"), ("auto", "uvloop")]:
+        job_id = cli.enqueue("loop_name", {})
+        assert cli.json("worker", "--burst", "--loop", loop, app=True)["processed"] == 1
+        assert cli.json("result", job_id) == module, loop
 
 
 def test_pause_and_resume_a_job_and_a_queue(cli: Cli) -> None:
