@@ -197,9 +197,14 @@ def role_enqueue(system: str, url: str, n: int, bulk: bool, kind: str) -> float:
     raise SystemExit(f"unknown system {system}")
 
 
+def _worker_loop() -> str:
+    """The loop chosen with ``--loop``, as the driver passed it down."""
+    return "asyncio" if os.environ.get(LOOP_ENV) == "asyncio" else "uvloop"
+
+
 def _run_on_worker_loop(coro) -> None:
     """Run a pgqueuer worker or the ceiling on the loop chosen with ``--loop``."""
-    if os.environ.get(LOOP_ENV) == "asyncio":
+    if _worker_loop() == "asyncio":
         asyncio.run(coro)
     else:
         import uvloop  # a dependency of floodway and of pgqueuer on Linux; `pgq run` uses it
@@ -220,8 +225,7 @@ def role_work(system: str, url: str, kind: str) -> None:
         app, _ = _floodway_app(url, kind)
         app.store
         wait_for_go()
-        loop = "asyncio" if os.environ.get(LOOP_ENV) == "asyncio" else "uvloop"
-        app.worker(concurrency=CONCURRENCY, grace="0s", loop=loop).run()
+        app.worker(concurrency=CONCURRENCY, grace="0s", loop=_worker_loop()).run()
         return
     if system == "pgqueuer":
         async def go():

@@ -27,6 +27,7 @@ from .errors import ConfigError, EnqueueError, FloodwayError, JobCancelled, JobF
 from .jobs import Event, Job, Status
 from .store.base import QueueInfo, WorkerInfo
 from .units import format_duration, iso, parse_duration
+from .worker import LOOPS
 
 if TYPE_CHECKING:  # rich is imported where output is rendered: --json and worker runs skip it
     from rich.console import Console
@@ -132,7 +133,7 @@ def cli(ctx: click.Context, app_spec: str | None, database: str | None, as_json:
 @click.option("--prefetch", type=click.IntRange(min=0), default=None,
               help="Jobs claimed ahead while every slot is busy (default: as many as --concurrency; 0: none). "
                    "Only jobs that hold no limit are claimed ahead.")
-@click.option("--loop", type=click.Choice(["auto", "uvloop", "asyncio"]), default="auto", show_default=True,
+@click.option("--loop", type=click.Choice(LOOPS), default="auto", show_default=True,
               help="Event loop: uvloop when installed (auto), or the one named.")
 @click.pass_obj
 def worker(state: State, queues: str | None, concurrency: int, burst: bool, lease: str, grace: str,

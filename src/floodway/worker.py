@@ -103,9 +103,10 @@ class Worker:
         admitted rate-limited job must run when admitted); prefetched jobs are leased like
         running ones, renewed by the heartbeat, and given back unspent when the worker stops.
     :param loop: the event loop ``run()`` uses: ``"auto"`` (uvloop when it is installed, as
-        uvicorn does, else asyncio's), ``"uvloop"`` or ``"asyncio"``. uvloop's timers fire on
-        time where asyncio's are up to a millisecond late, and its loop costs less CPU per job
-        (BENCHMARKS.md). ``run_async()`` runs on whatever loop awaits it.
+        uvicorn does, else asyncio's), ``"uvloop"`` or ``"asyncio"``. uvloop's loop costs less
+        CPU per job, and its timers keep closer to time: they run on a millisecond clock (a
+        fraction of a millisecond early or late), where asyncio's fire up to a millisecond
+        late (BENCHMARKS.md). ``run_async()`` runs on whatever loop awaits it.
     """
 
     def __init__(
