@@ -337,6 +337,21 @@ def test_plain_jobs_and_tenant_jobs_share_claims_round_robin(store):
     assert sum(1 for g in got if g.startswith("acme")) == 3, got
 
 
+def test_round_robin_goes_on_across_claims(store):
+    """A claim that serves several groups stamps them in the order it last served each, so the
+    next claim starts with the group that has waited longest: the groups alternate across
+    claim boundaries too, not only within one claim (equal stamps let the same group lead
+    every claim)."""
+    store.enqueue([limited(f"a-{i:02d}", [], tenant="a") for i in range(9)])
+    store.enqueue([limited(f"b-{i:02d}", [], tenant="b") for i in range(9)])
+    order = []
+    for _ in range(4):
+        got = claim_all(store, limit=3)
+        assert len(got) == 3
+        order += [j.tenant for j in got]
+    assert order in (["a", "b"] * 6, ["b", "a"] * 6), order
+
+
 def test_a_due_retry_is_claimed_with_the_ready_jobs(store):
     store.enqueue([new_job("later", run_at=time.time() + 0.2), new_job("now")])
     time.sleep(0.3)  # the scheduled job's run_at passes (no assertion on time itself)

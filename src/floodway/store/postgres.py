@@ -53,7 +53,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ..errors import ConfigError, JobNotFound, LeaseLost, SchemaTooNewError, StoreError, TransitionError
 from ..jobs import Event, Job, NewJob, Status, can_transition, check_transition
 from ..limits import LimitSpec, gcra, remaining
-from .base import TIMELINE_SQL
+from .base import TIMELINE_SQL, served_stamps
 from .base import job_from_row as _job_from_row
 from .base import (
     ClaimedJobs,
@@ -1159,9 +1159,10 @@ class PostgresStore(Store):
             # fairness: least recently served first; SKIP LOCKED — a group another claimer
             # is stamping right now is being served anyway
             cur.execute(
-                "UPDATE fair_keys SET served_at = %s WHERE key IN "
+                "UPDATE fair_keys f SET served_at = s.at FROM unnest(%t::text[], %t::float8[]) AS s(key, at) "
+                "WHERE f.key = s.key AND f.key IN "
                 "(SELECT key FROM fair_keys WHERE key = ANY(%t::text[]) ORDER BY key FOR UPDATE SKIP LOCKED)",
-                (now, served),
+                (served, served_stamps(served, now), served),
             )
         if not ids:
             return ClaimedJobs(wake_at=admission.wake_at)
@@ -1311,8 +1312,9 @@ class PostgresStore(Store):
             if queue in room:
                 room[queue] -= 1
             chosen.append(row)
-            if group not in served:
-                served.append(group)
+            if group in served:  # in the order of each group's last job: the next claim goes on from there
+                served.remove(group)
+            served.append(group)
         return chosen, served, empty, len(groups) > 1
 
     def _drop_empty_groups(self, cur: psycopg.Cursor, keys: list[str]) -> None:

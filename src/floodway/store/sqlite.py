@@ -30,7 +30,7 @@ from ..jobs import (
     sources_for,
 )
 from ..limits import LimitSpec, check_cost, gcra, remaining
-from .base import TIMELINE_SQL
+from .base import TIMELINE_SQL, served_stamps
 from .base import job_from_row as _job_from_row
 from .base import (
     ClaimedJobs,
@@ -540,7 +540,8 @@ class SQLiteStore(Store):
             room = self._queue_room(conn)
             chosen, served = self._choose(conn, admission, room, queues, limit, now, without_limits)
             if served:
-                conn.executemany("UPDATE fair_keys SET served_at = ? WHERE key = ?", [(now, k) for k in served])
+                conn.executemany("UPDATE fair_keys SET served_at = ? WHERE key = ?",
+                                 list(zip(served_stamps(served, now), served)))
             admission.write_back()
             if admission.blocked_ids:
                 conn.executemany(
@@ -664,8 +665,9 @@ class SQLiteStore(Store):
                 if queue in room:
                     room[queue] -= 1
                 chosen.append(row)
-                if group not in served:
-                    served.append(group)
+                if group in served:  # in the order of each group's last job: the next claim goes on from there
+                    served.remove(group)
+                served.append(group)
             if not progressed:
                 break
         return chosen, served
