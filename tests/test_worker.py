@@ -499,6 +499,7 @@ def test_prefetch_never_claims_a_job_that_holds_a_limit(app):
     {"concurrency": 0}, {"concurrency": "4"}, {"queues": []}, {"queues": [""]},
     {"lease": "0s"}, {"grace": "-1s"}, {"poll_interval": "fast"},
     {"prefetch": -1}, {"prefetch": "2"}, {"prefetch": True},
+    {"batch_size": 0}, {"batch_size": -3}, {"batch_size": "8"}, {"batch_size": True},
     {"loop": "trio"}, {"loop": None},
 ])
 def test_bad_worker_options(app, options):

@@ -95,10 +95,13 @@ class Worker:
         loses its jobs to another worker after this long.
     :param grace: how long a stopping worker lets running jobs finish before releasing them.
     :param poll_interval: the longest an idle worker sleeps before looking for work again.
-    :param batch_size: the most jobs claimed in one transaction for free slots.
+    :param batch_size: the most jobs claimed ahead in one transaction, and the outcomes that
+        may wait to be written beyond the slots and the prefetch (default: twice the
+        concurrency).
     :param prefetch: how many jobs to claim ahead while every slot is busy (default: one
-        batch; 0 turns it off), and, while draining a backlog, in the same claim as the free
-        slots (PostgreSQL). A slot that comes free starts one of them at once, without
+        batch, so twice the concurrency; 0 turns it off), and, while draining a backlog, in the
+        same claim as the free slots (PostgreSQL). Long jobs: lower it, so that jobs do not
+        wait behind them on one worker while another is idle. A slot that comes free starts one of them at once, without
         waiting for a claim's round trip. Only jobs that hold no limit are claimed ahead (an
         admitted rate-limited job must run when admitted); prefetched jobs are leased like
         running ones, renewed by the heartbeat, and given back unspent when the worker stops.
@@ -137,7 +140,13 @@ class Worker:
         self.lease = parse_duration(lease, name="lease", allow_zero=False)
         self.grace = parse_duration(grace, name="grace")
         self.poll_interval = parse_duration(poll_interval, name="poll_interval", allow_zero=False)
-        self.batch_size = batch_size or max(concurrency, 1)
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size < 1):
+            raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        # twice the slots by default: a transaction's fixed cost (a round trip, the statement's
+        # start-up, the commit) is most of what a short job costs the database, and claims and
+        # outcome writes of up to 2x the slots halve how many there are (BENCHMARKS.md)
+        self.batch_size = 2 * concurrency if batch_size is None else batch_size
         if prefetch is not None and (isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0):
             raise ConfigError(f"prefetch must be an int >= 0, got {prefetch!r}")
         self.prefetch = self.batch_size if prefetch is None else prefetch
