@@ -100,11 +100,12 @@ class Worker:
         concurrency).
     :param prefetch: how many jobs to claim ahead while every slot is busy (default: one
         batch, so twice the concurrency; 0 turns it off), and, while draining a backlog, in the
-        same claim as the free slots (PostgreSQL). Long jobs: lower it, so that jobs do not
-        wait behind them on one worker while another is idle. A slot that comes free starts one of them at once, without
-        waiting for a claim's round trip. Only jobs that hold no limit are claimed ahead (an
-        admitted rate-limited job must run when admitted); prefetched jobs are leased like
-        running ones, renewed by the heartbeat, and given back unspent when the worker stops.
+        same claim as the free slots (PostgreSQL). A slot that comes free starts one of them at
+        once, without waiting for a claim's round trip. Only jobs that hold no limit are claimed
+        ahead (an admitted rate-limited job must run when admitted); prefetched jobs are leased
+        like running ones, renewed by the heartbeat, and given back unspent when the worker
+        stops. Long jobs: lower it, so that jobs do not wait behind them on one worker while
+        another is idle.
     :param loop: the event loop ``run()`` uses: ``"auto"`` (uvloop when it is installed, as
         uvicorn does, else asyncio's), ``"uvloop"`` or ``"asyncio"``. uvloop's loop costs less
         CPU per job, and its timers keep closer to time: they run on a millisecond clock (a

@@ -62,12 +62,14 @@ def timeline_from_rows(job_id: str, rows: list[tuple] | list[list]) -> list[Even
     return [enqueued, *stored]
 
 
-def served_stamps(served: list[str], now: float) -> list[float]:
-    """``fair_keys.served_at`` for the fairness groups a claim served, listed in the order it
-    last served them: a microsecond apart, so the next claim starts with the group that has
-    waited longest. Equal stamps would fall back to key order, and a claim that served two
-    groups would let the first of them go first again next time."""
-    return [now + i * 1e-6 for i in range(len(served))]
+def served_stamps(served: list[str], now: float) -> tuple[list[str], list[float]]:
+    """``fair_keys.served_at`` for the fairness groups a claim served. ``served`` names a
+    group once per job taken, in claim order; each group is stamped by its last job, a
+    microsecond apart, so the next claim starts with the group that has waited longest. Equal
+    stamps would fall back to key order and let the same group lead every claim."""
+    last = {group: i for i, group in enumerate(served)}
+    keys = sorted(last, key=last.__getitem__)
+    return keys, [now + i * 1e-6 for i in range(len(keys))]
 
 
 def job_from_row(row: tuple | list, *, _new: Any = object.__new__, _loads: Any = json.loads) -> Job:

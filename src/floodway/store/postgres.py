@@ -1158,11 +1158,12 @@ class PostgresStore(Store):
         if served and many_groups:
             # fairness: least recently served first; SKIP LOCKED — a group another claimer
             # is stamping right now is being served anyway
+            keys, stamps = served_stamps(served, now)
             cur.execute(
                 "UPDATE fair_keys f SET served_at = s.at FROM unnest(%t::text[], %t::float8[]) AS s(key, at) "
                 "WHERE f.key = s.key AND f.key IN "
                 "(SELECT key FROM fair_keys WHERE key = ANY(%t::text[]) ORDER BY key FOR UPDATE SKIP LOCKED)",
-                (served, served_stamps(served, now), served),
+                (keys, stamps, keys),
             )
         if not ids:
             return ClaimedJobs(wake_at=admission.wake_at)
@@ -1312,9 +1313,7 @@ class PostgresStore(Store):
             if queue in room:
                 room[queue] -= 1
             chosen.append(row)
-            if group in served:  # in the order of each group's last job: the next claim goes on from there
-                served.remove(group)
-            served.append(group)
+            served.append(group)  # once per job: served_stamps orders groups by their last
         return chosen, served, empty, len(groups) > 1
 
     def _drop_empty_groups(self, cur: psycopg.Cursor, keys: list[str]) -> None:

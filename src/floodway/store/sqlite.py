@@ -540,8 +540,8 @@ class SQLiteStore(Store):
             room = self._queue_room(conn)
             chosen, served = self._choose(conn, admission, room, queues, limit, now, without_limits)
             if served:
-                conn.executemany("UPDATE fair_keys SET served_at = ? WHERE key = ?",
-                                 list(zip(served_stamps(served, now), served)))
+                keys, stamps = served_stamps(served, now)
+                conn.executemany("UPDATE fair_keys SET served_at = ? WHERE key = ?", list(zip(stamps, keys)))
             admission.write_back()
             if admission.blocked_ids:
                 conn.executemany(
@@ -665,9 +665,7 @@ class SQLiteStore(Store):
                 if queue in room:
                     room[queue] -= 1
                 chosen.append(row)
-                if group in served:  # in the order of each group's last job: the next claim goes on from there
-                    served.remove(group)
-                served.append(group)
+                served.append(group)  # once per job: served_stamps orders groups by their last
             if not progressed:
                 break
         return chosen, served
