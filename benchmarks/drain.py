@@ -181,8 +181,8 @@ def run_scenario(n: int, rate: int, mode: str, keep: bool, max_ratio: float, bur
     conn = sqlite3.connect(db)
     try:
         finished = conn.execute("SELECT MAX(finished_at) FROM jobs WHERE status = 'complete'").fetchone()[0]
-        claims = dict(conn.execute(
-            "SELECT job_id, MAX(at) FROM job_events WHERE to_status = 'running' GROUP BY job_id"))
+        # the last claim of each job: its row's started_at (a claim stores no event)
+        claims = dict(conn.execute("SELECT id, started_at FROM jobs WHERE started_at IS NOT NULL"))
         attempts = dict(conn.execute("SELECT attempt, COUNT(*) FROM jobs GROUP BY attempt"))
         statuses = dict(conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status"))
         final_ids = {row[0] for row in conn.execute(

@@ -374,36 +374,23 @@ def wait_for_postgres(url: str, timeout: float = 60.0) -> None:
     wait_for(up, "PostgreSQL to accept connections again", timeout, interval=0.1)
 
 
-def read_timeline_figures(backend: str, url: str) -> tuple[Counter, int]:
-    """(transition counts by "from->to", rescues) straight from job_events."""
-    sql_edges = "SELECT from_status, to_status, COUNT(*) FROM job_events GROUP BY from_status, to_status"
-    sql_rescues = "SELECT COUNT(*) FROM job_events WHERE reason LIKE 'lease expired%'"
-    # the enqueue is the job row, not an event: the status a job was enqueued in is the
-    # from_status of its first stored change, or its status when it has none
-    sql_enqueues = (
-        "SELECT NULL, COALESCE((SELECT e.from_status FROM job_events e WHERE e.job_id = j.id "
-        "ORDER BY e.seq LIMIT 1), j.status), COUNT(*) FROM jobs j GROUP BY 2"
-    )
-    if backend == "sqlite":
-        import sqlite3
-        from urllib.parse import urlsplit
+def read_timeline_figures(url: str) -> tuple[Counter, int]:
+    """(transition counts by "from->to", rescues) from every job's timeline, as floodway builds
+    it (``store.events``: the stored events and those the job row holds)."""
+    from floodway.store import open_store
 
-        path = urlsplit(url).path[1:]
-        conn = sqlite3.connect(path, timeout=60)
-        try:
-            edges = conn.execute(sql_edges).fetchall() + conn.execute(sql_enqueues).fetchall()
-            rescues = conn.execute(sql_rescues).fetchone()[0]
-        finally:
-            conn.close()
-    else:
-        import psycopg
-
-        with psycopg.connect(url) as conn:
-            edges = conn.execute(sql_edges).fetchall() + conn.execute(sql_enqueues).fetchall()
-            rescues = conn.execute(sql_rescues).fetchone()[0]
-    counts: Counter = Counter()
-    for src, dst, n in edges:
-        counts[f"{src or 'new'}->{dst}"] += n
+    store = open_store(url, migrate=False)
+    try:
+        ids = [row[0] for row in store._read("SELECT id FROM jobs")]
+        counts: Counter = Counter()
+        rescues = 0
+        for job_id in ids:
+            for event in store.events(job_id):
+                src = event.from_status.value if event.from_status else "new"
+                counts[f"{src}->{event.to_status.value}"] += 1
+                rescues += bool(event.reason and event.reason.startswith("lease expired"))
+    finally:
+        store.close()
     return counts, rescues
 
 
@@ -853,7 +840,7 @@ class Chaos:
         if r.max_accepted_1s > r.limit_1s:
             r.violations.append(f"{r.max_accepted_1s} requests accepted in one second, over rate + burst "
                                 f"= {r.limit_1s:g}")
-        edges, r.rescues = read_timeline_figures(c.backend, self.db_url)
+        edges, r.rescues = read_timeline_figures(self.db_url)
         r.transitions = dict(sorted(edges.items()))
         for edge, n in edges.items():
             src, dst = edge.split("->")

@@ -140,6 +140,19 @@ class LoadedApps:
             sys.modules.pop(name, None)
 
 
+def timelines(store) -> dict[str, list]:
+    """Every job's timeline as floodway builds it: the stored events and the ones the job row
+    holds (a claim and a plain completion store none; see ``store.base.timeline_from_rows``)."""
+    ids = [row[0] for row in store._read("SELECT id FROM jobs")]
+    return {job_id: store.events(job_id) for job_id in ids}
+
+
+def claim_times(store) -> dict[str, list[float]]:
+    """When each job was claimed (moved to ``running``), every run, in order."""
+    return {job_id: [e.at for e in events if e.to_status.value == "running"]
+            for job_id, events in timelines(store).items()}
+
+
 def db_rows(tmp_path: Path, sql: str, params: tuple = ()) -> list[tuple]:
     """Rows of a query on the test's SQLite file, read with a connection of its own."""
     import sqlite3

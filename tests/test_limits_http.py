@@ -33,7 +33,9 @@ from proc_helpers import (  # noqa: E402
     TIMEOUT,
     LoadedApps,
     Workers,
+    claim_times,
     db_rows,
+    timelines,
     read_gauge,
     read_lines,
     wait_until,
@@ -191,7 +193,7 @@ def test_two_processes_share_one_declared_limit(tmp_path, workers, destination, 
     if task == "held":
         # the limit is taken at claim: the claims of both processes, as the store recorded
         # them, are exactly within GCRA's bound (rate + burst in any second)
-        claims = [at for (at,) in db_rows(tmp_path, "SELECT at FROM job_events WHERE to_status = 'running'")]
+        claims = [at for runs in claim_times(mod.app.store).values() for at in runs]
         assert len(claims) == n
         assert max_in_window(claims) <= 20 + 2, f"{max_in_window(claims)} claims in one second"
         assert max_in_window(claims, 0.25) <= 2 + 5
@@ -200,7 +202,8 @@ def test_two_processes_share_one_declared_limit(tmp_path, workers, destination, 
     # a quarter of a second: GCRA allows 2 + 5; allow 6 more for jitter
     assert max_in_window(arrivals, 0.25) <= 13, (
         f"{max_in_window(arrivals, 0.25)} requests arrived within 0.25 s under a 20/s, burst-2 limit")
-    ran_by = {row[0] for row in db_rows(tmp_path, "SELECT DISTINCT worker_id FROM job_events WHERE to_status = 'running'")}
+    ran_by = {e.worker_id for events in timelines(mod.app.store).values() for e in events
+              if e.to_status.value == "running"}
     assert len(ran_by) == 2, f"jobs ran in {len(ran_by)} worker(s): {ran_by}"
     assert all(p.alive() for p in procs)
 
@@ -292,8 +295,7 @@ def test_a_429_for_one_tenant_pauses_only_that_key(tmp_path, workers, destinatio
     paused_at = refused[0].at
     first = mod.app.store.get_job(refused[0].idempotency_key)
     paused_recorded = next(e.at for e in mod.app.store.events(first.id) if e.to_status.value == "scheduled")
-    claimed = {job_id: at for job_id, at in db_rows(
-        tmp_path, "SELECT job_id, MIN(at) FROM job_events WHERE to_status = 'running' GROUP BY job_id")}
+    claimed = {job_id: min(runs) for job_id, runs in claim_times(mod.app.store).items() if runs}
     # A sent nothing during its pause (a job claimed before the 429 came back may have been
     # calling at the same moment, but no job claimed after the pause was recorded)...
     a_during = [r for r in dest.records() if r.tenant == "A" and paused_at < r.at < paused_at + 6]
@@ -543,7 +545,7 @@ def test_set_limit_at_run_time_takes_effect_without_restart(tmp_path, workers, d
     changed_at = time.time()  # a claim that read the clock after this saw the new rate
 
     def claims() -> dict[str, float]:
-        return dict(db_rows(tmp_path, "SELECT job_id, MIN(at) FROM job_events WHERE to_status = 'running' GROUP BY job_id"))
+        return {job_id: min(runs) for job_id, runs in claim_times(mod.app.store).items() if runs}
 
     def sent_after_change() -> list[float]:
         claimed = claims()

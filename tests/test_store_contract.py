@@ -230,7 +230,8 @@ def test_finish_complete(store):
     assert store.finish(W1, [Outcome("f", job.attempt, Status.COMPLETE, result_json='{"ok": true}')]) == ["f"]
     done = store.get_job("f")
     assert done.status is Status.COMPLETE and done.result == {"ok": True} and done.finished_at
-    assert done.worker_id is None and done.lease_until is None
+    # the worker that ran it stays on the row: the timeline's last run is read from it
+    assert done.worker_id == W1 and done.lease_until is None
 
 
 AWKWARD_TEXTS = ['say "hi"', "back\\slash", "{a,b}", "NULL", "", " padded ", "tab\tnew\nline\r", "é ✓ 🙂",
@@ -275,6 +276,74 @@ def test_finish_retrying_then_failed_keeps_error(store):
     assert [e.to_status for e in store.events("r")] == [
         Status.WAITING, Status.RUNNING, Status.RETRYING, Status.WAITING, Status.RUNNING, Status.FAILED]
     assert store.events("r")[2].error == err
+
+
+def stored_event_count(store, job_id: str) -> int:
+    """Rows in ``job_events`` for a job: what the timeline is built from, less what the row holds."""
+    mark = "?" if store.__class__.__name__.startswith("SQLite") else "%s"
+    return store._read(f"SELECT count(*) FROM job_events WHERE job_id = {mark}", (job_id,))[0][0]
+
+
+def test_timeline_of_a_plain_run_comes_from_the_row(store):
+    store.enqueue([new_job("plain")])
+    [job] = claim_all(store, W2)
+    assert stored_event_count(store, "plain") == 0  # a claim stores no event
+    started = store.get_job("plain").started_at
+    running = store.events("plain")
+    assert [(e.from_status, e.to_status, e.attempt, e.worker_id) for e in running] == [
+        (None, Status.WAITING, 0, None), (Status.WAITING, Status.RUNNING, 1, W2)]
+    assert running[1].at == started
+    store.finish(W2, [Outcome("plain", 1, Status.COMPLETE, result_json="1")])
+    assert stored_event_count(store, "plain") == 0  # nor does a plain completion
+    done = store.get_job("plain")
+    events = store.events("plain")
+    assert [(e.from_status, e.to_status, e.attempt, e.worker_id, e.reason) for e in events] == [
+        (None, Status.WAITING, 0, None, "enqueued"),
+        (Status.WAITING, Status.RUNNING, 1, W2, None),
+        (Status.RUNNING, Status.COMPLETE, 1, W2, None),
+    ]
+    assert [e.at for e in events] == [done.created_at, started, done.finished_at]
+
+
+def test_timeline_keeps_every_run_of_a_retried_job(store):
+    store.enqueue([new_job("again", max_attempts=3)])
+    claim_all(store, W1)
+    first_start = store.get_job("again").started_at
+    store.finish(W1, [Outcome("again", 1, Status.RETRYING, error={"type": "E"}, run_at=time.time() - 1)])
+    claim_all(store, W2)
+    second_start = store.get_job("again").started_at
+    store.finish(W2, [Outcome("again", 2, Status.COMPLETE, result_json="2")])
+    events = store.events("again")
+    assert [(e.to_status, e.attempt, e.worker_id) for e in events] == [
+        (Status.WAITING, 0, None), (Status.RUNNING, 1, W1), (Status.RETRYING, 1, W1),
+        (Status.WAITING, 1, None), (Status.RUNNING, 2, W2), (Status.COMPLETE, 2, W2)]
+    assert events[1].at == first_start and events[4].at == second_start
+    assert [e.at for e in events] == sorted(e.at for e in events)
+
+
+def test_timeline_of_a_completion_with_a_reason_is_stored(store):
+    store.enqueue([new_job("why")])
+    claim_all(store)
+    store.finish(W1, [Outcome("why", 1, Status.COMPLETE, result_json="1", reason="done early")])
+    events = store.events("why")
+    assert [(e.to_status, e.reason) for e in events] == [
+        (Status.WAITING, "enqueued"), (Status.RUNNING, None), (Status.COMPLETE, "done early")]
+    assert stored_event_count(store, "why") == 2  # stored, and not made up a second time
+
+
+def test_timeline_of_a_rescued_run_has_its_start(store):
+    store.enqueue([new_job("lost-run")])
+    claim_all(store, W1, lease=0.01)
+    started = store.get_job("lost-run").started_at
+    time.sleep(0.05)
+    assert store.rescue_expired() == ["lost-run"]
+    events = store.events("lost-run")
+    assert [(e.from_status, e.to_status, e.worker_id) for e in events] == [
+        (None, Status.WAITING, None), (Status.WAITING, Status.RUNNING, W1), (Status.RUNNING, Status.WAITING, W1)]
+    assert events[1].at == started
+    [again] = claim_all(store, W2)
+    assert [(e.to_status, e.attempt, e.worker_id) for e in store.events("lost-run")][-1] == (
+        Status.RUNNING, 2, W2)
 
 
 def test_retrying_job_is_not_claimed_before_run_at(store):

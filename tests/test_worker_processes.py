@@ -28,6 +28,7 @@ from proc_helpers import (  # noqa: E402
     db_rows,
     read_gauge,
     read_lines,
+    timelines,
     wait_until,
 
 )
@@ -106,11 +107,10 @@ def test_two_workers_drain_2000_jobs_each_exactly_once(tmp_path, workers, make_a
     assert pids == {str(a.pid), str(b.pid)}, f"runs came from pids {pids}, expected both workers"
 
     # the store agrees: one claim and one completion per job, every result written
-    per_job = db_rows(
-        tmp_path,
-        "SELECT job_id, SUM(to_status = 'running'), SUM(to_status = 'complete') "
-        "FROM job_events GROUP BY job_id",
-    )
+    per_job = [
+        (job_id, sum(e.to_status is Status.RUNNING for e in events), sum(e.to_status is Status.COMPLETE for e in events))
+        for job_id, events in timelines(mod.app.store).items()
+    ]
     assert len(per_job) == 2000
     bad = [row for row in per_job if row[1] != 1 or row[2] != 1]
     assert not bad, f"jobs claimed/completed other than once: {bad[:5]}"

@@ -98,6 +98,7 @@ class Job:
     retry: dict[str, Any] | None = None
     result: Any = None
     error: dict[str, Any] | None = None
+    #: the worker running the job; once it is complete, failed or cancelled, the one that ran it last
     worker_id: str | None = None
     lease_until: float | None = None
     started_at: float | None = None

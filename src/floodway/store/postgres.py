@@ -53,7 +53,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ..errors import ConfigError, JobNotFound, LeaseLost, SchemaTooNewError, StoreError, TransitionError
 from ..jobs import Event, Job, NewJob, Status, can_transition, check_transition
 from ..limits import LimitSpec, gcra, remaining
-from .base import TIMELINE_SQL, served_stamps
+from .base import TIMELINE_SQL, served_stamps, stores_run_events
 from .base import job_from_row as _job_from_row
 from .base import (
     ClaimedJobs,
@@ -1043,9 +1043,7 @@ class PostgresStore(Store):
         "lease_until = %(lease)s, started_at = %(now)s, updated_at = %(now)s, "
         "throttled_seconds = throttled_seconds + COALESCE(%(now)s - throttled_since, 0), "
         "throttled_since = NULL FROM cand WHERE j.id = cand.id RETURNING j.seq, "
-        + ", ".join(f"j.{c.strip()}" for c in _JOB_COLUMNS.split(",")) + "), "
-        "e AS (INSERT INTO job_events (job_id, at, from_status, to_status, attempt, worker_id) "
-        "SELECT id, %(now)s, 'waiting', 'running', attempt, %(w)s FROM c) "
+        + ", ".join(f"j.{c.strip()}" for c in _JOB_COLUMNS.split(",")) + ") "
         "SELECT g.plain, g.capped, " + ", ".join(f"c.{c.strip()}" for c in _JOB_COLUMNS.split(","))
         + " FROM gate g LEFT JOIN c ON true ORDER BY c.priority DESC, c.run_at, c.seq"
     )
@@ -1171,9 +1169,7 @@ class PostgresStore(Store):
             "WITH c AS (UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = %(w)s, "
             "lease_until = %(lease)s, started_at = %(now)s, updated_at = %(now)s, "
             "throttled_seconds = throttled_seconds + COALESCE(%(now)s - throttled_since, 0), "
-            f"throttled_since = NULL WHERE id = ANY(%(ids)t::text[]) RETURNING {_JOB_COLUMNS}), "
-            "e AS (INSERT INTO job_events (job_id, at, from_status, to_status, attempt, worker_id) "
-            "SELECT id, %(now)s, 'waiting', 'running', attempt, %(w)s FROM c) "
+            f"throttled_since = NULL WHERE id = ANY(%(ids)t::text[]) RETURNING {_JOB_COLUMNS}) "
             f"SELECT {_JOB_COLUMNS} FROM c",
             {"w": worker_id, "lease": lease_until, "now": now, "ids": ids},
         )
@@ -1364,20 +1360,27 @@ class PostgresStore(Store):
             cur.execute(
                 "WITH o AS (SELECT * FROM unnest(%(ids)t::text[], %(attempts)t::int[], %(statuses)t::text[], "
                 "%(results)t::text[], %(errors)t::text[], %(run_ats)t::float8[], %(back)t::int[], "
-                "%(throttled)t::float8[], %(finals)t::bool[], %(reasons)t::text[], %(purge)t::bool[]) "
-                "AS o(id, attempt, status, result, error, run_at, back, throttled, final, reason, purge)), "
+                "%(throttled)t::float8[], %(finals)t::bool[], %(reasons)t::text[], %(purge)t::bool[], "
+                "%(events)t::bool[]) "
+                "AS o(id, attempt, status, result, error, run_at, back, throttled, final, reason, purge, events)), "
                 "u AS (UPDATE jobs j SET status = o.status, result = o.result, "
                 "error = CASE WHEN o.status = 'complete' THEN NULL ELSE COALESCE(o.error, j.error) END, "
-                "run_at = COALESCE(o.run_at, j.run_at), attempt = j.attempt - o.back, worker_id = NULL, "
+                "run_at = COALESCE(o.run_at, j.run_at), attempt = j.attempt - o.back, "
+                "worker_id = CASE WHEN o.final THEN j.worker_id END, "
                 "lease_until = NULL, cancel_requested = false, updated_at = %(now)s, "
                 "throttled_seconds = j.throttled_seconds + o.throttled, "
                 "finished_at = CASE WHEN o.final THEN %(now)s ELSE j.finished_at END "
                 "FROM o WHERE j.id = o.id AND j.status = 'running' AND j.worker_id = %(w)s "
                 "AND j.attempt = o.attempt "
-                "RETURNING j.id, j.limits, j.fair_key, j.state_key, j.queue, o.status, o.attempt - o.back AS ev_attempt, "
-                "o.error, o.reason, o.purge), "
+                "RETURNING j.id, j.limits, j.fair_key, j.state_key, j.queue, o.status, o.attempt, "
+                "o.attempt - o.back AS ev_attempt, j.started_at, o.error, o.reason, o.purge, o.events), "
+                # a plain completion stores no event (the row holds the run, see
+                # ``stores_run_events``); any other end stores the run's start, then its end
                 "e AS (INSERT INTO job_events (job_id, at, from_status, to_status, attempt, error, worker_id, reason) "
-                "SELECT id, %(now)s, 'running', status, ev_attempt, error, %(w)s, reason FROM u), "
+                "SELECT u.id, v.at, v.src, v.dst, v.attempt, v.error, %(w)s, v.reason FROM u CROSS JOIN LATERAL "
+                "(VALUES (0, u.started_at, 'waiting', 'running', u.attempt, NULL, NULL), "
+                "(1, %(now)s, 'running', u.status, u.ev_attempt, u.error, u.reason)) "
+                "AS v(k, at, src, dst, attempt, error, reason) WHERE u.events ORDER BY u.id, v.k), "
                 # each delete is gated on its table holding any row at all (a one-time check):
                 # plain jobs use none of them, and probing an empty table once per job cost
                 # a tenth of this statement
@@ -1403,6 +1406,7 @@ class PostgresStore(Store):
                     "finals": [o.status.is_final for o in batch],
                     "reasons": [o.reason for o in batch],
                     "purge": [o.status is Status.COMPLETE and o.purge_state for o in batch],
+                    "events": [stores_run_events(o.status, o.error, o.reason) for o in batch],
                     "now": now,
                     "w": worker_id,
                 },
@@ -1480,8 +1484,8 @@ class PostgresStore(Store):
         def go(cur: psycopg.Cursor) -> list[str]:
             now = self._now()
             cur.execute(
-                "SELECT id, attempt, max_attempts, worker_id, cancel_requested, limits, fair_key, queue FROM jobs "
-                "WHERE status = 'running' AND lease_until < %s ORDER BY id FOR UPDATE SKIP LOCKED",
+                "SELECT id, attempt, max_attempts, worker_id, cancel_requested, limits, fair_key, queue, started_at "
+                "FROM jobs WHERE status = 'running' AND lease_until < %s ORDER BY id FOR UPDATE SKIP LOCKED",
                 (now,),
             )
             expired = cur.fetchall()
@@ -1489,7 +1493,7 @@ class PostgresStore(Store):
                 return []
             events, held, ready, wake = [], [], [], set()
             ids, targets, errors, finals = [], [], [], []
-            for job_id, attempt, max_attempts, owner, cancel_requested, limits, fair_key, queue in expired:
+            for job_id, attempt, max_attempts, owner, cancel_requested, limits, fair_key, queue, started in expired:
                 if limits:
                     held.extend(json.loads(limits))
                 error = {
@@ -1512,6 +1516,8 @@ class PostgresStore(Store):
                 targets.append(target.value)
                 errors.append(json.dumps(error))
                 finals.append(target.is_final)
+                # the claim stored no event: the run's start goes in with its end
+                events.append(self._event(job_id, started, Status.WAITING, Status.RUNNING, attempt, worker_id=owner))
                 events.append(self._event(job_id, now, Status.RUNNING, target, attempt, error=error,
                                           worker_id=owner, reason=reason))
             cur.execute(

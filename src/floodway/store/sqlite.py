@@ -30,7 +30,7 @@ from ..jobs import (
     sources_for,
 )
 from ..limits import LimitSpec, check_cost, gcra, remaining
-from .base import TIMELINE_SQL, served_stamps
+from .base import TIMELINE_SQL, served_stamps, stores_run_events
 from .base import job_from_row as _job_from_row
 from .base import (
     ClaimedJobs,
@@ -558,14 +558,6 @@ class SQLiteStore(Store):
                 "throttled_since = NULL WHERE id = ?",
                 [(worker_id, lease_until, now, now, now, row[0]) for row in chosen],
             )
-            self._insert_events(
-                conn,
-                self._event_rows(
-                    ((r[0], Status(r[4]), Status.RUNNING, r[6] + 1) for r in chosen),
-                    now,
-                    worker_id=worker_id,
-                ),
-            )
         jobs = ClaimedJobs(wake_at=admission.wake_at)
         for r in chosen:
             job = _job_from_row(r)
@@ -699,12 +691,13 @@ class SQLiteStore(Store):
                 row = conn.execute(
                     "UPDATE jobs SET status = ?, result = ?, "
                     "error = CASE WHEN ? = 'complete' THEN NULL ELSE COALESCE(?, error) END, "
-                    "run_at = COALESCE(?, run_at), attempt = attempt - ?, worker_id = NULL, "
+                    "run_at = COALESCE(?, run_at), attempt = attempt - ?, "
+                    "worker_id = CASE WHEN ? THEN worker_id END, "
                     "lease_until = NULL, cancel_requested = 0, updated_at = ?, "
                     "throttled_seconds = throttled_seconds + ?, "
                     "finished_at = CASE WHEN ? THEN ? ELSE finished_at END "
                     "WHERE id = ? AND status = 'running' AND worker_id = ? AND attempt = ? "
-                    "RETURNING limits, fair_key, state_key",
+                    "RETURNING limits, fair_key, state_key, started_at",
                     (
                         o.status.value,
                         o.result_json,
@@ -712,6 +705,7 @@ class SQLiteStore(Store):
                         json.dumps(o.error) if o.error else None,
                         o.run_at,
                         0 if o.spend_attempt else 1,
+                        final,
                         now,
                         o.throttled_seconds,
                         final,
@@ -730,7 +724,11 @@ class SQLiteStore(Store):
                     ready_groups.add(row[1])
                 if o.status is Status.COMPLETE and o.purge_state:
                     self._purge_state(conn, o.job_id, row[2])
+                if not stores_run_events(o.status, o.error, o.reason):
+                    continue  # the row holds the whole run (see ``timeline_from_rows``)
                 attempt = o.attempt if o.spend_attempt else o.attempt - 1
+                events.extend(self._event_rows([(o.job_id, Status.WAITING, Status.RUNNING, o.attempt)],
+                                               row[3], worker_id=worker_id))
                 events.extend(
                     self._event_rows(
                         [(o.job_id, Status.RUNNING, o.status, attempt)],
@@ -805,13 +803,13 @@ class SQLiteStore(Store):
         now = time.time()
         with self._write() as conn:
             expired = conn.execute(
-                "SELECT id, attempt, max_attempts, worker_id, cancel_requested, limits, fair_key FROM jobs "
-                "WHERE status = 'running' AND lease_until < ?",
+                "SELECT id, attempt, max_attempts, worker_id, cancel_requested, limits, fair_key, started_at "
+                "FROM jobs WHERE status = 'running' AND lease_until < ?",
                 (now,),
             ).fetchall()
             events = []
             self._release_slots(conn, [row[0] for row in expired])
-            for job_id, attempt, max_attempts, owner, cancel_requested, limits, fair_key in expired:
+            for job_id, attempt, max_attempts, owner, cancel_requested, limits, fair_key, started in expired:
                 if limits:
                     self._release_limits(conn, json.loads(limits))
                 error = {
@@ -833,6 +831,9 @@ class SQLiteStore(Store):
                     "WHERE id = ? AND status = 'running'",
                     (target.value, json.dumps(error), now, target.is_final, now, job_id),
                 )
+                # the claim stored no event: the run's start goes in with its end
+                events += self._event_rows([(job_id, Status.WAITING, Status.RUNNING, attempt)], started,
+                                           worker_id=owner)
                 events += self._event_rows(
                     [(job_id, Status.RUNNING, target, attempt)], now, worker_id=owner, error=error, reason=reason
                 )
