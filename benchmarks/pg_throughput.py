@@ -402,6 +402,18 @@ class Drain(float):
 POLL_MIN, POLL_MAX = 0.02, 0.2
 
 
+def speed_probe() -> float:
+    """Milliseconds of CPU a fixed pure-Python loop takes, printed next to each measurement.
+    On a shared virtual machine this varies by half from one minute to the next with nothing
+    else running, and a measurement taken in a slow minute is slow for that reason alone: this
+    is why each one is repeated, interleaved, and the best kept."""
+    start = time.process_time()
+    total = 0
+    for i in range(1_000_000):
+        total += i * i
+    return (time.process_time() - start) * 1000
+
+
 def poll_interval(left: int, done: int, elapsed: float) -> float:
     """How long to wait before counting again: a quarter of the time the rate so far says is
     left, between 20 and 200 ms. The clock stops late only if the rate more than quadruples
@@ -568,7 +580,8 @@ def main() -> None:
         if cpu:  # a drain: what each job cost the worker processes and the server
             server = f"{cpu['server']:,.0f}" if cpu["server"] is not None else "?"
             spent = f"   CPU per job: workers {cpu['workers']:,.0f} us, server {server} us"
-        print(f"  {label:<52} {system:<14} {value:>10,.0f}/s{spent}", file=sys.stderr, flush=True)
+        print(f"  {label:<52} {system:<14} {value:>10,.0f}/s{spent}   probe {speed_probe():.0f} ms",
+              file=sys.stderr, flush=True)
 
     for scenario in scenarios:
         for _ in range(args.repeat):
