@@ -382,6 +382,7 @@ def test_rescue_records_why_and_fails_on_last_attempt(store):
     store.rescue_expired()
     job = store.get_job("poison")
     assert job.status is Status.FAILED and job.error["type"] == "WorkerLost"
+    assert job.worker_id == W1  # a finished job names the worker that ran it last
     assert "lease" in store.events("poison")[-1].reason
 
 

@@ -1521,7 +1521,8 @@ class PostgresStore(Store):
                 events.append(self._event(job_id, now, Status.RUNNING, target, attempt, error=error,
                                           worker_id=owner, reason=reason))
             cur.execute(
-                "UPDATE jobs j SET status = v.status, worker_id = NULL, lease_until = NULL, error = v.error, "
+                "UPDATE jobs j SET status = v.status, worker_id = CASE WHEN v.final THEN j.worker_id END, "
+                "lease_until = NULL, error = v.error, "
                 "updated_at = %s, finished_at = CASE WHEN v.final THEN %s ELSE NULL END "
                 "FROM unnest(%t::text[], %t::text[], %t::text[], %t::bool[]) AS v(id, status, error, final) "
                 "WHERE j.id = v.id AND j.status = 'running'",

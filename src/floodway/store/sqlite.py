@@ -826,10 +826,10 @@ class SQLiteStore(Store):
                     target, reason = Status.WAITING, "lease expired; rescued"
                     self._mark_fair_keys(conn, [fair_key])
                 conn.execute(
-                    "UPDATE jobs SET status = ?, worker_id = NULL, lease_until = NULL, error = ?, "
-                    "updated_at = ?, finished_at = CASE WHEN ? THEN ? ELSE NULL END "
+                    "UPDATE jobs SET status = ?, worker_id = CASE WHEN ? THEN worker_id END, lease_until = NULL, "
+                    "error = ?, updated_at = ?, finished_at = CASE WHEN ? THEN ? ELSE NULL END "
                     "WHERE id = ? AND status = 'running'",
-                    (target.value, json.dumps(error), now, target.is_final, now, job_id),
+                    (target.value, target.is_final, json.dumps(error), now, target.is_final, now, job_id),
                 )
                 # the claim stored no event: the run's start goes in with its end
                 events += self._event_rows([(job_id, Status.WAITING, Status.RUNNING, attempt)], started,
