@@ -381,7 +381,7 @@ def read_timeline_figures(url: str) -> tuple[Counter, int]:
 
     store = open_store(url, migrate=False)
     try:
-        ids = [row[0] for row in store._read("SELECT id FROM jobs")]
+        ids = [job.id for job in store.list_jobs(limit=max(1, sum(store.count_jobs().values())))]
         counts: Counter = Counter()
         rescues = 0
         for job_id in ids:

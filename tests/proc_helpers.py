@@ -143,7 +143,7 @@ class LoadedApps:
 def timelines(store) -> dict[str, list]:
     """Every job's timeline as floodway builds it: the stored events and the ones the job row
     holds (a claim and a plain completion store none; see ``store.base.timeline_from_rows``)."""
-    ids = [row[0] for row in store._read("SELECT id FROM jobs")]
+    ids = [job.id for job in store.list_jobs(limit=max(1, sum(store.count_jobs().values())))]
     return {job_id: store.events(job_id) for job_id in ids}
 
 
