@@ -35,8 +35,8 @@ def stores_run_events(status: Status, error: Any, reason: str | None) -> bool:
     """Whether the end of a run with this outcome stores the run's two events (its start and
     its end). A plain completion stores none: the job row itself says when the run started,
     on which worker, at which attempt and when it ended (see ``timeline_from_rows``). That is
-    every job's last run in the common case, and two event rows less per job is about a tenth
-    of what a short job costs the database."""
+    every job's last run in the common case; the two event rows took about 7 % of the server's
+    CPU per no-op job on PostgreSQL."""
     return status is not Status.COMPLETE or error is not None or reason is not None
 
 
