@@ -718,16 +718,16 @@ def stats(state: State, window: str) -> None:
 @click.pass_obj
 def schedules(state: State) -> None:
     """List cron schedules with their last and next tick."""
-    from .schedule import Schedule
+    from .schedule import next_fire
 
     found = state.app().store.list_schedules()
     now = time.time()
     data = []
     for info in found:
-        rule = Schedule(info.name, info.task, info.cron, info.tz, info.args, info.options, info.missed)
+        tick, problem = next_fire(info, now)  # a stored schedule that cannot fire still lists
         data.append({"name": info.name, "task": info.task, "cron": info.cron, "tz": info.tz, "args": info.args,
-                     "missed": info.missed, "last_tick": iso(info.last_tick),
-                     "next_tick": iso(rule.next_tick(max(now, info.last_tick or now)))})
+                     "missed": info.missed, "last_tick": iso(info.last_tick), "next_tick": iso(tick),
+                     "error": problem})
 
     def render(_: Any) -> None:
         from rich.table import Table
@@ -737,8 +737,8 @@ def schedules(state: State) -> None:
         for name in ("name", "task", "cron", "tz", "missed", "last tick", "next tick"):
             table.add_column(name)
         for d in data:
-            table.add_row(Text(d["name"]), Text(d["task"]), d["cron"], d["tz"], d["missed"], d["last_tick"] or "",
-                          d["next_tick"] or "")
+            table.add_row(Text(d["name"]), Text(d["task"]), Text(d["cron"]), Text(d["tz"]), Text(d["missed"]),
+                          d["last_tick"] or "", d["next_tick"] or Text(f"never: {d['error']}", style="red"))
         console().print(table)
 
     emit(state, data, render)

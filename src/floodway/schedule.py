@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 from .errors import ConfigError
 from .store.base import ScheduleInfo
@@ -27,6 +27,9 @@ log = logging.getLogger("floodway.schedule")
 
 MAX_CATCH_UP = 1000
 MISSED_POLICIES = ("skip", "catch_up")
+#: a cron that does not fire within this many years never fires (30 February, 31 April);
+#: 8 covers 29 February across a century year that is not a leap year
+MAX_YEARS_BETWEEN_TICKS = 8
 
 
 @dataclass
@@ -48,11 +51,21 @@ class Schedule:
             raise ConfigError(f"schedule {self.name!r}: unknown time zone {self.tz!r}") from None
         if self.missed not in MISSED_POLICIES:
             raise ConfigError(f"schedule {self.name!r}: missed must be one of {MISSED_POLICIES}, got {self.missed!r}")
+        try:
+            self.next_tick(time.time())
+        except (CroniterBadDateError, CroniterBadCronError, ValueError, OverflowError):
+            raise ConfigError(
+                f"schedule {self.name!r}: {self.cron!r} never fires (no tick within "
+                f"{MAX_YEARS_BETWEEN_TICKS} years)"
+            ) from None
+
+    def _iter(self, after: float) -> croniter:
+        return croniter(self.cron, datetime.fromtimestamp(after, ZoneInfo(self.tz)),
+                        max_years_between_matches=MAX_YEARS_BETWEEN_TICKS)
 
     def ticks(self, after: float, until: float) -> list[float]:
         """The tick times in (after, until], oldest first (at most MAX_CATCH_UP + 1)."""
-        zone = ZoneInfo(self.tz)
-        it = croniter(self.cron, datetime.fromtimestamp(after, zone))
+        it = self._iter(after)
         out: list[float] = []
         while len(out) <= MAX_CATCH_UP:
             tick = it.get_next(float)
@@ -62,7 +75,7 @@ class Schedule:
         return out
 
     def next_tick(self, after: float) -> float:
-        return croniter(self.cron, datetime.fromtimestamp(after, ZoneInfo(self.tz))).get_next(float)
+        return self._iter(after).get_next(float)
 
     def info(self) -> ScheduleInfo:
         return ScheduleInfo(self.name, self.task, self.cron, self.tz, self.args, self.options, self.missed, None)
@@ -83,30 +96,85 @@ def sync_schedules(app: "App") -> None:
             app.store.advance_schedule(schedule.name, None, time.time())
 
 
-def run_due(app: "App", now: float | None = None) -> list[str]:
-    """Enqueue every due tick of every schedule; returns the ids enqueued (created or not)."""
+def stored_schedule(info: ScheduleInfo) -> Schedule:
+    """The rule of a stored schedule; ``ConfigError`` when it no longer parses or never fires
+    (stored by another deployment, or before such crons were refused)."""
+    return Schedule(info.name, info.task, info.cron, info.tz, info.args, info.options, info.missed)
+
+
+def next_fire(info: ScheduleInfo, now: float) -> tuple[float | None, str | None]:
+    """A stored schedule's next tick, or ``(None, why)`` when it has none: listing schedules
+    never fails on one bad row."""
+    try:
+        return stored_schedule(info).next_tick(max(now, info.last_tick or now)), None
+    except Exception as exc:  # noqa: BLE001 - any stored row must list
+        return None, str(exc)
+
+
+class ScheduleHealth:
+    """Which schedules are failing, so each failure episode is logged once (when it starts)
+    and its end once, however many times the scheduler retries meanwhile."""
+
+    def __init__(self) -> None:
+        self.failing: dict[str, str] = {}
+
+    def failed(self, name: str, exc: BaseException) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        if name not in self.failing:
+            log.error("schedule %s failed; the other schedules go on (logged once until it recovers): %s",
+                      name, message, exc_info=exc)
+        self.failing[name] = message
+
+    def succeeded(self, name: str) -> None:
+        if self.failing.pop(name, None) is not None:
+            log.info("schedule %s recovered", name)
+
+
+def run_due(app: "App", now: float | None = None, health: ScheduleHealth | None = None) -> list[str]:
+    """Enqueue every due tick of every schedule; returns the ids enqueued (created or not).
+
+    Schedules are isolated: one that fails (an enqueue refused, a rule that cannot compute its
+    next tick) is reported to ``health`` and skipped; the others go on."""
     now = time.time() if now is None else now
+    health = health if health is not None else ScheduleHealth()
     enqueued: list[str] = []
     for info in app.store.list_schedules():
         schedule = app.schedules.get(info.name)
         if schedule is None or schedule.task not in app.tasks:
             continue  # declared by another deployment of the app
-        last = info.last_tick if info.last_tick is not None else now
-        due = schedule.ticks(last, now)
-        if not due:
-            continue
-        if schedule.missed == "skip":
-            due = due[-1:]
-        for tick in due:
-            handle = app.enqueue(schedule.task, schedule.args, id=tick_id(schedule.name, tick), **schedule.options)
-            enqueued.append(handle.id)
-            if handle.created:
-                log.info("schedule %s: enqueued the tick of %s", schedule.name, datetime.fromtimestamp(tick).isoformat())
-        app.store.advance_schedule(info.name, info.last_tick, due[-1])
+        try:
+            enqueued.extend(_run_one(app, schedule, info, now))
+        except Exception as exc:  # noqa: BLE001 - one schedule must not stop the others
+            health.failed(info.name, exc)
+        else:
+            health.succeeded(info.name)
+    return enqueued
+
+
+def _run_one(app: "App", schedule: Schedule, info: ScheduleInfo, now: float) -> list[str]:
+    last = info.last_tick if info.last_tick is not None else now
+    due = schedule.ticks(last, now)
+    if not due:
+        return []
+    if schedule.missed == "skip":
+        due = due[-1:]
+    enqueued: list[str] = []
+    for tick in due:
+        handle = app.enqueue(schedule.task, schedule.args, id=tick_id(schedule.name, tick), **schedule.options)
+        enqueued.append(handle.id)
+        if handle.created:
+            log.info("schedule %s: enqueued the tick of %s", schedule.name, datetime.fromtimestamp(tick).isoformat())
+    app.store.advance_schedule(info.name, info.last_tick, due[-1])
     return enqueued
 
 
 def seconds_until_next(app: "App", now: float | None = None) -> float | None:
+    """Seconds until the earliest next tick; a schedule that cannot tell is left out."""
     now = time.time() if now is None else now
-    upcoming = [s.next_tick(now) for s in app.schedules.values()]
+    upcoming = []
+    for schedule in app.schedules.values():
+        try:
+            upcoming.append(schedule.next_tick(now))
+        except Exception:  # noqa: BLE001 - reported by run_due
+            continue
     return max(0.0, min(upcoming) - now) if upcoming else None

@@ -726,11 +726,12 @@ class Worker:
         """Enqueue due cron ticks; each tick's job id is unique, so many workers enqueue it once."""
         if not self.app.schedules:
             return
-        from .schedule import run_due, seconds_until_next
+        from .schedule import ScheduleHealth, run_due, seconds_until_next
 
+        health = ScheduleHealth()  # a failing schedule is logged once per episode, the others go on
         while True:
             try:
-                await self._store(run_due, self.app)
+                await self._store(run_due, self.app, None, health)
                 wait = await self._store(seconds_until_next, self.app)
             except Exception:
                 log.exception("scheduler failed; will try again")
