@@ -157,3 +157,105 @@ def test_cli_schedules_lists_a_stored_schedule_that_cannot_fire(tmp_path: Path) 
             assert rows["daily"]["next_tick"] is not None and rows["daily"]["error"] is None
         else:
             assert "feb-30" in done.stdout and "daily" in done.stdout
+
+
+# -- a stalled worker's stale run makes no side effect -----------------------------------------
+
+STALL_APP = '''
+from floodway.errors import LeaseLost
+
+DEST = open(os.path.join(HERE, "dest_url.txt")).read().strip()
+
+
+def first_run_then_wait(attempt):
+    """The first run sleeps past the moment the test freezes its worker; a rescued run waits
+    for the test's go before its side effect, so the stale run resumes while it is running."""
+    return attempt == 1
+
+
+@app.task(retry=5)
+async def side_async(ctx: floodway.Context):
+    pid = os.getpid()
+    record("starts.txt", f"{{pid}} {{ctx.attempt}}")
+    if first_run_then_wait(ctx.attempt):
+        await asyncio.sleep(3)
+    else:
+        await wait_for_file("go", 60)
+    record("about.txt", f"{{pid}} {{ctx.attempt}}")
+    try:
+        async with ctx.http(DEST) as client:
+            await client.post("/orders", json={{"id": f"{{pid}}-{{ctx.attempt}}"}})
+        await ctx.checkpoint({{"sent": True}})
+    except LeaseLost:
+        record("refused.txt", f"{{pid}} {{ctx.attempt}}")
+        raise
+    record("done.txt", f"{{pid}} {{ctx.attempt}}")
+    return pid
+
+
+@app.task(retry=5)
+def side_sync(ctx: floodway.Context):
+    pid = os.getpid()
+    record("starts.txt", f"{{pid}} {{ctx.attempt}}")
+    if first_run_then_wait(ctx.attempt):
+        time.sleep(3)
+    else:
+        while not exists("go"):
+            time.sleep(0.02)
+    record("about.txt", f"{{pid}} {{ctx.attempt}}")
+    try:
+        with ctx.http_sync(DEST) as client:
+            client.post("/orders", json={{"id": f"{{pid}}-{{ctx.attempt}}"}})
+        ctx.checkpoint_sync({{"sent": True}})
+    except LeaseLost:
+        record("refused.txt", f"{{pid}} {{ctx.attempt}}")
+        raise
+    record("done.txt", f"{{pid}} {{ctx.attempt}}")
+    return pid
+'''
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+def test_a_worker_frozen_past_its_lease_makes_no_side_effect_after_it_resumes(
+    tmp_path, workers, make_app, database_url, kind
+) -> None:
+    """SIGSTOP a worker mid-job past its lease; another worker rescues the job and runs it;
+    SIGCONT the first while the second is still running: the stale run sends no request and
+    writes no checkpoint (``LeaseLost``), and the job completes once, on the second worker."""
+    from destination import Destination
+
+    with Destination(enforce=False) as dest:
+        (tmp_path / "dest_url.txt").write_text(dest.url)
+        name, mod = make_app(on_backend(database_url) + STALL_APP.format())
+        store = mod.app.store
+        store.migrate()
+        handle = mod.app.enqueue(f"side_{kind}", {})
+        options = ["--poll-interval", "50ms", "--lease", "2s", "--grace", "1s"]
+        first = workers.start(name, *options, label="first")
+        wait_until(lambda: read_lines(tmp_path, "starts.txt"), "the first run started", workers=workers)
+        first.signal(signal.SIGSTOP)
+        try:
+            second = workers.start(name, *options, label="second")
+            wait_until(lambda: any(line.startswith(f"{second.pid} ") for line in read_lines(tmp_path, "starts.txt")),
+                       "the second worker rescued and started the job", workers=workers)
+        finally:
+            first.signal(signal.SIGCONT)
+
+        def first_settled() -> bool:
+            mine = [line for f in ("refused.txt", "done.txt") for line in read_lines(tmp_path, f)
+                    if line.startswith(f"{first.pid} ")]
+            return bool(mine) or "stops now" in first.log()
+
+        wait_until(first_settled, "the resumed stale run reached its side effect", workers=workers)
+        (tmp_path / "go").touch()
+        wait_until(lambda: store.get_job(handle.id).status is Status.COMPLETE, "the job completed",
+                   workers=workers)
+        sent = [r.id for r in dest.accepted()]
+        assert all(not s.startswith(f"{first.pid}-") for s in sent), (sent, workers.logs())
+        assert [s for s in sent if s.startswith(f"{second.pid}-")], sent
+        assert not [line for line in read_lines(tmp_path, "done.txt") if line.startswith(f"{first.pid} ")]
+        assert store.get_job(handle.id).result == second.pid
+        for proc in (first, second):
+            proc.signal(signal.SIGTERM)
+        for proc in (first, second):
+            proc.wait()

@@ -9,7 +9,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Sequence
 
-from .errors import ConfigError, RateLimited
+from .errors import ConfigError, LeaseLost, RateLimited
 from .jobs import Job
 from .limits import resolve_key
 from .resumable import (
@@ -59,6 +59,12 @@ class Context:
         self._logger: logging.Logger | None = None
         #: seconds this run spent waiting on limits (added to the job's throttling overhead)
         self.throttled_seconds = 0.0
+        #: set by the worker (monotonic instants; None outside a worker): when this run's lease
+        #: runs out unless renewed, and until when its worker's heartbeats prove that no other
+        #: worker can have taken the job (see ``floodway.liveness``)
+        self.lease_deadline: float | None = None
+        self.owned_until: float | None = None
+        self._lost: str | None = None
         # admission at claim took one token of each rate limit the job holds: the job's first
         # call against that limit spends it instead of taking another
         self._prepaid: dict[tuple[str, str], int] = {}
@@ -95,6 +101,43 @@ class Context:
     def __repr__(self) -> str:
         return f"<Context job={self.job.id} task={self.job.task} attempt={self.attempt}>"
 
+    # -- ownership ----------------------------------------------------------------------------
+    def lose_lease(self, why: str) -> None:
+        """Called by the worker when this run no longer owns its job: every further
+        ``http``/``once``/``checkpoint``/``acquire``/``step`` call raises ``LeaseLost``."""
+        if self._lost is None:
+            self._lost = why
+
+    def _ownership(self) -> float | None:
+        """None while this run surely owns its job; seconds to wait while that is unproven
+        (its worker's heartbeat has not got through lately: the database is slow or away);
+        ``LeaseLost`` once it may have lost it (its worker learnt so, or the lease ran out
+        without a renewal: the worker stalled, and another worker may run the job now)."""
+        if self._lost is not None:
+            raise LeaseLost(f"job {self.job.id}: this run (attempt {self.job.attempt}) lost its lease: {self._lost}")
+        if self.lease_deadline is None:
+            return None
+        now = time.monotonic()
+        if now >= self.lease_deadline:
+            raise LeaseLost(f"job {self.job.id}: this run's lease (attempt {self.job.attempt}) ran out before "
+                            f"its worker renewed it; another worker may own the job")
+        if self.owned_until is None or now < self.owned_until:
+            return None
+        return min(0.05, self.lease_deadline - now)
+
+    def ensure_owned(self) -> None:
+        """Return once this run is known to own its job, or raise ``LeaseLost``: called before
+        every side effect floodway makes for a task (``http``, ``once``, ``checkpoint``,
+        ``acquire``, ``step``). Blocks while ownership is unproven: for sync tasks (threads);
+        async code awaits ``owned()``."""
+        while (wait := self._ownership()) is not None:
+            time.sleep(wait)
+
+    async def owned(self) -> None:
+        """``ensure_owned`` for async code."""
+        while (wait := self._ownership()) is not None:
+            await asyncio.sleep(wait)
+
     # -- resumable work ---------------------------------------------------------------------
     @property
     def state_key(self) -> str:
@@ -110,6 +153,7 @@ class Context:
         """Save ``value`` as the cursor, durably and atomically with the job's state, and clear
         the once-ledger (everything before the cursor is done). A rescued, retried or resumed
         run starts here."""
+        await self.owned()
         text = self._encode_cursor(value)
         self.checkpoints = await asyncio.to_thread(
             self.app.store.checkpoint, self.job.id, self.worker_id, self.job.attempt, self.state_key, text
@@ -119,6 +163,7 @@ class Context:
 
     def checkpoint_sync(self, value: Any) -> None:
         """``checkpoint`` for sync tasks."""
+        self.ensure_owned()
         text = self._encode_cursor(value)
         self.checkpoints = self.app.store.checkpoint(self.job.id, self.worker_id, self.job.attempt, self.state_key, text)
         self._cursor = json.loads(text)
@@ -146,6 +191,7 @@ class Context:
             self._ledger = await asyncio.to_thread(self.app.store.load_ledger, self.state_key)
         if entry in self._ledger:
             return decode_result(self._ledger[entry])
+        await self.owned()
         token = current_idempotency_key.set(idempotency_key(self.state_key, entry))
         try:
             result = await call_maybe_async(fn, *args, **kwargs)
@@ -166,6 +212,7 @@ class Context:
             self._ledger = self.app.store.load_ledger(self.state_key)
         if entry in self._ledger:
             return decode_result(self._ledger[entry])
+        self.ensure_owned()
         token = current_idempotency_key.set(idempotency_key(self.state_key, entry))
         try:
             result = fn(*args, **kwargs)
@@ -246,6 +293,7 @@ class Context:
         """
         from .flows import run_step
 
+        await self.owned()
         return await run_step(self, step_id, fn, args, kwargs, kind=kind, critical=critical, throttle=throttle)
 
     def step_sync(self, step_id: str, fn: Callable[..., Any], *args: Any, **options: Any) -> Any:
@@ -301,12 +349,14 @@ class Context:
         a longer one raises ``RateLimited`` so the job goes back to ``scheduled`` until then
         without spending an attempt (and without holding a worker slot).
         """
+        await self.owned()
         key = self.limit_key(name) if key is None else key
         while (wait := await asyncio.to_thread(self._try_acquire, name, key, cost)) is not None:
             await asyncio.sleep(self._wait_or_reschedule(name, key, wait))
 
     def acquire_sync(self, name: str, *, key: str | None = None, cost: int = 1) -> None:
         """``acquire`` for sync tasks (which run in a thread)."""
+        self.ensure_owned()
         key = self.limit_key(name) if key is None else key
         while (wait := self._try_acquire(name, key, cost)) is not None:
             time.sleep(self._wait_or_reschedule(name, key, wait))

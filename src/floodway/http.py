@@ -247,6 +247,7 @@ class _AsyncTransport(httpx.AsyncBaseTransport):
         while True:
             if pacer.limit is not None:
                 await pacer.ctx.acquire(pacer.limit, key=pacer.key)
+            await pacer.ctx.owned()  # a run that lost its job sends nothing more
             response = await self.inner.handle_async_request(request)
             until = await asyncio.to_thread(pacer.decide, request, response) if pacer.limit else pacer.decide(request, response)
             if until is None:
@@ -274,6 +275,7 @@ class _SyncTransport(httpx.BaseTransport):
         while True:
             if pacer.limit is not None:
                 pacer.ctx.acquire_sync(pacer.limit, key=pacer.key)
+            pacer.ctx.ensure_owned()  # a run that lost its job sends nothing more
             response = self.inner.handle_request(request)
             until = pacer.decide(request, response)
             if until is None:

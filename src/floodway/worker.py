@@ -8,8 +8,10 @@ Read top to bottom, one worker process does this:
 3. each finished run becomes an ``Outcome`` in a buffer; a single flusher writes the whole
    buffer in one transaction whenever it is not already writing (group commit), so completions
    are batched without a fixed delay;
-4. a heartbeat renews the leases of its running jobs, stops the ones a user cancelled, and
-   rescues jobs of workers that died (their lease expired);
+4. a heartbeat renews the leases of its running jobs, stops the ones a user cancelled and the
+   ones whose lease was lost (another worker took them over), and rescues the jobs of workers
+   that died: at once when their process is gone or their heartbeat stopped
+   (``floodway.liveness``), else when their lease expires;
 5. on SIGTERM/SIGINT it stops claiming, gives running jobs ``grace`` seconds to finish, and
    releases the rest to ``waiting`` without spending an attempt. A second signal skips the grace.
 """
@@ -33,7 +35,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import jsontext
+from . import jsontext, liveness
 from .context import Context
 from .errors import ConfigError, Fail, LeaseLost, RateLimited, StoreError
 from .resumable import SEGMENT_MARK, ContinueLater, SegmentedList
@@ -160,6 +162,14 @@ class Worker:
         self._unflushed: set[str] = set()
         self._cancel_requested: set[str] = set()
         self._contexts: dict[str, Context] = {}
+        # lease bookkeeping (monotonic instants): when each held job's lease was last taken or
+        # renewed; until when our heartbeats prove no worker can have judged us dead; the
+        # runs (job id, attempt) found to have lost their job, whose outcomes are dropped
+        self._leased_at: dict[str, float] = {}
+        self._alive_until = 0.0
+        self._last_beat_ok: float | None = None
+        self._beats_ok_since: float | None = None
+        self._lost: set[tuple[str, int]] = set()
         self._releasing = False
         self._stopping = False
         self._wake: asyncio.Event | None = None
@@ -248,15 +258,19 @@ class Worker:
 
                     await self._store(sync_schedules, self.app)
                 now = time.time()
+                began = time.monotonic()
                 await self._store(
                     self.app.store.register_worker,
-                    WorkerInfo(self.id, socket.gethostname(), os.getpid(), self.queues, self.concurrency, now, now),
+                    WorkerInfo(self.id, socket.gethostname(), os.getpid(), self.queues, self.concurrency, now, now,
+                               host_key=liveness.host_key(), pid_start=liveness.start_time(os.getpid())),
                 )
+                self._beat_ok(began, began)
                 log.info("worker %s started: queues=%s concurrency=%d", self.id, self.queues or "all", self.concurrency)
                 await self._store(self._warn_if_concurrency_cannot_reach_rates)
                 rescued = await self._store(self.app.store.rescue_expired)
                 if rescued:
                     log.warning("rescued %d job(s) whose worker stopped renewing its lease", len(rescued))
+                await self._store(self._rescue_dead_holders)
                 return
             except StoreError as exc:
                 if self._stopping or time.monotonic() + pause > deadline:
@@ -306,8 +320,10 @@ class Worker:
                 # every slot is busy and the store had work: claim the next jobs now, so a slot
                 # that comes free starts one at once instead of after a claim's round trip
                 try:
+                    began = time.monotonic()
                     jobs = await self._store(self.app.store.claim, self.id, queues=self.queues, limit=room,
                                              lease=self.lease, without_limits=True)
+                    self._leased(jobs, began)
                     failures = 0
                     self._unflushed.update(job.id for job in jobs)
                     self._prefetched.extend(jobs)
@@ -334,6 +350,7 @@ class Worker:
                     found_work = False
                     now = time.time()
                     if due is not None and due <= now:
+                        began = time.monotonic()
                         jobs = await self._store(
                             self.app.store.claim,
                             self.id,
@@ -342,6 +359,7 @@ class Worker:
                             lease=self.lease,
                             ahead=ahead,
                         )
+                        self._leased(jobs, began)
                         failures = 0
                         for n, job in enumerate(jobs):
                             if n < want:
@@ -358,7 +376,13 @@ class Worker:
                             timeout = min(self.poll_interval, max(jobs.wake_at - time.time(), 0.001))
                     elif self.burst and settled:
                         # (an outcome not yet written may put a job back to waiting: wait for it)
-                        return
+                        # a job held by a dead worker is rescued and done first, and one held by
+                        # a worker that stopped renewing its lease is waited for until it expires
+                        rescued, pending = await self._store(self._rescue_dead_holders)
+                        if rescued:
+                            continue
+                        if not pending:
+                            return
                     elif due is not None:
                         timeout = min(self.poll_interval, max(due - now, 0.001))
                     elif self.app.store.notifies:
@@ -427,6 +451,10 @@ class Worker:
 
     # -- running one job ------------------------------------------------------------------
     def _start(self, job: Job) -> None:
+        if job.id in self._running:
+            # a run of this job is still going here: its lease was lost (we stalled), the job was
+            # rescued, and this worker claimed it again. The old run stops now.
+            self._lose(job.id, "the job was rescued and claimed again", before=float("inf"))
         self._jobs[job.id] = job
         self._unflushed.add(job.id)
         self._running[job.id] = asyncio.create_task(self._run(job), name=f"floodway-job-{job.id}")
@@ -439,10 +467,21 @@ class Worker:
         except BaseException as exc:  # a bug in floodway itself must not lose the job
             log.exception("internal error running job %s", job.id)
             outcome = self._failure(job, None, exc)
-        self._outcomes.append(outcome)
-        self._running.pop(job.id, None)
-        self._jobs.pop(job.id, None)
-        self._cancel_requested.discard(job.id)
+        current = self._running.get(job.id) is asyncio.current_task()
+        if (job.id, job.attempt) in self._lost:
+            # another worker owns the job now: this run's outcome is not ours to write
+            self._lost.discard((job.id, job.attempt))
+            log.warning("job %s: the run that lost its lease (attempt %d) stopped; its outcome is dropped",
+                        job.id, job.attempt)
+            if current:
+                self._unflushed.discard(job.id)
+                self._leased_at.pop(job.id, None)
+        else:
+            self._outcomes.append(outcome)
+        if current:  # (a newer run of the same job may have replaced this one here)
+            self._running.pop(job.id, None)
+            self._jobs.pop(job.id, None)
+            self._cancel_requested.discard(job.id)
         self.processed += 1
         self._start_prefetched()
         assert self._flush_wanted is not None and self._wake is not None
@@ -488,7 +527,8 @@ class Worker:
         except Exception as exc:
             return self._failure(job, task, exc)
         finally:
-            self._contexts.pop(job.id, None)
+            if self._contexts.get(job.id) is ctx:
+                del self._contexts[job.id]
         if isinstance(result, ContinueLater):
             return self._continue(job, ctx, result, reason="continue_later")
         try:
@@ -523,6 +563,7 @@ class Worker:
             cursor = (await self._store(self.app.store.load_state, job.state_key)).cursor
         ctx = Context(self.app, job, self.id, cursor=cursor, budget=task.budget, margin=task.margin)
         ctx.loop = self._loop
+        self._bound(ctx)
         if job.paused:
             ctx.pause_requested = True
         return ctx
@@ -674,6 +715,8 @@ class Worker:
             pause = 0.05
             for outcome in batch:
                 self._unflushed.discard(outcome.job_id)
+                if outcome.job_id not in self._running:
+                    self._leased_at.pop(outcome.job_id, None)
             assert self._wake is not None
             self._wake.set()  # the claim loop may be waiting for this write (backpressure, burst exit)
             lost = {o.job_id for o in batch} - set(written)
@@ -681,46 +724,160 @@ class Worker:
                 log.warning("lease lost before the outcome was written for %d job(s): %s", len(lost), sorted(lost)[:5])
 
     # -- heartbeat and rescue ---------------------------------------------------------------
-    async def _heartbeat_loop(self) -> None:
-        interval = self.lease / 3
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                ids = sorted(self._unflushed)
-                cancelled = await self._store(self.app.store.heartbeat, self.id, ids, self.lease)
-                for job_id in cancelled:
-                    job = next((j for j in self._prefetched if j.id == job_id), None)
-                    if job is not None:
-                        self._drop_prefetched(job_id, Outcome(job_id, job.attempt, Status.CANCELLED,
-                                                              reason="cancelled by user before it started"))
-                        continue
-                    task = self._running.get(job_id)
-                    if task is not None and job_id not in self._cancel_requested:
-                        self._cancel_requested.add(job_id)
-                        task.cancel()
-                if self._contexts or self._prefetched:
-                    waiting_here = {j.id for j in self._prefetched}
-                    paused = await self._store(self.app.store.paused_among, list(self._contexts) + list(waiting_here))
-                    # a job claimed ahead starts with the pause request it has by then
-                    self._prefetched = deque(
-                        dataclasses.replace(j, paused=True) if j.id in paused else j for j in self._prefetched
-                    )
-                    for job_id in paused:
-                        ctx = self._contexts.get(job_id)
-                        if ctx is not None and not ctx.pause_requested:
-                            log.info("job %s was paused: it stops at its next checkpoint", job_id)
-                            ctx.pause_requested = True
-                if self.app.settings.alert_queue_depth:
-                    from .alerts import check_queues
+    # -- leases and liveness ----------------------------------------------------------------
+    def _leased(self, jobs: list[Job], began: float) -> None:
+        """Note when the leases of freshly claimed jobs were taken (at the latest)."""
+        for job in jobs:
+            self._leased_at[job.id] = began
 
-                    await self._store(check_queues, self.app)
-                rescued = await self._store(self.app.store.rescue_expired)
-                if rescued:
-                    log.warning("rescued %d job(s) whose worker stopped renewing its lease", len(rescued))
-                    assert self._wake is not None
-                    self._wake.set()
+    def _bound(self, ctx: Context) -> None:
+        """Tell a run until when it surely owns its job, and when its lease runs out."""
+        leased = self._leased_at.get(ctx.job.id)
+        if leased is None:
+            return
+        ctx.lease_deadline = leased + self.lease
+        ctx.owned_until = min(ctx.lease_deadline, self._alive_until)
+
+    def _beat_ok(self, began: float, ended: float) -> None:
+        """A heartbeat that started at ``began`` got through. While they get through without a
+        gap of ``STALE_AFTER``, no other worker can judge this one silent, so its runs own
+        their jobs until ``STALE_AFTER`` after the last one."""
+        if self._last_beat_ok is None or ended - self._last_beat_ok > liveness.STALE_AFTER:
+            self._beats_ok_since = began  # a new unbroken chain starts
+        self._last_beat_ok = began
+        self._alive_until = began + liveness.STALE_AFTER
+        for ctx in self._contexts.values():
+            self._bound(ctx)
+
+    def _lose(self, job_id: str, why: str, *, before: float) -> None:
+        """Stop the run of ``job_id`` here: it no longer owns the job. Only a run whose lease
+        was taken before ``before`` (a heartbeat's start): a newer claim of the job is its own."""
+        for job in self._prefetched:
+            if job.id == job_id:
+                if self._leased_at.get(job_id, before) < before:
+                    self._prefetched.remove(job)
+                    self._unflushed.discard(job_id)
+                    self._leased_at.pop(job_id, None)
+                    log.warning("job %s was claimed ahead and lost its lease (%s); dropped", job_id, why)
+                return
+        job, task = self._jobs.get(job_id), self._running.get(job_id)
+        if job is None or task is None or (job.id, job.attempt) in self._lost:
+            return  # ended here already: its outcome's write is guarded by (worker, attempt)
+        if self._leased_at.get(job_id, before) >= before:
+            return
+        self._lost.add((job.id, job.attempt))
+        log.warning("job %s lost its lease (%s): this run (attempt %d) stops now", job_id, why, job.attempt)
+        ctx = self._contexts.get(job_id)
+        if ctx is not None:
+            ctx.lose_lease(why)  # a sync run cannot be interrupted: it gets LeaseLost at its next call
+        definition = self.app.tasks.get(job.task)
+        if definition is None or definition.is_async:
+            task.cancel()
+
+    def _rescue_dead_holders(self) -> tuple[list[str], int]:
+        """Rescue the jobs of workers found dead or silent (``floodway.liveness``); return the
+        ids rescued and how many running jobs are held by workers that look frozen (their
+        lease is the safety net). Runs on a store thread."""
+        store = self.app.store
+        here = liveness.host_key()
+        judge = (self._beats_ok_since is not None and self._last_beat_ok is not None
+                 and self._last_beat_ok - self._beats_ok_since >= liveness.STALE_AFTER)
+        rescued: list[str] = []
+        pending = 0
+        expired = False
+        for holder in store.lease_holders():
+            if holder.worker_id == self.id:
+                continue
+            verdict = liveness.verdict(holder, here=here, judge_stale=judge)
+            if verdict == liveness.DEAD:
+                ids = store.rescue_worker(holder.worker_id, dead=True)
+                if ids:
+                    log.warning("worker %s is dead (its process is gone): rescued %d job(s)", holder.worker_id, len(ids))
+                rescued += ids
+            elif verdict == liveness.STALE:
+                ids = store.rescue_worker(holder.worker_id, dead=False,
+                                          heartbeat_before=holder.observed_at - liveness.STALE_AFTER)
+                if ids:
+                    log.warning("worker %s sent no heartbeat for %.1fs: rescued %d job(s)", holder.worker_id,
+                                holder.observed_at - (holder.heartbeat_at or 0.0), len(ids))
+                rescued += ids
+            elif verdict == liveness.FROZEN:
+                pending += holder.running
+            if holder.lease_until is not None and holder.lease_until < holder.observed_at:
+                expired = True
+        if expired:
+            ids = store.rescue_expired()
+            if ids:
+                log.warning("rescued %d job(s) whose worker stopped renewing its lease", len(ids))
+            rescued += ids
+        if rescued and self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+        return rescued, pending
+
+    async def _heartbeat_loop(self) -> None:
+        """Every ``PULSE``: write this worker's heartbeat and rescue the jobs of dead workers;
+        every lease/3 (and at once after a gap, as after a stall): renew the leases of our
+        jobs, learn which were cancelled, paused or lost."""
+        renew_every = self.lease / 3
+        pulse = min(liveness.PULSE, renew_every)
+        next_renewal = time.monotonic() + renew_every
+        while True:
+            await asyncio.sleep(pulse)
+            began = time.monotonic()
+            gap = self._last_beat_ok is None or began - self._last_beat_ok > min(liveness.STALE_AFTER, renew_every)
+            try:
+                if began >= next_renewal or gap:
+                    await self._renew(began)
+                    next_renewal = began + renew_every
+                else:
+                    await self._store(self.app.store.heartbeat, self.id, [], self.lease)
+                    self._beat_ok(began, time.monotonic())
+                await self._store(self._rescue_dead_holders)
             except Exception:
                 log.exception("heartbeat failed; will try again")
+
+    async def _renew(self, began: float) -> None:
+        ids = sorted(self._unflushed)
+        renewal = await self._store(self.app.store.heartbeat, self.id, ids, self.lease)
+        lost = getattr(renewal, "lost", set())
+        for job_id in ids:
+            if job_id not in lost and self._leased_at.get(job_id, began) < began:
+                self._leased_at[job_id] = began
+        self._beat_ok(began, time.monotonic())
+        for job_id in sorted(lost):
+            self._lose(job_id, "its lease ran out or another worker took the job over", before=began)
+        cancelled = renewal
+        for job_id in cancelled:
+            job = next((j for j in self._prefetched if j.id == job_id), None)
+            if job is not None:
+                self._drop_prefetched(job_id, Outcome(job_id, job.attempt, Status.CANCELLED,
+                                                      reason="cancelled by user before it started"))
+                continue
+            task = self._running.get(job_id)
+            if task is not None and job_id not in self._cancel_requested:
+                self._cancel_requested.add(job_id)
+                task.cancel()
+        if self._contexts or self._prefetched:
+            waiting_here = {j.id for j in self._prefetched}
+            paused = await self._store(self.app.store.paused_among, list(self._contexts) + list(waiting_here))
+            # a job claimed ahead starts with the pause request it has by then
+            self._prefetched = deque(
+                dataclasses.replace(j, paused=True) if j.id in paused else j for j in self._prefetched
+            )
+            for job_id in paused:
+                ctx = self._contexts.get(job_id)
+                if ctx is not None and not ctx.pause_requested:
+                    log.info("job %s was paused: it stops at its next checkpoint", job_id)
+                    ctx.pause_requested = True
+        if self.app.settings.alert_queue_depth:
+            from .alerts import check_queues
+
+            await self._store(check_queues, self.app)
+        rescued = await self._store(self.app.store.rescue_expired)
+        if rescued:
+            log.warning("rescued %d job(s) whose worker stopped renewing its lease", len(rescued))
+            assert self._wake is not None
+            self._wake.set()
 
     async def _scheduler_loop(self) -> None:
         """Enqueue due cron ticks; each tick's job id is unique, so many workers enqueue it once."""

@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 from ..jobs import Event, Job, NewJob, Status
 from ..limits import LimitSpec
+from ..liveness import FREE_LOST_RUNS, LeaseHolder
 
 
 #: a job's timeline in one statement (the same SQL for both backends, ``?``/``%s`` apart):
@@ -92,6 +93,27 @@ def timeline_from_rows(job_id: str, rows: list[tuple] | list[list]) -> list[Even
             events.append(Event(job_id=job_id, at=finished_at, from_status=Status.RUNNING,
                                 to_status=Status.COMPLETE, attempt=attempt, worker_id=worker_id))
     return events
+
+
+def worker_rescue(
+    owner: str, attempt: int, max_attempts: int, cancel_requested: bool, lost_runs: int, *, dead: bool
+) -> tuple[Status, str, dict[str, Any], bool]:
+    """How a running job of a worker found dead or silent ends: (target status, reason, error,
+    whether its attempt is given back). One rule for both backends' ``rescue_worker``."""
+    if dead:
+        message = f"worker {owner} died (its process is gone); the job was rescued"
+    else:
+        message = f"worker {owner} stopped sending heartbeats; the job was rescued"
+    error = {"type": "WorkerLost", "message": message, "traceback": None}
+    # the worker died, not (as far as we can tell) the job: no attempt is spent, up to a bound,
+    # so a job that kills its worker each time still ends
+    give_back = dead and lost_runs < FREE_LOST_RUNS
+    if cancel_requested:
+        return Status.CANCELLED, "worker lost; cancellation requested", error, False
+    if not give_back and attempt >= max_attempts:
+        return Status.FAILED, "worker lost on the last attempt", error, False
+    reason = "worker died; rescued" if dead else "worker silent; rescued"
+    return Status.WAITING, reason + ("" if give_back else " (an attempt spent)"), error, give_back
 
 
 def served_stamps(served: list[str], now: float) -> tuple[list[str], list[float]]:
@@ -173,6 +195,16 @@ class ClaimedJobs(list):  # list[Job]
     def __init__(self, jobs: Iterable[Job] = (), wake_at: float | None = None):
         super().__init__(jobs)
         self.wake_at = wake_at
+
+
+class Renewal(set):  # set[str]
+    """What ``heartbeat`` returns: the ids whose cancellation was requested, and ``lost``: the
+    ids given that this worker does not hold under a live lease any more (rescued, finished,
+    or their lease ran out before this renewal), whose runs must stop."""
+
+    def __init__(self, cancelled: Iterable[str] = (), lost: Iterable[str] = ()):
+        super().__init__(cancelled)
+        self.lost = set(lost)
 
 
 @dataclass
@@ -267,6 +299,10 @@ class WorkerInfo:
     heartbeat_at: float
     stopped_at: float | None = None
     running: int = 0
+    #: the process table it runs in and its process start time (``floodway.liveness``), so a
+    #: worker on the same host can tell that its process is gone
+    host_key: str | None = None
+    pid_start: int | None = None
 
 
 @dataclass
@@ -399,12 +435,28 @@ class Store(abc.ABC):
         """Write the outcomes of runs in one transaction; return the job ids written."""
 
     @abc.abstractmethod
-    def heartbeat(self, worker_id: str, job_ids: list[str], lease: float) -> set[str]:
-        """Extend the leases of ``job_ids``; return those whose cancellation was requested."""
+    def heartbeat(self, worker_id: str, job_ids: list[str], lease: float) -> Renewal:
+        """Extend the leases of ``job_ids`` that are still live (a lease that ran out is not
+        renewed: another worker may have rescued the job meanwhile); return those whose
+        cancellation was requested, and in ``.lost`` those not renewed."""
 
     @abc.abstractmethod
     def rescue_expired(self) -> list[str]:
         """Release running jobs whose lease expired (their worker died); return their ids."""
+
+    @abc.abstractmethod
+    def lease_holders(self) -> list["LeaseHolder"]:
+        """Every worker id holding running jobs: how many, their earliest lease, and what the
+        ``workers`` table says of it (nothing for an unknown id)."""
+
+    @abc.abstractmethod
+    def rescue_worker(self, worker_id: str, *, dead: bool, heartbeat_before: float | None = None) -> list[str]:
+        """Release the running jobs of a worker found dead (its process is gone: ``dead``) or
+        silent (its heartbeat older than ``heartbeat_before``, checked in the same
+        transaction: a heartbeat that arrived meanwhile cancels the rescue). A dead worker's
+        jobs spend no attempt while they have lost fewer than ``FREE_LOST_RUNS`` runs so; other
+        rescues count as a lease expiry does (the last attempt fails: ``WorkerLost``). A dead
+        worker is marked stopped. Returns the ids released."""
 
     @abc.abstractmethod
     def average_duration(self, tasks: list[str], *, sample: int = 200) -> float | None:

@@ -55,6 +55,8 @@ from ..jobs import Event, Job, NewJob, Status, can_transition, check_transition
 from ..limits import LimitSpec, gcra, remaining
 from .base import TIMELINE_SQL, served_stamps, stores_run_events
 from .base import job_from_row as _job_from_row
+from .base import Renewal, worker_rescue
+from ..liveness import LeaseHolder
 from .base import (
     ClaimedJobs,
     EnqueueResult,
@@ -979,13 +981,15 @@ class PostgresStore(Store):
     def register_worker(self, info: WorkerInfo) -> None:
         self._run(
             lambda cur: cur.execute(
-                "INSERT INTO workers (id, hostname, pid, queues, concurrency, started_at, heartbeat_at, stopped_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, NULL) ON CONFLICT (id) DO UPDATE SET "
+                "INSERT INTO workers (id, hostname, pid, queues, concurrency, started_at, heartbeat_at, stopped_at, "
+                "host_key, pid_start) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, NULL, %s, %s) ON CONFLICT (id) DO UPDATE SET "
                 "hostname = excluded.hostname, pid = excluded.pid, queues = excluded.queues, "
                 "concurrency = excluded.concurrency, started_at = excluded.started_at, "
-                "heartbeat_at = excluded.heartbeat_at, stopped_at = NULL",
+                "heartbeat_at = excluded.heartbeat_at, stopped_at = NULL, host_key = excluded.host_key, "
+                "pid_start = excluded.pid_start",
                 (info.id, info.hostname, info.pid, json.dumps(info.queues), info.concurrency,
-                 info.started_at, info.heartbeat_at),
+                 info.started_at, info.heartbeat_at, info.host_key, info.pid_start),
             ),
             what="register_worker",
         )
@@ -1000,11 +1004,12 @@ class PostgresStore(Store):
         clause = "" if include_stopped else "WHERE w.stopped_at IS NULL"
         rows = self._read(
             "SELECT w.id, w.hostname, w.pid, w.queues, w.concurrency, w.started_at, w.heartbeat_at, "
-            "w.stopped_at, (SELECT COUNT(*) FROM jobs j WHERE j.status = 'running' AND j.worker_id = w.id) "
-            f"FROM workers w {clause} ORDER BY w.started_at"
+            "w.stopped_at, (SELECT COUNT(*) FROM jobs j WHERE j.status = 'running' AND j.worker_id = w.id), "
+            f"w.host_key, w.pid_start FROM workers w {clause} ORDER BY w.started_at"
         )
         return [
-            WorkerInfo(r[0], r[1], r[2], json.loads(r[3]) if r[3] else None, r[4], r[5], r[6], r[7], int(r[8]))
+            WorkerInfo(r[0], r[1], r[2], json.loads(r[3]) if r[3] else None, r[4], r[5], r[6], r[7], int(r[8]),
+                       r[9], r[10])
             for r in rows
         ]
 
@@ -1465,18 +1470,19 @@ class PostgresStore(Store):
             ([p[0] for p in ordered], [p[1] for p in ordered], [counts[p] for p in ordered]),
         )
 
-    def heartbeat(self, worker_id: str, job_ids: list[str], lease: float) -> set[str]:
-        def go(cur: psycopg.Cursor) -> set[str]:
+    def heartbeat(self, worker_id: str, job_ids: list[str], lease: float) -> Renewal:
+        def go(cur: psycopg.Cursor) -> Renewal:
             now = self._now()
             cur.execute("UPDATE workers SET heartbeat_at = %s WHERE id = %s", (now, worker_id))
             if not job_ids:
-                return set()
+                return Renewal()
             cur.execute(
                 "UPDATE jobs SET lease_until = %s WHERE worker_id = %s AND status = 'running' "
-                "AND id = ANY(%t::text[]) RETURNING id, cancel_requested",
-                (now + lease, worker_id, sorted(job_ids)),
+                "AND lease_until >= %s AND id = ANY(%t::text[]) RETURNING id, cancel_requested",
+                (now + lease, worker_id, now, sorted(job_ids)),
             )
-            return {r[0] for r in cur.fetchall() if r[1]}
+            rows = cur.fetchall()
+            return Renewal({r[0] for r in rows if r[1]}, set(job_ids) - {r[0] for r in rows})
 
         return self._run(go, what="heartbeat")
 
@@ -1527,6 +1533,73 @@ class PostgresStore(Store):
                 "FROM unnest(%t::text[], %t::text[], %t::text[], %t::bool[]) AS v(id, status, error, final) "
                 "WHERE j.id = v.id AND j.status = 'running'",
                 (now, now, ids, targets, errors, finals),
+            )
+            self._insert_events(cur, events)
+            held.extend(self._take_slots(cur, ids))
+            self._mark_fair_keys(cur, ready)
+            self._release_limits(cur, held)
+            self._notify(cur, wake)
+            return ids
+
+        return self._run(go, what="rescue")
+
+    def lease_holders(self) -> list[LeaseHolder]:
+        rows = self._read(
+            "SELECT j.worker_id, COUNT(*), MIN(j.lease_until), w.host_key, w.pid, w.pid_start, w.heartbeat_at, "
+            "w.stopped_at FROM jobs j LEFT JOIN workers w ON w.id = j.worker_id "
+            "WHERE j.status = 'running' AND j.worker_id IS NOT NULL "
+            "GROUP BY j.worker_id, w.host_key, w.pid, w.pid_start, w.heartbeat_at, w.stopped_at"
+        )
+        now = self._now()
+        return [LeaseHolder(r[0], int(r[1]), *r[2:], observed_at=now) for r in rows]
+
+    def rescue_worker(self, worker_id: str, *, dead: bool, heartbeat_before: float | None = None) -> list[str]:
+        def go(cur: psycopg.Cursor) -> list[str]:
+            now = self._now()
+            # the worker row locked: a heartbeat of that worker waits for this rescue, or wins
+            cur.execute("SELECT heartbeat_at FROM workers WHERE id = %s FOR UPDATE", (worker_id,))
+            row = cur.fetchone()
+            if heartbeat_before is not None and (row is None or row[0] >= heartbeat_before):
+                return []  # it spoke meanwhile: alive after all
+            if dead:
+                cur.execute("UPDATE workers SET stopped_at = COALESCE(stopped_at, %s) WHERE id = %s", (now, worker_id))
+            cur.execute(
+                "SELECT id, attempt, max_attempts, cancel_requested, limits, fair_key, queue, started_at, lost_runs "
+                "FROM jobs WHERE status = 'running' AND worker_id = %s ORDER BY id FOR UPDATE SKIP LOCKED",
+                (worker_id,),
+            )
+            lost = cur.fetchall()
+            if not lost:
+                return []
+            events, held, ready, wake = [], [], [], set()
+            ids, targets, errors, finals, back = [], [], [], [], []
+            for job_id, attempt, max_attempts, cancel_requested, limits, fair_key, queue, started, lost_runs in lost:
+                if limits:
+                    held.extend(json.loads(limits))
+                    wake.add(queue)
+                target, reason, error, give_back = worker_rescue(
+                    worker_id, attempt, max_attempts, bool(cancel_requested), lost_runs, dead=dead
+                )
+                if target is Status.WAITING:
+                    ready.append(fair_key)
+                    wake.add(queue)
+                ids.append(job_id)
+                targets.append(target.value)
+                errors.append(json.dumps(error))
+                finals.append(target.is_final)
+                back.append(int(give_back))
+                # the claim stored no event: the run's start goes in with its end
+                events.append(self._event(job_id, started, Status.WAITING, Status.RUNNING, attempt, worker_id=worker_id))
+                events.append(self._event(job_id, now, Status.RUNNING, target, attempt - int(give_back), error=error,
+                                          worker_id=worker_id, reason=reason))
+            cur.execute(
+                "UPDATE jobs j SET status = v.status, worker_id = CASE WHEN v.final THEN j.worker_id END, "
+                "lease_until = NULL, error = v.error, attempt = j.attempt - v.back, lost_runs = j.lost_runs + %s, "
+                "updated_at = %s, finished_at = CASE WHEN v.final THEN %s ELSE NULL END "
+                "FROM unnest(%t::text[], %t::text[], %t::text[], %t::bool[], %t::int[]) "
+                "AS v(id, status, error, final, back) "
+                "WHERE j.id = v.id AND j.status = 'running'",
+                (int(dead), now, now, ids, targets, errors, finals, back),
             )
             self._insert_events(cur, events)
             held.extend(self._take_slots(cur, ids))

@@ -32,6 +32,8 @@ from ..jobs import (
 from ..limits import LimitSpec, check_cost, gcra, remaining
 from .base import TIMELINE_SQL, served_stamps, stores_run_events
 from .base import job_from_row as _job_from_row
+from .base import Renewal, worker_rescue
+from ..liveness import LeaseHolder
 from .base import (
     ClaimedJobs,
     EnqueueResult,
@@ -309,7 +311,7 @@ class SQLiteStore(Store):
         return self._read("SELECT COALESCE(MAX(version), 0) FROM floodway_schema")[0][0]
 
     def migrate(self) -> list[int]:
-        if self._check_version() == len(load_migrations("sqlite")):
+        if self._check_version() == max(v for v, _, _ in load_migrations("sqlite")):
             return []
         applied = []
         with self._write() as conn:
@@ -478,9 +480,9 @@ class SQLiteStore(Store):
         with self._write() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO workers (id, hostname, pid, queues, concurrency, started_at, "
-                "heartbeat_at, stopped_at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+                "heartbeat_at, stopped_at, host_key, pid_start) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
                 (info.id, info.hostname, info.pid, json.dumps(info.queues), info.concurrency,
-                 info.started_at, info.heartbeat_at),
+                 info.started_at, info.heartbeat_at, info.host_key, info.pid_start),
             )
 
     def worker_stopped(self, worker_id: str) -> None:
@@ -491,11 +493,11 @@ class SQLiteStore(Store):
         clause = "" if include_stopped else "WHERE w.stopped_at IS NULL"
         rows = self._read(
             "SELECT w.id, w.hostname, w.pid, w.queues, w.concurrency, w.started_at, w.heartbeat_at, "
-            "w.stopped_at, (SELECT COUNT(*) FROM jobs j WHERE j.status = 'running' AND j.worker_id = w.id) "
-            f"FROM workers w {clause} ORDER BY w.started_at"
+            "w.stopped_at, (SELECT COUNT(*) FROM jobs j WHERE j.status = 'running' AND j.worker_id = w.id), "
+            f"w.host_key, w.pid_start FROM workers w {clause} ORDER BY w.started_at"
         )
         return [
-            WorkerInfo(r[0], r[1], r[2], json.loads(r[3]) if r[3] else None, r[4], r[5], r[6], r[7], r[8])
+            WorkerInfo(r[0], r[1], r[2], json.loads(r[3]) if r[3] else None, r[4], r[5], r[6], r[7], r[8], r[9], r[10])
             for r in rows
         ]
 
@@ -776,28 +778,24 @@ class SQLiteStore(Store):
                 [tuple(pair) for pair in held],
             )
 
-    def heartbeat(self, worker_id: str, job_ids: list[str], lease: float) -> set[str]:
+    def heartbeat(self, worker_id: str, job_ids: list[str], lease: float) -> Renewal:
         now = time.time()
         cancelled: set[str] = set()
+        renewed: set[str] = set()
         with self._write() as conn:
             conn.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (now, worker_id))
             for start in range(0, len(job_ids), 500):
                 chunk = job_ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                conn.execute(
+                for job_id, cancel in conn.execute(
                     f"UPDATE jobs SET lease_until = ? WHERE worker_id = ? AND status = 'running' "
-                    f"AND id IN ({marks})",
-                    (now + lease, worker_id, *chunk),
-                )
-                cancelled.update(
-                    r[0]
-                    for r in conn.execute(
-                        f"SELECT id FROM jobs WHERE worker_id = ? AND status = 'running' "
-                        f"AND cancel_requested = 1 AND id IN ({marks})",
-                        (worker_id, *chunk),
-                    )
-                )
-        return cancelled
+                    f"AND lease_until >= ? AND id IN ({marks}) RETURNING id, cancel_requested",
+                    (now + lease, worker_id, now, *chunk),
+                ).fetchall():
+                    renewed.add(job_id)
+                    if cancel:
+                        cancelled.add(job_id)
+        return Renewal(cancelled, set(job_ids) - renewed)
 
     def rescue_expired(self) -> list[str]:
         now = time.time()
@@ -839,6 +837,54 @@ class SQLiteStore(Store):
                 )
             self._insert_events(conn, events)
         return [row[0] for row in expired]
+
+    def lease_holders(self) -> list[LeaseHolder]:
+        rows = self._read(
+            "SELECT j.worker_id, COUNT(*), MIN(j.lease_until), w.host_key, w.pid, w.pid_start, w.heartbeat_at, "
+            "w.stopped_at FROM jobs j LEFT JOIN workers w ON w.id = j.worker_id "
+            "WHERE j.status = 'running' AND j.worker_id IS NOT NULL GROUP BY j.worker_id"
+        )
+        now = time.time()
+        return [LeaseHolder(*r, observed_at=now) for r in rows]
+
+    def rescue_worker(self, worker_id: str, *, dead: bool, heartbeat_before: float | None = None) -> list[str]:
+        now = time.time()
+        with self._write() as conn:
+            if heartbeat_before is not None:
+                row = conn.execute("SELECT heartbeat_at FROM workers WHERE id = ?", (worker_id,)).fetchone()
+                if row is None or row[0] >= heartbeat_before:
+                    return []  # it spoke meanwhile: alive after all
+            if dead:
+                conn.execute("UPDATE workers SET stopped_at = COALESCE(stopped_at, ?) WHERE id = ?", (now, worker_id))
+            lost = conn.execute(
+                "SELECT id, attempt, max_attempts, cancel_requested, limits, fair_key, started_at, lost_runs "
+                "FROM jobs WHERE status = 'running' AND worker_id = ?",
+                (worker_id,),
+            ).fetchall()
+            events = []
+            self._release_slots(conn, [row[0] for row in lost])
+            for job_id, attempt, max_attempts, cancel_requested, limits, fair_key, started, lost_runs in lost:
+                if limits:
+                    self._release_limits(conn, json.loads(limits))
+                target, reason, error, give_back = worker_rescue(
+                    worker_id, attempt, max_attempts, bool(cancel_requested), lost_runs, dead=dead
+                )
+                if target is Status.WAITING:
+                    self._mark_fair_keys(conn, [fair_key])
+                conn.execute(
+                    "UPDATE jobs SET status = ?, worker_id = CASE WHEN ? THEN worker_id END, lease_until = NULL, "
+                    "error = ?, updated_at = ?, finished_at = CASE WHEN ? THEN ? ELSE NULL END, "
+                    "attempt = attempt - ?, lost_runs = lost_runs + ? WHERE id = ? AND status = 'running'",
+                    (target.value, target.is_final, json.dumps(error), now, target.is_final, now,
+                     int(give_back), int(dead), job_id),
+                )
+                # the claim stored no event: the run's start goes in with its end
+                events += self._event_rows([(job_id, Status.WAITING, Status.RUNNING, attempt)], started,
+                                           worker_id=worker_id)
+                events += self._event_rows([(job_id, Status.RUNNING, target, attempt - int(give_back))], now,
+                                           worker_id=worker_id, error=error, reason=reason)
+            self._insert_events(conn, events)
+        return [row[0] for row in lost]
 
     def average_duration(self, tasks: list[str], *, sample: int = 200) -> float | None:
         if not tasks:
