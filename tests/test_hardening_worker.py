@@ -21,6 +21,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from proc_helpers import SRC, TIMEOUT, LoadedApps, read_lines, wait_until  # noqa: E402
+from test_store_contract import new_job  # noqa: E402
 
 from floodway import App, ConfigError  # noqa: E402
 from floodway.jobs import Status  # noqa: E402
@@ -259,3 +260,221 @@ def test_a_worker_frozen_past_its_lease_makes_no_side_effect_after_it_resumes(
             proc.signal(signal.SIGTERM)
         for proc in (first, second):
             proc.wait()
+
+
+# -- a dead worker costs seconds, not a lease ----------------------------------------------------
+
+CRASH_APP = '''
+@app.task(retry=2)
+async def long_job(ctx: floodway.Context, n: int):
+    start = ctx.cursor or 0
+    record("runs.txt", f"{os.getpid()} {ctx.attempt} {start}")
+    for i in range(start, n):
+        record("steps.txt", f"{os.getpid()} {i}")
+        await ctx.checkpoint(i + 1)
+        if i == 2 and ctx.attempt == 1 and not exists("killed"):
+            touch("ready-to-kill")
+            await wait_for_file("killed", 120)  # the test SIGKILLs this worker meanwhile
+    return ctx.cursor
+'''
+
+#: long enough that a rescue seen within the test's waits cannot be the lease's doing
+LONG_LEASE = ["--poll-interval", "50ms", "--lease", "60s", "--grace", "1s"]
+WITHIN = 20.0
+
+
+def _runs(tmp_path: Path) -> list[tuple[int, int, int]]:
+    return [tuple(int(x) for x in line.split()) for line in read_lines(tmp_path, "runs.txt")]
+
+
+def _kill_mid_job(tmp_path, workers, module) -> tuple[object, str]:
+    first = workers.start(module, *LONG_LEASE, label="doomed")
+    wait_until(lambda: (tmp_path / "ready-to-kill").exists(), "the first run checkpointed", workers=workers)
+    first.signal(signal.SIGKILL)
+    first.wait()
+    (tmp_path / "killed").touch()
+    return first, [line for line in read_lines(tmp_path, "runs.txt")][0]
+
+
+def test_a_job_of_a_worker_killed_with_sigkill_resumes_on_another_long_before_its_lease(
+    tmp_path, workers, make_app, database_url
+) -> None:
+    name, mod = make_app(on_backend(database_url) + CRASH_APP)
+    store = mod.app.store
+    store.migrate()
+    handle = mod.app.enqueue("long_job", {"n": 6})
+    first = workers.start(name, *LONG_LEASE, label="doomed")
+    wait_until(lambda: (tmp_path / "ready-to-kill").exists(), "the first run checkpointed", workers=workers)
+    second = workers.start(name, *LONG_LEASE, label="survivor")
+    wait_until(lambda: len(store.list_workers()) == 2, "the second worker registered", workers=workers)
+    first.signal(signal.SIGKILL)
+    first.wait()
+    (tmp_path / "killed").touch()
+    wait_until(lambda: store.get_job(handle.id).status is Status.COMPLETE,
+               "the dead worker's job was rescued and finished (its 60 s lease still had long to run)",
+               timeout=WITHIN, workers=workers)
+    job = store.get_job(handle.id)
+    assert job.result == 6
+    assert job.attempt == 1  # the worker died, not the job: no attempt spent
+    # it resumed from its checkpoint on the survivor: steps 0-2 ran once, on the dead worker
+    assert _runs(tmp_path) == [(first.pid, 1, 0), (second.pid, 1, 3)]
+    steps = [tuple(int(x) for x in line.split()) for line in read_lines(tmp_path, "steps.txt")]
+    assert [s for _, s in steps] == [0, 1, 2, 3, 4, 5]
+    lost = [e for e in store.events(handle.id) if e.error and e.error.get("type") == "WorkerLost"]
+    assert len(lost) == 1 and "died" in lost[0].error["message"], store.events(handle.id)
+    dead = {w.id: w for w in store.list_workers(include_stopped=True)}
+    assert sum(1 for w in dead.values() if w.pid == first.pid and w.stopped_at is not None) == 1
+    second.signal(signal.SIGTERM)
+    assert second.wait() == 0
+
+
+def test_burst_after_a_crash_rescues_and_finishes_the_dead_workers_job(
+    tmp_path, workers, make_app, database_url
+) -> None:
+    """``worker --burst`` started after a worker died holding a job does not exit and leave
+    that job ``running``: it rescues it, finishes it, then exits."""
+    name, mod = make_app(on_backend(database_url) + CRASH_APP)
+    store = mod.app.store
+    store.migrate()
+    handle = mod.app.enqueue("long_job", {"n": 5})
+    first = workers.start(name, *LONG_LEASE, label="doomed")
+    wait_until(lambda: (tmp_path / "ready-to-kill").exists(), "the first run checkpointed", workers=workers)
+    first.signal(signal.SIGKILL)
+    first.wait()
+    (tmp_path / "killed").touch()
+    burst = workers.start(name, *LONG_LEASE, "--burst", label="burst")
+    assert burst.wait(timeout=WITHIN) == 0, burst.log_tail()
+    job = store.get_job(handle.id)
+    assert job.status is Status.COMPLETE and job.result == 5, (job.status, burst.log_tail())
+    assert _runs(tmp_path) == [(first.pid, 1, 0), (burst.pid, 1, 3)]
+
+
+FROZEN_HOLDER_APP = '''
+@app.task
+async def hold(ctx: floodway.Context):
+    record("runs.txt", f"{os.getpid()} {ctx.attempt} 0")
+    if ctx.attempt == 1:
+        touch("holding")
+        await asyncio.sleep(3600)
+    return os.getpid()
+'''
+
+
+def test_burst_waits_for_a_frozen_holders_lease_then_finishes_its_job(
+    tmp_path, workers, make_app, database_url
+) -> None:
+    """A worker on this host that is alive but frozen (SIGSTOP) keeps its job until its lease
+    runs out; ``--burst`` waits for that and runs the job, rather than exit and strand it."""
+    name, mod = make_app(on_backend(database_url) + FROZEN_HOLDER_APP)
+    store = mod.app.store
+    store.migrate()
+    handle = mod.app.enqueue("hold", {})
+    frozen = workers.start(name, "--poll-interval", "50ms", "--lease", "4s", label="frozen")
+    wait_until(lambda: (tmp_path / "holding").exists(), "the job started", workers=workers)
+    frozen.signal(signal.SIGSTOP)
+    try:
+        burst = workers.start(name, "--poll-interval", "50ms", "--lease", "4s", "--burst", label="burst")
+        assert burst.wait(timeout=TIMEOUT) == 0, burst.log_tail()
+        job = store.get_job(handle.id)
+        assert job.status is Status.COMPLETE and job.result == burst.pid, (job.status, burst.log_tail())
+        assert job.attempt == 2  # a lease that ran out spends the attempt, as before
+    finally:
+        frozen.signal(signal.SIGCONT)
+
+
+def test_a_silent_worker_on_another_host_loses_its_jobs_long_before_its_lease(
+    tmp_path, workers, make_app, database_url
+) -> None:
+    """A worker recorded on another host (so its process cannot be checked) that stops sending
+    heartbeats: its job is rescued once its heartbeat is stale, not after its 60 s lease; the
+    attempt is spent (it may be alive, cut off), as for a lease that ran out."""
+    from floodway.store.base import WorkerInfo
+
+    name, mod = make_app(on_backend(database_url) + FROZEN_HOLDER_APP)
+    store = mod.app.store
+    store.migrate()
+    handle = mod.app.enqueue("hold", {})
+    now = time.time()
+    store.register_worker(WorkerInfo("far-away:1:abc", "far-away", 1, None, 1, now, now,
+                                     host_key="far-away/another-boot/pid:[1]", pid_start=12345))
+    [claimed] = store.claim("far-away:1:abc", queues=None, limit=1, lease=60)
+    assert claimed.id == handle.id
+    survivor = workers.start(name, *LONG_LEASE, label="survivor")
+    wait_until(lambda: store.get_job(handle.id).status is Status.COMPLETE,
+               "the silent worker's job was rescued and finished (its 60 s lease still had long to run)",
+               timeout=WITHIN + 10, workers=workers)
+    job = store.get_job(handle.id)
+    assert job.result == survivor.pid and job.attempt == 2
+    lost = [e for e in store.events(handle.id) if e.error and e.error.get("type") == "WorkerLost"]
+    assert len(lost) == 1 and "heartbeats" in lost[0].error["message"]
+    survivor.signal(signal.SIGTERM)
+    assert survivor.wait() == 0
+
+
+# -- the store's side, on both backends ---------------------------------------------------------
+
+def test_liveness_tells_a_reused_pid_from_the_worker_that_had_it() -> None:
+    from floodway import liveness
+    from floodway.liveness import LeaseHolder, verdict
+
+    here = liveness.host_key()
+    me = os.getpid()
+    mine = liveness.start_time(me)
+    assert mine is not None
+    now = time.time()
+    alive = LeaseHolder("w", 1, now + 60, here, me, mine, now, None, observed_at=now)
+    assert verdict(alive, here=here, judge_stale=True) == liveness.ALIVE
+    reused = LeaseHolder("w", 1, now + 60, here, me, mine + 1, now, None, observed_at=now)
+    assert verdict(reused, here=here, judge_stale=True) == liveness.DEAD
+    silent_here = LeaseHolder("w", 1, now + 60, here, me, mine, now - 60, None, observed_at=now)
+    assert verdict(silent_here, here=here, judge_stale=True) == liveness.FROZEN  # alive: the lease decides
+    silent_far = LeaseHolder("w", 1, now + 60, "elsewhere", me, mine, now - 60, None, observed_at=now)
+    assert verdict(silent_far, here=here, judge_stale=True) == liveness.STALE
+    assert verdict(silent_far, here=here, judge_stale=False) == liveness.FROZEN
+
+
+def test_store_rescue_worker_gives_back_the_attempt_of_a_dead_workers_job_a_bounded_number_of_times(store) -> None:
+    from floodway.liveness import FREE_LOST_RUNS
+    from floodway.store.base import WorkerInfo
+
+    store.enqueue([new_job("j", max_attempts=2)])
+    attempts = []
+    for run in range(FREE_LOST_RUNS + 2):
+        worker = f"w{run}"
+        now = time.time()
+        store.register_worker(WorkerInfo(worker, "h", 1, None, 1, now, now, host_key="h", pid_start=1))
+        [job] = store.claim(worker, queues=None, limit=1, lease=60)
+        assert [h.worker_id for h in store.lease_holders()] == [worker]
+        assert store.rescue_worker(worker, dead=True) == ["j"]
+        attempts.append((job.attempt, store.get_job("j").status))
+        assert store.lease_holders() == []
+        assert store.list_workers() == [] or all(w.id != worker for w in store.list_workers())
+    # free while under the bound, then each loss spends an attempt; the last one fails the job
+    assert attempts == [(1, Status.WAITING)] * FREE_LOST_RUNS + [(1, Status.WAITING), (2, Status.FAILED)]
+
+
+def test_store_rescue_worker_backs_off_when_the_silent_worker_speaks(store) -> None:
+    from floodway.store.base import WorkerInfo
+
+    store.enqueue([new_job("j", max_attempts=3)])
+    now = time.time()
+    store.register_worker(WorkerInfo("w", "h", 1, None, 1, now, now))
+    store.claim("w", queues=None, limit=1, lease=60)
+    assert store.rescue_worker("w", dead=False, heartbeat_before=now - 1) == []  # it spoke at `now`
+    assert store.get_job("j").status is Status.RUNNING
+    assert store.rescue_worker("w", dead=False, heartbeat_before=time.time() + 1) == ["j"]
+    job = store.get_job("j")
+    assert job.status is Status.WAITING and job.attempt == 1  # spent: the next run is attempt 2
+
+
+def test_store_heartbeat_reports_lost_leases_and_renews_no_expired_one(store) -> None:
+
+    store.enqueue([new_job(i, max_attempts=3) for i in ("a", "b", "c")])
+    store.claim("w", queues=None, limit=2, lease=60)  # a and b
+    store.claim("w", queues=None, limit=1, lease=0.01)  # c, whose lease runs out at once
+    time.sleep(0.05)
+    renewal = store.heartbeat("w", ["a", "b", "c", "gone"], 60)
+    assert set(renewal) == set() and renewal.lost == {"c", "gone"}
+    assert store.get_job("c").status is Status.RUNNING  # not renewed; the rescue takes it
+    assert store.rescue_expired() == ["c"]
+    assert store.heartbeat("other", ["a"], 60).lost == {"a"}

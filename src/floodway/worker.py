@@ -303,6 +303,7 @@ class Worker:
         assert self._wake is not None
         failures = 0
         found_work = False  # the last claim took jobs: more are likely ready, claim straight away
+        idle_since: float | None = None  # (burst) when this worker first found nothing to do
         while not self._stopping:
             # cleared before looking, so a wake-up (a local job ending, a store notification)
             # that arrives while we look is not lost
@@ -369,6 +370,7 @@ class Worker:
                                 self._prefetched.append(job)
                         if jobs:
                             found_work = True
+                            idle_since = None
                             continue
                         # ready jobs exist but limits or queue caps hold them back: sleep until
                         # the earliest admission (or a local job finishing, or the poll)
@@ -378,8 +380,11 @@ class Worker:
                         # (an outcome not yet written may put a job back to waiting: wait for it)
                         # a job held by a dead worker is rescued and done first, and one held by
                         # a worker that stopped renewing its lease is waited for until it expires
-                        rescued, pending = await self._store(self._rescue_dead_holders)
+                        # (and a holder that looks alive must show it: a heartbeat since we looked)
+                        idle_since = idle_since or time.time()
+                        rescued, pending = await self._store(self._rescue_dead_holders, idle_since)
                         if rescued:
+                            idle_since = None
                             continue
                         if not pending:
                             return
@@ -774,10 +779,11 @@ class Worker:
         if definition is None or definition.is_async:
             task.cancel()
 
-    def _rescue_dead_holders(self) -> tuple[list[str], int]:
+    def _rescue_dead_holders(self, proof_since: float | None = None) -> tuple[list[str], int]:
         """Rescue the jobs of workers found dead or silent (``floodway.liveness``); return the
         ids rescued and how many running jobs are held by workers that look frozen (their
-        lease is the safety net). Runs on a store thread."""
+        lease is the safety net) or, with ``proof_since``, that sent no heartbeat since then
+        (not yet seen alive). Runs on a store thread."""
         store = self.app.store
         here = liveness.host_key()
         judge = (self._beats_ok_since is not None and self._last_beat_ok is not None
@@ -802,6 +808,8 @@ class Worker:
                                 holder.observed_at - (holder.heartbeat_at or 0.0), len(ids))
                 rescued += ids
             elif verdict == liveness.FROZEN:
+                pending += holder.running
+            elif proof_since is not None and holder.heartbeat_at is not None and holder.heartbeat_at < proof_since:
                 pending += holder.running
             if holder.lease_until is not None and holder.lease_until < holder.observed_at:
                 expired = True
