@@ -388,7 +388,8 @@ def read_timeline_figures(url: str) -> tuple[Counter, int]:
             for event in store.events(job_id):
                 src = event.from_status.value if event.from_status else "new"
                 counts[f"{src}->{event.to_status.value}"] += 1
-                rescues += bool(event.reason and event.reason.startswith("lease expired"))
+                rescues += bool(event.reason and event.reason.startswith(("lease expired", "worker died",
+                                                                          "worker silent", "worker lost")))
     finally:
         store.close()
     return counts, rescues
@@ -865,7 +866,7 @@ def render(r: Report) -> str:
                                       if r.sqlite_write_lock_stall else "")),
         ("database restarts", str(r.db_restarts) + (f"; {len(r.worker_start_failures)} worker start-up(s) failed "
                                                    "during it (exit 2)" if r.worker_start_failures else "")),
-        ("rescues (lease expired)", f"{r.rescues:,}"),
+        ("rescues (lease expired, worker dead)", f"{r.rescues:,}"),
         ("duration", f"{r.duration:g}s ({r.jobs / r.duration if r.duration else 0:,.0f} jobs/s; "
                      f"ideal at the limit {r.jobs / r.rate:,.1f}s)"),
         ("worker CPU", f"{r.worker_cpu_seconds:g}s ({r.worker_cpu_seconds / max(r.jobs, 1) * 1000:.2f} ms per job, "

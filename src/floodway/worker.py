@@ -267,9 +267,7 @@ class Worker:
                 self._beat_ok(began, began)
                 log.info("worker %s started: queues=%s concurrency=%d", self.id, self.queues or "all", self.concurrency)
                 await self._store(self._warn_if_concurrency_cannot_reach_rates)
-                rescued = await self._store(self.app.store.rescue_expired)
-                if rescued:
-                    log.warning("rescued %d job(s) whose worker stopped renewing its lease", len(rescued))
+                # (dead workers first: their jobs spend no attempt, even when their lease has run out)
                 await self._store(self._rescue_dead_holders)
                 return
             except StoreError as exc:
@@ -792,6 +790,8 @@ class Worker:
         pending = 0
         expired = False
         for holder in store.lease_holders():
+            if holder.lease_until is not None and holder.lease_until < holder.observed_at:
+                expired = True
             if holder.worker_id == self.id:
                 continue
             verdict = liveness.verdict(holder, here=here, judge_stale=judge)
@@ -811,8 +811,6 @@ class Worker:
                 pending += holder.running
             elif proof_since is not None and holder.heartbeat_at is not None and holder.heartbeat_at < proof_since:
                 pending += holder.running
-            if holder.lease_until is not None and holder.lease_until < holder.observed_at:
-                expired = True
         if expired:
             ids = store.rescue_expired()
             if ids:
@@ -881,11 +879,7 @@ class Worker:
             from .alerts import check_queues
 
             await self._store(check_queues, self.app)
-        rescued = await self._store(self.app.store.rescue_expired)
-        if rescued:
-            log.warning("rescued %d job(s) whose worker stopped renewing its lease", len(rescued))
-            assert self._wake is not None
-            self._wake.set()
+        # (expired leases are rescued by _rescue_dead_holders, after the dead workers' jobs)
 
     async def _scheduler_loop(self) -> None:
         """Enqueue due cron ticks; each tick's job id is unique, so many workers enqueue it once."""

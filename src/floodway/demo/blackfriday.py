@@ -267,9 +267,9 @@ class _Demo:
         out.print(f"[bold red]SIGKILL[/] worker pid {victim.pid} mid-run, with {done:,} orders at FulfillmentsRUs "
                   f"and the last checkpoint after order #{self.kill_cursor or 0:,}.")
         proc = self._start_worker()
-        out.print(f"  started worker pid {proc.pid}: it takes the job over when the dead worker's lease "
-                  f"({LEASE}) runs out, and resumes after the checkpoint; orders sent since then are in the "
-                  f"once-ledger or are answered again by their Idempotency-Key.")
+        out.print(f"  started worker pid {proc.pid}: it sees the dead worker's process is gone and takes the "
+                  f"job over at once (no need to wait for its {LEASE} lease), and resumes after the checkpoint; "
+                  f"orders sent since then are in the once-ledger or are answered again by their Idempotency-Key.")
 
     def _narrate(self, event: Event, out: "Console") -> None:
         """One line per run, printed when the run ends."""
@@ -289,7 +289,7 @@ class _Demo:
         if event.to_status is Status.COMPLETE:
             end, why = self.orders, "[green]caught up: complete[/]"
         elif "rescued" in reason and self.killed_at is not None:
-            end, why = self.kill_cursor, "[red]worker killed[/]: rescued when its lease expired"
+            end, why = self.kill_cursor, "[red]worker killed[/]: rescued (its process was gone)"
             ended = self.killed_at
         elif "rescued" in reason:
             why = "[red]lease expired[/]: rescued"
