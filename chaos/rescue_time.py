@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -97,7 +98,8 @@ def one_round(url: str, workdir: Path, n: int, *, another_host: bool) -> float:
     # (a worker that just started may itself have been the one cut off)
     from floodway.liveness import STALE_AFTER
 
-    time.sleep(STALE_AFTER + 1.0 if another_host else 1.0)
+    # (a random phase: the kill lands anywhere between the survivor's heartbeats)
+    time.sleep((STALE_AFTER + 1.0 if another_host else 1.0) + random.uniform(0.0, 1.0))
     killed = time.time()
     doomed.send_signal(signal.SIGKILL)
     doomed.wait()
