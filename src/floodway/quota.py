@@ -107,7 +107,8 @@ class Learned:
     exhausted: int = 0             # refusals that meant an exhausted quota
     cuts: int = 0                  # rounds that cut the rate
     minute: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])   # [start, this, last] 429s
-    ok: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])       # [start, this, last] accepted/s
+    ok: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])       # [start, this, last] accepted
+    no: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])       # [start, this, last] refused
     usage: list[float] | None = None  # [used, at, admissions] at the last usage sample
     leak: float | None = None      # the measured leak rate of a usage bucket
 
@@ -133,10 +134,10 @@ class Learned:
             return int(round(this * max(0.0, 1 - (now - start - 60) / 60)))
         return int(round(this + last * (1 - (now - start) / 60)))
 
-    def accepted_rate(self, now: float) -> float | None:
-        """Responses accepted per second over about the last ACCEPTED_WINDOW (None: too little
-        seen)."""
-        start, this, last = self.ok
+    def accepted_rate(self, now: float, bucket: list[float] | None = None) -> float | None:
+        """Responses accepted (or, given ``self.no``, refused) per second over about the last
+        ACCEPTED_WINDOW (None: too little seen)."""
+        start, this, last = self.ok if bucket is None else bucket
         age, width = now - start, ACCEPTED_WINDOW
         if start <= 0 or age >= 2 * width or (last == 0 and age < width / 2):
             return None
@@ -217,6 +218,7 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
     if obs.throttled:
         state.throttled += obs.throttled
         state._count(state.minute, now, obs.throttled, 60.0)
+        state._count(state.no, now, obs.throttled, ACCEPTED_WINDOW)
     changed: str | None = None
     if obs.throttled and obs.token_at is not None and obs.token_at >= state.since and current is not None:
         changed = _cut(spec, state, admitted, now, current)
@@ -233,9 +235,12 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
     if state.low is not None and current <= state.low * 1.01:
         state.low = None  # the quota fell below what held before
     accepted = state.accepted_rate(now)
-    # what overflowed: the pace we sent at, or (when it is known, and lower) what the
-    # destination accepted, which is its capacity plus a little burst
-    high = min(current, accepted) if accepted else current
+    refused = state.accepted_rate(now, state.no) or 0.0
+    # what overflowed: the pace we sent at; or, when a good share was refused (we were well
+    # above the quota, not just crossing it), what the destination accepted: its capacity
+    # plus a little burst
+    well_above = accepted is not None and refused >= 0.1 * (accepted + refused)
+    high = min(current, accepted) if well_above and accepted else current
     new = current * CUT
     if state.low is not None and state.low < current:
         new = max(new, state.low)
