@@ -24,6 +24,9 @@ from floodway.quota import (
 )
 
 
+NOW = 1000.0
+
+
 def spec(**kw) -> LimitSpec:
     return LimitSpec.build("api", **kw)
 
@@ -31,38 +34,55 @@ def spec(**kw) -> LimitSpec:
 # -- the effective rate ------------------------------------------------------------------------
 
 def test_a_plain_limit_paces_at_its_declared_rate_until_something_is_learned():
-    assert effective_rate(spec(rate="50/s"), None, 0) == 50
-    assert effective_rate(spec(rate="50/s"), None, 10**6) == 50
-    assert effective_rate(spec(concurrency=3), None, 0) is None
+    assert effective_rate(spec(rate="50/s"), None, 0, 0.0) == 50
+    assert effective_rate(spec(rate="50/s"), None, 10**6, 1e6) == 50
+    assert effective_rate(spec(concurrency=3), None, 0, 0.0) is None
 
 
 def test_a_declared_rate_is_a_ceiling_unless_the_limit_is_adaptive():
     learned = Learned(rate=500.0, source="headers")
-    assert effective_rate(spec(rate="50/s"), learned, 0) == 50
-    assert effective_rate(spec(rate="50/s", adaptive=True), learned, 0) == 500
-    assert effective_rate(spec(rate="50/s", adaptive=True, ceiling="100/s"), learned, 0) == 100
-    assert effective_rate(spec(adaptive=True, floor="20/s"), Learned(rate=1.0, source="headers"), 0) == 20
+    assert effective_rate(spec(rate="50/s"), learned, 0, 0.0) == 50
+    assert effective_rate(spec(rate="50/s", adaptive=True), learned, 0, 0.0) == 500
+    assert effective_rate(spec(rate="50/s", adaptive=True, ceiling="100/s"), learned, 0, 0.0) == 100
+    assert effective_rate(spec(adaptive=True, floor="20/s"), Learned(rate=1.0, source="headers"), 0, 0.0) == 20
 
 
-def test_an_adaptive_limit_without_a_rate_slow_starts_and_doubles_with_traffic():
+def feed(s, learned, start: float, seconds: float, per_second: float):
+    """Report ``per_second`` accepted responses every 0.1 s for ``seconds``."""
+    for i in range(int(seconds * 10)):
+        learned, _ = observe(s, learned, 0, Observation(now=start + i / 10, accepted=int(per_second / 10)))
+    return learned
+
+
+def test_an_adaptive_limit_without_a_rate_slow_starts_and_doubles_as_far_as_the_evidence_goes():
     s = spec(adaptive=True)
-    first = effective_rate(s, None, 0)
+    first = effective_rate(s, None, 0, 100.0)
     assert 0 < first <= 10
-    rates = [effective_rate(s, None, n) for n in (0, 10, 100, 1000)]
-    assert rates == sorted(rates) and rates[-1] > 100 * first
+    learned, _ = observe(s, None, 0, Observation(now=100.0, accepted=1))
+    # nothing accepted since: it may not run ahead of the evidence
+    assert effective_rate(s, learned, 0, 110.0) <= 2 * first
+    rates = []
+    for second in range(3):
+        learned = feed(s, learned, 100.0 + second, 1.0, 400.0)
+        rates.append(effective_rate(s, learned, 0, 101.0 + second))
+    assert rates == sorted(rates) and rates[-1] > 50 * first
+    assert rates[-1] <= 3 * 400 * 1.05
 
 
-def test_an_adaptive_declared_rate_holds_then_probes_above():
+def test_an_adaptive_declared_rate_holds_then_probes_above_while_traffic_flows():
     s = spec(rate="50/s", adaptive=True)
-    assert effective_rate(s, None, int(50 * HOLD * 0.9)) == 50
-    assert effective_rate(s, None, int(50 * (HOLD + 2))) > 50
+    learned = feed(s, None, 0.0, HOLD + 3, 50.0)
+    assert effective_rate(s, learned, 0, HOLD * 0.9) == 50
+    assert 50 < effective_rate(s, learned, 0, HOLD + 2.9) <= 3 * 50 * 1.01
+    # an idle key holds
+    assert effective_rate(s, learned, 0, 1000.0) == 50
 
 
 def test_learned_rates_are_never_zero_nor_infinite():
     s = spec(adaptive=True)
-    assert effective_rate(s, Learned(rate=1e-12, source="headers"), 0) > 0
-    assert effective_rate(s, Learned(rate=float("inf"), source="headers"), 0) <= MAX_RATE
-    huge = effective_rate(s, Learned(rate=5.0, source="429s", high=6.0), 10**12)
+    assert effective_rate(s, Learned(rate=1e-12, source="headers"), 0, 0.0) > 0
+    assert effective_rate(s, Learned(rate=float("inf"), source="headers"), 0, 0.0) <= MAX_RATE
+    huge = effective_rate(s, Learned(rate=5.0, source="429s", high=6.0), 10**12, 1e12)
     assert math.isfinite(huge) and huge <= MAX_RATE
 
 
@@ -79,13 +99,13 @@ def test_one_round_of_refusals_cuts_once():
     s = spec(rate="100/s")
     learned, changed = observe(s, None, 500, Observation(now=10.0, token_at=9.9, throttled=1))
     assert changed == "cut"
-    cut = effective_rate(s, learned, 500)
+    cut = effective_rate(s, learned, 500, 10.0)
     assert 50 <= cut < 100
     # refusals of requests admitted before the cut belong to the same round
     for i in range(20):
         learned, changed = observe(s, learned, 500 + i, Observation(now=10.01 + i / 1000, token_at=9.95, throttled=1))
         assert changed is None
-    assert effective_rate(s, learned, 520) >= cut * 0.99
+    assert effective_rate(s, learned, 520, 10.03) >= cut * 0.99
     assert learned.throttled == 21 and learned.cuts == 1
 
 
@@ -97,15 +117,15 @@ def test_a_cut_never_goes_below_what_the_destination_accepted():
         learned, _ = observe(s, learned, 0, Observation(now=now + i * 0.1, accepted=30))
     learned, changed = observe(s, learned, 0, Observation(now=now + 2.0, token_at=now + 1.9, throttled=1))
     assert changed == "cut"
-    assert effective_rate(s, learned, 0) >= 0.9 * 300 * 0.9
+    assert effective_rate(s, learned, 0, 102.0) >= 0.9 * 300 * 0.9
 
 
 def test_a_refused_request_after_the_cut_starts_a_new_round():
     s = spec(rate="100/s")
     learned, _ = observe(s, None, 0, Observation(now=1.0, token_at=0.9, throttled=1))
-    first = effective_rate(s, learned, 0)
-    learned, changed = observe(s, learned, 5, Observation(now=1.2, token_at=1.1, throttled=1))
-    assert changed == "cut" and effective_rate(s, learned, 5) < first
+    first = effective_rate(s, learned, 0, 1.0)
+    learned, changed = observe(s, learned, 5, Observation(now=2.2, token_at=2.1, throttled=1))
+    assert changed == "cut" and effective_rate(s, learned, 5, 1.2) < first
 
 
 # -- headers ---------------------------------------------------------------------------------
@@ -113,16 +133,16 @@ def test_a_refused_request_after_the_cut_starts_a_new_round():
 def test_a_stated_budget_is_spread_until_its_reset():
     s = spec(adaptive=True)
     learned, changed = observe(s, None, 0, Observation(now=100.0, remaining=500, reset_at=110.0, limit=1000))
-    assert changed == "headers" and effective_rate(s, learned, 0) == pytest.approx(50)
+    assert changed == "headers" and effective_rate(s, learned, 0, 100.0) == pytest.approx(50)
     # an older observation never overwrites a newer one
     learned, changed = observe(s, learned, 0, Observation(now=99.0, remaining=10, reset_at=110.0))
-    assert changed is None and effective_rate(s, learned, 0) == pytest.approx(50)
+    assert changed is None and effective_rate(s, learned, 0, 100.0) == pytest.approx(50)
 
 
 def test_a_policy_quota_per_window_sets_the_rate():
     s = spec(rate="1000/s")
     learned, changed = observe(s, None, 0, Observation(now=1.0, limit=100, window=10.0))
-    assert changed == "headers" and effective_rate(s, learned, 0) == pytest.approx(10)
+    assert changed == "headers" and effective_rate(s, learned, 0, 1.0) == pytest.approx(10)
 
 
 def test_a_usage_header_measures_the_leak_and_steers_the_bucket_half_full():
@@ -137,7 +157,7 @@ def test_a_usage_header_measures_the_leak_and_steers_the_bucket_half_full():
         admitted += int(round(sent))
         used = min(40.0, max(0.0, used + sent - leak * 0.1))
         learned, _ = observe(s, learned, admitted, Observation(now=now, used=used, size=40))
-        rate = effective_rate(s, learned, admitted)
+        rate = effective_rate(s, learned, admitted, now)
     assert 1.0 <= rate <= 4.0, rate
     assert used < 40
 
@@ -152,7 +172,7 @@ def test_a_usage_header_measures_the_leak_and_steers_the_bucket_half_full():
 def test_nonsense_observations_change_nothing(obs):
     s = spec(rate="50/s")
     learned, changed = observe(s, None, 0, obs)
-    assert changed is None and effective_rate(s, learned, 0) == 50
+    assert changed is None and effective_rate(s, learned, 0, 1.0) == 50
 
 
 def test_learned_state_survives_a_round_trip_and_garbage_is_forgotten():
@@ -188,7 +208,7 @@ def simulate(real, declared: LimitSpec, *, seconds: float = 30.0, latency: float
     rates = []
     dt = 0.0002
     while t < seconds:
-        rate = effective_rate(declared, learned, admitted)
+        rate = effective_rate(declared, learned, admitted, t)
         while True:
             ok, new_tat, _ = gcra(tat, t, Rate(rate, 1.0), declared.burst)
             if not ok:
@@ -228,9 +248,11 @@ def test_the_loop_finds_a_leaky_bucket_rate_and_refuses_little(r, declared):
     total = sum(per_second)
     # after the first few seconds it drains at >= 93 % of the real rate, and the refusals stay
     # a small share of what was sent
-    steady = per_second[4:]
-    assert sum(steady) / len(steady) >= 0.93 * r, steady
-    assert refused / (total + refused) <= 0.04, (refused, total)
+    steady = per_second[7:]
+    assert sum(steady) / len(steady) >= 0.95 * r, steady
+    # a start 4 x too high costs a burst of refusals before anything is measured; after that
+    # they stay rare
+    assert refused / (total + refused) <= 0.10, (refused, total)
     # the effective rate ends within a band of the real one
     assert 0.85 * r <= rates[-1] <= 1.2 * r, rates[-30:]
 

@@ -67,7 +67,7 @@ class Context:
         self._token_at: dict[tuple[str, str], float] = {}
         for name, key in job.limits:
             spec = app.limits.get(name)
-            if spec is None or spec.rate is not None:
+            if spec is None or spec.rate is not None or spec.adaptive:  # a rate, declared or learned
                 self._prepaid[(name, key)] = 1
 
     @property

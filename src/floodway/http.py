@@ -300,24 +300,26 @@ class _Pacer:
                 return now + self._fallback_wait()
             return info.reset_at
         if kind == "overflow":
-            # congestion, not an empty quota: slow every worker down (once per round) and send
-            # this request again when the slower pace gives it a token
-            rate, changed = self._report(now, token_at, info, usage, throttled=1)
+            # congestion, not an empty quota: slow every worker down (once per round); this
+            # request waits what the destination asked (a second when it did not say), then
+            # takes a token at the slower pace
+            wait = wait if wait is not None and wait > 0 else 1.0
+            rate, changed = self._report(now, token_at, info, usage, throttled=1, wait=wait)
             if changed == "cut":
                 log.info("limit %s%s: %d from %s, pacing every worker at %.2f/s", self.limit,
                          f"[{self.key}]" if self.key else "", response.status_code, host, rate or 0.0)
-            return now
+            return now + wait
         until = info.reset_at if info.reset_at is not None else now + self._fallback_wait()
         self._report(now, None, info, usage, throttled=1, exhausted=1)
         reason = f"{response.status_code} from {host}"
         return self.ctx.app.store.pause_limit(self.limit, self.key or "", until, reason)
 
     def _report(self, now: float, token_at: float | None, info: QuotaInfo, usage: Any, *, throttled: int = 0,
-                exhausted: int = 0) -> tuple[float | None, str | None]:
+                exhausted: int = 0, wait: float | None = None) -> tuple[float | None, str | None]:
         accepted, fields = _reports(self.ctx.app).take(self.pair, now)
         if not throttled:
             fields = _fields(info, usage) or fields
-        obs = Observation(now=now, token_at=token_at, throttled=throttled, exhausted=exhausted,
+        obs = Observation(now=now, token_at=token_at, wait=wait, throttled=throttled, exhausted=exhausted,
                           accepted=accepted, **fields)
         return self.ctx.app.store.observe_limit(self.limit, self.key or "", obs)
 

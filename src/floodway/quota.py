@@ -17,9 +17,9 @@ sets the *effective* rate that GCRA paces a key at:
   is paused for every worker until the reset (the store's ``pause_limit``), and no rate is cut.
 
 An ``adaptive`` limit may rise above its declared rate (to its ``ceiling``, if any); one with no
-rate at all starts with a slow start: a cautious rate that doubles every quarter second of
-traffic until the first refusal. Growth is counted in traffic (admissions at the key), not in
-wall time, so an idle key does not drift upwards.
+rate at all starts with a slow start: a cautious rate that doubles every quarter second until
+the first refusal. Growth never runs beyond three times the rate the destination was seen to accept
+lately, so an idle key does not drift upwards and a probe stays close to the evidence.
 
 Everything here is pure: the stores keep a :class:`Learned` per key (one JSON column) and call
 these functions inside their transactions, so every worker on every machine paces to the same
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Learned", "Observation", "effective_rate", "observe", "ceiling_of", "floor_of",
-    "OVERFLOW_WAIT", "classify_wait",
+    "OVERFLOW_WAIT", "classify_wait", "effective_burst",
 ]
 
 #: a refusal asking to wait at most this long is congestion (slow down), a longer one is an
@@ -46,30 +46,46 @@ __all__ = [
 #: ``Retry-After: 1`` (whole seconds, rounded up) although it has room again in 1/rate.
 OVERFLOW_WAIT = 2.0
 #: an adaptive limit with no rate starts here (per second) and doubles every SLOW_START_DOUBLING
-#: seconds of traffic until the first refusal
+#: seconds (never beyond three times the accepted rate) until the first refusal
 SLOW_START = 5.0
 SLOW_START_DOUBLING = 0.25
-#: after a cut: climb back to just under the last overflow in APPROACH seconds of traffic,
-#: hold there for HOLD, then probe above with a step starting at PROBE_STEP that doubles every
-#: PROBE_DOUBLING seconds of traffic
-APPROACH = 1.0
-HOLD = 2.0
+#: after a cut: climb back to just under the last overflow in APPROACH seconds, hold there for
+#: HOLD, then probe above with a step starting at PROBE_STEP that doubles every PROBE_DOUBLING
+#: seconds (never beyond three times the accepted rate)
+APPROACH = 0.5
+HOLD = 1.0
 PROBE_STEP = 0.02
 PROBE_DOUBLING = 0.5
 #: the hold sits this far under the lowest rate seen to overflow
-KEEP = 0.97
-#: one round cuts the rate to this share of what overflowed ...
+KEEP = 0.95
+#: one round cuts the rate by the share of requests refused lately, within these bounds (or by
+#: CUT when too little was seen to tell) ...
+MIN_CUT = 0.03
+MAX_CUT = 0.5
+WELL_ABOVE = 0.1
 CUT = 0.8
-#: ... but never below this share of the rate the destination was seen to accept
+FIRST_CUT = 0.5  # the first refusal ever, with nothing measured: like a slow start's exit
+#: after a cut, further refusals start a new round only once half the destination's own wait
+#: (its Retry-After, else one second) has passed: a sliding window remembers what was sent
+#: before the cut for that long, though most of it is gone by half-time
+LOCK_SHARE = 0.5
+#: ... unless the pace is this many times what the destination accepted lately
+FAR_ABOVE = 1.5
+#: ... but never below this share of the rate the destination was seen to accept lately
 ACCEPTED_FLOOR = 0.9
 #: the accepted rate is measured over about this many seconds (a destination's burst inflates
 #: what a shorter window sees)
-ACCEPTED_WINDOW = 2.0
+ACCEPTED_WINDOW = 1.0
+#: growth never runs beyond this multiple of the accepted rate
+EVIDENCE = 3.0
 #: the lowest rate a learned limit falls to unless the limit declares a floor (one per minute)
 DEFAULT_FLOOR = 1 / 60
 #: a usage header steers the bucket towards this fill, closing the gap over USAGE_HORIZON seconds
 USAGE_TARGET = 0.5
 USAGE_HORIZON = 2.0
+#: a learned rate admits a burst of this many seconds of it (see effective_burst)
+LEARNED_BURST = 0.025
+LEARNED_BURST_EXTRA = 2
 #: the highest rate anything learned may reach (a sanity bound, not a limit anyone declares)
 MAX_RATE = 1e6
 
@@ -81,6 +97,7 @@ class Observation:
     now: float
     #: the time the refused request's token was issued (throttles only)
     token_at: float | None = None
+    wait: float | None = None   # the wait a refusal asked for (its Retry-After or reset)
     throttled: int = 0          # refusals (429s, or the statuses the user named) ...
     exhausted: int = 0          # ... of which meant an exhausted quota (no cut: a pause)
     accepted: int = 0           # responses that were not refusals, since the last observation
@@ -97,12 +114,15 @@ class Learned:
     """The learned part of one limit key's state, stored as JSON beside its GCRA state."""
 
     rate: float | None = None      # the base rate (per second) set at `since`
+    start: float = 0.0             # when the key first reported anything (a slow start's clock)
     source: str | None = None      # "429s", "headers", "usage"
     since: float = 0.0             # when `rate` was set; a refusal of an older token is the same round
     adm: int = 0                   # the key's admissions at `since`: growth is counted in traffic
     high: float | None = None      # the lowest rate recently seen to overflow
     low: float | None = None       # the highest rate recently held without a refusal
     seen: float = 0.0              # the newest header observation applied (older ones are stale)
+    lock: float = 0.0              # until when refusals belong to the last cut's round
+    ok_since: int = 0              # responses accepted since the last cut
     throttled: int = 0             # refusals, all time
     exhausted: int = 0             # refusals that meant an exhausted quota
     cuts: int = 0                  # rounds that cut the rate
@@ -139,11 +159,13 @@ class Learned:
         ACCEPTED_WINDOW (None: too little seen)."""
         start, this, last = self.ok if bucket is None else bucket
         age, width = now - start, ACCEPTED_WINDOW
-        if start <= 0 or age >= 2 * width or (last == 0 and age < width / 2):
+        if start <= 0 or age >= 2 * width:
             return None
         if age >= width:
             return this / age
-        return (this + last * (1 - age / width)) / width
+        kept = 1 - age / width  # the share of the last bucket still inside the window
+        span = age + (width * kept if last else 0.0)
+        return (this + last * kept) / span if span >= 0.1 else None
 
     def _count(self, bucket: list[float], now: float, n: float, width: float) -> None:
         start = bucket[0]
@@ -172,46 +194,74 @@ def _clamp(spec: "LimitSpec", rate: float) -> float:
     return min(max(rate, floor_of(spec)), ceiling_of(spec))
 
 
-def effective_rate(spec: "LimitSpec", learned: Learned | None, admitted: int) -> float | None:
-    """The rate (per second) GCRA paces this key at now; None when the limit has no rate."""
+def effective_rate(spec: "LimitSpec", learned: Learned | None, admitted: int, now: float) -> float | None:
+    """The rate (per second) GCRA paces this key at ``now``; None when the limit has no rate.
+
+    Growth (a slow start, the climb back after a cut, a probe above the last overflow) runs
+    on the clock but never beyond three times what the destination was seen to accept lately: an
+    idle key does not drift upwards, and a probe cannot run far ahead of the evidence."""
     if learned is None or learned.rate is None:
-        if spec.rate is not None and spec.adaptive:
-            # nothing learned yet: hold the declared rate, then probe above it
-            return _clamp(spec, _after_cut(Learned(rate=spec.rate.per_second), admitted)[0])
-        if spec.rate is not None:
+        if spec.rate is not None and not spec.adaptive:
             return _clamp(spec, spec.rate.per_second)
+        if spec.rate is not None:
+            # adaptive, nothing learned yet: hold the declared rate, then probe above it
+            base = Learned(rate=spec.rate.per_second, since=learned.start if learned else now)
+            return _clamp(spec, _grown(base, learned, now)[0])
         if not spec.adaptive:
             return None
-        # slow start, counted in admissions: rate = start + admitted * ln 2 / doubling time
-        start = _clamp(spec, SLOW_START)
-        return _clamp(spec, start + max(admitted, 0) * math.log(2) / SLOW_START_DOUBLING)
-    base = learned.rate
+        # a slow start: double every SLOW_START_DOUBLING seconds until the first refusal (and
+        # start again after a quiet spell: nothing accepted lately is no evidence of anything)
+        if learned is None or learned.accepted_rate(now) is None:
+            return _clamp(spec, SLOW_START)
+        rate = SLOW_START * 2 ** min((now - learned.start) / SLOW_START_DOUBLING, 40.0)
+        return _clamp(spec, rate)
     if learned.source in ("headers", "usage"):
-        return _clamp(spec, base)
-    return _clamp(spec, _after_cut(learned, admitted)[0])
+        return _clamp(spec, learned.rate)
+    return _clamp(spec, _grown(learned, learned, now)[0])
 
 
-def _after_cut(learned: Learned, admitted: int) -> tuple[float, bool]:
-    """(rate now, whether the hold phase was completed) of a key learning from refusals."""
-    base = learned.rate or SLOW_START
-    top = max(KEEP * learned.high, base) if learned.high else base
-    s = max(admitted - learned.adm, 0) / base  # seconds of traffic at the base rate
-    if top > base:
+def effective_burst(spec: "LimitSpec", learned: Learned | None, rate: float) -> int:
+    """The GCRA burst at a learned rate: the declared burst, or LEARNED_BURST seconds of the rate
+    plus LEARNED_BURST_EXTRA, whichever is more. A rate found at run time has no declared burst
+    to match, and GCRA forgets the time a late claim lost beyond its burst: with a burst of one
+    or two, every claim's round trip would be lost time, and the claims, not the quota, would
+    set the pace. Held at KEEP of a destination's rate, this burst stays within the few extra
+    requests a real API tolerates in a window."""
+    if spec.rate is not None and not spec.adaptive and (learned is None or learned.rate is None):
+        return spec.burst
+    return max(spec.burst, min(int(rate * LEARNED_BURST) + LEARNED_BURST_EXTRA, 1000))
+
+
+def _evidence(learned: Learned | None, now: float, at_least: float) -> float:
+    """How far growth may go: EVIDENCE times the accepted rate (nothing beyond ``at_least`` when
+    nothing was accepted lately)."""
+    accepted = learned.accepted_rate(now) if learned is not None else None
+    return max(at_least, EVIDENCE * accepted) if accepted else at_least
+
+
+def _grown(base: Learned, learned: Learned | None, now: float) -> tuple[float, bool]:
+    """(rate now, whether the hold phase was completed) after a cut (or a declared start): climb
+    to just under the last overflow, hold, then probe above it."""
+    rate = base.rate or SLOW_START
+    top = max(KEEP * base.high, rate) if base.high else rate
+    s = max(now - base.since, 0.0)
+    if top > rate:
         if s < APPROACH:
-            return base + (top - base) * s / APPROACH, False
+            return rate + (top - rate) * s / APPROACH, False
         s -= APPROACH
     if s < HOLD:
         return top, False
     steps = min((s - HOLD) / PROBE_DOUBLING, 40.0)
-    return top * (1 + PROBE_STEP * (2 ** steps - 1)), True
+    probe = top * (1 + PROBE_STEP * (2 ** steps - 1))
+    return max(top, min(probe, _evidence(learned, now, top))), True
 
 
 def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Observation) -> tuple[Learned, str | None]:
     """Apply one observation; returns the new state and what changed, for the log ("cut",
     "headers", "usage") or None."""
     now = obs.now
-    current = effective_rate(spec, learned, admitted)
-    state = learned if learned is not None else Learned()
+    current = effective_rate(spec, learned, admitted, now)
+    state = learned if learned is not None else Learned(start=now)
     if obs.accepted:
         state._count(state.ok, now, obs.accepted, ACCEPTED_WINDOW)
     state.exhausted += obs.exhausted
@@ -219,36 +269,70 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
         state.throttled += obs.throttled
         state._count(state.minute, now, obs.throttled, 60.0)
         state._count(state.no, now, obs.throttled, ACCEPTED_WINDOW)
+    if obs.accepted and state.since:
+        state.ok_since += obs.accepted
     changed: str | None = None
     if obs.throttled and obs.token_at is not None and obs.token_at >= state.since and current is not None:
-        changed = _cut(spec, state, admitted, now, current)
+        if obs.token_at >= state.lock:
+            changed = _cut(spec, state, admitted, now, current, obs.wait)
+        else:
+            changed = _far_above(spec, state, admitted, now, current, obs.wait)
     elif not obs.throttled and obs.now >= state.seen:
         changed = _from_headers(spec, state, admitted, obs, current)
     return state, changed
 
 
-def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: float) -> str:
+def _far_above(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: float,
+               wait: float | None) -> str | None:
+    """Inside a round's lock one measurement still cuts: a pace far above what the destination
+    accepted lately (the first refusals of a drain, before anything was measured)."""
+    accepted = state.accepted_rate(now)
+    if not accepted or now - state.since < 0.1 or current <= FAR_ABOVE * accepted:
+        return None
+    new = _clamp(spec, accepted)
+    state.rate, state.since, state.adm, state.high, state.low = new, now, admitted, max(new, accepted * 1.05), None
+    state.lock, state.ok_since = now + _lock(wait), 0
+    state.cuts += 1
+    return "cut"
+
+
+def _lock(wait: float | None) -> float:
+    return LOCK_SHARE * min(wait if wait is not None and wait > 0 else 1.0, OVERFLOW_WAIT)
+
+
+def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: float, wait: float | None) -> str:
     if state.rate is not None and state.source == "429s":
-        rate_then, held = _after_cut(state, admitted)
+        _, held = _grown(state, state, now)
         if held:
             state.low = max(KEEP * state.high, state.rate) if state.high else state.rate
     if state.low is not None and current <= state.low * 1.01:
         state.low = None  # the quota fell below what held before
     accepted = state.accepted_rate(now)
     refused = state.accepted_rate(now, state.no) or 0.0
-    # what overflowed: the pace we sent at; or, when a good share was refused (we were well
-    # above the quota, not just crossing it), what the destination accepted: its capacity
-    # plus a little burst
-    well_above = accepted is not None and refused >= 0.1 * (accepted + refused)
-    high = min(current, accepted) if well_above and accepted else current
-    new = current * CUT
+    share = refused / (accepted + refused) if accepted else None
+    if share is None or not state.cuts:
+        # the first refusal (a slow start's end, a declared rate found too high) or nothing
+        # measured yet: a multiplicative cut, and no aim much above it, since how far the pace
+        # overshot is unknown
+        new = current * (CUT if state.cuts else FIRST_CUT)
+        high = min(current, new * 1.25)
+    elif share >= WELL_ABOVE:
+        # a good share refused: the pace was well above the quota, and what the destination
+        # accepted (its capacity plus a little burst) is the best estimate of it
+        new = min(current * (1 - min(share, MAX_CUT)), accepted or current)
+        high = min(current, (accepted or current) * 1.05)
+    else:
+        # just crossing the quota (one refusal among many, or jitter at its edge): a trim
+        new = current * (1 - max(share, MIN_CUT))
+        high = current
     if state.low is not None and state.low < current:
         new = max(new, state.low)
     if accepted:
         new = max(new, accepted * ACCEPTED_FLOOR)
     new = _clamp(spec, min(new, current))
     state.rate, state.source, state.since, state.adm = new, "429s", now, admitted
-    state.high = max(high, new)
+    state.high = max(new, high)
+    state.lock, state.ok_since = now + _lock(wait), 0
     state.cuts += 1
     return "cut"
 

@@ -290,6 +290,9 @@ class Worker:
         assert self._wake is not None
         failures = 0
         found_work = False  # the last claim took jobs: more are likely ready, claim straight away
+        #: the last claim found jobs held back by a rate until this moment: a wake-up before it
+        #: (a local job ending) would find the same, so the next claim waits for it
+        held_until = 0.0
         while not self._stopping:
             # cleared before looking, so a wake-up (a local job ending, a store notification)
             # that arrives while we look is not lost
@@ -334,7 +337,10 @@ class Worker:
                     ahead = max(0, min(room, in_flight - want)) if found_work else 0
                     found_work = False
                     now = time.time()
-                    if due is not None and due <= now:
+                    if due is not None and due <= now and now < held_until:
+                        timeout = held_until - now
+                    elif due is not None and due <= now:
+                        held_until = 0.0
                         jobs = await self._store(
                             self.app.store.claim,
                             self.id,
@@ -357,6 +363,7 @@ class Worker:
                         # the earliest admission (or a local job finishing, or the poll)
                         if jobs.wake_at is not None:
                             timeout = min(self.poll_interval, max(jobs.wake_at - time.time(), 0.001))
+                            held_until = time.time() + timeout
                     elif self.burst and settled:
                         # (an outcome not yet written may put a job back to waiting: wait for it)
                         return

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 from ..jobs import Event, Job, NewJob, Status
 from ..limits import LimitSpec, Rate
-from ..quota import Learned, Observation, effective_rate
+from ..quota import Learned, Observation, effective_burst, effective_rate
 
 
 #: a job's timeline in one statement (the same SQL for both backends, ``?``/``%s`` apart):
@@ -195,10 +195,17 @@ class LimitKeyInfo:
     cuts: int = 0                  # rounds of refusals that cut the rate
 
 
-def key_rate(spec: LimitSpec, learned: Learned | None, admitted: int) -> Rate | None:
+def key_rate(spec: LimitSpec, learned: Learned | None, admitted: int, now: float) -> Rate | None:
     """The GCRA rate of one limit key now: the declared rate, or the learned one."""
-    per_second = effective_rate(spec, learned, admitted)
-    return None if per_second is None else Rate(per_second, 1.0)
+    return key_pace(spec, learned, admitted, now)[0]
+
+
+def key_pace(spec: LimitSpec, learned: Learned | None, admitted: int, now: float) -> tuple[Rate | None, int]:
+    """The GCRA rate and burst of one limit key now (see ``floodway.quota.effective_burst``)."""
+    per_second = effective_rate(spec, learned, admitted, now)
+    if per_second is None:
+        return None, spec.burst
+    return Rate(per_second, 1.0), effective_burst(spec, learned, per_second)
 
 
 def key_info(spec: LimitSpec, key: str, tat: float, paused_until: float, reason: str | None, running: int,
@@ -207,7 +214,7 @@ def key_info(spec: LimitSpec, key: str, tat: float, paused_until: float, reason:
     from ..limits import remaining
 
     learned = Learned.loads(learned_raw)
-    rate = key_rate(spec, learned, admitted)
+    rate = key_rate(spec, learned, admitted, now)
     if learned is not None and learned.rate is not None:
         source = learned.source or "429s"
     elif spec.rate is None and spec.adaptive:
@@ -216,7 +223,7 @@ def key_info(spec: LimitSpec, key: str, tat: float, paused_until: float, reason:
         source = "declared"
     return LimitKeyInfo(
         key=key,
-        remaining=remaining(tat, now, rate, spec.burst) if rate else None,
+        remaining=remaining(tat, now, rate, effective_burst(spec, learned, rate.per_second)) if rate else None,
         paused_until=paused_until if paused_until > now else None,
         pause_reason=reason if paused_until > now else None,
         running=running,

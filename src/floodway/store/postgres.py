@@ -69,7 +69,7 @@ from .base import (
     TokenInfo,
     WorkerInfo,
     key_info,
-    key_rate,
+    key_pace,
     timeline_from_rows,
 )
 from .sqlite import load_migrations
@@ -272,9 +272,9 @@ class _Admission:
             if spec.concurrency is not None and state[2] >= spec.concurrency:
                 return self._held(job_id, None)  # a finishing job frees the slot
             new_tat = None
-            rate = key_rate(spec, state[4], state[3])
+            rate, burst = key_pace(spec, state[4], state[3], self.now)
             if rate is not None:
-                ok, new_tat, retry_at = gcra(state[0], self.now, rate, spec.burst)
+                ok, new_tat, retry_at = gcra(state[0], self.now, rate, burst)
                 if not ok:
                     return self._held(job_id, retry_at)
             decisions.append((pair, new_tat))
@@ -1635,10 +1635,10 @@ class PostgresStore(Store):
             spec, (tat, paused_until, _, admitted, learned) = self._spec_and_lock(cur, name, key)
             if paused_until > now:
                 return False, paused_until
-            rate = key_rate(spec, Learned.loads(learned), int(admitted))
+            rate, burst = key_pace(spec, Learned.loads(learned), int(admitted), now)
             if rate is None:
                 return True, now
-            ok, new_tat, retry_at = gcra(tat, now, rate, spec.burst, cost)
+            ok, new_tat, retry_at = gcra(tat, now, rate, burst, cost)
             if not ok:
                 return False, retry_at
             cur.execute(
@@ -1682,10 +1682,10 @@ class PostgresStore(Store):
         def go(cur: psycopg.Cursor) -> float:
             spec, (tat, paused_until, _, admitted, learned) = self._spec_and_lock(cur, name, key)
             end = max(until, paused_until)
-            rate = key_rate(spec, Learned.loads(learned), int(admitted))
+            rate, burst = key_pace(spec, Learned.loads(learned), int(admitted), self._now())
             if rate is not None:
                 # no burst at the reset: one admission at `end`, then the steady rate
-                tat = max(tat, end + rate.interval * (spec.burst - 1))
+                tat = max(tat, end + rate.interval * (burst - 1))
             cur.execute(
                 "UPDATE limit_keys SET tat = %s, paused_until = %s, pause_reason = %s, rate_limited = rate_limited + 1 "
                 "WHERE limit_name = %s AND key = %s",
@@ -1709,7 +1709,7 @@ class PostgresStore(Store):
                         (learned.dumps(), name, key))
             if changed:
                 cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))  # a faster rate may admit held jobs now
-            return effective_rate(spec, learned, int(admitted)), changed
+            return effective_rate(spec, learned, int(admitted), obs.now), changed
 
         return self._run(go, what="observe_limit")
 

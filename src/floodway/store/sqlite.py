@@ -46,7 +46,7 @@ from .base import (
     TokenInfo,
     WorkerInfo,
     key_info,
-    key_rate,
+    key_pace,
     timeline_from_rows,
 )
 
@@ -151,9 +151,9 @@ class _Admission:
             if spec.concurrency is not None and state[2] >= spec.concurrency:
                 return self._held(job_id, None)  # a finishing job frees the slot
             new_tat = None
-            rate = key_rate(spec, state[4], state[3])
+            rate, burst = key_pace(spec, state[4], state[3], self.now)
             if rate is not None:
-                ok, new_tat, retry_at = gcra(state[0], self.now, rate, spec.burst)
+                ok, new_tat, retry_at = gcra(state[0], self.now, rate, burst)
                 if not ok:
                     return self._held(job_id, retry_at)
             decisions.append(((name, key), new_tat))
@@ -921,10 +921,10 @@ class SQLiteStore(Store):
             tat, paused_until, admitted, learned = state if state else (0.0, 0.0, 0, None)
             if paused_until > now:
                 return False, paused_until
-            rate = key_rate(spec, Learned.loads(learned), admitted)
+            rate, burst = key_pace(spec, Learned.loads(learned), admitted, now)
             if rate is None:
                 return True, now
-            ok, new_tat, retry_at = gcra(tat, now, rate, spec.burst, cost)
+            ok, new_tat, retry_at = gcra(tat, now, rate, burst, cost)
             if not ok:
                 return False, retry_at
             conn.execute(
@@ -965,10 +965,10 @@ class SQLiteStore(Store):
             ).fetchone()
             tat, paused_until, admitted, learned = state if state else (0.0, 0.0, 0, None)
             until = max(until, paused_until)
-            rate = key_rate(spec, Learned.loads(learned), admitted)
+            rate, burst = key_pace(spec, Learned.loads(learned), admitted, time.time())
             if rate is not None:
                 # no burst at the reset: one admission at `until`, then the steady rate
-                tat = max(tat, until + rate.interval * (spec.burst - 1))
+                tat = max(tat, until + rate.interval * (burst - 1))
             conn.execute(
                 "INSERT INTO limit_keys (limit_name, key, tat, paused_until, pause_reason, rate_limited) "
                 "VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (limit_name, key) DO UPDATE SET tat = excluded.tat, "
@@ -994,7 +994,7 @@ class SQLiteStore(Store):
                 "ON CONFLICT (limit_name, key) DO UPDATE SET learned = excluded.learned",
                 (name, key, learned.dumps()),
             )
-            return effective_rate(spec, learned, admitted), changed
+            return effective_rate(spec, learned, admitted, obs.now), changed
 
     def reset_learned(self, name: str, key: str | None = None) -> int:
         with self._write() as conn:
