@@ -1,10 +1,16 @@
-"""The JSON text floodway stores: compact, ASCII, and strict (NaN and infinities refused).
+"""The JSON text floodway stores: compact, ASCII, and strict (NaN, infinities and lone UTF-16
+surrogates refused).
 
 ``json.dumps`` and ``JSONEncoder.encode`` build a new C encoder on every call, which is most of
 the cost of encoding the small dicts that job args and results usually are (2.5 µs of 3); a bulk
 enqueue of 1,000 jobs encodes 1,000 of them. ``dumps`` builds the encoder once. It keeps no
 circular-reference markers (they are per call), so a cycle ends in ``RecursionError``, which
 ``dumps`` reports as the ``ValueError`` that ``json`` raises for one.
+
+A lone surrogate (``"\\ud800"``, in a key or a value) is refused: JSON can escape it, but the
+value it decodes to cannot be written as UTF-8, so every later reader (the web API, the
+dashboard, a terminal) would fail on it. ASCII output escapes every character past U+FFFF as a
+surrogate pair, so the exact check runs only on text holding a ``\\ud`` escape at all.
 """
 
 from __future__ import annotations
@@ -13,11 +19,29 @@ import json
 from json import encoder as _encoder
 from typing import Any, Callable
 
-__all__ = ["dumps"]
+__all__ = ["dumps", "encodable"]
+
+LONE_SURROGATE = "holds a lone UTF-16 surrogate (U+D800 to U+DFFF), which UTF-8 text cannot hold"
 
 
 def _refuse(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def encodable(value: Any) -> bool:
+    """True unless a string in ``value`` (any JSON-like value: keys too) holds a lone surrogate."""
+    try:
+        json.dumps(value, ensure_ascii=False, check_circular=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _checked(text: str) -> str:
+    """``text`` (ASCII JSON) unless it escapes a lone surrogate; then ``ValueError``."""
+    if "\\ud" in text and not encodable(json.loads(text)):
+        raise ValueError(f"the value {LONE_SURROGATE}")
+    return text
 
 
 def _build() -> Callable[[Any], str] | None:
@@ -31,9 +55,9 @@ def _build() -> Callable[[Any], str] | None:
 
     def dumps(value: Any) -> str:
         if isinstance(value, str):
-            return _encoder.encode_basestring_ascii(value)
+            return _checked(_encoder.encode_basestring_ascii(value))
         try:
-            return "".join(encode(value, 0))
+            return _checked("".join(encode(value, 0)))
         except RecursionError:
             raise ValueError("Circular reference detected (or nesting too deep)") from None
 
@@ -41,5 +65,6 @@ def _build() -> Callable[[Any], str] | None:
 
 
 _FALLBACK = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
-#: ``dumps(value) -> str``: TypeError for what JSON cannot hold, ValueError for NaN or a cycle
-dumps: Callable[[Any], str] = _build() or _FALLBACK.encode
+#: ``dumps(value) -> str``: TypeError for what JSON cannot hold, ValueError for NaN, a cycle or
+#: a lone surrogate
+dumps: Callable[[Any], str] = _build() or (lambda value: _checked(_FALLBACK.encode(value)))

@@ -17,6 +17,7 @@ API routes accept it (changes also need ``X-Requested-With``, which ``app.js`` s
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.parse
 from datetime import datetime
@@ -33,7 +34,7 @@ from ..errors import JobNotFound
 from ..jobs import Status
 from ..tokens import authenticate
 from . import data
-from .api import ApiError, parse_statuses, read_body
+from .api import MAX_OFFSET, ApiError, parse_statuses, read_body
 from .auth import COOKIE, COOKIE_MAX_AGE, Principal, principal_for
 
 if TYPE_CHECKING:
@@ -81,7 +82,10 @@ def clock(value: Any) -> str:
     ts = _epoch(value)
     if ts is None:
         return ""
-    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, ValueError, OSError):  # an instant at the edge of what dates can show
+        return str(value)
 
 
 def pretty(value: Any) -> str:
@@ -110,8 +114,15 @@ env.filters.update(ago=ago, clock=clock, pretty=pretty, quote=quote, error_line=
 env.globals.update(STATUS_NAMES=STATUS_NAMES)
 
 
+#: text UTF-8 cannot hold: lone surrogates, refused on the way in, but a row written by an older
+#: version (or by hand) may hold them
+_UNENCODABLE = re.compile("[\ud800-\udfff]")
+
+
 def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
     html = env.get_template(name).render(**context)
+    # no stored value may break a page: what cannot be sent shows as U+FFFD
+    html = _UNENCODABLE.sub("\ufffd", html)
     return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
 
@@ -191,6 +202,8 @@ def _job_filters(request: Request, principal: Principal) -> dict[str, Any]:
         offset = max(0, int(q.get("offset") or 0))
     except ValueError:
         offset = 0
+    if offset > MAX_OFFSET:
+        raise ApiError(400, f"offset must be at most {MAX_OFFSET}")
     filters = {"status": statuses[0] if statuses else "", "queue": q.get("queue") or "",
                "task": q.get("task") or "", "tenant": q.get("tenant") or "", "offset": offset}
     if not principal.admin:
@@ -218,7 +231,10 @@ async def jobs_page(request: Request) -> Response:
                 continue
             return RedirectResponse(f"/jobs/{quote(candidate)}", status_code=303)
         missing = search
-    filters = _job_filters(request, principal)
+    try:
+        filters = _job_filters(request, principal)
+    except ApiError as exc:
+        return HTMLResponse(f'<p class="empty">{exc.message}</p>', status_code=exc.status)
     return render("jobs.html", **base_context(request, principal, title="Jobs", filters=filters,
                                               query=_query(filters), missing=missing))
 
@@ -256,7 +272,10 @@ async def fragment(request: Request) -> Response:
     elif name == "schedules":
         ctx.update(await call(data.schedules_view, app, principal))
     elif name == "jobs":
-        filters = _job_filters(request, principal)
+        try:
+            filters = _job_filters(request, principal)
+        except ApiError as exc:
+            return HTMLResponse(f'<p class="empty">{exc.message}</p>', status_code=exc.status)
         tenant = filters["tenant"] or None if principal.admin else principal.tenant
         found = await call(app.store.list_jobs, status=[filters["status"]] if filters["status"] else None,
                            queue=filters["queue"] or None, task=filters["task"] or None, tenant=tenant,
