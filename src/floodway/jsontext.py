@@ -11,15 +11,26 @@ A lone surrogate (``"\\ud800"``, in a key or a value) is refused: JSON can escap
 value it decodes to cannot be written as UTF-8, so every later reader (the web API, the
 dashboard, a terminal) would fail on it. ASCII output escapes every character past U+FFFF as a
 surrogate pair, so the exact check runs only on text holding a ``\\ud`` escape at all.
+
+Nesting is bounded too (``MAX_DEPTH`` levels of arrays and objects): JSON that is nested just
+under what encoding allows cannot be decoded or encoded again by a reader whose stack is deeper
+than the writer's (a web request's is), and would break every read of its job. Text with fewer
+brackets than that in all is not scanned.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from json import encoder as _encoder
 from typing import Any, Callable
 
-__all__ = ["dumps", "encodable"]
+__all__ = ["dumps", "encodable", "MAX_DEPTH"]
+
+#: the deepest nesting of arrays and objects stored
+MAX_DEPTH = 100
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
 
 LONE_SURROGATE = "holds a lone UTF-16 surrogate (U+D800 to U+DFFF), which UTF-8 text cannot hold"
 
@@ -37,10 +48,25 @@ def encodable(value: Any) -> bool:
     return True
 
 
+def depth(text: str) -> int:
+    """How deeply the arrays and objects of JSON ``text`` nest (0 for a scalar)."""
+    level = deepest = 0
+    for bracket in _BRACKET.findall(_STRING.sub("", text)):
+        if bracket in "[{":
+            level += 1
+            deepest = max(deepest, level)
+        else:
+            level -= 1
+    return deepest
+
+
 def _checked(text: str) -> str:
-    """``text`` (ASCII JSON) unless it escapes a lone surrogate; then ``ValueError``."""
+    """``text`` (ASCII JSON) unless it escapes a lone surrogate or nests too deeply; then
+    ``ValueError``."""
     if "\\ud" in text and not encodable(json.loads(text)):
         raise ValueError(f"the value {LONE_SURROGATE}")
+    if text.count("[") + text.count("{") > MAX_DEPTH and depth(text) > MAX_DEPTH:
+        raise ValueError(f"the value is nested more than {MAX_DEPTH} levels deep")
     return text
 
 

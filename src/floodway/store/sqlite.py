@@ -385,7 +385,7 @@ class SQLiteStore(Store):
                 existing = self._existing_ids(conn, [j.id for j in jobs])
             if owner is not None and existing:
                 # the write lock is held: no job can appear between this look and the insert
-                self._check_owner(conn, sorted(existing), owner)
+                self._check_tenant_owns(conn, sorted(existing), owner)
             fresh = []
             seen: set[str] = set()
             for job in jobs:
@@ -413,7 +413,8 @@ class SQLiteStore(Store):
         return results
 
     @staticmethod
-    def _check_owner(conn: sqlite3.Connection, ids: list[str], owner: str) -> None:
+    def _check_tenant_owns(conn: sqlite3.Connection, ids: list[str], owner: str) -> None:
+        """Raise ``JobIdTaken`` for the first of ``ids`` that is not a job of tenant ``owner``."""
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
