@@ -339,6 +339,7 @@ class App:
         template over the job's args and tenant, e.g. ``"{tenant}"``) gives each value its own
         budget. Tasks name limits with ``@app.task(limits=[...])``.
         """
+        check_name(name, "limit name")
         spec = _check_limit_numbers(
             LimitSpec.build(name, rate=rate, burst=burst, concurrency=concurrency, key=key, adaptive=adaptive))
         self.limits[name] = spec
