@@ -564,35 +564,10 @@ class App:
         anybody else raises ``JobIdTaken`` inside the store's transaction, so nothing is written
         (the web API passes a tenant token's tenant)."""
         the_task = self.get_task(task)
-        try:
-            limit_names = the_task.limits if limits is None else _check_limit_names(limits)
-        except ConfigError as exc:
-            raise EnqueueError(str(exc)) from None
-        for name in limit_names:
-            if name not in self.limits:
-                known = ", ".join(sorted(self.limits)) or "none"
-                raise EnqueueError(f"unknown limit {name!r} (declared: {known}); declare it with app.limit()")
-        if delay is not None and start_at is not None:
-            raise EnqueueError("pass delay or start_at, not both")
-        try:
-            if id is not None:
-                check_job_id(id)
-                if not single:  # the items' ids are id-0, id-1, ...: the longest must fit too
-                    check_job_id(f"{id}-{max(len(args_list) - 1, 0)}")
-            if tenant is not None:
-                check_tenant(tenant)
-            now = time.time()
-            if delay is not None:
-                run_at = check_run_at(now + parse_duration(delay, name="delay"), now, "delay")
-            elif start_at is not None:
-                run_at = check_run_at(parse_instant(start_at), now, "start_at")
-            else:
-                run_at = now
-            policy = Retry.coerce(retry, the_task.retry)
-            job_queue = self._coerce_queue(queue) if queue is not None else the_task.queue
-            job_priority = check_priority(the_task.priority if priority is None else priority)
-        except ConfigError as exc:
-            raise EnqueueError(str(exc)) from None
+        now = time.time()
+        limit_names, run_at, policy, job_queue, job_priority = self.check_enqueue_options(
+            the_task, count=None if single else len(args_list), id=id, queue=queue, delay=delay,
+            start_at=start_at, retry=retry, priority=priority, tenant=tenant, limits=limits, now=now)
         queue_name, cap, declared = self._queue_cap(job_queue)
         status = Status.SCHEDULED if run_at > now else Status.WAITING
         retry_json = _retry_json(policy)
@@ -654,6 +629,57 @@ class App:
         else:
             results = self.store.enqueue(jobs, {queue_name: cap}, owner=owner)  # type: ignore[arg-type]
         return [Handle(self, r.id, created=r.created) for r in results]
+
+    def check_enqueue_options(
+        self,
+        task: Task | str,
+        *,
+        count: int | None = None,
+        id: str | None = None,
+        queue: str | Queue | None = None,
+        delay: Any = None,
+        start_at: Any = None,
+        retry: Retry | int | None = None,
+        priority: int | None = None,
+        tenant: str | None = None,
+        limits: Iterable[str] | None = None,
+        now: float | None = None,
+    ) -> tuple[tuple[str, ...], float, Retry, str | Queue, int]:
+        """Check the options of an enqueue (``count`` items of a bulk one; None for a single
+        job) as ``enqueue`` does, without writing: ``EnqueueError`` names what is wrong. Returns
+        the limit names, run time, retry policy, queue and priority the jobs get. The CLI checks
+        a file's options with it before reading the file."""
+        the_task = self.get_task(task)
+        try:
+            limit_names = the_task.limits if limits is None else _check_limit_names(limits)
+        except ConfigError as exc:
+            raise EnqueueError(str(exc)) from None
+        for name in limit_names:
+            if name not in self.limits:
+                known = ", ".join(sorted(self.limits)) or "none"
+                raise EnqueueError(f"unknown limit {name!r} (declared: {known}); declare it with app.limit()")
+        if delay is not None and start_at is not None:
+            raise EnqueueError("pass delay or start_at, not both")
+        try:
+            if id is not None:
+                check_job_id(id)
+                if count is not None:  # the items' ids are id-0, id-1, ...: the longest must fit too
+                    check_job_id(f"{id}-{max(count - 1, 0)}")
+            if tenant is not None:
+                check_tenant(tenant)
+            now = time.time() if now is None else now
+            if delay is not None:
+                run_at = check_run_at(now + parse_duration(delay, name="delay"), now, "delay")
+            elif start_at is not None:
+                run_at = check_run_at(parse_instant(start_at), now, "start_at")
+            else:
+                run_at = now
+            policy = Retry.coerce(retry, the_task.retry)
+            job_queue = self._coerce_queue(queue) if queue is not None else the_task.queue
+            job_priority = check_priority(the_task.priority if priority is None else priority)
+        except ConfigError as exc:
+            raise EnqueueError(str(exc)) from None
+        return limit_names, run_at, policy, job_queue, job_priority
 
     def _resolve_limits(
         self, names: tuple[str, ...], args: Mapping[str, Any], tenant: str | None

@@ -294,9 +294,9 @@ def enqueue_file(state: State, task: str, file: Path, job_id: str | None, queue:
     """
     app = state.app(required=True)
     the_task: Task = app.get_task(task)
-    if delay is not None:
-        parse_duration(delay, name="--delay")
     options = dict(queue=queue, delay=delay, priority=priority, tenant=tenant)
+    # the options are checked before the file is read; each line is checked below
+    app.check_enqueue_options(the_task, id=job_id, count=1 if job_id is not None else None, **options)
 
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 

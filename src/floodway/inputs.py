@@ -3,9 +3,9 @@ before floodway writes anything: names (job ids, queues, tenants, tasks), the nu
 hold, how far ahead a job may be scheduled. Each rule is one function here; the library, the web
 API and the CLI all call the same ones, so they refuse the same values with the same message.
 
-Free text inside JSON (args, results, cursors) is checked where it is encoded, by
-``jsontext.dumps``: it refuses lone UTF-16 surrogates, which no UTF-8 text (the stores' encoding,
-HTTP's, the terminal's) can hold.
+Text UTF-8 cannot hold (a lone UTF-16 surrogate, ``"\ud800"``: the stores' encoding, HTTP's and
+the terminal's are all UTF-8) is refused by one function, ``check_encodable``: in names, and in
+every string of the JSON floodway stores (args, results), which ``jsontext.dumps`` checks.
 
 Every function raises ``ConfigError`` (a ``ValueError``); ``App.enqueue`` reports it as an
 ``EnqueueError``, the API as a 400, the CLI as a one-line usage error. Messages show values with
@@ -21,7 +21,7 @@ from .errors import ConfigError
 
 __all__ = [
     "MAX_NAME_LENGTH", "MAX_AHEAD_SECONDS", "INT32_MIN", "INT32_MAX", "RESERVED_TENANTS",
-    "INTERNAL_TASK_PREFIX", "TENANT_SEPARATOR", "check_name", "check_job_id", "check_tenant",
+    "INTERNAL_TASK_PREFIX", "TENANT_SEPARATOR", "LONE_SURROGATES", "check_encodable", "check_name", "check_job_id", "check_tenant",
     "check_int", "check_priority", "check_run_at", "is_internal_task", "is_reserved_id",
 ]
 
@@ -41,22 +41,34 @@ TENANT_SEPARATOR = ":"
 #: or its scoped ids would be floodway's
 RESERVED_TENANTS = frozenset({"cron", "floodway"})
 
-#: control characters (C0, DEL, C1) and UTF-16 surrogates: never part of a name
-_BAD_NAME_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+#: UTF-16 surrogates: in a Python string (where a character past U+FFFF is one code point, never
+#: a pair) each one is a lone surrogate, which UTF-8 cannot encode
+LONE_SURROGATES = re.compile("[\ud800-\udfff]")
+#: control characters (C0, DEL, C1): never part of a name
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def check_encodable(text: str, what: str) -> str:
+    """``text`` unless it holds a lone UTF-16 surrogate, which no UTF-8 text can hold (so the
+    stores could not keep it, or every later read of it would fail); then ``ConfigError``."""
+    bad = LONE_SURROGATES.search(text)
+    if bad is not None:
+        where = f" ({bad.group()!r} at position {bad.start()})" if len(text) <= MAX_NAME_LENGTH else ""
+        raise ConfigError(f"{what} contains a lone UTF-16 surrogate{where}, which UTF-8 text cannot hold")
+    return text
 
 
 def check_name(value: object, what: str) -> str:
     """A name: a non-blank string of at most ``MAX_NAME_LENGTH`` characters, with no control
-    character (NUL, newline, escape...) and no lone surrogate (text UTF-8 cannot hold)."""
+    character (NUL, newline, escape...) and nothing UTF-8 cannot hold."""
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{what} must be a non-empty string, got {value!r}")
     if len(value) > MAX_NAME_LENGTH:
         raise ConfigError(f"{what} is longer than {MAX_NAME_LENGTH} characters")
-    bad = _BAD_NAME_CHAR.search(value)
+    check_encodable(value, f"{what} {value!r}")
+    bad = _CONTROL.search(value)
     if bad is not None:
-        char = bad.group()
-        kind = "a lone UTF-16 surrogate" if "\ud800" <= char <= "\udfff" else "a control character"
-        raise ConfigError(f"{what} {value!r} contains {kind} ({char!r} at position {bad.start()})")
+        raise ConfigError(f"{what} {value!r} contains a control character ({bad.group()!r} at position {bad.start()})")
     return value
 
 

@@ -7,10 +7,10 @@ enqueue of 1,000 jobs encodes 1,000 of them. ``dumps`` builds the encoder once. 
 circular-reference markers (they are per call), so a cycle ends in ``RecursionError``, which
 ``dumps`` reports as the ``ValueError`` that ``json`` raises for one.
 
-A lone surrogate (``"\\ud800"``, in a key or a value) is refused: JSON can escape it, but the
-value it decodes to cannot be written as UTF-8, so every later reader (the web API, the
-dashboard, a terminal) would fail on it. ASCII output escapes every character past U+FFFF as a
-surrogate pair, so the exact check runs only on text holding a ``\\ud`` escape at all.
+A lone surrogate (``"\\ud800"``, in a key or a value) is refused (``inputs.check_encodable``):
+JSON can escape it, but the value it decodes to cannot be written as UTF-8, so every later reader
+(the web API, the dashboard, a terminal) would fail on it. ASCII output escapes every character
+past U+FFFF as a surrogate pair, so the exact check runs only on text holding a ``\\ud`` escape.
 
 Nesting is bounded too (``MAX_DEPTH`` levels of arrays and objects): JSON that is nested just
 under what encoding allows cannot be decoded or encoded again by a reader whose stack is deeper
@@ -25,27 +25,17 @@ import re
 from json import encoder as _encoder
 from typing import Any, Callable
 
-__all__ = ["dumps", "encodable", "MAX_DEPTH"]
+from .inputs import check_encodable
+
+__all__ = ["dumps", "depth", "MAX_DEPTH"]
 
 #: the deepest nesting of arrays and objects stored
 MAX_DEPTH = 100
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _BRACKET = re.compile(r"[\[\]{}]")
 
-LONE_SURROGATE = "holds a lone UTF-16 surrogate (U+D800 to U+DFFF), which UTF-8 text cannot hold"
-
-
 def _refuse(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-def encodable(value: Any) -> bool:
-    """True unless a string in ``value`` (any JSON-like value: keys too) holds a lone surrogate."""
-    try:
-        json.dumps(value, ensure_ascii=False, check_circular=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def depth(text: str) -> int:
@@ -63,8 +53,10 @@ def depth(text: str) -> int:
 def _checked(text: str) -> str:
     """``text`` (ASCII JSON) unless it escapes a lone surrogate or nests too deeply; then
     ``ValueError``."""
-    if "\\ud" in text and not encodable(json.loads(text)):
-        raise ValueError(f"the value {LONE_SURROGATE}")
+    if "\\ud" in text:
+        # decoded and written again unescaped: a pair becomes its one character, a lone
+        # surrogate stays itself, where check_encodable finds it (a ConfigError: a ValueError)
+        check_encodable(json.dumps(json.loads(text), ensure_ascii=False, check_circular=False), "the value")
     if text.count("[") + text.count("{") > MAX_DEPTH and depth(text) > MAX_DEPTH:
         raise ValueError(f"the value is nested more than {MAX_DEPTH} levels deep")
     return text

@@ -17,7 +17,6 @@ API routes accept it (changes also need ``X-Requested-With``, which ``app.js`` s
 from __future__ import annotations
 
 import json
-import re
 import time
 import urllib.parse
 from datetime import datetime
@@ -31,6 +30,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from ..errors import JobNotFound
+from ..inputs import LONE_SURROGATES
 from ..jobs import Status
 from ..tokens import authenticate
 from . import data
@@ -114,15 +114,12 @@ env.filters.update(ago=ago, clock=clock, pretty=pretty, quote=quote, error_line=
 env.globals.update(STATUS_NAMES=STATUS_NAMES)
 
 
-#: text UTF-8 cannot hold: lone surrogates, refused on the way in, but a row written by an older
-#: version (or by hand) may hold them
-_UNENCODABLE = re.compile("[\ud800-\udfff]")
-
-
 def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
     html = env.get_template(name).render(**context)
     # no stored value may break a page: what cannot be sent shows as U+FFFD
-    html = _UNENCODABLE.sub("\ufffd", html)
+    # (lone surrogates are refused on the way in, but a row written by an older version, or by
+    # hand, may hold them)
+    html = LONE_SURROGATES.sub("\ufffd", html)
     return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
 
