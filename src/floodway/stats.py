@@ -5,8 +5,31 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from .units import iso
+
 if TYPE_CHECKING:
     from .app import App
+
+
+def limit_dict(info: Any, now: float, declared: Any = None) -> dict[str, Any]:
+    """One limit as the CLI, the API and the dashboard show it: the stored declaration, the one
+    in the code that was loaded (``declared``: it reaches the store when a worker starts or a
+    job is enqueued), and per key the effective rate and where it came from, 429s by kind, and
+    the pause."""
+    return {
+        **info.spec.to_dict(),
+        "declared": declared.to_dict() if declared is not None else None,
+        "keys": [
+            {"key": k.key, "effective_rate": None if k.effective_rate is None else round(k.effective_rate, 3),
+             "source": k.source, "remaining": k.remaining, "running": k.running, "admitted": k.admitted,
+             "throttled": k.throttled, "throttled_last_minute": k.throttled_last_minute,
+             "exhausted": k.exhausted, "cuts": k.cuts, "pauses": k.rate_limited, "rate_limited": k.rate_limited,
+             "paused_until": iso(k.paused_until),
+             "paused_for": round(k.paused_until - now, 3) if k.paused_until else None,
+             "pause_reason": k.pause_reason}
+            for k in info.keys
+        ],
+    }
 
 
 def collect(app: "App", window: float = 60.0) -> dict[str, Any]:
@@ -34,6 +57,8 @@ def collect(app: "App", window: float = 60.0) -> dict[str, Any]:
             "running": sum(k.running for k in info.keys),
             "admitted": sum(k.admitted for k in info.keys),
             "rate_limited": sum(k.rate_limited for k in info.keys),
+            "throttled": sum(k.throttled for k in info.keys),
+            "effective_rates": {k.key: k.effective_rate for k in info.keys},
             "paused_keys": sorted(k.key for k in info.keys if k.paused_until),
             "rate_in": round(moved["created"] / window, 3),
             "rate_out": round(moved["finished"] / window, 3),

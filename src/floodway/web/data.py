@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import JobNotFound
 from ..jobs import Job, Status
+from ..stats import limit_dict
 from ..units import iso
 from .auth import Principal
 
@@ -109,22 +110,10 @@ def queues_view(app: "App", principal: Principal) -> dict[str, Any]:
     return {"queues": queues, "truncated": truncated}
 
 
-def limit_dict(info: "LimitInfo", now: float) -> dict[str, Any]:
-    return {
-        **info.spec.to_dict(),
-        "keys": [
-            {"key": k.key, "remaining": k.remaining, "running": k.running, "admitted": k.admitted,
-             "rate_limited": k.rate_limited, "paused_until": iso(k.paused_until),
-             "paused_for": round(k.paused_until - now, 3) if k.paused_until else None,
-             "pause_reason": k.pause_reason}
-            for k in info.keys
-        ],
-    }
-
-
 def limits_view(app: "App", principal: Principal) -> dict[str, Any]:
     now = time.time()
-    return {"limits": [limit_dict(info, now) for info in scoped_limits(app, principal)]}
+    return {"limits": [limit_dict(info, now, app.limits.get(info.spec.name))
+                       for info in scoped_limits(app, principal)]}
 
 
 def workers_view(app: "App", include_stopped: bool = False) -> dict[str, Any]:
