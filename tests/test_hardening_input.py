@@ -18,7 +18,7 @@ import pytest
 
 from floodway import App, Context
 from floodway.alerts import ALERT_TASK, install_webhook
-from floodway.errors import ConfigError, EnqueueError, JobIdTaken
+from floodway.errors import ConfigError, EnqueueError, JobFailed, JobIdTaken
 from floodway.inputs import INT32_MAX, INT32_MIN, MAX_AHEAD_SECONDS
 from floodway.jobs import NewJob, Status
 from floodway.store import open_store
@@ -123,6 +123,23 @@ def test_library_accepts_the_edges(lib):
     assert lib.store.get_job("edge-low").priority == INT32_MIN
     assert {j.to_dict()["run_at"][:4] for j in lib.store.list_jobs(limit=100)} <= {
         str(y) for y in range(now.year, now.year + 11)}
+
+
+def test_a_result_no_reader_could_show_fails_the_job_clearly(lib):
+    """A task's return value is stored JSON too: text UTF-8 cannot hold, or nesting deeper than
+    readers follow, fails the job with a clear error instead of breaking every read of it."""
+
+    @lib.task(retry=0)
+    def odd(kind: str) -> Any:
+        return {"text": LONE} if kind == "surrogate" else nested(150)
+
+    surrogate, deep = lib.enqueue(odd, {"kind": "surrogate"}), lib.enqueue(odd, {"kind": "deep"})
+    lib.worker(burst=True).run()
+    for handle, fragment in ((surrogate, "surrogate"), (deep, "nested more than 100")):
+        with pytest.raises(JobFailed) as caught:
+            handle.result(timeout=0)
+        assert "not JSON-serialisable" in caught.value.message and fragment in caught.value.message
+        assert lib.store.get_job(handle.id).to_dict()["result"] is None
 
 
 def test_bulk_ids_must_fit_too(lib):
@@ -472,6 +489,7 @@ def test_cli_enqueue_refuses_bad_input_with_one_line_and_writes_nothing(cli):
     clean_failure(cli.run("enqueue-file", "send", str(lines), "--batch-size", "1", app=True), "surrogate")
     proc = cli.run("token", "create", "--tenant", "a:b")
     clean_failure(proc, "':'")
+    clean_failure(cli.run("limits", "set", "api", "--burst", str(2**70), app=True), "burst")
     assert cli.json("jobs") == [] and cli.json("token", "list") == []
 
 
