@@ -281,7 +281,7 @@ BAD_API_ENQUEUES = [
     (ECHO % '"id": "x\\ud800"', "surrogate"),
     (ECHO % '"queue": "web\\ud800"', "surrogate"),
     (ECHO % '"tenant": "t\\ud800"', "surrogate"),
-    ('{"task": "echo\\ud800"}', "unknown task"),
+    ('{"task": "echo\\ud800"}', "surrogate"),
     # JSON nested 5,000 deep, or just deeper than stored JSON may be
     ('{"task": "echo", "args": {"value": %s}}' % ("[" * DEEP + "]" * DEEP), "nested too deeply"),
     ('{"task": "echo", "args": {"value": %s}}' % ("[" * 150 + "]" * 150), "nested more than 100"),
@@ -435,6 +435,7 @@ HOSTILE = [
     ("PATCH", "/api/limits/partner-api", '{"burst": %d}' % 2**63),
     ("PATCH", "/api/limits/per-tenant", '{"rate": "1e999/s"}'),
     ("POST", "/api/queues/%F0%9F%98%80%ED%A0%80/pause", ""),
+    ("POST", "/api/limits/partner-api/reset", '{"key": "\\ud800"}'),
 ]
 
 

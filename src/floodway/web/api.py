@@ -37,7 +37,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..errors import ConfigError, EnqueueError, JobIdTaken, JobNotFound, TransitionError
-from ..inputs import check_name, is_reserved_id
+from ..inputs import check_encodable, check_name, is_reserved_id
 from ..jobs import Status
 from ..tokens import authenticate
 from . import data
@@ -145,7 +145,7 @@ def _string(body: dict[str, Any], key: str, *, required: bool = False) -> str | 
         return None
     if not isinstance(value, str) or not value:
         raise ApiError(400, f"{key!r} must be a non-empty string, got {value!r}")
-    return value
+    return check_encodable(value, repr(key))  # ConfigError -> 400
 
 
 def _integer(body: dict[str, Any], key: str) -> int | None:
