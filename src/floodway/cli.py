@@ -227,6 +227,8 @@ def parse_json_object(text: str | bytes, what: str) -> dict[str, Any]:
         value = json.loads(text, parse_constant=no_constants)
     except (ValueError, UnicodeDecodeError) as exc:
         raise UsageProblem(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UsageProblem(f"{what} is not valid JSON: nested too deeply") from None
     if not isinstance(value, dict):
         raise UsageProblem(
             f'{what} must be a JSON object such as {{"to": "ada@example.com"}}, got {_json_kind(value)}'
@@ -292,9 +294,9 @@ def enqueue_file(state: State, task: str, file: Path, job_id: str | None, queue:
     """
     app = state.app(required=True)
     the_task: Task = app.get_task(task)
-    if delay is not None:
-        parse_duration(delay, name="--delay")
     options = dict(queue=queue, delay=delay, priority=priority, tenant=tenant)
+    # the options are checked before the file is read; each line is checked below
+    app.check_enqueue_options(the_task, id=job_id, count=1 if job_id is not None else None, **options)
 
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
@@ -919,6 +921,12 @@ def demo(ctx: click.Context, orders: int, rate: float, budget: str, crash: bool,
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: map floodway's errors to clear messages and exit codes."""
+    for stream in (sys.stdout, sys.stderr):
+        # a stored string the terminal cannot show (a lone surrogate) is printed escaped, never
+        # a traceback
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     try:
         cli.main(args=argv, prog_name="floodway", standalone_mode=False)
     except click.exceptions.Abort:

@@ -354,13 +354,15 @@ class Store(abc.ABC):
     # -- enqueue ------------------------------------------------------------------------
     @abc.abstractmethod
     def enqueue(
-        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None
+        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None, *, owner: str | None = None
     ) -> list[EnqueueResult]:
         """Insert ``jobs`` in one transaction (all or nothing).
 
         A job whose id exists already is not touched (``created=False``). ``queues`` maps the
         queue names used to their declared caps (``None`` = unlimited); queues not yet known
-        to the store are created with them.
+        to the store are created with them. With ``owner`` (a tenant), an id that exists already
+        as the job of anybody else raises ``JobIdTaken`` and nothing is written: the check is
+        made inside the transaction, after the insert, so a job made meanwhile cannot slip by.
         """
 
     def enqueue_new(

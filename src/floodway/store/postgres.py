@@ -50,7 +50,7 @@ from psycopg.adapt import AdaptersMap, Dumper
 from psycopg.pq import Format
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..errors import ConfigError, JobNotFound, LeaseLost, SchemaTooNewError, StoreError, TransitionError
+from ..errors import ConfigError, JobIdTaken, JobNotFound, LeaseLost, SchemaTooNewError, StoreError, TransitionError
 from ..jobs import Event, Job, NewJob, Status, can_transition, check_transition
 from ..limits import LimitSpec, gcra
 from ..quota import Learned, Observation, effective_rate, observe
@@ -795,7 +795,7 @@ class PostgresStore(Store):
         return _copy_text(jobs, now)
 
     def enqueue(
-        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None
+        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None, *, owner: str | None = None
     ) -> list[EnqueueResult]:
         for status in {job.status for job in jobs}:
             check_transition(None, status)  # all or nothing: refuse before writing
@@ -811,7 +811,24 @@ class PostgresStore(Store):
             # the ids are read with the COMMIT's round trip
             return _Deferred(lambda: set(cur.fetchone()[0]))  # type: ignore[return-value]
 
-        created = self._run(go, what="enqueue", pipeline=True)
+        def go_owned(cur: psycopg.Cursor) -> set[str]:
+            cur.execute(*self._enqueue_statement(fresh, queues or {}, self._now()))
+            made = set(cur.fetchone()[0])
+            others = sorted(job.id for job in fresh if job.id not in made)
+            if others:
+                # after the insert: ON CONFLICT waited for any concurrent insert of these ids to
+                # commit, and this statement's snapshot sees it; raising rolls the insert back
+                cur.execute("SELECT min(id) FROM jobs WHERE id = ANY(%s) AND tenant IS DISTINCT FROM %s",
+                            (others, owner))
+                taken = cur.fetchone()[0]
+                if taken is not None:
+                    raise JobIdTaken(taken)
+            return made
+
+        if owner is not None:
+            created = self._run(go_owned, what="enqueue", pipeline=False)
+        else:
+            created = self._run(go, what="enqueue", pipeline=True)
         if len(created) == len(jobs):
             return [EnqueueResult(job.id, True) for job in jobs]
         results, seen = [], set()

@@ -18,7 +18,7 @@ from importlib import resources
 from typing import Any, Iterable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
-from ..errors import ConfigError, JobNotFound, LeaseLost, SchemaTooNewError, StoreError, TransitionError
+from ..errors import ConfigError, JobIdTaken, JobNotFound, LeaseLost, SchemaTooNewError, StoreError, TransitionError
 from ..jobs import (
     CLAIMABLE_STATUSES,
     Event,
@@ -177,6 +177,10 @@ class _Admission:
         )
 
 
+#: the longest ``?busy_timeout=`` (seconds) a URL may ask for: a day
+MAX_BUSY_TIMEOUT = 86400.0
+
+
 class SQLiteStore(Store):
     """A store in one SQLite file, shared safely by several processes on one machine.
 
@@ -206,6 +210,9 @@ class SQLiteStore(Store):
             self.busy_timeout = float(options.pop("busy_timeout", "60"))
         except ValueError:
             raise ConfigError(f"database URL {url!r}: busy_timeout must be a number") from None
+        if not 0 <= self.busy_timeout <= MAX_BUSY_TIMEOUT:  # NaN fails this too
+            raise ConfigError(f"database URL {url!r}: busy_timeout must be seconds between 0 and "
+                              f"{MAX_BUSY_TIMEOUT:g}, got {self.busy_timeout:g}")
         if options:
             raise ConfigError(f"database URL {url!r}: unknown option(s) {sorted(options)}")
         directory = os.path.dirname(os.path.abspath(path))
@@ -366,7 +373,7 @@ class SQLiteStore(Store):
 
     # -- enqueue --------------------------------------------------------------------------
     def enqueue(
-        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None
+        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None, *, owner: str | None = None
     ) -> list[EnqueueResult]:
         now = time.time()
         results: list[EnqueueResult] = []
@@ -383,6 +390,9 @@ class SQLiteStore(Store):
                     existing.add(jobs[0].id)
             else:
                 existing = self._existing_ids(conn, [j.id for j in jobs])
+            if owner is not None and existing:
+                # the write lock is held: no job can appear between this look and the insert
+                self._check_tenant_owns(conn, sorted(existing), owner)
             fresh = []
             seen: set[str] = set()
             for job in jobs:
@@ -408,6 +418,17 @@ class SQLiteStore(Store):
             # no ``enqueued`` event row: the job row is the enqueue (see ``timeline_from_rows``)
             self._mark_fair_keys(conn, {j.fair_key for j in fresh if j.status is Status.WAITING})
         return results
+
+    @staticmethod
+    def _check_tenant_owns(conn: sqlite3.Connection, ids: list[str], owner: str) -> None:
+        """Raise ``JobIdTaken`` for the first of ``ids`` that is not a job of tenant ``owner``."""
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            row = conn.execute(f"SELECT id FROM jobs WHERE id IN ({marks}) AND tenant IS NOT ? ORDER BY id LIMIT 1",
+                               [*chunk, owner]).fetchone()
+            if row is not None:
+                raise JobIdTaken(row[0])
 
     @staticmethod
     def _existing_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:

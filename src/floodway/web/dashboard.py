@@ -30,10 +30,11 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from ..errors import JobNotFound
+from ..inputs import LONE_SURROGATES
 from ..jobs import Status
 from ..tokens import authenticate
 from . import data
-from .api import ApiError, parse_statuses, read_body
+from .api import MAX_OFFSET, ApiError, parse_statuses, read_body
 from .auth import COOKIE, COOKIE_MAX_AGE, Principal, principal_for
 
 if TYPE_CHECKING:
@@ -81,7 +82,10 @@ def clock(value: Any) -> str:
     ts = _epoch(value)
     if ts is None:
         return ""
-    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, ValueError, OSError):  # an instant at the edge of what dates can show
+        return str(value)
 
 
 def pretty(value: Any) -> str:
@@ -112,6 +116,10 @@ env.globals.update(STATUS_NAMES=STATUS_NAMES)
 
 def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
     html = env.get_template(name).render(**context)
+    # no stored value may break a page: what cannot be sent shows as U+FFFD
+    # (lone surrogates are refused on the way in, but a row written by an older version, or by
+    # hand, may hold them)
+    html = LONE_SURROGATES.sub("\ufffd", html)
     return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
 
@@ -191,6 +199,8 @@ def _job_filters(request: Request, principal: Principal) -> dict[str, Any]:
         offset = max(0, int(q.get("offset") or 0))
     except ValueError:
         offset = 0
+    if offset > MAX_OFFSET:
+        raise ApiError(400, f"offset must be at most {MAX_OFFSET}")
     filters = {"status": statuses[0] if statuses else "", "queue": q.get("queue") or "",
                "task": q.get("task") or "", "tenant": q.get("tenant") or "", "offset": offset}
     if not principal.admin:
@@ -218,7 +228,10 @@ async def jobs_page(request: Request) -> Response:
                 continue
             return RedirectResponse(f"/jobs/{quote(candidate)}", status_code=303)
         missing = search
-    filters = _job_filters(request, principal)
+    try:
+        filters = _job_filters(request, principal)
+    except ApiError as exc:
+        return HTMLResponse(f'<p class="empty">{exc.message}</p>', status_code=exc.status)
     return render("jobs.html", **base_context(request, principal, title="Jobs", filters=filters,
                                               query=_query(filters), missing=missing))
 
@@ -256,7 +269,10 @@ async def fragment(request: Request) -> Response:
     elif name == "schedules":
         ctx.update(await call(data.schedules_view, app, principal))
     elif name == "jobs":
-        filters = _job_filters(request, principal)
+        try:
+            filters = _job_filters(request, principal)
+        except ApiError as exc:
+            return HTMLResponse(f'<p class="empty">{exc.message}</p>', status_code=exc.status)
         tenant = filters["tenant"] or None if principal.admin else principal.tenant
         found = await call(app.store.list_jobs, status=[filters["status"]] if filters["status"] else None,
                            queue=filters["queue"] or None, task=filters["task"] or None, tenant=tenant,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..inputs import INT32_MAX, INT32_MIN, MAX_AHEAD_SECONDS, MAX_NAME_LENGTH
+
 STATUSES = ["scheduled", "waiting", "running", "retrying", "failed", "complete", "cancelled"]
 
 
@@ -96,15 +98,19 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "task": {"type": "string", "minLength": 1, "description": "A registered task's name."},
             "args": {"type": "object", "description": "The task's arguments by name (JSON)."},
-            "id": {"type": "string", "minLength": 1, "maxLength": 255,
+            "id": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH,
                    "description": "Idempotency: a job with this id is created once. Tenant tokens' ids are "
-                                  "scoped to the tenant (`<tenant>:<id>`)."},
-            "queue": {"type": "string", "minLength": 1, "maxLength": 255},
-            "delay": {"oneOf": [{"type": "number", "minimum": 0, "maximum": 315360000}, {"type": "string", "minLength": 1}],
+                                  "scoped to the tenant (`<tenant>:<id>`). No `/`, no control characters; "
+                                  "`cron:...` is floodway's own."},
+            "queue": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH,
+                      "description": "A tenant token may name only the queues the app declares."},
+            "delay": {"oneOf": [{"type": "number", "minimum": 0, "maximum": MAX_AHEAD_SECONDS},
+                                {"type": "string", "minLength": 1}],
                       "description": "Seconds, or a duration such as `5m` (at most ten years)."},
-            "priority": {"type": "integer", "description": "Higher runs first."},
-            "tenant": {"type": "string", "minLength": 1,
-                       "description": "Admin only; a tenant token's jobs always get its tenant."},
+            "priority": {"type": "integer", "minimum": INT32_MIN, "maximum": INT32_MAX,
+                         "description": "Higher runs first."},
+            "tenant": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH,
+                       "description": "Admin only; a tenant token's jobs always get its tenant. No `:`."},
         },
     },
     "BulkEnqueueRequest": {
@@ -114,10 +120,11 @@ SCHEMAS: dict[str, Any] = {
             "items": {"type": "array", "minItems": 1, "items": {"type": "object"},
                       "description": "One args object per job; written in one transaction."},
             "id": {"type": "string", "minLength": 1, "description": "Id prefix: jobs get `<id>-0`, `<id>-1`, …"},
-            "queue": {"type": "string", "minLength": 1, "maxLength": 255},
-            "delay": {"oneOf": [{"type": "number", "minimum": 0, "maximum": 315360000}, {"type": "string", "minLength": 1}]},
-            "priority": {"type": "integer"},
-            "tenant": {"type": "string", "minLength": 1},
+            "queue": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH},
+            "delay": {"oneOf": [{"type": "number", "minimum": 0, "maximum": MAX_AHEAD_SECONDS},
+                                {"type": "string", "minLength": 1}]},
+            "priority": {"type": "integer", "minimum": INT32_MIN, "maximum": INT32_MAX},
+            "tenant": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH},
         },
     },
     "Enqueued": {"type": "object", "required": ["id", "created"],
@@ -187,8 +194,8 @@ SCHEMAS: dict[str, Any] = {
     "LimitChange": {"type": "object", "additionalProperties": False, "minProperties": 1,
                     "properties": {"adaptive": {"type": "boolean", "description": "let the learned rate rise above the rate"},
                                    "rate": {"type": "string", "nullable": True, "description": "e.g. `20/s`, `100/min`"},
-                                   "burst": {"type": "integer", "minimum": 1},
-                                   "concurrency": {"type": "integer", "minimum": 0, "nullable": True,
+                                   "burst": {"type": "integer", "minimum": 1, "maximum": INT32_MAX},
+                                   "concurrency": {"type": "integer", "minimum": 0, "maximum": INT32_MAX, "nullable": True,
                                                    "description": "null or 0 removes the cap"}}},
     "Workers": {"type": "object", "required": ["workers"],
                 "properties": {"workers": {"type": "array", "items": {
