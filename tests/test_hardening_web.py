@@ -400,3 +400,16 @@ def test_a_zero_byte_database_file_is_refused_and_a_missing_one_created(tmp_path
     store = open_store(f"sqlite:///{missing}")
     assert store.schema_version() > 0 and missing.stat().st_size > 0
     store.close()
+
+
+# -- found by fuzzing the API -----------------------------------------------------------------------------
+@pytest.mark.parametrize("field", ["burst", "concurrency"])
+def test_a_limit_change_too_large_to_store_is_400(tmp_path, field):
+    app = make_app(tmp_path / "limits.db")
+    with serving(app) as server, client(server, tokens(app)["admin"]) as admin:
+        r = admin.patch("/api/limits/partner-api", json={field: 11838550872889317140188717289308160})
+        assert r.status_code == 400 and "at most" in r.json()["error"], r.text
+        limit = next(i for i in app.store.list_limits() if i.spec.name == "partner-api")
+        assert (limit.spec.burst, limit.spec.concurrency) == (4, None)  # unchanged
+        assert admin.patch("/api/limits/partner-api", json={field: 2**31 - 1}).status_code == 200
+    app.close()

@@ -410,10 +410,10 @@ async def patch_limit(request: Request) -> Response:
         burst = _integer(body, "burst")
         if burst is None:
             raise ApiError(400, "'burst' must be an integer >= 1")
-        changes["burst"] = burst
+        changes["burst"] = _at_most(burst, "burst")
     if "concurrency" in body:
         concurrency = _integer(body, "concurrency")
-        changes["concurrency"] = concurrency or None  # null or 0 removes the cap
+        changes["concurrency"] = _at_most(concurrency, "concurrency") or None  # null or 0 removes the cap
     app = fw(request)
 
     def run() -> dict[str, Any]:
@@ -425,6 +425,16 @@ async def patch_limit(request: Request) -> Response:
         return data.limit_dict(info, time.time())
 
     return ok(await call(run))
+
+
+#: the largest burst or concurrency a limit can hold (the stores keep them as 32-bit integers)
+MAX_LIMIT_NUMBER = 2**31 - 1
+
+
+def _at_most(value: int | None, name: str) -> int | None:
+    if value is not None and value > MAX_LIMIT_NUMBER:
+        raise ApiError(400, f"{name!r} must be at most {MAX_LIMIT_NUMBER}, got {value}")
+    return value
 
 
 async def list_workers(request: Request) -> Response:

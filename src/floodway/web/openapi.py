@@ -177,8 +177,9 @@ SCHEMAS: dict[str, Any] = {
                "properties": {"limits": {"type": "array", "items": _ref("Limit")}}},
     "LimitChange": {"type": "object", "additionalProperties": False, "minProperties": 1,
                     "properties": {"rate": {"type": "string", "nullable": True, "description": "e.g. `20/s`, `100/min`"},
-                                   "burst": {"type": "integer", "minimum": 1},
-                                   "concurrency": {"type": "integer", "minimum": 0, "nullable": True,
+                                   "burst": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+                                   "concurrency": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1,
+                                                   "nullable": True,
                                                    "description": "null or 0 removes the cap"}}},
     "Workers": {"type": "object", "required": ["workers"],
                 "properties": {"workers": {"type": "array", "items": {
