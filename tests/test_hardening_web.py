@@ -26,7 +26,16 @@ from floodway.tokens import create_token
 from floodway.web import create_app, data
 from floodway.web.auth import Principal
 
-from .web_helpers import client, free_port, login_csrf, make_app, read_sse, serving, tokens, wait_for
+from .web_helpers import (
+    client,
+    free_port,
+    login_csrf,
+    make_app,
+    read_sse,
+    serving,
+    tokens,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -371,7 +380,7 @@ def test_behind_a_tls_proxy_the_session_cookie_is_secure_and_tokens_stay_out_of_
 def _floodway(tmp_path: Path, db: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "FLOODWAY_DATABASE_URL": f"sqlite:///{db}"}
     return subprocess.run([sys.executable, "-m", "floodway", *args], env=env, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, check=False)
 
 
 def test_floodway_web_on_a_corrupt_database_is_a_one_line_error(tmp_path):

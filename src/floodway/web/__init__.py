@@ -145,7 +145,7 @@ class HideSecrets(logging.Filter):
     """Keeps tokens out of uvicorn's access log: a request line's query parameters that carry a
     token (named like one, or a value shaped ``fw_...``) are logged as ``[hidden]``."""
 
-    NAMES = frozenset({"token", "access_token", "api_key", "apikey", "key", "auth", "authorization", "password"})
+    NAMES = frozenset({"token", "access_token", "api_key", "apikey", "authorization", "password", "secret"})
 
     @classmethod
     def clean(cls, target: str) -> str:
