@@ -337,17 +337,39 @@ class App:
         concurrency: int | None = None,
         key: str | None = None,
         adaptive: bool = False,
+        floor: str | Rate | None = None,
+        ceiling: str | Rate | None = None,
     ) -> LimitSpec:
         """Declare a named limit held in the store, so it binds every worker on the database.
 
-        ``rate`` (``"50/s"``, ``"100/min"``, ``"10/10s"``) is enforced exactly with GCRA and
-        ``burst``; ``concurrency`` caps the running jobs that hold the limit; ``key`` (a
-        template over the job's args and tenant, e.g. ``"{tenant}"``) gives each value its own
-        budget. Tasks name limits with ``@app.task(limits=[...])``.
+        ``rate`` (``"50/s"``, ``"100/min"``, ``"10/10s"``) is paced with GCRA and ``burst``;
+        it is a ceiling and a starting point, never a promise: what the destination says
+        through ``ctx.http`` (its headers, its 429s) sets the effective rate, learned per key
+        and shared by every worker (see ``floodway.quota``). ``adaptive=True`` lets the learned
+        rate rise above ``rate`` too (up to ``ceiling``), and works with no rate at all (a slow
+        start finds it); the learned rate never falls below ``floor``. ``concurrency`` caps the
+        running jobs that hold the limit; ``key`` (a template over the job's args and tenant,
+        e.g. ``"{tenant}"``) gives each value its own budget. Tasks name limits with
+        ``@app.task(limits=[...])``.
         """
-        spec = LimitSpec.build(name, rate=rate, burst=burst, concurrency=concurrency, key=key, adaptive=adaptive)
+        spec = LimitSpec.build(name, rate=rate, burst=burst, concurrency=concurrency, key=key, adaptive=adaptive,
+                               floor=floor, ceiling=ceiling)
         self.limits[name] = spec
         return spec
+
+    def reset_learned(self, name: str, key: str | None = None) -> int:
+        """Forget what floodway learned about limit ``name`` (every key, or one): the declared
+        rate holds again until the destination says otherwise."""
+        return self.store.reset_learned(name, key)
+
+    def check_limits(self) -> None:
+        """Every limit a task names is declared (a typo is a programming error: found when the
+        worker starts, not when a job runs)."""
+        for task in self.tasks.values():
+            missing = [name for name in task.limits if name not in self.limits]
+            if missing:
+                known = ", ".join(sorted(self.limits)) or "none"
+                raise ConfigError(f"task {task.name!r} names unknown limit(s) {missing} (declared: {known})")
 
     def sync_limits(self) -> None:
         """Write the declared limits to the store (on first enqueue and at worker start);
@@ -363,11 +385,14 @@ class App:
         current = {info.spec.name: info.spec for info in self.store.list_limits()}.get(name) or self.limits.get(name)
         if current is None:
             raise ConfigError(f"unknown limit {name!r}")
-        unknown = set(changes) - {"rate", "burst", "concurrency", "key", "adaptive"}
+        unknown = set(changes) - {"rate", "burst", "concurrency", "key", "adaptive", "floor", "ceiling"}
         if unknown:
             raise ConfigError(f"set_limit: unknown option(s) {sorted(unknown)}")
+        if "rate" in changes and "adaptive" not in changes:
+            changes["adaptive"] = False  # an operator's rate is a ceiling until they say otherwise
         merged = {"rate": current.rate, "burst": current.burst, "concurrency": current.concurrency,
-                  "key": current.key, "adaptive": current.adaptive, **changes}
+                  "key": current.key, "adaptive": current.adaptive, "floor": current.floor,
+                  "ceiling": current.ceiling, **changes}
         spec = LimitSpec.build(name, **merged)
         self.store.update_limit(spec)
         return spec

@@ -239,6 +239,7 @@ class Worker:
         one that stays unusable (read-only, missing) ends the worker with its error."""
         pause = 0.2
         deadline = time.monotonic() + STARTUP_PATIENCE
+        self.app.check_limits()
         while True:
             try:
                 await self._store(self.app.sync_queues)
@@ -596,7 +597,7 @@ class Worker:
         stored_final = (job.retry or {}).get("give_up_on", [])
         final = (
             task is None
-            or isinstance(exc, Fail)
+            or isinstance(exc, (Fail, ConfigError))  # a programming error: retrying cannot fix it
             or task.gives_up_on(exc, stored_final)
             or job.attempt >= job.max_attempts
         )

@@ -18,7 +18,8 @@ import json
 from typing import Any, Iterable
 
 from ..jobs import Event, Job, NewJob, Status
-from ..limits import LimitSpec
+from ..limits import LimitSpec, Rate
+from ..quota import Learned, Observation, effective_rate
 
 
 #: a job's timeline in one statement (the same SQL for both backends, ``?``/``%s`` apart):
@@ -183,7 +184,51 @@ class LimitKeyInfo:
     pause_reason: str | None
     running: int
     admitted: int
-    rate_limited: int
+    rate_limited: int  # pauses of the key (a 429 that asked for a long wait, a budget of 0, a task's RateLimited)
+    #: the rate (per second) the key is paced at now: the declared one, or what was learned
+    effective_rate: float | None = None
+    #: where the effective rate comes from: "declared", "429s", "headers", "usage" or "slow start"
+    source: str = "declared"
+    throttled: int = 0             # refusals the destination answered (429s), all time
+    throttled_last_minute: int = 0
+    exhausted: int = 0             # refusals that meant an exhausted quota (a pause until the reset)
+    cuts: int = 0                  # rounds of refusals that cut the rate
+
+
+def key_rate(spec: LimitSpec, learned: Learned | None, admitted: int) -> Rate | None:
+    """The GCRA rate of one limit key now: the declared rate, or the learned one."""
+    per_second = effective_rate(spec, learned, admitted)
+    return None if per_second is None else Rate(per_second, 1.0)
+
+
+def key_info(spec: LimitSpec, key: str, tat: float, paused_until: float, reason: str | None, running: int,
+             admitted: int, limited: int, learned_raw: str | None, now: float) -> LimitKeyInfo:
+    """A key's row as the CLI, API and dashboard show it (both stores read the same columns)."""
+    from ..limits import remaining
+
+    learned = Learned.loads(learned_raw)
+    rate = key_rate(spec, learned, admitted)
+    if learned is not None and learned.rate is not None:
+        source = learned.source or "429s"
+    elif spec.rate is None and spec.adaptive:
+        source = "slow start"
+    else:
+        source = "declared"
+    return LimitKeyInfo(
+        key=key,
+        remaining=remaining(tat, now, rate, spec.burst) if rate else None,
+        paused_until=paused_until if paused_until > now else None,
+        pause_reason=reason if paused_until > now else None,
+        running=running,
+        admitted=admitted,
+        rate_limited=limited,
+        effective_rate=rate.per_second if rate else None,
+        source=source,
+        throttled=learned.throttled if learned else 0,
+        throttled_last_minute=learned.throttled_last_minute(now) if learned else 0,
+        exhausted=learned.exhausted if learned else 0,
+        cuts=learned.cuts if learned else 0,
+    )
 
 
 @dataclass
@@ -437,6 +482,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def resume_limit(self, name: str, key: str | None = None) -> int:
         """End the pauses of a limit now (one key, or every key); returns how many ended."""
+
+    @abc.abstractmethod
+    def observe_limit(self, name: str, key: str, obs: Observation) -> tuple[float | None, str | None]:
+        """Apply what a destination said about a limit key (``floodway.quota.observe``) in one
+        transaction; returns the key's effective rate afterwards and what changed."""
+
+    @abc.abstractmethod
+    def reset_learned(self, name: str, key: str | None = None) -> int:
+        """Forget what was learned about a limit (every key, or one): the declared rate holds
+        again. Returns how many keys had learned something."""
 
     @abc.abstractmethod
     def pause_limit(self, name: str, key: str, until: float, reason: str) -> float:

@@ -52,14 +52,14 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import ConfigError, JobNotFound, LeaseLost, SchemaTooNewError, StoreError, TransitionError
 from ..jobs import Event, Job, NewJob, Status, can_transition, check_transition
-from ..limits import LimitSpec, gcra, remaining
+from ..limits import LimitSpec, gcra
+from ..quota import Learned, Observation, effective_rate, observe
 from .base import TIMELINE_SQL, served_stamps, stores_run_events
 from .base import job_from_row as _job_from_row
 from .base import (
     ClaimedJobs,
     EnqueueResult,
     LimitInfo,
-    LimitKeyInfo,
     Outcome,
     QueueInfo,
     ScheduleInfo,
@@ -68,6 +68,8 @@ from .base import (
     Store,
     TokenInfo,
     WorkerInfo,
+    key_info,
+    key_rate,
     timeline_from_rows,
 )
 from .sqlite import load_migrations
@@ -264,13 +266,13 @@ class _Admission:
         )
         skip = " SKIP LOCKED" if self._locked_once else ""
         cur.execute(
-            "SELECT limit_name, key, tat, paused_until, running, admitted FROM limit_keys "
+            "SELECT limit_name, key, tat, paused_until, running, admitted, learned FROM limit_keys "
             "WHERE (limit_name, key) IN (SELECT n, k FROM unnest(%t::text[], %t::text[]) AS p(n, k)) "
             f"ORDER BY limit_name, key FOR UPDATE{skip}",
             (names, keys),
         )
-        for name, key, tat, paused_until, running, admitted in cur.fetchall():
-            self.states[(name, key)] = [tat, paused_until, running, admitted]
+        for name, key, tat, paused_until, running, admitted, learned in cur.fetchall():
+            self.states[(name, key)] = [tat, paused_until, running, admitted, Learned.loads(learned)]
         self.unavailable.update(p for p in zip(names, keys) if p not in self.states)
         self._locked_once = True
 
@@ -296,8 +298,9 @@ class _Admission:
             if spec.concurrency is not None and state[2] >= spec.concurrency:
                 return self._held(job_id, None)  # a finishing job frees the slot
             new_tat = None
-            if spec.rate is not None:
-                ok, new_tat, retry_at = gcra(state[0], self.now, spec.rate, spec.burst)
+            rate = key_rate(spec, state[4], state[3])
+            if rate is not None:
+                ok, new_tat, retry_at = gcra(state[0], self.now, rate, spec.burst)
                 if not ok:
                     return self._held(job_id, retry_at)
             decisions.append((pair, new_tat))
@@ -1161,7 +1164,7 @@ class PostgresStore(Store):
             promote, caps, limits, groups = (conn.cursor() for _ in range(4))
             promote.execute(self._PROMOTE, {"now": now, "ns": _NS_FAIR})
             caps.execute(queue_sql, queue_params)
-            limits.execute("SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive FROM limits")
+            limits.execute("SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits")
             groups.execute("SELECT key, served_at FROM fair_keys ORDER BY served_at, key LIMIT %s", (page_size,))
             cap_rows = caps.fetchall()
             specs = {row[0]: LimitSpec.from_row(*row) for row in limits.fetchall()}
@@ -1599,47 +1602,38 @@ class PostgresStore(Store):
 
     def _write_limit(self, cur: psycopg.Cursor, spec: LimitSpec, declared: str | None) -> None:
         cur.execute(
-            "INSERT INTO limits (name, rate_count, rate_period, burst, concurrency, key, adaptive, declared, updated_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+            "INSERT INTO limits (name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds, declared, "
+            "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
             "rate_count = excluded.rate_count, rate_period = excluded.rate_period, burst = excluded.burst, "
             "concurrency = excluded.concurrency, key = excluded.key, adaptive = excluded.adaptive, "
-            "declared = excluded.declared, updated_at = excluded.updated_at",
+            "bounds = excluded.bounds, declared = excluded.declared, updated_at = excluded.updated_at",
             (spec.name, spec.rate.count if spec.rate else None, spec.rate.period if spec.rate else None,
-             spec.burst, spec.concurrency, spec.key, bool(spec.adaptive), declared, self._now()),
+             spec.burst, spec.concurrency, spec.key, bool(spec.adaptive), spec.bounds, declared, self._now()),
         )
+        # a rate set in code or by an operator is their word: what was learned before is forgotten
+        cur.execute("UPDATE limit_keys SET learned = NULL WHERE limit_name = %s AND learned IS NOT NULL", (spec.name,))
 
     def list_limits(self, *, tenant_keys: Iterable[str] | None = None) -> list[LimitInfo]:
         def go(cur: psycopg.Cursor) -> list[LimitInfo]:
             now = self._now()
             cur.execute(
-                "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive FROM limits ORDER BY name"
+                "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits ORDER BY name"
             )
             infos = {row[0]: LimitInfo(LimitSpec.from_row(*row)) for row in cur.fetchall()}
             cur.execute(
-                "SELECT limit_name, key, tat, paused_until, pause_reason, running, admitted, rate_limited "
+                "SELECT limit_name, key, tat, paused_until, pause_reason, running, admitted, rate_limited, learned "
                 "FROM limit_keys ORDER BY limit_name, key"
             )
-            for name, key, tat, paused_until, reason, running, admitted, limited in cur.fetchall():
+            for name, key, tat, paused_until, reason, running, admitted, limited, learned in cur.fetchall():
                 info = infos.get(name)
-                if info is None:
-                    continue
-                spec = info.spec
-                info.keys.append(
-                    LimitKeyInfo(
-                        key=key,
-                        remaining=remaining(tat, now, spec.rate, spec.burst) if spec.rate else None,
-                        paused_until=paused_until if paused_until > now else None,
-                        pause_reason=reason if paused_until > now else None,
-                        running=running,
-                        admitted=int(admitted),
-                        rate_limited=int(limited),
-                    )
-                )
+                if info is not None:
+                    info.keys.append(key_info(info.spec, key, tat, paused_until, reason, running, int(admitted),
+                                              int(limited), learned, now))
             return list(infos.values())
 
         return self._run(go, what="read")
 
-    _SPEC_SQL = "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive FROM limits WHERE name = %s"
+    _SPEC_SQL = "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits WHERE name = %s"
 
     @classmethod
     def _spec_and_lock(cls, cur: psycopg.Cursor, name: str, key: str) -> tuple[LimitSpec, tuple]:
@@ -1654,7 +1648,8 @@ class PostgresStore(Store):
                 (name, key, name),
             )
             cur.execute(
-                "SELECT tat, paused_until, running FROM limit_keys WHERE limit_name = %s AND key = %s FOR UPDATE",
+                "SELECT tat, paused_until, running, admitted, learned FROM limit_keys "
+                "WHERE limit_name = %s AND key = %s FOR UPDATE",
                 (name, key),
             )
             row = spec_cur.fetchone()
@@ -1666,12 +1661,13 @@ class PostgresStore(Store):
     def acquire(self, name: str, key: str, cost: int = 1) -> tuple[bool, float]:
         def go(cur: psycopg.Cursor) -> tuple[bool, float]:
             now = self._now()
-            spec, (tat, paused_until, _) = self._spec_and_lock(cur, name, key)
+            spec, (tat, paused_until, _, admitted, learned) = self._spec_and_lock(cur, name, key)
             if paused_until > now:
                 return False, paused_until
-            if spec.rate is None:
+            rate = key_rate(spec, Learned.loads(learned), int(admitted))
+            if rate is None:
                 return True, now
-            ok, new_tat, retry_at = gcra(tat, now, spec.rate, spec.burst, cost)
+            ok, new_tat, retry_at = gcra(tat, now, rate, spec.burst, cost)
             if not ok:
                 return False, retry_at
             cur.execute(
@@ -1713,11 +1709,12 @@ class PostgresStore(Store):
         until = until + self._offset
 
         def go(cur: psycopg.Cursor) -> float:
-            spec, (tat, paused_until, _) = self._spec_and_lock(cur, name, key)
+            spec, (tat, paused_until, _, admitted, learned) = self._spec_and_lock(cur, name, key)
             end = max(until, paused_until)
-            if spec.rate is not None:
+            rate = key_rate(spec, Learned.loads(learned), int(admitted))
+            if rate is not None:
                 # no burst at the reset: one admission at `end`, then the steady rate
-                tat = max(tat, end + spec.rate.interval * (spec.burst - 1))
+                tat = max(tat, end + rate.interval * (spec.burst - 1))
             cur.execute(
                 "UPDATE limit_keys SET tat = %s, paused_until = %s, pause_reason = %s, rate_limited = rate_limited + 1 "
                 "WHERE limit_name = %s AND key = %s",
@@ -1726,6 +1723,38 @@ class PostgresStore(Store):
             return end
 
         return self._run(go, what="pause_limit") - self._offset
+
+    def observe_limit(self, name: str, key: str, obs: Observation) -> tuple[float | None, str | None]:
+        # the learned state keeps the server's clock, like every other time in this store
+        shift = self._offset
+        obs = Observation(**{**obs.__dict__, "now": obs.now + shift,
+                             "token_at": None if obs.token_at is None else obs.token_at + shift,
+                             "reset_at": None if obs.reset_at is None else obs.reset_at + shift})
+
+        def go(cur: psycopg.Cursor) -> tuple[float | None, str | None]:
+            spec, (_, _, _, admitted, raw) = self._spec_and_lock(cur, name, key)
+            learned, changed = observe(spec, Learned.loads(raw), int(admitted), obs)
+            cur.execute("UPDATE limit_keys SET learned = %s WHERE limit_name = %s AND key = %s",
+                        (learned.dumps(), name, key))
+            if changed:
+                cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))  # a faster rate may admit held jobs now
+            return effective_rate(spec, learned, int(admitted)), changed
+
+        return self._run(go, what="observe_limit")
+
+    def reset_learned(self, name: str, key: str | None = None) -> int:
+        def go(cur: psycopg.Cursor) -> int:
+            cur.execute("SELECT 1 FROM limits WHERE name = %s", (name,))
+            if cur.fetchone() is None:
+                raise ConfigError(f"unknown limit {name!r}")
+            where, params = "limit_name = %s AND learned IS NOT NULL", [name]
+            if key is not None:
+                where += " AND key = %s"
+                params.append(key)
+            cur.execute(f"UPDATE limit_keys SET learned = NULL WHERE {where}", params)
+            return cur.rowcount
+
+        return self._run(go, what="reset_learned")
 
     # -- resumable work ---------------------------------------------------------------------
     def load_state(self, key: str) -> StateSnapshot:

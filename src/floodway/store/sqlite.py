@@ -29,14 +29,14 @@ from ..jobs import (
     can_transition,
     sources_for,
 )
-from ..limits import LimitSpec, check_cost, gcra, remaining
+from ..limits import LimitSpec, check_cost, gcra
+from ..quota import Learned, Observation, effective_rate, observe
 from .base import TIMELINE_SQL, served_stamps, stores_run_events
 from .base import job_from_row as _job_from_row
 from .base import (
     ClaimedJobs,
     EnqueueResult,
     LimitInfo,
-    LimitKeyInfo,
     Outcome,
     QueueInfo,
     ScheduleInfo,
@@ -45,6 +45,8 @@ from .base import (
     Store,
     TokenInfo,
     WorkerInfo,
+    key_info,
+    key_rate,
     timeline_from_rows,
 )
 
@@ -56,6 +58,7 @@ _JOB_COLUMNS = (
     "started_at, finished_at, limits, fair_key, throttled_seconds, state_key, paused"
 )
 _SYNCHRONOUS = {"off", "normal", "full", "extra"}
+_SPEC_SQL = "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits"
 
 
 def load_migrations(backend: str) -> list[tuple[int, str, str]]:
@@ -111,7 +114,7 @@ class _Admission:
         self.now = now
         self.specs = {
             row[0]: LimitSpec.from_row(*row)
-            for row in conn.execute("SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive FROM limits")
+            for row in conn.execute("SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits")
         }
         self.states: dict[tuple[str, str], list[Any]] = {}
         self.dirty: set[tuple[str, str]] = set()
@@ -122,9 +125,12 @@ class _Admission:
         pair = (name, key)
         if pair not in self.states:
             row = self.conn.execute(
-                "SELECT tat, paused_until, running, admitted FROM limit_keys WHERE limit_name = ? AND key = ?", pair
+                "SELECT tat, paused_until, running, admitted, learned FROM limit_keys WHERE limit_name = ? AND key = ?",
+                pair,
             ).fetchone()
-            self.states[pair] = list(row) if row else [0.0, 0.0, 0, 0]
+            state = list(row) if row else [0.0, 0.0, 0, 0, None]
+            state[4] = Learned.loads(state[4])
+            self.states[pair] = state
         return self.states[pair]
 
     def _held(self, job_id: str, until: float | None) -> bool:
@@ -145,8 +151,9 @@ class _Admission:
             if spec.concurrency is not None and state[2] >= spec.concurrency:
                 return self._held(job_id, None)  # a finishing job frees the slot
             new_tat = None
-            if spec.rate is not None:
-                ok, new_tat, retry_at = gcra(state[0], self.now, spec.rate, spec.burst)
+            rate = key_rate(spec, state[4], state[3])
+            if rate is not None:
+                ok, new_tat, retry_at = gcra(state[0], self.now, rate, spec.burst)
                 if not ok:
                     return self._held(job_id, retry_at)
             decisions.append(((name, key), new_tat))
@@ -924,49 +931,39 @@ class SQLiteStore(Store):
     @staticmethod
     def _write_limit(conn: sqlite3.Connection, spec: LimitSpec, declared: str | None) -> None:
         conn.execute(
-            "INSERT INTO limits (name, rate_count, rate_period, burst, concurrency, key, adaptive, declared, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+            "INSERT INTO limits (name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds, declared, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
             "rate_count = excluded.rate_count, rate_period = excluded.rate_period, burst = excluded.burst, "
             "concurrency = excluded.concurrency, key = excluded.key, adaptive = excluded.adaptive, "
-            "declared = excluded.declared, updated_at = excluded.updated_at",
+            "bounds = excluded.bounds, declared = excluded.declared, updated_at = excluded.updated_at",
             (spec.name, spec.rate.count if spec.rate else None, spec.rate.period if spec.rate else None,
-             spec.burst, spec.concurrency, spec.key, int(spec.adaptive), declared, time.time()),
+             spec.burst, spec.concurrency, spec.key, int(spec.adaptive), spec.bounds, declared, time.time()),
         )
+        # a rate set in code or by an operator is their word: what was learned before is forgotten
+        conn.execute("UPDATE limit_keys SET learned = NULL WHERE limit_name = ?", (spec.name,))
 
     def list_limits(self, *, tenant_keys: Iterable[str] | None = None) -> list[LimitInfo]:
         now = time.time()
         infos = {
             row[0]: LimitInfo(LimitSpec.from_row(*row))
             for row in self._read(
-                "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive FROM limits ORDER BY name"
+                "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits ORDER BY name"
             )
         }
-        for name, key, tat, paused_until, reason, running, admitted, limited in self._read(
-            "SELECT limit_name, key, tat, paused_until, pause_reason, running, admitted, rate_limited "
+        for name, *row in self._read(
+            "SELECT limit_name, key, tat, paused_until, pause_reason, running, admitted, rate_limited, learned "
             "FROM limit_keys ORDER BY limit_name, key"
         ):
             info = infos.get(name)
-            if info is None:
-                continue
-            spec = info.spec
-            info.keys.append(
-                LimitKeyInfo(
-                    key=key,
-                    remaining=remaining(tat, now, spec.rate, spec.burst) if spec.rate else None,
-                    paused_until=paused_until if paused_until > now else None,
-                    pause_reason=reason if paused_until > now else None,
-                    running=running,
-                    admitted=admitted,
-                    rate_limited=limited,
-                )
-            )
+            if info is not None:
+                info.keys.append(key_info(info.spec, *row, now))
         return list(infos.values())
 
     def acquire(self, name: str, key: str, cost: int = 1) -> tuple[bool, float]:
         now = time.time()
         with self._write() as conn:
             row = conn.execute(
-                "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive FROM limits WHERE name = ?",
+                "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits WHERE name = ?",
                 (name,),
             ).fetchone()
             if row is None:
@@ -974,14 +971,16 @@ class SQLiteStore(Store):
             spec = LimitSpec.from_row(*row)
             check_cost(cost, spec.burst, f"limit {name!r}")
             state = conn.execute(
-                "SELECT tat, paused_until FROM limit_keys WHERE limit_name = ? AND key = ?", (name, key)
+                "SELECT tat, paused_until, admitted, learned FROM limit_keys WHERE limit_name = ? AND key = ?",
+                (name, key),
             ).fetchone()
-            tat, paused_until = state if state else (0.0, 0.0)
+            tat, paused_until, admitted, learned = state if state else (0.0, 0.0, 0, None)
             if paused_until > now:
                 return False, paused_until
-            if spec.rate is None:
+            rate = key_rate(spec, Learned.loads(learned), admitted)
+            if rate is None:
                 return True, now
-            ok, new_tat, retry_at = gcra(tat, now, spec.rate, spec.burst, cost)
+            ok, new_tat, retry_at = gcra(tat, now, rate, spec.burst, cost)
             if not ok:
                 return False, retry_at
             conn.execute(
@@ -1012,20 +1011,20 @@ class SQLiteStore(Store):
 
     def pause_limit(self, name: str, key: str, until: float, reason: str) -> float:
         with self._write() as conn:
-            row = conn.execute(
-                "SELECT rate_count, rate_period, burst FROM limits WHERE name = ?", (name,)
-            ).fetchone()
+            row = conn.execute(f"{_SPEC_SQL} WHERE name = ?", (name,)).fetchone()
             if row is None:
                 raise ConfigError(f"unknown limit {name!r}")
+            spec = LimitSpec.from_row(*row)
             state = conn.execute(
-                "SELECT tat, paused_until FROM limit_keys WHERE limit_name = ? AND key = ?", (name, key)
+                "SELECT tat, paused_until, admitted, learned FROM limit_keys WHERE limit_name = ? AND key = ?",
+                (name, key),
             ).fetchone()
-            tat, paused_until = state if state else (0.0, 0.0)
+            tat, paused_until, admitted, learned = state if state else (0.0, 0.0, 0, None)
             until = max(until, paused_until)
-            if row[0] and row[1]:
+            rate = key_rate(spec, Learned.loads(learned), admitted)
+            if rate is not None:
                 # no burst at the reset: one admission at `until`, then the steady rate
-                interval = row[1] / row[0]
-                tat = max(tat, until + interval * (row[2] - 1))
+                tat = max(tat, until + rate.interval * (spec.burst - 1))
             conn.execute(
                 "INSERT INTO limit_keys (limit_name, key, tat, paused_until, pause_reason, rate_limited) "
                 "VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (limit_name, key) DO UPDATE SET tat = excluded.tat, "
@@ -1034,6 +1033,34 @@ class SQLiteStore(Store):
                 (name, key, tat, until, reason),
             )
         return until
+
+    def observe_limit(self, name: str, key: str, obs: Observation) -> tuple[float | None, str | None]:
+        with self._write() as conn:
+            row = conn.execute(f"{_SPEC_SQL} WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise ConfigError(f"unknown limit {name!r}")
+            spec = LimitSpec.from_row(*row)
+            state = conn.execute(
+                "SELECT admitted, learned FROM limit_keys WHERE limit_name = ? AND key = ?", (name, key)
+            ).fetchone()
+            admitted, raw = state if state else (0, None)
+            learned, changed = observe(spec, Learned.loads(raw), admitted, obs)
+            conn.execute(
+                "INSERT INTO limit_keys (limit_name, key, learned) VALUES (?, ?, ?) "
+                "ON CONFLICT (limit_name, key) DO UPDATE SET learned = excluded.learned",
+                (name, key, learned.dumps()),
+            )
+            return effective_rate(spec, learned, admitted), changed
+
+    def reset_learned(self, name: str, key: str | None = None) -> int:
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM limits WHERE name = ?", (name,)).fetchone() is None:
+                raise ConfigError(f"unknown limit {name!r}")
+            where, params = "limit_name = ? AND learned IS NOT NULL", [name]
+            if key is not None:
+                where += " AND key = ?"
+                params.append(key)
+            return conn.execute(f"UPDATE limit_keys SET learned = NULL WHERE {where}", params).rowcount
 
     # -- resumable work ---------------------------------------------------------------------
     def load_state(self, key: str) -> StateSnapshot:

@@ -48,7 +48,7 @@ MAX_DELAY = 10 * 365 * 86400
 MAX_LIST = 1000
 ENQUEUE_FIELDS = {"task", "args", "id", "queue", "delay", "priority", "tenant"}
 BULK_FIELDS = (ENQUEUE_FIELDS - {"args"}) | {"items"}
-LIMIT_FIELDS = {"rate", "burst", "concurrency"}
+LIMIT_FIELDS = {"rate", "burst", "concurrency", "adaptive"}
 
 
 def fw(request: Request) -> "App":
@@ -400,7 +400,7 @@ async def patch_limit(request: Request) -> Response:
     name = request.path_params["name"]
     body = await read_object(request, LIMIT_FIELDS)
     if not body:
-        raise ApiError(400, "give at least one of 'rate', 'burst', 'concurrency'")
+        raise ApiError(400, "give at least one of 'rate', 'burst', 'concurrency', 'adaptive'")
     changes: dict[str, Any] = {}
     if "rate" in body:
         if body["rate"] is not None and not isinstance(body["rate"], str):
@@ -414,15 +414,52 @@ async def patch_limit(request: Request) -> Response:
     if "concurrency" in body:
         concurrency = _integer(body, "concurrency")
         changes["concurrency"] = _at_most(concurrency, "concurrency") or None  # null or 0 removes the cap
+    if "adaptive" in body:
+        if not isinstance(body["adaptive"], bool):
+            raise ApiError(400, f"'adaptive' must be true or false, got {body['adaptive']!r}")
+        changes["adaptive"] = body["adaptive"]
     app = fw(request)
 
     def run() -> dict[str, Any]:
-        known = {info.spec.name for info in app.store.list_limits()} | set(app.limits)
-        if name not in known:
-            raise ApiError(404, f"no limit named {name!r}")
+        _known_limit(app, name)
         app.set_limit(name, **changes)
-        info = next(i for i in app.store.list_limits() if i.spec.name == name)
-        return data.limit_dict(info, time.time())
+        return _one_limit(app, principal, name)
+
+    return ok(await call(run))
+
+
+def _known_limit(app: "App", name: str) -> None:
+    known = {info.spec.name for info in app.store.list_limits()} | set(app.limits)
+    if name not in known:
+        raise ApiError(404, f"no limit named {name!r}")
+
+
+def _one_limit(app: "App", principal: Principal, name: str) -> dict[str, Any]:
+    for limit in data.limits_view(app, principal)["limits"]:
+        if limit["name"] == name:
+            return limit
+    raise ApiError(404, f"no limit named {name!r}")
+
+
+async def get_limit(request: Request) -> Response:
+    principal = await require(request)
+    return ok(await call(_one_limit, fw(request), principal, request.path_params["name"]))
+
+
+async def reset_limit(request: Request) -> Response:
+    """Forget what was learned about a limit (every key, or ``{"key": ...}``)."""
+    principal = await require(request)
+    principal.require_admin("resetting a learned limit")
+    name = request.path_params["name"]
+    empty = request.headers.get("content-length", "0") == "0" and "transfer-encoding" not in request.headers
+    body = {} if empty else await read_object(request, {"key"})
+    key = _string(body, "key")
+    app = fw(request)
+
+    def run() -> dict[str, Any]:
+        _known_limit(app, name)
+        forgotten = app.reset_learned(name, key)
+        return {**_one_limit(app, principal, name), "forgotten": forgotten}
 
     return ok(await call(run))
 
@@ -631,7 +668,9 @@ routes = [
     Route("/api/limits", list_limits, methods=["GET"]),
     *[Route(f"/api/queues/{{name:path}}/{action}", functools.partial(queue_action, action=action), methods=["POST"],
             name=f"queue_{action}") for action in ("pause", "resume")],
+    Route("/api/limits/{name:path}/reset", reset_limit, methods=["POST"]),
     Route("/api/limits/{name:path}", patch_limit, methods=["PATCH"]),
+    Route("/api/limits/{name:path}", get_limit, methods=["GET"]),
     Route("/api/workers", list_workers, methods=["GET"]),
     Route("/api/schedules", list_schedules, methods=["GET"]),
     Route("/api/stats", stats, methods=["GET"]),

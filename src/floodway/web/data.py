@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import JobNotFound
 from ..jobs import Job, Status
+from ..stats import collect, limit_dict
 from ..units import iso
 from .auth import Principal
 
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from ..store.base import LimitInfo
 
 STATUS_NAMES = [s.value for s in Status]
-PENDING = ("waiting", "scheduled", "retrying")
 
 
 def not_found(job_id: str) -> JobNotFound:
@@ -97,22 +97,10 @@ def queues_view(app: "App", principal: Principal) -> dict[str, Any]:
     return {"queues": queues, "truncated": False}
 
 
-def limit_dict(info: "LimitInfo", now: float) -> dict[str, Any]:
-    return {
-        **info.spec.to_dict(),
-        "keys": [
-            {"key": k.key, "remaining": k.remaining, "running": k.running, "admitted": k.admitted,
-             "rate_limited": k.rate_limited, "paused_until": iso(k.paused_until),
-             "paused_for": round(k.paused_until - now, 3) if k.paused_until else None,
-             "pause_reason": k.pause_reason}
-            for k in info.keys
-        ],
-    }
-
-
 def limits_view(app: "App", principal: Principal) -> dict[str, Any]:
     now = time.time()
-    return {"limits": [limit_dict(info, now) for info in scoped_limits(app, principal)]}
+    return {"limits": [limit_dict(info, now, app.limits.get(info.spec.name))
+                       for info in scoped_limits(app, principal)]}
 
 
 def workers_view(app: "App", include_stopped: bool = False) -> dict[str, Any]:
@@ -145,40 +133,14 @@ def schedules_view(app: "App", principal: Principal) -> dict[str, Any]:
 
 
 def stats_view(app: "App", principal: Principal, window: float = 60.0) -> dict[str, Any]:
-    """``app.stats()`` for admin; for a tenant, the same shape computed from its own jobs."""
+    """``app.stats()`` for admin; for a tenant, the same computed by the store over its own jobs
+    and the limits it may see."""
     if principal.admin:
         data = app.stats(window)
-        data["truncated"] = False
-        return data
-    since = time.time() - window
-    tenant = principal.tenant or ""
-    activity = app.store.activity(since, tenant=tenant)
-    queues: dict[str, Any] = {}
-    for q in app.store.list_queues(tenant=tenant):
-        if not any(q.counts.values()):
-            continue
-        counts = {**_empty_counts(), **q.counts}
-        moved = activity["queues"].get(q.name, {"created": 0, "finished": 0})
-        queues[q.name] = {"counts": counts, "depth": sum(counts[s] for s in PENDING), "running": counts["running"],
-                          "max_concurrency": q.max_concurrency, "paused": q.paused,
-                          "rate_in": round(moved["created"] / window, 3),
-                          "rate_out": round(moved["finished"] / window, 3)}
-    limits: dict[str, Any] = {}
-    for info in scoped_limits(app, principal):
-        moved = activity["limits"].get(info.spec.name, {"waiting": 0, "created": 0, "finished": 0})
-        limits[info.spec.name] = {
-            "rate": str(info.spec.rate) if info.spec.rate else None,
-            "concurrency": info.spec.concurrency,
-            "depth": moved["waiting"],
-            "running": sum(k.running for k in info.keys),
-            "admitted": sum(k.admitted for k in info.keys),
-            "rate_limited": sum(k.rate_limited for k in info.keys),
-            "paused_keys": sorted(k.key for k in info.keys if k.paused_until),
-            "rate_in": round(moved["created"] / window, 3),
-            "rate_out": round(moved["finished"] / window, 3),
-        }
-    return {"window_seconds": window, "queues": dict(sorted(queues.items())), "limits": limits,
-            "workers": None, "truncated": False}
+    else:
+        data = collect(app, window, tenant=principal.tenant or "", limits=scoped_limits(app, principal))
+    data["truncated"] = False
+    return data
 
 
 def live_view(app: "App", principal: Principal) -> dict[str, Any]:
