@@ -129,11 +129,12 @@ def test_job_goes_from_waiting_to_complete_live(page, site, browser):
     expect(detail.locator("#job-status")).to_have_text("waiting")
     detail.evaluate("window.__noReload = 'still here'")
 
-    later_id = enqueue(site, task, {"x": 1, "y": 2})  # appears in the list without a reload
-    expect(page.locator(f'tr[data-job="{later_id}"] .status-cell')).to_have_text("waiting")
+    # the list polls every 5 s: a change shows at the next poll, without a reload
+    later_id = enqueue(site, task, {"x": 1, "y": 2})
+    expect(page.locator(f'tr[data-job="{later_id}"] .status-cell')).to_have_text("waiting", timeout=TIMEOUT_MS)
     with running_worker(site.app):
-        expect(row.locator(".status-cell")).to_have_text("complete")
-        expect(page.locator(f'tr[data-job="{later_id}"] .status-cell')).to_have_text("complete")
+        expect(row.locator(".status-cell")).to_have_text("complete", timeout=TIMEOUT_MS)
+        expect(page.locator(f'tr[data-job="{later_id}"] .status-cell')).to_have_text("complete", timeout=TIMEOUT_MS)
         expect(detail.locator("#job-status")).to_have_text("complete")
     assert not_reloaded(page) and detail.evaluate("window.__noReload") == "still here"
     expect(detail.locator("#timeline li")).to_have_count(3)
