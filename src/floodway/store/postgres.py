@@ -1943,7 +1943,7 @@ class PostgresStore(Store):
 
     def acquire_slot(self, job_id: str, name: str, key: str, holder: str) -> bool:
         def go(cur: psycopg.Cursor) -> bool:
-            spec, (_, _, running) = self._spec_and_lock(cur, name, key)
+            spec, (_, _, running, _, _) = self._spec_and_lock(cur, name, key)
             if spec.concurrency is not None and running >= spec.concurrency:
                 return False
             with _pipelined(cur.connection):
