@@ -5,8 +5,11 @@ Every route but ``/healthz`` (and the login page with its static files) needs a 
 ``Authorization: Bearer fw_...``. The dashboard's login form checks a token and keeps it in a
 cookie (``HttpOnly``, ``SameSite=Strict``) so the page's scripts never see it; requests
 authenticated by that cookie that change something must also send ``X-Requested-With`` (which a
-cross-site form cannot), on top of SameSite. Tokens are looked up on every request, so a revoked
-token stops working at once.
+cross-site form cannot), on top of SameSite; the login form itself carries an anti-forgery
+value (see ``dashboard.login_forged``). Tokens are looked up on every request, so a revoked
+token stops working at once, and each request spends one token of the store limit
+``floodway.api`` keyed by the token's id (``api_rate``/``api_burst``): past it, 429 with
+``Retry-After``.
 """
 
 from __future__ import annotations
