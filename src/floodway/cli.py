@@ -800,17 +800,37 @@ def flow(state: State, job_id: str) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on.")
 @click.option("--max-body", type=click.IntRange(min=1024), default=1_000_000, show_default=True,
               help="Largest request body accepted, in bytes (larger ones get 413).")
+@click.option("--max-bulk", type=click.IntRange(min=1), default=None,
+              help="Most jobs one bulk enqueue request may carry (more get 413). Default: the api_max_bulk setting (10000).")
+@click.option("--api-rate", metavar="RATE", default=None,
+              help="Requests per token, e.g. 50/s, or 'off'; more get 429 with Retry-After. Default: the api_rate setting (50/s).")
+@click.option("--api-burst", type=click.IntRange(min=1), default=None,
+              help="Requests a token may make back to back. Default: the api_burst setting (200).")
+@click.option("--proxy-headers", is_flag=True,
+              help="Trust X-Forwarded-Proto/-For from --forwarded-allow-ips (behind a TLS-terminating proxy: "
+                   "the session cookie becomes Secure).")
+@click.option("--forwarded-allow-ips", metavar="IPS", default=None,
+              help="Comma-separated proxy addresses trusted with --proxy-headers ('*' for any; default 127.0.0.1).")
 @click.pass_obj
-def web(state: State, host: str, port: int, max_body: int) -> None:
+def web(state: State, host: str, port: int, max_body: int, max_bulk: int | None, api_rate: str | None,
+        api_burst: int | None, proxy_headers: bool, forwarded_allow_ips: str | None) -> None:
     """Serve the REST API (/api, /openapi.json), the live dashboard (/), /metrics and /healthz.
 
     Every route but /healthz needs a token: make one with `floodway token create`.
     """
+    if forwarded_allow_ips is not None and not proxy_headers:
+        raise UsageProblem("--forwarded-allow-ips needs --proxy-headers")
     app = state.app()
-    from .web import serve
+    from .config import _rate_or_off
+    from .web import prepare, serve
 
+    rate = app.settings.api_rate if api_rate is None else _rate_or_off(api_rate, "--api-rate")
+    # open (and migrate) the store now: a database that cannot be used is a one-line error here,
+    # not a traceback from inside the server's start-up
+    prepare(app)
     click.echo(f"floodway web: dashboard and API on http://{host}:{port}/ (Ctrl-C stops)", err=True)
-    serve(app, host=host, port=port, max_body=max_body)
+    serve(app, host=host, port=port, max_body=max_body, max_bulk=max_bulk, api_rate=rate, api_burst=api_burst,
+          proxy_headers=proxy_headers, forwarded_allow_ips=forwarded_allow_ips)
 
 
 @cli.group()

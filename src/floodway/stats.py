@@ -9,6 +9,7 @@ from .units import iso
 
 if TYPE_CHECKING:
     from .app import App
+    from .store.base import LimitInfo
 
 
 def limit_dict(info: Any, now: float, declared: Any = None) -> dict[str, Any]:
@@ -32,11 +33,17 @@ def limit_dict(info: Any, now: float, declared: Any = None) -> dict[str, Any]:
     }
 
 
-def collect(app: "App", window: float = 60.0) -> dict[str, Any]:
+def collect(app: "App", window: float = 60.0, *, tenant: str | None = None,
+            limits: "list[LimitInfo] | None" = None) -> dict[str, Any]:
+    """Depth, running and rates per queue and per limit. With ``tenant``: of that tenant's jobs
+    only (the queues it has jobs in; the store aggregates them), over ``limits`` (the limits it
+    may see), and no worker count."""
     now = time.time()
-    activity = app.store.activity(now - window)
+    activity = app.store.activity(now - window, tenant=tenant)
     queues: dict[str, Any] = {}
-    for q in app.store.list_queues():
+    for q in app.store.list_queues(tenant=tenant):
+        if tenant is not None and not any(q.counts.values()):
+            continue
         moved = activity["queues"].get(q.name, {"created": 0, "finished": 0})
         queues[q.name] = {
             "depth": sum(q.counts.get(s, 0) for s in ("waiting", "scheduled", "retrying")),
@@ -47,10 +54,10 @@ def collect(app: "App", window: float = 60.0) -> dict[str, Any]:
             "rate_in": round(moved["created"] / window, 3),
             "rate_out": round(moved["finished"] / window, 3),
         }
-    limits: dict[str, Any] = {}
-    for info in app.store.list_limits():
+    by_limit: dict[str, Any] = {}
+    for info in app.store.list_limits() if limits is None else limits:
         moved = activity["limits"].get(info.spec.name, {"waiting": 0, "created": 0, "finished": 0})
-        limits[info.spec.name] = {
+        by_limit[info.spec.name] = {
             "rate": str(info.spec.rate) if info.spec.rate else None,
             "concurrency": info.spec.concurrency,
             "depth": moved["waiting"],
@@ -63,5 +70,5 @@ def collect(app: "App", window: float = 60.0) -> dict[str, Any]:
             "rate_in": round(moved["created"] / window, 3),
             "rate_out": round(moved["finished"] / window, 3),
         }
-    return {"window_seconds": window, "queues": queues, "limits": limits,
-            "workers": len(app.store.list_workers())}
+    return {"window_seconds": window, "queues": queues, "limits": by_limit,
+            "workers": len(app.store.list_workers()) if tenant is None else None}

@@ -409,7 +409,9 @@ class Store(abc.ABC):
         """Create or update a queue's concurrency cap (``None`` = unlimited)."""
 
     @abc.abstractmethod
-    def list_queues(self) -> list[QueueInfo]: ...
+    def list_queues(self, *, tenant: str | None = None) -> list[QueueInfo]:
+        """Every queue with its job counts per status; with ``tenant``, the counts are that
+        tenant's jobs only (aggregated by the store, read through an index)."""
 
     @abc.abstractmethod
     def register_worker(self, info: WorkerInfo) -> None: ...
@@ -539,9 +541,10 @@ class Store(abc.ABC):
         """Those of ``job_ids`` (running here) that were paused, or whose queue was."""
 
     @abc.abstractmethod
-    def activity(self, since: float) -> dict[str, dict[str, dict[str, int]]]:
+    def activity(self, since: float, *, tenant: str | None = None) -> dict[str, dict[str, dict[str, int]]]:
         """Counts for stats: ``{"queues": {q: {"created", "finished"}}, "limits": {name:
-        {"waiting", "created", "finished"}}}`` — created/finished since ``since``."""
+        {"waiting", "created", "finished"}}}`` — created/finished since ``since``; with
+        ``tenant``, of that tenant's jobs only."""
 
     # -- flows ------------------------------------------------------------------------------
     @abc.abstractmethod

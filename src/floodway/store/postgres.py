@@ -75,6 +75,32 @@ from .base import (
 from .sqlite import load_migrations
 
 _TIMELINE = TIMELINE_SQL.format(mark="%s")
+#: a tenant's jobs per (queue, status), counted in the index jobs_tenant
+_TENANT_COUNTS = "SELECT queue, status, COUNT(*) FROM jobs WHERE tenant = %s GROUP BY queue, status"
+#: what moved since an instant (``app.stats()``), per queue and per limit
+_ACTIVITY = {
+    "created": "SELECT queue, COUNT(*) FROM jobs WHERE created_at >= %s GROUP BY queue",
+    "finished": "SELECT queue, COUNT(*) FROM jobs WHERE finished_at >= %s GROUP BY queue",
+    "limits_waiting": "SELECT limits, COUNT(*) FROM jobs WHERE status = 'waiting' AND limits IS NOT NULL "
+                      "GROUP BY limits",
+    "limits_created": "SELECT limits, COUNT(*) FROM jobs WHERE created_at >= %s AND limits IS NOT NULL "
+                      "GROUP BY limits",
+    "limits_finished": "SELECT limits, COUNT(*) FROM jobs WHERE finished_at >= %s AND limits IS NOT NULL "
+                       "GROUP BY limits",
+}
+#: the same for one tenant, each read through one of the jobs_tenant* indexes
+_TENANT_ACTIVITY = {
+    "created": "SELECT queue, COUNT(*) FROM jobs WHERE tenant = %s AND created_at >= %s GROUP BY queue",
+    "finished": "SELECT queue, COUNT(*) FROM jobs WHERE tenant = %s AND finished_at >= %s GROUP BY queue",
+    "limits_waiting": "SELECT limits, COUNT(*) FROM jobs WHERE tenant = %s AND status = 'waiting' "
+                      "AND limits IS NOT NULL GROUP BY limits",
+    "limits_created": "SELECT limits, COUNT(*) FROM jobs WHERE tenant = %s AND created_at >= %s "
+                      "AND limits IS NOT NULL GROUP BY limits",
+    "limits_finished": "SELECT limits, COUNT(*) FROM jobs WHERE tenant = %s AND finished_at >= %s "
+                       "AND limits IS NOT NULL GROUP BY limits",
+}
+#: every query a tenant's views run on the jobs table, by name (its plan must use an index)
+TENANT_QUERIES = {"counts": _TENANT_COUNTS, **_TENANT_ACTIVITY}
 
 log = logging.getLogger("floodway.store.postgres")
 
@@ -981,14 +1007,17 @@ class PostgresStore(Store):
             what="set_queue",
         )
 
-    def list_queues(self) -> list[QueueInfo]:
+    def list_queues(self, *, tenant: str | None = None) -> list[QueueInfo]:
         def go(cur: psycopg.Cursor) -> list[QueueInfo]:
             cur.execute("SELECT name, max_concurrency, paused FROM queues ORDER BY name")
             queues = {
                 name: QueueInfo(name, cap, {s.value: 0 for s in Status}, bool(paused))
                 for name, cap, paused in cur.fetchall()
             }
-            cur.execute("SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status")
+            if tenant is None:
+                cur.execute("SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status")
+            else:
+                cur.execute(_TENANT_COUNTS, (tenant,))
             for name, status, count in cur.fetchall():
                 info = queues.setdefault(name, QueueInfo(name, None, {s.value: 0 for s in Status}))
                 info.counts[status] = int(count)
@@ -1851,27 +1880,27 @@ class PostgresStore(Store):
         )
         return {r[0] for r in rows}
 
-    def activity(self, since: float) -> dict[str, dict[str, dict[str, int]]]:
+    def activity(self, since: float, *, tenant: str | None = None) -> dict[str, dict[str, dict[str, int]]]:
+        queries = _TENANT_ACTIVITY if tenant is not None else _ACTIVITY
+        scope: tuple[Any, ...] = (tenant,) if tenant is not None else ()
+
         def go(cur: psycopg.Cursor) -> dict[str, dict[str, dict[str, int]]]:
             queues: dict[str, dict[str, int]] = {}
-            cur.execute("SELECT queue, COUNT(*) FROM jobs WHERE created_at >= %s GROUP BY queue", (since,))
+            cur.execute(queries["created"], (*scope, since))
             for queue, created in cur.fetchall():
                 queues.setdefault(queue, {"created": 0, "finished": 0})["created"] = int(created)
-            cur.execute("SELECT queue, COUNT(*) FROM jobs WHERE finished_at >= %s GROUP BY queue", (since,))
+            cur.execute(queries["finished"], (*scope, since))
             for queue, finished in cur.fetchall():
                 queues.setdefault(queue, {"created": 0, "finished": 0})["finished"] = int(finished)
             limits: dict[str, dict[str, int]] = {}
-            cur.execute(
-                "SELECT limits, status, created_at, finished_at FROM jobs WHERE limits IS NOT NULL AND "
-                "(status = 'waiting' OR created_at >= %s OR finished_at >= %s)",
-                (since, since),
-            )
-            for held, status, created_at, finished_at in cur.fetchall():
-                for name in {pair[0] for pair in json.loads(held)}:
-                    entry = limits.setdefault(name, {"waiting": 0, "created": 0, "finished": 0})
-                    entry["waiting"] += status == "waiting"
-                    entry["created"] += created_at >= since
-                    entry["finished"] += finished_at is not None and finished_at >= since
+            # grouped by the job's (limit, key) list: a few distinct lists, however many jobs
+            for field, sql, params in (("waiting", queries["limits_waiting"], scope),
+                                       ("created", queries["limits_created"], (*scope, since)),
+                                       ("finished", queries["limits_finished"], (*scope, since))):
+                cur.execute(sql, params)
+                for held, count in cur.fetchall():
+                    for name in {pair[0] for pair in json.loads(held)}:
+                        limits.setdefault(name, {"waiting": 0, "created": 0, "finished": 0})[field] += int(count)
             return {"queues": queues, "limits": limits}
 
         return self._run(go, what="read")
@@ -1931,7 +1960,7 @@ class PostgresStore(Store):
 
     def acquire_slot(self, job_id: str, name: str, key: str, holder: str) -> bool:
         def go(cur: psycopg.Cursor) -> bool:
-            spec, (_, _, running) = self._spec_and_lock(cur, name, key)
+            spec, (_, _, running, _, _) = self._spec_and_lock(cur, name, key)
             if spec.concurrency is not None and running >= spec.concurrency:
                 return False
             with _pipelined(cur.connection):

@@ -180,6 +180,56 @@ class _Admission:
 #: the longest ``?busy_timeout=`` (seconds) a URL may ask for: a day
 MAX_BUSY_TIMEOUT = 86400.0
 
+#: a tenant's jobs per (queue, status), counted in the index jobs_tenant
+_TENANT_COUNTS = "SELECT queue, status, COUNT(*) FROM jobs WHERE tenant = ? GROUP BY queue, status"
+#: what moved since an instant (``app.stats()``), per queue and per limit
+_ACTIVITY = {
+    "created": "SELECT queue, COUNT(*) FROM jobs WHERE created_at >= ? GROUP BY queue",
+    "finished": "SELECT queue, COUNT(*) FROM jobs WHERE finished_at >= ? GROUP BY queue",
+    "limits_waiting": "SELECT limits, COUNT(*) FROM jobs WHERE status = 'waiting' AND limits IS NOT NULL "
+                      "GROUP BY limits",
+    "limits_created": "SELECT limits, COUNT(*) FROM jobs WHERE created_at >= ? AND limits IS NOT NULL "
+                      "GROUP BY limits",
+    "limits_finished": "SELECT limits, COUNT(*) FROM jobs WHERE finished_at >= ? AND limits IS NOT NULL "
+                       "GROUP BY limits",
+}
+#: the same for one tenant, each read through one of the jobs_tenant* indexes
+_TENANT_ACTIVITY = {
+    "created": "SELECT queue, COUNT(*) FROM jobs WHERE tenant = ? AND created_at >= ? GROUP BY queue",
+    "finished": "SELECT queue, COUNT(*) FROM jobs WHERE tenant = ? AND finished_at >= ? GROUP BY queue",
+    "limits_waiting": "SELECT limits, COUNT(*) FROM jobs WHERE tenant = ? AND status = 'waiting' "
+                      "AND limits IS NOT NULL GROUP BY limits",
+    "limits_created": "SELECT limits, COUNT(*) FROM jobs WHERE tenant = ? AND created_at >= ? "
+                      "AND limits IS NOT NULL GROUP BY limits",
+    "limits_finished": "SELECT limits, COUNT(*) FROM jobs WHERE tenant = ? AND finished_at >= ? "
+                       "AND limits IS NOT NULL GROUP BY limits",
+}
+#: every query a tenant's views run on the jobs table, by name (its plan must use an index)
+TENANT_QUERIES = {"counts": _TENANT_COUNTS, **_TENANT_ACTIVITY}
+
+
+def _refuse_empty_file(path: str, settle: float = 1.0) -> None:
+    """A database file of zero bytes is refused rather than initialised as a new database: it
+    is far more likely a truncated or wrongly copied database than a wanted empty one. A file
+    that does not exist is still created.
+
+    Opening a new database makes the file empty for a moment before its first page is written
+    (another process may be doing just that), so an empty file is only refused when it stays
+    empty for ``settle`` seconds."""
+    deadline = time.monotonic() + settle
+    while True:
+        try:
+            if os.path.getsize(path) > 0:
+                return
+        except OSError:  # missing (or gone): sqlite creates it
+            return
+        if time.monotonic() >= deadline:
+            raise StoreError(
+                f"SQLite database {path!r} is an empty file (0 bytes): probably a truncated or "
+                "badly copied database; restore it, or delete the file to start a new database"
+            )
+        time.sleep(0.02)
+
 
 class SQLiteStore(Store):
     """A store in one SQLite file, shared safely by several processes on one machine.
@@ -218,6 +268,7 @@ class SQLiteStore(Store):
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             raise StoreError(f"cannot open SQLite database {path!r}: directory {directory!r} does not exist")
+        _refuse_empty_file(path)
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -323,7 +374,7 @@ class SQLiteStore(Store):
         return self._read("SELECT COALESCE(MAX(version), 0) FROM floodway_schema")[0][0]
 
     def migrate(self) -> list[int]:
-        if self._check_version() == len(load_migrations("sqlite")):
+        if self._check_version() == max(v for v, _, _ in load_migrations("sqlite")):
             return []
         applied = []
         with self._write() as conn:
@@ -492,12 +543,16 @@ class SQLiteStore(Store):
                 (name, max_concurrency),
             )
 
-    def list_queues(self) -> list[QueueInfo]:
+    def list_queues(self, *, tenant: str | None = None) -> list[QueueInfo]:
         queues = {
             name: QueueInfo(name, cap, {s.value: 0 for s in Status}, bool(paused))
             for name, cap, paused in self._read("SELECT name, max_concurrency, paused FROM queues ORDER BY name")
         }
-        for name, status, count in self._read("SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status"):
+        if tenant is None:
+            rows = self._read("SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status")
+        else:
+            rows = self._read(_TENANT_COUNTS, (tenant,))
+        for name, status, count in rows:
             info = queues.setdefault(name, QueueInfo(name, None, {s.value: 0 for s in Status}))
             info.counts[status] = count
         return sorted(queues.values(), key=lambda q: q.name)
@@ -1109,25 +1164,22 @@ class SQLiteStore(Store):
             )
         return found
 
-    def activity(self, since: float) -> dict[str, dict[str, dict[str, int]]]:
+    def activity(self, since: float, *, tenant: str | None = None) -> dict[str, dict[str, dict[str, int]]]:
+        queries = _TENANT_ACTIVITY if tenant is not None else _ACTIVITY
+        scope: tuple[Any, ...] = (tenant,) if tenant is not None else ()
         queues: dict[str, dict[str, int]] = {}
-        for queue, created in self._read("SELECT queue, COUNT(*) FROM jobs WHERE created_at >= ? GROUP BY queue", (since,)):
+        for queue, created in self._read(queries["created"], (*scope, since)):
             queues.setdefault(queue, {"created": 0, "finished": 0})["created"] = created
-        for queue, finished in self._read(
-            "SELECT queue, COUNT(*) FROM jobs WHERE finished_at >= ? GROUP BY queue", (since,)
-        ):
+        for queue, finished in self._read(queries["finished"], (*scope, since)):
             queues.setdefault(queue, {"created": 0, "finished": 0})["finished"] = finished
         limits: dict[str, dict[str, int]] = {}
-        for held, status, created_at, finished_at in self._read(
-            "SELECT limits, status, created_at, finished_at FROM jobs WHERE limits IS NOT NULL AND "
-            "(status = 'waiting' OR created_at >= ? OR finished_at >= ?)",
-            (since, since),
-        ):
-            for name in {pair[0] for pair in json.loads(held)}:
-                entry = limits.setdefault(name, {"waiting": 0, "created": 0, "finished": 0})
-                entry["waiting"] += status == "waiting"
-                entry["created"] += created_at >= since
-                entry["finished"] += finished_at is not None and finished_at >= since
+        # grouped by the job's (limit, key) list: a few distinct lists, however many jobs
+        for field, sql, params in (("waiting", queries["limits_waiting"], scope),
+                                   ("created", queries["limits_created"], (*scope, since)),
+                                   ("finished", queries["limits_finished"], (*scope, since))):
+            for held, count in self._read(sql, params):
+                for name in {pair[0] for pair in json.loads(held)}:
+                    limits.setdefault(name, {"waiting": 0, "created": 0, "finished": 0})[field] += count
         return {"queues": queues, "limits": limits}
 
     # -- flows --------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Errors are JSON ``{"error": "message"}``: 400 bad input (``EnqueueError``/``ConfigError``), 401
 no or bad token, 403 not allowed for this token, 404 not found — also for another tenant's job,
 so a tenant cannot learn that it exists — 409 a status change the transition table refuses
-(``TransitionError``), 413 a body over the size limit. Every store call runs in a thread
+(``TransitionError``), 413 a body over the size limit or a bulk request over ``api_max_bulk``
+items, 429 a token over its request rate (``api_rate``, with ``Retry-After``). Every store call runs in a thread
 (``run_in_threadpool``), never on the event loop.
 
 Tenant tokens: jobs they enqueue get their tenant; ids they choose are scoped to it (``id="x"``
@@ -253,6 +254,14 @@ def enqueue_options(app: "App", principal: Principal, body: dict[str, Any], item
             "owner": None if principal.admin else principal.tenant}
 
 
+def check_bulk_size(count: int, cap: int) -> None:
+    """One bulk request carries at most ``cap`` jobs (``api_max_bulk``): one huge insert would
+    hold the store's write lock, and every other enqueue, for seconds."""
+    if count > cap:
+        raise ApiError(413, f"'items' has {count} jobs, over the limit of {cap} per request (api_max_bulk); "
+                            "split them into several requests")
+
+
 # -- jobs ---------------------------------------------------------------------------------------
 async def enqueue(request: Request) -> Response:
     principal = await require(request)
@@ -288,6 +297,7 @@ async def enqueue_bulk(request: Request) -> Response:
     items = body.get("items")
     if not isinstance(items, list) or not items:
         raise ApiError(400, "'items' must be a non-empty list of argument objects")
+    check_bulk_size(len(items), request.app.state.max_bulk)
     for index, args in enumerate(items):
         if args is not None and not isinstance(args, dict):
             raise ApiError(400, f"items[{index}] must be a JSON object of argument names to values")
@@ -446,10 +456,10 @@ async def patch_limit(request: Request) -> Response:
         burst = _integer(body, "burst")
         if burst is None:
             raise ApiError(400, "'burst' must be an integer >= 1")
-        changes["burst"] = burst
+        changes["burst"] = _at_most(burst, "burst")
     if "concurrency" in body:
         concurrency = _integer(body, "concurrency")
-        changes["concurrency"] = concurrency or None  # null or 0 removes the cap
+        changes["concurrency"] = _at_most(concurrency, "concurrency") or None  # null or 0 removes the cap
     if "adaptive" in body:
         if not isinstance(body["adaptive"], bool):
             raise ApiError(400, f"'adaptive' must be true or false, got {body['adaptive']!r}")
@@ -500,6 +510,16 @@ async def reset_limit(request: Request) -> Response:
     return ok(await call(run))
 
 
+#: the largest burst or concurrency a limit can hold (the stores keep them as 32-bit integers)
+MAX_LIMIT_NUMBER = 2**31 - 1
+
+
+def _at_most(value: int | None, name: str) -> int | None:
+    if value is not None and value > MAX_LIMIT_NUMBER:
+        raise ApiError(400, f"{name!r} must be at most {MAX_LIMIT_NUMBER}, got {value}")
+    return value
+
+
 async def list_workers(request: Request) -> Response:
     principal = await require(request)
     principal.require_admin("the worker list")
@@ -538,7 +558,15 @@ def stream_response(gen: AsyncIterator[str]) -> StreamingResponse:
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
+#: the shortest interval between two ticks of a live stream (each tick reads the store)
+MIN_STREAM_INTERVAL = 1.0
+#: the shortest interval between two reads of one job's stream (a job and its timeline, by id)
+MIN_JOB_STREAM_INTERVAL = 0.25
+
+
 async def _still_valid(request: Request) -> bool:
+    """Whether the stream's token still works: checked before every tick, so a revoked token's
+    streams end within one tick."""
     token, _, _ = token_from(request)
     return await call(authenticate, fw(request).store, token) is not None
 
@@ -546,20 +574,17 @@ async def _still_valid(request: Request) -> bool:
 async def stream_all(request: Request) -> Response:
     """Queue counts, totals and limit counters every ``interval`` seconds (``ticks`` ends it)."""
     principal = await require(request)
-    interval = _query_number(request, "interval", 1.0, 0.1, 60.0)
+    interval = _query_number(request, "interval", 1.0, MIN_STREAM_INTERVAL, 60.0)
     ticks = _query_int(request, "ticks", 0, 0, 10**6)
     app = fw(request)
 
     async def gen() -> AsyncIterator[str]:
         yield "retry: 2000\n\n"
         sent = 0
-        checked = time.monotonic()
         while True:
-            if time.monotonic() - checked > 10:  # a revoked token ends its streams too
-                checked = time.monotonic()
-                if not await _still_valid(request):
-                    yield sse("revoked", {"error": "invalid or revoked token"})
-                    return
+            if sent and not await _still_valid(request):  # a revoked token ends its streams too
+                yield sse("revoked", {"error": "invalid or revoked token"})
+                return
             yield sse("stats", await call(data.live_view, app, principal))
             sent += 1
             if ticks and sent >= ticks:
@@ -575,7 +600,7 @@ async def stream_job(request: Request) -> Response:
     principal = await require(request)
     app, job_id = fw(request), _job_id(request)
     await call(data.visible_job, app, principal, job_id)  # 404 before the stream starts
-    interval = _query_number(request, "interval", 0.25, 0.05, 10.0)
+    interval = _query_number(request, "interval", 0.25, MIN_JOB_STREAM_INTERVAL, 10.0)
 
     def read() -> tuple[Any, list[Any]]:
         job = app.store.get_job(job_id)
@@ -584,8 +609,12 @@ async def stream_job(request: Request) -> Response:
     async def gen() -> AsyncIterator[str]:
         yield "retry: 2000\n\n"
         seen, last = 0, None
-        checked = time.monotonic()
+        first = True
         while True:
+            if not first and not await _still_valid(request):  # a revoked token ends its streams too
+                yield sse("revoked", {"error": "invalid or revoked token"})
+                return
+            first = False
             job, events = await call(read)
             if job is None:
                 yield sse("end", {"id": job_id, "status": None, "deleted": True})
@@ -599,11 +628,6 @@ async def stream_job(request: Request) -> Response:
             if job.status.is_final:
                 yield sse("end", data.job_dict(job))
                 return
-            if time.monotonic() - checked > 10:
-                checked = time.monotonic()
-                if not await _still_valid(request):
-                    yield sse("revoked", {"error": "invalid or revoked token"})
-                    return
             await asyncio.sleep(interval)
 
     return stream_response(gen())
@@ -633,13 +657,14 @@ async def openapi(request: Request) -> Response:
     from .openapi import document
 
     return ok(document(max_body=request.app.state.max_body, max_wait=request.app.state.max_wait,
-                       tasks=fw(request).public_tasks()))
+                       tasks=fw(request).public_tasks(), max_bulk=request.app.state.max_bulk))
 
 
 # -- errors -----------------------------------------------------------------------------------------
 async def on_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     response = error(exc.status, exc.message)
+    response.headers.update(exc.headers)
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="floodway"'
     return response

@@ -11,12 +11,19 @@ with ``fetch`` and ``EventSource`` only.
 
 Logging in: the form takes a token (``floodway token create ...``), checks it, and keeps it in a
 cookie (``HttpOnly``, ``SameSite=Strict``): the page's scripts never read it, and the same
-API routes accept it (changes also need ``X-Requested-With``, which ``app.js`` sends).
+API routes accept it (changes also need ``X-Requested-With``, which ``app.js`` sends). The form
+itself carries an anti-forgery value that must match a cookie set with it, so a page on another
+site cannot log a visitor in with a token of its choosing (login CSRF).
+
+No inline scripts or styles (the Content-Security-Policy forbids them): bar widths are
+``data-width`` percentages that ``app.js`` applies.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
+import secrets
 import time
 import urllib.parse
 from datetime import datetime
@@ -42,6 +49,9 @@ if TYPE_CHECKING:
 
 TEMPLATES = Path(__file__).parent / "templates"
 PAGE_SIZE = 50
+#: the login form's anti-forgery cookie, and how long a login form stays usable
+LOGIN_COOKIE = "floodway_login"
+LOGIN_MAX_AGE = 3600
 STATUS_NAMES = [s.value for s in Status]
 
 
@@ -151,27 +161,52 @@ def _safe_next(value: str | None) -> str:
     return value
 
 
+def login_page(request: Request, *, status: int = 200, next: str = "/", error: str | None = None) -> Response:
+    """The login form, with a fresh anti-forgery value in a hidden field and in a cookie that
+    only this site's own pages carry back (``SameSite=Strict``, path ``/login``)."""
+    secret = secrets.token_urlsafe(24)
+    response = render("login.html", status=status, next=next, error=error, csrf=secret)
+    response.set_cookie(LOGIN_COOKIE, secret, max_age=LOGIN_MAX_AGE, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path="/login")
+    return response
+
+
+def login_forged(request: Request, fields: dict[str, list[str]]) -> bool:
+    """Whether a login post did not come from our own login form: a browser says it came from
+    another site, or the form's anti-forgery value does not match its cookie (a page elsewhere
+    can neither read that cookie nor make the browser send it)."""
+    if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
+        return True
+    sent = (fields.get("csrf") or [""])[0]
+    kept = request.cookies.get(LOGIN_COOKIE) or ""
+    return not sent or not kept or not hmac.compare_digest(sent.encode(), kept.encode())
+
+
 async def login_form(request: Request) -> Response:
     if await page_principal(request) is not None:
         return RedirectResponse(_safe_next(request.query_params.get("next")), status_code=303)
-    return render("login.html", next=_safe_next(request.query_params.get("next")), error=None)
+    return login_page(request, next=_safe_next(request.query_params.get("next")))
 
 
 async def login(request: Request) -> Response:
     try:
         body = await read_body(request)
     except ApiError as exc:
-        return render("login.html", status=exc.status, next="/", error=exc.message)
+        return login_page(request, status=exc.status, error=exc.message)
     fields = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
-    token = (fields.get("token") or [""])[0].strip()
     target = _safe_next((fields.get("next") or ["/"])[0])
+    if login_forged(request, fields):
+        return login_page(request, status=403, next=target,
+                          error="This login did not come from this site's login form (or the form expired). Try again.")
+    token = (fields.get("token") or [""])[0].strip()
     info = await call(authenticate, fw(request).store, token) if token else None
     if info is None:
         message = "Enter a token." if not token else "That token is not valid (or it was revoked)."
-        return render("login.html", status=401, next=target, error=message)
+        return login_page(request, status=401, next=target, error=message)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(COOKIE, token, max_age=COOKIE_MAX_AGE, httponly=True, samesite="strict",
                         secure=request.url.scheme == "https", path="/")
+    response.delete_cookie(LOGIN_COOKIE, path="/login", httponly=True, samesite="strict")
     return response
 
 

@@ -29,12 +29,17 @@ ERRORS = {
     "403": "This token may not do this (admin only, or another tenant).",
     "404": "Not found (also answered for another tenant's job).",
     "409": "The job's status does not allow this change.",
-    "413": "The request body is over the size limit.",
+    "413": "The request body is over the size limit (or a bulk request has too many items).",
+    "429": "Too many requests for this token: `Retry-After` says in how many seconds to try again.",
 }
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before the next request",
+                               "schema": {"type": "integer", "minimum": 1}}}
 
 
 def _errors(*codes: str) -> dict[str, Any]:
-    return {code: {"description": ERRORS[code], "content": _json(_ref("Error"))} for code in ("401", *codes)}
+    out = {code: {"description": ERRORS[code], "content": _json(_ref("Error"))} for code in ("401", *codes, "429")}
+    out["429"]["headers"] = RETRY_AFTER
+    return out
 
 
 def _op(op_id: str, summary: str, tag: str, responses: dict[str, Any], *, params: list[dict[str, Any]] | None = None,
@@ -225,10 +230,12 @@ SCHEMAS: dict[str, Any] = {
 SSE = {"text/event-stream": {"schema": {"type": "string"}}}
 
 
-def document(*, max_body: int = 1_000_000, max_wait: float = 60.0, tasks: list[str] | None = None) -> dict[str, Any]:
+def document(*, max_body: int = 1_000_000, max_wait: float = 60.0, tasks: list[str] | None = None,
+             max_bulk: int = 10_000) -> dict[str, Any]:
     """The document; ``tasks`` (the app's registered task names) become the enum of ``task``."""
     job = [JOB_ID]
     schemas = json.loads(json.dumps(SCHEMAS))
+    schemas["BulkEnqueueRequest"]["properties"]["items"]["maxItems"] = max_bulk
     if tasks:
         for name in ("EnqueueRequest", "BulkEnqueueRequest"):
             schemas[name]["properties"]["task"]["enum"] = sorted(tasks)
@@ -262,7 +269,8 @@ def document(*, max_body: int = 1_000_000, max_wait: float = 60.0, tasks: list[s
         "/api/jobs/bulk": {"post": _op("enqueueBulk", "Enqueue many jobs of one task in one transaction", "jobs",
                                        {"201": _ok("Created", _ref("BulkEnqueued")),
                                         "200": _ok("All existed already", _ref("BulkEnqueued"))},
-                                       body=_ref("BulkEnqueueRequest"), errors=("400", "403", "409", "413"))},
+                                       body=_ref("BulkEnqueueRequest"), errors=("400", "403", "409", "413"),
+                                       description=f"At most {max_bulk} items per request (more get 413).")},
         "/api/jobs/{job_id}": {"get": _op("getJob", "A job", "jobs", {"200": _ok("The job", _ref("Job"))},
                                           params=job, errors=("404",))},
         "/api/jobs/{job_id}/detail": {"get": _op("getJobDetail", "A job with timeline, runs, cursor and steps", "jobs",
@@ -282,7 +290,7 @@ def document(*, max_body: int = 1_000_000, max_wait: float = 60.0, tasks: list[s
         "/api/jobs/{job_id}/stream": {"get": _op(
             "streamJob", "A job's timeline live (Server-Sent Events)", "live",
             {"200": {"description": "`event` per transition, `job` on change, `end` when final", "content": SSE}},
-            params=[JOB_ID, _query("interval", {"type": "number", "minimum": 0.05, "maximum": 10}, "Poll interval")],
+            params=[JOB_ID, _query("interval", {"type": "number", "minimum": 0.25, "maximum": 10}, "Poll interval")],
             errors=("400", "404"))},
         "/api/queues": {"get": _op("listQueues", "Queues with job counts per status", "queues",
                                    {"200": _ok("Queues", _ref("Queues"))})},
@@ -310,7 +318,7 @@ def document(*, max_body: int = 1_000_000, max_wait: float = 60.0, tasks: list[s
         "/api/stream": {"get": _op(
             "stream", "Queue counts and limit counters live (Server-Sent Events, `stats` each interval)", "live",
             {"200": {"description": "A `stats` event per interval", "content": SSE}},
-            params=[_query("interval", {"type": "number", "minimum": 0.1, "maximum": 60}, "Seconds between events"),
+            params=[_query("interval", {"type": "number", "minimum": 1, "maximum": 60}, "Seconds between events"),
                     _query("ticks", {"type": "integer", "minimum": 0}, "End after this many events (0: never)")],
             errors=("400",))},
     }
