@@ -322,9 +322,11 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
         new = min(current * (1 - min(share, MAX_CUT)), accepted or current)
         high = min(current, (accepted or current) * 1.05)
     else:
-        # just crossing the quota (one refusal among many, or jitter at its edge): a trim
+        # just crossing the quota (one refusal among many, or jitter at its edge): a trim; and
+        # the climb back aims no higher than what the destination took (a probe may have run
+        # well past it before the first refusal came back)
         new = current * (1 - max(share, MIN_CUT))
-        high = current
+        high = min(current, (accepted or current) * 1.05)
     if state.low is not None and state.low < current:
         new = max(new, state.low)
     if accepted:
