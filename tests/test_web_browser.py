@@ -225,6 +225,10 @@ def test_overview_updates_live_with_a_chart(page, site):
     assert page.locator("#queues .seg").first.evaluate("e => e.style.width").endswith("%")
     expect(page.locator("#limits")).to_contain_text("partner-api")
     expect(page.locator("#schedules")).to_contain_text("housekeeping")
+    # the learned-quota chart samples /api/limits and offers each limit
+    expect(page.locator("#limit-pick option", has_text="partner-api")).to_have_count(1)
+    wait_for(lambda: int(page.locator("#limit-chart").get_attribute("data-points") or 0) >= 2,
+             message="the learned-quota chart to collect samples")
 
 
 def test_a_tenant_sees_only_its_own(page, site):
