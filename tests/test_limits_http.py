@@ -688,7 +688,10 @@ def test_garbage_rate_limit_headers_fall_back_to_backoff(tmp_path, workers, dest
     assert dest.rejected_count >= 2, f"only {dest.rejected_count} garbage 429s were sent"
     assert_all_complete_first_attempt(tmp_path, mod.app, n, workers)
     assert_each_job_accepted_once(tmp_path, dest)
-    assert key_info(mod.app, "dest", "").rate_limited > 0
+    # a refusal with no usable wait is congestion: counted, the rate cut, nobody paused
+    info = key_info(mod.app, "dest", "")
+    assert info.throttled == dest.rejected_count and info.cuts >= 1, info
+    assert "ignoring unreadable rate-limit headers" in workers.logs()
     assert "Traceback" not in workers.logs()
 
 

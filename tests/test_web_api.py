@@ -405,6 +405,29 @@ def test_limits_list_and_change_at_run_time(admin, acme):
     assert (restored["rate"], restored["burst"]) == ("20/s", 4)
 
 
+def test_a_limit_reads_alone_and_what_it_learned_can_be_reset(site, admin, acme):
+    from floodway.quota import Observation
+
+    now = time.time()
+    site.app.store.observe_limit("partner-api", "", Observation(now=now, accepted=10))
+    site.app.store.observe_limit("partner-api", "", Observation(now=now + 0.5, token_at=now + 0.4, throttled=1))
+    one = admin.get("/api/limits/partner-api")
+    assert one.status_code == 200, one.text
+    key = one.json()["keys"][0]
+    assert key["source"] == "429s" and key["effective_rate"] < 20 and key["throttled"] == 1, key
+    assert one.json()["declared"]["rate"] == "20/s"  # the declaration in the code the server loaded
+    assert_error(admin.get("/api/limits/no-such-limit"), 404, "no limit named")
+    assert_error(acme.post("/api/limits/partner-api/reset"), 403, "admin")
+    assert_error(admin.post("/api/limits/partner-api/reset", json={"key": 5}), 400, "key")
+    assert_error(admin.post("/api/limits/no-such-limit/reset"), 404, "no limit named")
+    reset = admin.post("/api/limits/partner-api/reset")
+    assert reset.status_code == 200 and reset.json()["forgotten"] == 1, reset.text
+    assert reset.json()["keys"][0]["source"] == "declared" and reset.json()["keys"][0]["effective_rate"] == 20
+    assert_error(admin.patch("/api/limits/partner-api", json={"adaptive": "yes"}), 400, "adaptive")
+    assert admin.patch("/api/limits/partner-api", json={"adaptive": True}).json()["adaptive"] is True
+    assert admin.patch("/api/limits/partner-api", json={"adaptive": False, "rate": "20/s"}).json()["adaptive"] is False
+
+
 def test_workers_schedules_and_stats(site, admin, acme, globex):
     with running_worker(site.app) as worker:
         workers = wait_for(lambda: [w for w in admin.get("/api/workers").json()["workers"] if w["id"] == worker.id],

@@ -180,6 +180,8 @@ def parse_usage(headers: Mapping[str, str]) -> tuple[float, float] | None:
 
 
 _LOGGED: set[str] = set()
+_NOTHING = QuotaInfo()
+_QUOTA_HEADER = re.compile(r"ratelimit|rate-limit|retry-after", re.IGNORECASE)
 
 
 def _log_once(what: str, message: str, *args: Any) -> None:
@@ -264,10 +266,14 @@ class _Pacer:
     def token_at(self) -> float | None:
         return self.ctx._token_at.get(self.pair) if self.limit is not None else None
 
-    def read(self, response: httpx.Response, now: float) -> tuple[bool, QuotaInfo, tuple[float, float] | None]:
+    def read(self, request: httpx.Request, response: httpx.Response, now: float
+             ) -> tuple[bool, QuotaInfo, tuple[float, float] | None]:
         """(refused?, what the headers say, usage) — pure, on the event loop."""
         info = parse_quota_headers(response.headers, now)
         usage = parse_usage(response.headers) if self.limit is not None else None
+        if info == _NOTHING and any(_QUOTA_HEADER.search(name) for name in response.headers):
+            _log_once(f"unreadable:{request.url.host}", "ignoring unreadable rate-limit headers from %s: %s",
+                      request.url.host, {k: v for k, v in response.headers.items() if _QUOTA_HEADER.search(k)})
         return self.is_throttled(response, info), info, usage
 
     def needs_store(self, refused: bool, info: QuotaInfo, usage: Any, now: float) -> bool:
@@ -361,7 +367,7 @@ class _AsyncTransport(httpx.AsyncBaseTransport):
             token_at = pacer.token_at()
             response = await self.inner.handle_async_request(request)
             now = time.time()
-            refused, info, usage = pacer.read(response, now)
+            refused, info, usage = pacer.read(request, response, now)
             if not pacer.needs_store(refused, info, usage, now):
                 if not refused:
                     return response
@@ -396,7 +402,7 @@ class _SyncTransport(httpx.BaseTransport):
             token_at = pacer.token_at()
             response = self.inner.handle_request(request)
             now = time.time()
-            refused, info, usage = pacer.read(response, now)
+            refused, info, usage = pacer.read(request, response, now)
             if not refused and not pacer.needs_store(refused, info, usage, now):
                 return response
             until = pacer.decide(request, response, refused, info, usage, token_at, now)
