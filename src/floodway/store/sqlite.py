@@ -982,13 +982,7 @@ class SQLiteStore(Store):
     def acquire(self, name: str, key: str, cost: int = 1) -> tuple[bool, float]:
         now = time.time()
         with self._write() as conn:
-            row = conn.execute(
-                "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits WHERE name = ?",
-                (name,),
-            ).fetchone()
-            if row is None:
-                raise ConfigError(f"unknown limit {name!r}")
-            spec = LimitSpec.from_row(*row)
+            spec = self._spec(conn, name)
             check_cost(cost, spec.burst, f"limit {name!r}")
             state = conn.execute(
                 "SELECT tat, paused_until, admitted, learned FROM limit_keys WHERE limit_name = ? AND key = ?",
@@ -1029,12 +1023,16 @@ class SQLiteStore(Store):
             )
             return cur.rowcount
 
+    @staticmethod
+    def _spec(conn: sqlite3.Connection, name: str) -> LimitSpec:
+        row = conn.execute(f"{_SPEC_SQL} WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise ConfigError(f"unknown limit {name!r}")
+        return LimitSpec.from_row(*row)
+
     def pause_limit(self, name: str, key: str, until: float, reason: str) -> float:
         with self._write() as conn:
-            row = conn.execute(f"{_SPEC_SQL} WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                raise ConfigError(f"unknown limit {name!r}")
-            spec = LimitSpec.from_row(*row)
+            spec = self._spec(conn, name)
             state = conn.execute(
                 "SELECT tat, paused_until, admitted, learned FROM limit_keys WHERE limit_name = ? AND key = ?",
                 (name, key),
@@ -1056,10 +1054,7 @@ class SQLiteStore(Store):
 
     def observe_limit(self, name: str, key: str, obs: Observation) -> tuple[float | None, str | None]:
         with self._write() as conn:
-            row = conn.execute(f"{_SPEC_SQL} WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                raise ConfigError(f"unknown limit {name!r}")
-            spec = LimitSpec.from_row(*row)
+            spec = self._spec(conn, name)
             state = conn.execute(
                 "SELECT admitted, learned FROM limit_keys WHERE limit_name = ? AND key = ?", (name, key)
             ).fetchone()
