@@ -1,42 +1,64 @@
 #!/usr/bin/env python
-"""Drain through a rate-limited API: how close floodway gets to the API's own limit.
+"""Drain through a rate-limited API: how close floodway gets to the API's own quota.
 
-    .venv/bin/python benchmarks/drain.py                 # N=5,000 per scenario, ~10-20 minutes
-    .venv/bin/python benchmarks/drain.py --quick         # N=1,000
-    .venv/bin/python benchmarks/drain.py --rates 50 --modes declared -n 2000   # one scenario
-    .venv/bin/python benchmarks/drain.py --json out.json # machine-readable results too
+    .venv/bin/python benchmarks/drain.py                      # the whole matrix (long: ~1 hour)
+    .venv/bin/python benchmarks/drain.py --quick              # N = 5 s of quota per cell
+    .venv/bin/python benchmarks/drain.py --styles leaky --rates 50 --decls declared --backends sqlite
+    .venv/bin/python benchmarks/drain.py --styles changing,keyed --decls unknown -n 500
+    .venv/bin/python benchmarks/drain.py --styles leaky --decls declared,high --peers celery
+    .venv/bin/python benchmarks/drain.py --json out.json      # machine-readable results too
 
-Each scenario: a fresh SQLite file, a loopback destination (``tests/destination.py``:
-Starlette + uvicorn in a thread of this process) that really allows R requests per second
-(any sliding second holds at most R + 5 accepted requests; the rest get ``429`` with a
-``Retry-After`` in whole seconds, as HTTP says), two ``floodway worker`` processes, and N jobs
-that each make ONE POST with the idiomatic
+The matrix: kind x R x declaration x backend, one cell at a time.
+
+* kind — how the destination (``tests/destination.py``: Starlette + uvicorn in a thread of this
+  process) enforces and announces R requests per second (see ``KINDS``): ``leaky`` (sliding
+  second, 429 + ``Retry-After``), ``bare`` (429, no header), ``fixed-window`` (GitHub:
+  ``X-RateLimit-*`` on every response, windows of 4 s), ``usage`` (Shopify REST: a bucket of
+  40 leaking R/s, ``X-Shopify-Shop-Api-Call-Limit``), ``quota`` (4 s windows, 429 +
+  ``Retry-After`` to the window's end), ``ietf`` (``RateLimit`` / ``RateLimit-Policy``, 4 s
+  windows), ``changing`` (``leaky`` whose quota falls to R/2 after 5 s and comes back to R
+  after 10 s) and ``keyed`` (``leaky``, each of two tenants its own quota of R, the limit
+  keyed by tenant, N per tenant). ``changing+STYLE`` and ``keyed+STYLE`` combine them with
+  another style.
+* R — 50 and 200 per second.
+* declaration — the floodway limit: ``declared`` = ``rate=R``; ``high`` = ``rate=2R``;
+  ``unknown`` = ``app.limit("api", adaptive=True)``, no rate; ``adaptive4x`` =
+  ``rate=4R, adaptive=True`` (every declared one with ``burst=5``; keyed cells add
+  ``key="{tenant}"``). A declaration the library refuses (a ``ConfigError`` at import of the
+  app) is reported as that cell's error and the run goes on.
+* backend — ``sqlite`` (a fresh file) or ``postgres`` (a fresh database per cell on the server
+  named by ``FLOODWAY_BENCH_POSTGRES_URL`` / ``FLOODWAY_TEST_POSTGRES_URL``, else the one
+  ``scripts/start-postgres.sh`` starts).
+
+Each cell: two ``floodway worker`` processes (concurrency 50 each), started and idle before
+the clock starts, and N = 20 s of quota (N = 20 x R; ``-n`` sets N) jobs that each make ONE POST
+with the idiomatic
 
     async with ctx.http(base_url=..., limit="api") as client:
         await client.post("/orders", json=..., headers={"Idempotency-Key": ctx.job_id})
 
-Limits, for R = 50 and 200:
+The clock runs from just before ``enqueue_many`` to the last job's ``finished_at``. Reported:
 
-* ``declared``: ``app.limit("api", rate=f"{R}/s", burst=5)``, held by the task (taken at claim);
-* ``adaptive``: ``app.limit("api", rate=f"{4R}/s", burst=5, adaptive=True)``, which must learn R
-  from the 429s (the destination sends no quota headers).
+* drain ÷ ideal, ideal = N / R (keyed: per tenant; changing: the time the schedule needs to
+  accept N): goal ≤ 1.03 declared, ≤ 1.10 high / unknown / adaptive4x;
+* 429 share: refused ÷ all requests the destination saw (403s included): goal ≤ 1 % declared,
+  ≤ 3 % unknown;
+* lost / duplicated: finished jobs whose request the destination never accepted / job ids
+  accepted more than once (the destination does not deduplicate here): both must be 0;
+* for a changing quota, per change, how many of the destination's windows it took until a
+  window accepted the new rate within 5 % with at most 5 % of it refused (``↓3 ↑5``: 3
+  windows after the fall, 5 after the rise; ``-`` = never before the next change or the end);
+* the limit's rate(s) at the end, read from the store, and the load average of the machine;
+  a cell still running after ``--max-ratio`` x ideal (default 3) is stopped and reported with
+  its progress; ``≈`` is then R ÷ the accept rate, the ratio it was heading for.
 
-The workers are started and idle before the clock starts; the clock runs from just before
-``enqueue_many`` of the N jobs to the last job's ``finished_at`` in the store. Reported:
-
-* drain ÷ (N / R): 1.00 is the API's own limit (goal: <= 1.03 declared, <= 1.10 adaptive);
-* 429 share: refused ÷ all requests the destination saw (goal: <= 1 % declared);
-* lost / duplicated: finished jobs whose request the destination never accepted (failed ones
-  included) / job ids accepted more than once (both must be 0; the destination does not
-  deduplicate Idempotency-Keys here, so a duplicate would show). A scenario still running after
-  ``--max-ratio`` x N/R (default 3) is stopped and reported with its progress and accept rate;
-  ``≈`` is then R ÷ the accept rate, the ratio it was heading for;
-* the load average of the machine (1 min) before and after: the figures are wall-clock
-  figures, and on a shared machine other work slows the workers down;
-* where the time goes: achieved accept rate, claim-to-request lag (p50/p95, from the job's
-  ``running`` event to the destination's timestamp), how long 429s kept the limit paused (the
-  union of one second after each refusal: every 429 here says ``Retry-After: 1``), the workers'
-  CPU milliseconds per finished job, and the adaptive limit's final rate.
+``--peers celery`` adds the same drain done the documented Celery way for the ``leaky`` kind
+(R and declared / high from the filters): Celery's per-worker ``rate_limit`` of R/2 (or R for
+``high``) on each of two worker processes, a 429 raised and retried by ``autoretry_for`` with
+``retry_backoff``, one POST per task with ``httpx``; the broker is kombu's SQLAlchemy transport
+on a SQLite file. Celery runs from its own venv (``benchmarks/.peers/celery-venv``, made on
+first use with ``python -m venv`` + ``pip install celery httpx sqlalchemy``); its half is
+``peers/celery_drain.py``.
 """
 
 from __future__ import annotations
@@ -53,8 +75,12 @@ import sys
 import tempfile
 import textwrap
 import time
+import uuid
 from collections import Counter
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -62,32 +88,187 @@ SRC = ROOT / "src"
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(SRC))
 
-from destination import Destination, max_in_window  # noqa: E402
+from destination import Destination, max_in_window, windows_to_reach  # noqa: E402
 
 DEST_BURST = 5
 DECLARED_BURST = 5
 CONCURRENCY = 50  # per worker process
 WORKERS = 2
-GOALS = {"declared": 1.03, "adaptive": 1.10}
-GOAL_429 = 0.01
+TENANTS = ("t0", "t1")
+QUOTA_SECONDS = 20  # N = this many seconds of quota
+QUICK_SECONDS = 5
+GOAL_RATIO = {"declared": 1.03, "high": 1.10, "unknown": 1.10, "adaptive4x": 1.10}
+GOAL_429 = {"declared": 0.01, "unknown": 0.03}
+SETTLE_TOLERANCE = 0.05
+
+STYLES = ("leaky", "bare", "fixed-window", "usage", "quota", "ietf")
+KINDS = STYLES + ("changing", "keyed")
+DECLS = ("declared", "high", "unknown", "adaptive4x")
+BACKENDS = ("sqlite", "postgres")
+#: the old ``--modes`` names
+MODE_ALIASES = {"declared": "declared", "adaptive": "adaptive4x"}
+
+PEERS = HERE / ".peers"
+CELERY_VENV = PEERS / "celery-venv"
+CELERY_PY = CELERY_VENV / "bin" / "python"
+CELERY_SCRIPT = HERE / "peers" / "celery_drain.py"
+CELERY_PACKAGES = ["celery", "httpx", "sqlalchemy"]
+CELERY_CONCURRENCY = 4  # prefork children per Celery worker process
 
 APP_TEMPLATE = '''
 import floodway
 
 app = floodway.App({url!r})
-app.limit("api", rate={rate!r}, burst={burst}, adaptive={adaptive})
+{limit}
 DEST = {dest!r}
 
 
 @app.task(limits=["api"])
 async def order(ctx: floodway.Context, n: int):
+    headers = {{"Idempotency-Key": ctx.job_id}}
+    if ctx.tenant:
+        headers["X-Tenant"] = ctx.tenant
     async with ctx.http(base_url=DEST, limit="api", timeout=60) as client:
-        response = await client.post("/orders", json={{"id": n}}, headers={{"Idempotency-Key": ctx.job_id}})
+        response = await client.post("/orders", json={{"id": n}}, headers=headers)
     if response.status_code != 200:
         raise RuntimeError(f"destination answered {{response.status_code}}")
     return n
 '''
 
+
+# -- the cells ----------------------------------------------------------------------------------
+
+@dataclass
+class Kind:
+    """How the destination enforces and announces its quota in one kind of cell."""
+
+    name: str
+    style: str
+    options: dict[str, Any] = field(default_factory=dict)
+    changing: bool = False
+    keyed: bool = False
+
+    def destination(self, rate: int) -> Destination:
+        options = dict(self.options)
+        if self.changing:
+            options["rate_schedule"] = schedule(rate)
+        return Destination(rate=rate, style=self.style, per_tenant=self.keyed, **options)
+
+    @property
+    def window(self) -> float:
+        return self.options.get("window", 1.0)
+
+
+#: each style's destination: sliding styles allow a burst of 5 over R per second; the fixed
+#: windows are 4 s (a scaled-down hourly or per-minute quota); Shopify's bucket holds 40
+STYLE_OPTIONS: dict[str, dict[str, Any]] = {
+    "leaky": {"burst": DEST_BURST},
+    "bare": {"burst": DEST_BURST},
+    "fixed-window": {"window": 4.0},
+    "usage": {"burst": 40},
+    "quota": {"window": 4.0},
+    "ietf": {"window": 4.0},
+}
+
+
+def schedule(rate: int) -> list[tuple[float, float]]:
+    """The changing quota: R, R/2 from 5 s after the first request, R again from 10 s."""
+    return [(5.0, rate / 2), (10.0, float(rate))]
+
+
+def parse_kind(name: str) -> Kind:
+    """``leaky``, ``changing`` (= ``changing+leaky``), ``keyed+usage``, ``changing+keyed+ietf``..."""
+    parts = name.split("+")
+    mods = {p for p in parts if p in ("changing", "keyed")}
+    styles = [p for p in parts if p not in ("changing", "keyed")]
+    unknown = [p for p in styles if p not in STYLES]
+    if unknown or len(styles) > 1 or len(parts) != len(mods) + len(styles):
+        raise SystemExit(f"drain.py: unknown kind {name!r} (kinds: {', '.join(KINDS)}, or changing+STYLE, keyed+STYLE)")
+    style = styles[0] if styles else "leaky"
+    return Kind(name, style, dict(STYLE_OPTIONS[style]), "changing" in mods, "keyed" in mods)
+
+
+def limit_line(decl: str, rate: int, keyed: bool) -> str:
+    key = ', key="{tenant}"' if keyed else ""
+    if decl == "declared":
+        return f'app.limit("api", rate="{rate}/s", burst={DECLARED_BURST}{key})'
+    if decl == "high":
+        return f'app.limit("api", rate="{2 * rate}/s", burst={DECLARED_BURST}{key})'
+    if decl == "unknown":
+        return f'app.limit("api", adaptive=True{key})'
+    if decl == "adaptive4x":
+        return f'app.limit("api", rate="{4 * rate}/s", burst={DECLARED_BURST}, adaptive=True{key})'
+    raise SystemExit(f"drain.py: unknown declaration {decl!r} (one of {', '.join(DECLS)})")
+
+
+def ideal_seconds(kind: Kind, rate: int, n: int) -> float:
+    """How long the destination's quota alone needs to accept ``n`` requests."""
+    per_budget = n / len(TENANTS) if kind.keyed else n
+    if not kind.changing:
+        return per_budget / rate
+    t, current, left = 0.0, float(rate), per_budget
+    for at, new in schedule(rate):
+        if left <= current * (at - t):
+            break
+        left -= current * (at - t)
+        t, current = at, new
+    return t + left / current
+
+
+# -- backends -----------------------------------------------------------------------------------
+
+def postgres_server() -> str:
+    url = os.environ.get("FLOODWAY_BENCH_POSTGRES_URL") or os.environ.get("FLOODWAY_TEST_POSTGRES_URL")
+    if url:
+        return url
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "start-postgres.sh")], check=True,
+                         capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if line.startswith("export FLOODWAY_TEST_POSTGRES_URL="):
+            url = line.split("=", 1)[1].strip().strip("'\"")
+            os.environ["FLOODWAY_BENCH_POSTGRES_URL"] = url
+            return url
+    raise SystemExit("drain.py: scripts/start-postgres.sh printed no URL")
+
+
+class Database:
+    """One cell's store: a SQLite file in the cell's directory, or a fresh PostgreSQL database."""
+
+    def __init__(self, backend: str, tmp: Path):
+        self.backend = backend
+        if backend == "sqlite":
+            self.url = f"sqlite:///{tmp / 'jobs.db'}"
+            return
+        import psycopg
+
+        self.server = postgres_server()
+        self.name = f"fw_drain_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(self.server, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}" TEMPLATE template0')
+        p = urlsplit(self.server)
+        self.url = urlunsplit((p.scheme, p.netloc, "/" + self.name, p.query, p.fragment))
+
+    def rows(self, sql: str) -> list[tuple]:
+        if self.backend == "sqlite":
+            conn = sqlite3.connect(self.url[len("sqlite:///"):])
+            try:
+                return conn.execute(sql).fetchall()
+            finally:
+                conn.close()
+        import psycopg
+
+        with psycopg.connect(self.url) as conn:
+            return conn.execute(sql).fetchall()
+
+    def drop(self) -> None:
+        if self.backend == "postgres":
+            import psycopg
+
+            with psycopg.connect(self.server, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+# -- processes ----------------------------------------------------------------------------------
 
 def _start_worker(tmp: Path, module: str, label: str) -> subprocess.Popen:
     env = dict(os.environ)
@@ -105,25 +286,23 @@ def _start_worker(tmp: Path, module: str, label: str) -> subprocess.Popen:
         log.close()
 
 
-def _stop_worker(proc: subprocess.Popen) -> float:
-    """SIGTERM, wait, and return the process's CPU seconds (user + system)."""
+def _stop_worker(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30.0) -> float:
+    """Signal, wait (SIGKILL after ``timeout``), and return the process's CPU seconds."""
     if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        _, _, usage = os.wait4(proc.pid, 0)
-        proc.returncode = 0
-        return usage.ru_utime + usage.ru_stime
-    except ChildProcessError:
-        return float("nan")
-
-
-def _union_seconds(intervals: list[tuple[float, float]]) -> float:
-    total, end = 0.0, float("-inf")
-    for a, b in sorted(intervals):
-        if b > end:
-            total += b - max(a, end)
-            end = b
-    return total
+        proc.send_signal(sig)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            pid, _, usage = os.wait4(proc.pid, os.WNOHANG)
+        except ChildProcessError:
+            return float("nan")
+        if pid:
+            proc.returncode = 0
+            return usage.ru_utime + usage.ru_stime
+        if time.monotonic() > deadline:
+            proc.kill()
+            deadline = float("inf")
+        time.sleep(0.05)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -133,25 +312,56 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run_scenario(n: int, rate: int, mode: str, keep: bool, max_ratio: float, burst: int = DECLARED_BURST) -> dict:
+def _limit_state(app) -> dict[str, Any]:
+    """The limit as the store holds it at the end: its spec and each key's numbers."""
+    infos = {i.spec.name: i for i in app.store.list_limits()}
+    info = infos.get("api")
+    if info is None:
+        return {}
+    spec = info.spec
+    out: dict[str, Any] = {"rate_per_s": spec.rate.per_second if spec.rate else None,
+                           "adaptive": getattr(spec, "adaptive", None), "keys": {}}
+    for key in info.keys:
+        values = asdict(key) if hasattr(key, "__dataclass_fields__") else dict(vars(key))
+        out["keys"][key.key] = {k: v for k, v in values.items() if isinstance(v, (int, float, str)) or v is None}
+    return out
+
+
+def _key_rates(state: dict[str, Any]) -> list[float]:
+    """Per-key learned rates, if the store reports any (a numeric field naming a rate)."""
+    rates = []
+    for values in state.get("keys", {}).values():
+        for name, value in values.items():
+            if isinstance(value, float) and "rate" in name and name != "rate_limited":
+                rates.append(value)
+                break
+    return rates
+
+
+# -- one floodway cell --------------------------------------------------------------------------
+
+def run_cell(kind: Kind, rate: int, decl: str, backend: str, n: int, keep: bool, max_ratio: float) -> dict:
+    result: dict[str, Any] = {"system": "floodway", "kind": kind.name, "style": kind.style, "rate": rate,
+                              "decl": decl, "backend": backend, "n": n,
+                              "ideal_seconds": ideal_seconds(kind, rate, n)}
     tmp = Path(tempfile.mkdtemp(prefix="floodway-drain-"))
-    db = tmp / "jobs.db"
-    url = f"sqlite:///{db}"
-    dest = Destination(rate=rate, burst=DEST_BURST, mode="retry-after").start()
-    start_rate = rate * 4 if mode == "adaptive" else rate
-    module = f"drain_app_{mode}_{rate}"
-    (tmp / f"{module}.py").write_text(textwrap.dedent(APP_TEMPLATE.format(
-        url=url, rate=f"{start_rate}/s", burst=burst, adaptive=mode == "adaptive",
-        dest=dest.url)))
-    sys.path.insert(0, str(tmp))
-    mod = __import__(module)
-    app = mod.app
-    app.store  # create and migrate the database before anything is timed
-    procs = [_start_worker(tmp, module, f"w{i}") for i in range(WORKERS)]
-    result: dict = {"n": n, "rate": rate, "mode": mode, "burst": burst,
-                    "start_rate": start_rate, "ideal_seconds": n / rate}
+    module = f"drain_app_{uuid.uuid4().hex[:8]}"
+    dest = db = app = None
+    procs: list[subprocess.Popen] = []
     cpu = [float("nan")] * WORKERS
     try:
+        db = Database(backend, tmp)
+        dest = kind.destination(rate).start()
+        (tmp / f"{module}.py").write_text(textwrap.dedent(APP_TEMPLATE.format(
+            url=db.url, limit=limit_line(decl, rate, kind.keyed), dest=dest.url)))
+        sys.path.insert(0, str(tmp))
+        try:
+            app = __import__(module).app
+            app.store  # create and migrate the database before anything is timed
+        except Exception as exc:  # noqa: BLE001 - a declaration the library refuses is a result
+            result["error"] = f"{type(exc).__name__}: {exc}"
+            return result
+        procs = [_start_worker(tmp, module, f"w{i}") for i in range(WORKERS)]
         deadline = time.monotonic() + 60
         while len([w for w in app.store.list_workers() if w.stopped_at is None]) < WORKERS:
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
@@ -159,144 +369,380 @@ def run_scenario(n: int, rate: int, mode: str, keep: bool, max_ratio: float, bur
             time.sleep(0.05)
         load_before = os.getloadavg()[0]
         t0 = time.time()
-        handles = app.enqueue_many("order", [{"n": i} for i in range(n)])
+        if kind.keyed:
+            handles = []
+            chunk = max(50, rate)
+            per = n // len(TENANTS)
+            for start in range(0, per, chunk):
+                for tenant in TENANTS:  # interleaved, as tenants' work arrives
+                    handles += app.enqueue_many("order", [{"n": i} for i in range(start, min(per, start + chunk))],
+                                                tenant=tenant)
+        else:
+            handles = app.enqueue_many("order", [{"n": i} for i in range(n)])
         result["enqueue_seconds"] = time.time() - t0
         ids = {h.id for h in handles}
-        assert len(ids) == n
-        give_up = t0 + max(60.0, max_ratio * n / rate)
+        total = len(ids)
+        give_up = t0 + max(60.0, max_ratio * result["ideal_seconds"])
         while True:
             counts = app.store.count_jobs()
-            if counts["complete"] + counts["failed"] + counts["cancelled"] >= n:
+            if counts["complete"] + counts["failed"] + counts["cancelled"] >= total:
                 break
             if time.time() > give_up:
                 result["stopped_after"] = time.time() - t0
                 break
             time.sleep(0.25)
         result["load_avg"] = (load_before, os.getloadavg()[0])
-    finally:
         for i, p in enumerate(procs):
             cpu[i] = _stop_worker(p)
         dest.stop()
 
-    conn = sqlite3.connect(db)
-    try:
-        finished = conn.execute("SELECT MAX(finished_at) FROM jobs WHERE status = 'complete'").fetchone()[0]
-        # the last claim of each job: its row's started_at (a claim stores no event)
-        claims = dict(conn.execute("SELECT id, started_at FROM jobs WHERE started_at IS NOT NULL"))
-        attempts = dict(conn.execute("SELECT attempt, COUNT(*) FROM jobs GROUP BY attempt"))
-        statuses = dict(conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status"))
-        final_ids = {row[0] for row in conn.execute(
+        finished = db.rows("SELECT MAX(finished_at) FROM jobs WHERE status = 'complete'")[0][0]
+        claims = dict(db.rows("SELECT id, started_at FROM jobs WHERE started_at IS NOT NULL"))
+        statuses = dict(db.rows("SELECT status, COUNT(*) FROM jobs GROUP BY status"))
+        attempts = dict(db.rows("SELECT attempt, COUNT(*) FROM jobs GROUP BY attempt"))
+        final_ids = {row[0] for row in db.rows(
             "SELECT id FROM jobs WHERE status IN ('complete', 'failed', 'cancelled')")}
-        rescheduled = conn.execute(
-            "SELECT COUNT(*) FROM job_events WHERE from_status = 'running' AND to_status = 'scheduled'").fetchone()[0]
+        rescheduled = db.rows("SELECT COUNT(*) FROM job_events "
+                              "WHERE from_status = 'running' AND to_status = 'scheduled'")[0][0]
+        state = _limit_state(app)
+
+        records = dest.records()
+        accepted = [r for r in records if r.status == 200]
+        refused = [r for r in records if r.status != 200]
+        seen = Counter(r.idempotency_key for r in accepted)
+        lags = [r.at - claims[r.idempotency_key] for r in accepted if r.idempotency_key in claims]
+        accept_times = sorted(r.at for r in accepted)
+        stopped = "stopped_after" in result
+        drain = result["stopped_after"] if stopped else (finished - t0 if finished else float("nan"))
+        result.update({
+            "jobs": total,
+            "drain_seconds": drain,
+            "ratio": drain / result["ideal_seconds"],
+            "requests": len(records),
+            "refused": len(refused),
+            "refused_by_status": dict(Counter(r.status for r in refused)),
+            "share_429": len(refused) / len(records) if records else float("nan"),
+            "done": len(final_ids),
+            "unfinished": total - len(final_ids),
+            "lost": len(final_ids - set(seen)),
+            "duplicated": sum(1 for c in seen.values() if c > 1),
+            "unknown_keys": len(set(seen) - ids),
+            "statuses": statuses,
+            "attempts": attempts,
+            "rescheduled": rescheduled,
+            "accept_rate": (len(accept_times) - 1) / (accept_times[-1] - accept_times[0]) if len(accept_times) > 1 else 0,
+            "max_accepted_in_window": max_in_window(accept_times, kind.window),
+            "first_accept_after": accept_times[0] - t0 if accept_times else float("nan"),
+            "lag_p50": _pct(lags, 0.5),
+            "lag_p95": _pct(lags, 0.95),
+            "worker_cpu_seconds": sum(cpu),
+            "cpu_ms_per_job": 1000 * sum(cpu) / max(len(final_ids), 1),
+            "limit": state,
+            "final_rate_per_s": state.get("rate_per_s"),
+            "key_rates": _key_rates(state),
+            "accepted_per_second": dest.stats()["accepted_per_second"],
+        })
+        if kind.changing:
+            result["settle_windows"] = settle_windows(dest, kind, drain + t0)
+        if kind.keyed:
+            result["per_tenant_accepted"] = dict(Counter(r.tenant for r in accepted))
+        return result
+    except Exception as exc:  # noqa: BLE001 - one broken cell must not stop the matrix
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        return result
     finally:
-        conn.close()
-    final_spec = {i.spec.name: i.spec for i in app.store.list_limits()}["api"]
-    app.close()
-    sys.modules.pop(module, None)
-    sys.path.remove(str(tmp))
+        for i, p in enumerate(procs):
+            if p.returncode is None:
+                cpu[i] = _stop_worker(p)
+        if dest is not None:
+            dest.stop()
+        if app is not None:
+            app.close()
+        sys.modules.pop(module, None)
+        if str(tmp) in sys.path:
+            sys.path.remove(str(tmp))
+        if db is not None:
+            try:
+                db.drop()
+            except Exception as exc:  # noqa: BLE001
+                print(f"drain.py: could not drop {getattr(db, 'name', '?')}: {exc}", file=sys.stderr)
+        if keep:
+            result["dir"] = str(tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
+
+def settle_windows(dest: Destination, kind: Kind, end: float) -> list[dict[str, Any]]:
+    """For each change of the quota: the destination's windows it took to settle on it."""
     records = dest.records()
-    accepted = [r for r in records if r.status == 200]
-    seen = Counter(r.idempotency_key for r in accepted)
-    lags = [r.at - claims[r.idempotency_key] for r in accepted if r.idempotency_key in claims]
-    accept_times = sorted(r.at for r in accepted)
-    stopped = "stopped_after" in result
-    drain = result["stopped_after"] if stopped else (finished - t0)
-    result.update({
-        "drain_seconds": drain,
-        "ratio": drain / (n / rate),
-        "requests": len(records),
-        "refused": len(records) - len(accepted),
-        "share_429": (len(records) - len(accepted)) / len(records) if records else float("nan"),
-        "done": len(final_ids),
-        "unfinished": n - len(final_ids),
-        "lost": len(final_ids - set(seen)),
-        "duplicated": sum(1 for c in seen.values() if c > 1),
-        "unknown_keys": len(set(seen) - ids),
-        "statuses": statuses,
-        "attempts": attempts,
-        "rescheduled": rescheduled,
-        "accept_rate": (len(accept_times) - 1) / (accept_times[-1] - accept_times[0]) if len(accept_times) > 1 else 0,
-        "max_accepted_in_1s": max_in_window(accept_times),
-        "first_accept_after": accept_times[0] - t0 if accept_times else float("nan"),
-        # every 429 here says Retry-After: 1, and pauses the limit for every worker about that long
-        "paused_seconds": _union_seconds([(r.at, r.at + 1.0) for r in records if r.status != 200]),
-        "lag_p50": _pct(lags, 0.5),
-        "lag_p95": _pct(lags, 0.95),
-        "worker_cpu_seconds": sum(cpu),
-        "cpu_ms_per_job": 1000 * sum(cpu) / max(len(final_ids), 1),
-        "final_rate_per_s": final_spec.rate.per_second if final_spec.rate else None,
-    })
-    if keep:
-        result["dir"] = str(tmp)
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return result
+    accepted = [r.at for r in records if r.status == 200]
+    refused = [r.at for r in records if r.status != 200]
+    changes = list(dest.rate_changes)
+    out = []
+    for i, (at, new_rate) in enumerate(changes):
+        until = changes[i + 1][0] if i + 1 < len(changes) else end
+        budgets = len(TENANTS) if kind.keyed else 1
+        out.append({"at": at - (dest.first_request or at), "rate": new_rate,
+                    "windows": windows_to_reach(accepted, refused, at, new_rate * budgets, kind.window,
+                                                SETTLE_TOLERANCE, end=until)})
+    return out
 
 
-def _fmt(r: dict) -> str:
-    goal = GOALS[r["mode"]]
-    ok_ratio = r["ratio"] <= goal and not r["unfinished"]
-    verdict = f"ratio {'met' if ok_ratio else 'not met'} (≤ {goal:.2f})"
-    if r["mode"] == "declared":
-        verdict += f"; 429s {'met' if r['share_429'] <= GOAL_429 else 'not met'} (≤ 1 %)"
-    if r["lost"] or r["duplicated"]:
-        verdict += "; RECORDS LOST OR DUPLICATED"
-    adaptive = f"; limit ended at {r['final_rate_per_s']:.1f}/s" if r["mode"] == "adaptive" else ""
-    if r["unfinished"]:
-        drain = f"stopped at {r['drain_seconds']:.0f} s / {r['ideal_seconds']:.0f} s, {r['done']} of {r['n']} done"
-        ratio = f"> {r['ratio']:.1f} (≈ {r['rate'] / r['accept_rate']:.1f})" if r["accept_rate"] else f"> {r['ratio']:.1f}"
-    else:
-        drain = f"{r['drain_seconds']:.1f} s / {r['ideal_seconds']:.0f} s"
-        ratio = f"{r['ratio']:.2f}"
-    burst = "" if r["burst"] == DECLARED_BURST else f", burst {r['burst']}"
-    return (f"| {r['rate']}/s | {r['mode']}{burst} | {drain} | **{ratio}** "
-            f"| {100 * r['share_429']:.2f} % ({r['refused']}) | {r['lost']} / {r['duplicated']} "
-            f"| {r['accept_rate']:.1f}/s{adaptive} | {r['lag_p50'] * 1000:.0f} / {r['lag_p95'] * 1000:.0f} ms "
-            f"| {r['paused_seconds']:.1f} s | {r['cpu_ms_per_job']:.1f} "
-            f"| {r['load_avg'][0]:.0f} → {r['load_avg'][1]:.0f} | {verdict} |")
+# -- the Celery peer ----------------------------------------------------------------------------
+
+def ensure_celery_venv() -> None:
+    if CELERY_PY.exists():
+        probe = subprocess.run([str(CELERY_PY), "-c", "import celery, httpx, sqlalchemy"], capture_output=True)
+        if probe.returncode == 0:
+            return
+    print(f"creating the Celery venv in {CELERY_VENV} (python -m venv + pip install "
+          f"{' '.join(CELERY_PACKAGES)}) ...", file=sys.stderr, flush=True)
+    PEERS.mkdir(parents=True, exist_ok=True)
+    base = getattr(sys, "_base_executable", None) or sys.executable
+    if not CELERY_PY.exists():
+        subprocess.run([base, "-m", "venv", str(CELERY_VENV)], check=True)
+    subprocess.run([str(CELERY_PY), "-m", "pip", "install", "--quiet", *CELERY_PACKAGES], check=True)
 
 
-HEADER = ("| API limit R | floodway limit | drain / ideal (N/R) | ratio | 429 share (count) | lost / dup "
-          "| accept rate | claim→request p50 / p95 | paused by 429s | worker CPU ms/job | load avg | goals |\n"
+def _celery(mode: str, tmp: Path, dest: str, rate_limit: str, *extra: str) -> list[str]:
+    return [str(CELERY_PY), str(CELERY_SCRIPT), mode, "--dir", str(tmp), "--dest", dest,
+            "--rate-limit", rate_limit, *extra]
+
+
+def _celery_json(cmd: list[str]) -> dict:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{' '.join(cmd[1:3])} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL what is left of a Celery worker's process group (its prefork children)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def run_celery_cell(rate: int, decl: str, n: int, keep: bool, max_ratio: float) -> dict:
+    kind = parse_kind("leaky")
+    per_worker = rate / WORKERS * (2 if decl == "high" else 1)
+    rate_limit = f"{per_worker:g}/s"
+    result: dict[str, Any] = {"system": "celery", "kind": "leaky", "style": "leaky", "rate": rate, "decl": decl,
+                              "backend": "celery", "n": n, "ideal_seconds": n / rate,
+                              "celery_rate_limit": f"{rate_limit} x {WORKERS} workers"}
+    tmp = Path(tempfile.mkdtemp(prefix="celery-drain-"))
+    dest = kind.destination(rate).start()
+    procs: list[subprocess.Popen] = []
+    cpu = [float("nan")] * WORKERS
+    try:
+        # the workers are started on an empty queue and the clock starts once both said ready
+        for i in range(WORKERS):
+            log = open(tmp / f"celery-w{i}.log", "wb")
+            procs.append(subprocess.Popen(
+                _celery("worker", tmp, dest.url, rate_limit, "--name", f"w{i}",
+                        "--concurrency", str(CELERY_CONCURRENCY)),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            log.close()
+        deadline = time.monotonic() + 60
+        while not all((tmp / f"ready-w{i}").exists() for i in range(WORKERS)):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError("celery workers did not start: " + (tmp / "celery-w0.log").read_text()[-2000:])
+            time.sleep(0.1)
+        load_before = os.getloadavg()[0]
+        t0 = time.time()
+        enq = _celery_json(_celery("enqueue", tmp, dest.url, rate_limit, "-n", str(n)))
+        result["enqueue_seconds"] = enq["seconds"]
+        result["celery_version"] = enq.get("celery_version")
+        give_up = t0 + max(60.0, max_ratio * n / rate)
+        while True:
+            res = _celery_json(_celery("results", tmp, dest.url, rate_limit))
+            if res["success"] + res["failure"] >= n:
+                break
+            if time.time() > give_up:
+                result["stopped_after"] = time.time() - t0
+                break
+            time.sleep(0.5)
+        result["load_avg"] = (load_before, os.getloadavg()[0])
+        for i, p in enumerate(procs):
+            # the whole process group: the prefork children too
+            os.killpg(p.pid, signal.SIGTERM)
+            cpu[i] = _stop_worker(p, sig=signal.SIGTERM)
+            _kill_group(p.pid)
+        dest.stop()
+        records = dest.records()
+        accepted = [r for r in records if r.status == 200]
+        refused = [r for r in records if r.status != 200]
+        seen = Counter(r.idempotency_key for r in accepted)
+        accept_times = sorted(r.at for r in accepted)
+        stopped = "stopped_after" in result
+        drain = result["stopped_after"] if stopped else res["last_done"] - t0
+        done = res["success"] + res["failure"]
+        result.update({
+            "jobs": n, "drain_seconds": drain, "ratio": drain / (n / rate),
+            "requests": len(records), "refused": len(refused),
+            "refused_by_status": dict(Counter(r.status for r in refused)),
+            "share_429": len(refused) / len(records) if records else float("nan"),
+            "done": done, "unfinished": n - done,
+            # a task that gave up (max_retries spent) never reached the destination
+            "lost": max(0, done - len(seen)), "failed": res["failure"],
+            "duplicated": sum(1 for c in seen.values() if c > 1),
+            "accept_rate": (len(accept_times) - 1) / (accept_times[-1] - accept_times[0]) if len(accept_times) > 1 else 0,
+            "max_accepted_in_window": max_in_window(accept_times, kind.window),
+            "worker_cpu_seconds": sum(cpu), "cpu_ms_per_job": 1000 * sum(cpu) / max(done, 1),
+            "key_rates": [], "final_rate_per_s": None,
+            "accepted_per_second": dest.stats()["accepted_per_second"],
+        })
+        return result
+    except Exception as exc:  # noqa: BLE001
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        return result
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                _kill_group(p.pid)
+                p.wait()
+        dest.stop()
+        if keep:
+            result["dir"] = str(tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+HEADER = ("| kind | R | declaration | backend | drain / ideal | ratio | 429 share (count) | lost / dup "
+          "| accept rate | limit at end | windows to settle | goals |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-n", type=int, default=None, help="jobs per scenario (default 5,000; --quick 1,000)")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--rates", default="50,200")
-    parser.add_argument("--modes", default="declared,adaptive")
-    parser.add_argument("--burst", type=int, default=DECLARED_BURST,
-                        help=f"the floodway limit's burst (default {DECLARED_BURST}, the destination's)")
-    parser.add_argument("--keep", action="store_true", help="keep each scenario's directory (db, logs)")
-    parser.add_argument("--max-ratio", type=float, default=3.0,
-                        help="stop a scenario once it has taken this many times N/R (default 3)")
-    parser.add_argument("--json", metavar="PATH", default=None)
-    args = parser.parse_args()
-    n = args.n or (1_000 if args.quick else 5_000)
-    rates = [int(r) for r in args.rates.split(",")]
-    modes = [m.strip() for m in args.modes.split(",")]
+def _settle(r: dict) -> str:
+    if "settle_windows" not in r:
+        return ""
+    arrows = []
+    for change, before in zip(r["settle_windows"], [r["rate"]] + [c["rate"] for c in r["settle_windows"]]):
+        arrow = "↓" if change["rate"] < before else "↑"
+        arrows.append(f"{arrow}{change['windows'] if change['windows'] is not None else '-'}")
+    return " ".join(arrows)
 
-    print(f"floodway drain benchmark: N={n}, {WORKERS} worker processes x concurrency {CONCURRENCY}, "
-          f"destination burst {DEST_BURST}, floodway limit burst {args.burst}")
+
+def _limit_at_end(r: dict) -> str:
+    if r.get("system") == "celery":
+        return r.get("celery_rate_limit", "")
+    parts = []
+    if r.get("final_rate_per_s") is not None:
+        parts.append(f"{r['final_rate_per_s']:.1f}/s")
+    if r.get("key_rates"):
+        parts.append("keys " + ", ".join(f"{x:.1f}/s" for x in r["key_rates"]))
+    return "; ".join(parts) or "-"
+
+
+def fmt(r: dict) -> str:
+    decl = r["decl"]
+    backend = "celery, sqla+sqlite broker" if r["system"] == "celery" else r["backend"]
+    kind = r["kind"]
+    if "error" in r:
+        return (f"| {kind} | {r['rate']}/s | {decl} | {backend} | error: {r['error'][:160]} "
+                f"| | | | | | | |")
+    goal = GOAL_RATIO[decl]
+    verdicts = [f"ratio {'met' if r['ratio'] <= goal and not r['unfinished'] else 'not met'} (≤ {goal:.2f})"]
+    if decl in GOAL_429:
+        verdicts.append(f"429s {'met' if r['share_429'] <= GOAL_429[decl] else 'not met'} "
+                        f"(≤ {100 * GOAL_429[decl]:.0f} %)")
+    if r["lost"] or r["duplicated"]:
+        verdicts.append("RECORDS LOST OR DUPLICATED")
+    if r["unfinished"]:
+        drain = f"stopped at {r['drain_seconds']:.0f} s / {r['ideal_seconds']:.0f} s, {r['done']} of {r['jobs']} done"
+        heading = f" (≈ {r['rate'] / r['accept_rate']:.1f})" if r["accept_rate"] and not (kind.startswith("keyed") or "+keyed" in kind) else ""
+        ratio = f"> {r['ratio']:.1f}{heading}"
+    else:
+        drain = f"{r['drain_seconds']:.1f} s / {r['ideal_seconds']:.1f} s"
+        ratio = f"{r['ratio']:.2f}"
+    return (f"| {kind} | {r['rate']}/s | {decl} | {backend} | {drain} | **{ratio}** "
+            f"| {100 * r['share_429']:.2f} % ({r['refused']}) | {r['lost']} / {r['duplicated']} "
+            f"| {r['accept_rate']:.1f}/s | {_limit_at_end(r)} | {_settle(r)} | {'; '.join(verdicts)} |")
+
+
+def _csv(value: str, allowed: tuple[str, ...] | None, what: str) -> list[str]:
+    items = [x.strip() for x in value.split(",") if x.strip()]
+    if allowed is not None:
+        bad = [x for x in items if x not in allowed]
+        if bad:
+            raise SystemExit(f"drain.py: unknown {what} {', '.join(bad)} (one of {', '.join(allowed)})")
+    return items
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=None,
+                        help=f"jobs per cell (default {QUOTA_SECONDS} s of quota: {QUOTA_SECONDS} x R; "
+                             f"keyed: per tenant)")
+    parser.add_argument("--quick", action="store_true", help=f"N = {QUICK_SECONDS} s of quota")
+    parser.add_argument("--styles", default=",".join(KINDS),
+                        help=f"kinds of destination (default all: {','.join(KINDS)}; also changing+STYLE, keyed+STYLE)")
+    parser.add_argument("--rates", default="50,200")
+    parser.add_argument("--decls", default=None, help=f"declarations (default all: {','.join(DECLS)})")
+    parser.add_argument("--modes", default=None, help="the old name of --decls: declared, adaptive (= adaptive4x)")
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--peers", default="", help="peer systems to run too: celery")
+    parser.add_argument("--no-floodway", action="store_true", help="run only the peers")
+    parser.add_argument("--keep", action="store_true", help="keep each cell's directory (db, logs)")
+    parser.add_argument("--max-ratio", type=float, default=3.0,
+                        help="stop a cell once it has taken this many times its ideal (default 3)")
+    parser.add_argument("--json", metavar="PATH", default=None)
+    args = parser.parse_args(argv)
+
+    kinds = [parse_kind(k) for k in _csv(args.styles, None, "kind")]
+    rates = [int(r) for r in _csv(args.rates, None, "rate")]
+    if args.decls:
+        decls = _csv(args.decls, DECLS, "declaration")
+    elif args.modes:
+        decls = [MODE_ALIASES.get(m, m) for m in _csv(args.modes, tuple(MODE_ALIASES), "mode")]
+    else:
+        decls = list(DECLS)
+    backends = _csv(args.backends, BACKENDS, "backend")
+    peers = _csv(args.peers, ("celery",), "peer")
+    seconds = QUICK_SECONDS if args.quick else QUOTA_SECONDS
+
+    def jobs(kind: Kind, rate: int) -> int:
+        per = args.n or seconds * rate
+        return per * len(TENANTS) if kind.keyed else per
+
+    print(f"floodway drain benchmark: N = {'%d' % args.n if args.n else f'{seconds} s of quota'} per cell "
+          f"(keyed: per tenant), {WORKERS} worker processes x concurrency {CONCURRENCY}, "
+          f"floodway limit burst {DECLARED_BURST}", flush=True)
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"SQLite {sqlite3.sqlite_version}, load average at start {os.getloadavg()[0]:.2f}")
+          f"SQLite {sqlite3.sqlite_version}, load average at start {os.getloadavg()[0]:.2f}", flush=True)
     results = []
-    for rate in rates:
-        for mode in modes:
-            r = run_scenario(n, rate, mode, args.keep, args.max_ratio, args.burst)
-            results.append(r)
-            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
+
+    def done(r: dict) -> None:
+        results.append(r)
+        if "error" in r:
+            print(f"# {r['kind']} R={r['rate']} {r['decl']} {r['backend']}: {r['error']}", flush=True)
+        slim = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
+                if k not in ("accepted_per_second", "limit")}
+        print(json.dumps(slim, default=str), flush=True)
+
+    if not args.no_floodway:
+        for kind in kinds:
+            for rate in rates:
+                for decl in decls:
+                    for backend in backends:
+                        done(run_cell(kind, rate, decl, backend, jobs(kind, rate), args.keep, args.max_ratio))
+    if "celery" in peers:
+        ensure_celery_venv()
+        for rate in rates:
+            for decl in [d for d in decls if d in ("declared", "high")] or ["declared"]:
+                done(run_celery_cell(rate, decl, args.n or seconds * rate, args.keep, args.max_ratio))
     print()
     print(HEADER)
     for r in results:
-        print(_fmt(r))
+        print(fmt(r))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -421,7 +421,34 @@ def test_limits_list_and_set(cli: Cli) -> None:
     assert {d["name"]: d for d in cli.json("limits")}["api"]["rate"] == "20/s"
 
 
+def test_limits_show_what_was_learned_and_reset_forgets_it(cli: Cli) -> None:
+    from floodway import App
+    from floodway.quota import Observation
+
+    cli.enqueue("call", {"tenant": "acme"})  # declares the limits in the store
+    app = App(cli.url)
+    try:
+        now = time.time()
+        app.store.observe_limit("api", "", Observation(now=now, accepted=5))
+        app.store.observe_limit("api", "", Observation(now=now + 0.5, token_at=now + 0.4, throttled=1, wait=1.0))
+    finally:
+        app.close()
+    key = {d["name"]: d for d in cli.json("limits", app=True)}["api"]["keys"][0]
+    assert key["source"] == "429s" and key["effective_rate"] < 10, key
+    assert key["throttled"] == 1 and key["throttled_last_minute"] == 1 and key["cuts"] == 1 and key["pauses"] == 0
+    table = cli.ok("limits", app=True)
+    assert "429s" in table and "effective" in table
+    assert cli.json("limits", "reset", "api")["forgotten"] == 1
+    key = {d["name"]: d for d in cli.json("limits", app=True)}["api"]["keys"][0]
+    assert key["source"] == "declared" and key["effective_rate"] == 10, key
+    # the operator's rate is a ceiling: adaptive goes off unless asked for
+    changed = cli.json("limits", "set", "api", "--rate", "5/s", "--adaptive")
+    assert changed["adaptive"] is True
+    assert cli.json("limits", "set", "api", "--rate", "6/s")["adaptive"] is False
+
+
 @pytest.mark.parametrize("args, message, code", [
+    (("limits", "reset", "nope"), "unknown limit", 2),
     (("limits", "set", "api", "--rate", "fast"), "cannot parse", 2),
     (("limits", "set", "nope", "--rate", "1/s"), "unknown limit", 2),
     (("limits", "set", "api"), "give --rate", 2),

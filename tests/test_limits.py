@@ -54,7 +54,11 @@ def test_rate_parser_never_crashes(text):
     ({"rate": "5/s", "key": "{tenant"}, "malformed"),
     ({"rate": "5/s", "key": "{}"}, "invalid field"),
     ({"rate": "5/s", "key": "{a-b}"}, "invalid field"),
-    ({"concurrency": 2, "adaptive": True}, "adaptive"),
+    ({"rate": "0/s", "adaptive": True}, "at least some requests"),
+    ({"adaptive": True, "floor": "10/s", "ceiling": "5/s"}, "ceiling 5/s is below the floor 10/s"),
+    ({"rate": "5/s", "floor": "10/s"}, "floor 10/s is above the declared rate"),
+    ({"adaptive": "yes"}, "adaptive must be True or False"),
+    ({"adaptive": True, "ceiling": "lots"}, "ceiling: cannot parse"),
 ])
 def test_bad_limit_specs(kwargs, message):
     with pytest.raises(ConfigError, match=message):

@@ -19,7 +19,7 @@ import pytest
 
 from floodway.web.openapi import document
 
-from .web_helpers import GATES, RELEASE, client, make_app, read_sse, running_worker, serving, tokens, wait_for
+from .web_helpers import GATES, RELEASE, client, login_csrf, make_app, read_sse, running_worker, serving, tokens, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -405,6 +405,29 @@ def test_limits_list_and_change_at_run_time(admin, acme):
     assert (restored["rate"], restored["burst"]) == ("20/s", 4)
 
 
+def test_a_limit_reads_alone_and_what_it_learned_can_be_reset(site, admin, acme):
+    from floodway.quota import Observation
+
+    now = time.time()
+    site.app.store.observe_limit("partner-api", "", Observation(now=now, accepted=10))
+    site.app.store.observe_limit("partner-api", "", Observation(now=now + 0.5, token_at=now + 0.4, throttled=1))
+    one = admin.get("/api/limits/partner-api")
+    assert one.status_code == 200, one.text
+    key = one.json()["keys"][0]
+    assert key["source"] == "429s" and key["effective_rate"] < 20 and key["throttled"] == 1, key
+    assert one.json()["declared"]["rate"] == "20/s"  # the declaration in the code the server loaded
+    assert_error(admin.get("/api/limits/no-such-limit"), 404, "no limit named")
+    assert_error(acme.post("/api/limits/partner-api/reset"), 403, "admin")
+    assert_error(admin.post("/api/limits/partner-api/reset", json={"key": 5}), 400, "key")
+    assert_error(admin.post("/api/limits/no-such-limit/reset"), 404, "no limit named")
+    reset = admin.post("/api/limits/partner-api/reset")
+    assert reset.status_code == 200 and reset.json()["forgotten"] == 1, reset.text
+    assert reset.json()["keys"][0]["source"] == "declared" and reset.json()["keys"][0]["effective_rate"] == 20
+    assert_error(admin.patch("/api/limits/partner-api", json={"adaptive": "yes"}), 400, "adaptive")
+    assert admin.patch("/api/limits/partner-api", json={"adaptive": True}).json()["adaptive"] is True
+    assert admin.patch("/api/limits/partner-api", json={"adaptive": False, "rate": "20/s"}).json()["adaptive"] is False
+
+
 def test_workers_schedules_and_stats(site, admin, acme, globex):
     with running_worker(site.app) as worker:
         workers = wait_for(lambda: [w for w in admin.get("/api/workers").json()["workers"] if w["id"] == worker.id],
@@ -461,7 +484,7 @@ def test_job_stream_follows_the_timeline_until_final(site, admin):
 
 def test_live_stream_sends_counts_and_limits(site, admin, acme):
     enqueue(acme, "echo", {"value": "live"})
-    with admin.stream("GET", "/api/stream", params={"interval": 0.2, "ticks": 3}) as r:
+    with admin.stream("GET", "/api/stream", params={"interval": 1, "ticks": 3}) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         ticks = read_sse(r)
     assert [e for e, _ in ticks] == ["stats", "stats", "stats"]
@@ -470,7 +493,7 @@ def test_live_stream_sends_counts_and_limits(site, admin, acme):
     assert any(q["name"] == "web" for q in data["queues"])
     assert {lim["name"] for lim in data["limits"]} >= {"partner-api", "per-tenant"}
     assert sum(data["totals"].values()) == sum(sum(q["counts"].values()) for q in data["queues"])
-    with acme.stream("GET", "/api/stream", params={"interval": 0.2, "ticks": 1}) as r:
+    with acme.stream("GET", "/api/stream", params={"interval": 1, "ticks": 1}) as r:
         (event, mine), = read_sse(r)
     assert mine["workers"] is None and [q["name"] for q in mine["queues"]] == ["web"]
     assert [lim["name"] for lim in mine["limits"]] == ["per-tenant"]
@@ -524,7 +547,7 @@ def test_tenant_isolation(site, admin, acme, globex):
     assert acme.get("/api/jobs", params={"status": "failed", "task": "doomed"}).json()["jobs"] == []
     assert acme.get("/api/queues").json() == acme_before
     assert {name: q["counts"] for name, q in acme.get("/api/stats").json()["queues"].items()} == acme_stats_before
-    with acme.stream("GET", "/api/stream", params={"interval": 0.1, "ticks": 1}) as r:
+    with acme.stream("GET", "/api/stream", params={"interval": 1, "ticks": 1}) as r:
         (_, live), = read_sse(r)
     assert live["queues"] == acme_before["queues"]
 
@@ -561,9 +584,10 @@ def test_tenant_isolation(site, admin, acme, globex):
 # -- dashboard and cookie auth ----------------------------------------------------------------------
 def test_login_cookie_works_for_the_api_and_needs_x_requested_with_for_changes(site):
     with client(site.server) as c:
-        bad = c.post("/login", data={"token": "fw_nope_nope"})
+        bad = c.post("/login", data={"token": "fw_nope_nope", "csrf": login_csrf(c)})
         assert bad.status_code == 401 and "not valid" in bad.text
-        r = c.post("/login", data={"token": site.tokens["acme"], "next": "/jobs"}, follow_redirects=False)
+        r = c.post("/login", data={"token": site.tokens["acme"], "next": "/jobs", "csrf": login_csrf(c)},
+                   follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"] == "/jobs"
         cookie = r.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict") and "Path=/" in cookie
@@ -577,7 +601,7 @@ def test_login_cookie_works_for_the_api_and_needs_x_requested_with_for_changes(s
         out = c.post("/logout", follow_redirects=False)
         assert out.status_code == 303 and out.headers["location"] == "/login"
         assert c.get("/", follow_redirects=False).status_code == 303
-        assert c.post("/login", data={"token": site.tokens["acme"], "next": "//evil.example"},
+        assert c.post("/login", data={"token": site.tokens["acme"], "next": "//evil.example", "csrf": login_csrf(c)},
                       follow_redirects=False).headers["location"] == "/"
 
 
@@ -632,9 +656,11 @@ def test_openapi_describes_every_api_route(site, admin):
                 assert "413" in op["responses"] and "400" in op["responses"], (method, path)
 
 
-def test_schemathesis_finds_no_server_errors(tmp_path):
-    """Generated requests, valid and invalid, against every endpoint but the endless streams:
-    never a 5xx, and every answer matches the document (status code, content type, schema)."""
+@pytest.mark.parametrize("who", ["admin", "acme"])
+def test_schemathesis_finds_no_server_errors(tmp_path, who):
+    """Generated requests, valid and invalid, against every endpoint but the endless streams, with
+    an admin token and with a tenant's: never a 5xx, and every answer matches the document
+    (status code, content type, schema)."""
     import requests
     import schemathesis
     from hypothesis import HealthCheck, given, settings
@@ -646,7 +672,7 @@ def test_schemathesis_finds_no_server_errors(tmp_path):
 
     app = make_app(tmp_path / "fuzz.db")  # its own database: fuzzing pauses random queues
     with serving(app) as server, requests.Session() as session:
-        token = tokens(app)["admin"]
+        token = tokens(app)[who]
         served = session.get(f"{server.url}/openapi.json", headers={"Authorization": f"Bearer {token}"}).json()
         assert served == document(tasks=list(app.tasks))
         assert served["components"]["schemas"]["EnqueueRequest"]["properties"]["task"]["enum"] == sorted(app.tasks)

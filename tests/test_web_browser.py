@@ -57,9 +57,12 @@ def page(browser) -> Iterator[Any]:
     p.set_default_timeout(TIMEOUT_MS)
     errors: list[str] = []
     p.on("pageerror", lambda exc: errors.append(str(exc)))
+    # whatever the Content-Security-Policy blocks (an inline script or style) is logged as an error
+    p.on("console", lambda msg: errors.append(msg.text)
+         if msg.type == "error" and "Content Security Policy" in msg.text else None)
     yield p
     context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not errors, f"JavaScript or Content-Security-Policy errors on the page: {errors}"
 
 
 def shot(page: Any, name: str, full: bool = True) -> Path:
@@ -126,11 +129,12 @@ def test_job_goes_from_waiting_to_complete_live(page, site, browser):
     expect(detail.locator("#job-status")).to_have_text("waiting")
     detail.evaluate("window.__noReload = 'still here'")
 
-    later_id = enqueue(site, task, {"x": 1, "y": 2})  # appears in the list without a reload
-    expect(page.locator(f'tr[data-job="{later_id}"] .status-cell')).to_have_text("waiting")
+    # the list polls every 5 s: a change shows at the next poll, without a reload
+    later_id = enqueue(site, task, {"x": 1, "y": 2})
+    expect(page.locator(f'tr[data-job="{later_id}"] .status-cell')).to_have_text("waiting", timeout=TIMEOUT_MS)
     with running_worker(site.app):
-        expect(row.locator(".status-cell")).to_have_text("complete")
-        expect(page.locator(f'tr[data-job="{later_id}"] .status-cell')).to_have_text("complete")
+        expect(row.locator(".status-cell")).to_have_text("complete", timeout=TIMEOUT_MS)
+        expect(page.locator(f'tr[data-job="{later_id}"] .status-cell')).to_have_text("complete", timeout=TIMEOUT_MS)
         expect(detail.locator("#job-status")).to_have_text("complete")
     assert not_reloaded(page) and detail.evaluate("window.__noReload") == "still here"
     expect(detail.locator("#timeline li")).to_have_count(3)
@@ -217,8 +221,14 @@ def test_overview_updates_live_with_a_chart(page, site):
     points = page.evaluate("document.getElementById('chart').getContext('2d').getImageData(0, 0, 300, 150).data.length")
     assert points > 0
     expect(page.locator("#queues")).to_contain_text("web")
+    # the bars get their widths from app.js (no inline styles under the Content-Security-Policy)
+    assert page.locator("#queues .seg").first.evaluate("e => e.style.width").endswith("%")
     expect(page.locator("#limits")).to_contain_text("partner-api")
     expect(page.locator("#schedules")).to_contain_text("housekeeping")
+    # the learned-quota chart samples /api/limits and offers each limit
+    expect(page.locator("#limit-pick option", has_text="partner-api")).to_have_count(1)
+    wait_for(lambda: int(page.locator("#limit-chart").get_attribute("data-points") or 0) >= 2,
+             message="the learned-quota chart to collect samples")
 
 
 def test_a_tenant_sees_only_its_own(page, site):

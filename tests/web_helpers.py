@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import ssl
 import threading
@@ -153,6 +154,16 @@ def client(server: Server, token: str | None = None, **kwargs: Any) -> httpx.Cli
         _SSL.append(ssl.create_default_context())
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.Client(base_url=server.url, headers=headers, timeout=20, verify=_SSL[0], **kwargs)
+
+
+def login_csrf(c: httpx.Client) -> str:
+    """Open the login form with ``c`` (which keeps its anti-forgery cookie) and return the
+    form's anti-forgery value, to post back with the token."""
+    page = c.get("/login")
+    assert page.status_code == 200, page.text
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found, "the login form has no anti-forgery field"
+    return found.group(1)
 
 
 def wait_for(predicate: Any, timeout: float = 15.0, message: str = "condition") -> Any:

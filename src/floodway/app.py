@@ -6,6 +6,7 @@ import asyncio
 import functools
 import inspect
 import json
+import math
 import os
 import threading
 import time
@@ -18,6 +19,7 @@ from .context import Context
 from . import jsontext
 from .errors import ConfigError, EnqueueError
 from .handle import Handle
+from .inputs import check_int, check_job_id, check_name, check_priority, check_run_at, check_tenant, is_internal_task
 from .jobs import NewJob, Status
 from .limits import LimitSpec, Rate, resolve_key, template_fields
 from .resumable import SEGMENT_MARK, split_segments
@@ -30,7 +32,6 @@ __all__ = ["App", "Task", "Queue"]
 
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_PAYLOAD = 1_000_000
-MAX_ID_LENGTH = 255
 #: how many distinct sets of argument names a task remembers the binding outcome of; past
 #: this (a ``**kwargs`` task fed ever new names) the rest are bound one by one, as before
 BIND_MEMO_SIZE = 1024
@@ -52,17 +53,10 @@ class Queue:
     max_concurrency: int | None = 1
 
     def __post_init__(self) -> None:
-        _check_name(self.name, "queue")
+        check_name(self.name, "queue name")
         cap = self.max_concurrency
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-            raise ConfigError(f"queue {self.name!r}: max_concurrency must be an int >= 1 or None, got {cap!r}")
-
-
-def _check_name(name: object, what: str) -> None:
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigError(f"{what} name must be a non-empty string, got {name!r}")
-    if len(name) > MAX_ID_LENGTH:
-        raise ConfigError(f"{what} name is longer than {MAX_ID_LENGTH} characters")
+        if cap is not None:
+            check_int(cap, f"queue {self.name!r}: max_concurrency (an int >= 1 or None)", 1)
 
 
 def _qualified(cls: type) -> str:
@@ -290,7 +284,7 @@ class App:
             if not callable(func):
                 raise ConfigError(f"task must be a function, got {func!r}")
             task_name = name or func.__name__
-            _check_name(task_name, "task")
+            check_name(task_name, "task name")
             if task_name in self.tasks:
                 raise ConfigError(f"a task named {task_name!r} is registered already")
             policy = Retry.coerce(retry)
@@ -312,7 +306,7 @@ class App:
                 queue=task_queue,
                 retry=policy,
                 timeout=parse_duration(timeout, name="timeout", allow_zero=False) if timeout is not None else None,
-                priority=_check_priority(priority),
+                priority=check_priority(priority),
                 limits=_check_limit_names(limits),
                 **_resumable_options(task_name, func, state, budget, margin, payload, retain_state),
             )
@@ -337,17 +331,41 @@ class App:
         concurrency: int | None = None,
         key: str | None = None,
         adaptive: bool = False,
+        floor: str | Rate | None = None,
+        ceiling: str | Rate | None = None,
     ) -> LimitSpec:
         """Declare a named limit held in the store, so it binds every worker on the database.
 
-        ``rate`` (``"50/s"``, ``"100/min"``, ``"10/10s"``) is enforced exactly with GCRA and
-        ``burst``; ``concurrency`` caps the running jobs that hold the limit; ``key`` (a
-        template over the job's args and tenant, e.g. ``"{tenant}"``) gives each value its own
-        budget. Tasks name limits with ``@app.task(limits=[...])``.
+        ``rate`` (``"50/s"``, ``"100/min"``, ``"10/10s"``) is paced with GCRA and ``burst``;
+        it is a ceiling and a starting point, never a promise: what the destination says
+        through ``ctx.http`` (its headers, its 429s) sets the effective rate, learned per key
+        and shared by every worker (see ``floodway.quota``). ``adaptive=True`` lets the learned
+        rate rise above ``rate`` too (up to ``ceiling``), and works with no rate at all (a slow
+        start finds it); the learned rate never falls below ``floor``. ``concurrency`` caps the
+        running jobs that hold the limit; ``key`` (a template over the job's args and tenant,
+        e.g. ``"{tenant}"``) gives each value its own budget. Tasks name limits with
+        ``@app.task(limits=[...])``.
         """
-        spec = LimitSpec.build(name, rate=rate, burst=burst, concurrency=concurrency, key=key, adaptive=adaptive)
+        check_name(name, "limit name")
+        spec = _check_limit_numbers(
+            LimitSpec.build(name, rate=rate, burst=burst, concurrency=concurrency, key=key, adaptive=adaptive,
+                            floor=floor, ceiling=ceiling))
         self.limits[name] = spec
         return spec
+
+    def reset_learned(self, name: str, key: str | None = None) -> int:
+        """Forget what floodway learned about limit ``name`` (every key, or one): the declared
+        rate holds again until the destination says otherwise."""
+        return self.store.reset_learned(name, key)
+
+    def check_limits(self) -> None:
+        """Every limit a task names is declared (a typo is a programming error: found when the
+        worker starts, not when a job runs)."""
+        for task in self.tasks.values():
+            missing = [name for name in task.limits if name not in self.limits]
+            if missing:
+                known = ", ".join(sorted(self.limits)) or "none"
+                raise ConfigError(f"task {task.name!r} names unknown limit(s) {missing} (declared: {known})")
 
     def sync_limits(self) -> None:
         """Write the declared limits to the store (on first enqueue and at worker start);
@@ -363,12 +381,15 @@ class App:
         current = {info.spec.name: info.spec for info in self.store.list_limits()}.get(name) or self.limits.get(name)
         if current is None:
             raise ConfigError(f"unknown limit {name!r}")
-        unknown = set(changes) - {"rate", "burst", "concurrency", "key", "adaptive"}
+        unknown = set(changes) - {"rate", "burst", "concurrency", "key", "adaptive", "floor", "ceiling"}
         if unknown:
             raise ConfigError(f"set_limit: unknown option(s) {sorted(unknown)}")
+        if "rate" in changes and "adaptive" not in changes:
+            changes["adaptive"] = False  # an operator's rate is a ceiling until they say otherwise
         merged = {"rate": current.rate, "burst": current.burst, "concurrency": current.concurrency,
-                  "key": current.key, "adaptive": current.adaptive, **changes}
-        spec = LimitSpec.build(name, **merged)
+                  "key": current.key, "adaptive": current.adaptive, "floor": current.floor,
+                  "ceiling": current.ceiling, **changes}
+        spec = _check_limit_numbers(LimitSpec.build(name, **merged))
         self.store.update_limit(spec)
         return spec
 
@@ -407,13 +428,23 @@ class App:
         """Enqueue ``task`` on a cron rule. Each tick becomes exactly one job however many
         workers run (its id is ``cron:<name>:<tick>``); ``missed="catch_up"`` enqueues ticks
         missed while no worker ran, ``"skip"`` only the latest."""
+        from .schedule import tick_id
+
         the_task = self.get_task(task)
         schedule_name = name or the_task.name
+        # each tick's job id embeds the name: it must make a valid id
+        check_job_id(tick_id(schedule_name, time.time()), what=f"schedule {schedule_name!r}: its tick id")
         if schedule_name in self.schedules:
             raise ConfigError(f"a schedule named {schedule_name!r} exists already; pass name=")
         unknown = set(enqueue_options) - {"queue", "priority", "tenant", "retry", "limits"}
         if unknown:
             raise ConfigError(f"schedule: unknown option(s) {sorted(unknown)}")
+        if enqueue_options.get("tenant") is not None:
+            check_tenant(enqueue_options["tenant"])
+        if enqueue_options.get("priority") is not None:
+            check_priority(enqueue_options["priority"])
+        if isinstance(enqueue_options.get("queue"), str):
+            check_name(enqueue_options["queue"], "queue name")
         arguments = dict(args or {})
         try:
             self._encode_args(the_task, arguments)
@@ -437,7 +468,7 @@ class App:
     def _coerce_queue(self, queue: str | Queue) -> str | Queue:
         if isinstance(queue, Queue):
             return queue
-        _check_name(queue, "queue")
+        check_name(queue, "queue name")
         return queue
 
     def _queue_cap(self, queue: str | Queue) -> tuple[str, int | None, bool]:
@@ -457,18 +488,26 @@ class App:
                 self.store.set_queue(name, cap)
                 self._synced_queues[name] = cap
 
-    def get_task(self, task: "Task | str") -> Task:
+    def get_task(self, task: "Task | str", *, internal: bool = True) -> Task:
+        """The task ``task`` names. With ``internal=False`` (callers from outside: the web API)
+        floodway's own tasks (``floodway.*``) are unknown, and the error does not list them."""
         if isinstance(task, Task):
             if task.app is not self and self.tasks.get(task.name) is not task:
                 raise EnqueueError(f"task {task.name!r} belongs to another app")
-            return task
+            if internal or not is_internal_task(task.name):
+                return task
+            task = task.name
         if isinstance(task, str):
-            try:
-                return self.tasks[task]
-            except KeyError:
-                known = ", ".join(sorted(self.tasks)) or "none"
-                raise EnqueueError(f"unknown task {task!r} (registered: {known})") from None
+            found = self.tasks.get(task)
+            if found is not None and (internal or not is_internal_task(task)):
+                return found
+            known = ", ".join(sorted(self.public_tasks() if not internal else self.tasks)) or "none"
+            raise EnqueueError(f"unknown task {task!r} (registered: {known})")
         raise EnqueueError(f"expected a task or a task name, got {task!r}")
+
+    def public_tasks(self) -> list[str]:
+        """The names of the tasks callers from outside may enqueue: all but floodway's own."""
+        return [name for name in self.tasks if not is_internal_task(name)]
 
     # -- enqueue ------------------------------------------------------------------------
     def enqueue(
@@ -544,38 +583,16 @@ class App:
         priority: int | None,
         tenant: str | None,
         limits: Iterable[str] | None,
+        owner: str | None = None,
     ) -> list[Handle]:
+        """``owner``: a tenant every id that exists already must belong to; one that belongs to
+        anybody else raises ``JobIdTaken`` inside the store's transaction, so nothing is written
+        (the web API passes a tenant token's tenant)."""
         the_task = self.get_task(task)
-        try:
-            limit_names = the_task.limits if limits is None else _check_limit_names(limits)
-        except ConfigError as exc:
-            raise EnqueueError(str(exc)) from None
-        for name in limit_names:
-            if name not in self.limits:
-                known = ", ".join(sorted(self.limits)) or "none"
-                raise EnqueueError(f"unknown limit {name!r} (declared: {known}); declare it with app.limit()")
-        if id is not None:
-            try:
-                _check_name(id, "job id")
-            except ConfigError as exc:
-                raise EnqueueError(str(exc)) from None
-        if delay is not None and start_at is not None:
-            raise EnqueueError("pass delay or start_at, not both")
-        try:
-            now = time.time()
-            if delay is not None:
-                run_at = now + parse_duration(delay, name="delay")
-            elif start_at is not None:
-                run_at = parse_instant(start_at)
-            else:
-                run_at = now
-            policy = Retry.coerce(retry, the_task.retry)
-            job_queue = self._coerce_queue(queue) if queue is not None else the_task.queue
-            job_priority = _check_priority(the_task.priority if priority is None else priority)
-        except ConfigError as exc:
-            raise EnqueueError(str(exc)) from None
-        if tenant is not None and (not isinstance(tenant, str) or not tenant):
-            raise EnqueueError(f"tenant must be a non-empty string, got {tenant!r}")
+        now = time.time()
+        limit_names, run_at, policy, job_queue, job_priority = self.check_enqueue_options(
+            the_task, count=None if single else len(args_list), id=id, queue=queue, delay=delay,
+            start_at=start_at, retry=retry, priority=priority, tenant=tenant, limits=limits, now=now)
         queue_name, cap, declared = self._queue_cap(job_queue)
         status = Status.SCHEDULED if run_at > now else Status.WAITING
         retry_json = _retry_json(policy)
@@ -632,9 +649,62 @@ class App:
             self.sync_queues([job_queue])
         if limit_names:
             self.sync_limits()
-        write = self.store.enqueue_new if generated else self.store.enqueue
-        results = write(jobs, {queue_name: cap})  # type: ignore[arg-type]
+        if generated:
+            results = self.store.enqueue_new(jobs, {queue_name: cap})
+        else:
+            results = self.store.enqueue(jobs, {queue_name: cap}, owner=owner)  # type: ignore[arg-type]
         return [Handle(self, r.id, created=r.created) for r in results]
+
+    def check_enqueue_options(
+        self,
+        task: Task | str,
+        *,
+        count: int | None = None,
+        id: str | None = None,
+        queue: str | Queue | None = None,
+        delay: Any = None,
+        start_at: Any = None,
+        retry: Retry | int | None = None,
+        priority: int | None = None,
+        tenant: str | None = None,
+        limits: Iterable[str] | None = None,
+        now: float | None = None,
+    ) -> tuple[tuple[str, ...], float, Retry, str | Queue, int]:
+        """Check the options of an enqueue (``count`` items of a bulk one; None for a single
+        job) as ``enqueue`` does, without writing: ``EnqueueError`` names what is wrong. Returns
+        the limit names, run time, retry policy, queue and priority the jobs get. The CLI checks
+        a file's options with it before reading the file."""
+        the_task = self.get_task(task)
+        try:
+            limit_names = the_task.limits if limits is None else _check_limit_names(limits)
+        except ConfigError as exc:
+            raise EnqueueError(str(exc)) from None
+        for name in limit_names:
+            if name not in self.limits:
+                known = ", ".join(sorted(self.limits)) or "none"
+                raise EnqueueError(f"unknown limit {name!r} (declared: {known}); declare it with app.limit()")
+        if delay is not None and start_at is not None:
+            raise EnqueueError("pass delay or start_at, not both")
+        try:
+            if id is not None:
+                check_job_id(id)
+                if count is not None:  # the items' ids are id-0, id-1, ...: the longest must fit too
+                    check_job_id(f"{id}-{max(count - 1, 0)}")
+            if tenant is not None:
+                check_tenant(tenant)
+            now = time.time() if now is None else now
+            if delay is not None:
+                run_at = check_run_at(now + parse_duration(delay, name="delay"), now, "delay")
+            elif start_at is not None:
+                run_at = check_run_at(parse_instant(start_at), now, "start_at")
+            else:
+                run_at = now
+            policy = Retry.coerce(retry, the_task.retry)
+            job_queue = self._coerce_queue(queue) if queue is not None else the_task.queue
+            job_priority = check_priority(the_task.priority if priority is None else priority)
+        except ConfigError as exc:
+            raise EnqueueError(str(exc)) from None
+        return limit_names, run_at, policy, job_queue, job_priority
 
     def _resolve_limits(
         self, names: tuple[str, ...], args: Mapping[str, Any], tenant: str | None
@@ -785,8 +855,13 @@ def _check_limit_names(names: Iterable[str]) -> tuple[str, ...]:
     return out
 
 
-def _check_priority(priority: object) -> int:
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise ConfigError(f"priority must be an int, got {priority!r}")
-    return priority
+def _check_limit_numbers(spec: LimitSpec) -> LimitSpec:
+    """A limit's numbers must fit the stores: burst and concurrency in 32 bits, a finite rate."""
+    check_int(spec.burst, f"limit {spec.name!r}: burst", 1)
+    if spec.concurrency is not None:
+        check_int(spec.concurrency, f"limit {spec.name!r}: concurrency", 1)
+    for what, rate in (("rate", spec.rate), ("floor", spec.floor), ("ceiling", spec.ceiling)):
+        if rate is not None and not (math.isfinite(rate.count) and math.isfinite(rate.period) and rate.interval > 0):
+            raise ConfigError(f"limit {spec.name!r}: {what} {rate.count:g}/{rate.period:g}s is not a usable rate")
+    return spec
 

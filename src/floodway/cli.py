@@ -227,6 +227,8 @@ def parse_json_object(text: str | bytes, what: str) -> dict[str, Any]:
         value = json.loads(text, parse_constant=no_constants)
     except (ValueError, UnicodeDecodeError) as exc:
         raise UsageProblem(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UsageProblem(f"{what} is not valid JSON: nested too deeply") from None
     if not isinstance(value, dict):
         raise UsageProblem(
             f'{what} must be a JSON object such as {{"to": "ada@example.com"}}, got {_json_kind(value)}'
@@ -292,9 +294,9 @@ def enqueue_file(state: State, task: str, file: Path, job_id: str | None, queue:
     """
     app = state.app(required=True)
     the_task: Task = app.get_task(task)
-    if delay is not None:
-        parse_duration(delay, name="--delay")
     options = dict(queue=queue, delay=delay, priority=priority, tenant=tenant)
+    # the options are checked before the file is read; each line is checked below
+    app.check_enqueue_options(the_task, id=job_id, count=1 if job_id is not None else None, **options)
 
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
@@ -569,49 +571,50 @@ def workers(state: State, include_stopped: bool) -> None:
 
 
 # -- limits and pauses ---------------------------------------------------------------------
-def _limit_data(info: Any, now: float) -> dict[str, Any]:
-    spec = info.spec
-    return {
-        **spec.to_dict(),
-        "keys": [
-            {"key": k.key, "remaining": k.remaining, "running": k.running, "admitted": k.admitted,
-             "rate_limited": k.rate_limited, "paused_until": iso(k.paused_until),
-             "paused_for": round(k.paused_until - now, 3) if k.paused_until else None,
-             "pause_reason": k.pause_reason}
-            for k in info.keys
-        ],
-    }
-
-
 @cli.group(invoke_without_command=True)
 @click.pass_context
 def limits(ctx: click.Context) -> None:
-    """Show each limit with its budget, running jobs and pause state (and change one)."""
+    """Show each limit: declared rate (in the code and in the store), the effective rate each key
+    is paced at and where it came from (declared, 429s, headers, usage), 429s, pauses."""
     if ctx.invoked_subcommand is not None:
         return
-    state: State = ctx.obj
-    found = state.app().store.list_limits()
-    now = time.time()
-    data = [_limit_data(info, now) for info in found]
+    from .stats import limit_dict
 
-    def render(_: Any) -> None:
+    state: State = ctx.obj
+    app = state.app()
+    now = time.time()
+    found = app.store.list_limits()
+    data = [limit_dict(info, now, app.limits.get(info.spec.name)) for info in found]
+    stored = {info.spec.name for info in found}
+    for name, spec in sorted(app.limits.items()):
+        if name not in stored:  # declared in code, not yet written by a worker or an enqueue
+            data.append({**spec.to_dict(), "declared": spec.to_dict(), "stored": False, "keys": []})
+
+    def render(rows: list[dict[str, Any]]) -> None:
         from rich.table import Table
         from rich.text import Text
 
         table = Table()
-        for name in ("limit", "rate", "burst", "concurrency", "key", "budget now", "running", "admitted",
-                     "429s", "paused"):
+        for name in ("limit", "declared", "stored", "effective", "from", "budget now", "running", "429s",
+                     "429s/min", "pauses", "paused"):
             table.add_column(name)
-        for info, d in zip(found, data):
-            keys = d["keys"] or [{"key": "", "remaining": None, "running": 0, "admitted": 0, "rate_limited": 0,
-                                  "paused_for": None, "pause_reason": None}]
+        for d in rows:
+            in_code = (d["declared"] or {}).get("rate") or ("adaptive" if (d["declared"] or {}).get("adaptive") else "-")
+            if d["declared"] is None:
+                in_code = "(not in this code)"
+            stored_rate = "(not stored yet)" if d.get("stored") is False else (d["rate"] or "-") + (
+                " adaptive" if d["adaptive"] else "")
+            keys = d["keys"] or [{"key": "", "effective_rate": None, "source": "", "remaining": None, "running": 0,
+                                  "throttled": 0, "throttled_last_minute": 0, "pauses": 0, "paused_for": None,
+                                  "pause_reason": None}]
             for k in keys:
-                label = info.spec.name + (f" [{k['key']}]" if k["key"] else "")
+                label = d["name"] + (f" [{k['key']}]" if k["key"] else "")
                 paused = f"{k['paused_for']:.1f}s ({k['pause_reason']})" if k["paused_for"] else ""
+                effective = "" if k["effective_rate"] is None else f"{k['effective_rate']:.4g}/s"
                 budget = "" if k["remaining"] is None else str(k["remaining"])
-                table.add_row(Text(label), d["rate"] or "", str(d["burst"]), str(d["concurrency"] or ""),
-                              Text(d["key"] or ""), budget, str(k["running"]), str(k["admitted"]),
-                              str(k["rate_limited"]), Text(paused, style="yellow"))
+                table.add_row(Text(label), Text(in_code), Text(stored_rate), effective, k["source"], budget,
+                              str(k["running"]), str(k["throttled"]), str(k["throttled_last_minute"]),
+                              str(k["pauses"]), Text(paused, style="yellow"))
         console().print(table)
 
     emit(state, data, render)
@@ -622,10 +625,15 @@ def limits(ctx: click.Context) -> None:
 @click.option("--rate", help="New rate, e.g. 20/s, 100/min, 10/10s.")
 @click.option("--burst", type=int, help="New burst.")
 @click.option("--concurrency", type=int, help="New concurrency cap (0 removes it).")
+@click.option("--adaptive/--no-adaptive", default=None,
+              help="Let the learned rate rise above --rate (a new --rate alone turns this off: your rate is the ceiling).")
 @click.pass_obj
-def limits_set(state: State, name: str, rate: str | None, burst: int | None, concurrency: int | None) -> None:
-    """Change limit NAME for every worker, now, without a restart."""
+def limits_set(state: State, name: str, rate: str | None, burst: int | None, concurrency: int | None,
+               adaptive: bool | None) -> None:
+    """Change limit NAME for every worker, now, without a restart (what was learned is forgotten)."""
     changes: dict[str, Any] = {}
+    if adaptive is not None:
+        changes["adaptive"] = adaptive
     if rate is not None:
         changes["rate"] = rate
     if burst is not None:
@@ -633,10 +641,22 @@ def limits_set(state: State, name: str, rate: str | None, burst: int | None, con
     if concurrency is not None:
         changes["concurrency"] = concurrency or None
     if not changes:
-        raise UsageProblem("limits set: give --rate, --burst or --concurrency")
+        raise UsageProblem("limits set: give --rate, --burst, --concurrency or --adaptive/--no-adaptive")
     spec = state.app().set_limit(name, **changes)
     emit(state, spec.to_dict(), lambda d: click.echo(
-        f"limit {name}: rate {d['rate'] or '-'}, burst {d['burst']}, concurrency {d['concurrency'] or '-'}"))
+        f"limit {name}: rate {d['rate'] or '-'}, burst {d['burst']}, concurrency {d['concurrency'] or '-'}"
+        + (", adaptive" if d["adaptive"] else "")))
+
+
+@limits.command("reset")
+@click.argument("name")
+@click.option("--key", help="Only this key of a keyed limit (default: every key).")
+@click.pass_obj
+def limits_reset(state: State, name: str, key: str | None) -> None:
+    """Forget what floodway learned about limit NAME: the declared rate holds again."""
+    forgotten = state.app().reset_learned(name, key)
+    emit(state, {"limit": name, "key": key, "forgotten": forgotten},
+         lambda d: click.echo(f"limit {name}: forgot what {forgotten} key(s) had learned"))
 
 
 @limits.command("resume")
@@ -780,17 +800,37 @@ def flow(state: State, job_id: str) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on.")
 @click.option("--max-body", type=click.IntRange(min=1024), default=1_000_000, show_default=True,
               help="Largest request body accepted, in bytes (larger ones get 413).")
+@click.option("--max-bulk", type=click.IntRange(min=1), default=None,
+              help="Most jobs one bulk enqueue request may carry (more get 413). Default: the api_max_bulk setting (10000).")
+@click.option("--api-rate", metavar="RATE", default=None,
+              help="Requests per token, e.g. 50/s, or 'off'; more get 429 with Retry-After. Default: the api_rate setting (50/s).")
+@click.option("--api-burst", type=click.IntRange(min=1), default=None,
+              help="Requests a token may make back to back. Default: the api_burst setting (200).")
+@click.option("--proxy-headers", is_flag=True,
+              help="Trust X-Forwarded-Proto/-For from --forwarded-allow-ips (behind a TLS-terminating proxy: "
+                   "the session cookie becomes Secure).")
+@click.option("--forwarded-allow-ips", metavar="IPS", default=None,
+              help="Comma-separated proxy addresses trusted with --proxy-headers ('*' for any; default 127.0.0.1).")
 @click.pass_obj
-def web(state: State, host: str, port: int, max_body: int) -> None:
+def web(state: State, host: str, port: int, max_body: int, max_bulk: int | None, api_rate: str | None,
+        api_burst: int | None, proxy_headers: bool, forwarded_allow_ips: str | None) -> None:
     """Serve the REST API (/api, /openapi.json), the live dashboard (/), /metrics and /healthz.
 
     Every route but /healthz needs a token: make one with `floodway token create`.
     """
+    if forwarded_allow_ips is not None and not proxy_headers:
+        raise UsageProblem("--forwarded-allow-ips needs --proxy-headers")
     app = state.app()
-    from .web import serve
+    from .config import _rate_or_off
+    from .web import prepare, serve
 
+    rate = app.settings.api_rate if api_rate is None else _rate_or_off(api_rate, "--api-rate")
+    # open (and migrate) the store now: a database that cannot be used is a one-line error here,
+    # not a traceback from inside the server's start-up
+    prepare(app)
     click.echo(f"floodway web: dashboard and API on http://{host}:{port}/ (Ctrl-C stops)", err=True)
-    serve(app, host=host, port=port, max_body=max_body)
+    serve(app, host=host, port=port, max_body=max_body, max_bulk=max_bulk, api_rate=rate, api_burst=api_burst,
+          proxy_headers=proxy_headers, forwarded_allow_ips=forwarded_allow_ips)
 
 
 @cli.group()
@@ -901,6 +941,12 @@ def demo(ctx: click.Context, orders: int, rate: float, budget: str, crash: bool,
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: map floodway's errors to clear messages and exit codes."""
+    for stream in (sys.stdout, sys.stderr):
+        # a stored string the terminal cannot show (a lone surrogate) is printed escaped, never
+        # a traceback
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     try:
         cli.main(args=argv, prog_name="floodway", standalone_mode=False)
     except click.exceptions.Abort:

@@ -54,6 +54,15 @@ def _text(value: Any, where: str) -> str:
     return value.strip()
 
 
+def _rate_or_off(value: Any, where: str) -> str | None:
+    """A rate such as ``"50/s"``, or ``"off"`` (also ``"none"``, ``"0"``) for no limit."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("off", "none", "0", "")):
+        return None
+    from .limits import Rate
+
+    return str(Rate.parse(value, name=where))
+
+
 def _backoff(value: Any, where: str) -> str:
     if value not in ("exponential", "fixed"):
         raise ConfigError(f"{where}={value!r} must be 'exponential' or 'fixed'")
@@ -80,6 +89,11 @@ class Settings:
     alert_retries: int = 2
     alert_queue_depth: float = 0
     alert_webhook_url: str | None = None
+    # the web API: requests per token (GCRA, shared by every web process; None = no limit) and
+    # the most jobs one bulk enqueue request may carry
+    api_rate: str | None = "50/s"
+    api_burst: int = 200
+    api_max_bulk: int = 10_000
     #: per-kind overrides: {"http_request": {"concurrency": 4, ...}}
     kinds: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -103,6 +117,9 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "alert_retries": lambda v, w: int(_non_negative_number(v, w)),
     "alert_queue_depth": _non_negative_number,
     "alert_webhook_url": _text,
+    "api_rate": _rate_or_off,
+    "api_burst": _positive_int,
+    "api_max_bulk": _positive_int,
 }
 _KIND_FIELDS = {
     "concurrency": _positive_int,

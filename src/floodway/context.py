@@ -68,9 +68,12 @@ class Context:
         # admission at claim took one token of each rate limit the job holds: the job's first
         # call against that limit spends it instead of taking another
         self._prepaid: dict[tuple[str, str], int] = {}
+        #: when the token of the latest request of each (limit, key) was issued: a refusal of a
+        #: request admitted before the rate was last cut belongs to the same round (see quota)
+        self._token_at: dict[tuple[str, str], float] = {}
         for name, key in job.limits:
             spec = app.limits.get(name)
-            if spec is None or spec.rate is not None:
+            if spec is None or spec.rate is not None or spec.adaptive:  # a rate, declared or learned
                 self._prepaid[(name, key)] = 1
 
     @property
@@ -331,9 +334,12 @@ class Context:
             paused_until = self.app.store.paused_until(name, key)
             if paused_until <= (self.job.started_at or 0):
                 self._prepaid[pair] -= 1
+                self._token_at[pair] = self.job.started_at or time.time()
                 return None
             self._prepaid[pair] = 0
         ok, retry_at = self.app.store.acquire(name, key, cost)
+        if ok:
+            self._token_at[pair] = time.time()
         return None if ok else max(retry_at - time.time(), 0.0)
 
     def _wait_or_reschedule(self, name: str, key: str, wait: float) -> float:
@@ -361,18 +367,20 @@ class Context:
         while (wait := self._try_acquire(name, key, cost)) is not None:
             time.sleep(self._wait_or_reschedule(name, key, wait))
 
-    def http(self, base_url: str = "", *, limit: str | None = None, **options: Any) -> Any:
+    def http(self, base_url: str = "", *, limit: str | None = None, throttled: Any = None, **options: Any) -> Any:
         """An ``httpx.AsyncClient`` that takes a token from ``limit`` before each request and
-        turns 429s into shared pauses (see ``floodway.http``). Use ``async with``."""
+        learns the destination's quota from its answers (see ``floodway.http`` and
+        ``floodway.quota``). ``throttled``: extra statuses that mean "quota" for this API
+        (``[403]``), or a predicate ``fn(response) -> bool``. Use ``async with``."""
         from .http import client_for
 
-        return client_for(self, base_url=base_url, limit=limit, sync=False, **options)
+        return client_for(self, base_url=base_url, limit=limit, sync=False, throttled=throttled, **options)
 
-    def http_sync(self, base_url: str = "", *, limit: str | None = None, **options: Any) -> Any:
+    def http_sync(self, base_url: str = "", *, limit: str | None = None, throttled: Any = None, **options: Any) -> Any:
         """The sync twin of ``http`` (an ``httpx.Client``) for sync tasks."""
         from .http import client_for
 
-        return client_for(self, base_url=base_url, limit=limit, sync=True, **options)
+        return client_for(self, base_url=base_url, limit=limit, sync=True, throttled=throttled, **options)
 
 
 def _raise_for_error_response(result: Any) -> None:

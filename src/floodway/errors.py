@@ -17,6 +17,14 @@ class EnqueueError(FloodwayError, ValueError):
     """A job could not be enqueued because its input is invalid; nothing was written."""
 
 
+class JobIdTaken(FloodwayError):
+    """An enqueue named an id that belongs to another tenant's job; nothing was written."""
+
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+        super().__init__(f"job id {job_id!r} is taken; choose another id")
+
+
 class StoreError(FloodwayError):
     """The store (database) cannot be opened or used."""
 

@@ -1,20 +1,26 @@
 """The rate-limit-aware HTTP client behind ``ctx.http``.
 
-Before each request it takes a token from its limit (shared by every worker); after each
-response it reads what the server says about its quota:
+Before each request it takes a token from its limit (shared by every worker, paced at the
+key's effective rate: see ``floodway.quota``); after each response it reads what the server
+says about its quota:
 
 - ``Retry-After`` (delta-seconds or an HTTP-date), ``X-RateLimit-Reset`` (epoch seconds, epoch
-  milliseconds or delta seconds), ``RateLimit-Reset`` (delta seconds), and the IETF
-  ``RateLimit`` / ``RateLimit-Policy`` fields (``limit=10, remaining=0, reset=5`` and the
-  structured ``"default";r=0;t=5`` / ``"default";q=100;w=60`` forms);
-- on 429 (or 503 with a reset time) it pauses the limit's key for every worker until the
-  reset. A short wait (up to the app's ``wait_in_place``) is slept here and the request
-  repeated; a longer one raises ``RateLimited`` so the job is rescheduled for the reset
-  without spending an attempt;
-- ``X-RateLimit-Remaining: 0`` (or ``remaining=0``) pauses the key before the 429 happens.
+  milliseconds or delta seconds), ``RateLimit-Reset`` (delta seconds), ``X-RateLimit-Limit`` /
+  ``-Remaining``, the IETF ``RateLimit`` / ``RateLimit-Policy`` fields (``limit=10,
+  remaining=0, reset=5`` and the structured ``"default";r=0;t=5`` / ``"default";q=100;w=60``
+  forms) and a leaky bucket's usage (``X-Shopify-Shop-Api-Call-Limit: 32/40``);
+- a refusal is a 429, a 503 with a reset, any 4xx saying the budget is 0 (GitHub's 403), or
+  what the task names with ``throttled=``. It never spends an attempt. A refusal asking for a
+  short wait is congestion: the key's rate is cut for every worker (once per round) and the
+  request is sent again when the slower pace gives it a token. One asking for a long wait (or
+  saying the budget is 0) is an exhausted quota: the key is paused for every worker until the
+  reset; a short pause is slept here, a longer one raises ``RateLimited`` so the job is
+  rescheduled for the reset;
+- accepted responses are counted, and their quota headers kept, in the process and reported
+  to the store at most every ``REPORT_INTERVAL`` per key: the response path neither writes
+  nor leaves the event loop in between.
 
-Unreadable header values are ignored (and logged), never fatal: the job's retry backoff
-decides the wait instead.
+Unreadable header values are ignored (and logged once), never fatal.
 """
 
 from __future__ import annotations
@@ -22,14 +28,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import httpx
 
-from .errors import RateLimited
+from .errors import ConfigError, RateLimited
+from .quota import Observation, classify_wait
 from .resumable import current_idempotency_key
 
 if TYPE_CHECKING:
@@ -44,9 +52,6 @@ _NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*$")
 _EPOCH_THRESHOLD = 10**9
 #: no server can pause a limit for longer than this (an absurd Retry-After is a bug, not a plan)
 MAX_RESET_SECONDS = 24 * 3600.0
-#: adaptive limits: at most one cut per this many seconds per process, and a ceiling
-ADAPT_COOLDOWN = 1.0
-ADAPT_CEILING = 10.0
 
 
 @dataclass(frozen=True)
@@ -152,39 +157,177 @@ def parse_quota_headers(headers: Mapping[str, str], now: float | None = None) ->
     return QuotaInfo(reset_at, remaining, limit, window)
 
 
-class _Pacer:
-    """The shared logic of the async and sync transports."""
+#: a worker process reports what responses said about a limit key at most this often (the
+#: refusals themselves are reported at once): the response path writes nothing in between
+REPORT_INTERVAL = 0.25
+#: a usage header: ``X-Shopify-Shop-Api-Call-Limit: 32/40`` (used/size of a leaky bucket)
+_USAGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
+_USAGE_HEADERS = ("x-shopify-shop-api-call-limit", "x-ratelimit-usage")
 
-    def __init__(self, ctx: "Context", limit: str | None):
+
+def parse_usage(headers: Mapping[str, str]) -> tuple[float, float] | None:
+    """``used/size`` from a usage header, or None (a size of 0 or used > size is nonsense)."""
+    for name in _USAGE_HEADERS:
+        value = headers.get(name)
+        if value is not None:
+            match = _USAGE.match(value)
+            if match:
+                used, size = float(match.group(1)), float(match.group(2))
+                if 0 < size < 1e9 and 0 <= used <= size:
+                    return used, size
+            _log_once(f"usage:{name}", "ignoring an unreadable %s header: %r", name, value)
+    return None
+
+
+_LOGGED: set[str] = set()
+_NOTHING = QuotaInfo()
+_QUOTA_HEADER = re.compile(r"ratelimit|rate-limit|retry-after", re.IGNORECASE)
+
+
+def _log_once(what: str, message: str, *args: Any) -> None:
+    """Bad headers are logged once per process and kind, not once per response."""
+    if what not in _LOGGED and len(_LOGGED) < 1000:
+        _LOGGED.add(what)
+        log.warning(message, *args)
+
+
+class _Reports:
+    """What this process's responses said about each limit key since its last report:
+    accepted responses and the newest quota headers, written to the store at most every
+    ``REPORT_INTERVAL`` (shared by every job of the process, sync ones on threads too)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.accepted: dict[tuple[str, str], int] = {}
+        self.headers: dict[tuple[str, str], dict[str, Any]] = {}
+        self.last: dict[tuple[str, str], float] = {}
+
+    def add(self, pair: tuple[str, str], now: float, fields: dict[str, Any] | None) -> bool:
+        """Count one accepted response; True when it is time to report."""
+        with self.lock:
+            self.accepted[pair] = self.accepted.get(pair, 0) + 1
+            if fields:
+                self.headers[pair] = fields
+            if now - self.last.get(pair, 0.0) >= REPORT_INTERVAL:
+                self.last[pair] = now
+                return True
+            return False
+
+    def take(self, pair: tuple[str, str], now: float) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            self.last[pair] = now
+            return self.accepted.pop(pair, 0), self.headers.pop(pair, {})
+
+
+def _reports(app: Any) -> _Reports:
+    reports = app.__dict__.get("_quota_reports")
+    if reports is None:
+        reports = app.__dict__.setdefault("_quota_reports", _Reports())
+    return reports
+
+
+def _default_throttled(response: httpx.Response, info: QuotaInfo) -> bool:
+    """A quota answer whatever its status: a 429; a 503 with a reset; any 4xx saying the
+    budget is 0 (GitHub answers 403 with ``X-RateLimit-Remaining: 0``)."""
+    status = response.status_code
+    if status == 429:
+        return True
+    if status == 503 and info.reset_at is not None:
+        return True
+    return 400 <= status < 500 and info.remaining == 0
+
+
+def throttle_rule(throttled: Any) -> Callable[[httpx.Response, QuotaInfo], bool]:
+    """``ctx.http(throttled=...)``: None (the default rule), statuses (``[403, 420]``, added to
+    the default rule) or a predicate ``fn(response) -> bool`` (replacing it)."""
+    if throttled is None:
+        return _default_throttled
+    if callable(throttled):
+        return lambda response, info: bool(throttled(response))
+    try:
+        statuses = frozenset(int(s) for s in throttled)
+    except (TypeError, ValueError):
+        statuses = frozenset()
+    if not statuses or any(not 100 <= s <= 599 for s in statuses):
+        raise ConfigError(f"ctx.http: throttled must be a list of HTTP statuses or a function of the response, got {throttled!r}")
+    return lambda response, info: response.status_code in statuses or _default_throttled(response, info)
+
+
+class _Pacer:
+    """The shared logic of the async and sync transports: what to do after each response."""
+
+    def __init__(self, ctx: "Context", limit: str | None, throttled: Any = None):
         self.ctx = ctx
         self.limit = limit
         self.key = ctx.limit_key(limit) if limit is not None else None
+        self.pair = (limit or "", self.key or "")
+        self.is_throttled = throttle_rule(throttled)
 
-    def decide(self, request: httpx.Request, response: httpx.Response) -> float | None:
-        """After a response: None to return it, else the Unix time to wait until.
-        (At the transport level the response is not yet bound to its request.)"""
-        now = time.time()
+    def token_at(self) -> float | None:
+        return self.ctx._token_at.get(self.pair) if self.limit is not None else None
+
+    def read(self, request: httpx.Request, response: httpx.Response, now: float
+             ) -> tuple[bool, QuotaInfo, tuple[float, float] | None]:
+        """(refused?, what the headers say, usage) — pure, on the event loop."""
         info = parse_quota_headers(response.headers, now)
-        throttled = response.status_code == 429 or (response.status_code == 503 and info.reset_at is not None)
-        store = self.ctx.app.store
-        if throttled:
-            until = info.reset_at
-            if until is None:
-                log.warning("%s %s answered %d without a usable reset header (%s); backing off",
-                            request.method, request.url, response.status_code,
-                            {k: v for k, v in response.headers.items() if "rate" in k.lower() or k.lower() == "retry-after"})
-                until = now + self._fallback_wait()
+        usage = parse_usage(response.headers) if self.limit is not None else None
+        if info == _NOTHING and any(_QUOTA_HEADER.search(name) for name in response.headers):
+            _log_once(f"unreadable:{request.url.host}", "ignoring unreadable rate-limit headers from %s: %s",
+                      request.url.host, {k: v for k, v in response.headers.items() if _QUOTA_HEADER.search(k)})
+        return self.is_throttled(response, info), info, usage
+
+    def needs_store(self, refused: bool, info: QuotaInfo, usage: Any, now: float) -> bool:
+        """Whether this response must reach the store now (else it is only counted)."""
+        if self.limit is None:
+            return False
+        if refused:
+            return True
+        due = _reports(self.ctx.app).add(self.pair, now, _fields(info, usage))
+        return due or (info.remaining == 0 and info.reset_at is not None and info.reset_at > now)
+
+    def decide(self, request: httpx.Request, response: httpx.Response, refused: bool, info: QuotaInfo,
+               usage: Any, token_at: float | None, now: float) -> float | None:
+        """After a response that must reach the store (blocking: run on a thread by async
+        callers): None to return the response, ``now`` to send it again once a token is
+        taken, or the Unix time to wait until."""
+        host = request.url.host
+        if not refused:
             if self.limit is not None:
-                reason = f"{response.status_code} from {request.url.host}"
-                until = store.pause_limit(self.limit, self.key or "", until, reason)
-                self._adapt(info, throttled=True)
-            return until
-        if self.limit is not None:
-            if info.remaining == 0 and info.reset_at is not None and info.reset_at > now:
-                store.pause_limit(self.limit, self.key or "", info.reset_at,
-                                  f"no budget left at {request.url.host}")
-            self._adapt(info, throttled=False)
-        return None
+                self._report(now, None, info, usage)
+                if info.remaining == 0 and info.reset_at is not None and info.reset_at > now:
+                    self.ctx.app.store.pause_limit(self.limit, self.key or "", info.reset_at, f"no budget left at {host}")
+            return None
+        wait = info.reset_at - now if info.reset_at is not None else None
+        kind = classify_wait(wait, info.remaining)
+        if self.limit is None:
+            if wait is None:
+                _log_once(f"noreset:{host}", "%s answered %d without a usable reset header; backing off", host,
+                          response.status_code)
+                return now + self._fallback_wait()
+            return info.reset_at
+        if kind == "overflow":
+            # congestion, not an empty quota: slow every worker down (once per round); this
+            # request waits what the destination asked (a second when it did not say), then
+            # takes a token at the slower pace
+            wait = wait if wait is not None and wait > 0 else 1.0
+            rate, changed = self._report(now, token_at, info, usage, throttled=1, wait=wait)
+            if changed == "cut":
+                log.info("limit %s%s: %d from %s, pacing every worker at %.2f/s", self.limit,
+                         f"[{self.key}]" if self.key else "", response.status_code, host, rate or 0.0)
+            return now + wait
+        until = info.reset_at if info.reset_at is not None else now + self._fallback_wait()
+        self._report(now, None, info, usage, throttled=1, exhausted=1)
+        reason = f"{response.status_code} from {host}"
+        return self.ctx.app.store.pause_limit(self.limit, self.key or "", until, reason)
+
+    def _report(self, now: float, token_at: float | None, info: QuotaInfo, usage: Any, *, throttled: int = 0,
+                exhausted: int = 0, wait: float | None = None) -> tuple[float | None, str | None]:
+        accepted, fields = _reports(self.ctx.app).take(self.pair, now)
+        if not throttled:
+            fields = _fields(info, usage) or fields
+        obs = Observation(now=now, token_at=token_at, wait=wait, throttled=throttled, exhausted=exhausted,
+                          accepted=accepted, **fields)
+        return self.ctx.app.store.observe_limit(self.limit, self.key or "", obs)
 
     def _fallback_wait(self) -> float:
         from .retry import Retry
@@ -193,47 +336,21 @@ class _Pacer:
         policy = Retry.from_dict(job.retry) if job.retry else Retry()
         return policy.delay(max(job.attempt, 1))
 
-    def _adapt(self, info: QuotaInfo, *, throttled: bool) -> None:
-        """Adaptive limits learn the destination's quota: from its headers when it states
-        them, else by cutting the rate on a 429 (at most once per ``ADAPT_COOLDOWN`` per process,
-        so one overloaded second is one cut, not twenty) and raising it slowly while none come
-        (never above ``ADAPT_CEILING`` times the declared rate)."""
-        spec = self.ctx.app.limits.get(self.limit or "")
-        if spec is None or not spec.adaptive or spec.rate is None:
-            return
-        state = self.ctx.app.__dict__.setdefault("_adaptive", {}).setdefault(
-            spec.name, {"successes": 0, "last_change": 0.0})
-        now = time.monotonic()
-        if info.limit and info.window:
-            target = info.limit / info.window
-        elif throttled:
-            if now - state["last_change"] < ADAPT_COOLDOWN:
-                return
-            target = None  # computed from the stored rate below
-        else:
-            state["successes"] += 1
-            if state["successes"] % 20:
-                return
-            target = None
-        current = {i.spec.name: i.spec for i in self.ctx.app.store.list_limits()}.get(spec.name, spec)
-        per_second = (current.rate or spec.rate).per_second
-        if target is None:
-            target = per_second * (0.7 if throttled else 1.05)
-        target = min(target, spec.rate.per_second * ADAPT_CEILING)
-        if abs(target - per_second) / per_second < 0.01:
-            return
-        state["last_change"] = now
-        from .limits import LimitSpec, Rate
-
-        period = 1.0 if target >= 1 else 60.0
-        new_rate = Rate(round(target * period, 3), period)
-        self.ctx.app.store.update_limit(
-            LimitSpec(current.name, new_rate, current.burst, current.concurrency, current.key, True)
-        )
-        log.info("adaptive limit %s: %.3f/s -> %.3f/s", spec.name, per_second, new_rate.per_second)
-
     def too_long(self, until: float) -> bool:
         return until - time.time() > self.ctx.app.wait_in_place
+
+
+def _fields(info: QuotaInfo, usage: tuple[float, float] | None) -> dict[str, Any] | None:
+    """The quota fields of an Observation a response carries (None: it said nothing)."""
+    fields: dict[str, Any] = {}
+    if info.remaining is not None and info.reset_at is not None:
+        remaining = info.remaining if info.limit is None else min(info.remaining, info.limit)
+        fields.update(remaining=remaining, reset_at=info.reset_at)
+    if info.limit is not None and info.window:
+        fields.update(limit=info.limit, window=info.window)
+    if usage is not None:
+        fields.update(used=usage[0], size=usage[1])
+    return fields or None
 
 
 class _AsyncTransport(httpx.AsyncBaseTransport):
@@ -248,8 +365,16 @@ class _AsyncTransport(httpx.AsyncBaseTransport):
             if pacer.limit is not None:
                 await pacer.ctx.acquire(pacer.limit, key=pacer.key)
             await pacer.ctx.owned()  # a run that lost its job sends nothing more
+            token_at = pacer.token_at()
             response = await self.inner.handle_async_request(request)
-            until = await asyncio.to_thread(pacer.decide, request, response) if pacer.limit else pacer.decide(request, response)
+            now = time.time()
+            refused, info, usage = pacer.read(request, response, now)
+            if not pacer.needs_store(refused, info, usage, now):
+                if not refused:
+                    return response
+                until = pacer.decide(request, response, refused, info, usage, token_at, now)
+            else:
+                until = await asyncio.to_thread(pacer.decide, request, response, refused, info, usage, token_at, now)
             if until is None:
                 return response
             await response.aclose()
@@ -276,8 +401,13 @@ class _SyncTransport(httpx.BaseTransport):
             if pacer.limit is not None:
                 pacer.ctx.acquire_sync(pacer.limit, key=pacer.key)
             pacer.ctx.ensure_owned()  # a run that lost its job sends nothing more
+            token_at = pacer.token_at()
             response = self.inner.handle_request(request)
-            until = pacer.decide(request, response)
+            now = time.time()
+            refused, info, usage = pacer.read(request, response, now)
+            if not refused and not pacer.needs_store(refused, info, usage, now):
+                return response
+            until = pacer.decide(request, response, refused, info, usage, token_at, now)
             if until is None:
                 return response
             response.close()
@@ -311,13 +441,13 @@ def _shared_ssl_context() -> Any:
     return _SSL_CONTEXT
 
 
-def client_for(ctx: "Context", *, base_url: str, limit: str | None, sync: bool, **options: Any) -> Any:
+def client_for(ctx: "Context", *, base_url: str, limit: str | None, sync: bool, throttled: Any = None,
+               **options: Any) -> Any:
     """Build the httpx client ``ctx.http`` / ``ctx.http_sync`` return."""
     if limit is not None and limit not in ctx.app.limits:
-        from .errors import ConfigError
-
-        raise ConfigError(f"ctx.http: unknown limit {limit!r}; declare it with app.limit()")
-    pacer = _Pacer(ctx, limit)
+        known = ", ".join(sorted(ctx.app.limits)) or "none"
+        raise ConfigError(f"ctx.http: unknown limit {limit!r} (declared: {known}); declare it with app.limit()")
+    pacer = _Pacer(ctx, limit, throttled)
     transport_options = {"verify": options.pop("verify", None) or _shared_ssl_context()}
     for name in ("cert", "trust_env", "http1", "http2", "limits", "proxy"):
         if name in options:

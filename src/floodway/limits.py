@@ -80,6 +80,9 @@ class LimitSpec:
     concurrency: int | None = None
     key: str | None = None
     adaptive: bool = False
+    #: the learned rate never falls below ``floor`` nor rises above ``ceiling`` (see ``quota``)
+    floor: Rate | None = None
+    ceiling: Rate | None = None
 
     @classmethod
     def build(
@@ -91,6 +94,8 @@ class LimitSpec:
         concurrency: int | None = None,
         key: str | None = None,
         adaptive: bool = False,
+        floor: "str | Rate | None" = None,
+        ceiling: "str | Rate | None" = None,
     ) -> "LimitSpec":
         if not isinstance(name, str) or not name.strip() or len(name) > 255:
             raise ConfigError(f"limit name must be a non-empty string, got {name!r}")
@@ -99,13 +104,21 @@ class LimitSpec:
             raise ConfigError(f"limit {name!r}: burst must be an int >= 1, got {burst!r}")
         if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
             raise ConfigError(f"limit {name!r}: concurrency must be an int >= 1, got {concurrency!r}")
-        if parsed is None and concurrency is None:
-            raise ConfigError(f"limit {name!r}: give a rate, a concurrency, or both")
+        if not isinstance(adaptive, bool):
+            raise ConfigError(f"limit {name!r}: adaptive must be True or False, got {adaptive!r}")
+        if parsed is None and concurrency is None and not adaptive:
+            raise ConfigError(f"limit {name!r}: give a rate, a concurrency, or both (or adaptive=True to learn the rate)")
         if key is not None:
             template_fields(key, where=f"limit {name!r}: key")
-        if adaptive and parsed is None:
-            raise ConfigError(f"limit {name!r}: an adaptive limit needs a starting rate")
-        return cls(name, parsed, burst, concurrency, key, bool(adaptive))
+        low = Rate.parse(floor, name=f"limit {name!r}: floor") if floor is not None else None
+        high = Rate.parse(ceiling, name=f"limit {name!r}: ceiling") if ceiling is not None else None
+        if low is not None and high is not None and low.per_second > high.per_second:
+            raise ConfigError(f"limit {name!r}: the ceiling {high} is below the floor {low}")
+        if parsed is not None and high is not None and not adaptive and high.per_second < parsed.per_second:
+            raise ConfigError(f"limit {name!r}: the ceiling {high} is below the declared rate {parsed}")
+        if parsed is not None and low is not None and low.per_second > parsed.per_second:
+            raise ConfigError(f"limit {name!r}: the floor {low} is above the declared rate {parsed}")
+        return cls(name, parsed, burst, concurrency, key, adaptive, low, high)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -117,13 +130,27 @@ class LimitSpec:
             "concurrency": self.concurrency,
             "key": self.key,
             "adaptive": self.adaptive,
+            "floor": str(self.floor) if self.floor else None,
+            "ceiling": str(self.ceiling) if self.ceiling else None,
         }
 
     @classmethod
     def from_row(cls, name: str, rate_count: float | None, rate_period: float | None, burst: int,
-                 concurrency: int | None, key: str | None, adaptive: Any) -> "LimitSpec":
+                 concurrency: int | None, key: str | None, adaptive: Any, bounds: str | None = None) -> "LimitSpec":
         rate = Rate(rate_count, rate_period) if rate_count and rate_period else None
-        return cls(name, rate, burst, concurrency, key, bool(adaptive))
+        floor = ceiling = None
+        if bounds:
+            low, _, high = bounds.partition("|")
+            floor = Rate.parse(low) if low else None
+            ceiling = Rate.parse(high) if high else None
+        return cls(name, rate, burst, concurrency, key, bool(adaptive), floor, ceiling)
+
+    @property
+    def bounds(self) -> str | None:
+        """The floor and ceiling as stored: ``"1/min|500/s"`` (None when neither is set)."""
+        if self.floor is None and self.ceiling is None:
+            return None
+        return f"{self.floor or ''}|{self.ceiling or ''}"
 
 
 def template_fields(template: str, *, where: str = "key") -> list[str]:

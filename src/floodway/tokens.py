@@ -8,6 +8,7 @@ import secrets
 import time
 
 from .errors import ConfigError
+from .inputs import check_name, check_tenant
 from .store.base import Store, TokenInfo
 
 PREFIX = "fw_"
@@ -21,8 +22,10 @@ def create_token(store: Store, *, tenant: str | None = None, admin: bool = False
     """Create a token; returns the token (shown once, never stored) and its record."""
     if admin == (tenant is not None):
         raise ConfigError("a token is either bound to a tenant (tenant=...) or admin (admin=True)")
-    if tenant is not None and (not isinstance(tenant, str) or not tenant.strip()):
-        raise ConfigError(f"tenant must be a non-empty string, got {tenant!r}")
+    if tenant is not None:
+        check_tenant(tenant)
+    if label is not None:
+        check_name(label, "token label")
     token_id = secrets.token_hex(4)
     token = f"{PREFIX}{token_id}_{secrets.token_urlsafe(24)}"
     info = TokenInfo(token_id, tenant, admin, label, time.time())

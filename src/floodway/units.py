@@ -93,8 +93,17 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
+#: the first and last instants a ``datetime`` can show (years 1 and 9999), as Unix timestamps
+_FIRST = datetime(1, 1, 1, tzinfo=timezone.utc).timestamp()
+_LAST = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc).timestamp()
+
+
 def iso(ts: float | None) -> str | None:
-    """A Unix timestamp as an ISO-8601 UTC string (``None`` stays ``None``)."""
-    if ts is None:
+    """A Unix timestamp as an ISO-8601 UTC string (``None`` stays ``None``).
+
+    Reading must never fail on what is stored: an instant beyond what a date can show (written
+    before the ten-year bound on ``delay``, or by hand) shows as the first or last date there
+    is, and one that is not a number at all (NaN) as ``None``."""
+    if ts is None or ts != ts:
         return None
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(min(max(ts, _FIRST), _LAST), tz=timezone.utc).isoformat(timespec="milliseconds")

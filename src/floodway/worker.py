@@ -249,6 +249,7 @@ class Worker:
         one that stays unusable (read-only, missing) ends the worker with its error."""
         pause = 0.2
         deadline = time.monotonic() + STARTUP_PATIENCE
+        self.app.check_limits()
         while True:
             try:
                 await self._store(self.app.sync_queues)
@@ -302,6 +303,9 @@ class Worker:
         failures = 0
         found_work = False  # the last claim took jobs: more are likely ready, claim straight away
         idle_since: float | None = None  # (burst) when this worker first found nothing to do
+        #: the last claim found jobs held back by a rate until this moment: a wake-up before it
+        #: (a local job ending) would find the same, so the next claim waits for it
+        held_until = 0.0
         while not self._stopping:
             # cleared before looking, so a wake-up (a local job ending, a store notification)
             # that arrives while we look is not lost
@@ -348,7 +352,10 @@ class Worker:
                     ahead = max(0, min(room, in_flight - want)) if found_work else 0
                     found_work = False
                     now = time.time()
-                    if due is not None and due <= now:
+                    if due is not None and due <= now and now < held_until:
+                        timeout = held_until - now
+                    elif due is not None and due <= now:
+                        held_until = 0.0
                         began = time.monotonic()
                         jobs = await self._store(
                             self.app.store.claim,
@@ -374,6 +381,7 @@ class Worker:
                         # the earliest admission (or a local job finishing, or the poll)
                         if jobs.wake_at is not None:
                             timeout = min(self.poll_interval, max(jobs.wake_at - time.time(), 0.001))
+                            held_until = time.time() + timeout
                     elif self.burst and settled:
                         # (an outcome not yet written may put a job back to waiting: wait for it)
                         # a job held by a dead worker is rescued and done first, and one held by
@@ -640,7 +648,7 @@ class Worker:
         stored_final = (job.retry or {}).get("give_up_on", [])
         final = (
             task is None
-            or isinstance(exc, Fail)
+            or isinstance(exc, (Fail, ConfigError))  # a programming error: retrying cannot fix it
             or task.gives_up_on(exc, stored_final)
             or job.attempt >= job.max_attempts
         )

@@ -39,8 +39,9 @@ BUDGET = os.environ.get("BLACKFRIDAY_BUDGET", "3s")  # each run gets this long, 
 
 app = App()  # FLOODWAY_DATABASE_URL: the demo points it at a throwaway SQLite file
 
-# a little under FulfillmentsRUs' limit, shared by every worker on the database
-app.limit("fulfillments", rate=f"{RATE * 0.95:g}/s", burst=max(1, int(RATE / 50)))
+# FulfillmentsRUs' quota is not told to floodway: the limit learns it from the API's 429s (a
+# slow start, then the pace the API accepts), shared by every worker on the database
+app.limit("fulfillments", adaptive=True)
 CONCURRENCY = concurrency_for(f"{RATE:g}/s", avg="50ms")  # requests in flight to keep up with the rate
 PAGE_SIZE = max(10, min(100, int(RATE / 8)))  # about an eighth of a second of work per page
 
@@ -323,6 +324,8 @@ class _Demo:
         ended = events[-1].at if status.is_final and events else time.time()
         drain = ended - created
         ideal = self.orders / RATE
+        learned = next((k for info in app.store.list_limits() if info.spec.name == "fulfillments"
+                        for k in info.keys), None)
         figures = {
             "orders": self.orders,
             "source": self.orders,
@@ -343,6 +346,10 @@ class _Demo:
             "drain_seconds": round(drain, 2),
             "ideal_seconds": round(ideal, 2),
             "ratio": round(drain / ideal, 2),
+            "learned_rate": round(learned.effective_rate, 1) if learned and learned.effective_rate else None,
+            "learned_from": learned.source if learned else None,
+            "rate_cuts": learned.cuts if learned else 0,
+            "pauses": learned.rate_limited if learned else 0,
         }
         ok = (status is Status.COMPLETE and not timed_out and lost == 0 and stats["duplicates"] == 0
               and figures["unexpected"] == 0 and stats["unique_orders"] == self.orders)
@@ -363,7 +370,12 @@ class _Demo:
         table.add_row("runs used", f"{runs}", f"running transitions in the job's timeline; budget {BUDGET} each")
         if self.crash:
             table.add_row("workers SIGKILLed", f"{len(self.killed)}", "the job resumed on another worker")
-        table.add_row("429s seen", f"{stats['rejected_429']:,}", "each paused the limit for every worker")
+        table.add_row("FulfillmentsRUs' real quota", f"{RATE:g}/s", "never told to floodway")
+        if learned is not None and learned.effective_rate:
+            table.add_row("learned rate", f"{learned.effective_rate:.1f}/s",
+                          f"from {learned.source}; {learned.cuts} cut(s), shared by every worker")
+        table.add_row("429s seen", f"{stats['rejected_429']:,}", "none spent an attempt or repeated an order")
+        table.add_row("pauses", f"{figures['pauses']:,}", "the limit stopped every worker until a reset")
         table.add_row("answered by Idempotency-Key", f"{stats['replays']:,}", "repeats the API recognised")
         table.add_row("drain time", f"{drain:.1f}s",
                       f"ideal {ideal:.1f}s ({self.orders:,} / {RATE:g} per s): ×{drain / ideal:.2f}")

@@ -18,7 +18,8 @@ import json
 from typing import Any, Iterable
 
 from ..jobs import Event, Job, NewJob, Status
-from ..limits import LimitSpec
+from ..limits import LimitSpec, Rate
+from ..quota import Learned, Observation, effective_burst, effective_rate
 from ..liveness import FREE_LOST_RUNS, LeaseHolder
 
 
@@ -215,7 +216,58 @@ class LimitKeyInfo:
     pause_reason: str | None
     running: int
     admitted: int
-    rate_limited: int
+    rate_limited: int  # pauses of the key (a 429 that asked for a long wait, a budget of 0, a task's RateLimited)
+    #: the rate (per second) the key is paced at now: the declared one, or what was learned
+    effective_rate: float | None = None
+    #: where the effective rate comes from: "declared", "429s", "headers", "usage" or "slow start"
+    source: str = "declared"
+    throttled: int = 0             # refusals the destination answered (429s), all time
+    throttled_last_minute: int = 0
+    exhausted: int = 0             # refusals that meant an exhausted quota (a pause until the reset)
+    cuts: int = 0                  # rounds of refusals that cut the rate
+
+
+def key_rate(spec: LimitSpec, learned: Learned | None, admitted: int, now: float) -> Rate | None:
+    """The GCRA rate of one limit key now: the declared rate, or the learned one."""
+    return key_pace(spec, learned, admitted, now)[0]
+
+
+def key_pace(spec: LimitSpec, learned: Learned | None, admitted: int, now: float) -> tuple[Rate | None, int]:
+    """The GCRA rate and burst of one limit key now (see ``floodway.quota.effective_burst``)."""
+    per_second = effective_rate(spec, learned, admitted, now)
+    if per_second is None:
+        return None, spec.burst
+    return Rate(per_second, 1.0), effective_burst(spec, learned, per_second)
+
+
+def key_info(spec: LimitSpec, key: str, tat: float, paused_until: float, reason: str | None, running: int,
+             admitted: int, limited: int, learned_raw: str | None, now: float) -> LimitKeyInfo:
+    """A key's row as the CLI, API and dashboard show it (both stores read the same columns)."""
+    from ..limits import remaining
+
+    learned = Learned.loads(learned_raw)
+    rate = key_rate(spec, learned, admitted, now)
+    if learned is not None and learned.rate is not None:
+        source = learned.source or "429s"
+    elif spec.rate is None and spec.adaptive:
+        source = "slow start"
+    else:
+        source = "declared"
+    return LimitKeyInfo(
+        key=key,
+        remaining=remaining(tat, now, rate, effective_burst(spec, learned, rate.per_second)) if rate else None,
+        paused_until=paused_until if paused_until > now else None,
+        pause_reason=reason if paused_until > now else None,
+        running=running,
+        admitted=admitted,
+        rate_limited=limited,
+        effective_rate=rate.per_second if rate else None,
+        source=source,
+        throttled=learned.throttled if learned else 0,
+        throttled_last_minute=learned.throttled_last_minute(now) if learned else 0,
+        exhausted=learned.exhausted if learned else 0,
+        cuts=learned.cuts if learned else 0,
+    )
 
 
 @dataclass
@@ -338,13 +390,15 @@ class Store(abc.ABC):
     # -- enqueue ------------------------------------------------------------------------
     @abc.abstractmethod
     def enqueue(
-        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None
+        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None, *, owner: str | None = None
     ) -> list[EnqueueResult]:
         """Insert ``jobs`` in one transaction (all or nothing).
 
         A job whose id exists already is not touched (``created=False``). ``queues`` maps the
         queue names used to their declared caps (``None`` = unlimited); queues not yet known
-        to the store are created with them.
+        to the store are created with them. With ``owner`` (a tenant), an id that exists already
+        as the job of anybody else raises ``JobIdTaken`` and nothing is written: the check is
+        made inside the transaction, after the insert, so a job made meanwhile cannot slip by.
         """
 
     def enqueue_new(
@@ -391,7 +445,9 @@ class Store(abc.ABC):
         """Create or update a queue's concurrency cap (``None`` = unlimited)."""
 
     @abc.abstractmethod
-    def list_queues(self) -> list[QueueInfo]: ...
+    def list_queues(self, *, tenant: str | None = None) -> list[QueueInfo]:
+        """Every queue with its job counts per status; with ``tenant``, the counts are that
+        tenant's jobs only (aggregated by the store, read through an index)."""
 
     @abc.abstractmethod
     def register_worker(self, info: WorkerInfo) -> None: ...
@@ -489,6 +545,16 @@ class Store(abc.ABC):
         """End the pauses of a limit now (one key, or every key); returns how many ended."""
 
     @abc.abstractmethod
+    def observe_limit(self, name: str, key: str, obs: Observation) -> tuple[float | None, str | None]:
+        """Apply what a destination said about a limit key (``floodway.quota.observe``) in one
+        transaction; returns the key's effective rate afterwards and what changed."""
+
+    @abc.abstractmethod
+    def reset_learned(self, name: str, key: str | None = None) -> int:
+        """Forget what was learned about a limit (every key, or one): the declared rate holds
+        again. Returns how many keys had learned something."""
+
+    @abc.abstractmethod
     def pause_limit(self, name: str, key: str, until: float, reason: str) -> float:
         """Pause one key of a limit for every worker until ``until`` (never shortening a
         longer pause); after it, jobs are admitted at the limit's rate, not all at once.
@@ -527,9 +593,10 @@ class Store(abc.ABC):
         """Those of ``job_ids`` (running here) that were paused, or whose queue was."""
 
     @abc.abstractmethod
-    def activity(self, since: float) -> dict[str, dict[str, dict[str, int]]]:
+    def activity(self, since: float, *, tenant: str | None = None) -> dict[str, dict[str, dict[str, int]]]:
         """Counts for stats: ``{"queues": {q: {"created", "finished"}}, "limits": {name:
-        {"waiting", "created", "finished"}}}`` — created/finished since ``since``."""
+        {"waiting", "created", "finished"}}}`` — created/finished since ``since``; with
+        ``tenant``, of that tenant's jobs only."""
 
     # -- flows ------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -50,9 +50,10 @@ from psycopg.adapt import AdaptersMap, Dumper
 from psycopg.pq import Format
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..errors import ConfigError, JobNotFound, LeaseLost, SchemaTooNewError, StoreError, TransitionError
+from ..errors import ConfigError, JobIdTaken, JobNotFound, LeaseLost, SchemaTooNewError, StoreError, TransitionError
 from ..jobs import Event, Job, NewJob, Status, can_transition, check_transition
-from ..limits import LimitSpec, gcra, remaining
+from ..limits import LimitSpec, gcra
+from ..quota import Learned, Observation, effective_rate, observe
 from .base import TIMELINE_SQL, served_stamps, stores_run_events
 from .base import job_from_row as _job_from_row
 from .base import Renewal, worker_rescue
@@ -61,7 +62,6 @@ from .base import (
     ClaimedJobs,
     EnqueueResult,
     LimitInfo,
-    LimitKeyInfo,
     Outcome,
     QueueInfo,
     ScheduleInfo,
@@ -70,11 +70,39 @@ from .base import (
     Store,
     TokenInfo,
     WorkerInfo,
+    key_info,
+    key_pace,
     timeline_from_rows,
 )
 from .sqlite import load_migrations
 
 _TIMELINE = TIMELINE_SQL.format(mark="%s")
+#: a tenant's jobs per (queue, status), counted in the index jobs_tenant
+_TENANT_COUNTS = "SELECT queue, status, COUNT(*) FROM jobs WHERE tenant = %s GROUP BY queue, status"
+#: what moved since an instant (``app.stats()``), per queue and per limit
+_ACTIVITY = {
+    "created": "SELECT queue, COUNT(*) FROM jobs WHERE created_at >= %s GROUP BY queue",
+    "finished": "SELECT queue, COUNT(*) FROM jobs WHERE finished_at >= %s GROUP BY queue",
+    "limits_waiting": "SELECT limits, COUNT(*) FROM jobs WHERE status = 'waiting' AND limits IS NOT NULL "
+                      "GROUP BY limits",
+    "limits_created": "SELECT limits, COUNT(*) FROM jobs WHERE created_at >= %s AND limits IS NOT NULL "
+                      "GROUP BY limits",
+    "limits_finished": "SELECT limits, COUNT(*) FROM jobs WHERE finished_at >= %s AND limits IS NOT NULL "
+                       "GROUP BY limits",
+}
+#: the same for one tenant, each read through one of the jobs_tenant* indexes
+_TENANT_ACTIVITY = {
+    "created": "SELECT queue, COUNT(*) FROM jobs WHERE tenant = %s AND created_at >= %s GROUP BY queue",
+    "finished": "SELECT queue, COUNT(*) FROM jobs WHERE tenant = %s AND finished_at >= %s GROUP BY queue",
+    "limits_waiting": "SELECT limits, COUNT(*) FROM jobs WHERE tenant = %s AND status = 'waiting' "
+                      "AND limits IS NOT NULL GROUP BY limits",
+    "limits_created": "SELECT limits, COUNT(*) FROM jobs WHERE tenant = %s AND created_at >= %s "
+                      "AND limits IS NOT NULL GROUP BY limits",
+    "limits_finished": "SELECT limits, COUNT(*) FROM jobs WHERE tenant = %s AND finished_at >= %s "
+                       "AND limits IS NOT NULL GROUP BY limits",
+}
+#: every query a tenant's views run on the jobs table, by name (its plan must use an index)
+TENANT_QUERIES = {"counts": _TENANT_COUNTS, **_TENANT_ACTIVITY}
 
 log = logging.getLogger("floodway.store.postgres")
 
@@ -240,13 +268,13 @@ class _Admission:
         )
         skip = " SKIP LOCKED" if self._locked_once else ""
         cur.execute(
-            "SELECT limit_name, key, tat, paused_until, running, admitted FROM limit_keys "
+            "SELECT limit_name, key, tat, paused_until, running, admitted, learned FROM limit_keys "
             "WHERE (limit_name, key) IN (SELECT n, k FROM unnest(%t::text[], %t::text[]) AS p(n, k)) "
             f"ORDER BY limit_name, key FOR UPDATE{skip}",
             (names, keys),
         )
-        for name, key, tat, paused_until, running, admitted in cur.fetchall():
-            self.states[(name, key)] = [tat, paused_until, running, admitted]
+        for name, key, tat, paused_until, running, admitted, learned in cur.fetchall():
+            self.states[(name, key)] = [tat, paused_until, running, admitted, Learned.loads(learned)]
         self.unavailable.update(p for p in zip(names, keys) if p not in self.states)
         self._locked_once = True
 
@@ -272,8 +300,9 @@ class _Admission:
             if spec.concurrency is not None and state[2] >= spec.concurrency:
                 return self._held(job_id, None)  # a finishing job frees the slot
             new_tat = None
-            if spec.rate is not None:
-                ok, new_tat, retry_at = gcra(state[0], self.now, spec.rate, spec.burst)
+            rate, burst = key_pace(spec, state[4], state[3], self.now)
+            if rate is not None:
+                ok, new_tat, retry_at = gcra(state[0], self.now, rate, burst)
                 if not ok:
                     return self._held(job_id, retry_at)
             decisions.append((pair, new_tat))
@@ -794,7 +823,7 @@ class PostgresStore(Store):
         return _copy_text(jobs, now)
 
     def enqueue(
-        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None
+        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None, *, owner: str | None = None
     ) -> list[EnqueueResult]:
         for status in {job.status for job in jobs}:
             check_transition(None, status)  # all or nothing: refuse before writing
@@ -810,7 +839,24 @@ class PostgresStore(Store):
             # the ids are read with the COMMIT's round trip
             return _Deferred(lambda: set(cur.fetchone()[0]))  # type: ignore[return-value]
 
-        created = self._run(go, what="enqueue", pipeline=True)
+        def go_owned(cur: psycopg.Cursor) -> set[str]:
+            cur.execute(*self._enqueue_statement(fresh, queues or {}, self._now()))
+            made = set(cur.fetchone()[0])
+            others = sorted(job.id for job in fresh if job.id not in made)
+            if others:
+                # after the insert: ON CONFLICT waited for any concurrent insert of these ids to
+                # commit, and this statement's snapshot sees it; raising rolls the insert back
+                cur.execute("SELECT min(id) FROM jobs WHERE id = ANY(%s) AND tenant IS DISTINCT FROM %s",
+                            (others, owner))
+                taken = cur.fetchone()[0]
+                if taken is not None:
+                    raise JobIdTaken(taken)
+            return made
+
+        if owner is not None:
+            created = self._run(go_owned, what="enqueue", pipeline=False)
+        else:
+            created = self._run(go, what="enqueue", pipeline=True)
         if len(created) == len(jobs):
             return [EnqueueResult(job.id, True) for job in jobs]
         results, seen = [], set()
@@ -963,14 +1009,17 @@ class PostgresStore(Store):
             what="set_queue",
         )
 
-    def list_queues(self) -> list[QueueInfo]:
+    def list_queues(self, *, tenant: str | None = None) -> list[QueueInfo]:
         def go(cur: psycopg.Cursor) -> list[QueueInfo]:
             cur.execute("SELECT name, max_concurrency, paused FROM queues ORDER BY name")
             queues = {
                 name: QueueInfo(name, cap, {s.value: 0 for s in Status}, bool(paused))
                 for name, cap, paused in cur.fetchall()
             }
-            cur.execute("SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status")
+            if tenant is None:
+                cur.execute("SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status")
+            else:
+                cur.execute(_TENANT_COUNTS, (tenant,))
             for name, status, count in cur.fetchall():
                 info = queues.setdefault(name, QueueInfo(name, None, {s.value: 0 for s in Status}))
                 info.counts[status] = int(count)
@@ -1137,7 +1186,7 @@ class PostgresStore(Store):
             promote, caps, limits, groups = (conn.cursor() for _ in range(4))
             promote.execute(self._PROMOTE, {"now": now, "ns": _NS_FAIR})
             caps.execute(queue_sql, queue_params)
-            limits.execute("SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive FROM limits")
+            limits.execute("SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits")
             groups.execute("SELECT key, served_at FROM fair_keys ORDER BY served_at, key LIMIT %s", (page_size,))
             cap_rows = caps.fetchall()
             specs = {row[0]: LimitSpec.from_row(*row) for row in limits.fetchall()}
@@ -1643,47 +1692,38 @@ class PostgresStore(Store):
 
     def _write_limit(self, cur: psycopg.Cursor, spec: LimitSpec, declared: str | None) -> None:
         cur.execute(
-            "INSERT INTO limits (name, rate_count, rate_period, burst, concurrency, key, adaptive, declared, updated_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+            "INSERT INTO limits (name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds, declared, "
+            "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
             "rate_count = excluded.rate_count, rate_period = excluded.rate_period, burst = excluded.burst, "
             "concurrency = excluded.concurrency, key = excluded.key, adaptive = excluded.adaptive, "
-            "declared = excluded.declared, updated_at = excluded.updated_at",
+            "bounds = excluded.bounds, declared = excluded.declared, updated_at = excluded.updated_at",
             (spec.name, spec.rate.count if spec.rate else None, spec.rate.period if spec.rate else None,
-             spec.burst, spec.concurrency, spec.key, bool(spec.adaptive), declared, self._now()),
+             spec.burst, spec.concurrency, spec.key, bool(spec.adaptive), spec.bounds, declared, self._now()),
         )
+        # a rate set in code or by an operator is their word: what was learned before is forgotten
+        cur.execute("UPDATE limit_keys SET learned = NULL WHERE limit_name = %s AND learned IS NOT NULL", (spec.name,))
 
     def list_limits(self, *, tenant_keys: Iterable[str] | None = None) -> list[LimitInfo]:
         def go(cur: psycopg.Cursor) -> list[LimitInfo]:
             now = self._now()
             cur.execute(
-                "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive FROM limits ORDER BY name"
+                "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits ORDER BY name"
             )
             infos = {row[0]: LimitInfo(LimitSpec.from_row(*row)) for row in cur.fetchall()}
             cur.execute(
-                "SELECT limit_name, key, tat, paused_until, pause_reason, running, admitted, rate_limited "
+                "SELECT limit_name, key, tat, paused_until, pause_reason, running, admitted, rate_limited, learned "
                 "FROM limit_keys ORDER BY limit_name, key"
             )
-            for name, key, tat, paused_until, reason, running, admitted, limited in cur.fetchall():
+            for name, key, tat, paused_until, reason, running, admitted, limited, learned in cur.fetchall():
                 info = infos.get(name)
-                if info is None:
-                    continue
-                spec = info.spec
-                info.keys.append(
-                    LimitKeyInfo(
-                        key=key,
-                        remaining=remaining(tat, now, spec.rate, spec.burst) if spec.rate else None,
-                        paused_until=paused_until if paused_until > now else None,
-                        pause_reason=reason if paused_until > now else None,
-                        running=running,
-                        admitted=int(admitted),
-                        rate_limited=int(limited),
-                    )
-                )
+                if info is not None:
+                    info.keys.append(key_info(info.spec, key, tat, paused_until, reason, running, int(admitted),
+                                              int(limited), learned, now))
             return list(infos.values())
 
         return self._run(go, what="read")
 
-    _SPEC_SQL = "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive FROM limits WHERE name = %s"
+    _SPEC_SQL = "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits WHERE name = %s"
 
     @classmethod
     def _spec_and_lock(cls, cur: psycopg.Cursor, name: str, key: str) -> tuple[LimitSpec, tuple]:
@@ -1698,7 +1738,8 @@ class PostgresStore(Store):
                 (name, key, name),
             )
             cur.execute(
-                "SELECT tat, paused_until, running FROM limit_keys WHERE limit_name = %s AND key = %s FOR UPDATE",
+                "SELECT tat, paused_until, running, admitted, learned FROM limit_keys "
+                "WHERE limit_name = %s AND key = %s FOR UPDATE",
                 (name, key),
             )
             row = spec_cur.fetchone()
@@ -1710,12 +1751,13 @@ class PostgresStore(Store):
     def acquire(self, name: str, key: str, cost: int = 1) -> tuple[bool, float]:
         def go(cur: psycopg.Cursor) -> tuple[bool, float]:
             now = self._now()
-            spec, (tat, paused_until, _) = self._spec_and_lock(cur, name, key)
+            spec, (tat, paused_until, _, admitted, learned) = self._spec_and_lock(cur, name, key)
             if paused_until > now:
                 return False, paused_until
-            if spec.rate is None:
+            rate, burst = key_pace(spec, Learned.loads(learned), int(admitted), now)
+            if rate is None:
                 return True, now
-            ok, new_tat, retry_at = gcra(tat, now, spec.rate, spec.burst, cost)
+            ok, new_tat, retry_at = gcra(tat, now, rate, burst, cost)
             if not ok:
                 return False, retry_at
             cur.execute(
@@ -1757,11 +1799,12 @@ class PostgresStore(Store):
         until = until + self._offset
 
         def go(cur: psycopg.Cursor) -> float:
-            spec, (tat, paused_until, _) = self._spec_and_lock(cur, name, key)
+            spec, (tat, paused_until, _, admitted, learned) = self._spec_and_lock(cur, name, key)
             end = max(until, paused_until)
-            if spec.rate is not None:
+            rate, burst = key_pace(spec, Learned.loads(learned), int(admitted), self._now())
+            if rate is not None:
                 # no burst at the reset: one admission at `end`, then the steady rate
-                tat = max(tat, end + spec.rate.interval * (spec.burst - 1))
+                tat = max(tat, end + rate.interval * (burst - 1))
             cur.execute(
                 "UPDATE limit_keys SET tat = %s, paused_until = %s, pause_reason = %s, rate_limited = rate_limited + 1 "
                 "WHERE limit_name = %s AND key = %s",
@@ -1770,6 +1813,38 @@ class PostgresStore(Store):
             return end
 
         return self._run(go, what="pause_limit") - self._offset
+
+    def observe_limit(self, name: str, key: str, obs: Observation) -> tuple[float | None, str | None]:
+        # the learned state keeps the server's clock, like every other time in this store
+        shift = self._offset
+        obs = Observation(**{**obs.__dict__, "now": obs.now + shift,
+                             "token_at": None if obs.token_at is None else obs.token_at + shift,
+                             "reset_at": None if obs.reset_at is None else obs.reset_at + shift})
+
+        def go(cur: psycopg.Cursor) -> tuple[float | None, str | None]:
+            spec, (_, _, _, admitted, raw) = self._spec_and_lock(cur, name, key)
+            learned, changed = observe(spec, Learned.loads(raw), int(admitted), obs)
+            cur.execute("UPDATE limit_keys SET learned = %s WHERE limit_name = %s AND key = %s",
+                        (learned.dumps(), name, key))
+            if changed:
+                cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))  # a faster rate may admit held jobs now
+            return effective_rate(spec, learned, int(admitted), obs.now), changed
+
+        return self._run(go, what="observe_limit")
+
+    def reset_learned(self, name: str, key: str | None = None) -> int:
+        def go(cur: psycopg.Cursor) -> int:
+            cur.execute("SELECT 1 FROM limits WHERE name = %s", (name,))
+            if cur.fetchone() is None:
+                raise ConfigError(f"unknown limit {name!r}")
+            where, params = "limit_name = %s AND learned IS NOT NULL", [name]
+            if key is not None:
+                where += " AND key = %s"
+                params.append(key)
+            cur.execute(f"UPDATE limit_keys SET learned = NULL WHERE {where}", params)
+            return cur.rowcount
+
+        return self._run(go, what="reset_learned")
 
     # -- resumable work ---------------------------------------------------------------------
     def load_state(self, key: str) -> StateSnapshot:
@@ -1878,27 +1953,27 @@ class PostgresStore(Store):
         )
         return {r[0] for r in rows}
 
-    def activity(self, since: float) -> dict[str, dict[str, dict[str, int]]]:
+    def activity(self, since: float, *, tenant: str | None = None) -> dict[str, dict[str, dict[str, int]]]:
+        queries = _TENANT_ACTIVITY if tenant is not None else _ACTIVITY
+        scope: tuple[Any, ...] = (tenant,) if tenant is not None else ()
+
         def go(cur: psycopg.Cursor) -> dict[str, dict[str, dict[str, int]]]:
             queues: dict[str, dict[str, int]] = {}
-            cur.execute("SELECT queue, COUNT(*) FROM jobs WHERE created_at >= %s GROUP BY queue", (since,))
+            cur.execute(queries["created"], (*scope, since))
             for queue, created in cur.fetchall():
                 queues.setdefault(queue, {"created": 0, "finished": 0})["created"] = int(created)
-            cur.execute("SELECT queue, COUNT(*) FROM jobs WHERE finished_at >= %s GROUP BY queue", (since,))
+            cur.execute(queries["finished"], (*scope, since))
             for queue, finished in cur.fetchall():
                 queues.setdefault(queue, {"created": 0, "finished": 0})["finished"] = int(finished)
             limits: dict[str, dict[str, int]] = {}
-            cur.execute(
-                "SELECT limits, status, created_at, finished_at FROM jobs WHERE limits IS NOT NULL AND "
-                "(status = 'waiting' OR created_at >= %s OR finished_at >= %s)",
-                (since, since),
-            )
-            for held, status, created_at, finished_at in cur.fetchall():
-                for name in {pair[0] for pair in json.loads(held)}:
-                    entry = limits.setdefault(name, {"waiting": 0, "created": 0, "finished": 0})
-                    entry["waiting"] += status == "waiting"
-                    entry["created"] += created_at >= since
-                    entry["finished"] += finished_at is not None and finished_at >= since
+            # grouped by the job's (limit, key) list: a few distinct lists, however many jobs
+            for field, sql, params in (("waiting", queries["limits_waiting"], scope),
+                                       ("created", queries["limits_created"], (*scope, since)),
+                                       ("finished", queries["limits_finished"], (*scope, since))):
+                cur.execute(sql, params)
+                for held, count in cur.fetchall():
+                    for name in {pair[0] for pair in json.loads(held)}:
+                        limits.setdefault(name, {"waiting": 0, "created": 0, "finished": 0})[field] += int(count)
             return {"queues": queues, "limits": limits}
 
         return self._run(go, what="read")
@@ -1958,7 +2033,7 @@ class PostgresStore(Store):
 
     def acquire_slot(self, job_id: str, name: str, key: str, holder: str) -> bool:
         def go(cur: psycopg.Cursor) -> bool:
-            spec, (_, _, running) = self._spec_and_lock(cur, name, key)
+            spec, (_, _, running, _, _) = self._spec_and_lock(cur, name, key)
             if spec.concurrency is not None and running >= spec.concurrency:
                 return False
             with _pipelined(cur.connection):

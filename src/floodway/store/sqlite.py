@@ -18,7 +18,7 @@ from importlib import resources
 from typing import Any, Iterable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
-from ..errors import ConfigError, JobNotFound, LeaseLost, SchemaTooNewError, StoreError, TransitionError
+from ..errors import ConfigError, JobIdTaken, JobNotFound, LeaseLost, SchemaTooNewError, StoreError, TransitionError
 from ..jobs import (
     CLAIMABLE_STATUSES,
     Event,
@@ -29,7 +29,8 @@ from ..jobs import (
     can_transition,
     sources_for,
 )
-from ..limits import LimitSpec, check_cost, gcra, remaining
+from ..limits import LimitSpec, check_cost, gcra
+from ..quota import Learned, Observation, effective_rate, observe
 from .base import TIMELINE_SQL, served_stamps, stores_run_events
 from .base import job_from_row as _job_from_row
 from .base import Renewal, worker_rescue
@@ -38,7 +39,6 @@ from .base import (
     ClaimedJobs,
     EnqueueResult,
     LimitInfo,
-    LimitKeyInfo,
     Outcome,
     QueueInfo,
     ScheduleInfo,
@@ -47,6 +47,8 @@ from .base import (
     Store,
     TokenInfo,
     WorkerInfo,
+    key_info,
+    key_pace,
     timeline_from_rows,
 )
 
@@ -58,6 +60,7 @@ _JOB_COLUMNS = (
     "started_at, finished_at, limits, fair_key, throttled_seconds, state_key, paused"
 )
 _SYNCHRONOUS = {"off", "normal", "full", "extra"}
+_SPEC_SQL = "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits"
 
 
 def load_migrations(backend: str) -> list[tuple[int, str, str]]:
@@ -113,7 +116,7 @@ class _Admission:
         self.now = now
         self.specs = {
             row[0]: LimitSpec.from_row(*row)
-            for row in conn.execute("SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive FROM limits")
+            for row in conn.execute("SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits")
         }
         self.states: dict[tuple[str, str], list[Any]] = {}
         self.dirty: set[tuple[str, str]] = set()
@@ -124,9 +127,12 @@ class _Admission:
         pair = (name, key)
         if pair not in self.states:
             row = self.conn.execute(
-                "SELECT tat, paused_until, running, admitted FROM limit_keys WHERE limit_name = ? AND key = ?", pair
+                "SELECT tat, paused_until, running, admitted, learned FROM limit_keys WHERE limit_name = ? AND key = ?",
+                pair,
             ).fetchone()
-            self.states[pair] = list(row) if row else [0.0, 0.0, 0, 0]
+            state = list(row) if row else [0.0, 0.0, 0, 0, None]
+            state[4] = Learned.loads(state[4])
+            self.states[pair] = state
         return self.states[pair]
 
     def _held(self, job_id: str, until: float | None) -> bool:
@@ -147,8 +153,9 @@ class _Admission:
             if spec.concurrency is not None and state[2] >= spec.concurrency:
                 return self._held(job_id, None)  # a finishing job frees the slot
             new_tat = None
-            if spec.rate is not None:
-                ok, new_tat, retry_at = gcra(state[0], self.now, spec.rate, spec.burst)
+            rate, burst = key_pace(spec, state[4], state[3], self.now)
+            if rate is not None:
+                ok, new_tat, retry_at = gcra(state[0], self.now, rate, burst)
                 if not ok:
                     return self._held(job_id, retry_at)
             decisions.append(((name, key), new_tat))
@@ -170,6 +177,60 @@ class _Admission:
             "admitted = excluded.admitted",
             [(name, key, *self.states[(name, key)][0:1], *self.states[(name, key)][2:4]) for name, key in self.dirty],
         )
+
+
+#: the longest ``?busy_timeout=`` (seconds) a URL may ask for: a day
+MAX_BUSY_TIMEOUT = 86400.0
+
+#: a tenant's jobs per (queue, status), counted in the index jobs_tenant
+_TENANT_COUNTS = "SELECT queue, status, COUNT(*) FROM jobs WHERE tenant = ? GROUP BY queue, status"
+#: what moved since an instant (``app.stats()``), per queue and per limit
+_ACTIVITY = {
+    "created": "SELECT queue, COUNT(*) FROM jobs WHERE created_at >= ? GROUP BY queue",
+    "finished": "SELECT queue, COUNT(*) FROM jobs WHERE finished_at >= ? GROUP BY queue",
+    "limits_waiting": "SELECT limits, COUNT(*) FROM jobs WHERE status = 'waiting' AND limits IS NOT NULL "
+                      "GROUP BY limits",
+    "limits_created": "SELECT limits, COUNT(*) FROM jobs WHERE created_at >= ? AND limits IS NOT NULL "
+                      "GROUP BY limits",
+    "limits_finished": "SELECT limits, COUNT(*) FROM jobs WHERE finished_at >= ? AND limits IS NOT NULL "
+                       "GROUP BY limits",
+}
+#: the same for one tenant, each read through one of the jobs_tenant* indexes
+_TENANT_ACTIVITY = {
+    "created": "SELECT queue, COUNT(*) FROM jobs WHERE tenant = ? AND created_at >= ? GROUP BY queue",
+    "finished": "SELECT queue, COUNT(*) FROM jobs WHERE tenant = ? AND finished_at >= ? GROUP BY queue",
+    "limits_waiting": "SELECT limits, COUNT(*) FROM jobs WHERE tenant = ? AND status = 'waiting' "
+                      "AND limits IS NOT NULL GROUP BY limits",
+    "limits_created": "SELECT limits, COUNT(*) FROM jobs WHERE tenant = ? AND created_at >= ? "
+                      "AND limits IS NOT NULL GROUP BY limits",
+    "limits_finished": "SELECT limits, COUNT(*) FROM jobs WHERE tenant = ? AND finished_at >= ? "
+                       "AND limits IS NOT NULL GROUP BY limits",
+}
+#: every query a tenant's views run on the jobs table, by name (its plan must use an index)
+TENANT_QUERIES = {"counts": _TENANT_COUNTS, **_TENANT_ACTIVITY}
+
+
+def _refuse_empty_file(path: str, settle: float = 1.0) -> None:
+    """A database file of zero bytes is refused rather than initialised as a new database: it
+    is far more likely a truncated or wrongly copied database than a wanted empty one. A file
+    that does not exist is still created.
+
+    Opening a new database makes the file empty for a moment before its first page is written
+    (another process may be doing just that), so an empty file is only refused when it stays
+    empty for ``settle`` seconds."""
+    deadline = time.monotonic() + settle
+    while True:
+        try:
+            if os.path.getsize(path) > 0:
+                return
+        except OSError:  # missing (or gone): sqlite creates it
+            return
+        if time.monotonic() >= deadline:
+            raise StoreError(
+                f"SQLite database {path!r} is an empty file (0 bytes): probably a truncated or "
+                "badly copied database; restore it, or delete the file to start a new database"
+            )
+        time.sleep(0.02)
 
 
 class SQLiteStore(Store):
@@ -201,11 +262,15 @@ class SQLiteStore(Store):
             self.busy_timeout = float(options.pop("busy_timeout", "60"))
         except ValueError:
             raise ConfigError(f"database URL {url!r}: busy_timeout must be a number") from None
+        if not 0 <= self.busy_timeout <= MAX_BUSY_TIMEOUT:  # NaN fails this too
+            raise ConfigError(f"database URL {url!r}: busy_timeout must be seconds between 0 and "
+                              f"{MAX_BUSY_TIMEOUT:g}, got {self.busy_timeout:g}")
         if options:
             raise ConfigError(f"database URL {url!r}: unknown option(s) {sorted(options)}")
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             raise StoreError(f"cannot open SQLite database {path!r}: directory {directory!r} does not exist")
+        _refuse_empty_file(path)
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -361,7 +426,7 @@ class SQLiteStore(Store):
 
     # -- enqueue --------------------------------------------------------------------------
     def enqueue(
-        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None
+        self, jobs: list[NewJob], queues: dict[str, int | None] | None = None, *, owner: str | None = None
     ) -> list[EnqueueResult]:
         now = time.time()
         results: list[EnqueueResult] = []
@@ -378,6 +443,9 @@ class SQLiteStore(Store):
                     existing.add(jobs[0].id)
             else:
                 existing = self._existing_ids(conn, [j.id for j in jobs])
+            if owner is not None and existing:
+                # the write lock is held: no job can appear between this look and the insert
+                self._check_tenant_owns(conn, sorted(existing), owner)
             fresh = []
             seen: set[str] = set()
             for job in jobs:
@@ -403,6 +471,17 @@ class SQLiteStore(Store):
             # no ``enqueued`` event row: the job row is the enqueue (see ``timeline_from_rows``)
             self._mark_fair_keys(conn, {j.fair_key for j in fresh if j.status is Status.WAITING})
         return results
+
+    @staticmethod
+    def _check_tenant_owns(conn: sqlite3.Connection, ids: list[str], owner: str) -> None:
+        """Raise ``JobIdTaken`` for the first of ``ids`` that is not a job of tenant ``owner``."""
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            row = conn.execute(f"SELECT id FROM jobs WHERE id IN ({marks}) AND tenant IS NOT ? ORDER BY id LIMIT 1",
+                               [*chunk, owner]).fetchone()
+            if row is not None:
+                raise JobIdTaken(row[0])
 
     @staticmethod
     def _existing_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
@@ -466,12 +545,16 @@ class SQLiteStore(Store):
                 (name, max_concurrency),
             )
 
-    def list_queues(self) -> list[QueueInfo]:
+    def list_queues(self, *, tenant: str | None = None) -> list[QueueInfo]:
         queues = {
             name: QueueInfo(name, cap, {s.value: 0 for s in Status}, bool(paused))
             for name, cap, paused in self._read("SELECT name, max_concurrency, paused FROM queues ORDER BY name")
         }
-        for name, status, count in self._read("SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status"):
+        if tenant is None:
+            rows = self._read("SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status")
+        else:
+            rows = self._read(_TENANT_COUNTS, (tenant,))
+        for name, status, count in rows:
             info = queues.setdefault(name, QueueInfo(name, None, {s.value: 0 for s in Status}))
             info.counts[status] = count
         return sorted(queues.values(), key=lambda q: q.name)
@@ -914,64 +997,50 @@ class SQLiteStore(Store):
     @staticmethod
     def _write_limit(conn: sqlite3.Connection, spec: LimitSpec, declared: str | None) -> None:
         conn.execute(
-            "INSERT INTO limits (name, rate_count, rate_period, burst, concurrency, key, adaptive, declared, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+            "INSERT INTO limits (name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds, declared, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
             "rate_count = excluded.rate_count, rate_period = excluded.rate_period, burst = excluded.burst, "
             "concurrency = excluded.concurrency, key = excluded.key, adaptive = excluded.adaptive, "
-            "declared = excluded.declared, updated_at = excluded.updated_at",
+            "bounds = excluded.bounds, declared = excluded.declared, updated_at = excluded.updated_at",
             (spec.name, spec.rate.count if spec.rate else None, spec.rate.period if spec.rate else None,
-             spec.burst, spec.concurrency, spec.key, int(spec.adaptive), declared, time.time()),
+             spec.burst, spec.concurrency, spec.key, int(spec.adaptive), spec.bounds, declared, time.time()),
         )
+        # a rate set in code or by an operator is their word: what was learned before is forgotten
+        conn.execute("UPDATE limit_keys SET learned = NULL WHERE limit_name = ?", (spec.name,))
 
     def list_limits(self, *, tenant_keys: Iterable[str] | None = None) -> list[LimitInfo]:
         now = time.time()
         infos = {
             row[0]: LimitInfo(LimitSpec.from_row(*row))
             for row in self._read(
-                "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive FROM limits ORDER BY name"
+                "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits ORDER BY name"
             )
         }
-        for name, key, tat, paused_until, reason, running, admitted, limited in self._read(
-            "SELECT limit_name, key, tat, paused_until, pause_reason, running, admitted, rate_limited "
+        for name, *row in self._read(
+            "SELECT limit_name, key, tat, paused_until, pause_reason, running, admitted, rate_limited, learned "
             "FROM limit_keys ORDER BY limit_name, key"
         ):
             info = infos.get(name)
-            if info is None:
-                continue
-            spec = info.spec
-            info.keys.append(
-                LimitKeyInfo(
-                    key=key,
-                    remaining=remaining(tat, now, spec.rate, spec.burst) if spec.rate else None,
-                    paused_until=paused_until if paused_until > now else None,
-                    pause_reason=reason if paused_until > now else None,
-                    running=running,
-                    admitted=admitted,
-                    rate_limited=limited,
-                )
-            )
+            if info is not None:
+                info.keys.append(key_info(info.spec, *row, now))
         return list(infos.values())
 
     def acquire(self, name: str, key: str, cost: int = 1) -> tuple[bool, float]:
         now = time.time()
         with self._write() as conn:
-            row = conn.execute(
-                "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive FROM limits WHERE name = ?",
-                (name,),
-            ).fetchone()
-            if row is None:
-                raise ConfigError(f"unknown limit {name!r}")
-            spec = LimitSpec.from_row(*row)
+            spec = self._spec(conn, name)
             check_cost(cost, spec.burst, f"limit {name!r}")
             state = conn.execute(
-                "SELECT tat, paused_until FROM limit_keys WHERE limit_name = ? AND key = ?", (name, key)
+                "SELECT tat, paused_until, admitted, learned FROM limit_keys WHERE limit_name = ? AND key = ?",
+                (name, key),
             ).fetchone()
-            tat, paused_until = state if state else (0.0, 0.0)
+            tat, paused_until, admitted, learned = state if state else (0.0, 0.0, 0, None)
             if paused_until > now:
                 return False, paused_until
-            if spec.rate is None:
+            rate, burst = key_pace(spec, Learned.loads(learned), admitted, now)
+            if rate is None:
                 return True, now
-            ok, new_tat, retry_at = gcra(tat, now, spec.rate, spec.burst, cost)
+            ok, new_tat, retry_at = gcra(tat, now, rate, burst, cost)
             if not ok:
                 return False, retry_at
             conn.execute(
@@ -1000,22 +1069,26 @@ class SQLiteStore(Store):
             )
             return cur.rowcount
 
+    @staticmethod
+    def _spec(conn: sqlite3.Connection, name: str) -> LimitSpec:
+        row = conn.execute(f"{_SPEC_SQL} WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise ConfigError(f"unknown limit {name!r}")
+        return LimitSpec.from_row(*row)
+
     def pause_limit(self, name: str, key: str, until: float, reason: str) -> float:
         with self._write() as conn:
-            row = conn.execute(
-                "SELECT rate_count, rate_period, burst FROM limits WHERE name = ?", (name,)
-            ).fetchone()
-            if row is None:
-                raise ConfigError(f"unknown limit {name!r}")
+            spec = self._spec(conn, name)
             state = conn.execute(
-                "SELECT tat, paused_until FROM limit_keys WHERE limit_name = ? AND key = ?", (name, key)
+                "SELECT tat, paused_until, admitted, learned FROM limit_keys WHERE limit_name = ? AND key = ?",
+                (name, key),
             ).fetchone()
-            tat, paused_until = state if state else (0.0, 0.0)
+            tat, paused_until, admitted, learned = state if state else (0.0, 0.0, 0, None)
             until = max(until, paused_until)
-            if row[0] and row[1]:
+            rate, burst = key_pace(spec, Learned.loads(learned), admitted, time.time())
+            if rate is not None:
                 # no burst at the reset: one admission at `until`, then the steady rate
-                interval = row[1] / row[0]
-                tat = max(tat, until + interval * (row[2] - 1))
+                tat = max(tat, until + rate.interval * (burst - 1))
             conn.execute(
                 "INSERT INTO limit_keys (limit_name, key, tat, paused_until, pause_reason, rate_limited) "
                 "VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (limit_name, key) DO UPDATE SET tat = excluded.tat, "
@@ -1024,6 +1097,31 @@ class SQLiteStore(Store):
                 (name, key, tat, until, reason),
             )
         return until
+
+    def observe_limit(self, name: str, key: str, obs: Observation) -> tuple[float | None, str | None]:
+        with self._write() as conn:
+            spec = self._spec(conn, name)
+            state = conn.execute(
+                "SELECT admitted, learned FROM limit_keys WHERE limit_name = ? AND key = ?", (name, key)
+            ).fetchone()
+            admitted, raw = state if state else (0, None)
+            learned, changed = observe(spec, Learned.loads(raw), admitted, obs)
+            conn.execute(
+                "INSERT INTO limit_keys (limit_name, key, learned) VALUES (?, ?, ?) "
+                "ON CONFLICT (limit_name, key) DO UPDATE SET learned = excluded.learned",
+                (name, key, learned.dumps()),
+            )
+            return effective_rate(spec, learned, admitted, obs.now), changed
+
+    def reset_learned(self, name: str, key: str | None = None) -> int:
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM limits WHERE name = ?", (name,)).fetchone() is None:
+                raise ConfigError(f"unknown limit {name!r}")
+            where, params = "limit_name = ? AND learned IS NOT NULL", [name]
+            if key is not None:
+                where += " AND key = ?"
+                params.append(key)
+            return conn.execute(f"UPDATE limit_keys SET learned = NULL WHERE {where}", params).rowcount
 
     # -- resumable work ---------------------------------------------------------------------
     def load_state(self, key: str) -> StateSnapshot:
@@ -1107,25 +1205,22 @@ class SQLiteStore(Store):
             )
         return found
 
-    def activity(self, since: float) -> dict[str, dict[str, dict[str, int]]]:
+    def activity(self, since: float, *, tenant: str | None = None) -> dict[str, dict[str, dict[str, int]]]:
+        queries = _TENANT_ACTIVITY if tenant is not None else _ACTIVITY
+        scope: tuple[Any, ...] = (tenant,) if tenant is not None else ()
         queues: dict[str, dict[str, int]] = {}
-        for queue, created in self._read("SELECT queue, COUNT(*) FROM jobs WHERE created_at >= ? GROUP BY queue", (since,)):
+        for queue, created in self._read(queries["created"], (*scope, since)):
             queues.setdefault(queue, {"created": 0, "finished": 0})["created"] = created
-        for queue, finished in self._read(
-            "SELECT queue, COUNT(*) FROM jobs WHERE finished_at >= ? GROUP BY queue", (since,)
-        ):
+        for queue, finished in self._read(queries["finished"], (*scope, since)):
             queues.setdefault(queue, {"created": 0, "finished": 0})["finished"] = finished
         limits: dict[str, dict[str, int]] = {}
-        for held, status, created_at, finished_at in self._read(
-            "SELECT limits, status, created_at, finished_at FROM jobs WHERE limits IS NOT NULL AND "
-            "(status = 'waiting' OR created_at >= ? OR finished_at >= ?)",
-            (since, since),
-        ):
-            for name in {pair[0] for pair in json.loads(held)}:
-                entry = limits.setdefault(name, {"waiting": 0, "created": 0, "finished": 0})
-                entry["waiting"] += status == "waiting"
-                entry["created"] += created_at >= since
-                entry["finished"] += finished_at is not None and finished_at >= since
+        # grouped by the job's (limit, key) list: a few distinct lists, however many jobs
+        for field, sql, params in (("waiting", queries["limits_waiting"], scope),
+                                   ("created", queries["limits_created"], (*scope, since)),
+                                   ("finished", queries["limits_finished"], (*scope, since))):
+            for held, count in self._read(sql, params):
+                for name in {pair[0] for pair in json.loads(held)}:
+                    limits.setdefault(name, {"waiting": 0, "created": 0, "finished": 0})[field] += count
         return {"queues": queues, "limits": limits}
 
     # -- flows --------------------------------------------------------------------------------

@@ -3,15 +3,24 @@
 Errors are JSON ``{"error": "message"}``: 400 bad input (``EnqueueError``/``ConfigError``), 401
 no or bad token, 403 not allowed for this token, 404 not found — also for another tenant's job,
 so a tenant cannot learn that it exists — 409 a status change the transition table refuses
-(``TransitionError``), 413 a body over the size limit. Every store call runs in a thread
+(``TransitionError``), 413 a body over the size limit or a bulk request over ``api_max_bulk``
+items, 429 a token over its request rate (``api_rate``, with ``Retry-After``). Every store call runs in a thread
 (``run_in_threadpool``), never on the event loop.
 
 Tenant tokens: jobs they enqueue get their tenant; ids they choose are scoped to it (``id="x"``
-becomes ``"<tenant>:x"``, unless it starts with that already), so two tenants never collide on
-an id and the idempotent "this id exists" answer tells nothing about another tenant; ``args``
-may not name another tenant (``{"tenant": ...}``). Lists, counts, limits, schedules, flows and
-streams show only their tenant's. Workers, queue pause/resume, limit changes and ``/metrics``
-are admin only.
+becomes ``"<tenant>:x"``, unless it starts with that already). Tenant names never contain
+``:`` and never are one of floodway's own id namespaces (``cron``), so two tenants never
+collide on an id, and no tenant can take a schedule's; an id that exists as another's job
+answers 409 and writes nothing, bulk included. ``args`` may not name another tenant
+(``{"tenant": ...}``); a tenant token may name only the queues the app declares (its own
+``app.queue()`` calls and its tasks' queues), so it cannot create queues. Lists, counts,
+limits, schedules, flows and streams show only their tenant's. Workers, queue pause/resume,
+limit changes and ``/metrics`` are admin only. floodway's own tasks (``floodway.*``) cannot be
+enqueued here, and ids in its own namespaces (``cron:...``) cannot be chosen, by anyone.
+
+No request answers 5xx after writing: every input is checked before the one write a request
+makes, and the answer is built so that no stored value can break it (a lone surrogate written
+by an older version is sent escaped, ``"\\ud800"``).
 """
 
 from __future__ import annotations
@@ -28,10 +37,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..errors import ConfigError, EnqueueError, JobNotFound, TransitionError
+from ..errors import ConfigError, EnqueueError, JobIdTaken, JobNotFound, TransitionError
+from ..inputs import check_encodable, check_name, is_reserved_id
 from ..jobs import Status
 from ..tokens import authenticate
-from ..units import parse_duration
 from . import data
 from .auth import ApiError, Principal, require, token_from
 
@@ -42,24 +51,49 @@ log = logging.getLogger("floodway.web")
 
 DEFAULT_MAX_BODY = 1_000_000
 MAX_WAIT = 60.0
-#: the longest delay accepted (ten years): beyond it run_at is not a usable instant
-MAX_DELAY = 10 * 365 * 86400
 MAX_LIST = 1000
+#: the largest ``offset`` of a job list (the dashboard's too)
+MAX_OFFSET = 10**9
 ENQUEUE_FIELDS = {"task", "args", "id", "queue", "delay", "priority", "tenant"}
 BULK_FIELDS = (ENQUEUE_FIELDS - {"args"}) | {"items"}
-LIMIT_FIELDS = {"rate", "burst", "concurrency"}
+LIMIT_FIELDS = {"rate", "burst", "concurrency", "adaptive"}
 
 
 def fw(request: Request) -> "App":
     return request.app.state.floodway
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities (which JSON cannot hold) as null."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+class SafeJSONResponse(JSONResponse):
+    """A JSON answer that no stored value can break: floodway refuses to store text UTF-8
+    cannot hold (lone surrogates) and numbers JSON cannot (NaN), but a row written by an older
+    version, or by hand, may still hold them. Such an answer is sent with every non-ASCII
+    character escaped (a lone surrogate as ``\\ud800``, which JSON allows) and NaN as null."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except (UnicodeEncodeError, ValueError):
+            return json.dumps(_finite(content), ensure_ascii=True, allow_nan=False,
+                              separators=(",", ":")).encode("ascii")
+
+
 def ok(payload: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(payload, status_code=status)
+    return SafeJSONResponse(payload, status_code=status)
 
 
 def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+    return SafeJSONResponse({"error": message}, status_code=status)
 
 
 # -- request input ------------------------------------------------------------------------------
@@ -94,6 +128,8 @@ async def read_object(request: Request, allowed: set[str]) -> dict[str, Any]:
         value = json.loads(body, parse_constant=_no_constants)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "request body is not valid JSON: nested too deeply") from None
     if not isinstance(value, dict):
         raise ApiError(400, f"request body must be a JSON object, got {type(value).__name__}")
     unknown = sorted(set(value) - allowed)
@@ -110,7 +146,7 @@ def _string(body: dict[str, Any], key: str, *, required: bool = False) -> str | 
         return None
     if not isinstance(value, str) or not value:
         raise ApiError(400, f"{key!r} must be a non-empty string, got {value!r}")
-    return value
+    return check_encodable(value, repr(key))  # ConfigError -> 400
 
 
 def _integer(body: dict[str, Any], key: str) -> int | None:
@@ -122,16 +158,14 @@ def _integer(body: dict[str, Any], key: str) -> int | None:
     return value
 
 
-def _delay(body: dict[str, Any]) -> float | None:
+def _delay(body: dict[str, Any]) -> float | str | None:
+    """The delay as given; ``App.enqueue`` parses and bounds it (ConfigError -> 400)."""
     value = body.get("delay")
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ApiError(400, f"'delay' must be seconds (a number) or a duration such as '5m', got {value!r}")
-    seconds = parse_duration(value, name="delay")  # ConfigError -> 400
-    if seconds > MAX_DELAY:
-        raise ApiError(400, f"'delay' is more than {MAX_DELAY // 86400} days")
-    return seconds
+    return value
 
 
 def _query_number(request: Request, name: str, default: float, low: float, high: float) -> float:
@@ -198,15 +232,34 @@ def enqueue_tenant(principal: Principal, body: dict[str, Any], items: list[Any])
     return principal.tenant
 
 
-def _check_owned(app: "App", principal: Principal, handles: list[Any]) -> None:
-    """An id that existed already must be the caller's own job (idempotent enqueue)."""
-    if principal.admin:
-        return
-    for h in handles:
-        if not h.created:
-            job = app.store.get_job(h.id)
-            if job is not None and not principal.owns(job):
-                raise ApiError(409, f"job id {h.id!r} is taken; choose another id")
+def enqueue_options(app: "App", principal: Principal, body: dict[str, Any], items: list[Any]) -> dict[str, Any]:
+    """What an enqueue request asks for, checked before anything is written: the task (none of
+    floodway's own), the id (scoped to a tenant token's tenant; none in floodway's namespaces),
+    the queue (a tenant token names only declared ones), delay, priority, tenant. The library
+    checks the rest (``App.enqueue``) before its one write."""
+    name = _string(body, "task", required=True) or ""
+    tenant = enqueue_tenant(principal, body, items)
+    task = app.get_task(name, internal=False)
+    job_id = _string(body, "id")
+    if job_id is not None and is_reserved_id(job_id):
+        raise ApiError(400, f"job id {job_id!r} is in a namespace floodway keeps for its own jobs; choose another id")
+    queue = _string(body, "queue")
+    if queue is not None and not principal.admin:
+        declared = set(app.queues) | {t.queue_name for t in app.tasks.values()}
+        if queue not in declared:
+            raise ApiError(400, f"unknown queue {queue!r}; this token may enqueue only to the queues the app "
+                                f"declares: {', '.join(sorted(declared))}")
+    return {"task": task, "id": scoped_id(principal, job_id), "queue": queue, "delay": _delay(body),
+            "priority": _integer(body, "priority"), "tenant": tenant,
+            "owner": None if principal.admin else principal.tenant}
+
+
+def check_bulk_size(count: int, cap: int) -> None:
+    """One bulk request carries at most ``cap`` jobs (``api_max_bulk``): one huge insert would
+    hold the store's write lock, and every other enqueue, for seconds."""
+    if count > cap:
+        raise ApiError(413, f"'items' has {count} jobs, over the limit of {cap} per request (api_max_bulk); "
+                            "split them into several requests")
 
 
 # -- jobs ---------------------------------------------------------------------------------------
@@ -218,15 +271,20 @@ async def enqueue(request: Request) -> Response:
         args = {}
     if not isinstance(args, dict):
         raise ApiError(400, f"'args' must be a JSON object of argument names to values, got {type(args).__name__}")
-    task = _string(body, "task", required=True)
-    tenant = enqueue_tenant(principal, body, [args])
     app = fw(request)
+    options = enqueue_options(app, principal, body, [args])
+    task = options.pop("task")
 
     def run() -> tuple[Any, Any]:
-        handle = app.enqueue(task, args, id=scoped_id(principal, _string(body, "id")), queue=_string(body, "queue"),
-                             delay=_delay(body), priority=_integer(body, "priority"), tenant=tenant)
-        _check_owned(app, principal, [handle])
-        return handle, app.store.get_job(handle.id)
+        # nothing is written before this call, and only once it returns is anything written
+        handle = app._enqueue(task, [args], single=True, start_at=None, retry=None, limits=None,
+                              **options)[0]
+        try:
+            job = app.store.get_job(handle.id)
+        except Exception:  # the job is written: answer that, without its details
+            log.warning("web: job %s was enqueued but could not be read back", handle.id, exc_info=True)
+            job = None
+        return handle, job
 
     handle, job = await call(run)
     return ok({"id": handle.id, "created": handle.created, "status": job.status.value if job else None,
@@ -239,19 +297,18 @@ async def enqueue_bulk(request: Request) -> Response:
     items = body.get("items")
     if not isinstance(items, list) or not items:
         raise ApiError(400, "'items' must be a non-empty list of argument objects")
+    check_bulk_size(len(items), request.app.state.max_bulk)
     for index, args in enumerate(items):
         if args is not None and not isinstance(args, dict):
             raise ApiError(400, f"items[{index}] must be a JSON object of argument names to values")
-    task = _string(body, "task", required=True)
-    tenant = enqueue_tenant(principal, body, items)
     app = fw(request)
+    options = enqueue_options(app, principal, body, items)
+    task = options.pop("task")
 
     def run() -> list[Any]:
-        handles = app.enqueue_many(task, items, id=scoped_id(principal, _string(body, "id")),
-                                   queue=_string(body, "queue"), delay=_delay(body),
-                                   priority=_integer(body, "priority"), tenant=tenant)
-        _check_owned(app, principal, handles)
-        return handles
+        # one transaction: an id taken by another tenant's job (409) writes none of the items
+        return app._enqueue(task, list(items), single=False, start_at=None, retry=None,
+                            limits=None, **options)
 
     handles = await call(run)
     created = sum(h.created for h in handles)
@@ -263,7 +320,7 @@ async def list_jobs(request: Request) -> Response:
     principal = await require(request)
     statuses = parse_statuses(request.query_params.getlist("status"))
     limit = _query_int(request, "limit", 50, 1, MAX_LIST)
-    offset = _query_int(request, "offset", 0, 0, 10**9)
+    offset = _query_int(request, "offset", 0, 0, MAX_OFFSET)
     tenant = _query_text(request, "tenant")
     if not principal.admin:
         if tenant is not None and tenant != principal.tenant:
@@ -373,8 +430,7 @@ async def queue_action(request: Request, action: str) -> Response:
     name = request.path_params["name"]
     principal.require_admin(f"{action} of a queue")
     await read_body(request)
-    if not name or len(name) > 255:
-        raise ApiError(400, "queue name must be 1 to 255 characters")
+    check_name(name, "queue name")  # ConfigError -> 400
     await call(fw(request).store.set_paused, queue=name, paused=action == "pause")
     return ok({"queue": name, "paused": action == "pause"})
 
@@ -390,7 +446,7 @@ async def patch_limit(request: Request) -> Response:
     name = request.path_params["name"]
     body = await read_object(request, LIMIT_FIELDS)
     if not body:
-        raise ApiError(400, "give at least one of 'rate', 'burst', 'concurrency'")
+        raise ApiError(400, "give at least one of 'rate', 'burst', 'concurrency', 'adaptive'")
     changes: dict[str, Any] = {}
     if "rate" in body:
         if body["rate"] is not None and not isinstance(body["rate"], str):
@@ -400,21 +456,68 @@ async def patch_limit(request: Request) -> Response:
         burst = _integer(body, "burst")
         if burst is None:
             raise ApiError(400, "'burst' must be an integer >= 1")
-        changes["burst"] = burst
+        changes["burst"] = _at_most(burst, "burst")
     if "concurrency" in body:
         concurrency = _integer(body, "concurrency")
-        changes["concurrency"] = concurrency or None  # null or 0 removes the cap
+        changes["concurrency"] = _at_most(concurrency, "concurrency") or None  # null or 0 removes the cap
+    if "adaptive" in body:
+        if not isinstance(body["adaptive"], bool):
+            raise ApiError(400, f"'adaptive' must be true or false, got {body['adaptive']!r}")
+        changes["adaptive"] = body["adaptive"]
     app = fw(request)
 
     def run() -> dict[str, Any]:
-        known = {info.spec.name for info in app.store.list_limits()} | set(app.limits)
-        if name not in known:
-            raise ApiError(404, f"no limit named {name!r}")
+        _known_limit(app, name)
         app.set_limit(name, **changes)
-        info = next(i for i in app.store.list_limits() if i.spec.name == name)
-        return data.limit_dict(info, time.time())
+        return _one_limit(app, principal, name)
 
     return ok(await call(run))
+
+
+def _known_limit(app: "App", name: str) -> None:
+    known = {info.spec.name for info in app.store.list_limits()} | set(app.limits)
+    if name not in known:
+        raise ApiError(404, f"no limit named {name!r}")
+
+
+def _one_limit(app: "App", principal: Principal, name: str) -> dict[str, Any]:
+    for limit in data.limits_view(app, principal)["limits"]:
+        if limit["name"] == name:
+            return limit
+    raise ApiError(404, f"no limit named {name!r}")
+
+
+async def get_limit(request: Request) -> Response:
+    principal = await require(request)
+    return ok(await call(_one_limit, fw(request), principal, request.path_params["name"]))
+
+
+async def reset_limit(request: Request) -> Response:
+    """Forget what was learned about a limit (every key, or ``{"key": ...}``)."""
+    principal = await require(request)
+    principal.require_admin("resetting a learned limit")
+    name = request.path_params["name"]
+    empty = request.headers.get("content-length", "0") == "0" and "transfer-encoding" not in request.headers
+    body = {} if empty else await read_object(request, {"key"})
+    key = _string(body, "key")
+    app = fw(request)
+
+    def run() -> dict[str, Any]:
+        _known_limit(app, name)
+        forgotten = app.reset_learned(name, key)
+        return {**_one_limit(app, principal, name), "forgotten": forgotten}
+
+    return ok(await call(run))
+
+
+#: the largest burst or concurrency a limit can hold (the stores keep them as 32-bit integers)
+MAX_LIMIT_NUMBER = 2**31 - 1
+
+
+def _at_most(value: int | None, name: str) -> int | None:
+    if value is not None and value > MAX_LIMIT_NUMBER:
+        raise ApiError(400, f"{name!r} must be at most {MAX_LIMIT_NUMBER}, got {value}")
+    return value
 
 
 async def list_workers(request: Request) -> Response:
@@ -455,7 +558,15 @@ def stream_response(gen: AsyncIterator[str]) -> StreamingResponse:
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
+#: the shortest interval between two ticks of a live stream (each tick reads the store)
+MIN_STREAM_INTERVAL = 1.0
+#: the shortest interval between two reads of one job's stream (a job and its timeline, by id)
+MIN_JOB_STREAM_INTERVAL = 0.25
+
+
 async def _still_valid(request: Request) -> bool:
+    """Whether the stream's token still works: checked before every tick, so a revoked token's
+    streams end within one tick."""
     token, _, _ = token_from(request)
     return await call(authenticate, fw(request).store, token) is not None
 
@@ -463,20 +574,17 @@ async def _still_valid(request: Request) -> bool:
 async def stream_all(request: Request) -> Response:
     """Queue counts, totals and limit counters every ``interval`` seconds (``ticks`` ends it)."""
     principal = await require(request)
-    interval = _query_number(request, "interval", 1.0, 0.1, 60.0)
+    interval = _query_number(request, "interval", 1.0, MIN_STREAM_INTERVAL, 60.0)
     ticks = _query_int(request, "ticks", 0, 0, 10**6)
     app = fw(request)
 
     async def gen() -> AsyncIterator[str]:
         yield "retry: 2000\n\n"
         sent = 0
-        checked = time.monotonic()
         while True:
-            if time.monotonic() - checked > 10:  # a revoked token ends its streams too
-                checked = time.monotonic()
-                if not await _still_valid(request):
-                    yield sse("revoked", {"error": "invalid or revoked token"})
-                    return
+            if sent and not await _still_valid(request):  # a revoked token ends its streams too
+                yield sse("revoked", {"error": "invalid or revoked token"})
+                return
             yield sse("stats", await call(data.live_view, app, principal))
             sent += 1
             if ticks and sent >= ticks:
@@ -492,7 +600,7 @@ async def stream_job(request: Request) -> Response:
     principal = await require(request)
     app, job_id = fw(request), _job_id(request)
     await call(data.visible_job, app, principal, job_id)  # 404 before the stream starts
-    interval = _query_number(request, "interval", 0.25, 0.05, 10.0)
+    interval = _query_number(request, "interval", 0.25, MIN_JOB_STREAM_INTERVAL, 10.0)
 
     def read() -> tuple[Any, list[Any]]:
         job = app.store.get_job(job_id)
@@ -501,8 +609,12 @@ async def stream_job(request: Request) -> Response:
     async def gen() -> AsyncIterator[str]:
         yield "retry: 2000\n\n"
         seen, last = 0, None
-        checked = time.monotonic()
+        first = True
         while True:
+            if not first and not await _still_valid(request):  # a revoked token ends its streams too
+                yield sse("revoked", {"error": "invalid or revoked token"})
+                return
+            first = False
             job, events = await call(read)
             if job is None:
                 yield sse("end", {"id": job_id, "status": None, "deleted": True})
@@ -516,11 +628,6 @@ async def stream_job(request: Request) -> Response:
             if job.status.is_final:
                 yield sse("end", data.job_dict(job))
                 return
-            if time.monotonic() - checked > 10:
-                checked = time.monotonic()
-                if not await _still_valid(request):
-                    yield sse("revoked", {"error": "invalid or revoked token"})
-                    return
             await asyncio.sleep(interval)
 
     return stream_response(gen())
@@ -550,13 +657,14 @@ async def openapi(request: Request) -> Response:
     from .openapi import document
 
     return ok(document(max_body=request.app.state.max_body, max_wait=request.app.state.max_wait,
-                       tasks=list(fw(request).tasks)))
+                       tasks=fw(request).public_tasks(), max_bulk=request.app.state.max_bulk))
 
 
 # -- errors -----------------------------------------------------------------------------------------
 async def on_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     response = error(exc.status, exc.message)
+    response.headers.update(exc.headers)
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="floodway"'
     return response
@@ -574,12 +682,17 @@ async def on_transition(request: Request, exc: Exception) -> Response:
     return error(409, str(exc))
 
 
+async def on_id_taken(request: Request, exc: Exception) -> Response:
+    return error(409, str(exc))
+
+
 EXCEPTION_HANDLERS: dict[Any, Callable[..., Any]] = {
     ApiError: on_api_error,
     EnqueueError: on_bad_input,
     ConfigError: on_bad_input,
     JobNotFound: on_not_found,
     TransitionError: on_transition,
+    JobIdTaken: on_id_taken,
 }
 
 JOB = "/api/jobs/{job_id:path}"
@@ -606,7 +719,9 @@ routes = [
     Route("/api/limits", list_limits, methods=["GET"]),
     *[Route(f"/api/queues/{{name:path}}/{action}", functools.partial(queue_action, action=action), methods=["POST"],
             name=f"queue_{action}") for action in ("pause", "resume")],
+    Route("/api/limits/{name:path}/reset", reset_limit, methods=["POST"]),
     Route("/api/limits/{name:path}", patch_limit, methods=["PATCH"]),
+    Route("/api/limits/{name:path}", get_limit, methods=["GET"]),
     Route("/api/workers", list_workers, methods=["GET"]),
     Route("/api/schedules", list_schedules, methods=["GET"]),
     Route("/api/stats", stats, methods=["GET"]),

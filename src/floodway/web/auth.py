@@ -5,35 +5,46 @@ Every route but ``/healthz`` (and the login page with its static files) needs a 
 ``Authorization: Bearer fw_...``. The dashboard's login form checks a token and keeps it in a
 cookie (``HttpOnly``, ``SameSite=Strict``) so the page's scripts never see it; requests
 authenticated by that cookie that change something must also send ``X-Requested-With`` (which a
-cross-site form cannot), on top of SameSite. Tokens are looked up on every request, so a revoked
-token stops working at once.
+cross-site form cannot), on top of SameSite; the login form itself carries an anti-forgery
+value (see ``dashboard.login_forged``). Tokens are looked up on every request, so a revoked
+token stops working at once, and each request spends one token of the store limit
+``floodway.api`` keyed by the token's id (``api_rate``/``api_burst``): past it, 429 with
+``Retry-After``.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from ..errors import ConfigError
+from ..limits import LimitSpec
 from ..tokens import authenticate
 
 if TYPE_CHECKING:
+    from ..app import App
     from ..jobs import Job
 
 COOKIE = "floodway_token"
 COOKIE_MAX_AGE = 12 * 3600
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: the store limit that rate-limits requests, one key per token
+API_LIMIT = "floodway.api"
 
 
 class ApiError(Exception):
-    """An error answered as JSON ``{"error": message}`` with ``status``."""
+    """An error answered as JSON ``{"error": message}`` with ``status`` (and ``headers``)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
 @dataclass(frozen=True)
@@ -84,8 +95,43 @@ async def principal_for(request: Request) -> Principal | None:
     if info is None:
         return None
     principal = Principal(info.id, info.tenant, info.admin, info.label, via_cookie)
+    await spend(request, principal)
     request.scope["floodway.principal"] = principal
     return principal
+
+
+# -- requests per token ---------------------------------------------------------------------------
+def api_limit(rate: str | None, burst: int) -> LimitSpec | None:
+    """The limit on requests per token (``None``: no limit), keyed by the token's id."""
+    if rate is None:
+        return None
+    return LimitSpec.build(API_LIMIT, rate=rate, burst=burst, key="{token}")
+
+
+def declare_api_limit(app: "App", spec: LimitSpec | None) -> None:
+    if spec is not None:
+        app.store.declare_limit(spec)
+
+
+def _take(app: "App", spec: LimitSpec, token_id: str) -> tuple[bool, float]:
+    try:
+        return app.store.acquire(spec.name, token_id)
+    except ConfigError:  # not declared yet (an app mounted without its lifespan)
+        app.store.declare_limit(spec)
+        return app.store.acquire(spec.name, token_id)
+
+
+async def spend(request: Request, principal: Principal) -> None:
+    """Take one request from the token's budget (the store's GCRA limit, so every web process
+    shares it); ``ApiError(429)`` with ``Retry-After`` when it is spent."""
+    spec: LimitSpec | None = getattr(request.app.state, "api_limit", None)
+    if spec is None:
+        return
+    admitted, retry_at = await run_in_threadpool(_take, request.app.state.floodway, spec, principal.token_id)
+    if not admitted:
+        wait = max(1, math.ceil(retry_at - time.time()))
+        raise ApiError(429, f"too many requests for this token (limit {spec.rate} per token, burst {spec.burst}); "
+                            f"retry in {wait}s", {"Retry-After": str(wait)})
 
 
 async def require(request: Request) -> Principal:

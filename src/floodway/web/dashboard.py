@@ -11,12 +11,19 @@ with ``fetch`` and ``EventSource`` only.
 
 Logging in: the form takes a token (``floodway token create ...``), checks it, and keeps it in a
 cookie (``HttpOnly``, ``SameSite=Strict``): the page's scripts never read it, and the same
-API routes accept it (changes also need ``X-Requested-With``, which ``app.js`` sends).
+API routes accept it (changes also need ``X-Requested-With``, which ``app.js`` sends). The form
+itself carries an anti-forgery value that must match a cookie set with it, so a page on another
+site cannot log a visitor in with a token of its choosing (login CSRF).
+
+No inline scripts or styles (the Content-Security-Policy forbids them): bar widths are
+``data-width`` percentages that ``app.js`` applies.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
+import secrets
 import time
 import urllib.parse
 from datetime import datetime
@@ -30,10 +37,11 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from ..errors import JobNotFound
+from ..inputs import LONE_SURROGATES
 from ..jobs import Status
 from ..tokens import authenticate
 from . import data
-from .api import ApiError, parse_statuses, read_body
+from .api import MAX_OFFSET, ApiError, parse_statuses, read_body
 from .auth import COOKIE, COOKIE_MAX_AGE, Principal, principal_for
 
 if TYPE_CHECKING:
@@ -41,6 +49,9 @@ if TYPE_CHECKING:
 
 TEMPLATES = Path(__file__).parent / "templates"
 PAGE_SIZE = 50
+#: the login form's anti-forgery cookie, and how long a login form stays usable
+LOGIN_COOKIE = "floodway_login"
+LOGIN_MAX_AGE = 3600
 STATUS_NAMES = [s.value for s in Status]
 
 
@@ -81,7 +92,10 @@ def clock(value: Any) -> str:
     ts = _epoch(value)
     if ts is None:
         return ""
-    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, ValueError, OSError):  # an instant at the edge of what dates can show
+        return str(value)
 
 
 def pretty(value: Any) -> str:
@@ -112,6 +126,10 @@ env.globals.update(STATUS_NAMES=STATUS_NAMES)
 
 def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
     html = env.get_template(name).render(**context)
+    # no stored value may break a page: what cannot be sent shows as U+FFFD
+    # (lone surrogates are refused on the way in, but a row written by an older version, or by
+    # hand, may hold them)
+    html = LONE_SURROGATES.sub("\ufffd", html)
     return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
 
@@ -143,27 +161,52 @@ def _safe_next(value: str | None) -> str:
     return value
 
 
+def login_page(request: Request, *, status: int = 200, next: str = "/", error: str | None = None) -> Response:
+    """The login form, with a fresh anti-forgery value in a hidden field and in a cookie that
+    only this site's own pages carry back (``SameSite=Strict``, path ``/login``)."""
+    secret = secrets.token_urlsafe(24)
+    response = render("login.html", status=status, next=next, error=error, csrf=secret)
+    response.set_cookie(LOGIN_COOKIE, secret, max_age=LOGIN_MAX_AGE, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path="/login")
+    return response
+
+
+def login_forged(request: Request, fields: dict[str, list[str]]) -> bool:
+    """Whether a login post did not come from our own login form: a browser says it came from
+    another site, or the form's anti-forgery value does not match its cookie (a page elsewhere
+    can neither read that cookie nor make the browser send it)."""
+    if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
+        return True
+    sent = (fields.get("csrf") or [""])[0]
+    kept = request.cookies.get(LOGIN_COOKIE) or ""
+    return not sent or not kept or not hmac.compare_digest(sent.encode(), kept.encode())
+
+
 async def login_form(request: Request) -> Response:
     if await page_principal(request) is not None:
         return RedirectResponse(_safe_next(request.query_params.get("next")), status_code=303)
-    return render("login.html", next=_safe_next(request.query_params.get("next")), error=None)
+    return login_page(request, next=_safe_next(request.query_params.get("next")))
 
 
 async def login(request: Request) -> Response:
     try:
         body = await read_body(request)
     except ApiError as exc:
-        return render("login.html", status=exc.status, next="/", error=exc.message)
+        return login_page(request, status=exc.status, error=exc.message)
     fields = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
-    token = (fields.get("token") or [""])[0].strip()
     target = _safe_next((fields.get("next") or ["/"])[0])
+    if login_forged(request, fields):
+        return login_page(request, status=403, next=target,
+                          error="This login did not come from this site's login form (or the form expired). Try again.")
+    token = (fields.get("token") or [""])[0].strip()
     info = await call(authenticate, fw(request).store, token) if token else None
     if info is None:
         message = "Enter a token." if not token else "That token is not valid (or it was revoked)."
-        return render("login.html", status=401, next=target, error=message)
+        return login_page(request, status=401, next=target, error=message)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(COOKIE, token, max_age=COOKIE_MAX_AGE, httponly=True, samesite="strict",
                         secure=request.url.scheme == "https", path="/")
+    response.delete_cookie(LOGIN_COOKIE, path="/login", httponly=True, samesite="strict")
     return response
 
 
@@ -191,6 +234,8 @@ def _job_filters(request: Request, principal: Principal) -> dict[str, Any]:
         offset = max(0, int(q.get("offset") or 0))
     except ValueError:
         offset = 0
+    if offset > MAX_OFFSET:
+        raise ApiError(400, f"offset must be at most {MAX_OFFSET}")
     filters = {"status": statuses[0] if statuses else "", "queue": q.get("queue") or "",
                "task": q.get("task") or "", "tenant": q.get("tenant") or "", "offset": offset}
     if not principal.admin:
@@ -218,7 +263,10 @@ async def jobs_page(request: Request) -> Response:
                 continue
             return RedirectResponse(f"/jobs/{quote(candidate)}", status_code=303)
         missing = search
-    filters = _job_filters(request, principal)
+    try:
+        filters = _job_filters(request, principal)
+    except ApiError as exc:
+        return HTMLResponse(f'<p class="empty">{exc.message}</p>', status_code=exc.status)
     return render("jobs.html", **base_context(request, principal, title="Jobs", filters=filters,
                                               query=_query(filters), missing=missing))
 
@@ -256,7 +304,10 @@ async def fragment(request: Request) -> Response:
     elif name == "schedules":
         ctx.update(await call(data.schedules_view, app, principal))
     elif name == "jobs":
-        filters = _job_filters(request, principal)
+        try:
+            filters = _job_filters(request, principal)
+        except ApiError as exc:
+            return HTMLResponse(f'<p class="empty">{exc.message}</p>', status_code=exc.status)
         tenant = filters["tenant"] or None if principal.admin else principal.tenant
         found = await call(app.store.list_jobs, status=[filters["status"]] if filters["status"] else None,
                            queue=filters["queue"] or None, task=filters["task"] or None, tenant=tenant,

@@ -5,10 +5,10 @@ Every function here is synchronous (the store is); the web layer calls them thro
 ``run_in_threadpool``. They speak only the ``Store`` interface and ``App``/``Handle`` methods.
 
 Tenant scoping: a tenant's job list is filtered by tenant in the store; its per-queue counts
-and rates are computed from its own jobs (at most ``TENANT_SCAN`` of them, newest first —
-``truncated`` says when there were more), because the store's aggregate counts are global.
-Its limits are the limits whose key template uses ``{tenant}``, showing only the keys its
-tenant resolves to.
+and rates are aggregated by the store over its own jobs (``list_queues(tenant=)``,
+``activity(tenant=)``, read through the ``jobs_tenant*`` indexes), so a tenant's view costs
+what an admin's does, however many jobs it has. Its limits are the limits whose key template
+uses ``{tenant}``, showing only the keys its tenant resolves to.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import JobNotFound
 from ..jobs import Job, Status
+from ..stats import collect, limit_dict
 from ..units import iso
 from .auth import Principal
 
@@ -27,10 +28,7 @@ if TYPE_CHECKING:
     from ..app import App
     from ..store.base import LimitInfo
 
-#: the most jobs of one tenant read to compute its counts and rates
-TENANT_SCAN = 10_000
 STATUS_NAMES = [s.value for s in Status]
-PENDING = ("waiting", "scheduled", "retrying")
 
 
 def not_found(job_id: str) -> JobNotFound:
@@ -53,11 +51,6 @@ def job_dict(job: Job) -> dict[str, Any]:
 
 
 # -- tenants ----------------------------------------------------------------------------------
-def tenant_jobs(app: "App", tenant: str) -> tuple[list[Job], bool]:
-    found = app.store.list_jobs(tenant=tenant, limit=TENANT_SCAN + 1)
-    return found[:TENANT_SCAN], len(found) > TENANT_SCAN
-
-
 def _empty_counts() -> dict[str, int]:
     return {s: 0 for s in STATUS_NAMES}
 
@@ -96,35 +89,18 @@ def queues_view(app: "App", principal: Principal) -> dict[str, Any]:
         return {"queues": [{"name": q.name, "max_concurrency": q.max_concurrency, "paused": q.paused,
                             "counts": {**_empty_counts(), **q.counts}} for q in app.store.list_queues()],
                 "truncated": False}
-    jobs, truncated = tenant_jobs(app, principal.tenant or "")
-    stored = {q.name: q for q in app.store.list_queues()}
-    counts: dict[str, dict[str, int]] = {}
-    for job in jobs:
-        counts.setdefault(job.queue, _empty_counts())[job.status.value] += 1
     queues = []
-    for name in sorted(counts):
-        q = stored.get(name)
-        queues.append({"name": name, "max_concurrency": q.max_concurrency if q else None,
-                       "paused": q.paused if q else False, "counts": counts[name]})
-    return {"queues": queues, "truncated": truncated}
-
-
-def limit_dict(info: "LimitInfo", now: float) -> dict[str, Any]:
-    return {
-        **info.spec.to_dict(),
-        "keys": [
-            {"key": k.key, "remaining": k.remaining, "running": k.running, "admitted": k.admitted,
-             "rate_limited": k.rate_limited, "paused_until": iso(k.paused_until),
-             "paused_for": round(k.paused_until - now, 3) if k.paused_until else None,
-             "pause_reason": k.pause_reason}
-            for k in info.keys
-        ],
-    }
+    for q in app.store.list_queues(tenant=principal.tenant or ""):
+        if any(q.counts.values()):  # the queues this tenant has jobs in
+            queues.append({"name": q.name, "max_concurrency": q.max_concurrency, "paused": q.paused,
+                           "counts": {**_empty_counts(), **q.counts}})
+    return {"queues": queues, "truncated": False}
 
 
 def limits_view(app: "App", principal: Principal) -> dict[str, Any]:
     now = time.time()
-    return {"limits": [limit_dict(info, now) for info in scoped_limits(app, principal)]}
+    return {"limits": [limit_dict(info, now, app.limits.get(info.spec.name))
+                       for info in scoped_limits(app, principal)]}
 
 
 def workers_view(app: "App", include_stopped: bool = False) -> dict[str, Any]:
@@ -157,45 +133,14 @@ def schedules_view(app: "App", principal: Principal) -> dict[str, Any]:
 
 
 def stats_view(app: "App", principal: Principal, window: float = 60.0) -> dict[str, Any]:
-    """``app.stats()`` for admin; for a tenant, the same shape computed from its own jobs."""
+    """``app.stats()`` for admin; for a tenant, the same computed by the store over its own jobs
+    and the limits it may see."""
     if principal.admin:
         data = app.stats(window)
-        data["truncated"] = False
-        return data
-    now = time.time()
-    since = now - window
-    jobs, truncated = tenant_jobs(app, principal.tenant or "")
-    stored = {q.name: q for q in app.store.list_queues()}
-    queues: dict[str, Any] = {}
-    moved: dict[str, list[int]] = {}
-    for job in jobs:
-        entry = queues.setdefault(job.queue, {"counts": _empty_counts()})
-        entry["counts"][job.status.value] += 1
-        m = moved.setdefault(job.queue, [0, 0])
-        m[0] += job.created_at >= since
-        m[1] += job.finished_at is not None and job.finished_at >= since
-    for name, entry in queues.items():
-        q = stored.get(name)
-        counts = entry["counts"]
-        entry.update(depth=sum(counts[s] for s in PENDING), running=counts["running"],
-                     max_concurrency=q.max_concurrency if q else None, paused=q.paused if q else False,
-                     rate_in=round(moved[name][0] / window, 3), rate_out=round(moved[name][1] / window, 3))
-    limits: dict[str, Any] = {}
-    for info in scoped_limits(app, principal):
-        held = [j for j in jobs if any(n == info.spec.name for n, _ in j.limits)]
-        limits[info.spec.name] = {
-            "rate": str(info.spec.rate) if info.spec.rate else None,
-            "concurrency": info.spec.concurrency,
-            "depth": sum(1 for j in held if j.status is Status.WAITING),
-            "running": sum(k.running for k in info.keys),
-            "admitted": sum(k.admitted for k in info.keys),
-            "rate_limited": sum(k.rate_limited for k in info.keys),
-            "paused_keys": sorted(k.key for k in info.keys if k.paused_until),
-            "rate_in": round(sum(1 for j in held if j.created_at >= since) / window, 3),
-            "rate_out": round(sum(1 for j in held if j.finished_at and j.finished_at >= since) / window, 3),
-        }
-    return {"window_seconds": window, "queues": dict(sorted(queues.items())), "limits": limits,
-            "workers": None, "truncated": truncated}
+    else:
+        data = collect(app, window, tenant=principal.tenant or "", limits=scoped_limits(app, principal))
+    data["truncated"] = False
+    return data
 
 
 def live_view(app: "App", principal: Principal) -> dict[str, Any]:

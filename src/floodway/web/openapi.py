@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..inputs import INT32_MAX, INT32_MIN, MAX_AHEAD_SECONDS, MAX_NAME_LENGTH
+
 STATUSES = ["scheduled", "waiting", "running", "retrying", "failed", "complete", "cancelled"]
 
 
@@ -27,12 +29,17 @@ ERRORS = {
     "403": "This token may not do this (admin only, or another tenant).",
     "404": "Not found (also answered for another tenant's job).",
     "409": "The job's status does not allow this change.",
-    "413": "The request body is over the size limit.",
+    "413": "The request body is over the size limit (or a bulk request has too many items).",
+    "429": "Too many requests for this token: `Retry-After` says in how many seconds to try again.",
 }
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before the next request",
+                               "schema": {"type": "integer", "minimum": 1}}}
 
 
 def _errors(*codes: str) -> dict[str, Any]:
-    return {code: {"description": ERRORS[code], "content": _json(_ref("Error"))} for code in ("401", *codes)}
+    out = {code: {"description": ERRORS[code], "content": _json(_ref("Error"))} for code in ("401", *codes, "429")}
+    out["429"]["headers"] = RETRY_AFTER
+    return out
 
 
 def _op(op_id: str, summary: str, tag: str, responses: dict[str, Any], *, params: list[dict[str, Any]] | None = None,
@@ -96,15 +103,19 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "task": {"type": "string", "minLength": 1, "description": "A registered task's name."},
             "args": {"type": "object", "description": "The task's arguments by name (JSON)."},
-            "id": {"type": "string", "minLength": 1, "maxLength": 255,
+            "id": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH,
                    "description": "Idempotency: a job with this id is created once. Tenant tokens' ids are "
-                                  "scoped to the tenant (`<tenant>:<id>`)."},
-            "queue": {"type": "string", "minLength": 1, "maxLength": 255},
-            "delay": {"oneOf": [{"type": "number", "minimum": 0, "maximum": 315360000}, {"type": "string", "minLength": 1}],
+                                  "scoped to the tenant (`<tenant>:<id>`). No `/`, no control characters; "
+                                  "`cron:...` is floodway's own."},
+            "queue": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH,
+                      "description": "A tenant token may name only the queues the app declares."},
+            "delay": {"oneOf": [{"type": "number", "minimum": 0, "maximum": MAX_AHEAD_SECONDS},
+                                {"type": "string", "minLength": 1}],
                       "description": "Seconds, or a duration such as `5m` (at most ten years)."},
-            "priority": {"type": "integer", "description": "Higher runs first."},
-            "tenant": {"type": "string", "minLength": 1,
-                       "description": "Admin only; a tenant token's jobs always get its tenant."},
+            "priority": {"type": "integer", "minimum": INT32_MIN, "maximum": INT32_MAX,
+                         "description": "Higher runs first."},
+            "tenant": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH,
+                       "description": "Admin only; a tenant token's jobs always get its tenant. No `:`."},
         },
     },
     "BulkEnqueueRequest": {
@@ -114,10 +125,11 @@ SCHEMAS: dict[str, Any] = {
             "items": {"type": "array", "minItems": 1, "items": {"type": "object"},
                       "description": "One args object per job; written in one transaction."},
             "id": {"type": "string", "minLength": 1, "description": "Id prefix: jobs get `<id>-0`, `<id>-1`, …"},
-            "queue": {"type": "string", "minLength": 1, "maxLength": 255},
-            "delay": {"oneOf": [{"type": "number", "minimum": 0, "maximum": 315360000}, {"type": "string", "minLength": 1}]},
-            "priority": {"type": "integer"},
-            "tenant": {"type": "string", "minLength": 1},
+            "queue": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH},
+            "delay": {"oneOf": [{"type": "number", "minimum": 0, "maximum": MAX_AHEAD_SECONDS},
+                                {"type": "string", "minLength": 1}]},
+            "priority": {"type": "integer", "minimum": INT32_MIN, "maximum": INT32_MAX},
+            "tenant": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH},
         },
     },
     "Enqueued": {"type": "object", "required": ["id", "created"],
@@ -159,6 +171,14 @@ SCHEMAS: dict[str, Any] = {
                     "properties": {"queue": {"type": "string"}, "paused": {"type": "boolean"}}},
     "LimitKey": {"type": "object", "required": ["key"],
                  "properties": {"key": {"type": "string"}, "remaining": {"type": "integer", "nullable": True},
+                                "effective_rate": {"type": "number", "nullable": True,
+                                                   "description": "per second: the declared or the learned rate"},
+                                "source": {"type": "string", "enum": ["declared", "429s", "headers", "usage", "slow start"]},
+                                "throttled": {"type": "integer", "description": "429s (refusals), all time"},
+                                "throttled_last_minute": {"type": "integer"},
+                                "exhausted": {"type": "integer", "description": "refusals that meant an exhausted quota"},
+                                "cuts": {"type": "integer", "description": "rounds of refusals that cut the rate"},
+                                "pauses": {"type": "integer"},
                                 "running": {"type": "integer"}, "admitted": {"type": "integer"},
                                 "rate_limited": {"type": "integer"}, "paused_until": NULL_TIME,
                                 "paused_for": {"type": "number", "nullable": True}, "pause_reason": NULL_STR}},
@@ -167,13 +187,20 @@ SCHEMAS: dict[str, Any] = {
                              "rate_count": {"type": "number", "nullable": True},
                              "rate_period": {"type": "number", "nullable": True}, "burst": {"type": "integer"},
                              "concurrency": {"type": "integer", "nullable": True}, "key": NULL_STR,
-                             "adaptive": {"type": "boolean"}, "keys": {"type": "array", "items": _ref("LimitKey")}}},
+                             "adaptive": {"type": "boolean"}, "floor": NULL_STR, "ceiling": NULL_STR,
+                             "declared": {"type": "object", "nullable": True,
+                                          "description": "the declaration in the code the server loaded"},
+                             "forgotten": {"type": "integer"},
+                             "keys": {"type": "array", "items": _ref("LimitKey")}}},
     "Limits": {"type": "object", "required": ["limits"],
                "properties": {"limits": {"type": "array", "items": _ref("Limit")}}},
+    "LimitReset": {"type": "object", "additionalProperties": False,
+                   "properties": {"key": {"type": "string", "description": "only this key (default: every key)"}}},
     "LimitChange": {"type": "object", "additionalProperties": False, "minProperties": 1,
-                    "properties": {"rate": {"type": "string", "nullable": True, "description": "e.g. `20/s`, `100/min`"},
-                                   "burst": {"type": "integer", "minimum": 1},
-                                   "concurrency": {"type": "integer", "minimum": 0, "nullable": True,
+                    "properties": {"adaptive": {"type": "boolean", "description": "let the learned rate rise above the rate"},
+                                   "rate": {"type": "string", "nullable": True, "description": "e.g. `20/s`, `100/min`"},
+                                   "burst": {"type": "integer", "minimum": 1, "maximum": INT32_MAX},
+                                   "concurrency": {"type": "integer", "minimum": 0, "maximum": INT32_MAX, "nullable": True,
                                                    "description": "null or 0 removes the cap"}}},
     "Workers": {"type": "object", "required": ["workers"],
                 "properties": {"workers": {"type": "array", "items": {
@@ -203,10 +230,12 @@ SCHEMAS: dict[str, Any] = {
 SSE = {"text/event-stream": {"schema": {"type": "string"}}}
 
 
-def document(*, max_body: int = 1_000_000, max_wait: float = 60.0, tasks: list[str] | None = None) -> dict[str, Any]:
+def document(*, max_body: int = 1_000_000, max_wait: float = 60.0, tasks: list[str] | None = None,
+             max_bulk: int = 10_000) -> dict[str, Any]:
     """The document; ``tasks`` (the app's registered task names) become the enum of ``task``."""
     job = [JOB_ID]
     schemas = json.loads(json.dumps(SCHEMAS))
+    schemas["BulkEnqueueRequest"]["properties"]["items"]["maxItems"] = max_bulk
     if tasks:
         for name in ("EnqueueRequest", "BulkEnqueueRequest"):
             schemas[name]["properties"]["task"]["enum"] = sorted(tasks)
@@ -240,7 +269,8 @@ def document(*, max_body: int = 1_000_000, max_wait: float = 60.0, tasks: list[s
         "/api/jobs/bulk": {"post": _op("enqueueBulk", "Enqueue many jobs of one task in one transaction", "jobs",
                                        {"201": _ok("Created", _ref("BulkEnqueued")),
                                         "200": _ok("All existed already", _ref("BulkEnqueued"))},
-                                       body=_ref("BulkEnqueueRequest"), errors=("400", "403", "409", "413"))},
+                                       body=_ref("BulkEnqueueRequest"), errors=("400", "403", "409", "413"),
+                                       description=f"At most {max_bulk} items per request (more get 413).")},
         "/api/jobs/{job_id}": {"get": _op("getJob", "A job", "jobs", {"200": _ok("The job", _ref("Job"))},
                                           params=job, errors=("404",))},
         "/api/jobs/{job_id}/detail": {"get": _op("getJobDetail", "A job with timeline, runs, cursor and steps", "jobs",
@@ -260,7 +290,7 @@ def document(*, max_body: int = 1_000_000, max_wait: float = 60.0, tasks: list[s
         "/api/jobs/{job_id}/stream": {"get": _op(
             "streamJob", "A job's timeline live (Server-Sent Events)", "live",
             {"200": {"description": "`event` per transition, `job` on change, `end` when final", "content": SSE}},
-            params=[JOB_ID, _query("interval", {"type": "number", "minimum": 0.05, "maximum": 10}, "Poll interval")],
+            params=[JOB_ID, _query("interval", {"type": "number", "minimum": 0.25, "maximum": 10}, "Poll interval")],
             errors=("400", "404"))},
         "/api/queues": {"get": _op("listQueues", "Queues with job counts per status", "queues",
                                    {"200": _ok("Queues", _ref("Queues"))})},
@@ -268,7 +298,13 @@ def document(*, max_body: int = 1_000_000, max_wait: float = 60.0, tasks: list[s
                                    {"200": _ok("Limits", _ref("Limits"))})},
         "/api/limits/{name}": {"patch": _op("changeLimit", "Change a limit for every worker, now (admin)", "limits",
                                             {"200": _ok("The limit as changed", _ref("Limit"))}, params=[LIMIT],
-                                            body=_ref("LimitChange"), errors=("400", "403", "404", "413"))},
+                                            body=_ref("LimitChange"), errors=("400", "403", "404", "413")),
+                               "get": _op("getLimit", "One limit with each key's effective rate and 429s", "limits",
+                                          {"200": _ok("The limit", _ref("Limit"))}, params=[LIMIT], errors=("404",))},
+        "/api/limits/{name}/reset": {"post": _op("resetLimit", "Forget what was learned about a limit (admin)", "limits",
+                                                 {"200": _ok("The limit, the declared rate holding again", _ref("Limit"))},
+                                                 params=[LIMIT], body=_ref("LimitReset"),
+                                                 errors=("400", "403", "404", "413"))},
         "/api/workers": {"get": _op("listWorkers", "Live workers with heartbeats (admin)", "workers",
                                     {"200": _ok("Workers", _ref("Workers"))},
                                     params=[_query("all", {"type": "boolean"}, "Include stopped workers")],
@@ -282,7 +318,7 @@ def document(*, max_body: int = 1_000_000, max_wait: float = 60.0, tasks: list[s
         "/api/stream": {"get": _op(
             "stream", "Queue counts and limit counters live (Server-Sent Events, `stats` each interval)", "live",
             {"200": {"description": "A `stats` event per interval", "content": SSE}},
-            params=[_query("interval", {"type": "number", "minimum": 0.1, "maximum": 60}, "Seconds between events"),
+            params=[_query("interval", {"type": "number", "minimum": 1, "maximum": 60}, "Seconds between events"),
                     _query("ticks", {"type": "integer", "minimum": 0}, "End after this many events (0: never)")],
             errors=("400",))},
     }

@@ -32,6 +32,7 @@
         if (html !== el._html) {
           el._html = html;
           el.innerHTML = html;
+          applyWidths(el);
           el.dispatchEvent(new CustomEvent("fw:swapped", { bubbles: true }));
         }
       }
@@ -41,6 +42,11 @@
       el._busy = false;
       if (el._again) { el._again = false; refresh(el); }
     }
+  }
+
+  // bar widths come as data-width percentages: the Content-Security-Policy forbids inline styles
+  function applyWidths(root) {
+    for (const el of $$("[data-width]", root)) el.style.width = `${Number(el.dataset.width) || 0}%`;
   }
 
   const refreshAll = () => $$("[data-src]").forEach(refresh);
@@ -224,6 +230,7 @@
 
   // -- start -----------------------------------------------------------------------------------------
   document.addEventListener("DOMContentLoaded", () => {
+    applyWidths(document);
     startPolling();
     if (document.body.dataset.stream) openStatsStream(document.body.dataset.stream);
     else if (!document.body.dataset.jobStream) live(true);

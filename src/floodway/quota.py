@@ -1,0 +1,388 @@
+"""Learned quotas: the rate a destination really accepts, learned per limit key and shared.
+
+A declared rate is a ceiling and a starting point, never a promise. What the destination says
+sets the *effective* rate that GCRA paces a key at:
+
+- **headers**: a stated budget (``X-RateLimit-Remaining`` with a reset, the IETF ``RateLimit``
+  fields, ``RateLimit-Policy``'s quota per window) paces the key so the remaining budget lasts
+  until the reset; a usage header (``used/size`` of a leaky bucket whose leak rate is not
+  stated) is steered so the bucket stays half full, at the leak rate measured from it;
+- **429s**: a refusal that asks for a short wait (an overflowing bucket or sliding window, or
+  a bare 429) is a *congestion signal*: the rate is cut, once per round (a refusal of a request
+  admitted before the last cut belongs to the same round), never below what the destination
+  was seen to accept; then it climbs back towards the last rate that overflowed, holds just
+  under it, and probes above it with a step that doubles while no refusal comes, so a quota
+  that grows is found again;
+- a refusal that asks for a long wait (or says the budget is 0) is an **exhaustion**: the key
+  is paused for every worker until the reset (the store's ``pause_limit``), and no rate is cut.
+
+An ``adaptive`` limit may rise above its declared rate (to its ``ceiling``, if any); one with no
+rate at all starts with a slow start: a cautious rate that doubles every quarter second until
+the first refusal. Growth never runs beyond three times the rate the destination was seen to accept
+lately, so an idle key does not drift upwards and a probe stays close to the evidence.
+
+Everything here is pure: the stores keep a :class:`Learned` per key (one JSON column) and call
+these functions inside their transactions, so every worker on every machine paces to the same
+figure, and the rules are unit-tested without a database.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .limits import LimitSpec
+
+__all__ = [
+    "Learned", "Observation", "effective_rate", "observe", "ceiling_of", "floor_of",
+    "OVERFLOW_WAIT", "classify_wait", "effective_burst",
+]
+
+#: a refusal asking to wait at most this long is congestion (slow down), a longer one is an
+#: exhausted quota (stop until the reset). A bucket that overflowed by one request answers
+#: ``Retry-After: 1`` (whole seconds, rounded up) although it has room again in 1/rate.
+OVERFLOW_WAIT = 2.0
+#: an adaptive limit with no rate starts here (per second) and doubles every SLOW_START_DOUBLING
+#: seconds (never beyond three times the accepted rate) until the first refusal
+SLOW_START = 5.0
+SLOW_START_DOUBLING = 0.25
+#: after a cut: climb back to just under the last overflow in APPROACH seconds, hold there for
+#: HOLD, then probe above with a step starting at PROBE_STEP that doubles every PROBE_DOUBLING
+#: seconds (never beyond three times the accepted rate)
+APPROACH = 0.5
+HOLD = 1.0
+PROBE_STEP = 0.02
+PROBE_DOUBLING = 0.5
+#: the hold sits this far under the lowest rate seen to overflow
+KEEP = 0.95
+#: one round cuts the rate by the share of requests refused lately, within these bounds (or by
+#: CUT when too little was seen to tell) ...
+MIN_CUT = 0.03
+MAX_CUT = 0.5
+WELL_ABOVE = 0.1
+CUT = 0.8
+FIRST_CUT = 0.5  # the first refusal ever, with nothing measured: like a slow start's exit
+#: after a cut, further refusals start a new round only once half the destination's own wait
+#: (its Retry-After, else one second) has passed: a sliding window remembers what was sent
+#: before the cut for that long, though most of it is gone by half-time
+LOCK_SHARE = 0.5
+#: ... unless the pace is this many times what the destination accepted lately
+FAR_ABOVE = 1.5
+#: ... but never below this share of the rate the destination was seen to accept lately
+ACCEPTED_FLOOR = 0.9
+#: the accepted rate is measured over about this many seconds (a destination's burst inflates
+#: what a shorter window sees)
+ACCEPTED_WINDOW = 1.0
+#: growth never runs beyond this multiple of the accepted rate
+EVIDENCE = 3.0
+#: the lowest rate a learned limit falls to unless the limit declares a floor (one per minute)
+DEFAULT_FLOOR = 1 / 60
+#: a usage header steers the bucket towards this fill, closing the gap over USAGE_HORIZON seconds
+USAGE_TARGET = 0.5
+USAGE_HORIZON = 2.0
+#: a learned rate admits a burst of this many seconds of it (see effective_burst)
+LEARNED_BURST = 0.025
+LEARNED_BURST_EXTRA = 2
+#: the highest rate anything learned may reach (a sanity bound, not a limit anyone declares)
+MAX_RATE = 1e6
+
+
+@dataclass
+class Observation:
+    """What one or more responses of one worker process said about a limit key."""
+
+    now: float
+    #: the time the refused request's token was issued (throttles only)
+    token_at: float | None = None
+    wait: float | None = None   # the wait a refusal asked for (its Retry-After or reset)
+    throttled: int = 0          # refusals (429s, or the statuses the user named) ...
+    exhausted: int = 0          # ... of which meant an exhausted quota (no cut: a pause)
+    accepted: int = 0           # responses that were not refusals, since the last observation
+    remaining: int | None = None
+    limit: int | None = None
+    reset_at: float | None = None
+    window: float | None = None
+    used: float | None = None   # a leaky bucket's fill ...
+    size: float | None = None   # ... and its size (``X-Shopify-Shop-Api-Call-Limit: used/size``)
+
+
+@dataclass
+class Learned:
+    """The learned part of one limit key's state, stored as JSON beside its GCRA state."""
+
+    rate: float | None = None      # the base rate (per second) set at `since`
+    start: float = 0.0             # when the key first reported anything (a slow start's clock)
+    source: str | None = None      # "429s", "headers", "usage"
+    since: float = 0.0             # when `rate` was set; a refusal of an older token is the same round
+    adm: int = 0                   # the key's admissions at `since`: growth is counted in traffic
+    high: float | None = None      # the lowest rate recently seen to overflow
+    low: float | None = None       # the highest rate recently held without a refusal
+    seen: float = 0.0              # the newest header observation applied (older ones are stale)
+    lock: float = 0.0              # until when refusals belong to the last cut's round
+    ok_since: int = 0              # responses accepted since the last cut
+    throttled: int = 0             # refusals, all time
+    exhausted: int = 0             # refusals that meant an exhausted quota
+    cuts: int = 0                  # rounds that cut the rate
+    minute: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])   # [start, this, last] 429s
+    ok: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])       # [start, this, last] accepted
+    no: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])       # [start, this, last] refused
+    usage: list[float] | None = None  # [used, at, admissions] at the last usage sample
+    leak: float | None = None      # the measured leak rate of a usage bucket
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, raw: str | None) -> "Learned | None":
+        if not raw:
+            return None
+        try:
+            data = json.loads(raw)
+            return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        except (ValueError, TypeError):
+            return None  # an unreadable learned state is forgotten, never fatal
+
+    # -- counters ---------------------------------------------------------------------------
+    def throttled_last_minute(self, now: float) -> int:
+        start, this, last = self.minute
+        if now - start >= 120:
+            return 0
+        if now - start >= 60:
+            return int(round(this * max(0.0, 1 - (now - start - 60) / 60)))
+        return int(round(this + last * (1 - (now - start) / 60)))
+
+    def accepted_rate(self, now: float, bucket: list[float] | None = None) -> float | None:
+        """Responses accepted (or, given ``self.no``, refused) per second over about the last
+        ACCEPTED_WINDOW (None: too little seen)."""
+        start, this, last = self.ok if bucket is None else bucket
+        age, width = now - start, ACCEPTED_WINDOW
+        if start <= 0 or age >= 2 * width:
+            return None
+        if age >= width:
+            return this / age
+        kept = 1 - age / width  # the share of the last bucket still inside the window
+        span = age + (width * kept if last else 0.0)
+        return (this + last * kept) / span if span >= 0.1 else None
+
+    def _count(self, bucket: list[float], now: float, n: float, width: float) -> None:
+        start = bucket[0]
+        if now - start >= 2 * width:
+            bucket[:] = [now, n, 0.0]
+        elif now - start >= width:
+            bucket[:] = [start + width, n, bucket[1]]
+        else:
+            bucket[1] += n
+
+
+def ceiling_of(spec: "LimitSpec") -> float:
+    """The highest effective rate: the declared rate, unless the limit is adaptive."""
+    if spec.rate is not None and not spec.adaptive:
+        return spec.rate.per_second
+    return spec.ceiling.per_second if spec.ceiling is not None else MAX_RATE
+
+
+def floor_of(spec: "LimitSpec") -> float:
+    return spec.floor.per_second if spec.floor is not None else min(DEFAULT_FLOOR, ceiling_of(spec))
+
+
+def _clamp(spec: "LimitSpec", rate: float) -> float:
+    if not math.isfinite(rate):
+        rate = MAX_RATE
+    return min(max(rate, floor_of(spec)), ceiling_of(spec))
+
+
+def effective_rate(spec: "LimitSpec", learned: Learned | None, admitted: int, now: float) -> float | None:
+    """The rate (per second) GCRA paces this key at ``now``; None when the limit has no rate.
+
+    Growth (a slow start, the climb back after a cut, a probe above the last overflow) runs
+    on the clock but never beyond three times what the destination was seen to accept lately: an
+    idle key does not drift upwards, and a probe cannot run far ahead of the evidence."""
+    if learned is None or learned.rate is None:
+        if spec.rate is not None and not spec.adaptive:
+            return _clamp(spec, spec.rate.per_second)
+        if spec.rate is not None:
+            # adaptive, nothing learned yet: hold the declared rate, then probe above it
+            base = Learned(rate=spec.rate.per_second, since=learned.start if learned else now)
+            return _clamp(spec, _grown(base, learned, now)[0])
+        if not spec.adaptive:
+            return None
+        # a slow start: double every SLOW_START_DOUBLING seconds until the first refusal (and
+        # start again after a quiet spell: nothing accepted lately is no evidence of anything)
+        if learned is None or learned.accepted_rate(now) is None:
+            return _clamp(spec, SLOW_START)
+        rate = SLOW_START * 2 ** min((now - learned.start) / SLOW_START_DOUBLING, 40.0)
+        return _clamp(spec, rate)
+    if learned.source in ("headers", "usage"):
+        return _clamp(spec, learned.rate)
+    return _clamp(spec, _grown(learned, learned, now)[0])
+
+
+def effective_burst(spec: "LimitSpec", learned: Learned | None, rate: float) -> int:
+    """The GCRA burst at a learned rate: the declared burst, or LEARNED_BURST seconds of the rate
+    plus LEARNED_BURST_EXTRA, whichever is more. A rate found at run time has no declared burst
+    to match, and GCRA forgets the time a late claim lost beyond its burst: with a burst of one
+    or two, every claim's round trip would be lost time, and the claims, not the quota, would
+    set the pace. Held at KEEP of a destination's rate, this burst stays within the few extra
+    requests a real API tolerates in a window."""
+    if spec.rate is not None and not spec.adaptive and (learned is None or learned.rate is None):
+        return spec.burst
+    return max(spec.burst, min(int(rate * LEARNED_BURST) + LEARNED_BURST_EXTRA, 1000))
+
+
+def _evidence(learned: Learned | None, now: float, at_least: float) -> float:
+    """How far growth may go: EVIDENCE times the accepted rate (nothing beyond ``at_least`` when
+    nothing was accepted lately)."""
+    accepted = learned.accepted_rate(now) if learned is not None else None
+    return max(at_least, EVIDENCE * accepted) if accepted else at_least
+
+
+def _grown(base: Learned, learned: Learned | None, now: float) -> tuple[float, bool]:
+    """(rate now, whether the hold phase was completed) after a cut (or a declared start): climb
+    to just under the last overflow, hold, then probe above it."""
+    rate = base.rate or SLOW_START
+    top = max(KEEP * base.high, rate) if base.high else rate
+    s = max(now - base.since, 0.0)
+    if top > rate:
+        if s < APPROACH:
+            return rate + (top - rate) * s / APPROACH, False
+        s -= APPROACH
+    if s < HOLD:
+        return top, False
+    steps = min((s - HOLD) / PROBE_DOUBLING, 40.0)
+    probe = top * (1 + PROBE_STEP * (2 ** steps - 1))
+    return max(top, min(probe, _evidence(learned, now, top))), True
+
+
+def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Observation) -> tuple[Learned, str | None]:
+    """Apply one observation; returns the new state and what changed, for the log ("cut",
+    "headers", "usage") or None."""
+    now = obs.now
+    current = effective_rate(spec, learned, admitted, now)
+    state = learned if learned is not None else Learned(start=now)
+    if obs.accepted:
+        state._count(state.ok, now, obs.accepted, ACCEPTED_WINDOW)
+    state.exhausted += obs.exhausted
+    if obs.throttled:
+        state.throttled += obs.throttled
+        state._count(state.minute, now, obs.throttled, 60.0)
+        state._count(state.no, now, obs.throttled, ACCEPTED_WINDOW)
+    if obs.accepted and state.since:
+        state.ok_since += obs.accepted
+    changed: str | None = None
+    if obs.throttled and obs.token_at is not None and obs.token_at >= state.since and current is not None:
+        if obs.token_at >= state.lock:
+            changed = _cut(spec, state, admitted, now, current, obs.wait)
+        else:
+            changed = _far_above(spec, state, admitted, now, current, obs.wait)
+    elif not obs.throttled and obs.now >= state.seen:
+        changed = _from_headers(spec, state, admitted, obs, current)
+    return state, changed
+
+
+def _far_above(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: float,
+               wait: float | None) -> str | None:
+    """Inside a round's lock one measurement still cuts: a pace far above what the destination
+    accepted lately (the first refusals of a drain, before anything was measured)."""
+    accepted = state.accepted_rate(now)
+    if not accepted or now - state.since < 0.1 or current <= FAR_ABOVE * accepted:
+        return None
+    new = _clamp(spec, accepted)
+    state.rate, state.since, state.adm, state.high, state.low = new, now, admitted, max(new, accepted * 1.05), None
+    state.lock, state.ok_since = now + _lock(wait), 0
+    state.cuts += 1
+    return "cut"
+
+
+def _lock(wait: float | None) -> float:
+    return LOCK_SHARE * min(wait if wait is not None and wait > 0 else 1.0, OVERFLOW_WAIT)
+
+
+def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: float, wait: float | None) -> str:
+    if state.rate is not None and state.source == "429s":
+        _, held = _grown(state, state, now)
+        if held:
+            state.low = max(KEEP * state.high, state.rate) if state.high else state.rate
+    if state.low is not None and current <= state.low * 1.01:
+        state.low = None  # the quota fell below what held before
+    accepted = state.accepted_rate(now)
+    refused = state.accepted_rate(now, state.no) or 0.0
+    share = refused / (accepted + refused) if accepted else None
+    if share is None or not state.cuts:
+        # the first refusal (a slow start's end, a declared rate found too high) or nothing
+        # measured yet: a multiplicative cut, and no aim much above it, since how far the pace
+        # overshot is unknown
+        new = current * (CUT if state.cuts else FIRST_CUT)
+        high = min(current, new * 1.25)
+    elif share >= WELL_ABOVE:
+        # a good share refused: the pace was well above the quota, and what the destination
+        # accepted (its capacity plus a little burst) is the best estimate of it
+        new = min(current * (1 - min(share, MAX_CUT)), accepted or current)
+        high = min(current, (accepted or current) * 1.05)
+    else:
+        # just crossing the quota (one refusal among many, or jitter at its edge): a trim; and
+        # the climb back aims no higher than what the destination took (a probe may have run
+        # well past it before the first refusal came back)
+        new = current * (1 - max(share, MIN_CUT))
+        high = min(current, (accepted or current) * 1.05)
+    if state.low is not None and state.low < current:
+        new = max(new, state.low)
+    if accepted:
+        new = max(new, accepted * ACCEPTED_FLOOR)
+    new = _clamp(spec, min(new, current))
+    state.rate, state.source, state.since, state.adm = new, "429s", now, admitted
+    state.high = max(new, high)
+    state.lock, state.ok_since = now + _lock(wait), 0
+    state.cuts += 1
+    return "cut"
+
+
+def _from_headers(spec: "LimitSpec", state: Learned, admitted: int, obs: Observation, current: float | None) -> str | None:
+    now = obs.now
+    target: float | None = None
+    source = "headers"
+    if obs.remaining is not None and obs.reset_at is not None and obs.reset_at > now and obs.remaining > 0:
+        # spend what is left evenly until the reset
+        target = obs.remaining / max(obs.reset_at - now, 0.05)
+    elif obs.limit and obs.window:
+        target = obs.limit / obs.window
+    elif obs.used is not None and obs.size:
+        source = "usage"
+        target = _from_usage(state, admitted, obs, current)
+    if target is None or not math.isfinite(target) or target <= 0:
+        return None
+    state.rate, state.source, state.since, state.adm, state.seen = _clamp(spec, target), source, now, admitted, now
+    state.high = state.low = None
+    return source
+
+
+def _from_usage(state: Learned, admitted: int, obs: Observation, current: float | None) -> float | None:
+    """A leaky bucket of known size and fill, unknown leak: measure the leak from how the fill
+    moved against what was sent, and steer the fill towards USAGE_TARGET."""
+    used, size, now = float(obs.used or 0), float(obs.size or 0), obs.now
+    if state.usage is not None:
+        was_used, at, was_adm = state.usage
+        if now - at >= 0.5:
+            leak = ((admitted - was_adm) - (used - was_used)) / (now - at)
+            if leak > 0:
+                state.leak = leak if state.leak is None else 0.6 * state.leak + 0.4 * leak
+            state.usage = [used, now, admitted]
+    else:
+        state.usage = [used, now, admitted]
+    if state.leak is None:
+        if current is None:
+            return None
+        return current * 0.8 if used >= 0.8 * size else None
+    return max(state.leak + (USAGE_TARGET * size - used) / USAGE_HORIZON, state.leak * 0.25)
+
+
+def classify_wait(wait: float | None, remaining: int | None) -> str:
+    """A refusal is an "overflow" (congestion: slow down) or an "exhaustion" (stop until the
+    reset): a short or absent wait is the first, a long one or a stated budget of 0 the second."""
+    if remaining == 0:
+        return "exhaustion"
+    if wait is not None and wait > OVERFLOW_WAIT:
+        return "exhaustion"
+    return "overflow"

@@ -1,0 +1,268 @@
+"""The learned-quota rules (floodway.quota) alone: pure functions, no database, no network.
+
+The last tests drive the rules against a simulated destination (a GCRA bucket, the same
+arithmetic a real leaky-bucket API uses) in simulated time, so the control loop's invariants —
+it ends near the real rate, it refuses little, it follows a quota that changes — are checked
+exactly and deterministically. The real-HTTP, real-process versions are in test_quota_http.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from floodway.limits import LimitSpec, Rate, gcra
+from floodway.quota import (
+    HOLD,
+    MAX_RATE,
+    Learned,
+    Observation,
+    classify_wait,
+    effective_rate,
+    observe,
+)
+
+
+NOW = 1000.0
+
+
+def spec(**kw) -> LimitSpec:
+    return LimitSpec.build("api", **kw)
+
+
+# -- the effective rate ------------------------------------------------------------------------
+
+def test_a_plain_limit_paces_at_its_declared_rate_until_something_is_learned():
+    assert effective_rate(spec(rate="50/s"), None, 0, 0.0) == 50
+    assert effective_rate(spec(rate="50/s"), None, 10**6, 1e6) == 50
+    assert effective_rate(spec(concurrency=3), None, 0, 0.0) is None
+
+
+def test_a_declared_rate_is_a_ceiling_unless_the_limit_is_adaptive():
+    learned = Learned(rate=500.0, source="headers")
+    assert effective_rate(spec(rate="50/s"), learned, 0, 0.0) == 50
+    assert effective_rate(spec(rate="50/s", adaptive=True), learned, 0, 0.0) == 500
+    assert effective_rate(spec(rate="50/s", adaptive=True, ceiling="100/s"), learned, 0, 0.0) == 100
+    assert effective_rate(spec(adaptive=True, floor="20/s"), Learned(rate=1.0, source="headers"), 0, 0.0) == 20
+
+
+def feed(s, learned, start: float, seconds: float, per_second: float):
+    """Report ``per_second`` accepted responses every 0.1 s for ``seconds``."""
+    for i in range(int(seconds * 10)):
+        learned, _ = observe(s, learned, 0, Observation(now=start + i / 10, accepted=int(per_second / 10)))
+    return learned
+
+
+def test_an_adaptive_limit_without_a_rate_slow_starts_and_doubles_while_responses_come():
+    s = spec(adaptive=True)
+    first = effective_rate(s, None, 0, 100.0)
+    assert 0 < first <= 10
+    learned, _ = observe(s, None, 0, Observation(now=100.0, accepted=1))
+    rates = []
+    for second in range(3):
+        learned = feed(s, learned, 100.0 + second, 1.0, 400.0)
+        rates.append(effective_rate(s, learned, 0, 101.0 + second))
+    assert rates == sorted(rates) and rates[-1] > 50 * first
+    # after a quiet spell (nothing accepted lately) it starts again from the cautious rate
+    assert effective_rate(s, learned, 0, 200.0) == first
+
+
+def test_an_adaptive_declared_rate_holds_then_probes_above_while_traffic_flows():
+    s = spec(rate="50/s", adaptive=True)
+    learned = feed(s, None, 0.0, HOLD + 3, 50.0)
+    assert effective_rate(s, learned, 0, HOLD * 0.9) == 50
+    assert 50 < effective_rate(s, learned, 0, HOLD + 2.9) <= 3 * 50 * 1.01
+    # an idle key holds
+    assert effective_rate(s, learned, 0, 1000.0) == 50
+
+
+def test_learned_rates_are_never_zero_nor_infinite():
+    s = spec(adaptive=True)
+    assert effective_rate(s, Learned(rate=1e-12, source="headers"), 0, 0.0) > 0
+    assert effective_rate(s, Learned(rate=float("inf"), source="headers"), 0, 0.0) <= MAX_RATE
+    huge = effective_rate(s, Learned(rate=5.0, source="429s", high=6.0), 10**12, 1e12)
+    assert math.isfinite(huge) and huge <= MAX_RATE
+
+
+# -- refusals ------------------------------------------------------------------------------
+
+def test_a_short_wait_is_congestion_and_a_long_one_or_an_empty_budget_is_exhaustion():
+    assert classify_wait(None, None) == "overflow"
+    assert classify_wait(1.0, None) == "overflow"
+    assert classify_wait(30.0, None) == "exhaustion"
+    assert classify_wait(0.5, 0) == "exhaustion"
+
+
+def test_one_round_of_refusals_cuts_once():
+    s = spec(rate="100/s")
+    learned, changed = observe(s, None, 500, Observation(now=10.0, token_at=9.9, throttled=1))
+    assert changed == "cut"
+    cut = effective_rate(s, learned, 500, 10.0)
+    assert 50 <= cut < 100
+    # refusals of requests admitted before the cut belong to the same round
+    for i in range(20):
+        learned, changed = observe(s, learned, 500 + i, Observation(now=10.01 + i / 1000, token_at=9.95, throttled=1))
+        assert changed is None
+    assert effective_rate(s, learned, 520, 10.03) >= cut * 0.99
+    assert learned.throttled == 21 and learned.cuts == 1
+
+
+def test_a_cut_never_goes_below_what_the_destination_accepted():
+    s = spec(rate="1000/s")
+    learned = Learned()
+    now = 100.0
+    for i in range(20):  # 2 s of reports: 300 accepted per second
+        learned, _ = observe(s, learned, 0, Observation(now=now + i * 0.1, accepted=30))
+    learned, changed = observe(s, learned, 0, Observation(now=now + 2.0, token_at=now + 1.9, throttled=1))
+    assert changed == "cut"
+    assert effective_rate(s, learned, 0, 102.0) >= 0.9 * 300 * 0.9
+
+
+def test_a_refused_request_after_the_cut_starts_a_new_round():
+    s = spec(rate="100/s")
+    learned, _ = observe(s, None, 0, Observation(now=1.0, token_at=0.9, throttled=1))
+    first = effective_rate(s, learned, 0, 1.0)
+    learned, changed = observe(s, learned, 5, Observation(now=2.2, token_at=2.1, throttled=1))
+    assert changed == "cut" and effective_rate(s, learned, 5, 1.2) < first
+
+
+# -- headers ---------------------------------------------------------------------------------
+
+def test_a_stated_budget_is_spread_until_its_reset():
+    s = spec(adaptive=True)
+    learned, changed = observe(s, None, 0, Observation(now=100.0, remaining=500, reset_at=110.0, limit=1000))
+    assert changed == "headers" and effective_rate(s, learned, 0, 100.0) == pytest.approx(50)
+    # an older observation never overwrites a newer one
+    learned, changed = observe(s, learned, 0, Observation(now=99.0, remaining=10, reset_at=110.0))
+    assert changed is None and effective_rate(s, learned, 0, 100.0) == pytest.approx(50)
+
+
+def test_a_policy_quota_per_window_sets_the_rate():
+    s = spec(rate="1000/s")
+    learned, changed = observe(s, None, 0, Observation(now=1.0, limit=100, window=10.0))
+    assert changed == "headers" and effective_rate(s, learned, 0, 1.0) == pytest.approx(10)
+
+
+def test_a_usage_header_measures_the_leak_and_steers_the_bucket_half_full():
+    s = spec(adaptive=True)
+    learned = None
+    used, admitted, now = 0.0, 0, 0.0
+    leak = 2.0  # Shopify's REST bucket: 40 deep, 2 per second
+    rate = 5.0
+    for step in range(200):  # 20 s in steps of 0.1 s
+        now += 0.1
+        sent = rate * 0.1
+        admitted += int(round(sent))
+        used = min(40.0, max(0.0, used + sent - leak * 0.1))
+        learned, _ = observe(s, learned, admitted, Observation(now=now, used=used, size=40))
+        rate = effective_rate(s, learned, admitted, now)
+    assert 1.0 <= rate <= 4.0, rate
+    assert used < 40
+
+
+@pytest.mark.parametrize("obs", [
+    Observation(now=1.0, remaining=-5, reset_at=2.0),
+    Observation(now=1.0, remaining=10, reset_at=0.5),
+    Observation(now=1.0, limit=0, window=10.0),
+    Observation(now=1.0, limit=10, window=0.0),
+    Observation(now=1.0, used=50, size=0),
+])
+def test_nonsense_observations_change_nothing(obs):
+    s = spec(rate="50/s")
+    learned, changed = observe(s, None, 0, obs)
+    assert changed is None and effective_rate(s, learned, 0, 1.0) == 50
+
+
+def test_learned_state_survives_a_round_trip_and_garbage_is_forgotten():
+    learned, _ = observe(spec(rate="50/s"), None, 0, Observation(now=1.0, token_at=0.5, throttled=1))
+    again = Learned.loads(learned.dumps())
+    assert again == learned
+    assert Learned.loads("{not json") is None
+    assert Learned.loads(None) is None
+
+
+def test_429s_in_the_last_minute_fade():
+    learned = Learned()
+    s = spec(rate="5/s")
+    for i in range(6):
+        learned, _ = observe(s, learned, 0, Observation(now=1000.0 + i, token_at=0.0, throttled=1))
+    assert learned.throttled_last_minute(1010.0) == 6
+    assert learned.throttled_last_minute(1200.0) == 0
+
+
+# -- the control loop against a simulated destination ---------------------------------------------
+
+def simulate(real, declared: LimitSpec, *, seconds: float = 30.0, latency: float = 0.02, dest_burst: int = 5):
+    """Drive the rules against a GCRA destination allowing ``real(t)`` per second, in simulated
+    time with an endless backlog; two workers' reports arrive interleaved (each refusal carries
+    half the accepted count not yet reported). Returns per-second accepted counts, refusals,
+    and the effective rate every 0.1 s."""
+    t, tat, dtat, admitted = 0.0, 0.0, 0.0, 0
+    learned = None
+    in_flight: list[tuple[float, float]] = []
+    unreported, last_report = 0, 0.0
+    accepted_at: list[float] = []
+    refused = 0
+    rates = []
+    dt = 0.0002
+    while t < seconds:
+        rate = effective_rate(declared, learned, admitted, t)
+        while True:
+            ok, new_tat, _ = gcra(tat, t, Rate(rate, 1.0), declared.burst)
+            if not ok:
+                break
+            tat, admitted = new_tat, admitted + 1
+            in_flight.append((t + latency / 2, t))
+        arrived = [p for p in in_flight if p[0] <= t]
+        in_flight = [p for p in in_flight if p[0] > t]
+        for at, token_at in arrived:
+            ok, new_dtat, _ = gcra(dtat, at, Rate(real(at), 1.0), dest_burst)
+            if ok:
+                dtat = new_dtat
+                accepted_at.append(at)
+                unreported += 1
+            else:
+                refused += 1
+                half = unreported // 2
+                unreported -= half
+                learned, _ = observe(declared, learned, admitted,
+                                     Observation(now=t + latency / 2, token_at=token_at, throttled=1, accepted=half))
+        if t - last_report >= 0.25:
+            learned, _ = observe(declared, learned, admitted, Observation(now=t, accepted=unreported))
+            unreported, last_report = 0, t
+        if round(t * 5000) % 500 == 0:
+            rates.append(rate)
+        t += dt
+    per_second = [sum(1 for a in accepted_at if s <= a < s + 1) for s in range(int(seconds))]
+    return per_second, refused, rates
+
+
+@pytest.mark.parametrize("r", [50, 200])
+@pytest.mark.parametrize("declared", ["2x", "unknown", "4x adaptive"])
+def test_the_loop_finds_a_leaky_bucket_rate_and_refuses_little(r, declared):
+    s = {"2x": spec(rate=f"{2 * r}/s", burst=5), "unknown": spec(adaptive=True),
+         "4x adaptive": spec(rate=f"{4 * r}/s", burst=5, adaptive=True)}[declared]
+    per_second, refused, rates = simulate(lambda t: r, s, seconds=20)
+    total = sum(per_second)
+    # after the first few seconds it drains at >= 93 % of the real rate, and the refusals stay
+    # a small share of what was sent
+    steady = per_second[7:]
+    assert sum(steady) / len(steady) >= 0.95 * r, steady
+    # a start 4 x too high costs a burst of refusals before anything is measured; after that
+    # they stay rare
+    assert refused / (total + refused) <= 0.10, (refused, total)
+    # the effective rate ends within a band of the real one
+    assert 0.85 * r <= rates[-1] <= 1.2 * r, rates[-30:]
+
+
+def test_the_loop_follows_a_quota_that_halves_then_doubles():
+    r = 100.0
+
+    def real(t: float) -> float:
+        return r if t < 10 else (r / 2 if t < 20 else r)
+
+    per_second, refused, rates = simulate(real, spec(rate=f"{2 * r:.0f}/s", burst=5, adaptive=True), seconds=35)
+    # three windows (seconds) after each change the drain is within 10 % of the new rate
+    assert all(abs(n - r / 2) <= 0.1 * r / 2 + 5 for n in per_second[13:20]), per_second[10:20]
+    assert sum(per_second[26:35]) / 9 >= 0.9 * r, per_second[20:35]
