@@ -114,18 +114,14 @@ def workers_view(app: "App", include_stopped: bool = False) -> dict[str, Any]:
 
 
 def schedules_view(app: "App", principal: Principal) -> dict[str, Any]:
-    from ..schedule import Schedule
+    from ..schedule import next_fire
 
     now = time.time()
     out = []
     for info in app.store.list_schedules():
         if not principal.admin and info.options.get("tenant") != principal.tenant:
             continue
-        try:
-            rule = Schedule(info.name, info.task, info.cron, info.tz, info.args, info.options, info.missed)
-            next_tick = iso(rule.next_tick(max(now, info.last_tick or now)))
-        except Exception:  # a schedule stored by other code that no longer parses
-            next_tick = None
+        next_tick = iso(next_fire(info, now)[0])  # None for a stored schedule that cannot fire
         out.append({"name": info.name, "task": info.task, "cron": info.cron, "tz": info.tz, "args": info.args,
                     "options": info.options, "missed": info.missed, "last_tick": iso(info.last_tick),
                     "next_tick": next_tick})
