@@ -287,15 +287,6 @@ def _runs(tmp_path: Path) -> list[tuple[int, int, int]]:
     return [tuple(int(x) for x in line.split()) for line in read_lines(tmp_path, "runs.txt")]
 
 
-def _kill_mid_job(tmp_path, workers, module) -> tuple[object, str]:
-    first = workers.start(module, *LONG_LEASE, label="doomed")
-    wait_until(lambda: (tmp_path / "ready-to-kill").exists(), "the first run checkpointed", workers=workers)
-    first.signal(signal.SIGKILL)
-    first.wait()
-    (tmp_path / "killed").touch()
-    return first, [line for line in read_lines(tmp_path, "runs.txt")][0]
-
-
 def test_a_job_of_a_worker_killed_with_sigkill_resumes_on_another_long_before_its_lease(
     tmp_path, workers, make_app, database_url
 ) -> None:
