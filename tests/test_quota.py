@@ -266,3 +266,14 @@ def test_the_loop_follows_a_quota_that_halves_then_doubles():
     # three windows (seconds) after each change the drain is within 10 % of the new rate
     assert all(abs(n - r / 2) <= 0.1 * r / 2 + 5 for n in per_second[13:20]), per_second[10:20]
     assert sum(per_second[26:35]) / 9 >= 0.9 * r, per_second[20:35]
+
+
+def test_an_exhausted_quota_paces_the_next_budget_over_its_window():
+    s = spec(adaptive=True)
+    learned, _ = observe(s, None, 0, Observation(now=100.0, accepted=1))
+    for i in range(10):  # 200 accepted in the first second of a 4 s window, then exhausted
+        learned, _ = observe(s, learned, 0, Observation(now=100.1 + i / 10, accepted=20))
+    learned, changed = observe(s, learned, 200, Observation(now=101.0, throttled=1, exhausted=1, reset_at=104.0))
+    assert changed == "cut" and learned.exhausted == 1
+    # 201 accepted between 100 and the reset at 104: about 50/s, starting at the reset
+    assert 45 <= effective_rate(s, learned, 200, 104.1) <= 60

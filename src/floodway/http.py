@@ -316,15 +316,18 @@ class _Pacer:
                          f"[{self.key}]" if self.key else "", response.status_code, host, rate or 0.0)
             return now + wait
         until = info.reset_at if info.reset_at is not None else now + self._fallback_wait()
-        self._report(now, None, info, usage, throttled=1, exhausted=1)
+        self._report(now, None, info, usage, throttled=1, exhausted=1, reset_at=until)
         reason = f"{response.status_code} from {host}"
         return self.ctx.app.store.pause_limit(self.limit, self.key or "", until, reason)
 
     def _report(self, now: float, token_at: float | None, info: QuotaInfo, usage: Any, *, throttled: int = 0,
-                exhausted: int = 0, wait: float | None = None) -> tuple[float | None, str | None]:
+                exhausted: int = 0, wait: float | None = None, reset_at: float | None = None
+                ) -> tuple[float | None, str | None]:
         accepted, fields = _reports(self.ctx.app).take(self.pair, now)
         if not throttled:
             fields = _fields(info, usage) or fields
+        elif reset_at is not None:
+            fields = {"reset_at": reset_at}
         obs = Observation(now=now, token_at=token_at, wait=wait, throttled=throttled, exhausted=exhausted,
                           accepted=accepted, **fields)
         return self.ctx.app.store.observe_limit(self.limit, self.key or "", obs)

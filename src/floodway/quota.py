@@ -122,7 +122,7 @@ class Learned:
     low: float | None = None       # the highest rate recently held without a refusal
     seen: float = 0.0              # the newest header observation applied (older ones are stale)
     lock: float = 0.0              # until when refusals belong to the last cut's round
-    ok_since: int = 0              # responses accepted since the last cut
+    ok_since: int = 0              # responses accepted since the last cut (or the start)
     throttled: int = 0             # refusals, all time
     exhausted: int = 0             # refusals that meant an exhausted quota
     cuts: int = 0                  # rounds that cut the rate
@@ -269,10 +269,12 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
         state.throttled += obs.throttled
         state._count(state.minute, now, obs.throttled, 60.0)
         state._count(state.no, now, obs.throttled, ACCEPTED_WINDOW)
-    if obs.accepted and state.since:
+    if obs.accepted:
         state.ok_since += obs.accepted
     changed: str | None = None
-    if obs.throttled and obs.token_at is not None and obs.token_at >= state.since and current is not None:
+    if obs.exhausted and obs.reset_at is not None and current is not None:
+        changed = _exhausted(spec, state, admitted, now, current, obs.reset_at)
+    elif obs.throttled and obs.token_at is not None and obs.token_at >= state.since and current is not None:
         if obs.token_at >= state.lock:
             changed = _cut(spec, state, admitted, now, current, obs.wait)
         else:
@@ -292,6 +294,29 @@ def _far_above(spec: "LimitSpec", state: Learned, admitted: int, now: float, cur
     new = _clamp(spec, accepted)
     state.rate, state.since, state.adm, state.high, state.low = new, now, admitted, max(new, accepted * 1.05), None
     state.lock, state.ok_since = now + _lock(wait), 0
+    state.cuts += 1
+    return "cut"
+
+
+#: see _exhausted
+EXHAUSTED_MARGIN = 1.15
+
+
+def _exhausted(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: float,
+               reset_at: float) -> str | None:
+    """A quota spent before its reset: pace the next budget so it lasts until the next reset —
+    what was accepted since the last one, spread over the time from then to this reset. (The key
+    is paused until the reset as well; after it, jobs come back at this pace, not all at once.)"""
+    began = max(state.since, state.start)
+    span = reset_at - began
+    if not state.ok_since or span <= 0:
+        return None
+    # (a little more than was counted: the other processes' latest responses are not reported yet)
+    pace = EXHAUSTED_MARGIN * state.ok_since / span
+    if pace >= current:
+        return None
+    state.rate, state.source, state.since, state.adm = _clamp(spec, pace), "429s", reset_at, admitted
+    state.high, state.low, state.lock, state.ok_since = None, None, reset_at, 0
     state.cuts += 1
     return "cut"
 
