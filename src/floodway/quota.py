@@ -340,7 +340,8 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
         # measured yet: a multiplicative cut, and no aim much above it, since how far the pace
         # overshot is unknown
         new = current * (CUT if state.cuts else FIRST_CUT)
-        high = min(current, new * 1.25)
+        high = min(current, new * 1.25, (accepted or current) * 1.05)
+        new = min(new, high)
     elif share >= WELL_ABOVE:
         # a good share refused: the pace was well above the quota, and what the destination
         # accepted (its capacity plus a little burst) is the best estimate of it
