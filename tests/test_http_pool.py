@@ -193,6 +193,30 @@ def test_distinct_transport_options_get_distinct_pools(tmp_path: Path, server: S
     assert seen == {"same": True, "other": True, "equal limits": True, "own": True, "own closed": True}
 
 
+def test_verify_false_turns_certificate_checks_off(tmp_path: Path) -> None:
+    """``verify=False`` reaches the transport (it was replaced by the default TLS context)."""
+    import ssl
+
+    app = App(f"sqlite:///{tmp_path / 'jobs.db'}")
+    modes: dict[str, object] = {}
+
+    @app.task(retry=0)
+    async def probe(ctx: Context) -> None:
+        async with ctx.http(verify=False) as off, ctx.http() as on:
+            modes["off"] = off._transport.inner._pool._ssl_context.verify_mode
+            modes["on"] = on._transport.inner._pool._ssl_context.verify_mode
+
+    @app.task(retry=0)
+    def probe_sync(ctx: Context) -> None:
+        with ctx.http_sync(verify=False) as off:
+            modes["sync off"] = off._transport.inner._pool._ssl_context.verify_mode
+
+    app.enqueue("probe")
+    app.enqueue("probe_sync")
+    app.worker(burst=True).run()
+    assert modes == {"off": ssl.CERT_NONE, "on": ssl.CERT_REQUIRED, "sync off": ssl.CERT_NONE}
+
+
 def _has_h2() -> bool:
     try:
         import h2  # noqa: F401
