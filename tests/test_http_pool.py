@@ -203,13 +203,13 @@ def test_verify_false_turns_certificate_checks_off(tmp_path: Path) -> None:
     @app.task(retry=0)
     async def probe(ctx: Context) -> None:
         async with ctx.http(verify=False) as off, ctx.http() as on:
-            modes["off"] = off._transport.inner._pool._ssl_context.verify_mode
-            modes["on"] = on._transport.inner._pool._ssl_context.verify_mode
+            modes["off"] = off._transport.inner.lanes[0]._pool._ssl_context.verify_mode
+            modes["on"] = on._transport.inner.lanes[0]._pool._ssl_context.verify_mode
 
     @app.task(retry=0)
     def probe_sync(ctx: Context) -> None:
         with ctx.http_sync(verify=False) as off:
-            modes["sync off"] = off._transport.inner._pool._ssl_context.verify_mode
+            modes["sync off"] = off._transport.inner.lanes[0]._pool._ssl_context.verify_mode
 
     app.enqueue("probe")
     app.enqueue("probe_sync")

@@ -477,23 +477,137 @@ def _pool_key(options: Mapping[str, Any]) -> tuple[Any, ...] | None:
         return None
 
 
+#: connections per lane of a shared pool: httpcore looks at every connection of its pool (a
+#: readiness poll of each socket) on every request, so a pool is split into small lanes
+LANE_SIZE = 4
+
+
+class _Release(httpx.AsyncByteStream, httpx.SyncByteStream):
+    """A response body that tells its lane when it is closed."""
+
+    def __init__(self, stream: Any, release: Callable[[], None]):
+        self.stream = stream
+        self.release = release
+
+    def __iter__(self) -> Any:
+        yield from self.stream
+
+    async def __aiter__(self) -> Any:
+        async for chunk in self.stream:
+            yield chunk
+
+    def close(self) -> None:
+        try:
+            self.stream.close()
+        finally:
+            self.release()
+
+    async def aclose(self) -> None:
+        try:
+            await self.stream.aclose()
+        finally:
+            self.release()
+
+
+class _SharedPool(httpx.AsyncBaseTransport, httpx.BaseTransport):
+    """One shared connection pool: lanes of ``LANE_SIZE`` connections (httpx transports built
+    with the same options), each request sent on the least busy lane, a new lane opened while
+    every lane is full, up to ``limits.max_connections`` connections in all. Idle connections
+    stay open (keep-alive) for the next job."""
+
+    def __init__(self, sync: bool, options: dict[str, Any]):
+        self.sync = sync
+        self.options = dict(options)
+        limits = self.options.pop("limits", None) or httpx.Limits(max_connections=100, max_keepalive_connections=None)
+        total = limits.max_connections or 100
+        self.lane_size = min(LANE_SIZE, total)
+        self.max_lanes = max(1, -(-total // self.lane_size))
+        keepalive = limits.max_keepalive_connections
+        self.lane_limits = httpx.Limits(
+            max_connections=self.lane_size,
+            max_keepalive_connections=self.lane_size if keepalive is None else min(self.lane_size, keepalive),
+            keepalive_expiry=limits.keepalive_expiry,
+        )
+        self.lock = threading.Lock()
+        self.lanes: list[Any] = []
+        self.busy: list[int] = []
+        self._new_lane()
+
+    def _new_lane(self) -> int:
+        factory = httpx.HTTPTransport if self.sync else httpx.AsyncHTTPTransport
+        self.lanes.append(factory(limits=self.lane_limits, **self.options))
+        self.busy.append(0)
+        return len(self.lanes) - 1
+
+    def _take(self) -> int:
+        with self.lock:
+            lane = min(range(len(self.lanes)), key=self.busy.__getitem__)
+            if self.busy[lane] >= self.lane_size and len(self.lanes) < self.max_lanes:
+                lane = self._new_lane()
+            self.busy[lane] += 1
+            return lane
+
+    def _releaser(self, lane: int) -> Callable[[], None]:
+        done = False
+
+        def release() -> None:
+            nonlocal done
+            with self.lock:
+                if not done:
+                    done = True
+                    self.busy[lane] -= 1
+        return release
+
+    def _wrap(self, response: httpx.Response, release: Callable[[], None]) -> httpx.Response:
+        return httpx.Response(status_code=response.status_code, headers=response.headers,
+                              stream=_Release(response.stream, release), extensions=response.extensions)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        lane = self._take()
+        release = self._releaser(lane)
+        try:
+            response = await self.lanes[lane].handle_async_request(request)
+        except BaseException:
+            release()
+            raise
+        return self._wrap(response, release)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        lane = self._take()
+        release = self._releaser(lane)
+        try:
+            response = self.lanes[lane].handle_request(request)
+        except BaseException:
+            release()
+            raise
+        return self._wrap(response, release)
+
+    async def aclose(self) -> None:
+        for lane in self.lanes:
+            await lane.aclose()
+
+    def close(self) -> None:
+        for lane in self.lanes:
+            lane.close()
+
+
 class _Pools:
-    """The connection pools of one event loop (a worker): one transport per distinct set of
-    transport options, async for ``ctx.http`` and sync (thread-safe) for ``ctx.http_sync``,
+    """The connection pools of one event loop (a worker): one ``_SharedPool`` per distinct set
+    of transport options, async for ``ctx.http`` and sync (thread-safe) for ``ctx.http_sync``,
     shared by every job so connections are kept alive between jobs."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.async_: dict[tuple[Any, ...], httpx.AsyncHTTPTransport] = {}
-        self.sync: dict[tuple[Any, ...], httpx.HTTPTransport] = {}
+        self.async_: dict[tuple[Any, ...], _SharedPool] = {}
+        self.sync: dict[tuple[Any, ...], _SharedPool] = {}
 
-    def get(self, key: tuple[Any, ...], sync: bool, options: dict[str, Any]) -> Any:
-        pools: dict[tuple[Any, ...], Any] = self.sync if sync else self.async_
+    def get(self, key: tuple[Any, ...], sync: bool, options: dict[str, Any]) -> _SharedPool:
+        pools = self.sync if sync else self.async_
         with self.lock:
-            transport = pools.get(key)
-            if transport is None:
-                transport = pools[key] = _new_transport(sync, options)
-            return transport
+            pool = pools.get(key)
+            if pool is None:
+                pool = pools[key] = _SharedPool(sync, _transport_options(options))
+            return pool
 
 
 #: event loop -> its pools (``None``: sync clients made outside a worker's loop)
@@ -511,7 +625,9 @@ def _pools_for(loop: Any) -> _Pools:
         return pools
 
 
-def _new_transport(sync: bool, options: dict[str, Any]) -> Any:
+def _transport_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options as httpx takes them: the process's TLS context by default; HTTP/2 only
+    with its package (not a dependency of floodway)."""
     options = dict(options)
     if options.get("verify") is None:
         options["verify"] = _shared_ssl_context()
@@ -520,6 +636,12 @@ def _new_transport(sync: bool, options: dict[str, Any]) -> Any:
             import h2  # noqa: F401
         except ImportError:
             raise ConfigError("ctx.http: http2=True needs the 'h2' package (pip install 'httpx[http2]')") from None
+    return options
+
+
+def _new_transport(sync: bool, options: dict[str, Any]) -> Any:
+    """A transport of one client's own (options that cannot be shared)."""
+    options = _transport_options(options)
     return httpx.HTTPTransport(**options) if sync else httpx.AsyncHTTPTransport(**options)
 
 
@@ -532,7 +654,8 @@ async def close_pools() -> None:
     if pools is None:
         return
     with pools.lock:
-        async_, sync = list(pools.async_.values()), list(pools.sync.values())
+        async_: list[_SharedPool] = list(pools.async_.values())
+        sync: list[_SharedPool] = list(pools.sync.values())
         pools.async_.clear()
         pools.sync.clear()
     for transport in async_:
