@@ -349,3 +349,28 @@ def test_a_stopping_worker_closes_its_pools_without_warnings(tmp_path: Path, ser
         assert "ResourceWarning" not in log and "nclosed" not in log, log
     finally:
         apps.close()
+
+
+def test_a_shared_pool_keeps_to_its_max_connections(tmp_path: Path, server: Server) -> None:
+    """``limits=`` bounds the connections of the shared pool as a whole (its lanes together),
+    streamed responses included."""
+    app = App(f"sqlite:///{tmp_path / 'jobs.db'}")
+    import httpx
+
+    @app.task(retry=0)
+    async def call(ctx: Context, n: int) -> int:
+        limits = httpx.Limits(max_connections=6)
+        async with ctx.http(base_url=server.url, limits=limits, timeout=30) as client:
+            if n % 2:
+                async with client.stream("POST", "/ok", json={"n": n}) as response:
+                    await response.aread()
+            else:
+                response = await client.post("/ok", json={"n": n})
+        response.raise_for_status()
+        return n
+
+    app.enqueue_many("call", [{"n": i} for i in range(60)])
+    app.worker(concurrency=12, burst=True).run()
+    assert app.store.count_jobs()["complete"] == 60, app.store.count_jobs()
+    assert server.count() == 60
+    assert len(server.ports()) <= 6, server.ports()

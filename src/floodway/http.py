@@ -519,30 +519,30 @@ class _SharedPool(httpx.AsyncBaseTransport, httpx.BaseTransport):
         self.sync = sync
         self.options = dict(options)
         limits = self.options.pop("limits", None) or httpx.Limits(max_connections=100, max_keepalive_connections=None)
-        total = limits.max_connections or 100
-        self.lane_size = min(LANE_SIZE, total)
-        self.max_lanes = max(1, -(-total // self.lane_size))
-        keepalive = limits.max_keepalive_connections
-        self.lane_limits = httpx.Limits(
-            max_connections=self.lane_size,
-            max_keepalive_connections=self.lane_size if keepalive is None else min(self.lane_size, keepalive),
-            keepalive_expiry=limits.keepalive_expiry,
-        )
+        self.total = max(1, limits.max_connections or 100)
+        self.keepalive = limits.max_keepalive_connections
+        self.keepalive_expiry = limits.keepalive_expiry
         self.lock = threading.Lock()
         self.lanes: list[Any] = []
+        self.sizes: list[int] = []
         self.busy: list[int] = []
         self._new_lane()
 
     def _new_lane(self) -> int:
+        """Open a lane: ``LANE_SIZE`` connections, the last one what is left of the total."""
+        size = min(LANE_SIZE, self.total - sum(self.sizes))
+        limits = httpx.Limits(max_connections=size, keepalive_expiry=self.keepalive_expiry,
+                              max_keepalive_connections=size if self.keepalive is None else min(size, self.keepalive))
         factory = httpx.HTTPTransport if self.sync else httpx.AsyncHTTPTransport
-        self.lanes.append(factory(limits=self.lane_limits, **self.options))
+        self.lanes.append(factory(limits=limits, **self.options))
+        self.sizes.append(size)
         self.busy.append(0)
         return len(self.lanes) - 1
 
     def _take(self) -> int:
         with self.lock:
             lane = min(range(len(self.lanes)), key=self.busy.__getitem__)
-            if self.busy[lane] >= self.lane_size and len(self.lanes) < self.max_lanes:
+            if self.busy[lane] >= self.sizes[lane] and sum(self.sizes) < self.total:
                 lane = self._new_lane()
             self.busy[lane] += 1
             return lane
