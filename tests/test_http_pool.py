@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from proc_helpers import LoadedApps, wait_until  # noqa: E402
 
-from floodway import App, ConfigError, Context, Retry  # noqa: E402
+from floodway import App, ConfigError, Context  # noqa: E402
 from floodway import http as floodway_http  # noqa: E402
 from floodway.jobs import Status  # noqa: E402
 
