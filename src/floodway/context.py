@@ -371,7 +371,9 @@ class Context:
         """An ``httpx.AsyncClient`` that takes a token from ``limit`` before each request and
         learns the destination's quota from its answers (see ``floodway.http`` and
         ``floodway.quota``). ``throttled``: extra statuses that mean "quota" for this API
-        (``[403]``), or a predicate ``fn(response) -> bool``. Use ``async with``."""
+        (``[403]``), or a predicate ``fn(response) -> bool``. Use ``async with``. Its connections
+        come from the worker's shared pool for these transport options (``verify``, ``cert``,
+        ``http2``, ``limits``, ``proxy``); closing the client leaves the pool open."""
         from .http import client_for
 
         return client_for(self, base_url=base_url, limit=limit, sync=False, throttled=throttled, **options)

@@ -35,7 +35,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import jsontext, liveness
+from . import http, jsontext, liveness
 from .context import Context
 from .errors import ConfigError, Fail, LeaseLost, RateLimited, StoreError
 from .resumable import SEGMENT_MARK, ContinueLater, SegmentedList
@@ -238,6 +238,8 @@ class Worker:
                     await self._store(self.app.store.worker_stopped, self.id)
                 log.info("worker %s stopped after %d jobs", self.id, self.processed)
         finally:
+            with contextlib.suppress(Exception):
+                await http.close_pools()  # the connections ctx.http kept alive for this worker
             self._remove_signal_handlers()
             self._task_threads.shutdown(wait=False, cancel_futures=True)
             self._store_threads.shutdown(wait=True)
