@@ -301,7 +301,8 @@ def test_a_429_on_the_shared_pool_pauses_only_its_key(tmp_path: Path, server: Se
     waiting = [j for j in a_jobs if j.status in (Status.SCHEDULED, Status.WAITING)]
     assert len(waiting) >= 1 and len(waiting) + server.count(tenant="A") == 5, [j.status for j in a_jobs]
     assert app.store.count_jobs()["complete"] == 30 + server.count(tenant="A")
-    assert len(server.ports()) <= 6
+    # the jobs shared kept-alive connections (a refused response may cost its connection)
+    assert len(server.ports()) <= 6 + server.count(status=429)
 
 
 # -- shutdown ------------------------------------------------------------------------------------
