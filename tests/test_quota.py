@@ -19,6 +19,7 @@ from floodway.quota import (
     Learned,
     Observation,
     classify_wait,
+    effective_burst,
     effective_rate,
     observe,
 )
@@ -141,7 +142,22 @@ def test_a_stated_budget_is_spread_until_its_reset():
 def test_a_policy_quota_per_window_sets_the_rate():
     s = spec(rate="1000/s")
     learned, changed = observe(s, None, 0, Observation(now=1.0, limit=100, window=10.0))
-    assert changed == "headers" and effective_rate(s, learned, 0, 1.0) == pytest.approx(10)
+    rate = effective_rate(s, learned, 0, 1.0)
+    assert changed == "headers" and 9.5 <= rate <= 10
+
+
+@pytest.mark.parametrize("limit,window", [(10, 1.0), (50, 1.0), (200, 1.0), (100, 10.0), (1, 1.0), (5000, 60.0)])
+def test_a_policy_quota_is_paced_so_no_window_can_overflow(limit, window):
+    """GCRA admits at most rate * window + burst in any window: that must fit the stated quota,
+    while spending most of it."""
+    s = spec(adaptive=True)
+    learned, _ = observe(s, None, 0, Observation(now=1.0, limit=limit, window=window))
+    rate = effective_rate(s, learned, 0, 1.0)
+    burst = effective_burst(s, learned, rate)
+    assert burst >= 1
+    if limit > 1:
+        assert rate * window + burst <= limit + 1e-9
+        assert rate * window >= 0.9 * limit - 1
 
 
 def test_a_usage_header_measures_the_leak_and_steers_the_bucket_half_full():

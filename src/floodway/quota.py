@@ -131,6 +131,7 @@ class Learned:
     no: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])       # [start, this, last] refused
     usage: list[float] | None = None  # [used, at, admissions] at the last usage sample
     leak: float | None = None      # the measured leak rate of a usage bucket
+    burst: int | None = None       # the burst that fits a stated quota per window (see _stated_pace)
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -229,6 +230,8 @@ def effective_burst(spec: "LimitSpec", learned: Learned | None, rate: float) -> 
     requests a real API tolerates in a window."""
     if spec.rate is not None and not spec.adaptive and (learned is None or learned.rate is None):
         return spec.burst
+    if learned is not None and learned.source == "headers" and learned.burst is not None:
+        return learned.burst
     return max(spec.burst, min(int(rate * LEARNED_BURST) + LEARNED_BURST_EXTRA, 1000))
 
 
@@ -368,12 +371,13 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
 def _from_headers(spec: "LimitSpec", state: Learned, admitted: int, obs: Observation, current: float | None) -> str | None:
     now = obs.now
     target: float | None = None
+    burst: int | None = None
     source = "headers"
     if obs.remaining is not None and obs.reset_at is not None and obs.reset_at > now and obs.remaining > 0:
         # spend what is left evenly until the reset
         target = obs.remaining / max(obs.reset_at - now, 0.05)
     elif obs.limit and obs.window:
-        target = obs.limit / obs.window
+        target, burst = _stated_pace(obs.limit, obs.window)
     elif obs.used is not None and obs.size:
         source = "usage"
         target = _from_usage(state, admitted, obs, current)
@@ -381,7 +385,20 @@ def _from_headers(spec: "LimitSpec", state: Learned, admitted: int, obs: Observa
         return None
     state.rate, state.source, state.since, state.adm, state.seen = _clamp(spec, target), source, now, admitted, now
     state.high = state.low = None
+    state.burst = burst
     return source
+
+
+def _stated_pace(limit: int, window: float) -> tuple[float, int]:
+    """The rate and burst for a quota stated as ``limit`` requests per ``window`` seconds.
+
+    GCRA at rate r with burst b admits at most r * window + b in any span of ``window``, so
+    (limit - b) / window never overflows the destination's window, sliding or fixed; a small
+    burst (at most a twentieth of the quota, at least one) keeps that loss small while still
+    absorbing the claims' round trips."""
+    rate = limit / window
+    burst = max(1, min(int(rate * LEARNED_BURST) + LEARNED_BURST_EXTRA, int(limit * 0.05)))
+    return max(limit - burst, 1) / window, burst
 
 
 def _from_usage(state: Learned, admitted: int, obs: Observation, current: float | None) -> float | None:
