@@ -441,6 +441,7 @@ def run_cell(kind: Kind, rate: int, decl: str, backend: str, n: int, keep: bool,
             "final_rate_per_s": state.get("rate_per_s"),
             "key_rates": _key_rates(state),
             "accepted_per_second": dest.stats()["accepted_per_second"],
+            "refused_per_second": dest.stats()["refused_per_second"],
         })
         if kind.changing:
             result["settle_windows"] = settle_windows(dest, kind, drain + t0)
@@ -593,6 +594,7 @@ def run_celery_cell(rate: int, decl: str, n: int, keep: bool, max_ratio: float) 
             "worker_cpu_seconds": sum(cpu), "cpu_ms_per_job": 1000 * sum(cpu) / max(done, 1),
             "key_rates": [], "final_rate_per_s": None,
             "accepted_per_second": dest.stats()["accepted_per_second"],
+            "refused_per_second": dest.stats()["refused_per_second"],
         })
         return result
     except Exception as exc:  # noqa: BLE001
@@ -721,7 +723,7 @@ def main(argv: list[str] | None = None) -> int:
         if "error" in r:
             print(f"# {r['kind']} R={r['rate']} {r['decl']} {r['backend']}: {r['error']}", flush=True)
         slim = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
-                if k not in ("accepted_per_second", "limit")}
+                if k not in ("accepted_per_second", "refused_per_second", "limit")}
         print(json.dumps(slim, default=str), flush=True)
 
     if not args.no_floodway:

@@ -13,6 +13,7 @@ import math
 import pytest
 
 from floodway.limits import LimitSpec, Rate, gcra
+from floodway.store.base import settled_tat
 from floodway.quota import (
     HOLD,
     MAX_RATE,
@@ -118,6 +119,25 @@ def test_a_cut_never_goes_below_what_the_destination_accepted():
     learned, changed = observe(s, learned, 0, Observation(now=now + 2.0, token_at=now + 1.9, throttled=1))
     assert changed == "cut"
     assert effective_rate(s, learned, 0, 102.0) >= 0.9 * 300 * 0.9
+
+
+def test_a_deep_cut_holds_every_worker_off_a_while_and_a_trim_hardly_at_all():
+    """An overflowing window stays full whatever the new pace: the first cut (by half) holds
+    admissions back for half the destination's wait; a small trim costs next to nothing."""
+    s = spec(rate="100/s")
+    learned, changed = observe(s, None, 0, Observation(now=10.0, token_at=9.9, throttled=1, wait=1.0))
+    assert changed == "cut" and learned.settle == pytest.approx(10.5)
+    assert settled_tat(s, 9.0, learned, 0, changed, 10.0) >= 10.5
+    # a refusal of the same round changes nothing, so holds nothing back again
+    assert settled_tat(s, 9.0, learned, 0, None, 10.2) == 9.0
+    # a refusal long after, among many accepts: a trim, and a hold of a few milliseconds
+    learned.lock = 0.0
+    for i in range(30):
+        learned, _ = observe(s, learned, 0, Observation(now=20.0 + i / 10, accepted=5))
+    current = effective_rate(s, learned, 0, 23.0)
+    learned, changed = observe(s, learned, 0, Observation(now=23.0, token_at=22.99, throttled=1, wait=1.0))
+    assert changed == "cut" and effective_rate(s, learned, 0, 23.0) > 0.8 * current
+    assert learned.settle - 23.0 <= 0.2
 
 
 def test_a_refused_request_after_the_cut_starts_a_new_round():
@@ -242,8 +262,10 @@ def simulate(real, declared: LimitSpec, *, seconds: float = 30.0, latency: float
                 refused += 1
                 half = unreported // 2
                 unreported -= half
-                learned, _ = observe(declared, learned, admitted,
-                                     Observation(now=t + latency / 2, token_at=token_at, throttled=1, accepted=half))
+                learned, changed = observe(declared, learned, admitted,
+                                           Observation(now=t + latency / 2, token_at=token_at, throttled=1,
+                                                       accepted=half))
+                tat = settled_tat(declared, tat, learned, admitted, changed, t)
         if t - last_report >= 0.25:
             learned, _ = observe(declared, learned, admitted, Observation(now=t, accepted=unreported))
             unreported, last_report = 0, t
@@ -293,3 +315,19 @@ def test_an_exhausted_quota_paces_the_next_budget_over_its_window():
     assert changed == "cut" and learned.exhausted == 1
     # 201 accepted between 100 and the reset at 104: about 50/s, starting at the reset
     assert 45 <= effective_rate(s, learned, 200, 104.1) <= 60
+
+
+def test_a_budget_learned_from_an_exhaustion_holds_through_the_next_window_then_is_measured_again():
+    s = spec(adaptive=True)
+    learned, _ = observe(s, None, 0, Observation(now=100.0, accepted=1))
+    for i in range(10):
+        learned, _ = observe(s, learned, 0, Observation(now=100.1 + i / 10, accepted=20))
+    learned, _ = observe(s, learned, 200, Observation(now=101.0, throttled=1, exhausted=1, reset_at=104.0))
+    paced = effective_rate(s, learned, 200, 104.1)
+    # no probe runs ahead inside the next window (it would only spend the budget early)
+    for i in range(20):
+        learned, _ = observe(s, learned, 200, Observation(now=104.2 + i / 5, accepted=10))
+    assert effective_rate(s, learned, 400, 107.9) == pytest.approx(paced)
+    # the next exhaustion measures that window (104 to 108) alone: 200 accepted in 4 s
+    learned, changed = observe(s, learned, 400, Observation(now=107.9, throttled=1, exhausted=1, reset_at=108.0))
+    assert changed == "cut" and 45 <= effective_rate(s, learned, 400, 108.1) <= 60

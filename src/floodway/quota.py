@@ -132,6 +132,9 @@ class Learned:
     usage: list[float] | None = None  # [used, at, admissions] at the last usage sample
     leak: float | None = None      # the measured leak rate of a usage bucket
     burst: int | None = None       # the burst that fits a stated quota per window (see _stated_pace)
+    settle: float = 0.0            # no admission before this: what the last cut's overshoot costs
+    budget_from: float = 0.0       # when the current budget window began (the last exhaustion's reset)
+    budget_ok: int = 0             # responses accepted since then (whatever cuts came between)
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -164,9 +167,14 @@ class Learned:
             return None
         if age >= width:
             return this / age
-        kept = 1 - age / width  # the share of the last bucket still inside the window
-        span = age + (width * kept if last else 0.0)
-        return (this + last * kept) / span if span >= 0.1 else None
+        if age < 0.1 and not last:
+            return None
+        # the share of the last bucket still inside the window; with no last bucket (a key's
+        # first window, or the first after a quiet spell) the count is still spread over a whole
+        # window: a window or bucket that takes its quota plus its burst in the first moments
+        # of a drain must not read as a rate several times its quota
+        kept = 1 - age / width
+        return (this + last * kept) / width
 
     def _count(self, bucket: list[float], now: float, n: float, width: float) -> None:
         start = bucket[0]
@@ -274,6 +282,7 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
         state._count(state.no, now, obs.throttled, ACCEPTED_WINDOW)
     if obs.accepted:
         state.ok_since += obs.accepted
+        state.budget_ok += obs.accepted
     changed: str | None = None
     if obs.exhausted and obs.reset_at is not None and current is not None:
         changed = _exhausted(spec, state, admitted, now, current, obs.reset_at)
@@ -308,18 +317,20 @@ EXHAUSTED_MARGIN = 1.15
 def _exhausted(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: float,
                reset_at: float) -> str | None:
     """A quota spent before its reset: pace the next budget so it lasts until the next reset —
-    what was accepted since the last one, spread over the time from then to this reset. (The key
-    is paused until the reset as well; after it, jobs come back at this pace, not all at once.)"""
-    began = max(state.since, state.start)
+    what was accepted since the last reset, spread over the time from then to this reset. (The
+    key is paused until the reset as well; after it, jobs come back at this pace, not all at
+    once.) The pace holds through the next window, then probes upwards as after any cut: a
+    probe that ran ahead would only spend the budget early and end its window in refusals."""
+    began = state.budget_from or state.start
     span = reset_at - began
-    if not state.ok_since or span <= 0:
+    if not state.budget_ok or span <= 0:
         return None
     # (a little more than was counted: the other processes' latest responses are not reported yet)
-    pace = EXHAUSTED_MARGIN * state.ok_since / span
-    if pace >= current:
-        return None
-    state.rate, state.source, state.since, state.adm = _clamp(spec, pace), "429s", reset_at, admitted
+    pace = min(EXHAUSTED_MARGIN * state.budget_ok / span, current)
+    state.rate, state.source, state.adm = _clamp(spec, pace), "429s", admitted
+    state.since = reset_at + span  # held flat until the next window ends
     state.high, state.low, state.lock, state.ok_since = None, None, reset_at, 0
+    state.budget_from, state.budget_ok = reset_at, 0
     state.cuts += 1
     return "cut"
 
@@ -338,7 +349,8 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
     accepted = state.accepted_rate(now)
     refused = state.accepted_rate(now, state.no) or 0.0
     share = refused / (accepted + refused) if accepted else None
-    if share is None or not state.cuts:
+    first = share is None or not state.cuts
+    if first:
         # the first refusal (a slow start's end, a declared rate found too high) or nothing
         # measured yet: a multiplicative cut, and no aim much above it, since how far the pace
         # overshot is unknown
@@ -364,8 +376,20 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
     state.rate, state.source, state.since, state.adm = new, "429s", now, admitted
     state.high = max(new, high)
     state.lock, state.ok_since = now + _lock(wait), 0
+    if first:
+        state.settle = now + _settle(current, new, wait)
     state.cuts += 1
     return "cut"
+
+
+def _settle(current: float, new: float, wait: float | None) -> float:
+    """How long every worker holds off after a first cut (nothing measured yet), besides pacing
+    slower: a window that overflowed stays full for a while whatever the new pace, and every
+    request sent into it is refused. The first cut (by half) waits half the destination's wait
+    (LOCK_SHARE of it). Later cuts are trims near the quota, where holding off would only
+    waste it."""
+    depth = max(0.0, 1 - new / current) if current > 0 else 0.0
+    return _lock(wait) * min(1.0, depth / FIRST_CUT)
 
 
 def _from_headers(spec: "LimitSpec", state: Learned, admitted: int, obs: Observation, current: float | None) -> str | None:

@@ -227,6 +227,16 @@ class LimitKeyInfo:
     cuts: int = 0                  # rounds of refusals that cut the rate
 
 
+def settled_tat(spec: LimitSpec, tat: float, learned: Learned, admitted: int, changed: str | None,
+                now: float) -> float:
+    """A key's GCRA state after an observation: a cut's settle time holds every admission back
+    (see ``floodway.quota._settle``), and then no burst: one admission, then the new pace."""
+    if changed != "cut" or learned.settle <= now:
+        return tat
+    rate, burst = key_pace(spec, learned, admitted, now)
+    return max(tat, learned.settle + (rate.interval * (burst - 1) if rate is not None else 0.0))
+
+
 def key_rate(spec: LimitSpec, learned: Learned | None, admitted: int, now: float) -> Rate | None:
     """The GCRA rate of one limit key now: the declared rate, or the learned one."""
     return key_pace(spec, learned, admitted, now)[0]

@@ -56,7 +56,7 @@ from ..limits import LimitSpec, gcra
 from ..quota import Learned, Observation, effective_rate, observe
 from .base import TIMELINE_SQL, served_stamps, stores_run_events
 from .base import job_from_row as _job_from_row
-from .base import Renewal, worker_rescue
+from .base import Renewal, settled_tat, worker_rescue
 from ..liveness import LeaseHolder
 from .base import (
     ClaimedJobs,
@@ -1822,10 +1822,10 @@ class PostgresStore(Store):
                              "reset_at": None if obs.reset_at is None else obs.reset_at + shift})
 
         def go(cur: psycopg.Cursor) -> tuple[float | None, str | None]:
-            spec, (_, _, _, admitted, raw) = self._spec_and_lock(cur, name, key)
+            spec, (tat, _, _, admitted, raw) = self._spec_and_lock(cur, name, key)
             learned, changed = observe(spec, Learned.loads(raw), int(admitted), obs)
-            cur.execute("UPDATE limit_keys SET learned = %s WHERE limit_name = %s AND key = %s",
-                        (learned.dumps(), name, key))
+            cur.execute("UPDATE limit_keys SET tat = %s, learned = %s WHERE limit_name = %s AND key = %s",
+                        (settled_tat(spec, float(tat), learned, int(admitted), changed, obs.now), learned.dumps(), name, key))
             if changed:
                 cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))  # a faster rate may admit held jobs now
             return effective_rate(spec, learned, int(admitted), obs.now), changed

@@ -33,7 +33,7 @@ from ..limits import LimitSpec, check_cost, gcra
 from ..quota import Learned, Observation, effective_rate, observe
 from .base import TIMELINE_SQL, served_stamps, stores_run_events
 from .base import job_from_row as _job_from_row
-from .base import Renewal, worker_rescue
+from .base import Renewal, settled_tat, worker_rescue
 from ..liveness import LeaseHolder
 from .base import (
     ClaimedJobs,
@@ -1102,14 +1102,14 @@ class SQLiteStore(Store):
         with self._write() as conn:
             spec = self._spec(conn, name)
             state = conn.execute(
-                "SELECT admitted, learned FROM limit_keys WHERE limit_name = ? AND key = ?", (name, key)
+                "SELECT tat, admitted, learned FROM limit_keys WHERE limit_name = ? AND key = ?", (name, key)
             ).fetchone()
-            admitted, raw = state if state else (0, None)
+            tat, admitted, raw = state if state else (0.0, 0, None)
             learned, changed = observe(spec, Learned.loads(raw), admitted, obs)
             conn.execute(
-                "INSERT INTO limit_keys (limit_name, key, learned) VALUES (?, ?, ?) "
-                "ON CONFLICT (limit_name, key) DO UPDATE SET learned = excluded.learned",
-                (name, key, learned.dumps()),
+                "INSERT INTO limit_keys (limit_name, key, tat, learned) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (limit_name, key) DO UPDATE SET tat = excluded.tat, learned = excluded.learned",
+                (name, key, settled_tat(spec, tat, learned, admitted, changed, obs.now), learned.dumps()),
             )
             return effective_rate(spec, learned, admitted, obs.now), changed
 
