@@ -25,6 +25,7 @@ from .limits import LimitSpec, Rate, resolve_key, template_fields
 from .resumable import SEGMENT_MARK, split_segments
 from .schedule import Schedule
 from .retry import Retry
+from .commit import GroupCommit
 from .store import Store, open_store
 from .units import parse_duration, parse_instant
 
@@ -207,6 +208,8 @@ class App:
         self._synced_queues: dict[str, int | None] = {}
         self.limits: dict[str, LimitSpec] = {}
         self._synced_limits: set[LimitSpec] = set()
+        #: concurrent single enqueues share transactions (see floodway.commit)
+        self.group_commit = GroupCommit(lambda jobs, queues: self.store.enqueue(jobs, queues))
         self.schedules: dict[str, Schedule] = {}
         if self.settings.alert_webhook_url:
             from .alerts import install_webhook
@@ -649,6 +652,10 @@ class App:
             self.sync_queues([job_queue])
         if limit_names:
             self.sync_limits()
+        if single and owner is None:
+            (job,) = list(jobs)
+            result = self.group_commit.submit(job, {queue_name: cap})
+            return [Handle(self, result.id, created=result.created)]
         if generated:
             results = self.store.enqueue_new(jobs, {queue_name: cap})
         else:
