@@ -19,6 +19,9 @@ Scenarios (the same for every system):
 * enqueue single/s — N jobs, one call (one transaction) each, from one async/sync client:
   floodway ``app.enqueue``; pgqueuer ``Queries.enqueue(name, payload)``; procrastinate
   ``task.defer_async()``.
+* enqueue single, 100 threads — the same N single enqueues from 100 threads at once, as a web
+  server's request threads make them (floodway only: its group commit against its own
+  sequential figure).
 * enqueue bulk/s — N jobs in calls of 1,000: floodway ``app.enqueue_many``; pgqueuer
   ``Queries.enqueue([...], [...], [...])``; procrastinate ``task.batch_defer_async(*kwargs)``.
 * no-op jobs/s and 10 ms-sleep jobs/s — a queue pre-filled with N jobs (untimed) is drained by
@@ -58,6 +61,7 @@ import os
 import platform
 import signal
 import subprocess
+import threading
 import sys
 import time
 import uuid
@@ -74,6 +78,8 @@ SYSTEMS = ["floodway", "pgqueuer", "procrastinate"]
 DEFAULTS = {"single": 3_000, "bulk": 50_000, "noop": 20_000, "sleep": 8_000, "hot": 20_000}
 QUICK = {"single": 500, "bulk": 10_000, "noop": 4_000, "sleep": 2_000, "hot": 4_000}
 CHUNK = 1_000
+#: threads enqueuing at once in the "concurrent" scenario (a web server's request threads)
+CONCURRENT_ENQUEUERS = 100
 CONCURRENCY = 20
 
 
@@ -152,14 +158,32 @@ def role_install(system: str, url: str) -> None:
         asyncio.run(go())
 
 
-def role_enqueue(system: str, url: str, n: int, bulk: bool, kind: str) -> float:
-    """Enqueue n jobs; return the seconds it took (single calls or chunks of CHUNK)."""
+def role_enqueue(system: str, url: str, n: int, mode: str, kind: str) -> float:
+    """Enqueue n jobs; return the seconds it took (single calls, chunks of CHUNK, or single
+    calls from CONCURRENT_ENQUEUERS threads at once)."""
+    bulk = mode == "bulk"
     if system == "floodway":
         app, job = _floodway_app(url, kind)
         app.store
         app.enqueue(job, {"n": -1})  # warm: first-use work (limits/queues sync) is not measured
         start = time.perf_counter()
-        if bulk:
+        if mode == "concurrent":
+            threads = CONCURRENT_ENQUEUERS
+            gate = threading.Barrier(threads + 1)
+
+            def run(part: range) -> None:
+                gate.wait()
+                for k in part:
+                    app.enqueue(job, {"n": k})
+
+            workers = [threading.Thread(target=run, args=(range(t, n, threads),)) for t in range(threads)]
+            for w in workers:
+                w.start()
+            gate.wait()
+            start = time.perf_counter()
+            for w in workers:
+                w.join()
+        elif bulk:
             for i in range(0, n, CHUNK):
                 app.enqueue_many(job, [{"n": k} for k in range(i, min(i + CHUNK, n))])
         else:
@@ -349,11 +373,11 @@ def run_role(system: str, *args: str) -> str:
     return done.stdout
 
 
-def measure_enqueue(system: str, server: str, n: int, bulk: bool) -> float:
+def measure_enqueue(system: str, server: str, n: int, mode: str) -> float:
     db = Database(server)
     try:
         run_role(system, "install", system, db.url)
-        out = run_role(system, "enqueue", system, db.url, str(n), "bulk" if bulk else "single", "noop")
+        out = run_role(system, "enqueue", system, db.url, str(n), mode, "noop")
         seconds = json.loads(out.strip().splitlines()[-1])["seconds"]
         return n / seconds
     finally:
@@ -527,7 +551,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--systems", default=",".join(SYSTEMS))
-    parser.add_argument("--scenarios", default="single,bulk,noop,sleep,hot")
+    parser.add_argument("--scenarios", default="single,concurrent,bulk,noop,sleep,hot")
     parser.add_argument("--processes", default="1,4")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run each measurement this many times (interleaved) and keep the best")
@@ -540,7 +564,7 @@ def main() -> None:
         if role == "install":
             role_install(system, url)
         elif role == "enqueue":
-            seconds = role_enqueue(system, url, int(rest[0]), rest[1] == "bulk", rest[2])
+            seconds = role_enqueue(system, url, int(rest[0]), rest[1], rest[2])
             print(json.dumps({"seconds": seconds}))
         elif role == "work":
             role_work(system, url, rest[0])
@@ -588,10 +612,15 @@ def main() -> None:
             for system in systems:  # interleaved, so load from elsewhere hits every system alike
                 if scenario == "single":
                     keep(f"enqueue single (n={sizes['single']})", system,
-                         measure_enqueue(system, server, sizes["single"], bulk=False))
+                         measure_enqueue(system, server, sizes["single"], "single"))
+                elif scenario == "concurrent":
+                    if system != "floodway":
+                        continue  # floodway's group commit against its own sequential figure
+                    keep(f"enqueue single, {CONCURRENT_ENQUEUERS} threads (n={sizes['single']})", system,
+                         measure_enqueue(system, server, sizes["single"], "concurrent"))
                 elif scenario == "bulk":
                     keep(f"enqueue bulk (n={sizes['bulk']}, {CHUNK}/call)", system,
-                         measure_enqueue(system, server, sizes["bulk"], bulk=True))
+                         measure_enqueue(system, server, sizes["bulk"], "bulk"))
                 elif scenario in ("noop", "sleep", "hot"):
                     if scenario == "hot" and system != "floodway":
                         continue  # floodway only: the peers have no shared rate limits to compare

@@ -9,6 +9,9 @@
 Scenarios (a fresh database file per scenario and per system, in a temp dir):
 
 * enqueue single/s: N jobs, one enqueue call (one transaction) each;
+* enqueue single/s, 100 threads: the same N single enqueues from 100 threads at once, as a web
+  server's request threads make them (floodway group-commits them; SqliteHuey, a connection
+  per thread, commits each);
 * enqueue bulk/s: floodway ``app.enqueue_many`` in chunks; huey has no bulk enqueue, its
   only multi-job call ``TaskWrapper.map`` is a loop of single enqueues (one commit each),
   which is what is measured for it;
@@ -60,6 +63,8 @@ HUEY_SCRIPT = HERE / "peers" / "huey_bench.py"
 DEFAULTS = {"single": 5_000, "bulk": 100_000, "noop": 20_000, "sleep": 10_000}
 QUICK = {"single": 1_000, "bulk": 20_000, "noop": 4_000, "sleep": 2_000}
 CONCURRENCY = 20
+#: threads enqueuing at once in the "enqueue single, 100 threads" scenario
+CONCURRENT_ENQUEUERS = 100
 BULK_CHUNK = 1_000
 GOAL = 2.0  # floodway >= 2x huey on no-op and 10 ms jobs
 
@@ -92,7 +97,9 @@ def _make_app(url: str):
 
 def _child(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="throughput.py --child")
-    p.add_argument("mode", choices=["enqueue-single", "enqueue-bulk", "prefill", "drain", "profile"])
+    p.add_argument("mode", choices=["enqueue-single", "enqueue-concurrent", "enqueue-bulk", "prefill", "drain",
+                                    "profile"])
+    p.add_argument("--threads", type=int, default=CONCURRENT_ENQUEUERS)
     p.add_argument("--url", required=True)
     p.add_argument("-n", type=int, default=0)
     p.add_argument("--task", choices=["noop", "sleepy"], default="noop")
@@ -112,6 +119,27 @@ def _child(argv: list[str]) -> None:
         dt, cpu = time.perf_counter() - t0, _cpu() - c0
         out = {"jobs": a.n, "seconds": dt, "per_second": a.n / dt, "cpu_seconds": cpu,
                "queued": store.count_jobs()["waiting"]}
+    elif a.mode == "enqueue-concurrent":
+        # a web server: many request threads, one enqueue each (group-committed)
+        per = [a.n // a.threads + (1 if i < a.n % a.threads else 0) for i in range(a.threads)]
+        gate = threading.Barrier(a.threads + 1)
+
+        def run(k: int) -> None:
+            gate.wait()
+            for _ in range(k):
+                app.enqueue("noop")
+
+        threads = [threading.Thread(target=run, args=(k,)) for k in per]
+        for t in threads:
+            t.start()
+        gate.wait()
+        tx0 = app.group_commit.transactions
+        c0, t0 = _cpu(), time.perf_counter()
+        for t in threads:
+            t.join()
+        dt, cpu = time.perf_counter() - t0, _cpu() - c0
+        out = {"jobs": a.n, "seconds": dt, "per_second": a.n / dt, "cpu_seconds": cpu, "threads": a.threads,
+               "transactions": app.group_commit.transactions - tx0, "queued": store.count_jobs()["waiting"]}
     elif a.mode == "enqueue-bulk":
         args = [{}] * a.chunk
         c0, t0 = _cpu(), time.perf_counter()
@@ -430,6 +458,8 @@ class Bench:
         s = self.sizes
         if scenario == "enqueue_single":
             return fw_run("enqueue-single", "--url", url, "-n", str(s["single"]))
+        if scenario == "enqueue_concurrent":
+            return fw_run("enqueue-concurrent", "--url", url, "-n", str(s["single"]))
         if scenario == "enqueue_bulk":
             return fw_run("enqueue-bulk", "--url", url, "-n", str(s["bulk"]))
         task, n = ("noop", s["noop"]) if scenario == "noop" else ("sleepy", s["sleep"])
@@ -445,6 +475,9 @@ class Bench:
         s = self.sizes
         if scenario == "enqueue_single":
             return run_json(huey_cmd("enqueue-single", "--db", path, "-n", str(s["single"])))
+        if scenario == "enqueue_concurrent":
+            return run_json(huey_cmd("enqueue-concurrent", "--db", path, "-n", str(s["single"]),
+                                     "--threads", str(CONCURRENT_ENQUEUERS)))
         if scenario == "enqueue_bulk":
             # TaskWrapper.map == a loop of single enqueues; sized like the single run
             return run_json(huey_cmd("enqueue-map", "--db", path, "-n", str(s["single"])))
@@ -459,6 +492,7 @@ class Bench:
 
 SCENARIOS = [
     ("enqueue_single", "enqueue single/s"),
+    ("enqueue_concurrent", "enqueue single/s, 100 threads"),
     ("enqueue_bulk", "enqueue bulk/s"),
     ("noop", "no-op jobs/s (1 proc x {c})"),
     ("sleep10ms", "10 ms jobs/s (1 proc x {c})"),

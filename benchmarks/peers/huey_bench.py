@@ -5,6 +5,7 @@ huey never enters floodway's virtualenv. Each mode prints one JSON object on std
 
     python huey_bench.py enqueue-single --db PATH -n N
     python huey_bench.py enqueue-map    --db PATH -n N
+    python huey_bench.py enqueue-concurrent --db PATH -n N --threads 100
     python huey_bench.py prefill        --db PATH -n N --task noop|sleepy
     python huey_bench.py drain          --db PATH -n N --task noop|sleepy --workers 20
     python huey_bench.py pragmas        --db PATH
@@ -74,6 +75,35 @@ def enqueue(args, use_map: bool) -> None:
     emit(jobs=args.n, seconds=elapsed, per_second=args.n / elapsed, cpu_seconds=cpu, queued=count)
 
 
+def enqueue_concurrent(args) -> None:
+    """N single enqueues from ``--threads`` threads at once (a web server's request threads);
+    SqliteHuey keeps a connection per thread."""
+    import threading
+
+    h = make_huey(args.db)
+    noop = register(h)["noop"]
+    per = [args.n // args.threads + (1 if i < args.n % args.threads else 0) for i in range(args.threads)]
+    gate = threading.Barrier(args.threads + 1)
+
+    def run(k: int) -> None:
+        h.storage.conn  # this thread's connection, opened before the clock
+        gate.wait()
+        for _ in range(k):
+            noop()
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in per]
+    for t in threads:
+        t.start()
+    gate.wait()
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    cpu = cpu_seconds() - c0
+    emit(jobs=args.n, seconds=elapsed, per_second=args.n / elapsed, cpu_seconds=cpu, queued=h.pending_count(),
+         threads=args.threads)
+
+
 def prefill(args) -> None:
     """Fill the queue fast (one transaction); this part is not timed."""
     h = make_huey(args.db)
@@ -141,7 +171,9 @@ def pragmas(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["enqueue-single", "enqueue-map", "prefill", "drain", "pragmas"])
+    p.add_argument("mode", choices=["enqueue-single", "enqueue-map", "enqueue-concurrent", "prefill", "drain",
+                                    "pragmas"])
+    p.add_argument("--threads", type=int, default=100)
     p.add_argument("--db", required=True)
     p.add_argument("-n", type=int, default=0)
     p.add_argument("--task", choices=["noop", "sleepy"], default="noop")
@@ -152,6 +184,8 @@ def main() -> None:
         enqueue(args, use_map=False)
     elif args.mode == "enqueue-map":
         enqueue(args, use_map=True)
+    elif args.mode == "enqueue-concurrent":
+        enqueue_concurrent(args)
     elif args.mode == "prefill":
         prefill(args)
     elif args.mode == "drain":
