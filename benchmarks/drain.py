@@ -7,6 +7,14 @@
     .venv/bin/python benchmarks/drain.py --styles changing,keyed --decls unknown -n 500
     .venv/bin/python benchmarks/drain.py --styles leaky --decls declared,high --peers celery
     .venv/bin/python benchmarks/drain.py --json out.json      # machine-readable results too
+    .venv/bin/python benchmarks/drain.py --bare --backends sqlite,postgres   # the cost per HTTP job
+
+``--bare`` instead measures what floodway itself costs per HTTP job: N = 20,000 jobs, each one
+POST through a declared limit that never binds (nor does the destination), two worker
+processes x 50 slots, beside ``peers/bare_httpx.py``: two processes of one plain
+``httpx.AsyncClient`` each, 50 requests in flight, the same N POSTs to the same kind of
+destination. Reported: jobs (requests) per second, from the enqueue and from the first request,
+the ratio to the bare client and the CPU per job of the processes doing the work.
 
 The matrix: kind x R x declaration x backend, one cell at a time.
 
@@ -196,6 +204,8 @@ def limit_line(decl: str, rate: int, keyed: bool) -> str:
         return f'app.limit("api", rate="{2 * rate}/s", burst={DECLARED_BURST}{key})'
     if decl == "unknown":
         return f'app.limit("api", adaptive=True{key})'
+    if decl == "nonbinding":  # drain.py --bare: a limit every job holds, far above the load
+        return f'app.limit("api", rate="{NONBINDING}/s", burst=1000{key})'
     if decl == "adaptive4x":
         return f'app.limit("api", rate="{4 * rate}/s", burst={DECLARED_BURST}, adaptive=True{key})'
     raise SystemExit(f"drain.py: unknown declaration {decl!r} (one of {', '.join(DECLS)})")
@@ -305,6 +315,20 @@ def _stop_worker(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: flo
         time.sleep(0.05)
 
 
+#: a drain samples its workers' resident memory each time this many more jobs have finished
+RSS_EVERY = 10_000
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -383,15 +407,20 @@ def run_cell(kind: Kind, rate: int, decl: str, backend: str, n: int, keep: bool,
         ids = {h.id for h in handles}
         total = len(ids)
         give_up = t0 + max(60.0, max_ratio * result["ideal_seconds"])
+        rss: dict[int, list[float]] = {}  # the workers' resident memory (MB) every RSS_EVERY jobs
         while True:
             counts = app.store.count_jobs()
-            if counts["complete"] + counts["failed"] + counts["cancelled"] >= total:
+            finished_now = counts["complete"] + counts["failed"] + counts["cancelled"]
+            if finished_now // RSS_EVERY * RSS_EVERY not in rss and finished_now >= RSS_EVERY:
+                rss[finished_now // RSS_EVERY * RSS_EVERY] = [_rss_mb(p.pid) for p in procs]
+            if finished_now >= total:
                 break
             if time.time() > give_up:
                 result["stopped_after"] = time.time() - t0
                 break
             time.sleep(0.25)
         result["load_avg"] = (load_before, os.getloadavg()[0])
+        result["rss_mb"] = rss
         for i, p in enumerate(procs):
             cpu[i] = _stop_worker(p)
         dest.stop()
@@ -490,6 +519,70 @@ def settle_windows(dest: Destination, kind: Kind, end: float) -> list[dict[str, 
 
 
 # -- the Celery peer ----------------------------------------------------------------------------
+
+# -- the cost per HTTP job (--bare) ----------------------------------------------------------------
+
+#: the rate of the destination and of the declared limit in ``--bare``: neither ever binds
+NONBINDING = 1_000_000
+BARE_N = 20_000
+BARE_SCRIPT = HERE / "peers" / "bare_httpx.py"
+
+
+def run_bare_client(n: int) -> dict:
+    """The same N POSTs from WORKERS processes of one plain httpx client each, CONCURRENCY in
+    flight per process, against a destination like the floodway cell's."""
+    dest = parse_kind("leaky").destination(NONBINDING).start()
+    try:
+        shares = [n // WORKERS + (1 if i < n % WORKERS else 0) for i in range(WORKERS)]
+        procs = [subprocess.Popen([sys.executable, str(BARE_SCRIPT), dest.url, str(k), str(CONCURRENCY)],
+                                  stdout=subprocess.PIPE, text=True) for k in shares]
+        outs = []
+        for p in procs:
+            out, _ = p.communicate(timeout=600)
+            if p.returncode != 0:
+                raise RuntimeError(f"bare_httpx.py exited {p.returncode}")
+            outs.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        dest.stop()
+    seconds = max(o["end"] for o in outs) - min(o["start"] for o in outs)
+    cpu = sum(o["cpu_seconds"] for o in outs)
+    return {"system": "bare httpx", "n": n, "seconds": seconds, "per_second": n / seconds,
+            "ok": sum(o["ok"] for o in outs), "cpu_ms_per_request": 1000 * cpu / n}
+
+
+def run_bare(backends: list[str], n: int, keep: bool) -> list[dict]:
+    """floodway's HTTP jobs through a limit that never binds, beside the bare client."""
+    rows = []
+    for backend in backends:
+        r = run_cell(parse_kind("leaky"), NONBINDING, "nonbinding", backend, n, keep, max_ratio=1e9)
+        if "error" not in r:
+            from_first = r["drain_seconds"] - r["first_accept_after"]
+            r.update({"per_second": n / r["drain_seconds"], "per_second_from_first_request": n / from_first})
+        rows.append(r)
+    rows.append(run_bare_client(n))
+    return rows
+
+
+def print_bare(rows: list[dict]) -> None:
+    bare = next(r for r in rows if r["system"] == "bare httpx")
+    print("| system | backend | jobs (requests) / s | from the first request | ÷ bare httpx | CPU per job |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        if r["system"] == "bare httpx":
+            print(f"| bare httpx ({WORKERS} processes x {CONCURRENCY} in flight) | - | {r['per_second']:,.0f} | "
+                  f"{r['per_second']:,.0f} | 1.00 | {r['cpu_ms_per_request']:.2f} ms |")
+        elif "error" in r:
+            print(f"| floodway | {r['backend']} | error: {r['error']} | | | |")
+        else:
+            print(f"| floodway ({WORKERS} workers x {CONCURRENCY}) | {r['backend']} | {r['per_second']:,.0f} | "
+                  f"{r['per_second_from_first_request']:,.0f} | "
+                  f"{r['per_second_from_first_request'] / bare['per_second']:.2f} | {r['cpu_ms_per_job']:.2f} ms |")
+    for r in rows:
+        if r.get("rss_mb"):
+            samples = ", ".join(f"{done:,} jobs: {' / '.join(f'{mb:.0f}' for mb in mbs)} MB"
+                                for done, mbs in sorted(r["rss_mb"].items()))
+            print(f"\nfloodway {r['backend']}, each worker's resident memory after {samples}")
+
 
 def ensure_celery_venv() -> None:
     if CELERY_PY.exists():
@@ -693,7 +786,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-ratio", type=float, default=3.0,
                         help="stop a cell once it has taken this many times its ideal (default 3)")
     parser.add_argument("--json", metavar="PATH", default=None)
+    parser.add_argument("--bare", action="store_true",
+                        help=f"instead of the matrix: the cost per HTTP job, N (default {BARE_N:,}) jobs through "
+                             f"a limit that never binds, beside a bare httpx client (--backends applies)")
     args = parser.parse_args(argv)
+    if args.bare:
+        rows = run_bare(_csv(args.backends, BACKENDS, "backend"), args.n or BARE_N, args.keep)
+        for r in rows:
+            print(json.dumps({k: v for k, v in r.items() if k not in ("accepted_per_second", "refused_per_second",
+                                                                        "limit")}, default=str), flush=True)
+        print_bare(rows)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2, default=str))
+        return 0
 
     kinds = [parse_kind(k) for k in _csv(args.styles, None, "kind")]
     rates = [int(r) for r in _csv(args.rates, None, "rate")]

@@ -54,6 +54,9 @@ SLOW_START_DOUBLING = 0.25
 #: seconds (never beyond three times the accepted rate)
 APPROACH = 0.5
 HOLD = 1.0
+#: a probe that overflows again near the same rate doubles the next hold, up to this many HOLDs
+#: (a plateau where the quota was found twice; a quota that changed is found again later)
+MAX_HOLDS = 4
 PROBE_STEP = 0.02
 PROBE_DOUBLING = 0.5
 #: the hold sits this far under the lowest rate seen to overflow
@@ -135,6 +138,7 @@ class Learned:
     settle: float = 0.0            # no admission before this: what the last cut's overshoot costs
     budget_from: float = 0.0       # when the current budget window began (the last exhaustion's reset)
     budget_ok: int = 0             # responses accepted since then (whatever cuts came between)
+    holds: float = 1.0             # the next hold lasts this many HOLDs (see MAX_HOLDS)
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -158,23 +162,27 @@ class Learned:
             return int(round(this * max(0.0, 1 - (now - start - 60) / 60)))
         return int(round(this + last * (1 - (now - start) / 60)))
 
-    def accepted_rate(self, now: float, bucket: list[float] | None = None) -> float | None:
+    def accepted_rate(self, now: float, bucket: list[float] | None = None, *, whole_window: bool = False
+                      ) -> float | None:
         """Responses accepted (or, given ``self.no``, refused) per second over about the last
-        ACCEPTED_WINDOW (None: too little seen)."""
+        ACCEPTED_WINDOW (None: too little seen).
+
+        With ``whole_window``, a count with nothing before it (a key's first window, or the
+        first after a quiet spell) is still spread over a whole window: a destination's window
+        or bucket takes its quota plus its burst in the first moments of a drain, which must
+        not read as a rate several times its quota when a cut is sized. Growth reads the
+        plain rate, so a slow start is not slowed by it."""
         start, this, last = self.ok if bucket is None else bucket
         age, width = now - start, ACCEPTED_WINDOW
         if start <= 0 or age >= 2 * width:
             return None
         if age >= width:
             return this / age
+        kept = 1 - age / width  # the share of the last bucket still inside the window
+        span = width if whole_window else age + (width * kept if last else 0.0)
         if age < 0.1 and not last:
             return None
-        # the share of the last bucket still inside the window; with no last bucket (a key's
-        # first window, or the first after a quiet spell) the count is still spread over a whole
-        # window: a window or bucket that takes its quota plus its burst in the first moments
-        # of a drain must not read as a rate several times its quota
-        kept = 1 - age / width
-        return (this + last * kept) / width
+        return (this + last * kept) / span if span >= 0.1 else None
 
     def _count(self, bucket: list[float], now: float, n: float, width: float) -> None:
         start = bucket[0]
@@ -260,9 +268,10 @@ def _grown(base: Learned, learned: Learned | None, now: float) -> tuple[float, b
         if s < APPROACH:
             return rate + (top - rate) * s / APPROACH, False
         s -= APPROACH
-    if s < HOLD:
+    hold = HOLD * (base.holds or 1.0)
+    if s < hold:
         return top, False
-    steps = min((s - HOLD) / PROBE_DOUBLING, 40.0)
+    steps = min((s - hold) / PROBE_DOUBLING, 40.0)
     probe = top * (1 + PROBE_STEP * (2 ** steps - 1))
     return max(top, min(probe, _evidence(learned, now, top))), True
 
@@ -344,10 +353,13 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
         _, held = _grown(state, state, now)
         if held:
             state.low = max(KEEP * state.high, state.rate) if state.high else state.rate
+        # a probe that overflowed near where the last one did: hold longer there next time
+        near = held and state.high is not None and current <= state.high * 1.1
+        state.holds = min(state.holds * 2, MAX_HOLDS) if near else 1.0
     if state.low is not None and current <= state.low * 1.01:
         state.low = None  # the quota fell below what held before
-    accepted = state.accepted_rate(now)
-    refused = state.accepted_rate(now, state.no) or 0.0
+    accepted = state.accepted_rate(now, whole_window=True)
+    refused = state.accepted_rate(now, state.no, whole_window=True) or 0.0
     share = refused / (accepted + refused) if accepted else None
     first = share is None or not state.cuts
     if first:
