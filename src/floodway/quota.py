@@ -89,6 +89,8 @@ USAGE_HORIZON = 2.0
 #: a learned rate admits a burst of this many seconds of it (see effective_burst)
 LEARNED_BURST = 0.025
 LEARNED_BURST_EXTRA = 2
+#: how much earlier than stated a reset comes, on average (resets are whole seconds)
+RESET_ROUNDING = 0.5
 #: the highest rate anything learned may reach (a sanity bound, not a limit anyone declares)
 MAX_RATE = 1e6
 
@@ -410,8 +412,11 @@ def _from_headers(spec: "LimitSpec", state: Learned, admitted: int, obs: Observa
     burst: int | None = None
     source = "headers"
     if obs.remaining is not None and obs.reset_at is not None and obs.reset_at > now and obs.remaining > 0:
-        # spend what is left evenly until the reset
-        target = obs.remaining / max(obs.reset_at - now, 0.05)
+        # spend what is left evenly until the reset. A reset is stated in whole seconds (rounded
+        # up, or an epoch second): on average it comes RESET_ROUNDING before the stated time, and
+        # pacing to the stated one would leave that part of every window unspent. Reaching a
+        # budget of 0 a little early costs nothing: the key is paused until the reset
+        target = obs.remaining / max(obs.reset_at - now - RESET_ROUNDING, 0.05)
     elif obs.limit and obs.window:
         target, burst = _stated_pace(obs.limit, obs.window)
     elif obs.used is not None and obs.size:
