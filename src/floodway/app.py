@@ -14,20 +14,24 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar, overload
 
+from . import jsontext
+from .alerts import install_webhook
+from .commit import GroupCommit
 from .config import Settings, load_settings
 from .context import Context
-from . import jsontext
 from .errors import ConfigError, EnqueueError
+from .flows import build_declarative_flow, flow_insights
 from .handle import Handle
 from .inputs import check_int, check_job_id, check_name, check_priority, check_run_at, check_tenant, is_internal_task
 from .jobs import NewJob, Status
 from .limits import LimitSpec, Rate, resolve_key, template_fields
 from .resumable import SEGMENT_MARK, split_segments
-from .schedule import Schedule
 from .retry import Retry
-from .commit import GroupCommit
+from .schedule import Schedule, tick_id
+from .stats import collect
 from .store import Store, open_store
 from .units import parse_duration, parse_instant
+from .worker import Worker
 
 __all__ = ["App", "Task", "Queue"]
 
@@ -212,8 +216,6 @@ class App:
         self.group_commit = GroupCommit(lambda jobs, queues: self.store.enqueue(jobs, queues))
         self.schedules: dict[str, Schedule] = {}
         if self.settings.alert_webhook_url:
-            from .alerts import install_webhook
-
             install_webhook(self)
 
     def __repr__(self) -> str:
@@ -406,15 +408,11 @@ class App:
     ) -> Task:
         """Register a declarative flow — a list of ``{"id", "type", "config"}`` steps, as in seed
         003 — as a task named ``name``. Enqueue it with the flow's variables as args."""
-        from .flows import build_declarative_flow
-
         fn = build_declarative_flow(self, name, list(steps), dict(handlers or {}))
         return self.task(fn, name=name, **task_options)
 
     def flow_insights(self, job_id: str) -> dict[str, Any]:
         """Seed 003's flow-level insights for one job: steps, distribution, overhead, retries."""
-        from .flows import flow_insights
-
         return flow_insights(self, job_id)
 
     def schedule(
@@ -431,8 +429,6 @@ class App:
         """Enqueue ``task`` on a cron rule. Each tick becomes exactly one job however many
         workers run (its id is ``cron:<name>:<tick>``); ``missed="catch_up"`` enqueues ticks
         missed while no worker ran, ``"skip"`` only the latest."""
-        from .schedule import tick_id
-
         the_task = self.get_task(task)
         schedule_name = name or the_task.name
         # each tick's job id embeds the name: it must make a valid id
@@ -460,8 +456,6 @@ class App:
     def stats(self, window: float = 60.0) -> dict[str, Any]:
         """Depth, running, and rates in and out (per second over ``window``) per queue and per
         limit — what ``floodway stats`` and the Prometheus metrics show."""
-        from .stats import collect
-
         return collect(self, window)
 
     def resume_limit(self, name: str, key: str | None = None) -> int:
@@ -777,8 +771,6 @@ class App:
     # -- running ------------------------------------------------------------------------
     def worker(self, **options: Any) -> "Any":
         """A ``Worker`` for this app (see ``floodway.worker.Worker`` for the options)."""
-        from .worker import Worker
-
         return Worker(self, **options)
 
     def run_worker(self, **options: Any) -> None:

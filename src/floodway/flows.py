@@ -17,7 +17,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from .errors import ConfigError, Fail, RateLimited
+from .alerts import check_step
+from .errors import ConfigError, Fail, RateLimited, error_info
 from .limits import LimitSpec
 from .resumable import call_maybe_async, decode_result, encode_result
 from .store.base import StepRecord
@@ -93,8 +94,6 @@ async def run_step(
             except RateLimited:
                 raise  # the job goes back to scheduled; finished steps stay finished
             except Exception as exc:
-                from .worker import error_info
-
                 error = error_info(exc)
             duration = time.monotonic() - began
         finally:
@@ -118,8 +117,6 @@ async def run_step(
     await asyncio.to_thread(app.store.record_step, ctx.worker_id, ctx.job.attempt, record)
     ctx._steps[step_id] = record
     log.info(json.dumps(step_metrics(record)))
-    from .alerts import check_step
-
     check_step(app, record)
     if error is not None:
         if critical:

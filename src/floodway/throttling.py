@@ -16,6 +16,7 @@ from .config import Settings
 from .errors import ConfigError
 from .limits import Rate
 from .retry import Retry
+from .units import parse_duration
 
 __all__ = ["Throttle", "KIND_DEFAULTS", "CRITICAL_OVERRIDES", "throttle_for"]
 
@@ -119,8 +120,6 @@ def throttle_for(
         if "rate" in changes:
             changes["rate"] = Rate.parse(changes["rate"], name="throttle rate")
         if "delay" in changes:
-            from .units import parse_duration
-
             changes["delay"] = parse_duration(changes["delay"], name="throttle delay")
         base = replace(base, **changes)
         if isinstance(base.concurrency, bool) or not isinstance(base.concurrency, int) or base.concurrency < 1:
