@@ -70,7 +70,7 @@ def test_bad_limit_name():
         LimitSpec.build("", rate="1/s")
 
 
-def test_concurrency_for_is_seed_002s_formula():
+def test_concurrency_for_is_rate_times_job_time():
     assert concurrency_for(rate="5/s", avg="500ms") == 2
     assert concurrency_for(rate="5/s", avg="1s") == 5
     assert concurrency_for(rate="1/min", avg="1s") == 1

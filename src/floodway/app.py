@@ -50,7 +50,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Queue:
     """A named queue with a concurrency cap that holds across every worker on the store.
 
-    As in seed 002, a queue named without a cap runs one job at a time; pass
+    As in a bulk-job API, a queue named without a cap runs one job at a time; pass
     ``max_concurrency=None`` for an unlimited queue.
     """
 
@@ -92,7 +92,7 @@ class Task:
         self.limits = limits
         #: a shared state key template ("orders:{tenant}"), or None for per-job state
         self.state = state
-        #: the run budget in seconds (seed 001's time-limited runs), and the margin that
+        #: the run budget in seconds (time-limited runs that resume), and the margin that
         #: ``ctx.out_of_time()`` keeps in reserve
         self.budget = budget
         self.margin = margin if margin is not None else (min(max(budget * 0.1, 1.0), budget / 2) if budget else 0.0)
@@ -202,7 +202,7 @@ class App:
         self.wait_in_place = self.settings.wait_in_place
         if self.settings.segment_bytes < 1024:
             raise ConfigError(f"segment_bytes must be >= 1024, got {self.settings.segment_bytes!r}")
-        #: a payload argument larger than this is stored in segments (seed 000: 100 KB)
+        #: a payload argument larger than this is stored in segments (100 KB by default)
         self.segment_bytes = self.settings.segment_bytes
         self.name = name
         self.tasks: dict[str, Task] = {}
@@ -406,13 +406,13 @@ class App:
         handlers: Mapping[str, Callable[..., Any]] | None = None,
         **task_options: Any,
     ) -> Task:
-        """Register a declarative flow — a list of ``{"id", "type", "config"}`` steps, as in seed
-        003 — as a task named ``name``. Enqueue it with the flow's variables as args."""
+        """Register a declarative flow — a list of ``{"id", "type", "config"}`` steps, like an
+        e-commerce order flow — as a task named ``name``. Enqueue it with the flow's variables as args."""
         fn = build_declarative_flow(self, name, list(steps), dict(handlers or {}))
         return self.task(fn, name=name, **task_options)
 
     def flow_insights(self, job_id: str) -> dict[str, Any]:
-        """Seed 003's flow-level insights for one job: steps, distribution, overhead, retries."""
+        """A flow's insights for one job: steps, distribution, overhead, retries."""
         return flow_insights(self, job_id)
 
     def schedule(
@@ -474,7 +474,7 @@ class App:
             return queue.name, queue.max_concurrency, True
         if queue in self.queues:
             return queue, self.queues[queue].max_concurrency, True
-        return queue, 1, False  # seed 002: a queue named only by a string runs one at a time
+        return queue, 1, False  # a queue named only by a string runs one at a time
 
     def sync_queues(self, names: Iterable[str | Queue] | None = None) -> None:
         """Write declared queue caps to the store (done on enqueue and at worker start)."""
@@ -545,7 +545,7 @@ class App:
     ) -> list[Handle]:
         """Enqueue one job per item of ``args_list`` in one transaction: all or nothing.
 
-        The options apply to each job; an ``id`` becomes ``id-0``, ``id-1``, … (seed 002).
+        The options apply to each job; an ``id`` becomes ``id-0``, ``id-1``, …
         """
         if isinstance(args_list, (str, bytes, Mapping)) or not isinstance(args_list, Iterable):
             raise EnqueueError("enqueue_many expects a list of argument dicts")
@@ -730,7 +730,7 @@ class App:
     def _segment_payload(
         self, task: Task, args: Mapping[str, Any] | None
     ) -> tuple[Mapping[str, Any] | None, dict[str, list[str]]]:
-        """Store a large ``payload=`` list in segments of at most ``segment_bytes`` (seed 000)."""
+        """Store a large ``payload=`` list in segments of at most ``segment_bytes``."""
         if task.payload is None or not isinstance(args, Mapping) or task.payload not in args:
             return args, {}
         items = args[task.payload]

@@ -76,7 +76,7 @@ class Settings:
     max_payload_bytes: int = 1_000_000
     segment_bytes: int = 100_000
     wait_in_place: float = 2.0
-    # seed 003's global throttling defaults for steps
+    # the global throttling defaults for flow steps
     global_concurrency: int = 10
     global_rate_limit_executions: int = 100
     global_rate_limit_period_ms: float = 60_000

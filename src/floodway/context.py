@@ -288,7 +288,7 @@ class Context:
         """Run ``fn(*args, **kwargs)`` as durable step ``step_id`` of this flow.
 
         A finished step's result is stored: a retried, rescued or resumed job gets it back
-        without running ``fn`` again. ``kind`` picks the throttling defaults of seed 003
+        without running ``fn`` again. ``kind`` picks the per-kind throttling defaults
         (``http_request``, ``oauth_api_call``, ``sandbox_sync``, ``sandbox_async``,
         ``code_execution``, ``data_transform``, ``conditional``, ``event_publish``, or the global
         defaults for any other kind); ``throttle=`` overrides them for this step. A critical

@@ -273,7 +273,7 @@ class Worker:
                 pause = min(pause * 2, 2.0)
 
     def _warn_if_concurrency_cannot_reach_rates(self) -> None:
-        """Seed 002's formula, checked at start: concurrency = rate x average job time."""
+        """The concurrency formula, checked at start: concurrency = rate x average job time."""
         for spec in self.app.limits.values():
             if spec.rate is None:
                 continue
@@ -546,7 +546,7 @@ class Worker:
                        throttled_seconds=ctx.throttled_seconds, purge_state=not task.retain_state)
 
     def _log_flow(self, job: Job, ctx: Context, status: str) -> None:
-        """Seed 003's flow-level insights, logged when a flow ends."""
+        """A flow's insights (step distribution, throttling overhead, retries), logged when a flow ends."""
         steps = list((ctx._steps or {}).values())
         distribution: dict[str, int] = {}
         for step in steps:

@@ -293,7 +293,7 @@ class QueueInfo:
 
 @dataclass
 class StepRecord:
-    """One finished step of a flow, with seed 003's throttling metrics (seconds)."""
+    """One finished step of a flow, with its throttling metrics (seconds)."""
 
     job_id: str
     step_id: str

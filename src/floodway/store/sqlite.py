@@ -831,7 +831,7 @@ class SQLiteStore(Store):
 
     @staticmethod
     def _purge_state(conn: sqlite3.Connection, job_id: str, shared_state: str | None) -> None:
-        """A completed job's own cursor, ledger and segments go (seed 000: purge on completion);
+        """A completed job's own cursor, ledger and segments go (purged on completion);
         a shared state key lives on for the next run."""
         conn.execute("DELETE FROM segments WHERE job_id = ?", (job_id,))
         if shared_state is None:
