@@ -302,7 +302,7 @@ def test_step_bad_input(app):
 # -- schedules -----------------------------------------------------------------------------
 
 def test_schedule_ticks_enqueue_once_with_two_workers(app):
-    from floodway.schedule import run_due, sync_schedules, tick_id
+    from floodway.schedule import run_due, sync_schedules
 
     @app.task
     def tick():

@@ -11,14 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from floodway import App, Retry, concurrency_for
+from floodway import concurrency_for
 from floodway.errors import ConfigError, EnqueueError
 from floodway.jobs import Status
 from floodway.limits import LimitSpec, Rate, gcra, remaining, resolve_key
 from floodway.store import Outcome
 
 from .test_store_contract import W1, W2, claim_all, new_job
-
 
 # -- parsing -------------------------------------------------------------------------------
 

@@ -29,7 +29,6 @@ import signal
 import socket
 import threading
 import time
-import traceback
 import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor

@@ -25,22 +25,21 @@ from ..jobs import (
     Job,
     NewJob,
     Status,
-    check_transition,
     can_transition,
+    check_transition,
     sources_for,
 )
 from ..limits import LimitSpec, check_cost, gcra
-from ..quota import Learned, Observation, effective_rate, observe
-from .base import TIMELINE_SQL, served_stamps, stores_run_events
-from .base import job_from_row as _job_from_row
-from .base import Renewal, settled_tat, worker_rescue
 from ..liveness import LeaseHolder
+from ..quota import Learned, Observation, effective_rate, observe
 from .base import (
+    TIMELINE_SQL,
     ClaimedJobs,
     EnqueueResult,
     LimitInfo,
     Outcome,
     QueueInfo,
+    Renewal,
     ScheduleInfo,
     StateSnapshot,
     StepRecord,
@@ -49,8 +48,13 @@ from .base import (
     WorkerInfo,
     key_info,
     key_pace,
+    served_stamps,
+    settled_tat,
+    stores_run_events,
     timeline_from_rows,
+    worker_rescue,
 )
+from .base import job_from_row as _job_from_row
 
 _TIMELINE = TIMELINE_SQL.format(mark="?")
 
