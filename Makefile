@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench clean lint
 
 $(BIN)/floodway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,9 +16,13 @@ install: $(BIN)/floodway
 demo: install
 	$(BIN)/floodway demo
 
-test: install
+test: install lint
 	bash scripts/install-chromium.sh
 	bash scripts/start-postgres.sh -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the linter (ruff: errors, warnings, sorted imports), run before the tests
+lint: install
+	$(BIN)/ruff check src tests benchmarks chaos
 
 bench: install
 	$(BIN)/python benchmarks/throughput.py

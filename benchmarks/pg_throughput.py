@@ -61,8 +61,8 @@ import os
 import platform
 import signal
 import subprocess
-import threading
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path

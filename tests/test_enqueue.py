@@ -40,7 +40,7 @@ def test_enqueue_returns_a_durable_handle(app, tasks):
     assert handle.created and handle.status() is Status.WAITING
     job = handle.job()
     assert job.task == "greet" and job.args == {"name": "ada"} and job.queue == "default"
-    assert job.max_attempts == 7  # seed 002: 6 retries by default
+    assert job.max_attempts == 7  # 6 retries by default
     # a second App on the same file sees it: it is in the database, not in memory
     other = App(app.database_url)
     try:

@@ -1,4 +1,4 @@
-"""Flows: durable steps, seed 003's kind throttling, metrics and insights, alerts, settings,
+"""Flows: durable steps, per-kind throttling, metrics and insights, alerts, settings,
 cron schedules, stats."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def burst(app):
 
 # -- throttling defaults -------------------------------------------------------------------
 
-def test_seed_003_defaults_exactly():
+def test_per_kind_throttling_defaults_exactly():
     s = load_settings(env={}, pyproject=False)
     g = global_throttle(s)
     assert (g.concurrency, g.rate, g.attempts, g.backoff, g.delay) == (10, Rate(100, 60), 3, "exponential", 2.0)
@@ -250,7 +250,7 @@ def test_alerts_are_logged_when_thresholds_are_crossed(database_url, caplog):
     app.close()
 
 
-def test_declarative_flow_like_seed_003(app):
+def test_declarative_order_flow(app):
     seen = []
 
     def validate(config, variables, results):
@@ -302,7 +302,7 @@ def test_step_bad_input(app):
 # -- schedules -----------------------------------------------------------------------------
 
 def test_schedule_ticks_enqueue_once_with_two_workers(app):
-    from floodway.schedule import run_due, sync_schedules, tick_id
+    from floodway.schedule import run_due, sync_schedules
 
     @app.task
     def tick():

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from floodway import App, Context
+from floodway import App
 from floodway.alerts import ALERT_TASK, install_webhook
 from floodway.errors import ConfigError, EnqueueError, JobFailed, JobIdTaken
 from floodway.inputs import INT32_MAX, INT32_MIN, MAX_AHEAD_SECONDS

@@ -20,7 +20,7 @@ ALLOWED = {
 }
 
 
-def test_statuses_are_seed_002s_plus_cancelled():
+def test_statuses_are_the_bulk_job_names_plus_cancelled():
     assert [s.value for s in Status] == [
         "scheduled", "waiting", "running", "retrying", "failed", "complete", "cancelled"]
 

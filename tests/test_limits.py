@@ -11,14 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from floodway import App, Retry, concurrency_for
+from floodway import concurrency_for
 from floodway.errors import ConfigError, EnqueueError
 from floodway.jobs import Status
 from floodway.limits import LimitSpec, Rate, gcra, remaining, resolve_key
 from floodway.store import Outcome
 
 from .test_store_contract import W1, W2, claim_all, new_job
-
 
 # -- parsing -------------------------------------------------------------------------------
 
@@ -70,7 +69,7 @@ def test_bad_limit_name():
         LimitSpec.build("", rate="1/s")
 
 
-def test_concurrency_for_is_seed_002s_formula():
+def test_concurrency_for_is_rate_times_job_time():
     assert concurrency_for(rate="5/s", avg="500ms") == 2
     assert concurrency_for(rate="5/s", avg="1s") == 5
     assert concurrency_for(rate="1/min", avg="1s") == 1

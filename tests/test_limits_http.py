@@ -31,9 +31,9 @@ from proc_helpers import (  # noqa: E402
     Workers,
     claim_times,
     db_rows,
-    timelines,
     read_gauge,
     read_lines,
+    timelines,
     wait_until,
 )
 

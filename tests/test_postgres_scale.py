@@ -15,7 +15,6 @@ FLOODWAY_TEST_POSTGRES_URL (``make test`` provides it) and fail without it.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -461,6 +460,7 @@ def test_claims_from_many_threads_never_share_a_job(postgres_url):
     """8 claimers with their own stores race over 3,000 jobs in one fairness group, a
     concurrency-capped queue and a rate limit: no job is claimed twice, caps hold."""
     from floodway.limits import LimitSpec
+
     from .test_limits import limited
 
     seed = open_store(postgres_url)

@@ -13,7 +13,6 @@ import math
 import pytest
 
 from floodway.limits import LimitSpec, Rate, gcra
-from floodway.store.base import settled_tat
 from floodway.quota import (
     HOLD,
     MAX_RATE,
@@ -24,7 +23,7 @@ from floodway.quota import (
     effective_rate,
     observe,
 )
-
+from floodway.store.base import settled_tat
 
 NOW = 1000.0
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from floodway import Context, Status
-from floodway.errors import ConfigError, EnqueueError, LeaseLost, PagingError
+from floodway.errors import ConfigError, EnqueueError, LeaseLost
 from floodway.resumable import idempotency_key, split_segments
 
 from .conftest import wait_for
@@ -301,7 +301,7 @@ def test_split_segments_bounds():
 
 
 def test_pause_and_resume(app):
-    started, release = threading.Event(), threading.Event()
+    started = threading.Event()
 
     @app.task
     async def long_walk(ctx: Context):

@@ -8,7 +8,7 @@ from floodway import Retry
 from floodway.errors import ConfigError
 
 
-def test_defaults_follow_seed_002():
+def test_defaults_are_six_retries_with_backoff():
     r = Retry()
     assert r.attempts == 6 and r.max_attempts == 7
     assert r.factor == 2 and r.initial == 1.0 and r.max is None and r.jitter is False

@@ -19,7 +19,18 @@ import pytest
 
 from floodway.web.openapi import document
 
-from .web_helpers import GATES, RELEASE, client, login_csrf, make_app, read_sse, running_worker, serving, tokens, wait_for
+from .web_helpers import (
+    GATES,
+    RELEASE,
+    client,
+    login_csrf,
+    make_app,
+    read_sse,
+    running_worker,
+    serving,
+    tokens,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -668,7 +679,10 @@ def test_schemathesis_finds_no_server_errors(tmp_path, who):
     from schemathesis import GenerationMode
     from schemathesis.checks import not_a_server_error
     from schemathesis.specs.openapi.checks import (
-        content_type_conformance, response_schema_conformance, status_code_conformance)
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
     app = make_app(tmp_path / "fuzz.db")  # its own database: fuzzing pauses random queues
     with serving(app) as server, requests.Session() as session:

@@ -30,7 +30,6 @@ from proc_helpers import (  # noqa: E402
     read_lines,
     timelines,
     wait_until,
-
 )
 
 from floodway.jobs import Status  # noqa: E402

@@ -9,10 +9,12 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from .retry import Retry
 from .store.base import StepRecord
 
 if TYPE_CHECKING:
     from .app import App
+    from .context import Context
 
 log = logging.getLogger("floodway.alerts")
 
@@ -65,9 +67,6 @@ def install_webhook(app: "App") -> None:
     """Register the task that delivers alerts to the webhook (retried, rate-limited)."""
     if ALERT_TASK in app.tasks:
         return
-    from .context import Context
-    from .retry import Retry
-
     app.limit(ALERT_LIMIT, rate="30/min", burst=5)
 
     @app.task(name=ALERT_TASK, retry=Retry(attempts=5, initial="2s", max="5m", jitter=True), limits=[ALERT_LIMIT])

@@ -14,20 +14,24 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar, overload
 
+from . import jsontext
+from .alerts import install_webhook
+from .commit import GroupCommit
 from .config import Settings, load_settings
 from .context import Context
-from . import jsontext
 from .errors import ConfigError, EnqueueError
+from .flows import build_declarative_flow, flow_insights
 from .handle import Handle
 from .inputs import check_int, check_job_id, check_name, check_priority, check_run_at, check_tenant, is_internal_task
 from .jobs import NewJob, Status
 from .limits import LimitSpec, Rate, resolve_key, template_fields
 from .resumable import SEGMENT_MARK, split_segments
-from .schedule import Schedule
 from .retry import Retry
-from .commit import GroupCommit
+from .schedule import Schedule, tick_id
+from .stats import collect
 from .store import Store, open_store
 from .units import parse_duration, parse_instant
+from .worker import Worker
 
 __all__ = ["App", "Task", "Queue"]
 
@@ -46,7 +50,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Queue:
     """A named queue with a concurrency cap that holds across every worker on the store.
 
-    As in seed 002, a queue named without a cap runs one job at a time; pass
+    As in a bulk-job API, a queue named without a cap runs one job at a time; pass
     ``max_concurrency=None`` for an unlimited queue.
     """
 
@@ -88,7 +92,7 @@ class Task:
         self.limits = limits
         #: a shared state key template ("orders:{tenant}"), or None for per-job state
         self.state = state
-        #: the run budget in seconds (seed 001's time-limited runs), and the margin that
+        #: the run budget in seconds (time-limited runs that resume), and the margin that
         #: ``ctx.out_of_time()`` keeps in reserve
         self.budget = budget
         self.margin = margin if margin is not None else (min(max(budget * 0.1, 1.0), budget / 2) if budget else 0.0)
@@ -198,7 +202,7 @@ class App:
         self.wait_in_place = self.settings.wait_in_place
         if self.settings.segment_bytes < 1024:
             raise ConfigError(f"segment_bytes must be >= 1024, got {self.settings.segment_bytes!r}")
-        #: a payload argument larger than this is stored in segments (seed 000: 100 KB)
+        #: a payload argument larger than this is stored in segments (100 KB by default)
         self.segment_bytes = self.settings.segment_bytes
         self.name = name
         self.tasks: dict[str, Task] = {}
@@ -212,8 +216,6 @@ class App:
         self.group_commit = GroupCommit(lambda jobs, queues: self.store.enqueue(jobs, queues))
         self.schedules: dict[str, Schedule] = {}
         if self.settings.alert_webhook_url:
-            from .alerts import install_webhook
-
             install_webhook(self)
 
     def __repr__(self) -> str:
@@ -404,17 +406,13 @@ class App:
         handlers: Mapping[str, Callable[..., Any]] | None = None,
         **task_options: Any,
     ) -> Task:
-        """Register a declarative flow — a list of ``{"id", "type", "config"}`` steps, as in seed
-        003 — as a task named ``name``. Enqueue it with the flow's variables as args."""
-        from .flows import build_declarative_flow
-
+        """Register a declarative flow — a list of ``{"id", "type", "config"}`` steps, like an
+        e-commerce order flow — as a task named ``name``. Enqueue it with the flow's variables as args."""
         fn = build_declarative_flow(self, name, list(steps), dict(handlers or {}))
         return self.task(fn, name=name, **task_options)
 
     def flow_insights(self, job_id: str) -> dict[str, Any]:
-        """Seed 003's flow-level insights for one job: steps, distribution, overhead, retries."""
-        from .flows import flow_insights
-
+        """A flow's insights for one job: steps, distribution, overhead, retries."""
         return flow_insights(self, job_id)
 
     def schedule(
@@ -431,8 +429,6 @@ class App:
         """Enqueue ``task`` on a cron rule. Each tick becomes exactly one job however many
         workers run (its id is ``cron:<name>:<tick>``); ``missed="catch_up"`` enqueues ticks
         missed while no worker ran, ``"skip"`` only the latest."""
-        from .schedule import tick_id
-
         the_task = self.get_task(task)
         schedule_name = name or the_task.name
         # each tick's job id embeds the name: it must make a valid id
@@ -460,8 +456,6 @@ class App:
     def stats(self, window: float = 60.0) -> dict[str, Any]:
         """Depth, running, and rates in and out (per second over ``window``) per queue and per
         limit — what ``floodway stats`` and the Prometheus metrics show."""
-        from .stats import collect
-
         return collect(self, window)
 
     def resume_limit(self, name: str, key: str | None = None) -> int:
@@ -480,7 +474,7 @@ class App:
             return queue.name, queue.max_concurrency, True
         if queue in self.queues:
             return queue, self.queues[queue].max_concurrency, True
-        return queue, 1, False  # seed 002: a queue named only by a string runs one at a time
+        return queue, 1, False  # a queue named only by a string runs one at a time
 
     def sync_queues(self, names: Iterable[str | Queue] | None = None) -> None:
         """Write declared queue caps to the store (done on enqueue and at worker start)."""
@@ -551,7 +545,7 @@ class App:
     ) -> list[Handle]:
         """Enqueue one job per item of ``args_list`` in one transaction: all or nothing.
 
-        The options apply to each job; an ``id`` becomes ``id-0``, ``id-1``, … (seed 002).
+        The options apply to each job; an ``id`` becomes ``id-0``, ``id-1``, …
         """
         if isinstance(args_list, (str, bytes, Mapping)) or not isinstance(args_list, Iterable):
             raise EnqueueError("enqueue_many expects a list of argument dicts")
@@ -736,7 +730,7 @@ class App:
     def _segment_payload(
         self, task: Task, args: Mapping[str, Any] | None
     ) -> tuple[Mapping[str, Any] | None, dict[str, list[str]]]:
-        """Store a large ``payload=`` list in segments of at most ``segment_bytes`` (seed 000)."""
+        """Store a large ``payload=`` list in segments of at most ``segment_bytes``."""
         if task.payload is None or not isinstance(args, Mapping) or task.payload not in args:
             return args, {}
         items = args[task.payload]
@@ -777,8 +771,6 @@ class App:
     # -- running ------------------------------------------------------------------------
     def worker(self, **options: Any) -> "Any":
         """A ``Worker`` for this app (see ``floodway.worker.Worker`` for the options)."""
-        from .worker import Worker
-
         return Worker(self, **options)
 
     def run_worker(self, **options: Any) -> None:

@@ -768,7 +768,7 @@ def schedules(state: State) -> None:
 @click.argument("job_id", metavar="ID")
 @click.pass_obj
 def flow(state: State, job_id: str) -> None:
-    """A flow's steps with their throttling metrics, and its insights (seed 003)."""
+    """A flow's steps with their throttling metrics, and its flow-level insights."""
     app = state.app()
     app.handle(job_id).job()  # JobNotFound -> exit 1
     data = app.flow_insights(job_id)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .errors import ConfigError
+from .limits import Rate
 from .units import parse_duration
 
 __all__ = ["Settings", "load_settings", "find_pyproject"]
@@ -58,8 +59,6 @@ def _rate_or_off(value: Any, where: str) -> str | None:
     """A rate such as ``"50/s"``, or ``"off"`` (also ``"none"``, ``"0"``) for no limit."""
     if value is None or (isinstance(value, str) and value.strip().lower() in ("off", "none", "0", "")):
         return None
-    from .limits import Rate
-
     return str(Rate.parse(value, name=where))
 
 
@@ -77,7 +76,7 @@ class Settings:
     max_payload_bytes: int = 1_000_000
     segment_bytes: int = 100_000
     wait_in_place: float = 2.0
-    # seed 003's global throttling defaults for steps
+    # the global throttling defaults for flow steps
     global_concurrency: int = 10
     global_rate_limit_executions: int = 100
     global_rate_limit_period_ms: float = 60_000

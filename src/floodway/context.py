@@ -10,6 +10,8 @@ import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Sequence
 
 from .errors import ConfigError, LeaseLost, RateLimited
+from .flows import run_step
+from .http import client_for
 from .jobs import Job
 from .limits import resolve_key
 from .resumable import (
@@ -24,6 +26,7 @@ from .resumable import (
     idempotency_key,
     ledger_entry,
 )
+from .units import parse_duration
 
 if TYPE_CHECKING:
     from .app import App
@@ -248,8 +251,6 @@ class Context:
     def continue_later(self, delay: Any = None) -> ContinueLater:
         """End this run with the cursor saved; the same job runs again (after ``delay``),
         spending no attempt. ``return ctx.continue_later()`` from the task."""
-        from .units import parse_duration
-
         return ContinueLater(parse_duration(delay, name="continue_later delay") if delay is not None else None)
 
     def pages(
@@ -287,15 +288,13 @@ class Context:
         """Run ``fn(*args, **kwargs)`` as durable step ``step_id`` of this flow.
 
         A finished step's result is stored: a retried, rescued or resumed job gets it back
-        without running ``fn`` again. ``kind`` picks the throttling defaults of seed 003
+        without running ``fn`` again. ``kind`` picks the per-kind throttling defaults
         (``http_request``, ``oauth_api_call``, ``sandbox_sync``, ``sandbox_async``,
         ``code_execution``, ``data_transform``, ``conditional``, ``event_publish``, or the global
         defaults for any other kind); ``throttle=`` overrides them for this step. A critical
         step that fails all its attempts fails the job; a non-critical one returns None and
         the flow goes on.
         """
-        from .flows import run_step
-
         await self.owned()
         return await run_step(self, step_id, fn, args, kwargs, kind=kind, critical=critical, throttle=throttle)
 
@@ -374,14 +373,10 @@ class Context:
         (``[403]``), or a predicate ``fn(response) -> bool``. Use ``async with``. Its connections
         come from the worker's shared pool for these transport options (``verify``, ``cert``,
         ``http2``, ``limits``, ``proxy``); closing the client leaves the pool open."""
-        from .http import client_for
-
         return client_for(self, base_url=base_url, limit=limit, sync=False, throttled=throttled, **options)
 
     def http_sync(self, base_url: str = "", *, limit: str | None = None, throttled: Any = None, **options: Any) -> Any:
         """The sync twin of ``http`` (an ``httpx.Client``) for sync tasks."""
-        from .http import client_for
-
         return client_for(self, base_url=base_url, limit=limit, sync=True, throttled=throttled, **options)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 
@@ -101,20 +102,11 @@ class RateLimited(Exception):
         self.paused = paused
         super().__init__(f"{self.reason}; retry after {retry_after!r}" + (f" (limit {limit})" if limit else ""))
 
-    def wait_seconds(self, now: float) -> float | None:
-        """``retry_after`` as seconds from ``now`` (None when unknown or unreadable)."""
-        from datetime import datetime
 
-        from .units import parse_duration
-
-        value = self.retry_after
-        if value is None:
-            return None
-        try:
-            if isinstance(value, datetime):
-                if value.tzinfo is None:
-                    return None
-                return max(0.0, value.timestamp() - now)
-            return parse_duration(value, name="retry_after")
-        except ConfigError:
-            return None
+def error_info(exc: BaseException) -> dict[str, Any]:
+    """The stored form of an exception: type, message and traceback."""
+    return {
+        "type": type(exc).__qualname__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }

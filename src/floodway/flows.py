@@ -1,4 +1,4 @@
-"""Flows: durable steps with per-kind throttling and seed 003's metrics.
+"""Flows: durable steps with per-kind throttling and per-step metrics.
 
 ``await ctx.step("charge", fn, *args, kind="http_request", critical=True)`` runs ``fn`` once
 for the job: its result is stored, so a retried, rescued or resumed job gets the stored result
@@ -17,7 +17,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from .errors import ConfigError, Fail, RateLimited
+from .alerts import check_step
+from .errors import ConfigError, Fail, RateLimited, error_info
 from .limits import LimitSpec
 from .resumable import call_maybe_async, decode_result, encode_result
 from .store.base import StepRecord
@@ -93,8 +94,6 @@ async def run_step(
             except RateLimited:
                 raise  # the job goes back to scheduled; finished steps stay finished
             except Exception as exc:
-                from .worker import error_info
-
                 error = error_info(exc)
             duration = time.monotonic() - began
         finally:
@@ -118,8 +117,6 @@ async def run_step(
     await asyncio.to_thread(app.store.record_step, ctx.worker_id, ctx.job.attempt, record)
     ctx._steps[step_id] = record
     log.info(json.dumps(step_metrics(record)))
-    from .alerts import check_step
-
     check_step(app, record)
     if error is not None:
         if critical:
@@ -130,7 +127,7 @@ async def run_step(
 
 
 def step_metrics(record: StepRecord) -> dict[str, Any]:
-    """Seed 003's per-step log line (milliseconds)."""
+    """The per-step log line (milliseconds)."""
     return {
         "event": "step throttling metrics",
         "stepId": record.step_id,
@@ -147,7 +144,7 @@ def step_metrics(record: StepRecord) -> dict[str, Any]:
 
 
 def flow_insights(app: "App", job_id: str) -> dict[str, Any]:
-    """Seed 003's flow-level insights, computed from the stored steps."""
+    """A flow's insights, computed from the stored steps."""
     steps = list(app.store.load_steps(job_id).values())
     job = app.store.get_job(job_id)
     distribution: dict[str, int] = {}
@@ -178,7 +175,7 @@ def flow_insights(app: "App", job_id: str) -> dict[str, Any]:
 def build_declarative_flow(
     app: "App", name: str, steps: Sequence[Mapping[str, Any]], handlers: Mapping[str, Callable[..., Any]]
 ) -> Callable[..., Any]:
-    """The task function of a flow given as data (seed 003's e-commerce example): each step
+    """The task function of a flow given as data (as in an e-commerce order flow): each step
     ``{"id", "type", "config"}`` runs through ``ctx.step`` with its kind's throttling; its handler
     is ``handlers[type]`` (called with ``config, variables, results``), or the built-in
     ``http_request`` handler (``config``: url, method, json, headers)."""
@@ -205,7 +202,7 @@ def build_declarative_flow(
             critical = config.pop("critical", True) is not False
             throttle = config.pop("throttlingOverride", None) or config.pop("throttle", None)
             if throttle is not None:
-                throttle = _from_seed_override(throttle)
+                throttle = _from_camel_override(throttle)
             handler = handlers.get(step["type"]) or _http_handler(ctx)
             results[step["id"]] = await ctx.step(
                 step["id"], handler, config, variables, dict(results),
@@ -217,8 +214,8 @@ def build_declarative_flow(
     return flow
 
 
-def _from_seed_override(override: Mapping[str, Any]) -> dict[str, Any]:
-    """Accept seed 003's ``throttlingOverride`` shape as well as floodway's."""
+def _from_camel_override(override: Mapping[str, Any]) -> dict[str, Any]:
+    """Accept the camelCase ``throttlingOverride`` shape as well as floodway's."""
     out = dict(override)
     rate = out.pop("rateLimit", None)
     if isinstance(rate, Mapping):

@@ -39,6 +39,7 @@ import httpx
 from .errors import ConfigError, RateLimited
 from .quota import Observation, classify_wait
 from .resumable import current_idempotency_key
+from .retry import Retry
 
 if TYPE_CHECKING:
     from .context import Context
@@ -333,8 +334,6 @@ class _Pacer:
         return self.ctx.app.store.observe_limit(self.limit, self.key or "", obs)
 
     def _fallback_wait(self) -> float:
-        from .retry import Retry
-
         job = self.ctx.job
         policy = Retry.from_dict(job.retry) if job.retry else Retry()
         return policy.delay(max(job.attempt, 1))

@@ -16,7 +16,7 @@ from .units import iso
 
 
 class Status(str, enum.Enum):
-    """A job's status (the names of seed 002, plus ``cancelled``)."""
+    """A job's status (the bulk-job API's names, plus ``cancelled``)."""
 
     SCHEDULED = "scheduled"  # run_at is in the future
     WAITING = "waiting"  # ready; runs as soon as a worker and the limits allow
@@ -107,7 +107,7 @@ class Job:
     #: the (limit, key) pairs the job holds, resolved at enqueue
     limits: tuple[tuple[str, str], ...] = ()
     fair_key: str = ""
-    #: seconds the job was held back by limits (seed 003's throttling overhead)
+    #: seconds the job was held back by limits (the throttling overhead)
     throttled_seconds: float = 0.0
     #: a shared state key ("orders:acme"), or None for the job's own state
     shared_state: str | None = None

@@ -240,7 +240,7 @@ def remaining(tat: float, now: float, rate: Rate, burst: int) -> int:
 
 
 def concurrency_for(rate: "str | Rate", avg: "str | float") -> int:
-    """Seed 002's formula: the concurrency that keeps a rate-limited API busy without
+    """The concurrency formula: the concurrency that keeps a rate-limited API busy without
     exceeding it — rate (per second) × average job time (seconds), rounded down, at least 1.
 
     >>> concurrency_for(rate="5/s", avg="500ms")

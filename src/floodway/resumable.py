@@ -2,7 +2,7 @@
 ascending paging, bounded-concurrency mapping, payload segments, and how ``ctx.once`` stores
 results.
 
-Seed 001's lesson is built in: fetch one page, process it, checkpoint it, and only then fetch
+The auto-resume pattern is built in: fetch one page, process it, checkpoint it, and only then fetch
 the next, so a run that ends (budget, 429, crash) loses nothing and repeats nothing.
 """
 

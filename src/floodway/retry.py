@@ -19,7 +19,7 @@ CEILING = 365 * 86400.0
 class Retry:
     """How a failed job is retried.
 
-    ``attempts`` is the number of *retries* after the first run, as seed 002's ``retryCount``:
+    ``attempts`` is the number of *retries* after the first run, as a bulk-job API's ``retryCount``:
     ``Retry(attempts=0)`` runs a job once, the default ``Retry()`` runs it up to 7 times.
     The n-th retry waits ``initial * factor ** (n - 1)`` (``exponential``) or ``initial``
     (``fixed``), capped at ``max``; ``jitter`` multiplies the delay by a random factor in

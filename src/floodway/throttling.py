@@ -1,4 +1,4 @@
-"""Step kinds and their throttling defaults (seed 003), resolved against configuration.
+"""Step kinds and their throttling defaults, resolved against configuration.
 
 Each step of a flow has a kind. Its throttle — a concurrency cap, a rate, and a retry policy
 — comes from, lowest precedence first: the global defaults (``FLOODWAY_GLOBAL_*``), the kind's
@@ -16,13 +16,14 @@ from .config import Settings
 from .errors import ConfigError
 from .limits import Rate
 from .retry import Retry
+from .units import parse_duration
 
 __all__ = ["Throttle", "KIND_DEFAULTS", "CRITICAL_OVERRIDES", "throttle_for"]
 
 
 @dataclass(frozen=True)
 class Throttle:
-    """How one step kind is throttled. ``attempts`` counts every run of the step (seed 003's
+    """How one step kind is throttled. ``attempts`` counts every run of the step (the step's
     maxAttempts): 3 attempts = the first run and two retries."""
 
     concurrency: int
@@ -36,7 +37,7 @@ class Throttle:
         return Retry(attempts=self.attempts - 1, backoff=self.backoff, initial=self.delay)
 
     def describe(self) -> dict[str, Any]:
-        """The structured-log form (seed 003's ``throttlingConfig``)."""
+        """The structured-log form (``throttlingConfig``)."""
         return {
             "concurrency": self.concurrency,
             "rateLimit": f"{int(self.rate.count)}/{int(self.rate.period * 1000)}ms",
@@ -53,7 +54,7 @@ def _t(concurrency: int, count: int, period_s: float, attempts: int, backoff: st
     return Throttle(concurrency, Rate(count, period_s), attempts, backoff, delay)
 
 
-#: seed 003, verbatim: per-kind defaults
+#: the per-kind defaults
 KIND_DEFAULTS: dict[str, Throttle] = {
     "http_request": _t(5, 10, 10, 3, "exponential", 3.0),
     "oauth_api_call": _t(5, 10, 10, 3, "exponential", 3.0),
@@ -119,8 +120,6 @@ def throttle_for(
         if "rate" in changes:
             changes["rate"] = Rate.parse(changes["rate"], name="throttle rate")
         if "delay" in changes:
-            from .units import parse_duration
-
             changes["delay"] = parse_duration(changes["delay"], name="throttle delay")
         base = replace(base, **changes)
         if isinstance(base.concurrency, bool) or not isinstance(base.concurrency, int) or base.concurrency < 1:

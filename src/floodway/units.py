@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["parse_duration", "parse_instant", "format_duration"]
+__all__ = ["parse_duration", "parse_instant", "format_duration", "retry_after_seconds"]
 
 _UNIT_SECONDS = {
     "ms": 0.001,
@@ -107,3 +108,18 @@ def iso(ts: float | None) -> str | None:
     if ts is None or ts != ts:
         return None
     return datetime.fromtimestamp(min(max(ts, _FIRST), _LAST), tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def retry_after_seconds(value: Any, now: float) -> float | None:
+    """A ``RateLimited.retry_after`` (seconds, a duration string, a timedelta or an aware
+    datetime) as seconds from ``now``; None when unknown or unreadable."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                return None
+            return max(0.0, value.timestamp() - now)
+        return parse_duration(value, name="retry_after")
+    except ConfigError:
+        return None

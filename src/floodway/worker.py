@@ -29,20 +29,22 @@ import signal
 import socket
 import threading
 import time
-import traceback
 import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import http, jsontext, liveness
+from .alerts import check_queues
 from .context import Context
-from .errors import ConfigError, Fail, LeaseLost, RateLimited, StoreError
-from .resumable import SEGMENT_MARK, ContinueLater, SegmentedList
+from .errors import ConfigError, Fail, LeaseLost, RateLimited, StoreError, error_info
 from .jobs import Job, Status
+from .limits import concurrency_for
+from .resumable import SEGMENT_MARK, ContinueLater, SegmentedList
 from .retry import Retry
+from .schedule import ScheduleHealth, run_due, seconds_until_next, sync_schedules
 from .store.base import Outcome, WorkerInfo
-from .units import parse_duration
+from .units import parse_duration, retry_after_seconds
 
 if TYPE_CHECKING:
     from .app import App, Task
@@ -76,15 +78,6 @@ def loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
             raise ConfigError("loop='uvloop' needs the uvloop package (pip install uvloop)") from None
         return None
     return uvloop.new_event_loop
-
-
-def error_info(exc: BaseException) -> dict[str, Any]:
-    """The stored form of an exception: type, message and traceback."""
-    return {
-        "type": type(exc).__qualname__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
-    }
 
 
 class Worker:
@@ -257,8 +250,6 @@ class Worker:
                 await self._store(self.app.sync_queues)
                 await self._store(self.app.sync_limits)
                 if self.app.schedules:
-                    from .schedule import sync_schedules
-
                     await self._store(sync_schedules, self.app)
                 now = time.time()
                 began = time.monotonic()
@@ -281,9 +272,7 @@ class Worker:
                 pause = min(pause * 2, 2.0)
 
     def _warn_if_concurrency_cannot_reach_rates(self) -> None:
-        """Seed 002's formula, checked at start: concurrency = rate x average job time."""
-        from .limits import concurrency_for
-
+        """The concurrency formula, checked at start: concurrency = rate x average job time."""
         for spec in self.app.limits.values():
             if spec.rate is None:
                 continue
@@ -556,7 +545,7 @@ class Worker:
                        throttled_seconds=ctx.throttled_seconds, purge_state=not task.retain_state)
 
     def _log_flow(self, job: Job, ctx: Context, status: str) -> None:
-        """Seed 003's flow-level insights, logged when a flow ends."""
+        """A flow's insights (step distribution, throttling overhead, retries), logged when a flow ends."""
         steps = list((ctx._steps or {}).values())
         distribution: dict[str, int] = {}
         for step in steps:
@@ -667,15 +656,13 @@ class Worker:
         """A 429 (or a limit without budget): back to ``scheduled`` until the reset, no
         attempt spent; the limit's key is paused for every worker unless it was already."""
         now = time.time()
-        wait = exc.wait_seconds(now)
+        wait = retry_after_seconds(exc.retry_after, now)
         if wait is None:
             policy = Retry.from_dict(job.retry) if job.retry else task.retry
             wait = policy.delay(max(job.attempt, 1))
             log.warning("job %s (%s) was rate limited with no usable reset time (%r); waiting %.2fs per its "
                         "retry backoff", job.id, job.task, exc.retry_after, wait)
-        from .http import MAX_RESET_SECONDS
-
-        wait = min(wait, MAX_RESET_SECONDS)
+        wait = min(wait, http.MAX_RESET_SECONDS)
         until = now + wait
         if exc.limit is not None and not exc.paused:
             try:
@@ -886,8 +873,6 @@ class Worker:
                     log.info("job %s was paused: it stops at its next checkpoint", job_id)
                     ctx.pause_requested = True
         if self.app.settings.alert_queue_depth:
-            from .alerts import check_queues
-
             await self._store(check_queues, self.app)
         # (expired leases are rescued by _rescue_dead_holders, after the dead workers' jobs)
 
@@ -895,8 +880,6 @@ class Worker:
         """Enqueue due cron ticks; each tick's job id is unique, so many workers enqueue it once."""
         if not self.app.schedules:
             return
-        from .schedule import ScheduleHealth, run_due, seconds_until_next
-
         health = ScheduleHealth()  # a failing schedule is logged once per episode, the others go on
         while True:
             try:

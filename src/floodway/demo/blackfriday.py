@@ -1,6 +1,6 @@
 """Black Friday: 5,000 orders from OrderPlacementPavillion to FulfillmentsRUs (``floodway demo``).
 
-The task right below is the whole integration, written the floodway way (seed 001): fetch one
+The task right below is the whole integration, written the floodway way (the auto-resume pattern): fetch one
 page of orders after the cursor, send each order to the rate-limited fulfilment API at most once,
 checkpoint the page, fetch the next; when the run's budget is spent, stop and continue in the
 next run. Nothing is lost when a run ends, a worker is killed or the API answers 429, and

@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from .base import ClaimedJobs, EnqueueResult, LimitInfo, LimitKeyInfo, Outcome, QueueInfo, ScheduleInfo, StateSnapshot, StepRecord, Store, TokenInfo, WorkerInfo
+from .base import (
+    ClaimedJobs,
+    EnqueueResult,
+    LimitInfo,
+    LimitKeyInfo,
+    Outcome,
+    QueueInfo,
+    ScheduleInfo,
+    StateSnapshot,
+    StepRecord,
+    Store,
+    TokenInfo,
+    WorkerInfo,
+)
 
 DEFAULT_URL = "sqlite:///floodway.db"
 

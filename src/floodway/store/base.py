@@ -12,16 +12,15 @@ async callers alike simple and lets each backend use its own driver in the way i
 from __future__ import annotations
 
 import abc
+import json
 import time
 from dataclasses import dataclass, field
-import json
 from typing import Any, Iterable
 
 from ..jobs import Event, Job, NewJob, Status
-from ..limits import LimitSpec, Rate
-from ..quota import Learned, Observation, effective_burst, effective_rate
+from ..limits import LimitSpec, Rate, remaining
 from ..liveness import FREE_LOST_RUNS, LeaseHolder
-
+from ..quota import Learned, Observation, effective_burst, effective_rate
 
 #: a job's timeline in one statement (the same SQL for both backends, ``?``/``%s`` apart):
 #: the job's own row first (part 0), then its stored transitions in order (part 1)
@@ -253,8 +252,6 @@ def key_pace(spec: LimitSpec, learned: Learned | None, admitted: int, now: float
 def key_info(spec: LimitSpec, key: str, tat: float, paused_until: float, reason: str | None, running: int,
              admitted: int, limited: int, learned_raw: str | None, now: float) -> LimitKeyInfo:
     """A key's row as the CLI, API and dashboard show it (both stores read the same columns)."""
-    from ..limits import remaining
-
     learned = Learned.loads(learned_raw)
     rate = key_rate(spec, learned, admitted, now)
     if learned is not None and learned.rate is not None:
@@ -296,7 +293,7 @@ class QueueInfo:
 
 @dataclass
 class StepRecord:
-    """One finished step of a flow, with seed 003's throttling metrics (seconds)."""
+    """One finished step of a flow, with its throttling metrics (seconds)."""
 
     job_id: str
     step_id: str

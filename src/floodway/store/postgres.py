@@ -53,17 +53,16 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ..errors import ConfigError, JobIdTaken, JobNotFound, LeaseLost, SchemaTooNewError, StoreError, TransitionError
 from ..jobs import Event, Job, NewJob, Status, can_transition, check_transition
 from ..limits import LimitSpec, gcra
-from ..quota import Learned, Observation, effective_rate, observe
-from .base import TIMELINE_SQL, served_stamps, stores_run_events
-from .base import job_from_row as _job_from_row
-from .base import Renewal, settled_tat, worker_rescue
 from ..liveness import LeaseHolder
+from ..quota import Learned, Observation, effective_rate, observe
 from .base import (
+    TIMELINE_SQL,
     ClaimedJobs,
     EnqueueResult,
     LimitInfo,
     Outcome,
     QueueInfo,
+    Renewal,
     ScheduleInfo,
     StateSnapshot,
     StepRecord,
@@ -72,8 +71,13 @@ from .base import (
     WorkerInfo,
     key_info,
     key_pace,
+    served_stamps,
+    settled_tat,
+    stores_run_events,
     timeline_from_rows,
+    worker_rescue,
 )
+from .base import job_from_row as _job_from_row
 from .sqlite import load_migrations
 
 _TIMELINE = TIMELINE_SQL.format(mark="%s")

@@ -25,22 +25,21 @@ from ..jobs import (
     Job,
     NewJob,
     Status,
-    check_transition,
     can_transition,
+    check_transition,
     sources_for,
 )
 from ..limits import LimitSpec, check_cost, gcra
-from ..quota import Learned, Observation, effective_rate, observe
-from .base import TIMELINE_SQL, served_stamps, stores_run_events
-from .base import job_from_row as _job_from_row
-from .base import Renewal, settled_tat, worker_rescue
 from ..liveness import LeaseHolder
+from ..quota import Learned, Observation, effective_rate, observe
 from .base import (
+    TIMELINE_SQL,
     ClaimedJobs,
     EnqueueResult,
     LimitInfo,
     Outcome,
     QueueInfo,
+    Renewal,
     ScheduleInfo,
     StateSnapshot,
     StepRecord,
@@ -49,8 +48,13 @@ from .base import (
     WorkerInfo,
     key_info,
     key_pace,
+    served_stamps,
+    settled_tat,
+    stores_run_events,
     timeline_from_rows,
+    worker_rescue,
 )
+from .base import job_from_row as _job_from_row
 
 _TIMELINE = TIMELINE_SQL.format(mark="?")
 
@@ -831,7 +835,7 @@ class SQLiteStore(Store):
 
     @staticmethod
     def _purge_state(conn: sqlite3.Connection, job_id: str, shared_state: str | None) -> None:
-        """A completed job's own cursor, ledger and segments go (seed 000: purge on completion);
+        """A completed job's own cursor, ledger and segments go (purged on completion);
         a shared state key lives on for the next run."""
         conn.execute("DELETE FROM segments WHERE job_id = ?", (job_id,))
         if shared_state is None:

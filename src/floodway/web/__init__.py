@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from ..schedule import sync_schedules
 from ..tokens import PREFIX
 from .api import DEFAULT_MAX_BODY, EXCEPTION_HANDLERS, MAX_WAIT
 
@@ -92,8 +93,6 @@ def prepare(app: "App") -> None:
     app.sync_queues()
     app.sync_limits()
     if app.schedules:
-        from ..schedule import sync_schedules
-
         sync_schedules(app)
 
 

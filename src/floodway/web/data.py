@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import JobNotFound
 from ..jobs import Job, Status
+from ..schedule import next_fire
 from ..stats import collect, limit_dict
 from ..units import iso
 from .auth import Principal
@@ -114,8 +115,6 @@ def workers_view(app: "App", include_stopped: bool = False) -> dict[str, Any]:
 
 
 def schedules_view(app: "App", principal: Principal) -> dict[str, Any]:
-    from ..schedule import next_fire
-
     now = time.time()
     out = []
     for info in app.store.list_schedules():

@@ -5,7 +5,7 @@
 ALTER TABLE jobs ADD COLUMN limits text;
 -- the round-robin group of a job: its tenant plus every (limit, key) it holds ('' for none)
 ALTER TABLE jobs ADD COLUMN fair_key text NOT NULL DEFAULT '';
--- time spent held back by limits (seed 003's throttling overhead), and since when it is held
+-- time spent held back by limits (the throttling overhead), and since when it is held
 ALTER TABLE jobs ADD COLUMN throttled_seconds double precision NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN throttled_since double precision;
 

@@ -4,7 +4,7 @@
 ALTER TABLE jobs ADD COLUMN limits TEXT;
 -- the round-robin group of a job: its tenant plus every (limit, key) it holds ('' for none)
 ALTER TABLE jobs ADD COLUMN fair_key TEXT NOT NULL DEFAULT '';
--- time spent held back by limits (seed 003's throttling overhead), and since when it is held
+-- time spent held back by limits (the throttling overhead), and since when it is held
 ALTER TABLE jobs ADD COLUMN throttled_seconds REAL NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN throttled_since REAL;
 
