@@ -331,6 +331,7 @@ class _Pacer:
             fields = {"reset_at": reset_at}
         obs = Observation(now=now, token_at=token_at, wait=wait, throttled=throttled, exhausted=exhausted,
                           accepted=accepted, **fields)
+        assert self.limit is not None  # only a request through a limit reports to it
         return self.ctx.app.store.observe_limit(self.limit, self.key or "", obs)
 
     def _fallback_wait(self) -> float:

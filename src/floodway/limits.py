@@ -195,10 +195,10 @@ def resolve_key(template: str | None, args: Mapping[str, Any], tenant: str | Non
             raise ConfigError(f"key template {template!r}: {{{f}}} is not a scalar")
         values[f] = str(value)
     out = []
-    for literal, f, _, _ in string.Formatter().parse(template):
+    for literal, name, _, _ in string.Formatter().parse(template):
         out.append(literal)
-        if f is not None:
-            out.append(values[f])
+        if name is not None:
+            out.append(values[name])
     return "".join(out)
 
 

@@ -99,7 +99,7 @@ def verdict(holder: LeaseHolder, *, here: str, judge_stale: bool) -> str:
     if holder.heartbeat_at is None:
         return ALIVE  # no worker row: only its lease can tell
     same_table = holder.host_key is not None and holder.host_key == here and holder.pid is not None
-    if same_table and holder.pid_start is not None and has_proc():
+    if same_table and holder.pid is not None and holder.pid_start is not None and has_proc():
         if start_time(holder.pid) != holder.pid_start:
             return DEAD
     fresh = holder.observed_at - holder.heartbeat_at <= STALE_AFTER

@@ -371,7 +371,7 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
         new = current * (CUT if state.cuts else FIRST_CUT)
         high = min(current, new * 1.25, (accepted or current) * 1.05)
         new = min(new, high)
-    elif share >= WELL_ABOVE:
+    elif share is not None and share >= WELL_ABOVE:
         # a good share refused: the pace was well above the quota, and what the destination
         # accepted (its capacity plus a little burst) is the best estimate of it
         new = min(current * (1 - min(share, MAX_CUT)), accepted or current)
@@ -380,7 +380,7 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
         # just crossing the quota (one refusal among many, or jitter at its edge): a trim; and
         # the climb back aims no higher than what the destination took (a probe may have run
         # well past it before the first refusal came back)
-        new = current * (1 - max(share, MIN_CUT))
+        new = current * (1 - max(share or 0.0, MIN_CUT))  # share is known here
         high = min(current, (accepted or current) * 1.05)
     if state.low is not None and state.low < current:
         new = max(new, state.low)

@@ -30,6 +30,7 @@ import httpx
 
 from floodway import App, Context, concurrency_for
 from floodway.jobs import Event, Status
+from floodway.resumable import ContinueLater
 
 # `floodway demo` starts both APIs on loopback and tells the worker where they are
 SOURCE = os.environ.get("BLACKFRIDAY_SOURCE", "http://127.0.0.1:8001")  # OrderPlacementPavillion
@@ -56,7 +57,7 @@ def transform(order: dict) -> dict:
 
 
 @app.task(state="orders:{tenant}", budget=BUDGET, limits=["fulfillments"])
-async def sync_orders(ctx: Context) -> dict:
+async def sync_orders(ctx: Context) -> dict | ContinueLater:
     """Sync every order not synced yet; one run lasts at most BUDGET."""
     async with httpx.AsyncClient(base_url=SOURCE) as source, \
             ctx.http(base_url=DEST, limit="fulfillments") as dest:

@@ -36,7 +36,7 @@ _CITIES = ["Austin", "Leeds", "Lyon", "Osaka", "Porto", "Toronto", "Tallinn", "C
 
 def make_order(order_id: int) -> dict[str, Any]:
     """Order ``order_id`` of OrderPlacementPavillion: the same every time it is asked for."""
-    lines = [
+    lines: list[dict[str, Any]] = [
         {"sku": f"SKU-{(order_id * 7 + n * 13) % 997:03d}",
          "name": _PRODUCTS[(order_id + n * 5) % len(_PRODUCTS)],
          "quantity": 1 + (order_id + n) % 3}
