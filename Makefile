@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install bench clean lint
+.PHONY: demo test test-fast install bench clean lint
 
 $(BIN)/floodway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: install
 test: install lint
 	bash scripts/install-chromium.sh
 	bash scripts/start-postgres.sh -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the inner loop: the unit tier only (no database, no processes; seconds)
+test-fast: install
+	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
 # the linter (ruff: errors, warnings, sorted imports), run before the tests
 lint: install

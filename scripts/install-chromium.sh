@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install Debian's Chromium for floodway's browser tests (tests/test_web_browser.py) when
+# Install Debian's Chromium for floodway's browser tests (tests/process/test_web_browser.py) when
 # /usr/bin/chromium is missing. Idempotent and quiet: does nothing when it is there already.
 # Playwright drives this system browser; `playwright install` (a browser download) is never used.
 set -euo pipefail

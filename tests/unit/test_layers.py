@@ -7,7 +7,7 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parent.parent / "src" / "floodway"
+SRC = Path(__file__).resolve().parents[2] / "src" / "floodway"
 
 #: modules everything else builds on: values, rules and storage; they import none of UPPER
 CORE = {

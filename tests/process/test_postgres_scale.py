@@ -32,8 +32,8 @@ from floodway.jobs import Status
 from floodway.store import open_store
 from floodway.store.sqlite import load_migrations
 
-from . import pg_helpers
-from .proc_helpers import Workers, load_app_module, read_lines, wait_until
+from .. import pg_helpers
+from ..proc_helpers import Workers, load_app_module, read_lines, wait_until
 
 APP_SOURCE = '''
 import asyncio
@@ -461,7 +461,7 @@ def test_claims_from_many_threads_never_share_a_job(postgres_url):
     concurrency-capped queue and a rate limit: no job is claimed twice, caps hold."""
     from floodway.limits import LimitSpec
 
-    from .test_limits import limited
+    from ..contract.test_limits import limited
 
     seed = open_store(postgres_url)
     seed.declare_limit(LimitSpec.build("api", rate="1000/s", burst=50))

@@ -19,7 +19,7 @@ import pytest
 
 from floodway.web.openapi import document
 
-from .web_helpers import (
+from ..web_helpers import (
     GATES,
     RELEASE,
     client,
@@ -34,7 +34,7 @@ from .web_helpers import (
 
 pytestmark = pytest.mark.timeout(120)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -719,7 +719,7 @@ def test_schemathesis_finds_no_server_errors(tmp_path, who):
 
 
 def test_floodway_web_command_serves_the_app(tmp_path):
-    from .web_helpers import free_port
+    from ..web_helpers import free_port
 
     sock = free_port()
     port = sock.getsockname()[1]

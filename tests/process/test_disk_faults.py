@@ -27,8 +27,8 @@ import pytest
 from floodway import App
 from floodway.errors import StoreError
 
-from .proc_helpers import wait_until
-from .test_fuzz import run_cli
+from ..contract.test_fuzz import run_cli
+from ..proc_helpers import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 

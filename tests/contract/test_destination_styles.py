@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from destination import (  # noqa: E402
     FIXED_WINDOW_STYLES,

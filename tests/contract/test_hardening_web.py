@@ -26,7 +26,7 @@ from floodway.tokens import create_token
 from floodway.web import create_app, data
 from floodway.web.auth import Principal
 
-from .web_helpers import (
+from ..web_helpers import (
     client,
     free_port,
     login_csrf,

@@ -24,8 +24,8 @@ from floodway.jobs import NewJob, Status
 from floodway.store import open_store
 from floodway.tokens import create_token
 
-from .test_cli import Cli
-from .web_helpers import client, make_app, serving, tokens
+from ..process.test_cli import Cli
+from ..web_helpers import client, make_app, serving, tokens
 
 pytestmark = pytest.mark.timeout(180)
 

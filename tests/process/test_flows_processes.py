@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 
-from .proc_helpers import load_app_module, read_gauge, read_lines, wait_until, write_app
+from ..proc_helpers import load_app_module, read_gauge, read_lines, wait_until, write_app
 
 FLOW_APP = '''
 @app.task(retry=3)

@@ -14,14 +14,14 @@ from typing import Any, Iterator
 
 import pytest
 
-from .web_helpers import GATES, RELEASE, client, make_app, running_worker, serving, tokens, wait_for
+from ..web_helpers import GATES, RELEASE, client, make_app, running_worker, serving, tokens, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(__file__).parent / "artifacts"
+ARTIFACTS = Path(__file__).parents[1] / "artifacts"
 TIMEOUT_MS = 15_000
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import pytest
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 TIMEOUT = 60.0
 
 APP_SOURCE = textwrap.dedent(

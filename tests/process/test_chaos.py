@@ -24,8 +24,8 @@ from floodway.errors import StoreError
 from floodway.jobs import Status
 from floodway.store import open_store
 
-from .conftest import BACKENDS, wait_for
-from .pg_helpers import base_url
+from ..conftest import BACKENDS, wait_for
+from ..pg_helpers import base_url
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -18,14 +18,15 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from proc_helpers import SRC, TIMEOUT, LoadedApps, read_lines, wait_until  # noqa: E402
-from test_store_contract import new_job  # noqa: E402
 
 from floodway import App, ConfigError  # noqa: E402
 from floodway.jobs import Status  # noqa: E402
 from floodway.store.base import ScheduleInfo  # noqa: E402
+
+from ..contract.test_store_contract import new_job  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -13,7 +13,7 @@ import pytest
 from floodway import Context, Fail, JobCancelled, JobFailed, Retry, Status
 from floodway.errors import ConfigError
 
-from .conftest import wait_for
+from ..conftest import wait_for
 
 
 @contextmanager

@@ -12,10 +12,11 @@ from collections import Counter
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from destination import max_in_window  # noqa: E402
-from test_limits_http import (  # noqa: E402,F401  (fixtures and helpers shared with the limits suite)
+
+from .test_limits_http import (  # noqa: E402,F401  (fixtures and helpers shared with the limits suite)
     WORKER_OPTS,
     assert_all_complete_first_attempt,
     assert_each_job_accepted_once,

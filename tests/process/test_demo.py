@@ -21,7 +21,7 @@ import pytest
 
 from floodway.demo.servers import FulfillmentAPI, OrderSource, make_order
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 TIMEOUT = 90.0
 
 
