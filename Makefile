@@ -24,9 +24,11 @@ test: install lint
 test-fast: install
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
-# the linter (ruff: errors, warnings, sorted imports), run before the tests
+# the linter (ruff: errors, warnings, sorted imports) and the type checker (mypy over src/),
+# run before the tests
 lint: install
 	$(BIN)/ruff check src tests benchmarks chaos
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python benchmarks/throughput.py

@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar, overload
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar, cast, overload
 
 from . import jsontext
 from .alerts import install_webhook
@@ -117,7 +117,7 @@ class Task:
         self.signature = signature.replace(parameters=params)
         #: argument names (in the order given) -> why they do not bind, or None when they do
         self._bind_memo: dict[tuple[str, ...], str | None] = {}
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
@@ -409,7 +409,7 @@ class App:
         """Register a declarative flow — a list of ``{"id", "type", "config"}`` steps, like an
         e-commerce order flow — as a task named ``name``. Enqueue it with the flow's variables as args."""
         fn = build_declarative_flow(self, name, list(steps), dict(handlers or {}))
-        return self.task(fn, name=name, **task_options)
+        return self.task(name=name, **task_options)(fn)
 
     def flow_insights(self, job_id: str) -> dict[str, Any]:
         """A flow's insights for one job: steps, distribution, overhead, retries."""
@@ -617,7 +617,7 @@ class App:
                 if ids is not None:
                     job_id = ids[index]
                 else:
-                    job_id = id if single else f"{id}-{index}"
+                    job_id = cast(str, id) if single else f"{id}-{index}"  # ids is None: an id was given
                 yield NewJob(
                     id=job_id,
                     task=the_task.name,

@@ -294,7 +294,7 @@ def enqueue_file(state: State, task: str, file: Path, job_id: str | None, queue:
     """
     app = state.app(required=True)
     the_task: Task = app.get_task(task)
-    options = dict(queue=queue, delay=delay, priority=priority, tenant=tenant)
+    options: dict[str, Any] = dict(queue=queue, delay=delay, priority=priority, tenant=tenant)
     # the options are checked before the file is read; each line is checked below
     app.check_enqueue_options(the_task, id=job_id, count=1 if job_id is not None else None, **options)
 
@@ -742,7 +742,7 @@ def schedules(state: State) -> None:
 
     found = state.app().store.list_schedules()
     now = time.time()
-    data = []
+    data: list[dict[str, Any]] = []
     for info in found:
         tick, problem = next_fire(info, now)  # a stored schedule that cannot fire still lists
         data.append({"name": info.name, "task": info.task, "cron": info.cron, "tz": info.tz, "args": info.args,

@@ -65,9 +65,11 @@ async def run_step(
         raise ConfigError(f"ctx.step: the step id must be a non-empty string, got {step_id!r}")
     kind = canonical_kind(kind)
     app = ctx.app
-    if ctx._steps is None:
-        ctx._steps = await asyncio.to_thread(app.store.load_steps, ctx.job_id)
-    done = ctx._steps.get(step_id)
+    steps = ctx._steps
+    if steps is None:
+        loaded: dict[str, Any] = await asyncio.to_thread(app.store.load_steps, ctx.job_id)
+        steps = ctx._steps = loaded
+    done = steps.get(step_id)
     if done is not None and (done.status == "complete" or not done.critical):
         return decode_result(done.result_json) if done.status == "complete" else None
 
@@ -115,7 +117,7 @@ async def run_step(
         started_at=started_wall, finished_at=time.time(),
     )
     await asyncio.to_thread(app.store.record_step, ctx.worker_id, ctx.job.attempt, record)
-    ctx._steps[step_id] = record
+    steps[step_id] = record
     log.info(json.dumps(step_metrics(record)))
     check_step(app, record)
     if error is not None:

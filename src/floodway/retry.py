@@ -83,7 +83,7 @@ class Retry:
         """Seconds to wait before retry number ``retry_number`` (1 for the first retry)."""
         if retry_number < 1:
             raise ValueError("retry_number starts at 1")
-        initial = float(self.initial)  # type: ignore[arg-type]
+        initial = float(self.initial)
         if self.backoff == "fixed":
             delay = initial
         else:
@@ -92,7 +92,7 @@ class Retry:
             except OverflowError:  # a huge retry count: the ceiling below applies
                 delay = CEILING if initial > 0 else 0.0
         if self.max is not None:
-            delay = min(delay, float(self.max))  # type: ignore[arg-type]
+            delay = min(delay, float(self.max))
         delay = min(delay, CEILING)
         if self.jitter:
             delay *= 1.0 + (rng or random).random()

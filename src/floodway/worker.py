@@ -760,17 +760,17 @@ class Worker:
                     self._leased_at.pop(job_id, None)
                     log.warning("job %s was claimed ahead and lost its lease (%s); dropped", job_id, why)
                 return
-        job, task = self._jobs.get(job_id), self._running.get(job_id)
-        if job is None or task is None or (job.id, job.attempt) in self._lost:
+        running, task = self._jobs.get(job_id), self._running.get(job_id)
+        if running is None or task is None or (running.id, running.attempt) in self._lost:
             return  # ended here already: its outcome's write is guarded by (worker, attempt)
         if self._leased_at.get(job_id, before) >= before:
             return
-        self._lost.add((job.id, job.attempt))
-        log.warning("job %s lost its lease (%s): this run (attempt %d) stops now", job_id, why, job.attempt)
+        self._lost.add((running.id, running.attempt))
+        log.warning("job %s lost its lease (%s): this run (attempt %d) stops now", job_id, why, running.attempt)
         ctx = self._contexts.get(job_id)
         if ctx is not None:
             ctx.lose_lease(why)  # a sync run cannot be interrupted: it gets LeaseLost at its next call
-        definition = self.app.tasks.get(job.task)
+        definition = self.app.tasks.get(running.task)
         if definition is None or definition.is_async:
             task.cancel()
 
@@ -842,7 +842,7 @@ class Worker:
     async def _renew(self, began: float) -> None:
         ids = sorted(self._unflushed)
         renewal = await self._store(self.app.store.heartbeat, self.id, ids, self.lease)
-        lost = getattr(renewal, "lost", set())
+        lost: set[str] = getattr(renewal, "lost", set())
         for job_id in ids:
             if job_id not in lost and self._leased_at.get(job_id, began) < began:
                 self._leased_at[job_id] = began

@@ -78,7 +78,7 @@ def timeline_from_rows(job_id: str, rows: list[tuple] | list[list]) -> list[Even
     events = stored
     if not stored or stored[0].from_status is not None:
         # with nothing stored, a running or complete job was claimed straight from ``waiting``
-        first = stored[0].from_status if stored else (
+        first = (stored[0].from_status or Status.WAITING) if stored else (
             Status.WAITING if status in (Status.RUNNING, Status.COMPLETE) else status)
         events = [Event(job_id=job_id, at=job[2], from_status=None, to_status=first, attempt=0,
                         error=None, worker_id=None, reason="enqueued"), *stored]

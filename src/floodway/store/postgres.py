@@ -337,6 +337,13 @@ class _Admission:
         )
 
 
+def _scalar(cur: Any) -> Any:
+    """The one value of a statement that always returns one row."""
+    row = cur.fetchone()
+    assert row is not None, "the statement returns one row"
+    return row[0]
+
+
 def _parse_url(url: str) -> tuple[str, dict[str, str]]:
     """Split floodway's own options off a postgres URL; return (libpq URL, options)."""
     parts = urlsplit(url)
@@ -470,19 +477,19 @@ class _SyncingCursor(psycopg.Cursor):
         if self.pgresult is None and pipeline is not None:
             pipeline.sync()
 
-    def fetchone(self):  # type: ignore[no-untyped-def]
+    def fetchone(self):
         self._results_by_sync()
         return super().fetchone()
 
-    def fetchmany(self, size: int = 0):  # type: ignore[no-untyped-def]
+    def fetchmany(self, size: int = 0):
         self._results_by_sync()
         return super().fetchmany(size)
 
-    def fetchall(self):  # type: ignore[no-untyped-def]
+    def fetchall(self):
         self._results_by_sync()
         return super().fetchall()
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self):
         self._results_by_sync()
         return super().__iter__()
 
@@ -563,7 +570,7 @@ class PostgresStore(Store):
         best = None
         for _ in range(3):
             t0 = time.time()
-            server = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0]
+            server = _scalar(conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8"))
             t1 = time.time()
             if best is None or t1 - t0 < best[0]:
                 best = (t1 - t0, server - (t0 + t1) / 2)
@@ -696,10 +703,10 @@ class PostgresStore(Store):
     def schema_version(self) -> int:
         def go(cur: psycopg.Cursor) -> int:
             cur.execute("SELECT to_regclass('floodway_schema') IS NOT NULL")
-            if not cur.fetchone()[0]:
+            if not _scalar(cur):
                 return 0
             cur.execute("SELECT COALESCE(MAX(version), 0) FROM floodway_schema")
-            return cur.fetchone()[0]
+            return _scalar(cur)
 
         return self._run(go, what="read")
 
@@ -716,7 +723,7 @@ class PostgresStore(Store):
                 "(version integer PRIMARY KEY, name text NOT NULL, applied_at double precision NOT NULL)"
             )
             cur.execute("SELECT COALESCE(MAX(version), 0) FROM floodway_schema")
-            current = cur.fetchone()[0]
+            current = _scalar(cur)
             latest = max(v for v, _, _ in migrations)
             if current > latest:
                 raise SchemaTooNewError(
@@ -841,18 +848,18 @@ class PostgresStore(Store):
         def go(cur: psycopg.Cursor) -> set[str]:
             cur.execute(*self._enqueue_statement(fresh, queues or {}, self._now()))
             # the ids are read with the COMMIT's round trip
-            return _Deferred(lambda: set(cur.fetchone()[0]))  # type: ignore[return-value]
+            return _Deferred(lambda: set(_scalar(cur)))  # type: ignore[return-value]
 
         def go_owned(cur: psycopg.Cursor) -> set[str]:
             cur.execute(*self._enqueue_statement(fresh, queues or {}, self._now()))
-            made = set(cur.fetchone()[0])
+            made = set(_scalar(cur))
             others = sorted(job.id for job in fresh if job.id not in made)
             if others:
                 # after the insert: ON CONFLICT waited for any concurrent insert of these ids to
                 # commit, and this statement's snapshot sees it; raising rolls the insert back
                 cur.execute("SELECT min(id) FROM jobs WHERE id = ANY(%s) AND tenant IS DISTINCT FROM %s",
                             (others, owner))
-                taken = cur.fetchone()[0]
+                taken = _scalar(cur)
                 if taken is not None:
                     raise JobIdTaken(taken)
             return made
@@ -975,7 +982,8 @@ class PostgresStore(Store):
         limit: int = 100,
         offset: int = 0,
     ) -> list[Job]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if status:
             where.append("status = ANY(%t::text[])")
             params.append([Status(s).value for s in status])
@@ -1160,7 +1168,7 @@ class PostgresStore(Store):
                          what="claim")
 
     def _fast_claim(self, cur: psycopg.Cursor, worker_id: str, queues: list[str] | None, limit: int,
-                    lease: float) -> "_Deferred":
+                    lease: float) -> Any:  # a _Deferred: _run reads it once the pipeline is done
         """The plain-group claim (``_FAST_CLAIM``) in one round trip with its COMMIT; returns
         (jobs, plain, capped)."""
         now = self._now()
@@ -1266,7 +1274,7 @@ class PostgresStore(Store):
                 cur.execute(
                     "SELECT key, served_at FROM fair_keys WHERE (served_at, key) > (%s, %s) "
                     "ORDER BY served_at, key LIMIT %s",
-                    (last[0], last[1], page_size),
+                    (last[0], last[1], page_size),  # type: ignore[index]  # set by the first page
                 )
                 rows = cur.fetchall()
             if rows:
@@ -1604,7 +1612,8 @@ class PostgresStore(Store):
             "GROUP BY j.worker_id, w.host_key, w.pid, w.pid_start, w.heartbeat_at, w.stopped_at"
         )
         now = self._now()
-        return [LeaseHolder(r[0], int(r[1]), *r[2:], observed_at=now) for r in rows]
+        # each row holds the fields before observed_at, in order
+        return [LeaseHolder(r[0], int(r[1]), *r[2:], observed_at=now) for r in rows]  # type: ignore[misc]
 
     def rescue_worker(self, worker_id: str, *, dead: bool, heartbeat_before: float | None = None) -> list[str]:
         def go(cur: psycopg.Cursor) -> list[str]:
@@ -1750,6 +1759,7 @@ class PostgresStore(Store):
             state = cur.fetchone()
         if row is None:
             raise ConfigError(f"unknown limit {name!r}")
+        assert state is not None  # the row was inserted above when missing
         return LimitSpec.from_row(*row), state
 
     def acquire(self, name: str, key: str, cost: int = 1) -> tuple[bool, float]:
@@ -1889,7 +1899,7 @@ class PostgresStore(Store):
                 (key, cursor_json, job_id, self._now()),
             )
             verify()
-            return cur.fetchone()[0]
+            return _scalar(cur)
 
         return self._run(go, what="checkpoint", pipeline=True)
 
@@ -1942,7 +1952,7 @@ class PostgresStore(Store):
                 cur.execute("UPDATE queues SET paused = %s WHERE name = %s", (bool(paused), queue))
             count = cur.rowcount
             if not paused:
-                self._notify(cur, [queue])
+                self._notify(cur, [str(queue)])  # a queue is named on this path
             return count
 
         return self._run(go, what="set_paused")
@@ -2022,7 +2032,8 @@ class PostgresStore(Store):
         self._run(go, what="record_step", pipeline=True)
 
     def step_records(self, *, kind: str | None = None, since: float | None = None, limit: int = 1000) -> list[StepRecord]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if kind is not None:
             where.append("kind = %s")
             params.append(kind)
@@ -2208,7 +2219,7 @@ class PostgresStore(Store):
                 "SELECT COUNT(*) FROM doomed",
                 ([s.value for s in wanted], older_than + self._offset),
             )
-            return int(cur.fetchone()[0])
+            return int(_scalar(cur))
 
         return self._run(go, what="purge")
 

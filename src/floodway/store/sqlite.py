@@ -134,7 +134,7 @@ class _Admission:
                 "SELECT tat, paused_until, running, admitted, learned FROM limit_keys WHERE limit_name = ? AND key = ?",
                 pair,
             ).fetchone()
-            state = list(row) if row else [0.0, 0.0, 0, 0, None]
+            state: list[Any] = list(row) if row else [0.0, 0.0, 0, 0, None]
             state[4] = Learned.loads(state[4])
             self.states[pair] = state
         return self.states[pair]
@@ -511,7 +511,8 @@ class SQLiteStore(Store):
         limit: int = 100,
         offset: int = 0,
     ) -> list[Job]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if status:
             statuses = [Status(s).value for s in status]
             where.append(f"status IN ({','.join('?' * len(statuses))})")
@@ -932,7 +933,8 @@ class SQLiteStore(Store):
             "WHERE j.status = 'running' AND j.worker_id IS NOT NULL GROUP BY j.worker_id"
         )
         now = time.time()
-        return [LeaseHolder(*r, observed_at=now) for r in rows]
+        # each row holds the fields before observed_at, in order
+        return [LeaseHolder(*r, observed_at=now) for r in rows]  # type: ignore[misc]
 
     def rescue_worker(self, worker_id: str, *, dead: bool, heartbeat_before: float | None = None) -> list[str]:
         now = time.time()
@@ -1026,7 +1028,7 @@ class SQLiteStore(Store):
         ):
             info = infos.get(name)
             if info is not None:
-                info.keys.append(key_info(info.spec, *row, now))
+                info.keys.append(key_info(info.spec, *row, now))  # type: ignore[call-arg]  # the row is key..learned
         return list(infos.values())
 
     def acquire(self, name: str, key: str, cost: int = 1) -> tuple[bool, float]:
@@ -1258,7 +1260,8 @@ class SQLiteStore(Store):
             )
 
     def step_records(self, *, kind: str | None = None, since: float | None = None, limit: int = 1000) -> list[StepRecord]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if kind is not None:
             where.append("kind = ?")
             params.append(kind)
