@@ -81,9 +81,9 @@ def default_stop(backend: str, lease: float) -> float:
     the row locks a rescue needs until then."""
     stop = lease * 1.5 + 1.0
     if backend == "postgres":
-        from floodway.store import postgres
+        from floodway.store.postgres.connection import IDLE_IN_TRANSACTION_MS
 
-        frozen = getattr(postgres, "IDLE_IN_TRANSACTION_MS", 0) / 1000
+        frozen = IDLE_IN_TRANSACTION_MS / 1000
         stop = max(stop, lease + frozen + 2.0)
     return stop
 

@@ -188,7 +188,7 @@ def test_postgres_a_worker_frozen_mid_transaction_does_not_stall_the_others(post
     chaos drain: a result read inside a pipeline was asked for with a Flush, after which the
     server waits on the client without arming idle_in_transaction_session_timeout, so the frozen
     worker's locks stalled the fleet until it thawed; fixed by reading with a Sync,
-    store/postgres.py ``_SyncingCursor``.)"""
+    store/postgres/connection.py ``_SyncingCursor``.)"""
     app, _ = _app_with_three_limited_jobs(postgres_url)
     locked = threading.Event()
 

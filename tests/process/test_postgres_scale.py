@@ -531,7 +531,7 @@ def test_lists_sent_as_array_literals_come_back_exactly(postgres_url):
     one kind or mixed), the server reads back the same list."""
     import psycopg
 
-    from floodway.store.postgres import _ADAPTERS
+    from floodway.store.postgres.connection import _ADAPTERS
 
     with psycopg.connect(postgres_url, autocommit=True, context=_ADAPTERS) as conn:
         def round_trip_of(sql_type, element):

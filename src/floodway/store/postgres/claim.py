@@ -1,0 +1,444 @@
+"""The PostgreSQL store's claim: SKIP LOCKED over fairness groups in turn, limits admitted for the
+whole batch under row locks taken in key order, queue caps under advisory locks."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import deque
+from typing import Any, Iterable
+
+import psycopg
+
+from ...jobs import Job
+from ...limits import LimitSpec, gcra
+from ...quota import Learned
+from ..base import (
+    ClaimedJobs,
+    key_pace,
+    served_stamps,
+)
+from ..base import job_from_row as _job_from_row
+from .connection import (
+    PostgresConnection,
+    _Deferred,
+    _pipelined,
+)
+from .queries import (
+    _J,
+    _JOB_COLUMNS,
+    _NS_FAIR,
+    _NS_QUEUE,
+)
+
+#: how long the store goes straight to the full claim after the plain-group claim found other
+#: fairness groups (tenants, limits) in play
+_FAST_CLAIM_RECHECK = 1.0
+
+
+class _Admission:
+    """Limit admission for one claim batch (the same decisions as the SQLite store's).
+
+    ``lock`` loads and row-locks the state of every (limit, key) pair the batch may admit
+    against, in key order; ``admit`` decides job by job in memory; ``write_back`` stores what
+    changed. Pairs first seen after the batch's main lock are taken with SKIP LOCKED instead
+    (a second round of blocking locks could deadlock against another claimer), and a job
+    whose pair another claimer holds right now waits for the next claim.
+    """
+
+    def __init__(self, specs: dict[str, LimitSpec], now: float):
+        self.specs = specs
+        self.now = now
+        self.states: dict[tuple[str, str], list[Any]] = {}
+        self.unavailable: set[tuple[str, str]] = set()
+        self.dirty: set[tuple[str, str]] = set()
+        self.wake_at: float | None = None
+        self.blocked_ids: list[str] = []
+        self._locked_once = False
+
+    def lock(self, cur: psycopg.Cursor, rows: Iterable[tuple]) -> None:
+        wanted: set[tuple[str, str]] = set()
+        for row in rows:
+            raw = row[_J["limits"]]
+            if raw:
+                for name, key in json.loads(raw):
+                    pair = (name, key)
+                    if name in self.specs and pair not in self.states and pair not in self.unavailable:
+                        wanted.add(pair)
+        if not wanted:
+            return
+        ordered = sorted(wanted)
+        names = [p[0] for p in ordered]
+        keys = [p[1] for p in ordered]
+        cur.execute(
+            "INSERT INTO limit_keys (limit_name, key) SELECT n, k FROM unnest(%t::text[], %t::text[]) AS p(n, k) "
+            "ORDER BY n, k ON CONFLICT DO NOTHING",
+            (names, keys),
+        )
+        skip = " SKIP LOCKED" if self._locked_once else ""
+        cur.execute(
+            "SELECT limit_name, key, tat, paused_until, running, admitted, learned FROM limit_keys "
+            "WHERE (limit_name, key) IN (SELECT n, k FROM unnest(%t::text[], %t::text[]) AS p(n, k)) "
+            f"ORDER BY limit_name, key FOR UPDATE{skip}",
+            (names, keys),
+        )
+        for name, key, tat, paused_until, running, admitted, learned in cur.fetchall():
+            self.states[(name, key)] = [tat, paused_until, running, admitted, Learned.loads(learned)]
+        self.unavailable.update(p for p in zip(names, keys) if p not in self.states)
+        self._locked_once = True
+
+    def _held(self, job_id: str, until: float | None) -> bool:
+        if until is not None:
+            self.wake_at = until if self.wake_at is None else min(self.wake_at, until)
+        self.blocked_ids.append(job_id)
+        return False
+
+    def admit(self, job_id: str, limits: list[list[str]]) -> bool:
+        decisions: list[tuple[tuple[str, str], float | None]] = []
+        for name, key in limits:
+            spec = self.specs.get(name)
+            if spec is None:
+                continue  # a limit no longer in the store holds nothing back
+            pair = (name, key)
+            state = self.states.get(pair)
+            if state is None:
+                # another claimer is admitting against this key right now: try again shortly
+                return self._held(job_id, self.now + 0.005)
+            if state[1] > self.now:
+                return self._held(job_id, state[1])
+            if spec.concurrency is not None and state[2] >= spec.concurrency:
+                return self._held(job_id, None)  # a finishing job frees the slot
+            new_tat = None
+            rate, burst = key_pace(spec, state[4], state[3], self.now)
+            if rate is not None:
+                ok, new_tat, retry_at = gcra(state[0], self.now, rate, burst)
+                if not ok:
+                    return self._held(job_id, retry_at)
+            decisions.append((pair, new_tat))
+        for pair, new_tat in decisions:
+            state = self.states[pair]
+            state[2] += 1
+            state[3] += 1
+            if new_tat is not None:
+                state[0] = new_tat
+            self.dirty.add(pair)
+        return True
+
+    def write_back(self, cur: psycopg.Cursor) -> None:
+        if not self.dirty:
+            return
+        ordered = sorted(self.dirty)
+        cur.execute(
+            "UPDATE limit_keys l SET tat = v.tat, running = v.running, admitted = v.admitted "
+            "FROM unnest(%t::text[], %t::text[], %t::float8[], %t::int[], %t::int8[]) AS v(n, k, tat, running, admitted) "
+            "WHERE l.limit_name = v.n AND l.key = v.k",
+            (
+                [p[0] for p in ordered],
+                [p[1] for p in ordered],
+                [self.states[p][0] for p in ordered],
+                [self.states[p][2] for p in ordered],
+                [self.states[p][3] for p in ordered],
+            ),
+        )
+
+
+
+
+class PostgresClaim(PostgresConnection):
+    """Claim ready jobs (with limit admission) and tell when the next one is due."""
+
+    @staticmethod
+    def _queue_sql(queues: list[str] | None) -> tuple[str, Any]:
+        """The capped or paused queues this claim may take from that have ready jobs."""
+        filt = " AND q.name = ANY(%t::text[])" if queues is not None else ""
+        return (
+            "SELECT q.name, q.max_concurrency, q.paused FROM queues q "
+            f"WHERE (q.max_concurrency IS NOT NULL OR q.paused){filt} AND EXISTS "
+            "(SELECT 1 FROM jobs j WHERE j.queue = q.name AND j.status = 'waiting') ORDER BY q.name",
+            (queues,) if queues is not None else None,
+        )
+
+    @staticmethod
+    def _queue_room(cur: psycopg.Cursor, rows: list[tuple]) -> dict[str, int]:
+        """Free slots of each capped queue, counted from running jobs under a per-queue
+        advisory lock (so two claimers cannot both fill the last slot); a paused queue has
+        none. Only queues with ready jobs are locked."""
+        if not rows:
+            return {}
+        room = {name: 0 for name, _, paused in rows if paused}
+        capped = {name: cap for name, cap, paused in rows if not paused}
+        if capped:
+            names = sorted(capped)
+            cur.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(n)) FROM "
+                "(SELECT n FROM unnest(%t::text[]) AS n ORDER BY n) s",
+                (_NS_QUEUE, names),
+            )
+            cur.execute(
+                "SELECT queue, COUNT(*) FROM jobs WHERE status = 'running' AND queue = ANY(%t::text[]) GROUP BY queue",
+                (names,),
+            )
+            running = {q: int(c) for q, c in cur.fetchall()}
+            room.update({q: cap - running.get(q, 0) for q, cap in capped.items()})
+        return room
+
+    def claim(
+        self, worker_id: str, *, queues: list[str] | None, limit: int, lease: float,
+        without_limits: bool = False, ahead: int = 0,
+    ) -> ClaimedJobs:
+        if limit <= 0:
+            return ClaimedJobs()
+        if time.monotonic() >= self._fast_claim_after:
+            # every job this claim can take holds no limit, so the jobs ``ahead`` come with it
+            fast, plain, capped = self._run(
+                lambda cur: self._fast_claim(cur, worker_id, queues, limit + max(ahead, 0), lease), what="claim")
+            if plain and not capped:
+                return ClaimedJobs(fast)
+            # tenants, limits or queue caps are in play (nothing was taken): the full claim
+            # decides, and the plain-group claim is tried again a little later
+            self._fast_claim_after = time.monotonic() + _FAST_CLAIM_RECHECK
+        return self._run(lambda cur: self._claim(cur, worker_id, queues, limit, lease, without_limits),
+                         what="claim")
+
+    def _fast_claim(self, cur: psycopg.Cursor, worker_id: str, queues: list[str] | None, limit: int,
+                    lease: float) -> Any:  # a _Deferred: _run reads it once the pipeline is done
+        """The plain-group claim (``_FAST_CLAIM``) in one round trip with its COMMIT; returns
+        (jobs, plain, capped)."""
+        now = self._now()
+        params: dict[str, Any] = {"now": now, "ns": _NS_FAIR, "n": limit, "w": worker_id, "lease": now + lease}
+        where = ""
+        if queues is not None:
+            where, params["queues"] = "AND queue = ANY(%(queues)t::text[]) ", queues
+        # promoted first, in a statement of its own: a CTE's changes are invisible to its siblings
+        cur.connection.cursor().execute(self._PROMOTE, params)
+        cur.execute(self._FAST_CLAIM.format(queues=where), params)
+
+        def claimed() -> tuple[list[Job], bool, bool]:
+            rows = cur.fetchall()
+            plain, capped = rows[0][0], rows[0][1]
+            return [_job_from_row(r[2:]) for r in rows if r[2] is not None], plain, capped
+
+        return _Deferred(claimed)
+
+    def _claim(self, cur: psycopg.Cursor, worker_id: str, queues: list[str] | None, limit: int,
+               lease: float, without_limits: bool = False) -> ClaimedJobs:
+        now = self._now()
+        conn = cur.connection
+        page_size = max(limit, 32)
+        queue_sql, queue_params = self._queue_sql(queues)
+        # the prelude in one round trip: promote due jobs, read caps, limits, the first groups
+        with _pipelined(conn):
+            promote, caps, limits, groups = (conn.cursor() for _ in range(4))
+            promote.execute(self._PROMOTE, {"now": now, "ns": _NS_FAIR})
+            caps.execute(queue_sql, queue_params)
+            limits.execute("SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits")
+            groups.execute("SELECT key, served_at FROM fair_keys ORDER BY served_at, key LIMIT %s", (page_size,))
+            cap_rows = caps.fetchall()
+            specs = {row[0]: LimitSpec.from_row(*row) for row in limits.fetchall()}
+            first_page = groups.fetchall()
+        room = self._queue_room(cur, cap_rows)
+        admission = _Admission(specs, now)
+        chosen, served, empty, many_groups = self._choose(
+            cur, admission, room, queues, limit, first_page, page_size, without_limits)
+        lease_until = now + lease
+        ids = [row[0] for row in chosen]
+        if empty:
+            self._drop_empty_groups(cur, empty)
+        # the writes go out with the COMMIT, in one round trip: the claim's own UPDATE last,
+        # its rows read back after the COMMIT was sent (see _Deferred)
+        admission.write_back(cur)
+        if admission.blocked_ids:
+            cur.execute(
+                "UPDATE jobs SET throttled_since = COALESCE(throttled_since, %s) WHERE id = ANY(%t::text[])",
+                (now, admission.blocked_ids),
+            )
+        if served and many_groups:
+            # fairness: least recently served first; SKIP LOCKED — a group another claimer
+            # is stamping right now is being served anyway
+            keys, stamps = served_stamps(served, now)
+            cur.execute(
+                "UPDATE fair_keys f SET served_at = s.at FROM unnest(%t::text[], %t::float8[]) AS s(key, at) "
+                "WHERE f.key = s.key AND f.key IN "
+                "(SELECT key FROM fair_keys WHERE key = ANY(%t::text[]) ORDER BY key FOR UPDATE SKIP LOCKED)",
+                (keys, stamps, keys),
+            )
+        if not ids:
+            return ClaimedJobs(wake_at=admission.wake_at)
+        cur.execute(
+            "WITH c AS (UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = %(w)s, "
+            "lease_until = %(lease)s, started_at = %(now)s, updated_at = %(now)s, "
+            "throttled_seconds = throttled_seconds + COALESCE(%(now)s - throttled_since, 0), "
+            f"throttled_since = NULL WHERE id = ANY(%(ids)t::text[]) RETURNING {_JOB_COLUMNS}) "
+            f"SELECT {_JOB_COLUMNS} FROM c",
+            {"w": worker_id, "lease": lease_until, "now": now, "ids": ids},
+        )
+
+        def claimed() -> ClaimedJobs:
+            by_id = {row[0]: row for row in cur.fetchall()}
+            return ClaimedJobs((_job_from_row(by_id[i]) for i in ids if i in by_id), wake_at=admission.wake_at)
+
+        return _Deferred(claimed)  # type: ignore[return-value]
+
+    def _choose(
+        self,
+        cur: psycopg.Cursor,
+        admission: _Admission,
+        room: dict[str, int],
+        queues: list[str] | None,
+        limit: int,
+        first_page: list[tuple],
+        page_size: int,
+        without_limits: bool = False,
+    ) -> tuple[list[tuple], list[str], list[str], bool]:
+        """Pick up to ``limit`` ready jobs: round-robin over fairness groups (least recently
+        served first), then priority, then age; skipping full queues and jobs whose limits do
+        not admit them now. The same walk as the SQLite store's, fed by batched, row-locking
+        (SKIP LOCKED) reads of each group's head rows.
+
+        Returns (chosen rows, groups served, groups found empty, whether >1 group was seen).
+        """
+        groups: list[str] = []
+        more_groups = True
+        last: tuple[float, str] | None = None
+
+        def load_groups(rows: list[tuple] | None = None) -> None:
+            nonlocal more_groups, last
+            if rows is None:
+                cur.execute(
+                    "SELECT key, served_at FROM fair_keys WHERE (served_at, key) > (%s, %s) "
+                    "ORDER BY served_at, key LIMIT %s",
+                    (last[0], last[1], page_size),  # type: ignore[index]  # set by the first page
+                )
+                rows = cur.fetchall()
+            if rows:
+                last = (rows[-1][1], rows[-1][0])
+            more_groups = len(rows) == page_size
+            groups.extend(r[0] for r in rows)
+
+        pending: dict[str, deque] = {}
+        fetched_ids: dict[str, list[str]] = {}
+        exhausted: set[str] = set()
+        inactive: set[str] = set()
+        empty: list[str] = []
+        chosen: list[tuple] = []
+        served: list[str] = []
+
+        def fetch(batch: list[str], per: int) -> None:
+            full = sorted(q for q, left in room.items() if left <= 0)
+            where = "j.status = 'waiting' AND NOT j.paused AND j.fair_key = g.key"
+            params: dict[str, Any] = {"groups": batch, "per": per}
+            if queues is not None:
+                where += " AND j.queue = ANY(%(queues)t::text[])"
+                params["queues"] = queues
+            if without_limits:
+                where += " AND j.limits IS NULL"
+            if full:
+                where += " AND NOT (j.queue = ANY(%(full)t::text[]))"
+                params["full"] = full
+            seen = [i for g in batch for i in fetched_ids.get(g, ())]
+            if seen:
+                where += " AND NOT (j.id = ANY(%(seen)t::text[]))"
+                params["seen"] = seen
+            cols = ", ".join(f"j.{c.strip()}" for c in _JOB_COLUMNS.split(","))
+            cur.execute(
+                f"SELECT g.key, {cols} FROM unnest(%(groups)t::text[]) WITH ORDINALITY AS g(key, ord) "
+                f"CROSS JOIN LATERAL (SELECT * FROM jobs j WHERE {where} "
+                "ORDER BY j.priority DESC, j.run_at, j.seq LIMIT %(per)s FOR UPDATE OF j SKIP LOCKED) j "
+                "ORDER BY g.ord",
+                params,
+            )
+            got: dict[str, list[tuple]] = {g: [] for g in batch}
+            for row in cur.fetchall():
+                got[row[0]].append(row[1:])
+            for group, rows in got.items():
+                pending.setdefault(group, deque()).extend(rows)
+                fetched_ids.setdefault(group, []).extend(r[0] for r in rows)
+                if len(rows) < per:
+                    exhausted.add(group)
+                    if not fetched_ids[group] and queues is None and not without_limits and not full:
+                        empty.append(group)
+            admission.lock(cur, (r for rows in got.values() for r in rows))
+
+        load_groups(first_page)
+        budget = max(200, limit * 20)
+        i = 0
+        cycle_progress = False
+        while len(chosen) < limit and budget > 0:
+            if i >= len(groups):
+                if more_groups:
+                    load_groups()
+                    if i < len(groups):
+                        continue
+                if not cycle_progress:
+                    break
+                i, cycle_progress = 0, False
+                continue
+            group = groups[i]
+            i += 1
+            if group in inactive:
+                continue
+            heads = pending.get(group)
+            if not heads:
+                if group in exhausted:
+                    inactive.add(group)
+                    continue
+                if group not in fetched_ids:
+                    # the first visit: fetch heads for this group and the next unfetched ones
+                    batch = [g for g in groups[i - 1 : i - 1 + page_size] if g not in fetched_ids and g not in inactive]
+                    remaining_slots = limit - len(chosen)
+                    per = max(1, math.ceil(remaining_slots / len(batch))) + (1 if len(batch) == 1 else 0)
+                    fetch(batch, min(per, 100))
+                else:
+                    fetch([group], min(max(limit - len(chosen), 1) + 1, 100))
+                heads = pending.get(group)
+                if not heads:
+                    inactive.add(group)
+                    continue
+            row = heads.popleft()
+            budget -= 1
+            cycle_progress = True
+            queue = row[_J["queue"]]
+            if queue in room and room[queue] <= 0:
+                continue  # its queue filled during this claim; the next fetch skips it
+            raw = row[_J["limits"]]
+            limits = json.loads(raw) if raw else []
+            if limits and not admission.admit(row[0], limits):
+                inactive.add(group)  # this group's head is held back by a limit: serve others
+                continue
+            if queue in room:
+                room[queue] -= 1
+            chosen.append(row)
+            served.append(group)  # once per job: served_stamps orders groups by their last
+        return chosen, served, empty, len(groups) > 1
+
+    def _drop_empty_groups(self, cur: psycopg.Cursor, keys: list[str]) -> None:
+        """Delete fairness groups that have no ready job — only under the exclusive advisory
+        lock (try, never wait), and re-checked in a fresh statement after it, so a group
+        being made ready by a transaction in flight is never lost."""
+        cur.execute(
+            "SELECT k FROM unnest(%t::text[]) AS k WHERE pg_try_advisory_xact_lock(%s, hashtext(k))",
+            (sorted(set(keys)), _NS_FAIR),
+        )
+        locked = [r[0] for r in cur.fetchall()]
+        if locked:
+            cur.execute(
+                "DELETE FROM fair_keys f WHERE f.key = ANY(%t::text[]) AND NOT EXISTS "
+                "(SELECT 1 FROM jobs j WHERE j.status = 'waiting' AND NOT j.paused AND j.fair_key = f.key)",
+                (locked,),
+            )
+
+    def next_due(self, queues: list[str] | None) -> float | None:
+        # paused jobs and queues are not work to wait for
+        extra = " AND NOT paused AND NOT (queue = ANY(ARRAY(SELECT name FROM queues WHERE paused)))"
+        params: dict[str, Any] = {}
+        if queues is not None:
+            extra += " AND queue = ANY(%(q)t::text[])"
+            params["q"] = queues
+        rows = self._read(
+            f"SELECT CASE WHEN EXISTS (SELECT 1 FROM jobs WHERE status = 'waiting'{extra}) THEN 0 ELSE "
+            f"(SELECT MIN(run_at) FROM jobs WHERE status IN ('scheduled', 'retrying'){extra}) END",
+            params or None,
+        )
+        value = rows[0][0] if rows else None
+        return None if value is None else float(value)

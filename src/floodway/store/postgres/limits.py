@@ -1,0 +1,235 @@
+"""The PostgreSQL store's limits role: declared and learned rates, pauses and concurrency slots."""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable
+
+import psycopg
+
+from ...errors import ConfigError
+from ...limits import LimitSpec, gcra
+from ...quota import Learned, Observation, effective_rate, observe
+from ..base import (
+    LimitInfo,
+    key_info,
+    key_pace,
+    settled_tat,
+)
+from .connection import (
+    CHANNEL,
+    PostgresConnection,
+    _pipelined,
+)
+
+
+class PostgresLimits(PostgresConnection):
+    """Limits: declare, admit outside a claim, pause, learn, concurrency slots."""
+
+    def declare_limit(self, spec: LimitSpec) -> None:
+        declared = json.dumps(spec.to_dict(), sort_keys=True)
+
+        def go(cur: psycopg.Cursor) -> None:
+            cur.execute("SELECT declared FROM limits WHERE name = %s FOR UPDATE", (spec.name,))
+            row = cur.fetchone()
+            if row is not None and row[0] == declared:
+                return  # unchanged in code: keep any change made at run time
+            self._write_limit(cur, spec, declared)
+
+        self._run(go, what="declare_limit")
+
+    def update_limit(self, spec: LimitSpec) -> None:
+        def go(cur: psycopg.Cursor) -> None:
+            cur.execute("SELECT declared FROM limits WHERE name = %s FOR UPDATE", (spec.name,))
+            row = cur.fetchone()
+            self._write_limit(cur, spec, row[0] if row else None)
+
+        self._run(go, what="update_limit")
+
+    def _write_limit(self, cur: psycopg.Cursor, spec: LimitSpec, declared: str | None) -> None:
+        cur.execute(
+            "INSERT INTO limits (name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds, declared, "
+            "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+            "rate_count = excluded.rate_count, rate_period = excluded.rate_period, burst = excluded.burst, "
+            "concurrency = excluded.concurrency, key = excluded.key, adaptive = excluded.adaptive, "
+            "bounds = excluded.bounds, declared = excluded.declared, updated_at = excluded.updated_at",
+            (spec.name, spec.rate.count if spec.rate else None, spec.rate.period if spec.rate else None,
+             spec.burst, spec.concurrency, spec.key, bool(spec.adaptive), spec.bounds, declared, self._now()),
+        )
+        # a rate set in code or by an operator is their word: what was learned before is forgotten
+        cur.execute("UPDATE limit_keys SET learned = NULL WHERE limit_name = %s AND learned IS NOT NULL", (spec.name,))
+
+    def list_limits(self, *, tenant_keys: Iterable[str] | None = None) -> list[LimitInfo]:
+        def go(cur: psycopg.Cursor) -> list[LimitInfo]:
+            now = self._now()
+            cur.execute(
+                "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits ORDER BY name"
+            )
+            infos = {row[0]: LimitInfo(LimitSpec.from_row(*row)) for row in cur.fetchall()}
+            cur.execute(
+                "SELECT limit_name, key, tat, paused_until, pause_reason, running, admitted, rate_limited, learned "
+                "FROM limit_keys ORDER BY limit_name, key"
+            )
+            for name, key, tat, paused_until, reason, running, admitted, limited, learned in cur.fetchall():
+                info = infos.get(name)
+                if info is not None:
+                    info.keys.append(key_info(info.spec, key, tat, paused_until, reason, running, int(admitted),
+                                              int(limited), learned, now))
+            return list(infos.values())
+
+        return self._run(go, what="read")
+
+    @classmethod
+    def _spec_and_lock(cls, cur: psycopg.Cursor, name: str, key: str) -> tuple[LimitSpec, tuple]:
+        """The limit's spec and its key's row, locked (created if missing) — one round trip."""
+        conn = cur.connection
+        with _pipelined(conn):
+            spec_cur = conn.cursor()
+            spec_cur.execute(cls._SPEC_SQL, (name,))
+            cur.execute(
+                "INSERT INTO limit_keys (limit_name, key) SELECT %s, %s WHERE EXISTS "
+                "(SELECT 1 FROM limits WHERE name = %s) ON CONFLICT DO NOTHING",
+                (name, key, name),
+            )
+            cur.execute(
+                "SELECT tat, paused_until, running, admitted, learned FROM limit_keys "
+                "WHERE limit_name = %s AND key = %s FOR UPDATE",
+                (name, key),
+            )
+            row = spec_cur.fetchone()
+            state = cur.fetchone()
+        if row is None:
+            raise ConfigError(f"unknown limit {name!r}")
+        assert state is not None  # the row was inserted above when missing
+        return LimitSpec.from_row(*row), state
+
+    def acquire(self, name: str, key: str, cost: int = 1) -> tuple[bool, float]:
+        def go(cur: psycopg.Cursor) -> tuple[bool, float]:
+            now = self._now()
+            spec, (tat, paused_until, _, admitted, learned) = self._spec_and_lock(cur, name, key)
+            if paused_until > now:
+                return False, paused_until
+            rate, burst = key_pace(spec, Learned.loads(learned), int(admitted), now)
+            if rate is None:
+                return True, now
+            ok, new_tat, retry_at = gcra(tat, now, rate, burst, cost)
+            if not ok:
+                return False, retry_at
+            cur.execute(
+                "UPDATE limit_keys SET tat = %s, admitted = admitted + %s WHERE limit_name = %s AND key = %s",
+                (new_tat, cost, name, key),
+            )
+            return True, now
+
+        ok, at = self._run(go, what="acquire")
+        return ok, at - self._offset
+
+    def paused_until(self, name: str, key: str) -> float:
+        rows = self._read("SELECT paused_until FROM limit_keys WHERE limit_name = %s AND key = %s", (name, key))
+        return float(rows[0][0]) - self._offset if rows and rows[0][0] else 0.0
+
+    def resume_limit(self, name: str, key: str | None = None) -> int:
+        def go(cur: psycopg.Cursor) -> int:
+            now = self._now()
+            cur.execute("SELECT 1 FROM limits WHERE name = %s", (name,))
+            if cur.fetchone() is None:
+                raise ConfigError(f"unknown limit {name!r}")
+            where, params = "limit_name = %s AND paused_until > %s", [name, now]
+            if key is not None:
+                where += " AND key = %s"
+                params.append(key)
+            # the key's GCRA state restarts now: the budget comes back at the steady rate
+            with _pipelined(cur.connection):
+                cur.execute(
+                    f"UPDATE limit_keys SET paused_until = 0, pause_reason = NULL, tat = %s WHERE {where}", (now, *params)
+                )
+            count = cur.rowcount
+            if count:
+                cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))  # held-back jobs may run now
+            return count
+
+        return self._run(go, what="resume_limit")
+
+    def pause_limit(self, name: str, key: str, until: float, reason: str) -> float:
+        until = until + self._offset
+
+        def go(cur: psycopg.Cursor) -> float:
+            spec, (tat, paused_until, _, admitted, learned) = self._spec_and_lock(cur, name, key)
+            end = max(until, paused_until)
+            rate, burst = key_pace(spec, Learned.loads(learned), int(admitted), self._now())
+            if rate is not None:
+                # no burst at the reset: one admission at `end`, then the steady rate
+                tat = max(tat, end + rate.interval * (burst - 1))
+            cur.execute(
+                "UPDATE limit_keys SET tat = %s, paused_until = %s, pause_reason = %s, rate_limited = rate_limited + 1 "
+                "WHERE limit_name = %s AND key = %s",
+                (tat, end, reason, name, key),
+            )
+            return end
+
+        return self._run(go, what="pause_limit") - self._offset
+
+    def observe_limit(self, name: str, key: str, obs: Observation) -> tuple[float | None, str | None]:
+        # the learned state keeps the server's clock, like every other time in this store
+        shift = self._offset
+        obs = Observation(**{**obs.__dict__, "now": obs.now + shift,
+                             "token_at": None if obs.token_at is None else obs.token_at + shift,
+                             "reset_at": None if obs.reset_at is None else obs.reset_at + shift})
+
+        def go(cur: psycopg.Cursor) -> tuple[float | None, str | None]:
+            spec, (tat, _, _, admitted, raw) = self._spec_and_lock(cur, name, key)
+            learned, changed = observe(spec, Learned.loads(raw), int(admitted), obs)
+            cur.execute("UPDATE limit_keys SET tat = %s, learned = %s WHERE limit_name = %s AND key = %s",
+                        (settled_tat(spec, float(tat), learned, int(admitted), changed, obs.now), learned.dumps(), name, key))
+            if changed:
+                cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))  # a faster rate may admit held jobs now
+            return effective_rate(spec, learned, int(admitted), obs.now), changed
+
+        return self._run(go, what="observe_limit")
+
+    def reset_learned(self, name: str, key: str | None = None) -> int:
+        def go(cur: psycopg.Cursor) -> int:
+            cur.execute("SELECT 1 FROM limits WHERE name = %s", (name,))
+            if cur.fetchone() is None:
+                raise ConfigError(f"unknown limit {name!r}")
+            where, params = "limit_name = %s AND learned IS NOT NULL", [name]
+            if key is not None:
+                where += " AND key = %s"
+                params.append(key)
+            cur.execute(f"UPDATE limit_keys SET learned = NULL WHERE {where}", params)
+            return cur.rowcount
+
+        return self._run(go, what="reset_learned")
+
+    def acquire_slot(self, job_id: str, name: str, key: str, holder: str) -> bool:
+        def go(cur: psycopg.Cursor) -> bool:
+            spec, (_, _, running, _, _) = self._spec_and_lock(cur, name, key)
+            if spec.concurrency is not None and running >= spec.concurrency:
+                return False
+            with _pipelined(cur.connection):
+                cur.execute(
+                    "UPDATE limit_keys SET running = running + 1, admitted = admitted + 1 "
+                    "WHERE limit_name = %s AND key = %s",
+                    (name, key),
+                )
+                cur.execute(
+                    "INSERT INTO job_slots (job_id, limit_name, key, holder, acquired_at) VALUES (%s, %s, %s, %s, %s)",
+                    (job_id, name, key, holder, self._now()),
+                )
+            return True
+
+        return self._run(go, what="acquire_slot")
+
+    def release_slot(self, job_id: str, name: str, key: str, holder: str) -> None:
+        # one statement: the slot goes, and its limit key gets it back (released already — the
+        # job was rescued meanwhile — deletes nothing and changes nothing)
+        self._run(
+            lambda cur: cur.execute(
+                "WITH d AS (DELETE FROM job_slots WHERE id = (SELECT id FROM job_slots WHERE job_id = %s "
+                "AND limit_name = %s AND key = %s AND holder = %s LIMIT 1 FOR UPDATE) RETURNING limit_name, key) "
+                "UPDATE limit_keys l SET running = GREATEST(l.running - 1, 0) FROM d "
+                "WHERE l.limit_name = d.limit_name AND l.key = d.key",
+                (job_id, name, key, holder),
+            ),
+            what="release_slot",
+        )

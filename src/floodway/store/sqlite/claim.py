@@ -1,0 +1,276 @@
+"""The SQLite store's claim: due jobs promoted, fairness groups served in turn, limits admitted
+in the claim's own write transaction."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from typing import Any
+
+from ...jobs import (
+    Job,
+    Status,
+)
+from ...limits import LimitSpec, gcra
+from ...quota import Learned
+from ..base import (
+    ClaimedJobs,
+    key_pace,
+    served_stamps,
+)
+from ..base import job_from_row as _job_from_row
+from .connection import SQLiteConnection
+from .queries import _JOB_COLUMNS
+
+
+class _Admission:
+    """Limit admission inside one claim transaction.
+
+    Reads each (limit, key) state once, decides with the pause, the concurrency cap and GCRA,
+    and writes back only what changed. ``wake_at`` is the earliest moment a job held back by
+    a rate or a pause could be admitted, so idle workers sleep exactly until then.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, now: float):
+        self.conn = conn
+        self.now = now
+        self.specs = {
+            row[0]: LimitSpec.from_row(*row)
+            for row in conn.execute("SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits")
+        }
+        self.states: dict[tuple[str, str], list[Any]] = {}
+        self.dirty: set[tuple[str, str]] = set()
+        self.wake_at: float | None = None
+        self.blocked_ids: list[str] = []
+
+    def _state(self, name: str, key: str) -> list[Any]:
+        pair = (name, key)
+        if pair not in self.states:
+            row = self.conn.execute(
+                "SELECT tat, paused_until, running, admitted, learned FROM limit_keys WHERE limit_name = ? AND key = ?",
+                pair,
+            ).fetchone()
+            state: list[Any] = list(row) if row else [0.0, 0.0, 0, 0, None]
+            state[4] = Learned.loads(state[4])
+            self.states[pair] = state
+        return self.states[pair]
+
+    def _held(self, job_id: str, until: float | None) -> bool:
+        if until is not None:
+            self.wake_at = until if self.wake_at is None else min(self.wake_at, until)
+        self.blocked_ids.append(job_id)
+        return False
+
+    def admit(self, job_id: str, limits: list[list[str]]) -> bool:
+        decisions: list[tuple[tuple[str, str], float | None]] = []
+        for name, key in limits:
+            spec = self.specs.get(name)
+            if spec is None:
+                continue  # a limit no longer in the store holds nothing back
+            state = self._state(name, key)
+            if state[1] > self.now:
+                return self._held(job_id, state[1])
+            if spec.concurrency is not None and state[2] >= spec.concurrency:
+                return self._held(job_id, None)  # a finishing job frees the slot
+            new_tat = None
+            rate, burst = key_pace(spec, state[4], state[3], self.now)
+            if rate is not None:
+                ok, new_tat, retry_at = gcra(state[0], self.now, rate, burst)
+                if not ok:
+                    return self._held(job_id, retry_at)
+            decisions.append(((name, key), new_tat))
+        for pair, new_tat in decisions:
+            state = self.states[pair]
+            state[2] += 1
+            state[3] += 1
+            if new_tat is not None:
+                state[0] = new_tat
+            self.dirty.add(pair)
+        return True
+
+    def write_back(self) -> None:
+        if not self.dirty:
+            return
+        self.conn.executemany(
+            "INSERT INTO limit_keys (limit_name, key, tat, running, admitted) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (limit_name, key) DO UPDATE SET tat = excluded.tat, running = excluded.running, "
+            "admitted = excluded.admitted",
+            [(name, key, *self.states[(name, key)][0:1], *self.states[(name, key)][2:4]) for name, key in self.dirty],
+        )
+
+
+
+
+class SQLiteClaim(SQLiteConnection):
+    """Claim ready jobs (with limit admission) and tell when the next one is due."""
+
+    def _promote_due(self, conn: sqlite3.Connection, now: float) -> None:
+        """scheduled/retrying -> waiting for every job whose run_at has come."""
+        due = conn.execute(
+            "SELECT id, attempt, status, fair_key FROM jobs WHERE status = 'scheduled' AND run_at <= ? "
+            "UNION ALL SELECT id, attempt, status, fair_key FROM jobs WHERE status = 'retrying' AND run_at <= ? "
+            "LIMIT 5000",
+            (now, now),
+        ).fetchall()
+        if not due:
+            return
+        conn.executemany(
+            "UPDATE jobs SET status = 'waiting', updated_at = ? WHERE id = ?",
+            [(now, job_id) for job_id, _, _, _ in due],
+        )
+        self._insert_events(
+            conn,
+            self._event_rows(((j, Status(st), Status.WAITING, a) for j, a, st, _ in due), now, reason="due"),
+        )
+        self._mark_fair_keys(conn, {fk for _, _, _, fk in due})
+
+    def claim(
+        self, worker_id: str, *, queues: list[str] | None, limit: int, lease: float,
+        without_limits: bool = False, ahead: int = 0,
+    ) -> ClaimedJobs:
+        # ``ahead`` is not used here: a SQLite claim has no network round trip to save, and
+        # taking jobs ahead is left to the worker's own prefetch claim
+        if limit <= 0:
+            return ClaimedJobs()
+        now = time.time()
+        with self._write() as conn:
+            self._promote_due(conn, now)
+            admission = _Admission(conn, now)
+            room = self._queue_room(conn)
+            chosen, served = self._choose(conn, admission, room, queues, limit, now, without_limits)
+            if served:
+                keys, stamps = served_stamps(served, now)
+                conn.executemany("UPDATE fair_keys SET served_at = ? WHERE key = ?", list(zip(stamps, keys)))
+            admission.write_back()
+            if admission.blocked_ids:
+                conn.executemany(
+                    "UPDATE jobs SET throttled_since = COALESCE(throttled_since, ?) WHERE id = ?",
+                    [(now, job_id) for job_id in admission.blocked_ids],
+                )
+            if not chosen:
+                return ClaimedJobs(wake_at=admission.wake_at)
+            lease_until = now + lease
+            conn.executemany(
+                "UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = ?, "
+                "lease_until = ?, started_at = ?, updated_at = ?, "
+                "throttled_seconds = throttled_seconds + COALESCE(? - throttled_since, 0), "
+                "throttled_since = NULL WHERE id = ?",
+                [(worker_id, lease_until, now, now, now, row[0]) for row in chosen],
+            )
+        jobs = ClaimedJobs(wake_at=admission.wake_at)
+        for r in chosen:
+            job = _job_from_row(r)
+            jobs.append(
+                Job(**{**job.__dict__, "status": Status.RUNNING, "attempt": job.attempt + 1,
+                       "worker_id": worker_id, "lease_until": lease_until, "started_at": now,
+                       "updated_at": now})
+            )
+        return jobs
+
+    @staticmethod
+    def _queue_room(conn: sqlite3.Connection) -> dict[str, int]:
+        """Free slots of each capped queue, counted from running jobs (cannot drift); a
+        paused queue has none."""
+        rows = conn.execute(
+            "SELECT name, max_concurrency, paused FROM queues WHERE max_concurrency IS NOT NULL OR paused = 1"
+        ).fetchall()
+        if not rows:
+            return {}
+        running = dict(conn.execute("SELECT queue, COUNT(*) FROM jobs WHERE status = 'running' GROUP BY queue"))
+        return {q: 0 if paused else cap - running.get(q, 0) for q, cap, paused in rows}
+
+    def _choose(
+        self,
+        conn: sqlite3.Connection,
+        admission: "_Admission",
+        room: dict[str, int],
+        queues: list[str] | None,
+        limit: int,
+        now: float,
+        without_limits: bool = False,
+    ) -> tuple[list[tuple], list[str]]:
+        """Pick up to ``limit`` ready jobs: round-robin over fairness groups (least recently
+        served first), then priority, then age; skipping full queues and jobs whose limits do
+        not admit them now."""
+        groups = [k for (k,) in conn.execute("SELECT key FROM fair_keys ORDER BY served_at, key")]
+        filters, params = "", []
+        if queues is not None:
+            filters += f" AND queue IN ({','.join('?' * len(queues))})"
+            params += queues
+        if without_limits:
+            filters += " AND limits IS NULL"
+        pending: dict[str, list[tuple]] = {}
+        offsets: dict[str, tuple[tuple[str, ...], int]] = {}
+        seen: set[str] = set()
+        exhausted: set[str] = set()
+        chosen: list[tuple] = []
+        served: list[str] = []
+        active = list(groups)
+        # at most this many rows are looked at per claim, so a claim stays short however
+        # large and blocked the backlog is
+        budget = max(200, limit * 20)
+        while active and len(chosen) < limit and budget > 0:
+            progressed = False
+            for group in list(active):
+                if len(chosen) >= limit or budget <= 0:
+                    break
+                heads = pending.get(group)
+                if not heads:
+                    if group in exhausted:
+                        active.remove(group)
+                        continue
+                    full = tuple(sorted(q for q, left in room.items() if left <= 0))
+                    last_full, offset = offsets.get(group, (full, 0))
+                    if last_full != full:
+                        offset = 0  # the exclusions changed: start over, `seen` drops repeats
+                    extra = filters + (f" AND queue NOT IN ({','.join('?' * len(full))})" if full else "")
+                    fetch = min(max(limit, 10), 100)
+                    rows = conn.execute(
+                        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = 'waiting' AND fair_key = ? AND paused = 0{extra} "
+                        "ORDER BY priority DESC, run_at, rowid LIMIT ? OFFSET ?",
+                        (group, *params, *full, fetch, offset),
+                    ).fetchall()
+                    offsets[group] = (full, offset + len(rows))
+                    if len(rows) < fetch:
+                        exhausted.add(group)
+                    heads = [h for h in rows if h[0] not in seen]
+                    if not heads:
+                        if group in exhausted:
+                            active.remove(group)
+                            if queues is None and not without_limits and not full and offset == 0 and not rows:
+                                conn.execute("DELETE FROM fair_keys WHERE key = ?", (group,))
+                        continue
+                    pending[group] = heads
+                row = heads.pop(0)
+                seen.add(row[0])
+                budget -= 1
+                progressed = True  # a row was looked at; `budget` bounds the walk
+                queue = row[3]
+                if queue in room and room[queue] <= 0:
+                    continue  # its queue filled during this claim; the next fetch skips it
+                limits = json.loads(row[20]) if row[20] else []
+                if limits and not admission.admit(row[0], limits):
+                    # this group's head is held back by a limit: serve other groups
+                    active.remove(group)
+                    continue
+                if queue in room:
+                    room[queue] -= 1
+                chosen.append(row)
+                served.append(group)  # once per job: served_stamps orders groups by their last
+            if not progressed:
+                break
+        return chosen, served
+
+    def next_due(self, queues: list[str] | None) -> float | None:
+        # paused jobs and queues are not work to wait for
+        extra, params = " AND paused = 0 AND queue NOT IN (SELECT name FROM queues WHERE paused = 1)", []
+        if queues is not None:
+            extra += f" AND queue IN ({','.join('?' * len(queues))})"
+            params = list(queues)
+        if self._read(f"SELECT 1 FROM jobs WHERE status = 'waiting'{extra} LIMIT 1", params):
+            return 0.0
+        row = self._read(
+            f"SELECT MIN(run_at) FROM jobs WHERE status IN ('scheduled', 'retrying'){extra}", params
+        )
+        return row[0][0] if row and row[0][0] is not None else None
