@@ -9,7 +9,7 @@ import time
 
 from .errors import ConfigError
 from .inputs import check_name, check_tenant
-from .store.base import Store, TokenInfo
+from .store.base import AdminPort, TokenInfo
 
 PREFIX = "fw_"
 
@@ -18,7 +18,7 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(store: Store, *, tenant: str | None = None, admin: bool = False, label: str | None = None) -> tuple[str, TokenInfo]:
+def create_token(store: AdminPort, *, tenant: str | None = None, admin: bool = False, label: str | None = None) -> tuple[str, TokenInfo]:
     """Create a token; returns the token (shown once, never stored) and its record."""
     if admin == (tenant is not None):
         raise ConfigError("a token is either bound to a tenant (tenant=...) or admin (admin=True)")
@@ -33,7 +33,7 @@ def create_token(store: Store, *, tenant: str | None = None, admin: bool = False
     return token, info
 
 
-def authenticate(store: Store, token: str | None) -> TokenInfo | None:
+def authenticate(store: AdminPort, token: str | None) -> TokenInfo | None:
     """The live token ``token`` names, or None."""
     if not token or not token.startswith(PREFIX) or len(token) > 200:
         return None

@@ -461,3 +461,18 @@ def test_workers_registry(store):
     store.worker_stopped(W1)
     assert store.list_workers() == []
     assert len(store.list_workers(include_stopped=True)) == 1
+
+
+def test_the_database_refuses_a_status_that_is_not_a_job_status(store):
+    """The schema's own check (migration 0009), beneath the transition table: a write that
+    bypassed floodway's rules could still not leave a job in a status nobody handles."""
+    from floodway.errors import StoreError
+
+    store.enqueue([new_job("guarded")])
+
+    def bad(cur):
+        cur.execute(store._q("UPDATE jobs SET status = 'paused' WHERE id = ?"), ("guarded",))
+
+    with pytest.raises(StoreError):
+        store._run(bad, what="test")
+    assert store.get_job("guarded").status is Status.WAITING

@@ -99,7 +99,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_graph_is_read_from_the_sources():
     graph = import_graph()
-    assert "floodway.store.base" in graph["floodway.store.sqlite.connection"]
+    assert "floodway.store.sql" in graph["floodway.store.sqlite.connection"]
     assert "floodway.quota" in graph["floodway.store.base"]
     assert "floodway.worker" in graph["floodway.app"]
 

@@ -1,16 +1,29 @@
-"""Stores: where jobs live. ``open_store(url)`` picks the backend from the URL's scheme."""
+"""Stores: where jobs live. ``open_store(url)`` picks the backend from the URL's scheme.
+
+The layers, from the bottom: ``base`` (the records and the four role ports ``QueuePort``,
+``LimitsPort``, ``StatePort`` and ``AdminPort`` that make up ``Store``), ``rules`` (the
+decisions every backend applies: admission, status guards from the transition table, cancel,
+retry, rescue, purge; pure functions), ``sql`` (``SQLStore``: the queries and methods both SQL
+backends share, in either dialect), then the backends ``sqlite`` and ``postgres``, each a
+package of role mixins that keeps only what truly differs (connections, claim, bulk enqueue,
+completion, rescue, notifications).
+"""
 
 from __future__ import annotations
 
 from ..errors import ConfigError
 from .base import (
+    AdminPort,
     ClaimedJobs,
     EnqueueResult,
     LimitInfo,
     LimitKeyInfo,
+    LimitsPort,
     Outcome,
     QueueInfo,
+    QueuePort,
     ScheduleInfo,
+    StatePort,
     StateSnapshot,
     StepRecord,
     Store,
@@ -43,4 +56,4 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     )
 
 
-__all__ = ["Store", "ClaimedJobs", "LimitInfo", "LimitKeyInfo", "Outcome", "StateSnapshot", "StepRecord", "ScheduleInfo", "TokenInfo", "QueueInfo", "WorkerInfo", "EnqueueResult", "open_store", "DEFAULT_URL"]
+__all__ = ["Store", "QueuePort", "LimitsPort", "StatePort", "AdminPort", "ClaimedJobs", "LimitInfo", "LimitKeyInfo", "Outcome", "StateSnapshot", "StepRecord", "ScheduleInfo", "TokenInfo", "QueueInfo", "WorkerInfo", "EnqueueResult", "open_store", "DEFAULT_URL"]

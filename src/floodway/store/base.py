@@ -19,17 +19,8 @@ from typing import Any, Iterable
 
 from ..jobs import Event, Job, NewJob, Status
 from ..limits import LimitSpec, Rate, remaining
-from ..liveness import FREE_LOST_RUNS, LeaseHolder
+from ..liveness import LeaseHolder
 from ..quota import Learned, Observation, effective_burst, effective_rate
-
-#: a job's timeline in one statement (the same SQL for both backends, ``?``/``%s`` apart):
-#: the job's own row first (part 0), then its stored transitions in order (part 1)
-TIMELINE_SQL = (
-    "SELECT 0, 0, created_at, NULL, status, attempt, NULL, worker_id, NULL, started_at, finished_at "
-    "FROM jobs WHERE id = {mark} "
-    "UNION ALL SELECT 1, seq, at, from_status, to_status, attempt, error, worker_id, reason, NULL, NULL "
-    "FROM job_events WHERE job_id = {mark} ORDER BY 1, 2"
-)
 
 
 def stores_run_events(status: Status, error: Any, reason: str | None) -> bool:
@@ -42,7 +33,7 @@ def stores_run_events(status: Status, error: Any, reason: str | None) -> bool:
 
 
 def timeline_from_rows(job_id: str, rows: list[tuple] | list[list]) -> list[Event]:
-    """A job's events from the rows of ``TIMELINE_SQL``.
+    """A job's events from the rows of ``store.sql.TIMELINE``.
 
     Three events are not stored, because the job row holds them exactly:
 
@@ -93,27 +84,6 @@ def timeline_from_rows(job_id: str, rows: list[tuple] | list[list]) -> list[Even
             events.append(Event(job_id=job_id, at=finished_at, from_status=Status.RUNNING,
                                 to_status=Status.COMPLETE, attempt=attempt, worker_id=worker_id))
     return events
-
-
-def worker_rescue(
-    owner: str, attempt: int, max_attempts: int, cancel_requested: bool, lost_runs: int, *, dead: bool
-) -> tuple[Status, str, dict[str, Any], bool]:
-    """How a running job of a worker found dead or silent ends: (target status, reason, error,
-    whether its attempt is given back). One rule for both backends' ``rescue_worker``."""
-    if dead:
-        message = f"worker {owner} died (its process is gone); the job was rescued"
-    else:
-        message = f"worker {owner} stopped sending heartbeats; the job was rescued"
-    error = {"type": "WorkerLost", "message": message, "traceback": None}
-    # the worker died, not (as far as we can tell) the job: no attempt is spent, up to a bound,
-    # so a job that kills its worker each time still ends
-    give_back = dead and lost_runs < FREE_LOST_RUNS
-    if cancel_requested:
-        return Status.CANCELLED, "worker lost; cancellation requested", error, False
-    if not give_back and attempt >= max_attempts:
-        return Status.FAILED, "worker lost on the last attempt", error, False
-    reason = "worker died; rescued" if dead else "worker silent; rescued"
-    return Status.WAITING, reason + ("" if give_back else " (an attempt spent)"), error, give_back
 
 
 def served_stamps(served: list[str], now: float) -> tuple[list[str], list[float]]:
@@ -370,11 +340,9 @@ class EnqueueResult:
     created: bool
 
 
-class Store(abc.ABC):
-    """A durable home for jobs. Implementations: ``SQLiteStore`` (embedded default) and
-    ``PostgresStore`` (many workers on many machines)."""
+class QueuePort(abc.ABC):
+    """Jobs in and out: enqueue, claim, finish, heartbeat and the rescue of lost leases."""
 
-    url: str
     #: True when ``wait_for_jobs`` really waits for a notification (PostgreSQL LISTEN/NOTIFY)
     notifies: bool = False
 
@@ -384,15 +352,6 @@ class Store(abc.ABC):
         False) this just sleeps; workers poll instead."""
         time.sleep(max(timeout, 0.0))
         return False
-
-    # -- schema -------------------------------------------------------------------------
-    @abc.abstractmethod
-    def migrate(self) -> list[int]:
-        """Apply pending numbered migrations; return the versions applied."""
-
-    @abc.abstractmethod
-    def schema_version(self) -> int:
-        """The highest migration applied to the database (0 for an empty one)."""
 
     # -- enqueue ------------------------------------------------------------------------
     @abc.abstractmethod
@@ -420,50 +379,6 @@ class Store(abc.ABC):
         clashed after all, as ``enqueue`` would. This default makes them all, then enqueues.
         """
         return self.enqueue(list(jobs), queues)
-
-    # -- reading ------------------------------------------------------------------------
-    @abc.abstractmethod
-    def get_job(self, job_id: str) -> Job | None: ...
-
-    @abc.abstractmethod
-    def list_jobs(
-        self,
-        *,
-        status: Iterable[Status | str] | None = None,
-        queue: str | None = None,
-        task: str | None = None,
-        tenant: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[Job]:
-        """Jobs newest first, filtered by what is given."""
-
-    @abc.abstractmethod
-    def count_jobs(self, *, queue: str | None = None) -> dict[str, int]:
-        """Number of jobs per status."""
-
-    @abc.abstractmethod
-    def events(self, job_id: str) -> list[Event]:
-        """The job's timeline, oldest first: its enqueue, then every status change."""
-
-    # -- queues and workers ---------------------------------------------------------------
-    @abc.abstractmethod
-    def set_queue(self, name: str, max_concurrency: int | None) -> None:
-        """Create or update a queue's concurrency cap (``None`` = unlimited)."""
-
-    @abc.abstractmethod
-    def list_queues(self, *, tenant: str | None = None) -> list[QueueInfo]:
-        """Every queue with its job counts per status; with ``tenant``, the counts are that
-        tenant's jobs only (aggregated by the store, read through an index)."""
-
-    @abc.abstractmethod
-    def register_worker(self, info: WorkerInfo) -> None: ...
-
-    @abc.abstractmethod
-    def worker_stopped(self, worker_id: str) -> None: ...
-
-    @abc.abstractmethod
-    def list_workers(self, *, include_stopped: bool = False) -> list[WorkerInfo]: ...
 
     # -- the worker's side --------------------------------------------------------------
     @abc.abstractmethod
@@ -521,9 +436,9 @@ class Store(abc.ABC):
         rescues count as a lease expiry does (the last attempt fails: ``WorkerLost``). A dead
         worker is marked stopped. Returns the ids released."""
 
-    @abc.abstractmethod
-    def average_duration(self, tasks: list[str], *, sample: int = 200) -> float | None:
-        """Mean run time in seconds of the latest completed jobs of ``tasks`` (None if none)."""
+
+class LimitsPort(abc.ABC):
+    """Limits shared by every worker: declared and learned rates, pauses, concurrency slots."""
 
     # -- limits ---------------------------------------------------------------------------
     @abc.abstractmethod
@@ -567,6 +482,17 @@ class Store(abc.ABC):
         longer pause); after it, jobs are admitted at the limit's rate, not all at once.
         Returns the pause's end."""
 
+    @abc.abstractmethod
+    def acquire_slot(self, job_id: str, name: str, key: str, holder: str) -> bool:
+        """Take one concurrency slot of limit ``name`` for a running step, if one is free."""
+
+    @abc.abstractmethod
+    def release_slot(self, job_id: str, name: str, key: str, holder: str) -> None: ...
+
+
+class StatePort(abc.ABC):
+    """A job's durable state: cursors, the once-ledger, segments and flow steps."""
+
     # -- resumable work ---------------------------------------------------------------------
     @abc.abstractmethod
     def load_state(self, key: str) -> StateSnapshot: ...
@@ -590,6 +516,80 @@ class Store(abc.ABC):
     def load_segment(self, job_id: str, arg: str, index: int) -> str:
         """The JSON text of one segment of a large list argument."""
 
+    # -- flows ------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def load_steps(self, job_id: str) -> dict[str, StepRecord]:
+        """The finished steps of a job, by step id."""
+
+    @abc.abstractmethod
+    def record_step(self, worker_id: str, attempt: int, record: StepRecord) -> None:
+        """Store a finished step (``LeaseLost`` if this run no longer owns the job)."""
+
+    @abc.abstractmethod
+    def step_records(self, *, kind: str | None = None, since: float | None = None, limit: int = 1000) -> list[StepRecord]:
+        """Recent finished steps, newest first (for stats and dashboards)."""
+
+
+class AdminPort(abc.ABC):
+    """What people, schedules and dashboards read and do: jobs, queues, workers, schedules, tokens, cancel, retry, purge, stats."""
+
+    # -- schema -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def migrate(self) -> list[int]:
+        """Apply pending numbered migrations; return the versions applied."""
+
+    @abc.abstractmethod
+    def schema_version(self) -> int:
+        """The highest migration applied to the database (0 for an empty one)."""
+
+    # -- reading ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def get_job(self, job_id: str) -> Job | None: ...
+
+    @abc.abstractmethod
+    def list_jobs(
+        self,
+        *,
+        status: Iterable[Status | str] | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        tenant: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Jobs newest first, filtered by what is given."""
+
+    @abc.abstractmethod
+    def count_jobs(self, *, queue: str | None = None) -> dict[str, int]:
+        """Number of jobs per status."""
+
+    @abc.abstractmethod
+    def events(self, job_id: str) -> list[Event]:
+        """The job's timeline, oldest first: its enqueue, then every status change."""
+
+    # -- queues and workers ---------------------------------------------------------------
+    @abc.abstractmethod
+    def set_queue(self, name: str, max_concurrency: int | None) -> None:
+        """Create or update a queue's concurrency cap (``None`` = unlimited)."""
+
+    @abc.abstractmethod
+    def list_queues(self, *, tenant: str | None = None) -> list[QueueInfo]:
+        """Every queue with its job counts per status; with ``tenant``, the counts are that
+        tenant's jobs only (aggregated by the store, read through an index)."""
+
+    @abc.abstractmethod
+    def register_worker(self, info: WorkerInfo) -> None: ...
+
+    @abc.abstractmethod
+    def worker_stopped(self, worker_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def list_workers(self, *, include_stopped: bool = False) -> list[WorkerInfo]: ...
+
+    @abc.abstractmethod
+    def average_duration(self, tasks: list[str], *, sample: int = 200) -> float | None:
+        """Mean run time in seconds of the latest completed jobs of ``tasks`` (None if none)."""
+
     @abc.abstractmethod
     def set_paused(self, *, job_id: str | None = None, queue: str | None = None, paused: bool) -> int:
         """Pause (or resume) one job or a whole queue: paused work is not claimed, and a
@@ -604,26 +604,6 @@ class Store(abc.ABC):
         """Counts for stats: ``{"queues": {q: {"created", "finished"}}, "limits": {name:
         {"waiting", "created", "finished"}}}`` — created/finished since ``since``; with
         ``tenant``, of that tenant's jobs only."""
-
-    # -- flows ------------------------------------------------------------------------------
-    @abc.abstractmethod
-    def load_steps(self, job_id: str) -> dict[str, StepRecord]:
-        """The finished steps of a job, by step id."""
-
-    @abc.abstractmethod
-    def record_step(self, worker_id: str, attempt: int, record: StepRecord) -> None:
-        """Store a finished step (``LeaseLost`` if this run no longer owns the job)."""
-
-    @abc.abstractmethod
-    def step_records(self, *, kind: str | None = None, since: float | None = None, limit: int = 1000) -> list[StepRecord]:
-        """Recent finished steps, newest first (for stats and dashboards)."""
-
-    @abc.abstractmethod
-    def acquire_slot(self, job_id: str, name: str, key: str, holder: str) -> bool:
-        """Take one concurrency slot of limit ``name`` for a running step, if one is free."""
-
-    @abc.abstractmethod
-    def release_slot(self, job_id: str, name: str, key: str, holder: str) -> None: ...
 
     # -- schedules ------------------------------------------------------------------------
     @abc.abstractmethod
@@ -667,3 +647,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+
+class Store(QueuePort, LimitsPort, StatePort, AdminPort):
+    """A durable home for jobs, in four role ports (a feature that needs one role asks for that
+    port only). Implementations: ``SQLiteStore`` (embedded default) and ``PostgresStore`` (many
+    workers on many machines), both built on ``store.sql.SQLStore``."""
+
+    url: str

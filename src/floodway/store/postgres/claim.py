@@ -12,14 +12,14 @@ from typing import Any, Iterable
 import psycopg
 
 from ...jobs import Job
-from ...limits import LimitSpec, gcra
+from ...limits import LimitSpec
 from ...quota import Learned
 from ..base import (
     ClaimedJobs,
-    key_pace,
     served_stamps,
 )
 from ..base import job_from_row as _job_from_row
+from ..rules import CLAIM_FROM, Admission
 from .connection import (
     PostgresConnection,
     _Deferred,
@@ -37,8 +37,8 @@ from .queries import (
 _FAST_CLAIM_RECHECK = 1.0
 
 
-class _Admission:
-    """Limit admission for one claim batch (the same decisions as the SQLite store's).
+class _Admission(Admission):
+    """Admission (``rules.Admission``) for one claim batch under row locks.
 
     ``lock`` loads and row-locks the state of every (limit, key) pair the batch may admit
     against, in key order; ``admit`` decides job by job in memory; ``write_back`` stores what
@@ -48,13 +48,8 @@ class _Admission:
     """
 
     def __init__(self, specs: dict[str, LimitSpec], now: float):
-        self.specs = specs
-        self.now = now
-        self.states: dict[tuple[str, str], list[Any]] = {}
+        super().__init__(specs, now)
         self.unavailable: set[tuple[str, str]] = set()
-        self.dirty: set[tuple[str, str]] = set()
-        self.wake_at: float | None = None
-        self.blocked_ids: list[str] = []
         self._locked_once = False
 
     def lock(self, cur: psycopg.Cursor, rows: Iterable[tuple]) -> None:
@@ -87,43 +82,6 @@ class _Admission:
             self.states[(name, key)] = [tat, paused_until, running, admitted, Learned.loads(learned)]
         self.unavailable.update(p for p in zip(names, keys) if p not in self.states)
         self._locked_once = True
-
-    def _held(self, job_id: str, until: float | None) -> bool:
-        if until is not None:
-            self.wake_at = until if self.wake_at is None else min(self.wake_at, until)
-        self.blocked_ids.append(job_id)
-        return False
-
-    def admit(self, job_id: str, limits: list[list[str]]) -> bool:
-        decisions: list[tuple[tuple[str, str], float | None]] = []
-        for name, key in limits:
-            spec = self.specs.get(name)
-            if spec is None:
-                continue  # a limit no longer in the store holds nothing back
-            pair = (name, key)
-            state = self.states.get(pair)
-            if state is None:
-                # another claimer is admitting against this key right now: try again shortly
-                return self._held(job_id, self.now + 0.005)
-            if state[1] > self.now:
-                return self._held(job_id, state[1])
-            if spec.concurrency is not None and state[2] >= spec.concurrency:
-                return self._held(job_id, None)  # a finishing job frees the slot
-            new_tat = None
-            rate, burst = key_pace(spec, state[4], state[3], self.now)
-            if rate is not None:
-                ok, new_tat, retry_at = gcra(state[0], self.now, rate, burst)
-                if not ok:
-                    return self._held(job_id, retry_at)
-            decisions.append((pair, new_tat))
-        for pair, new_tat in decisions:
-            state = self.states[pair]
-            state[2] += 1
-            state[3] += 1
-            if new_tat is not None:
-                state[0] = new_tat
-            self.dirty.add(pair)
-        return True
 
     def write_back(self, cur: psycopg.Cursor) -> None:
         if not self.dirty:
@@ -183,12 +141,8 @@ class PostgresClaim(PostgresConnection):
             room.update({q: cap - running.get(q, 0) for q, cap in capped.items()})
         return room
 
-    def claim(
-        self, worker_id: str, *, queues: list[str] | None, limit: int, lease: float,
-        without_limits: bool = False, ahead: int = 0,
-    ) -> ClaimedJobs:
-        if limit <= 0:
-            return ClaimedJobs()
+    def _claim_jobs(self, worker_id: str, queues: list[str] | None, limit: int, lease: float,
+                    without_limits: bool, ahead: int) -> ClaimedJobs:
         if time.monotonic() >= self._fast_claim_after:
             # every job this claim can take holds no limit, so the jobs ``ahead`` come with it
             fast, plain, capped = self._run(
@@ -269,7 +223,7 @@ class PostgresClaim(PostgresConnection):
             "WITH c AS (UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = %(w)s, "
             "lease_until = %(lease)s, started_at = %(now)s, updated_at = %(now)s, "
             "throttled_seconds = throttled_seconds + COALESCE(%(now)s - throttled_since, 0), "
-            f"throttled_since = NULL WHERE id = ANY(%(ids)t::text[]) RETURNING {_JOB_COLUMNS}) "
+            f"throttled_since = NULL WHERE id = ANY(%(ids)t::text[]) AND {CLAIM_FROM} RETURNING {_JOB_COLUMNS}) "
             f"SELECT {_JOB_COLUMNS} FROM c",
             {"w": worker_id, "lease": lease_until, "now": now, "ids": ids},
         )

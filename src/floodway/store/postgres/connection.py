@@ -20,10 +20,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ...errors import ConfigError, SchemaTooNewError, StoreError
 from ...jobs import Status
-from ..base import (
-    Store,
-)
-from ..sqlite import load_migrations
+from ..rules import CLAIM_FROM, PROMOTE_FROM
+from ..sql import SPEC_SQL, SQLStore, in_dialect, load_migrations
 from .queries import (
     _JOB_COLUMNS,
     _LOCKED_FAIR_KEYS,
@@ -233,12 +231,12 @@ def _configure_session(conn: psycopg.Connection) -> None:
     conn.commit()
 
 
-class PostgresConnection(Store):
+class PostgresConnection(SQLStore):
     """The connection, transaction and schema half every role of the PostgreSQL store builds on."""
 
     notifies = True
     _PROMOTE_CTES = (
-        "WITH due AS (SELECT id, status FROM jobs WHERE status IN ('scheduled', 'retrying') "
+        f"WITH due AS (SELECT id, status FROM jobs WHERE {PROMOTE_FROM} "
         "AND run_at <= %(now)s ORDER BY run_at LIMIT 5000 FOR UPDATE SKIP LOCKED), "
         "up AS (UPDATE jobs j SET status = 'waiting', updated_at = %(now)s FROM due WHERE j.id = due.id "
         "RETURNING j.id, due.status AS old, j.attempt, j.fair_key), "
@@ -252,7 +250,7 @@ class PostgresConnection(Store):
     _FAST_CLAIM = (
         "WITH gate AS (SELECT NOT EXISTS (SELECT 1 FROM fair_keys WHERE key <> '') AS plain, "
         "EXISTS (SELECT 1 FROM queues WHERE paused OR max_concurrency IS NOT NULL) AS capped), "
-        "cand AS (SELECT id FROM jobs WHERE status = 'waiting' AND NOT paused AND fair_key = '' {queues}"
+        f"cand AS (SELECT id FROM jobs WHERE {CLAIM_FROM} AND NOT paused AND fair_key = '' {{queues}}"
         "AND (SELECT plain AND NOT capped FROM gate) "
         "ORDER BY priority DESC, run_at, seq LIMIT %(n)s FOR UPDATE SKIP LOCKED), "
         "c AS (UPDATE jobs j SET status = 'running', attempt = attempt + 1, worker_id = %(w)s, "
@@ -263,12 +261,11 @@ class PostgresConnection(Store):
         "SELECT g.plain, g.capped, " + ", ".join(f"c.{c.strip()}" for c in _JOB_COLUMNS.split(","))
         + " FROM gate g LEFT JOIN c ON true ORDER BY c.priority DESC, c.run_at, c.seq"
     )
-    _SPEC_SQL = "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits WHERE name = %s"
-    _STEP_COLUMNS = (
-        "job_id, step_id, kind, critical, status, result, error, attempts, retries, duration, "
-        "total_time, throttle_overhead, throttle, tenant, started_at, finished_at"
-    )
-    _TOKEN_COLUMNS = "id, tenant, admin, label, created_at, last_used_at, revoked_at"
+    _SPEC_SQL = in_dialect(f"{SPEC_SQL} WHERE name = ?", "%s")
+    BACKEND = "postgres"
+    MARK = "%s"
+    FOR_UPDATE = " FOR UPDATE"
+    INSERT_ORDER = "seq"
 
     def __init__(self, url: str, *, migrate: bool = True):
         self.url = url
@@ -427,6 +424,14 @@ class PostgresConnection(Store):
             except Exception:
                 pass
 
+    def _any(self, column: str, values: list) -> tuple[str, list]:
+        return f"{column} = ANY(%t::text[])", [list(values)]
+
+    def _rowcount(self, cur: psycopg.Cursor, sql: str, params: Any) -> int:
+        with _pipelined(cur.connection):
+            cur.execute(sql, params)
+        return cur.rowcount
+
     def _read(self, sql: str, params: Any = None) -> list[tuple]:
         def go(cur: psycopg.Cursor) -> list[tuple]:
             cur.execute(sql, params)
@@ -447,16 +452,6 @@ class PostgresConnection(Store):
                 self._close_listener()
             finally:
                 self._listener_lock.release()
-
-    def _check_version(self) -> int:
-        latest = max(v for v, _, _ in load_migrations("postgres"))
-        current = self.schema_version()
-        if current > latest:
-            raise SchemaTooNewError(
-                f"database {self._where} is at schema version {current}, newer than this "
-                f"floodway knows ({latest}); upgrade floodway"
-            )
-        return current
 
     def schema_version(self) -> int:
         def go(cur: psycopg.Cursor) -> int:
@@ -488,18 +483,8 @@ class PostgresConnection(Store):
                     f"database {self._where} is at schema version {current}, newer than this "
                     f"floodway knows ({latest}); upgrade floodway"
                 )
-            applied = []
-            for version, name, sql in migrations:
-                if version <= current:
-                    continue
-                cur.execute(sql.encode())  # a whole script: simple query protocol, no parameters
-                cur.execute(
-                    "INSERT INTO floodway_schema (version, name, applied_at) VALUES (%s, %s, %s)",
-                    (version, name, time.time()),
-                )
-                applied.append(version)
-            cur.execute("INSERT INTO queues (name, max_concurrency) VALUES ('default', NULL) ON CONFLICT DO NOTHING")
-            return applied
+            # a whole script: simple query protocol, no parameters
+            return self._apply_migrations(cur, current, lambda script: cur.execute(script.encode()))
 
         return self._run(go, what="migration", pipeline=False)
 

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import json
-from typing import Iterable
-
 import psycopg
 
 from ...errors import ConfigError
-from ...limits import LimitSpec, gcra
+from ...limits import LimitSpec
 from ...quota import Learned, Observation, effective_rate, observe
 from ..base import (
-    LimitInfo,
-    key_info,
     key_pace,
     settled_tat,
 )
+from ..rules import admit_one
+from ..sql import SLOT_INSERT
 from .connection import (
     CHANNEL,
     PostgresConnection,
@@ -25,59 +22,6 @@ from .connection import (
 
 class PostgresLimits(PostgresConnection):
     """Limits: declare, admit outside a claim, pause, learn, concurrency slots."""
-
-    def declare_limit(self, spec: LimitSpec) -> None:
-        declared = json.dumps(spec.to_dict(), sort_keys=True)
-
-        def go(cur: psycopg.Cursor) -> None:
-            cur.execute("SELECT declared FROM limits WHERE name = %s FOR UPDATE", (spec.name,))
-            row = cur.fetchone()
-            if row is not None and row[0] == declared:
-                return  # unchanged in code: keep any change made at run time
-            self._write_limit(cur, spec, declared)
-
-        self._run(go, what="declare_limit")
-
-    def update_limit(self, spec: LimitSpec) -> None:
-        def go(cur: psycopg.Cursor) -> None:
-            cur.execute("SELECT declared FROM limits WHERE name = %s FOR UPDATE", (spec.name,))
-            row = cur.fetchone()
-            self._write_limit(cur, spec, row[0] if row else None)
-
-        self._run(go, what="update_limit")
-
-    def _write_limit(self, cur: psycopg.Cursor, spec: LimitSpec, declared: str | None) -> None:
-        cur.execute(
-            "INSERT INTO limits (name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds, declared, "
-            "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
-            "rate_count = excluded.rate_count, rate_period = excluded.rate_period, burst = excluded.burst, "
-            "concurrency = excluded.concurrency, key = excluded.key, adaptive = excluded.adaptive, "
-            "bounds = excluded.bounds, declared = excluded.declared, updated_at = excluded.updated_at",
-            (spec.name, spec.rate.count if spec.rate else None, spec.rate.period if spec.rate else None,
-             spec.burst, spec.concurrency, spec.key, bool(spec.adaptive), spec.bounds, declared, self._now()),
-        )
-        # a rate set in code or by an operator is their word: what was learned before is forgotten
-        cur.execute("UPDATE limit_keys SET learned = NULL WHERE limit_name = %s AND learned IS NOT NULL", (spec.name,))
-
-    def list_limits(self, *, tenant_keys: Iterable[str] | None = None) -> list[LimitInfo]:
-        def go(cur: psycopg.Cursor) -> list[LimitInfo]:
-            now = self._now()
-            cur.execute(
-                "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits ORDER BY name"
-            )
-            infos = {row[0]: LimitInfo(LimitSpec.from_row(*row)) for row in cur.fetchall()}
-            cur.execute(
-                "SELECT limit_name, key, tat, paused_until, pause_reason, running, admitted, rate_limited, learned "
-                "FROM limit_keys ORDER BY limit_name, key"
-            )
-            for name, key, tat, paused_until, reason, running, admitted, limited, learned in cur.fetchall():
-                info = infos.get(name)
-                if info is not None:
-                    info.keys.append(key_info(info.spec, key, tat, paused_until, reason, running, int(admitted),
-                                              int(limited), learned, now))
-            return list(infos.values())
-
-        return self._run(go, what="read")
 
     @classmethod
     def _spec_and_lock(cls, cur: psycopg.Cursor, name: str, key: str) -> tuple[LimitSpec, tuple]:
@@ -107,14 +51,9 @@ class PostgresLimits(PostgresConnection):
         def go(cur: psycopg.Cursor) -> tuple[bool, float]:
             now = self._now()
             spec, (tat, paused_until, _, admitted, learned) = self._spec_and_lock(cur, name, key)
-            if paused_until > now:
-                return False, paused_until
-            rate, burst = key_pace(spec, Learned.loads(learned), int(admitted), now)
-            if rate is None:
-                return True, now
-            ok, new_tat, retry_at = gcra(tat, now, rate, burst, cost)
-            if not ok:
-                return False, retry_at
+            ok, at, new_tat = admit_one(spec, tat, paused_until, int(admitted), learned, now, cost)
+            if new_tat is None:
+                return ok, at
             cur.execute(
                 "UPDATE limit_keys SET tat = %s, admitted = admitted + %s WHERE limit_name = %s AND key = %s",
                 (new_tat, cost, name, key),
@@ -127,28 +66,6 @@ class PostgresLimits(PostgresConnection):
     def paused_until(self, name: str, key: str) -> float:
         rows = self._read("SELECT paused_until FROM limit_keys WHERE limit_name = %s AND key = %s", (name, key))
         return float(rows[0][0]) - self._offset if rows and rows[0][0] else 0.0
-
-    def resume_limit(self, name: str, key: str | None = None) -> int:
-        def go(cur: psycopg.Cursor) -> int:
-            now = self._now()
-            cur.execute("SELECT 1 FROM limits WHERE name = %s", (name,))
-            if cur.fetchone() is None:
-                raise ConfigError(f"unknown limit {name!r}")
-            where, params = "limit_name = %s AND paused_until > %s", [name, now]
-            if key is not None:
-                where += " AND key = %s"
-                params.append(key)
-            # the key's GCRA state restarts now: the budget comes back at the steady rate
-            with _pipelined(cur.connection):
-                cur.execute(
-                    f"UPDATE limit_keys SET paused_until = 0, pause_reason = NULL, tat = %s WHERE {where}", (now, *params)
-                )
-            count = cur.rowcount
-            if count:
-                cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))  # held-back jobs may run now
-            return count
-
-        return self._run(go, what="resume_limit")
 
     def pause_limit(self, name: str, key: str, until: float, reason: str) -> float:
         until = until + self._offset
@@ -212,10 +129,7 @@ class PostgresLimits(PostgresConnection):
                     "WHERE limit_name = %s AND key = %s",
                     (name, key),
                 )
-                cur.execute(
-                    "INSERT INTO job_slots (job_id, limit_name, key, holder, acquired_at) VALUES (%s, %s, %s, %s, %s)",
-                    (job_id, name, key, holder, self._now()),
-                )
+                cur.execute(self._q(SLOT_INSERT), (job_id, name, key, holder, self._now()))
             return True
 
         return self._run(go, what="acquire_slot")

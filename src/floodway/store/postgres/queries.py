@@ -2,52 +2,13 @@
 
 from __future__ import annotations
 
-from ..base import (
-    TIMELINE_SQL,
-)
+from ..sql import JOB_COLUMNS, in_dialect
+from ..sql import TENANT_QUERIES as SHARED_TENANT_QUERIES
 
-_TIMELINE = TIMELINE_SQL.format(mark="%s")
+#: every query a tenant's views run on the jobs table, by name, in this dialect (see ``store.sql``)
+TENANT_QUERIES = {name: in_dialect(sql, "%s") for name, sql in SHARED_TENANT_QUERIES.items()}
 
-
-#: a tenant's jobs per (queue, status), counted in the index jobs_tenant
-_TENANT_COUNTS = "SELECT queue, status, COUNT(*) FROM jobs WHERE tenant = %s GROUP BY queue, status"
-
-
-#: what moved since an instant (``app.stats()``), per queue and per limit
-_ACTIVITY = {
-    "created": "SELECT queue, COUNT(*) FROM jobs WHERE created_at >= %s GROUP BY queue",
-    "finished": "SELECT queue, COUNT(*) FROM jobs WHERE finished_at >= %s GROUP BY queue",
-    "limits_waiting": "SELECT limits, COUNT(*) FROM jobs WHERE status = 'waiting' AND limits IS NOT NULL "
-                      "GROUP BY limits",
-    "limits_created": "SELECT limits, COUNT(*) FROM jobs WHERE created_at >= %s AND limits IS NOT NULL "
-                      "GROUP BY limits",
-    "limits_finished": "SELECT limits, COUNT(*) FROM jobs WHERE finished_at >= %s AND limits IS NOT NULL "
-                       "GROUP BY limits",
-}
-
-
-#: the same for one tenant, each read through one of the jobs_tenant* indexes
-_TENANT_ACTIVITY = {
-    "created": "SELECT queue, COUNT(*) FROM jobs WHERE tenant = %s AND created_at >= %s GROUP BY queue",
-    "finished": "SELECT queue, COUNT(*) FROM jobs WHERE tenant = %s AND finished_at >= %s GROUP BY queue",
-    "limits_waiting": "SELECT limits, COUNT(*) FROM jobs WHERE tenant = %s AND status = 'waiting' "
-                      "AND limits IS NOT NULL GROUP BY limits",
-    "limits_created": "SELECT limits, COUNT(*) FROM jobs WHERE tenant = %s AND created_at >= %s "
-                      "AND limits IS NOT NULL GROUP BY limits",
-    "limits_finished": "SELECT limits, COUNT(*) FROM jobs WHERE tenant = %s AND finished_at >= %s "
-                       "AND limits IS NOT NULL GROUP BY limits",
-}
-
-
-#: every query a tenant's views run on the jobs table, by name (its plan must use an index)
-TENANT_QUERIES = {"counts": _TENANT_COUNTS, **_TENANT_ACTIVITY}
-
-
-_JOB_COLUMNS = (
-    "id, task, args, queue, status, priority, attempt, max_attempts, retry, run_at, tenant, "
-    "result, error, worker_id, lease_until, cancel_requested, created_at, updated_at, "
-    "started_at, finished_at, limits, fair_key, throttled_seconds, state_key, paused"
-)
+_JOB_COLUMNS = JOB_COLUMNS
 
 
 _J = {name.strip(): i for i, name in enumerate(_JOB_COLUMNS.split(","))}

@@ -12,8 +12,8 @@ from ..base import (
     Outcome,
     Renewal,
     stores_run_events,
-    worker_rescue,
 )
+from ..rules import IS_RUNNING, IS_RUNNING_J, lease_rescue, worker_rescue
 from .connection import (
     PostgresConnection,
     _pipelined,
@@ -49,7 +49,7 @@ class PostgresQueue(PostgresConnection):
                 "lease_until = NULL, cancel_requested = false, updated_at = %(now)s, "
                 "throttled_seconds = j.throttled_seconds + o.throttled, "
                 "finished_at = CASE WHEN o.final THEN %(now)s ELSE j.finished_at END "
-                "FROM o WHERE j.id = o.id AND j.status = 'running' AND j.worker_id = %(w)s "
+                f"FROM o WHERE j.id = o.id AND {IS_RUNNING_J} AND j.worker_id = %(w)s "
                 "AND j.attempt = o.attempt "
                 "RETURNING j.id, j.limits, j.fair_key, j.state_key, j.queue, o.status, o.attempt, "
                 "o.attempt - o.back AS ev_attempt, j.started_at, o.error, o.reason, o.purge, o.events), "
@@ -132,7 +132,7 @@ class PostgresQueue(PostgresConnection):
             if not job_ids:
                 return Renewal()
             cur.execute(
-                "UPDATE jobs SET lease_until = %s WHERE worker_id = %s AND status = 'running' "
+                f"UPDATE jobs SET lease_until = %s WHERE worker_id = %s AND {IS_RUNNING} "
                 "AND lease_until >= %s AND id = ANY(%t::text[]) RETURNING id, cancel_requested",
                 (now + lease, worker_id, now, sorted(job_ids)),
             )
@@ -157,18 +157,8 @@ class PostgresQueue(PostgresConnection):
             for job_id, attempt, max_attempts, owner, cancel_requested, limits, fair_key, queue, started in expired:
                 if limits:
                     held.extend(json.loads(limits))
-                error = {
-                    "type": "WorkerLost",
-                    "message": f"worker {owner} stopped renewing its lease; the job was rescued",
-                    "traceback": None,
-                }
-                if cancel_requested:
-                    target, reason = Status.CANCELLED, "lease expired; cancellation requested"
-                elif attempt >= max_attempts:
-                    # a job that keeps killing its worker must not loop forever
-                    target, reason = Status.FAILED, "lease expired on the last attempt"
-                else:
-                    target, reason = Status.WAITING, "lease expired; rescued"
+                target, reason, error = lease_rescue(owner, attempt, max_attempts, bool(cancel_requested))
+                if target is Status.WAITING:
                     ready.append(fair_key)
                     wake.add(queue)
                 if held:
@@ -186,7 +176,7 @@ class PostgresQueue(PostgresConnection):
                 "lease_until = NULL, error = v.error, "
                 "updated_at = %s, finished_at = CASE WHEN v.final THEN %s ELSE NULL END "
                 "FROM unnest(%t::text[], %t::text[], %t::text[], %t::bool[]) AS v(id, status, error, final) "
-                "WHERE j.id = v.id AND j.status = 'running'",
+                f"WHERE j.id = v.id AND {IS_RUNNING_J}",
                 (now, now, ids, targets, errors, finals),
             )
             self._insert_events(cur, events)
@@ -254,7 +244,7 @@ class PostgresQueue(PostgresConnection):
                 "updated_at = %s, finished_at = CASE WHEN v.final THEN %s ELSE NULL END "
                 "FROM unnest(%t::text[], %t::text[], %t::text[], %t::bool[], %t::int[]) "
                 "AS v(id, status, error, final, back) "
-                "WHERE j.id = v.id AND j.status = 'running'",
+                f"WHERE j.id = v.id AND {IS_RUNNING_J}",
                 (int(dead), now, now, ids, targets, errors, finals, back),
             )
             self._insert_events(cur, events)

@@ -12,40 +12,32 @@ from ...jobs import (
     Job,
     Status,
 )
-from ...limits import LimitSpec, gcra
+from ...limits import LimitSpec
 from ...quota import Learned
 from ..base import (
     ClaimedJobs,
-    key_pace,
     served_stamps,
 )
 from ..base import job_from_row as _job_from_row
+from ..rules import CLAIM_FROM, PROMOTE_FROM, Admission, guard
 from .connection import SQLiteConnection
-from .queries import _JOB_COLUMNS
+from .queries import _JOB_COLUMNS, _SPEC_SQL
+
+#: one index range each (a UNION ALL of the two reads jobs_due twice, not the whole table)
+_DUE_SCHEDULED = guard(Status.WAITING, Status.SCHEDULED)
+_DUE_RETRY = guard(Status.WAITING, Status.RETRYING)
 
 
-class _Admission:
-    """Limit admission inside one claim transaction.
-
-    Reads each (limit, key) state once, decides with the pause, the concurrency cap and GCRA,
-    and writes back only what changed. ``wake_at`` is the earliest moment a job held back by
-    a rate or a pause could be admitted, so idle workers sleep exactly until then.
-    """
+class _Admission(Admission):
+    """Admission (``rules.Admission``) inside the claim's write transaction, which already holds
+    the database's write lock: each pair's state is read the first time a job asks for it."""
 
     def __init__(self, conn: sqlite3.Connection, now: float):
+        specs = {row[0]: LimitSpec.from_row(*row) for row in conn.execute(_SPEC_SQL)}
+        super().__init__(specs, now)
         self.conn = conn
-        self.now = now
-        self.specs = {
-            row[0]: LimitSpec.from_row(*row)
-            for row in conn.execute("SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits")
-        }
-        self.states: dict[tuple[str, str], list[Any]] = {}
-        self.dirty: set[tuple[str, str]] = set()
-        self.wake_at: float | None = None
-        self.blocked_ids: list[str] = []
 
-    def _state(self, name: str, key: str) -> list[Any]:
-        pair = (name, key)
+    def state(self, pair: tuple[str, str]) -> list[Any]:
         if pair not in self.states:
             row = self.conn.execute(
                 "SELECT tat, paused_until, running, admitted, learned FROM limit_keys WHERE limit_name = ? AND key = ?",
@@ -55,39 +47,6 @@ class _Admission:
             state[4] = Learned.loads(state[4])
             self.states[pair] = state
         return self.states[pair]
-
-    def _held(self, job_id: str, until: float | None) -> bool:
-        if until is not None:
-            self.wake_at = until if self.wake_at is None else min(self.wake_at, until)
-        self.blocked_ids.append(job_id)
-        return False
-
-    def admit(self, job_id: str, limits: list[list[str]]) -> bool:
-        decisions: list[tuple[tuple[str, str], float | None]] = []
-        for name, key in limits:
-            spec = self.specs.get(name)
-            if spec is None:
-                continue  # a limit no longer in the store holds nothing back
-            state = self._state(name, key)
-            if state[1] > self.now:
-                return self._held(job_id, state[1])
-            if spec.concurrency is not None and state[2] >= spec.concurrency:
-                return self._held(job_id, None)  # a finishing job frees the slot
-            new_tat = None
-            rate, burst = key_pace(spec, state[4], state[3], self.now)
-            if rate is not None:
-                ok, new_tat, retry_at = gcra(state[0], self.now, rate, burst)
-                if not ok:
-                    return self._held(job_id, retry_at)
-            decisions.append(((name, key), new_tat))
-        for pair, new_tat in decisions:
-            state = self.states[pair]
-            state[2] += 1
-            state[3] += 1
-            if new_tat is not None:
-                state[0] = new_tat
-            self.dirty.add(pair)
-        return True
 
     def write_back(self) -> None:
         if not self.dirty:
@@ -100,23 +59,21 @@ class _Admission:
         )
 
 
-
-
 class SQLiteClaim(SQLiteConnection):
     """Claim ready jobs (with limit admission) and tell when the next one is due."""
 
     def _promote_due(self, conn: sqlite3.Connection, now: float) -> None:
         """scheduled/retrying -> waiting for every job whose run_at has come."""
         due = conn.execute(
-            "SELECT id, attempt, status, fair_key FROM jobs WHERE status = 'scheduled' AND run_at <= ? "
-            "UNION ALL SELECT id, attempt, status, fair_key FROM jobs WHERE status = 'retrying' AND run_at <= ? "
+            f"SELECT id, attempt, status, fair_key FROM jobs WHERE {_DUE_SCHEDULED} AND run_at <= ? "
+            f"UNION ALL SELECT id, attempt, status, fair_key FROM jobs WHERE {_DUE_RETRY} AND run_at <= ? "
             "LIMIT 5000",
             (now, now),
         ).fetchall()
         if not due:
             return
         conn.executemany(
-            "UPDATE jobs SET status = 'waiting', updated_at = ? WHERE id = ?",
+            f"UPDATE jobs SET status = 'waiting', updated_at = ? WHERE id = ? AND {PROMOTE_FROM}",
             [(now, job_id) for job_id, _, _, _ in due],
         )
         self._insert_events(
@@ -125,14 +82,10 @@ class SQLiteClaim(SQLiteConnection):
         )
         self._mark_fair_keys(conn, {fk for _, _, _, fk in due})
 
-    def claim(
-        self, worker_id: str, *, queues: list[str] | None, limit: int, lease: float,
-        without_limits: bool = False, ahead: int = 0,
-    ) -> ClaimedJobs:
+    def _claim_jobs(self, worker_id: str, queues: list[str] | None, limit: int, lease: float,
+                    without_limits: bool, ahead: int) -> ClaimedJobs:
         # ``ahead`` is not used here: a SQLite claim has no network round trip to save, and
         # taking jobs ahead is left to the worker's own prefetch claim
-        if limit <= 0:
-            return ClaimedJobs()
         now = time.time()
         with self._write() as conn:
             self._promote_due(conn, now)
@@ -155,7 +108,7 @@ class SQLiteClaim(SQLiteConnection):
                 "UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = ?, "
                 "lease_until = ?, started_at = ?, updated_at = ?, "
                 "throttled_seconds = throttled_seconds + COALESCE(? - throttled_since, 0), "
-                "throttled_since = NULL WHERE id = ?",
+                f"throttled_since = NULL WHERE id = ? AND {CLAIM_FROM}",
                 [(worker_id, lease_until, now, now, now, row[0]) for row in chosen],
             )
         jobs = ClaimedJobs(wake_at=admission.wake_at)
@@ -215,8 +168,7 @@ class SQLiteClaim(SQLiteConnection):
             for group in list(active):
                 if len(chosen) >= limit or budget <= 0:
                     break
-                heads = pending.get(group)
-                if not heads:
+                if not (heads := pending.get(group)):
                     if group in exhausted:
                         active.remove(group)
                         continue

@@ -9,30 +9,16 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from importlib import resources
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
-from ...errors import ConfigError, SchemaTooNewError, StoreError
+from ...errors import ConfigError, StoreError
 from ...jobs import (
     Status,
 )
-from ..base import (
-    Store,
-)
+from ..sql import SQLStore, T, load_migrations
 
 _SYNCHRONOUS = {"off", "normal", "full", "extra"}
-
-
-def load_migrations(backend: str) -> list[tuple[int, str, str]]:
-    """The numbered SQL migrations shipped for ``backend``: (version, name, sql)."""
-    folder = resources.files("floodway.store") / "migrations" / backend
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            version = int(entry.name.split("_", 1)[0])
-            found.append((version, entry.name, entry.read_text()))
-    return sorted(found)
 
 
 def _split_sql(script: str) -> list[str]:
@@ -93,14 +79,9 @@ def _refuse_empty_file(path: str, settle: float = 1.0) -> None:
         time.sleep(0.02)
 
 
-class SQLiteConnection(Store):
+class SQLiteConnection(SQLStore):
     """The connection, transaction and schema half every role of the SQLite store builds on."""
 
-    _STEP_COLUMNS = (
-        "job_id, step_id, kind, critical, status, result, error, attempts, retries, duration, "
-        "total_time, throttle_overhead, throttle, tenant, started_at, finished_at"
-    )
-    _TOKEN_COLUMNS = "id, tenant, admin, label, created_at, last_used_at, revoked_at"
 
     def __init__(self, url: str, *, migrate: bool = True):
         self.url = url
@@ -115,6 +96,7 @@ class SQLiteConnection(Store):
         if not path:
             raise ConfigError(f"database URL {url!r} names no file")
         self.path = path
+        self._where = repr(path)
         options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         self.synchronous = options.pop("synchronous", "full").lower()
         if self.synchronous not in _SYNCHRONOUS:
@@ -199,6 +181,19 @@ class SQLiteConnection(Store):
                         conn.execute("ROLLBACK")
                     raise StoreError(f"SQLite database {self.path!r}: {exc}") from exc
 
+    def _run(self, fn: Callable[[sqlite3.Connection], T], *, what: str = "query", pipeline: bool = True) -> T:
+        with self._write() as conn:
+            return fn(conn)
+
+    def _now(self) -> float:
+        return time.time()
+
+    def _any(self, column: str, values: list) -> tuple[str, list]:
+        return f"{column} IN ({','.join('?' * len(values))})", list(values)
+
+    def _rowcount(self, cur: sqlite3.Connection, sql: str, params: Any) -> int:
+        return cur.execute(sql, params).rowcount
+
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         try:
             return self._conn().execute(sql, tuple(params)).fetchall()
@@ -216,16 +211,6 @@ class SQLiteConnection(Store):
             self._connections.clear()
         self._local = threading.local()
 
-    def _check_version(self) -> int:
-        latest = max(v for v, _, _ in load_migrations("sqlite"))
-        current = self.schema_version()
-        if current > latest:
-            raise SchemaTooNewError(
-                f"database {self.path!r} is at schema version {current}, newer than this "
-                f"floodway knows ({latest}); upgrade floodway"
-            )
-        return current
-
     def schema_version(self) -> int:
         rows = self._read(
             "SELECT name FROM sqlite_master WHERE type='table' AND name='floodway_schema'"
@@ -237,7 +222,6 @@ class SQLiteConnection(Store):
     def migrate(self) -> list[int]:
         if self._check_version() == max(v for v, _, _ in load_migrations("sqlite")):
             return []
-        applied = []
         with self._write() as conn:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS floodway_schema "
@@ -245,17 +229,9 @@ class SQLiteConnection(Store):
             )
             # read the version inside the write lock: another process may have just migrated
             current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM floodway_schema").fetchone()[0]
-            for version, name, sql in load_migrations("sqlite"):
-                if version <= current:
-                    continue
-                for statement in _split_sql(sql):
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO floodway_schema (version, name, applied_at) VALUES (?, ?, ?)",
-                    (version, name, time.time()),
-                )
-                applied.append(version)
-            conn.execute("INSERT OR IGNORE INTO queues (name, max_concurrency) VALUES ('default', NULL)")
+            applied = self._apply_migrations(
+                conn, current, lambda script: [conn.execute(statement) for statement in _split_sql(script)]
+            )
         return applied
 
     @staticmethod

@@ -2,70 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
-from typing import Iterable
 
 from ...errors import ConfigError
-from ...limits import LimitSpec, check_cost, gcra
+from ...limits import LimitSpec, check_cost
 from ...quota import Learned, Observation, effective_rate, observe
 from ..base import (
-    LimitInfo,
-    key_info,
     key_pace,
     settled_tat,
 )
+from ..rules import admit_one
+from ..sql import SLOT_INSERT
 from .connection import SQLiteConnection
 from .queries import _SPEC_SQL
 
 
 class SQLiteLimits(SQLiteConnection):
     """Limits: declare, admit outside a claim, pause, learn, concurrency slots."""
-
-    def declare_limit(self, spec: LimitSpec) -> None:
-        declared = json.dumps(spec.to_dict(), sort_keys=True)
-        with self._write() as conn:
-            row = conn.execute("SELECT declared FROM limits WHERE name = ?", (spec.name,)).fetchone()
-            if row is not None and row[0] == declared:
-                return  # unchanged in code: keep any change made at run time
-            self._write_limit(conn, spec, declared)
-
-    def update_limit(self, spec: LimitSpec) -> None:
-        with self._write() as conn:
-            row = conn.execute("SELECT declared FROM limits WHERE name = ?", (spec.name,)).fetchone()
-            self._write_limit(conn, spec, row[0] if row else None)
-
-    @staticmethod
-    def _write_limit(conn: sqlite3.Connection, spec: LimitSpec, declared: str | None) -> None:
-        conn.execute(
-            "INSERT INTO limits (name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds, declared, "
-            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
-            "rate_count = excluded.rate_count, rate_period = excluded.rate_period, burst = excluded.burst, "
-            "concurrency = excluded.concurrency, key = excluded.key, adaptive = excluded.adaptive, "
-            "bounds = excluded.bounds, declared = excluded.declared, updated_at = excluded.updated_at",
-            (spec.name, spec.rate.count if spec.rate else None, spec.rate.period if spec.rate else None,
-             spec.burst, spec.concurrency, spec.key, int(spec.adaptive), spec.bounds, declared, time.time()),
-        )
-        # a rate set in code or by an operator is their word: what was learned before is forgotten
-        conn.execute("UPDATE limit_keys SET learned = NULL WHERE limit_name = ?", (spec.name,))
-
-    def list_limits(self, *, tenant_keys: Iterable[str] | None = None) -> list[LimitInfo]:
-        now = time.time()
-        infos = {
-            row[0]: LimitInfo(LimitSpec.from_row(*row))
-            for row in self._read(
-                "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits ORDER BY name"
-            )
-        }
-        for name, *row in self._read(
-            "SELECT limit_name, key, tat, paused_until, pause_reason, running, admitted, rate_limited, learned "
-            "FROM limit_keys ORDER BY limit_name, key"
-        ):
-            info = infos.get(name)
-            if info is not None:
-                info.keys.append(key_info(info.spec, *row, now))  # type: ignore[call-arg]  # the row is key..learned
-        return list(infos.values())
 
     def acquire(self, name: str, key: str, cost: int = 1) -> tuple[bool, float]:
         now = time.time()
@@ -77,14 +31,9 @@ class SQLiteLimits(SQLiteConnection):
                 (name, key),
             ).fetchone()
             tat, paused_until, admitted, learned = state if state else (0.0, 0.0, 0, None)
-            if paused_until > now:
-                return False, paused_until
-            rate, burst = key_pace(spec, Learned.loads(learned), admitted, now)
-            if rate is None:
-                return True, now
-            ok, new_tat, retry_at = gcra(tat, now, rate, burst, cost)
-            if not ok:
-                return False, retry_at
+            ok, at, new_tat = admit_one(spec, tat, paused_until, admitted, learned, now, cost)
+            if new_tat is None:
+                return ok, at
             conn.execute(
                 "INSERT INTO limit_keys (limit_name, key, tat, admitted) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (limit_name, key) DO UPDATE SET tat = excluded.tat, admitted = admitted + ?",
@@ -95,21 +44,6 @@ class SQLiteLimits(SQLiteConnection):
     def paused_until(self, name: str, key: str) -> float:
         rows = self._read("SELECT paused_until FROM limit_keys WHERE limit_name = ? AND key = ?", (name, key))
         return rows[0][0] if rows else 0.0
-
-    def resume_limit(self, name: str, key: str | None = None) -> int:
-        now = time.time()
-        with self._write() as conn:
-            if conn.execute("SELECT 1 FROM limits WHERE name = ?", (name,)).fetchone() is None:
-                raise ConfigError(f"unknown limit {name!r}")
-            where, params = "limit_name = ? AND paused_until > ?", [name, now]
-            if key is not None:
-                where += " AND key = ?"
-                params.append(key)
-            # the key's GCRA state restarts now: the budget comes back at the steady rate
-            cur = conn.execute(
-                f"UPDATE limit_keys SET paused_until = 0, pause_reason = NULL, tat = ? WHERE {where}", (now, *params)
-            )
-            return cur.rowcount
 
     @staticmethod
     def _spec(conn: sqlite3.Connection, name: str) -> LimitSpec:
@@ -181,10 +115,7 @@ class SQLiteLimits(SQLiteConnection):
                 "ON CONFLICT (limit_name, key) DO UPDATE SET running = running + 1, admitted = admitted + 1",
                 (name, key),
             )
-            conn.execute(
-                "INSERT INTO job_slots (job_id, limit_name, key, holder, acquired_at) VALUES (?, ?, ?, ?, ?)",
-                (job_id, name, key, holder, time.time()),
-            )
+            conn.execute(SLOT_INSERT, (job_id, name, key, holder, time.time()))
             return True
 
     def release_slot(self, job_id: str, name: str, key: str, holder: str) -> None:

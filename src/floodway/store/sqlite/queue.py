@@ -18,8 +18,8 @@ from ..base import (
     Outcome,
     Renewal,
     stores_run_events,
-    worker_rescue,
 )
+from ..rules import IS_RUNNING, lease_rescue, worker_rescue
 from .connection import SQLiteConnection
 
 
@@ -113,7 +113,7 @@ class SQLiteQueue(SQLiteConnection):
                     "lease_until = NULL, cancel_requested = 0, updated_at = ?, "
                     "throttled_seconds = throttled_seconds + ?, "
                     "finished_at = CASE WHEN ? THEN ? ELSE finished_at END "
-                    "WHERE id = ? AND status = 'running' AND worker_id = ? AND attempt = ? "
+                    f"WHERE id = ? AND {IS_RUNNING} AND worker_id = ? AND attempt = ? "
                     "RETURNING limits, fair_key, state_key, started_at",
                     (
                         o.status.value,
@@ -194,7 +194,7 @@ class SQLiteQueue(SQLiteConnection):
                 chunk = job_ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 for job_id, cancel in conn.execute(
-                    f"UPDATE jobs SET lease_until = ? WHERE worker_id = ? AND status = 'running' "
+                    f"UPDATE jobs SET lease_until = ? WHERE worker_id = ? AND {IS_RUNNING} "
                     f"AND lease_until >= ? AND id IN ({marks}) RETURNING id, cancel_requested",
                     (now + lease, worker_id, now, *chunk),
                 ).fetchall():
@@ -216,23 +216,13 @@ class SQLiteQueue(SQLiteConnection):
             for job_id, attempt, max_attempts, owner, cancel_requested, limits, fair_key, started in expired:
                 if limits:
                     self._release_limits(conn, json.loads(limits))
-                error = {
-                    "type": "WorkerLost",
-                    "message": f"worker {owner} stopped renewing its lease; the job was rescued",
-                    "traceback": None,
-                }
-                if cancel_requested:
-                    target, reason = Status.CANCELLED, "lease expired; cancellation requested"
-                elif attempt >= max_attempts:
-                    # a job that keeps killing its worker must not loop forever
-                    target, reason = Status.FAILED, "lease expired on the last attempt"
-                else:
-                    target, reason = Status.WAITING, "lease expired; rescued"
+                target, reason, error = lease_rescue(owner, attempt, max_attempts, bool(cancel_requested))
+                if target is Status.WAITING:
                     self._mark_fair_keys(conn, [fair_key])
                 conn.execute(
                     "UPDATE jobs SET status = ?, worker_id = CASE WHEN ? THEN worker_id END, lease_until = NULL, "
                     "error = ?, updated_at = ?, finished_at = CASE WHEN ? THEN ? ELSE NULL END "
-                    "WHERE id = ? AND status = 'running'",
+                    f"WHERE id = ? AND {IS_RUNNING}",
                     (target.value, target.is_final, json.dumps(error), now, target.is_final, now, job_id),
                 )
                 # the claim stored no event: the run's start goes in with its end
@@ -281,7 +271,7 @@ class SQLiteQueue(SQLiteConnection):
                 conn.execute(
                     "UPDATE jobs SET status = ?, worker_id = CASE WHEN ? THEN worker_id END, lease_until = NULL, "
                     "error = ?, updated_at = ?, finished_at = CASE WHEN ? THEN ? ELSE NULL END, "
-                    "attempt = attempt - ?, lost_runs = lost_runs + ? WHERE id = ? AND status = 'running'",
+                    f"attempt = attempt - ?, lost_runs = lost_runs + ? WHERE id = ? AND {IS_RUNNING}",
                     (target.value, target.is_final, json.dumps(error), now, target.is_final, now,
                      int(give_back), int(dead), job_id),
                 )

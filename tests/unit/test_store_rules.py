@@ -1,0 +1,161 @@
+"""The store's rules (``floodway.store.rules``), without a database: admission, acquire,
+cancel, retry by hand, rescue and purge decide the same for both backends because both ask
+these functions."""
+
+from __future__ import annotations
+
+import pytest
+
+from floodway.errors import ConfigError, TransitionError
+from floodway.jobs import Status
+from floodway.limits import LimitSpec, Rate
+from floodway.store.rules import (
+    Admission,
+    CancelAction,
+    admit_one,
+    cancel_action,
+    check_retryable,
+    lease_rescue,
+    purgeable,
+    worker_rescue,
+)
+
+NOW = 1_000.0
+
+
+def fresh() -> list:
+    return [0.0, 0.0, 0, 0, None]  # tat, paused_until, running, admitted, learned
+
+
+def admission(*specs: LimitSpec, **states: list) -> Admission:
+    a = Admission({s.name: s for s in specs}, NOW)
+    for name, state in states.items():
+        a.states[(name, "k")] = state
+    return a
+
+
+def test_a_rate_admits_its_burst_then_holds_until_the_next_slot():
+    a = admission(LimitSpec("api", rate=Rate(10, 1.0), burst=2), api=fresh())
+    assert a.admit("j1", [["api", "k"]])
+    assert a.admit("j2", [["api", "k"]])
+    assert not a.admit("j3", [["api", "k"]])
+    assert a.blocked_ids == ["j3"]
+    assert a.wake_at == pytest.approx(NOW + 0.1)
+    assert a.states[("api", "k")][2:4] == [2, 2]  # running, admitted
+    assert a.dirty == {("api", "k")}
+
+
+def test_a_pause_holds_until_it_ends_and_comes_before_the_other_checks():
+    paused = fresh()
+    paused[1] = NOW + 30
+    a = admission(LimitSpec("api", rate=Rate(100, 1.0), concurrency=5), api=paused)
+    assert not a.admit("j1", [["api", "k"]])
+    assert a.wake_at == NOW + 30
+    assert not a.dirty
+
+
+def test_a_full_concurrency_cap_holds_with_no_wake_time():
+    full = fresh()
+    full[2] = 3
+    a = admission(LimitSpec("api", concurrency=3), api=full)
+    assert not a.admit("j1", [["api", "k"]])
+    assert a.wake_at is None  # a finishing job frees the slot, not the clock
+    assert a.blocked_ids == ["j1"]
+
+
+def test_a_job_is_admitted_against_all_its_limits_or_none():
+    full = fresh()
+    full[2] = 1
+    a = admission(LimitSpec("a", rate=Rate(10, 1.0)), LimitSpec("b", concurrency=1), a=fresh(), b=full)
+    assert not a.admit("j1", [["a", "k"], ["b", "k"]])
+    assert a.states[("a", "k")] == fresh()  # nothing charged to the limit that would have admitted
+    assert not a.dirty
+
+
+def test_a_limit_no_longer_declared_holds_nothing_back():
+    a = admission()
+    assert a.admit("j1", [["gone", "k"]])
+
+
+def test_a_key_another_claimer_holds_is_tried_again_shortly():
+    a = admission(LimitSpec("api", rate=Rate(10, 1.0)))
+    assert not a.admit("j1", [["api", "k"]])
+    assert a.wake_at == pytest.approx(NOW + Admission.BUSY_RETRY)
+
+
+def test_admit_one_charges_the_cost_and_tells_when_to_come_back():
+    spec = LimitSpec("api", rate=Rate(1, 1.0), burst=3)
+    ok, at, tat = admit_one(spec, 0.0, 0.0, 0, None, NOW, cost=3)
+    assert ok and at == NOW and tat is not None
+    ok, at, new_tat = admit_one(spec, tat, 0.0, 3, None, NOW, cost=1)
+    assert not ok and at > NOW and new_tat is None
+    assert admit_one(spec, 0.0, NOW + 5, 0, None, NOW) == (False, NOW + 5, None)
+    assert admit_one(LimitSpec("free", concurrency=2), 0.0, 0.0, 0, None, NOW) == (True, NOW, None)
+
+
+@pytest.mark.parametrize(
+    ("status", "action"),
+    [(Status.RUNNING, CancelAction.REQUEST), (Status.CANCELLED, CancelAction.NOTHING),
+     (Status.WAITING, CancelAction.CANCEL), (Status.SCHEDULED, CancelAction.CANCEL),
+     (Status.RETRYING, CancelAction.CANCEL)],
+)
+def test_cancel_asks_a_running_job_and_cancels_a_waiting_one(status, action):
+    assert cancel_action(status) is action
+
+
+@pytest.mark.parametrize("status", [Status.COMPLETE, Status.FAILED])
+def test_a_finished_job_cannot_be_cancelled(status):
+    with pytest.raises(TransitionError):
+        cancel_action(status)
+
+
+@pytest.mark.parametrize("status", [Status.FAILED, Status.CANCELLED, Status.RETRYING])
+def test_failed_cancelled_and_retrying_jobs_can_be_retried_by_hand(status):
+    check_retryable("j", status)
+
+
+@pytest.mark.parametrize("status", [Status.RUNNING, Status.SCHEDULED, Status.WAITING, Status.COMPLETE])
+def test_other_jobs_cannot_be_retried_by_hand(status):
+    with pytest.raises(TransitionError, match="only failed, cancelled or retrying"):
+        check_retryable("j", status)
+
+
+def test_an_expired_lease_spends_the_attempt_and_ends_a_job_on_its_last_one():
+    assert lease_rescue("w1", 1, 3, False)[:2] == (Status.WAITING, "lease expired; rescued")
+    assert lease_rescue("w1", 3, 3, False)[0] is Status.FAILED
+    target, _, error = lease_rescue("w1", 1, 3, True)
+    assert target is Status.CANCELLED and error["type"] == "WorkerLost" and "w1" in error["message"]
+
+
+def test_a_dead_worker_gives_its_attempt_back_a_silent_one_does_not():
+    target, _, _, give_back = worker_rescue("w1", 3, 3, False, 0, dead=True)
+    assert target is Status.WAITING and give_back
+    target, _, _, give_back = worker_rescue("w1", 3, 3, False, 0, dead=False)
+    assert target is Status.FAILED and not give_back
+
+
+def test_only_finished_jobs_are_purged():
+    assert purgeable(["complete", Status.FAILED]) == [Status.COMPLETE, Status.FAILED]
+    with pytest.raises(ConfigError, match="only finished jobs"):
+        purgeable(["waiting"])
+
+
+def test_status_guards_are_made_from_the_transition_table():
+    from floodway.store.rules import CLAIM_FROM, IS_RUNNING, PROMOTE_FROM, guard
+
+    assert CLAIM_FROM == "status = 'waiting'"
+    assert PROMOTE_FROM == "status IN ('retrying', 'scheduled')"
+    assert IS_RUNNING == "status = 'running'"
+    with pytest.raises(TransitionError):  # complete is final: no guard can be written for leaving it
+        guard(Status.WAITING, Status.COMPLETE)
+
+
+def test_the_database_checks_the_same_status_list_as_the_code():
+    import re
+    from importlib import resources
+
+    folder = resources.files("floodway.store") / "migrations"
+    for backend in ("sqlite", "postgres"):
+        script = (folder / backend / "0009_status_check.sql").read_text()
+        for listed in re.findall(r"status\s+(?:NOT\s+)?IN\s*\(([^)]*)\)", script):
+            assert sorted(v.strip(" '\n") for v in listed.split(",")) == sorted(s.value for s in Status), backend
