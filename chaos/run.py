@@ -30,7 +30,7 @@ What happens:
      none without one (a destination honouring the key applies each record exactly once);
    - repeated deliveries (a key accepted more than once — what a destination that ignores
      Idempotency-Key would apply twice) within the design's bound: at most one call per
-     running slot interrupted by the chaos (DESIGN.md, guarantee 2). ``--strict-deliveries``
+     running slot interrupted by the chaos (guarantee 2 in RELIABILITY.md). ``--strict-deliveries``
      demands zero;
    - the most requests accepted in any 1-second window <= rate + burst;
    - every status change in the job timelines is an edge of the transition table.
@@ -821,7 +821,7 @@ class Chaos:
         if strangers:
             r.violations.append(f"the destination accepted records no job sent: {sorted(strangers)[:10]}")
         r.repeated_deliveries = sum(n - 1 for n in deliveries.values() if n > 1)
-        # DESIGN.md guarantee 2: without an idempotent destination "at most one call per running
+        # guarantee 2 (RELIABILITY.md): without an idempotent destination "at most one call per running
         # slot can repeat after a crash"; a SIGKILL, a SIGSTOP past the lease and a database
         # restart each interrupt at most every slot of the workers they hit
         r.repeated_delivery_bound = (r.kills + r.stops) * c.concurrency + r.db_restarts * c.workers * c.concurrency

@@ -10,158 +10,36 @@ import math
 import os
 import threading
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar, cast, overload
 
 from . import jsontext
-from .alerts import install_webhook
+from .alerts import check_queues, install_webhook
 from .commit import GroupCommit
 from .config import Settings, load_settings
-from .context import Context
 from .errors import ConfigError, EnqueueError
-from .flows import build_declarative_flow, flow_insights
+from .flows import build_declarative_flow, flow_insights, log_flow_finished
 from .handle import Handle
 from .inputs import check_int, check_job_id, check_name, check_priority, check_run_at, check_tenant, is_internal_task
 from .jobs import NewJob, Status
 from .limits import LimitSpec, Rate, resolve_key, template_fields
 from .resumable import SEGMENT_MARK, split_segments
 from .retry import Retry
-from .schedule import Schedule, tick_id
+from .schedule import Schedule, ScheduleHealth, sync_schedules, tick, tick_id
 from .stats import collect
 from .store import Store, open_store
+from .tasks import Queue, Task, qualified_name
 from .units import parse_duration, parse_instant
-from .worker import Worker
+from .worker import Periodic, Worker, WorkerHooks
 
 __all__ = ["App", "Task", "Queue"]
 
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_PAYLOAD = 1_000_000
-#: how many distinct sets of argument names a task remembers the binding outcome of; past
-#: this (a ``**kwargs`` task fed ever new names) the rest are bound one by one, as before
-BIND_MEMO_SIZE = 1024
 
 #: one encoder for every job's args: ``json.dumps`` with options builds a new encoder per call.
 #: ASCII output (``ensure_ascii``, the default) makes a text's length its size in bytes.
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass(frozen=True)
-class Queue:
-    """A named queue with a concurrency cap that holds across every worker on the store.
-
-    As in a bulk-job API, a queue named without a cap runs one job at a time; pass
-    ``max_concurrency=None`` for an unlimited queue.
-    """
-
-    name: str
-    max_concurrency: int | None = 1
-
-    def __post_init__(self) -> None:
-        check_name(self.name, "queue name")
-        cap = self.max_concurrency
-        if cap is not None:
-            check_int(cap, f"queue {self.name!r}: max_concurrency (an int >= 1 or None)", 1)
-
-
-def _qualified(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-class Task:
-    """A registered function with its options. Calling it runs the function directly."""
-
-    def __init__(
-        self,
-        app: "App",
-        fn: Callable[..., Any],
-        *,
-        name: str,
-        queue: str | Queue,
-        retry: Retry,
-        timeout: float | None,
-        priority: int,
-        limits: tuple[str, ...] = (),
-        state: str | None = None,
-        budget: float | None = None,
-        margin: float | None = None,
-        payload: str | None = None,
-        retain_state: bool = False,
-    ):
-        self.app = app
-        self.limits = limits
-        #: a shared state key template ("orders:{tenant}"), or None for per-job state
-        self.state = state
-        #: the run budget in seconds (time-limited runs that resume), and the margin that
-        #: ``ctx.out_of_time()`` keeps in reserve
-        self.budget = budget
-        self.margin = margin if margin is not None else (min(max(budget * 0.1, 1.0), budget / 2) if budget else 0.0)
-        #: the list argument stored in segments when it is large
-        self.payload = payload
-        #: keep the cursor, ledger and segments after completion (for audit)
-        self.retain_state = retain_state
-        self.fn = fn
-        self.name = name
-        self.queue = queue
-        self.retry = retry
-        self.timeout = timeout
-        self.priority = priority
-        self.is_async = inspect.iscoroutinefunction(fn)
-        signature = inspect.signature(fn)
-        params = list(signature.parameters.values())
-        self.wants_context = bool(params) and (
-            params[0].annotation in (Context, "Context") or params[0].name == "ctx"
-        )
-        if self.wants_context:
-            params = params[1:]
-        self.signature = signature.replace(parameters=params)
-        #: argument names (in the order given) -> why they do not bind, or None when they do
-        self._bind_memo: dict[tuple[str, ...], str | None] = {}
-        functools.update_wrapper(self, fn)
-
-    def __repr__(self) -> str:
-        return f"<Task {self.name}>"
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.fn(*args, **kwargs)
-
-    @property
-    def queue_name(self) -> str:
-        return self.queue.name if isinstance(self.queue, Queue) else self.queue
-
-    def check_args(self, args: Mapping[str, Any]) -> None:
-        """Raise ``EnqueueError`` unless ``args`` fit the function's parameters.
-
-        Binding keyword arguments depends on their names only, never on their values, so the
-        outcome (and its message, which names the first offending argument in the order given)
-        is remembered per tuple of names: a bulk enqueue of items with the same keys binds
-        once, not once per item.
-        """
-        names = tuple(args)
-        try:
-            problem = self._bind_memo[names]
-        except KeyError:
-            try:
-                self.signature.bind(**args)
-                problem = None
-            except TypeError as exc:
-                problem = str(exc)
-            if len(self._bind_memo) < BIND_MEMO_SIZE:
-                self._bind_memo[names] = problem
-        if problem is not None:
-            raise EnqueueError(f"args do not match {self.name}{self.signature}: {problem}")
-
-    def gives_up_on(self, exc: BaseException, stored: Iterable[str] = ()) -> bool:
-        """True when ``exc`` is one of the task's (or the job's) final error types."""
-        names = set(stored) | {_qualified(t) for t in self.retry.give_up_on}
-        return any(_qualified(t) in names for t in type(exc).__mro__)
-
-    # sugar: my_task.enqueue({...}) == app.enqueue(my_task, {...})
-    def enqueue(self, args: Mapping[str, Any] | None = None, **options: Any) -> Handle:
-        return self.app.enqueue(self, args, **options)
-
-    def enqueue_many(self, args_list: Sequence[Mapping[str, Any]], **options: Any) -> list[Handle]:
-        return self.app.enqueue_many(self, args_list, **options)
 
 
 class App:
@@ -771,7 +649,22 @@ class App:
     # -- running ------------------------------------------------------------------------
     def worker(self, **options: Any) -> "Any":
         """A ``Worker`` for this app (see ``floodway.worker.Worker`` for the options)."""
-        return Worker(self, **options)
+        worker = Worker(self, **options)
+        worker.hooks = self._worker_hooks(worker.lease)
+        return worker
+
+    def _worker_hooks(self, lease: float) -> WorkerHooks:
+        """What a worker of this app runs beside its jobs: the scheduler, queue-depth alerts, and
+        the flow summary logged when a flow's run completes."""
+        hooks = WorkerHooks(on_run_end=[log_flow_finished])
+        if self.schedules:
+            health = ScheduleHealth()  # a failing schedule is logged once per episode, the others go on
+            hooks.on_start.append(lambda: sync_schedules(self))
+            hooks.periodic.append(Periodic("scheduler", lambda: tick(self, health), every=5.0))
+        if self.settings.alert_queue_depth:
+            hooks.periodic.append(Periodic("queue alerts", lambda: check_queues(self), every=lease / 3,
+                                           first=lease / 3))
+        return hooks
 
     def run_worker(self, **options: Any) -> None:
         """Run a worker in this process until it is stopped (or, with ``burst=True``, idle)."""
@@ -818,7 +711,7 @@ def _encode_retry(policy: Retry, give_up_on: tuple[type[BaseException], ...]) ->
     """Policies are frozen and few (one per task, plus per-call overrides): each is encoded
     once, not on every enqueue."""
     stored = policy.to_dict()
-    stored["give_up_on"] = sorted({_qualified(t) for t in give_up_on})
+    stored["give_up_on"] = sorted({qualified_name(t) for t in give_up_on})
     return json.dumps(stored)
 
 

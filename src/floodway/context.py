@@ -80,6 +80,12 @@ class Context:
                 self._prepaid[(name, key)] = 1
 
     @property
+    def steps(self) -> list[Any]:
+        """The flow steps this run has loaded or recorded (``StepRecord``s), in order; empty for
+        a job that is not a flow."""
+        return list((self._steps or {}).values())
+
+    @property
     def logger(self) -> logging.Logger:
         """The task's logger, ``floodway.task.<task name>`` (looked up on first use: most runs
         never log, and the lookup takes a lock)."""

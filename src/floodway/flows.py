@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from .alerts import check_step
 from .errors import ConfigError, Fail, RateLimited, error_info
+from .jobs import StepStatus
 from .limits import LimitSpec
 from .resumable import call_maybe_async, decode_result, encode_result
 from .store.base import StepRecord
@@ -70,8 +71,8 @@ async def run_step(
         loaded: dict[str, Any] = await asyncio.to_thread(app.store.load_steps, ctx.job_id)
         steps = ctx._steps = loaded
     done = steps.get(step_id)
-    if done is not None and (done.status == "complete" or not done.critical):
-        return decode_result(done.result_json) if done.status == "complete" else None
+    if done is not None and (done.status == StepStatus.COMPLETE or not done.critical):
+        return decode_result(done.result_json) if done.status == StepStatus.COMPLETE else None
 
     settings = throttle_for(kind, critical=critical, settings=app.settings, override=throttle)
     limit = await asyncio.to_thread(_step_limit, app, kind, critical, step_id, settings, bool(throttle))
@@ -110,7 +111,7 @@ async def run_step(
     total = time.monotonic() - started
     record = StepRecord(
         job_id=ctx.job_id, step_id=step_id, kind=kind, critical=critical,
-        status="complete" if error is None else "failed",
+        status=(StepStatus.COMPLETE if error is None else StepStatus.FAILED).value,
         result_json=encode_result(result) if error is None else None, error=error,
         attempts=attempts, retries=attempts - 1, duration=duration, total_time=total,
         throttle_overhead=max(0.0, total - duration), throttle=settings.describe(), tenant=ctx.tenant,
@@ -145,30 +146,52 @@ def step_metrics(record: StepRecord) -> dict[str, Any]:
     }
 
 
-def flow_insights(app: "App", job_id: str) -> dict[str, Any]:
-    """A flow's insights, computed from the stored steps."""
-    steps = list(app.store.load_steps(job_id).values())
-    job = app.store.get_job(job_id)
+def step_summary(steps: Sequence[StepRecord]) -> dict[str, Any]:
+    """What a flow's steps add up to: how many, how they ended, their kinds, the average
+    throttling overhead (ms) and the retries. One computation for the insights and the log."""
     distribution: dict[str, int] = {}
     for s in steps:
         distribution[s.kind] = distribution.get(s.kind, 0) + 1
     overheads = [s.throttle_overhead for s in steps]
+    return {
+        "totalSteps": len(steps),
+        "completedSteps": sum(1 for s in steps if s.status == StepStatus.COMPLETE),
+        "failedSteps": sum(1 for s in steps if s.status == StepStatus.FAILED),
+        "stepTypeDistribution": distribution,
+        "averageThrottlingOverhead": round(sum(overheads) / len(overheads) * 1000, 3) if overheads else 0.0,
+        "totalRetries": sum(s.retries for s in steps),
+    }
+
+
+def log_flow_finished(job_id: str, steps: Sequence[StepRecord], status: str) -> None:
+    """Log a flow's summary when its run ends (the worker calls this through its hooks)."""
+    if steps:
+        logging.getLogger("floodway.flows").info(json.dumps(
+            {"event": "flow finished", "executionId": job_id, "status": status, **step_summary(steps)}
+        ))
+
+
+def flow_insights(app: "App", job_id: str) -> dict[str, Any]:
+    """A flow's insights, computed from the stored steps."""
+    steps = list(app.store.load_steps(job_id).values())
+    job = app.store.get_job(job_id)
+    summary = step_summary(steps)
     defaults = global_throttle(app.settings)
     return {
         "executionId": job_id,
         "status": job.status.value if job else None,
-        "totalSteps": len(steps),
-        "completedSteps": sum(1 for s in steps if s.status == "complete"),
-        "failedSteps": sum(1 for s in steps if s.status == "failed"),
+        "totalSteps": summary["totalSteps"],
+        "completedSteps": summary["completedSteps"],
+        "failedSteps": summary["failedSteps"],
         "throttlingInsights": {
             "globalDefaults": {
                 "concurrency": defaults.concurrency,
                 "rateLimit": f"{int(defaults.rate.count)}/{int(defaults.rate.period * 1000)}ms",
                 "retry": f"{defaults.backoff}-{defaults.attempts}x",
             },
-            "stepTypeDistribution": distribution,
-            "averageThrottlingOverhead": round(sum(overheads) / len(overheads) * 1000, 3) if overheads else 0.0,
-            "totalRetries": sum(s.retries for s in steps),
+            "stepTypeDistribution": summary["stepTypeDistribution"],
+            "averageThrottlingOverhead": summary["averageThrottlingOverhead"],
+            "totalRetries": summary["totalRetries"],
         },
         "steps": [step_metrics(s) for s in steps],
     }

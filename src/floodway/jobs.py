@@ -34,6 +34,16 @@ class Status(str, enum.Enum):
         return self in FINAL_STATUSES
 
 
+class StepStatus(str, enum.Enum):
+    """How a flow step ended (a step is recorded once it has ended; while it runs, its job runs)."""
+
+    COMPLETE = "complete"  # returned; its result is kept, so a re-run of the flow skips it
+    FAILED = "failed"  # out of attempts; a critical step fails its flow, another is skipped
+
+    def __str__(self) -> str:
+        return self.value
+
+
 FINAL_STATUSES = frozenset({Status.FAILED, Status.COMPLETE, Status.CANCELLED})
 #: Statuses a worker may claim from (once run_at has come).
 CLAIMABLE_STATUSES = frozenset({Status.WAITING, Status.RETRYING})

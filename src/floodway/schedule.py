@@ -178,3 +178,11 @@ def seconds_until_next(app: "App", now: float | None = None) -> float | None:
         except Exception:  # noqa: BLE001 - reported by run_due
             continue
     return max(0.0, min(upcoming) - now) if upcoming else None
+
+
+def tick(app: "App", health: ScheduleHealth) -> float:
+    """One turn of a worker's scheduler: enqueue the due ticks; the seconds until the next one
+    (just after it, and at least once a minute)."""
+    run_due(app, None, health)
+    wait = seconds_until_next(app)
+    return min(max(wait if wait is not None else 60.0, 0.0) + 0.01, 60.0)

@@ -8,11 +8,18 @@ Read top to bottom, one worker process does this:
 3. each finished run becomes an ``Outcome`` in a buffer; a single flusher writes the whole
    buffer in one transaction whenever it is not already writing (group commit), so completions
    are batched without a fixed delay;
-4. a heartbeat renews the leases of its running jobs, stops the ones a user cancelled and the
-   ones whose lease was lost (another worker took them over), and rescues the jobs of workers
-   that died: at once when their process is gone or their heartbeat stopped
-   (``floodway.liveness``), else when their lease expires;
-5. on SIGTERM/SIGINT it stops claiming, gives running jobs ``grace`` seconds to finish, and
+4. beside the claim loop run supervised tasks (each its own loop; a failure is logged and
+   the task goes on, ``worker_leases``): the **heartbeat** renews the leases of its jobs and
+   stops the ones a user cancelled and the ones whose lease was lost (another worker took them
+   over); the **rescue** takes back the jobs of workers that died: at once when their process
+   is gone or their heartbeat stopped (``floodway.liveness``), else when their lease expires;
+   the **pause watch** passes pauses on to running jobs; the **listener** wakes the loop on a
+   store notification; and the app's own periodic tasks;
+5. the worker imports none of the features built beside it: the app hands it ``WorkerHooks``
+   (on start: store the schedules; periodic: the scheduler, queue-depth alerts; at the end of a
+   run: the flow summary log). How many jobs to claim and how long to back off are pure
+   functions (``worker_plan``);
+6. on SIGTERM/SIGINT it stops claiming, gives running jobs ``grace`` seconds to finish, and
    releases the rest to ``waiting`` without spending an attempt. A second signal skips the grace.
 """
 
@@ -35,16 +42,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import http, jsontext, liveness
-from .alerts import check_queues
 from .context import Context
 from .errors import ConfigError, Fail, LeaseLost, RateLimited, StoreError, error_info
 from .jobs import Job, Status
 from .limits import concurrency_for
 from .resumable import SEGMENT_MARK, ContinueLater, SegmentedList
 from .retry import Retry
-from .schedule import ScheduleHealth, run_due, seconds_until_next, sync_schedules
 from .store.base import Outcome, WorkerInfo
 from .units import parse_duration, retry_after_seconds
+from .worker_leases import LeaseKeeping, Periodic
+from .worker_plan import Backoff, ClaimPlan, plan_claim
 
 if TYPE_CHECKING:
     from .app import App, Task
@@ -80,7 +87,25 @@ def loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-class Worker:
+@dataclasses.dataclass
+class WorkerHooks:
+    """Where the worker calls the features built beside it, supplied by whoever builds it (the
+    app), so that the worker imports none of them (schedules, alerts, flow logging).
+
+    - ``on_start``: run once on a store thread when the worker has declared its queues and
+      limits, before it registers (e.g. store the app's schedules);
+    - ``periodic``: supervised tasks started with the worker and stopped with it (e.g. the
+      scheduler, queue-depth alerts);
+    - ``on_run_end``: a job's run completed: ``hook(job_id, steps, status)`` with the flow steps
+      it recorded (e.g. the flow summary log); called on the event loop, so keep it short.
+    """
+
+    on_start: list[Callable[[], object]] = dataclasses.field(default_factory=list)
+    periodic: list[Periodic] = dataclasses.field(default_factory=list)
+    on_run_end: list[Callable[[str, list[Any], str], object]] = dataclasses.field(default_factory=list)
+
+
+class Worker(LeaseKeeping):
     """Runs the jobs of one app until stopped.
 
     :param queues: the queues to take jobs from (all when ``None``).
@@ -122,6 +147,7 @@ class Worker:
         prefetch: int | None = None,
         worker_id: str | None = None,
         loop: str = "auto",
+        hooks: WorkerHooks | None = None,
     ):
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigError(f"concurrency must be an int >= 1, got {concurrency!r}")
@@ -130,6 +156,7 @@ class Worker:
             if not queues or not all(isinstance(q, str) and q for q in queues):
                 raise ConfigError(f"queues must be a non-empty list of queue names, got {queues!r}")
         self.app = app
+        self.hooks = hooks or WorkerHooks()
         self.queues = queues
         self.concurrency = concurrency
         self.burst = burst
@@ -165,6 +192,14 @@ class Worker:
         self._lost: set[tuple[str, int]] = set()
         self._releasing = False
         self._stopping = False
+        # the claim loop's memory: the last claim took jobs (more are likely ready: claim
+        # straight away); (burst) when this worker first found nothing to do; the last claim
+        # found jobs held back by a rate until this moment (a wake-up before it, such as a
+        # local job ending, would find the same, so the next claim waits for it)
+        self._found_work = False
+        self._idle_since: float | None = None
+        self._held_until = 0.0
+        self._next_renewal: float | None = None  # (monotonic) when the heartbeat renews leases next
         self._wake: asyncio.Event | None = None
         self._flush_wanted: asyncio.Event | None = None
         self._flush_lock: asyncio.Lock | None = None
@@ -208,25 +243,29 @@ class Worker:
         try:
             await self._start_up()
             flusher = asyncio.create_task(self._flush_loop(), name="floodway-flusher")
-            heart = asyncio.create_task(self._heartbeat_loop(), name="floodway-heartbeat")
-            scheduler = asyncio.create_task(self._scheduler_loop(), name="floodway-scheduler")
-            listener = (
-                asyncio.create_task(self._listen_loop(), name="floodway-listener")
-                if self.app.store.notifies else None
-            )
+            # the supervised tasks: each a loop of its own that logs a failure and goes on
+            renew_every = self.lease / 3
+            pulse = min(liveness.PULSE, renew_every)
+            beside = [
+                self._supervise("heartbeat", self._heartbeat, pulse, first=pulse),
+                self._supervise("rescue", lambda: self._store(self._rescue_dead_holders), pulse, first=pulse),
+                self._supervise("pause watch", self._watch_pauses, renew_every, first=renew_every),
+                *(self._supervise(p.name, self._periodic(p), p.every, first=p.first) for p in self.hooks.periodic),
+            ]
+            if self.app.store.notifies:
+                beside.append(self._listen_loop())
+            helpers = [asyncio.create_task(coro, name="floodway-helper") for coro in beside]
             try:
                 await self._claim_loop()
                 await self._drain()
             finally:
-                heart.cancel()
-                scheduler.cancel()
-                if listener is not None:
-                    listener.cancel()
+                for helper in helpers:
+                    helper.cancel()
                 self._flush_wanted.set()
                 await self._flush_all()
                 flusher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.gather(heart, flusher, scheduler, return_exceptions=True)
+                    await asyncio.gather(*helpers, flusher, return_exceptions=True)
                 with contextlib.suppress(Exception):
                     await self._store(self.app.store.worker_stopped, self.id)
                 log.info("worker %s stopped after %d jobs", self.id, self.processed)
@@ -249,8 +288,8 @@ class Worker:
             try:
                 await self._store(self.app.sync_queues)
                 await self._store(self.app.sync_limits)
-                if self.app.schedules:
-                    await self._store(sync_schedules, self.app)
+                for hook in self.hooks.on_start:
+                    await self._store(hook)
                 now = time.time()
                 began = time.monotonic()
                 await self._store(
@@ -290,115 +329,101 @@ class Worker:
                 )
 
     async def _claim_loop(self) -> None:
+        """Claim and start jobs until stopped (or, with ``burst``, until nothing is left)."""
         assert self._wake is not None
-        failures = 0
-        found_work = False  # the last claim took jobs: more are likely ready, claim straight away
-        idle_since: float | None = None  # (burst) when this worker first found nothing to do
-        #: the last claim found jobs held back by a rate until this moment: a wake-up before it
-        #: (a local job ending) would find the same, so the next claim waits for it
-        held_until = 0.0
+        backoff = Backoff()
         while not self._stopping:
             # cleared before looking, so a wake-up (a local job ending, a store notification)
             # that arrives while we look is not lost
             self._wake.clear()
             self._start_prefetched()
-            # backpressure: jobs claimed and not yet written back (running, claimed ahead, or
-            # finished with the outcome still to write) stay under one batch beyond the slots
-            # and the prefetch, so claims never outrun the database's writes
-            in_flight = self.concurrency + self.prefetch + self.batch_size - len(self._unflushed)
-            free = min(self.concurrency - len(self._running), in_flight)
-            timeout = self.poll_interval
-            room = min(self.prefetch - len(self._prefetched), self.batch_size, in_flight)
-            # (topped up once half is used: fewer, fuller claims)
-            if free <= 0 and found_work and room > 0 and len(self._prefetched) <= self.prefetch // 2:
-                # every slot is busy and the store had work: claim the next jobs now, so a slot
-                # that comes free starts one at once instead of after a claim's round trip
+            plan = plan_claim(concurrency=self.concurrency, prefetch=self.prefetch, batch_size=self.batch_size,
+                              running=len(self._running), prefetched=len(self._prefetched),
+                              unflushed=len(self._unflushed), found_work=self._found_work)
+            timeout: float | None = self.poll_interval
+            if plan.ahead or plan.free > 0:
                 try:
-                    began = time.monotonic()
-                    jobs = await self._store(self.app.store.claim, self.id, queues=self.queues, limit=room,
-                                             lease=self.lease, without_limits=True)
-                    self._leased(jobs, began)
-                    failures = 0
-                    self._unflushed.update(job.id for job in jobs)
-                    self._prefetched.extend(jobs)
-                    if jobs:
-                        continue
-                    found_work = False  # none without limits: the next free slot claims as usual
-                except Exception as exc:
-                    failures += 1
-                    timeout = min(0.1 * 2 ** failures, 5.0)
-                    log.warning("could not look for jobs (%s: %s); retrying in %.1fs",
-                                type(exc).__name__, exc, timeout)
-            elif free > 0:
-                try:
-                    # whether anything of ours is still in flight, read *before* the store is
-                    # asked: an outcome written during that read (a job released back to
-                    # waiting) would otherwise make a stale "nothing due" look final
-                    settled = not self._running and not self._unflushed
-                    # when the last claim took jobs the claim itself is the cheapest look;
-                    # otherwise ask first whether anything is due, and when
-                    due = 0.0 if found_work else await self._store(self.app.store.next_due, self.queues)
-                    # draining a backlog: fill the free slots and the prefetch in one claim
-                    want = min(free, self.batch_size)
-                    ahead = max(0, min(room, in_flight - want)) if found_work else 0
-                    found_work = False
-                    now = time.time()
-                    if due is not None and due <= now and now < held_until:
-                        timeout = held_until - now
-                    elif due is not None and due <= now:
-                        held_until = 0.0
-                        began = time.monotonic()
-                        jobs = await self._store(
-                            self.app.store.claim,
-                            self.id,
-                            queues=self.queues,
-                            limit=want,
-                            lease=self.lease,
-                            ahead=ahead,
-                        )
-                        self._leased(jobs, began)
-                        failures = 0
-                        for n, job in enumerate(jobs):
-                            if n < want:
-                                self._start(job)
-                            else:  # claimed ahead: holds no limit, starts as a slot frees
-                                self._unflushed.add(job.id)
-                                self._prefetched.append(job)
-                        if jobs:
-                            found_work = True
-                            idle_since = None
-                            continue
-                        # ready jobs exist but limits or queue caps hold them back: sleep until
-                        # the earliest admission (or a local job finishing, or the poll)
-                        if jobs.wake_at is not None:
-                            timeout = min(self.poll_interval, max(jobs.wake_at - time.time(), 0.001))
-                            held_until = time.time() + timeout
-                    elif self.burst and settled:
-                        # (an outcome not yet written may put a job back to waiting: wait for it)
-                        # a job held by a dead worker is rescued and done first, and one held by
-                        # a worker that stopped renewing its lease is waited for until it expires
-                        # (and a holder that looks alive must show it: a heartbeat since we looked)
-                        idle_since = idle_since or time.time()
-                        rescued, pending = await self._store(self._rescue_dead_holders, idle_since)
-                        if rescued:
-                            idle_since = None
-                            continue
-                        if not pending:
-                            return
-                    elif due is not None:
-                        timeout = min(self.poll_interval, max(due - now, 0.001))
-                    elif self.app.store.notifies:
-                        # nothing pending at all: new work announces itself (LISTEN/NOTIFY);
-                        # the poll is only a safety net
-                        timeout = max(self.poll_interval, _SAFETY_POLL)
-                    failures = 0
+                    timeout = await (self._claim_ahead(plan) if plan.ahead else self._claim_for_slots(plan))
+                    backoff.succeeded()
                 except Exception as exc:  # the database is unreachable (restart, failover): back off
-                    failures += 1
-                    timeout = min(0.1 * 2 ** failures, 5.0)
+                    timeout = backoff.failed()
                     log.warning("could not look for jobs (%s: %s); retrying in %.1fs",
                                 type(exc).__name__, exc, timeout)
+            if timeout is None:
+                return  # (burst) nothing left
+            if timeout == 0:
+                continue  # jobs were found: look again at once
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _claim_ahead(self, plan: ClaimPlan) -> float:
+        """Every slot is busy and the store had work: claim the next jobs now (only jobs that
+        hold no limit). Returns how long to wait before the next look (0: at once)."""
+        began = time.monotonic()
+        jobs = await self._store(self.app.store.claim, self.id, queues=self.queues, limit=plan.room,
+                                 lease=self.lease, without_limits=True)
+        self._leased(jobs, began)
+        self._unflushed.update(job.id for job in jobs)
+        self._prefetched.extend(jobs)
+        if jobs:
+            return 0.0
+        self._found_work = False  # none without limits: the next free slot claims as usual
+        return self.poll_interval
+
+    async def _claim_for_slots(self, plan: ClaimPlan) -> float | None:
+        """Claim jobs for the free slots (and, draining a backlog, ahead in the same claim).
+        Returns how long to wait before the next look: 0 at once, None when a burst is done."""
+        # whether anything of ours is still in flight, read *before* the store is asked: an
+        # outcome written during that read (a job released back to waiting) would otherwise
+        # make a stale "nothing due" look final
+        settled = not self._running and not self._unflushed
+        # when the last claim took jobs the claim itself is the cheapest look; otherwise ask
+        # first whether anything is due, and when
+        due = 0.0 if self._found_work else await self._store(self.app.store.next_due, self.queues)
+        self._found_work = False
+        now = time.time()
+        if due is not None and due <= now and now < self._held_until:
+            return self._held_until - now
+        if due is not None and due <= now:
+            self._held_until = 0.0
+            began = time.monotonic()
+            jobs = await self._store(self.app.store.claim, self.id, queues=self.queues, limit=plan.want,
+                                     lease=self.lease, ahead=plan.extra)
+            self._leased(jobs, began)
+            for n, job in enumerate(jobs):
+                if n < plan.want:
+                    self._start(job)
+                else:  # claimed ahead: holds no limit, starts as a slot frees
+                    self._unflushed.add(job.id)
+                    self._prefetched.append(job)
+            if jobs:
+                self._found_work = True
+                self._idle_since = None
+                return 0.0
+            # ready jobs exist but limits or queue caps hold them back: sleep until the
+            # earliest admission (or a local job finishing, or the poll)
+            if jobs.wake_at is None:
+                return self.poll_interval
+            timeout = min(self.poll_interval, max(jobs.wake_at - time.time(), 0.001))
+            self._held_until = time.time() + timeout
+            return timeout
+        if self.burst and settled:
+            # a job held by a dead worker is rescued and done first, and one held by a worker
+            # that stopped renewing its lease is waited for until it expires (and a holder that
+            # looks alive must show it: a heartbeat since we looked)
+            self._idle_since = self._idle_since or time.time()
+            rescued, pending = await self._store(self._rescue_dead_holders, self._idle_since)
+            if rescued:
+                self._idle_since = None
+                return 0.0
+            return None if not pending else self.poll_interval
+        if due is not None:
+            return min(self.poll_interval, max(due - now, 0.001))
+        if self.app.store.notifies:
+            # nothing pending at all: new work announces itself (LISTEN/NOTIFY); the poll is
+            # only a safety net
+            return max(self.poll_interval, _SAFETY_POLL)
+        return self.poll_interval
 
     async def _listen_loop(self) -> None:
         """Wake the claim loop as soon as the store announces ready work (PostgreSQL
@@ -539,25 +564,10 @@ class Worker:
             return self._failure(
                 job, task, TypeError(f"task {task.name} returned a value that is not JSON-serialisable: {exc}")
             )
-        if ctx._steps:
-            self._log_flow(job, ctx, "completed")
+        for hook in self.hooks.on_run_end:
+            hook(job.id, ctx.steps, "completed")
         return Outcome(job.id, job.attempt, Status.COMPLETE, result_json=result_json,
                        throttled_seconds=ctx.throttled_seconds, purge_state=not task.retain_state)
-
-    def _log_flow(self, job: Job, ctx: Context, status: str) -> None:
-        """A flow's insights (step distribution, throttling overhead, retries), logged when a flow ends."""
-        steps = list((ctx._steps or {}).values())
-        distribution: dict[str, int] = {}
-        for step in steps:
-            distribution[step.kind] = distribution.get(step.kind, 0) + 1
-        logging.getLogger("floodway.flows").info(json.dumps({
-            "event": "flow finished", "executionId": job.id, "status": status, "totalSteps": len(steps),
-            "completedSteps": sum(1 for s in steps if s.status == "complete"),
-            "failedSteps": sum(1 for s in steps if s.status == "failed"),
-            "stepTypeDistribution": distribution,
-            "averageThrottlingOverhead": round(sum(s.throttle_overhead for s in steps) / len(steps) * 1000, 3),
-            "totalRetries": sum(s.retries for s in steps),
-        }))
 
     async def _context_for(self, task: "Task", job: Job) -> Context:
         cursor = None
@@ -724,173 +734,6 @@ class Worker:
                 log.warning("lease lost before the outcome was written for %d job(s): %s", len(lost), sorted(lost)[:5])
 
     # -- heartbeat and rescue ---------------------------------------------------------------
-    # -- leases and liveness ----------------------------------------------------------------
-    def _leased(self, jobs: list[Job], began: float) -> None:
-        """Note when the leases of freshly claimed jobs were taken (at the latest)."""
-        for job in jobs:
-            self._leased_at[job.id] = began
-
-    def _bound(self, ctx: Context) -> None:
-        """Tell a run until when it surely owns its job, and when its lease runs out."""
-        leased = self._leased_at.get(ctx.job.id)
-        if leased is None:
-            return
-        ctx.lease_deadline = leased + self.lease
-        ctx.owned_until = min(ctx.lease_deadline, self._alive_until)
-
-    def _beat_ok(self, began: float, ended: float) -> None:
-        """A heartbeat that started at ``began`` got through. While they get through without a
-        gap of ``STALE_AFTER``, no other worker can judge this one silent, so its runs own
-        their jobs until ``STALE_AFTER`` after the last one."""
-        if self._last_beat_ok is None or ended - self._last_beat_ok > liveness.STALE_AFTER:
-            self._beats_ok_since = began  # a new unbroken chain starts
-        self._last_beat_ok = began
-        self._alive_until = began + liveness.STALE_AFTER
-        for ctx in self._contexts.values():
-            self._bound(ctx)
-
-    def _lose(self, job_id: str, why: str, *, before: float) -> None:
-        """Stop the run of ``job_id`` here: it no longer owns the job. Only a run whose lease
-        was taken before ``before`` (a heartbeat's start): a newer claim of the job is its own."""
-        for job in self._prefetched:
-            if job.id == job_id:
-                if self._leased_at.get(job_id, before) < before:
-                    self._prefetched.remove(job)
-                    self._unflushed.discard(job_id)
-                    self._leased_at.pop(job_id, None)
-                    log.warning("job %s was claimed ahead and lost its lease (%s); dropped", job_id, why)
-                return
-        running, task = self._jobs.get(job_id), self._running.get(job_id)
-        if running is None or task is None or (running.id, running.attempt) in self._lost:
-            return  # ended here already: its outcome's write is guarded by (worker, attempt)
-        if self._leased_at.get(job_id, before) >= before:
-            return
-        self._lost.add((running.id, running.attempt))
-        log.warning("job %s lost its lease (%s): this run (attempt %d) stops now", job_id, why, running.attempt)
-        ctx = self._contexts.get(job_id)
-        if ctx is not None:
-            ctx.lose_lease(why)  # a sync run cannot be interrupted: it gets LeaseLost at its next call
-        definition = self.app.tasks.get(running.task)
-        if definition is None or definition.is_async:
-            task.cancel()
-
-    def _rescue_dead_holders(self, proof_since: float | None = None) -> tuple[list[str], int]:
-        """Rescue the jobs of workers found dead or silent (``floodway.liveness``); return the
-        ids rescued and how many running jobs are held by workers that look frozen (their
-        lease is the safety net) or, with ``proof_since``, that sent no heartbeat since then
-        (not yet seen alive). Runs on a store thread."""
-        store = self.app.store
-        here = liveness.host_key()
-        judge = (self._beats_ok_since is not None and self._last_beat_ok is not None
-                 and self._last_beat_ok - self._beats_ok_since >= liveness.STALE_AFTER)
-        rescued: list[str] = []
-        pending = 0
-        expired = False
-        for holder in store.lease_holders():
-            if holder.lease_until is not None and holder.lease_until < holder.observed_at:
-                expired = True
-            if holder.worker_id == self.id:
-                continue
-            verdict = liveness.verdict(holder, here=here, judge_stale=judge)
-            if verdict == liveness.DEAD:
-                ids = store.rescue_worker(holder.worker_id, dead=True)
-                if ids:
-                    log.warning("worker %s is dead (its process is gone): rescued %d job(s)", holder.worker_id, len(ids))
-                rescued += ids
-            elif verdict == liveness.STALE:
-                ids = store.rescue_worker(holder.worker_id, dead=False,
-                                          heartbeat_before=holder.observed_at - liveness.STALE_AFTER)
-                if ids:
-                    log.warning("worker %s sent no heartbeat for %.1fs: rescued %d job(s)", holder.worker_id,
-                                holder.observed_at - (holder.heartbeat_at or 0.0), len(ids))
-                rescued += ids
-            elif verdict == liveness.FROZEN:
-                pending += holder.running
-            elif proof_since is not None and holder.heartbeat_at is not None and holder.heartbeat_at < proof_since:
-                pending += holder.running
-        if expired:
-            ids = store.rescue_expired()
-            if ids:
-                log.warning("rescued %d job(s) whose worker stopped renewing its lease", len(ids))
-            rescued += ids
-        if rescued and self._loop is not None and self._wake is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
-        return rescued, pending
-
-    async def _heartbeat_loop(self) -> None:
-        """Every ``PULSE``: write this worker's heartbeat and rescue the jobs of dead workers;
-        every lease/3 (and at once after a gap, as after a stall): renew the leases of our
-        jobs, learn which were cancelled, paused or lost."""
-        renew_every = self.lease / 3
-        pulse = min(liveness.PULSE, renew_every)
-        next_renewal = time.monotonic() + renew_every
-        while True:
-            await asyncio.sleep(pulse)
-            began = time.monotonic()
-            gap = self._last_beat_ok is None or began - self._last_beat_ok > min(liveness.STALE_AFTER, renew_every)
-            try:
-                if began >= next_renewal or gap:
-                    await self._renew(began)
-                    next_renewal = began + renew_every
-                else:
-                    await self._store(self.app.store.heartbeat, self.id, [], self.lease)
-                    self._beat_ok(began, time.monotonic())
-                await self._store(self._rescue_dead_holders)
-            except Exception:
-                log.exception("heartbeat failed; will try again")
-
-    async def _renew(self, began: float) -> None:
-        ids = sorted(self._unflushed)
-        renewal = await self._store(self.app.store.heartbeat, self.id, ids, self.lease)
-        lost: set[str] = getattr(renewal, "lost", set())
-        for job_id in ids:
-            if job_id not in lost and self._leased_at.get(job_id, began) < began:
-                self._leased_at[job_id] = began
-        self._beat_ok(began, time.monotonic())
-        for job_id in sorted(lost):
-            self._lose(job_id, "its lease ran out or another worker took the job over", before=began)
-        cancelled = renewal
-        for job_id in cancelled:
-            job = next((j for j in self._prefetched if j.id == job_id), None)
-            if job is not None:
-                self._drop_prefetched(job_id, Outcome(job_id, job.attempt, Status.CANCELLED,
-                                                      reason="cancelled by user before it started"))
-                continue
-            task = self._running.get(job_id)
-            if task is not None and job_id not in self._cancel_requested:
-                self._cancel_requested.add(job_id)
-                task.cancel()
-        if self._contexts or self._prefetched:
-            waiting_here = {j.id for j in self._prefetched}
-            paused = await self._store(self.app.store.paused_among, list(self._contexts) + list(waiting_here))
-            # a job claimed ahead starts with the pause request it has by then
-            self._prefetched = deque(
-                dataclasses.replace(j, paused=True) if j.id in paused else j for j in self._prefetched
-            )
-            for job_id in paused:
-                ctx = self._contexts.get(job_id)
-                if ctx is not None and not ctx.pause_requested:
-                    log.info("job %s was paused: it stops at its next checkpoint", job_id)
-                    ctx.pause_requested = True
-        if self.app.settings.alert_queue_depth:
-            await self._store(check_queues, self.app)
-        # (expired leases are rescued by _rescue_dead_holders, after the dead workers' jobs)
-
-    async def _scheduler_loop(self) -> None:
-        """Enqueue due cron ticks; each tick's job id is unique, so many workers enqueue it once."""
-        if not self.app.schedules:
-            return
-        health = ScheduleHealth()  # a failing schedule is logged once per episode, the others go on
-        while True:
-            try:
-                await self._store(run_due, self.app, None, health)
-                wait = await self._store(seconds_until_next, self.app)
-            except Exception:
-                log.exception("scheduler failed; will try again")
-                wait = 5.0
-            # wake just after the next tick (and at least once a minute)
-            await asyncio.sleep(min(max(wait if wait is not None else 60.0, 0.0) + 0.01, 60.0))
-
     # -- plumbing ---------------------------------------------------------------------------
     async def _store(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         assert self._loop is not None and self._store_threads is not None

@@ -269,7 +269,7 @@ class StepRecord:
     step_id: str
     kind: str
     critical: bool
-    status: str  # complete | failed
+    status: str  # a StepStatus value
     result_json: str | None
     error: dict[str, Any] | None
     attempts: int

@@ -1,0 +1,141 @@
+"""What a task is: a registered function with its options (``Task``), and the queues tasks run
+in (``Queue``). ``App.task`` makes them; ``App`` enqueues and runs them."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+
+from .context import Context
+from .errors import EnqueueError
+from .handle import Handle
+from .inputs import check_int, check_name
+from .retry import Retry
+
+if TYPE_CHECKING:
+    from .app import App
+
+#: how many distinct sets of argument names a task remembers the binding outcome of; past
+#: this (a ``**kwargs`` task fed ever new names) the rest are bound one by one, as before
+BIND_MEMO_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A named queue with a concurrency cap that holds across every worker on the store.
+
+    As in a bulk-job API, a queue named without a cap runs one job at a time; pass
+    ``max_concurrency=None`` for an unlimited queue.
+    """
+
+    name: str
+    max_concurrency: int | None = 1
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "queue name")
+        cap = self.max_concurrency
+        if cap is not None:
+            check_int(cap, f"queue {self.name!r}: max_concurrency (an int >= 1 or None)", 1)
+
+
+def qualified_name(cls: type) -> str:
+    """A class's import path: how a job records its final error types."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class Task:
+    """A registered function with its options. Calling it runs the function directly."""
+
+    def __init__(
+        self,
+        app: "App",
+        fn: Callable[..., Any],
+        *,
+        name: str,
+        queue: str | Queue,
+        retry: Retry,
+        timeout: float | None,
+        priority: int,
+        limits: tuple[str, ...] = (),
+        state: str | None = None,
+        budget: float | None = None,
+        margin: float | None = None,
+        payload: str | None = None,
+        retain_state: bool = False,
+    ):
+        self.app = app
+        self.limits = limits
+        #: a shared state key template ("orders:{tenant}"), or None for per-job state
+        self.state = state
+        #: the run budget in seconds (time-limited runs that resume), and the margin that
+        #: ``ctx.out_of_time()`` keeps in reserve
+        self.budget = budget
+        self.margin = margin if margin is not None else (min(max(budget * 0.1, 1.0), budget / 2) if budget else 0.0)
+        #: the list argument stored in segments when it is large
+        self.payload = payload
+        #: keep the cursor, ledger and segments after completion (for audit)
+        self.retain_state = retain_state
+        self.fn = fn
+        self.name = name
+        self.queue = queue
+        self.retry = retry
+        self.timeout = timeout
+        self.priority = priority
+        self.is_async = inspect.iscoroutinefunction(fn)
+        signature = inspect.signature(fn)
+        params = list(signature.parameters.values())
+        self.wants_context = bool(params) and (
+            params[0].annotation in (Context, "Context") or params[0].name == "ctx"
+        )
+        if self.wants_context:
+            params = params[1:]
+        self.signature = signature.replace(parameters=params)
+        #: argument names (in the order given) -> why they do not bind, or None when they do
+        self._bind_memo: dict[tuple[str, ...], str | None] = {}
+        functools.update_wrapper(self, fn)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    @property
+    def queue_name(self) -> str:
+        return self.queue.name if isinstance(self.queue, Queue) else self.queue
+
+    def check_args(self, args: Mapping[str, Any]) -> None:
+        """Raise ``EnqueueError`` unless ``args`` fit the function's parameters.
+
+        Binding keyword arguments depends on their names only, never on their values, so the
+        outcome (and its message, which names the first offending argument in the order given)
+        is remembered per tuple of names: a bulk enqueue of items with the same keys binds
+        once, not once per item.
+        """
+        names = tuple(args)
+        try:
+            problem = self._bind_memo[names]
+        except KeyError:
+            try:
+                self.signature.bind(**args)
+                problem = None
+            except TypeError as exc:
+                problem = str(exc)
+            if len(self._bind_memo) < BIND_MEMO_SIZE:
+                self._bind_memo[names] = problem
+        if problem is not None:
+            raise EnqueueError(f"args do not match {self.name}{self.signature}: {problem}")
+
+    def gives_up_on(self, exc: BaseException, stored: Iterable[str] = ()) -> bool:
+        """True when ``exc`` is one of the task's (or the job's) final error types."""
+        names = set(stored) | {qualified_name(t) for t in self.retry.give_up_on}
+        return any(qualified_name(t) in names for t in type(exc).__mro__)
+
+    # sugar: my_task.enqueue({...}) == app.enqueue(my_task, {...})
+    def enqueue(self, args: Mapping[str, Any] | None = None, **options: Any) -> Handle:
+        return self.app.enqueue(self, args, **options)
+
+    def enqueue_many(self, args_list: Sequence[Mapping[str, Any]], **options: Any) -> list[Handle]:
+        return self.app.enqueue_many(self, args_list, **options)

@@ -1,0 +1,47 @@
+"""The worker's claim planner and backoff (``floodway.worker_plan``), without a worker."""
+
+from __future__ import annotations
+
+from floodway.worker_plan import Backoff, plan_claim
+
+BASE = dict(concurrency=10, prefetch=20, batch_size=20)
+
+
+def test_an_idle_worker_claims_for_its_free_slots_and_nothing_ahead():
+    plan = plan_claim(**BASE, running=0, prefetched=0, unflushed=0, found_work=False)
+    assert (plan.free, plan.want, plan.extra, plan.ahead) == (10, 10, 0, False)
+
+
+def test_draining_a_backlog_claims_ahead_in_the_same_claim():
+    plan = plan_claim(**BASE, running=4, prefetched=0, unflushed=4, found_work=True)
+    assert plan.want == 6 and plan.extra == 20 and not plan.ahead
+
+
+def test_a_busy_worker_claims_ahead_while_its_prefetch_is_half_empty():
+    plan = plan_claim(**BASE, running=10, prefetched=10, unflushed=20, found_work=True)
+    assert plan.free == 0 and plan.ahead and plan.room == 10
+    fuller = plan_claim(**BASE, running=10, prefetched=11, unflushed=21, found_work=True)
+    assert not fuller.ahead  # topped up only once half is used
+    quiet = plan_claim(**BASE, running=10, prefetched=0, unflushed=10, found_work=False)
+    assert not quiet.ahead  # the last claim found nothing: no claim ahead
+
+
+def test_unwritten_outcomes_hold_claims_back():
+    # slots free, but a full batch beyond the slots and the prefetch is still unwritten
+    plan = plan_claim(**BASE, running=0, prefetched=0, unflushed=50, found_work=True)
+    assert plan.free == 0 and plan.room == 0 and not plan.ahead and plan.want == 0
+    partly = plan_claim(**BASE, running=0, prefetched=0, unflushed=45, found_work=True)
+    assert partly.free == 5 and partly.extra == 0
+
+
+def test_a_claim_never_asks_for_more_than_a_batch():
+    plan = plan_claim(concurrency=100, prefetch=0, batch_size=8, running=0, prefetched=0, unflushed=0,
+                      found_work=True)
+    assert plan.want == 8 and plan.extra == 0 and not plan.ahead
+
+
+def test_backoff_doubles_to_its_cap_and_starts_over_after_a_success():
+    b = Backoff(first=0.2, cap=1.0)
+    assert [b.failed() for _ in range(5)] == [0.2, 0.4, 0.8, 1.0, 1.0]
+    b.succeeded()
+    assert b.failed() == 0.2
