@@ -36,9 +36,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ..errors import JobNotFound
+from ..errors import FloodwayError, JobNotFound
 from ..inputs import LONE_SURROGATES
 from ..jobs import Status
+from ..store.rules import cancel_action, check_retryable
 from ..tokens import authenticate
 from . import data
 from .api import MAX_OFFSET, ApiError, parse_statuses, read_body
@@ -52,7 +53,21 @@ PAGE_SIZE = 50
 #: the login form's anti-forgery cookie, and how long a login form stays usable
 LOGIN_COOKIE = "floodway_login"
 LOGIN_MAX_AGE = 3600
-STATUS_NAMES = [s.value for s in Status]
+def _allowed(rule: Any, status: Status) -> bool:
+    """Whether the store's ``rule`` lets a job in ``status`` through (it raises when not)."""
+    try:
+        rule("job", status) if rule is check_retryable else rule(status)
+    except FloodwayError:
+        return False
+    return True
+
+
+#: the statuses, and which of them the action buttons and the live totals act on: all from
+#: ``floodway.jobs`` and the store's rules, never listed again here or in the templates
+STATUS_NAMES = data.STATUS_NAMES
+FINAL_NAMES = [s.value for s in Status if s.is_final]
+RETRYABLE_NAMES = [s.value for s in Status if _allowed(check_retryable, s)]
+CANCELLABLE_NAMES = [s.value for s in Status if _allowed(cancel_action, s) and s is not Status.CANCELLED]
 
 
 def _epoch(value: Any) -> float | None:
@@ -121,7 +136,8 @@ env = jinja2.Environment(
     lstrip_blocks=True,
 )
 env.filters.update(ago=ago, clock=clock, pretty=pretty, quote=quote, error_line=error_line)
-env.globals.update(STATUS_NAMES=STATUS_NAMES)
+env.globals.update(STATUS_NAMES=STATUS_NAMES, FINAL_NAMES=FINAL_NAMES, RETRYABLE_NAMES=RETRYABLE_NAMES,
+                   CANCELLABLE_NAMES=CANCELLABLE_NAMES)
 
 
 def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:

@@ -7,8 +7,10 @@ import json
 from typing import Any
 
 from ..inputs import INT32_MAX, INT32_MIN, MAX_AHEAD_SECONDS, MAX_NAME_LENGTH
+from ..jobs import Status
 
-STATUSES = ["scheduled", "waiting", "running", "retrying", "failed", "complete", "cancelled"]
+#: the job statuses, from the one list (``floodway.jobs.Status``)
+STATUSES = [s.value for s in Status]
 
 
 def _ref(name: str) -> dict[str, Any]:

@@ -12,7 +12,8 @@
 "use strict";
 (() => {
   const HEADERS = { "X-Requested-With": "floodway", "Accept": "text/html, application/json" };
-  const FINAL = ["complete", "failed", "cancelled"];
+  // the final statuses, from the server (floodway.jobs): never listed here
+  const FINAL = (document.body.dataset.final || "").split(",").filter(Boolean);
   const $ = (sel, root = document) => root.querySelector(sel);
   const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
 
