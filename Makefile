@@ -24,10 +24,11 @@ test: install lint
 test-fast: install
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
-# the linter (ruff: errors, warnings, sorted imports) and the type checker (mypy over src/),
-# run before the tests
+# the linter (ruff: errors, warnings, sorted imports), the formatter's check (ruff format) and
+# the type checker (mypy over src/), run before the tests
 lint: install
 	$(BIN)/ruff check src tests benchmarks chaos
+	$(BIN)/ruff format --check src tests benchmarks chaos
 	$(BIN)/mypy
 
 bench: install

@@ -123,7 +123,7 @@ CELERY_SCRIPT = HERE / "peers" / "celery_drain.py"
 CELERY_PACKAGES = ["celery", "httpx", "sqlalchemy"]
 CELERY_CONCURRENCY = 4  # prefork children per Celery worker process
 
-APP_TEMPLATE = '''
+APP_TEMPLATE = """
 import floodway
 
 app = floodway.App({url!r})
@@ -141,10 +141,11 @@ async def order(ctx: floodway.Context, n: int):
     if response.status_code != 200:
         raise RuntimeError(f"destination answered {{response.status_code}}")
     return n
-'''
+"""
 
 
 # -- the cells ----------------------------------------------------------------------------------
+
 
 @dataclass
 class Kind:
@@ -227,12 +228,14 @@ def ideal_seconds(kind: Kind, rate: int, n: int) -> float:
 
 # -- backends -----------------------------------------------------------------------------------
 
+
 def postgres_server() -> str:
     url = os.environ.get("FLOODWAY_BENCH_POSTGRES_URL") or os.environ.get("FLOODWAY_TEST_POSTGRES_URL")
     if url:
         return url
-    out = subprocess.run(["bash", str(ROOT / "scripts" / "start-postgres.sh")], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "start-postgres.sh")], check=True, capture_output=True, text=True
+    ).stdout
     for line in out.splitlines():
         if line.startswith("export FLOODWAY_TEST_POSTGRES_URL="):
             url = line.split("=", 1)[1].strip().strip("'\"")
@@ -260,7 +263,7 @@ class Database:
 
     def rows(self, sql: str) -> list[tuple]:
         if self.backend == "sqlite":
-            conn = sqlite3.connect(self.url[len("sqlite:///"):])
+            conn = sqlite3.connect(self.url[len("sqlite:///") :])
             try:
                 return conn.execute(sql).fetchall()
             finally:
@@ -280,6 +283,7 @@ class Database:
 
 # -- processes ----------------------------------------------------------------------------------
 
+
 def _start_worker(tmp: Path, module: str, label: str) -> subprocess.Popen:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tmp), str(SRC), env.get("PYTHONPATH", "")) if p)
@@ -288,9 +292,23 @@ def _start_worker(tmp: Path, module: str, label: str) -> subprocess.Popen:
     log = open(tmp / f"{label}.log", "wb")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "floodway", "--app", f"{module}:app", "worker",
-             "--concurrency", str(CONCURRENCY), "--poll-interval", "50ms"],
-            cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "floodway",
+                "--app",
+                f"{module}:app",
+                "worker",
+                "--concurrency",
+                str(CONCURRENCY),
+                "--poll-interval",
+                "50ms",
+            ],
+            cwd=tmp,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     finally:
         log.close()
@@ -343,8 +361,11 @@ def _limit_state(app) -> dict[str, Any]:
     if info is None:
         return {}
     spec = info.spec
-    out: dict[str, Any] = {"rate_per_s": spec.rate.per_second if spec.rate else None,
-                           "adaptive": getattr(spec, "adaptive", None), "keys": {}}
+    out: dict[str, Any] = {
+        "rate_per_s": spec.rate.per_second if spec.rate else None,
+        "adaptive": getattr(spec, "adaptive", None),
+        "keys": {},
+    }
     for key in info.keys:
         values = asdict(key) if hasattr(key, "__dataclass_fields__") else dict(vars(key))
         out["keys"][key.key] = {k: v for k, v in values.items() if isinstance(v, (int, float, str)) or v is None}
@@ -364,10 +385,18 @@ def _key_rates(state: dict[str, Any]) -> list[float]:
 
 # -- one floodway cell --------------------------------------------------------------------------
 
+
 def run_cell(kind: Kind, rate: int, decl: str, backend: str, n: int, keep: bool, max_ratio: float) -> dict:
-    result: dict[str, Any] = {"system": "floodway", "kind": kind.name, "style": kind.style, "rate": rate,
-                              "decl": decl, "backend": backend, "n": n,
-                              "ideal_seconds": ideal_seconds(kind, rate, n)}
+    result: dict[str, Any] = {
+        "system": "floodway",
+        "kind": kind.name,
+        "style": kind.style,
+        "rate": rate,
+        "decl": decl,
+        "backend": backend,
+        "n": n,
+        "ideal_seconds": ideal_seconds(kind, rate, n),
+    }
     tmp = Path(tempfile.mkdtemp(prefix="floodway-drain-"))
     module = f"drain_app_{uuid.uuid4().hex[:8]}"
     dest = db = app = None
@@ -376,8 +405,9 @@ def run_cell(kind: Kind, rate: int, decl: str, backend: str, n: int, keep: bool,
     try:
         db = Database(backend, tmp)
         dest = kind.destination(rate).start()
-        (tmp / f"{module}.py").write_text(textwrap.dedent(APP_TEMPLATE.format(
-            url=db.url, limit=limit_line(decl, rate, kind.keyed), dest=dest.url)))
+        (tmp / f"{module}.py").write_text(
+            textwrap.dedent(APP_TEMPLATE.format(url=db.url, limit=limit_line(decl, rate, kind.keyed), dest=dest.url))
+        )
         sys.path.insert(0, str(tmp))
         try:
             app = __import__(module).app
@@ -399,8 +429,9 @@ def run_cell(kind: Kind, rate: int, decl: str, backend: str, n: int, keep: bool,
             per = n // len(TENANTS)
             for start in range(0, per, chunk):
                 for tenant in TENANTS:  # interleaved, as tenants' work arrives
-                    handles += app.enqueue_many("order", [{"n": i} for i in range(start, min(per, start + chunk))],
-                                                tenant=tenant)
+                    handles += app.enqueue_many(
+                        "order", [{"n": i} for i in range(start, min(per, start + chunk))], tenant=tenant
+                    )
         else:
             handles = app.enqueue_many("order", [{"n": i} for i in range(n)])
         result["enqueue_seconds"] = time.time() - t0
@@ -429,10 +460,12 @@ def run_cell(kind: Kind, rate: int, decl: str, backend: str, n: int, keep: bool,
         claims = dict(db.rows("SELECT id, started_at FROM jobs WHERE started_at IS NOT NULL"))
         statuses = dict(db.rows("SELECT status, COUNT(*) FROM jobs GROUP BY status"))
         attempts = dict(db.rows("SELECT attempt, COUNT(*) FROM jobs GROUP BY attempt"))
-        final_ids = {row[0] for row in db.rows(
-            "SELECT id FROM jobs WHERE status IN ('complete', 'failed', 'cancelled')")}
-        rescheduled = db.rows("SELECT COUNT(*) FROM job_events "
-                              "WHERE from_status = 'running' AND to_status = 'scheduled'")[0][0]
+        final_ids = {
+            row[0] for row in db.rows("SELECT id FROM jobs WHERE status IN ('complete', 'failed', 'cancelled')")
+        }
+        rescheduled = db.rows(
+            "SELECT COUNT(*) FROM job_events WHERE from_status = 'running' AND to_status = 'scheduled'"
+        )[0][0]
         state = _limit_state(app)
 
         records = dest.records()
@@ -443,35 +476,39 @@ def run_cell(kind: Kind, rate: int, decl: str, backend: str, n: int, keep: bool,
         accept_times = sorted(r.at for r in accepted)
         stopped = "stopped_after" in result
         drain = result["stopped_after"] if stopped else (finished - t0 if finished else float("nan"))
-        result.update({
-            "jobs": total,
-            "drain_seconds": drain,
-            "ratio": drain / result["ideal_seconds"],
-            "requests": len(records),
-            "refused": len(refused),
-            "refused_by_status": dict(Counter(r.status for r in refused)),
-            "share_429": len(refused) / len(records) if records else float("nan"),
-            "done": len(final_ids),
-            "unfinished": total - len(final_ids),
-            "lost": len(final_ids - set(seen)),
-            "duplicated": sum(1 for c in seen.values() if c > 1),
-            "unknown_keys": len(set(seen) - ids),
-            "statuses": statuses,
-            "attempts": attempts,
-            "rescheduled": rescheduled,
-            "accept_rate": (len(accept_times) - 1) / (accept_times[-1] - accept_times[0]) if len(accept_times) > 1 else 0,
-            "max_accepted_in_window": max_in_window(accept_times, kind.window),
-            "first_accept_after": accept_times[0] - t0 if accept_times else float("nan"),
-            "lag_p50": _pct(lags, 0.5),
-            "lag_p95": _pct(lags, 0.95),
-            "worker_cpu_seconds": sum(cpu),
-            "cpu_ms_per_job": 1000 * sum(cpu) / max(len(final_ids), 1),
-            "limit": state,
-            "final_rate_per_s": state.get("rate_per_s"),
-            "key_rates": _key_rates(state),
-            "accepted_per_second": dest.stats()["accepted_per_second"],
-            "refused_per_second": dest.stats()["refused_per_second"],
-        })
+        result.update(
+            {
+                "jobs": total,
+                "drain_seconds": drain,
+                "ratio": drain / result["ideal_seconds"],
+                "requests": len(records),
+                "refused": len(refused),
+                "refused_by_status": dict(Counter(r.status for r in refused)),
+                "share_429": len(refused) / len(records) if records else float("nan"),
+                "done": len(final_ids),
+                "unfinished": total - len(final_ids),
+                "lost": len(final_ids - set(seen)),
+                "duplicated": sum(1 for c in seen.values() if c > 1),
+                "unknown_keys": len(set(seen) - ids),
+                "statuses": statuses,
+                "attempts": attempts,
+                "rescheduled": rescheduled,
+                "accept_rate": (len(accept_times) - 1) / (accept_times[-1] - accept_times[0])
+                if len(accept_times) > 1
+                else 0,
+                "max_accepted_in_window": max_in_window(accept_times, kind.window),
+                "first_accept_after": accept_times[0] - t0 if accept_times else float("nan"),
+                "lag_p50": _pct(lags, 0.5),
+                "lag_p95": _pct(lags, 0.95),
+                "worker_cpu_seconds": sum(cpu),
+                "cpu_ms_per_job": 1000 * sum(cpu) / max(len(final_ids), 1),
+                "limit": state,
+                "final_rate_per_s": state.get("rate_per_s"),
+                "key_rates": _key_rates(state),
+                "accepted_per_second": dest.stats()["accepted_per_second"],
+                "refused_per_second": dest.stats()["refused_per_second"],
+            }
+        )
         if kind.changing:
             result["settle_windows"] = settle_windows(dest, kind, drain + t0)
         if kind.keyed:
@@ -512,9 +549,15 @@ def settle_windows(dest: Destination, kind: Kind, end: float) -> list[dict[str, 
     for i, (at, new_rate) in enumerate(changes):
         until = changes[i + 1][0] if i + 1 < len(changes) else end
         budgets = len(TENANTS) if kind.keyed else 1
-        out.append({"at": at - (dest.first_request or at), "rate": new_rate,
-                    "windows": windows_to_reach(accepted, refused, at, new_rate * budgets, kind.window,
-                                                SETTLE_TOLERANCE, end=until)})
+        out.append(
+            {
+                "at": at - (dest.first_request or at),
+                "rate": new_rate,
+                "windows": windows_to_reach(
+                    accepted, refused, at, new_rate * budgets, kind.window, SETTLE_TOLERANCE, end=until
+                ),
+            }
+        )
     return out
 
 
@@ -534,8 +577,14 @@ def run_bare_client(n: int) -> dict:
     dest = parse_kind("leaky").destination(NONBINDING).start()
     try:
         shares = [n // WORKERS + (1 if i < n % WORKERS else 0) for i in range(WORKERS)]
-        procs = [subprocess.Popen([sys.executable, str(BARE_SCRIPT), dest.url, str(k), str(CONCURRENCY)],
-                                  stdout=subprocess.PIPE, text=True) for k in shares]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(BARE_SCRIPT), dest.url, str(k), str(CONCURRENCY)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for k in shares
+        ]
         outs = []
         for p in procs:
             out, _ = p.communicate(timeout=600)
@@ -546,8 +595,14 @@ def run_bare_client(n: int) -> dict:
         dest.stop()
     seconds = max(o["end"] for o in outs) - min(o["start"] for o in outs)
     cpu = sum(o["cpu_seconds"] for o in outs)
-    return {"system": "bare httpx", "n": n, "seconds": seconds, "per_second": n / seconds,
-            "ok": sum(o["ok"] for o in outs), "cpu_ms_per_request": 1000 * cpu / n}
+    return {
+        "system": "bare httpx",
+        "n": n,
+        "seconds": seconds,
+        "per_second": n / seconds,
+        "ok": sum(o["ok"] for o in outs),
+        "cpu_ms_per_request": 1000 * cpu / n,
+    }
 
 
 def run_bare(backends: list[str], n: int, keep: bool) -> list[dict]:
@@ -569,18 +624,24 @@ def print_bare(rows: list[dict]) -> None:
     print("|---|---|---|---|---|---|")
     for r in rows:
         if r["system"] == "bare httpx":
-            print(f"| bare httpx ({WORKERS} processes x {CONCURRENCY} in flight) | - | {r['per_second']:,.0f} | "
-                  f"{r['per_second']:,.0f} | 1.00 | {r['cpu_ms_per_request']:.2f} ms |")
+            print(
+                f"| bare httpx ({WORKERS} processes x {CONCURRENCY} in flight) | - | {r['per_second']:,.0f} | "
+                f"{r['per_second']:,.0f} | 1.00 | {r['cpu_ms_per_request']:.2f} ms |"
+            )
         elif "error" in r:
             print(f"| floodway | {r['backend']} | error: {r['error']} | | | |")
         else:
-            print(f"| floodway ({WORKERS} workers x {CONCURRENCY}) | {r['backend']} | {r['per_second']:,.0f} | "
-                  f"{r['per_second_from_first_request']:,.0f} | "
-                  f"{r['per_second_from_first_request'] / bare['per_second']:.2f} | {r['cpu_ms_per_job']:.2f} ms |")
+            print(
+                f"| floodway ({WORKERS} workers x {CONCURRENCY}) | {r['backend']} | {r['per_second']:,.0f} | "
+                f"{r['per_second_from_first_request']:,.0f} | "
+                f"{r['per_second_from_first_request'] / bare['per_second']:.2f} | {r['cpu_ms_per_job']:.2f} ms |"
+            )
     for r in rows:
         if r.get("rss_mb"):
-            samples = ", ".join(f"{done:,} jobs: {' / '.join(f'{mb:.0f}' for mb in mbs)} MB"
-                                for done, mbs in sorted(r["rss_mb"].items()))
+            samples = ", ".join(
+                f"{done:,} jobs: {' / '.join(f'{mb:.0f}' for mb in mbs)} MB"
+                for done, mbs in sorted(r["rss_mb"].items())
+            )
             print(f"\nfloodway {r['backend']}, each worker's resident memory after {samples}")
 
 
@@ -589,8 +650,11 @@ def ensure_celery_venv() -> None:
         probe = subprocess.run([str(CELERY_PY), "-c", "import celery, httpx, sqlalchemy"], capture_output=True)
         if probe.returncode == 0:
             return
-    print(f"creating the Celery venv in {CELERY_VENV} (python -m venv + pip install "
-          f"{' '.join(CELERY_PACKAGES)}) ...", file=sys.stderr, flush=True)
+    print(
+        f"creating the Celery venv in {CELERY_VENV} (python -m venv + pip install {' '.join(CELERY_PACKAGES)}) ...",
+        file=sys.stderr,
+        flush=True,
+    )
     PEERS.mkdir(parents=True, exist_ok=True)
     base = getattr(sys, "_base_executable", None) or sys.executable
     if not CELERY_PY.exists():
@@ -599,8 +663,18 @@ def ensure_celery_venv() -> None:
 
 
 def _celery(mode: str, tmp: Path, dest: str, rate_limit: str, *extra: str) -> list[str]:
-    return [str(CELERY_PY), str(CELERY_SCRIPT), mode, "--dir", str(tmp), "--dest", dest,
-            "--rate-limit", rate_limit, *extra]
+    return [
+        str(CELERY_PY),
+        str(CELERY_SCRIPT),
+        mode,
+        "--dir",
+        str(tmp),
+        "--dest",
+        dest,
+        "--rate-limit",
+        rate_limit,
+        *extra,
+    ]
 
 
 def _celery_json(cmd: list[str]) -> dict:
@@ -623,9 +697,17 @@ def run_celery_cell(rate: int, decl: str, n: int, keep: bool, max_ratio: float) 
     kind = parse_kind("leaky")
     per_worker = rate / WORKERS * (2 if decl == "high" else 1)
     rate_limit = f"{per_worker:g}/s"
-    result: dict[str, Any] = {"system": "celery", "kind": "leaky", "style": "leaky", "rate": rate, "decl": decl,
-                              "backend": "celery", "n": n, "ideal_seconds": n / rate,
-                              "celery_rate_limit": f"{rate_limit} x {WORKERS} workers"}
+    result: dict[str, Any] = {
+        "system": "celery",
+        "kind": "leaky",
+        "style": "leaky",
+        "rate": rate,
+        "decl": decl,
+        "backend": "celery",
+        "n": n,
+        "ideal_seconds": n / rate,
+        "celery_rate_limit": f"{rate_limit} x {WORKERS} workers",
+    }
     tmp = Path(tempfile.mkdtemp(prefix="celery-drain-"))
     dest = kind.destination(rate).start()
     procs: list[subprocess.Popen] = []
@@ -634,10 +716,17 @@ def run_celery_cell(rate: int, decl: str, n: int, keep: bool, max_ratio: float) 
         # the workers are started on an empty queue and the clock starts once both said ready
         for i in range(WORKERS):
             log = open(tmp / f"celery-w{i}.log", "wb")
-            procs.append(subprocess.Popen(
-                _celery("worker", tmp, dest.url, rate_limit, "--name", f"w{i}",
-                        "--concurrency", str(CELERY_CONCURRENCY)),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    _celery(
+                        "worker", tmp, dest.url, rate_limit, "--name", f"w{i}", "--concurrency", str(CELERY_CONCURRENCY)
+                    ),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
             log.close()
         deadline = time.monotonic() + 60
         while not all((tmp / f"ready-w{i}").exists() for i in range(WORKERS)):
@@ -673,22 +762,33 @@ def run_celery_cell(rate: int, decl: str, n: int, keep: bool, max_ratio: float) 
         stopped = "stopped_after" in result
         drain = result["stopped_after"] if stopped else res["last_done"] - t0
         done = res["success"] + res["failure"]
-        result.update({
-            "jobs": n, "drain_seconds": drain, "ratio": drain / (n / rate),
-            "requests": len(records), "refused": len(refused),
-            "refused_by_status": dict(Counter(r.status for r in refused)),
-            "share_429": len(refused) / len(records) if records else float("nan"),
-            "done": done, "unfinished": n - done,
-            # a task that gave up (max_retries spent) never reached the destination
-            "lost": max(0, done - len(seen)), "failed": res["failure"],
-            "duplicated": sum(1 for c in seen.values() if c > 1),
-            "accept_rate": (len(accept_times) - 1) / (accept_times[-1] - accept_times[0]) if len(accept_times) > 1 else 0,
-            "max_accepted_in_window": max_in_window(accept_times, kind.window),
-            "worker_cpu_seconds": sum(cpu), "cpu_ms_per_job": 1000 * sum(cpu) / max(done, 1),
-            "key_rates": [], "final_rate_per_s": None,
-            "accepted_per_second": dest.stats()["accepted_per_second"],
-            "refused_per_second": dest.stats()["refused_per_second"],
-        })
+        result.update(
+            {
+                "jobs": n,
+                "drain_seconds": drain,
+                "ratio": drain / (n / rate),
+                "requests": len(records),
+                "refused": len(refused),
+                "refused_by_status": dict(Counter(r.status for r in refused)),
+                "share_429": len(refused) / len(records) if records else float("nan"),
+                "done": done,
+                "unfinished": n - done,
+                # a task that gave up (max_retries spent) never reached the destination
+                "lost": max(0, done - len(seen)),
+                "failed": res["failure"],
+                "duplicated": sum(1 for c in seen.values() if c > 1),
+                "accept_rate": (len(accept_times) - 1) / (accept_times[-1] - accept_times[0])
+                if len(accept_times) > 1
+                else 0,
+                "max_accepted_in_window": max_in_window(accept_times, kind.window),
+                "worker_cpu_seconds": sum(cpu),
+                "cpu_ms_per_job": 1000 * sum(cpu) / max(done, 1),
+                "key_rates": [],
+                "final_rate_per_s": None,
+                "accepted_per_second": dest.stats()["accepted_per_second"],
+                "refused_per_second": dest.stats()["refused_per_second"],
+            }
+        )
         return result
     except Exception as exc:  # noqa: BLE001
         result["error"] = f"{type(exc).__name__}: {exc}"
@@ -707,9 +807,11 @@ def run_celery_cell(rate: int, decl: str, n: int, keep: bool, max_ratio: float) 
 
 # -- the report ---------------------------------------------------------------------------------
 
-HEADER = ("| kind | R | declaration | backend | drain / ideal | ratio | 429 share (count) | lost / dup "
-          "| accept rate | limit at end | windows to settle | goals |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|")
+HEADER = (
+    "| kind | R | declaration | backend | drain / ideal | ratio | 429 share (count) | lost / dup "
+    "| accept rate | limit at end | windows to settle | goals |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def _settle(r: dict) -> str:
@@ -738,25 +840,31 @@ def fmt(r: dict) -> str:
     backend = "celery, sqla+sqlite broker" if r["system"] == "celery" else r["backend"]
     kind = r["kind"]
     if "error" in r:
-        return (f"| {kind} | {r['rate']}/s | {decl} | {backend} | error: {r['error'][:160]} "
-                f"| | | | | | | |")
+        return f"| {kind} | {r['rate']}/s | {decl} | {backend} | error: {r['error'][:160]} | | | | | | | |"
     goal = GOAL_RATIO[decl]
     verdicts = [f"ratio {'met' if r['ratio'] <= goal and not r['unfinished'] else 'not met'} (≤ {goal:.2f})"]
     if decl in GOAL_429:
-        verdicts.append(f"429s {'met' if r['share_429'] <= GOAL_429[decl] else 'not met'} "
-                        f"(≤ {100 * GOAL_429[decl]:.0f} %)")
+        verdicts.append(
+            f"429s {'met' if r['share_429'] <= GOAL_429[decl] else 'not met'} (≤ {100 * GOAL_429[decl]:.0f} %)"
+        )
     if r["lost"] or r["duplicated"]:
         verdicts.append("RECORDS LOST OR DUPLICATED")
     if r["unfinished"]:
         drain = f"stopped at {r['drain_seconds']:.0f} s / {r['ideal_seconds']:.0f} s, {r['done']} of {r['jobs']} done"
-        heading = f" (≈ {r['rate'] / r['accept_rate']:.1f})" if r["accept_rate"] and not (kind.startswith("keyed") or "+keyed" in kind) else ""
+        heading = (
+            f" (≈ {r['rate'] / r['accept_rate']:.1f})"
+            if r["accept_rate"] and not (kind.startswith("keyed") or "+keyed" in kind)
+            else ""
+        )
         ratio = f"> {r['ratio']:.1f}{heading}"
     else:
         drain = f"{r['drain_seconds']:.1f} s / {r['ideal_seconds']:.1f} s"
         ratio = f"{r['ratio']:.2f}"
-    return (f"| {kind} | {r['rate']}/s | {decl} | {backend} | {drain} | **{ratio}** "
-            f"| {100 * r['share_429']:.2f} % ({r['refused']}) | {r['lost']} / {r['duplicated']} "
-            f"| {r['accept_rate']:.1f}/s | {_limit_at_end(r)} | {_settle(r)} | {'; '.join(verdicts)} |")
+    return (
+        f"| {kind} | {r['rate']}/s | {decl} | {backend} | {drain} | **{ratio}** "
+        f"| {100 * r['share_429']:.2f} % ({r['refused']}) | {r['lost']} / {r['duplicated']} "
+        f"| {r['accept_rate']:.1f}/s | {_limit_at_end(r)} | {_settle(r)} | {'; '.join(verdicts)} |"
+    )
 
 
 def _csv(value: str, allowed: tuple[str, ...] | None, what: str) -> list[str]:
@@ -770,12 +878,18 @@ def _csv(value: str, allowed: tuple[str, ...] | None, what: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-n", type=int, default=None,
-                        help=f"jobs per cell (default {QUOTA_SECONDS} s of quota: {QUOTA_SECONDS} x R; "
-                             f"keyed: per tenant)")
+    parser.add_argument(
+        "-n",
+        type=int,
+        default=None,
+        help=f"jobs per cell (default {QUOTA_SECONDS} s of quota: {QUOTA_SECONDS} x R; keyed: per tenant)",
+    )
     parser.add_argument("--quick", action="store_true", help=f"N = {QUICK_SECONDS} s of quota")
-    parser.add_argument("--styles", default=",".join(KINDS),
-                        help=f"kinds of destination (default all: {','.join(KINDS)}; also changing+STYLE, keyed+STYLE)")
+    parser.add_argument(
+        "--styles",
+        default=",".join(KINDS),
+        help=f"kinds of destination (default all: {','.join(KINDS)}; also changing+STYLE, keyed+STYLE)",
+    )
     parser.add_argument("--rates", default="50,200")
     parser.add_argument("--decls", default=None, help=f"declarations (default all: {','.join(DECLS)})")
     parser.add_argument("--modes", default=None, help="the old name of --decls: declared, adaptive (= adaptive4x)")
@@ -783,18 +897,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers", default="", help="peer systems to run too: celery")
     parser.add_argument("--no-floodway", action="store_true", help="run only the peers")
     parser.add_argument("--keep", action="store_true", help="keep each cell's directory (db, logs)")
-    parser.add_argument("--max-ratio", type=float, default=3.0,
-                        help="stop a cell once it has taken this many times its ideal (default 3)")
+    parser.add_argument(
+        "--max-ratio",
+        type=float,
+        default=3.0,
+        help="stop a cell once it has taken this many times its ideal (default 3)",
+    )
     parser.add_argument("--json", metavar="PATH", default=None)
-    parser.add_argument("--bare", action="store_true",
-                        help=f"instead of the matrix: the cost per HTTP job, N (default {BARE_N:,}) jobs through "
-                             f"a limit that never binds, beside a bare httpx client (--backends applies)")
+    parser.add_argument(
+        "--bare",
+        action="store_true",
+        help=f"instead of the matrix: the cost per HTTP job, N (default {BARE_N:,}) jobs through "
+        f"a limit that never binds, beside a bare httpx client (--backends applies)",
+    )
     args = parser.parse_args(argv)
     if args.bare:
         rows = run_bare(_csv(args.backends, BACKENDS, "backend"), args.n or BARE_N, args.keep)
         for r in rows:
-            print(json.dumps({k: v for k, v in r.items() if k not in ("accepted_per_second", "refused_per_second",
-                                                                        "limit")}, default=str), flush=True)
+            print(
+                json.dumps(
+                    {k: v for k, v in r.items() if k not in ("accepted_per_second", "refused_per_second", "limit")},
+                    default=str,
+                ),
+                flush=True,
+            )
         print_bare(rows)
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=2, default=str))
@@ -816,19 +942,28 @@ def main(argv: list[str] | None = None) -> int:
         per = args.n or seconds * rate
         return per * len(TENANTS) if kind.keyed else per
 
-    print(f"floodway drain benchmark: N = {'%d' % args.n if args.n else f'{seconds} s of quota'} per cell "
-          f"(keyed: per tenant), {WORKERS} worker processes x concurrency {CONCURRENCY}, "
-          f"floodway limit burst {DECLARED_BURST}", flush=True)
-    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"SQLite {sqlite3.sqlite_version}, load average at start {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"floodway drain benchmark: N = {'%d' % args.n if args.n else f'{seconds} s of quota'} per cell "
+        f"(keyed: per tenant), {WORKERS} worker processes x concurrency {CONCURRENCY}, "
+        f"floodway limit burst {DECLARED_BURST}",
+        flush=True,
+    )
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}, load average at start {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     results = []
 
     def done(r: dict) -> None:
         results.append(r)
         if "error" in r:
             print(f"# {r['kind']} R={r['rate']} {r['decl']} {r['backend']}: {r['error']}", flush=True)
-        slim = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
-                if k not in ("accepted_per_second", "refused_per_second", "limit")}
+        slim = {
+            k: (round(v, 4) if isinstance(v, float) else v)
+            for k, v in r.items()
+            if k not in ("accepted_per_second", "refused_per_second", "limit")
+        }
         print(json.dumps(slim, default=str), flush=True)
 
     if not args.no_floodway:

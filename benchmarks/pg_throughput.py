@@ -87,6 +87,7 @@ CONCURRENCY = 20
 # roles: run inside a subprocess, under floodway's interpreter or the peers' venv
 # ---------------------------------------------------------------------------------------------
 
+
 def _floodway_app(url: str, kind: str):
     import floodway
 
@@ -99,16 +100,20 @@ def _floodway_app(url: str, kind: str):
         @app.task(name="job", limits=["api"])
         async def job(n: int = 0):
             return None
+
         return app, job
 
     if kind == "sleep":
+
         @app.task(name="job")
         async def job(n: int = 0):
             await asyncio.sleep(0.01)
     else:
+
         @app.task(name="job")
         async def job(n: int = 0):
             return None
+
     return app, job
 
 
@@ -118,13 +123,16 @@ def _procrastinate_app(url: str, kind: str):
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url))
 
     if kind == "sleep":
+
         @app.task(name="job")
         async def job(n: int = 0):
             await asyncio.sleep(0.01)
     else:
+
         @app.task(name="job")
         async def job(n: int = 0):
             return None
+
     return app, job
 
 
@@ -144,10 +152,12 @@ def role_install(system: str, url: str) -> None:
         app.store  # migrates
         app.close()
     elif system == "pgqueuer":
+
         async def go():
             conn, q = await _pgqueuer_setup(url)
             await q.install()
             await conn.close()
+
         asyncio.run(go())
     elif system == "procrastinate":
         app, _ = _procrastinate_app(url, "noop")
@@ -155,6 +165,7 @@ def role_install(system: str, url: str) -> None:
         async def go():
             async with app.open_async():
                 await app.schema_manager.apply_schema_async()
+
         asyncio.run(go())
 
 
@@ -194,6 +205,7 @@ def role_enqueue(system: str, url: str, n: int, mode: str, kind: str) -> float:
         app.close()
         return took
     if system == "pgqueuer":
+
         async def go():
             conn, q = await _pgqueuer_setup(url)
             start = time.perf_counter()
@@ -207,6 +219,7 @@ def role_enqueue(system: str, url: str, n: int, mode: str, kind: str) -> float:
             took = time.perf_counter() - start
             await conn.close()
             return took
+
         return asyncio.run(go())
     if system == "procrastinate":
         app, job = _procrastinate_app(url, kind)
@@ -221,6 +234,7 @@ def role_enqueue(system: str, url: str, n: int, mode: str, kind: str) -> float:
                     for k in range(n):
                         await job.defer_async(n=k)
                 return time.perf_counter() - start
+
         return asyncio.run(go())
     raise SystemExit(f"unknown system {system}")
 
@@ -256,21 +270,26 @@ def role_work(system: str, url: str, kind: str) -> None:
         app.worker(concurrency=CONCURRENCY, grace="0s", loop=_worker_loop()).run()
         return
     if system == "pgqueuer":
+
         async def go():
             from pgqueuer.qm import QueueManager
 
             conn, queries = await _pgqueuer_setup(url)
             qm = QueueManager(queries)
             if kind == "sleep":
+
                 @qm.entrypoint("job")
                 async def job(j):
                     await asyncio.sleep(0.01)
             else:
+
                 @qm.entrypoint("job")
                 async def job(j):
                     return None
+
             await asyncio.get_running_loop().run_in_executor(None, wait_for_go)
             await qm.run(batch_size=10, max_concurrent_tasks=CONCURRENCY)
+
         _run_on_worker_loop(go())
         return
     if system == "procrastinate":
@@ -280,6 +299,7 @@ def role_work(system: str, url: str, kind: str) -> None:
             async with app.open_async():
                 await asyncio.get_running_loop().run_in_executor(None, wait_for_go)
                 await app.run_worker_async(concurrency=CONCURRENCY, wait=True)
+
         asyncio.run(go())
         return
     raise SystemExit(f"unknown system {system}")
@@ -298,7 +318,9 @@ def role_ceiling(n: int) -> None:
             while left[0] > 0:
                 left[0] -= 1
                 await asyncio.sleep(0.01)
+
         await asyncio.gather(*(slot() for _ in range(CONCURRENCY)))
+
     _run_on_worker_loop(go())
 
 
@@ -319,8 +341,9 @@ def interpreter(system: str) -> str:
 
 def ensure_peers() -> None:
     if PEER_PY.exists():
-        probe = subprocess.run([str(PEER_PY), "-c", "import pgqueuer, procrastinate, asyncpg, psycopg"],
-                               capture_output=True)
+        probe = subprocess.run(
+            [str(PEER_PY), "-c", "import pgqueuer, procrastinate, asyncpg, psycopg"], capture_output=True
+        )
         if probe.returncode == 0:
             return
     print(f"installing the peers into {PEER_VENV} ...", file=sys.stderr)
@@ -335,8 +358,9 @@ def server_url(given: str | None) -> str:
     url = given or os.environ.get("FLOODWAY_BENCH_POSTGRES_URL") or os.environ.get("FLOODWAY_TEST_POSTGRES_URL")
     if url:
         return url
-    out = subprocess.run(["bash", str(ROOT / "scripts" / "start-postgres.sh")], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "start-postgres.sh")], check=True, capture_output=True, text=True
+    ).stdout
     for line in out.splitlines():
         if line.startswith("export FLOODWAY_TEST_POSTGRES_URL="):
             return line.split("=", 1)[1].strip().strip("'\"")
@@ -457,10 +481,16 @@ def measure_drain(system: str, server: str, n: int, kind: str, processes: int, t
         run_role(system, "enqueue", system, db.url, str(n), "bulk", kind)
         n_done = n
         for _ in range(processes):
-            procs.append(subprocess.Popen(
-                [interpreter(system), str(Path(__file__).resolve()), "--role", "work", system, db.url, kind],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [interpreter(system), str(Path(__file__).resolve()), "--role", "work", system, db.url, kind],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    cwd=ROOT,
+                )
+            )
         for p in procs:
             line = p.stdout.readline()
             if line.strip() != "ready":
@@ -484,8 +514,10 @@ def measure_drain(system: str, server: str, n: int, kind: str, processes: int, t
                 time.sleep(poll_interval(n - done, done, time.perf_counter() - start))
             took = time.perf_counter() - start
             server1, workers1 = server_cpu(), cpu_seconds(workers)
-        cpu = {"workers": (workers1 - workers0) / n * 1e6,
-               "server": (server1 - server0) / n * 1e6 if server0 is not None else None}
+        cpu = {
+            "workers": (workers1 - workers0) / n * 1e6,
+            "server": (server1 - server0) / n * 1e6 if server0 is not None else None,
+        }
         return Drain(n / took, cpu)
     finally:
         for p in procs:
@@ -505,9 +537,15 @@ CEILING = "loop ceiling"
 
 def measure_ceiling(n: int, processes: int) -> float:
     """``role_ceiling`` in ``processes`` processes at once (n in all), timed like a drain."""
-    procs = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--role", "ceiling", "-", "-",
-                               str(n // processes)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-             for _ in range(processes)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--role", "ceiling", "-", "-", str(n // processes)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
     for p in procs:
         if p.stdout.readline().strip() != "ready":
             raise RuntimeError("the ceiling process did not start")
@@ -526,16 +564,23 @@ def server_info(server: str) -> str:
 
     with psycopg.connect(server) as conn:
         version = conn.execute("SHOW server_version").fetchone()[0]
-        settings = {k: conn.execute(f"SHOW {k}").fetchone()[0]
-                    for k in ("fsync", "synchronous_commit", "shared_buffers", "max_connections")}
+        settings = {
+            k: conn.execute(f"SHOW {k}").fetchone()[0]
+            for k in ("fsync", "synchronous_commit", "shared_buffers", "max_connections")
+        }
     return f"PostgreSQL {version} ({', '.join(f'{k}={v}' for k, v in settings.items())})"
 
 
 def versions() -> dict[str, str]:
     out = {"floodway": __import__("floodway").__version__ if hasattr(__import__("floodway"), "__version__") else "dev"}
     probe = subprocess.run(
-        [str(PEER_PY), "-c", "import importlib.metadata as m; print(m.version('pgqueuer'), m.version('procrastinate'))"],
-        capture_output=True, text=True,
+        [
+            str(PEER_PY),
+            "-c",
+            "import importlib.metadata as m; print(m.version('pgqueuer'), m.version('procrastinate'))",
+        ],
+        capture_output=True,
+        text=True,
     )
     if probe.returncode == 0:
         out["pgqueuer"], out["procrastinate"] = probe.stdout.split()
@@ -546,15 +591,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--url")
-    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
-                        help="the event loop of floodway's and pgqueuer's workers (default: uvloop, as their CLIs)")
+    parser.add_argument(
+        "--loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="the event loop of floodway's and pgqueuer's workers (default: uvloop, as their CLIs)",
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--scenarios", default="single,concurrent,bulk,noop,sleep,hot")
     parser.add_argument("--processes", default="1,4")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="run each measurement this many times (interleaved) and keep the best")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run each measurement this many times (interleaved) and keep the best"
+    )
     args = parser.parse_args()
     if not args.role:
         os.environ[LOOP_ENV] = args.loop  # every role process inherits the driver's choice
@@ -580,8 +630,11 @@ def main() -> None:
         ensure_peers()
     server = server_url(args.url)
     info = server_info(server)
-    print(f"# {info}; {os.cpu_count()} CPUs; Python {platform.python_version()}; {versions()}; "
-          f"floodway and pgqueuer workers on {args.loop}", flush=True)
+    print(
+        f"# {info}; {os.cpu_count()} CPUs; Python {platform.python_version()}; {versions()}; "
+        f"floodway and pgqueuer workers on {args.loop}",
+        flush=True,
+    )
 
     rows: list[tuple[str, dict[str, float]]] = []
 
@@ -604,23 +657,35 @@ def main() -> None:
         if cpu:  # a drain: what each job cost the worker processes and the server
             server = f"{cpu['server']:,.0f}" if cpu["server"] is not None else "?"
             spent = f"   CPU per job: workers {cpu['workers']:,.0f} us, server {server} us"
-        print(f"  {label:<52} {system:<14} {value:>10,.0f}/s{spent}   probe {speed_probe():.0f} ms",
-              file=sys.stderr, flush=True)
+        print(
+            f"  {label:<52} {system:<14} {value:>10,.0f}/s{spent}   probe {speed_probe():.0f} ms",
+            file=sys.stderr,
+            flush=True,
+        )
 
     for scenario in scenarios:
         for _ in range(args.repeat):
             for system in systems:  # interleaved, so load from elsewhere hits every system alike
                 if scenario == "single":
-                    keep(f"enqueue single (n={sizes['single']})", system,
-                         measure_enqueue(system, server, sizes["single"], "single"))
+                    keep(
+                        f"enqueue single (n={sizes['single']})",
+                        system,
+                        measure_enqueue(system, server, sizes["single"], "single"),
+                    )
                 elif scenario == "concurrent":
                     if system != "floodway":
                         continue  # floodway's group commit against its own sequential figure
-                    keep(f"enqueue single, {CONCURRENT_ENQUEUERS} threads (n={sizes['single']})", system,
-                         measure_enqueue(system, server, sizes["single"], "concurrent"))
+                    keep(
+                        f"enqueue single, {CONCURRENT_ENQUEUERS} threads (n={sizes['single']})",
+                        system,
+                        measure_enqueue(system, server, sizes["single"], "concurrent"),
+                    )
                 elif scenario == "bulk":
-                    keep(f"enqueue bulk (n={sizes['bulk']}, {CHUNK}/call)", system,
-                         measure_enqueue(system, server, sizes["bulk"], "bulk"))
+                    keep(
+                        f"enqueue bulk (n={sizes['bulk']}, {CHUNK}/call)",
+                        system,
+                        measure_enqueue(system, server, sizes["bulk"], "bulk"),
+                    )
                 elif scenario in ("noop", "sleep", "hot"):
                     if scenario == "hot" and system != "floodway":
                         continue  # floodway only: the peers have no shared rate limits to compare
@@ -638,15 +703,21 @@ def main() -> None:
     print()
     if "sleep" in scenarios:
         systems = [*systems, CEILING]
-    header = "| scenario | " + " | ".join(systems) + " | " + " | ".join(
-        f"floodway / {s}" for s in systems if s != "floodway") + " |"
+    header = (
+        "| scenario | "
+        + " | ".join(systems)
+        + " | "
+        + " | ".join(f"floodway / {s}" for s in systems if s != "floodway")
+        + " |"
+    )
     print(header)
     print("|" + "---|" * (1 + len(systems) + len([s for s in systems if s != "floodway"])))
     for label, values in rows:
         cells = [f"{values[s]:,.0f}/s" if s in values else "-" for s in systems]
         ratios = [
             f"{values['floodway'] / values[s]:.2f}x" if "floodway" in values and s in values and values[s] else "-"
-            for s in systems if s != "floodway"
+            for s in systems
+            if s != "floodway"
         ]
         print(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
     drains = [(label, system, value.cpu) for (label, system), value in best.items() if getattr(value, "cpu", None)]
@@ -657,8 +728,10 @@ def main() -> None:
         for label, system, cpu in drains:
             server = cpu["server"]
             both = f"{cpu['workers'] + server:,.0f} µs" if server is not None else "-"
-            print(f"| {label} | {system} | {cpu['workers']:,.0f} µs | "
-                  f"{f'{server:,.0f} µs' if server is not None else '-'} | {both} |")
+            print(
+                f"| {label} | {system} | {cpu['workers']:,.0f} µs | "
+                f"{f'{server:,.0f} µs' if server is not None else '-'} | {both} |"
+            )
     if args.json:
         print(json.dumps({"server": info, "rows": [{"scenario": label, **values} for label, values in rows]}))
 

@@ -97,8 +97,9 @@ def _make_app(url: str):
 
 def _child(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="throughput.py --child")
-    p.add_argument("mode", choices=["enqueue-single", "enqueue-concurrent", "enqueue-bulk", "prefill", "drain",
-                                    "profile"])
+    p.add_argument(
+        "mode", choices=["enqueue-single", "enqueue-concurrent", "enqueue-bulk", "prefill", "drain", "profile"]
+    )
     p.add_argument("--threads", type=int, default=CONCURRENT_ENQUEUERS)
     p.add_argument("--url", required=True)
     p.add_argument("-n", type=int, default=0)
@@ -117,8 +118,13 @@ def _child(argv: list[str]) -> None:
         for _ in range(a.n):
             app.enqueue("noop")
         dt, cpu = time.perf_counter() - t0, _cpu() - c0
-        out = {"jobs": a.n, "seconds": dt, "per_second": a.n / dt, "cpu_seconds": cpu,
-               "queued": store.count_jobs()["waiting"]}
+        out = {
+            "jobs": a.n,
+            "seconds": dt,
+            "per_second": a.n / dt,
+            "cpu_seconds": cpu,
+            "queued": store.count_jobs()["waiting"],
+        }
     elif a.mode == "enqueue-concurrent":
         # a web server: many request threads, one enqueue each (group-committed)
         per = [a.n // a.threads + (1 if i < a.n % a.threads else 0) for i in range(a.threads)]
@@ -138,8 +144,15 @@ def _child(argv: list[str]) -> None:
         for t in threads:
             t.join()
         dt, cpu = time.perf_counter() - t0, _cpu() - c0
-        out = {"jobs": a.n, "seconds": dt, "per_second": a.n / dt, "cpu_seconds": cpu, "threads": a.threads,
-               "transactions": app.group_commit.transactions - tx0, "queued": store.count_jobs()["waiting"]}
+        out = {
+            "jobs": a.n,
+            "seconds": dt,
+            "per_second": a.n / dt,
+            "cpu_seconds": cpu,
+            "threads": a.threads,
+            "transactions": app.group_commit.transactions - tx0,
+            "queued": store.count_jobs()["waiting"],
+        }
     elif a.mode == "enqueue-bulk":
         args = [{}] * a.chunk
         c0, t0 = _cpu(), time.perf_counter()
@@ -149,8 +162,14 @@ def _child(argv: list[str]) -> None:
             app.enqueue_many("noop", args[:k])
             done += k
         dt, cpu = time.perf_counter() - t0, _cpu() - c0
-        out = {"jobs": a.n, "seconds": dt, "per_second": a.n / dt, "cpu_seconds": cpu,
-               "chunk": a.chunk, "queued": store.count_jobs()["waiting"]}
+        out = {
+            "jobs": a.n,
+            "seconds": dt,
+            "per_second": a.n / dt,
+            "cpu_seconds": cpu,
+            "chunk": a.chunk,
+            "queued": store.count_jobs()["waiting"],
+        }
     elif a.mode == "prefill":
         for start in range(0, a.n, 5_000):
             app.enqueue_many(a.task, [{}] * min(5_000, a.n - start))
@@ -164,9 +183,14 @@ def _child(argv: list[str]) -> None:
         worker.run()
         dt, cpu = time.perf_counter() - t0, _cpu() - c0
         counts = store.count_jobs()
-        out = {"jobs": worker.processed, "seconds": dt, "per_second": worker.processed / dt,
-               "cpu_seconds": cpu, "complete": counts["complete"],
-               "left": sum(v for k, v in counts.items() if k != "complete")}
+        out = {
+            "jobs": worker.processed,
+            "seconds": dt,
+            "per_second": worker.processed / dt,
+            "cpu_seconds": cpu,
+            "complete": counts["complete"],
+            "left": sum(v for k, v in counts.items() if k != "complete"),
+        }
     else:
         out = _profile_drain(app, a)
     out["sqlite_version"] = sqlite3.sqlite_version
@@ -211,6 +235,7 @@ def _apply_whatifs(names: list[str]) -> None:
 
         fs.SQLiteStore._write = _write
     if "onestorethread" in names:
+
         class OneStoreThread(concurrent.futures.ThreadPoolExecutor):
             def __init__(self, max_workers=None, thread_name_prefix="", **kwargs):
                 if thread_name_prefix == "floodway-store":
@@ -221,6 +246,7 @@ def _apply_whatifs(names: list[str]) -> None:
     if "noevents" in names:
         fs.SQLiteStore._insert_events = staticmethod(lambda conn, rows: None)
     if "prefetch" in names:
+
         async def _claim_loop(self) -> None:
             ready: collections.deque = collections.deque()
             while not self._stopping:
@@ -233,8 +259,9 @@ def _apply_whatifs(names: list[str]) -> None:
                 if want >= max(1, self.concurrency // 2) or (want > 0 and not ready):
                     due = await self._store(self.app.store.next_due, self.queues)
                     if due is not None and due <= time.time():
-                        jobs = await self._store(self.app.store.claim, self.id, queues=self.queues,
-                                                 limit=want, lease=self.lease)
+                        jobs = await self._store(
+                            self.app.store.claim, self.id, queues=self.queues, limit=want, lease=self.lease
+                        )
                         ready.extend(jobs)
                         if jobs:
                             continue
@@ -346,19 +373,28 @@ def _profile_drain(app, a) -> dict:
     stats.sort_stats("cumulative").print_stats(35)
     store_calls = {
         name: {"calls": len(ts), "total_s": sum(ts), "mean_ms": 1000 * sum(ts) / len(ts)}
-        for name, ts in timings.items() if ts
+        for name, ts in timings.items()
+        if ts
     }
     for name, ns in sizes.items():
         if ns:
             store_calls[name]["mean_batch"] = sum(ns) / len(ns)
     statements = sorted(
-        ({"sql": sql, "calls": len(ts), "total_s": sum(ts), "mean_ms": 1000 * sum(ts) / len(ts)}
-         for sql, ts in sql_times.items()),
+        (
+            {"sql": sql, "calls": len(ts), "total_s": sum(ts), "mean_ms": 1000 * sum(ts) / len(ts)}
+            for sql, ts in sql_times.items()
+        ),
         key=lambda d: -d["total_s"],
     )
-    return {"jobs": worker.processed, "seconds": dt, "per_second": worker.processed / dt,
-            "cpu_seconds": cpu, "store_calls": store_calls, "sql": statements[:20],
-            "report": buf.getvalue()}
+    return {
+        "jobs": worker.processed,
+        "seconds": dt,
+        "per_second": worker.processed / dt,
+        "cpu_seconds": cpu,
+        "store_calls": store_calls,
+        "sql": statements[:20],
+        "report": buf.getvalue(),
+    }
 
 
 # ------------------------------------------------------------------------------------------
@@ -405,8 +441,12 @@ def use_floodway_source(workdir: Path, src: str | None, rev: str | None, log) ->
     repo = HERE.parent
     info: dict[str, str] = {}
     if rev:
-        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", f"{rev}^{{commit}}"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         dest = workdir / f"floodway-{sha[:12]}"
         dest.mkdir()
         archive = subprocess.run(["git", "-C", str(repo), "archive", sha, "src"], capture_output=True, check=True)
@@ -414,17 +454,24 @@ def use_floodway_source(workdir: Path, src: str | None, rev: str | None, log) ->
         src = str(dest / "src")
         info = {"floodway_rev": rev, "floodway_commit": sha}
     if src:
-        FW_ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            [str(Path(src).resolve())] + [x for x in [os.environ.get("PYTHONPATH")] if x]))
+        FW_ENV = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join([str(Path(src).resolve())] + [x for x in [os.environ.get("PYTHONPATH")] if x]),
+        )
         info["floodway_src"] = str(Path(src).resolve())
     else:
         proc = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True)
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "src"],
-                               capture_output=True, text=True).stdout.strip()
-        info = {"floodway_src": "installed (working tree)", "floodway_commit": proc.stdout.strip(),
-                "src_dirty": bool(dirty)}
-    probe = subprocess.run([sys.executable, "-c", "import floodway; print(floodway.__file__)"],
-                           capture_output=True, text=True, env=FW_ENV)
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--", "src"], capture_output=True, text=True
+        ).stdout.strip()
+        info = {
+            "floodway_src": "installed (working tree)",
+            "floodway_commit": proc.stdout.strip(),
+            "src_dirty": bool(dirty),
+        }
+    probe = subprocess.run(
+        [sys.executable, "-c", "import floodway; print(floodway.__file__)"], capture_output=True, text=True, env=FW_ENV
+    )
     info["floodway_module"] = probe.stdout.strip()
     log(f"floodway under test: {info}")
     return info
@@ -464,8 +511,18 @@ class Bench:
             return fw_run("enqueue-bulk", "--url", url, "-n", str(s["bulk"]))
         task, n = ("noop", s["noop"]) if scenario == "noop" else ("sleepy", s["sleep"])
         fw_run("prefill", "--url", url, "-n", str(n), "--task", task)
-        result = fw_run("drain", "--url", url, "-n", str(n), "--task", task,
-                        "--concurrency", str(self.concurrency), *(["--patch", patch] if patch else []))
+        result = fw_run(
+            "drain",
+            "--url",
+            url,
+            "-n",
+            str(n),
+            "--task",
+            task,
+            "--concurrency",
+            str(self.concurrency),
+            *(["--patch", patch] if patch else []),
+        )
         if result["complete"] != n or result["left"]:
             raise RuntimeError(f"floodway {scenario}: {result}")
         return result
@@ -476,15 +533,19 @@ class Bench:
         if scenario == "enqueue_single":
             return run_json(huey_cmd("enqueue-single", "--db", path, "-n", str(s["single"])))
         if scenario == "enqueue_concurrent":
-            return run_json(huey_cmd("enqueue-concurrent", "--db", path, "-n", str(s["single"]),
-                                     "--threads", str(CONCURRENT_ENQUEUERS)))
+            return run_json(
+                huey_cmd(
+                    "enqueue-concurrent", "--db", path, "-n", str(s["single"]), "--threads", str(CONCURRENT_ENQUEUERS)
+                )
+            )
         if scenario == "enqueue_bulk":
             # TaskWrapper.map == a loop of single enqueues; sized like the single run
             return run_json(huey_cmd("enqueue-map", "--db", path, "-n", str(s["single"])))
         task, n = ("noop", s["noop"]) if scenario == "noop" else ("sleepy", s["sleep"])
         run_json(huey_cmd("prefill", "--db", path, "-n", str(n), "--task", task))
-        result = run_json(huey_cmd("drain", "--db", path, "-n", str(n), "--task", task,
-                                   "--workers", str(self.concurrency)))
+        result = run_json(
+            huey_cmd("drain", "--db", path, "-n", str(n), "--task", task, "--workers", str(self.concurrency))
+        )
         if result["jobs"] != n or result["left_in_queue"] or result["errors"] or result["timed_out"]:
             raise RuntimeError(f"huey {scenario}: {result}")
         return result
@@ -550,36 +611,53 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--child"]:
         _child(argv[1:])
         return 0
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="smaller run (~20-40 s)")
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     p.add_argument("--json-out", metavar="FILE", help="also write the JSON results to FILE")
-    p.add_argument("--concurrency", type=int, default=CONCURRENCY,
-                   help=f"slots of the one worker process, both systems (default {CONCURRENCY})")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=CONCURRENCY,
+        help=f"slots of the one worker process, both systems (default {CONCURRENCY})",
+    )
     p.add_argument("--repeat", type=int, default=1, help="runs per cell; the median is reported")
     p.add_argument("--dir", help="where the temp databases go (default: the system temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the temp databases")
     p.add_argument("--only", help="comma-separated scenarios: " + ",".join(k for k, _ in SCENARIOS))
     p.add_argument("--no-huey", action="store_true", help="floodway only (no peer venv needed)")
-    p.add_argument("--profile", action="store_true",
-                   help="instead of the comparison: cProfile floodway's worker on the no-op drain")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of the comparison: cProfile floodway's worker on the no-op drain",
+    )
     p.add_argument("--profile-out", help="with --profile: write the merged pstats here")
-    p.add_argument("--whatif", metavar="VARIANTS",
-                   help="instead of the comparison: floodway's drains with monkeypatched prototypes, "
-                        "comma-separated, each '+'-combinable: " + ", ".join(WHATIFS))
-    p.add_argument("--profile-task", choices=["noop", "sleepy"], default="noop",
-                   help="with --profile: the task to drain (default noop)")
-    p.add_argument("--floodway-rev", metavar="REV",
-                   help="benchmark this git revision of floodway (exported with git archive) "
-                        "instead of the installed working tree, e.g. HEAD")
+    p.add_argument(
+        "--whatif",
+        metavar="VARIANTS",
+        help="instead of the comparison: floodway's drains with monkeypatched prototypes, "
+        "comma-separated, each '+'-combinable: " + ", ".join(WHATIFS),
+    )
+    p.add_argument(
+        "--profile-task",
+        choices=["noop", "sleepy"],
+        default="noop",
+        help="with --profile: the task to drain (default noop)",
+    )
+    p.add_argument(
+        "--floodway-rev",
+        metavar="REV",
+        help="benchmark this git revision of floodway (exported with git archive) "
+        "instead of the installed working tree, e.g. HEAD",
+    )
     p.add_argument("--floodway-src", metavar="DIR", help="benchmark the floodway package under DIR (a src/ dir)")
     for key in DEFAULTS:
         p.add_argument(f"--{key}", type=int, help=f"jobs for the {key} scenario")
     args = p.parse_args(argv)
 
-    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else \
-          (lambda msg: print(msg, flush=True))
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else (lambda msg: print(msg, flush=True))
     sizes = dict(QUICK if args.quick else DEFAULTS)
     for key in DEFAULTS:
         if getattr(args, key):
@@ -612,16 +690,16 @@ def profile(workdir: Path, sizes: dict[str, int], args, log, source: dict) -> in
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    log(f"floodway {task} drain under cProfile: {result['jobs']} jobs in {result['seconds']:.2f}s "
+    log(
+        f"floodway {task} drain under cProfile: {result['jobs']} jobs in {result['seconds']:.2f}s "
         f"= {result['per_second']:,.0f}/s (profiler overhead included), "
-        f"CPU {result['cpu_seconds']:.2f}s")
+        f"CPU {result['cpu_seconds']:.2f}s"
+    )
     log("store calls (wall time inside the store thread):")
     for name, info in sorted(result["store_calls"].items(), key=lambda kv: -kv[1]["total_s"]):
         extra = f", mean batch {info['mean_batch']:.1f}" if "mean_batch" in info else ""
-        log(f"  {name:16} {info['calls']:6d} calls  {info['total_s']:7.2f}s  "
-            f"{info['mean_ms']:7.2f} ms/call{extra}")
-    log("SQL statements by wall time (BEGIN IMMEDIATE includes waiting for the write lock, "
-        "COMMIT the WAL fsync):")
+        log(f"  {name:16} {info['calls']:6d} calls  {info['total_s']:7.2f}s  {info['mean_ms']:7.2f} ms/call{extra}")
+    log("SQL statements by wall time (BEGIN IMMEDIATE includes waiting for the write lock, COMMIT the WAL fsync):")
     for st in result["sql"]:
         log(f"  {st['total_s']:7.2f}s {st['calls']:7d} x {st['mean_ms']:6.3f} ms  {st['sql']}")
     log(result["report"])
@@ -637,7 +715,7 @@ def whatif(workdir: Path, sizes: dict[str, int], args, log, source: dict) -> int
     runs: dict[tuple[str, str], list[float]] = {}
     for rep in range(args.repeat):
         for scenario in scenarios:
-            for variant in variants[rep % len(variants):] + variants[:rep % len(variants)]:
+            for variant in variants[rep % len(variants) :] + variants[: rep % len(variants)]:
                 patch = "" if variant == "base" else variant
                 r = bench.floodway(scenario, "full", patch)
                 runs.setdefault((scenario, variant), []).append(r["per_second"])
@@ -647,12 +725,29 @@ def whatif(workdir: Path, sizes: dict[str, int], args, log, source: dict) -> int
         base = statistics.median(runs[(scenario, "base")])
         for variant in variants:
             xs = runs[(scenario, variant)]
-            results.append({"scenario": scenario, "variant": variant, "median": statistics.median(xs),
-                            "best": max(xs), "runs": [round(x) for x in xs],
-                            "vs_base": statistics.median(xs) / base})
+            results.append(
+                {
+                    "scenario": scenario,
+                    "variant": variant,
+                    "median": statistics.median(xs),
+                    "best": max(xs),
+                    "runs": [round(x) for x in xs],
+                    "vs_base": statistics.median(xs) / base,
+                }
+            )
     if args.json:
-        print(json.dumps({"source": source, "sizes": sizes, "repeat": args.repeat, "results": results,
-                          "whatifs": {v: WHATIFS.get(v, "combination") for v in variants}}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "source": source,
+                    "sizes": sizes,
+                    "repeat": args.repeat,
+                    "results": results,
+                    "whatifs": {v: WHATIFS.get(v, "combination") for v in variants},
+                },
+                indent=2,
+            )
+        )
         return 0
     print()
     print(f"floodway what-ifs (synchronous=full, 1 proc x {args.concurrency}, median of {args.repeat}):")
@@ -677,15 +772,19 @@ def compare(workdir: Path, sizes: dict[str, int], args, log, source: dict) -> in
         ensure_peer_venv(log)
         huey_pragmas = run_json(huey_cmd("pragmas", "--db", str(workdir / "pragmas.db")))
         info["huey"] = huey_pragmas["huey_version"]
-    log(f"floodway vs huey on SQLite {info['sqlite']}, Python {info['python']}, {info['nproc']} CPU(s) "
-        f"({info['cpu']}), databases in {workdir} ({info['db_filesystem']})")
+    log(
+        f"floodway vs huey on SQLite {info['sqlite']}, Python {info['python']}, {info['nproc']} CPU(s) "
+        f"({info['cpu']}), databases in {workdir} ({info['db_filesystem']})"
+    )
     log(f"sizes: {sizes}, repeat {args.repeat}, load average {info['loadavg_start']}")
     if os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1):
         log("warning: the machine is busy (load average above half the CPUs); expect noisy figures")
     if huey_pragmas:
-        log(f"SqliteHuey {huey_pragmas['huey_version']} connection: journal_mode={huey_pragmas['journal_mode']}, "
+        log(
+            f"SqliteHuey {huey_pragmas['huey_version']} connection: journal_mode={huey_pragmas['journal_mode']}, "
             f"synchronous={huey_pragmas['synchronous']} (2=FULL), writes use "
-            f"'{huey_pragmas['begin_sql'].upper()}'")
+            f"'{huey_pragmas['begin_sql'].upper()}'"
+        )
 
     bench = Bench(workdir, sizes, log, args.concurrency)
     raw: dict[str, dict[str, list[dict]]] = {}
@@ -694,7 +793,7 @@ def compare(workdir: Path, sizes: dict[str, int], args, log, source: dict) -> in
         for scenario in wanted:
             cells = raw.setdefault(scenario, {})
             # rotate the order on each repeat so no system always runs first (warm page cache)
-            for system in SYSTEMS[rep % 3:] + SYSTEMS[:rep % 3]:
+            for system in SYSTEMS[rep % 3 :] + SYSTEMS[: rep % 3]:
                 if system == "huey" and args.no_huey:
                     continue
                 t = time.perf_counter()
@@ -703,9 +802,11 @@ def compare(workdir: Path, sizes: dict[str, int], args, log, source: dict) -> in
                 else:
                     result = bench.floodway(scenario, system.split("_", 1)[1])
                 cells.setdefault(system, []).append(result)
-                log(f"  [{rep + 1}/{args.repeat}] {scenario:15} {system:16} "
+                log(
+                    f"  [{rep + 1}/{args.repeat}] {scenario:15} {system:16} "
                     f"{result['per_second']:9,.0f}/s  ({result['jobs']} jobs in {result['seconds']:.2f}s, "
-                    f"cpu {result['cpu_seconds']:.2f}s; cell took {time.perf_counter() - t:.1f}s)")
+                    f"cpu {result['cpu_seconds']:.2f}s; cell took {time.perf_counter() - t:.1f}s)"
+                )
 
     table = []
     for scenario, label in SCENARIOS:
@@ -730,13 +831,25 @@ def compare(workdir: Path, sizes: dict[str, int], args, log, source: dict) -> in
     for scenario in ("noop", "sleep10ms"):
         row = next((r for r in table if r["scenario"] == scenario), None)
         if row and row["ratio_full"] is not None:
-            goal[scenario] = {"ratio_full": row["ratio_full"], "ratio_normal": row["ratio_normal"],
-                              "met_full": row["ratio_full"] >= GOAL, "met_normal": row["ratio_normal"] >= GOAL}
+            goal[scenario] = {
+                "ratio_full": row["ratio_full"],
+                "ratio_normal": row["ratio_normal"],
+                "met_full": row["ratio_full"] >= GOAL,
+                "met_normal": row["ratio_normal"] >= GOAL,
+            }
     total = time.perf_counter() - started
     info["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
-    document = {"machine": info, "sizes": sizes, "repeat": args.repeat, "concurrency": args.concurrency,
-                "huey_pragmas": huey_pragmas, "results": table, "goal": goal, "seconds": total}
+    document = {
+        "machine": info,
+        "sizes": sizes,
+        "repeat": args.repeat,
+        "concurrency": args.concurrency,
+        "huey_pragmas": huey_pragmas,
+        "results": table,
+        "goal": goal,
+        "seconds": total,
+    }
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(document, indent=2) + "\n")
     if args.json:
@@ -745,33 +858,45 @@ def compare(workdir: Path, sizes: dict[str, int], args, log, source: dict) -> in
 
     stats = [("", "median of %d run(s)" % args.repeat)]
     if args.repeat > 1:
-        stats.append(("_best", "best of %d runs (interference from other processes only slows a run down)"
-                      % args.repeat))
+        stats.append(
+            ("_best", "best of %d runs (interference from other processes only slows a run down)" % args.repeat)
+        )
     for suffix, title in stats:
         head = ["scenario", "floodway/s", "floodway/s sync=normal", "huey/s", "floodway÷huey", "normal÷huey"]
-        rows = [[r["label"], fmt(r["floodway_full" + suffix]), fmt(r["floodway_normal" + suffix]),
-                 fmt(r.get("huey" + suffix)), ratio(r["floodway_full" + suffix], r.get("huey" + suffix)),
-                 ratio(r["floodway_normal" + suffix], r.get("huey" + suffix))]
-                for r in table]
+        rows = [
+            [
+                r["label"],
+                fmt(r["floodway_full" + suffix]),
+                fmt(r["floodway_normal" + suffix]),
+                fmt(r.get("huey" + suffix)),
+                ratio(r["floodway_full" + suffix], r.get("huey" + suffix)),
+                ratio(r["floodway_normal" + suffix], r.get("huey" + suffix)),
+            ]
+            for r in table
+        ]
         widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
         print()
         print(f"{title}:")
         print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths)) + " |")
         print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
         for r in rows:
-            print("| " + r[0].ljust(widths[0]) + " | "
-                  + " | ".join(c.rjust(w) for c, w in zip(r[1:], widths[1:])) + " |")
+            print(
+                "| " + r[0].ljust(widths[0]) + " | " + " | ".join(c.rjust(w) for c, w in zip(r[1:], widths[1:])) + " |"
+            )
     print()
-    print("floodway/s: default synchronous=full (every commit fsynced). huey: SqliteHuey defaults "
-          "(WAL, synchronous=FULL). huey's bulk figure is TaskWrapper.map (one commit per job, "
-          f"{sizes['single']} jobs); floodway's is enqueue_many in chunks of {BULK_CHUNK}.")
+    print(
+        "floodway/s: default synchronous=full (every commit fsynced). huey: SqliteHuey defaults "
+        "(WAL, synchronous=FULL). huey's bulk figure is TaskWrapper.map (one commit per job, "
+        f"{sizes['single']} jobs); floodway's is enqueue_many in chunks of {BULK_CHUNK}."
+    )
     for scenario, g in goal.items():
-        print(f"goal floodway >= {GOAL:.0f}x huey on {scenario}: "
-              f"{'MET' if g['met_full'] else 'NOT met'} at synchronous=full ({g['ratio_full']:.2f}x), "
-              f"{'MET' if g['met_normal'] else 'NOT met'} at synchronous=normal ({g['ratio_normal']:.2f}x)")
+        print(
+            f"goal floodway >= {GOAL:.0f}x huey on {scenario}: "
+            f"{'MET' if g['met_full'] else 'NOT met'} at synchronous=full ({g['ratio_full']:.2f}x), "
+            f"{'MET' if g['met_normal'] else 'NOT met'} at synchronous=normal ({g['ratio_normal']:.2f}x)"
+        )
     if any(s == "sleep10ms" for s in wanted):
-        print(f"note: {args.concurrency} slots x 10 ms caps either system at "
-              f"{args.concurrency / 0.01:,.0f} jobs/s.")
+        print(f"note: {args.concurrency} slots x 10 ms caps either system at {args.concurrency / 0.01:,.0f} jobs/s.")
     print(f"total {total:.0f}s; load average at start {info['loadavg_start']}, at end {info['loadavg_end']}")
     return 0
 

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 sys.path.insert(0, str(SRC))
 
-APP = '''
+APP = """
 import asyncio
 import os
 
@@ -52,7 +52,7 @@ async def hold(ctx: floodway.Context, round: int):
     if first:
         await asyncio.sleep(3600)  # until killed
     return os.getpid()
-'''
+"""
 
 #: runs ``floodway`` with the process table it records replaced, as on another machine
 ANOTHER_HOST = (
@@ -65,8 +65,14 @@ def start_worker(workdir: Path, module: str, *, another_host: bool, label: str) 
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(workdir), str(SRC)]), PYTHONUNBUFFERED="1")
     entry = ["-c", ANOTHER_HOST] if another_host else ["-m", "floodway"]
     log = open(workdir / f"{label}.log", "ab")
-    return subprocess.Popen([sys.executable, *entry, "--app", f"{module}:app", "worker", "--poll-interval", "50ms"],
-                            cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, *entry, "--app", f"{module}:app", "worker", "--poll-interval", "50ms"],
+        cwd=workdir,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def wait(condition, what: str, timeout: float = 60.0, interval: float = 0.01):
@@ -106,8 +112,11 @@ def one_round(url: str, workdir: Path, n: int, *, another_host: bool) -> float:
 
     def on_survivor():
         job = store.get_job(handle.id)
-        return job.worker_id is not None and f":{survivor.pid}:" in job.worker_id and job.status.value in (
-            "running", "complete")
+        return (
+            job.worker_id is not None
+            and f":{survivor.pid}:" in job.worker_id
+            and job.status.value in ("running", "complete")
+        )
 
     wait(on_survivor, "the job to run on the survivor")
     took = time.time() - killed
@@ -140,8 +149,12 @@ def main() -> None:
                         url = stack.enter_context(pg_helpers.throwaway_database())
                     times.append(one_round(url, workdir, n, another_host=another))
                 print(f"{case}: round {n + 1}: {times[-1]:.2f}s", flush=True)
-            figures[case] = {"rounds": len(times), "min": min(times), "median": statistics.median(times),
-                             "max": max(times)}
+            figures[case] = {
+                "rounds": len(times),
+                "min": min(times),
+                "median": statistics.median(times),
+                "max": max(times),
+            }
             print(f"{case}: min {min(times):.2f}s, median {statistics.median(times):.2f}s, max {max(times):.2f}s")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))

@@ -208,6 +208,7 @@ class Report:
 
 # -- processes ------------------------------------------------------------------------------
 
+
 class Procs:
     """Every process the driver starts; ``close()`` SIGKILLs whatever is still alive."""
 
@@ -216,8 +217,9 @@ class Procs:
 
     def start(self, cmd: list[str], *, log: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen:
         with open(log, "ab") as out:
-            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            )
         self.all.append(proc)
         return proc
 
@@ -268,6 +270,7 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float, interval: 
 
 # -- the destination ------------------------------------------------------------------------
 
+
 def serve_destination(rate: float, burst: int, url_file: Path) -> None:
     """Run ``tests/destination.py``'s Destination (no deduplication) until SIGTERM; write its
     URL to ``url_file`` once it listens. Its records are read over ``GET /stats?records=1``."""
@@ -300,6 +303,7 @@ def max_in_window(times: list[float], window: float = 1.0) -> int:
 
 
 # -- databases ------------------------------------------------------------------------------
+
 
 def postgres_base_url(config: Config) -> str:
     url = config.postgres_url or os.environ.get("FLOODWAY_TEST_POSTGRES_URL")
@@ -352,8 +356,19 @@ def postgres_restart_command(config: Config, base: str) -> list[str]:
             if data_dir in conf.read_text():
                 return ["pg_ctlcluster", version, conf.parent.name, "restart"]
     pg_ctl = shutil.which("pg_ctl") or f"/usr/lib/postgresql/{version}/bin/pg_ctl"
-    command = [pg_ctl, "restart", "-D", data_dir, "-m", "fast", "-w", "-t", "60", "-l",
-               str(Path(data_dir) / "server.log")]
+    command = [
+        pg_ctl,
+        "restart",
+        "-D",
+        data_dir,
+        "-m",
+        "fast",
+        "-w",
+        "-t",
+        "60",
+        "-l",
+        str(Path(data_dir) / "server.log"),
+    ]
     owner = Path(data_dir).owner()
     if os.geteuid() == 0 and owner != "root":
         command = ["runuser", "-u", owner, "--", *command]
@@ -388,14 +403,17 @@ def read_timeline_figures(url: str) -> tuple[Counter, int]:
             for event in store.events(job_id):
                 src = event.from_status.value if event.from_status else "new"
                 counts[f"{src}->{event.to_status.value}"] += 1
-                rescues += bool(event.reason and event.reason.startswith(("lease expired", "worker died",
-                                                                          "worker silent", "worker lost")))
+                rescues += bool(
+                    event.reason
+                    and event.reason.startswith(("lease expired", "worker died", "worker silent", "worker lost"))
+                )
     finally:
         store.close()
     return counts, rescues
 
 
 # -- the run --------------------------------------------------------------------------------
+
 
 class Chaos:
     def __init__(self, config: Config, out: Callable[[str], None] = print):
@@ -426,9 +444,20 @@ class Chaos:
     def _start_destination(self) -> str:
         url_file = self.dir / "destination.url"
         self.dest_proc = self.procs.start(
-            [sys.executable, str(Path(__file__).resolve()), "--serve-destination", "--rate", repr(self.config.rate),
-             "--burst", str(self.config.burst), "--url-file", str(url_file)],
-            log=self.dir / "destination.log", env=_env({}), cwd=ROOT,
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--serve-destination",
+                "--rate",
+                repr(self.config.rate),
+                "--burst",
+                str(self.config.burst),
+                "--url-file",
+                str(url_file),
+            ],
+            log=self.dir / "destination.log",
+            env=_env({}),
+            cwd=ROOT,
         )
 
         def ready() -> bool:
@@ -444,10 +473,25 @@ class Chaos:
         c = self.config
         log = self.dir / f"worker-{slot}-{self.started}.log"
         proc = self.procs.start(
-            [sys.executable, "-m", "floodway", "--app", "chaos.app:app", "worker",
-             "--concurrency", str(c.concurrency), "--lease", f"{c.lease}s", "--grace", "2s",
-             "--poll-interval", "50ms"],
-            log=log, env=self.worker_env, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "floodway",
+                "--app",
+                "chaos.app:app",
+                "worker",
+                "--concurrency",
+                str(c.concurrency),
+                "--lease",
+                f"{c.lease}s",
+                "--grace",
+                "2s",
+                "--poll-interval",
+                "50ms",
+            ],
+            log=log,
+            env=self.worker_env,
+            cwd=ROOT,
         )
         self.logs[proc.pid] = log
         return proc
@@ -469,13 +513,21 @@ class Chaos:
                 self.restart_cmd = postgres_restart_command(c, base)
             else:
                 self.db_url = f"sqlite:///{self.dir / 'chaos.db'}"
-            self.worker_env = _env({"CHAOS_DATABASE_URL": self.db_url, "CHAOS_DEST_URL": dest_url,
-                                    "CHAOS_RATE": repr(c.rate), "CHAOS_BURST": str(c.burst)})
+            self.worker_env = _env(
+                {
+                    "CHAOS_DATABASE_URL": self.db_url,
+                    "CHAOS_DEST_URL": dest_url,
+                    "CHAOS_RATE": repr(c.rate),
+                    "CHAOS_BURST": str(c.burst),
+                }
+            )
             from chaos.app import make_app
 
             self.app = make_app(self.db_url, dest_url, c.rate, c.burst)
-            self.out(f"chaos: {c.backend}, {c.jobs:,} jobs, {c.workers} workers x {c.concurrency}, "
-                     f"limit {c.rate:g}/s burst {c.burst}, lease {c.lease:g}s, seed {c.seed}, in {self.dir}")
+            self.out(
+                f"chaos: {c.backend}, {c.jobs:,} jobs, {c.workers} workers x {c.concurrency}, "
+                f"limit {c.rate:g}/s burst {c.burst}, lease {c.lease:g}s, seed {c.seed}, in {self.dir}"
+            )
             self._enqueue()
             cpu_before = _children_cpu()
             self._drain()
@@ -550,8 +602,10 @@ class Chaos:
                     r.stops += 1
                     r.stopped_worker_running = running
                     stop_done = True
-                    self.out(f"chaos: SIGSTOP worker pid {proc.pid} ({running} running jobs) for "
-                             f"{c.stop_for:.1f}s (lease {c.lease:g}s)")
+                    self.out(
+                        f"chaos: SIGSTOP worker pid {proc.pid} ({running} running jobs) for "
+                        f"{c.stop_for:.1f}s (lease {c.lease:g}s)"
+                    )
             if stopped is not None and now >= stopped[1]:
                 slot, _, worker_id = stopped
                 proc = self.slots[slot]
@@ -564,9 +618,11 @@ class Chaos:
                     r.frozen_sessions_at_cont = self._frozen_sessions(c.stop_for * 0.8)
                 os.kill(proc.pid, signal.SIGCONT)
                 r.stop_seconds = round(c.stop_for, 1)
-                self.out(f"chaos: SIGCONT worker pid {proc.pid}; meanwhile the others finished "
-                         f"{r.completed_during_stop} jobs and rescued {r.rescued_during_stop} of its runs; "
-                         f"{r.still_running_at_cont} were still its own")
+                self.out(
+                    f"chaos: SIGCONT worker pid {proc.pid}; meanwhile the others finished "
+                    f"{r.completed_during_stop} jobs and rescued {r.rescued_during_stop} of its runs; "
+                    f"{r.still_running_at_cont} were still its own"
+                )
                 for line in r.sessions_during_stop:
                     self.out(f"chaos:   {line}")
                 if r.still_running_at_cont:
@@ -578,7 +634,9 @@ class Chaos:
                 self._restart_postgres()
             # SIGKILL a random worker that is up (registered: past its start-up), and start
             # another in its place; on a slow machine a worker killed while it starts never works
-            victim_slot = self._live_worker(exclude=None if stopped is None else stopped[0]) if now >= next_kill else None
+            victim_slot = (
+                self._live_worker(exclude=None if stopped is None else stopped[0]) if now >= next_kill else None
+            )
             if victim_slot is not None:
                 slot = victim_slot
                 victim = self.slots[slot]
@@ -591,15 +649,19 @@ class Chaos:
             if now >= next_progress:
                 rate = (done - last_done) / max(now - last_t, 1e-9)
                 last_done, last_t = done, now
-                self.out(f"chaos: [{now - began:6.1f}s] {done:,}/{c.jobs:,} final ({rate:,.0f}/s), "
-                         f"running {counts.get('running', 0)}, kills {r.kills}, stops {r.stops}, "
-                         f"db restarts {r.db_restarts}")
+                self.out(
+                    f"chaos: [{now - began:6.1f}s] {done:,}/{c.jobs:,} final ({rate:,.0f}/s), "
+                    f"running {counts.get('running', 0)}, kills {r.kills}, stops {r.stops}, "
+                    f"db restarts {r.db_restarts}"
+                )
                 next_progress = now + c.progress_every
             time.sleep(0.1)
         r.duration = round(time.monotonic() - began, 1)
         if r.kills < MIN_KILLS:
-            r.violations.append(f"only {r.kills} kill(s) happened before the drain ended (want >= {MIN_KILLS}): "
-                                "run more jobs or kill more often")
+            r.violations.append(
+                f"only {r.kills} kill(s) happened before the drain ended (want >= {MIN_KILLS}): "
+                "run more jobs or kill more often"
+            )
         if not stop_done:
             r.violations.append("the SIGSTOP never happened")
         if not restart_done:
@@ -610,19 +672,26 @@ class Chaos:
         tail = [line for line in self.logs[proc.pid].read_text(errors="replace").splitlines() if line.strip()][-3:]
         last = " | ".join(tail)[-400:]
         restart = self.db_restart_window
-        if (restart is not None and time.monotonic() - restart[1] < 15.0
-                and ("connection" in last or "PostgreSQL" in last)):
+        if (
+            restart is not None
+            and time.monotonic() - restart[1] < 15.0
+            and ("connection" in last or "PostgreSQL" in last)
+        ):
             r.worker_start_failures.append(f"pid {proc.pid} exited {proc.returncode}: {last}")
-            self.out(f"chaos: worker pid {proc.pid} exited with {proc.returncode} while the database restarted; "
-                     "started another")
+            self.out(
+                f"chaos: worker pid {proc.pid} exited with {proc.returncode} while the database restarted; "
+                "started another"
+            )
         else:
             r.violations.append(f"worker slot {slot} (pid {proc.pid}) exited by itself with {proc.returncode}: {last}")
 
     def _stalled(self, c: Config, r: Report) -> None:
         """The stopped worker's runs outlived their lease without being rescued."""
-        what = (f"a worker SIGSTOPped for {c.stop_for:g}s (lease {c.lease:g}s) still held {r.still_running_at_cont} "
-                f"runs when it resumed: nobody rescued them (the others finished {r.completed_during_stop} jobs "
-                f"and rescued {r.rescued_during_stop} of its runs meanwhile)")
+        what = (
+            f"a worker SIGSTOPped for {c.stop_for:g}s (lease {c.lease:g}s) still held {r.still_running_at_cont} "
+            f"runs when it resumed: nobody rescued them (the others finished {r.completed_during_stop} jobs "
+            f"and rescued {r.rescued_during_stop} of its runs meanwhile)"
+        )
         in_flight = c.workers * c.concurrency
         if c.backend == "sqlite" and r.completed_during_stop <= in_flight:
             # it was stopped inside a write transaction: SQLite's one write lock is its until it
@@ -633,9 +702,11 @@ class Chaos:
         r.stalled = True
         why = ""
         if c.backend == "postgres" and r.frozen_sessions_at_cont > 0:
-            why = (f"; {r.frozen_sessions_at_cont} of its sessions sat frozen inside a transaction, "
-                   f"{r.locked_runs_at_cont} of its runs were row-locked (rescue_expired skips locked rows), "
-                   f"{sum('wait=Lock' in line for line in r.sessions_during_stop)} other sessions waited on locks")
+            why = (
+                f"; {r.frozen_sessions_at_cont} of its sessions sat frozen inside a transaction, "
+                f"{r.locked_runs_at_cont} of its runs were row-locked (rescue_expired skips locked rows), "
+                f"{sum('wait=Lock' in line for line in r.sessions_during_stop)} other sessions waited on locks"
+            )
         r.violations.append(f"stall: {what}{why}")
 
     def _live_worker(self, exclude: int | None) -> int | None:
@@ -653,8 +724,11 @@ class Chaos:
             infos = {info.pid: info for info in self.app.store.list_workers()}
         except Exception:
             return None
-        busy = [(slot, infos[p.pid].id, infos[p.pid].running) for slot, p in enumerate(self.slots)
-                if p.poll() is None and p.pid in infos and infos[p.pid].running > 0]
+        busy = [
+            (slot, infos[p.pid].id, infos[p.pid].running)
+            for slot, p in enumerate(self.slots)
+            if p.poll() is None and p.pid in infos and infos[p.pid].running > 0
+        ]
         return self.rng.choice(busy) if busy else None
 
     def _sessions(self) -> list[str]:
@@ -672,13 +746,16 @@ class Chaos:
                 ).fetchall()
         except Exception as exc:
             return [f"could not read pg_stat_activity: {exc}"]
-        return [f"backend {pid} {state} wait={wtype}/{wevent} for {age}: {query!r}"
-                for pid, state, wtype, wevent, age, query in rows]
+        return [
+            f"backend {pid} {state} wait={wtype}/{wevent} for {age}: {query!r}"
+            for pid, state, wtype, wevent, age, query in rows
+        ]
 
     def _running_of(self, worker_id: str) -> int:
         try:
-            return sum(1 for job in self.app.store.list_jobs(status=["running"], limit=100_000)
-                       if job.worker_id == worker_id)
+            return sum(
+                1 for job in self.app.store.list_jobs(status=["running"], limit=100_000) if job.worker_id == worker_id
+            )
         except Exception:
             return -1
 
@@ -712,10 +789,16 @@ class Chaos:
 
         try:
             with psycopg.connect(self.db_url) as conn:
-                mine = [row[0] for row in conn.execute(
-                    "SELECT id FROM jobs WHERE status = 'running' AND worker_id = %s", (worker_id,))]
-                free = {row[0] for row in conn.execute(
-                    "SELECT id FROM jobs WHERE id = ANY(%s) FOR UPDATE SKIP LOCKED", (mine,))}
+                mine = [
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT id FROM jobs WHERE status = 'running' AND worker_id = %s", (worker_id,)
+                    )
+                ]
+                free = {
+                    row[0]
+                    for row in conn.execute("SELECT id FROM jobs WHERE id = ANY(%s) FOR UPDATE SKIP LOCKED", (mine,))
+                }
                 conn.rollback()
             return len(set(mine) - free)
         except Exception:
@@ -732,7 +815,8 @@ class Chaos:
                     "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
                     "AND pid <> pg_backend_pid() AND wait_event = 'ClientRead' "
                     "AND state IN ('active', 'idle in transaction') "
-                    "AND now() - state_change > make_interval(secs => %s)", (frozen_for,)
+                    "AND now() - state_change > make_interval(secs => %s)",
+                    (frozen_for,),
                 ).fetchone()[0]
         except Exception:
             return -1
@@ -742,8 +826,9 @@ class Chaos:
         began = time.monotonic()
         done = subprocess.run(self.restart_cmd, capture_output=True, text=True, timeout=180)
         if done.returncode != 0:
-            self.report.violations.append(f"restarting PostgreSQL failed ({done.returncode}): "
-                                          f"{done.stdout[-500:]}{done.stderr[-500:]}")
+            self.report.violations.append(
+                f"restarting PostgreSQL failed ({done.returncode}): {done.stdout[-500:]}{done.stderr[-500:]}"
+            )
             return
         wait_for_postgres(self.db_url)
         self.db_restart_window = (began, time.monotonic())
@@ -775,17 +860,29 @@ class Chaos:
         if r.complete != c.jobs:
             r.violations.append(f"{c.jobs - r.complete} job(s) are not complete: {r.statuses}")
             for job in jobs:  # after a timeout, only the ones that ended badly
-                if (job.status is not Status.COMPLETE and (job.status.is_final or not r.timed_out)
-                        and len(r.unfinished) < 20):
+                if (
+                    job.status is not Status.COMPLETE
+                    and (job.status.is_final or not r.timed_out)
+                    and len(r.unfinished) < 20
+                ):
                     error = job.error or {}
-                    frames = [line.strip() for line in (error.get("traceback") or "").splitlines()
-                              if line.strip().startswith("File ")]
-                    r.unfinished.append({
-                        "n": job.args.get("n"), "id": job.id, "status": job.status.value,
-                        "attempt": job.attempt, "max_attempts": job.max_attempts,
-                        "error_type": error.get("type"), "error": (error.get("message") or "")[:300],
-                        "frames": frames,
-                    })
+                    frames = [
+                        line.strip()
+                        for line in (error.get("traceback") or "").splitlines()
+                        if line.strip().startswith("File ")
+                    ]
+                    r.unfinished.append(
+                        {
+                            "n": job.args.get("n"),
+                            "id": job.id,
+                            "status": job.status.value,
+                            "attempt": job.attempt,
+                            "max_attempts": job.max_attempts,
+                            "error_type": error.get("type"),
+                            "error": (error.get("message") or "")[:300],
+                            "frames": frames,
+                        }
+                    )
         if r.running and not r.timed_out:  # after a timeout they are in the "undrained" count
             r.violations.append(f"{r.running} job(s) are left running")
         if len(by_n) != c.jobs:
@@ -831,16 +928,21 @@ class Chaos:
         if r.lost:
             r.violations.append(f"{r.lost} record(s) never reached the destination, e.g. {r.lost_examples}")
         if r.duplicate_effects:
-            r.violations.append(f"{r.duplicate_effects} record(s) would be applied twice even by a destination "
-                                f"honouring Idempotency-Key (two keys, or none), e.g. {r.duplicate_examples}")
+            r.violations.append(
+                f"{r.duplicate_effects} record(s) would be applied twice even by a destination "
+                f"honouring Idempotency-Key (two keys, or none), e.g. {r.duplicate_examples}"
+            )
         if c.strict_deliveries and r.repeated_deliveries:
             r.violations.append(f"{r.repeated_deliveries} repeated deliveries (--strict-deliveries)")
         elif r.repeated_deliveries > r.repeated_delivery_bound:
-            r.violations.append(f"{r.repeated_deliveries} repeated deliveries, over the design's bound of "
-                                f"{r.repeated_delivery_bound} (one per running slot interrupted)")
+            r.violations.append(
+                f"{r.repeated_deliveries} repeated deliveries, over the design's bound of "
+                f"{r.repeated_delivery_bound} (one per running slot interrupted)"
+            )
         if r.max_accepted_1s > r.limit_1s:
-            r.violations.append(f"{r.max_accepted_1s} requests accepted in one second, over rate + burst "
-                                f"= {r.limit_1s:g}")
+            r.violations.append(
+                f"{r.max_accepted_1s} requests accepted in one second, over rate + burst = {r.limit_1s:g}"
+            )
         edges, r.rescues = read_timeline_figures(self.db_url)
         r.transitions = dict(sorted(edges.items()))
         for edge, n in edges.items():
@@ -859,26 +961,47 @@ def render(r: Report) -> str:
         ("jobs", f"{r.jobs:,}"),
         ("workers", f"{r.workers} x concurrency {r.concurrency}, lease {r.lease:g}s"),
         ("worker kills (SIGKILL)", f"{r.kills} (each replaced: {r.restarts} restarts)"),
-        ("worker stops (SIGSTOP)", f"{r.stops} for {r.stop_seconds:g}s with {r.stopped_worker_running} running jobs; "
-                                   f"others finished {r.completed_during_stop} jobs and rescued "
-                                   f"{r.rescued_during_stop} of its runs meanwhile ({r.still_running_at_cont} not)"
-                                   + ("; it held SQLite's write lock, so everyone waited (a limitation)"
-                                      if r.sqlite_write_lock_stall else "")),
-        ("database restarts", str(r.db_restarts) + (f"; {len(r.worker_start_failures)} worker start-up(s) failed "
-                                                   "during it (exit 2)" if r.worker_start_failures else "")),
+        (
+            "worker stops (SIGSTOP)",
+            f"{r.stops} for {r.stop_seconds:g}s with {r.stopped_worker_running} running jobs; "
+            f"others finished {r.completed_during_stop} jobs and rescued "
+            f"{r.rescued_during_stop} of its runs meanwhile ({r.still_running_at_cont} not)"
+            + ("; it held SQLite's write lock, so everyone waited (a limitation)" if r.sqlite_write_lock_stall else ""),
+        ),
+        (
+            "database restarts",
+            str(r.db_restarts)
+            + (
+                f"; {len(r.worker_start_failures)} worker start-up(s) failed during it (exit 2)"
+                if r.worker_start_failures
+                else ""
+            ),
+        ),
         ("rescues (lease expired, worker dead)", f"{r.rescues:,}"),
-        ("duration", f"{r.duration:g}s ({r.jobs / r.duration if r.duration else 0:,.0f} jobs/s; "
-                     f"ideal at the limit {r.jobs / r.rate:,.1f}s)"),
-        ("worker CPU", f"{r.worker_cpu_seconds:g}s ({r.worker_cpu_seconds / max(r.jobs, 1) * 1000:.2f} ms per job, "
-                       f"{os.cpu_count()} CPUs, load average {r.load_average:g} at the end)"),
+        (
+            "duration",
+            f"{r.duration:g}s ({r.jobs / r.duration if r.duration else 0:,.0f} jobs/s; "
+            f"ideal at the limit {r.jobs / r.rate:,.1f}s)",
+        ),
+        (
+            "worker CPU",
+            f"{r.worker_cpu_seconds:g}s ({r.worker_cpu_seconds / max(r.jobs, 1) * 1000:.2f} ms per job, "
+            f"{os.cpu_count()} CPUs, load average {r.load_average:g} at the end)",
+        ),
         ("complete", f"{r.complete:,} of {r.jobs:,}; statuses {r.statuses}"),
         ("left running", str(r.running)),
         ("lost", str(r.lost) + (f" ({r.undrained:,} not drained when the run timed out)" if r.timed_out else "")),
         ("duplicate effects", f"{r.duplicate_effects} (records accepted under two keys or none)"),
-        ("repeated deliveries", f"{r.repeated_deliveries} (a key accepted again; bound "
-                                f"{r.repeated_delivery_bound}: one per interrupted slot)"),
-        ("requests", f"{r.requests:,}: {r.accepted:,} accepted, {r.rejected_429:,} answered 429, "
-                     f"{r.truncated_requests} cut off by a kill"),
+        (
+            "repeated deliveries",
+            f"{r.repeated_deliveries} (a key accepted again; bound "
+            f"{r.repeated_delivery_bound}: one per interrupted slot)",
+        ),
+        (
+            "requests",
+            f"{r.requests:,}: {r.accepted:,} accepted, {r.rejected_429:,} answered 429, "
+            f"{r.truncated_requests} cut off by a kill",
+        ),
         ("max accepted in 1 s", f"{r.max_accepted_1s:,} (rate + burst = {r.limit_1s:g})"),
         ("max sent in 1 s", f"{r.max_sent_1s:,} (accepted or not)"),
         ("most attempts spent", str(r.attempts_spent_max)),
@@ -889,8 +1012,10 @@ def render(r: Report) -> str:
     for v in r.violations:
         lines.append(f"  VIOLATION: {v}")
     for job in r.unfinished[:5]:
-        lines.append(f"  not complete: record {job['n']} (job {job['id']}) {job['status']} on attempt "
-                     f"{job['attempt']} of {job['max_attempts']}: {job['error_type']}: {job['error'][:160]}")
+        lines.append(
+            f"  not complete: record {job['n']} (job {job['id']}) {job['status']} on attempt "
+            f"{job['attempt']} of {job['max_attempts']}: {job['error_type']}: {job['error'][:160]}"
+        )
         for frame in job["frames"][-4:]:
             lines.append(f"      {frame}")
     return "\n".join(lines)
@@ -902,31 +1027,54 @@ def run_chaos(config: Config, out: Callable[[str], None] = print) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--jobs", type=int, help="jobs to drain (default 100,000 on PostgreSQL, 20,000 on SQLite)")
     parser.add_argument("--workers", type=int, help="worker processes (default 4 on PostgreSQL, 2 on SQLite)")
     parser.add_argument("--concurrency", type=int, default=32, help="jobs at once per worker (32)")
-    parser.add_argument("--rate", type=float, help="the destination's limit and the declared one, per second "
-                                                   "(2000 on PostgreSQL, 500 on SQLite)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        help="the destination's limit and the declared one, per second (2000 on PostgreSQL, 500 on SQLite)",
+    )
     parser.add_argument("--burst", type=int, help="burst of both (20 on PostgreSQL, 10 on SQLite)")
     parser.add_argument("--lease", type=float, default=5.0, help="worker lease in seconds (5)")
-    parser.add_argument("--kill-every", type=float, nargs=2, default=(3.0, 6.0), metavar=("MIN", "MAX"),
-                        help="seconds between SIGKILLs, uniformly drawn (3 6)")
-    parser.add_argument("--stop-for", type=float, help="SIGSTOP length in seconds (1.5 x lease + 1; on "
-                                                       "PostgreSQL at least lease + the frozen-transaction "
-                                                       "timeout + 2)")
-    parser.add_argument("--postgres-url", help="server to create a throwaway database on "
-                                               "(default FLOODWAY_TEST_POSTGRES_URL)")
-    parser.add_argument("--pg-restart", help="shell command restarting PostgreSQL "
-                                             "(default FLOODWAY_TEST_POSTGRES_RESTART, else pg_ctlcluster/pg_ctl)")
-    parser.add_argument("--database-options", metavar="QUERY",
-                        help="appended to the chaos database URL, e.g. "
-                             "options=-cidle_in_transaction_session_timeout%%3D2000 (PostgreSQL)")
+    parser.add_argument(
+        "--kill-every",
+        type=float,
+        nargs=2,
+        default=(3.0, 6.0),
+        metavar=("MIN", "MAX"),
+        help="seconds between SIGKILLs, uniformly drawn (3 6)",
+    )
+    parser.add_argument(
+        "--stop-for",
+        type=float,
+        help="SIGSTOP length in seconds (1.5 x lease + 1; on "
+        "PostgreSQL at least lease + the frozen-transaction "
+        "timeout + 2)",
+    )
+    parser.add_argument(
+        "--postgres-url", help="server to create a throwaway database on (default FLOODWAY_TEST_POSTGRES_URL)"
+    )
+    parser.add_argument(
+        "--pg-restart",
+        help="shell command restarting PostgreSQL (default FLOODWAY_TEST_POSTGRES_RESTART, else pg_ctlcluster/pg_ctl)",
+    )
+    parser.add_argument(
+        "--database-options",
+        metavar="QUERY",
+        help="appended to the chaos database URL, e.g. "
+        "options=-cidle_in_transaction_session_timeout%%3D2000 (PostgreSQL)",
+    )
     parser.add_argument("--timeout", type=float, default=840.0, help="fail if not drained after this (840 s)")
-    parser.add_argument("--strict-deliveries", action="store_true",
-                        help="fail on any repeated delivery, not only on more than the design's bound")
+    parser.add_argument(
+        "--strict-deliveries",
+        action="store_true",
+        help="fail on any repeated delivery, not only on more than the design's bound",
+    )
     parser.add_argument("--seed", type=int)
     parser.add_argument("--workdir", help="keep logs and the SQLite file here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory and the database")
@@ -942,11 +1090,23 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     config = Config(
-        backend=args.backend, jobs=args.jobs, workers=args.workers, rate=args.rate, burst=args.burst,
-        concurrency=args.concurrency, lease=args.lease, kill_every=tuple(args.kill_every), stop_for=args.stop_for,
-        postgres_url=args.postgres_url, pg_restart=args.pg_restart, timeout=args.timeout,
+        backend=args.backend,
+        jobs=args.jobs,
+        workers=args.workers,
+        rate=args.rate,
+        burst=args.burst,
+        concurrency=args.concurrency,
+        lease=args.lease,
+        kill_every=tuple(args.kill_every),
+        stop_for=args.stop_for,
+        postgres_url=args.postgres_url,
+        pg_restart=args.pg_restart,
+        timeout=args.timeout,
         database_options=args.database_options,
-        strict_deliveries=args.strict_deliveries, seed=args.seed, workdir=args.workdir, keep=args.keep,
+        strict_deliveries=args.strict_deliveries,
+        seed=args.seed,
+        workdir=args.workdir,
+        keep=args.keep,
     )
     report = run_chaos(config, out=lambda line: print(line, flush=True))
     print(render(report), flush=True)

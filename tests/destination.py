@@ -96,7 +96,7 @@ GARBAGE_HEADERS: list[dict[str, str]] = [
     {"Retry-After": "inf", "RateLimit-Reset": "NaN"},
     {"Retry-After": "1e3", "X-RateLimit-Reset": "1e12x"},
     {"Retry-After": "Thu, 99 Foo 2024 99:99:99 GMT"},
-    {"Retry-After": "\u00e9\u00e9", "RateLimit": "\"default\";r=x;t=y"},
+    {"Retry-After": "\u00e9\u00e9", "RateLimit": '"default";r=x;t=y'},
 ]
 
 
@@ -139,8 +139,15 @@ def per_second(times: Iterable[float], start: float, width: float = 1.0) -> list
     return counts
 
 
-def windows_to_reach(accepted: Iterable[float], refused: Iterable[float], start: float, rate: float,
-                     window: float = 1.0, tolerance: float = 0.05, end: float | None = None) -> int | None:
+def windows_to_reach(
+    accepted: Iterable[float],
+    refused: Iterable[float],
+    start: float,
+    rate: float,
+    window: float = 1.0,
+    tolerance: float = 0.05,
+    end: float | None = None,
+) -> int | None:
     """How many windows of ``window`` seconds after ``start`` (a change of rate) it took until a
     window accepted ``rate * window`` requests within ``tolerance`` AND had at most
     ``tolerance * rate * window`` refusals: the 1-based index of that first window, or None
@@ -189,10 +196,21 @@ class Destination:
     ):
         self._lock = threading.Lock()
         self._schedule_next = 0
-        self.configure(rate=rate, burst=burst, window=window, mode=mode, per_tenant=per_tenant,
-                       idempotency=idempotency, quota_headers=quota_headers,
-                       retry_after_format=retry_after_format, enforce=enforce, latency=latency,
-                       style=style, exhausted_status=exhausted_status, rate_schedule=rate_schedule)
+        self.configure(
+            rate=rate,
+            burst=burst,
+            window=window,
+            mode=mode,
+            per_tenant=per_tenant,
+            idempotency=idempotency,
+            quota_headers=quota_headers,
+            retry_after_format=retry_after_format,
+            enforce=enforce,
+            latency=latency,
+            style=style,
+            exhausted_status=exhausted_status,
+            rate_schedule=rate_schedule,
+        )
         self.host = host
         self.port = port
         self._records: list[Record] = []
@@ -209,16 +227,31 @@ class Destination:
         self._garbage = itertools.cycle(GARBAGE_HEADERS)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
-        self.app = Starlette(routes=[
-            Route("/orders", self._orders, methods=["POST"]),
-            Route("/tenants/{tenant}/orders", self._orders, methods=["POST"]),
-            Route("/stats", self._stats_endpoint, methods=["GET"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/orders", self._orders, methods=["POST"]),
+                Route("/tenants/{tenant}/orders", self._orders, methods=["POST"]),
+                Route("/stats", self._stats_endpoint, methods=["GET"]),
+            ]
+        )
 
     # -- configuration (thread-safe, takes effect on the next request) ----------------------
     def configure(self, **changes: Any) -> None:
-        allowed = {"rate", "burst", "window", "mode", "per_tenant", "idempotency", "quota_headers",
-                   "retry_after_format", "enforce", "latency", "style", "exhausted_status", "rate_schedule"}
+        allowed = {
+            "rate",
+            "burst",
+            "window",
+            "mode",
+            "per_tenant",
+            "idempotency",
+            "quota_headers",
+            "retry_after_format",
+            "enforce",
+            "latency",
+            "style",
+            "exhausted_status",
+            "rate_schedule",
+        }
         unknown = set(changes) - allowed
         if unknown:
             raise TypeError(f"unknown option(s): {sorted(unknown)}")
@@ -287,11 +320,13 @@ class Destination:
         sock.bind((self.host, self.port))
         sock.listen(2048)
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
-                                backlog=2048, timeout_keep_alive=5)
+        config = uvicorn.Config(
+            self.app, log_level="warning", access_log=False, lifespan="off", backlog=2048, timeout_keep_alive=5
+        )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
-                                        name="destination", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="destination", daemon=True
+        )
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
@@ -330,8 +365,9 @@ class Destination:
         status, payload, headers = self._decide(time.time(), tenant, key, body.get("id"))
         return JSONResponse(payload, status_code=status, headers=headers)
 
-    def _decide(self, now: float, tenant: str | None, key: str | None, body_id: Any
-                ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def _decide(
+        self, now: float, tenant: str | None, key: str | None, body_id: Any
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         with self._lock:
             if self.first_request is None:
                 self.first_request = now
@@ -393,8 +429,11 @@ class Destination:
         if self.quota_headers:
             limit = int(self.rate * self.window)
             left = max(0, int(capacity - len(times) - (1 if wait is None else 0)))
-            quota = {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(left),
-                     "RateLimit-Policy": f"{limit};w={_num(self.window)}"}
+            quota = {
+                "X-RateLimit-Limit": str(limit),
+                "X-RateLimit-Remaining": str(left),
+                "RateLimit-Policy": f"{limit};w={_num(self.window)}",
+            }
         if wait is not None:
             return 429, {**quota, **self._reject_headers(now, wait)}
         times.append(now)
@@ -443,12 +482,17 @@ class Destination:
             remaining = 0
         to_reset = max(1, math.ceil(end - now))
         if self.style == "fixed-window":
-            headers = {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(remaining),
-                       "X-RateLimit-Reset": str(math.ceil(end))}
+            headers = {
+                "X-RateLimit-Limit": str(limit),
+                "X-RateLimit-Remaining": str(remaining),
+                "X-RateLimit-Reset": str(math.ceil(end)),
+            }
             return (self.exhausted_status if refused else 200), headers
         if self.style == "ietf":
-            headers = {"RateLimit-Policy": f'"default";q={limit};w={_num(self.window)}',
-                       "RateLimit": f'"default";r={remaining};t={to_reset}'}
+            headers = {
+                "RateLimit-Policy": f'"default";q={limit};w={_num(self.window)}',
+                "RateLimit": f'"default";r={remaining};t={to_reset}',
+            }
             return (429 if refused else 200), headers
         return (429, {"Retry-After": str(to_reset)}) if refused else (200, {})
 
@@ -495,16 +539,25 @@ class Destination:
         refused = [r for r in recs if r.status != 200]
         start = self.first_request
         out: dict[str, Any] = {
-            "rate": self.rate, "burst": self.burst, "window": self.window, "mode": self.mode,
-            "style": self.style, "exhausted_status": self.exhausted_status,
-            "per_tenant": self.per_tenant, "idempotency": self.idempotency,
-            "requests": len(recs), "accepted": len(ok), "rejected": len(refused), "refused": len(refused),
+            "rate": self.rate,
+            "burst": self.burst,
+            "window": self.window,
+            "mode": self.mode,
+            "style": self.style,
+            "exhausted_status": self.exhausted_status,
+            "per_tenant": self.per_tenant,
+            "idempotency": self.idempotency,
+            "requests": len(recs),
+            "accepted": len(ok),
+            "rejected": len(refused),
+            "refused": len(refused),
             "refused_share": len(refused) / len(recs) if recs else 0.0,
             "refused_by_status": dict(Counter(r.status for r in refused)),
             "replays": self.replays,
             "max_accepted_in_window": max_in_window((r.at for r in ok), self.window),
             "first_request": start,
-            "first_accept": ok[0].at if ok else None, "last_accept": ok[-1].at if ok else None,
+            "first_accept": ok[0].at if ok else None,
+            "last_accept": ok[-1].at if ok else None,
             "accepted_per_second": per_second((r.at for r in ok), start) if start else [],
             "refused_per_second": per_second((r.at for r in refused), start) if start else [],
             "rate_schedule": [list(step) for step in self.rate_schedule],
@@ -534,9 +587,18 @@ def _main() -> None:
     parser.add_argument("--exhausted-status", type=int, choices=(429, 403), default=429)
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    with Destination(args.rate, args.burst, window=args.window, mode=args.mode, per_tenant=args.per_tenant,
-                     idempotency=args.idempotency, quota_headers=args.quota_headers, style=args.style,
-                     exhausted_status=args.exhausted_status, port=args.port) as dest:
+    with Destination(
+        args.rate,
+        args.burst,
+        window=args.window,
+        mode=args.mode,
+        per_tenant=args.per_tenant,
+        idempotency=args.idempotency,
+        quota_headers=args.quota_headers,
+        style=args.style,
+        exhausted_status=args.exhausted_status,
+        port=args.port,
+    ) as dest:
         print(dest.url, flush=True)
         try:
             while True:

@@ -30,7 +30,7 @@ def base_url() -> str:
     if not url:
         pytest.fail(
             f"{ENV_URL} is not set: PostgreSQL tests need a server. Run `make test`, or "
-            f"`eval \"$(scripts/start-postgres.sh)\"` before pytest "
+            f'`eval "$(scripts/start-postgres.sh)"` before pytest '
             f"(FLOODWAY_TEST_BACKENDS=sqlite runs only the SQLite half, on purpose).",
             pytrace=False,
         )
@@ -76,7 +76,7 @@ def _drop_stale(conn) -> None:
     """Databases left by test processes that died (their pid is in the name)."""
     for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (PREFIX + "%",)).fetchall():
         try:
-            pid = int(name[len(PREFIX):].split("_")[0])
+            pid = int(name[len(PREFIX) :].split("_")[0])
         except ValueError:
             continue
         try:
@@ -112,8 +112,9 @@ def restart_server(timeout: float = 120.0) -> None:
     """Restart the PostgreSQL server (fast shutdown: every connection is cut)."""
     command = os.environ.get(ENV_RESTART)
     if not command:
-        pytest.fail(f"{ENV_RESTART} is not set: run the tests through `make test` (scripts/start-postgres.sh)",
-                    pytrace=False)
+        pytest.fail(
+            f"{ENV_RESTART} is not set: run the tests through `make test` (scripts/start-postgres.sh)", pytrace=False
+        )
     done = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise AssertionError(f"restarting PostgreSQL failed ({done.returncode}): {done.stdout}{done.stderr}")

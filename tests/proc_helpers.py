@@ -149,8 +149,9 @@ def timelines(store) -> dict[str, list]:
 
 def claim_times(store) -> dict[str, list[float]]:
     """When each job was claimed (moved to ``running``), every run, in order."""
-    return {job_id: [e.at for e in events if e.to_status.value == "running"]
-            for job_id, events in timelines(store).items()}
+    return {
+        job_id: [e.at for e in events if e.to_status.value == "running"] for job_id, events in timelines(store).items()
+    }
 
 
 def db_rows(tmp_path: Path, sql: str, params: tuple = ()) -> list[tuple]:
@@ -231,17 +232,19 @@ class Workers:
         label = label or f"worker-{len(self.procs) + 1}"
         log_path = self.tmp_path / f"{label}.log"
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(self.tmp_path), SRC, env.get("PYTHONPATH", "")) if p
-        )
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self.tmp_path), SRC, env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("FLOODWAY_DATABASE_URL", None)
         env.pop("FLOODWAY_APP", None)
         cmd = [sys.executable, "-m", "floodway", "--app", f"{module}:{app_attr}", "worker", *options]
         with open(log_path, "wb") as log_file:
             popen = subprocess.Popen(
-                cmd, cwd=self.tmp_path, env=env, stdin=subprocess.DEVNULL,
-                stdout=log_file, stderr=subprocess.STDOUT,
+                cmd,
+                cwd=self.tmp_path,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
             )
         proc = WorkerProc(popen, log_path, label)
         self.procs.append(proc)

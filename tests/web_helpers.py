@@ -91,8 +91,9 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(self.asgi, log_level="warning", timeout_graceful_shutdown=1, lifespan="on")
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
-                                       name="uvicorn")
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True, name="uvicorn"
+        )
 
     def start(self) -> "Server":
         self.thread.start()
@@ -179,8 +180,9 @@ def wait_for(predicate: Any, timeout: float = 15.0, message: str = "condition") 
         pause = min(pause * 2, 0.1)
 
 
-def read_sse(response: httpx.Response, *, until: str | None = None, count: int | None = None,
-             timeout: float = 15.0) -> list[tuple[str, Any]]:
+def read_sse(
+    response: httpx.Response, *, until: str | None = None, count: int | None = None, timeout: float = 15.0
+) -> list[tuple[str, Any]]:
     """Read ``(event, data)`` pairs from a streaming SSE response, until event ``until`` arrives,
     ``count`` events were read, or the stream ends."""
     out: list[tuple[str, Any]] = []

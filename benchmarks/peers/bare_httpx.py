@@ -43,8 +43,9 @@ async def main(url: str, n: int, inflight: int) -> None:
                     i = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                response = await client.post("/orders", json={"id": i},
-                                             headers={"Idempotency-Key": f"bare-{uuid.uuid4()}"})
+                response = await client.post(
+                    "/orders", json={"id": i}, headers={"Idempotency-Key": f"bare-{uuid.uuid4()}"}
+                )
                 ok += response.status_code == 200
 
         c0, t0 = cpu(), time.time()

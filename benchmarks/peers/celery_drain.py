@@ -35,10 +35,15 @@ class RateLimitedError(Exception):
 
 
 def make_app(workdir: str, dest: str, rate_limit: str, max_retries: int) -> Celery:
-    app = Celery("drain", broker=f"sqla+sqlite:///{os.path.join(workdir, 'broker.db')}",
-                 backend=f"db+sqlite:///{os.path.join(workdir, 'results.db')}")
+    app = Celery(
+        "drain",
+        broker=f"sqla+sqlite:///{os.path.join(workdir, 'broker.db')}",
+        backend=f"db+sqlite:///{os.path.join(workdir, 'results.db')}",
+    )
     app.conf.update(
-        task_serializer="json", result_serializer="json", accept_content=["json"],
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         result_extended=False,
@@ -54,8 +59,15 @@ def make_app(workdir: str, dest: str, rate_limit: str, max_retries: int) -> Cele
             client["c"] = httpx.Client(base_url=dest, timeout=60)
         return client["c"]
 
-    @app.task(name="order", bind=True, rate_limit=rate_limit, autoretry_for=(RateLimitedError,),
-              retry_backoff=True, retry_jitter=True, retry_kwargs={"max_retries": max_retries})
+    @app.task(
+        name="order",
+        bind=True,
+        rate_limit=rate_limit,
+        autoretry_for=(RateLimitedError,),
+        retry_backoff=True,
+        retry_jitter=True,
+        retry_kwargs={"max_retries": max_retries},
+    )
     def order(self, n: int) -> int:
         response = http().post("/orders", json={"id": n}, headers={"Idempotency-Key": str(n)})
         if response.status_code == 429:
@@ -73,7 +85,9 @@ def _results(workdir: str) -> dict:
     conn = sqlite3.connect(path, timeout=30)
     try:
         try:
-            rows = conn.execute("SELECT status, COUNT(*), MAX(date_done) FROM celery_taskmeta GROUP BY status").fetchall()
+            rows = conn.execute(
+                "SELECT status, COUNT(*), MAX(date_done) FROM celery_taskmeta GROUP BY status"
+            ).fetchall()
         except sqlite3.OperationalError:  # the table is made on the first result
             rows = []
     finally:
@@ -110,8 +124,9 @@ def main() -> None:
         with app.producer_or_acquire() as producer:
             for i in range(a.n):
                 task.apply_async((i,), producer=producer)
-        print(json.dumps({"enqueued": a.n, "seconds": time.time() - t0, "celery_version": celery.__version__}),
-              flush=True)
+        print(
+            json.dumps({"enqueued": a.n, "seconds": time.time() - t0, "celery_version": celery.__version__}), flush=True
+        )
         return
     from celery.signals import worker_ready
 
@@ -119,8 +134,22 @@ def main() -> None:
     def _ready(**_: object) -> None:  # the driver starts its clock once every worker is ready
         open(os.path.join(a.dir, f"ready-{a.name}"), "w").close()
 
-    app.worker_main(["worker", "--loglevel", "WARNING", "--pool", a.pool, "--concurrency", str(a.concurrency),
-                     "--hostname", f"{a.name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat"])
+    app.worker_main(
+        [
+            "worker",
+            "--loglevel",
+            "WARNING",
+            "--pool",
+            a.pool,
+            "--concurrency",
+            str(a.concurrency),
+            "--hostname",
+            f"{a.name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )
 
 
 if __name__ == "__main__":

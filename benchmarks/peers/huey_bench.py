@@ -100,8 +100,14 @@ def enqueue_concurrent(args) -> None:
         t.join()
     elapsed = time.perf_counter() - t0
     cpu = cpu_seconds() - c0
-    emit(jobs=args.n, seconds=elapsed, per_second=args.n / elapsed, cpu_seconds=cpu, queued=h.pending_count(),
-         threads=args.threads)
+    emit(
+        jobs=args.n,
+        seconds=elapsed,
+        per_second=args.n / elapsed,
+        cpu_seconds=cpu,
+        queued=h.pending_count(),
+        threads=args.threads,
+    )
 
 
 def prefill(args) -> None:
@@ -171,8 +177,9 @@ def pragmas(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["enqueue-single", "enqueue-map", "enqueue-concurrent", "prefill", "drain",
-                                    "pragmas"])
+    p.add_argument(
+        "mode", choices=["enqueue-single", "enqueue-map", "enqueue-concurrent", "prefill", "drain", "pragmas"]
+    )
     p.add_argument("--threads", type=int, default=100)
     p.add_argument("--db", required=True)
     p.add_argument("-n", type=int, default=0)

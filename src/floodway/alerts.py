@@ -44,12 +44,25 @@ def check_step(app: "App", record: StepRecord) -> None:
     settings = app.settings
     overhead_ms = record.throttle_overhead * 1000
     if settings.alert_throttling_overhead_ms and overhead_ms > settings.alert_throttling_overhead_ms:
-        raise_alert(app, "throttling_overhead", "warning",
-                    f"High throttling overhead detected: {overhead_ms:.0f}ms",
-                    executionId=record.job_id, stepId=record.step_id, throttlingOverhead=round(overhead_ms, 3))
+        raise_alert(
+            app,
+            "throttling_overhead",
+            "warning",
+            f"High throttling overhead detected: {overhead_ms:.0f}ms",
+            executionId=record.job_id,
+            stepId=record.step_id,
+            throttlingOverhead=round(overhead_ms, 3),
+        )
     if settings.alert_retries and record.retries >= settings.alert_retries:
-        raise_alert(app, "retries", "info", f"Step required {record.retries} retries",
-                    executionId=record.job_id, stepId=record.step_id, retryCount=record.retries)
+        raise_alert(
+            app,
+            "retries",
+            "info",
+            f"Step required {record.retries} retries",
+            executionId=record.job_id,
+            stepId=record.step_id,
+            retryCount=record.retries,
+        )
 
 
 def check_queues(app: "App") -> None:
@@ -59,8 +72,15 @@ def check_queues(app: "App") -> None:
     for queue in app.store.list_queues():
         depth = sum(queue.counts.get(s, 0) for s in ("waiting", "scheduled", "retrying"))
         if depth > threshold:
-            raise_alert(app, "queue_depth", "warning", f"Queue {queue.name} holds {depth} jobs",
-                        queue=queue.name, depth=depth, threshold=threshold)
+            raise_alert(
+                app,
+                "queue_depth",
+                "warning",
+                f"Queue {queue.name} holds {depth} jobs",
+                queue=queue.name,
+                depth=depth,
+                threshold=threshold,
+            )
 
 
 def install_webhook(app: "App") -> None:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import json
-import math
-import os
+import logging
 import threading
 import time
 from datetime import timedelta
@@ -20,17 +18,21 @@ from .config import Settings, load_settings
 from .errors import ConfigError, EnqueueError
 from .flows import build_declarative_flow, flow_insights, log_flow_finished
 from .handle import Handle
-from .inputs import check_int, check_job_id, check_name, check_priority, check_run_at, check_tenant, is_internal_task
+from .hooks import Periodic, WorkerHooks
+from .inputs import check_job_id, check_name, check_priority, check_run_at, check_tenant, is_internal_task
 from .jobs import NewJob, Status
-from .limits import LimitSpec, Rate, resolve_key, template_fields
+from .limits import LimitSpec, Rate, concurrency_for, resolve_key
+from .options import check_limit_names, check_limit_numbers, new_job_ids, resumable_options, retry_json
 from .resumable import SEGMENT_MARK, split_segments
 from .retry import Retry
 from .schedule import Schedule, ScheduleHealth, sync_schedules, tick, tick_id
 from .stats import collect
 from .store import Store, open_store
-from .tasks import Queue, Task, qualified_name
+from .tasks import Queue, Task
 from .units import parse_duration, parse_instant
-from .worker import Periodic, Worker, WorkerHooks
+from .worker import Worker
+
+log = logging.getLogger("floodway.worker")  # the concurrency check speaks for the worker
 
 __all__ = ["App", "Task", "Queue"]
 
@@ -71,8 +73,11 @@ class App:
             **overrides,
         }
         #: arguments > FLOODWAY_* environment > [tool.floodway] in pyproject.toml > defaults
-        self.settings = settings.with_overrides(**{k: v for k, v in explicit.items() if v is not None}) \
-            if settings is not None else load_settings(explicit)
+        self.settings = (
+            settings.with_overrides(**{k: v for k, v in explicit.items() if v is not None})
+            if settings is not None
+            else load_settings(explicit)
+        )
         self.database_url = self.settings.database_url
         self.max_payload_bytes = self.settings.max_payload_bytes
         #: the longest wait for a limit that is slept in place (keeping the slot); longer
@@ -177,8 +182,12 @@ class App:
                     raise ConfigError(f"give_up_on: {t!r} is not an exception type")
             if extra:
                 policy = Retry(
-                    attempts=policy.attempts, backoff=policy.backoff, initial=policy.initial,
-                    max=policy.max, factor=policy.factor, jitter=policy.jitter,
+                    attempts=policy.attempts,
+                    backoff=policy.backoff,
+                    initial=policy.initial,
+                    max=policy.max,
+                    factor=policy.factor,
+                    jitter=policy.jitter,
                     give_up_on=policy.give_up_on + extra,
                 )
             task_queue = self._coerce_queue(queue) if queue is not None else DEFAULT_QUEUE
@@ -190,8 +199,8 @@ class App:
                 retry=policy,
                 timeout=parse_duration(timeout, name="timeout", allow_zero=False) if timeout is not None else None,
                 priority=check_priority(priority),
-                limits=_check_limit_names(limits),
-                **_resumable_options(task_name, func, state, budget, margin, payload, retain_state),
+                limits=check_limit_names(limits),
+                **resumable_options(task_name, func, state, budget, margin, payload, retain_state),
             )
             self.tasks[task_name] = task
             return task
@@ -230,9 +239,18 @@ class App:
         ``@app.task(limits=[...])``.
         """
         check_name(name, "limit name")
-        spec = _check_limit_numbers(
-            LimitSpec.build(name, rate=rate, burst=burst, concurrency=concurrency, key=key, adaptive=adaptive,
-                            floor=floor, ceiling=ceiling))
+        spec = check_limit_numbers(
+            LimitSpec.build(
+                name,
+                rate=rate,
+                burst=burst,
+                concurrency=concurrency,
+                key=key,
+                adaptive=adaptive,
+                floor=floor,
+                ceiling=ceiling,
+            )
+        )
         self.limits[name] = spec
         return spec
 
@@ -269,10 +287,17 @@ class App:
             raise ConfigError(f"set_limit: unknown option(s) {sorted(unknown)}")
         if "rate" in changes and "adaptive" not in changes:
             changes["adaptive"] = False  # an operator's rate is a ceiling until they say otherwise
-        merged = {"rate": current.rate, "burst": current.burst, "concurrency": current.concurrency,
-                  "key": current.key, "adaptive": current.adaptive, "floor": current.floor,
-                  "ceiling": current.ceiling, **changes}
-        spec = _check_limit_numbers(LimitSpec.build(name, **merged))
+        merged = {
+            "rate": current.rate,
+            "burst": current.burst,
+            "concurrency": current.concurrency,
+            "key": current.key,
+            "adaptive": current.adaptive,
+            "floor": current.floor,
+            "ceiling": current.ceiling,
+            **changes,
+        }
+        spec = check_limit_numbers(LimitSpec.build(name, **merged))
         self.store.update_limit(spec)
         return spec
 
@@ -404,8 +429,19 @@ class App:
         With an ``id`` that exists already, nothing is created and the existing job's handle
         is returned (``handle.created`` is False).
         """
-        return self._enqueue(task, [args], single=True, id=id, queue=queue, delay=delay, start_at=start_at,
-                             retry=retry, priority=priority, tenant=tenant, limits=limits)[0]
+        return self._enqueue(
+            task,
+            [args],
+            single=True,
+            id=id,
+            queue=queue,
+            delay=delay,
+            start_at=start_at,
+            retry=retry,
+            priority=priority,
+            tenant=tenant,
+            limits=limits,
+        )[0]
 
     def enqueue_many(
         self,
@@ -427,8 +463,19 @@ class App:
         """
         if isinstance(args_list, (str, bytes, Mapping)) or not isinstance(args_list, Iterable):
             raise EnqueueError("enqueue_many expects a list of argument dicts")
-        return self._enqueue(task, list(args_list), single=False, id=id, queue=queue, delay=delay,
-                             start_at=start_at, retry=retry, priority=priority, tenant=tenant, limits=limits)
+        return self._enqueue(
+            task,
+            list(args_list),
+            single=False,
+            id=id,
+            queue=queue,
+            delay=delay,
+            start_at=start_at,
+            retry=retry,
+            priority=priority,
+            tenant=tenant,
+            limits=limits,
+        )
 
     async def enqueue_async(self, task: Task | str, args: Mapping[str, Any] | None = None, **options: Any) -> Handle:
         return await asyncio.to_thread(functools.partial(self.enqueue, task, args, **options))
@@ -466,15 +513,25 @@ class App:
         the_task = self.get_task(task)
         now = time.time()
         limit_names, run_at, policy, job_queue, job_priority = self.check_enqueue_options(
-            the_task, count=None if single else len(args_list), id=id, queue=queue, delay=delay,
-            start_at=start_at, retry=retry, priority=priority, tenant=tenant, limits=limits, now=now)
+            the_task,
+            count=None if single else len(args_list),
+            id=id,
+            queue=queue,
+            delay=delay,
+            start_at=start_at,
+            retry=retry,
+            priority=priority,
+            tenant=tenant,
+            limits=limits,
+            now=now,
+        )
         queue_name, cap, declared = self._queue_cap(job_queue)
         status = Status.SCHEDULED if run_at > now else Status.WAITING
-        retry_json = _retry_json(policy)
+        retry_text = retry_json(policy)
         max_attempts = policy.max_attempts
         # without limits a job's fairness group is the tenant's alone: the same for every item
         fixed_limits = None if limit_names else self._resolve_limits((), {}, tenant)
-        ids = _new_job_ids(len(args_list)) if id is None else None
+        ids = new_job_ids(len(args_list)) if id is None else None
 
         def make_jobs() -> Iterator[NewJob]:
             """Each item checked and made into a job; an EnqueueError names the item."""
@@ -503,7 +560,7 @@ class App:
                     queue=queue_name,
                     priority=job_priority,
                     max_attempts=max_attempts,
-                    retry_json=retry_json,
+                    retry_json=retry_text,
                     run_at=run_at,
                     tenant=tenant,
                     status=status,
@@ -555,7 +612,7 @@ class App:
         a file's options with it before reading the file."""
         the_task = self.get_task(task)
         try:
-            limit_names = the_task.limits if limits is None else _check_limit_names(limits)
+            limit_names = the_task.limits if limits is None else check_limit_names(limits)
         except ConfigError as exc:
             raise EnqueueError(str(exc)) from None
         for name in limit_names:
@@ -641,9 +698,7 @@ class App:
             raise EnqueueError(f"args are not JSON-serialisable: {exc}") from None
         size = len(encoded)  # ASCII: characters are bytes
         if size > self.max_payload_bytes:
-            raise EnqueueError(
-                f"args are {size} bytes, over max_payload_bytes={self.max_payload_bytes}"
-            )
+            raise EnqueueError(f"args are {size} bytes, over max_payload_bytes={self.max_payload_bytes}")
         return encoded
 
     # -- running ------------------------------------------------------------------------
@@ -656,104 +711,39 @@ class App:
     def _worker_hooks(self, lease: float) -> WorkerHooks:
         """What a worker of this app runs beside its jobs: the scheduler, queue-depth alerts, and
         the flow summary logged when a flow's run completes."""
-        hooks = WorkerHooks(on_run_end=[log_flow_finished])
+        hooks = WorkerHooks(on_start=[self._check_concurrency], on_run_end=[log_flow_finished])
         if self.schedules:
             health = ScheduleHealth()  # a failing schedule is logged once per episode, the others go on
-            hooks.on_start.append(lambda: sync_schedules(self))
+            hooks.on_start.append(lambda _: sync_schedules(self))
             hooks.periodic.append(Periodic("scheduler", lambda: tick(self, health), every=5.0))
         if self.settings.alert_queue_depth:
-            hooks.periodic.append(Periodic("queue alerts", lambda: check_queues(self), every=lease / 3,
-                                           first=lease / 3))
+            hooks.periodic.append(
+                Periodic("queue alerts", lambda: check_queues(self), every=lease / 3, first=lease / 3)
+            )
         return hooks
+
+    def _check_concurrency(self, concurrency: int) -> None:
+        """The concurrency formula, checked when a worker starts: concurrency = rate x average
+        job time; a worker that cannot reach a limit's rate says so."""
+        for spec in self.limits.values():
+            if spec.rate is None:
+                continue
+            avg = self.store.average_duration([t.name for t in self.tasks.values() if spec.name in t.limits])
+            if not avg:
+                continue
+            needed = concurrency_for(spec.rate, avg)
+            cap = min(concurrency, spec.concurrency or concurrency)
+            if cap < needed:
+                log.warning(
+                    "limit %s allows %s but its jobs take %.3fs on average: reaching that rate needs "
+                    "a concurrency of %d, this worker runs %d (set --concurrency or the limit's concurrency)",
+                    spec.name,
+                    spec.rate,
+                    avg,
+                    needed,
+                    cap,
+                )
 
     def run_worker(self, **options: Any) -> None:
         """Run a worker in this process until it is stopped (or, with ``burst=True``, idle)."""
         self.worker(**options).run()
-
-
-def _resumable_options(
-    name: str,
-    func: Callable[..., Any],
-    state: str | None,
-    budget: Any,
-    margin: Any,
-    payload: str | None,
-    retain_state: bool,
-) -> dict[str, Any]:
-    options: dict[str, Any] = {"retain_state": bool(retain_state), "payload": payload, "state": state}
-    if state is not None:
-        template_fields(state, where=f"task {name!r}: state")
-    if budget is not None:
-        options["budget"] = parse_duration(budget, name=f"task {name!r}: budget", allow_zero=False)
-    if margin is not None:
-        if budget is None:
-            raise ConfigError(f"task {name!r}: margin needs a budget")
-        options["margin"] = parse_duration(margin, name=f"task {name!r}: margin")
-        if options["margin"] >= options["budget"]:
-            raise ConfigError(
-                f"task {name!r}: the budget ({budget}) must be longer than its margin ({margin})"
-            )
-    if payload is not None:
-        params = inspect.signature(func).parameters
-        if payload not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            raise ConfigError(f"task {name!r}: payload {payload!r} is not one of its parameters")
-    return options
-
-
-def _retry_json(policy: Retry) -> str:
-    """The stored form of a retry policy (with its final error types by qualified name)."""
-    # give_up_on is left out of a policy's equality, so it is part of the cache key itself
-    return _encode_retry(policy, policy.give_up_on)
-
-
-@functools.lru_cache(maxsize=256)
-def _encode_retry(policy: Retry, give_up_on: tuple[type[BaseException], ...]) -> str:
-    """Policies are frozen and few (one per task, plus per-call overrides): each is encoded
-    once, not on every enqueue."""
-    stored = policy.to_dict()
-    stored["give_up_on"] = sorted({qualified_name(t) for t in give_up_on})
-    return json.dumps(stored)
-
-
-#: ids are made in batches of at most this many under one random prefix (a 4-digit counter)
-_ID_BATCH = 0x10000
-
-
-def _new_job_ids(count: int) -> list[str]:
-    """``count`` fresh job ids of 32 lowercase hex digits (the length and alphabet of the
-    ``uuid4().hex`` ids they replace).
-
-    Twelve digits of milliseconds since the epoch, sixteen random digits drawn once per batch
-    of up to 65,536 ids, then a four-digit counter. Ids made together are neighbours in every
-    index keyed on them (the jobs' primary key, the events' job index), and later ones sort
-    after earlier ones: a bulk insert writes a few index pages at the growing end instead of
-    one random page per job. Two batches share ids only if they start in the same millisecond
-    with the same 64 random bits.
-    """
-    ids: list[str] = []
-    for start in range(0, count, _ID_BATCH):
-        prefix = f"{time.time_ns() // 1_000_000:012x}{int.from_bytes(os.urandom(8), 'big'):016x}"
-        ids.extend([f"{prefix}{n:04x}" for n in range(min(count - start, _ID_BATCH))])
-    return ids
-
-
-def _check_limit_names(names: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(names, str):
-        raise ConfigError(f"limits: expected a list of limit names, got the string {names!r}")
-    out = tuple(names)
-    for name in out:
-        if not isinstance(name, str) or not name:
-            raise ConfigError(f"limits: {name!r} is not a limit name")
-    return out
-
-
-def _check_limit_numbers(spec: LimitSpec) -> LimitSpec:
-    """A limit's numbers must fit the stores: burst and concurrency in 32 bits, a finite rate."""
-    check_int(spec.burst, f"limit {spec.name!r}: burst", 1)
-    if spec.concurrency is not None:
-        check_int(spec.concurrency, f"limit {spec.name!r}: concurrency", 1)
-    for what, rate in (("rate", spec.rate), ("floor", spec.floor), ("ceiling", spec.ceiling)):
-        if rate is not None and not (math.isfinite(rate.count) and math.isfinite(rate.period) and rate.interval > 0):
-            raise ConfigError(f"limit {spec.name!r}: {what} {rate.count:g}/{rate.period:g}s is not a usable rate")
-    return spec
-

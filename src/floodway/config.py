@@ -189,7 +189,7 @@ def _from_environment(env: Mapping[str, str]) -> dict[str, Any]:
     for var, raw in env.items():
         # FLOODWAY_KIND_HTTP_REQUEST__CONCURRENCY=4  (kind and field joined by a double underscore)
         if var.startswith("FLOODWAY_KIND_") and "__" in var:
-            kind, _, option = var[len("FLOODWAY_KIND_"):].partition("__")
+            kind, _, option = var[len("FLOODWAY_KIND_") :].partition("__")
             option = option.lower()
             if option not in _KIND_FIELDS:
                 raise ConfigError(f"{var}: unknown step setting {option!r} (known: {', '.join(sorted(_KIND_FIELDS))})")

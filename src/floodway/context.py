@@ -131,8 +131,10 @@ class Context:
             return None
         now = time.monotonic()
         if now >= self.lease_deadline:
-            raise LeaseLost(f"job {self.job.id}: this run's lease (attempt {self.job.attempt}) ran out before "
-                            f"its worker renewed it; another worker may own the job")
+            raise LeaseLost(
+                f"job {self.job.id}: this run's lease (attempt {self.job.attempt}) ran out before "
+                f"its worker renewed it; another worker may own the job"
+            )
         if self.owned_until is None or now < self.owned_until:
             return None
         return min(0.05, self.lease_deadline - now)
@@ -177,7 +179,9 @@ class Context:
         """``checkpoint`` for sync tasks."""
         self.ensure_owned()
         text = self._encode_cursor(value)
-        self.checkpoints = self.app.store.checkpoint(self.job.id, self.worker_id, self.job.attempt, self.state_key, text)
+        self.checkpoints = self.app.store.checkpoint(
+            self.job.id, self.worker_id, self.job.attempt, self.state_key, text
+        )
         self._cursor = json.loads(text)
         self._ledger = {}
 

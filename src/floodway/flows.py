@@ -104,18 +104,39 @@ async def run_step(
         if error is None or attempts >= settings.attempts:
             break
         delay = policy.delay(attempts)
-        log.info(json.dumps({"event": "step retry", "stepId": step_id, "stepType": kind, "executionId": ctx.job_id,
-                             "attempt": attempts, "retryIn": round(delay * 1000), "error": error["message"]}))
+        log.info(
+            json.dumps(
+                {
+                    "event": "step retry",
+                    "stepId": step_id,
+                    "stepType": kind,
+                    "executionId": ctx.job_id,
+                    "attempt": attempts,
+                    "retryIn": round(delay * 1000),
+                    "error": error["message"],
+                }
+            )
+        )
         await asyncio.sleep(delay)
 
     total = time.monotonic() - started
     record = StepRecord(
-        job_id=ctx.job_id, step_id=step_id, kind=kind, critical=critical,
+        job_id=ctx.job_id,
+        step_id=step_id,
+        kind=kind,
+        critical=critical,
         status=(StepStatus.COMPLETE if error is None else StepStatus.FAILED).value,
-        result_json=encode_result(result) if error is None else None, error=error,
-        attempts=attempts, retries=attempts - 1, duration=duration, total_time=total,
-        throttle_overhead=max(0.0, total - duration), throttle=settings.describe(), tenant=ctx.tenant,
-        started_at=started_wall, finished_at=time.time(),
+        result_json=encode_result(result) if error is None else None,
+        error=error,
+        attempts=attempts,
+        retries=attempts - 1,
+        duration=duration,
+        total_time=total,
+        throttle_overhead=max(0.0, total - duration),
+        throttle=settings.describe(),
+        tenant=ctx.tenant,
+        started_at=started_wall,
+        finished_at=time.time(),
     )
     await asyncio.to_thread(app.store.record_step, ctx.worker_id, ctx.job.attempt, record)
     steps[step_id] = record
@@ -124,7 +145,9 @@ async def run_step(
     if error is not None:
         if critical:
             raise StepFailed(step_id, error)
-        log.warning("non-critical step %s of job %s failed; the flow goes on: %s", step_id, ctx.job_id, error["message"])
+        log.warning(
+            "non-critical step %s of job %s failed; the flow goes on: %s", step_id, ctx.job_id, error["message"]
+        )
         return None
     return result
 
@@ -166,9 +189,9 @@ def step_summary(steps: Sequence[StepRecord]) -> dict[str, Any]:
 def log_flow_finished(job_id: str, steps: Sequence[StepRecord], status: str) -> None:
     """Log a flow's summary when its run ends (the worker calls this through its hooks)."""
     if steps:
-        logging.getLogger("floodway.flows").info(json.dumps(
-            {"event": "flow finished", "executionId": job_id, "status": status, **step_summary(steps)}
-        ))
+        logging.getLogger("floodway.flows").info(
+            json.dumps({"event": "flow finished", "executionId": job_id, "status": status, **step_summary(steps)})
+        )
 
 
 def flow_insights(app: "App", job_id: str) -> dict[str, Any]:
@@ -230,8 +253,14 @@ def build_declarative_flow(
                 throttle = _from_camel_override(throttle)
             handler = handlers.get(step["type"]) or _http_handler(ctx)
             results[step["id"]] = await ctx.step(
-                step["id"], handler, config, variables, dict(results),
-                kind=step["type"], critical=critical, throttle=throttle,
+                step["id"],
+                handler,
+                config,
+                variables,
+                dict(results),
+                kind=step["type"],
+                critical=critical,
+                throttle=throttle,
             )
         return results
 
@@ -262,7 +291,9 @@ def _http_handler(ctx: "Context") -> Callable[..., Any]:
             raise Fail("http_request step needs a 'url' in its config")
         async with ctx.http() as client:
             response = await client.request(
-                config.get("method", "POST"), config["url"], json=config.get("json", variables),
+                config.get("method", "POST"),
+                config["url"],
+                json=config.get("json", variables),
                 headers=config.get("headers"),
             )
             response.raise_for_status()

@@ -250,7 +250,9 @@ def throttle_rule(throttled: Any) -> Callable[[httpx.Response, QuotaInfo], bool]
     except (TypeError, ValueError):
         statuses = frozenset()
     if not statuses or any(not 100 <= s <= 599 for s in statuses):
-        raise ConfigError(f"ctx.http: throttled must be a list of HTTP statuses or a function of the response, got {throttled!r}")
+        raise ConfigError(
+            f"ctx.http: throttled must be a list of HTTP statuses or a function of the response, got {throttled!r}"
+        )
     return lambda response, info: response.status_code in statuses or _default_throttled(response, info)
 
 
@@ -267,14 +269,19 @@ class _Pacer:
     def token_at(self) -> float | None:
         return self.ctx._token_at.get(self.pair) if self.limit is not None else None
 
-    def read(self, request: httpx.Request, response: httpx.Response, now: float
-             ) -> tuple[bool, QuotaInfo, tuple[float, float] | None]:
+    def read(
+        self, request: httpx.Request, response: httpx.Response, now: float
+    ) -> tuple[bool, QuotaInfo, tuple[float, float] | None]:
         """(refused?, what the headers say, usage) — pure, on the event loop."""
         info = parse_quota_headers(response.headers, now)
         usage = parse_usage(response.headers) if self.limit is not None else None
         if info == _NOTHING and any(_QUOTA_HEADER.search(name) for name in response.headers):
-            _log_once(f"unreadable:{request.url.host}", "ignoring unreadable rate-limit headers from %s: %s",
-                      request.url.host, {k: v for k, v in response.headers.items() if _QUOTA_HEADER.search(k)})
+            _log_once(
+                f"unreadable:{request.url.host}",
+                "ignoring unreadable rate-limit headers from %s: %s",
+                request.url.host,
+                {k: v for k, v in response.headers.items() if _QUOTA_HEADER.search(k)},
+            )
         return self.is_throttled(response, info), info, usage
 
     def needs_store(self, refused: bool, info: QuotaInfo, usage: Any, now: float) -> bool:
@@ -286,8 +293,16 @@ class _Pacer:
         due = _reports(self.ctx.app).add(self.pair, now, _fields(info, usage))
         return due or (info.remaining == 0 and info.reset_at is not None and info.reset_at > now)
 
-    def decide(self, request: httpx.Request, response: httpx.Response, refused: bool, info: QuotaInfo,
-               usage: Any, token_at: float | None, now: float) -> float | None:
+    def decide(
+        self,
+        request: httpx.Request,
+        response: httpx.Response,
+        refused: bool,
+        info: QuotaInfo,
+        usage: Any,
+        token_at: float | None,
+        now: float,
+    ) -> float | None:
         """After a response that must reach the store (blocking: run on a thread by async
         callers): None to return the response, ``now`` to send it again once a token is
         taken, or the Unix time to wait until."""
@@ -296,14 +311,20 @@ class _Pacer:
             if self.limit is not None:
                 self._report(now, None, info, usage)
                 if info.remaining == 0 and info.reset_at is not None and info.reset_at > now:
-                    self.ctx.app.store.pause_limit(self.limit, self.key or "", info.reset_at, f"no budget left at {host}")
+                    self.ctx.app.store.pause_limit(
+                        self.limit, self.key or "", info.reset_at, f"no budget left at {host}"
+                    )
             return None
         wait = info.reset_at - now if info.reset_at is not None else None
         kind = classify_wait(wait, info.remaining)
         if self.limit is None:
             if wait is None:
-                _log_once(f"noreset:{host}", "%s answered %d without a usable reset header; backing off", host,
-                          response.status_code)
+                _log_once(
+                    f"noreset:{host}",
+                    "%s answered %d without a usable reset header; backing off",
+                    host,
+                    response.status_code,
+                )
                 return now + self._fallback_wait()
             return info.reset_at
         if kind == "overflow":
@@ -313,24 +334,40 @@ class _Pacer:
             wait = wait if wait is not None and wait > 0 else 1.0
             rate, changed = self._report(now, token_at, info, usage, throttled=1, wait=wait)
             if changed == "cut":
-                log.info("limit %s%s: %d from %s, pacing every worker at %.2f/s", self.limit,
-                         f"[{self.key}]" if self.key else "", response.status_code, host, rate or 0.0)
+                log.info(
+                    "limit %s%s: %d from %s, pacing every worker at %.2f/s",
+                    self.limit,
+                    f"[{self.key}]" if self.key else "",
+                    response.status_code,
+                    host,
+                    rate or 0.0,
+                )
             return now + wait
         until = info.reset_at if info.reset_at is not None else now + self._fallback_wait()
         self._report(now, None, info, usage, throttled=1, exhausted=1, reset_at=until)
         reason = f"{response.status_code} from {host}"
         return self.ctx.app.store.pause_limit(self.limit, self.key or "", until, reason)
 
-    def _report(self, now: float, token_at: float | None, info: QuotaInfo, usage: Any, *, throttled: int = 0,
-                exhausted: int = 0, wait: float | None = None, reset_at: float | None = None
-                ) -> tuple[float | None, str | None]:
+    def _report(
+        self,
+        now: float,
+        token_at: float | None,
+        info: QuotaInfo,
+        usage: Any,
+        *,
+        throttled: int = 0,
+        exhausted: int = 0,
+        wait: float | None = None,
+        reset_at: float | None = None,
+    ) -> tuple[float | None, str | None]:
         accepted, fields = _reports(self.ctx.app).take(self.pair, now)
         if not throttled:
             fields = _fields(info, usage) or fields
         elif reset_at is not None:
             fields = {"reset_at": reset_at}
-        obs = Observation(now=now, token_at=token_at, wait=wait, throttled=throttled, exhausted=exhausted,
-                          accepted=accepted, **fields)
+        obs = Observation(
+            now=now, token_at=token_at, wait=wait, throttled=throttled, exhausted=exhausted, accepted=accepted, **fields
+        )
         assert self.limit is not None  # only a request through a limit reports to it
         return self.ctx.app.store.observe_limit(self.limit, self.key or "", obs)
 
@@ -387,8 +424,13 @@ class _AsyncTransport(httpx.AsyncBaseTransport):
                 return response
             await response.aclose()
             if pacer.too_long(until):
-                raise RateLimited(retry_after=until - time.time(), limit=pacer.limit, key=pacer.key,
-                                  reason=f"{response.status_code} from {request.url.host}", paused=True)
+                raise RateLimited(
+                    retry_after=until - time.time(),
+                    limit=pacer.limit,
+                    key=pacer.key,
+                    reason=f"{response.status_code} from {request.url.host}",
+                    paused=True,
+                )
             wait = max(0.0, until - time.time())
             pacer.ctx.throttled_seconds += wait
             await asyncio.sleep(wait)
@@ -424,8 +466,13 @@ class _SyncTransport(httpx.BaseTransport):
                 return response
             response.close()
             if pacer.too_long(until):
-                raise RateLimited(retry_after=until - time.time(), limit=pacer.limit, key=pacer.key,
-                                  reason=f"{response.status_code} from {request.url.host}", paused=True)
+                raise RateLimited(
+                    retry_after=until - time.time(),
+                    limit=pacer.limit,
+                    key=pacer.key,
+                    reason=f"{response.status_code} from {request.url.host}",
+                    paused=True,
+                )
             wait = max(0.0, until - time.time())
             pacer.ctx.throttled_seconds += wait
             time.sleep(wait)
@@ -531,8 +578,11 @@ class _SharedPool(httpx.AsyncBaseTransport, httpx.BaseTransport):
     def _new_lane(self) -> int:
         """Open a lane: ``LANE_SIZE`` connections, the last one what is left of the total."""
         size = min(LANE_SIZE, self.total - sum(self.sizes))
-        limits = httpx.Limits(max_connections=size, keepalive_expiry=self.keepalive_expiry,
-                              max_keepalive_connections=size if self.keepalive is None else min(size, self.keepalive))
+        limits = httpx.Limits(
+            max_connections=size,
+            keepalive_expiry=self.keepalive_expiry,
+            max_keepalive_connections=size if self.keepalive is None else min(size, self.keepalive),
+        )
         factory = httpx.HTTPTransport if self.sync else httpx.AsyncHTTPTransport
         self.lanes.append(factory(limits=limits, **self.options))
         self.sizes.append(size)
@@ -556,11 +606,16 @@ class _SharedPool(httpx.AsyncBaseTransport, httpx.BaseTransport):
                 if not done:
                     done = True
                     self.busy[lane] -= 1
+
         return release
 
     def _wrap(self, response: httpx.Response, release: Callable[[], None]) -> httpx.Response:
-        return httpx.Response(status_code=response.status_code, headers=response.headers,
-                              stream=_Release(response.stream, release), extensions=response.extensions)
+        return httpx.Response(
+            status_code=response.status_code,
+            headers=response.headers,
+            stream=_Release(response.stream, release),
+            extensions=response.extensions,
+        )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         lane = self._take()
@@ -670,8 +725,9 @@ async def close_pools() -> None:
             log.warning("closing a connection pool failed: %s", exc)
 
 
-def client_for(ctx: "Context", *, base_url: str, limit: str | None, sync: bool, throttled: Any = None,
-               **options: Any) -> Any:
+def client_for(
+    ctx: "Context", *, base_url: str, limit: str | None, sync: bool, throttled: Any = None, **options: Any
+) -> Any:
     """Build the httpx client ``ctx.http`` / ``ctx.http_sync`` return: a client of the job's
     own over the worker's shared connection pool for these transport options (or over the
     job's ``transport=``, used as given and closed with the client)."""

@@ -20,9 +20,22 @@ import re
 from .errors import ConfigError
 
 __all__ = [
-    "MAX_NAME_LENGTH", "MAX_AHEAD_SECONDS", "INT32_MIN", "INT32_MAX", "RESERVED_TENANTS",
-    "INTERNAL_TASK_PREFIX", "TENANT_SEPARATOR", "LONE_SURROGATES", "check_encodable", "check_name",
-    "check_job_id", "check_tenant", "check_int", "check_priority", "check_run_at", "is_internal_task",
+    "MAX_NAME_LENGTH",
+    "MAX_AHEAD_SECONDS",
+    "INT32_MIN",
+    "INT32_MAX",
+    "RESERVED_TENANTS",
+    "INTERNAL_TASK_PREFIX",
+    "TENANT_SEPARATOR",
+    "LONE_SURROGATES",
+    "check_encodable",
+    "check_name",
+    "check_job_id",
+    "check_tenant",
+    "check_int",
+    "check_priority",
+    "check_run_at",
+    "is_internal_task",
     "is_reserved_id",
 ]
 

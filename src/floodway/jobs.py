@@ -60,9 +60,7 @@ TRANSITIONS: dict[Status | None, frozenset[Status]] = {
     S.WAITING: frozenset({S.RUNNING, S.CANCELLED, S.SCHEDULED}),
     # finished; failed with or without attempts left; released (shutdown, lease rescue,
     # continue_later) to waiting; rate limited until a reset (scheduled); cancelled mid-run
-    S.RUNNING: frozenset(
-        {S.COMPLETE, S.FAILED, S.RETRYING, S.WAITING, S.SCHEDULED, S.CANCELLED}
-    ),
+    S.RUNNING: frozenset({S.COMPLETE, S.FAILED, S.RETRYING, S.WAITING, S.SCHEDULED, S.CANCELLED}),
     # its retry came and a worker claimed it; cancelled; retried now by a user (waiting)
     S.RETRYING: frozenset({S.RUNNING, S.CANCELLED, S.WAITING}),
     # a user asked to run it again
@@ -203,5 +201,6 @@ class NewJob:
 
     def segment_rows(self) -> list[tuple[str, str, int, str]]:
         """The stored rows of its segments: (job id, argument, index, JSON text)."""
-        return [(self.id, arg, index, data) for arg, pieces in self.segments.items()
-                for index, data in enumerate(pieces)]
+        return [
+            (self.id, arg, index, data) for arg, pieces in self.segments.items() for index, data in enumerate(pieces)
+        ]

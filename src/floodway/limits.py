@@ -102,12 +102,16 @@ class LimitSpec:
         parsed = Rate.parse(rate, name=f"limit {name!r}: rate") if rate is not None else None
         if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
             raise ConfigError(f"limit {name!r}: burst must be an int >= 1, got {burst!r}")
-        if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        ):
             raise ConfigError(f"limit {name!r}: concurrency must be an int >= 1, got {concurrency!r}")
         if not isinstance(adaptive, bool):
             raise ConfigError(f"limit {name!r}: adaptive must be True or False, got {adaptive!r}")
         if parsed is None and concurrency is None and not adaptive:
-            raise ConfigError(f"limit {name!r}: give a rate, a concurrency, or both (or adaptive=True to learn the rate)")
+            raise ConfigError(
+                f"limit {name!r}: give a rate, a concurrency, or both (or adaptive=True to learn the rate)"
+            )
         if key is not None:
             template_fields(key, where=f"limit {name!r}: key")
         low = Rate.parse(floor, name=f"limit {name!r}: floor") if floor is not None else None
@@ -135,8 +139,17 @@ class LimitSpec:
         }
 
     @classmethod
-    def from_row(cls, name: str, rate_count: float | None, rate_period: float | None, burst: int,
-                 concurrency: int | None, key: str | None, adaptive: Any, bounds: str | None = None) -> "LimitSpec":
+    def from_row(
+        cls,
+        name: str,
+        rate_count: float | None,
+        rate_period: float | None,
+        burst: int,
+        concurrency: int | None,
+        key: str | None,
+        adaptive: Any,
+        bounds: str | None = None,
+    ) -> "LimitSpec":
         rate = Rate(rate_count, rate_period) if rate_count and rate_period else None
         floor = ceiling = None
         if bounds:
@@ -164,7 +177,9 @@ def template_fields(template: str, *, where: str = "key") -> list[str]:
     fields = [f for _, f, _, _ in parts if f is not None]
     for f in fields:
         if not f or not all(p.isidentifier() for p in f.split(".")):
-            raise ConfigError(f"{where}: {template!r} has an invalid field {{{f}}}; use names like {{tenant}} or {{account.id}}")
+            raise ConfigError(
+                f"{where}: {template!r} has an invalid field {{{f}}}; use names like {{tenant}} or {{account.id}}"
+            )
     return fields
 
 

@@ -37,8 +37,15 @@ if TYPE_CHECKING:
     from .limits import LimitSpec
 
 __all__ = [
-    "Learned", "Observation", "effective_rate", "observe", "ceiling_of", "floor_of",
-    "OVERFLOW_WAIT", "classify_wait", "effective_burst",
+    "Learned",
+    "Observation",
+    "effective_rate",
+    "observe",
+    "ceiling_of",
+    "floor_of",
+    "OVERFLOW_WAIT",
+    "classify_wait",
+    "effective_burst",
 ]
 
 #: a refusal asking to wait at most this long is congestion (slow down), a longer one is an
@@ -102,45 +109,45 @@ class Observation:
     now: float
     #: the time the refused request's token was issued (throttles only)
     token_at: float | None = None
-    wait: float | None = None   # the wait a refusal asked for (its Retry-After or reset)
-    throttled: int = 0          # refusals (429s, or the statuses the user named) ...
-    exhausted: int = 0          # ... of which meant an exhausted quota (no cut: a pause)
-    accepted: int = 0           # responses that were not refusals, since the last observation
+    wait: float | None = None  # the wait a refusal asked for (its Retry-After or reset)
+    throttled: int = 0  # refusals (429s, or the statuses the user named) ...
+    exhausted: int = 0  # ... of which meant an exhausted quota (no cut: a pause)
+    accepted: int = 0  # responses that were not refusals, since the last observation
     remaining: int | None = None
     limit: int | None = None
     reset_at: float | None = None
     window: float | None = None
-    used: float | None = None   # a leaky bucket's fill ...
-    size: float | None = None   # ... and its size (``X-Shopify-Shop-Api-Call-Limit: used/size``)
+    used: float | None = None  # a leaky bucket's fill ...
+    size: float | None = None  # ... and its size (``X-Shopify-Shop-Api-Call-Limit: used/size``)
 
 
 @dataclass
 class Learned:
     """The learned part of one limit key's state, stored as JSON beside its GCRA state."""
 
-    rate: float | None = None      # the base rate (per second) set at `since`
-    start: float = 0.0             # when the key first reported anything (a slow start's clock)
-    source: str | None = None      # "429s", "headers", "usage"
-    since: float = 0.0             # when `rate` was set; a refusal of an older token is the same round
-    adm: int = 0                   # the key's admissions at `since`: growth is counted in traffic
-    high: float | None = None      # the lowest rate recently seen to overflow
-    low: float | None = None       # the highest rate recently held without a refusal
-    seen: float = 0.0              # the newest header observation applied (older ones are stale)
-    lock: float = 0.0              # until when refusals belong to the last cut's round
-    ok_since: int = 0              # responses accepted since the last cut (or the start)
-    throttled: int = 0             # refusals, all time
-    exhausted: int = 0             # refusals that meant an exhausted quota
-    cuts: int = 0                  # rounds that cut the rate
-    minute: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])   # [start, this, last] 429s
-    ok: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])       # [start, this, last] accepted
-    no: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])       # [start, this, last] refused
+    rate: float | None = None  # the base rate (per second) set at `since`
+    start: float = 0.0  # when the key first reported anything (a slow start's clock)
+    source: str | None = None  # "429s", "headers", "usage"
+    since: float = 0.0  # when `rate` was set; a refusal of an older token is the same round
+    adm: int = 0  # the key's admissions at `since`: growth is counted in traffic
+    high: float | None = None  # the lowest rate recently seen to overflow
+    low: float | None = None  # the highest rate recently held without a refusal
+    seen: float = 0.0  # the newest header observation applied (older ones are stale)
+    lock: float = 0.0  # until when refusals belong to the last cut's round
+    ok_since: int = 0  # responses accepted since the last cut (or the start)
+    throttled: int = 0  # refusals, all time
+    exhausted: int = 0  # refusals that meant an exhausted quota
+    cuts: int = 0  # rounds that cut the rate
+    minute: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # [start, this, last] 429s
+    ok: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # [start, this, last] accepted
+    no: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # [start, this, last] refused
     usage: list[float] | None = None  # [used, at, admissions] at the last usage sample
-    leak: float | None = None      # the measured leak rate of a usage bucket
-    burst: int | None = None       # the burst that fits a stated quota per window (see _stated_pace)
-    settle: float = 0.0            # no admission before this: what the last cut's overshoot costs
-    budget_from: float = 0.0       # when the current budget window began (the last exhaustion's reset)
-    budget_ok: int = 0             # responses accepted since then (whatever cuts came between)
-    holds: float = 1.0             # the next hold lasts this many HOLDs (see MAX_HOLDS)
+    leak: float | None = None  # the measured leak rate of a usage bucket
+    burst: int | None = None  # the burst that fits a stated quota per window (see _stated_pace)
+    settle: float = 0.0  # no admission before this: what the last cut's overshoot costs
+    budget_from: float = 0.0  # when the current budget window began (the last exhaustion's reset)
+    budget_ok: int = 0  # responses accepted since then (whatever cuts came between)
+    holds: float = 1.0  # the next hold lasts this many HOLDs (see MAX_HOLDS)
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -164,8 +171,9 @@ class Learned:
             return int(round(this * max(0.0, 1 - (now - start - 60) / 60)))
         return int(round(this + last * (1 - (now - start) / 60)))
 
-    def accepted_rate(self, now: float, bucket: list[float] | None = None, *, whole_window: bool = False
-                      ) -> float | None:
+    def accepted_rate(
+        self, now: float, bucket: list[float] | None = None, *, whole_window: bool = False
+    ) -> float | None:
         """Responses accepted (or, given ``self.no``, refused) per second over about the last
         ACCEPTED_WINDOW (None: too little seen).
 
@@ -274,7 +282,7 @@ def _grown(base: Learned, learned: Learned | None, now: float) -> tuple[float, b
     if s < hold:
         return top, False
     steps = min((s - hold) / PROBE_DOUBLING, 40.0)
-    probe = top * (1 + PROBE_STEP * (2 ** steps - 1))
+    probe = top * (1 + PROBE_STEP * (2**steps - 1))
     return max(top, min(probe, _evidence(learned, now, top))), True
 
 
@@ -307,8 +315,9 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
     return state, changed
 
 
-def _far_above(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: float,
-               wait: float | None) -> str | None:
+def _far_above(
+    spec: "LimitSpec", state: Learned, admitted: int, now: float, current: float, wait: float | None
+) -> str | None:
     """Inside a round's lock one measurement still cuts: a pace far above what the destination
     accepted lately (the first refusals of a drain, before anything was measured)."""
     accepted = state.accepted_rate(now)
@@ -325,8 +334,9 @@ def _far_above(spec: "LimitSpec", state: Learned, admitted: int, now: float, cur
 EXHAUSTED_MARGIN = 1.15
 
 
-def _exhausted(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: float,
-               reset_at: float) -> str | None:
+def _exhausted(
+    spec: "LimitSpec", state: Learned, admitted: int, now: float, current: float, reset_at: float
+) -> str | None:
     """A quota spent before its reset: pace the next budget so it lasts until the next reset —
     what was accepted since the last reset, spread over the time from then to this reset. (The
     key is paused until the reset as well; after it, jobs come back at this pace, not all at
@@ -406,7 +416,9 @@ def _settle(current: float, new: float, wait: float | None) -> float:
     return _lock(wait) * min(1.0, depth / FIRST_CUT)
 
 
-def _from_headers(spec: "LimitSpec", state: Learned, admitted: int, obs: Observation, current: float | None) -> str | None:
+def _from_headers(
+    spec: "LimitSpec", state: Learned, admitted: int, obs: Observation, current: float | None
+) -> str | None:
     now = obs.now
     target: float | None = None
     burst: int | None = None

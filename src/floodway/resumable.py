@@ -59,12 +59,14 @@ def encode_result(value: Any) -> str | None:
     except ImportError:  # pragma: no cover - httpx is a dependency
         httpx = None  # type: ignore[assignment]
     if httpx is not None and isinstance(value, httpx.Response):
-        return json.dumps({
-            "__httpx_response__": True,
-            "status_code": value.status_code,
-            "content_type": value.headers.get("content-type"),
-            "text": value.text,
-        })
+        return json.dumps(
+            {
+                "__httpx_response__": True,
+                "status_code": value.status_code,
+                "content_type": value.headers.get("content-type"),
+                "text": value.text,
+            }
+        )
     try:
         return json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
@@ -263,7 +265,7 @@ class Records:
         cursor = ctx.cursor
         if cursor is None:
             self.position = (0, 0)
-        elif (isinstance(cursor, list) and len(cursor) == 2 and all(isinstance(c, int) and c >= 0 for c in cursor)):
+        elif isinstance(cursor, list) and len(cursor) == 2 and all(isinstance(c, int) and c >= 0 for c in cursor):
             self.position = (cursor[0], cursor[1])
         else:
             raise ConfigError(f"ctx.records: the cursor {cursor!r} is not a [segment, offset] position")

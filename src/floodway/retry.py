@@ -43,9 +43,7 @@ class Retry:
         if self.attempts < 0:
             raise ConfigError(f"Retry.attempts: {self.attempts} is negative")
         if self.backoff not in ("exponential", "fixed"):
-            raise ConfigError(
-                f"Retry.backoff: {self.backoff!r} is not 'exponential' or 'fixed'"
-            )
+            raise ConfigError(f"Retry.backoff: {self.backoff!r} is not 'exponential' or 'fixed'")
         object.__setattr__(self, "initial", parse_duration(self.initial, name="Retry.initial"))
         if self.max is not None:
             object.__setattr__(self, "max", parse_duration(self.max, name="Retry.max"))

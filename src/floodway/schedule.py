@@ -55,13 +55,15 @@ class Schedule:
             self.next_tick(time.time())
         except (CroniterBadDateError, CroniterBadCronError, ValueError, OverflowError):
             raise ConfigError(
-                f"schedule {self.name!r}: {self.cron!r} never fires (no tick within "
-                f"{MAX_YEARS_BETWEEN_TICKS} years)"
+                f"schedule {self.name!r}: {self.cron!r} never fires (no tick within {MAX_YEARS_BETWEEN_TICKS} years)"
             ) from None
 
     def _iter(self, after: float) -> croniter:
-        return croniter(self.cron, datetime.fromtimestamp(after, ZoneInfo(self.tz)),
-                        max_years_between_matches=MAX_YEARS_BETWEEN_TICKS)
+        return croniter(
+            self.cron,
+            datetime.fromtimestamp(after, ZoneInfo(self.tz)),
+            max_years_between_matches=MAX_YEARS_BETWEEN_TICKS,
+        )
 
     def ticks(self, after: float, until: float) -> list[float]:
         """The tick times in (after, until], oldest first (at most MAX_CATCH_UP + 1)."""
@@ -121,8 +123,12 @@ class ScheduleHealth:
     def failed(self, name: str, exc: BaseException) -> None:
         message = f"{type(exc).__name__}: {exc}"
         if name not in self.failing:
-            log.error("schedule %s failed; the other schedules go on (logged once until it recovers): %s",
-                      name, message, exc_info=exc)
+            log.error(
+                "schedule %s failed; the other schedules go on (logged once until it recovers): %s",
+                name,
+                message,
+                exc_info=exc,
+            )
         self.failing[name] = message
 
     def succeeded(self, name: str) -> None:

@@ -21,20 +21,31 @@ def limit_dict(info: Any, now: float, declared: Any = None) -> dict[str, Any]:
         **info.spec.to_dict(),
         "declared": declared.to_dict() if declared is not None else None,
         "keys": [
-            {"key": k.key, "effective_rate": None if k.effective_rate is None else round(k.effective_rate, 3),
-             "source": k.source, "remaining": k.remaining, "running": k.running, "admitted": k.admitted,
-             "throttled": k.throttled, "throttled_last_minute": k.throttled_last_minute,
-             "exhausted": k.exhausted, "cuts": k.cuts, "pauses": k.rate_limited, "rate_limited": k.rate_limited,
-             "paused_until": iso(k.paused_until),
-             "paused_for": round(k.paused_until - now, 3) if k.paused_until else None,
-             "pause_reason": k.pause_reason}
+            {
+                "key": k.key,
+                "effective_rate": None if k.effective_rate is None else round(k.effective_rate, 3),
+                "source": k.source,
+                "remaining": k.remaining,
+                "running": k.running,
+                "admitted": k.admitted,
+                "throttled": k.throttled,
+                "throttled_last_minute": k.throttled_last_minute,
+                "exhausted": k.exhausted,
+                "cuts": k.cuts,
+                "pauses": k.rate_limited,
+                "rate_limited": k.rate_limited,
+                "paused_until": iso(k.paused_until),
+                "paused_for": round(k.paused_until - now, 3) if k.paused_until else None,
+                "pause_reason": k.pause_reason,
+            }
             for k in info.keys
         ],
     }
 
 
-def collect(app: "App", window: float = 60.0, *, tenant: str | None = None,
-            limits: "list[LimitInfo] | None" = None) -> dict[str, Any]:
+def collect(
+    app: "App", window: float = 60.0, *, tenant: str | None = None, limits: "list[LimitInfo] | None" = None
+) -> dict[str, Any]:
     """Depth, running and rates per queue and per limit. With ``tenant``: of that tenant's jobs
     only (the queues it has jobs in; the store aggregates them), over ``limits`` (the limits it
     may see), and no worker count."""
@@ -70,5 +81,9 @@ def collect(app: "App", window: float = 60.0, *, tenant: str | None = None,
             "rate_in": round(moved["created"] / window, 3),
             "rate_out": round(moved["finished"] / window, 3),
         }
-    return {"window_seconds": window, "queues": queues, "limits": by_limit,
-            "workers": len(app.store.list_workers()) if tenant is None else None}
+    return {
+        "window_seconds": window,
+        "queues": queues,
+        "limits": by_limit,
+        "workers": len(app.store.list_workers()) if tenant is None else None,
+    }

@@ -86,9 +86,7 @@ class Task:
         self.is_async = inspect.iscoroutinefunction(fn)
         signature = inspect.signature(fn)
         params = list(signature.parameters.values())
-        self.wants_context = bool(params) and (
-            params[0].annotation in (Context, "Context") or params[0].name == "ctx"
-        )
+        self.wants_context = bool(params) and (params[0].annotation in (Context, "Context") or params[0].name == "ctx")
         if self.wants_context:
             params = params[1:]
         self.signature = signature.replace(parameters=params)

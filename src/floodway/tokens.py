@@ -18,7 +18,9 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(store: AdminPort, *, tenant: str | None = None, admin: bool = False, label: str | None = None) -> tuple[str, TokenInfo]:
+def create_token(
+    store: AdminPort, *, tenant: str | None = None, admin: bool = False, label: str | None = None
+) -> tuple[str, TokenInfo]:
     """Create a token; returns the token (shown once, never stored) and its record."""
     if admin == (tenant is not None):
         raise ConfigError("a token is either bound to a tenant (tenant=...) or admin (admin=True)")

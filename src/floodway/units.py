@@ -44,9 +44,7 @@ def parse_duration(value: object, *, name: str = "duration", allow_zero: bool = 
     elif isinstance(value, str):
         match = _DURATION.match(value)
         if not match:
-            raise ConfigError(
-                f"{name}: cannot parse {value!r} as a duration; use e.g. '500ms', '5s', '10m', '1h'"
-            )
+            raise ConfigError(f"{name}: cannot parse {value!r} as a duration; use e.g. '500ms', '5s', '10m', '1h'")
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
         raise ConfigError(f"{name}: expected a duration such as '5s', got {type(value).__name__}")

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -44,13 +43,13 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import http, jsontext, liveness
 from .context import Context
 from .errors import ConfigError, Fail, LeaseLost, RateLimited, StoreError, error_info
+from .hooks import WorkerHooks, loop_factory
 from .jobs import Job, Status
-from .limits import concurrency_for
 from .resumable import SEGMENT_MARK, ContinueLater, SegmentedList
 from .retry import Retry
 from .store.base import Outcome, WorkerInfo
 from .units import parse_duration, retry_after_seconds
-from .worker_leases import LeaseKeeping, Periodic
+from .worker_leases import LeaseKeeping
 from .worker_plan import Backoff, ClaimPlan, plan_claim
 
 if TYPE_CHECKING:
@@ -64,45 +63,6 @@ STARTUP_PATIENCE = 10.0
 #: with a store that announces new work (PostgreSQL), the longest an idle worker waits
 #: before looking anyway — a safety net for a notification lost while reconnecting
 _SAFETY_POLL = 2.0
-
-
-LOOPS = ("auto", "uvloop", "asyncio")
-
-
-def loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop factory for ``Worker(loop=...)``; ``None`` means asyncio's own loop.
-
-    Checked when the worker is built, so a typo or a missing uvloop is a ``ConfigError`` at
-    start-up, not a crash once jobs are claimed."""
-    if loop not in LOOPS:
-        raise ConfigError(f"loop must be one of {', '.join(LOOPS)}, got {loop!r}")
-    if loop == "asyncio":
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        if loop == "uvloop":
-            raise ConfigError("loop='uvloop' needs the uvloop package (pip install uvloop)") from None
-        return None
-    return uvloop.new_event_loop
-
-
-@dataclasses.dataclass
-class WorkerHooks:
-    """Where the worker calls the features built beside it, supplied by whoever builds it (the
-    app), so that the worker imports none of them (schedules, alerts, flow logging).
-
-    - ``on_start``: run once on a store thread when the worker has declared its queues and
-      limits, before it registers (e.g. store the app's schedules);
-    - ``periodic``: supervised tasks started with the worker and stopped with it (e.g. the
-      scheduler, queue-depth alerts);
-    - ``on_run_end``: a job's run completed: ``hook(job_id, steps, status)`` with the flow steps
-      it recorded (e.g. the flow summary log); called on the event loop, so keep it short.
-    """
-
-    on_start: list[Callable[[], object]] = dataclasses.field(default_factory=list)
-    periodic: list[Periodic] = dataclasses.field(default_factory=list)
-    on_run_end: list[Callable[[str, list[Any], str], object]] = dataclasses.field(default_factory=list)
 
 
 class Worker(LeaseKeeping):
@@ -163,8 +123,9 @@ class Worker(LeaseKeeping):
         self.lease = parse_duration(lease, name="lease", allow_zero=False)
         self.grace = parse_duration(grace, name="grace")
         self.poll_interval = parse_duration(poll_interval, name="poll_interval", allow_zero=False)
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                       or batch_size < 1):
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
             raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
         # twice the slots by default: a transaction's fixed cost (a round trip, the statement's
         # start-up, the commit) is most of what a short job costs the database, and claims and
@@ -289,17 +250,25 @@ class Worker(LeaseKeeping):
                 await self._store(self.app.sync_queues)
                 await self._store(self.app.sync_limits)
                 for hook in self.hooks.on_start:
-                    await self._store(hook)
+                    await self._store(hook, self.concurrency)
                 now = time.time()
                 began = time.monotonic()
                 await self._store(
                     self.app.store.register_worker,
-                    WorkerInfo(self.id, socket.gethostname(), os.getpid(), self.queues, self.concurrency, now, now,
-                               host_key=liveness.host_key(), pid_start=liveness.start_time(os.getpid())),
+                    WorkerInfo(
+                        self.id,
+                        socket.gethostname(),
+                        os.getpid(),
+                        self.queues,
+                        self.concurrency,
+                        now,
+                        now,
+                        host_key=liveness.host_key(),
+                        pid_start=liveness.start_time(os.getpid()),
+                    ),
                 )
                 self._beat_ok(began, began)
                 log.info("worker %s started: queues=%s concurrency=%d", self.id, self.queues or "all", self.concurrency)
-                await self._store(self._warn_if_concurrency_cannot_reach_rates)
                 # (dead workers first: their jobs spend no attempt, even when their lease has run out)
                 await self._store(self._rescue_dead_holders)
                 return
@@ -310,24 +279,6 @@ class Worker(LeaseKeeping):
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 2.0)
 
-    def _warn_if_concurrency_cannot_reach_rates(self) -> None:
-        """The concurrency formula, checked at start: concurrency = rate x average job time."""
-        for spec in self.app.limits.values():
-            if spec.rate is None:
-                continue
-            tasks = [t.name for t in self.app.tasks.values() if spec.name in t.limits]
-            avg = self.app.store.average_duration(tasks)
-            if not avg:
-                continue
-            needed = concurrency_for(spec.rate, avg)
-            cap = min(self.concurrency, spec.concurrency or self.concurrency)
-            if cap < needed:
-                log.warning(
-                    "limit %s allows %s but its jobs take %.3fs on average: reaching that rate needs "
-                    "a concurrency of %d, this worker runs %d (set --concurrency or the limit's concurrency)",
-                    spec.name, spec.rate, avg, needed, cap,
-                )
-
     async def _claim_loop(self) -> None:
         """Claim and start jobs until stopped (or, with ``burst``, until nothing is left)."""
         assert self._wake is not None
@@ -337,9 +288,15 @@ class Worker(LeaseKeeping):
             # that arrives while we look is not lost
             self._wake.clear()
             self._start_prefetched()
-            plan = plan_claim(concurrency=self.concurrency, prefetch=self.prefetch, batch_size=self.batch_size,
-                              running=len(self._running), prefetched=len(self._prefetched),
-                              unflushed=len(self._unflushed), found_work=self._found_work)
+            plan = plan_claim(
+                concurrency=self.concurrency,
+                prefetch=self.prefetch,
+                batch_size=self.batch_size,
+                running=len(self._running),
+                prefetched=len(self._prefetched),
+                unflushed=len(self._unflushed),
+                found_work=self._found_work,
+            )
             timeout: float | None = self.poll_interval
             if plan.ahead or plan.free > 0:
                 try:
@@ -347,8 +304,7 @@ class Worker(LeaseKeeping):
                     backoff.succeeded()
                 except Exception as exc:  # the database is unreachable (restart, failover): back off
                     timeout = backoff.failed()
-                    log.warning("could not look for jobs (%s: %s); retrying in %.1fs",
-                                type(exc).__name__, exc, timeout)
+                    log.warning("could not look for jobs (%s: %s); retrying in %.1fs", type(exc).__name__, exc, timeout)
             if timeout is None:
                 return  # (burst) nothing left
             if timeout == 0:
@@ -360,8 +316,9 @@ class Worker(LeaseKeeping):
         """Every slot is busy and the store had work: claim the next jobs now (only jobs that
         hold no limit). Returns how long to wait before the next look (0: at once)."""
         began = time.monotonic()
-        jobs = await self._store(self.app.store.claim, self.id, queues=self.queues, limit=plan.room,
-                                 lease=self.lease, without_limits=True)
+        jobs = await self._store(
+            self.app.store.claim, self.id, queues=self.queues, limit=plan.room, lease=self.lease, without_limits=True
+        )
         self._leased(jobs, began)
         self._unflushed.update(job.id for job in jobs)
         self._prefetched.extend(jobs)
@@ -387,8 +344,9 @@ class Worker(LeaseKeeping):
         if due is not None and due <= now:
             self._held_until = 0.0
             began = time.monotonic()
-            jobs = await self._store(self.app.store.claim, self.id, queues=self.queues, limit=plan.want,
-                                     lease=self.lease, ahead=plan.extra)
+            jobs = await self._store(
+                self.app.store.claim, self.id, queues=self.queues, limit=plan.want, lease=self.lease, ahead=plan.extra
+            )
             self._leased(jobs, began)
             for n, job in enumerate(jobs):
                 if n < plan.want:
@@ -465,8 +423,16 @@ class Worker(LeaseKeeping):
         """Give back the jobs claimed ahead, let running jobs finish within the grace period,
         then release the rest."""
         for job in list(self._prefetched):
-            self._drop_prefetched(job.id, Outcome(job.id, job.attempt, Status.WAITING, spend_attempt=False,
-                                                  reason=f"released unstarted by stopping worker {self.id}"))
+            self._drop_prefetched(
+                job.id,
+                Outcome(
+                    job.id,
+                    job.attempt,
+                    Status.WAITING,
+                    spend_attempt=False,
+                    reason=f"released unstarted by stopping worker {self.id}",
+                ),
+            )
         if self._running:
             log.info("worker %s stopping: %d running job(s), grace %.1fs", self.id, len(self._running), self.grace)
             await asyncio.wait(list(self._running.values()), timeout=self.grace)
@@ -498,8 +464,9 @@ class Worker(LeaseKeeping):
         if (job.id, job.attempt) in self._lost:
             # another worker owns the job now: this run's outcome is not ours to write
             self._lost.discard((job.id, job.attempt))
-            log.warning("job %s: the run that lost its lease (attempt %d) stopped; its outcome is dropped",
-                        job.id, job.attempt)
+            log.warning(
+                "job %s: the run that lost its lease (attempt %d) stopped; its outcome is dropped", job.id, job.attempt
+            )
             if current:
                 self._unflushed.discard(job.id)
                 self._leased_at.pop(job.id, None)
@@ -519,17 +486,27 @@ class Worker(LeaseKeeping):
         task = self.app.tasks.get(job.task)
         if task is None:
             return Outcome(
-                job.id, job.attempt, Status.FAILED,
-                error={"type": "UnknownTask", "traceback": None,
-                       "message": f"task {job.task!r} is not registered in worker {self.id}"},
+                job.id,
+                job.attempt,
+                Status.FAILED,
+                error={
+                    "type": "UnknownTask",
+                    "traceback": None,
+                    "message": f"task {job.task!r} is not registered in worker {self.id}",
+                },
             )
         try:
             ctx = await self._context_for(task, job)
         except StoreError as exc:
             # the database is unavailable (restarting): give the job back untouched
             log.warning("could not load job %s's state (%s); releasing it", job.id, exc)
-            return Outcome(job.id, job.attempt, Status.WAITING, spend_attempt=False,
-                           reason=f"store unavailable before the run: {exc}")
+            return Outcome(
+                job.id,
+                job.attempt,
+                Status.WAITING,
+                spend_attempt=False,
+                reason=f"store unavailable before the run: {exc}",
+            )
         self._contexts[job.id] = ctx
         try:
             if task.is_async:
@@ -539,8 +516,12 @@ class Worker(LeaseKeeping):
         except asyncio.TimeoutError:
             if task.budget is not None and ctx.checkpoints:
                 # the run ignored its budget but made progress: resume from the checkpoint
-                log.warning("job %s (%s) overran its budget of %.1fs; it resumes from its last checkpoint",
-                            job.id, task.name, task.budget)
+                log.warning(
+                    "job %s (%s) overran its budget of %.1fs; it resumes from its last checkpoint",
+                    job.id,
+                    task.name,
+                    task.budget,
+                )
                 return self._continue(job, ctx, ContinueLater(), reason="budget overrun; resumes from its checkpoint")
             limit = self._hard_timeout(task)
             return self._failure(job, task, TimeoutError(f"task {task.name} timed out after {limit}s"))
@@ -566,8 +547,14 @@ class Worker(LeaseKeeping):
             )
         for hook in self.hooks.on_run_end:
             hook(job.id, ctx.steps, "completed")
-        return Outcome(job.id, job.attempt, Status.COMPLETE, result_json=result_json,
-                       throttled_seconds=ctx.throttled_seconds, purge_state=not task.retain_state)
+        return Outcome(
+            job.id,
+            job.attempt,
+            Status.COMPLETE,
+            result_json=result_json,
+            throttled_seconds=ctx.throttled_seconds,
+            purge_state=not task.retain_state,
+        )
 
     async def _context_for(self, task: "Task", job: Job) -> Context:
         cursor = None
@@ -599,9 +586,15 @@ class Worker(LeaseKeeping):
             status, run_at = Status.SCHEDULED, time.time() + later.delay
         else:
             status, run_at = Status.WAITING, None
-        return Outcome(job.id, job.attempt, status, run_at=run_at, spend_attempt=False,
-                       throttled_seconds=ctx.throttled_seconds,
-                       reason=f"{reason} (cursor {json.dumps(ctx.cursor)[:80]})")
+        return Outcome(
+            job.id,
+            job.attempt,
+            status,
+            run_at=run_at,
+            spend_attempt=False,
+            throttled_seconds=ctx.throttled_seconds,
+            reason=f"{reason} (cursor {json.dumps(ctx.cursor)[:80]})",
+        )
 
     async def _run_async_fn(self, task: "Task", job: Job, ctx: Context) -> Any:
         args, kwargs = self._arguments(task, job, ctx)
@@ -630,8 +623,9 @@ class Worker(LeaseKeeping):
         try:
             return await asyncio.wait_for(asyncio.shield(future), self._hard_timeout(task))
         except (asyncio.CancelledError, asyncio.TimeoutError) as interruption:
-            log.warning("job %s (%s) runs in a thread that cannot be interrupted; waiting for it to return",
-                        job.id, task.name)
+            log.warning(
+                "job %s (%s) runs in a thread that cannot be interrupted; waiting for it to return", job.id, task.name
+            )
             while not future.done():
                 try:
                     await asyncio.shield(future)
@@ -654,12 +648,25 @@ class Worker(LeaseKeeping):
             or job.attempt >= job.max_attempts
         )
         if final:
-            log.warning("job %s (%s) failed for good on attempt %d: %s: %s",
-                        job.id, job.task, job.attempt, error["type"], error["message"])
+            log.warning(
+                "job %s (%s) failed for good on attempt %d: %s: %s",
+                job.id,
+                job.task,
+                job.attempt,
+                error["type"],
+                error["message"],
+            )
             return Outcome(job.id, job.attempt, Status.FAILED, error=error)
         delay = policy.delay(job.attempt)
-        log.info("job %s (%s) failed on attempt %d, retrying in %.2fs: %s: %s",
-                 job.id, job.task, job.attempt, delay, error["type"], error["message"])
+        log.info(
+            "job %s (%s) failed on attempt %d, retrying in %.2fs: %s: %s",
+            job.id,
+            job.task,
+            job.attempt,
+            delay,
+            error["type"],
+            error["message"],
+        )
         return Outcome(job.id, job.attempt, Status.RETRYING, error=error, run_at=time.time() + delay)
 
     async def _rate_limited(self, job: Job, task: "Task", ctx: Context, exc: RateLimited) -> Outcome:
@@ -670,8 +677,13 @@ class Worker(LeaseKeeping):
         if wait is None:
             policy = Retry.from_dict(job.retry) if job.retry else task.retry
             wait = policy.delay(max(job.attempt, 1))
-            log.warning("job %s (%s) was rate limited with no usable reset time (%r); waiting %.2fs per its "
-                        "retry backoff", job.id, job.task, exc.retry_after, wait)
+            log.warning(
+                "job %s (%s) was rate limited with no usable reset time (%r); waiting %.2fs per its retry backoff",
+                job.id,
+                job.task,
+                exc.retry_after,
+                wait,
+            )
         wait = min(wait, http.MAX_RESET_SECONDS)
         until = now + wait
         if exc.limit is not None and not exc.paused:
@@ -683,17 +695,24 @@ class Worker(LeaseKeeping):
         # spread the jobs of one reset a little, so they do not all come back at once
         run_at = until + random.uniform(0, min(1.0, max(wait, 0.0) * 0.1))
         return Outcome(
-            job.id, job.attempt, Status.SCHEDULED, run_at=run_at, spend_attempt=False,
+            job.id,
+            job.attempt,
+            Status.SCHEDULED,
+            run_at=run_at,
+            spend_attempt=False,
             throttled_seconds=ctx.throttled_seconds + (run_at - now),
-            reason=f"{exc.reason}" + (f" (limit {exc.limit})" if exc.limit else "") + f"; resumes in {run_at - now:.2f}s",
+            reason=f"{exc.reason}"
+            + (f" (limit {exc.limit})" if exc.limit else "")
+            + f"; resumes in {run_at - now:.2f}s",
         )
 
     def _interrupted(self, job: Job) -> Outcome:
         if job.id in self._cancel_requested:
             return Outcome(job.id, job.attempt, Status.CANCELLED, reason="cancelled by user while running")
         # shutting down: give the job back without spending its attempt
-        return Outcome(job.id, job.attempt, Status.WAITING, spend_attempt=False,
-                       reason=f"released by stopping worker {self.id}")
+        return Outcome(
+            job.id, job.attempt, Status.WAITING, spend_attempt=False, reason=f"released by stopping worker {self.id}"
+        )
 
     # -- writing outcomes -----------------------------------------------------------------
     async def _flush_loop(self) -> None:

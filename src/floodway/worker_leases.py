@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import liveness
 from .context import Context
+from .hooks import Periodic
 from .jobs import Job, Status
 from .store.base import Outcome
 
@@ -20,19 +21,6 @@ if TYPE_CHECKING:
     from .app import App
 
 log = logging.getLogger("floodway.worker")
-
-
-@dataclasses.dataclass
-class Periodic:
-    """A task the worker runs beside its jobs, supervised: ``fn`` runs on a store thread and
-    returns the seconds until it is due again (None: ``every``); a failure is logged and the
-    task tried again ``every`` seconds later."""
-
-    name: str
-    fn: Callable[[], float | None]
-    every: float
-    #: seconds before its first run
-    first: float = 0.0
 
 
 class LeaseKeeping:
@@ -120,8 +108,11 @@ class LeaseKeeping:
         (not yet seen alive). Runs on a store thread."""
         store = self.app.store
         here = liveness.host_key()
-        judge = (self._beats_ok_since is not None and self._last_beat_ok is not None
-                 and self._last_beat_ok - self._beats_ok_since >= liveness.STALE_AFTER)
+        judge = (
+            self._beats_ok_since is not None
+            and self._last_beat_ok is not None
+            and self._last_beat_ok - self._beats_ok_since >= liveness.STALE_AFTER
+        )
         rescued: list[str] = []
         pending = 0
         expired = False
@@ -134,14 +125,21 @@ class LeaseKeeping:
             if verdict == liveness.DEAD:
                 ids = store.rescue_worker(holder.worker_id, dead=True)
                 if ids:
-                    log.warning("worker %s is dead (its process is gone): rescued %d job(s)", holder.worker_id, len(ids))
+                    log.warning(
+                        "worker %s is dead (its process is gone): rescued %d job(s)", holder.worker_id, len(ids)
+                    )
                 rescued += ids
             elif verdict == liveness.STALE:
-                ids = store.rescue_worker(holder.worker_id, dead=False,
-                                          heartbeat_before=holder.observed_at - liveness.STALE_AFTER)
+                ids = store.rescue_worker(
+                    holder.worker_id, dead=False, heartbeat_before=holder.observed_at - liveness.STALE_AFTER
+                )
                 if ids:
-                    log.warning("worker %s sent no heartbeat for %.1fs: rescued %d job(s)", holder.worker_id,
-                                holder.observed_at - (holder.heartbeat_at or 0.0), len(ids))
+                    log.warning(
+                        "worker %s sent no heartbeat for %.1fs: rescued %d job(s)",
+                        holder.worker_id,
+                        holder.observed_at - (holder.heartbeat_at or 0.0),
+                        len(ids),
+                    )
                 rescued += ids
             elif verdict == liveness.FROZEN:
                 pending += holder.running
@@ -206,8 +204,9 @@ class LeaseKeeping:
         for job_id in renewal:
             job = next((j for j in self._prefetched if j.id == job_id), None)
             if job is not None:
-                self._drop_prefetched(job_id, Outcome(job_id, job.attempt, Status.CANCELLED,
-                                                      reason="cancelled by user before it started"))
+                self._drop_prefetched(
+                    job_id, Outcome(job_id, job.attempt, Status.CANCELLED, reason="cancelled by user before it started")
+                )
                 continue
             task = self._running.get(job_id)
             if task is not None and job_id not in self._cancel_requested:
@@ -221,9 +220,7 @@ class LeaseKeeping:
             return
         waiting_here = {j.id for j in self._prefetched}
         paused = await self._store(self.app.store.paused_among, list(self._contexts) + list(waiting_here))
-        self._prefetched = deque(
-            dataclasses.replace(j, paused=True) if j.id in paused else j for j in self._prefetched
-        )
+        self._prefetched = deque(dataclasses.replace(j, paused=True) if j.id in paused else j for j in self._prefetched)
         for job_id in paused:
             ctx = self._contexts.get(job_id)
             if ctx is not None and not ctx.pause_requested:

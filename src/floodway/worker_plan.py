@@ -23,8 +23,9 @@ class ClaimPlan:
     extra: int
 
 
-def plan_claim(*, concurrency: int, prefetch: int, batch_size: int, running: int, prefetched: int,
-               unflushed: int, found_work: bool) -> ClaimPlan:
+def plan_claim(
+    *, concurrency: int, prefetch: int, batch_size: int, running: int, prefetched: int, unflushed: int, found_work: bool
+) -> ClaimPlan:
     """The next claim of a worker with ``running`` jobs running, ``prefetched`` claimed ahead
     and ``unflushed`` claimed and not yet written back; ``found_work``: the last claim took
     jobs, so more are likely ready."""

@@ -29,8 +29,15 @@ pytestmark = pytest.mark.timeout(60)
 RATE = 20
 TENANTS = ("a", "b")
 #: every header any style uses to speak about its quota
-QUOTA_HEADERS = ("retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset",
-                 "ratelimit", "ratelimit-policy", "x-shopify-shop-api-call-limit")
+QUOTA_HEADERS = (
+    "retry-after",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "ratelimit",
+    "ratelimit-policy",
+    "x-shopify-shop-api-call-limit",
+)
 
 
 def options(style: str) -> dict:
@@ -87,8 +94,9 @@ def check_headers(style: str, dest: Destination, response: httpx.Response) -> No
         if refused:
             assert h["x-ratelimit-remaining"] == "0", h
     elif style == "usage":
-        assert set(h) == ({"x-shopify-shop-api-call-limit", "retry-after"} if refused
-                          else {"x-shopify-shop-api-call-limit"}), h
+        assert set(h) == (
+            {"x-shopify-shop-api-call-limit", "retry-after"} if refused else {"x-shopify-shop-api-call-limit"}
+        ), h
         used, size = (int(x) for x in h["x-shopify-shop-api-call-limit"].split("/"))
         assert size == dest.burst and 1 <= used <= size, h
         if refused:
@@ -141,8 +149,10 @@ def test_each_style_enforces_its_quota_per_tenant_and_answers_in_its_own_way(sty
 
 def test_each_tenant_has_its_own_window_and_headers():
     # tenant a exhausts its window; tenant b's first answer still shows a full quota
-    with Destination(rate=10, window=1.0, style="fixed-window", per_tenant=True) as dest, \
-            httpx.Client(base_url=dest.url) as client:
+    with (
+        Destination(rate=10, window=1.0, style="fixed-window", per_tenant=True) as dest,
+        httpx.Client(base_url=dest.url) as client,
+    ):
         a = [client.post("/orders", json={"id": i}, headers={"X-Tenant": "a"}) for i in range(12)]
         b = client.post("/orders", json={"id": 99}, headers={"X-Tenant": "b"})
     assert [r.status_code for r in a] == [200] * 10 + [429] * 2
@@ -150,8 +160,10 @@ def test_each_tenant_has_its_own_window_and_headers():
 
 
 def test_fixed_window_can_answer_403_and_resets_at_the_announced_time():
-    with Destination(rate=4, window=1.0, style="fixed-window", exhausted_status=403) as dest, \
-            httpx.Client(base_url=dest.url) as client:
+    with (
+        Destination(rate=4, window=1.0, style="fixed-window", exhausted_status=403) as dest,
+        httpx.Client(base_url=dest.url) as client,
+    ):
         first = [client.post("/orders", json={"id": i}) for i in range(5)]
         assert [r.status_code for r in first] == [200] * 4 + [403]
         assert [r.headers["x-ratelimit-remaining"] for r in first] == ["3", "2", "1", "0", "0"]
@@ -211,8 +223,11 @@ def test_bad_options_are_refused():
 def test_windows_to_reach_counts_windows_until_the_rate_settles():
     start = 100.0
     # 10/s wanted: window 1 too fast (refusals), window 2 too slow, window 3 right
-    accepted = [start + i / 10 for i in range(10)] + [start + 1 + i / 5 for i in range(5)] \
+    accepted = (
+        [start + i / 10 for i in range(10)]
+        + [start + 1 + i / 5 for i in range(5)]
         + [start + 2 + i / 10 for i in range(10)]
+    )
     refused = [start + 0.05 + i / 10 for i in range(5)]
     assert windows_to_reach(accepted, refused, start, 10) == 3
     assert windows_to_reach(accepted, refused, start, 10, end=start + 2) is None

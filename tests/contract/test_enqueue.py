@@ -58,8 +58,9 @@ def test_task_options_are_applied(app, tasks):
 
 def test_enqueue_options_override(app, tasks):
     greet, _, _ = tasks
-    job = app.enqueue(greet, {"name": "b"}, queue=Queue("fast", max_concurrency=4), priority=9,
-                      retry=0, tenant="acme").job()
+    job = app.enqueue(
+        greet, {"name": "b"}, queue=Queue("fast", max_concurrency=4), priority=9, retry=0, tenant="acme"
+    ).job()
     assert (job.queue, job.priority, job.max_attempts, job.tenant) == ("fast", 9, 1, "acme")
     assert {q.name: q.max_concurrency for q in app.store.list_queues()}["fast"] == 4
 
@@ -173,6 +174,7 @@ def test_unknown_task(app, tasks):
 def test_payload_limit(database_url, tmp_path):
     small = App(database_url, max_payload_bytes=100)
     try:
+
         @small.task
         def t(blob: str): ...
 
@@ -278,14 +280,17 @@ def test_default_database_from_environment(monkeypatch, tmp_path):
     app.close()
 
 
-@pytest.mark.parametrize("url, error", [
-    ("mysql://localhost/db", ConfigError),
-    ("sqlite://host/db", ConfigError),
-    ("sqlite:///", ConfigError),
-    ("sqlite:///x.db?synchronous=sometimes", ConfigError),
-    ("sqlite:///x.db?colour=blue", ConfigError),
-    ("sqlite:////no/such/dir/floodway.db", StoreError),
-])
+@pytest.mark.parametrize(
+    "url, error",
+    [
+        ("mysql://localhost/db", ConfigError),
+        ("sqlite://host/db", ConfigError),
+        ("sqlite:///", ConfigError),
+        ("sqlite:///x.db?synchronous=sometimes", ConfigError),
+        ("sqlite:///x.db?colour=blue", ConfigError),
+        ("sqlite:////no/such/dir/floodway.db", StoreError),
+    ],
+)
 def test_bad_database_urls(url, error):
     with pytest.raises(error):
         App(url).store

@@ -27,12 +27,19 @@ def burst(app):
 
 # -- throttling defaults -------------------------------------------------------------------
 
+
 def test_per_kind_throttling_defaults_exactly():
     s = load_settings(env={}, pyproject=False)
     g = global_throttle(s)
     assert (g.concurrency, g.rate, g.attempts, g.backoff, g.delay) == (10, Rate(100, 60), 3, "exponential", 2.0)
     http = throttle_for("http_request", critical=False, settings=s)
-    assert (http.concurrency, http.rate, http.attempts, http.backoff, http.delay) == (5, Rate(10, 10), 3, "exponential", 3.0)
+    assert (http.concurrency, http.rate, http.attempts, http.backoff, http.delay) == (
+        5,
+        Rate(10, 10),
+        3,
+        "exponential",
+        3.0,
+    )
     crit = throttle_for("oauth_api_call", critical=True, settings=s)
     assert (crit.concurrency, crit.attempts) == (2, 5)
     for kind in ("sandbox_sync", "sandbox_async", "code_execution"):
@@ -49,8 +56,9 @@ def test_per_kind_throttling_defaults_exactly():
 
 def test_throttle_override_and_its_errors():
     s = load_settings(env={}, pyproject=False)
-    t = throttle_for("sandbox_sync", critical=True, settings=s,
-                     override={"concurrency": 1, "rate": "5/min", "delay": "250ms"})
+    t = throttle_for(
+        "sandbox_sync", critical=True, settings=s, override={"concurrency": 1, "rate": "5/min", "delay": "250ms"}
+    )
     assert (t.concurrency, t.rate, t.delay, t.attempts) == (1, Rate(5, 60), 0.25, 2)
     for bad in ({"concurrency": 0}, {"rate": "lots"}, {"colour": "red"}, {"backoff": "linear"}, {"attempts": 0}):
         with pytest.raises(ConfigError):
@@ -58,6 +66,7 @@ def test_throttle_override_and_its_errors():
 
 
 # -- configuration precedence --------------------------------------------------------------
+
 
 def test_settings_precedence(tmp_path: Path):
     pyproject = tmp_path / "pyproject.toml"
@@ -78,15 +87,18 @@ def test_settings_precedence(tmp_path: Path):
     assert defaults.global_concurrency == 10 and defaults.global_rate_limit_period_ms == 60_000
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"FLOODWAY_GLOBAL_CONCURRENCY": "many"}, "FLOODWAY_GLOBAL_CONCURRENCY='many' is not an integer"),
-    ({"FLOODWAY_GLOBAL_CONCURRENCY": "0"}, "FLOODWAY_GLOBAL_CONCURRENCY='0' must be"),
-    ({"FLOODWAY_GLOBAL_RATE_LIMIT_PERIOD_MS": "-5"}, "FLOODWAY_GLOBAL_RATE_LIMIT_PERIOD_MS"),
-    ({"FLOODWAY_GLOBAL_RETRY_DELAY_MS": "soon"}, "FLOODWAY_GLOBAL_RETRY_DELAY_MS='soon'"),
-    ({"FLOODWAY_WAIT_IN_PLACE": "forever"}, "FLOODWAY_WAIT_IN_PLACE"),
-    ({"FLOODWAY_KIND_HTTP_REQUEST__SPEED": "9"}, "unknown step setting"),
-    ({"FLOODWAY_GLOBAL_RETRY_BACKOFF": "linear"}, "FLOODWAY_GLOBAL_RETRY_BACKOFF"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"FLOODWAY_GLOBAL_CONCURRENCY": "many"}, "FLOODWAY_GLOBAL_CONCURRENCY='many' is not an integer"),
+        ({"FLOODWAY_GLOBAL_CONCURRENCY": "0"}, "FLOODWAY_GLOBAL_CONCURRENCY='0' must be"),
+        ({"FLOODWAY_GLOBAL_RATE_LIMIT_PERIOD_MS": "-5"}, "FLOODWAY_GLOBAL_RATE_LIMIT_PERIOD_MS"),
+        ({"FLOODWAY_GLOBAL_RETRY_DELAY_MS": "soon"}, "FLOODWAY_GLOBAL_RETRY_DELAY_MS='soon'"),
+        ({"FLOODWAY_WAIT_IN_PLACE": "forever"}, "FLOODWAY_WAIT_IN_PLACE"),
+        ({"FLOODWAY_KIND_HTTP_REQUEST__SPEED": "9"}, "unknown step setting"),
+        ({"FLOODWAY_GLOBAL_RETRY_BACKOFF": "linear"}, "FLOODWAY_GLOBAL_RETRY_BACKOFF"),
+    ],
+)
 def test_invalid_environment_values_name_the_variable(env, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
         load_settings(env=env, pyproject=False)
@@ -113,6 +125,7 @@ def test_app_refuses_invalid_environment_at_start(monkeypatch, database_url):
 
 # -- steps -----------------------------------------------------------------------------------
 
+
 def test_finished_steps_are_not_run_again(app):
     calls = []
 
@@ -132,7 +145,10 @@ def test_finished_steps_are_not_run_again(app):
     insights = app.flow_insights(h.id)
     assert insights["totalSteps"] == 3 and insights["completedSteps"] == 3 and insights["failedSteps"] == 0
     assert insights["throttlingInsights"]["stepTypeDistribution"] == {
-        "data_transform": 1, "http_request": 1, "event_publish": 1}
+        "data_transform": 1,
+        "http_request": 1,
+        "event_publish": 1,
+    }
     assert insights["throttlingInsights"]["globalDefaults"]["rateLimit"] == "100/60000ms"
 
 
@@ -145,8 +161,7 @@ def test_step_retries_then_non_critical_failure_lets_the_flow_go_on(app, monkeyp
 
     @app.task
     async def flow(ctx: Context):
-        skipped = await ctx.step("notify", flaky, kind="event_publish", critical=False,
-                                 throttle={"delay": "10ms"})
+        skipped = await ctx.step("notify", flaky, kind="event_publish", critical=False, throttle={"delay": "10ms"})
         return ["after", skipped]
 
     h = app.enqueue(flow)
@@ -200,7 +215,8 @@ def test_metrics_against_known_delays(app, caplog):
     assert entry["throttlingOverhead"] >= 150 and entry["throttlingConfig"]["rateLimit"] == "1/300ms"
     insights = app2.flow_insights(h.id)["throttlingInsights"]
     assert insights["averageThrottlingOverhead"] == pytest.approx(
-        (first.throttle_overhead + second.throttle_overhead) / 2 * 1000, abs=0.01)
+        (first.throttle_overhead + second.throttle_overhead) / 2 * 1000, abs=0.01
+    )
     app2.close()
 
 
@@ -216,8 +232,7 @@ def test_kind_concurrency_is_scoped_per_tenant(app):
             await asyncio.sleep(0.05)
             running[ctx.tenant] -= 1
 
-        await ctx.step("call", work, kind="http_request", critical=True,
-                       throttle={"rate": "1000/s"})
+        await ctx.step("call", work, kind="http_request", critical=True, throttle={"rate": "1000/s"})
 
     app.enqueue_many(flow, [{}] * 6, tenant="acme")
     app.enqueue_many(flow, [{}] * 6, tenant="globex")
@@ -266,9 +281,17 @@ def test_declarative_order_flow(app):
         "ecommerce-order-processing",
         steps=[
             {"id": "validate-order", "type": "data_transform", "config": {"script": "validateOrder"}},
-            {"id": "update-inventory", "type": "sandbox_sync",
-             "config": {"critical": True, "throttlingOverride": {"concurrency": 1, "rateLimit": {
-                 "maxExecutions": 5, "perMilliseconds": 60000}}}},
+            {
+                "id": "update-inventory",
+                "type": "sandbox_sync",
+                "config": {
+                    "critical": True,
+                    "throttlingOverride": {
+                        "concurrency": 1,
+                        "rateLimit": {"maxExecutions": 5, "perMilliseconds": 60000},
+                    },
+                },
+            },
         ],
         handlers={"data_transform": validate, "sandbox_sync": update_inventory},
     )
@@ -300,6 +323,7 @@ def test_step_bad_input(app):
 
 
 # -- schedules -----------------------------------------------------------------------------
+
 
 def test_schedule_ticks_enqueue_once_with_two_workers(app):
     from floodway.schedule import run_due, sync_schedules
@@ -359,13 +383,16 @@ def test_schedule_runs_in_a_worker(app):
         wait_for(lambda: app.store.count_jobs()["complete"] == 1, message="the missed tick to run")
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"cron": "every minute"}, "not a valid cron"),
-    ({"cron": "* * * * *", "tz": "Mars/Olympus"}, "unknown time zone"),
-    ({"cron": "* * * * *", "missed": "sometimes"}, "missed must be"),
-    ({"cron": "* * * * *", "args": {"nope": 1}}, "do not match"),
-    ({"cron": "* * * * *", "colour": "red"}, "unknown option"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"cron": "every minute"}, "not a valid cron"),
+        ({"cron": "* * * * *", "tz": "Mars/Olympus"}, "unknown time zone"),
+        ({"cron": "* * * * *", "missed": "sometimes"}, "missed must be"),
+        ({"cron": "* * * * *", "args": {"nope": 1}}, "do not match"),
+        ({"cron": "* * * * *", "colour": "red"}, "unknown option"),
+    ],
+)
 def test_bad_schedules(app, options, message):
     @app.task
     def tick(): ...
@@ -375,6 +402,7 @@ def test_bad_schedules(app, options, message):
 
 
 # -- stats ---------------------------------------------------------------------------------
+
 
 def test_stats_and_prometheus(app):
     from floodway.metrics import exposition
@@ -391,7 +419,9 @@ def test_stats_and_prometheus(app):
     assert stats["limits"]["api"]["depth"] == 5
     burst(app)
     stats = app.stats()
-    assert stats["queues"]["default"]["depth"] == 0 and stats["queues"]["default"]["rate_out"] == pytest.approx(5 / 60, abs=0.001)
+    assert stats["queues"]["default"]["depth"] == 0 and stats["queues"]["default"]["rate_out"] == pytest.approx(
+        5 / 60, abs=0.001
+    )
     assert stats["limits"]["api"]["admitted"] == 5
     text = exposition(app).decode()
     assert 'floodway_jobs{queue="default",status="complete"} 5.0' in text

@@ -55,10 +55,16 @@ SOME = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 
 #: anything a user might pass where a value is expected
 ANYTHING = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-10**30, max_value=10**30),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30), st.binary(max_size=10),
-    st.timedeltas(), st.datetimes(timezones=st.one_of(st.none(), st.timezones())),
-    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+    st.binary(max_size=10),
+    st.timedeltas(),
+    st.datetimes(timezones=st.one_of(st.none(), st.timezones())),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
 
 
@@ -88,32 +94,46 @@ class StoreWalk(RuleBasedStateMachine):
     def enqueue(self, later: bool, attempts: int) -> str:
         job_id = uuid.uuid4().hex[:12]
         run_at = time.time() + (FAR if later else -1)
-        self.store.enqueue([NewJob(
-            id=job_id, task="t", args_json="{}", queue="default", priority=0, max_attempts=attempts,
-            retry_json=json.dumps({"attempts": attempts - 1}), run_at=run_at,
-            status=Status.SCHEDULED if later else Status.WAITING,
-        )])
+        self.store.enqueue(
+            [
+                NewJob(
+                    id=job_id,
+                    task="t",
+                    args_json="{}",
+                    queue="default",
+                    priority=0,
+                    max_attempts=attempts,
+                    retry_json=json.dumps({"attempts": attempts - 1}),
+                    run_at=run_at,
+                    status=Status.SCHEDULED if later else Status.WAITING,
+                )
+            ]
+        )
         self.ids.append(job_id)
         return job_id
 
-    @rule(worker=st.sampled_from(["w1", "w2"]), n=st.integers(min_value=1, max_value=4),
-          expired=st.booleans())
+    @rule(worker=st.sampled_from(["w1", "w2"]), n=st.integers(min_value=1, max_value=4), expired=st.booleans())
     def claim(self, worker: str, n: int, expired: bool) -> None:
         # an expired lease stands for a worker that died right after claiming
         for job in self.store.claim(worker, queues=None, limit=n, lease=-1.0 if expired else 60.0):
             assert job.id not in self.completed
             self.running[job.id] = (worker, job.attempt)
 
-    @rule(data=st.data(), status=st.sampled_from(sorted(TRANSITIONS[Status.RUNNING], key=str)),
-          spend=st.booleans(), due=st.booleans())
+    @rule(
+        data=st.data(),
+        status=st.sampled_from(sorted(TRANSITIONS[Status.RUNNING], key=str)),
+        spend=st.booleans(),
+        due=st.booleans(),
+    )
     def finish(self, data: st.DataObject, status: Status, spend: bool, due: bool) -> None:
         if not self.running:
             return
         job_id = data.draw(st.sampled_from(sorted(self.running)))
         worker, attempt = self.running.pop(job_id)
         run_at = time.time() + (-1 if due else FAR) if status in (Status.RETRYING, Status.SCHEDULED) else None
-        written = self.store.finish(worker, [Outcome(job_id, attempt, status, result_json="1", run_at=run_at,
-                                                     spend_attempt=spend)])
+        written = self.store.finish(
+            worker, [Outcome(job_id, attempt, status, result_json="1", run_at=run_at, spend_attempt=spend)]
+        )
         if written and status is Status.COMPLETE:
             self.completed.add(job_id)
 
@@ -169,8 +189,9 @@ class StoreWalk(RuleBasedStateMachine):
 
 
 TestStoreWalk = StoreWalk.TestCase
-TestStoreWalk.settings = settings(max_examples=30, stateful_step_count=25, deadline=None,
-                                  suppress_health_check=[HealthCheck.too_slow])
+TestStoreWalk.settings = settings(
+    max_examples=30, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @SOME
@@ -191,13 +212,21 @@ def test_walks_along_allowed_edges_only_reach_reachable_statuses(path, rnd):
 
 # -- GCRA ---------------------------------------------------------------------------------------
 
-rates = st.builds(Rate, count=st.integers(min_value=1, max_value=5000).map(float),
-                  period=st.sampled_from([0.001, 0.5, 1.0, 60.0, 3600.0]))
+rates = st.builds(
+    Rate,
+    count=st.integers(min_value=1, max_value=5000).map(float),
+    period=st.sampled_from([0.001, 0.5, 1.0, 60.0, 3600.0]),
+)
 
 
 @SOME
-@given(rate=rates, burst=st.integers(min_value=1, max_value=50), cost=st.integers(min_value=1, max_value=5),
-       backlog=st.floats(min_value=-100, max_value=100), now=st.floats(min_value=1e6, max_value=2e9))
+@given(
+    rate=rates,
+    burst=st.integers(min_value=1, max_value=50),
+    cost=st.integers(min_value=1, max_value=5),
+    backlog=st.floats(min_value=-100, max_value=100),
+    now=st.floats(min_value=1e6, max_value=2e9),
+)
 def test_gcra_retry_at_is_exact_for_any_state_and_cost(rate, burst, cost, backlog, now):
     assume(cost <= burst)  # a costlier request is refused up front (limits.check_cost)
     tat = now + backlog * rate.interval
@@ -260,10 +289,16 @@ def test_remaining_is_what_back_to_back_admissions_get(rate, burst, backlog):
 
 
 @SOME
-@given(count=st.integers(min_value=1, max_value=40), burst=st.integers(min_value=1, max_value=8),
-       arrivals=st.lists(st.tuples(st.floats(min_value=0, max_value=0.3), st.integers(min_value=1, max_value=3)),
-                         min_size=1, max_size=200),
-       window=st.floats(min_value=0.05, max_value=4))
+@given(
+    count=st.integers(min_value=1, max_value=40),
+    burst=st.integers(min_value=1, max_value=8),
+    arrivals=st.lists(
+        st.tuples(st.floats(min_value=0, max_value=0.3), st.integers(min_value=1, max_value=3)),
+        min_size=1,
+        max_size=200,
+    ),
+    window=st.floats(min_value=0.05, max_value=4),
+)
 def test_gcra_window_bound_holds_for_weighted_requests(count, burst, arrivals, window):
     """Costs count as that many requests: in any window W at most burst + W / interval units."""
     rate = Rate(count, 1.0)
@@ -281,6 +316,7 @@ def test_gcra_window_bound_holds_for_weighted_requests(count, burst, arrivals, w
 
 
 # -- parsers with arbitrary input ------------------------------------------------------------------
+
 
 @SOME
 @given(ANYTHING)
@@ -321,9 +357,13 @@ def test_str_of_a_rate_parses_back(count, period):
 
 
 @SOME
-@given(rate=st.one_of(st.none(), st.text(max_size=12), st.sampled_from(["5/s", "10/min", "0/s", "1/0s"])),
-       burst=ANYTHING, concurrency=ANYTHING, key=st.one_of(st.none(), st.text(max_size=12)),
-       adaptive=st.booleans())
+@given(
+    rate=st.one_of(st.none(), st.text(max_size=12), st.sampled_from(["5/s", "10/min", "0/s", "1/0s"])),
+    burst=ANYTHING,
+    concurrency=ANYTHING,
+    key=st.one_of(st.none(), st.text(max_size=12)),
+    adaptive=st.booleans(),
+)
 def test_limit_spec_build_gives_a_spec_or_config_error(rate, burst, concurrency, key, adaptive):
     try:
         spec = LimitSpec.build("x", rate=rate, burst=burst, concurrency=concurrency, key=key, adaptive=adaptive)
@@ -334,8 +374,14 @@ def test_limit_spec_build_gives_a_spec_or_config_error(rate, burst, concurrency,
 
 
 @SOME
-@given(attempts=ANYTHING, backoff=st.one_of(st.sampled_from(["exponential", "fixed"]), ANYTHING),
-       initial=ANYTHING, max_=ANYTHING, factor=ANYTHING, jitter=st.booleans())
+@given(
+    attempts=ANYTHING,
+    backoff=st.one_of(st.sampled_from(["exponential", "fixed"]), ANYTHING),
+    initial=ANYTHING,
+    max_=ANYTHING,
+    factor=ANYTHING,
+    jitter=st.booleans(),
+)
 def test_retry_policies_are_built_or_refused_with_config_error(attempts, backoff, initial, max_, factor, jitter):
     try:
         policy = Retry(attempts=attempts, backoff=backoff, initial=initial, max=max_, factor=factor, jitter=jitter)
@@ -364,8 +410,9 @@ def test_retry_delays_are_finite_non_negative_capped_and_jitter_is_one_to_two(po
     import random
 
     delay = policy.delay(n, random.Random(seed))
-    plain = Retry(attempts=policy.attempts, backoff=policy.backoff, initial=policy.initial, max=policy.max,
-                  factor=policy.factor).delay(n)
+    plain = Retry(
+        attempts=policy.attempts, backoff=policy.backoff, initial=policy.initial, max=policy.max, factor=policy.factor
+    ).delay(n)
     assert math.isfinite(delay) and delay >= 0
     assert plain <= CEILING and (policy.max is None or plain <= policy.max)
     if policy.jitter:
@@ -379,8 +426,9 @@ def test_retry_delays_are_finite_non_negative_capped_and_jitter_is_one_to_two(po
 @FEW
 @given(policy=policies)
 def test_retry_schedule_is_monotone_over_the_whole_run(policy):
-    no_jitter = Retry(attempts=policy.attempts, backoff=policy.backoff, initial=policy.initial,
-                      max=policy.max, factor=policy.factor)
+    no_jitter = Retry(
+        attempts=policy.attempts, backoff=policy.backoff, initial=policy.initial, max=policy.max, factor=policy.factor
+    )
     delays = [no_jitter.delay(n) for n in range(1, policy.max_attempts + 3)]
     assert delays == sorted(delays)
     with pytest.raises(ValueError):
@@ -390,32 +438,49 @@ def test_retry_schedule_is_monotone_over_the_whole_run(policy):
 # -- rate-limit headers ----------------------------------------------------------------------------
 
 HEADER_NAMES = [
-    "Retry-After", "X-RateLimit-Reset", "RateLimit-Reset", "X-Rate-Limit-Reset", "X-RateLimit-Remaining",
-    "RateLimit-Remaining", "X-Rate-Limit-Remaining", "X-RateLimit-Limit", "RateLimit-Limit",
-    "X-Rate-Limit-Limit", "RateLimit", "RateLimit-Policy", "X-RateLimit-Window", "retry-after", "RATELIMIT",
+    "Retry-After",
+    "X-RateLimit-Reset",
+    "RateLimit-Reset",
+    "X-Rate-Limit-Reset",
+    "X-RateLimit-Remaining",
+    "RateLimit-Remaining",
+    "X-Rate-Limit-Remaining",
+    "X-RateLimit-Limit",
+    "RateLimit-Limit",
+    "X-Rate-Limit-Limit",
+    "RateLimit",
+    "RateLimit-Policy",
+    "X-RateLimit-Window",
+    "retry-after",
+    "RATELIMIT",
 ]
 #: numbers as text, kept below 300 digits (see test_huge_header_numbers_do_not_crash_the_parser)
 numbers = st.one_of(
-    st.integers(min_value=-10**20, max_value=10**20).map(str),
+    st.integers(min_value=-(10**20), max_value=10**20).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.decimals(allow_nan=False, allow_infinity=False, places=3).map(str),
     st.integers(min_value=0, max_value=10**15).map(lambda n: f" {n} "),
 )
-http_dates = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
-                          timezones=st.just(timezone.utc)).map(lambda d: d.strftime("%a, %d %b %Y %H:%M:%S GMT"))
+http_dates = st.datetimes(
+    min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(timezone.utc)
+).map(lambda d: d.strftime("%a, %d %b %Y %H:%M:%S GMT"))
 structured = st.lists(
-    st.tuples(st.sampled_from(["limit", "remaining", "reset", "r", "t", "q", "w", "x", ""]),
-              st.one_of(numbers, st.text(max_size=8))),
+    st.tuples(
+        st.sampled_from(["limit", "remaining", "reset", "r", "t", "q", "w", "x", ""]),
+        st.one_of(numbers, st.text(max_size=8)),
+    ),
     max_size=4,
 ).map(lambda items: ", ".join(f"{k}={v}" for k, v in items))
-header_values = st.one_of(st.text(max_size=40), numbers, http_dates, structured,
-                          structured.map(lambda s: '"default";' + s.replace(", ", ";")))
+header_values = st.one_of(
+    st.text(max_size=40), numbers, http_dates, structured, structured.map(lambda s: '"default";' + s.replace(", ", ";"))
+)
 
 
 @settings(max_examples=400, deadline=None)
-@given(headers=st.dictionaries(st.one_of(st.sampled_from(HEADER_NAMES), st.text(max_size=12)), header_values,
-                               max_size=6),
-       now=st.floats(min_value=0, max_value=4e9))
+@given(
+    headers=st.dictionaries(st.one_of(st.sampled_from(HEADER_NAMES), st.text(max_size=12)), header_values, max_size=6),
+    now=st.floats(min_value=0, max_value=4e9),
+)
 def test_parse_quota_headers_never_raises_and_never_resets_in_the_past(headers, now):
     info = parse_quota_headers(headers, now=now)
     assert isinstance(info, QuotaInfo)
@@ -425,11 +490,15 @@ def test_parse_quota_headers_never_raises_and_never_resets_in_the_past(headers, 
     assert info.window is None or info.window >= 0
 
 
-@pytest.mark.parametrize("headers", [
-    {"X-RateLimit-Remaining": "9" * 400},
-    {"X-RateLimit-Limit": "9" * 400},
-    {"RateLimit": "limit=10, remaining=" + "9" * 400 + ", reset=5"},
-], ids=["x-ratelimit-remaining", "x-ratelimit-limit", "ratelimit-field"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-RateLimit-Remaining": "9" * 400},
+        {"X-RateLimit-Limit": "9" * 400},
+        {"RateLimit": "limit=10, remaining=" + "9" * 400 + ", reset=5"},
+    ],
+    ids=["x-ratelimit-remaining", "x-ratelimit-limit", "ratelimit-field"],
+)
 def test_huge_header_numbers_do_not_crash_the_parser(headers):
     """(Found by fuzzing: a 309-digit number became inf and int(inf) raised OverflowError inside
     ctx.http; fixed in 19de942.)"""
@@ -446,24 +515,61 @@ def test_huge_reset_values_give_a_reset_not_in_the_past(header):
 # -- configuration ---------------------------------------------------------------------------------
 
 SETTING_VARS = [
-    "FLOODWAY_DATABASE_URL", "FLOODWAY_MAX_PAYLOAD_BYTES", "FLOODWAY_SEGMENT_BYTES", "FLOODWAY_WAIT_IN_PLACE",
-    "FLOODWAY_GLOBAL_CONCURRENCY", "FLOODWAY_GLOBAL_RATE_LIMIT_EXECUTIONS", "FLOODWAY_GLOBAL_RATE_LIMIT_PERIOD_MS",
-    "FLOODWAY_GLOBAL_RETRY_ATTEMPTS", "FLOODWAY_GLOBAL_RETRY_DELAY_MS", "FLOODWAY_GLOBAL_RETRY_BACKOFF",
-    "FLOODWAY_ALERT_THROTTLING_OVERHEAD_MS", "FLOODWAY_ALERT_RETRIES", "FLOODWAY_ALERT_QUEUE_DEPTH",
-    "FLOODWAY_ALERT_WEBHOOK_URL", "FLOODWAY_KIND_HTTP_REQUEST__CONCURRENCY", "FLOODWAY_KIND_X__RETRY_BACKOFF",
-    "FLOODWAY_KIND_SANDBOX_SYNC__RATE_LIMIT_PERIOD_MS", "FLOODWAY_KIND_A__NOPE", "FLOODWAY_KIND___RETRY_ATTEMPTS",
-    "FLOODWAY_UNKNOWN", "FLOODWAY_", "PATH",
+    "FLOODWAY_DATABASE_URL",
+    "FLOODWAY_MAX_PAYLOAD_BYTES",
+    "FLOODWAY_SEGMENT_BYTES",
+    "FLOODWAY_WAIT_IN_PLACE",
+    "FLOODWAY_GLOBAL_CONCURRENCY",
+    "FLOODWAY_GLOBAL_RATE_LIMIT_EXECUTIONS",
+    "FLOODWAY_GLOBAL_RATE_LIMIT_PERIOD_MS",
+    "FLOODWAY_GLOBAL_RETRY_ATTEMPTS",
+    "FLOODWAY_GLOBAL_RETRY_DELAY_MS",
+    "FLOODWAY_GLOBAL_RETRY_BACKOFF",
+    "FLOODWAY_ALERT_THROTTLING_OVERHEAD_MS",
+    "FLOODWAY_ALERT_RETRIES",
+    "FLOODWAY_ALERT_QUEUE_DEPTH",
+    "FLOODWAY_ALERT_WEBHOOK_URL",
+    "FLOODWAY_KIND_HTTP_REQUEST__CONCURRENCY",
+    "FLOODWAY_KIND_X__RETRY_BACKOFF",
+    "FLOODWAY_KIND_SANDBOX_SYNC__RATE_LIMIT_PERIOD_MS",
+    "FLOODWAY_KIND_A__NOPE",
+    "FLOODWAY_KIND___RETRY_ATTEMPTS",
+    "FLOODWAY_UNKNOWN",
+    "FLOODWAY_",
+    "PATH",
 ]
 setting_values = st.one_of(
-    st.text(max_size=20), numbers, st.sampled_from(["", " ", "0", "1", "-1", "1e309", "nan", "inf", "5s", "250ms",
-                                                    "fixed", "exponential", "9" * 5000, "sqlite:///x.db"]),
+    st.text(max_size=20),
+    numbers,
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "0",
+            "1",
+            "-1",
+            "1e309",
+            "nan",
+            "inf",
+            "5s",
+            "250ms",
+            "fixed",
+            "exponential",
+            "9" * 5000,
+            "sqlite:///x.db",
+        ]
+    ),
 )
 
 
 @settings(max_examples=300, deadline=None)
-@given(env=st.dictionaries(st.one_of(st.sampled_from(SETTING_VARS),
-                                     st.text(max_size=15).map(lambda s: "FLOODWAY_" + s.upper())),
-                           setting_values, max_size=6))
+@given(
+    env=st.dictionaries(
+        st.one_of(st.sampled_from(SETTING_VARS), st.text(max_size=15).map(lambda s: "FLOODWAY_" + s.upper())),
+        setting_values,
+        max_size=6,
+    )
+)
 def test_load_settings_gives_settings_or_a_config_error_naming_the_variable(env):
     try:
         found = load_settings(env=env, pyproject=False)
@@ -477,7 +583,7 @@ def test_load_settings_gives_settings_or_a_config_error_naming_the_variable(env)
 
 # -- the CLI ----------------------------------------------------------------------------------------
 
-CLI_APP = '''
+CLI_APP = """
 import floodway
 
 app = floodway.App()
@@ -492,15 +598,92 @@ async def ping(n: int = 0) -> int:
 @app.task(retry=0)
 def boom() -> None:
     raise RuntimeError("boom")
-'''
+"""
 
-COMMANDS = ["enqueue", "enqueue-file", "status", "result", "events", "flow", "jobs", "retry", "cancel", "purge",
-            "queues", "workers", "limits", "pause", "resume", "stats", "schedules", "migrate", "worker", "nope", ""]
-TOKENS = ["ping", "boom", "nope", "--args", '{"n": 1}', '{"n": "x"}', "[1]", "{", "null", '{"zz": 1}', "--id", "j1",
-          "--delay", "5s", "-1s", "soon", "--queue", "q", "--priority", "3", "x", "--tenant", "acme", "--status",
-          "complete", "waiting", "--limit", "0", "5", "--older-than", "0s", "1e999", "--timeout", "0", "0.01", "nan",
-          "set", "api", "--rate", "10/s", "fast", "--burst", "--concurrency", "-3", "--window", "0s", "--json",
-          "--help", "-v", "JOBS", "FILE", "BADFILE", "--batch-size", "--all", "--lease", "0", "--queues", ",", ""]
+COMMANDS = [
+    "enqueue",
+    "enqueue-file",
+    "status",
+    "result",
+    "events",
+    "flow",
+    "jobs",
+    "retry",
+    "cancel",
+    "purge",
+    "queues",
+    "workers",
+    "limits",
+    "pause",
+    "resume",
+    "stats",
+    "schedules",
+    "migrate",
+    "worker",
+    "nope",
+    "",
+]
+TOKENS = [
+    "ping",
+    "boom",
+    "nope",
+    "--args",
+    '{"n": 1}',
+    '{"n": "x"}',
+    "[1]",
+    "{",
+    "null",
+    '{"zz": 1}',
+    "--id",
+    "j1",
+    "--delay",
+    "5s",
+    "-1s",
+    "soon",
+    "--queue",
+    "q",
+    "--priority",
+    "3",
+    "x",
+    "--tenant",
+    "acme",
+    "--status",
+    "complete",
+    "waiting",
+    "--limit",
+    "0",
+    "5",
+    "--older-than",
+    "0s",
+    "1e999",
+    "--timeout",
+    "0",
+    "0.01",
+    "nan",
+    "set",
+    "api",
+    "--rate",
+    "10/s",
+    "fast",
+    "--burst",
+    "--concurrency",
+    "-3",
+    "--window",
+    "0s",
+    "--json",
+    "--help",
+    "-v",
+    "JOBS",
+    "FILE",
+    "BADFILE",
+    "--batch-size",
+    "--all",
+    "--lease",
+    "0",
+    "--queues",
+    ",",
+    "",
+]
 
 
 @pytest.fixture(scope="module")
@@ -544,13 +727,24 @@ def run_cli(argv: list[str]) -> tuple[int, str, str, list[logging.LogRecord]]:
     return code, out.getvalue(), err.getvalue(), logged
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])
-@given(command=st.sampled_from(COMMANDS), tokens=st.lists(st.sampled_from(TOKENS), max_size=6),
-       with_app=st.booleans(), as_json=st.booleans())
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(
+    command=st.sampled_from(COMMANDS),
+    tokens=st.lists(st.sampled_from(TOKENS), max_size=6),
+    with_app=st.booleans(),
+    as_json=st.booleans(),
+)
 def test_cli_with_random_arguments_exits_0_1_or_2_without_a_traceback(cli_home, command, tokens, with_app, as_json):
-    words = [{"JOBS": str(cli_home / "jobs.jsonl"), "FILE": str(cli_home / "jobs.jsonl"),
-              "BADFILE": str(cli_home / "bad.jsonl")}.get(t, t) for t in tokens]
+    words = [
+        {
+            "JOBS": str(cli_home / "jobs.jsonl"),
+            "FILE": str(cli_home / "jobs.jsonl"),
+            "BADFILE": str(cli_home / "bad.jsonl"),
+        }.get(t, t)
+        for t in tokens
+    ]
     if command == "worker":
         words.append("--burst")  # a worker without --burst runs until a signal
     argv = ["--database", f"sqlite:///{cli_home / 'cli.db'}"] + (["--app", "fuzzapp:app"] if with_app else [])

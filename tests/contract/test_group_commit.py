@@ -128,7 +128,7 @@ def test_a_job_the_store_refuses_inside_a_batch_fails_alone(app):
     assert len(app.store.list_jobs(limit=100)) == 10
 
 
-KILLED_APP = '''
+KILLED_APP = """
 import sys, threading
 import floodway
 
@@ -158,14 +158,18 @@ def loop(t):
 for t in range(16):
     threading.Thread(target=loop, args=(t,), daemon=True).start()
 threading.Event().wait()
-'''
+"""
 
 
 def test_every_enqueue_that_returned_before_a_kill_is_in_the_store(tmp_path, database_url):
     script = tmp_path / "burst.py"
     script.write_text(KILLED_APP)
-    proc = subprocess.Popen([sys.executable, str(script), database_url], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, str(script), database_url],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     returned: list[str] = []
     try:
         deadline = time.time() + 60

@@ -122,7 +122,8 @@ def test_library_accepts_the_edges(lib):
     assert lib.store.get_job("edge-high").priority == INT32_MAX
     assert lib.store.get_job("edge-low").priority == INT32_MIN
     assert {j.to_dict()["run_at"][:4] for j in lib.store.list_jobs(limit=100)} <= {
-        str(y) for y in range(now.year, now.year + 11)}
+        str(y) for y in range(now.year, now.year + 11)
+    }
 
 
 def test_a_result_no_reader_could_show_fails_the_job_clearly(lib):
@@ -176,15 +177,20 @@ def test_schedule_names_must_make_valid_ids(lib):
 
 
 def test_limit_numbers_must_fit_the_stores(lib):
-    for options, fragment in [({"rate": "10/s", "burst": 2**70}, "burst"),
-                              ({"concurrency": 2**31}, "concurrency"),
-                              ({"rate": "9" * 400 + "/s"}, "not a usable rate")]:
+    for options, fragment in [
+        ({"rate": "10/s", "burst": 2**70}, "burst"),
+        ({"concurrency": 2**31}, "concurrency"),
+        ({"rate": "9" * 400 + "/s"}, "not a usable rate"),
+    ]:
         with pytest.raises(ConfigError, match=fragment):
             lib.limit("api", **options)
     lib.limit("api", rate="10/s", burst=INT32_MAX, concurrency=INT32_MAX)
     lib.sync_limits()
-    for changes, fragment in [({"burst": 2**70}, "burst"), ({"concurrency": 2**40}, "concurrency"),
-                              ({"rate": "1" + "0" * 400 + "/s"}, "not a usable rate")]:
+    for changes, fragment in [
+        ({"burst": 2**70}, "burst"),
+        ({"concurrency": 2**40}, "concurrency"),
+        ({"rate": "1" + "0" * 400 + "/s"}, "not a usable rate"),
+    ]:
         with pytest.raises(ConfigError, match=fragment):
             lib.set_limit("api", **changes)
     [info] = lib.store.list_limits()
@@ -194,8 +200,14 @@ def test_limit_numbers_must_fit_the_stores(lib):
 
 
 def test_tokens_take_only_valid_tenant_names(lib):
-    for tenant, fragment in [("a:b", "':'"), ("cron", "reserved"), ("Floodway", "reserved"), ("x" * 100_000, "longer"),
-                             ("t\x00", "control"), (f"t{LONE}", "surrogate")]:
+    for tenant, fragment in [
+        ("a:b", "':'"),
+        ("cron", "reserved"),
+        ("Floodway", "reserved"),
+        ("x" * 100_000, "longer"),
+        ("t\x00", "control"),
+        (f"t{LONE}", "surrogate"),
+    ]:
         with pytest.raises(ConfigError, match=fragment):
             create_token(lib.store, tenant=tenant)
     with pytest.raises(ConfigError, match="control"):
@@ -204,16 +216,29 @@ def test_tokens_take_only_valid_tenant_names(lib):
 
 
 def new_job(job_id: str, tenant: str | None) -> NewJob:
-    return NewJob(id=job_id, task="note", args_json="{}", queue="default", priority=0, max_attempts=1,
-                  retry_json="{}", run_at=time.time(), tenant=tenant, status=Status.WAITING)
+    return NewJob(
+        id=job_id,
+        task="note",
+        args_json="{}",
+        queue="default",
+        priority=0,
+        max_attempts=1,
+        retry_json="{}",
+        run_at=time.time(),
+        tenant=tenant,
+        status=Status.WAITING,
+    )
 
 
 def test_store_owner_guard_writes_nothing_when_an_id_is_another_tenants(lib):
     store = lib.store
     store.enqueue([new_job("acme:taken-1", "globex"), new_job("acme:mine", "acme")])
     with pytest.raises(JobIdTaken, match="'acme:taken-1' is taken"):
-        store.enqueue([new_job("acme:taken-0", "acme"), new_job("acme:taken-1", "acme"),
-                       new_job("acme:taken-2", "acme")], {"default": None}, owner="acme")
+        store.enqueue(
+            [new_job("acme:taken-0", "acme"), new_job("acme:taken-1", "acme"), new_job("acme:taken-2", "acme")],
+            {"default": None},
+            owner="acme",
+        )
     with pytest.raises(JobIdTaken):  # the single-job path too
         store.enqueue([new_job("acme:taken-1", "acme")], owner="acme")
     assert store.get_job("acme:taken-0") is None and store.get_job("acme:taken-2") is None
@@ -222,8 +247,20 @@ def test_store_owner_guard_writes_nothing_when_an_id_is_another_tenants(lib):
     assert [(r.id, r.created) for r in results] == [("acme:mine", False), ("acme:new", True)]
     # and through the app: the whole bulk or nothing
     with pytest.raises(JobIdTaken):
-        lib._enqueue("note", [{}, {}, {}], single=False, id="acme:taken", queue=None, delay=None, start_at=None,
-                     retry=None, priority=None, tenant="acme", limits=None, owner="acme")
+        lib._enqueue(
+            "note",
+            [{}, {}, {}],
+            single=False,
+            id="acme:taken",
+            queue=None,
+            delay=None,
+            start_at=None,
+            retry=None,
+            priority=None,
+            tenant="acme",
+            limits=None,
+            owner="acme",
+        )
     assert {j.id for j in store.list_jobs(limit=100)} == {"acme:taken-1", "acme:mine", "acme:new"}
 
 
@@ -315,9 +352,12 @@ def test_api_enqueue_refuses_bad_input_with_400_and_writes_nothing(site, admin, 
 def test_unknown_task_errors_never_list_internal_tasks(site, admin, acme):
     assert ALERT_TASK in site.app.tasks
     for c in (admin, acme):
-        for path, body in [("/api/jobs", {"task": "nope"}), ("/api/jobs/bulk", {"task": "nope", "items": [{}]}),
-                           ("/api/jobs", {"task": ALERT_TASK, "args": {"alert": {}}}),
-                           ("/api/jobs/bulk", {"task": ALERT_TASK, "items": [{"alert": {}}]})]:
+        for path, body in [
+            ("/api/jobs", {"task": "nope"}),
+            ("/api/jobs/bulk", {"task": "nope", "items": [{}]}),
+            ("/api/jobs", {"task": ALERT_TASK, "args": {"alert": {}}}),
+            ("/api/jobs/bulk", {"task": ALERT_TASK, "items": [{"alert": {}}]}),
+        ]:
             r = c.post(path, json=body)
             expect_error(r, 400, "unknown task")
             assert "floodway." not in r.json()["error"].split("registered:")[1]
@@ -328,11 +368,14 @@ def test_unknown_task_errors_never_list_internal_tasks(site, admin, acme):
 def test_stored_unencodable_text_and_far_instants_still_read(site, admin):
     """Rows as an older version wrote them (or as written by hand): a lone surrogate escaped in
     the args JSON, a run_at in the year 10240. Every read answers."""
-    job_id = admin.post("/api/jobs", json={"task": "echo", "args": {"value": "placeholder"}, "tenant": "acme",
-                                           "delay": "1h"}).json()["id"]
+    job_id = admin.post(
+        "/api/jobs", json={"task": "echo", "args": {"value": "placeholder"}, "tenant": "acme", "delay": "1h"}
+    ).json()["id"]
     with sqlite3.connect(site.db) as db:
-        db.execute("UPDATE jobs SET args = ?, run_at = ?, result = ? WHERE id = ?",
-                   ('{"value":"\\ud800","\\udc00":"key"}', 2.6e11, '"\\udfff"', job_id))
+        db.execute(
+            "UPDATE jobs SET args = ?, run_at = ?, result = ? WHERE id = ?",
+            ('{"value":"\\ud800","\\udc00":"key"}', 2.6e11, '"\\udfff"', job_id),
+        )
     one = admin.get(f"/api/jobs/{job_id}")
     assert one.status_code == 200, one.text
     assert one.json()["args"] == {"value": LONE, "\udc00": "key"}
@@ -361,8 +404,11 @@ def test_tenant_ids_are_scoped_unambiguously(site, admin, acme):
     # a tenant named after floodway's own namespace cannot exist, so no tenant can pre-create a tick
     with pytest.raises(ConfigError, match="reserved"):
         create_token(site.app.store, tenant="cron")
-    expect_error(admin.post("/api/jobs", json={"task": "add", "args": {"x": 1, "y": 1},
-                                               "id": "cron:housekeeping:1700000000"}), 400, "namespace")
+    expect_error(
+        admin.post("/api/jobs", json={"task": "add", "args": {"x": 1, "y": 1}, "id": "cron:housekeeping:1700000000"}),
+        400,
+        "namespace",
+    )
 
 
 def test_a_409_bulk_writes_none_of_its_items(site, admin, acme):
@@ -371,8 +417,11 @@ def test_a_409_bulk_writes_none_of_its_items(site, admin, acme):
     r = admin.post("/api/jobs", json={"task": "echo", "args": {}, "id": f"acme:{key}-1", "tenant": "globex"})
     assert r.status_code == 201
     before = total(site)
-    expect_error(acme.post("/api/jobs/bulk", json={"task": "echo", "items": [{"value": i} for i in range(3)],
-                                                   "id": key}), 409, "is taken")
+    expect_error(
+        acme.post("/api/jobs/bulk", json={"task": "echo", "items": [{"value": i} for i in range(3)], "id": key}),
+        409,
+        "is taken",
+    )
     assert total(site) == before
     assert admin.get(f"/api/jobs/acme:{key}-0").status_code == 404
     assert admin.get(f"/api/jobs/acme:{key}-2").status_code == 404
@@ -387,30 +436,42 @@ def test_a_409_bulk_writes_none_of_its_items(site, admin, acme):
 def test_tenant_tokens_cannot_create_queues(site, admin, acme):
     before = {q["name"] for q in admin.get("/api/queues").json()["queues"]}
     expect_error(acme.post("/api/jobs", json={"task": "echo", "args": {}, "queue": "made-up"}), 400, "unknown queue")
-    expect_error(acme.post("/api/jobs/bulk", json={"task": "echo", "items": [{}], "queue": "made-up-2"}), 400,
-                 "unknown queue")
+    expect_error(
+        acme.post("/api/jobs/bulk", json={"task": "echo", "items": [{}], "queue": "made-up-2"}), 400, "unknown queue"
+    )
     assert {q["name"] for q in admin.get("/api/queues").json()["queues"]} == before
     assert acme.post("/api/jobs", json={"task": "echo", "args": {}, "queue": "web"}).status_code == 201
     assert acme.post("/api/jobs", json={"task": "echo", "args": {}, "queue": "default"}).status_code == 201
     # admin tokens may still open a new queue
-    assert admin.post("/api/jobs", json={"task": "echo", "args": {}, "queue": "admin-made",
-                                         "tenant": "acme"}).status_code == 201
+    assert (
+        admin.post("/api/jobs", json={"task": "echo", "args": {}, "queue": "admin-made", "tenant": "acme"}).status_code
+        == 201
+    )
 
 
 def test_job_ids_with_a_slash_cannot_be_made_so_routes_stay_unambiguous(site, admin, acme):
     before = total(site)
     expect_error(acme.post("/api/jobs", json={"task": "echo", "args": {}, "id": "x/events"}), 400, "'/'")
-    expect_error(admin.post("/api/jobs/bulk", json={"task": "echo", "items": [{}], "id": "x/y",
-                                                    "tenant": "acme"}), 400, "'/'")
+    expect_error(
+        admin.post("/api/jobs/bulk", json={"task": "echo", "items": [{}], "id": "x/y", "tenant": "acme"}), 400, "'/'"
+    )
     assert total(site) == before
 
 
 def test_huge_numbers_are_400_not_500(site, admin):
-    r = admin.request("PATCH", "/api/limits/partner-api", content=('{"burst": %d}' % 2**70).encode(),
-                      headers={"content-type": "application/json"})
+    r = admin.request(
+        "PATCH",
+        "/api/limits/partner-api",
+        content=('{"burst": %d}' % 2**70).encode(),
+        headers={"content-type": "application/json"},
+    )
     expect_error(r, 400, "burst")
-    r = admin.request("PATCH", "/api/limits/partner-api", content=('{"concurrency": %d}' % 2**70).encode(),
-                      headers={"content-type": "application/json"})
+    r = admin.request(
+        "PATCH",
+        "/api/limits/partner-api",
+        content=('{"concurrency": %d}' % 2**70).encode(),
+        headers={"content-type": "application/json"},
+    )
     expect_error(r, 400, "concurrency")
     expect_error(admin.patch("/api/limits/partner-api", json={"rate": "9" * 400 + "/s"}), 400, "rate")
     limit = {lim["name"]: lim for lim in admin.get("/api/limits").json()["limits"]}["partner-api"]
@@ -447,8 +508,9 @@ def test_no_request_answers_5xx_and_an_error_writes_nothing(site, admin, method,
         return total(site), limits, admin.get("/api/queues").json()["queues"]
 
     before = state()
-    r = admin.request(method, path, content=body.encode("ascii") if body else None,
-                      headers={"content-type": "application/json"})
+    r = admin.request(
+        method, path, content=body.encode("ascii") if body else None, headers={"content-type": "application/json"}
+    )
     assert r.status_code < 500, r.text
     if r.status_code >= 400:
         assert state() == before
@@ -485,9 +547,12 @@ def test_cli_enqueue_refuses_bad_input_with_one_line_and_writes_nothing(cli):
         clean_failure(proc, fragment)
     lines = cli.path / "jobs.jsonl"
     lines.write_text('{"to": "a"}\n{"to": "b"}\n')
-    for options, fragment in [(("--tenant", "a:b"), "':'"), (("--id", "batch/1"), "'/'"),
-                              (("--delay", "3000000d"), "'delay' is more than 3650 days"),
-                              (("--batch-size", "1", "--priority", str(2**40)), "priority must be between")]:
+    for options, fragment in [
+        (("--tenant", "a:b"), "':'"),
+        (("--id", "batch/1"), "'/'"),
+        (("--delay", "3000000d"), "'delay' is more than 3650 days"),
+        (("--batch-size", "1", "--priority", str(2**40)), "priority must be between"),
+    ]:
         proc = cli.run("enqueue-file", "send", str(lines), *options, app=True)
         clean_failure(proc, fragment)
     lines.write_text('{"to": "a"}\n{"to": "\\ud800"}\n')

@@ -132,8 +132,14 @@ def test_tenant_queries_read_through_a_tenant_index(database_url):
             from floodway.store.sqlite import TENANT_QUERIES
         else:
             from floodway.store.postgres import TENANT_QUERIES
-        assert set(TENANT_QUERIES) >= {"counts", "created", "finished", "limits_waiting", "limits_created",
-                                       "limits_finished"}
+        assert set(TENANT_QUERIES) >= {
+            "counts",
+            "created",
+            "finished",
+            "limits_waiting",
+            "limits_created",
+            "limits_finished",
+        }
         for name, sql in TENANT_QUERIES.items():
             params = ("acme", time.time() - 60)[: sql.count("?") + sql.count("%s")]
             plan = _explain(database_url, sql, params)
@@ -142,12 +148,18 @@ def test_tenant_queries_read_through_a_tenant_index(database_url):
         if database_url.startswith("sqlite"):
             newest = _explain(database_url, "SELECT id FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT 50", ())
             assert "jobs_created" in newest and "TEMP B-TREE" not in newest, newest
-            mine = _explain(database_url, "SELECT id FROM jobs WHERE tenant = ? ORDER BY created_at DESC, rowid DESC "
-                                     "LIMIT 50", ("acme",))
+            mine = _explain(
+                database_url,
+                "SELECT id FROM jobs WHERE tenant = ? ORDER BY created_at DESC, rowid DESC LIMIT 50",
+                ("acme",),
+            )
             assert "jobs_tenant_created" in mine and "TEMP B-TREE" not in mine, mine
         else:
-            mine = _explain(database_url, "SELECT id FROM jobs WHERE tenant = %s ORDER BY created_at DESC, seq DESC "
-                                     "LIMIT 50", ("acme",))
+            mine = _explain(
+                database_url,
+                "SELECT id FROM jobs WHERE tenant = %s ORDER BY created_at DESC, seq DESC LIMIT 50",
+                ("acme",),
+            )
             assert "jobs_tenant_created" in mine, mine  # (a sort of the few rows found may still be cheaper)
     finally:
         app.close()
@@ -163,16 +175,21 @@ def test_bulk_enqueue_over_the_cap_is_413_naming_it_and_writes_nothing(tmp_path)
         assert app.store.list_jobs(limit=10) == []
         ok = acme.post("/api/jobs/bulk", json={"task": "add", "items": [{"x": i, "y": 1} for i in range(100)]})
         assert ok.status_code == 201 and ok.json()["created"] == 100
-        assert acme.get("/openapi.json").json()["components"]["schemas"]["BulkEnqueueRequest"][
-            "properties"]["items"]["maxItems"] == 100
+        assert (
+            acme.get("/openapi.json").json()["components"]["schemas"]["BulkEnqueueRequest"]["properties"]["items"][
+                "maxItems"
+            ]
+            == 100
+        )
     app.close()
 
 
 def test_api_settings_are_validated_and_on_by_default(tmp_path):
     defaults = load_settings(env={}, pyproject=False)
     assert defaults.api_rate == "50/s" and defaults.api_burst >= 1 and defaults.api_max_bulk == 10_000
-    chosen = load_settings(env={"FLOODWAY_API_RATE": "5/min", "FLOODWAY_API_BURST": "3",
-                                "FLOODWAY_API_MAX_BULK": "20"}, pyproject=False)
+    chosen = load_settings(
+        env={"FLOODWAY_API_RATE": "5/min", "FLOODWAY_API_BURST": "3", "FLOODWAY_API_MAX_BULK": "20"}, pyproject=False
+    )
     assert (chosen.api_rate, chosen.api_burst, chosen.api_max_bulk) == ("5/min", 3, 20)
     assert load_settings({"api_rate": "off"}, env={}, pyproject=False).api_rate is None
     for bad in ({"api_rate": "fast"}, {"api_max_bulk": 0}, {"api_burst": "many"}):
@@ -240,8 +257,10 @@ def test_a_revoked_tokens_streams_end_at_the_next_tick(tmp_path):
         secret, info = create_token(app.store, tenant="acme")
         with client(server, secret) as acme:
             job = acme.post("/api/jobs", json={"task": "add", "args": {"x": 1, "y": 1}, "delay": "1h"}).json()["id"]
-            with acme.stream("GET", "/api/stream", params={"interval": 1}) as live, \
-                    acme.stream("GET", f"/api/jobs/{job}/stream") as one:
+            with (
+                acme.stream("GET", "/api/stream", params={"interval": 1}) as live,
+                acme.stream("GET", f"/api/jobs/{job}/stream") as one,
+            ):
                 assert [e for e, _ in read_sse(live, count=1)] == ["stats"]
                 assert "job" in [e for e, _ in read_sse(one, until="job")]
                 assert app.store.revoke_token(info.id)
@@ -259,21 +278,33 @@ def test_a_login_posted_from_another_site_is_refused(tmp_path):
         forged = {"token": attacker_token, "next": "/"}
         with client(server) as victim:
             # what an auto-submitting form on another origin sends: no anti-forgery cookie or field
-            r = victim.post("/login", data=forged, follow_redirects=False,
-                            headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"})
+            r = victim.post(
+                "/login",
+                data=forged,
+                follow_redirects=False,
+                headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+            )
             assert r.status_code == 403 and "floodway_token" not in r.headers.get("set-cookie", "")
             # a field the attacker made up does not match the victim's cookie
             login_csrf(victim)
             r = victim.post("/login", data={**forged, "csrf": "made-up"}, follow_redirects=False)
             assert r.status_code == 403 and "floodway_token" not in r.headers.get("set-cookie", "")
             # the right value, but the browser says the post came from another site
-            r = victim.post("/login", data={**forged, "csrf": login_csrf(victim)}, follow_redirects=False,
-                            headers={"Sec-Fetch-Site": "cross-site"})
+            r = victim.post(
+                "/login",
+                data={**forged, "csrf": login_csrf(victim)},
+                follow_redirects=False,
+                headers={"Sec-Fetch-Site": "cross-site"},
+            )
             assert r.status_code == 403 and "floodway_token" not in r.headers.get("set-cookie", "")
             assert victim.get("/api/me").status_code == 401  # still not logged in
             # our own form works
-            r = victim.post("/login", data={**forged, "csrf": login_csrf(victim)}, follow_redirects=False,
-                            headers={"Sec-Fetch-Site": "same-origin"})
+            r = victim.post(
+                "/login",
+                data={**forged, "csrf": login_csrf(victim)},
+                follow_redirects=False,
+                headers={"Sec-Fetch-Site": "same-origin"},
+            )
             assert r.status_code == 303 and "floodway_token=" in r.headers["set-cookie"]
             assert victim.get("/api/me").json()["tenant"] == "globex"
     app.close()
@@ -285,10 +316,20 @@ def test_security_headers_on_pages_api_static_and_streams(tmp_path):
     with serving(app) as server:
         minted = tokens(app)
         with client(server, minted["admin"]) as admin, client(server) as anonymous:
-            responses = [anonymous.get("/login"), anonymous.get("/", follow_redirects=False),
-                         anonymous.get("/static/app.js"), anonymous.get("/healthz"), anonymous.get("/api/me"),
-                         admin.get("/"), admin.get("/jobs"), admin.get("/ui/queues"), admin.get("/api/jobs"),
-                         admin.get("/api/jobs/nope"), admin.get("/no/such/route"), admin.get("/openapi.json")]
+            responses = [
+                anonymous.get("/login"),
+                anonymous.get("/", follow_redirects=False),
+                anonymous.get("/static/app.js"),
+                anonymous.get("/healthz"),
+                anonymous.get("/api/me"),
+                admin.get("/"),
+                admin.get("/jobs"),
+                admin.get("/ui/queues"),
+                admin.get("/api/jobs"),
+                admin.get("/api/jobs/nope"),
+                admin.get("/no/such/route"),
+                admin.get("/openapi.json"),
+            ]
             with admin.stream("GET", "/api/stream", params={"ticks": 1}) as stream:
                 responses.append(stream)
             for r in responses:
@@ -301,8 +342,14 @@ def test_security_headers_on_pages_api_static_and_streams(tmp_path):
                 assert r.headers.get("referrer-policy") == "no-referrer", where
             # the pages need nothing the policy forbids: no inline scripts, styles or handlers
             job = admin.post("/api/jobs", json={"task": "add", "args": {"x": 1, "y": 1}, "delay": "1h"}).json()["id"]
-            for page in (admin.get("/"), admin.get("/jobs"), admin.get(f"/jobs/{job}"), admin.get("/ui/queues"),
-                         admin.get("/ui/limits"), anonymous.get("/login")):
+            for page in (
+                admin.get("/"),
+                admin.get("/jobs"),
+                admin.get(f"/jobs/{job}"),
+                admin.get("/ui/queues"),
+                admin.get("/ui/limits"),
+                anonymous.get("/login"),
+            ):
                 html = page.text
                 assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), page.request.url
                 assert not re.search(r"\sstyle=|<style", html), page.request.url
@@ -316,8 +363,14 @@ def _web(tmp_path: Path, db: Path, *args: str) -> tuple[subprocess.Popen, str]:
     port = sock.getsockname()[1]
     sock.close()
     env = {**os.environ, "FLOODWAY_DATABASE_URL": f"sqlite:///{db}"}
-    proc = subprocess.Popen([sys.executable, "-m", "floodway", "web", "--port", str(port), *args], env=env,
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "floodway", "web", "--port", str(port), *args],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
@@ -342,8 +395,9 @@ def _log_in(url: str, token: str, headers: dict[str, str]) -> httpx.Response:
         form = c.get("/login", headers=headers)
         csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
         cookie = form.headers["set-cookie"].split(";")[0]  # sent back by hand: it may be marked Secure
-        return c.post("/login", data={"token": token, "csrf": csrf}, follow_redirects=False,
-                      headers={**headers, "Cookie": cookie})
+        return c.post(
+            "/login", data={"token": token, "csrf": csrf}, follow_redirects=False, headers={**headers, "Cookie": cookie}
+        )
 
 
 def test_behind_a_tls_proxy_the_session_cookie_is_secure_and_tokens_stay_out_of_the_log(tmp_path):
@@ -379,8 +433,15 @@ def test_behind_a_tls_proxy_the_session_cookie_is_secure_and_tokens_stay_out_of_
 # -- 14. `floodway web` on a damaged database; an empty database file -------------------------------------
 def _floodway(tmp_path: Path, db: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "FLOODWAY_DATABASE_URL": f"sqlite:///{db}"}
-    return subprocess.run([sys.executable, "-m", "floodway", *args], env=env, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "floodway", *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_floodway_web_on_a_corrupt_database_is_a_one_line_error(tmp_path):

@@ -54,8 +54,12 @@ class Server:
         self.refuse: dict[str, int] = {}
         self.hits: list[Hit] = []
         self.lock = threading.Lock()
-        self.app = Starlette(routes=[Route("/ok", self._ok, methods=["POST", "GET"]),
-                                     Route("/slow", self._slow, methods=["POST", "GET"])])
+        self.app = Starlette(
+            routes=[
+                Route("/ok", self._ok, methods=["POST", "GET"]),
+                Route("/slow", self._slow, methods=["POST", "GET"]),
+            ]
+        )
 
     async def _ok(self, request: Request) -> JSONResponse:
         tenant = request.headers.get("x-tenant")
@@ -66,8 +70,9 @@ class Server:
             status = 429 if refused else 200
             self.hits.append(Hit("/ok", request.client.port, tenant, status, time.time()))
         if refused:
-            return JSONResponse({"error": "slow down"}, status_code=429,
-                                headers={"Retry-After": "30", "X-RateLimit-Remaining": "0"})
+            return JSONResponse(
+                {"error": "slow down"}, status_code=429, headers={"Retry-After": "30", "X-RateLimit-Remaining": "0"}
+            )
         return JSONResponse({"ok": True})
 
     async def _slow(self, request: Request) -> JSONResponse:
@@ -82,8 +87,9 @@ class Server:
 
     def count(self, path: str = "/ok", status: int = 200, tenant: str | None = None) -> int:
         with self.lock:
-            return sum(1 for h in self.hits if h.path == path and h.status == status
-                       and (tenant is None or h.tenant == tenant))
+            return sum(
+                1 for h in self.hits if h.path == path and h.status == status and (tenant is None or h.tenant == tenant)
+            )
 
     def start(self) -> "Server":
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -91,8 +97,7 @@ class Server:
         sock.bind(("127.0.0.1", 0))
         sock.listen(512)
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
-                                timeout_keep_alive=30)
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
@@ -126,6 +131,7 @@ def run_until(worker, done, message: str, timeout: float = 60.0) -> None:
 
 
 # -- one pool per worker -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", ["async", "sync"])
 def test_jobs_of_one_worker_share_kept_alive_connections(tmp_path: Path, server: Server, kind: str) -> None:
@@ -171,9 +177,12 @@ def test_distinct_transport_options_get_distinct_pools(tmp_path: Path, server: S
     @app.task(retry=0)
     async def probe(ctx: Context) -> None:
         limits = httpx.Limits(max_connections=3)
-        async with ctx.http(base_url=server.url) as a, ctx.http(base_url=server.url) as b, \
-                ctx.http(base_url=server.url, limits=limits) as c, \
-                ctx.http(base_url=server.url, limits=httpx.Limits(max_connections=3)) as d:
+        async with (
+            ctx.http(base_url=server.url) as a,
+            ctx.http(base_url=server.url) as b,
+            ctx.http(base_url=server.url, limits=limits) as c,
+            ctx.http(base_url=server.url, limits=httpx.Limits(max_connections=3)) as d,
+        ):
             seen["same"] = a._transport.inner is b._transport.inner
             seen["other"] = a._transport.inner is not c._transport.inner
             seen["equal limits"] = c._transport.inner is d._transport.inner
@@ -227,6 +236,7 @@ def _has_h2() -> bool:
 
 # -- a job's trouble stays its own ---------------------------------------------------------------
 
+
 def test_a_failed_or_cancelled_job_does_not_break_the_shared_pool(tmp_path: Path, server: Server) -> None:
     app = App(f"sqlite:///{tmp_path / 'jobs.db'}")
 
@@ -266,6 +276,7 @@ def test_a_failed_or_cancelled_job_does_not_break_the_shared_pool(tmp_path: Path
 
 
 # -- a 429 on the shared pool ---------------------------------------------------------------------
+
 
 def test_a_429_on_the_shared_pool_pauses_only_its_key(tmp_path: Path, server: Server) -> None:
     app = App(f"sqlite:///{tmp_path / 'jobs.db'}")
@@ -307,7 +318,7 @@ def test_a_429_on_the_shared_pool_pauses_only_its_key(tmp_path: Path, server: Se
 
 # -- shutdown ------------------------------------------------------------------------------------
 
-SHUTDOWN_APP = '''
+SHUTDOWN_APP = """
 import floodway
 
 app = floodway.App("sqlite:///@DB@")
@@ -327,12 +338,13 @@ def call_sync(ctx: floodway.Context, n: int):
         response = client.post("/ok", json={"n": n})
     response.raise_for_status()
     return n
-'''
+"""
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "auto"])
-def test_a_stopping_worker_closes_its_pools_without_warnings(tmp_path: Path, server: Server, workers,
-                                                             monkeypatch, loop: str) -> None:
+def test_a_stopping_worker_closes_its_pools_without_warnings(
+    tmp_path: Path, server: Server, workers, monkeypatch, loop: str
+) -> None:
     apps = LoadedApps(tmp_path)
     try:
         name, mod = apps.load(SHUTDOWN_APP.replace("@DB@", str(tmp_path / "jobs.db")).replace("@URL@", server.url))

@@ -21,10 +21,20 @@ from .test_store_contract import W1, W2, claim_all, new_job
 
 # -- parsing -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, count, period", [
-    ("50/s", 50, 1), ("100/min", 100, 60), ("10/10s", 10, 10), ("5 / 2m", 5, 120),
-    ("1/h", 1, 3600), ("0.5/s", 0.5, 1), ("1000/d", 1000, 86400), ("3/500ms", 3, 0.5),
-])
+
+@pytest.mark.parametrize(
+    "text, count, period",
+    [
+        ("50/s", 50, 1),
+        ("100/min", 100, 60),
+        ("10/10s", 10, 10),
+        ("5 / 2m", 5, 120),
+        ("1/h", 1, 3600),
+        ("0.5/s", 0.5, 1),
+        ("1000/d", 1000, 86400),
+        ("3/500ms", 3, 0.5),
+    ],
+)
 def test_rates(text, count, period):
     rate = Rate.parse(text)
     assert (rate.count, rate.period) == (count, period)
@@ -44,21 +54,24 @@ def test_rate_parser_never_crashes(text):
         pass
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({}, "give a rate, a concurrency"),
-    ({"rate": "5/s", "burst": 0}, "burst"),
-    ({"rate": "5/s", "burst": 1.5}, "burst"),
-    ({"concurrency": 0}, "concurrency"),
-    ({"concurrency": "2"}, "concurrency"),
-    ({"rate": "5/s", "key": "{tenant"}, "malformed"),
-    ({"rate": "5/s", "key": "{}"}, "invalid field"),
-    ({"rate": "5/s", "key": "{a-b}"}, "invalid field"),
-    ({"rate": "0/s", "adaptive": True}, "at least some requests"),
-    ({"adaptive": True, "floor": "10/s", "ceiling": "5/s"}, "ceiling 5/s is below the floor 10/s"),
-    ({"rate": "5/s", "floor": "10/s"}, "floor 10/s is above the declared rate"),
-    ({"adaptive": "yes"}, "adaptive must be True or False"),
-    ({"adaptive": True, "ceiling": "lots"}, "ceiling: cannot parse"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({}, "give a rate, a concurrency"),
+        ({"rate": "5/s", "burst": 0}, "burst"),
+        ({"rate": "5/s", "burst": 1.5}, "burst"),
+        ({"concurrency": 0}, "concurrency"),
+        ({"concurrency": "2"}, "concurrency"),
+        ({"rate": "5/s", "key": "{tenant"}, "malformed"),
+        ({"rate": "5/s", "key": "{}"}, "invalid field"),
+        ({"rate": "5/s", "key": "{a-b}"}, "invalid field"),
+        ({"rate": "0/s", "adaptive": True}, "at least some requests"),
+        ({"adaptive": True, "floor": "10/s", "ceiling": "5/s"}, "ceiling 5/s is below the floor 10/s"),
+        ({"rate": "5/s", "floor": "10/s"}, "floor 10/s is above the declared rate"),
+        ({"adaptive": "yes"}, "adaptive must be True or False"),
+        ({"adaptive": True, "ceiling": "lots"}, "ceiling: cannot parse"),
+    ],
+)
 def test_bad_limit_specs(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         LimitSpec.build("x", **kwargs)
@@ -90,6 +103,7 @@ def test_key_templates():
 
 
 # -- GCRA --------------------------------------------------------------------------------------
+
 
 def simulate(rate: Rate, burst: int, arrivals: list[float]) -> list[float]:
     tat, admitted = 0.0, []
@@ -151,6 +165,7 @@ def test_remaining():
 
 # -- the store's side --------------------------------------------------------------------------
 
+
 def limited(job_id, limits, **kw):
     """A job holding ``limits``, grouped for fairness the way App.enqueue groups it."""
     job = new_job(job_id, **kw)
@@ -208,8 +223,10 @@ def test_concurrency_limit_is_released_by_finish_and_rescue(store):
 
 def test_pause_holds_only_that_key_and_resumes_at_the_rate(store):
     store.declare_limit(LimitSpec.build("tenant", rate="100/s", burst=10, key="{tenant}"))
-    store.enqueue([limited(f"a-{i}", [["tenant", "a"]], tenant="a") for i in range(5)]
-                  + [limited(f"b-{i}", [["tenant", "b"]], tenant="b") for i in range(5)])
+    store.enqueue(
+        [limited(f"a-{i}", [["tenant", "a"]], tenant="a") for i in range(5)]
+        + [limited(f"b-{i}", [["tenant", "b"]], tenant="b") for i in range(5)]
+    )
     until = store.pause_limit("tenant", "a", time.time() + 60, "429 from api")
     claimed = claim_all(store, limit=10)
     assert {j.id[0] for j in claimed} == {"b"}
@@ -377,6 +394,7 @@ def test_fairness_alternates_between_tenants(app):
 
 # -- the app's side ----------------------------------------------------------------------------
 
+
 def test_app_limits_resolve_keys_at_enqueue(app):
     app.limit("per-account", rate="5/s", key="{account.id}")
     app.limit("global", concurrency=3)
@@ -387,7 +405,9 @@ def test_app_limits_resolve_keys_at_enqueue(app):
     job = app.enqueue(sync, {"account": {"id": 7}}).job()
     assert job.limits == (("per-account", "7"), ("global", ""))
     assert job.fair_key == "per-account=7|global="
-    assert app.enqueue(sync, {"account": {"id": 7}}, tenant="acme").job().fair_key == "tenant=acme|per-account=7|global="
+    assert (
+        app.enqueue(sync, {"account": {"id": 7}}, tenant="acme").job().fair_key == "tenant=acme|per-account=7|global="
+    )
     with pytest.raises(EnqueueError, match="no value for"):
         app.enqueue(sync, {"account": {}})
     with pytest.raises(EnqueueError, match="unknown limit 'nope'"):
@@ -466,8 +486,10 @@ def test_worker_warns_when_concurrency_cannot_reach_a_rate(app, caplog):
     assert app.store.average_duration(["slowish"]) >= 0.05
     with caplog.at_level(logging.WARNING, logger="floodway.worker"):
         app.worker(concurrency=2, burst=True).run()
-    assert any("needs a concurrency of 5" in r.getMessage() or "needs a concurrency of" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "needs a concurrency of 5" in r.getMessage() or "needs a concurrency of" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_resume_limit_ends_a_pause(store):

@@ -63,6 +63,7 @@ async def post_order(ctx, limit, n, path="/orders"):
 
 # -- fixtures ----------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def destination():
     """``destination(**options)`` starts a loopback Destination (``cls=`` a subclass of it); all
@@ -98,6 +99,7 @@ def make_app(tmp_path: Path):
 
 # -- helpers -----------------------------------------------------------------------------------
 
+
 def wait_finished(app, n: int, workers: Workers, timeout: float = TIMEOUT) -> dict[str, int]:
     """Poll the store until ``n`` jobs are final (complete, failed or cancelled)."""
 
@@ -105,8 +107,13 @@ def wait_finished(app, n: int, workers: Workers, timeout: float = TIMEOUT) -> di
         counts = app.store.count_jobs()
         return counts if counts["complete"] + counts["failed"] + counts["cancelled"] >= n else None
 
-    return wait_until(finished, lambda: f"{n} jobs to finish; counts now {app.store.count_jobs()}",
-                      timeout=timeout, interval=0.1, workers=workers)
+    return wait_until(
+        finished,
+        lambda: f"{n} jobs to finish; counts now {app.store.count_jobs()}",
+        timeout=timeout,
+        interval=0.1,
+        workers=workers,
+    )
 
 
 def assert_all_complete_first_attempt(tmp_path: Path, app, n: int, workers: Workers) -> None:
@@ -123,7 +130,9 @@ def assert_each_job_accepted_once(tmp_path: Path, dest: Destination) -> None:
     ids = {row[0] for row in db_rows(tmp_path, "SELECT id FROM jobs")}
     seen = Counter(r.idempotency_key for r in dest.accepted())
     duplicated = {k: c for k, c in seen.items() if c > 1}
-    assert not duplicated, f"{len(duplicated)} job(s) reached the destination more than once: {list(duplicated.items())[:5]}"
+    assert not duplicated, (
+        f"{len(duplicated)} job(s) reached the destination more than once: {list(duplicated.items())[:5]}"
+    )
     assert set(seen) == ids, f"lost: {len(ids - set(seen))}, unknown: {len(set(seen) - ids)}"
 
 
@@ -143,7 +152,7 @@ def paused(app, name: str, key: str) -> float | None:
 
 # -- a. two processes share one declared limit ---------------------------------------------------
 
-SHARED_APP = '''
+SHARED_APP = """
 app.limit("dest", rate="20/s", burst=2)
 
 
@@ -156,7 +165,7 @@ async def held(ctx: floodway.Context, n: int):
 async def acquired(ctx: floodway.Context, n: int):
     # no limit held at claim: ctx.http takes each token itself (waiting or rescheduling)
     return await post_order(ctx, "dest", n)
-'''
+"""
 
 
 @pytest.mark.parametrize("task", ["held", "acquired"])
@@ -187,16 +196,18 @@ def test_two_processes_share_one_declared_limit(tmp_path, workers, destination, 
     assert max_in_window(arrivals) <= 20 + 8, f"{max_in_window(arrivals)} requests arrived in one second"
     # a quarter of a second: GCRA allows 2 + 5; allow 6 more for jitter
     assert max_in_window(arrivals, 0.25) <= 13, (
-        f"{max_in_window(arrivals, 0.25)} requests arrived within 0.25 s under a 20/s, burst-2 limit")
-    ran_by = {e.worker_id for events in timelines(mod.app.store).values() for e in events
-              if e.to_status.value == "running"}
+        f"{max_in_window(arrivals, 0.25)} requests arrived within 0.25 s under a 20/s, burst-2 limit"
+    )
+    ran_by = {
+        e.worker_id for events in timelines(mod.app.store).values() for e in events if e.to_status.value == "running"
+    }
     assert len(ran_by) == 2, f"jobs ran in {len(ran_by)} worker(s): {ran_by}"
     assert all(p.alive() for p in procs)
 
 
 # -- b. the destination is stricter than the declared limit ---------------------------------------
 
-STRICT_APP = '''
+STRICT_APP = """
 app.limit("dest", rate="40/s")
 app.wait_in_place = 0.5  # waits longer than this send the job back to `scheduled`
 
@@ -204,7 +215,7 @@ app.wait_in_place = 0.5  # waits longer than this send the job back to `schedule
 @app.task(retry=0, limits=["dest"])
 async def order(ctx: floodway.Context, n: int):
     return await post_order(ctx, "dest", n)
-'''
+"""
 
 
 @pytest.mark.parametrize("mode", ["retry-after", "reset", "none"])
@@ -234,14 +245,14 @@ def test_429s_from_a_stricter_destination_spend_no_attempt(tmp_path, workers, de
 
 # -- c. a keyed limit pauses only the key that got the 429 -----------------------------------------
 
-KEYED_APP = '''
+KEYED_APP = """
 app.limit("per-tenant", rate="5/s", key="{tenant}")
 
 
 @app.task(retry=0, limits=["per-tenant"])
 async def order(ctx: floodway.Context, n: int):
     return await post_order(ctx, "per-tenant", n, path=f"/tenants/{ctx.tenant}/orders")
-'''
+"""
 
 
 def test_a_429_for_one_tenant_pauses_only_that_key(tmp_path, workers, destination, make_app):
@@ -290,7 +301,7 @@ def test_a_429_for_one_tenant_pauses_only_that_key(tmp_path, workers, destinatio
     assert a_key.rate_limited == 1 and b_key.rate_limited == 0
 
 
-IN_FLIGHT_APP = '''
+IN_FLIGHT_APP = """
 app.limit("dest", rate="100/s", burst=10)
 
 
@@ -299,7 +310,7 @@ async def order(ctx: floodway.Context, n: int):
     if n > 0:  # claimed with job 0, but calls only once job 0's 429 has paused the limit
         await wait_for_file("go", 60)
     return await post_order(ctx, "dest", n)
-'''
+"""
 
 
 def test_a_pause_stops_jobs_admitted_before_it(tmp_path, workers, destination, make_app):
@@ -309,9 +320,14 @@ def test_a_pause_stops_jobs_admitted_before_it(tmp_path, workers, destination, m
     first = mod.app.enqueue("order", {"n": 0})
     mod.app.enqueue_many("order", [{"n": i} for i in range(1, 10)])
     workers.start(name, "--concurrency", "10", *WORKER_OPTS)
-    wait_until(lambda: len(mod.app.store.list_jobs(status=["running"])) == 10
-               or mod.app.store.get_job(first.id).status.value == "scheduled",
-               "the ten jobs to be claimed", workers=workers)
+    wait_until(
+        lambda: (
+            len(mod.app.store.list_jobs(status=["running"])) == 10
+            or mod.app.store.get_job(first.id).status.value == "scheduled"
+        ),
+        "the ten jobs to be claimed",
+        workers=workers,
+    )
     paused_until = wait_until(lambda: paused(mod.app, "dest", ""), "job 0's 429 to pause the limit", workers=workers)
     (tmp_path / "go").touch()
     wait_finished(mod.app, 10, workers)
@@ -323,7 +339,7 @@ def test_a_pause_stops_jobs_admitted_before_it(tmp_path, workers, destination, m
 
 # -- d. fairness: a small tenant is not starved by a big backlog -----------------------------------
 
-FAIR_APP = '''
+FAIR_APP = """
 app.limit("shared", concurrency=2)
 
 
@@ -332,7 +348,7 @@ async def work(ctx: floodway.Context, n: int):
     record("runs.txt", ctx.tenant)
     await asyncio.sleep(0.005)
     return n
-'''
+"""
 
 
 def test_small_tenant_is_not_starved_by_a_big_backlog(tmp_path, workers, make_app):
@@ -343,22 +359,29 @@ def test_small_tenant_is_not_starved_by_a_big_backlog(tmp_path, workers, make_ap
     big_before = len(read_lines(tmp_path, "runs.txt"))
     mod.app.enqueue_many("work", [{"n": i} for i in range(10)], tenant="small")
 
-    wait_until(lambda: read_lines(tmp_path, "runs.txt").count("small") >= 10,
-               lambda: f"the small tenant's 10 jobs to run; runs: {Counter(read_lines(tmp_path, 'runs.txt'))}",
-               workers=workers)
+    wait_until(
+        lambda: read_lines(tmp_path, "runs.txt").count("small") >= 10,
+        lambda: f"the small tenant's 10 jobs to run; runs: {Counter(read_lines(tmp_path, 'runs.txt'))}",
+        workers=workers,
+    )
     runs = read_lines(tmp_path, "runs.txt")
     last_small = max(i for i, tenant in enumerate(runs) if tenant == "small")
     big_meanwhile = runs[:last_small].count("big") - big_before
     assert big_meanwhile <= 200, f"{big_meanwhile} big jobs ran before the 10 small ones were done"
     done = db_rows(tmp_path, "SELECT COUNT(*) FROM jobs WHERE tenant = 'small' AND status = 'complete'")[0][0]
-    wait_until(lambda: db_rows(tmp_path, "SELECT COUNT(*) FROM jobs WHERE tenant = 'small' AND status = 'complete'")[0][0] == 10,
-               f"the small tenant's jobs to be complete in the store (now {done})", workers=workers)
+    wait_until(
+        lambda: (
+            db_rows(tmp_path, "SELECT COUNT(*) FROM jobs WHERE tenant = 'small' AND status = 'complete'")[0][0] == 10
+        ),
+        f"the small tenant's jobs to be complete in the store (now {done})",
+        workers=workers,
+    )
     assert db_rows(tmp_path, "SELECT COUNT(*) FROM jobs WHERE status = 'failed'")[0][0] == 0
 
 
 # -- e. a concurrency limit holds across two processes ---------------------------------------------
 
-TWO_AT_ONCE_APP = '''
+TWO_AT_ONCE_APP = """
 app.limit("two-at-once", concurrency=2)
 
 
@@ -371,7 +394,7 @@ async def hold(ctx: floodway.Context, n: int):
     finally:
         gauge_exit("gauge")
     return n
-'''
+"""
 
 
 def test_concurrency_limit_holds_across_two_processes(tmp_path, workers, make_app):
@@ -389,14 +412,14 @@ def test_concurrency_limit_holds_across_two_processes(tmp_path, workers, make_ap
 
 # -- f. an adaptive limit learns the destination's rate -------------------------------------------
 
-ADAPTIVE_APP = '''
+ADAPTIVE_APP = """
 app.limit("learn", rate="100/s", adaptive=True)
 
 
 @app.task(retry=0, limits=["learn"])
 async def order(ctx: floodway.Context, n: int):
     return await post_order(ctx, "learn", n)
-'''
+"""
 
 
 @pytest.mark.parametrize(
@@ -424,11 +447,11 @@ def test_adaptive_limit_converges_to_the_destination_rate(tmp_path, workers, des
     # and the drain ran at about the destination's rate (not at a collapsed one): the last
     # half of the accepts came at >= 5/s
     times = sorted(dest.accepted_times())
-    tail = times[n // 2:]
+    tail = times[n // 2 :]
     assert (len(tail) - 1) / (tail[-1] - tail[0]) >= 5, "the drain crawled"
 
 
-ADAPTIVE_BURST_APP = '''
+ADAPTIVE_BURST_APP = """
 app.limit("learn", rate="100/s", burst=30, adaptive=True)
 
 
@@ -436,7 +459,7 @@ app.limit("learn", rate="100/s", burst=30, adaptive=True)
 async def order(ctx: floodway.Context, n: int):
     await wait_for_file("go", 60)  # all 30 call at once: one overloaded second
     return await post_order(ctx, "learn", n)
-'''
+"""
 
 
 class _RefusalsOneByOne(Destination):
@@ -465,8 +488,9 @@ def test_one_overloaded_second_does_not_collapse_an_adaptive_limit(tmp_path, wor
     n = 30
     mod.app.enqueue_many("order", [{"n": i} for i in range(n)])
     workers.start(name, "--concurrency", "30", *WORKER_OPTS)
-    wait_until(lambda: len(mod.app.store.list_jobs(status=["running"])) == n, "the 30 jobs to be claimed",
-               workers=workers)
+    wait_until(
+        lambda: len(mod.app.store.list_jobs(status=["running"])) == n, "the 30 jobs to be claimed", workers=workers
+    )
     (tmp_path / "go").touch()
 
     # follow the stored rate until every job is done, or until it has fallen below half the
@@ -482,7 +506,8 @@ def test_one_overloaded_second_does_not_collapse_an_adaptive_limit(tmp_path, wor
     assert dest.rejected_count >= 10, f"only {dest.rejected_count} refusals: the second was not overloaded"
     assert lowest[0] >= 5, (
         f"{dest.rejected_count} refusals in one overloaded second cut the adaptive limit to {lowest[0]:.2f}/s "
-        "against a 10/s destination")
+        "against a 10/s destination"
+    )
     assert_all_complete_first_attempt(tmp_path, mod.app, n, workers)
 
 
@@ -502,14 +527,14 @@ def test_adaptive_limit_rises_while_no_429s_come(tmp_path, workers, destination,
 
 # -- g. changing a limit at run time takes effect without a restart --------------------------------
 
-RUNTIME_APP = '''
+RUNTIME_APP = """
 app.limit("dest", rate="40/s")
 
 
 @app.task(retry=0, limits=["dest"])
 async def order(ctx: floodway.Context, n: int):
     return await post_order(ctx, "dest", n)
-'''
+"""
 
 
 def test_set_limit_at_run_time_takes_effect_without_restart(tmp_path, workers, destination, make_app):
@@ -529,8 +554,11 @@ def test_set_limit_at_run_time_takes_effect_without_restart(tmp_path, workers, d
         claimed = claims()
         return [r.at for r in dest.accepted() if claimed.get(r.idempotency_key, 0) >= changed_at]
 
-    wait_until(lambda: len(sent_after_change()) >= 15,
-               lambda: f"15 jobs claimed after the change to call; {dest.stats()}", workers=workers)
+    wait_until(
+        lambda: len(sent_after_change()) >= 15,
+        lambda: f"15 jobs claimed after the change to call; {dest.stats()}",
+        workers=workers,
+    )
     assert all(p.alive() for p in procs), "a worker restarted or died"
     assert str(limit_info(mod.app, "dest").spec.rate) == "5/s"
 
@@ -548,7 +576,7 @@ def test_set_limit_at_run_time_takes_effect_without_restart(tmp_path, workers, d
 
 # -- h. a task that raises RateLimited itself ----------------------------------------------------
 
-SELF_LIMITED_APP = '''
+SELF_LIMITED_APP = """
 app.limit("dest", rate="100/s")
 
 
@@ -560,7 +588,7 @@ async def polite(ctx: floodway.Context, n: int):
         raise floodway.RateLimited(retry_after="1s", limit="dest")
     record("runs.txt", f"{ctx.job_id} {ctx.attempt}")
     return n
-'''
+"""
 
 
 def test_task_raising_rate_limited_is_rescheduled_without_spending_an_attempt(tmp_path, workers, make_app):
@@ -587,25 +615,30 @@ def test_task_raising_rate_limited_is_rescheduled_without_spending_an_attempt(tm
 
 # -- i. bad input ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("options", [
-    {"rate": "fast"},
-    {"rate": "10/fortnight"},
-    {"rate": "0/s"},
-    {"rate": "-5/s"},
-    {"rate": "5"},
-    {"rate": 5},
-    {"rate": ""},
-    {"rate": "5/s", "burst": 0},
-    {"rate": "5/s", "burst": True},
-    {"concurrency": 0},
-    {"concurrency": 1.5},
-    {},
-    {"adaptive": True, "rate": "0/s"},
-    {"adaptive": True, "floor": "10/s", "ceiling": "1/s"},
-    {"rate": "5/s", "key": "{}"},
-    {"rate": "5/s", "key": "{tenant"},
-    {"rate": "5/s", "key": "{a-b}"},
-], ids=repr)
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"rate": "fast"},
+        {"rate": "10/fortnight"},
+        {"rate": "0/s"},
+        {"rate": "-5/s"},
+        {"rate": "5"},
+        {"rate": 5},
+        {"rate": ""},
+        {"rate": "5/s", "burst": 0},
+        {"rate": "5/s", "burst": True},
+        {"concurrency": 0},
+        {"concurrency": 1.5},
+        {},
+        {"adaptive": True, "rate": "0/s"},
+        {"adaptive": True, "floor": "10/s", "ceiling": "1/s"},
+        {"rate": "5/s", "key": "{}"},
+        {"rate": "5/s", "key": "{tenant"},
+        {"rate": "5/s", "key": "{a-b}"},
+    ],
+    ids=repr,
+)
 def test_malformed_limit_declarations_are_refused(tmp_path, options):
     app = App(f"sqlite:///{tmp_path / 'x.db'}")
     with pytest.raises(ConfigError):
@@ -644,7 +677,7 @@ def test_unknown_limit_names_are_refused_at_enqueue_and_set_limit(tmp_path):
     app.close()
 
 
-BAD_HTTP_APP = '''
+BAD_HTTP_APP = """
 app.limit("dest", rate="50/s")
 
 
@@ -658,7 +691,7 @@ async def unknown_limit(ctx: floodway.Context, n: int):
 @app.task(retry=0, limits=["dest"])
 async def order(ctx: floodway.Context, n: int):
     return await post_order(ctx, "dest", n)
-'''
+"""
 
 
 def test_http_with_an_unknown_limit_fails_the_job_not_the_worker(tmp_path, workers, destination, make_app):
@@ -695,14 +728,14 @@ def test_garbage_rate_limit_headers_fall_back_to_backoff(tmp_path, workers, dest
     assert "Traceback" not in workers.logs()
 
 
-ABSURD_APP = '''
+ABSURD_APP = """
 app.limit("dest", rate="50/s")
 
 
 @app.task(retry=0, limits=["dest"])
 async def order(ctx: floodway.Context, n: int):
     return await post_order(ctx, "dest", n)
-'''
+"""
 
 
 class _AbsurdRetryAfter(Destination):
@@ -716,12 +749,18 @@ def test_an_absurd_retry_after_does_not_freeze_the_limit_for_centuries(tmp_path,
     name, mod = make_app(ABSURD_APP, dest)
     handle = mod.app.enqueue("order", {"n": 1})
     workers.start(name, "--concurrency", "2", *WORKER_OPTS)
-    wait_until(lambda: dest.rejected_count >= 1
-               and mod.app.store.get_job(handle.id).status.value not in ("waiting", "running"),
-               "the 429 to be handled", workers=workers)
+    wait_until(
+        lambda: (
+            dest.rejected_count >= 1 and mod.app.store.get_job(handle.id).status.value not in ("waiting", "running")
+        ),
+        "the 429 to be handled",
+        workers=workers,
+    )
     job = mod.app.store.get_job(handle.id)
     assert job.status.value != "failed", f"the job failed on a 429: {job.error['message']}"
     until = paused(mod.app, "dest", "")
     year = 366 * 86400
-    assert until is None or until <= time.time() + year, f"limit paused for {(until - time.time()) / 86400 / 365:.0f} years"
+    assert until is None or until <= time.time() + year, (
+        f"limit paused for {(until - time.time()) / 86400 / 365:.0f} years"
+    )
     assert job.run_at <= time.time() + year, f"job scheduled {(job.run_at - time.time()) / 86400 / 365:.0f} years out"

@@ -28,7 +28,7 @@ from .test_limits_http import (  # noqa: E402,F401  (fixtures and helpers shared
 
 pytestmark = pytest.mark.timeout(180)
 
-APP = '''
+APP = """
 app.limit("api", {declaration})
 
 
@@ -42,7 +42,7 @@ async def order(ctx: floodway.Context, n: int):
     if response.status_code != 200:
         raise RuntimeError(f"destination answered {{response.status_code}}: {{response.text}}")
     return n
-'''
+"""
 
 
 def drain(tmp_path, workers, make_app, dest, declaration: str, n: int, processes: int = 2, tenants=None):
@@ -75,8 +75,9 @@ def test_a_leaky_bucket_rate_is_learned_from_its_429s(tmp_path, workers, destina
     assert max_in_window(dest.accepted_times()) <= r + 5
 
 
-def test_a_github_style_403_with_no_budget_spends_no_attempt_and_the_headers_pace(tmp_path, workers, destination,
-                                                                                   make_app):
+def test_a_github_style_403_with_no_budget_spends_no_attempt_and_the_headers_pace(
+    tmp_path, workers, destination, make_app
+):
     r = 20
     dest = destination(rate=r, window=2.0, style="fixed-window", exhausted_status=403)
     _, mod = drain(tmp_path, workers, make_app, dest, "adaptive=True", n=r * 6)
@@ -112,8 +113,9 @@ def test_an_exhausted_quota_pauses_the_key_until_its_reset(tmp_path, workers, de
 
 def test_each_key_learns_its_own_rate(tmp_path, workers, destination, make_app):
     dest = destination(rate=10, burst=3, style="leaky", per_tenant=True)
-    _, mod = drain(tmp_path, workers, make_app, dest, 'rate="40/s", burst=3, key="{tenant}"', n=60,
-                   tenants=["acme", "globex"])
+    _, mod = drain(
+        tmp_path, workers, make_app, dest, 'rate="40/s", burst=3, key="{tenant}"', n=60, tenants=["acme", "globex"]
+    )
     for tenant in ("acme", "globex"):
         info = key_info(mod.app, "api", tenant)
         assert info.source == "429s" and info.effective_rate < 40, info
@@ -141,17 +143,18 @@ def test_the_learned_rate_is_shared_and_a_new_process_starts_paced(tmp_path, wor
     first_second = sum(1 for at in fresh if at < fresh[0] + 1.0)
     assert first_second <= 1.5 * learned + 10, (
         f"the fresh worker sent {first_second} requests in its first second: it did not start at the "
-        f"learned {learned:.1f}/s")
+        f"learned {learned:.1f}/s"
+    )
 
 
-UNKNOWN_LIMIT_APP = '''
+UNKNOWN_LIMIT_APP = """
 app.limit("crm", rate="10/s")
 
 
 @app.task(limits=["crn"])
 async def typo(ctx: floodway.Context):
     return 1
-'''
+"""
 
 
 def test_a_task_naming_an_unknown_limit_stops_the_worker_at_start(tmp_path, workers, make_app):

@@ -359,15 +359,19 @@ def test_a_stale_run_cannot_move_the_cursor(app):
     assert app.store.load_state("job:j").cursor == 5
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"budget": "1s", "margin": "2s"}, "longer than its margin"),
-    ({"margin": "1s"}, "needs a budget"),
-    ({"budget": "0s"}, "greater than zero"),
-    ({"payload": "nope"}, "not one of its parameters"),
-    ({"state": "{tenant"}, "malformed"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"budget": "1s", "margin": "2s"}, "longer than its margin"),
+        ({"margin": "1s"}, "needs a budget"),
+        ({"budget": "0s"}, "greater than zero"),
+        ({"payload": "nope"}, "not one of its parameters"),
+        ({"state": "{tenant"}, "malformed"),
+    ],
+)
 def test_bad_resumable_options(app, options, message):
     with pytest.raises(ConfigError, match=message):
+
         @app.task(**options)
         async def t(ctx: Context, items: list = ()): ...
 

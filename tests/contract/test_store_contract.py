@@ -15,13 +15,29 @@ from floodway.store import Outcome
 W1, W2 = "worker-1", "worker-2"
 
 
-def new_job(job_id=None, *, task="t", queue="default", priority=0, run_at=None, max_attempts=3,
-            status=None, args=None, tenant=None) -> NewJob:
+def new_job(
+    job_id=None,
+    *,
+    task="t",
+    queue="default",
+    priority=0,
+    run_at=None,
+    max_attempts=3,
+    status=None,
+    args=None,
+    tenant=None,
+) -> NewJob:
     run_at = time.time() if run_at is None else run_at
     return NewJob(
-        id=job_id or uuid.uuid4().hex, task=task, args_json=json.dumps(args or {}), queue=queue,
-        priority=priority, max_attempts=max_attempts, retry_json=json.dumps({"attempts": max_attempts - 1}),
-        run_at=run_at, tenant=tenant,
+        id=job_id or uuid.uuid4().hex,
+        task=task,
+        args_json=json.dumps(args or {}),
+        queue=queue,
+        priority=priority,
+        max_attempts=max_attempts,
+        retry_json=json.dumps({"attempts": max_attempts - 1}),
+        run_at=run_at,
+        tenant=tenant,
         status=status or (Status.SCHEDULED if run_at > time.time() else Status.WAITING),
     )
 
@@ -74,8 +90,12 @@ def test_bulk_enqueue_of_new_ids_stores_every_value_exactly(store):
     jobs = []
     for i in range(MANY):
         text = awkward[i % len(awkward)]
-        job = new_job(args={"s": text, "i": i}, tenant=text or None if i % 3 else None,
-                      priority=i % 5, run_at=time.time() + (3600 if i % 10 == 0 else 0))
+        job = new_job(
+            args={"s": text, "i": i},
+            tenant=text or None if i % 3 else None,
+            priority=i % 5,
+            run_at=time.time() + (3600 if i % 10 == 0 else 0),
+        )
         job.limits_json = json.dumps([["api", text]]) if i % 4 == 0 else None
         job.fair_key = f"tenant={text}" if i % 2 else ""
         job.shared_state = text if i % 6 == 0 else None
@@ -156,8 +176,13 @@ def test_claim_marks_running_with_lease_and_event(store):
 
 def test_claim_order_priority_then_age(store):
     now = time.time()
-    store.enqueue([new_job("low-old", priority=0, run_at=now - 10), new_job("high", priority=5, run_at=now),
-                   new_job("low-new", priority=0, run_at=now - 1)])
+    store.enqueue(
+        [
+            new_job("low-old", priority=0, run_at=now - 10),
+            new_job("high", priority=5, run_at=now),
+            new_job("low-new", priority=0, run_at=now - 1),
+        ]
+    )
     assert [j.id for j in claim_all(store, limit=3)] == ["high", "low-old", "low-new"]
 
 
@@ -186,7 +211,10 @@ def test_scheduled_jobs_wait_for_run_at(store):
     assert [j.id for j in claimed] == ["later"]
     # the enqueue shows the status the job was enqueued in, though it has moved on since
     assert [(e.from_status, e.to_status) for e in store.events("later")] == [
-        (None, Status.SCHEDULED), (Status.SCHEDULED, Status.WAITING), (Status.WAITING, Status.RUNNING)]
+        (None, Status.SCHEDULED),
+        (Status.SCHEDULED, Status.WAITING),
+        (Status.WAITING, Status.RUNNING),
+    ]
 
 
 def test_next_due(store):
@@ -234,8 +262,19 @@ def test_finish_complete(store):
     assert done.worker_id == W1 and done.lease_until is None
 
 
-AWKWARD_TEXTS = ['say "hi"', "back\\slash", "{a,b}", "NULL", "", " padded ", "tab\tnew\nline\r", "é ✓ 🙂",
-                 '\\"', ",", "null"]
+AWKWARD_TEXTS = [
+    'say "hi"',
+    "back\\slash",
+    "{a,b}",
+    "NULL",
+    "",
+    " padded ",
+    "tab\tnew\nline\r",
+    "é ✓ 🙂",
+    '\\"',
+    ",",
+    "null",
+]
 
 
 def test_finish_batch_stores_awkward_results_and_errors_exactly(store):
@@ -274,7 +313,13 @@ def test_finish_retrying_then_failed_keeps_error(store):
     assert store.get_job("r").status is Status.FAILED
     # a retry that came due is ready again: retrying -> waiting -> running
     assert [e.to_status for e in store.events("r")] == [
-        Status.WAITING, Status.RUNNING, Status.RETRYING, Status.WAITING, Status.RUNNING, Status.FAILED]
+        Status.WAITING,
+        Status.RUNNING,
+        Status.RETRYING,
+        Status.WAITING,
+        Status.RUNNING,
+        Status.FAILED,
+    ]
     assert store.events("r")[2].error == err
 
 
@@ -291,7 +336,9 @@ def test_timeline_of_a_plain_run_comes_from_the_row(store):
     started = store.get_job("plain").started_at
     running = store.events("plain")
     assert [(e.from_status, e.to_status, e.attempt, e.worker_id) for e in running] == [
-        (None, Status.WAITING, 0, None), (Status.WAITING, Status.RUNNING, 1, W2)]
+        (None, Status.WAITING, 0, None),
+        (Status.WAITING, Status.RUNNING, 1, W2),
+    ]
     assert running[1].at == started
     store.finish(W2, [Outcome("plain", 1, Status.COMPLETE, result_json="1")])
     assert stored_event_count(store, "plain") == 0  # nor does a plain completion
@@ -315,8 +362,13 @@ def test_timeline_keeps_every_run_of_a_retried_job(store):
     store.finish(W2, [Outcome("again", 2, Status.COMPLETE, result_json="2")])
     events = store.events("again")
     assert [(e.to_status, e.attempt, e.worker_id) for e in events] == [
-        (Status.WAITING, 0, None), (Status.RUNNING, 1, W1), (Status.RETRYING, 1, W1),
-        (Status.WAITING, 1, None), (Status.RUNNING, 2, W2), (Status.COMPLETE, 2, W2)]
+        (Status.WAITING, 0, None),
+        (Status.RUNNING, 1, W1),
+        (Status.RETRYING, 1, W1),
+        (Status.WAITING, 1, None),
+        (Status.RUNNING, 2, W2),
+        (Status.COMPLETE, 2, W2),
+    ]
     assert events[1].at == first_start and events[4].at == second_start
     assert [e.at for e in events] == sorted(e.at for e in events)
 
@@ -327,7 +379,10 @@ def test_timeline_of_a_completion_with_a_reason_is_stored(store):
     store.finish(W1, [Outcome("why", 1, Status.COMPLETE, result_json="1", reason="done early")])
     events = store.events("why")
     assert [(e.to_status, e.reason) for e in events] == [
-        (Status.WAITING, "enqueued"), (Status.RUNNING, None), (Status.COMPLETE, "done early")]
+        (Status.WAITING, "enqueued"),
+        (Status.RUNNING, None),
+        (Status.COMPLETE, "done early"),
+    ]
     assert stored_event_count(store, "why") == 2  # stored, and not made up a second time
 
 
@@ -339,11 +394,13 @@ def test_timeline_of_a_rescued_run_has_its_start(store):
     assert store.rescue_expired() == ["lost-run"]
     events = store.events("lost-run")
     assert [(e.from_status, e.to_status, e.worker_id) for e in events] == [
-        (None, Status.WAITING, None), (Status.WAITING, Status.RUNNING, W1), (Status.RUNNING, Status.WAITING, W1)]
+        (None, Status.WAITING, None),
+        (Status.WAITING, Status.RUNNING, W1),
+        (Status.RUNNING, Status.WAITING, W1),
+    ]
     assert events[1].at == started
     [again] = claim_all(store, W2)
-    assert [(e.to_status, e.attempt, e.worker_id) for e in store.events("lost-run")][-1] == (
-        Status.RUNNING, 2, W2)
+    assert [(e.to_status, e.attempt, e.worker_id) for e in store.events("lost-run")][-1] == (Status.RUNNING, 2, W2)
 
 
 def test_retrying_job_is_not_claimed_before_run_at(store):
@@ -429,8 +486,10 @@ def test_retry_now_resets_attempts(store):
 
 
 def test_list_and_count(store):
-    store.enqueue([new_job(f"l-{i}", task="a" if i % 2 else "b", queue="q", tenant="t1" if i < 3 else None)
-                   for i in range(6)], {"q": None})
+    store.enqueue(
+        [new_job(f"l-{i}", task="a" if i % 2 else "b", queue="q", tenant="t1" if i < 3 else None) for i in range(6)],
+        {"q": None},
+    )
     assert len(store.list_jobs()) == 6
     assert {j.task for j in store.list_jobs(task="a")} == {"a"}
     assert len(store.list_jobs(tenant="t1")) == 3

@@ -104,19 +104,39 @@ def test_healthz_needs_no_token(anonymous):
 
 
 PROTECTED = [
-    ("GET", "/api/jobs"), ("POST", "/api/jobs"), ("POST", "/api/jobs/bulk"), ("GET", "/api/jobs/x"),
-    ("GET", "/api/jobs/x/result"), ("GET", "/api/jobs/x/events"), ("GET", "/api/jobs/x/state"),
-    ("GET", "/api/jobs/x/flow"), ("GET", "/api/jobs/x/detail"), ("GET", "/api/jobs/x/stream"),
-    ("POST", "/api/jobs/x/cancel"), ("POST", "/api/jobs/x/retry"), ("POST", "/api/jobs/x/pause"),
-    ("POST", "/api/jobs/x/resume"), ("GET", "/api/queues"), ("POST", "/api/queues/web/pause"),
-    ("POST", "/api/queues/web/resume"), ("GET", "/api/limits"), ("PATCH", "/api/limits/partner-api"),
-    ("GET", "/api/workers"), ("GET", "/api/schedules"), ("GET", "/api/stats"), ("GET", "/api/stream"),
-    ("GET", "/api/me"), ("GET", "/metrics"), ("GET", "/openapi.json"),
+    ("GET", "/api/jobs"),
+    ("POST", "/api/jobs"),
+    ("POST", "/api/jobs/bulk"),
+    ("GET", "/api/jobs/x"),
+    ("GET", "/api/jobs/x/result"),
+    ("GET", "/api/jobs/x/events"),
+    ("GET", "/api/jobs/x/state"),
+    ("GET", "/api/jobs/x/flow"),
+    ("GET", "/api/jobs/x/detail"),
+    ("GET", "/api/jobs/x/stream"),
+    ("POST", "/api/jobs/x/cancel"),
+    ("POST", "/api/jobs/x/retry"),
+    ("POST", "/api/jobs/x/pause"),
+    ("POST", "/api/jobs/x/resume"),
+    ("GET", "/api/queues"),
+    ("POST", "/api/queues/web/pause"),
+    ("POST", "/api/queues/web/resume"),
+    ("GET", "/api/limits"),
+    ("PATCH", "/api/limits/partner-api"),
+    ("GET", "/api/workers"),
+    ("GET", "/api/schedules"),
+    ("GET", "/api/stats"),
+    ("GET", "/api/stream"),
+    ("GET", "/api/me"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
 ]
 
 
-@pytest.mark.parametrize("header", [None, "Bearer", "Bearer nonsense", "Basic dXNlcjpwYXNz",
-                                    "Bearer fw_deadbeef_notarealsecretatallxxxxxxxxxxxx"])
+@pytest.mark.parametrize(
+    "header",
+    [None, "Bearer", "Bearer nonsense", "Basic dXNlcjpwYXNz", "Bearer fw_deadbeef_notarealsecretatallxxxxxxxxxxxx"],
+)
 def test_every_route_but_healthz_needs_a_live_token(site, header):
     headers = {"Authorization": header} if header is not None else {}
     with client(site.server) as c:
@@ -145,9 +165,12 @@ def test_token_cli_create_list_revoke_and_a_revoked_token_gets_401(site, admin):
         runner = CliRunner()
         return [runner.invoke(cli, ["--database", f"sqlite:///{site.db}", *args]) for args in commands]
 
-    made, plain, neither, both = floodway(("--json", "token", "create", "--tenant", "initech", "--label", "ci"),
-                                          ("token", "create", "--admin"), ("token", "create"),
-                                          ("token", "create", "--admin", "--tenant", "x"))
+    made, plain, neither, both = floodway(
+        ("--json", "token", "create", "--tenant", "initech", "--label", "ci"),
+        ("token", "create", "--admin"),
+        ("token", "create"),
+        ("token", "create", "--admin", "--tenant", "x"),
+    )
     assert made.exit_code == 0, made.output
     info = json.loads(made.stdout)
     assert info["tenant"] == "initech" and info["admin"] is False and info["token"].startswith("fw_")
@@ -162,7 +185,7 @@ def test_token_cli_create_list_revoke_and_a_revoked_token_gets_401(site, admin):
 
     with client(site.server, info["token"]) as c:
         assert c.get("/api/me").json() == {"token_id": info["id"], "tenant": "initech", "admin": False, "label": "ci"}
-        revoked, = floodway(("token", "revoke", info["id"]))
+        (revoked,) = floodway(("token", "revoke", info["id"]))
         assert revoked.exit_code == 0, revoked.output
         assert_error(c.get("/api/me"), 401, "revoked")
         assert_error(c.get("/api/jobs"), 401)
@@ -197,7 +220,11 @@ def test_enqueue_status_result_events(site, admin):
         done = admin.get(f"/api/jobs/{job_id}/result", params={"wait": 10}).json()
     assert done == {"id": job_id, "status": "complete", "done": True, "result": 5, "error": None}
     events = admin.get(f"/api/jobs/{job_id}/events").json()["events"]
-    assert [(e["from"], e["to"]) for e in events] == [(None, "waiting"), ("waiting", "running"), ("running", "complete")]
+    assert [(e["from"], e["to"]) for e in events] == [
+        (None, "waiting"),
+        ("waiting", "running"),
+        ("running", "complete"),
+    ]
     detail = admin.get(f"/api/jobs/{job_id}/detail").json()
     assert detail["job"]["status"] == "complete" and len(detail["events"]) == 3
     assert [a["outcome"] for a in detail["attempts"]] == ["complete"]
@@ -222,16 +249,27 @@ def test_delay_as_seconds_or_duration(admin):
 
 def test_bulk_enqueue_is_all_or_nothing(site, admin):
     prefix = uid("bulk")
-    r = admin.post("/api/jobs/bulk", json={"task": "add", "items": [{"x": i, "y": 1} for i in range(5)],
-                                           "id": prefix, "queue": "web", "priority": 1})
+    r = admin.post(
+        "/api/jobs/bulk",
+        json={
+            "task": "add",
+            "items": [{"x": i, "y": 1} for i in range(5)],
+            "id": prefix,
+            "queue": "web",
+            "priority": 1,
+        },
+    )
     assert r.status_code == 201, r.text
     assert r.json() == {"ids": [f"{prefix}-{i}" for i in range(5)], "created": 5, "existing": 0}
-    again = admin.post("/api/jobs/bulk", json={"task": "add", "items": [{"x": i, "y": 1} for i in range(5)], "id": prefix})
+    again = admin.post(
+        "/api/jobs/bulk", json={"task": "add", "items": [{"x": i, "y": 1} for i in range(5)], "id": prefix}
+    )
     assert again.status_code == 200 and again.json()["created"] == 0 and again.json()["existing"] == 5
 
     task_before = len(admin.get("/api/jobs", params={"task": "echo", "limit": 1000}).json()["jobs"])
-    bad = admin.post("/api/jobs/bulk", json={"task": "echo", "items": [{"value": 1}, {"value": 2, "nope": 3}],
-                                             "tenant": "acme"})
+    bad = admin.post(
+        "/api/jobs/bulk", json={"task": "echo", "items": [{"value": 1}, {"value": 2, "nope": 3}], "tenant": "acme"}
+    )
     assert_error(bad, 400, "item 1")
     assert len(admin.get("/api/jobs", params={"task": "echo", "limit": 1000}).json()["jobs"]) == task_before
     assert_error(admin.post("/api/jobs/bulk", json={"task": "add", "items": []}), 400, "items")
@@ -241,42 +279,54 @@ def test_bulk_enqueue_is_all_or_nothing(site, admin):
         wait_for(lambda: all(status_of(admin, f"{prefix}-{i}") == "complete" for i in range(5)), message="bulk jobs")
 
 
-@pytest.mark.parametrize("body, fragment", [
-    ({"task": "no_such_task"}, "unknown task 'no_such_task'"),
-    ({"args": {"x": 1}}, "'task' is required"),
-    ({"task": "add", "args": {"x": 1}}, "args do not match"),
-    ({"task": "add", "args": [1, 2]}, "'args' must be a JSON object"),
-    ({"task": "add", "args": {"x": 1, "y": 2}, "delay": "soon"}, "delay"),
-    ({"task": "add", "args": {"x": 1, "y": 2}, "delay": -5}, "delay"),
-    ({"task": "add", "args": {"x": 1, "y": 2}, "delay": 1e300}, "'delay' is more than 3650 days"),
-    ({"task": "add", "args": {"x": 1, "y": 2}, "delay": "99999999h"}, "'delay' is more than"),
-    ({"task": "add", "args": {"x": 1, "y": 2}, "priority": "high"}, "'priority' must be an integer"),
-    ({"task": "add", "args": {"x": 1, "y": 2}, "id": ""}, "'id' must be a non-empty string"),
-    ({"task": "add", "args": {"x": 1, "y": 2}, "id": "x" * 300}, "longer than"),
-    ({"task": "add", "args": {"x": 1, "y": 2}, "queue": 7}, "'queue'"),
-    ({"task": "add", "args": {"x": 1, "y": 2}, "colour": "red"}, "unknown field(s) ['colour']"),
-])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ({"task": "no_such_task"}, "unknown task 'no_such_task'"),
+        ({"args": {"x": 1}}, "'task' is required"),
+        ({"task": "add", "args": {"x": 1}}, "args do not match"),
+        ({"task": "add", "args": [1, 2]}, "'args' must be a JSON object"),
+        ({"task": "add", "args": {"x": 1, "y": 2}, "delay": "soon"}, "delay"),
+        ({"task": "add", "args": {"x": 1, "y": 2}, "delay": -5}, "delay"),
+        ({"task": "add", "args": {"x": 1, "y": 2}, "delay": 1e300}, "'delay' is more than 3650 days"),
+        ({"task": "add", "args": {"x": 1, "y": 2}, "delay": "99999999h"}, "'delay' is more than"),
+        ({"task": "add", "args": {"x": 1, "y": 2}, "priority": "high"}, "'priority' must be an integer"),
+        ({"task": "add", "args": {"x": 1, "y": 2}, "id": ""}, "'id' must be a non-empty string"),
+        ({"task": "add", "args": {"x": 1, "y": 2}, "id": "x" * 300}, "longer than"),
+        ({"task": "add", "args": {"x": 1, "y": 2}, "queue": 7}, "'queue'"),
+        ({"task": "add", "args": {"x": 1, "y": 2}, "colour": "red"}, "unknown field(s) ['colour']"),
+    ],
+)
 def test_enqueue_bad_input_is_400_with_a_clear_message(admin, body, fragment):
     assert_error(admin.post("/api/jobs", json=body), 400, fragment)
 
 
-@pytest.mark.parametrize("raw, fragment", [
-    (b"", "JSON object"), (b"{not json", "not valid JSON"), (b"[1, 2]", "JSON object"),
-    (b'{"task": "add", "args": {"x": NaN, "y": 1}}', "not valid JSON"), (b"\xff\xfe", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "raw, fragment",
+    [
+        (b"", "JSON object"),
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"task": "add", "args": {"x": NaN, "y": 1}}', "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+    ],
+)
 def test_malformed_bodies_are_400(admin, raw, fragment):
     r = admin.post("/api/jobs", content=raw, headers={"content-type": "application/json"})
     assert_error(r, 400, fragment)
 
 
-@pytest.mark.parametrize("path, params, fragment", [
-    ("/api/jobs", {"status": "done"}, "unknown status 'done'"),
-    ("/api/jobs", {"limit": 0}, "'limit'"),
-    ("/api/jobs", {"limit": "many"}, "'limit' must be an integer"),
-    ("/api/jobs", {"offset": -1}, "'offset'"),
-    ("/api/stats", {"window": "x"}, "'window'"),
-    ("/api/stream", {"interval": 0}, "'interval'"),
-])
+@pytest.mark.parametrize(
+    "path, params, fragment",
+    [
+        ("/api/jobs", {"status": "done"}, "unknown status 'done'"),
+        ("/api/jobs", {"limit": 0}, "'limit'"),
+        ("/api/jobs", {"limit": "many"}, "'limit' must be an integer"),
+        ("/api/jobs", {"offset": -1}, "'offset'"),
+        ("/api/stats", {"window": "x"}, "'window'"),
+        ("/api/stream", {"interval": 0}, "'interval'"),
+    ],
+)
 def test_bad_query_parameters_are_400(admin, path, params, fragment):
     assert_error(admin.get(path, params=params), 400, fragment)
 
@@ -372,7 +422,9 @@ def test_list_and_filter_jobs(site, admin):
     assert len(both) == 5
     repeated = admin.get("/api/jobs", params=[("tenant", task_tenant), ("status", "scheduled"), ("status", "waiting")])
     assert len(repeated.json()["jobs"]) == 5
-    assert {j["task"] for j in admin.get("/api/jobs", params={"tenant": task_tenant, "task": "add"}).json()["jobs"]} == {"add"}
+    assert {
+        j["task"] for j in admin.get("/api/jobs", params={"tenant": task_tenant, "task": "add"}).json()["jobs"]
+    } == {"add"}
     assert admin.get("/api/jobs", params={"tenant": task_tenant, "queue": "nope"}).json()["jobs"] == []
     for job_id in [*made, later]:
         admin.post(f"/api/jobs/{job_id}/cancel")
@@ -383,7 +435,15 @@ def test_queues_with_counts_and_pause_resume(site, admin, acme):
     job_id = enqueue(admin, "add", {"x": 1, "y": 1}, queue=queue)["id"]
     found = {q["name"]: q for q in admin.get("/api/queues").json()["queues"]}
     assert found[queue]["counts"]["waiting"] == 1 and found[queue]["max_concurrency"] == 1
-    assert set(found[queue]["counts"]) == {"scheduled", "waiting", "running", "retrying", "failed", "complete", "cancelled"}
+    assert set(found[queue]["counts"]) == {
+        "scheduled",
+        "waiting",
+        "running",
+        "retrying",
+        "failed",
+        "complete",
+        "cancelled",
+    }
     assert admin.post(f"/api/queues/{queue}/pause").json() == {"queue": queue, "paused": True}
     assert {q["name"]: q for q in admin.get("/api/queues").json()["queues"]}[queue]["paused"] is True
     with running_worker(site.app):
@@ -441,8 +501,10 @@ def test_a_limit_reads_alone_and_what_it_learned_can_be_reset(site, admin, acme)
 
 def test_workers_schedules_and_stats(site, admin, acme, globex):
     with running_worker(site.app) as worker:
-        workers = wait_for(lambda: [w for w in admin.get("/api/workers").json()["workers"] if w["id"] == worker.id],
-                           message="worker listed")
+        workers = wait_for(
+            lambda: [w for w in admin.get("/api/workers").json()["workers"] if w["id"] == worker.id],
+            message="worker listed",
+        )
         assert workers[0]["heartbeat_age"] < 30 and workers[0]["concurrency"] == 8
         stats = admin.get("/api/stats", params={"window": 30}).json()
         assert stats["window_seconds"] == 30 and stats["workers"] >= 1 and "web" in stats["queues"]
@@ -505,7 +567,7 @@ def test_live_stream_sends_counts_and_limits(site, admin, acme):
     assert {lim["name"] for lim in data["limits"]} >= {"partner-api", "per-tenant"}
     assert sum(data["totals"].values()) == sum(sum(q["counts"].values()) for q in data["queues"])
     with acme.stream("GET", "/api/stream", params={"interval": 1, "ticks": 1}) as r:
-        (event, mine), = read_sse(r)
+        ((event, mine),) = read_sse(r)
     assert mine["workers"] is None and [q["name"] for q in mine["queues"]] == ["web"]
     assert [lim["name"] for lim in mine["limits"]] == ["per-tenant"]
 
@@ -524,8 +586,10 @@ def test_metrics_are_prometheus_text_for_admin_only(site, admin, acme, anonymous
 # -- tenant isolation ------------------------------------------------------------------------------
 def test_tenant_isolation(site, admin, acme, globex):
     with running_worker(site.app):  # settle everything pending, so acme's counts hold still
-        wait_for(lambda: not admin.get("/api/jobs", params={"status": "waiting,running,retrying"}).json()["jobs"],
-                 message="nothing pending")
+        wait_for(
+            lambda: not admin.get("/api/jobs", params={"status": "waiting,running,retrying"}).json()["jobs"],
+            message="nothing pending",
+        )
     acme_before = acme.get("/api/queues").json()
     acme_stats_before = {name: q["counts"] for name, q in acme.get("/api/stats").json()["queues"].items()}
     acme_jobs = admin.get("/api/jobs", params={"tenant": "acme", "limit": 1000}).json()["jobs"]
@@ -559,13 +623,16 @@ def test_tenant_isolation(site, admin, acme, globex):
     assert acme.get("/api/queues").json() == acme_before
     assert {name: q["counts"] for name, q in acme.get("/api/stats").json()["queues"].items()} == acme_stats_before
     with acme.stream("GET", "/api/stream", params={"interval": 1, "ticks": 1}) as r:
-        (_, live), = read_sse(r)
+        ((_, live),) = read_sse(r)
     assert live["queues"] == acme_before["queues"]
 
     # the same id names acme's own job: no collision, nothing learnt
     mine = acme.post("/api/jobs", json={"task": "echo", "args": {"value": "acme"}, "id": "secret"})
     assert mine.status_code == 201 and mine.json()["id"] == "acme:secret" and mine.json()["created"] is True
-    assert acme.post("/api/jobs", json={"task": "echo", "args": {"value": "acme"}, "id": "acme:secret"}).json()["created"] is False
+    assert (
+        acme.post("/api/jobs", json={"task": "echo", "args": {"value": "acme"}, "id": "acme:secret"}).json()["created"]
+        is False
+    )
     assert acme.get("/api/jobs/acme:secret").json()["tenant"] == "acme"
     # a tenant token cannot act for another tenant
     assert_error(acme.post("/api/jobs", json={"task": "echo", "args": {}, "tenant": "globex"}), 403, "only for tenant")
@@ -597,23 +664,38 @@ def test_login_cookie_works_for_the_api_and_needs_x_requested_with_for_changes(s
     with client(site.server) as c:
         bad = c.post("/login", data={"token": "fw_nope_nope", "csrf": login_csrf(c)})
         assert bad.status_code == 401 and "not valid" in bad.text
-        r = c.post("/login", data={"token": site.tokens["acme"], "next": "/jobs", "csrf": login_csrf(c)},
-                   follow_redirects=False)
+        r = c.post(
+            "/login",
+            data={"token": site.tokens["acme"], "next": "/jobs", "csrf": login_csrf(c)},
+            follow_redirects=False,
+        )
         assert r.status_code == 303 and r.headers["location"] == "/jobs"
         cookie = r.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict") and "Path=/" in cookie
         assert c.get("/api/me").json()["tenant"] == "acme"
-        job_id = c.post("/api/jobs", json={"task": "add", "args": {"x": 1, "y": 1}, "delay": "1h"},
-                        headers={"X-Requested-With": "floodway"}).json()["id"]
+        job_id = c.post(
+            "/api/jobs",
+            json={"task": "add", "args": {"x": 1, "y": 1}, "delay": "1h"},
+            headers={"X-Requested-With": "floodway"},
+        ).json()["id"]
         assert_error(c.post(f"/api/jobs/{job_id}/cancel"), 403, "X-Requested-With")
-        assert c.post(f"/api/jobs/{job_id}/cancel", headers={"X-Requested-With": "floodway"}).json()["status"] == "cancelled"
+        assert (
+            c.post(f"/api/jobs/{job_id}/cancel", headers={"X-Requested-With": "floodway"}).json()["status"]
+            == "cancelled"
+        )
         page = c.get("/")
         assert page.status_code == 200 and "tenant acme" in page.text
         out = c.post("/logout", follow_redirects=False)
         assert out.status_code == 303 and out.headers["location"] == "/login"
         assert c.get("/", follow_redirects=False).status_code == 303
-        assert c.post("/login", data={"token": site.tokens["acme"], "next": "//evil.example", "csrf": login_csrf(c)},
-                      follow_redirects=False).headers["location"] == "/"
+        assert (
+            c.post(
+                "/login",
+                data={"token": site.tokens["acme"], "next": "//evil.example", "csrf": login_csrf(c)},
+                follow_redirects=False,
+            ).headers["location"]
+            == "/"
+        )
 
 
 def test_dashboard_pages_and_fragments_render(site, admin, acme):
@@ -621,7 +703,9 @@ def test_dashboard_pages_and_fragments_render(site, admin, acme):
     with running_worker(site.app):
         admin.get(f"/api/jobs/{job_id}/result", params={"wait": 10})
     overview = admin.get("/")
-    assert overview.status_code == 200 and "Throughput" in overview.text and 'data-stream="/api/stream"' in overview.text
+    assert (
+        overview.status_code == 200 and "Throughput" in overview.text and 'data-stream="/api/stream"' in overview.text
+    )
     assert "Workers" in overview.text and "Workers" not in acme.get("/").text
     queues = admin.get("/ui/queues").text
     assert 'data-queue="web"' in queues and "Pause" in queues
@@ -700,8 +784,13 @@ def test_schemathesis_finds_no_server_errors(tmp_path, who):
                 continue  # endless by design; covered by the SSE tests
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
-                @settings(max_examples=8, deadline=None, database=None, derandomize=True,
-                          suppress_health_check=list(HealthCheck))
+                @settings(
+                    max_examples=8,
+                    deadline=None,
+                    database=None,
+                    derandomize=True,
+                    suppress_health_check=list(HealthCheck),
+                )
                 @given(case=operation.as_strategy(generation_mode=mode))
                 def run(case: Any) -> None:
                     response = case.call(base_url=server.url, session=session, timeout=15)
@@ -725,9 +814,16 @@ def test_floodway_web_command_serves_the_app(tmp_path):
     port = sock.getsockname()[1]
     sock.close()
     env = {**os.environ, "FLOODWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
-    proc = subprocess.Popen([sys.executable, "-m", "floodway", "web", "--port", str(port)], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "floodway", "web", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
+
         def healthy() -> bool:
             try:
                 return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200

@@ -71,7 +71,8 @@ def test_context_logger_is_the_tasks_logger(app, caplog):
         app.worker(burst=True).run()
     assert h.result(timeout=5) == "floodway.task.chatty"
     assert [(r.name, r.getMessage()) for r in caplog.records if r.name.startswith("floodway.task")] == [
-        ("floodway.task.chatty", f"item 7 of job {h.id}")]
+        ("floodway.task.chatty", f"item 7 of job {h.id}")
+    ]
 
 
 def test_flaky_job_is_retried_then_completes(app):
@@ -372,6 +373,7 @@ def test_many_jobs_concurrently_in_one_process(app):
 
 # -- prefetch: jobs claimed ahead while every slot is busy --------------------------------------
 
+
 def _statuses(app, handles):
     return {h.id: h.status() for h in handles}
 
@@ -495,13 +497,27 @@ def test_prefetch_never_claims_a_job_that_holds_a_limit(app):
         assert [h.result(timeout=20) for h in held + ahead] == [0, 1, 2, 0, 1]
 
 
-@pytest.mark.parametrize("options", [
-    {"concurrency": 0}, {"concurrency": "4"}, {"queues": []}, {"queues": [""]},
-    {"lease": "0s"}, {"grace": "-1s"}, {"poll_interval": "fast"},
-    {"prefetch": -1}, {"prefetch": "2"}, {"prefetch": True},
-    {"batch_size": 0}, {"batch_size": -3}, {"batch_size": "8"}, {"batch_size": True},
-    {"loop": "trio"}, {"loop": None},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"concurrency": 0},
+        {"concurrency": "4"},
+        {"queues": []},
+        {"queues": [""]},
+        {"lease": "0s"},
+        {"grace": "-1s"},
+        {"poll_interval": "fast"},
+        {"prefetch": -1},
+        {"prefetch": "2"},
+        {"prefetch": True},
+        {"batch_size": 0},
+        {"batch_size": -3},
+        {"batch_size": "8"},
+        {"batch_size": True},
+        {"loop": "trio"},
+        {"loop": None},
+    ],
+)
 def test_bad_worker_options(app, options):
     with pytest.raises(ConfigError):
         app.worker(**options)

@@ -41,9 +41,16 @@ SHORT = {
 def test_chaos_drain_loses_and_duplicates_nothing(backend: str, tmp_path: Path) -> None:
     options = SHORT[backend]
     config = Config(
-        backend=backend, concurrency=16, lease=2.0, kill_every=(1.0, 2.0),
-        stop_at=0.15, restart_at=0.4, timeout=200.0, workdir=str(tmp_path / "chaos"),
-        postgres_url=base_url() if backend == "postgres" else None, **options,
+        backend=backend,
+        concurrency=16,
+        lease=2.0,
+        kill_every=(1.0, 2.0),
+        stop_at=0.15,
+        restart_at=0.4,
+        timeout=200.0,
+        workdir=str(tmp_path / "chaos"),
+        postgres_url=base_url() if backend == "postgres" else None,
+        **options,
     )
     lines: list[str] = []
     report = run_chaos(config, out=lines.append)
@@ -62,6 +69,7 @@ def test_chaos_drain_loses_and_duplicates_nothing(backend: str, tmp_path: Path) 
 
 
 # -- bugs the chaos drain found, reproduced (fixed ones stay as regression tests) ----------------
+
 
 def test_a_store_error_while_loading_the_cursor_retries_the_job(tmp_path: Path) -> None:
     """A database blip while the worker loads a job's cursor costs at most an attempt. (Found by
@@ -96,7 +104,6 @@ def test_a_store_error_while_loading_the_cursor_retries_the_job(tmp_path: Path) 
         app.close()
 
 
-
 def test_a_worker_starting_during_a_database_blip_waits_for_it(tmp_path: Path) -> None:
     """The chaos drain starts workers while PostgreSQL restarts; they back off as the claim loop
     does. (Found by the chaos drain: the start-up store calls had no retry and `floodway worker`
@@ -115,8 +122,9 @@ def test_a_worker_starting_during_a_database_blip_waits_for_it(tmp_path: Path) -
     def flaky_register_worker(info):
         calls["n"] += 1
         if calls["n"] == 1:
-            raise StoreError("the connection broke while committing a register_worker; it may or may not "
-                             "have been written")
+            raise StoreError(
+                "the connection broke while committing a register_worker; it may or may not have been written"
+            )
         return real(info)
 
     store.register_worker = flaky_register_worker  # type: ignore[method-assign]
@@ -177,10 +185,13 @@ def _app_with_three_limited_jobs(url: str) -> tuple[App, list]:
 LOCK_THE_LIMIT = "SELECT tat FROM limit_keys WHERE limit_name = 'api' FOR UPDATE"
 
 
-@pytest.mark.parametrize("pipeline", [
-    pytest.param(False, id="between-statements"),
-    pytest.param(True, id="inside-a-pipeline"),
-])
+@pytest.mark.parametrize(
+    "pipeline",
+    [
+        pytest.param(False, id="between-statements"),
+        pytest.param(True, id="inside-a-pipeline"),
+    ],
+)
 def test_postgres_a_worker_frozen_mid_transaction_does_not_stall_the_others(postgres_url: str, pipeline: bool) -> None:
     """What the chaos drain's SIGSTOP hits on PostgreSQL, made deterministic: one store (a
     worker) is frozen inside one of its own transactions, holding the limit's row lock; another
@@ -228,13 +239,23 @@ def test_postgres_a_worker_frozen_right_after_sending_a_statement_is_ended_by_th
     runner = threading.Thread(target=worker.run, daemon=True)
     try:
         # the statement has reached the server and holds the row
-        wait_for(lambda: app.store._read(  # type: ignore[attr-defined]
-            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-            "WHERE a.query LIKE 'SELECT tat FROM limit_keys%%' AND l.locktype = 'transactionid'")[0][0] > 0,
-            timeout=20, message="the frozen session to hold its lock")
+        wait_for(
+            lambda: (
+                app.store._read(  # type: ignore[attr-defined]
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                    "WHERE a.query LIKE 'SELECT tat FROM limit_keys%%' AND l.locktype = 'transactionid'"
+                )[0][0]
+                > 0
+            ),
+            timeout=20,
+            message="the frozen session to hold its lock",
+        )
         runner.start()
-        wait_for(lambda: all(h.status() is Status.COMPLETE for h in handles), timeout=60,
-                 message="the other worker to get past the frozen session's lock")
+        wait_for(
+            lambda: all(h.status() is Status.COMPLETE for h in handles),
+            timeout=60,
+            message="the other worker to get past the frozen session's lock",
+        )
         frozen.thaw()
         assert isinstance(frozen.error, StoreError), frozen.error  # its transaction is gone
     finally:

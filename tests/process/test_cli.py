@@ -24,7 +24,7 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 TIMEOUT = 60.0
 
 APP_SOURCE = textwrap.dedent(
-    '''
+    """
     import asyncio
     import os
 
@@ -81,7 +81,7 @@ APP_SOURCE = textwrap.dedent(
 
     # yearly, so no tick lands inside a test and adds a job to a burst's count
     app.schedule(add, cron="0 0 1 1 *", args={"a": 1, "b": 2}, name="new-year")
-    '''
+    """
 )
 
 
@@ -106,18 +106,37 @@ class Cli:
             argv += ["--database", self.url]
         return argv + list(args)
 
-    def run(self, *args: str, app: bool = False, as_json: bool = False, database: bool = True,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        *args: str,
+        app: bool = False,
+        as_json: bool = False,
+        database: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             self.argv(args, app=app, as_json=as_json, database=database),
-            cwd=self.path, env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=TIMEOUT,
+            cwd=self.path,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
         )
 
     def run_all(self, commands: list[tuple[tuple[str, ...], bool]]) -> list[subprocess.CompletedProcess[str]]:
         """Run independent (args, with --app) commands side by side; results in the same order."""
         procs = [
-            (args, subprocess.Popen(self.argv(args, app=app, as_json=False, database=True), cwd=self.path,
-                                    env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            (
+                args,
+                subprocess.Popen(
+                    self.argv(args, app=app, as_json=False, database=True),
+                    cwd=self.path,
+                    env=self.env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                ),
+            )
             for args, app in commands
         ]
         results = []
@@ -174,7 +193,9 @@ def write_jsonl(path: Path, lines: list[str]) -> Path:
 def test_enqueue_worker_result_status_events_jobs(cli: Cli) -> None:
     job_id = cli.enqueue("add", {"a": 2, "b": 3})
     assert cli.json("enqueue", "add", "--args", '{"a": 1, "b": 1}', "--id", "fixed", app=True) == {
-        "id": "fixed", "created": True}
+        "id": "fixed",
+        "created": True,
+    }
     assert "exists already" in cli.ok("enqueue", "add", "--args", '{"a": 1, "b": 1}', "--id", "fixed", app=True)
 
     assert cli.burst() == 2
@@ -191,7 +212,10 @@ def test_enqueue_worker_result_status_events_jobs(cli: Cli) -> None:
 
     timeline = cli.json("events", job_id)
     assert [(e["from"], e["to"]) for e in timeline] == [
-        (None, "waiting"), ("waiting", "running"), ("running", "complete")]
+        (None, "waiting"),
+        ("waiting", "running"),
+        ("running", "complete"),
+    ]
     text = cli.ok("events", job_id)
     assert "waiting → running" in text and "enqueued" in text
 
@@ -206,7 +230,11 @@ def test_enqueue_options_jobs_filters_and_queues(cli: Cli) -> None:
     other = cli.enqueue("add", {"a": 1, "b": 2}, "--queue", "bulk")
     status = cli.json("status", job_id)
     assert (status["status"], status["queue"], status["priority"], status["tenant"]) == (
-        "scheduled", "emails", 7, "acme")
+        "scheduled",
+        "emails",
+        7,
+        "acme",
+    )
     assert [j["id"] for j in cli.json("jobs", "--tenant", "acme", "--status", "SCHEDULED")] == [job_id]
     assert [j["id"] for j in cli.json("jobs", "--queue", "bulk")] == [other]
 
@@ -278,7 +306,9 @@ def test_retry_a_failed_job(cli: Cli) -> None:
 
     assert cli.json("retry", job_id) == {"id": job_id, "status": "waiting"}
     assert [(e["from"], e["reason"]) for e in cli.json("events", job_id)][-2:] == [
-        ("running", None), ("failed", "retried by user")]
+        ("running", None),
+        ("failed", "retried by user"),
+    ]
     assert cli.burst() == 1
     assert cli.json("result", job_id) == "the second run works"
 
@@ -303,14 +333,18 @@ def test_purge_old_complete_jobs(cli: Cli, tmp_path: Path) -> None:
 
 def test_workers_and_result_wait_with_a_running_worker(cli: Cli) -> None:
     job_id = cli.enqueue("add", {"a": 20, "b": 22})
-    not_yet, timed_out = cli.run_all([(("result", job_id), False),
-                                      (("result", job_id, "--wait", "--timeout", "0.2"), False)])
+    not_yet, timed_out = cli.run_all(
+        [(("result", job_id), False), (("result", job_id, "--wait", "--timeout", "0.2"), False)]
+    )
     assert not_yet.returncode == 1 and "waiting" in not_yet.stderr and "--wait" in not_yet.stderr
     assert timed_out.returncode == 1 and "still waiting" in timed_out.stderr
 
     worker = subprocess.Popen(
         cli.argv(("worker", "--poll-interval", "20ms"), app=True, as_json=False, database=True),
-        cwd=cli.path, env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=cli.path,
+        env=cli.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         assert cli.json("result", job_id, "--wait", "--timeout", "30s") == 42
@@ -394,8 +428,14 @@ def test_unimportable_app_exits_2(cli: Cli) -> None:
     (cli.path / "broken.py").write_text("raise RuntimeError('import-time bug')\n")
     specs = ["no_such_module:app", "cliapp:nothing", "cliapp:add", "broken:app"]
     procs = [
-        subprocess.Popen([sys.executable, "-m", "floodway", "--app", spec, "--database", cli.url, "enqueue", "add"],
-                         cwd=cli.path, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "floodway", "--app", spec, "--database", cli.url, "enqueue", "add"],
+            cwd=cli.path,
+            env=cli.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for spec in specs
     ]
     for spec, proc in zip(specs, procs):
@@ -447,15 +487,18 @@ def test_limits_show_what_was_learned_and_reset_forgets_it(cli: Cli) -> None:
     assert cli.json("limits", "set", "api", "--rate", "6/s")["adaptive"] is False
 
 
-@pytest.mark.parametrize("args, message, code", [
-    (("limits", "reset", "nope"), "unknown limit", 2),
-    (("limits", "set", "api", "--rate", "fast"), "cannot parse", 2),
-    (("limits", "set", "nope", "--rate", "1/s"), "unknown limit", 2),
-    (("limits", "set", "api"), "give --rate", 2),
-    (("pause",), "name one job", 2),
-    (("pause", "x", "--queue", "q"), "name one job", 2),
-    (("pause", "missing-job"), "no job", 1),  # well-formed: the job is not there
-])
+@pytest.mark.parametrize(
+    "args, message, code",
+    [
+        (("limits", "reset", "nope"), "unknown limit", 2),
+        (("limits", "set", "api", "--rate", "fast"), "cannot parse", 2),
+        (("limits", "set", "nope", "--rate", "1/s"), "unknown limit", 2),
+        (("limits", "set", "api"), "give --rate", 2),
+        (("pause",), "name one job", 2),
+        (("pause", "x", "--queue", "q"), "name one job", 2),
+        (("pause", "missing-job"), "no job", 1),  # well-formed: the job is not there
+    ],
+)
 def test_limit_and_pause_usage_errors(cli: Cli, args: tuple[str, ...], message: str, code: int) -> None:
     cli.enqueue("call", {"tenant": "acme"})  # declares the limits in the store
     proc = cli.run(*args)

@@ -30,7 +30,11 @@ def run_demo(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[st
     env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH")) if p)
     proc = subprocess.run(
         [sys.executable, "-m", "floodway", "--json", "demo", *args],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
     )
     try:
         figures = json.loads(proc.stdout)
@@ -70,8 +74,14 @@ def test_demo_rejects_a_bad_budget(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOODWAY_", "BLACKFRIDAY_"))}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH")) if p)
     for budget in ("soon", "100ms"):
-        proc = subprocess.run([sys.executable, "-m", "floodway", "demo", "--budget", budget], cwd=tmp_path,
-                              env=env, capture_output=True, text=True, timeout=TIMEOUT)
+        proc = subprocess.run(
+            [sys.executable, "-m", "floodway", "demo", "--budget", budget],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
         assert proc.returncode == 2, proc.stderr
         assert "--budget" in proc.stderr
 
@@ -102,8 +112,13 @@ def test_a_killed_demo_leaves_no_worker_and_no_files_behind(tmp_path: Path, when
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOODWAY_", "BLACKFRIDAY_"))}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, env.get("PYTHONPATH")) if p)
     env["TMPDIR"] = str(tmp_path)  # where the demo makes its temporary directory
-    demo = subprocess.Popen([sys.executable, "-m", "floodway", "--json", "demo", "--orders", "5000"],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "floodway", "--json", "demo", "--orders", "5000"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
     def worker_started() -> bool:
         return any("started" in log.read_text() for log in tmp_path.glob("floodway-blackfriday-*/worker-1.log"))

@@ -60,8 +60,12 @@ def small(n: int, pad: str = "") -> int:
 
 
 def _mount(path: Path, *options: str) -> None:
-    subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join((f"size={SIZE}", *options)), "tmpfs", str(path)],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", ",".join((f"size={SIZE}", *options)), "tmpfs", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
 
 
 @pytest.fixture
@@ -120,13 +124,16 @@ def waiting(app: App) -> int:
 
 # -- a full disk --------------------------------------------------------------------------------
 
+
 def test_enqueue_on_a_full_disk_fails_clearly_and_writes_nothing(tmp_path, disk):
     _, app = make_app(tmp_path, disk)
     try:
         app.enqueue_many("small", [{"n": i} for i in range(10)])
         ballast = fill(disk)
-        for attempt in (lambda: app.enqueue("small", {"n": 1}),
-                        lambda: app.enqueue_many("small", [{"n": i, "pad": "x" * 1000} for i in range(200)])):
+        for attempt in (
+            lambda: app.enqueue("small", {"n": 1}),
+            lambda: app.enqueue_many("small", [{"n": i, "pad": "x" * 1000} for i in range(200)]),
+        ):
             with pytest.raises(StoreError, match="full"):
                 attempt()
             assert waiting(app) == 10  # nothing half written
@@ -176,34 +183,39 @@ def test_a_worker_backs_off_on_a_full_disk_and_recovers_when_space_returns(tmp_p
     try:
         handles = app.enqueue_many("fat", [{"n": i} for i in range(20)])
         worker = workers.start(name, "--concurrency", "20", "--poll-interval", "50ms")
-        wait_until(lambda: app.store.count_jobs()["running"] == 20, "the worker to claim all 20 jobs",
-                   workers=workers)
+        wait_until(lambda: app.store.count_jobs()["running"] == 20, "the worker to claim all 20 jobs", workers=workers)
         ballast = fill(disk)
         (tmp_path / "go").touch()  # the jobs finish now; their 800 KB of results do not fit
         # it keeps trying, backing off (0.05 s, 0.1 s, 0.2 s... up to 5 s), and keeps running
-        wait_until(lambda: worker.log().count("could not write") >= 4,
-                   "the worker to retry writing its outcomes on the full disk", workers=workers)
+        wait_until(
+            lambda: worker.log().count("could not write") >= 4,
+            "the worker to retry writing its outcomes on the full disk",
+            workers=workers,
+        )
         assert worker.alive(), worker.log_tail()
         with pytest.raises(StoreError, match="full"):
             app.enqueue("small", {"n": 1})
         counts = app.store.count_jobs()
         assert counts["complete"] < 20 and counts["failed"] == 0, counts
         ballast.unlink()
-        wait_until(lambda: app.store.count_jobs()["complete"] == 20,
-                   lambda: f"every job to complete once space returned: {app.store.count_jobs()}", workers=workers)
+        wait_until(
+            lambda: app.store.count_jobs()["complete"] == 20,
+            lambda: f"every job to complete once space returned: {app.store.count_jobs()}",
+            workers=workers,
+        )
         assert worker.alive(), worker.log_tail()
         for h in handles:
             assert h.result(timeout=0) == str(int(h.job().args["n"]) % 10) * 40_000
         # and it goes on taking new work
         more = app.enqueue_many("small", [{"n": i} for i in range(5)])
-        wait_until(lambda: all(h.status().value == "complete" for h in more), "new jobs to complete",
-                   workers=workers)
+        wait_until(lambda: all(h.status().value == "complete" for h in more), "new jobs to complete", workers=workers)
         assert app.store.count_jobs()["failed"] == 0
     finally:
         app.close()
 
 
 # -- a read-only database ----------------------------------------------------------------------
+
 
 def test_a_read_only_database_is_refused_clearly_and_nothing_is_written(tmp_path, disk):
     name, app = make_app(tmp_path, disk)
@@ -213,8 +225,10 @@ def test_a_read_only_database_is_refused_clearly_and_nothing_is_written(tmp_path
     try:
         _, readonly = make_app(tmp_path, disk)
         try:
-            for attempt in (lambda: readonly.enqueue("small", {"n": 1}),
-                            lambda: readonly.enqueue_many("small", [{"n": i} for i in range(100)])):
+            for attempt in (
+                lambda: readonly.enqueue("small", {"n": 1}),
+                lambda: readonly.enqueue_many("small", [{"n": i} for i in range(100)]),
+            ):
                 with pytest.raises(StoreError) as caught:
                     attempt()
                 assert str(disk / "jobs.db") in str(caught.value), caught.value
@@ -236,4 +250,3 @@ def test_a_read_only_database_is_refused_clearly_and_nothing_is_written(tmp_path
         assert again.store.count_jobs()["complete"] == 0
     finally:
         again.close()
-

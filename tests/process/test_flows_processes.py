@@ -7,7 +7,7 @@ import signal
 
 from ..proc_helpers import load_app_module, read_gauge, read_lines, wait_until, write_app
 
-FLOW_APP = '''
+FLOW_APP = """
 @app.task(retry=3)
 async def order(ctx: floodway.Context, n: int):
     async def step(name):
@@ -21,9 +21,9 @@ async def order(ctx: floodway.Context, n: int):
         await ctx.step(name, step, name, kind="data_transform" if name == "validate" else "http_request",
                        throttle={"rate": "100/s"})
     return "shipped"
-'''
+"""
 
-GAUGED_APP = '''
+GAUGED_APP = """
 @app.task
 async def call(ctx: floodway.Context, n: int):
     async def work():
@@ -34,7 +34,7 @@ async def call(ctx: floodway.Context, n: int):
             gauge_exit("kind.gauge")
 
     await ctx.step("call", work, kind="http_request", critical=True, throttle={"rate": "1000/s"})
-'''
+"""
 
 OPTS = ["--poll-interval", "20ms", "--grace", "1s"]
 
@@ -47,8 +47,11 @@ def test_a_flow_killed_mid_step_resumes_without_repeating_finished_steps(tmp_pat
     wait_until(lambda: (tmp_path / "in-ship").exists(), "the flow to reach its third step", workers=workers)
     first.signal(signal.SIGKILL)
     workers.start(name, "--lease", "1s", *OPTS, label="rescuer")
-    wait_until(lambda: module.app.store.get_job(job_id).status.value == "complete",
-               "the rescued flow to complete", workers=workers)
+    wait_until(
+        lambda: module.app.store.get_job(job_id).status.value == "complete",
+        "the rescued flow to complete",
+        workers=workers,
+    )
     runs = read_lines(tmp_path, "steps.txt")
     # validate and charge ran once (attempt 1); ship started twice; notify once, on attempt 2
     assert runs == ["validate 1", "charge 1", "ship 1", "ship 2", "notify 2"]

@@ -47,10 +47,12 @@ def on_backend(url: str) -> str:
 
 # -- schedules: an impossible cron, isolation, listing -----------------------------------------
 
+
 @pytest.mark.parametrize("cron", ["0 0 30 2 *", "0 0 31 4 *", "0 0 31 2,4,6,9,11 *"])
 def test_a_cron_that_never_fires_is_refused_at_declaration(tmp_path: Path, cron: str) -> None:
     app = App(f"sqlite:///{tmp_path / 'jobs.db'}")
     try:
+
         @app.task
         def tick() -> None:
             return None
@@ -63,7 +65,7 @@ def test_a_cron_that_never_fires_is_refused_at_declaration(tmp_path: Path, cron:
         app.close()
 
 
-SCHEDULED_APP = '''
+SCHEDULED_APP = """
 @app.task
 def tick():
     record("ticks.txt", "tick")
@@ -79,7 +81,7 @@ app.schedule(other, cron="* * * * *", name="every-minute")
 # a schedule that cannot compute its ticks any more, whatever the reason (here: a cron that
 # never fires, as one stored by an older version would be)
 app.schedules["broken"].cron = "0 0 30 2 *"
-'''
+"""
 
 
 def test_one_failing_schedule_does_not_stop_the_others(tmp_path, workers, make_app, caplog) -> None:
@@ -95,13 +97,15 @@ def test_one_failing_schedule_does_not_stop_the_others(tmp_path, workers, make_a
         info.last_tick = past
         store.save_schedule(info)
     worker = workers.start(name, "--poll-interval", "50ms", "--lease", "3s")
-    wait_until(lambda: any(j.task == "other" for j in store.list_jobs()),
-               "the healthy schedule enqueued its tick", workers=workers)
+    wait_until(
+        lambda: any(j.task == "other" for j in store.list_jobs()),
+        "the healthy schedule enqueued its tick",
+        workers=workers,
+    )
     wait_until(lambda: "other" in read_lines(tmp_path, "ticks.txt"), "the tick ran", workers=workers)
     assert not any(j.task == "tick" for j in store.list_jobs())
     # the scheduler goes on (more passes over the broken one) without logging it again
-    wait_until(lambda: worker.log().count("schedule broken failed") >= 1, "the failure is logged",
-               workers=workers)
+    wait_until(lambda: worker.log().count("schedule broken failed") >= 1, "the failure is logged", workers=workers)
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
     assert worker.log().count("schedule broken failed") == 1, worker.log_tail()
@@ -112,6 +116,7 @@ def test_run_due_logs_a_failing_schedule_once_per_episode(tmp_path, caplog) -> N
 
     app = App(f"sqlite:///{tmp_path / 'jobs.db'}")
     try:
+
         @app.task
         def tick() -> None:
             return None
@@ -238,20 +243,26 @@ def test_a_worker_frozen_past_its_lease_makes_no_side_effect_after_it_resumes(
         first.signal(signal.SIGSTOP)
         try:
             second = workers.start(name, *options, label="second")
-            wait_until(lambda: any(line.startswith(f"{second.pid} ") for line in read_lines(tmp_path, "starts.txt")),
-                       "the second worker rescued and started the job", workers=workers)
+            wait_until(
+                lambda: any(line.startswith(f"{second.pid} ") for line in read_lines(tmp_path, "starts.txt")),
+                "the second worker rescued and started the job",
+                workers=workers,
+            )
         finally:
             first.signal(signal.SIGCONT)
 
         def first_settled() -> bool:
-            mine = [line for f in ("refused.txt", "done.txt") for line in read_lines(tmp_path, f)
-                    if line.startswith(f"{first.pid} ")]
+            mine = [
+                line
+                for f in ("refused.txt", "done.txt")
+                for line in read_lines(tmp_path, f)
+                if line.startswith(f"{first.pid} ")
+            ]
             return bool(mine) or "stops now" in first.log()
 
         wait_until(first_settled, "the resumed stale run reached its side effect", workers=workers)
         (tmp_path / "go").touch()
-        wait_until(lambda: store.get_job(handle.id).status is Status.COMPLETE, "the job completed",
-                   workers=workers)
+        wait_until(lambda: store.get_job(handle.id).status is Status.COMPLETE, "the job completed", workers=workers)
         sent = [r.id for r in dest.accepted()]
         assert all(not s.startswith(f"{first.pid}-") for s in sent), (sent, workers.logs())
         assert [s for s in sent if s.startswith(f"{second.pid}-")], sent
@@ -265,7 +276,7 @@ def test_a_worker_frozen_past_its_lease_makes_no_side_effect_after_it_resumes(
 
 # -- a dead worker costs seconds, not a lease ----------------------------------------------------
 
-CRASH_APP = '''
+CRASH_APP = """
 @app.task(retry=2)
 async def long_job(ctx: floodway.Context, n: int):
     start = ctx.cursor or 0
@@ -277,7 +288,7 @@ async def long_job(ctx: floodway.Context, n: int):
             touch("ready-to-kill")
             await wait_for_file("killed", 120)  # the test SIGKILLs this worker meanwhile
     return ctx.cursor
-'''
+"""
 
 #: long enough that a rescue seen within the test's waits cannot be the lease's doing
 LONG_LEASE = ["--poll-interval", "50ms", "--lease", "60s", "--grace", "1s"]
@@ -302,9 +313,12 @@ def test_a_job_of_a_worker_killed_with_sigkill_resumes_on_another_long_before_it
     first.signal(signal.SIGKILL)
     first.wait()
     (tmp_path / "killed").touch()
-    wait_until(lambda: store.get_job(handle.id).status is Status.COMPLETE,
-               "the dead worker's job was rescued and finished (its 60 s lease still had long to run)",
-               timeout=WITHIN, workers=workers)
+    wait_until(
+        lambda: store.get_job(handle.id).status is Status.COMPLETE,
+        "the dead worker's job was rescued and finished (its 60 s lease still had long to run)",
+        timeout=WITHIN,
+        workers=workers,
+    )
     job = store.get_job(handle.id)
     assert job.result == 6
     assert job.attempt == 1  # the worker died, not the job: no attempt spent
@@ -341,7 +355,7 @@ def test_burst_after_a_crash_rescues_and_finishes_the_dead_workers_job(
     assert _runs(tmp_path) == [(first.pid, 1, 0), (burst.pid, 1, 3)]
 
 
-FROZEN_HOLDER_APP = '''
+FROZEN_HOLDER_APP = """
 @app.task
 async def hold(ctx: floodway.Context):
     record("runs.txt", f"{os.getpid()} {ctx.attempt} 0")
@@ -349,7 +363,7 @@ async def hold(ctx: floodway.Context):
         touch("holding")
         await asyncio.sleep(3600)
     return os.getpid()
-'''
+"""
 
 
 def test_burst_waits_for_a_frozen_holders_lease_then_finishes_its_job(
@@ -387,14 +401,28 @@ def test_a_silent_worker_on_another_host_loses_its_jobs_long_before_its_lease(
     store.migrate()
     handle = mod.app.enqueue("hold", {})
     now = time.time()
-    store.register_worker(WorkerInfo("far-away:1:abc", "far-away", 1, None, 1, now, now,
-                                     host_key="far-away/another-boot/pid:[1]", pid_start=12345))
+    store.register_worker(
+        WorkerInfo(
+            "far-away:1:abc",
+            "far-away",
+            1,
+            None,
+            1,
+            now,
+            now,
+            host_key="far-away/another-boot/pid:[1]",
+            pid_start=12345,
+        )
+    )
     [claimed] = store.claim("far-away:1:abc", queues=None, limit=1, lease=60)
     assert claimed.id == handle.id
     survivor = workers.start(name, *LONG_LEASE, label="survivor")
-    wait_until(lambda: store.get_job(handle.id).status is Status.COMPLETE,
-               "the silent worker's job was rescued and finished (its 60 s lease still had long to run)",
-               timeout=WITHIN + 10, workers=workers)
+    wait_until(
+        lambda: store.get_job(handle.id).status is Status.COMPLETE,
+        "the silent worker's job was rescued and finished (its 60 s lease still had long to run)",
+        timeout=WITHIN + 10,
+        workers=workers,
+    )
     job = store.get_job(handle.id)
     assert job.result == survivor.pid and job.attempt == 2
     lost = [e for e in store.events(handle.id) if e.error and e.error.get("type") == "WorkerLost"]
@@ -404,6 +432,7 @@ def test_a_silent_worker_on_another_host_loses_its_jobs_long_before_its_lease(
 
 
 # -- the store's side, on both backends ---------------------------------------------------------
+
 
 def test_liveness_tells_a_reused_pid_from_the_worker_that_had_it() -> None:
     from floodway import liveness

@@ -35,7 +35,7 @@ from floodway.store.sqlite import load_migrations
 from .. import pg_helpers
 from ..proc_helpers import Workers, load_app_module, read_lines, wait_until
 
-APP_SOURCE = '''
+APP_SOURCE = """
 import asyncio
 import fcntl
 import os
@@ -100,7 +100,7 @@ async def stubborn(n: int):
     if not os.path.exists(os.path.join(HERE, "release")):
         while not os.path.exists(os.path.join(HERE, "release")):  # held until the test lets go
             await asyncio.sleep(0.02)
-'''
+"""
 
 
 def make_app(tmp_path: Path, url: str, *, rate: int = 40, burst: int = 4, slots: int = 3):
@@ -133,6 +133,7 @@ def assert_exactly_once(tmp_path: Path, name: str, n: int) -> Counter:
 
 # -- many processes --------------------------------------------------------------------------
 
+
 def test_four_processes_drain_20000_jobs_each_exactly_once(tmp_path, postgres_url, workers):
     name, mod = make_app(tmp_path, postgres_url)
     n = 20_000
@@ -142,8 +143,13 @@ def test_four_processes_drain_20000_jobs_each_exactly_once(tmp_path, postgres_ur
     started = time.monotonic()
     for i in range(4):
         workers.start(name, "--concurrency", "50", label=f"w{i}")
-    wait_until(lambda: counts(mod.app)["complete"] == n, lambda: f"drain: {counts(mod.app)}",
-               timeout=150, interval=0.25, workers=workers)
+    wait_until(
+        lambda: counts(mod.app)["complete"] == n,
+        lambda: f"drain: {counts(mod.app)}",
+        timeout=150,
+        interval=0.25,
+        workers=workers,
+    )
     elapsed = time.monotonic() - started
     runs = assert_exactly_once(tmp_path, "runs", n)
     per_pid = Counter(line.split()[1] for line in read_lines(tmp_path, "runs"))
@@ -163,8 +169,13 @@ def test_limits_hold_across_processes(tmp_path, postgres_url, workers):
     for i in range(4):
         workers.start(name, "--concurrency", "20", label=f"w{i}")
     total = n_limited + n_slotted
-    wait_until(lambda: counts(mod.app)["complete"] == total, lambda: f"limited drain: {counts(mod.app)}",
-               timeout=60, interval=0.2, workers=workers)
+    wait_until(
+        lambda: counts(mod.app)["complete"] == total,
+        lambda: f"limited drain: {counts(mod.app)}",
+        timeout=60,
+        interval=0.2,
+        workers=workers,
+    )
     assert_exactly_once(tmp_path, "limited", n_limited)
     assert_exactly_once(tmp_path, "slotted", n_slotted)
     # the rate: the store's admission instants (started_at is the `now` GCRA admitted at)
@@ -212,17 +223,25 @@ def test_server_restart_mid_drain_loses_nothing(tmp_path, postgres_url, workers)
     mod.app.enqueue_many(mod.nap, [{"n": i} for i in range(n)])
     for i in range(4):
         workers.start(name, "--concurrency", "20", "--lease", "5s", label=f"w{i}")
-    wait_until(lambda: counts(mod.app)["complete"] >= 600, lambda: f"the drain to get going: {counts(mod.app)}",
-               timeout=60, workers=workers)
+    wait_until(
+        lambda: counts(mod.app)["complete"] >= 600,
+        lambda: f"the drain to get going: {counts(mod.app)}",
+        timeout=60,
+        workers=workers,
+    )
     mod.app.store.close()  # the test's own pool would only see dead connections
     pg_helpers.restart_server()
     pg_helpers.wait_for_server(postgres_url)
     mod.app.close()
     app = App(postgres_url)
     try:
-        wait_until(lambda: app.store.count_jobs()["complete"] == n,
-                   lambda: f"the drain after the restart: {app.store.count_jobs()}",
-                   timeout=90, interval=0.25, workers=workers)
+        wait_until(
+            lambda: app.store.count_jobs()["complete"] == n,
+            lambda: f"the drain after the restart: {app.store.count_jobs()}",
+            timeout=90,
+            interval=0.25,
+            workers=workers,
+        )
         final = app.store.count_jobs()
         assert final["running"] == 0 and final["waiting"] == 0 and final["failed"] == 0, final
         runs = Counter(line.split()[0] for line in read_lines(tmp_path, "runs"))
@@ -237,6 +256,7 @@ def test_server_restart_mid_drain_loses_nothing(tmp_path, postgres_url, workers)
 
 
 # -- the pool ---------------------------------------------------------------------------------
+
 
 def test_pool_exhaustion_waits_then_fails_clearly(postgres_url):
     store = open_store(postgres_url + "?pool_max=1&pool_timeout=0.5")
@@ -265,6 +285,7 @@ def test_pool_exhaustion_waits_then_fails_clearly(postgres_url):
 def test_a_small_pool_makes_callers_wait_not_crash(postgres_url):
     app = App(postgres_url + "?pool_max=2&pool_timeout=30")
     try:
+
         @app.task
         async def job(n: int):
             return n
@@ -292,6 +313,7 @@ def test_a_small_pool_makes_callers_wait_not_crash(postgres_url):
 
 
 # -- PostgreSQL-only parts of the store -------------------------------------------------------
+
 
 def test_concurrent_first_use_migrates_once(postgres_url):
     stores, errors = [], []
@@ -339,12 +361,15 @@ def test_migrate_false_and_a_schema_newer_than_the_code(postgres_url):
         open_store(postgres_url, migrate=False)
 
 
-@pytest.mark.parametrize("suffix, error, message", [
-    ("?pool_max=zero", ConfigError, "pool_max"),
-    ("?pool_max=0", ConfigError, "pool_max"),
-    ("?pool_timeout=-1", ConfigError, "pool_timeout"),
-    ("?pool_min=5&pool_max=2", ConfigError, "pool_max must be >= pool_min"),
-])
+@pytest.mark.parametrize(
+    "suffix, error, message",
+    [
+        ("?pool_max=zero", ConfigError, "pool_max"),
+        ("?pool_max=0", ConfigError, "pool_max"),
+        ("?pool_timeout=-1", ConfigError, "pool_timeout"),
+        ("?pool_min=5&pool_max=2", ConfigError, "pool_max must be >= pool_min"),
+    ],
+)
 def test_bad_postgres_url_options(postgres_url, suffix, error, message):
     with pytest.raises(error, match=message):
         open_store(postgres_url + suffix)
@@ -364,6 +389,7 @@ def test_enqueue_notifies_an_idle_worker(postgres_url):
     listener = open_store(postgres_url)
     producer = App(postgres_url)
     try:
+
         @producer.task(queue="mail")
         async def send(n: int): ...
 
@@ -422,6 +448,7 @@ def test_idle_worker_wakes_on_notify_not_on_the_poll(postgres_url):
 def test_large_bulk_enqueue_is_one_statement_and_idempotent(postgres_url):
     app = App(postgres_url)
     try:
+
         @app.task
         async def item(n: int): ...
 
@@ -482,15 +509,20 @@ def test_claims_from_many_threads_never_share_a_job(postgres_url):
                 running_narrow = [j for j in jobs if j.queue == "narrow"]
                 if running_narrow:
                     with lock:
-                        narrow_peak[0] = max(
-                            narrow_peak[0], store.count_jobs(queue="narrow")["running"]
-                        )
+                        narrow_peak[0] = max(narrow_peak[0], store.count_jobs(queue="narrow")["running"])
                 from floodway.store import Outcome
 
-                store.finish(f"w{k}", [Outcome(j.id, j.attempt, Status.COMPLETE, result_json="null")
-                                       for j in jobs if j.queue != "narrow"])
-                store.finish(f"w{k}", [Outcome(j.id, j.attempt, Status.COMPLETE, result_json="null")
-                                       for j in running_narrow])
+                store.finish(
+                    f"w{k}",
+                    [
+                        Outcome(j.id, j.attempt, Status.COMPLETE, result_json="null")
+                        for j in jobs
+                        if j.queue != "narrow"
+                    ],
+                )
+                store.finish(
+                    f"w{k}", [Outcome(j.id, j.attempt, Status.COMPLETE, result_json="null") for j in running_narrow]
+                )
                 idle = idle + 1 if not jobs else 0
                 if not jobs:
                     time.sleep(0.01)
@@ -519,8 +551,8 @@ def test_claims_from_many_threads_never_share_a_job(postgres_url):
 _TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
 _SCALAR = {
     "text": st.one_of(st.none(), _TEXT, st.sampled_from(['"', "\\", "NULL", "", " ", "{}", ",", '\\"'])),
-    "int8": st.one_of(st.none(), st.integers(min_value=-2**63, max_value=2**63 - 1)),
-    "float8": st.one_of(st.none(), st.floats(allow_nan=False), st.integers(min_value=-2**53, max_value=2**53)),
+    "int8": st.one_of(st.none(), st.integers(min_value=-(2**63), max_value=2**63 - 1)),
+    "float8": st.one_of(st.none(), st.floats(allow_nan=False), st.integers(min_value=-(2**53), max_value=2**53)),
     "bool": st.one_of(st.none(), st.booleans()),
 }
 
@@ -534,18 +566,23 @@ def test_lists_sent_as_array_literals_come_back_exactly(postgres_url):
     from floodway.store.postgres.connection import _ADAPTERS
 
     with psycopg.connect(postgres_url, autocommit=True, context=_ADAPTERS) as conn:
+
         def round_trip_of(sql_type, element):
             @settings(max_examples=150, deadline=None, database=None)
             @given(values=st.lists(element, max_size=8))
             def round_trip(values):
                 [back] = conn.execute(f"SELECT %t::{sql_type}[]", (values,)).fetchone()
                 assert back == values
+
             return round_trip
 
         for sql_type, element in _SCALAR.items():
             round_trip_of(sql_type, element)()
-        assert conn.execute("SELECT %t::float8[]", ([float("inf"), float("-inf"), 5e-324],)).fetchone()[0] == \
-            [float("inf"), float("-inf"), 5e-324]
+        assert conn.execute("SELECT %t::float8[]", ([float("inf"), float("-inf"), 5e-324],)).fetchone()[0] == [
+            float("inf"),
+            float("-inf"),
+            5e-324,
+        ]
         assert conn.execute("SELECT %t::text[]", ([Status.WAITING, "x", None],)).fetchone()[0] == ["waiting", "x", None]
         # a NUL is refused by the server, never split into two elements
         with pytest.raises(psycopg.Error):

@@ -19,8 +19,16 @@ from ..web_helpers import GATES, RELEASE, client, make_app, running_worker, serv
 pytestmark = pytest.mark.timeout(120)
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).parents[1] / "artifacts"
 TIMEOUT_MS = 15_000
 
@@ -28,8 +36,11 @@ TIMEOUT_MS = 15_000
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: the browser tests need Debian's Chromium. Install it with "
-                    "`bash scripts/install-chromium.sh` (apt-get install chromium); `make test` does.", pytrace=False)
+        pytest.fail(
+            f"{CHROMIUM} is missing: the browser tests need Debian's Chromium. Install it with "
+            "`bash scripts/install-chromium.sh` (apt-get install chromium); `make test` does.",
+            pytrace=False,
+        )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -58,8 +69,10 @@ def page(browser) -> Iterator[Any]:
     errors: list[str] = []
     p.on("pageerror", lambda exc: errors.append(str(exc)))
     # whatever the Content-Security-Policy blocks (an inline script or style) is logged as an error
-    p.on("console", lambda msg: errors.append(msg.text)
-         if msg.type == "error" and "Content Security Policy" in msg.text else None)
+    p.on(
+        "console",
+        lambda msg: errors.append(msg.text) if msg.type == "error" and "Content Security Policy" in msg.text else None,
+    )
     yield p
     context.close()
     assert not errors, f"JavaScript or Content-Security-Policy errors on the page: {errors}"
@@ -211,8 +224,10 @@ def test_overview_updates_live_with_a_chart(page, site):
             time.sleep(0.5)
         expect(page.locator('[data-total="running"]')).to_have_text("1")  # the held job
         expect(page.locator("#workers")).to_contain_text("1/4")
-        wait_for(lambda: int(page.locator('[data-total="complete"]').inner_text().replace(",", "")) >= before + 190,
-                 message="the completions to show")
+        wait_for(
+            lambda: int(page.locator('[data-total="complete"]').inner_text().replace(",", "")) >= before + 190,
+            message="the completions to show",
+        )
         time.sleep(1.2)
         shot(page, "dashboard-overview")
         RELEASE[key].set()
@@ -227,8 +242,10 @@ def test_overview_updates_live_with_a_chart(page, site):
     expect(page.locator("#schedules")).to_contain_text("housekeeping")
     # the learned-quota chart samples /api/limits and offers each limit
     expect(page.locator("#limit-pick option", has_text="partner-api")).to_have_count(1)
-    wait_for(lambda: int(page.locator("#limit-chart").get_attribute("data-points") or 0) >= 2,
-             message="the learned-quota chart to collect samples")
+    wait_for(
+        lambda: int(page.locator("#limit-chart").get_attribute("data-points") or 0) >= 2,
+        message="the learned-quota chart to collect samples",
+    )
 
 
 def test_a_tenant_sees_only_its_own(page, site):

@@ -61,7 +61,7 @@ def _assert_exit_ok(proc) -> None:
 
 # -- 1. two processes drain 2,000 jobs, each exactly once ------------------------------------
 
-DRAIN_APP = '''
+DRAIN_APP = """
 @app.task
 async def note(ctx: floodway.Context, n: int):
     # hold the first jobs until the test has seen both workers claim some: proves that the two
@@ -70,7 +70,7 @@ async def note(ctx: floodway.Context, n: int):
         await wait_for_file("go", 60)
     record("runs.txt", f"{ctx.job_id} {os.getpid()}")
     return n
-'''
+"""
 
 
 def test_two_workers_drain_2000_jobs_each_exactly_once(tmp_path, workers, make_app):
@@ -84,9 +84,11 @@ def test_two_workers_drain_2000_jobs_each_exactly_once(tmp_path, workers, make_a
     b = workers.start(name, *opts, label="drain-b")
 
     # both workers hold claimed jobs at the same time: they share the table
-    wait_until(lambda: len(_running_by_worker(mod.app)) == 2,
-               lambda: f"both workers to hold running jobs; store: {_running_by_worker(mod.app)}",
-               workers=workers)
+    wait_until(
+        lambda: len(_running_by_worker(mod.app)) == 2,
+        lambda: f"both workers to hold running jobs; store: {_running_by_worker(mod.app)}",
+        workers=workers,
+    )
     (tmp_path / "go").touch()
 
     _assert_exit_ok(a)
@@ -99,15 +101,17 @@ def test_two_workers_drain_2000_jobs_each_exactly_once(tmp_path, workers, make_a
     ran = Counter(line.split()[0] for line in lines)
     duplicates = {job_id: n for job_id, n in ran.items() if n > 1}
     assert not duplicates, f"{len(duplicates)} job(s) ran more than once, e.g. {list(duplicates.items())[:5]}"
-    assert set(ran) == enqueued, (
-        f"missing runs: {len(enqueued - set(ran))}, unknown runs: {len(set(ran) - enqueued)}"
-    )
+    assert set(ran) == enqueued, f"missing runs: {len(enqueued - set(ran))}, unknown runs: {len(set(ran) - enqueued)}"
     pids = {line.split()[1] for line in lines}
     assert pids == {str(a.pid), str(b.pid)}, f"runs came from pids {pids}, expected both workers"
 
     # the store agrees: one claim and one completion per job, every result written
     per_job = [
-        (job_id, sum(e.to_status is Status.RUNNING for e in events), sum(e.to_status is Status.COMPLETE for e in events))
+        (
+            job_id,
+            sum(e.to_status is Status.RUNNING for e in events),
+            sum(e.to_status is Status.COMPLETE for e in events),
+        )
         for job_id, events in timelines(mod.app.store).items()
     ]
     assert len(per_job) == 2000
@@ -121,7 +125,7 @@ def test_two_workers_drain_2000_jobs_each_exactly_once(tmp_path, workers, make_a
 
 # -- 2. a worker killed mid-job: the lease expires, another worker rescues and runs it ---------
 
-KILL_APP = '''
+KILL_APP = """
 @app.task
 async def stuck(ctx: floodway.Context):
     record("runs.txt", f"{ctx.job_id} {ctx.attempt} {os.getpid()}")
@@ -130,7 +134,7 @@ async def stuck(ctx: floodway.Context):
     touch("started")
     await wait_for_file("never", 60)  # never appears: the worker is killed meanwhile
     return "first run finished"
-'''
+"""
 
 
 def test_sigkilled_worker_job_is_rescued_and_completes(tmp_path, workers, make_app):
@@ -138,8 +142,7 @@ def test_sigkilled_worker_job_is_rescued_and_completes(tmp_path, workers, make_a
     job_id = mod.app.enqueue("stuck").id
 
     first = workers.start(name, "--concurrency", "1", "--grace", "1s", *FAST, label="doomed")
-    wait_until(lambda: (tmp_path / "started").exists(), "the task to start in the first worker",
-               workers=workers)
+    wait_until(lambda: (tmp_path / "started").exists(), "the task to start in the first worker", workers=workers)
     running = mod.app.store.get_job(job_id)
     assert running.status is Status.RUNNING and running.attempt == 1
     doomed_id = running.worker_id
@@ -151,8 +154,11 @@ def test_sigkilled_worker_job_is_rescued_and_completes(tmp_path, workers, make_a
     assert mod.app.store.get_job(job_id).status is Status.RUNNING
 
     second = workers.start(name, "--concurrency", "2", "--grace", "1s", *FAST, label="rescuer")
-    wait_until(lambda: mod.app.store.get_job(job_id).status is Status.COMPLETE,
-               lambda: f"the job to complete; it is {mod.app.store.get_job(job_id)}", workers=workers)
+    wait_until(
+        lambda: mod.app.store.get_job(job_id).status is Status.COMPLETE,
+        lambda: f"the job to complete; it is {mod.app.store.get_job(job_id)}",
+        workers=workers,
+    )
     second.signal(signal.SIGTERM)
     _assert_exit_ok(second)
 
@@ -183,13 +189,13 @@ def test_sigkilled_worker_job_is_rescued_and_completes(tmp_path, workers, make_a
 
 # -- 3. SIGTERM: running jobs get the grace period, then go back without spending an attempt ---
 
-SLEEPY_APP = '''
+SLEEPY_APP = """
 @app.task
 async def sleepy(ctx: floodway.Context):
     record("runs.txt", ctx.job_id)
     await asyncio.sleep(60)
     return "slept"
-'''
+"""
 
 
 def test_sigterm_releases_long_jobs_without_spending_an_attempt(tmp_path, workers, make_app):
@@ -198,10 +204,12 @@ def test_sigterm_releases_long_jobs_without_spending_an_attempt(tmp_path, worker
     assert all(mod.app.store.get_job(i).attempt == 0 for i in ids)
 
     proc = workers.start(name, "--concurrency", "3", "--grace", "0.5s", *FAST, label="sleepy")
-    wait_until(lambda: mod.app.store.count_jobs()["running"] == 3,
-               lambda: f"three running jobs; counts {mod.app.store.count_jobs()}", workers=workers)
-    wait_until(lambda: len(read_lines(tmp_path, "runs.txt")) == 3, "the three tasks to start",
-               workers=workers)
+    wait_until(
+        lambda: mod.app.store.count_jobs()["running"] == 3,
+        lambda: f"three running jobs; counts {mod.app.store.count_jobs()}",
+        workers=workers,
+    )
+    wait_until(lambda: len(read_lines(tmp_path, "runs.txt")) == 3, "the three tasks to start", workers=workers)
 
     proc.signal(signal.SIGTERM)
     code = proc.wait(timeout=30)
@@ -218,20 +226,22 @@ def test_sigterm_releases_long_jobs_without_spending_an_attempt(tmp_path, worker
         assert last.attempt == 0
         assert last.reason and "released" in last.reason, last
         assert [(e.from_status, e.to_status) for e in events] == [
-            (None, Status.WAITING), (Status.WAITING, Status.RUNNING), (Status.RUNNING, Status.WAITING),
+            (None, Status.WAITING),
+            (Status.WAITING, Status.RUNNING),
+            (Status.RUNNING, Status.WAITING),
         ]
     assert "SIGTERM received" in proc.log()
     assert mod.app.store.list_workers() == [], "the stopped worker should be marked stopped"
 
 
-GATED_APP = '''
+GATED_APP = """
 @app.task
 async def gated(ctx: floodway.Context):
     record("runs.txt", ctx.job_id)
     if not await wait_for_file("go", 60):
         raise RuntimeError("the test never opened the gate")
     return "done"
-'''
+"""
 
 
 def test_sigterm_lets_short_jobs_finish_within_grace_and_claims_no_more(tmp_path, workers, make_app):
@@ -240,14 +250,16 @@ def test_sigterm_lets_short_jobs_finish_within_grace_and_claims_no_more(tmp_path
 
     # (no prefetch: every job the store shows running here has started)
     proc = workers.start(name, "--concurrency", "2", "--prefetch", "0", "--grace", "30s", *FAST, label="gated")
-    wait_until(lambda: mod.app.store.count_jobs()["running"] == 2,
-               lambda: f"two running jobs; counts {mod.app.store.count_jobs()}", workers=workers)
+    wait_until(
+        lambda: mod.app.store.count_jobs()["running"] == 2,
+        lambda: f"two running jobs; counts {mod.app.store.count_jobs()}",
+        workers=workers,
+    )
     running = {j.id for j in mod.app.store.list_jobs(status=[Status.RUNNING])}
 
     proc.signal(signal.SIGTERM)
     # the worker has handled the signal (it logs it) before the jobs are allowed to finish
-    wait_until(lambda: "SIGTERM received" in proc.log(), "the worker to log the SIGTERM",
-               workers=workers)
+    wait_until(lambda: "SIGTERM received" in proc.log(), "the worker to log the SIGTERM", workers=workers)
     (tmp_path / "go").touch()
     code = proc.wait(timeout=30)
     assert code == 0, proc.log_tail()
@@ -262,7 +274,7 @@ def test_sigterm_lets_short_jobs_finish_within_grace_and_claims_no_more(tmp_path
     assert sorted(read_lines(tmp_path, "runs.txt")) == sorted(running)
 
 
-SYNC_BLOCKING_APP = '''
+SYNC_BLOCKING_APP = """
 @app.task
 def blocking(ctx: floodway.Context):
     gauge_enter("runs.gauge")
@@ -275,7 +287,7 @@ def blocking(ctx: floodway.Context):
     finally:
         gauge_exit("runs.gauge")
     return "done"
-'''
+"""
 
 
 def test_sigterm_never_lets_a_sync_job_run_twice_at_once(tmp_path, workers, make_app):
@@ -289,8 +301,11 @@ def test_sigterm_never_lets_a_sync_job_run_twice_at_once(tmp_path, workers, make
     workers.start(name, "--concurrency", "1", "--grace", "0.5s", *FAST, label="other")
 
     # either the other worker starts the job again, or the stopping worker finishes with it first
-    wait_until(lambda: len(read_lines(tmp_path, "runs.txt")) >= 2 or not first.alive(),
-               "a second run of the job or the first worker's exit", workers=workers)
+    wait_until(
+        lambda: len(read_lines(tmp_path, "runs.txt")) >= 2 or not first.alive(),
+        "a second run of the job or the first worker's exit",
+        workers=workers,
+    )
     _, overlapping = read_gauge(tmp_path, "runs.gauge")
     assert overlapping == 1, (
         f"job {job_id} ran {overlapping} times at once: {read_lines(tmp_path, 'runs.txt')}; "
@@ -300,7 +315,7 @@ def test_sigterm_never_lets_a_sync_job_run_twice_at_once(tmp_path, workers, make
 
 # -- 4/5. queue caps hold across processes -----------------------------------------------------
 
-CAPPED_APP = '''
+CAPPED_APP = """
 narrow = app.queue("narrow", max_concurrency=3)
 
 
@@ -330,7 +345,7 @@ def solo_job(ctx: floodway.Context):
     finally:
         gauge_exit("solo.gauge")
     record("runs.txt", f"{ctx.job_id} {os.getpid()}")
-'''
+"""
 
 
 def _run_capped(tmp_path, workers, mod, name, task, queue, count, cap):
@@ -341,8 +356,9 @@ def _run_capped(tmp_path, workers, mod, name, task, queue, count, cap):
     a = workers.start(name, *opts, label=f"{queue}-a")
     b = workers.start(name, *opts, label=f"{queue}-b")
     # open the gate only once both processes are up and polling the queue
-    wait_until(lambda: len(mod.app.store.list_workers(include_stopped=True)) == 2,
-               "both workers to register", workers=workers)
+    wait_until(
+        lambda: len(mod.app.store.list_workers(include_stopped=True)) == 2, "both workers to register", workers=workers
+    )
     (tmp_path / "go").touch()
 
     seen_running = 0
@@ -352,8 +368,7 @@ def _run_capped(tmp_path, workers, mod, name, task, queue, count, cap):
         seen_running = max(seen_running, mod.app.store.count_jobs(queue=queue)["running"])
         return not a.alive() and not b.alive()
 
-    wait_until(finished, lambda: f"both burst workers to exit; counts {mod.app.store.count_jobs()}",
-               workers=workers)
+    wait_until(finished, lambda: f"both burst workers to exit; counts {mod.app.store.count_jobs()}", workers=workers)
     _assert_exit_ok(a)
     _assert_exit_ok(b)
 
@@ -381,6 +396,7 @@ def test_undeclared_string_queue_runs_one_at_a_time_across_two_processes(tmp_pat
 
 # -- startup errors --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "module_source, spec, expected",
     [
@@ -396,7 +412,11 @@ def test_worker_with_an_unimportable_app_exits_2(tmp_path, module_source, spec, 
     env.pop("FLOODWAY_APP", None)
     done = subprocess.run(
         [sys.executable, "-m", "floodway", "--app", spec, "worker", "--burst"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
     )
     assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
     assert expected in done.stderr, done.stderr

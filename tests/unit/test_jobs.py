@@ -10,19 +10,37 @@ from floodway.errors import TransitionError
 from floodway.jobs import FINAL_STATUSES, TRANSITIONS, Status, can_transition, check_transition
 
 ALLOWED = {
-    (None, Status.WAITING), (None, Status.SCHEDULED),
-    (Status.SCHEDULED, Status.WAITING), (Status.SCHEDULED, Status.CANCELLED),
-    (Status.WAITING, Status.RUNNING), (Status.WAITING, Status.CANCELLED), (Status.WAITING, Status.SCHEDULED),
-    (Status.RUNNING, Status.COMPLETE), (Status.RUNNING, Status.FAILED), (Status.RUNNING, Status.RETRYING),
-    (Status.RUNNING, Status.WAITING), (Status.RUNNING, Status.SCHEDULED), (Status.RUNNING, Status.CANCELLED),
-    (Status.RETRYING, Status.RUNNING), (Status.RETRYING, Status.CANCELLED), (Status.RETRYING, Status.WAITING),
-    (Status.FAILED, Status.WAITING), (Status.CANCELLED, Status.WAITING),
+    (None, Status.WAITING),
+    (None, Status.SCHEDULED),
+    (Status.SCHEDULED, Status.WAITING),
+    (Status.SCHEDULED, Status.CANCELLED),
+    (Status.WAITING, Status.RUNNING),
+    (Status.WAITING, Status.CANCELLED),
+    (Status.WAITING, Status.SCHEDULED),
+    (Status.RUNNING, Status.COMPLETE),
+    (Status.RUNNING, Status.FAILED),
+    (Status.RUNNING, Status.RETRYING),
+    (Status.RUNNING, Status.WAITING),
+    (Status.RUNNING, Status.SCHEDULED),
+    (Status.RUNNING, Status.CANCELLED),
+    (Status.RETRYING, Status.RUNNING),
+    (Status.RETRYING, Status.CANCELLED),
+    (Status.RETRYING, Status.WAITING),
+    (Status.FAILED, Status.WAITING),
+    (Status.CANCELLED, Status.WAITING),
 }
 
 
 def test_statuses_are_the_bulk_job_names_plus_cancelled():
     assert [s.value for s in Status] == [
-        "scheduled", "waiting", "running", "retrying", "failed", "complete", "cancelled"]
+        "scheduled",
+        "waiting",
+        "running",
+        "retrying",
+        "failed",
+        "complete",
+        "cancelled",
+    ]
 
 
 @pytest.mark.parametrize("source, target", sorted(ALLOWED, key=str))
@@ -68,15 +86,60 @@ def test_job_from_row_equals_the_constructed_job_field_for_field():
     from floodway.jobs import Job
     from floodway.store.base import job_from_row
 
-    row = ("j1", "task", '{"n": 1}', "q", "running", 5, 2, 3, '{"attempts": 2}', 10.0, "acme",
-           '{"ok": true}', '{"type": "E"}', "w1", 40.0, 1, 1.0, 2.0, 3.0, 4.0, '[["api", "acme"]]',
-           "acme", 0.5, "orders:acme", 0)
-    built = Job(id="j1", task="task", args={"n": 1}, queue="q", status=Status.RUNNING, priority=5, attempt=2,
-                max_attempts=3, run_at=10.0, created_at=1.0, updated_at=2.0, tenant="acme",
-                retry={"attempts": 2}, result={"ok": True}, error={"type": "E"}, worker_id="w1",
-                lease_until=40.0, started_at=3.0, finished_at=4.0, cancel_requested=True,
-                limits=(("api", "acme"),), fair_key="acme", throttled_seconds=0.5,
-                shared_state="orders:acme", paused=False)
+    row = (
+        "j1",
+        "task",
+        '{"n": 1}',
+        "q",
+        "running",
+        5,
+        2,
+        3,
+        '{"attempts": 2}',
+        10.0,
+        "acme",
+        '{"ok": true}',
+        '{"type": "E"}',
+        "w1",
+        40.0,
+        1,
+        1.0,
+        2.0,
+        3.0,
+        4.0,
+        '[["api", "acme"]]',
+        "acme",
+        0.5,
+        "orders:acme",
+        0,
+    )
+    built = Job(
+        id="j1",
+        task="task",
+        args={"n": 1},
+        queue="q",
+        status=Status.RUNNING,
+        priority=5,
+        attempt=2,
+        max_attempts=3,
+        run_at=10.0,
+        created_at=1.0,
+        updated_at=2.0,
+        tenant="acme",
+        retry={"attempts": 2},
+        result={"ok": True},
+        error={"type": "E"},
+        worker_id="w1",
+        lease_until=40.0,
+        started_at=3.0,
+        finished_at=4.0,
+        cancel_requested=True,
+        limits=(("api", "acme"),),
+        fair_key="acme",
+        throttled_seconds=0.5,
+        shared_state="orders:acme",
+        paused=False,
+    )
     job = job_from_row(row)
     assert job == built
     assert set(vars(job)) == {f.name for f in dataclasses.fields(Job)}

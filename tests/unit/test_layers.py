@@ -11,15 +11,35 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "floodway"
 
 #: modules everything else builds on: values, rules and storage; they import none of UPPER
 CORE = {
-    "floodway.errors", "floodway.units", "floodway.jobs", "floodway.limits", "floodway.quota",
-    "floodway.retry", "floodway.inputs", "floodway.jsontext", "floodway.liveness", "floodway.store",
-    "floodway.store.base", "floodway.store.sqlite", "floodway.store.postgres",
+    "floodway.errors",
+    "floodway.units",
+    "floodway.jobs",
+    "floodway.limits",
+    "floodway.quota",
+    "floodway.retry",
+    "floodway.inputs",
+    "floodway.jsontext",
+    "floodway.liveness",
+    "floodway.store",
+    "floodway.store.base",
+    "floodway.store.sqlite",
+    "floodway.store.postgres",
 }
 #: the layers that run jobs and serve people
 UPPER = {
-    "floodway", "floodway.app", "floodway.worker", "floodway.context", "floodway.http", "floodway.flows",
-    "floodway.alerts", "floodway.schedule", "floodway.stats", "floodway.cli", "floodway.web",
-    "floodway.web.api", "floodway.web.dashboard",
+    "floodway",
+    "floodway.app",
+    "floodway.worker",
+    "floodway.context",
+    "floodway.http",
+    "floodway.flows",
+    "floodway.alerts",
+    "floodway.schedule",
+    "floodway.stats",
+    "floodway.cli",
+    "floodway.web",
+    "floodway.web.api",
+    "floodway.web.dashboard",
 }
 
 
@@ -121,7 +141,9 @@ def test_the_core_never_imports_the_layers_built_on_it():
 
 def test_the_worker_reaches_schedules_alerts_and_flow_logging_through_hooks_only():
     graph = import_graph()
-    assert graph["floodway.worker"] & {"floodway.alerts", "floodway.schedule", "floodway.flows", "floodway.app"} == set()
+    assert (
+        graph["floodway.worker"] & {"floodway.alerts", "floodway.schedule", "floodway.flows", "floodway.app"} == set()
+    )
     assert {"floodway.alerts", "floodway.schedule", "floodway.flows"} <= graph["floodway.app"]
 
 
@@ -153,8 +175,8 @@ LAYERS = [
     ["errors", "units", "inputs", "jsontext", "jobs", "limits", "quota", "retry", "liveness", "config"],
     ["store"],
     ["resumable", "http", "context", "flows", "throttling", "alerts", "tokens"],
-    ["worker", "worker_plan", "worker_leases"],
-    ["tasks", "app", "commit", "handle", "schedule", "stats", "metrics"],
+    ["worker", "worker_plan", "worker_leases", "hooks"],
+    ["tasks", "options", "app", "commit", "handle", "schedule", "stats", "metrics"],
     ["web", "cli", "demo", "__main__", ""],
 ]
 

@@ -6,9 +6,31 @@ from __future__ import annotations
 import floodway
 
 PUBLIC = [
-    "App", "ConfigError", "Context", "EnqueueError", "Event", "Fail", "FloodwayError", "Handle", "Job",
-    "JobCancelled", "JobFailed", "JobNotFound", "LeaseLost", "LimitSpec", "Queue", "Rate", "RateLimited",
-    "Retry", "SchemaTooNewError", "Status", "StoreError", "Task", "TransitionError", "Worker", "__version__",
+    "App",
+    "ConfigError",
+    "Context",
+    "EnqueueError",
+    "Event",
+    "Fail",
+    "FloodwayError",
+    "Handle",
+    "Job",
+    "JobCancelled",
+    "JobFailed",
+    "JobNotFound",
+    "LeaseLost",
+    "LimitSpec",
+    "Queue",
+    "Rate",
+    "RateLimited",
+    "Retry",
+    "SchemaTooNewError",
+    "Status",
+    "StoreError",
+    "Task",
+    "TransitionError",
+    "Worker",
+    "__version__",
     "concurrency_for",
 ]
 
@@ -29,15 +51,19 @@ def test_nothing_else_public_is_left_in_the_package_namespace():
     import types
 
     extra = {
-        name for name, value in vars(floodway).items()
+        name
+        for name, value in vars(floodway).items()
         if not name.startswith("_") and name not in floodway.__all__ and not isinstance(value, types.ModuleType)
     }
     assert extra == set()
 
 
 def test_the_errors_share_one_base_and_the_control_signals_do_not():
-    raised = {n for n in floodway.__all__
-              if isinstance(getattr(floodway, n), type) and issubclass(getattr(floodway, n), BaseException)}
+    raised = {
+        n
+        for n in floodway.__all__
+        if isinstance(getattr(floodway, n), type) and issubclass(getattr(floodway, n), BaseException)
+    }
     # Fail and RateLimited are raised by a task to steer its job, not errors of floodway itself
     signals = {"Fail", "RateLimited"}
     assert {n for n in raised if issubclass(getattr(floodway, n), floodway.FloodwayError)} == raised - signals

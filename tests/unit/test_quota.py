@@ -34,6 +34,7 @@ def spec(**kw) -> LimitSpec:
 
 # -- the effective rate ------------------------------------------------------------------------
 
+
 def test_a_plain_limit_paces_at_its_declared_rate_until_something_is_learned():
     assert effective_rate(spec(rate="50/s"), None, 0, 0.0) == 50
     assert effective_rate(spec(rate="50/s"), None, 10**6, 1e6) == 50
@@ -87,6 +88,7 @@ def test_learned_rates_are_never_zero_nor_infinite():
 
 
 # -- refusals ------------------------------------------------------------------------------
+
 
 def test_a_short_wait_is_congestion_and_a_long_one_or_an_empty_budget_is_exhaustion():
     assert classify_wait(None, None) == "overflow"
@@ -149,6 +151,7 @@ def test_a_refused_request_after_the_cut_starts_a_new_round():
 
 # -- headers ---------------------------------------------------------------------------------
 
+
 def test_a_stated_budget_is_spread_until_its_reset():
     s = spec(adaptive=True)
     learned, changed = observe(s, None, 0, Observation(now=100.0, remaining=500, reset_at=110.0, limit=1000))
@@ -197,13 +200,16 @@ def test_a_usage_header_measures_the_leak_and_steers_the_bucket_half_full():
     assert used < 40
 
 
-@pytest.mark.parametrize("obs", [
-    Observation(now=1.0, remaining=-5, reset_at=2.0),
-    Observation(now=1.0, remaining=10, reset_at=0.5),
-    Observation(now=1.0, limit=0, window=10.0),
-    Observation(now=1.0, limit=10, window=0.0),
-    Observation(now=1.0, used=50, size=0),
-])
+@pytest.mark.parametrize(
+    "obs",
+    [
+        Observation(now=1.0, remaining=-5, reset_at=2.0),
+        Observation(now=1.0, remaining=10, reset_at=0.5),
+        Observation(now=1.0, limit=0, window=10.0),
+        Observation(now=1.0, limit=10, window=0.0),
+        Observation(now=1.0, used=50, size=0),
+    ],
+)
 def test_nonsense_observations_change_nothing(obs):
     s = spec(rate="50/s")
     learned, changed = observe(s, None, 0, obs)
@@ -228,6 +234,7 @@ def test_429s_in_the_last_minute_fade():
 
 
 # -- the control loop against a simulated destination ---------------------------------------------
+
 
 def simulate(real, declared: LimitSpec, *, seconds: float = 30.0, latency: float = 0.02, dest_burst: int = 5):
     """Drive the rules against a GCRA destination allowing ``real(t)`` per second, in simulated
@@ -262,9 +269,12 @@ def simulate(real, declared: LimitSpec, *, seconds: float = 30.0, latency: float
                 refused += 1
                 half = unreported // 2
                 unreported -= half
-                learned, changed = observe(declared, learned, admitted,
-                                           Observation(now=t + latency / 2, token_at=token_at, throttled=1,
-                                                       accepted=half))
+                learned, changed = observe(
+                    declared,
+                    learned,
+                    admitted,
+                    Observation(now=t + latency / 2, token_at=token_at, throttled=1, accepted=half),
+                )
                 tat = settled_tat(declared, tat, learned, admitted, changed, t)
         if t - last_report >= 0.25:
             learned, _ = observe(declared, learned, admitted, Observation(now=t, accepted=unreported))
@@ -279,8 +289,11 @@ def simulate(real, declared: LimitSpec, *, seconds: float = 30.0, latency: float
 @pytest.mark.parametrize("r", [50, 200])
 @pytest.mark.parametrize("declared", ["2x", "unknown", "4x adaptive"])
 def test_the_loop_finds_a_leaky_bucket_rate_and_refuses_little(r, declared):
-    s = {"2x": spec(rate=f"{2 * r}/s", burst=5), "unknown": spec(adaptive=True),
-         "4x adaptive": spec(rate=f"{4 * r}/s", burst=5, adaptive=True)}[declared]
+    s = {
+        "2x": spec(rate=f"{2 * r}/s", burst=5),
+        "unknown": spec(adaptive=True),
+        "4x adaptive": spec(rate=f"{4 * r}/s", burst=5, adaptive=True),
+    }[declared]
     per_second, refused, rates = simulate(lambda t: r, s, seconds=20)
     total = sum(per_second)
     # after the first few seconds it drains at >= 93 % of the real rate, and the refusals stay

@@ -50,10 +50,20 @@ def test_round_trip_through_storage():
     assert Retry.from_dict(r.to_dict()) == r
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"attempts": -1}, {"attempts": 1.5}, {"attempts": True}, {"backoff": "linear"},
-    {"initial": "-1s"}, {"initial": "soon"}, {"max": "x"}, {"factor": 0.5}, {"factor": "2"},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"attempts": -1},
+        {"attempts": 1.5},
+        {"attempts": True},
+        {"backoff": "linear"},
+        {"initial": "-1s"},
+        {"initial": "soon"},
+        {"max": "x"},
+        {"factor": 0.5},
+        {"factor": "2"},
+    ],
+)
 def test_bad_policies(kwargs):
     with pytest.raises(ConfigError):
         Retry(**kwargs)
@@ -65,8 +75,10 @@ def test_bad_coerce():
 
 
 @given(
-    st.floats(min_value=0, max_value=3600), st.floats(min_value=1, max_value=10),
-    st.one_of(st.none(), st.floats(min_value=0, max_value=86400)), st.integers(min_value=1, max_value=5000),
+    st.floats(min_value=0, max_value=3600),
+    st.floats(min_value=1, max_value=10),
+    st.one_of(st.none(), st.floats(min_value=0, max_value=86400)),
+    st.integers(min_value=1, max_value=5000),
 )
 def test_delays_are_finite_monotone_and_capped(initial, factor, cap, n):
     r = Retry(initial=initial, factor=factor, max=cap)

@@ -95,9 +95,13 @@ def test_admit_one_charges_the_cost_and_tells_when_to_come_back():
 
 @pytest.mark.parametrize(
     ("status", "action"),
-    [(Status.RUNNING, CancelAction.REQUEST), (Status.CANCELLED, CancelAction.NOTHING),
-     (Status.WAITING, CancelAction.CANCEL), (Status.SCHEDULED, CancelAction.CANCEL),
-     (Status.RETRYING, CancelAction.CANCEL)],
+    [
+        (Status.RUNNING, CancelAction.REQUEST),
+        (Status.CANCELLED, CancelAction.NOTHING),
+        (Status.WAITING, CancelAction.CANCEL),
+        (Status.SCHEDULED, CancelAction.CANCEL),
+        (Status.RETRYING, CancelAction.CANCEL),
+    ],
 )
 def test_cancel_asks_a_running_job_and_cancels_a_waiting_one(status, action):
     assert cancel_action(status) is action

@@ -10,15 +10,28 @@ from floodway.units import parse_duration, parse_instant
 
 @pytest.mark.parametrize(
     "value, seconds",
-    [("500ms", 0.5), ("5s", 5), ("10m", 600), ("1h", 3600), ("7d", 604800), ("1.5s", 1.5),
-     (3, 3), (0.25, 0.25), (timedelta(minutes=2), 120), ("0s", 0), (" 2 min ", 120)],
+    [
+        ("500ms", 0.5),
+        ("5s", 5),
+        ("10m", 600),
+        ("1h", 3600),
+        ("7d", 604800),
+        ("1.5s", 1.5),
+        (3, 3),
+        (0.25, 0.25),
+        (timedelta(minutes=2), 120),
+        ("0s", 0),
+        (" 2 min ", 120),
+    ],
 )
 def test_durations(value, seconds):
     assert parse_duration(value) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("value", ["-5s", -1, "5 parsecs", "", "s", "1e3s", float("nan"), float("inf"),
-                                   True, None, [1], timedelta(seconds=-1)])
+@pytest.mark.parametrize(
+    "value",
+    ["-5s", -1, "5 parsecs", "", "s", "1e3s", float("nan"), float("inf"), True, None, [1], timedelta(seconds=-1)],
+)
 def test_bad_durations(value):
     with pytest.raises(ConfigError):
         parse_duration(value)

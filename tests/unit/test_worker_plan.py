@@ -35,8 +35,7 @@ def test_unwritten_outcomes_hold_claims_back():
 
 
 def test_a_claim_never_asks_for_more_than_a_batch():
-    plan = plan_claim(concurrency=100, prefetch=0, batch_size=8, running=0, prefetched=0, unflushed=0,
-                      found_work=True)
+    plan = plan_claim(concurrency=100, prefetch=0, batch_size=8, running=0, prefetched=0, unflushed=0, found_work=True)
     assert plan.want == 8 and plan.extra == 0 and not plan.ahead
 
 

@@ -15,9 +15,9 @@ import click
 
 from ..app import App
 from ..errors import ConfigError, EnqueueError, FloodwayError
+from ..hooks import LOOPS
 from ..jobs import Status
 from ..units import format_duration, iso
-from ..worker import LOOPS
 
 if TYPE_CHECKING:  # rich is imported where output is rendered: --json and worker runs skip it
     from rich.console import Console
@@ -99,10 +99,15 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--app", "app_spec", envvar="FLOODWAY_APP", metavar="MODULE:APP",
-              help="The app to load (also FLOODWAY_APP).")
-@click.option("--database", envvar="FLOODWAY_DATABASE_URL", metavar="URL",
-              help="Database URL, e.g. sqlite:///floodway.db (also FLOODWAY_DATABASE_URL).")
+@click.option(
+    "--app", "app_spec", envvar="FLOODWAY_APP", metavar="MODULE:APP", help="The app to load (also FLOODWAY_APP)."
+)
+@click.option(
+    "--database",
+    envvar="FLOODWAY_DATABASE_URL",
+    metavar="URL",
+    help="Database URL, e.g. sqlite:///floodway.db (also FLOODWAY_DATABASE_URL).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.pass_context
@@ -116,20 +121,39 @@ def cli(ctx: click.Context, app_spec: str | None, database: str | None, as_json:
 
 @cli.command()
 @click.option("--queues", help="Comma-separated queues to take jobs from (default: all).")
-@click.option("--concurrency", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Jobs run at once by this process.")
+@click.option(
+    "--concurrency", type=click.IntRange(min=1), default=20, show_default=True, help="Jobs run at once by this process."
+)
 @click.option("--burst", is_flag=True, help="Exit when nothing is ready or running.")
 @click.option("--lease", default="30s", show_default=True, help="Lease of a claimed job.")
 @click.option("--grace", default="30s", show_default=True, help="Time running jobs get to finish on SIGTERM.")
 @click.option("--poll-interval", default="100ms", show_default=True, help="Longest idle sleep.")
-@click.option("--prefetch", type=click.IntRange(min=0), default=None,
-              help="Jobs claimed ahead while every slot is busy (default: as many as --concurrency; 0: none). "
-                   "Only jobs that hold no limit are claimed ahead.")
-@click.option("--loop", type=click.Choice(LOOPS), default="auto", show_default=True,
-              help="Event loop: uvloop when installed (auto), or the one named.")
+@click.option(
+    "--prefetch",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Jobs claimed ahead while every slot is busy (default: as many as --concurrency; 0: none). "
+    "Only jobs that hold no limit are claimed ahead.",
+)
+@click.option(
+    "--loop",
+    type=click.Choice(LOOPS),
+    default="auto",
+    show_default=True,
+    help="Event loop: uvloop when installed (auto), or the one named.",
+)
 @click.pass_obj
-def worker(state: State, queues: str | None, concurrency: int, burst: bool, lease: str, grace: str,
-           poll_interval: str, prefetch: int | None, loop: str) -> None:
+def worker(
+    state: State,
+    queues: str | None,
+    concurrency: int,
+    burst: bool,
+    lease: str,
+    grace: str,
+    poll_interval: str,
+    prefetch: int | None,
+    loop: str,
+) -> None:
     """Run a worker until SIGTERM/SIGINT (or until idle, with --burst)."""
     app = state.app(required=True)
     queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
@@ -137,8 +161,16 @@ def worker(state: State, queues: str | None, concurrency: int, burst: bool, leas
         raise UsageProblem("--queues names no queue")
     if logging.getLogger().level > logging.INFO:
         logging.getLogger("floodway").setLevel(logging.INFO)
-    w = app.worker(queues=queue_list, concurrency=concurrency, burst=burst, lease=lease,
-                   grace=grace, poll_interval=poll_interval, prefetch=prefetch, loop=loop)
+    w = app.worker(
+        queues=queue_list,
+        concurrency=concurrency,
+        burst=burst,
+        lease=lease,
+        grace=grace,
+        poll_interval=poll_interval,
+        prefetch=prefetch,
+        loop=loop,
+    )
     w.run()
     if state.as_json:
         click.echo(json.dumps({"worker": w.id, "processed": w.processed}))
@@ -157,16 +189,25 @@ def migrate(state: State) -> None:
         version = store.schema_version()
     finally:
         store.close()
-    emit(state, {"applied": applied, "version": version},
-         lambda d: click.echo(f"schema at version {d['version']}" + (f" (applied {d['applied']})" if d["applied"] else " (up to date)")))
+    emit(
+        state,
+        {"applied": applied, "version": version},
+        lambda d: click.echo(
+            f"schema at version {d['version']}" + (f" (applied {d['applied']})" if d["applied"] else " (up to date)")
+        ),
+    )
 
 
 # -- output helpers -------------------------------------------------------------------------
 STATUS_NAMES = [s.value for s in Status]
 FINAL_NAMES = [Status.COMPLETE.value, Status.FAILED.value, Status.CANCELLED.value]
 STATUS_STYLES = {
-    Status.SCHEDULED: "cyan", Status.WAITING: "blue", Status.RUNNING: "yellow",
-    Status.RETRYING: "magenta", Status.FAILED: "bold red", Status.COMPLETE: "green",
+    Status.SCHEDULED: "cyan",
+    Status.WAITING: "blue",
+    Status.RUNNING: "yellow",
+    Status.RETRYING: "magenta",
+    Status.FAILED: "bold red",
+    Status.COMPLETE: "green",
     Status.CANCELLED: "dim",
 }
 
@@ -222,15 +263,19 @@ def parse_json_object(text: str | bytes, what: str) -> dict[str, Any]:
     except RecursionError:
         raise UsageProblem(f"{what} is not valid JSON: nested too deeply") from None
     if not isinstance(value, dict):
-        raise UsageProblem(
-            f'{what} must be a JSON object such as {{"to": "ada@example.com"}}, got {_json_kind(value)}'
-        )
+        raise UsageProblem(f'{what} must be a JSON object such as {{"to": "ada@example.com"}}, got {_json_kind(value)}')
     return value
 
 
 def _json_kind(value: Any) -> str:
-    kinds = {list: "an array", str: "a string", bool: "a boolean", type(None): "null", int: "a number",
-             float: "a number"}
+    kinds = {
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+        int: "a number",
+        float: "a number",
+    }
     return kinds.get(type(value), type(value).__name__)
 
 

@@ -38,23 +38,36 @@ from .core import (
 
 @cli.command()
 @click.argument("task")
-@click.option("--args", "args_json", default="{}", show_default=True, metavar="JSON",
-              help="The job's arguments as a JSON object.")
+@click.option(
+    "--args", "args_json", default="{}", show_default=True, metavar="JSON", help="The job's arguments as a JSON object."
+)
 @click.option("--id", "job_id", help="Job id; if a job with this id exists, nothing is created.")
 @click.option("--delay", metavar="DURATION", help="Run after this long, e.g. 5s, 10m, 1h.")
 @click.option("--queue", help="Queue (default: the task's).")
 @click.option("--priority", type=int, help="Higher runs first (default: the task's).")
 @click.option("--tenant", help="Tenant the job belongs to.")
 @click.pass_obj
-def enqueue(state: State, task: str, args_json: str, job_id: str | None, delay: str | None,
-            queue: str | None, priority: int | None, tenant: str | None) -> None:
+def enqueue(
+    state: State,
+    task: str,
+    args_json: str,
+    job_id: str | None,
+    delay: str | None,
+    queue: str | None,
+    priority: int | None,
+    tenant: str | None,
+) -> None:
     """Enqueue one job of TASK and print its id."""
     args = parse_json_object(args_json, "--args")
     app = state.app(required=True)
     handle = app.enqueue(task, args, id=job_id, queue=queue, delay=delay, priority=priority, tenant=tenant)
-    emit(state, {"id": handle.id, "created": handle.created},
-         lambda d: click.echo(f"enqueued job {d['id']}" if d["created"]
-                              else f"job {d['id']} exists already; nothing created"))
+    emit(
+        state,
+        {"id": handle.id, "created": handle.created},
+        lambda d: click.echo(
+            f"enqueued job {d['id']}" if d["created"] else f"job {d['id']} exists already; nothing created"
+        ),
+    )
 
 
 def _jsonl_items(path: Path) -> Iterator[tuple[int, dict[str, Any], int]]:
@@ -68,18 +81,31 @@ def _jsonl_items(path: Path) -> Iterator[tuple[int, dict[str, Any], int]]:
 @cli.command("enqueue-file")
 @click.argument("task")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--id", "job_id",
-              help="Id prefix: the jobs get ID-0, ID-1, ... in file order, so enqueueing the same "
-                   "file again creates nothing twice (the file is then written in one transaction).")
+@click.option(
+    "--id",
+    "job_id",
+    help="Id prefix: the jobs get ID-0, ID-1, ... in file order, so enqueueing the same "
+    "file again creates nothing twice (the file is then written in one transaction).",
+)
 @click.option("--queue", help="Queue (default: the task's).")
 @click.option("--delay", metavar="DURATION", help="Run after this long, e.g. 5s, 10m, 1h.")
 @click.option("--priority", type=int, help="Higher runs first (default: the task's).")
 @click.option("--tenant", help="Tenant the jobs belong to.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Jobs written per transaction.")
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=1000, show_default=True, help="Jobs written per transaction."
+)
 @click.pass_obj
-def enqueue_file(state: State, task: str, file: Path, job_id: str | None, queue: str | None,
-                 delay: str | None, priority: int | None, tenant: str | None, batch_size: int) -> None:
+def enqueue_file(
+    state: State,
+    task: str,
+    file: Path,
+    job_id: str | None,
+    queue: str | None,
+    delay: str | None,
+    priority: int | None,
+    tenant: str | None,
+    batch_size: int,
+) -> None:
     """Enqueue one job of TASK per line of FILE (JSON lines: one JSON object of args per line).
 
     The whole file is checked before anything is written: a bad line exits with status 2,
@@ -94,8 +120,14 @@ def enqueue_file(state: State, task: str, file: Path, job_id: str | None, queue:
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     count = created = 0
-    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                  TimeElapsedColumn(), console=console(stderr=True), transient=state.as_json) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=console(stderr=True),
+        transient=state.as_json,
+    ) as bar:
         # 1. check every line before writing any, with exactly the validation enqueue applies
         size = file.stat().st_size
         checking = bar.add_task(f"checking {file.name}", total=size)
@@ -123,10 +155,13 @@ def enqueue_file(state: State, task: str, file: Path, job_id: str | None, queue:
             written += len(batch)
             created += sum(h.created for h in handles)
             bar.advance(writing, len(batch))
-    emit(state, {"task": the_task.name, "file": str(file), "jobs": count, "created": created,
-                 "existing": count - created},
-         lambda d: click.echo(f"enqueued {d['jobs']} job(s) of {d['task']} from {file.name}: "
-                              f"{d['created']} new, {d['existing']} existing"))
+    emit(
+        state,
+        {"task": the_task.name, "file": str(file), "jobs": count, "created": created, "existing": count - created},
+        lambda d: click.echo(
+            f"enqueued {d['jobs']} job(s) of {d['task']} from {file.name}: {d['created']} new, {d['existing']} existing"
+        ),
+    )
 
 
 # -- reading jobs ---------------------------------------------------------------------------
@@ -139,13 +174,20 @@ def _print_job(job: Job) -> None:
     table.add_column(style="bold")
     table.add_column()
     rows: list[tuple[str, Any]] = [
-        ("id", job.id), ("task", job.task), ("status", styled(job.status)),
-        ("attempt", f"{job.attempt} of {job.max_attempts}"), ("queue", job.queue),
-        ("priority", str(job.priority)), ("tenant", job.tenant or ""),
+        ("id", job.id),
+        ("task", job.task),
+        ("status", styled(job.status)),
+        ("attempt", f"{job.attempt} of {job.max_attempts}"),
+        ("queue", job.queue),
+        ("priority", str(job.priority)),
+        ("tenant", job.tenant or ""),
         ("args", json.dumps(job.args)),
-        ("created", when(job.created_at, now)), ("run at", when(job.run_at, now)),
-        ("started", when(job.started_at, now)), ("finished", when(job.finished_at, now)),
-        ("updated", when(job.updated_at, now)), ("worker", job.worker_id or ""),
+        ("created", when(job.created_at, now)),
+        ("run at", when(job.run_at, now)),
+        ("started", when(job.started_at, now)),
+        ("finished", when(job.finished_at, now)),
+        ("updated", when(job.updated_at, now)),
+        ("worker", job.worker_id or ""),
     ]
     if job.cancel_requested:
         rows.append(("cancel", "requested; the worker stops it at its next heartbeat"))
@@ -171,8 +213,7 @@ def status(state: State, job_id: str) -> None:
 @cli.command()
 @click.argument("job_id", metavar="ID")
 @click.option("--wait", is_flag=True, help="Wait for the job to finish.")
-@click.option("--timeout", metavar="DURATION",
-              help="Wait at most this long, e.g. 30s or 30 (seconds); implies --wait.")
+@click.option("--timeout", metavar="DURATION", help="Wait at most this long, e.g. 30s or 30 (seconds); implies --wait.")
 @click.pass_obj
 def result(state: State, job_id: str, wait: bool, timeout: str | None) -> None:
     """Print a finished job's result as JSON (exit 1 if it failed or was cancelled)."""
@@ -204,18 +245,25 @@ def _seconds(value: str, name: str) -> float:
 
 
 @cli.command()
-@click.option("--status", "statuses", multiple=True, type=click.Choice(STATUS_NAMES, case_sensitive=False),
-              help="Only jobs with this status (repeatable).")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(STATUS_NAMES, case_sensitive=False),
+    help="Only jobs with this status (repeatable).",
+)
 @click.option("--queue", help="Only jobs of this queue.")
 @click.option("--task", help="Only jobs of this task.")
 @click.option("--tenant", help="Only jobs of this tenant.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most this many.")
 @click.pass_obj
-def jobs(state: State, statuses: tuple[str, ...], queue: str | None, task: str | None, tenant: str | None,
-         limit: int) -> None:
+def jobs(
+    state: State, statuses: tuple[str, ...], queue: str | None, task: str | None, tenant: str | None, limit: int
+) -> None:
     """List jobs, newest first."""
-    found = state.app().store.list_jobs(status=[s.lower() for s in statuses] or None, queue=queue,
-                                        task=task, tenant=tenant, limit=limit)
+    found = state.app().store.list_jobs(
+        status=[s.lower() for s in statuses] or None, queue=queue, task=task, tenant=tenant, limit=limit
+    )
 
     def render(_: Any) -> None:
         from rich.table import Table
@@ -226,10 +274,17 @@ def jobs(state: State, statuses: tuple[str, ...], queue: str | None, task: str |
         for name in ("id", "task", "queue", "status", "attempt", "tenant", "created", "updated", "error"):
             table.add_column(name, no_wrap=name in ("id", "status"))
         for job in found:
-            table.add_row(Text(job.id), Text(job.task), Text(job.queue), styled(job.status),
-                          f"{job.attempt}/{job.max_attempts}", Text(job.tenant or ""),
-                          age(job.created_at, now), age(job.updated_at, now),
-                          Text(error_summary(job.error, 60), style="red"))
+            table.add_row(
+                Text(job.id),
+                Text(job.task),
+                Text(job.queue),
+                styled(job.status),
+                f"{job.attempt}/{job.max_attempts}",
+                Text(job.tenant or ""),
+                age(job.created_at, now),
+                age(job.updated_at, now),
+                Text(error_summary(job.error, 60), style="red"),
+            )
         out = console()
         out.print(table)
         more = " (--limit reached; there may be more)" if len(found) == limit else ""
@@ -271,8 +326,9 @@ def events(state: State, job_id: str) -> None:
 def retry(state: State, job_id: str) -> None:
     """Run a failed, cancelled or retrying job again now, with fresh attempts."""
     new_status = state.app().handle(job_id).retry()
-    emit(state, {"id": job_id, "status": new_status.value},
-         lambda d: click.echo(f"job {job_id} is {d['status']} again"))
+    emit(
+        state, {"id": job_id, "status": new_status.value}, lambda d: click.echo(f"job {job_id} is {d['status']} again")
+    )
 
 
 @cli.command()
@@ -282,24 +338,44 @@ def cancel(state: State, job_id: str) -> None:
     """Cancel a job (a running one is stopped by its worker at the next heartbeat)."""
     new_status = state.app().handle(job_id).cancel()
     requested = new_status is Status.RUNNING
-    emit(state, {"id": job_id, "status": new_status.value, "cancel_requested": requested},
-         lambda d: click.echo(f"job {job_id} is running: cancellation requested, its worker stops it "
-                              "at the next heartbeat" if requested else f"job {job_id} cancelled"))
+    emit(
+        state,
+        {"id": job_id, "status": new_status.value, "cancel_requested": requested},
+        lambda d: click.echo(
+            f"job {job_id} is running: cancellation requested, its worker stops it at the next heartbeat"
+            if requested
+            else f"job {job_id} cancelled"
+        ),
+    )
 
 
 @cli.command()
-@click.option("--older-than", required=True, metavar="DURATION",
-              help="Delete jobs that finished longer ago than this, e.g. 7d, 12h, 0s.")
-@click.option("--status", "statuses", multiple=True, type=click.Choice(FINAL_NAMES, case_sensitive=False),
-              default=(Status.COMPLETE.value,), show_default=True, help="Which finished jobs (repeatable).")
+@click.option(
+    "--older-than",
+    required=True,
+    metavar="DURATION",
+    help="Delete jobs that finished longer ago than this, e.g. 7d, 12h, 0s.",
+)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(FINAL_NAMES, case_sensitive=False),
+    default=(Status.COMPLETE.value,),
+    show_default=True,
+    help="Which finished jobs (repeatable).",
+)
 @click.pass_obj
 def purge(state: State, older_than: str, statuses: tuple[str, ...]) -> None:
     """Delete finished jobs (and their timelines)."""
     cutoff = time.time() - parse_duration(older_than, name="--older-than")
     chosen = sorted({s.lower() for s in statuses})
     removed = state.app().store.purge(older_than=cutoff, statuses=chosen)
-    emit(state, {"purged": removed, "statuses": chosen, "finished_before": iso(cutoff)},
-         lambda d: click.echo(f"purged {removed} {'/'.join(chosen)} job(s) finished before {d['finished_before']}"))
+    emit(
+        state,
+        {"purged": removed, "statuses": chosen, "finished_before": iso(cutoff)},
+        lambda d: click.echo(f"purged {removed} {'/'.join(chosen)} job(s) finished before {d['finished_before']}"),
+    )
 
 
 # -- queues and workers ---------------------------------------------------------------------
@@ -320,8 +396,11 @@ def pause(state: State, job_id: str | None, queue: str | None) -> None:
     record, checkpoints and waits."""
     target = _pause_target(job_id, queue)
     state.app().store.set_paused(**target, paused=True)
-    emit(state, {**target, "paused": True},
-         lambda d: click.echo(f"paused {'job ' + job_id if job_id else 'queue ' + str(queue)}"))
+    emit(
+        state,
+        {**target, "paused": True},
+        lambda d: click.echo(f"paused {'job ' + job_id if job_id else 'queue ' + str(queue)}"),
+    )
 
 
 @cli.command()
@@ -332,8 +411,11 @@ def resume(state: State, job_id: str | None, queue: str | None) -> None:
     """Resume a paused job or queue."""
     target = _pause_target(job_id, queue)
     state.app().store.set_paused(**target, paused=False)
-    emit(state, {**target, "paused": False},
-         lambda d: click.echo(f"resumed {'job ' + job_id if job_id else 'queue ' + str(queue)}"))
+    emit(
+        state,
+        {**target, "paused": False},
+        lambda d: click.echo(f"resumed {'job ' + job_id if job_id else 'queue ' + str(queue)}"),
+    )
 
 
 # -- stats, schedules, flows ---------------------------------------------------------------

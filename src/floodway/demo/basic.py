@@ -87,16 +87,24 @@ def _demo(app: App, console: Console) -> int:
     table.add_row("greet", g.status.value, str(g.attempt), repr(g.result))
     table.add_row("flaky (fails twice)", f.status.value, str(f.attempt), repr(f.result))
     table.add_row("remind (delay 1s)", d.status.value, str(d.attempt), f"{d.result!r} after {waited:.1f}s")
-    table.add_row(f"square x {BULK} (bulk)", f"{bulk_done}/{BULK} complete",
-                  str(max(j.attempt for j in squares)), f"sum = {sum(j.result or 0 for j in squares)}")
+    table.add_row(
+        f"square x {BULK} (bulk)",
+        f"{bulk_done}/{BULK} complete",
+        str(max(j.attempt for j in squares)),
+        f"sum = {sum(j.result or 0 for j in squares)}",
+    )
     console.print(table)
 
     ok = (
         finished
-        and g.status is Status.COMPLETE and g.result == "hello, Ada"
-        and f.status is Status.COMPLETE and f.attempt == 3
-        and d.status is Status.COMPLETE and waited >= 0.9
-        and bulk_done == BULK and bulk_right
+        and g.status is Status.COMPLETE
+        and g.result == "hello, Ada"
+        and f.status is Status.COMPLETE
+        and f.attempt == 3
+        and d.status is Status.COMPLETE
+        and waited >= 0.9
+        and bulk_done == BULK
+        and bulk_right
     )
     if ok:
         console.print(f"[green]all {len(handles)} jobs finished as expected in {elapsed:.1f}s[/]")

@@ -59,8 +59,7 @@ def transform(order: dict) -> dict:
 @app.task(state="orders:{tenant}", budget=BUDGET, limits=["fulfillments"])
 async def sync_orders(ctx: Context) -> dict | ContinueLater:
     """Sync every order not synced yet; one run lasts at most BUDGET."""
-    async with httpx.AsyncClient(base_url=SOURCE) as source, \
-            ctx.http(base_url=DEST, limit="fulfillments") as dest:
+    async with httpx.AsyncClient(base_url=SOURCE) as source, ctx.http(base_url=DEST, limit="fulfillments") as dest:
 
         async def fetch_page(after: int | None) -> list[dict]:  # ascending by id
             response = await source.get("/orders", params={"after": after or 0, "limit": PAGE_SIZE})
@@ -99,8 +98,14 @@ def default_timeout(orders: int, rate: float = RATE) -> float:
     return 4 * orders / rate + 30
 
 
-def run(orders: int = 5000, *, crash: bool = False, console: "Console | None" = None, live: bool = True,
-        timeout: float | None = None) -> tuple[int, dict[str, Any]]:
+def run(
+    orders: int = 5000,
+    *,
+    crash: bool = False,
+    console: "Console | None" = None,
+    live: bool = True,
+    timeout: float | None = None,
+) -> tuple[int, dict[str, Any]]:
     """Run the demo: (exit code, final figures). 0 when every order arrived exactly once."""
     from rich.console import Console
 
@@ -157,17 +162,24 @@ class _Demo:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOODWAY_", "BLACKFRIDAY_"))}
         package_root = str(Path(__file__).resolve().parents[2])
         self.env.update(
-            FLOODWAY_DATABASE_URL=self.database_url, BLACKFRIDAY_SOURCE=source_url, BLACKFRIDAY_DEST=dest.url,
-            BLACKFRIDAY_RATE=repr(RATE), BLACKFRIDAY_BUDGET=BUDGET,
+            FLOODWAY_DATABASE_URL=self.database_url,
+            BLACKFRIDAY_SOURCE=source_url,
+            BLACKFRIDAY_DEST=dest.url,
+            BLACKFRIDAY_RATE=repr(RATE),
+            BLACKFRIDAY_BUDGET=BUDGET,
             PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p),
         )
         out = self.console
-        out.print(f"[bold]Black Friday[/]: {self.orders:,} orders from [cyan]OrderPlacementPavillion[/] "
-                  f"({source_url}) to [cyan]FulfillmentsRUs[/] ({dest.url}), which allows {RATE:g} requests/s.")
-        out.print(f"The sync task gets {BUDGET} per run, pages of {PAGE_SIZE} orders, {CONCURRENCY} requests in "
-                  f"flight, and the limit [bold]fulfillments[/] = {app.limits['fulfillments'].rate} "
-                  f"(burst {app.limits['fulfillments'].burst}); a worker runs in a subprocess"
-                  + (", and is SIGKILLed mid-run." if self.crash else "."))
+        out.print(
+            f"[bold]Black Friday[/]: {self.orders:,} orders from [cyan]OrderPlacementPavillion[/] "
+            f"({source_url}) to [cyan]FulfillmentsRUs[/] ({dest.url}), which allows {RATE:g} requests/s."
+        )
+        out.print(
+            f"The sync task gets {BUDGET} per run, pages of {PAGE_SIZE} orders, {CONCURRENCY} requests in "
+            f"flight, and the limit [bold]fulfillments[/] = {app.limits['fulfillments'].rate} "
+            f"(burst {app.limits['fulfillments'].burst}); a worker runs in a subprocess"
+            + (", and is SIGKILLed mid-run." if self.crash else ".")
+        )
         handle = sync_orders.enqueue(id=JOB_ID, tenant=TENANT)
         started = time.time()
         self._start_worker()
@@ -179,13 +191,33 @@ class _Demo:
     # -- the worker subprocess ----------------------------------------------------------------
     def _start_worker(self) -> subprocess.Popen[bytes]:
         log = open(self.tmp / f"worker-{len(self.workers) + 1}.log", "wb")
-        argv = [sys.executable, "-m", "floodway", "--app", f"{__name__}:app", "worker",
-                "--concurrency", "4", "--lease", LEASE, "--grace", "2s", "--poll-interval", "50ms"]
+        argv = [
+            sys.executable,
+            "-m",
+            "floodway",
+            "--app",
+            f"{__name__}:app",
+            "worker",
+            "--concurrency",
+            "4",
+            "--lease",
+            LEASE,
+            "--grace",
+            "2s",
+            "--poll-interval",
+            "50ms",
+        ]
         with log:
             # stdin is a pipe the demo never writes to: when the demo dies, even by SIGKILL, the
             # worker reads EOF and stops (see _follow_the_demo) instead of running on, orphaned
-            proc = subprocess.Popen(argv, cwd=self.tmp, env={**self.env, "BLACKFRIDAY_FOLLOW": str(os.getpid())},
-                                    stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                argv,
+                cwd=self.tmp,
+                env={**self.env, "BLACKFRIDAY_FOLLOW": str(os.getpid())},
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.workers.append(proc)
         return proc
 
@@ -215,9 +247,14 @@ class _Demo:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         columns = [
-            TextColumn("[bold]fulfilled"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:>5}/s"), TextColumn("429s {task.fields[r429]}"),
-            TextColumn("runs {task.fields[runs]}"), TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"),
+            TextColumn("[bold]fulfilled"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>5}/s"),
+            TextColumn("429s {task.fields[r429]}"),
+            TextColumn("runs {task.fields[runs]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA {task.fields[eta]}"),
         ]
         samples: deque[tuple[float, int]] = deque()
         seen = 0
@@ -239,8 +276,14 @@ class _Demo:
                 span = now - samples[0][0]
                 rate = (done - samples[0][1]) / span if span > 0.5 else None
                 eta = f"{(self.orders - done) / rate:.0f}s" if rate else "-"
-                bar.update(task, completed=done, rate=f"{rate:.0f}" if rate is not None else "-",
-                           r429=stats["rejected_429"], runs=len(self.runs), eta=eta)
+                bar.update(
+                    task,
+                    completed=done,
+                    rate=f"{rate:.0f}" if rate is not None else "-",
+                    r429=stats["rejected_429"],
+                    runs=len(self.runs),
+                    eta=eta,
+                )
                 if status.is_final:
                     return status, False
                 if self.crash and not self.killed and status is Status.RUNNING and done >= self.orders * CRASH_AT:
@@ -250,12 +293,15 @@ class _Demo:
                         self._kill_worker(done, bar.console)
                 for proc in self.workers:
                     if proc.poll() is not None and proc.pid not in self.killed:
-                        bar.console.print(f"[red]the worker (pid {proc.pid}) exited unexpectedly "
-                                          f"with {proc.returncode}[/]\n{self._worker_log()}")
+                        bar.console.print(
+                            f"[red]the worker (pid {proc.pid}) exited unexpectedly "
+                            f"with {proc.returncode}[/]\n{self._worker_log()}"
+                        )
                         return status, False
                 if now > deadline:
-                    bar.console.print(f"[red]the orders did not drain within {self.timeout:.0f}s[/]\n"
-                                      f"{self._worker_log()}")
+                    bar.console.print(
+                        f"[red]the orders did not drain within {self.timeout:.0f}s[/]\n{self._worker_log()}"
+                    )
                     return status, True
                 time.sleep(0.1)
 
@@ -266,12 +312,16 @@ class _Demo:
         self.killed.append(victim.pid)
         self.killed_at = time.time()
         self.kill_cursor = app.store.load_state(f"orders:{TENANT}").cursor  # frozen: nobody runs the job now
-        out.print(f"[bold red]SIGKILL[/] worker pid {victim.pid} mid-run, with {done:,} orders at FulfillmentsRUs "
-                  f"and the last checkpoint after order #{self.kill_cursor or 0:,}.")
+        out.print(
+            f"[bold red]SIGKILL[/] worker pid {victim.pid} mid-run, with {done:,} orders at FulfillmentsRUs "
+            f"and the last checkpoint after order #{self.kill_cursor or 0:,}."
+        )
         proc = self._start_worker()
-        out.print(f"  started worker pid {proc.pid}: it sees the dead worker's process is gone and takes the "
-                  f"job over at once (no need to wait for its {LEASE} lease), and resumes after the checkpoint; "
-                  f"orders sent since then are in the once-ledger or are answered again by their Idempotency-Key.")
+        out.print(
+            f"  started worker pid {proc.pid}: it sees the dead worker's process is gone and takes the "
+            f"job over at once (no need to wait for its {LEASE} lease), and resumes after the checkpoint; "
+            f"orders sent since then are in the once-ledger or are answered again by their Idempotency-Key."
+        )
 
     def _narrate(self, event: Event, out: "Console") -> None:
         """One line per run, printed when the run ends."""
@@ -308,12 +358,16 @@ class _Demo:
         current["end"] = end
         count = end - current["start"]
         orders = f"#{current['start'] + 1:,}–#{end:,}" if count > 0 else "no new orders"
-        out.print(f"run {len(self.runs):>2}  pid {current['worker']:>6}  {orders:<13} "
-                  f"{count:>4,} in {ended - current['at']:3.1f}s  {why}", overflow="fold")
+        out.print(
+            f"run {len(self.runs):>2}  pid {current['worker']:>6}  {orders:<13} "
+            f"{count:>4,} in {ended - current['at']:3.1f}s  {why}",
+            overflow="fold",
+        )
 
     # -- the tally --------------------------------------------------------------------------------
-    def _report(self, handle: Any, dest: "FulfillmentAPI", events: list[Event], status: Status,
-                timed_out: bool) -> tuple[int, dict[str, Any]]:
+    def _report(
+        self, handle: Any, dest: "FulfillmentAPI", events: list[Event], status: Status, timed_out: bool
+    ) -> tuple[int, dict[str, Any]]:
         from rich.table import Table
 
         stats = dest.stats()
@@ -325,8 +379,9 @@ class _Demo:
         ended = events[-1].at if status.is_final and events else time.time()
         drain = ended - created
         ideal = self.orders / RATE
-        learned = next((k for info in app.store.list_limits() if info.spec.name == "fulfillments"
-                        for k in info.keys), None)
+        learned = next(
+            (k for info in app.store.list_limits() if info.spec.name == "fulfillments" for k in info.keys), None
+        )
         figures = {
             "orders": self.orders,
             "source": self.orders,
@@ -352,15 +407,24 @@ class _Demo:
             "rate_cuts": learned.cuts if learned else 0,
             "pauses": learned.rate_limited if learned else 0,
         }
-        ok = (status is Status.COMPLETE and not timed_out and lost == 0 and stats["duplicates"] == 0
-              and figures["unexpected"] == 0 and stats["unique_orders"] == self.orders)
+        ok = (
+            status is Status.COMPLETE
+            and not timed_out
+            and lost == 0
+            and stats["duplicates"] == 0
+            and figures["unexpected"] == 0
+            and stats["unique_orders"] == self.orders
+        )
         figures["ok"] = ok
 
         def good(value: int) -> str:
             return f"[green]{value:,}[/]" if value == 0 else f"[bold red]{value:,}[/]"
 
-        table = Table(title=f"Black Friday: {self.orders:,} orders, OrderPlacementPavillion → FulfillmentsRUs",
-                      show_header=False, title_justify="left")
+        table = Table(
+            title=f"Black Friday: {self.orders:,} orders, OrderPlacementPavillion → FulfillmentsRUs",
+            show_header=False,
+            title_justify="left",
+        )
         table.add_column(style="bold")
         table.add_column(justify="right")
         table.add_column(style="dim")
@@ -373,22 +437,32 @@ class _Demo:
             table.add_row("workers SIGKILLed", f"{len(self.killed)}", "the job resumed on another worker")
         table.add_row("FulfillmentsRUs' real quota", f"{RATE:g}/s", "never told to floodway")
         if learned is not None and learned.effective_rate:
-            table.add_row("learned rate", f"{learned.effective_rate:.1f}/s",
-                          f"from {learned.source}; {learned.cuts} cut(s), shared by every worker")
+            table.add_row(
+                "learned rate",
+                f"{learned.effective_rate:.1f}/s",
+                f"from {learned.source}; {learned.cuts} cut(s), shared by every worker",
+            )
         table.add_row("429s seen", f"{stats['rejected_429']:,}", "none spent an attempt or repeated an order")
         table.add_row("pauses", f"{figures['pauses']:,}", "the limit stopped every worker until a reset")
         table.add_row("answered by Idempotency-Key", f"{stats['replays']:,}", "repeats the API recognised")
-        table.add_row("drain time", f"{drain:.1f}s",
-                      f"ideal {ideal:.1f}s ({self.orders:,} / {RATE:g} per s): ×{drain / ideal:.2f}")
+        table.add_row(
+            "drain time",
+            f"{drain:.1f}s",
+            f"ideal {ideal:.1f}s ({self.orders:,} / {RATE:g} per s): ×{drain / ideal:.2f}",
+        )
         self.console.print(table)
         if ok:
-            self.console.print(f"[bold green]all {self.orders:,} orders finished as expected[/]: none lost, "
-                               f"none sent twice, in {runs} runs.")
+            self.console.print(
+                f"[bold green]all {self.orders:,} orders finished as expected[/]: none lost, "
+                f"none sent twice, in {runs} runs."
+            )
             return 0, figures
         problems = [f"job {status.value}"] if status is not Status.COMPLETE else []
         if timed_out:
             problems.append("timed out")
-        problems += [f"{lost:,} lost"] * bool(lost) + [f"{stats['duplicates']:,} duplicated"] * bool(stats["duplicates"])
+        problems += [f"{lost:,} lost"] * bool(lost) + [f"{stats['duplicates']:,} duplicated"] * bool(
+            stats["duplicates"]
+        )
         self.console.print(f"[bold red]FAILED[/]: {', '.join(problems) or 'mismatch'}")
         if status is not Status.COMPLETE:
             job = handle.job()
@@ -431,5 +505,6 @@ def _follow_the_demo(demo_pid: int) -> None:
 
 
 if os.environ.get("BLACKFRIDAY_FOLLOW", "").isdigit() and sys.stdin is not None:
-    threading.Thread(target=_follow_the_demo, args=(int(os.environ["BLACKFRIDAY_FOLLOW"]),),
-                     name="follow-the-demo", daemon=True).start()
+    threading.Thread(
+        target=_follow_the_demo, args=(int(os.environ["BLACKFRIDAY_FOLLOW"]),), name="follow-the-demo", daemon=True
+    ).start()

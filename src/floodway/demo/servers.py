@@ -29,17 +29,31 @@ from urllib.parse import parse_qs, urlsplit
 
 __all__ = ["OrderSource", "FulfillmentAPI", "make_order"]
 
-_PRODUCTS = ["TV 55in", "headphones", "coffee grinder", "air fryer", "sneakers", "board game",
-             "desk lamp", "robot vacuum", "e-reader", "smart watch", "blender", "backpack"]
+_PRODUCTS = [
+    "TV 55in",
+    "headphones",
+    "coffee grinder",
+    "air fryer",
+    "sneakers",
+    "board game",
+    "desk lamp",
+    "robot vacuum",
+    "e-reader",
+    "smart watch",
+    "blender",
+    "backpack",
+]
 _CITIES = ["Austin", "Leeds", "Lyon", "Osaka", "Porto", "Toronto", "Tallinn", "Cork"]
 
 
 def make_order(order_id: int) -> dict[str, Any]:
     """Order ``order_id`` of OrderPlacementPavillion: the same every time it is asked for."""
     lines: list[dict[str, Any]] = [
-        {"sku": f"SKU-{(order_id * 7 + n * 13) % 997:03d}",
-         "name": _PRODUCTS[(order_id + n * 5) % len(_PRODUCTS)],
-         "quantity": 1 + (order_id + n) % 3}
+        {
+            "sku": f"SKU-{(order_id * 7 + n * 13) % 997:03d}",
+            "name": _PRODUCTS[(order_id + n * 5) % len(_PRODUCTS)],
+            "quantity": 1 + (order_id + n) % 3,
+        }
         for n in range(1 + order_id % 3)
     ]
     return {
@@ -115,8 +129,9 @@ class _LoopbackAPI:
         handler = type(f"{type(self).__name__}Handler", (_Handler,), {"api": self})
         self._server = _Server((self.host, self.port), handler)
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=self.name, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=self.name, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -134,8 +149,9 @@ class _LoopbackAPI:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
-    def handle(self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: bytes
-               ) -> tuple[int, Any, dict[str, str]]:
+    def handle(
+        self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
         raise NotImplementedError
 
 
@@ -150,8 +166,9 @@ class OrderSource(_LoopbackAPI):
         self.count = count
         self.pages_served = 0
 
-    def handle(self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: bytes
-               ) -> tuple[int, Any, dict[str, str]]:
+    def handle(
+        self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
         if path != "/orders":
             return 404, {"error": f"no such path {path}"}, {}
         if method != "GET":
@@ -193,8 +210,9 @@ class FulfillmentAPI(_LoopbackAPI):
     def capacity(self) -> int:
         return max(1, int(self.rate * self.window))
 
-    def handle(self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: bytes
-               ) -> tuple[int, Any, dict[str, str]]:
+    def handle(
+        self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
         if path == "/stats" and method == "GET":
             return 200, self.stats(), {}
         if path != "/fulfillments":
@@ -228,8 +246,11 @@ class FulfillmentAPI(_LoopbackAPI):
                 self.without_key += 1
             self.first_at = self.first_at or now
             self.last_at = now
-            response = {"fulfillment_id": f"F-{self.accepted:06d}", "order_id": fulfillment["order_id"],
-                        "status": "queued"}
+            response = {
+                "fulfillment_id": f"F-{self.accepted:06d}",
+                "order_id": fulfillment["order_id"],
+                "status": "queued",
+            }
             if key is not None:
                 self._responses[key] = (201, response)
             return 201, response, {}

@@ -51,9 +51,26 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
             raise ConfigError(f"the PostgreSQL store needs psycopg 3 and psycopg-pool: {exc}") from exc
 
         return PostgresStore(url, migrate=migrate)
-    raise ConfigError(
-        f"unsupported database URL {url!r}: expected sqlite:///path.db or postgresql://user@host/dbname"
-    )
+    raise ConfigError(f"unsupported database URL {url!r}: expected sqlite:///path.db or postgresql://user@host/dbname")
 
 
-__all__ = ["Store", "QueuePort", "LimitsPort", "StatePort", "AdminPort", "ClaimedJobs", "LimitInfo", "LimitKeyInfo", "Outcome", "StateSnapshot", "StepRecord", "ScheduleInfo", "TokenInfo", "QueueInfo", "WorkerInfo", "EnqueueResult", "open_store", "DEFAULT_URL"]
+__all__ = [
+    "Store",
+    "QueuePort",
+    "LimitsPort",
+    "StatePort",
+    "AdminPort",
+    "ClaimedJobs",
+    "LimitInfo",
+    "LimitKeyInfo",
+    "Outcome",
+    "StateSnapshot",
+    "StepRecord",
+    "ScheduleInfo",
+    "TokenInfo",
+    "QueueInfo",
+    "WorkerInfo",
+    "EnqueueResult",
+    "open_store",
+    "DEFAULT_URL",
+]

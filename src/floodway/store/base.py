@@ -69,20 +69,50 @@ def timeline_from_rows(job_id: str, rows: list[tuple] | list[list]) -> list[Even
     events = stored
     if not stored or stored[0].from_status is not None:
         # with nothing stored, a running or complete job was claimed straight from ``waiting``
-        first = (stored[0].from_status or Status.WAITING) if stored else (
-            Status.WAITING if status in (Status.RUNNING, Status.COMPLETE) else status)
-        events = [Event(job_id=job_id, at=job[2], from_status=None, to_status=first, attempt=0,
-                        error=None, worker_id=None, reason="enqueued"), *stored]
+        first = (
+            (stored[0].from_status or Status.WAITING)
+            if stored
+            else (Status.WAITING if status in (Status.RUNNING, Status.COMPLETE) else status)
+        )
+        events = [
+            Event(
+                job_id=job_id,
+                at=job[2],
+                from_status=None,
+                to_status=first,
+                attempt=0,
+                error=None,
+                worker_id=None,
+                reason="enqueued",
+            ),
+            *stored,
+        ]
     last = stored[-1] if stored else None
     if status in (Status.RUNNING, Status.COMPLETE) and started_at is not None:
         if last is not None and last.to_status is Status.COMPLETE:
             return events  # the whole run is stored
         if not (last is not None and last.to_status is Status.RUNNING and last.attempt == attempt):
-            events.append(Event(job_id=job_id, at=started_at, from_status=Status.WAITING,
-                                to_status=Status.RUNNING, attempt=attempt, worker_id=worker_id))
+            events.append(
+                Event(
+                    job_id=job_id,
+                    at=started_at,
+                    from_status=Status.WAITING,
+                    to_status=Status.RUNNING,
+                    attempt=attempt,
+                    worker_id=worker_id,
+                )
+            )
         if status is Status.COMPLETE and finished_at is not None:
-            events.append(Event(job_id=job_id, at=finished_at, from_status=Status.RUNNING,
-                                to_status=Status.COMPLETE, attempt=attempt, worker_id=worker_id))
+            events.append(
+                Event(
+                    job_id=job_id,
+                    at=finished_at,
+                    from_status=Status.RUNNING,
+                    to_status=Status.COMPLETE,
+                    attempt=attempt,
+                    worker_id=worker_id,
+                )
+            )
     return events
 
 
@@ -104,33 +134,35 @@ def job_from_row(row: tuple | list, *, _new: Any = object.__new__, _loads: Any =
     and that was a third of the cost of reading a claimed job (every field is set here; a test
     compares the result with ``Job(...)``)."""
     job = _new(Job)
-    job.__dict__.update({
-        "id": row[0],
-        "task": row[1],
-        "args": _loads(row[2]),
-        "queue": row[3],
-        "status": Status(row[4]),
-        "priority": row[5],
-        "attempt": row[6],
-        "max_attempts": row[7],
-        "retry": _loads(row[8]) if row[8] else None,
-        "run_at": row[9],
-        "tenant": row[10],
-        "result": _loads(row[11]) if row[11] is not None else None,
-        "error": _loads(row[12]) if row[12] else None,
-        "worker_id": row[13],
-        "lease_until": row[14],
-        "cancel_requested": bool(row[15]),
-        "created_at": row[16],
-        "updated_at": row[17],
-        "started_at": row[18],
-        "finished_at": row[19],
-        "limits": tuple(tuple(pair) for pair in _loads(row[20])) if row[20] else (),
-        "fair_key": row[21],
-        "throttled_seconds": row[22],
-        "shared_state": row[23],
-        "paused": bool(row[24]),
-    })
+    job.__dict__.update(
+        {
+            "id": row[0],
+            "task": row[1],
+            "args": _loads(row[2]),
+            "queue": row[3],
+            "status": Status(row[4]),
+            "priority": row[5],
+            "attempt": row[6],
+            "max_attempts": row[7],
+            "retry": _loads(row[8]) if row[8] else None,
+            "run_at": row[9],
+            "tenant": row[10],
+            "result": _loads(row[11]) if row[11] is not None else None,
+            "error": _loads(row[12]) if row[12] else None,
+            "worker_id": row[13],
+            "lease_until": row[14],
+            "cancel_requested": bool(row[15]),
+            "created_at": row[16],
+            "updated_at": row[17],
+            "started_at": row[18],
+            "finished_at": row[19],
+            "limits": tuple(tuple(pair) for pair in _loads(row[20])) if row[20] else (),
+            "fair_key": row[21],
+            "throttled_seconds": row[22],
+            "shared_state": row[23],
+            "paused": bool(row[24]),
+        }
+    )
     return job
 
 
@@ -190,14 +222,13 @@ class LimitKeyInfo:
     effective_rate: float | None = None
     #: where the effective rate comes from: "declared", "429s", "headers", "usage" or "slow start"
     source: str = "declared"
-    throttled: int = 0             # refusals the destination answered (429s), all time
+    throttled: int = 0  # refusals the destination answered (429s), all time
     throttled_last_minute: int = 0
-    exhausted: int = 0             # refusals that meant an exhausted quota (a pause until the reset)
-    cuts: int = 0                  # rounds of refusals that cut the rate
+    exhausted: int = 0  # refusals that meant an exhausted quota (a pause until the reset)
+    cuts: int = 0  # rounds of refusals that cut the rate
 
 
-def settled_tat(spec: LimitSpec, tat: float, learned: Learned, admitted: int, changed: str | None,
-                now: float) -> float:
+def settled_tat(spec: LimitSpec, tat: float, learned: Learned, admitted: int, changed: str | None, now: float) -> float:
     """A key's GCRA state after an observation: a cut's settle time holds every admission back
     (see ``floodway.quota._settle``), and then no burst: one admission, then the new pace."""
     if changed != "cut" or learned.settle <= now:
@@ -219,8 +250,18 @@ def key_pace(spec: LimitSpec, learned: Learned | None, admitted: int, now: float
     return Rate(per_second, 1.0), effective_burst(spec, learned, per_second)
 
 
-def key_info(spec: LimitSpec, key: str, tat: float, paused_until: float, reason: str | None, running: int,
-             admitted: int, limited: int, learned_raw: str | None, now: float) -> LimitKeyInfo:
+def key_info(
+    spec: LimitSpec,
+    key: str,
+    tat: float,
+    paused_until: float,
+    reason: str | None,
+    running: int,
+    admitted: int,
+    limited: int,
+    learned_raw: str | None,
+    now: float,
+) -> LimitKeyInfo:
     """A key's row as the CLI, API and dashboard show it (both stores read the same columns)."""
     learned = Learned.loads(learned_raw)
     rate = key_rate(spec, learned, admitted, now)
@@ -367,9 +408,7 @@ class QueuePort(abc.ABC):
         made inside the transaction, after the insert, so a job made meanwhile cannot slip by.
         """
 
-    def enqueue_new(
-        self, jobs: Iterable[NewJob], queues: dict[str, int | None] | None = None
-    ) -> list[EnqueueResult]:
+    def enqueue_new(self, jobs: Iterable[NewJob], queues: dict[str, int | None] | None = None) -> list[EnqueueResult]:
         """``enqueue`` for jobs whose ids the caller has just generated, so none exists yet.
 
         ``jobs`` may be a generator that makes each job as it is asked for, and raises on a
@@ -383,8 +422,14 @@ class QueuePort(abc.ABC):
     # -- the worker's side --------------------------------------------------------------
     @abc.abstractmethod
     def claim(
-        self, worker_id: str, *, queues: list[str] | None, limit: int, lease: float,
-        without_limits: bool = False, ahead: int = 0,
+        self,
+        worker_id: str,
+        *,
+        queues: list[str] | None,
+        limit: int,
+        lease: float,
+        without_limits: bool = False,
+        ahead: int = 0,
     ) -> ClaimedJobs:
         """Move up to ``limit`` ready jobs to ``running`` under a lease owned by ``worker_id``.
 
@@ -526,7 +571,9 @@ class StatePort(abc.ABC):
         """Store a finished step (``LeaseLost`` if this run no longer owns the job)."""
 
     @abc.abstractmethod
-    def step_records(self, *, kind: str | None = None, since: float | None = None, limit: int = 1000) -> list[StepRecord]:
+    def step_records(
+        self, *, kind: str | None = None, since: float | None = None, limit: int = 1000
+    ) -> list[StepRecord]:
         """Recent finished steps, newest first (for stats and dashboards)."""
 
 

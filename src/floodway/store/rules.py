@@ -119,8 +119,9 @@ class Admission:
         return True
 
 
-def admit_one(spec: LimitSpec, tat: float, paused_until: float, admitted: int, learned: Any, now: float,
-              cost: int = 1) -> tuple[bool, float, float | None]:
+def admit_one(
+    spec: LimitSpec, tat: float, paused_until: float, admitted: int, learned: Any, now: float, cost: int = 1
+) -> tuple[bool, float, float | None]:
     """Admission of one acquire outside a claim (``ctx.acquire``): (admitted, when, the key's
     new GCRA time or None when it does not change). Refused: ``when`` is the moment to try
     again (the pause's end, or the rate's next slot)."""
@@ -181,11 +182,16 @@ def worker_rescue(
     return Status.WAITING, reason + ("" if give_back else " (an attempt spent)"), error, give_back
 
 
-def lease_rescue(owner: str, attempt: int, max_attempts: int, cancel_requested: bool) -> tuple[Status, str, dict[str, Any]]:
+def lease_rescue(
+    owner: str, attempt: int, max_attempts: int, cancel_requested: bool
+) -> tuple[Status, str, dict[str, Any]]:
     """How a running job whose lease expired ends: (target status, reason, error). Its attempt
     is spent: the worker may still be alive and have been running it."""
-    error = {"type": "WorkerLost", "message": f"worker {owner} stopped renewing its lease; the job was rescued",
-             "traceback": None}
+    error = {
+        "type": "WorkerLost",
+        "message": f"worker {owner} stopped renewing its lease; the job was rescued",
+        "traceback": None,
+    }
     if cancel_requested:
         return Status.CANCELLED, "lease expired; cancellation requested", error
     if attempt >= max_attempts:

@@ -78,22 +78,21 @@ ACTIVITY = {
     "created": "SELECT queue, COUNT(*) FROM jobs WHERE created_at >= ? GROUP BY queue",
     "finished": "SELECT queue, COUNT(*) FROM jobs WHERE finished_at >= ? GROUP BY queue",
     "limits_waiting": "SELECT limits, COUNT(*) FROM jobs WHERE status = 'waiting' AND limits IS NOT NULL "
-                      "GROUP BY limits",
-    "limits_created": "SELECT limits, COUNT(*) FROM jobs WHERE created_at >= ? AND limits IS NOT NULL "
-                      "GROUP BY limits",
+    "GROUP BY limits",
+    "limits_created": "SELECT limits, COUNT(*) FROM jobs WHERE created_at >= ? AND limits IS NOT NULL GROUP BY limits",
     "limits_finished": "SELECT limits, COUNT(*) FROM jobs WHERE finished_at >= ? AND limits IS NOT NULL "
-                       "GROUP BY limits",
+    "GROUP BY limits",
 }
 #: the same for one tenant, each read through one of the jobs_tenant* indexes
 TENANT_ACTIVITY = {
     "created": "SELECT queue, COUNT(*) FROM jobs WHERE tenant = ? AND created_at >= ? GROUP BY queue",
     "finished": "SELECT queue, COUNT(*) FROM jobs WHERE tenant = ? AND finished_at >= ? GROUP BY queue",
     "limits_waiting": "SELECT limits, COUNT(*) FROM jobs WHERE tenant = ? AND status = 'waiting' "
-                      "AND limits IS NOT NULL GROUP BY limits",
+    "AND limits IS NOT NULL GROUP BY limits",
     "limits_created": "SELECT limits, COUNT(*) FROM jobs WHERE tenant = ? AND created_at >= ? "
-                      "AND limits IS NOT NULL GROUP BY limits",
+    "AND limits IS NOT NULL GROUP BY limits",
     "limits_finished": "SELECT limits, COUNT(*) FROM jobs WHERE tenant = ? AND finished_at >= ? "
-                       "AND limits IS NOT NULL GROUP BY limits",
+    "AND limits IS NOT NULL GROUP BY limits",
 }
 #: every query a tenant's views run on the jobs table, by name (its plan must use an index)
 TENANT_QUERIES = {"counts": TENANT_COUNTS, **TENANT_ACTIVITY}
@@ -116,28 +115,72 @@ def in_dialect(sql: str, mark: str) -> str:
     return sql if mark == "?" else sql.replace("?", mark)
 
 
-def event_row(job_id: str, at: float, src: Status | None, dst: Status, attempt: int, *,
-              error: dict | None = None, worker_id: str | None = None, reason: str | None = None) -> tuple:
+def event_row(
+    job_id: str,
+    at: float,
+    src: Status | None,
+    dst: Status,
+    attempt: int,
+    *,
+    error: dict | None = None,
+    worker_id: str | None = None,
+    reason: str | None = None,
+) -> tuple:
     """One ``job_events`` row: (job_id, at, from_status, to_status, attempt, error, worker_id, reason)."""
-    return (job_id, at, src.value if src else None, dst.value, attempt,
-            json.dumps(error) if error else None, worker_id, reason)
+    return (
+        job_id,
+        at,
+        src.value if src else None,
+        dst.value,
+        attempt,
+        json.dumps(error) if error else None,
+        worker_id,
+        reason,
+    )
 
 
 def step_from_row(r: tuple | list) -> StepRecord:
     """A ``StepRecord`` from a row of ``STEP_COLUMNS``."""
     return StepRecord(
-        r[0], r[1], r[2], bool(r[3]), r[4], r[5], json.loads(r[6]) if r[6] else None, r[7], r[8],
-        r[9], r[10], r[11], json.loads(r[12]) if r[12] else None, r[13], r[14], r[15],
+        r[0],
+        r[1],
+        r[2],
+        bool(r[3]),
+        r[4],
+        r[5],
+        json.loads(r[6]) if r[6] else None,
+        r[7],
+        r[8],
+        r[9],
+        r[10],
+        r[11],
+        json.loads(r[12]) if r[12] else None,
+        r[13],
+        r[14],
+        r[15],
     )
 
 
 def step_values(record: StepRecord) -> tuple:
     """The parameters of ``STEP_UPSERT`` for ``record``."""
-    return (record.job_id, record.step_id, record.kind, bool(record.critical), record.status,
-            record.result_json, json.dumps(record.error) if record.error else None, record.attempts,
-            record.retries, record.duration, record.total_time, record.throttle_overhead,
-            json.dumps(record.throttle) if record.throttle else None, record.tenant,
-            record.started_at, record.finished_at)
+    return (
+        record.job_id,
+        record.step_id,
+        record.kind,
+        bool(record.critical),
+        record.status,
+        record.result_json,
+        json.dumps(record.error) if record.error else None,
+        record.attempts,
+        record.retries,
+        record.duration,
+        record.total_time,
+        record.throttle_overhead,
+        json.dumps(record.throttle) if record.throttle else None,
+        record.tenant,
+        record.started_at,
+        record.finished_at,
+    )
 
 
 def _token(r: tuple | list) -> TokenInfo:
@@ -207,8 +250,10 @@ class SQLStore(Store):
             if version <= current:
                 continue
             run_script(script)
-            cur.execute(self._q("INSERT INTO floodway_schema (version, name, applied_at) VALUES (?, ?, ?)"),
-                        (version, name, time.time()))
+            cur.execute(
+                self._q("INSERT INTO floodway_schema (version, name, applied_at) VALUES (?, ?, ?)"),
+                (version, name, time.time()),
+            )
             applied.append(version)
         cur.execute("INSERT INTO queues (name, max_concurrency) VALUES ('default', NULL) ON CONFLICT DO NOTHING")
         return applied
@@ -226,16 +271,23 @@ class SQLStore(Store):
 
     # -- claim --------------------------------------------------------------------------------
     def claim(
-        self, worker_id: str, *, queues: list[str] | None, limit: int, lease: float,
-        without_limits: bool = False, ahead: int = 0,
+        self,
+        worker_id: str,
+        *,
+        queues: list[str] | None,
+        limit: int,
+        lease: float,
+        without_limits: bool = False,
+        ahead: int = 0,
     ) -> ClaimedJobs:
         if limit <= 0:
             return ClaimedJobs()
         return self._claim_jobs(worker_id, queues, limit, lease, without_limits, ahead)
 
     @abc.abstractmethod
-    def _claim_jobs(self, worker_id: str, queues: list[str] | None, limit: int, lease: float,
-                    without_limits: bool, ahead: int) -> ClaimedJobs:
+    def _claim_jobs(
+        self, worker_id: str, queues: list[str] | None, limit: int, lease: float, without_limits: bool, ahead: int
+    ) -> ClaimedJobs:
         """Claim 1..``limit`` ready jobs (see ``Store.claim``)."""
 
     # -- jobs ---------------------------------------------------------------------------------
@@ -310,8 +362,10 @@ class SQLStore(Store):
     def set_queue(self, name: str, max_concurrency: int | None) -> None:
         self._run(
             lambda cur: cur.execute(
-                self._q("INSERT INTO queues (name, max_concurrency) VALUES (?, ?) "
-                        "ON CONFLICT (name) DO UPDATE SET max_concurrency = excluded.max_concurrency"),
+                self._q(
+                    "INSERT INTO queues (name, max_concurrency) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET max_concurrency = excluded.max_concurrency"
+                ),
                 (name, max_concurrency),
             ),
             what="set_queue",
@@ -333,7 +387,9 @@ class SQLStore(Store):
 
     def worker_stopped(self, worker_id: str) -> None:
         self._run(
-            lambda cur: cur.execute(self._q("UPDATE workers SET stopped_at = ? WHERE id = ?"), (self._now(), worker_id)),
+            lambda cur: cur.execute(
+                self._q("UPDATE workers SET stopped_at = ? WHERE id = ?"), (self._now(), worker_id)
+            ),
             what="worker_stopped",
         )
 
@@ -345,8 +401,9 @@ class SQLStore(Store):
             f"w.host_key, w.pid_start FROM workers w {clause} ORDER BY w.started_at"
         )
         return [
-            WorkerInfo(r[0], r[1], r[2], json.loads(r[3]) if r[3] else None, r[4], r[5], r[6], r[7], int(r[8]),
-                       r[9], r[10])
+            WorkerInfo(
+                r[0], r[1], r[2], json.loads(r[3]) if r[3] else None, r[4], r[5], r[6], r[7], int(r[8]), r[9], r[10]
+            )
             for r in rows
         ]
 
@@ -354,34 +411,49 @@ class SQLStore(Store):
     def save_schedule(self, info: ScheduleInfo) -> None:
         self._run(
             lambda cur: cur.execute(
-                self._q("INSERT INTO schedules (name, task, cron, tz, args, options, missed, last_tick, updated_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET task = excluded.task, "
-                        "cron = excluded.cron, tz = excluded.tz, args = excluded.args, options = excluded.options, "
-                        "missed = excluded.missed, updated_at = excluded.updated_at"),
-                (info.name, info.task, info.cron, info.tz, json.dumps(info.args), json.dumps(info.options),
-                 info.missed, info.last_tick, self._now()),
+                self._q(
+                    "INSERT INTO schedules (name, task, cron, tz, args, options, missed, last_tick, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET task = excluded.task, "
+                    "cron = excluded.cron, tz = excluded.tz, args = excluded.args, options = excluded.options, "
+                    "missed = excluded.missed, updated_at = excluded.updated_at"
+                ),
+                (
+                    info.name,
+                    info.task,
+                    info.cron,
+                    info.tz,
+                    json.dumps(info.args),
+                    json.dumps(info.options),
+                    info.missed,
+                    info.last_tick,
+                    self._now(),
+                ),
             ),
             what="save_schedule",
         )
 
     def list_schedules(self) -> list[ScheduleInfo]:
         rows = self._read("SELECT name, task, cron, tz, args, options, missed, last_tick FROM schedules ORDER BY name")
-        return [ScheduleInfo(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5] or "{}"), r[6], r[7])
-                for r in rows]
+        return [
+            ScheduleInfo(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5] or "{}"), r[6], r[7]) for r in rows
+        ]
 
     def advance_schedule(self, name: str, last_tick: float | None, new_tick: float) -> bool:
         """Move a schedule on only if nobody else did since ``last_tick`` was read (each tick
         is enqueued once, however many workers run the scheduler)."""
-        sql = self._q("UPDATE schedules SET last_tick = ?, updated_at = ? WHERE name = ? "
-                      "AND last_tick IS NOT DISTINCT FROM ?")
-        return self._run(lambda cur: self._rowcount(cur, sql, (new_tick, self._now(), name, last_tick)) == 1,
-                         what="advance_schedule")
+        sql = self._q(
+            "UPDATE schedules SET last_tick = ?, updated_at = ? WHERE name = ? AND last_tick IS NOT DISTINCT FROM ?"
+        )
+        return self._run(
+            lambda cur: self._rowcount(cur, sql, (new_tick, self._now(), name, last_tick)) == 1, what="advance_schedule"
+        )
 
     def create_token(self, info: TokenInfo, secret_hash: str) -> None:
         self._run(
             lambda cur: cur.execute(
-                self._q("INSERT INTO tokens (id, secret_hash, tenant, admin, label, created_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?)"),
+                self._q(
+                    "INSERT INTO tokens (id, secret_hash, tenant, admin, label, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+                ),
                 (info.id, secret_hash, info.tenant, bool(info.admin), info.label, info.created_at),
             ),
             what="create_token",
@@ -395,8 +467,12 @@ class SQLStore(Store):
             return None
         r = rows[0]
         if r[5] is None or time.time() - r[5] > 60:  # record use, at most once a minute
-            self._run(lambda cur: cur.execute(self._q("UPDATE tokens SET last_used_at = ? WHERE id = ?"),
-                                              (time.time(), r[0])), what="token_for")
+            self._run(
+                lambda cur: cur.execute(
+                    self._q("UPDATE tokens SET last_used_at = ? WHERE id = ?"), (time.time(), r[0])
+                ),
+                what="token_for",
+            )
         return _token(r)
 
     def list_tokens(self) -> list[TokenInfo]:
@@ -411,8 +487,9 @@ class SQLStore(Store):
         declared = json.dumps(spec.to_dict(), sort_keys=True)
 
         def go(cur: Any) -> None:
-            row = cur.execute(self._q(f"SELECT declared FROM limits WHERE name = ?{self.FOR_UPDATE}"),
-                              (spec.name,)).fetchone()
+            row = cur.execute(
+                self._q(f"SELECT declared FROM limits WHERE name = ?{self.FOR_UPDATE}"), (spec.name,)
+            ).fetchone()
             if row is not None and row[0] == declared:
                 return  # unchanged in code: keep any change made at run time
             self._write_limit(cur, spec, declared)
@@ -421,25 +498,39 @@ class SQLStore(Store):
 
     def update_limit(self, spec: LimitSpec) -> None:
         def go(cur: Any) -> None:
-            row = cur.execute(self._q(f"SELECT declared FROM limits WHERE name = ?{self.FOR_UPDATE}"),
-                              (spec.name,)).fetchone()
+            row = cur.execute(
+                self._q(f"SELECT declared FROM limits WHERE name = ?{self.FOR_UPDATE}"), (spec.name,)
+            ).fetchone()
             self._write_limit(cur, spec, row[0] if row else None)
 
         self._run(go, what="update_limit")
 
     def _write_limit(self, cur: Any, spec: LimitSpec, declared: str | None) -> None:
         cur.execute(
-            self._q("INSERT INTO limits (name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds, "
-                    "declared, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
-                    "rate_count = excluded.rate_count, rate_period = excluded.rate_period, burst = excluded.burst, "
-                    "concurrency = excluded.concurrency, key = excluded.key, adaptive = excluded.adaptive, "
-                    "bounds = excluded.bounds, declared = excluded.declared, updated_at = excluded.updated_at"),
-            (spec.name, spec.rate.count if spec.rate else None, spec.rate.period if spec.rate else None,
-             spec.burst, spec.concurrency, spec.key, bool(spec.adaptive), spec.bounds, declared, self._now()),
+            self._q(
+                "INSERT INTO limits (name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds, "
+                "declared, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                "rate_count = excluded.rate_count, rate_period = excluded.rate_period, burst = excluded.burst, "
+                "concurrency = excluded.concurrency, key = excluded.key, adaptive = excluded.adaptive, "
+                "bounds = excluded.bounds, declared = excluded.declared, updated_at = excluded.updated_at"
+            ),
+            (
+                spec.name,
+                spec.rate.count if spec.rate else None,
+                spec.rate.period if spec.rate else None,
+                spec.burst,
+                spec.concurrency,
+                spec.key,
+                bool(spec.adaptive),
+                spec.bounds,
+                declared,
+                self._now(),
+            ),
         )
         # a rate set in code or by an operator is their word: what was learned before is forgotten
-        cur.execute(self._q("UPDATE limit_keys SET learned = NULL WHERE limit_name = ? AND learned IS NOT NULL"),
-                    (spec.name,))
+        cur.execute(
+            self._q("UPDATE limit_keys SET learned = NULL WHERE limit_name = ? AND learned IS NOT NULL"), (spec.name,)
+        )
 
     def list_limits(self, *, tenant_keys: Iterable[str] | None = None) -> list[LimitInfo]:
         now = self._now()
@@ -450,8 +541,11 @@ class SQLStore(Store):
         ):
             info = infos.get(name)
             if info is not None:
-                info.keys.append(key_info(info.spec, key, tat, paused_until, reason, running, int(admitted),
-                                          int(limited), learned, now))
+                info.keys.append(
+                    key_info(
+                        info.spec, key, tat, paused_until, reason, running, int(admitted), int(limited), learned, now
+                    )
+                )
         return list(infos.values())
 
     def resume_limit(self, name: str, key: str | None = None) -> int:
@@ -483,18 +577,20 @@ class SQLStore(Store):
         return dict(self._read(self._q("SELECT entry, result FROM ledger WHERE state_key = ?"), (key,)))
 
     def load_segment(self, job_id: str, arg: str, index: int) -> str:
-        rows = self._read(self._q("SELECT data FROM segments WHERE job_id = ? AND arg = ? AND idx = ?"),
-                          (job_id, arg, index))
+        rows = self._read(
+            self._q("SELECT data FROM segments WHERE job_id = ? AND arg = ? AND idx = ?"), (job_id, arg, index)
+        )
         if not rows:
             raise StoreError(f"job {job_id}: segment {index} of {arg!r} is missing")
         return rows[0][0]
 
     def load_steps(self, job_id: str) -> dict[str, StepRecord]:
-        rows = self._read(self._q(f"SELECT {STEP_COLUMNS} FROM steps WHERE job_id = ? ORDER BY started_at"),
-                          (job_id,))
+        rows = self._read(self._q(f"SELECT {STEP_COLUMNS} FROM steps WHERE job_id = ? ORDER BY started_at"), (job_id,))
         return {r[1]: step_from_row(r) for r in rows}
 
-    def step_records(self, *, kind: str | None = None, since: float | None = None, limit: int = 1000) -> list[StepRecord]:
+    def step_records(
+        self, *, kind: str | None = None, since: float | None = None, limit: int = 1000
+    ) -> list[StepRecord]:
         where: list[str] = []
         params: list[Any] = []
         if kind is not None:
@@ -511,15 +607,17 @@ class SQLStore(Store):
     def cancel(self, job_id: str) -> Status:
         def go(cur: Any) -> Status:
             now = self._now()
-            row = cur.execute(self._q(f"SELECT status, attempt FROM jobs WHERE id = ?{self.FOR_UPDATE}"),
-                              (job_id,)).fetchone()
+            row = cur.execute(
+                self._q(f"SELECT status, attempt FROM jobs WHERE id = ?{self.FOR_UPDATE}"), (job_id,)
+            ).fetchone()
             if row is None:
                 raise JobNotFound(f"no job with id {job_id!r}")
             status, attempt = Status(row[0]), row[1]
             action = cancel_action(status)
             if action is CancelAction.REQUEST:
-                cur.execute(self._q("UPDATE jobs SET cancel_requested = true, updated_at = ? WHERE id = ?"),
-                            (now, job_id))
+                cur.execute(
+                    self._q("UPDATE jobs SET cancel_requested = true, updated_at = ? WHERE id = ?"), (now, job_id)
+                )
                 return status
             if action is CancelAction.NOTHING:
                 return status
@@ -527,8 +625,9 @@ class SQLStore(Store):
                 self._q("UPDATE jobs SET status = 'cancelled', updated_at = ?, finished_at = ? WHERE id = ?"),
                 (now, now, job_id),
             )
-            self._insert_events(cur, [event_row(job_id, now, status, Status.CANCELLED, attempt,
-                                                reason="cancelled by user")])
+            self._insert_events(
+                cur, [event_row(job_id, now, status, Status.CANCELLED, attempt, reason="cancelled by user")]
+            )
             return Status.CANCELLED
 
         return self._run(go, what="cancel")
@@ -536,15 +635,18 @@ class SQLStore(Store):
     def retry_now(self, job_id: str) -> Status:
         def go(cur: Any) -> Status:
             now = self._now()
-            row = cur.execute(self._q(f"SELECT status, fair_key, queue FROM jobs WHERE id = ?{self.FOR_UPDATE}"),
-                              (job_id,)).fetchone()
+            row = cur.execute(
+                self._q(f"SELECT status, fair_key, queue FROM jobs WHERE id = ?{self.FOR_UPDATE}"), (job_id,)
+            ).fetchone()
             if row is None:
                 raise JobNotFound(f"no job with id {job_id!r}")
             status = Status(row[0])
             check_retryable(job_id, status)
             cur.execute(
-                self._q("UPDATE jobs SET status = 'waiting', attempt = 0, run_at = ?, cancel_requested = false, "
-                        "finished_at = NULL, updated_at = ? WHERE id = ?"),
+                self._q(
+                    "UPDATE jobs SET status = 'waiting', attempt = 0, run_at = ?, cancel_requested = false, "
+                    "finished_at = NULL, updated_at = ? WHERE id = ?"
+                ),
                 (now, now, job_id),
             )
             self._insert_events(cur, [event_row(job_id, now, status, Status.WAITING, 0, reason="retried by user")])

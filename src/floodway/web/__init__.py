@@ -42,8 +42,9 @@ HERE = Path(__file__).parent
 async def _on_http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     messages = {404: f"no route {request.url.path!r}", 405: f"method {request.method} not allowed here"}
-    return JSONResponse({"error": messages.get(exc.status_code, exc.detail)}, status_code=exc.status_code,
-                        headers=exc.headers)
+    return JSONResponse(
+        {"error": messages.get(exc.status_code, exc.detail)}, status_code=exc.status_code, headers=exc.headers
+    )
 
 
 async def _on_crash(request: Request, exc: Exception) -> Response:
@@ -54,8 +55,8 @@ async def _on_crash(request: Request, exc: Exception) -> Response:
 #: sent with every response: no inline script or style, no framing, no MIME sniffing, no referrer
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                               "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
-                               "form-action 'self'; frame-ancestors 'none'",
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -77,8 +78,10 @@ class SecurityHeaders:
         async def with_headers(message: Any) -> None:
             if message["type"] == "http.response.start":
                 present = {name.lower() for name, _ in message.get("headers", [])}
-                message["headers"] = [*message.get("headers", []),
-                                      *[(k, v) for k, v in self.headers if k not in present]]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *[(k, v) for k, v in self.headers if k not in present],
+                ]
             await send(message)
 
         await self.app(scope, receive, with_headers)
@@ -96,8 +99,15 @@ def prepare(app: "App") -> None:
         sync_schedules(app)
 
 
-def create_app(app: "App", *, max_body: int = DEFAULT_MAX_BODY, max_wait: float = MAX_WAIT,
-               max_bulk: int | None = None, api_rate: str | None = _UNSET, api_burst: int | None = None) -> Starlette:
+def create_app(
+    app: "App",
+    *,
+    max_body: int = DEFAULT_MAX_BODY,
+    max_wait: float = MAX_WAIT,
+    max_bulk: int | None = None,
+    api_rate: str | None = _UNSET,
+    api_burst: int | None = None,
+) -> Starlette:
     """The ASGI app serving ``app``: API under ``/api``, dashboard at ``/``, ``/metrics``,
     ``/healthz`` and ``/openapi.json``. Request bodies over ``max_body`` bytes get 413, and so
     does a bulk enqueue of more than ``max_bulk`` jobs; ``GET /api/jobs/{id}/result?wait=``
@@ -109,8 +119,10 @@ def create_app(app: "App", *, max_body: int = DEFAULT_MAX_BODY, max_wait: float 
     from .auth import api_limit, declare_api_limit
 
     settings = app.settings
-    limit = api_limit(settings.api_rate if api_rate is _UNSET else _rate_or_off(api_rate),
-                      settings.api_burst if api_burst is None else api_burst)
+    limit = api_limit(
+        settings.api_rate if api_rate is _UNSET else _rate_or_off(api_rate),
+        settings.api_burst if api_burst is None else api_burst,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -120,8 +132,11 @@ def create_app(app: "App", *, max_body: int = DEFAULT_MAX_BODY, max_wait: float 
 
     handlers: dict[Any, Any] = {**EXCEPTION_HANDLERS, HTTPException: _on_http, Exception: _on_crash}
     web = Starlette(
-        routes=[*api.routes, *dashboard.routes,
-                Mount("/static", StaticFiles(directory=HERE / "static"), name="static")],
+        routes=[
+            *api.routes,
+            *dashboard.routes,
+            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        ],
         exception_handlers=handlers,
         middleware=[Middleware(SecurityHeaders)],
         lifespan=lifespan,
@@ -170,9 +185,19 @@ class HideSecrets(logging.Filter):
         return True
 
 
-def serve(app: "App", *, host: str = "127.0.0.1", port: int = 8000, max_body: int = DEFAULT_MAX_BODY,
-          log_level: str = "info", max_bulk: int | None = None, api_rate: str | None = _UNSET,
-          api_burst: int | None = None, proxy_headers: bool = False, forwarded_allow_ips: str | None = None) -> None:
+def serve(
+    app: "App",
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_body: int = DEFAULT_MAX_BODY,
+    log_level: str = "info",
+    max_bulk: int | None = None,
+    api_rate: str | None = _UNSET,
+    api_burst: int | None = None,
+    proxy_headers: bool = False,
+    forwarded_allow_ips: str | None = None,
+) -> None:
     """Serve ``app`` with uvicorn until interrupted. With ``proxy_headers``, ``X-Forwarded-Proto``
     and ``X-Forwarded-For`` are believed from the addresses in ``forwarded_allow_ips`` (a
     comma-separated list; uvicorn's default is 127.0.0.1), so behind a TLS-terminating proxy the
@@ -180,8 +205,15 @@ def serve(app: "App", *, host: str = "127.0.0.1", port: int = 8000, max_body: in
     import uvicorn
 
     asgi = create_app(app, max_body=max_body, max_bulk=max_bulk, api_rate=api_rate, api_burst=api_burst)
-    config = uvicorn.Config(asgi, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=3,
-                            proxy_headers=proxy_headers, forwarded_allow_ips=forwarded_allow_ips)
+    config = uvicorn.Config(
+        asgi,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=3,
+        proxy_headers=proxy_headers,
+        forwarded_allow_ips=forwarded_allow_ips,
+    )
     access = logging.getLogger("uvicorn.access")  # configured by uvicorn.Config above
     if not any(isinstance(f, HideSecrets) for f in access.filters):
         access.addFilter(HideSecrets())

@@ -84,8 +84,9 @@ class SafeJSONResponse(JSONResponse):
         try:
             return super().render(content)
         except (UnicodeEncodeError, ValueError):
-            return json.dumps(_finite(content), ensure_ascii=True, allow_nan=False,
-                              separators=(",", ":")).encode("ascii")
+            return json.dumps(_finite(content), ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode(
+                "ascii"
+            )
 
 
 def ok(payload: Any, status: int = 200) -> JSONResponse:
@@ -247,19 +248,31 @@ def enqueue_options(app: "App", principal: Principal, body: dict[str, Any], item
     if queue is not None and not principal.admin:
         declared = set(app.queues) | {t.queue_name for t in app.tasks.values()}
         if queue not in declared:
-            raise ApiError(400, f"unknown queue {queue!r}; this token may enqueue only to the queues the app "
-                                f"declares: {', '.join(sorted(declared))}")
-    return {"task": task, "id": scoped_id(principal, job_id), "queue": queue, "delay": _delay(body),
-            "priority": _integer(body, "priority"), "tenant": tenant,
-            "owner": None if principal.admin else principal.tenant}
+            raise ApiError(
+                400,
+                f"unknown queue {queue!r}; this token may enqueue only to the queues the app "
+                f"declares: {', '.join(sorted(declared))}",
+            )
+    return {
+        "task": task,
+        "id": scoped_id(principal, job_id),
+        "queue": queue,
+        "delay": _delay(body),
+        "priority": _integer(body, "priority"),
+        "tenant": tenant,
+        "owner": None if principal.admin else principal.tenant,
+    }
 
 
 def check_bulk_size(count: int, cap: int) -> None:
     """One bulk request carries at most ``cap`` jobs (``api_max_bulk``): one huge insert would
     hold the store's write lock, and every other enqueue, for seconds."""
     if count > cap:
-        raise ApiError(413, f"'items' has {count} jobs, over the limit of {cap} per request (api_max_bulk); "
-                            "split them into several requests")
+        raise ApiError(
+            413,
+            f"'items' has {count} jobs, over the limit of {cap} per request (api_max_bulk); "
+            "split them into several requests",
+        )
 
 
 # -- jobs ---------------------------------------------------------------------------------------
@@ -277,8 +290,7 @@ async def enqueue(request: Request) -> Response:
 
     def run() -> tuple[Any, Any]:
         # nothing is written before this call, and only once it returns is anything written
-        handle = app._enqueue(task, [args], single=True, start_at=None, retry=None, limits=None,
-                              **options)[0]
+        handle = app._enqueue(task, [args], single=True, start_at=None, retry=None, limits=None, **options)[0]
         try:
             job = app.store.get_job(handle.id)
         except Exception:  # the job is written: answer that, without its details
@@ -287,8 +299,15 @@ async def enqueue(request: Request) -> Response:
         return handle, job
 
     handle, job = await call(run)
-    return ok({"id": handle.id, "created": handle.created, "status": job.status.value if job else None,
-               "job": data.job_dict(job) if job else None}, 201 if handle.created else 200)
+    return ok(
+        {
+            "id": handle.id,
+            "created": handle.created,
+            "status": job.status.value if job else None,
+            "job": data.job_dict(job) if job else None,
+        },
+        201 if handle.created else 200,
+    )
 
 
 async def enqueue_bulk(request: Request) -> Response:
@@ -307,13 +326,14 @@ async def enqueue_bulk(request: Request) -> Response:
 
     def run() -> list[Any]:
         # one transaction: an id taken by another tenant's job (409) writes none of the items
-        return app._enqueue(task, list(items), single=False, start_at=None, retry=None,
-                            limits=None, **options)
+        return app._enqueue(task, list(items), single=False, start_at=None, retry=None, limits=None, **options)
 
     handles = await call(run)
     created = sum(h.created for h in handles)
-    return ok({"ids": [h.id for h in handles], "created": created, "existing": len(handles) - created},
-              201 if created else 200)
+    return ok(
+        {"ids": [h.id for h in handles], "created": created, "existing": len(handles) - created},
+        201 if created else 200,
+    )
 
 
 async def list_jobs(request: Request) -> Response:
@@ -326,8 +346,15 @@ async def list_jobs(request: Request) -> Response:
         if tenant is not None and tenant != principal.tenant:
             return ok({"jobs": [], "limit": limit, "offset": offset, "count": 0})
         tenant = principal.tenant
-    found = await call(fw(request).store.list_jobs, status=statuses, queue=_query_text(request, "queue"),
-                       task=_query_text(request, "task"), tenant=tenant, limit=limit, offset=offset)
+    found = await call(
+        fw(request).store.list_jobs,
+        status=statuses,
+        queue=_query_text(request, "queue"),
+        task=_query_text(request, "task"),
+        tenant=tenant,
+        limit=limit,
+        offset=offset,
+    )
     return ok({"jobs": [data.job_dict(j) for j in found], "limit": limit, "offset": offset, "count": len(found)})
 
 
@@ -362,8 +389,15 @@ async def job_result(request: Request) -> Response:
             break
         await asyncio.sleep(min(pause, left))
         pause = min(pause * 2, 0.5)
-    return ok({"id": job.id, "status": job.status.value, "done": job.status.is_final,
-               "result": job.result if job.status is Status.COMPLETE else None, "error": job.error})
+    return ok(
+        {
+            "id": job.id,
+            "status": job.status.value,
+            "done": job.status.is_final,
+            "result": job.result if job.status is Status.COMPLETE else None,
+            "error": job.error,
+        }
+    )
 
 
 async def job_events(request: Request) -> Response:
@@ -540,8 +574,9 @@ async def stats(request: Request) -> Response:
 
 async def me(request: Request) -> Response:
     principal = await require(request)
-    return ok({"token_id": principal.token_id, "tenant": principal.tenant, "admin": principal.admin,
-               "label": principal.label})
+    return ok(
+        {"token_id": principal.token_id, "tenant": principal.tenant, "admin": principal.admin, "label": principal.label}
+    )
 
 
 # -- live streams (Server-Sent Events) -------------------------------------------------------------
@@ -554,8 +589,9 @@ def sse(event: str, payload: Any, event_id: str | None = None) -> str:
 
 
 def stream_response(gen: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(gen, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        gen, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
 
 
 #: the shortest interval between two ticks of a live stream (each tick reads the store)
@@ -656,8 +692,14 @@ async def openapi(request: Request) -> Response:
     await require(request)
     from .openapi import document
 
-    return ok(document(max_body=request.app.state.max_body, max_wait=request.app.state.max_wait,
-                       tasks=fw(request).public_tasks(), max_bulk=request.app.state.max_bulk))
+    return ok(
+        document(
+            max_body=request.app.state.max_body,
+            max_wait=request.app.state.max_wait,
+            tasks=fw(request).public_tasks(),
+            max_bulk=request.app.state.max_bulk,
+        )
+    )
 
 
 # -- errors -----------------------------------------------------------------------------------------
@@ -712,13 +754,22 @@ routes = [
     Route(JOB + "/flow", job_flow, methods=["GET"]),
     Route(JOB + "/detail", job_detail, methods=["GET"]),
     Route(JOB + "/stream", stream_job, methods=["GET"]),
-    *[Route(f"{JOB}/{action}", functools.partial(job_action, action=action), methods=["POST"], name=f"job_{action}")
-      for action in JOB_ACTIONS],
+    *[
+        Route(f"{JOB}/{action}", functools.partial(job_action, action=action), methods=["POST"], name=f"job_{action}")
+        for action in JOB_ACTIONS
+    ],
     Route(JOB, get_job, methods=["GET"]),
     Route("/api/queues", list_queues, methods=["GET"]),
     Route("/api/limits", list_limits, methods=["GET"]),
-    *[Route(f"/api/queues/{{name:path}}/{action}", functools.partial(queue_action, action=action), methods=["POST"],
-            name=f"queue_{action}") for action in ("pause", "resume")],
+    *[
+        Route(
+            f"/api/queues/{{name:path}}/{action}",
+            functools.partial(queue_action, action=action),
+            methods=["POST"],
+            name=f"queue_{action}",
+        )
+        for action in ("pause", "resume")
+    ],
     Route("/api/limits/{name:path}/reset", reset_limit, methods=["POST"]),
     Route("/api/limits/{name:path}", patch_limit, methods=["PATCH"]),
     Route("/api/limits/{name:path}", get_limit, methods=["GET"]),

@@ -130,8 +130,11 @@ async def spend(request: Request, principal: Principal) -> None:
     admitted, retry_at = await run_in_threadpool(_take, request.app.state.floodway, spec, principal.token_id)
     if not admitted:
         wait = max(1, math.ceil(retry_at - time.time()))
-        raise ApiError(429, f"too many requests for this token (limit {spec.rate} per token, burst {spec.burst}); "
-                            f"retry in {wait}s", {"Retry-After": str(wait)})
+        raise ApiError(
+            429,
+            f"too many requests for this token (limit {spec.rate} per token, burst {spec.burst}); retry in {wait}s",
+            {"Retry-After": str(wait)},
+        )
 
 
 async def require(request: Request) -> Principal:
@@ -141,7 +144,9 @@ async def require(request: Request) -> Principal:
     principal = await principal_for(request)
     if principal is None:
         if not given:
-            raise ApiError(401, "missing token: send 'Authorization: Bearer <token>' (create one with `floodway token create`)")
+            raise ApiError(
+                401, "missing token: send 'Authorization: Bearer <token>' (create one with `floodway token create`)"
+            )
         if token is None:
             raise ApiError(401, "malformed Authorization header: expected 'Bearer <token>'")
         raise ApiError(401, "invalid or revoked token")

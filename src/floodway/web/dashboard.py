@@ -53,6 +53,8 @@ PAGE_SIZE = 50
 #: the login form's anti-forgery cookie, and how long a login form stays usable
 LOGIN_COOKIE = "floodway_login"
 LOGIN_MAX_AGE = 3600
+
+
 def _allowed(rule: Any, status: Status) -> bool:
     """Whether the store's ``rule`` lets a job in ``status`` through (it raises when not)."""
     try:
@@ -136,8 +138,12 @@ env = jinja2.Environment(
     lstrip_blocks=True,
 )
 env.filters.update(ago=ago, clock=clock, pretty=pretty, quote=quote, error_line=error_line)
-env.globals.update(STATUS_NAMES=STATUS_NAMES, FINAL_NAMES=FINAL_NAMES, RETRYABLE_NAMES=RETRYABLE_NAMES,
-                   CANCELLABLE_NAMES=CANCELLABLE_NAMES)
+env.globals.update(
+    STATUS_NAMES=STATUS_NAMES,
+    FINAL_NAMES=FINAL_NAMES,
+    RETRYABLE_NAMES=RETRYABLE_NAMES,
+    CANCELLABLE_NAMES=CANCELLABLE_NAMES,
+)
 
 
 def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -182,8 +188,15 @@ def login_page(request: Request, *, status: int = 200, next: str = "/", error: s
     only this site's own pages carry back (``SameSite=Strict``, path ``/login``)."""
     secret = secrets.token_urlsafe(24)
     response = render("login.html", status=status, next=next, error=error, csrf=secret)
-    response.set_cookie(LOGIN_COOKIE, secret, max_age=LOGIN_MAX_AGE, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", path="/login")
+    response.set_cookie(
+        LOGIN_COOKIE,
+        secret,
+        max_age=LOGIN_MAX_AGE,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/login",
+    )
     return response
 
 
@@ -212,16 +225,27 @@ async def login(request: Request) -> Response:
     fields = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
     target = _safe_next((fields.get("next") or ["/"])[0])
     if login_forged(request, fields):
-        return login_page(request, status=403, next=target,
-                          error="This login did not come from this site's login form (or the form expired). Try again.")
+        return login_page(
+            request,
+            status=403,
+            next=target,
+            error="This login did not come from this site's login form (or the form expired). Try again.",
+        )
     token = (fields.get("token") or [""])[0].strip()
     info = await call(authenticate, fw(request).store, token) if token else None
     if info is None:
         message = "Enter a token." if not token else "That token is not valid (or it was revoked)."
         return login_page(request, status=401, next=target, error=message)
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(COOKIE, token, max_age=COOKIE_MAX_AGE, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", path="/")
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=COOKIE_MAX_AGE,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
     response.delete_cookie(LOGIN_COOKIE, path="/login", httponly=True, samesite="strict")
     return response
 
@@ -252,8 +276,13 @@ def _job_filters(request: Request, principal: Principal) -> dict[str, Any]:
         offset = 0
     if offset > MAX_OFFSET:
         raise ApiError(400, f"offset must be at most {MAX_OFFSET}")
-    filters = {"status": statuses[0] if statuses else "", "queue": q.get("queue") or "",
-               "task": q.get("task") or "", "tenant": q.get("tenant") or "", "offset": offset}
+    filters = {
+        "status": statuses[0] if statuses else "",
+        "queue": q.get("queue") or "",
+        "task": q.get("task") or "",
+        "tenant": q.get("tenant") or "",
+        "offset": offset,
+    }
     if not principal.admin:
         filters["tenant"] = ""
     return filters
@@ -283,8 +312,10 @@ async def jobs_page(request: Request) -> Response:
         filters = _job_filters(request, principal)
     except ApiError as exc:
         return HTMLResponse(f'<p class="empty">{exc.message}</p>', status_code=exc.status)
-    return render("jobs.html", **base_context(request, principal, title="Jobs", filters=filters,
-                                              query=_query(filters), missing=missing))
+    return render(
+        "jobs.html",
+        **base_context(request, principal, title="Jobs", filters=filters, query=_query(filters), missing=missing),
+    )
 
 
 async def job_page(request: Request) -> Response:
@@ -295,10 +326,8 @@ async def job_page(request: Request) -> Response:
     try:
         detail = await call(data.job_detail, fw(request), principal, job_id)
     except JobNotFound:
-        return render("notfound.html", status=404, **base_context(request, principal, title="Not found",
-                                                                   job_id=job_id))
-    return render("job.html", **base_context(request, principal, title=f"Job {job_id}", d=detail,
-                                             job_id=job_id))
+        return render("notfound.html", status=404, **base_context(request, principal, title="Not found", job_id=job_id))
+    return render("job.html", **base_context(request, principal, title=f"Job {job_id}", d=detail, job_id=job_id))
 
 
 # -- fragments -----------------------------------------------------------------------------------
@@ -325,12 +354,22 @@ async def fragment(request: Request) -> Response:
         except ApiError as exc:
             return HTMLResponse(f'<p class="empty">{exc.message}</p>', status_code=exc.status)
         tenant = filters["tenant"] or None if principal.admin else principal.tenant
-        found = await call(app.store.list_jobs, status=[filters["status"]] if filters["status"] else None,
-                           queue=filters["queue"] or None, task=filters["task"] or None, tenant=tenant,
-                           limit=PAGE_SIZE + 1, offset=filters["offset"])
-        ctx.update(jobs=found[:PAGE_SIZE], more=len(found) > PAGE_SIZE, filters=filters,
-                   older=_query(filters, offset=filters["offset"] + PAGE_SIZE),
-                   newer=_query(filters, offset=max(0, filters["offset"] - PAGE_SIZE)))
+        found = await call(
+            app.store.list_jobs,
+            status=[filters["status"]] if filters["status"] else None,
+            queue=filters["queue"] or None,
+            task=filters["task"] or None,
+            tenant=tenant,
+            limit=PAGE_SIZE + 1,
+            offset=filters["offset"],
+        )
+        ctx.update(
+            jobs=found[:PAGE_SIZE],
+            more=len(found) > PAGE_SIZE,
+            filters=filters,
+            older=_query(filters, offset=filters["offset"] + PAGE_SIZE),
+            newer=_query(filters, offset=max(0, filters["offset"] - PAGE_SIZE)),
+        )
     else:
         return HTMLResponse("", status_code=404)
     return render(f"_{name}.html", **ctx)

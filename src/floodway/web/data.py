@@ -87,31 +87,56 @@ def scoped_limits(app: "App", principal: Principal) -> list["LimitInfo"]:
 # -- views ---------------------------------------------------------------------------------------
 def queues_view(app: "App", principal: Principal) -> dict[str, Any]:
     if principal.admin:
-        return {"queues": [{"name": q.name, "max_concurrency": q.max_concurrency, "paused": q.paused,
-                            "counts": {**_empty_counts(), **q.counts}} for q in app.store.list_queues()],
-                "truncated": False}
+        return {
+            "queues": [
+                {
+                    "name": q.name,
+                    "max_concurrency": q.max_concurrency,
+                    "paused": q.paused,
+                    "counts": {**_empty_counts(), **q.counts},
+                }
+                for q in app.store.list_queues()
+            ],
+            "truncated": False,
+        }
     queues = []
     for q in app.store.list_queues(tenant=principal.tenant or ""):
         if any(q.counts.values()):  # the queues this tenant has jobs in
-            queues.append({"name": q.name, "max_concurrency": q.max_concurrency, "paused": q.paused,
-                           "counts": {**_empty_counts(), **q.counts}})
+            queues.append(
+                {
+                    "name": q.name,
+                    "max_concurrency": q.max_concurrency,
+                    "paused": q.paused,
+                    "counts": {**_empty_counts(), **q.counts},
+                }
+            )
     return {"queues": queues, "truncated": False}
 
 
 def limits_view(app: "App", principal: Principal) -> dict[str, Any]:
     now = time.time()
-    return {"limits": [limit_dict(info, now, app.limits.get(info.spec.name))
-                       for info in scoped_limits(app, principal)]}
+    return {"limits": [limit_dict(info, now, app.limits.get(info.spec.name)) for info in scoped_limits(app, principal)]}
 
 
 def workers_view(app: "App", include_stopped: bool = False) -> dict[str, Any]:
     now = time.time()
-    return {"workers": [
-        {"id": w.id, "hostname": w.hostname, "pid": w.pid, "queues": w.queues, "concurrency": w.concurrency,
-         "running": w.running, "started_at": iso(w.started_at), "heartbeat_at": iso(w.heartbeat_at),
-         "heartbeat_age": round(now - w.heartbeat_at, 3), "stopped_at": iso(w.stopped_at)}
-        for w in app.store.list_workers(include_stopped=include_stopped)
-    ]}
+    return {
+        "workers": [
+            {
+                "id": w.id,
+                "hostname": w.hostname,
+                "pid": w.pid,
+                "queues": w.queues,
+                "concurrency": w.concurrency,
+                "running": w.running,
+                "started_at": iso(w.started_at),
+                "heartbeat_at": iso(w.heartbeat_at),
+                "heartbeat_age": round(now - w.heartbeat_at, 3),
+                "stopped_at": iso(w.stopped_at),
+            }
+            for w in app.store.list_workers(include_stopped=include_stopped)
+        ]
+    }
 
 
 def schedules_view(app: "App", principal: Principal) -> dict[str, Any]:
@@ -121,9 +146,19 @@ def schedules_view(app: "App", principal: Principal) -> dict[str, Any]:
         if not principal.admin and info.options.get("tenant") != principal.tenant:
             continue
         next_tick = iso(next_fire(info, now)[0])  # None for a stored schedule that cannot fire
-        out.append({"name": info.name, "task": info.task, "cron": info.cron, "tz": info.tz, "args": info.args,
-                    "options": info.options, "missed": info.missed, "last_tick": iso(info.last_tick),
-                    "next_tick": next_tick})
+        out.append(
+            {
+                "name": info.name,
+                "task": info.task,
+                "cron": info.cron,
+                "tz": info.tz,
+                "args": info.args,
+                "options": info.options,
+                "missed": info.missed,
+                "last_tick": iso(info.last_tick),
+                "next_tick": next_tick,
+            }
+        )
     return {"schedules": out}
 
 
@@ -145,8 +180,13 @@ def live_view(app: "App", principal: Principal) -> dict[str, Any]:
     for q in queues["queues"]:
         for status, n in q["counts"].items():
             totals[status] = totals.get(status, 0) + n
-    data: dict[str, Any] = {"at": iso(time.time()), "queues": queues["queues"], "totals": totals,
-                            "limits": limits_view(app, principal)["limits"], "truncated": queues["truncated"]}
+    data: dict[str, Any] = {
+        "at": iso(time.time()),
+        "queues": queues["queues"],
+        "totals": totals,
+        "limits": limits_view(app, principal)["limits"],
+        "truncated": queues["truncated"],
+    }
     data["workers"] = len(app.store.list_workers()) if principal.admin else None
     return data
 
@@ -157,8 +197,15 @@ def attempts_of(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     current: dict[str, Any] | None = None
     for e in events:
         if e["to"] == "running":
-            current = {"attempt": e["attempt"], "started_at": e["at"], "worker_id": e["worker_id"],
-                       "ended_at": None, "outcome": "running", "error": None, "reason": None}
+            current = {
+                "attempt": e["attempt"],
+                "started_at": e["at"],
+                "worker_id": e["worker_id"],
+                "ended_at": None,
+                "outcome": "running",
+                "error": None,
+                "reason": None,
+            }
             runs.append(current)
         elif current is not None and e["from"] == "running":
             current.update(ended_at=e["at"], outcome=e["to"], error=e["error"], reason=e["reason"])

@@ -48,8 +48,9 @@ from .queue import PostgresQueue
 from .state import PostgresState
 
 
-class PostgresStore(PostgresEnqueue, PostgresClaim, PostgresQueue, PostgresLimits, PostgresState, PostgresAdmin,
-                    PostgresNotify):
+class PostgresStore(
+    PostgresEnqueue, PostgresClaim, PostgresQueue, PostgresLimits, PostgresState, PostgresAdmin, PostgresNotify
+):
     """A store in one PostgreSQL database, shared by any number of worker processes."""
 
 

@@ -33,8 +33,17 @@ class PostgresAdmin(PostgresConnection):
                 "concurrency = excluded.concurrency, started_at = excluded.started_at, "
                 "heartbeat_at = excluded.heartbeat_at, stopped_at = NULL, host_key = excluded.host_key, "
                 "pid_start = excluded.pid_start",
-                (info.id, info.hostname, info.pid, json.dumps(info.queues), info.concurrency,
-                 info.started_at, info.heartbeat_at, info.host_key, info.pid_start),
+                (
+                    info.id,
+                    info.hostname,
+                    info.pid,
+                    json.dumps(info.queues),
+                    info.concurrency,
+                    info.started_at,
+                    info.heartbeat_at,
+                    info.host_key,
+                    info.pid_start,
+                ),
             ),
             what="register_worker",
         )
@@ -52,16 +61,16 @@ class PostgresAdmin(PostgresConnection):
                 if Status(row[0]).is_final:
                     raise TransitionError(f"job {job_id} is {row[0]}; only unfinished jobs can be paused")
                 with _pipelined(cur.connection):
-                    cur.execute("UPDATE jobs SET paused = %s, updated_at = %s WHERE id = %s",
-                                (bool(paused), self._now(), job_id))
+                    cur.execute(
+                        "UPDATE jobs SET paused = %s, updated_at = %s WHERE id = %s",
+                        (bool(paused), self._now(), job_id),
+                    )
                 count = cur.rowcount
                 if not paused:
                     self._mark_fair_keys(cur, [row[1]])
                     self._notify(cur, [row[2]])
                 return count
-            cur.execute(
-                "INSERT INTO queues (name, max_concurrency) VALUES (%s, 1) ON CONFLICT DO NOTHING", (queue,)
-            )
+            cur.execute("INSERT INTO queues (name, max_concurrency) VALUES (%s, 1) ON CONFLICT DO NOTHING", (queue,))
             with _pipelined(cur.connection):
                 cur.execute("UPDATE queues SET paused = %s WHERE name = %s", (bool(paused), queue))
             count = cur.rowcount

@@ -101,8 +101,6 @@ class _Admission(Admission):
         )
 
 
-
-
 class PostgresClaim(PostgresConnection):
     """Claim ready jobs (with limit admission) and tell when the next one is due."""
 
@@ -141,22 +139,24 @@ class PostgresClaim(PostgresConnection):
             room.update({q: cap - running.get(q, 0) for q, cap in capped.items()})
         return room
 
-    def _claim_jobs(self, worker_id: str, queues: list[str] | None, limit: int, lease: float,
-                    without_limits: bool, ahead: int) -> ClaimedJobs:
+    def _claim_jobs(
+        self, worker_id: str, queues: list[str] | None, limit: int, lease: float, without_limits: bool, ahead: int
+    ) -> ClaimedJobs:
         if time.monotonic() >= self._fast_claim_after:
             # every job this claim can take holds no limit, so the jobs ``ahead`` come with it
             fast, plain, capped = self._run(
-                lambda cur: self._fast_claim(cur, worker_id, queues, limit + max(ahead, 0), lease), what="claim")
+                lambda cur: self._fast_claim(cur, worker_id, queues, limit + max(ahead, 0), lease), what="claim"
+            )
             if plain and not capped:
                 return ClaimedJobs(fast)
             # tenants, limits or queue caps are in play (nothing was taken): the full claim
             # decides, and the plain-group claim is tried again a little later
             self._fast_claim_after = time.monotonic() + _FAST_CLAIM_RECHECK
-        return self._run(lambda cur: self._claim(cur, worker_id, queues, limit, lease, without_limits),
-                         what="claim")
+        return self._run(lambda cur: self._claim(cur, worker_id, queues, limit, lease, without_limits), what="claim")
 
-    def _fast_claim(self, cur: psycopg.Cursor, worker_id: str, queues: list[str] | None, limit: int,
-                    lease: float) -> Any:  # a _Deferred: _run reads it once the pipeline is done
+    def _fast_claim(
+        self, cur: psycopg.Cursor, worker_id: str, queues: list[str] | None, limit: int, lease: float
+    ) -> Any:  # a _Deferred: _run reads it once the pipeline is done
         """The plain-group claim (``_FAST_CLAIM``) in one round trip with its COMMIT; returns
         (jobs, plain, capped)."""
         now = self._now()
@@ -175,8 +175,15 @@ class PostgresClaim(PostgresConnection):
 
         return _Deferred(claimed)
 
-    def _claim(self, cur: psycopg.Cursor, worker_id: str, queues: list[str] | None, limit: int,
-               lease: float, without_limits: bool = False) -> ClaimedJobs:
+    def _claim(
+        self,
+        cur: psycopg.Cursor,
+        worker_id: str,
+        queues: list[str] | None,
+        limit: int,
+        lease: float,
+        without_limits: bool = False,
+    ) -> ClaimedJobs:
         now = self._now()
         conn = cur.connection
         page_size = max(limit, 32)
@@ -186,7 +193,9 @@ class PostgresClaim(PostgresConnection):
             promote, caps, limits, groups = (conn.cursor() for _ in range(4))
             promote.execute(self._PROMOTE, {"now": now, "ns": _NS_FAIR})
             caps.execute(queue_sql, queue_params)
-            limits.execute("SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits")
+            limits.execute(
+                "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits"
+            )
             groups.execute("SELECT key, served_at FROM fair_keys ORDER BY served_at, key LIMIT %s", (page_size,))
             cap_rows = caps.fetchall()
             specs = {row[0]: LimitSpec.from_row(*row) for row in limits.fetchall()}
@@ -194,7 +203,8 @@ class PostgresClaim(PostgresConnection):
         room = self._queue_room(cur, cap_rows)
         admission = _Admission(specs, now)
         chosen, served, empty, many_groups = self._choose(
-            cur, admission, room, queues, limit, first_page, page_size, without_limits)
+            cur, admission, room, queues, limit, first_page, page_size, without_limits
+        )
         lease_until = now + lease
         ids = [row[0] for row in chosen]
         if empty:

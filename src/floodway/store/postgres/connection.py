@@ -49,7 +49,11 @@ _RETRY_STATES = {
     "57P01",  # admin_shutdown (server restarting)
     "57P02",  # crash_shutdown
     "57P03",  # cannot_connect_now (server starting up)
-    "08000", "08003", "08006", "08001", "08004",  # connection exceptions
+    "08000",
+    "08003",
+    "08006",
+    "08001",
+    "08004",  # connection exceptions
 }
 
 
@@ -81,17 +85,23 @@ def _parse_url(url: str) -> tuple[str, dict[str, str]]:
     query = parse_qsl(parts.query, keep_blank_values=True)
     options = {k: v for k, v in query if k in _OPTIONS}
     rest = [(k, v) for k, v in query if k not in _OPTIONS]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest, quote_via=quote), parts.fragment)), options
+    return urlunsplit(
+        (parts.scheme, parts.netloc, parts.path, urlencode(rest, quote_via=quote), parts.fragment)
+    ), options
 
 
-def _number(url: str, options: dict[str, str], name: str, default: float, *, minimum: float, integer: bool = False) -> Any:
+def _number(
+    url: str, options: dict[str, str], name: str, default: float, *, minimum: float, integer: bool = False
+) -> Any:
     raw = options.get(name)
     if raw is None:
         return int(default) if integer else default
     try:
         value = int(raw) if integer else float(raw)
     except ValueError:
-        raise ConfigError(f"database URL {url!r}: {name} must be a{'n integer' if integer else ' number'}, got {raw!r}") from None
+        raise ConfigError(
+            f"database URL {url!r}: {name} must be a{'n integer' if integer else ' number'}, got {raw!r}"
+        ) from None
     if value < minimum or (not integer and not math.isfinite(value)):
         raise ConfigError(f"database URL {url!r}: {name} must be >= {minimum}, got {raw!r}")
     return value
@@ -257,8 +267,10 @@ class PostgresConnection(SQLStore):
         "lease_until = %(lease)s, started_at = %(now)s, updated_at = %(now)s, "
         "throttled_seconds = throttled_seconds + COALESCE(%(now)s - throttled_since, 0), "
         "throttled_since = NULL FROM cand WHERE j.id = cand.id RETURNING j.seq, "
-        + ", ".join(f"j.{c.strip()}" for c in _JOB_COLUMNS.split(",")) + ") "
-        "SELECT g.plain, g.capped, " + ", ".join(f"c.{c.strip()}" for c in _JOB_COLUMNS.split(","))
+        + ", ".join(f"j.{c.strip()}" for c in _JOB_COLUMNS.split(","))
+        + ") "
+        "SELECT g.plain, g.capped, "
+        + ", ".join(f"c.{c.strip()}" for c in _JOB_COLUMNS.split(","))
         + " FROM gate g LEFT JOIN c ON true ORDER BY c.priority DESC, c.run_at, c.seq"
     )
     _SPEC_SQL = in_dialect(f"{SPEC_SQL} WHERE name = ?", "%s")
@@ -301,9 +313,13 @@ class PostgresConnection(SQLStore):
             min_size=self.pool_min,
             max_size=self.pool_max,
             timeout=self.pool_timeout,
-            kwargs={"autocommit": True, "prepare_threshold": self.prepare_threshold or None,
-                    "cursor_factory": _SyncingCursor, "application_name": self._app_name,
-                    "context": _ADAPTERS},
+            kwargs={
+                "autocommit": True,
+                "prepare_threshold": self.prepare_threshold or None,
+                "cursor_factory": _SyncingCursor,
+                "application_name": self._app_name,
+                "context": _ADAPTERS,
+            },
             configure=_configure_session,
             open=True,
             name="floodway",
@@ -319,8 +335,13 @@ class PostgresConnection(SQLStore):
             raise
 
     def _connect(self, *, autocommit: bool) -> psycopg.Connection:
-        return psycopg.connect(self._conninfo, autocommit=autocommit, application_name=self._app_name,
-                               prepare_threshold=self.prepare_threshold or None, context=_ADAPTERS)
+        return psycopg.connect(
+            self._conninfo,
+            autocommit=autocommit,
+            application_name=self._app_name,
+            prepare_threshold=self.prepare_threshold or None,
+            context=_ADAPTERS,
+        )
 
     def _measure_clock(self, conn: psycopg.Connection) -> None:
         """Use the server's clock: time.time() + offset (measured at the midpoint of a round trip)."""
@@ -395,7 +416,9 @@ class PostgresConnection(SQLStore):
                         f"PostgreSQL at {self._where}: the connection broke while committing a {what}; "
                         f"it may or may not have been written ({str(exc).strip()})"
                     ) from exc
-                retryable = broken or state in _RETRY_STATES or isinstance(exc, psycopg.OperationalError) and state is None
+                retryable = (
+                    broken or state in _RETRY_STATES or isinstance(exc, psycopg.OperationalError) and state is None
+                )
                 if not retryable or time.monotonic() + pause > deadline:
                     raise StoreError(f"PostgreSQL at {self._where}: {what} failed: {str(exc).strip()}") from exc
                 if broken:
@@ -502,10 +525,27 @@ class PostgresConnection(SQLStore):
         )
 
     @staticmethod
-    def _event(job_id: str, at: float, src: Status | None, dst: Status, attempt: int, *,
-               error: dict | None = None, worker_id: str | None = None, reason: str | None = None) -> tuple:
-        return (job_id, at, src.value if src else None, dst.value, attempt,
-                json.dumps(error) if error else None, worker_id, reason)
+    def _event(
+        job_id: str,
+        at: float,
+        src: Status | None,
+        dst: Status,
+        attempt: int,
+        *,
+        error: dict | None = None,
+        worker_id: str | None = None,
+        reason: str | None = None,
+    ) -> tuple:
+        return (
+            job_id,
+            at,
+            src.value if src else None,
+            dst.value,
+            attempt,
+            json.dumps(error) if error else None,
+            worker_id,
+            reason,
+        )
 
     @staticmethod
     def _mark_fair_keys(cur: psycopg.Cursor, keys: Iterable[str]) -> None:

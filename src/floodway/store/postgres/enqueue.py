@@ -97,14 +97,10 @@ def _copy_text(jobs: list[NewJob], now: float) -> str:
     return "\n".join(map("\t".join, zip(*columns))) + "\n"
 
 
-
-
 class PostgresEnqueue(PostgresConnection):
     """Enqueue: one multi-row statement, or COPY for large batches."""
 
-    def enqueue_new(
-        self, jobs: Iterable[NewJob], queues: dict[str, int | None] | None = None
-    ) -> list[EnqueueResult]:
+    def enqueue_new(self, jobs: Iterable[NewJob], queues: dict[str, int | None] | None = None) -> list[EnqueueResult]:
         """Stream the jobs into the ``jobs`` table with COPY while they are being made.
 
         Making a job (checking and encoding its args) costs the client about as much as
@@ -127,7 +123,7 @@ class PostgresEnqueue(PostgresConnection):
             with cur.copy(f"COPY jobs ({columns}, created_at, updated_at) FROM STDIN") as copy:
                 # a retried transaction first sends again what the failed one had made
                 for start in range(0, len(made), _COPY_CHUNK):
-                    copy.write(self._copy_chunk(made[start:start + _COPY_CHUNK], now))
+                    copy.write(self._copy_chunk(made[start : start + _COPY_CHUNK], now))
                 while chunk := list(itertools.islice(source, _COPY_CHUNK)):
                     made.extend(chunk)
                     copy.write(self._copy_chunk(chunk, now))
@@ -171,8 +167,9 @@ class PostgresEnqueue(PostgresConnection):
             if others:
                 # after the insert: ON CONFLICT waited for any concurrent insert of these ids to
                 # commit, and this statement's snapshot sees it; raising rolls the insert back
-                cur.execute("SELECT min(id) FROM jobs WHERE id = ANY(%s) AND tenant IS DISTINCT FROM %s",
-                            (others, owner))
+                cur.execute(
+                    "SELECT min(id) FROM jobs WHERE id = ANY(%s) AND tenant IS DISTINCT FROM %s", (others, owner)
+                )
                 taken = _scalar(cur)
                 if taken is not None:
                     raise JobIdTaken(taken)

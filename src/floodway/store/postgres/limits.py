@@ -89,15 +89,22 @@ class PostgresLimits(PostgresConnection):
     def observe_limit(self, name: str, key: str, obs: Observation) -> tuple[float | None, str | None]:
         # the learned state keeps the server's clock, like every other time in this store
         shift = self._offset
-        obs = Observation(**{**obs.__dict__, "now": obs.now + shift,
-                             "token_at": None if obs.token_at is None else obs.token_at + shift,
-                             "reset_at": None if obs.reset_at is None else obs.reset_at + shift})
+        obs = Observation(
+            **{
+                **obs.__dict__,
+                "now": obs.now + shift,
+                "token_at": None if obs.token_at is None else obs.token_at + shift,
+                "reset_at": None if obs.reset_at is None else obs.reset_at + shift,
+            }
+        )
 
         def go(cur: psycopg.Cursor) -> tuple[float | None, str | None]:
             spec, (tat, _, _, admitted, raw) = self._spec_and_lock(cur, name, key)
             learned, changed = observe(spec, Learned.loads(raw), int(admitted), obs)
-            cur.execute("UPDATE limit_keys SET tat = %s, learned = %s WHERE limit_name = %s AND key = %s",
-                        (settled_tat(spec, float(tat), learned, int(admitted), changed, obs.now), learned.dumps(), name, key))
+            cur.execute(
+                "UPDATE limit_keys SET tat = %s, learned = %s WHERE limit_name = %s AND key = %s",
+                (settled_tat(spec, float(tat), learned, int(admitted), changed, obs.now), learned.dumps(), name, key),
+            )
             if changed:
                 cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))  # a faster rate may admit held jobs now
             return effective_rate(spec, learned, int(admitted), obs.now), changed

@@ -20,8 +20,6 @@ from .connection import (
 _REAP_EVERY = 2.0
 
 
-
-
 class PostgresNotify(PostgresConnection):
     """Wake idle workers on NOTIFY; end frozen transactions."""
 
@@ -57,12 +55,20 @@ class PostgresNotify(PostgresConnection):
             ).fetchall()
         except pg_errors.InsufficientPrivilege as exc:
             self._may_reap = False
-            log.warning("cannot end frozen floodway transactions (%s); a frozen worker's locks "
-                        "last until it thaws or idle_in_transaction_session_timeout ends them", str(exc).strip())
+            log.warning(
+                "cannot end frozen floodway transactions (%s); a frozen worker's locks "
+                "last until it thaws or idle_in_transaction_session_timeout ends them",
+                str(exc).strip(),
+            )
             return
         for pid, seconds, query in ended:
-            log.warning("ended a floodway transaction frozen for %.0fs (server pid %s, at %r): its worker "
-                        "stopped responding while holding locks", seconds, pid, query)
+            log.warning(
+                "ended a floodway transaction frozen for %.0fs (server pid %s, at %r): its worker "
+                "stopped responding while holding locks",
+                seconds,
+                pid,
+                query,
+            )
 
     def wait_for_jobs(self, timeout: float, queues: Iterable[str] | None = None) -> bool:
         """Block up to ``timeout`` seconds for a NOTIFY that work is ready (in ``queues``, or

@@ -27,6 +27,5 @@ _NS_FAIR = 0x466C0003
 #: the fairness groups of a text[] parameter, each under a shared advisory lock held until
 #: commit, taken in key order (see ``PostgresStore._mark_fair_keys``); params: _NS_FAIR, keys
 _LOCKED_FAIR_KEYS = (
-    "SELECT k, pg_advisory_xact_lock_shared(%s, hashtext(k)) FROM "
-    "(SELECT k FROM unnest(%t::text[]) AS k ORDER BY k) s"
+    "SELECT k, pg_advisory_xact_lock_shared(%s, hashtext(k)) FROM (SELECT k FROM unnest(%t::text[]) AS k ORDER BY k) s"
 )

@@ -169,8 +169,11 @@ class PostgresQueue(PostgresConnection):
                 finals.append(target.is_final)
                 # the claim stored no event: the run's start goes in with its end
                 events.append(self._event(job_id, started, Status.WAITING, Status.RUNNING, attempt, worker_id=owner))
-                events.append(self._event(job_id, now, Status.RUNNING, target, attempt, error=error,
-                                          worker_id=owner, reason=reason))
+                events.append(
+                    self._event(
+                        job_id, now, Status.RUNNING, target, attempt, error=error, worker_id=owner, reason=reason
+                    )
+                )
             cur.execute(
                 "UPDATE jobs j SET status = v.status, worker_id = CASE WHEN v.final THEN j.worker_id END, "
                 "lease_until = NULL, error = v.error, "
@@ -235,9 +238,21 @@ class PostgresQueue(PostgresConnection):
                 finals.append(target.is_final)
                 back.append(int(give_back))
                 # the claim stored no event: the run's start goes in with its end
-                events.append(self._event(job_id, started, Status.WAITING, Status.RUNNING, attempt, worker_id=worker_id))
-                events.append(self._event(job_id, now, Status.RUNNING, target, attempt - int(give_back), error=error,
-                                          worker_id=worker_id, reason=reason))
+                events.append(
+                    self._event(job_id, started, Status.WAITING, Status.RUNNING, attempt, worker_id=worker_id)
+                )
+                events.append(
+                    self._event(
+                        job_id,
+                        now,
+                        Status.RUNNING,
+                        target,
+                        attempt - int(give_back),
+                        error=error,
+                        worker_id=worker_id,
+                        reason=reason,
+                    )
+                )
             cur.execute(
                 "UPDATE jobs j SET status = v.status, worker_id = CASE WHEN v.final THEN j.worker_id END, "
                 "lease_until = NULL, error = v.error, attempt = j.attempt - v.back, lost_runs = j.lost_runs + %s, "

@@ -76,4 +76,3 @@ class PostgresState(PostgresConnection):
             verify()
 
         self._run(go, what="record_step", pipeline=True)
-

@@ -25,8 +25,17 @@ class SQLiteAdmin(SQLiteConnection):
             conn.execute(
                 "INSERT OR REPLACE INTO workers (id, hostname, pid, queues, concurrency, started_at, "
                 "heartbeat_at, stopped_at, host_key, pid_start) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
-                (info.id, info.hostname, info.pid, json.dumps(info.queues), info.concurrency,
-                 info.started_at, info.heartbeat_at, info.host_key, info.pid_start),
+                (
+                    info.id,
+                    info.hostname,
+                    info.pid,
+                    json.dumps(info.queues),
+                    info.concurrency,
+                    info.started_at,
+                    info.heartbeat_at,
+                    info.host_key,
+                    info.pid_start,
+                ),
             )
 
     def set_paused(self, *, job_id: str | None = None, queue: str | None = None, paused: bool) -> int:
@@ -39,8 +48,9 @@ class SQLiteAdmin(SQLiteConnection):
                     raise JobNotFound(f"no job with id {job_id!r}")
                 if Status(row[0]).is_final:
                     raise TransitionError(f"job {job_id} is {row[0]}; only unfinished jobs can be paused")
-                cur = conn.execute("UPDATE jobs SET paused = ?, updated_at = ? WHERE id = ?",
-                                   (int(paused), time.time(), job_id))
+                cur = conn.execute(
+                    "UPDATE jobs SET paused = ?, updated_at = ? WHERE id = ?", (int(paused), time.time(), job_id)
+                )
                 if not paused:
                     self._mark_fair_keys(conn, [row[1]])
                 return cur.rowcount

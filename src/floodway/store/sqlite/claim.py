@@ -82,8 +82,9 @@ class SQLiteClaim(SQLiteConnection):
         )
         self._mark_fair_keys(conn, {fk for _, _, _, fk in due})
 
-    def _claim_jobs(self, worker_id: str, queues: list[str] | None, limit: int, lease: float,
-                    without_limits: bool, ahead: int) -> ClaimedJobs:
+    def _claim_jobs(
+        self, worker_id: str, queues: list[str] | None, limit: int, lease: float, without_limits: bool, ahead: int
+    ) -> ClaimedJobs:
         # ``ahead`` is not used here: a SQLite claim has no network round trip to save, and
         # taking jobs ahead is left to the worker's own prefetch claim
         now = time.time()
@@ -115,9 +116,17 @@ class SQLiteClaim(SQLiteConnection):
         for r in chosen:
             job = _job_from_row(r)
             jobs.append(
-                Job(**{**job.__dict__, "status": Status.RUNNING, "attempt": job.attempt + 1,
-                       "worker_id": worker_id, "lease_until": lease_until, "started_at": now,
-                       "updated_at": now})
+                Job(
+                    **{
+                        **job.__dict__,
+                        "status": Status.RUNNING,
+                        "attempt": job.attempt + 1,
+                        "worker_id": worker_id,
+                        "lease_until": lease_until,
+                        "started_at": now,
+                        "updated_at": now,
+                    }
+                )
             )
         return jobs
 
@@ -222,7 +231,5 @@ class SQLiteClaim(SQLiteConnection):
             params = list(queues)
         if self._read(f"SELECT 1 FROM jobs WHERE status = 'waiting'{extra} LIMIT 1", params):
             return 0.0
-        row = self._read(
-            f"SELECT MIN(run_at) FROM jobs WHERE status IN ('scheduled', 'retrying'){extra}", params
-        )
+        row = self._read(f"SELECT MIN(run_at) FROM jobs WHERE status IN ('scheduled', 'retrying'){extra}", params)
         return row[0][0] if row and row[0][0] is not None else None

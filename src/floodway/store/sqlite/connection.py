@@ -82,7 +82,6 @@ def _refuse_empty_file(path: str, settle: float = 1.0) -> None:
 class SQLiteConnection(SQLStore):
     """The connection, transaction and schema half every role of the SQLite store builds on."""
 
-
     def __init__(self, url: str, *, migrate: bool = True):
         self.url = url
         parts = urlsplit(url)
@@ -90,9 +89,7 @@ class SQLiteConnection(SQLStore):
             raise ConfigError(f"not a sqlite URL: {url!r}")
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
         if parts.netloc:
-            raise ConfigError(
-                f"database URL {url!r}: use sqlite:///relative.db or sqlite:////absolute.db"
-            )
+            raise ConfigError(f"database URL {url!r}: use sqlite:///relative.db or sqlite:////absolute.db")
         if not path:
             raise ConfigError(f"database URL {url!r} names no file")
         self.path = path
@@ -106,8 +103,10 @@ class SQLiteConnection(SQLStore):
         except ValueError:
             raise ConfigError(f"database URL {url!r}: busy_timeout must be a number") from None
         if not 0 <= self.busy_timeout <= MAX_BUSY_TIMEOUT:  # NaN fails this too
-            raise ConfigError(f"database URL {url!r}: busy_timeout must be seconds between 0 and "
-                              f"{MAX_BUSY_TIMEOUT:g}, got {self.busy_timeout:g}")
+            raise ConfigError(
+                f"database URL {url!r}: busy_timeout must be seconds between 0 and "
+                f"{MAX_BUSY_TIMEOUT:g}, got {self.busy_timeout:g}"
+            )
         if options:
             raise ConfigError(f"database URL {url!r}: unknown option(s) {sorted(options)}")
         directory = os.path.dirname(os.path.abspath(path))
@@ -212,9 +211,7 @@ class SQLiteConnection(SQLStore):
         self._local = threading.local()
 
     def schema_version(self) -> int:
-        rows = self._read(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name='floodway_schema'"
-        )
+        rows = self._read("SELECT name FROM sqlite_master WHERE type='table' AND name='floodway_schema'")
         if not rows:
             return 0
         return self._read("SELECT COALESCE(MAX(version), 0) FROM floodway_schema")[0][0]

@@ -61,8 +61,23 @@ class SQLiteQueue(SQLiteConnection):
                 "retry, run_at, tenant, created_at, updated_at, limits, fair_key, state_key) "
                 "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (j.id, j.task, j.args_json, j.queue, j.status.value, j.priority, j.max_attempts,
-                     j.retry_json, j.run_at, j.tenant, now, now, j.limits_json, j.fair_key, j.shared_state)
+                    (
+                        j.id,
+                        j.task,
+                        j.args_json,
+                        j.queue,
+                        j.status.value,
+                        j.priority,
+                        j.max_attempts,
+                        j.retry_json,
+                        j.run_at,
+                        j.tenant,
+                        now,
+                        now,
+                        j.limits_json,
+                        j.fair_key,
+                        j.shared_state,
+                    )
                     for j in fresh
                 ],
             )
@@ -79,8 +94,9 @@ class SQLiteQueue(SQLiteConnection):
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            row = conn.execute(f"SELECT id FROM jobs WHERE id IN ({marks}) AND tenant IS NOT ? ORDER BY id LIMIT 1",
-                               [*chunk, owner]).fetchone()
+            row = conn.execute(
+                f"SELECT id FROM jobs WHERE id IN ({marks}) AND tenant IS NOT ? ORDER BY id LIMIT 1", [*chunk, owner]
+            ).fetchone()
             if row is not None:
                 raise JobIdTaken(row[0])
 
@@ -144,8 +160,11 @@ class SQLiteQueue(SQLiteConnection):
                 if not stores_run_events(o.status, o.error, o.reason):
                     continue  # the row holds the whole run (see ``timeline_from_rows``)
                 attempt = o.attempt if o.spend_attempt else o.attempt - 1
-                events.extend(self._event_rows([(o.job_id, Status.WAITING, Status.RUNNING, o.attempt)],
-                                               row[3], worker_id=worker_id))
+                events.extend(
+                    self._event_rows(
+                        [(o.job_id, Status.WAITING, Status.RUNNING, o.attempt)], row[3], worker_id=worker_id
+                    )
+                )
                 events.extend(
                     self._event_rows(
                         [(o.job_id, Status.RUNNING, o.status, attempt)],
@@ -177,9 +196,7 @@ class SQLiteQueue(SQLiteConnection):
         for start in range(0, len(job_ids), 500):
             chunk = job_ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            held = conn.execute(
-                f"SELECT limit_name, key FROM job_slots WHERE job_id IN ({marks})", chunk
-            ).fetchall()
+            held = conn.execute(f"SELECT limit_name, key FROM job_slots WHERE job_id IN ({marks})", chunk).fetchall()
             if held:
                 SQLiteConnection._release_limits(conn, [list(pair) for pair in held])
                 conn.execute(f"DELETE FROM job_slots WHERE job_id IN ({marks})", chunk)
@@ -226,8 +243,9 @@ class SQLiteQueue(SQLiteConnection):
                     (target.value, target.is_final, json.dumps(error), now, target.is_final, now, job_id),
                 )
                 # the claim stored no event: the run's start goes in with its end
-                events += self._event_rows([(job_id, Status.WAITING, Status.RUNNING, attempt)], started,
-                                           worker_id=owner)
+                events += self._event_rows(
+                    [(job_id, Status.WAITING, Status.RUNNING, attempt)], started, worker_id=owner
+                )
                 events += self._event_rows(
                     [(job_id, Status.RUNNING, target, attempt)], now, worker_id=owner, error=error, reason=reason
                 )
@@ -272,13 +290,28 @@ class SQLiteQueue(SQLiteConnection):
                     "UPDATE jobs SET status = ?, worker_id = CASE WHEN ? THEN worker_id END, lease_until = NULL, "
                     "error = ?, updated_at = ?, finished_at = CASE WHEN ? THEN ? ELSE NULL END, "
                     f"attempt = attempt - ?, lost_runs = lost_runs + ? WHERE id = ? AND {IS_RUNNING}",
-                    (target.value, target.is_final, json.dumps(error), now, target.is_final, now,
-                     int(give_back), int(dead), job_id),
+                    (
+                        target.value,
+                        target.is_final,
+                        json.dumps(error),
+                        now,
+                        target.is_final,
+                        now,
+                        int(give_back),
+                        int(dead),
+                        job_id,
+                    ),
                 )
                 # the claim stored no event: the run's start goes in with its end
-                events += self._event_rows([(job_id, Status.WAITING, Status.RUNNING, attempt)], started,
-                                           worker_id=worker_id)
-                events += self._event_rows([(job_id, Status.RUNNING, target, attempt - int(give_back))], now,
-                                           worker_id=worker_id, error=error, reason=reason)
+                events += self._event_rows(
+                    [(job_id, Status.WAITING, Status.RUNNING, attempt)], started, worker_id=worker_id
+                )
+                events += self._event_rows(
+                    [(job_id, Status.RUNNING, target, attempt - int(give_back))],
+                    now,
+                    worker_id=worker_id,
+                    error=error,
+                    reason=reason,
+                )
             self._insert_events(conn, events)
         return [row[0] for row in lost]

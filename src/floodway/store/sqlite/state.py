@@ -52,4 +52,3 @@ class SQLiteState(SQLiteConnection):
         with self._write() as conn:
             self._check_owner(conn, record.job_id, worker_id, attempt)
             conn.execute(STEP_UPSERT, step_values(record))
-

@@ -1,0 +1,105 @@
+"""The checks and encodings of a task's and a job's options that ``App`` applies when a task
+is declared and a job enqueued: resumable-run options, retry policies, limit names and
+numbers, and the ids floodway makes for jobs."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Iterable
+
+from .errors import ConfigError
+from .inputs import check_int
+from .limits import LimitSpec, template_fields
+from .retry import Retry
+from .tasks import qualified_name
+from .units import parse_duration
+
+
+def resumable_options(
+    name: str,
+    func: Callable[..., Any],
+    state: str | None,
+    budget: Any,
+    margin: Any,
+    payload: str | None,
+    retain_state: bool,
+) -> dict[str, Any]:
+    options: dict[str, Any] = {"retain_state": bool(retain_state), "payload": payload, "state": state}
+    if state is not None:
+        template_fields(state, where=f"task {name!r}: state")
+    if budget is not None:
+        options["budget"] = parse_duration(budget, name=f"task {name!r}: budget", allow_zero=False)
+    if margin is not None:
+        if budget is None:
+            raise ConfigError(f"task {name!r}: margin needs a budget")
+        options["margin"] = parse_duration(margin, name=f"task {name!r}: margin")
+        if options["margin"] >= options["budget"]:
+            raise ConfigError(f"task {name!r}: the budget ({budget}) must be longer than its margin ({margin})")
+    if payload is not None:
+        params = inspect.signature(func).parameters
+        if payload not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            raise ConfigError(f"task {name!r}: payload {payload!r} is not one of its parameters")
+    return options
+
+
+def retry_json(policy: Retry) -> str:
+    """The stored form of a retry policy (with its final error types by qualified name)."""
+    # give_up_on is left out of a policy's equality, so it is part of the cache key itself
+    return encode_retry(policy, policy.give_up_on)
+
+
+@functools.lru_cache(maxsize=256)
+def encode_retry(policy: Retry, give_up_on: tuple[type[BaseException], ...]) -> str:
+    """Policies are frozen and few (one per task, plus per-call overrides): each is encoded
+    once, not on every enqueue."""
+    stored = policy.to_dict()
+    stored["give_up_on"] = sorted({qualified_name(t) for t in give_up_on})
+    return json.dumps(stored)
+
+
+#: ids are made in batches of at most this many under one random prefix (a 4-digit counter)
+_ID_BATCH = 0x10000
+
+
+def new_job_ids(count: int) -> list[str]:
+    """``count`` fresh job ids of 32 lowercase hex digits (the length and alphabet of the
+    ``uuid4().hex`` ids they replace).
+
+    Twelve digits of milliseconds since the epoch, sixteen random digits drawn once per batch
+    of up to 65,536 ids, then a four-digit counter. Ids made together are neighbours in every
+    index keyed on them (the jobs' primary key, the events' job index), and later ones sort
+    after earlier ones: a bulk insert writes a few index pages at the growing end instead of
+    one random page per job. Two batches share ids only if they start in the same millisecond
+    with the same 64 random bits.
+    """
+    ids: list[str] = []
+    for start in range(0, count, _ID_BATCH):
+        prefix = f"{time.time_ns() // 1_000_000:012x}{int.from_bytes(os.urandom(8), 'big'):016x}"
+        ids.extend([f"{prefix}{n:04x}" for n in range(min(count - start, _ID_BATCH))])
+    return ids
+
+
+def check_limit_names(names: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(names, str):
+        raise ConfigError(f"limits: expected a list of limit names, got the string {names!r}")
+    out = tuple(names)
+    for name in out:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"limits: {name!r} is not a limit name")
+    return out
+
+
+def check_limit_numbers(spec: LimitSpec) -> LimitSpec:
+    """A limit's numbers must fit the stores: burst and concurrency in 32 bits, a finite rate."""
+    check_int(spec.burst, f"limit {spec.name!r}: burst", 1)
+    if spec.concurrency is not None:
+        check_int(spec.concurrency, f"limit {spec.name!r}: concurrency", 1)
+    for what, rate in (("rate", spec.rate), ("floor", spec.floor), ("ceiling", spec.ceiling)):
+        if rate is not None and not (math.isfinite(rate.count) and math.isfinite(rate.period) and rate.interval > 0):
+            raise ConfigError(f"limit {spec.name!r}: {what} {rate.count:g}/{rate.period:g}s is not a usable rate")
+    return spec
