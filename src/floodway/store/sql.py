@@ -385,6 +385,32 @@ class SQLStore(Store):
             info.counts[status] = int(count)
         return sorted(queues.values(), key=lambda q: q.name)
 
+    def register_worker(self, info: WorkerInfo) -> None:
+        self._run(
+            lambda cur: cur.execute(
+                self._q(
+                    "INSERT INTO workers (id, hostname, pid, queues, concurrency, started_at, heartbeat_at, "
+                    "stopped_at, host_key, pid_start) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, pid = excluded.pid, "
+                    "queues = excluded.queues, concurrency = excluded.concurrency, started_at = excluded.started_at, "
+                    "heartbeat_at = excluded.heartbeat_at, stopped_at = NULL, host_key = excluded.host_key, "
+                    "pid_start = excluded.pid_start"
+                ),
+                (
+                    info.id,
+                    info.hostname,
+                    info.pid,
+                    json.dumps(info.queues),
+                    info.concurrency,
+                    info.started_at,
+                    info.heartbeat_at,
+                    info.host_key,
+                    info.pid_start,
+                ),
+            ),
+            what="register_worker",
+        )
+
     def worker_stopped(self, worker_id: str) -> None:
         self._run(
             lambda cur: cur.execute(

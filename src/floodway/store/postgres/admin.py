@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Iterable
 
 import psycopg
 
 from ...errors import ConfigError, JobNotFound, TransitionError
 from ...jobs import Status
-from ..base import (
-    WorkerInfo,
-)
 from ..rules import purgeable
 from .connection import (
     PostgresConnection,
@@ -22,31 +18,6 @@ from .connection import (
 
 class PostgresAdmin(PostgresConnection):
     """What people and schedules read and do: jobs, queues, workers, schedules, tokens, cancel, retry, purge."""
-
-    def register_worker(self, info: WorkerInfo) -> None:
-        self._run(
-            lambda cur: cur.execute(
-                "INSERT INTO workers (id, hostname, pid, queues, concurrency, started_at, heartbeat_at, stopped_at, "
-                "host_key, pid_start) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, NULL, %s, %s) ON CONFLICT (id) DO UPDATE SET "
-                "hostname = excluded.hostname, pid = excluded.pid, queues = excluded.queues, "
-                "concurrency = excluded.concurrency, started_at = excluded.started_at, "
-                "heartbeat_at = excluded.heartbeat_at, stopped_at = NULL, host_key = excluded.host_key, "
-                "pid_start = excluded.pid_start",
-                (
-                    info.id,
-                    info.hostname,
-                    info.pid,
-                    json.dumps(info.queues),
-                    info.concurrency,
-                    info.started_at,
-                    info.heartbeat_at,
-                    info.host_key,
-                    info.pid_start,
-                ),
-            ),
-            what="register_worker",
-        )
 
     def set_paused(self, *, job_id: str | None = None, queue: str | None = None, paused: bool) -> int:
         if (job_id is None) == (queue is None):

@@ -4,7 +4,6 @@ in pipeline mode with retries on a lost connection, and the schema migrations.""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import random
@@ -19,9 +18,8 @@ from psycopg.pq import Format
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ...errors import ConfigError, SchemaTooNewError, StoreError
-from ...jobs import Status
 from ..rules import CLAIM_FROM, PROMOTE_FROM
-from ..sql import SPEC_SQL, SQLStore, in_dialect, load_migrations
+from ..sql import SPEC_SQL, SQLStore, event_row, in_dialect, load_migrations
 from .queries import (
     _JOB_COLUMNS,
     _LOCKED_FAIR_KEYS,
@@ -524,28 +522,8 @@ class PostgresConnection(SQLStore):
             [list(c) for c in cols],
         )
 
-    @staticmethod
-    def _event(
-        job_id: str,
-        at: float,
-        src: Status | None,
-        dst: Status,
-        attempt: int,
-        *,
-        error: dict | None = None,
-        worker_id: str | None = None,
-        reason: str | None = None,
-    ) -> tuple:
-        return (
-            job_id,
-            at,
-            src.value if src else None,
-            dst.value,
-            attempt,
-            json.dumps(error) if error else None,
-            worker_id,
-            reason,
-        )
+    #: one ``job_events`` row (``store.sql.event_row``)
+    _event = staticmethod(event_row)
 
     @staticmethod
     def _mark_fair_keys(cur: psycopg.Cursor, keys: Iterable[str]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Iterable
 
@@ -10,33 +9,12 @@ from ...errors import ConfigError, JobNotFound, TransitionError
 from ...jobs import (
     Status,
 )
-from ..base import (
-    WorkerInfo,
-)
 from ..rules import purgeable
 from .connection import SQLiteConnection
 
 
 class SQLiteAdmin(SQLiteConnection):
     """What people and schedules read and do: jobs, queues, workers, schedules, tokens, cancel, retry, purge."""
-
-    def register_worker(self, info: WorkerInfo) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO workers (id, hostname, pid, queues, concurrency, started_at, "
-                "heartbeat_at, stopped_at, host_key, pid_start) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
-                (
-                    info.id,
-                    info.hostname,
-                    info.pid,
-                    json.dumps(info.queues),
-                    info.concurrency,
-                    info.started_at,
-                    info.heartbeat_at,
-                    info.host_key,
-                    info.pid_start,
-                ),
-            )
 
     def set_paused(self, *, job_id: str | None = None, queue: str | None = None, paused: bool) -> int:
         if (job_id is None) == (queue is None):
