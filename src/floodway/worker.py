@@ -209,7 +209,7 @@ class Worker(LeaseKeeping):
             pulse = min(liveness.PULSE, renew_every)
             beside = [
                 self._supervise("heartbeat", self._heartbeat, pulse, first=pulse),
-                self._supervise("rescue", lambda: self._store(self._rescue_dead_holders), pulse, first=pulse),
+                self._supervise("rescue", self._rescue, pulse, first=pulse),
                 self._supervise("pause watch", self._watch_pauses, renew_every, first=renew_every),
                 *(self._supervise(p.name, self._periodic(p), p.every, first=p.first) for p in self.hooks.periodic),
             ]

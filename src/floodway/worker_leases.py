@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from . import liveness
 from .context import Context
@@ -154,7 +154,9 @@ class LeaseKeeping:
             self._loop.call_soon_threadsafe(self._wake.set)
         return rescued, pending
 
-    async def _supervise(self, name: str, step: Callable[[], Any], every: float, *, first: float = 0.0) -> None:
+    async def _supervise(
+        self, name: str, step: Callable[[], Awaitable[float | None]], every: float, *, first: float = 0.0
+    ) -> None:
         """Run ``step`` after ``first`` seconds, then every ``every`` seconds (or after the delay
         it returns) until cancelled; a failure is logged and the step tried again at its next turn."""
         await asyncio.sleep(first)
@@ -166,11 +168,15 @@ class LeaseKeeping:
                 delay = None
             await asyncio.sleep(every if delay is None else delay)
 
-    def _periodic(self, task: Periodic) -> Callable[[], Any]:
+    def _periodic(self, task: Periodic) -> Callable[[], Awaitable[float | None]]:
         async def step() -> float | None:
             return await self._store(task.fn)
 
         return step
+
+    async def _rescue(self) -> None:
+        """Every ``PULSE``: rescue the jobs of workers found dead or silent, and expired leases."""
+        await self._store(self._rescue_dead_holders)
 
     async def _heartbeat(self) -> float:
         """Every ``PULSE``: write this worker's heartbeat; every lease/3 (and at once after a

@@ -44,3 +44,26 @@ def test_backoff_doubles_to_its_cap_and_starts_over_after_a_success():
     assert [b.failed() for _ in range(5)] == [0.2, 0.4, 0.8, 1.0, 1.0]
     b.succeeded()
     assert b.failed() == 0.2
+
+
+def test_a_supervised_task_goes_on_after_a_failure_and_waits_what_it_asks():
+    import asyncio
+
+    from floodway.worker_leases import LeaseKeeping
+
+    calls: list[str] = []
+
+    async def step() -> float | None:
+        calls.append("run")
+        if len(calls) == 2:
+            raise RuntimeError("the store is away")
+        return 0.001 if len(calls) % 2 else None
+
+    async def main() -> None:
+        task = asyncio.create_task(LeaseKeeping()._supervise("test", step, 0.002))
+        while len(calls) < 6:
+            await asyncio.sleep(0.001)
+        task.cancel()
+
+    asyncio.run(asyncio.wait_for(main(), 5))
+    assert len(calls) >= 6  # the failure on the second turn did not end the task
