@@ -585,7 +585,9 @@ def demo(ctx: click.Context, orders: int, rate: float, budget: str, crash: bool,
         from ..demo.basic import run
 
         # FLOODWAY_DATABASE_URL may name a real database: only an explicit --database is used
-        explicit = ctx.parent is not None and ctx.parent.get_parameter_source("database") is ParameterSource.COMMANDLINE
+        explicit = state.database_after_command or (
+            ctx.parent is not None and ctx.parent.get_parameter_source("database") is ParameterSource.COMMANDLINE
+        )
         code = run(state.database if explicit else None, console=console(stderr=True) if state.as_json else None)
         if state.as_json:
             click.echo(json.dumps({"ok": code == EXIT_OK}))

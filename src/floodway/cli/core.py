@@ -60,6 +60,8 @@ class State:
         self.app_spec = app_spec
         self.database = database
         self.as_json = as_json
+        #: --database given after the command (the group's own is read from click's context)
+        self.database_after_command = False
         self._app: App | None = None
 
     def app(self, *, required: bool = False) -> App:
@@ -280,6 +282,47 @@ def _json_kind(value: Any) -> str:
 
 
 # -- enqueueing -----------------------------------------------------------------------------
+
+
+def _global_option_after_command(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """A global option given after the command (``floodway status ID --json``) counts as if it
+    came before it; given twice, the one after the command wins."""
+    state = ctx.find_object(State)
+    if state is None or value is None or value is False:
+        return
+    if param.name == "as_json":
+        state.as_json = True
+    elif param.name == "app_spec":
+        state.app_spec = value
+    elif param.name == "database":
+        state.database = value
+        state.database_after_command = True
+
+
+def accept_global_options_after_commands(group: click.Group) -> None:
+    """Give every command (and every command of a sub-group) the group's ``--json``, ``--app``
+    and ``--database`` too, as scripts and people often write them last."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):  # its own options too: ``floodway limits --json``
+            accept_global_options_after_commands(command)
+        taken = {opt for param in command.params for opt in getattr(param, "opts", [])}
+        for decls, flag, help_text in (
+            (("--json", "as_json"), True, "Print JSON for scripts (also before the command)."),
+            (("--app", "app_spec"), False, "The app to load (also before the command)."),
+            (("--database", "database"), False, "Database URL (also before the command)."),
+        ):
+            if decls[0] not in taken:
+                command.params.append(
+                    click.Option(
+                        list(decls),
+                        is_flag=flag,
+                        default=False if flag else None,
+                        expose_value=False,
+                        callback=_global_option_after_command,
+                        help=help_text,
+                        metavar=None if flag else ("MODULE:APP" if decls[1] == "app_spec" else "URL"),
+                    )
+                )
 
 
 def main(argv: list[str] | None = None) -> None:
