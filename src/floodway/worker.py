@@ -50,7 +50,7 @@ from .retry import Retry
 from .store.base import Outcome, WorkerInfo
 from .units import parse_duration, retry_after_seconds
 from .worker_leases import LeaseKeeping
-from .worker_plan import Backoff, ClaimPlan, plan_claim
+from .worker_plan import Backoff, ClaimPlan, describe_left, plan_claim, still_to_do, work_left
 
 if TYPE_CHECKING:
     from .app import App, Task
@@ -70,7 +70,11 @@ class Worker(LeaseKeeping):
 
     :param queues: the queues to take jobs from (all when ``None``).
     :param concurrency: how many jobs run at once in this process.
-    :param burst: exit once nothing is ready and nothing is running.
+    :param burst: exit once nothing is ready now and nothing is running (what is left, and when
+        it is due, is logged on exit).
+    :param until_empty: exit once no job of its queues is waiting, retrying or running and none
+        is scheduled within ``horizon`` (a cron or CI run that must finish the work).
+    :param horizon: with ``until_empty``, how far ahead a scheduled job still counts as work.
     :param lease: how long a claimed job stays ours without a heartbeat; a worker that dies
         loses its jobs to another worker after this long.
     :param grace: how long a stopping worker lets running jobs finish before releasing them.
@@ -100,6 +104,8 @@ class Worker(LeaseKeeping):
         queues: list[str] | None = None,
         concurrency: int = 20,
         burst: bool = False,
+        until_empty: bool = False,
+        horizon: str | float = "60s",
         lease: str | float = "30s",
         grace: str | float = "30s",
         poll_interval: str | float = "100ms",
@@ -120,6 +126,8 @@ class Worker(LeaseKeeping):
         self.queues = queues
         self.concurrency = concurrency
         self.burst = burst
+        self.until_empty = until_empty
+        self.horizon = parse_duration(horizon, name="horizon")
         self.lease = parse_duration(lease, name="lease", allow_zero=False)
         self.grace = parse_duration(grace, name="grace")
         self.poll_interval = parse_duration(poll_interval, name="poll_interval", allow_zero=False)
@@ -365,7 +373,7 @@ class Worker(LeaseKeeping):
             timeout = min(self.poll_interval, max(jobs.wake_at - time.time(), 0.001))
             self._held_until = time.time() + timeout
             return timeout
-        if self.burst and settled:
+        if (self.burst or self.until_empty) and settled:
             # a job held by a dead worker is rescued and done first, and one held by a worker
             # that stopped renewing its lease is waited for until it expires (and a holder that
             # looks alive must show it: a heartbeat since we looked)
@@ -374,7 +382,17 @@ class Worker(LeaseKeeping):
             if rescued:
                 self._idle_since = None
                 return 0.0
-            return None if not pending else self.poll_interval
+            if pending:
+                return self.poll_interval
+            left = work_left(await self._store(self.app.store.list_queues), self.queues)
+            if self.until_empty and still_to_do(left, due, now, self.horizon):
+                return self.poll_interval if due is None else min(self.poll_interval, max(due - now, 0.001))
+            message = describe_left(left, due, now)
+            if message:
+                log.warning(
+                    "worker %s exits (nothing ready now) leaving %s (--until-empty waits for them)", self.id, message
+                )
+            return None
         if due is not None:
             return min(self.poll_interval, max(due - now, 0.001))
         if self.app.store.notifies:

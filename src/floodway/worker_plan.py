@@ -4,6 +4,9 @@ how long to back off after a failure. No I/O, so each rule is unit-tested on its
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .units import format_duration
 
 
 @dataclass(frozen=True)
@@ -58,3 +61,32 @@ class Backoff:
 
     def succeeded(self) -> None:
         self.failures = 0
+
+
+#: the statuses of work not done yet, in the order a worker names them
+PENDING = ("waiting", "retrying", "scheduled", "running")
+
+
+def work_left(queues: Iterable[Any], names: list[str] | None) -> dict[str, int]:
+    """The jobs per status of the queues named (all when None), from ``list_queues()``."""
+    left = dict.fromkeys(PENDING, 0)
+    for queue in queues:
+        if names is None or queue.name in names:
+            for status, count in queue.counts.items():
+                left[status] = left.get(status, 0) + count
+    return left
+
+
+def still_to_do(left: dict[str, int], due: float | None, now: float, horizon: float) -> bool:
+    """``--until-empty``: a job is waiting, retrying or running, or one is due within ``horizon``."""
+    return bool(left["waiting"] or left["retrying"] or left["running"]) or (due is not None and due - now <= horizon)
+
+
+def describe_left(left: dict[str, int], due: float | None, now: float) -> str | None:
+    """What a worker leaves when it exits with nothing ready ("900 retrying; the next is due in
+    1s"), or None when nothing is left: "nothing ready now" is not "nothing left"."""
+    pending = [f"{left[s]} {s}" for s in PENDING if left.get(s)]
+    if not pending:
+        return None
+    when = f"; the next is due in {format_duration(max(due - now, 0.0))}" if due is not None else ""
+    return ", ".join(pending) + when

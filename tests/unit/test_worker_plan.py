@@ -67,3 +67,23 @@ def test_a_supervised_task_goes_on_after_a_failure_and_waits_what_it_asks():
 
     asyncio.run(asyncio.wait_for(main(), 5))
     assert len(calls) >= 6  # the failure on the second turn did not end the task
+
+
+def test_what_is_left_is_counted_over_the_workers_queues_and_described():
+    from types import SimpleNamespace
+
+    from floodway.worker_plan import describe_left, still_to_do, work_left
+
+    queues = [
+        SimpleNamespace(name="a", counts={"retrying": 900, "complete": 100, "scheduled": 0}),
+        SimpleNamespace(name="b", counts={"scheduled": 5, "waiting": 0}),
+    ]
+    left = work_left(queues, ["a"])
+    assert left["retrying"] == 900 and left["scheduled"] == 0
+    assert describe_left(left, 101.0, 100.0) == "900 retrying; the next is due in 1.0s"
+    assert describe_left(work_left(queues, None), None, 0.0) == "900 retrying, 5 scheduled"
+    assert describe_left(work_left([], None), None, 0.0) is None
+    only_later = work_left(queues, ["b"])
+    assert not still_to_do(only_later, 100.0 + 3600, 100.0, 60.0)  # scheduled beyond the horizon
+    assert still_to_do(only_later, 100.0 + 30, 100.0, 60.0)
+    assert still_to_do(left, None, 0.0, 0.0)  # a retry is work, however far away

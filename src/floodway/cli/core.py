@@ -126,7 +126,13 @@ def cli(ctx: click.Context, app_spec: str | None, database: str | None, as_json:
 @click.option(
     "--concurrency", type=click.IntRange(min=1), default=20, show_default=True, help="Jobs run at once by this process."
 )
-@click.option("--burst", is_flag=True, help="Exit when nothing is ready or running.")
+@click.option("--burst", is_flag=True, help="Exit when nothing is ready now or running (and say what is left).")
+@click.option(
+    "--until-empty",
+    is_flag=True,
+    help="Exit when no job is waiting, retrying or running and none is scheduled within --horizon.",
+)
+@click.option("--horizon", default="1m", show_default=True, help="With --until-empty: how far ahead to wait.")
 @click.option("--lease", default="30s", show_default=True, help="Lease of a claimed job.")
 @click.option("--grace", default="30s", show_default=True, help="Time running jobs get to finish on SIGTERM.")
 @click.option("--poll-interval", default="100ms", show_default=True, help="Longest idle sleep.")
@@ -150,13 +156,16 @@ def worker(
     queues: str | None,
     concurrency: int,
     burst: bool,
+    until_empty: bool,
+    horizon: str,
     lease: str,
     grace: str,
     poll_interval: str,
     prefetch: int | None,
     loop: str,
 ) -> None:
-    """Run a worker until SIGTERM/SIGINT (or until idle, with --burst)."""
+    """Run a worker until SIGTERM/SIGINT (or until nothing is ready, with --burst, or until its
+    queues are empty, with --until-empty)."""
     app = state.app(required=True)
     queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     if queues is not None and not queue_list:
@@ -167,6 +176,8 @@ def worker(
         queues=queue_list,
         concurrency=concurrency,
         burst=burst,
+        until_empty=until_empty,
+        horizon=horizon,
         lease=lease,
         grace=grace,
         poll_interval=poll_interval,
