@@ -285,6 +285,8 @@ def test_default_database_from_environment(monkeypatch, tmp_path):
     [
         ("mysql://localhost/db", ConfigError),
         ("sqlite://host/db", ConfigError),
+        ("sqlite:/relative.db", ConfigError),
+        ("sqlite:relative.db", ConfigError),
         ("sqlite:///", ConfigError),
         ("sqlite:///x.db?synchronous=sometimes", ConfigError),
         ("sqlite:///x.db?colour=blue", ConfigError),

@@ -209,6 +209,7 @@ def test_enqueue_worker_result_status_events_jobs(cli: Cli) -> None:
     assert status["finished_at"] and status["created_at"] and status["result"] == 5
     text = cli.ok("status", job_id)
     assert job_id in text and "complete" in text and "1 of 7" in text
+    assert "throttled" in text and "s waiting on limits" in text  # the table shows throttled time
 
     timeline = cli.json("events", job_id)
     assert [(e["from"], e["to"]) for e in timeline] == [

@@ -140,7 +140,7 @@ def cli(ctx: click.Context, app_spec: str | None, database: str | None, as_json:
     "--prefetch",
     type=click.IntRange(min=0),
     default=None,
-    help="Jobs claimed ahead while every slot is busy (default: as many as --concurrency; 0: none). "
+    help="Jobs claimed ahead while every slot is busy (default: twice --concurrency, one claim batch; 0: none). "
     "Only jobs that hold no limit are claimed ahead.",
 )
 @click.option(

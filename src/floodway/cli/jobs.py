@@ -188,6 +188,7 @@ def _print_job(job: Job) -> None:
         ("finished", when(job.finished_at, now)),
         ("updated", when(job.updated_at, now)),
         ("worker", job.worker_id or ""),
+        ("throttled", f"{job.throttled_seconds:.3f}s waiting on limits"),
     ]
     if job.cancel_requested:
         rows.append(("cancel", "requested; the worker stops it at its next heartbeat"))

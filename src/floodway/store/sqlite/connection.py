@@ -88,7 +88,9 @@ class SQLiteConnection(SQLStore):
         if parts.scheme != "sqlite":
             raise ConfigError(f"not a sqlite URL: {url!r}")
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
-        if parts.netloc:
+        # sqlite:/x.db and sqlite:x.db would read as relative paths without the "//" of an empty
+        # host: refused, so that sqlite:/abs/path.db is not quietly taken as abs/path.db
+        if parts.netloc or not url[len(parts.scheme) + 1 :].startswith("//"):
             raise ConfigError(f"database URL {url!r}: use sqlite:///relative.db or sqlite:////absolute.db")
         if not path:
             raise ConfigError(f"database URL {url!r} names no file")
