@@ -120,11 +120,26 @@ class Task:
                 self.signature.bind(**args)
                 problem = None
             except TypeError as exc:
-                problem = str(exc)
+                problem = str(exc) + self._other_problems(names, str(exc))
             if len(self._bind_memo) < BIND_MEMO_SIZE:
                 self._bind_memo[names] = problem
         if problem is not None:
             raise EnqueueError(f"args do not match {self.name}{self.signature}: {problem}")
+
+    def _other_problems(self, names: tuple[str, ...], first: str) -> str:
+        """Binding names one problem; a user fixing a call wants all of them: every unexpected
+        key as well as every missing argument."""
+        params = self.signature.parameters
+        extras = []
+        required = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        missing = [n for n, p in params.items() if p.default is p.empty and p.kind in required and n not in names]
+        if missing and not first.startswith("missing"):
+            extras.append("missing " + ", ".join(repr(n) for n in missing))
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            unexpected = [n for n in names if n not in params]
+            if unexpected and "unexpected" not in first:
+                extras.append("unexpected " + ", ".join(repr(n) for n in unexpected))
+        return "".join(f"; {extra}" for extra in extras)
 
     def gives_up_on(self, exc: BaseException, stored: Iterable[str] = ()) -> bool:
         """True when ``exc`` is one of the task's (or the job's) final error types."""

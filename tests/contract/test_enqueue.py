@@ -319,3 +319,15 @@ def test_database_newer_than_the_code_is_refused(tmp_path):
     app.close()
     with pytest.raises(SchemaTooNewError, match="999"):
         App(url).store
+
+
+def test_an_args_error_names_every_missing_and_every_unexpected_key(app):
+    @app.task
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    with pytest.raises(EnqueueError, match=r"missing a required argument: 'a'; unexpected 'x', 'y'$"):
+        app.enqueue(add, {"b": 1, "x": 2, "y": 3})
+    with pytest.raises(EnqueueError, match=r"unexpected keyword argument 'x'$"):
+        app.enqueue(add, {"a": 1, "b": 2, "x": 3})
+    assert app.store.count_jobs()["waiting"] == 0  # nothing was written
