@@ -43,6 +43,14 @@ def limit_dict(info: Any, now: float, declared: Any = None) -> dict[str, Any]:
     }
 
 
+def observed_rate(count: int, since: float | None, now: float, window: float) -> float:
+    """Jobs per second over the part of the window that saw them: ``count`` since the first of
+    them (at least a second), so a 40 s drain at 50/s reads 50/s in a 60 s window, not 33/s."""
+    if not count or since is None:
+        return 0.0
+    return round(count / max(min(now - since, window), 1.0), 3)
+
+
 def collect(
     app: "App", window: float = 60.0, *, tenant: str | None = None, limits: "list[LimitInfo] | None" = None
 ) -> dict[str, Any]:
@@ -55,19 +63,23 @@ def collect(
     for q in app.store.list_queues(tenant=tenant):
         if tenant is not None and not any(q.counts.values()):
             continue
-        moved = activity["queues"].get(q.name, {"created": 0, "finished": 0})
+        moved = activity["queues"].get(
+            q.name, {"created": 0, "finished": 0, "created_since": None, "finished_since": None}
+        )
         queues[q.name] = {
             "depth": sum(q.counts.get(s, 0) for s in ("waiting", "scheduled", "retrying")),
             "running": q.counts.get("running", 0),
             "counts": q.counts,
             "max_concurrency": q.max_concurrency,
             "paused": q.paused,
-            "rate_in": round(moved["created"] / window, 3),
-            "rate_out": round(moved["finished"] / window, 3),
+            "rate_in": observed_rate(moved["created"], moved["created_since"], now, window),
+            "rate_out": observed_rate(moved["finished"], moved["finished_since"], now, window),
         }
     by_limit: dict[str, Any] = {}
     for info in app.store.list_limits() if limits is None else limits:
-        moved = activity["limits"].get(info.spec.name, {"waiting": 0, "created": 0, "finished": 0})
+        moved = activity["limits"].get(
+            info.spec.name, {"waiting": 0, "created": 0, "finished": 0, "created_since": None, "finished_since": None}
+        )
         by_limit[info.spec.name] = {
             "rate": str(info.spec.rate) if info.spec.rate else None,
             "concurrency": info.spec.concurrency,
@@ -78,8 +90,8 @@ def collect(
             "throttled": sum(k.throttled for k in info.keys),
             "effective_rates": {k.key: k.effective_rate for k in info.keys},
             "paused_keys": sorted(k.key for k in info.keys if k.paused_until),
-            "rate_in": round(moved["created"] / window, 3),
-            "rate_out": round(moved["finished"] / window, 3),
+            "rate_in": observed_rate(moved["created"], moved["created_since"], now, window),
+            "rate_out": observed_rate(moved["finished"], moved["finished_since"], now, window),
         }
     return {
         "window_seconds": window,

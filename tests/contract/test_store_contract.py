@@ -535,3 +535,34 @@ def test_the_database_refuses_a_status_that_is_not_a_job_status(store):
     with pytest.raises(StoreError):
         store._run(bad, what="test")
     assert store.get_job("guarded").status is Status.WAITING
+
+
+def test_stats_rates_are_over_the_time_observed_not_the_whole_window(tmp_path, database_url):
+    """A 10 s drain that just ended reads its own rate (10/s) in a 60 s window, not 100/60."""
+    from floodway import App
+
+    app = App(database_url)
+
+    @app.task
+    def noop() -> None: ...
+
+    app.enqueue_many(noop, [{} for _ in range(100)])
+    store = app.store
+    now = time.time()
+
+    def drained(cur):
+        # finished one by one over the last ten seconds, as a worker would have
+        for n, (job_id,) in enumerate(cur.execute("SELECT id FROM jobs ORDER BY id").fetchall()):
+            at = now - 10 + n * 0.1
+            cur.execute(
+                store._q("UPDATE jobs SET status = 'complete', finished_at = ?, started_at = ? WHERE id = ?"),
+                (at, at, job_id),
+            )
+
+    store._run(drained, what="test", pipeline=False)
+    stats = app.stats(window=60)
+    rate_out = stats["queues"]["default"]["rate_out"]
+    assert 9.0 <= rate_out <= 10.5, rate_out
+    quiet = app.stats(window=60)["queues"]["default"]["rate_in"]
+    assert quiet >= 100 / 60  # all created within the last second or so: at least the window's average
+    app.close()

@@ -257,7 +257,12 @@ def limits_resume(state: State, name: str, key: str | None) -> None:
 
 
 @cli.command()
-@click.option("--window", default="60s", show_default=True, help="Rates are averaged over this long.")
+@click.option(
+    "--window",
+    default="60s",
+    show_default=True,
+    help="Rates count the jobs of this long, over the time since the first of them.",
+)
 @click.pass_obj
 def stats(state: State, window: str) -> None:
     """Depth, running jobs, and rates in and out per queue and per limit."""

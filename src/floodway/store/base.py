@@ -647,7 +647,7 @@ class AdminPort(abc.ABC):
         """Those of ``job_ids`` (running here) that were paused, or whose queue was."""
 
     @abc.abstractmethod
-    def activity(self, since: float, *, tenant: str | None = None) -> dict[str, dict[str, dict[str, int]]]:
+    def activity(self, since: float, *, tenant: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:
         """Counts for stats: ``{"queues": {q: {"created", "finished"}}, "limits": {name:
         {"waiting", "created", "finished"}}}`` — created/finished since ``since``; with
         ``tenant``, of that tenant's jobs only."""

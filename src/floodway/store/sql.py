@@ -75,23 +75,24 @@ SLOT_INSERT = "INSERT INTO job_slots (job_id, limit_name, key, holder, acquired_
 TENANT_COUNTS = "SELECT queue, status, COUNT(*) FROM jobs WHERE tenant = ? GROUP BY queue, status"
 #: what moved since an instant (``app.stats()``), per queue and per limit
 ACTIVITY = {
-    "created": "SELECT queue, COUNT(*) FROM jobs WHERE created_at >= ? GROUP BY queue",
-    "finished": "SELECT queue, COUNT(*) FROM jobs WHERE finished_at >= ? GROUP BY queue",
+    "created": "SELECT queue, COUNT(*), MIN(created_at) FROM jobs WHERE created_at >= ? GROUP BY queue",
+    "finished": "SELECT queue, COUNT(*), MIN(finished_at) FROM jobs WHERE finished_at >= ? GROUP BY queue",
     "limits_waiting": "SELECT limits, COUNT(*) FROM jobs WHERE status = 'waiting' AND limits IS NOT NULL "
     "GROUP BY limits",
-    "limits_created": "SELECT limits, COUNT(*) FROM jobs WHERE created_at >= ? AND limits IS NOT NULL GROUP BY limits",
-    "limits_finished": "SELECT limits, COUNT(*) FROM jobs WHERE finished_at >= ? AND limits IS NOT NULL "
+    "limits_created": "SELECT limits, COUNT(*), MIN(created_at) FROM jobs WHERE created_at >= ? AND limits IS NOT NULL "
+    "GROUP BY limits",
+    "limits_finished": "SELECT limits, COUNT(*), MIN(finished_at) FROM jobs WHERE finished_at >= ? AND limits IS NOT NULL "
     "GROUP BY limits",
 }
 #: the same for one tenant, each read through one of the jobs_tenant* indexes
 TENANT_ACTIVITY = {
-    "created": "SELECT queue, COUNT(*) FROM jobs WHERE tenant = ? AND created_at >= ? GROUP BY queue",
-    "finished": "SELECT queue, COUNT(*) FROM jobs WHERE tenant = ? AND finished_at >= ? GROUP BY queue",
+    "created": "SELECT queue, COUNT(*), MIN(created_at) FROM jobs WHERE tenant = ? AND created_at >= ? GROUP BY queue",
+    "finished": "SELECT queue, COUNT(*), MIN(finished_at) FROM jobs WHERE tenant = ? AND finished_at >= ? GROUP BY queue",
     "limits_waiting": "SELECT limits, COUNT(*) FROM jobs WHERE tenant = ? AND status = 'waiting' "
     "AND limits IS NOT NULL GROUP BY limits",
-    "limits_created": "SELECT limits, COUNT(*) FROM jobs WHERE tenant = ? AND created_at >= ? "
+    "limits_created": "SELECT limits, COUNT(*), MIN(created_at) FROM jobs WHERE tenant = ? AND created_at >= ? "
     "AND limits IS NOT NULL GROUP BY limits",
-    "limits_finished": "SELECT limits, COUNT(*) FROM jobs WHERE tenant = ? AND finished_at >= ? "
+    "limits_finished": "SELECT limits, COUNT(*), MIN(finished_at) FROM jobs WHERE tenant = ? AND finished_at >= ? "
     "AND limits IS NOT NULL GROUP BY limits",
 }
 #: every query a tenant's views run on the jobs table, by name (its plan must use an index)
@@ -181,6 +182,12 @@ def step_values(record: StepRecord) -> tuple:
         record.started_at,
         record.finished_at,
     )
+
+
+def _moved(*fields: str) -> dict[str, Any]:
+    counts: dict[str, Any] = dict.fromkeys(fields, 0)
+    counts.update({f"{field}_since": None for field in fields if field != "waiting"})
+    return counts
 
 
 def _token(r: tuple | list) -> TokenInfo:
@@ -343,19 +350,29 @@ class SQLStore(Store):
         )
         return float(rows[0][0]) if rows and rows[0][0] is not None else None
 
-    def activity(self, since: float, *, tenant: str | None = None) -> dict[str, dict[str, dict[str, int]]]:
+    def activity(self, since: float, *, tenant: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+        """Jobs created and finished since ``since``, per queue and per limit, each with the
+        earliest such moment (``created_since``, ``finished_since``): a rate is worked out over
+        the time actually observed, not the whole window."""
         queries = TENANT_ACTIVITY if tenant is not None else ACTIVITY
         scope: tuple[Any, ...] = (tenant,) if tenant is not None else ()
-        queues: dict[str, dict[str, int]] = {}
+        queues: dict[str, dict[str, Any]] = {}
         for field in ("created", "finished"):
-            for queue, count in self._read(self._q(queries[field]), (*scope, since)):
-                queues.setdefault(queue, {"created": 0, "finished": 0})[field] = int(count)
-        limits: dict[str, dict[str, int]] = {}
+            for queue, count, first in self._read(self._q(queries[field]), (*scope, since)):
+                moved = queues.setdefault(queue, _moved("created", "finished"))
+                moved[field], moved[f"{field}_since"] = int(count), first
+        limits: dict[str, dict[str, Any]] = {}
         # grouped by the job's (limit, key) list: a few distinct lists, however many jobs
-        for field, params in (("waiting", scope), ("created", (*scope, since)), ("finished", (*scope, since))):
-            for held, count in self._read(self._q(queries[f"limits_{field}"]), params):
+        for held, count in self._read(self._q(queries["limits_waiting"]), scope):
+            for name in {pair[0] for pair in json.loads(held)}:
+                limits.setdefault(name, _moved("waiting", "created", "finished"))["waiting"] += int(count)
+        for field in ("created", "finished"):
+            for held, count, first in self._read(self._q(queries[f"limits_{field}"]), (*scope, since)):
                 for name in {pair[0] for pair in json.loads(held)}:
-                    limits.setdefault(name, {"waiting": 0, "created": 0, "finished": 0})[field] += int(count)
+                    moved = limits.setdefault(name, _moved("waiting", "created", "finished"))
+                    moved[field] += int(count)
+                    earliest = moved[f"{field}_since"]
+                    moved[f"{field}_since"] = first if earliest is None else min(earliest, first)
         return {"queues": queues, "limits": limits}
 
     # -- queues and workers -------------------------------------------------------------------
