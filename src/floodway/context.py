@@ -85,6 +85,15 @@ class Context:
         a job that is not a flow."""
         return list((self._steps or {}).values())
 
+    async def step_records(self) -> dict[str, Any]:
+        """This job's flow steps by id, read from the store on first use and kept for the run:
+        ``floodway.flows`` looks up finished steps in it and adds each step that ends."""
+        if self._steps is None:
+            loaded: dict[str, Any] = await asyncio.to_thread(self.app.store.load_steps, self.job_id)
+            self._steps = loaded
+            return loaded
+        return self._steps
+
     @property
     def logger(self) -> logging.Logger:
         """The task's logger, ``floodway.task.<task name>`` (looked up on first use: most runs

@@ -66,10 +66,7 @@ async def run_step(
         raise ConfigError(f"ctx.step: the step id must be a non-empty string, got {step_id!r}")
     kind = canonical_kind(kind)
     app = ctx.app
-    steps = ctx._steps
-    if steps is None:
-        loaded: dict[str, Any] = await asyncio.to_thread(app.store.load_steps, ctx.job_id)
-        steps = ctx._steps = loaded
+    steps = await ctx.step_records()
     done = steps.get(step_id)
     if done is not None and (done.status == StepStatus.COMPLETE or not done.critical):
         return decode_result(done.result_json) if done.status == StepStatus.COMPLETE else None

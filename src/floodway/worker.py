@@ -250,7 +250,7 @@ class Worker(LeaseKeeping):
         """Declare queues, limits and schedules, register, rescue. A database that is briefly
         unavailable (restarting) is retried with backoff for up to ``STARTUP_PATIENCE`` seconds;
         one that stays unusable (read-only, missing) ends the worker with its error."""
-        pause = 0.2
+        backoff = Backoff(first=0.2, cap=2.0)
         deadline = time.monotonic() + STARTUP_PATIENCE
         self.app.check_limits()
         while True:
@@ -281,11 +281,11 @@ class Worker(LeaseKeeping):
                 await self._store(self._rescue_dead_holders)
                 return
             except StoreError as exc:
+                pause = backoff.failed()
                 if self._stopping or time.monotonic() + pause > deadline:
                     raise
                 log.warning("worker %s cannot reach the store yet (%s); retrying in %.1fs", self.id, exc, pause)
                 await asyncio.sleep(pause)
-                pause = min(pause * 2, 2.0)
 
     async def _claim_loop(self) -> None:
         """Claim and start jobs until stopped (or, with ``burst``, until nothing is left)."""
@@ -748,18 +748,18 @@ class Worker(LeaseKeeping):
 
     async def _write_outcomes(self) -> None:
         # retries with backoff: a busy or briefly unavailable database must not lose outcomes
-        pause = 0.05
+        backoff = Backoff(first=0.05, cap=5.0)
         while self._outcomes:
             batch, self._outcomes = self._outcomes, []
             try:
                 written = await self._store(self.app.store.finish, self.id, batch)
             except Exception:
+                pause = backoff.failed()
                 log.exception("could not write %d outcome(s); retrying in %.2fs", len(batch), pause)
                 self._outcomes = batch + self._outcomes
                 await asyncio.sleep(pause)
-                pause = min(pause * 2, 5.0)
                 continue
-            pause = 0.05
+            backoff.succeeded()
             for outcome in batch:
                 self._unflushed.discard(outcome.job_id)
                 if outcome.job_id not in self._running:
@@ -770,7 +770,6 @@ class Worker(LeaseKeeping):
             if lost:
                 log.warning("lease lost before the outcome was written for %d job(s): %s", len(lost), sorted(lost)[:5])
 
-    # -- heartbeat and rescue ---------------------------------------------------------------
     # -- plumbing ---------------------------------------------------------------------------
     async def _store(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         assert self._loop is not None and self._store_threads is not None

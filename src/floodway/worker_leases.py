@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from . import liveness
 from .context import Context
@@ -206,8 +206,13 @@ class LeaseKeeping:
         self._beat_ok(began, time.monotonic())
         for job_id in sorted(lost):
             self._lose(job_id, "its lease ran out or another worker took the job over", before=began)
-        # the renewal also answers which of our jobs a user cancelled
-        for job_id in renewal:
+        self._stop_cancelled(renewal)
+
+    def _stop_cancelled(self, cancelled: Iterable[str]) -> None:
+        """The cancel watch: the renewal also answers which of our jobs a user cancelled (no
+        query of its own, so a cancel is seen at the next renewal, as leases are). A job
+        claimed ahead ends cancelled without running; a running one is stopped."""
+        for job_id in cancelled:
             job = next((j for j in self._prefetched if j.id == job_id), None)
             if job is not None:
                 self._drop_prefetched(

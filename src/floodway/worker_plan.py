@@ -47,7 +47,9 @@ def plan_claim(
 
 class Backoff:
     """Exponential backoff after consecutive failures (the store unreachable: a restart, a
-    failover): 0.2 s, 0.4 s, 0.8 s … up to ``cap``; a success starts it over."""
+    failover): ``first``, twice that, four times … up to ``cap``; a success starts it over.
+    The worker's one backoff: the claim loop, the start-up and the outcome writes each keep
+    one, with their own ``first`` and ``cap``."""
 
     def __init__(self, first: float = 0.2, cap: float = 5.0):
         self.first = first
