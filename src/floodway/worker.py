@@ -10,15 +10,16 @@ Read top to bottom, one worker process does this:
    are batched without a fixed delay;
 4. beside the claim loop run supervised tasks (each its own loop; a failure is logged and
    the task goes on, ``worker_leases``): the **heartbeat** renews the leases of its jobs and
-   stops the ones a user cancelled and the ones whose lease was lost (another worker took them
-   over); the **rescue** takes back the jobs of workers that died: at once when their process
+   stops the ones whose lease was lost (another worker took them over), and the **cancel
+   watch** stops the ones a user cancelled, from the same renewal's answer (no query of its
+   own); the **rescue** takes back the jobs of workers that died: at once when their process
    is gone or their heartbeat stopped (``floodway.liveness``), else when their lease expires;
    the **pause watch** passes pauses on to running jobs; the **listener** wakes the loop on a
    store notification; and the app's own periodic tasks;
 5. the worker imports none of the features built beside it: the app hands it ``WorkerHooks``
    (on start: store the schedules; periodic: the scheduler, queue-depth alerts; at the end of a
    run: the flow summary log). How many jobs to claim and how long to back off are pure
-   functions (``worker_plan``);
+   functions (``worker_plan``), and so is the outcome a run ends with (``worker_outcomes``);
 6. on SIGTERM/SIGINT it stops claiming, gives running jobs ``grace`` seconds to finish, and
    releases the rest to ``waiting`` without spending an attempt. A second signal skips the grace.
 """
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import random
@@ -42,14 +42,15 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import http, jsontext, liveness
 from .context import Context
-from .errors import ConfigError, Fail, LeaseLost, RateLimited, StoreError, error_info
+from .errors import ConfigError, LeaseLost, RateLimited, StoreError
 from .hooks import WorkerHooks, loop_factory
 from .jobs import Job, Status
-from .resumable import SEGMENT_MARK, ContinueLater, SegmentedList
+from .resumable import ContinueLater
 from .retry import Retry
 from .store.base import Outcome, WorkerInfo
 from .units import parse_duration, retry_after_seconds
 from .worker_leases import LeaseKeeping
+from .worker_outcomes import call_arguments, continue_later, failure, hard_timeout, interrupted, unknown_task
 from .worker_plan import Backoff, ClaimPlan, describe_left, plan_claim, still_to_do, work_left
 
 if TYPE_CHECKING:
@@ -474,10 +475,10 @@ class Worker(LeaseKeeping):
         try:
             outcome = await self._execute(job)
         except asyncio.CancelledError:
-            outcome = self._interrupted(job)
+            outcome = interrupted(job, cancelled=job.id in self._cancel_requested, worker_id=self.id)
         except BaseException as exc:  # a bug in floodway itself must not lose the job
             log.exception("internal error running job %s", job.id)
-            outcome = self._failure(job, None, exc)
+            outcome = failure(job, None, exc)
         current = self._running.get(job.id) is asyncio.current_task()
         if (job.id, job.attempt) in self._lost:
             # another worker owns the job now: this run's outcome is not ours to write
@@ -503,16 +504,7 @@ class Worker(LeaseKeeping):
     async def _execute(self, job: Job) -> Outcome:
         task = self.app.tasks.get(job.task)
         if task is None:
-            return Outcome(
-                job.id,
-                job.attempt,
-                Status.FAILED,
-                error={
-                    "type": "UnknownTask",
-                    "traceback": None,
-                    "message": f"task {job.task!r} is not registered in worker {self.id}",
-                },
-            )
+            return unknown_task(job, self.id)
         try:
             ctx = await self._context_for(task, job)
         except StoreError as exc:
@@ -540,27 +532,27 @@ class Worker(LeaseKeeping):
                     task.name,
                     task.budget,
                 )
-                return self._continue(job, ctx, ContinueLater(), reason="budget overrun; resumes from its checkpoint")
-            limit = self._hard_timeout(task)
-            return self._failure(job, task, TimeoutError(f"task {task.name} timed out after {limit}s"))
+                return continue_later(job, ctx, ContinueLater(), reason="budget overrun; resumes from its checkpoint")
+            limit = hard_timeout(task)
+            return failure(job, task, TimeoutError(f"task {task.name} timed out after {limit}s"))
         except asyncio.CancelledError:
             raise
         except RateLimited as exc:
             return await self._rate_limited(job, task, ctx, exc)
         except LeaseLost as exc:
             log.warning("%s; its outcome will not be written", exc)
-            return self._failure(job, task, exc)
+            return failure(job, task, exc)
         except Exception as exc:
-            return self._failure(job, task, exc)
+            return failure(job, task, exc)
         finally:
             if self._contexts.get(job.id) is ctx:
                 del self._contexts[job.id]
         if isinstance(result, ContinueLater):
-            return self._continue(job, ctx, result, reason="continue_later")
+            return continue_later(job, ctx, result, reason="continue_later")
         try:
             result_json = jsontext.dumps(result)
         except (TypeError, ValueError) as exc:
-            return self._failure(
+            return failure(
                 job, task, TypeError(f"task {task.name} returned a value that is not JSON-serialisable: {exc}")
             )
         for hook in self.hooks.on_run_end:
@@ -585,39 +577,10 @@ class Worker(LeaseKeeping):
             ctx.pause_requested = True
         return ctx
 
-    @staticmethod
-    def _hard_timeout(task: "Task") -> float | None:
-        """A run stops at its timeout, or at its budget when it has one and no timeout."""
-        return task.timeout if task.timeout is not None else task.budget
-
-    def _arguments(self, task: "Task", job: Job, ctx: Context) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        kwargs = dict(job.args)
-        if task.payload is not None:
-            raw = kwargs.get(task.payload)
-            if isinstance(raw, dict) and SEGMENT_MARK in raw:
-                kwargs[task.payload] = SegmentedList(ctx, task.payload, raw[SEGMENT_MARK], raw["count"])
-        return ((ctx,) if task.wants_context else ()), kwargs
-
-    def _continue(self, job: Job, ctx: Context, later: ContinueLater, *, reason: str) -> Outcome:
-        """End this run, keep the cursor, run the same job again; no attempt is spent."""
-        if later.delay:
-            status, run_at = Status.SCHEDULED, time.time() + later.delay
-        else:
-            status, run_at = Status.WAITING, None
-        return Outcome(
-            job.id,
-            job.attempt,
-            status,
-            run_at=run_at,
-            spend_attempt=False,
-            throttled_seconds=ctx.throttled_seconds,
-            reason=f"{reason} (cursor {json.dumps(ctx.cursor)[:80]})",
-        )
-
     async def _run_async_fn(self, task: "Task", job: Job, ctx: Context) -> Any:
-        args, kwargs = self._arguments(task, job, ctx)
+        args, kwargs = call_arguments(task, job, ctx)
         call = task.fn(*args, **kwargs)
-        limit = self._hard_timeout(task)
+        limit = hard_timeout(task)
         if limit is None:
             return await call
         try:
@@ -636,10 +599,10 @@ class Worker(LeaseKeeping):
         happened. Otherwise another worker could run the same job at the same time.
         """
         assert self._loop is not None and self._task_threads is not None
-        args, kwargs = self._arguments(task, job, ctx)
+        args, kwargs = call_arguments(task, job, ctx)
         future = self._loop.run_in_executor(self._task_threads, lambda: task.fn(*args, **kwargs))
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self._hard_timeout(task))
+            return await asyncio.wait_for(asyncio.shield(future), hard_timeout(task))
         except (asyncio.CancelledError, asyncio.TimeoutError) as interruption:
             log.warning(
                 "job %s (%s) runs in a thread that cannot be interrupted; waiting for it to return", job.id, task.name
@@ -654,38 +617,6 @@ class Worker(LeaseKeeping):
             if isinstance(interruption, asyncio.TimeoutError):
                 raise
             return future.result()  # its real outcome: complete, or the exception it raised
-
-    def _failure(self, job: Job, task: "Task | None", exc: BaseException) -> Outcome:
-        error = error_info(exc)
-        policy = Retry.from_dict(job.retry) if job.retry else (task.retry if task else Retry())
-        stored_final = (job.retry or {}).get("give_up_on", [])
-        final = (
-            task is None
-            or isinstance(exc, (Fail, ConfigError))  # a programming error: retrying cannot fix it
-            or task.gives_up_on(exc, stored_final)
-            or job.attempt >= job.max_attempts
-        )
-        if final:
-            log.warning(
-                "job %s (%s) failed for good on attempt %d: %s: %s",
-                job.id,
-                job.task,
-                job.attempt,
-                error["type"],
-                error["message"],
-            )
-            return Outcome(job.id, job.attempt, Status.FAILED, error=error)
-        delay = policy.delay(job.attempt)
-        log.info(
-            "job %s (%s) failed on attempt %d, retrying in %.2fs: %s: %s",
-            job.id,
-            job.task,
-            job.attempt,
-            delay,
-            error["type"],
-            error["message"],
-        )
-        return Outcome(job.id, job.attempt, Status.RETRYING, error=error, run_at=time.time() + delay)
 
     async def _rate_limited(self, job: Job, task: "Task", ctx: Context, exc: RateLimited) -> Outcome:
         """A 429 (or a limit without budget): back to ``scheduled`` until the reset, no
@@ -722,14 +653,6 @@ class Worker(LeaseKeeping):
             reason=f"{exc.reason}"
             + (f" (limit {exc.limit})" if exc.limit else "")
             + f"; resumes in {run_at - now:.2f}s",
-        )
-
-    def _interrupted(self, job: Job) -> Outcome:
-        if job.id in self._cancel_requested:
-            return Outcome(job.id, job.attempt, Status.CANCELLED, reason="cancelled by user while running")
-        # shutting down: give the job back without spending its attempt
-        return Outcome(
-            job.id, job.attempt, Status.WAITING, spend_attempt=False, reason=f"released by stopping worker {self.id}"
         )
 
     # -- writing outcomes -----------------------------------------------------------------
