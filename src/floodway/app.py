@@ -4,32 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import threading
 import time
 from datetime import timedelta
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar, cast, overload
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar, overload
 
-from . import jsontext
 from .alerts import check_queues, install_webhook
 from .commit import GroupCommit
 from .config import Settings, load_settings
+from .enqueueing import check_enqueue_options, encode_args, enqueue_jobs
 from .errors import ConfigError, EnqueueError
 from .flows import build_declarative_flow, flow_insights, log_flow_finished
 from .handle import Handle
 from .hooks import Periodic, WorkerHooks
-from .inputs import check_job_id, check_name, check_priority, check_run_at, check_tenant, is_internal_task
-from .jobs import NewJob, Status
-from .limits import LimitSpec, Rate, concurrency_for, resolve_key
-from .options import check_limit_names, check_limit_numbers, new_job_ids, resumable_options, retry_json
-from .resumable import SEGMENT_MARK, split_segments
+from .inputs import check_job_id, check_name, check_priority, check_tenant, is_internal_task
+from .limits import LimitSpec, Rate, concurrency_for
+from .options import check_limit_names, check_limit_numbers, resumable_options
 from .retry import Retry
 from .schedule import Schedule, ScheduleHealth, sync_schedules, tick, tick_id
 from .stats import collect
 from .store import Store, open_store
 from .tasks import Queue, Task
-from .units import parse_duration, parse_instant
+from .units import parse_duration
 from .worker import Worker
 
 log = logging.getLogger("floodway.worker")  # the concurrency check speaks for the worker
@@ -147,6 +144,12 @@ class App:
         margin: str | float | timedelta | None = None,
         payload: str | None = None,
         retain_state: bool = False,
+        unique_for: str | float | timedelta | None = None,
+        unique_key: str | None = None,
+        unique_while: str | None = None,
+        debounce: str | float | timedelta | None = None,
+        debounce_key: str | None = None,
+        debounce_max: str | float | timedelta | None = None,
     ) -> Callable[[F], Task]: ...
 
     def task(
@@ -165,8 +168,29 @@ class App:
         margin: str | float | timedelta | None = None,
         payload: str | None = None,
         retain_state: bool = False,
+        unique_for: str | float | timedelta | None = None,
+        unique_key: str | None = None,
+        unique_while: str | None = None,
+        debounce: str | float | timedelta | None = None,
+        debounce_key: str | None = None,
+        debounce_max: str | float | timedelta | None = None,
     ) -> Any:
-        """Register a function (async, or sync to run in a thread pool) as a task."""
+        """Register a function (async, or sync to run in a thread pool) as a task.
+
+        Shaping (see ``floodway.shaping``): ``unique_for="10m"`` (or ``unique_while="active"``)
+        with ``unique_key="{order_id}"`` dedupes enqueues of one key: the later ones return the
+        first one's handle and make nothing. ``debounce="5s"`` with ``debounce_key`` folds
+        enqueues of one key into one job that runs with the last arguments once none came for
+        the window (or ``debounce_max`` after the first).
+        """
+        key_options = {
+            "unique_for": unique_for,
+            "unique_key": unique_key,
+            "unique_while": unique_while,
+            "debounce": debounce,
+            "debounce_key": debounce_key,
+            "debounce_max": debounce_max,
+        }
 
         def register(func: Callable[..., Any]) -> Task:
             if not callable(func):
@@ -202,6 +226,7 @@ class App:
                 limits=check_limit_names(limits),
                 **resumable_options(task_name, func, state, budget, margin, payload, retain_state),
             )
+            task.set_key_options(key_options)
             self.tasks[task_name] = task
             return task
 
@@ -423,11 +448,19 @@ class App:
         priority: int | None = None,
         tenant: str | None = None,
         limits: Iterable[str] | None = None,
+        unique_for: str | float | timedelta | None = None,
+        unique_key: str | None = None,
+        unique_while: str | None = None,
+        debounce: str | float | timedelta | None = None,
+        debounce_key: str | None = None,
+        debounce_max: str | float | timedelta | None = None,
     ) -> Handle:
         """Enqueue one job; returns its handle once the job is durable.
 
         With an ``id`` that exists already, nothing is created and the existing job's handle
-        is returned (``handle.created`` is False).
+        is returned (``handle.created`` is False); the same with a dedupe key seen within its
+        window, or a debounce key whose job has not started (it takes these arguments). The
+        ``unique_*`` and ``debounce*`` options override the task's (see ``App.task``).
         """
         return self._enqueue(
             task,
@@ -441,6 +474,14 @@ class App:
             priority=priority,
             tenant=tenant,
             limits=limits,
+            shaping={
+                "unique_for": unique_for,
+                "unique_key": unique_key,
+                "unique_while": unique_while,
+                "debounce": debounce,
+                "debounce_key": debounce_key,
+                "debounce_max": debounce_max,
+            },
         )[0]
 
     def enqueue_many(
@@ -456,6 +497,12 @@ class App:
         priority: int | None = None,
         tenant: str | None = None,
         limits: Iterable[str] | None = None,
+        unique_for: str | float | timedelta | None = None,
+        unique_key: str | None = None,
+        unique_while: str | None = None,
+        debounce: str | float | timedelta | None = None,
+        debounce_key: str | None = None,
+        debounce_max: str | float | timedelta | None = None,
     ) -> list[Handle]:
         """Enqueue one job per item of ``args_list`` in one transaction: all or nothing.
 
@@ -475,6 +522,14 @@ class App:
             priority=priority,
             tenant=tenant,
             limits=limits,
+            shaping={
+                "unique_for": unique_for,
+                "unique_key": unique_key,
+                "unique_while": unique_while,
+                "debounce": debounce,
+                "debounce_key": debounce_key,
+                "debounce_max": debounce_max,
+            },
         )
 
     async def enqueue_async(self, task: Task | str, args: Mapping[str, Any] | None = None, **options: Any) -> Handle:
@@ -491,215 +546,18 @@ class App:
             raise ConfigError(f"job id must be a non-empty string, got {job_id!r}")
         return Handle(self, job_id, created=False)
 
-    def _enqueue(
-        self,
-        task: Task | str,
-        args_list: list[Mapping[str, Any] | None],
-        *,
-        single: bool,
-        id: str | None,
-        queue: str | Queue | None,
-        delay: Any,
-        start_at: Any,
-        retry: Retry | int | None,
-        priority: int | None,
-        tenant: str | None,
-        limits: Iterable[str] | None,
-        owner: str | None = None,
-    ) -> list[Handle]:
-        """``owner``: a tenant every id that exists already must belong to; one that belongs to
-        anybody else raises ``JobIdTaken`` inside the store's transaction, so nothing is written
-        (the web API passes a tenant token's tenant)."""
-        the_task = self.get_task(task)
-        now = time.time()
-        limit_names, run_at, policy, job_queue, job_priority = self.check_enqueue_options(
-            the_task,
-            count=None if single else len(args_list),
-            id=id,
-            queue=queue,
-            delay=delay,
-            start_at=start_at,
-            retry=retry,
-            priority=priority,
-            tenant=tenant,
-            limits=limits,
-            now=now,
-        )
-        queue_name, cap, declared = self._queue_cap(job_queue)
-        status = Status.SCHEDULED if run_at > now else Status.WAITING
-        retry_text = retry_json(policy)
-        max_attempts = policy.max_attempts
-        # without limits a job's fairness group is the tenant's alone: the same for every item
-        fixed_limits = None if limit_names else self._resolve_limits((), {}, tenant)
-        ids = new_job_ids(len(args_list)) if id is None else None
-
-        def make_jobs() -> Iterator[NewJob]:
-            """Each item checked and made into a job; an EnqueueError names the item."""
-            for index, args in enumerate(args_list):
-                try:
-                    args, segments = self._segment_payload(the_task, args)
-                    args_json = self._encode_args(the_task, args)
-                    held, fair_key = fixed_limits or self._resolve_limits(limit_names, args or {}, tenant)
-                    shared_state = None
-                    if the_task.state is not None:
-                        try:
-                            shared_state = resolve_key(the_task.state, args or {}, tenant)
-                        except ConfigError as exc:
-                            raise EnqueueError(f"state {the_task.state!r}: {exc}") from None
-                except EnqueueError as exc:
-                    # the item's place is added here, once, rather than formatted for every item
-                    raise EnqueueError(str(exc) if single else f"{exc} (item {index})") from None
-                if ids is not None:
-                    job_id = ids[index]
-                else:
-                    job_id = cast(str, id) if single else f"{id}-{index}"  # ids is None: an id was given
-                yield NewJob(
-                    id=job_id,
-                    task=the_task.name,
-                    args_json=args_json,
-                    queue=queue_name,
-                    priority=job_priority,
-                    max_attempts=max_attempts,
-                    retry_json=retry_text,
-                    run_at=run_at,
-                    tenant=tenant,
-                    status=status,
-                    limits_json=json.dumps(held) if held else None,
-                    fair_key=fair_key,
-                    shared_state=shared_state,
-                    segments=segments,
-                )
-
-        if not args_list:
-            return []
-        # generated ids are new by construction: the store may write the jobs as they are made
-        # (a bad item then raises inside the transaction, and nothing is written). Ids given by
-        # the caller may exist already: every item is checked before the store looks.
-        generated = ids is not None
-        jobs: Iterable[NewJob] = make_jobs() if generated else list(make_jobs())
-        if declared:
-            self.sync_queues([job_queue])
-        if limit_names:
-            self.sync_limits()
-        if single and owner is None:
-            (job,) = list(jobs)
-            result = self.group_commit.submit(job, {queue_name: cap})
-            return [Handle(self, result.id, created=result.created)]
-        if generated:
-            results = self.store.enqueue_new(jobs, {queue_name: cap})
-        else:
-            results = self.store.enqueue(jobs, {queue_name: cap}, owner=owner)  # type: ignore[arg-type]
-        return [Handle(self, r.id, created=r.created) for r in results]
+    def _enqueue(self, task: Task | str, args_list: list[Mapping[str, Any] | None], **options: Any) -> list[Handle]:
+        """Enqueue ``args_list`` as jobs of ``task`` (see ``enqueueing.enqueue_jobs``)."""
+        return enqueue_jobs(self, task, args_list, **options)
 
     def check_enqueue_options(
-        self,
-        task: Task | str,
-        *,
-        count: int | None = None,
-        id: str | None = None,
-        queue: str | Queue | None = None,
-        delay: Any = None,
-        start_at: Any = None,
-        retry: Retry | int | None = None,
-        priority: int | None = None,
-        tenant: str | None = None,
-        limits: Iterable[str] | None = None,
-        now: float | None = None,
+        self, task: Task | str, **options: Any
     ) -> tuple[tuple[str, ...], float, Retry, str | Queue, int]:
-        """Check the options of an enqueue (``count`` items of a bulk one; None for a single
-        job) as ``enqueue`` does, without writing: ``EnqueueError`` names what is wrong. Returns
-        the limit names, run time, retry policy, queue and priority the jobs get. The CLI checks
-        a file's options with it before reading the file."""
-        the_task = self.get_task(task)
-        try:
-            limit_names = the_task.limits if limits is None else check_limit_names(limits)
-        except ConfigError as exc:
-            raise EnqueueError(str(exc)) from None
-        for name in limit_names:
-            if name not in self.limits:
-                known = ", ".join(sorted(self.limits)) or "none"
-                raise EnqueueError(f"unknown limit {name!r} (declared: {known}); declare it with app.limit()")
-        if delay is not None and start_at is not None:
-            raise EnqueueError("pass delay or start_at, not both")
-        try:
-            if id is not None:
-                check_job_id(id)
-                if count is not None:  # the items' ids are id-0, id-1, ...: the longest must fit too
-                    check_job_id(f"{id}-{max(count - 1, 0)}")
-            if tenant is not None:
-                check_tenant(tenant)
-            now = time.time() if now is None else now
-            if delay is not None:
-                run_at = check_run_at(now + parse_duration(delay, name="delay"), now, "delay")
-            elif start_at is not None:
-                run_at = check_run_at(parse_instant(start_at), now, "start_at")
-            else:
-                run_at = now
-            policy = Retry.coerce(retry, the_task.retry)
-            job_queue = self._coerce_queue(queue) if queue is not None else the_task.queue
-            job_priority = check_priority(the_task.priority if priority is None else priority)
-        except ConfigError as exc:
-            raise EnqueueError(str(exc)) from None
-        return limit_names, run_at, policy, job_queue, job_priority
-
-    def _resolve_limits(
-        self, names: tuple[str, ...], args: Mapping[str, Any], tenant: str | None
-    ) -> tuple[list[list[str]], str]:
-        """The (limit, key) pairs a job holds, and its fairness group.
-
-        The group is the tenant plus every (limit, key) held: round-robin between groups keeps
-        one tenant's backlog from starving another, and a group whose limit is paused or spent
-        holds back only jobs that share that limit.
-        """
-        held: list[list[str]] = []
-        for name in names:
-            spec = self.limits[name]
-            try:
-                key = resolve_key(spec.key, args, tenant)
-            except ConfigError as exc:
-                raise EnqueueError(f"limit {name!r}: {exc}") from None
-            held.append([name, key])
-        parts = ([f"tenant={tenant}"] if tenant is not None else []) + [f"{n}={k}" for n, k in held]
-        return held, "|".join(parts)
-
-    def _segment_payload(
-        self, task: Task, args: Mapping[str, Any] | None
-    ) -> tuple[Mapping[str, Any] | None, dict[str, list[str]]]:
-        """Store a large ``payload=`` list in segments of at most ``segment_bytes``."""
-        if task.payload is None or not isinstance(args, Mapping) or task.payload not in args:
-            return args, {}
-        items = args[task.payload]
-        if not isinstance(items, (list, tuple)):
-            raise EnqueueError(f"args: the payload argument {task.payload!r} must be a list")
-        try:
-            size = len(jsontext.dumps(items))  # ASCII: characters are bytes
-        except (TypeError, ValueError) as exc:
-            raise EnqueueError(f"args: {task.payload!r} is not JSON-serialisable: {exc}") from None
-        if size <= self.segment_bytes:
-            return args, {}
-        pieces = split_segments(items, self.segment_bytes)
-        marker = {SEGMENT_MARK: len(pieces), "count": len(items)}
-        return {**args, task.payload: marker}, {task.payload: pieces}
+        """Check an enqueue's options without writing (see ``enqueueing.check_enqueue_options``)."""
+        return check_enqueue_options(self, task, **options)
 
     def _encode_args(self, task: Task, args: Mapping[str, Any] | None) -> str:
-        if args is None:
-            args = {}
-        # a plain dict skips the (slower) abstract Mapping check
-        if type(args) is not dict and not isinstance(args, Mapping):
-            raise EnqueueError(f"args must be a dict of argument names to values, got {type(args).__name__}")
-        for key in args:
-            if not isinstance(key, str):
-                raise EnqueueError(f"args: argument names must be strings, got {key!r}")
-        task.check_args(args)
-        try:
-            # a plain dict is encoded as it is; any other mapping through a dict copy
-            encoded = jsontext.dumps(args if type(args) is dict else dict(args))
-        except (TypeError, ValueError) as exc:
-            raise EnqueueError(f"args are not JSON-serialisable: {exc}") from None
-        size = len(encoded)  # ASCII: characters are bytes
-        if size > self.max_payload_bytes:
-            raise EnqueueError(f"args are {size} bytes, over max_payload_bytes={self.max_payload_bytes}")
-        return encoded
+        return encode_args(self, task, args)
 
     # -- running ------------------------------------------------------------------------
     def worker(self, **options: Any) -> "Any":

@@ -179,6 +179,29 @@ class Event:
         }
 
 
+#: the statuses of a job that has not finished: what ``unique_while="active"`` dedupes against
+UNFINISHED = frozenset({Status.SCHEDULED, Status.WAITING, Status.RUNNING, Status.RETRYING})
+#: the statuses of a debounced job that later enqueues may still fold into: it has not started
+NOT_STARTED = frozenset({Status.SCHEDULED, Status.WAITING})
+
+
+@dataclass(frozen=True)
+class EnqueueKey:
+    """How one enqueue is matched with earlier ones of the same task and key.
+
+    ``kind`` is ``"unique"`` (the dedupe window: an enqueue whose key was made within
+    ``window`` seconds, or while its job is unfinished when ``while_unfinished``, returns that
+    job and makes nothing) or ``"debounce"`` (enqueues fold into one job that has not started
+    yet; it runs ``window`` seconds after the last of them, or ``max_wait`` after the first).
+    """
+
+    kind: str
+    key: str
+    window: float = 0.0
+    while_unfinished: bool = False
+    max_wait: float | None = None
+
+
 @dataclass
 class NewJob:
     """A job as validated by ``App.enqueue``, ready for a store to insert."""
@@ -198,6 +221,10 @@ class NewJob:
     shared_state: str | None = None
     #: argument name -> the JSON texts of its segments (large list payloads)
     segments: dict[str, list[str]] = field(default_factory=dict)
+    #: the dedupe or debounce key the enqueue is matched on, if any
+    enqueue_key: EnqueueKey | None = None
+    #: the batch an item of a batch task waits in (its task and batch key)
+    batch_key: str | None = None
 
     def segment_rows(self) -> list[tuple[str, str, int, str]]:
         """The stored rows of its segments: (job id, argument, index, JSON text)."""

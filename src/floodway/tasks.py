@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from .context import Context
-from .errors import EnqueueError
+from .errors import ConfigError, EnqueueError
 from .handle import Handle
 from .inputs import check_int, check_name
 from .retry import Retry
+from .shaping import KeyPolicy, key_policy
 
 if TYPE_CHECKING:
     from .app import App
@@ -92,6 +93,9 @@ class Task:
         self.signature = signature.replace(parameters=params)
         #: argument names (in the order given) -> why they do not bind, or None when they do
         self._bind_memo: dict[tuple[str, ...], str | None] = {}
+        #: the dedupe or debounce options declared with the task, and the policy they make
+        self.key_options: dict[str, Any] = {}
+        self.key_policy: KeyPolicy | None = None
         functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
@@ -140,6 +144,22 @@ class Task:
             if unexpected and "unexpected" not in first:
                 extras.append("unexpected " + ", ".join(repr(n) for n in unexpected))
         return "".join(f"; {extra}" for extra in extras)
+
+    def set_key_options(self, options: Mapping[str, Any]) -> None:
+        """Declare the task's dedupe or debounce (``ConfigError`` names a bad option)."""
+        self.key_policy = key_policy(options, f"task {self.name!r}", self.signature)
+        self.key_options = {name: value for name, value in options.items() if value is not None}
+
+    def key_policy_for(self, overrides: Mapping[str, Any]) -> KeyPolicy | None:
+        """The dedupe or debounce of one enqueue: the task's, with the options the enqueue passed
+        (``EnqueueError`` names a bad one)."""
+        given = {name: value for name, value in overrides.items() if value is not None}
+        if not given:
+            return self.key_policy
+        try:
+            return key_policy({**self.key_options, **given}, f"enqueue of {self.name}", self.signature)
+        except ConfigError as exc:
+            raise EnqueueError(str(exc)) from None
 
     def gives_up_on(self, exc: BaseException, stored: Iterable[str] = ()) -> bool:
         """True when ``exc`` is one of the task's (or the job's) final error types."""

@@ -177,7 +177,7 @@ LAYERS = [
     ["store"],
     ["resumable", "http", "context", "flows", "throttling", "alerts", "tokens"],
     ["worker", "worker_plan", "worker_leases", "worker_outcomes", "hooks"],
-    ["tasks", "options", "app", "commit", "handle", "schedule", "stats", "metrics"],
+    ["tasks", "options", "shaping", "enqueueing", "app", "commit", "handle", "schedule", "stats", "metrics"],
     ["web", "cli", "demo", "__main__", ""],
 ]
 

@@ -163,3 +163,45 @@ def test_the_database_checks_the_same_status_list_as_the_code():
         script = (folder / backend / "0009_status_check.sql").read_text()
         for listed in re.findall(r"status\s+(?:NOT\s+)?IN\s*\(([^)]*)\)", script):
             assert sorted(v.strip(" '\n") for v in listed.split(",")) == sorted(s.value for s in Status), backend
+
+
+# -- enqueue keys ------------------------------------------------------------------------------
+def test_a_dedupe_window_returns_the_job_until_it_expires_whatever_its_status():
+    from floodway.jobs import EnqueueKey
+    from floodway.store.rules import KeyMatch, match_enqueue_key
+
+    key = EnqueueKey("unique", "k", window=60)
+    for status in Status:
+        assert match_enqueue_key(key, status, expires_at=100.0, now=99.0) is KeyMatch.EXISTING
+        assert match_enqueue_key(key, status, expires_at=100.0, now=100.0) is KeyMatch.NEW
+    assert match_enqueue_key(key, None, expires_at=100.0, now=50.0) is KeyMatch.NEW  # purged
+
+
+def test_unique_while_unfinished_ignores_the_window():
+    from floodway.jobs import EnqueueKey
+    from floodway.store.rules import KeyMatch, match_enqueue_key
+
+    key = EnqueueKey("unique", "k", while_unfinished=True)
+    for status in Status:
+        expected = KeyMatch.NEW if status.is_final else KeyMatch.EXISTING
+        assert match_enqueue_key(key, status, expires_at=None, now=1e12) is expected
+
+
+def test_a_debounce_folds_only_into_a_job_that_has_not_started():
+    from floodway.jobs import EnqueueKey
+    from floodway.store.rules import KeyMatch, match_enqueue_key
+
+    key = EnqueueKey("debounce", "k", window=5)
+    folds = {s for s in Status if match_enqueue_key(key, s, None, 0.0) is KeyMatch.FOLD}
+    assert folds == {Status.SCHEDULED, Status.WAITING}
+    assert match_enqueue_key(key, None, None, 0.0) is KeyMatch.NEW
+
+
+def test_a_debounced_run_waits_the_window_after_the_last_enqueue_but_at_most_max_wait():
+    from floodway.jobs import EnqueueKey
+    from floodway.store.rules import debounce_run_at
+
+    assert debounce_run_at(EnqueueKey("debounce", "k", window=5), first_at=0.0, now=10.0) == 15.0
+    bounded = EnqueueKey("debounce", "k", window=5, max_wait=12)
+    assert debounce_run_at(bounded, first_at=0.0, now=4.0) == 9.0
+    assert debounce_run_at(bounded, first_at=0.0, now=10.0) == 12.0

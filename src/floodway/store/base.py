@@ -419,6 +419,13 @@ class QueuePort(abc.ABC):
         """
         return self.enqueue(list(jobs), queues)
 
+    @abc.abstractmethod
+    def enqueue_keyed(self, jobs: list[NewJob], queues: dict[str, int | None] | None = None) -> list[EnqueueResult]:
+        """``enqueue`` for jobs some of which carry an ``enqueue_key`` (a dedupe window or a
+        debounce): each keyed job is made, or answered with the job its key stands for now
+        (``created=False``; a debounced one takes the new arguments). Holds across processes:
+        two enqueuers of one key take turns on the key's row."""
+
     # -- the worker's side --------------------------------------------------------------
     @abc.abstractmethod
     def claim(

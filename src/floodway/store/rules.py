@@ -15,7 +15,9 @@ written once and unit-tested without a database:
 - **retry by hand** (``check_retryable``): only a failed, cancelled or retrying job;
 - **rescue** (``lease_rescue``, ``worker_rescue``): how a job whose worker went silent or died
   ends, and whether its attempt is given back;
-- **purge** (``purgeable``): finished jobs only.
+- **purge** (``purgeable``): finished jobs only;
+- **enqueue keys** (``match_enqueue_key``, ``debounce_run_at``): whether an enqueue with a
+  dedupe or debounce key makes a job, returns the one its key stands for, or folds into it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import enum
 from typing import Any, Iterable
 
 from ..errors import ConfigError, TransitionError
-from ..jobs import Status, can_transition, check_transition
+from ..jobs import NOT_STARTED, UNFINISHED, EnqueueKey, Status, can_transition, check_transition
 from ..limits import LimitSpec, gcra
 from ..liveness import FREE_LOST_RUNS
 from ..quota import Learned
@@ -207,3 +209,33 @@ def purgeable(statuses: Iterable[Status | str]) -> list[Status]:
         if not s.is_final:
             raise ConfigError(f"purge: only finished jobs can be purged, not {s}")
     return wanted
+
+
+class KeyMatch(enum.Enum):
+    #: make the job, and point the key at it
+    NEW = "new"
+    #: return the job the key stands for; make nothing (a dedupe window)
+    EXISTING = "existing"
+    #: fold into the job the key stands for: it takes this enqueue's arguments and its run
+    #: moves to ``debounce_run_at`` (a debounce)
+    FOLD = "fold"
+
+
+def match_enqueue_key(key: EnqueueKey, status: Status | None, expires_at: float | None, now: float) -> KeyMatch:
+    """What an enqueue with ``key`` does, given the job its key stands for now: its ``status``
+    (None when there is no such job, or it was purged) and the end of its dedupe window."""
+    if status is None:
+        return KeyMatch.NEW
+    if key.kind == "debounce":
+        # a job that has started runs with the arguments it had: later enqueues make the next one
+        return KeyMatch.FOLD if status in NOT_STARTED else KeyMatch.NEW
+    if key.while_unfinished:
+        return KeyMatch.EXISTING if status in UNFINISHED else KeyMatch.NEW
+    return KeyMatch.EXISTING if expires_at is not None and now < expires_at else KeyMatch.NEW
+
+
+def debounce_run_at(key: EnqueueKey, first_at: float, now: float) -> float:
+    """When a debounced job runs: ``window`` after the last enqueue, but never later than
+    ``max_wait`` after the first, so a steady stream of enqueues still runs."""
+    at = now + key.window
+    return at if key.max_wait is None else min(at, first_at + key.max_wait)

@@ -20,10 +20,11 @@ from importlib import resources
 from typing import Any, Callable, Iterable, TypeVar
 
 from ..errors import ConfigError, JobNotFound, SchemaTooNewError, StoreError
-from ..jobs import Event, Job, Status
+from ..jobs import Event, Job, NewJob, Status
 from ..limits import LimitSpec
 from .base import (
     ClaimedJobs,
+    EnqueueResult,
     LimitInfo,
     QueueInfo,
     ScheduleInfo,
@@ -36,6 +37,7 @@ from .base import (
     key_info,
     timeline_from_rows,
 )
+from .keyed import enqueue_keyed
 from .rules import CancelAction, cancel_action, check_retryable
 
 T = TypeVar("T")
@@ -296,6 +298,9 @@ class SQLStore(Store):
         self, worker_id: str, queues: list[str] | None, limit: int, lease: float, without_limits: bool, ahead: int
     ) -> ClaimedJobs:
         """Claim 1..``limit`` ready jobs (see ``Store.claim``)."""
+
+    def enqueue_keyed(self, jobs: list[NewJob], queues: dict[str, int | None] | None = None) -> list[EnqueueResult]:
+        return enqueue_keyed(self, jobs, queues)
 
     # -- jobs ---------------------------------------------------------------------------------
     def get_job(self, job_id: str) -> Job | None:

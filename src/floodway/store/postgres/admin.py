@@ -74,7 +74,8 @@ class PostgresAdmin(PostgresConnection):
                 "seg AS (DELETE FROM segments WHERE job_id IN (SELECT id FROM doomed)), "
                 "stp AS (DELETE FROM steps WHERE job_id IN (SELECT id FROM doomed)), "
                 "led AS (DELETE FROM ledger WHERE state_key IN (SELECT 'job:' || id FROM doomed)), "
-                "st AS (DELETE FROM state WHERE key IN (SELECT 'job:' || id FROM doomed)) "
+                "st AS (DELETE FROM state WHERE key IN (SELECT 'job:' || id FROM doomed)), "
+                "jk AS (DELETE FROM job_keys WHERE job_id IN (SELECT id FROM doomed)) "
                 "SELECT COUNT(*) FROM doomed",
                 ([s.value for s in wanted], older_than + self._offset),
             )

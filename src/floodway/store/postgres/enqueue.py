@@ -40,6 +40,7 @@ _ENQUEUE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("limits", "text", "limits_json"),
     ("fair_key", "text", "fair_key"),
     ("state_key", "text", "shared_state"),
+    ("batch_key", "text", "batch_key"),
 )
 
 
@@ -146,6 +147,8 @@ class PostgresEnqueue(PostgresConnection):
     def enqueue(
         self, jobs: list[NewJob], queues: dict[str, int | None] | None = None, *, owner: str | None = None
     ) -> list[EnqueueResult]:
+        if any(job.enqueue_key is not None for job in jobs):
+            return self.enqueue_keyed(jobs, queues)
         for status in {job.status for job in jobs}:
             check_transition(None, status)  # all or nothing: refuse before writing
         if not jobs:

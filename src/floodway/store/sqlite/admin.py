@@ -68,5 +68,6 @@ class SQLiteAdmin(SQLiteConnection):
             conn.execute(f"DELETE FROM steps WHERE job_id IN ({doomed})", params)
             conn.execute(f"DELETE FROM ledger WHERE state_key IN (SELECT 'job:' || id FROM ({doomed}))", params)
             conn.execute(f"DELETE FROM state WHERE key IN (SELECT 'job:' || id FROM ({doomed}))", params)
+            conn.execute(f"DELETE FROM job_keys WHERE job_id IN ({doomed})", params)
             cur = conn.execute(f"DELETE FROM jobs WHERE status IN ({marks}) AND finished_at < ?", params)
             return cur.rowcount

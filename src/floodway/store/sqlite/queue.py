@@ -29,6 +29,8 @@ class SQLiteQueue(SQLiteConnection):
     def enqueue(
         self, jobs: list[NewJob], queues: dict[str, int | None] | None = None, *, owner: str | None = None
     ) -> list[EnqueueResult]:
+        if any(job.enqueue_key is not None for job in jobs):
+            return self.enqueue_keyed(jobs, queues)
         now = time.time()
         results: list[EnqueueResult] = []
         with self._write() as conn:
@@ -58,8 +60,8 @@ class SQLiteQueue(SQLiteConnection):
                     fresh.append(job)
             conn.executemany(
                 "INSERT INTO jobs (id, task, args, queue, status, priority, attempt, max_attempts, "
-                "retry, run_at, tenant, created_at, updated_at, limits, fair_key, state_key) "
-                "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "retry, run_at, tenant, created_at, updated_at, limits, fair_key, state_key, batch_key) "
+                "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         j.id,
@@ -77,6 +79,7 @@ class SQLiteQueue(SQLiteConnection):
                         j.limits_json,
                         j.fair_key,
                         j.shared_state,
+                        j.batch_key,
                     )
                     for j in fresh
                 ],

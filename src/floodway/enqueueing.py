@@ -1,0 +1,263 @@
+"""How an enqueue becomes jobs: the options checked, each item's arguments checked and encoded
+(large list payloads stored in segments), the limits and fairness group each job holds, its
+dedupe or debounce key, and the store call that writes them (group-committed for a single
+plain job, streamed for a bulk one, matched on keys for keyed ones). ``App.enqueue`` and
+``App.enqueue_many`` are the public doors; the web API and the CLI come through here too."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, cast
+
+from . import jsontext
+from .errors import ConfigError, EnqueueError
+from .handle import Handle
+from .inputs import check_job_id, check_priority, check_run_at, check_tenant
+from .jobs import NewJob, Status
+from .limits import resolve_key
+from .options import check_limit_names, new_job_ids, retry_json
+from .resumable import SEGMENT_MARK, split_segments
+from .retry import Retry
+from .shaping import KeyPolicy
+from .tasks import Queue, Task
+from .units import parse_duration, parse_instant
+
+if TYPE_CHECKING:
+    from .app import App
+
+
+def enqueue_jobs(
+    app: App,
+    task: Task | str,
+    args_list: list[Mapping[str, Any] | None],
+    *,
+    single: bool,
+    id: str | None,
+    queue: str | Queue | None,
+    delay: Any,
+    start_at: Any,
+    retry: Retry | int | None,
+    priority: int | None,
+    tenant: str | None,
+    limits: Iterable[str] | None,
+    owner: str | None = None,
+    shaping: Mapping[str, Any] | None = None,
+) -> list[Handle]:
+    """``owner``: a tenant every id that exists already must belong to; one that belongs to
+    anybody else raises ``JobIdTaken`` inside the store's transaction, so nothing is written
+    (the web API passes a tenant token's tenant)."""
+    the_task = app.get_task(task)
+    now = time.time()
+    limit_names, run_at, policy, job_queue, job_priority = check_enqueue_options(
+        app,
+        the_task,
+        count=None if single else len(args_list),
+        id=id,
+        queue=queue,
+        delay=delay,
+        start_at=start_at,
+        retry=retry,
+        priority=priority,
+        tenant=tenant,
+        limits=limits,
+        now=now,
+    )
+    policy_key = check_shaping(the_task, shaping or {}, id=id, delay=delay, start_at=start_at)
+    queue_name, cap, declared = app._queue_cap(job_queue)
+    status = Status.SCHEDULED if run_at > now else Status.WAITING
+    retry_text = retry_json(policy)
+    max_attempts = policy.max_attempts
+    # without limits a job's fairness group is the tenant's alone: the same for every item
+    fixed_limits = None if limit_names else resolve_limits(app, (), {}, tenant)
+    ids = new_job_ids(len(args_list)) if id is None else None
+
+    def make_jobs() -> Iterator[NewJob]:
+        """Each item checked and made into a job; an EnqueueError names the item."""
+        for index, args in enumerate(args_list):
+            try:
+                args, segments = segment_payload(app, the_task, args)
+                args_json = encode_args(app, the_task, args)
+                held, fair_key = fixed_limits or resolve_limits(app, limit_names, args or {}, tenant)
+                shared_state = None
+                if the_task.state is not None:
+                    try:
+                        shared_state = resolve_key(the_task.state, args or {}, tenant)
+                    except ConfigError as exc:
+                        raise EnqueueError(f"state {the_task.state!r}: {exc}") from None
+                enqueue_key = policy_key.key_for(args or {}, tenant, args_json) if policy_key else None
+            except EnqueueError as exc:
+                # the item's place is added here, once, rather than formatted for every item
+                raise EnqueueError(str(exc) if single else f"{exc} (item {index})") from None
+            if ids is not None:
+                job_id = ids[index]
+            else:
+                job_id = cast(str, id) if single else f"{id}-{index}"  # ids is None: an id was given
+            yield NewJob(
+                id=job_id,
+                task=the_task.name,
+                args_json=args_json,
+                queue=queue_name,
+                priority=job_priority,
+                max_attempts=max_attempts,
+                retry_json=retry_text,
+                run_at=run_at,
+                tenant=tenant,
+                status=status,
+                limits_json=json.dumps(held) if held else None,
+                fair_key=fair_key,
+                shared_state=shared_state,
+                segments=segments,
+                enqueue_key=enqueue_key,
+            )
+
+    if not args_list:
+        return []
+    # generated ids are new by construction: the store may write the jobs as they are made
+    # (a bad item then raises inside the transaction, and nothing is written). Ids given by
+    # the caller may exist already: every item is checked before the store looks.
+    generated = ids is not None
+    jobs: Iterable[NewJob] = make_jobs() if generated else list(make_jobs())
+    if declared:
+        app.sync_queues([job_queue])
+    if limit_names:
+        app.sync_limits()
+    if single and owner is None and policy_key is None:
+        (job,) = list(jobs)
+        result = app.group_commit.submit(job, {queue_name: cap})
+        return [Handle(app, result.id, created=result.created)]
+    if policy_key is not None:
+        results = app.store.enqueue_keyed(list(jobs), {queue_name: cap})
+    elif generated:
+        results = app.store.enqueue_new(jobs, {queue_name: cap})
+    else:
+        results = app.store.enqueue(jobs, {queue_name: cap}, owner=owner)  # type: ignore[arg-type]
+    return [Handle(app, r.id, created=r.created) for r in results]
+
+
+def check_enqueue_options(
+    app: App,
+    task: Task | str,
+    *,
+    count: int | None = None,
+    id: str | None = None,
+    queue: str | Queue | None = None,
+    delay: Any = None,
+    start_at: Any = None,
+    retry: Retry | int | None = None,
+    priority: int | None = None,
+    tenant: str | None = None,
+    limits: Iterable[str] | None = None,
+    now: float | None = None,
+) -> tuple[tuple[str, ...], float, Retry, str | Queue, int]:
+    """Check the options of an enqueue (``count`` items of a bulk one; None for a single
+    job) as ``enqueue`` does, without writing: ``EnqueueError`` names what is wrong. Returns
+    the limit names, run time, retry policy, queue and priority the jobs get. The CLI checks
+    a file's options with it before reading the file."""
+    the_task = app.get_task(task)
+    try:
+        limit_names = the_task.limits if limits is None else check_limit_names(limits)
+    except ConfigError as exc:
+        raise EnqueueError(str(exc)) from None
+    for name in limit_names:
+        if name not in app.limits:
+            known = ", ".join(sorted(app.limits)) or "none"
+            raise EnqueueError(f"unknown limit {name!r} (declared: {known}); declare it with app.limit()")
+    if delay is not None and start_at is not None:
+        raise EnqueueError("pass delay or start_at, not both")
+    try:
+        if id is not None:
+            check_job_id(id)
+            if count is not None:  # the items' ids are id-0, id-1, ...: the longest must fit too
+                check_job_id(f"{id}-{max(count - 1, 0)}")
+        if tenant is not None:
+            check_tenant(tenant)
+        now = time.time() if now is None else now
+        if delay is not None:
+            run_at = check_run_at(now + parse_duration(delay, name="delay"), now, "delay")
+        elif start_at is not None:
+            run_at = check_run_at(parse_instant(start_at), now, "start_at")
+        else:
+            run_at = now
+        policy = Retry.coerce(retry, the_task.retry)
+        job_queue = app._coerce_queue(queue) if queue is not None else the_task.queue
+        job_priority = check_priority(the_task.priority if priority is None else priority)
+    except ConfigError as exc:
+        raise EnqueueError(str(exc)) from None
+    return limit_names, run_at, policy, job_queue, job_priority
+
+
+def check_shaping(
+    task: Task, shaping: Mapping[str, Any], *, id: str | None, delay: Any, start_at: Any
+) -> KeyPolicy | None:
+    """The dedupe or debounce of an enqueue, and the options it cannot be combined with."""
+    policy = task.key_policy_for(shaping)
+    if policy is None:
+        return None
+    if id is not None:
+        raise EnqueueError(f"pass id= or a {policy.kind} key, not both: each decides which job an enqueue returns")
+    if policy.kind == "debounce" and (delay is not None or start_at is not None):
+        raise EnqueueError("a debounced job runs when its window ends: pass no delay or start_at")
+    return policy
+
+
+def resolve_limits(
+    app: App, names: tuple[str, ...], args: Mapping[str, Any], tenant: str | None
+) -> tuple[list[list[str]], str]:
+    """The (limit, key) pairs a job holds, and its fairness group.
+
+    The group is the tenant plus every (limit, key) held: round-robin between groups keeps
+    one tenant's backlog from starving another, and a group whose limit is paused or spent
+    holds back only jobs that share that limit.
+    """
+    held: list[list[str]] = []
+    for name in names:
+        spec = app.limits[name]
+        try:
+            key = resolve_key(spec.key, args, tenant)
+        except ConfigError as exc:
+            raise EnqueueError(f"limit {name!r}: {exc}") from None
+        held.append([name, key])
+    parts = ([f"tenant={tenant}"] if tenant is not None else []) + [f"{n}={k}" for n, k in held]
+    return held, "|".join(parts)
+
+
+def segment_payload(
+    app: App, task: Task, args: Mapping[str, Any] | None
+) -> tuple[Mapping[str, Any] | None, dict[str, list[str]]]:
+    """Store a large ``payload=`` list in segments of at most ``segment_bytes``."""
+    if task.payload is None or not isinstance(args, Mapping) or task.payload not in args:
+        return args, {}
+    items = args[task.payload]
+    if not isinstance(items, (list, tuple)):
+        raise EnqueueError(f"args: the payload argument {task.payload!r} must be a list")
+    try:
+        size = len(jsontext.dumps(items))  # ASCII: characters are bytes
+    except (TypeError, ValueError) as exc:
+        raise EnqueueError(f"args: {task.payload!r} is not JSON-serialisable: {exc}") from None
+    if size <= app.segment_bytes:
+        return args, {}
+    pieces = split_segments(items, app.segment_bytes)
+    marker = {SEGMENT_MARK: len(pieces), "count": len(items)}
+    return {**args, task.payload: marker}, {task.payload: pieces}
+
+
+def encode_args(app: App, task: Task, args: Mapping[str, Any] | None) -> str:
+    if args is None:
+        args = {}
+    # a plain dict skips the (slower) abstract Mapping check
+    if type(args) is not dict and not isinstance(args, Mapping):
+        raise EnqueueError(f"args must be a dict of argument names to values, got {type(args).__name__}")
+    for key in args:
+        if not isinstance(key, str):
+            raise EnqueueError(f"args: argument names must be strings, got {key!r}")
+    task.check_args(args)
+    try:
+        # a plain dict is encoded as it is; any other mapping through a dict copy
+        encoded = jsontext.dumps(args if type(args) is dict else dict(args))
+    except (TypeError, ValueError) as exc:
+        raise EnqueueError(f"args are not JSON-serialisable: {exc}") from None
+    size = len(encoded)  # ASCII: characters are bytes
+    if size > app.max_payload_bytes:
+        raise EnqueueError(f"args are {size} bytes, over max_payload_bytes={app.max_payload_bytes}")
+    return encoded

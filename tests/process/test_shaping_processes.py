@@ -1,0 +1,64 @@
+"""Shaping across processes, on both backends: two processes debouncing the same keys at once
+make one job per key, and a worker process runs each once with the last arguments."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from ..proc_helpers import SRC, LoadedApps, read_lines, wait_until
+
+KEYS = 40
+ROUNDS = 15
+
+APP = """
+app.close()
+app = floodway.App({url!r})
+
+
+@app.task(debounce="1.5s", debounce_key="{{contact_id}}")
+async def refresh(contact_id: int, value: str) -> None:
+    record("runs", f"{{contact_id}} {{value}}")
+"""
+
+ENQUEUER = """
+import sys
+sys.path.insert(0, {here!r})
+import {module} as m
+for r in range({rounds}):
+    for k in range({keys}):
+        m.refresh.enqueue({{"contact_id": k, "value": f"{tag}-{{r}}"}})
+m.app.close()
+"""
+
+
+def test_two_processes_debouncing_the_same_keys_make_one_run_per_key(tmp_path, database_url, workers):
+    apps = LoadedApps(tmp_path)
+    try:
+        name, module = apps.load(APP.format(url=database_url))
+        scripts = []
+        for tag in ("a", "b"):
+            script = tmp_path / f"enqueue_{tag}.py"
+            script.write_text(
+                ENQUEUER.format(here=str(tmp_path), module=name, rounds=ROUNDS, keys=KEYS, tag=tag)
+            )
+            scripts.append(script)
+        env = {"PYTHONPATH": SRC}
+        procs = [subprocess.Popen([sys.executable, str(s)], cwd=tmp_path, env=env) for s in scripts]
+        for proc in procs:
+            assert proc.wait(timeout=120) == 0
+        # both streams folded into one pending job per key
+        assert sum(module.app.store.count_jobs().values()) == KEYS
+        # the last word is this process's: every key then runs once, with it
+        for k in range(KEYS):
+            module.refresh.enqueue({"contact_id": k, "value": "final"})
+        assert sum(module.app.store.count_jobs().values()) == KEYS
+        workers.start(name, "--concurrency", "20")
+        runs = wait_until(
+            lambda: (lines := read_lines(tmp_path, "runs")) and len(lines) >= KEYS and lines,
+            "every key to run",
+            workers=workers,
+        )
+        assert sorted(runs) == sorted(f"{k} final" for k in range(KEYS))
+    finally:
+        apps.close()
