@@ -39,9 +39,7 @@ def test_two_processes_debouncing_the_same_keys_make_one_run_per_key(tmp_path, d
         scripts = []
         for tag in ("a", "b"):
             script = tmp_path / f"enqueue_{tag}.py"
-            script.write_text(
-                ENQUEUER.format(here=str(tmp_path), module=name, rounds=ROUNDS, keys=KEYS, tag=tag)
-            )
+            script.write_text(ENQUEUER.format(here=str(tmp_path), module=name, rounds=ROUNDS, keys=KEYS, tag=tag))
             scripts.append(script)
         env = {"PYTHONPATH": SRC}
         procs = [subprocess.Popen([sys.executable, str(s)], cwd=tmp_path, env=env) for s in scripts]
