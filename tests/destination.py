@@ -223,6 +223,10 @@ class Destination:
         self._blocks: dict[str, list[float]] = {}  # tenant -> [count left, retry_after]
         self._idem: dict[str, dict[str, Any]] = {}
         self.replays = 0
+        #: ``POST /bulk/orders``: the most records one call may carry, and every record that
+        #: an accepted call carried (its id), in order
+        self.bulk_max = 100
+        self.bulk_ids: list[Any] = []
         self._accepted_n = 0
         self._garbage = itertools.cycle(GARBAGE_HEADERS)
         self._server: uvicorn.Server | None = None
@@ -231,6 +235,7 @@ class Destination:
             routes=[
                 Route("/orders", self._orders, methods=["POST"]),
                 Route("/tenants/{tenant}/orders", self._orders, methods=["POST"]),
+                Route("/bulk/orders", self._bulk, methods=["POST"]),
                 Route("/stats", self._stats_endpoint, methods=["GET"]),
             ]
         )
@@ -364,6 +369,35 @@ class Destination:
             await asyncio.sleep(latency)
         status, payload, headers = self._decide(time.time(), tenant, key, body.get("id"))
         return JSONResponse(payload, status_code=status, headers=headers)
+
+    async def _bulk(self, request: Request) -> JSONResponse:
+        """A bulk endpoint: one call carries up to ``bulk_max`` records (``{"records": [{"id":
+        ...}, ...]}``) and spends one request of the rate; a record with ``"reject": true`` is
+        refused alone (its result carries an error, the others are stored)."""
+        try:
+            body = await request.json()
+        except Exception:
+            body = None
+        records = body.get("records") if isinstance(body, dict) else None
+        if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
+            return JSONResponse({"error": "records must be a non-empty list of objects"}, status_code=400)
+        if len(records) > self.bulk_max:
+            return JSONResponse({"error": f"at most {self.bulk_max} records per call"}, status_code=413)
+        tenant = request.headers.get("x-tenant") or body.get("tenant")
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        status, payload, headers = self._decide(time.time(), tenant, request.headers.get("idempotency-key"), None)
+        if status != 200:
+            return JSONResponse(payload, status_code=status, headers=headers)
+        results = []
+        with self._lock:
+            for record in records:
+                if record.get("reject"):
+                    results.append({"id": record.get("id"), "error": "rejected"})
+                else:
+                    self.bulk_ids.append(record.get("id"))
+                    results.append({"id": record.get("id"), "ok": True})
+        return JSONResponse({"results": results}, headers=headers)
 
     def _decide(
         self, now: float, tenant: str | None, key: str | None, body_id: Any

@@ -32,12 +32,14 @@ from .handle import Handle
 from .jobs import Event, Job, Status
 from .limits import LimitSpec, Rate, concurrency_for
 from .retry import Retry
+from .shaping import Batch
 from .worker import Worker
 
 __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "Batch",
     "ConfigError",
     "Context",
     "EnqueueError",

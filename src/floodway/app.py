@@ -23,6 +23,7 @@ from .limits import LimitSpec, Rate, concurrency_for
 from .options import check_limit_names, check_limit_numbers, resumable_options
 from .retry import Retry
 from .schedule import Schedule, ScheduleHealth, sync_schedules, tick, tick_id
+from .shaping import Batch
 from .stats import collect
 from .store import Store, open_store
 from .tasks import Queue, Task
@@ -150,6 +151,7 @@ class App:
         debounce: str | float | timedelta | None = None,
         debounce_key: str | None = None,
         debounce_max: str | float | timedelta | None = None,
+        batch: Batch | None = None,
     ) -> Callable[[F], Task]: ...
 
     def task(
@@ -174,6 +176,7 @@ class App:
         debounce: str | float | timedelta | None = None,
         debounce_key: str | None = None,
         debounce_max: str | float | timedelta | None = None,
+        batch: Batch | None = None,
     ) -> Any:
         """Register a function (async, or sync to run in a thread pool) as a task.
 
@@ -181,7 +184,8 @@ class App:
         with ``unique_key="{order_id}"`` dedupes enqueues of one key: the later ones return the
         first one's handle and make nothing. ``debounce="5s"`` with ``debounce_key`` folds
         enqueues of one key into one job that runs with the last arguments once none came for
-        the window (or ``debounce_max`` after the first).
+        the window (or ``debounce_max`` after the first). ``batch=Batch(...)`` runs many
+        queued items in one call of a function that takes a list (see ``Batch``).
         """
         key_options = {
             "unique_for": unique_for,
@@ -227,6 +231,7 @@ class App:
                 **resumable_options(task_name, func, state, budget, margin, payload, retain_state),
             )
             task.set_key_options(key_options)
+            task.set_batch(batch)
             self.tasks[task_name] = task
             return task
 

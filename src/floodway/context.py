@@ -74,6 +74,10 @@ class Context:
         #: when the token of the latest request of each (limit, key) was issued: a refusal of a
         #: request admitted before the rate was last cut belongs to the same round (see quota)
         self._token_at: dict[tuple[str, str], float] = {}
+        #: a batch run: the jobs of its items, in the order of the list the function takes;
+        #: the items ``fail`` marked, by index, with their errors
+        self.batch: list[Job] = []
+        self.failed_items: dict[int, BaseException] = {}
         for name, key in job.limits:
             spec = app.limits.get(name)
             if spec is None or spec.rate is not None or spec.adaptive:  # a rate, declared or learned
@@ -121,6 +125,19 @@ class Context:
 
     def __repr__(self) -> str:
         return f"<Context job={self.job.id} task={self.job.task} attempt={self.attempt}>"
+
+    # -- batches ------------------------------------------------------------------------------
+    def fail(self, index: int, error: BaseException | str) -> None:
+        """In a batch run: item ``index`` failed (the others did not); only it is retried, in
+        a later batch, per its own retry policy (an exception type the task gives up on fails
+        it for good)."""
+        if not self.batch:
+            raise ConfigError("ctx.fail(index, error) marks an item of a batch; this run is not a batch")
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(self.batch):
+            raise ConfigError(f"ctx.fail: index must be 0..{len(self.batch) - 1}, got {index!r}")
+        if not isinstance(error, BaseException):
+            error = Exception(str(error))
+        self.failed_items[index] = error
 
     # -- ownership ----------------------------------------------------------------------------
     def lose_lease(self, why: str) -> None:

@@ -80,6 +80,12 @@ def enqueue_jobs(
                 args_json = encode_args(app, the_task, args)
                 held, fair_key = fixed_limits or resolve_limits(app, limit_names, args or {}, tenant)
                 shared_state = None
+                batch_key = None
+                if the_task.batch is not None:
+                    batch_key = the_task.batch.key_for(the_task.name, args or {}, tenant)
+                    # the batches of one key share a ledger: an item a batch already sent
+                    # (``ctx.once``) is not sent again by the batch that retries it
+                    shared_state = f"batch:{batch_key}"
                 if the_task.state is not None:
                     try:
                         shared_state = resolve_key(the_task.state, args or {}, tenant)
@@ -109,6 +115,7 @@ def enqueue_jobs(
                 shared_state=shared_state,
                 segments=segments,
                 enqueue_key=enqueue_key,
+                batch_key=batch_key,
             )
 
     if not args_list:

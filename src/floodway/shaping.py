@@ -115,3 +115,67 @@ def key_policy(options: Mapping[str, Any], where: str, signature: inspect.Signat
     if while_value is not None:
         return KeyPolicy("unique", template, while_unfinished=True)
     return KeyPolicy("unique", template, _window(given["unique_for"], f"{where}: unique_for"))
+
+
+#: how a batch is charged to the limits its task holds
+BATCH_CHARGES = ("call", "item")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Run many queued items of a task in one call: ``@app.task(batch=Batch(max_size=100,
+    max_wait="2s", key="{tenant}"))`` on a function that takes a list.
+
+    Each item is enqueued (one by one or in bulk) as a job of its own, with its own handle,
+    status, retries and result. A worker takes up to ``max_size`` ready items of one key (and
+    tenant: a batch never mixes tenants), waiting up to ``max_wait`` after the oldest was
+    enqueued for the batch to fill, and calls the function once with their arguments. The
+    task's limits are charged once per call (``charge="call"``, one bulk request) or once per
+    item (``charge="item"``). The function returns one result per item (or None); it marks the
+    items that failed with ``ctx.fail(index, error)``, and only those are retried, in a later
+    batch.
+    """
+
+    max_size: int = 100
+    max_wait: Any = 0.0
+    key: str | None = None
+    charge: str = "call"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_size, bool) or not isinstance(self.max_size, int) or self.max_size < 1:
+            raise ConfigError(f"Batch: max_size must be an int >= 1, got {self.max_size!r}")
+        object.__setattr__(self, "max_wait", parse_duration(self.max_wait, name="Batch: max_wait"))
+        if self.key is not None:
+            template_fields(self.key, where="Batch: key")
+        if self.charge not in BATCH_CHARGES:
+            raise ConfigError(f"Batch: charge must be one of {list(BATCH_CHARGES)}, got {self.charge!r}")
+
+    def key_for(self, task: str, args: Mapping[str, Any], tenant: str | None) -> str:
+        """The batch an item waits in: its task, its tenant and the value of ``key``."""
+        try:
+            value = resolve_key(self.key, args, tenant) if self.key is not None else ""
+        except ConfigError as exc:
+            raise EnqueueError(f"batch key {exc}") from None
+        return f"{task}\x1f{tenant or ''}\x1f{value}"
+
+
+def check_batch_function(name: str, signature: inspect.Signature) -> None:
+    """A batch task's function takes the list of items (after its context, if any): one
+    parameter, annotated as a list when it is annotated at all."""
+    params = [p for p in signature.parameters.values() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    if len(params) != 1 or params[0].kind is inspect.Parameter.KEYWORD_ONLY:
+        raise ConfigError(
+            f"task {name!r}: a batch task's function takes the list of items as its one argument "
+            f"(after ctx), e.g. `async def {name}(ctx, items: list[dict])`; it takes {signature}"
+        )
+    annotation = params[0].annotation
+    if annotation is inspect.Parameter.empty:
+        return
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", repr(annotation))
+    origin = getattr(annotation, "__origin__", annotation)
+    if not (origin in (list, tuple) or str(text).split("[")[0].strip() in ("list", "List", "Sequence", "Iterable")):
+        if not (isinstance(origin, type) and origin.__name__ in ("Sequence", "Iterable")):
+            raise ConfigError(
+                f"task {name!r}: a batch task's function takes a list of items, but its argument "
+                f"{params[0].name!r} is annotated {text}"
+            )

@@ -13,7 +13,7 @@ from .errors import ConfigError, EnqueueError
 from .handle import Handle
 from .inputs import check_int, check_name
 from .retry import Retry
-from .shaping import KeyPolicy, key_policy
+from .shaping import Batch, KeyPolicy, check_batch_function, key_policy
 
 if TYPE_CHECKING:
     from .app import App
@@ -96,6 +96,8 @@ class Task:
         #: the dedupe or debounce options declared with the task, and the policy they make
         self.key_options: dict[str, Any] = {}
         self.key_policy: KeyPolicy | None = None
+        #: many queued items run in one call (``Batch``), or None
+        self.batch: Batch | None = None
         functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
@@ -116,6 +118,8 @@ class Task:
         is remembered per tuple of names: a bulk enqueue of items with the same keys binds
         once, not once per item.
         """
+        if self.batch is not None:
+            return  # an item of a batch is any object: the function takes the list of them
         names = tuple(args)
         try:
             problem = self._bind_memo[names]
@@ -144,6 +148,17 @@ class Task:
             if unexpected and "unexpected" not in first:
                 extras.append("unexpected " + ", ".join(repr(n) for n in unexpected))
         return "".join(f"; {extra}" for extra in extras)
+
+    def set_batch(self, batch: Batch | None) -> None:
+        """Make the task a batch task (``ConfigError`` when its function cannot take a list)."""
+        if batch is None:
+            return
+        if not isinstance(batch, Batch):
+            raise ConfigError(f"task {self.name!r}: batch must be a floodway.Batch, got {batch!r}")
+        check_batch_function(self.name, self.signature)
+        if self.payload is not None or self.budget is not None:
+            raise ConfigError(f"task {self.name!r}: a batch task takes no payload= or budget=")
+        self.batch = batch
 
     def set_key_options(self, options: Mapping[str, Any]) -> None:
         """Declare the task's dedupe or debounce (``ConfigError`` names a bad option)."""

@@ -49,6 +49,7 @@ from .resumable import ContinueLater
 from .retry import Retry
 from .store.base import Outcome, WorkerInfo
 from .units import parse_duration, retry_after_seconds
+from .worker_batches import BatchRunning
 from .worker_leases import LeaseKeeping
 from .worker_outcomes import call_arguments, continue_later, failure, hard_timeout, interrupted, unknown_task
 from .worker_plan import Backoff, ClaimPlan, describe_left, plan_claim, still_to_do, work_left
@@ -66,7 +67,7 @@ STARTUP_PATIENCE = 10.0
 _SAFETY_POLL = 2.0
 
 
-class Worker(LeaseKeeping):
+class Worker(LeaseKeeping, BatchRunning):
     """Runs the jobs of one app until stopped.
 
     :param queues: the queues to take jobs from (all when ``None``).
@@ -152,6 +153,7 @@ class Worker(LeaseKeeping):
         self._unflushed: set[str] = set()
         self._cancel_requested: set[str] = set()
         self._contexts: dict[str, Context] = {}
+        self._forming: dict[str, list[Job]] = {}  # batches gathering their items (worker_batches)
         # lease bookkeeping (monotonic instants): when each held job's lease was last taken or
         # renewed; until when our heartbeats prove no worker can have judged us dead; the
         # runs (job id, attempt) found to have lost their job, whose outcomes are dropped
@@ -463,6 +465,8 @@ class Worker(LeaseKeeping):
 
     # -- running one job ------------------------------------------------------------------
     def _start(self, job: Job) -> None:
+        if self._join_batch(job):
+            return  # an item of a batch forming here: it runs in that batch's call
         if job.id in self._running:
             # a run of this job is still going here: its lease was lost (we stalled), the job was
             # rescued, and this worker claimed it again. The old run stops now.
@@ -518,6 +522,11 @@ class Worker(LeaseKeeping):
                 reason=f"store unavailable before the run: {exc}",
             )
         self._contexts[job.id] = ctx
+        if task.batch is not None:
+            try:
+                return await self._execute_batch(task, job, ctx)
+            finally:
+                self._contexts.pop(job.id, None)
         try:
             if task.is_async:
                 result = await self._run_async_fn(task, job, ctx)

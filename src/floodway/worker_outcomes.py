@@ -29,7 +29,11 @@ def hard_timeout(task: "Task") -> float | None:
 
 def call_arguments(task: "Task", job: Job, ctx: "Context") -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The positional and keyword arguments of the task's function for this job: the context
-    first when the task takes one; a segmented payload as a ``SegmentedList``."""
+    first when the task takes one; a segmented payload as a ``SegmentedList``; for a batch, the
+    list of its items' arguments."""
+    if task.batch is not None:
+        items = [item.args for item in ctx.batch] if ctx.batch else [job.args]
+        return ((ctx, items) if task.wants_context else (items,)), {}
     kwargs = dict(job.args)
     if task.payload is not None:
         raw = kwargs.get(task.payload)

@@ -176,7 +176,7 @@ LAYERS = [
     ["errors", "units", "inputs", "jsontext", "jobs", "limits", "quota", "retry", "liveness", "config"],
     ["store"],
     ["resumable", "http", "context", "flows", "throttling", "alerts", "tokens"],
-    ["worker", "worker_plan", "worker_leases", "worker_outcomes", "hooks"],
+    ["worker", "worker_plan", "worker_leases", "worker_outcomes", "worker_batches", "hooks"],
     ["tasks", "options", "shaping", "enqueueing", "app", "commit", "handle", "schedule", "stats", "metrics"],
     ["web", "cli", "demo", "__main__", ""],
 ]

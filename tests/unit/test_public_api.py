@@ -7,6 +7,7 @@ import floodway
 
 PUBLIC = [
     "App",
+    "Batch",
     "ConfigError",
     "Context",
     "EnqueueError",

@@ -428,6 +428,13 @@ class QueuePort(abc.ABC):
 
     # -- the worker's side --------------------------------------------------------------
     @abc.abstractmethod
+    def claim_batch(self, worker_id: str, batch_key: str, *, limit: int, lease: float) -> list[Job]:
+        """Claim up to ``limit`` ready items of one batch (their ``batch_key``) for the worker
+        running it: no rate is spent (the batch's first item was admitted for the call), each
+        item takes a concurrency slot of the limits it holds, within their caps; an item of a
+        paused limit key is left. Two workers never take the same item."""
+
+    @abc.abstractmethod
     def claim(
         self,
         worker_id: str,

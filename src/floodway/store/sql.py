@@ -37,6 +37,7 @@ from .base import (
     key_info,
     timeline_from_rows,
 )
+from .batches import claim_batch
 from .keyed import enqueue_keyed
 from .rules import CancelAction, cancel_action, check_retryable
 
@@ -208,6 +209,9 @@ class SQLStore(Store):
     FOR_UPDATE = ""
     #: the column that orders rows of one ``created_at`` newest first
     INSERT_ORDER = "rowid"
+    #: what makes a ``SELECT`` skip rows another transaction has locked, and lock the rest
+    #: ("" where the whole transaction holds the database's write lock)
+    SKIP_LOCKED = ""
 
     # -- what a backend supplies -------------------------------------------------------------
     @abc.abstractmethod
@@ -301,6 +305,9 @@ class SQLStore(Store):
 
     def enqueue_keyed(self, jobs: list[NewJob], queues: dict[str, int | None] | None = None) -> list[EnqueueResult]:
         return enqueue_keyed(self, jobs, queues)
+
+    def claim_batch(self, worker_id: str, batch_key: str, *, limit: int, lease: float) -> list[Job]:
+        return claim_batch(self, JOB_COLUMNS, worker_id, batch_key, limit, lease)
 
     # -- jobs ---------------------------------------------------------------------------------
     def get_job(self, job_id: str) -> Job | None:

@@ -275,6 +275,7 @@ class PostgresConnection(SQLStore):
     BACKEND = "postgres"
     MARK = "%s"
     FOR_UPDATE = " FOR UPDATE"
+    SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
     INSERT_ORDER = "seq"
 
     def __init__(self, url: str, *, migrate: bool = True):
