@@ -9,6 +9,7 @@ PUBLIC = [
     "App",
     "ConfigError",
     "Context",
+    "Cost",
     "EnqueueError",
     "Event",
     "Fail",
@@ -32,6 +33,7 @@ PUBLIC = [
     "Worker",
     "__version__",
     "concurrency_for",
+    "graphql_cost",
 ]
 
 
