@@ -243,3 +243,16 @@ def test_two_worker_processes_settle_one_shared_budget(tmp_path, database_url, w
         assert len(ran_by) == 2, ran_by
     finally:
         apps.close()
+
+
+def test_a_job_admitted_by_the_limit_spends_its_admission_token_as_the_first_of_a_cost(app):
+    app.limit("shop", rate="1/min", burst=20)  # 6 s a token: nothing leaks during the test
+
+    @app.task(retry=0, limits=["shop"])
+    async def big(ctx: Context):
+        await ctx.acquire("shop", cost=5)
+
+    app.enqueue_many(big, [{} for _ in range(3)])
+    app.worker(burst=True).run()
+    assert app.store.count_jobs()["complete"] == 3
+    assert key_of(app, "shop").admitted == 3 * 5  # not 3 x (1 + 5)
