@@ -14,6 +14,7 @@ stalling any of it.
 
 from .app import App, Queue, Task
 from .context import Context
+from .cost import Cost, graphql_cost
 from .errors import (
     ConfigError,
     EnqueueError,
@@ -42,6 +43,7 @@ __all__ = [
     "Batch",
     "ConfigError",
     "Context",
+    "Cost",
     "EnqueueError",
     "Event",
     "Fail",
@@ -65,4 +67,5 @@ __all__ = [
     "Worker",
     "__version__",
     "concurrency_for",
+    "graphql_cost",
 ]

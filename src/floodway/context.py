@@ -365,15 +365,22 @@ class Context:
         jobs admitted just before a 429 do not all fire at the reset.
         """
         pair = (name, key)
-        if cost == 1 and self._prepaid.get(pair, 0) > 0:
+        prepaid = False
+        if self._prepaid.get(pair, 0) > 0:
             paused_until = self.app.store.paused_until(name, key)
             if paused_until <= (self.job.started_at or 0):
-                self._prepaid[pair] -= 1
-                self._token_at[pair] = self.job.started_at or time.time()
-                return None
-            self._prepaid[pair] = 0
-        ok, retry_at = self.app.store.acquire(name, key, cost)
+                prepaid = True
+            else:
+                self._prepaid[pair] = 0
+        if prepaid and cost == 1:
+            self._prepaid[pair] -= 1
+            self._token_at[pair] = self.job.started_at or time.time()
+            return None
+        # a larger cost counts the admission's token as its first: the key is charged `cost`
+        ok, retry_at = self.app.store.acquire(name, key, cost - 1 if prepaid else cost)
         if ok:
+            if prepaid:
+                self._prepaid[pair] -= 1
             self._token_at[pair] = time.time()
         return None if ok else max(retry_at - time.time(), 0.0)
 
@@ -402,18 +409,58 @@ class Context:
         while (wait := self._try_acquire(name, key, cost)) is not None:
             time.sleep(self._wait_or_reschedule(name, key, wait))
 
-    def http(self, base_url: str = "", *, limit: str | None = None, throttled: Any = None, **options: Any) -> Any:
+    def http(
+        self,
+        base_url: str = "",
+        *,
+        limit: str | None = None,
+        throttled: Any = None,
+        cost: int = 1,
+        actual_cost: Any = None,
+        **options: Any,
+    ) -> Any:
         """An ``httpx.AsyncClient`` that takes a token from ``limit`` before each request and
         learns the destination's quota from its answers (see ``floodway.http`` and
         ``floodway.quota``). ``throttled``: extra statuses that mean "quota" for this API
-        (``[403]``), or a predicate ``fn(response) -> bool``. Use ``async with``. Its connections
-        come from the worker's shared pool for these transport options (``verify``, ``cert``,
-        ``http2``, ``limits``, ``proxy``); closing the client leaves the pool open."""
-        return client_for(self, base_url=base_url, limit=limit, sync=False, throttled=throttled, **options)
+        (``[403]``), or a predicate ``fn(response) -> bool``. ``cost``: the tokens each request
+        is charged (an estimate; ``extensions={"floodway_cost": n}`` overrides it per request);
+        ``actual_cost``: ``fn(response)`` -> what the call really cost (or
+        ``floodway.graphql_cost``), settled with the limit after each response (see
+        ``floodway.cost``). Use ``async with``. Its connections come from the worker's shared
+        pool for these transport options (``verify``, ``cert``, ``http2``, ``limits``,
+        ``proxy``); closing the client leaves the pool open."""
+        return client_for(
+            self,
+            base_url=base_url,
+            limit=limit,
+            sync=False,
+            throttled=throttled,
+            cost=cost,
+            actual_cost=actual_cost,
+            **options,
+        )
 
-    def http_sync(self, base_url: str = "", *, limit: str | None = None, throttled: Any = None, **options: Any) -> Any:
+    def http_sync(
+        self,
+        base_url: str = "",
+        *,
+        limit: str | None = None,
+        throttled: Any = None,
+        cost: int = 1,
+        actual_cost: Any = None,
+        **options: Any,
+    ) -> Any:
         """The sync twin of ``http`` (an ``httpx.Client``) for sync tasks."""
-        return client_for(self, base_url=base_url, limit=limit, sync=True, throttled=throttled, **options)
+        return client_for(
+            self,
+            base_url=base_url,
+            limit=limit,
+            sync=True,
+            throttled=throttled,
+            cost=cost,
+            actual_cost=actual_cost,
+            **options,
+        )
 
 
 def _raise_for_error_response(result: Any) -> None:

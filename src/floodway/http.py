@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import httpx
 
+from .cost import Settlement, read_async, read_sync
 from .errors import ConfigError, RateLimited
 from .quota import Observation, classify_wait
 from .resumable import current_idempotency_key
@@ -259,12 +260,22 @@ def throttle_rule(throttled: Any) -> Callable[[httpx.Response, QuotaInfo], bool]
 class _Pacer:
     """The shared logic of the async and sync transports: what to do after each response."""
 
-    def __init__(self, ctx: "Context", limit: str | None, throttled: Any = None):
+    def __init__(
+        self, ctx: "Context", limit: str | None, throttled: Any = None, cost: Any = 1, actual_cost: Any = None
+    ):
         self.ctx = ctx
         self.limit = limit
         self.key = ctx.limit_key(limit) if limit is not None else None
         self.pair = (limit or "", self.key or "")
         self.is_throttled = throttle_rule(throttled)
+        burst = ctx.app.limits[limit].burst if limit is not None else 1
+        self.costs = Settlement(limit, burst, cost, actual_cost)
+
+    def settle(self, response: httpx.Response, charged: int, refused: bool, usage: Any) -> tuple[float, Any]:
+        """(tokens to settle, the usage to report) after a response read by the cost reader: a
+        refusal settles nothing (it is sent again, charged again), but its bucket is read."""
+        delta, stated = self.costs.read(response, charged)
+        return (0.0 if refused else delta), (stated or usage)
 
     def token_at(self) -> float | None:
         return self.ctx._token_at.get(self.pair) if self.limit is not None else None
@@ -390,6 +401,8 @@ def _fields(info: QuotaInfo, usage: tuple[float, float] | None) -> dict[str, Any
         fields.update(limit=info.limit, window=info.window)
     if usage is not None:
         fields.update(used=usage[0], size=usage[1])
+        if len(usage) > 2:
+            fields.update(leak=usage[2])  # a restore rate the destination stated
     return fields or None
 
 
@@ -406,14 +419,20 @@ class _AsyncTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         pacer = self.pacer
         _add_idempotency_key(request)
+        cost = pacer.costs.estimate(request)
         while True:
             if pacer.limit is not None:
-                await pacer.ctx.acquire(pacer.limit, key=pacer.key)
+                await pacer.ctx.acquire(pacer.limit, key=pacer.key, cost=cost)
             await pacer.ctx.owned()  # a run that lost its job sends nothing more
             token_at = pacer.token_at()
             response = await self.inner.handle_async_request(request)
             now = time.time()
             refused, info, usage = pacer.read(request, response, now)
+            if pacer.costs.reader is not None:
+                response, probe = await read_async(response, request)
+                delta, usage = pacer.settle(probe, cost, refused, usage)
+                if delta:
+                    await asyncio.to_thread(pacer.ctx.app.store.settle, pacer.pair[0], pacer.pair[1], delta)
             if not pacer.needs_store(refused, info, usage, now):
                 if not refused:
                     return response
@@ -451,14 +470,20 @@ class _SyncTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         pacer = self.pacer
         _add_idempotency_key(request)
+        cost = pacer.costs.estimate(request)
         while True:
             if pacer.limit is not None:
-                pacer.ctx.acquire_sync(pacer.limit, key=pacer.key)
+                pacer.ctx.acquire_sync(pacer.limit, key=pacer.key, cost=cost)
             pacer.ctx.ensure_owned()  # a run that lost its job sends nothing more
             token_at = pacer.token_at()
             response = self.inner.handle_request(request)
             now = time.time()
             refused, info, usage = pacer.read(request, response, now)
+            if pacer.costs.reader is not None:
+                response, probe = read_sync(response, request)
+                delta, usage = pacer.settle(probe, cost, refused, usage)
+                if delta:
+                    pacer.ctx.app.store.settle(pacer.pair[0], pacer.pair[1], delta)
             if not refused and not pacer.needs_store(refused, info, usage, now):
                 return response
             until = pacer.decide(request, response, refused, info, usage, token_at, now)
@@ -726,7 +751,15 @@ async def close_pools() -> None:
 
 
 def client_for(
-    ctx: "Context", *, base_url: str, limit: str | None, sync: bool, throttled: Any = None, **options: Any
+    ctx: "Context",
+    *,
+    base_url: str,
+    limit: str | None,
+    sync: bool,
+    throttled: Any = None,
+    cost: Any = 1,
+    actual_cost: Any = None,
+    **options: Any,
 ) -> Any:
     """Build the httpx client ``ctx.http`` / ``ctx.http_sync`` return: a client of the job's
     own over the worker's shared connection pool for these transport options (or over the
@@ -734,7 +767,7 @@ def client_for(
     if limit is not None and limit not in ctx.app.limits:
         known = ", ".join(sorted(ctx.app.limits)) or "none"
         raise ConfigError(f"ctx.http: unknown limit {limit!r} (declared: {known}); declare it with app.limit()")
-    pacer = _Pacer(ctx, limit, throttled)
+    pacer = _Pacer(ctx, limit, throttled, cost, actual_cost)
     transport_options = {name: options.pop(name) for name in _TRANSPORT_OPTIONS if name in options}
     if transport_options.get("verify") is None:
         transport_options.pop("verify", None)  # the default: the process's TLS context

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from .errors import ConfigError
 from .units import parse_duration
 
-__all__ = ["Rate", "LimitSpec", "gcra", "concurrency_for", "resolve_key"]
+__all__ = ["Rate", "LimitSpec", "gcra", "gcra_settle", "concurrency_for", "resolve_key"]
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*(ms|s|sec|m|min|h|d)\s*$")
 _PERIOD_WORDS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
@@ -241,6 +241,18 @@ def gcra(tat: float, now: float, rate: Rate, burst: int, cost: int = 1) -> tuple
     if allow_at <= now + _slack(now, base):
         return True, new_tat, now
     return False, tat, allow_at
+
+
+def gcra_settle(tat: float, now: float, rate: Rate, delta: float) -> float:
+    """A key's GCRA time once a call's real cost is known: ``delta`` = actual cost - the cost
+    charged at admission, in tokens.
+
+    A debt (``delta > 0``) is added from ``max(tat, now)``: the tokens were spent now, on top of
+    whatever is still outstanding, and it may push the time past the burst so the next
+    admissions wait until it is paid. A credit moves the time back, never before ``now``: a
+    destination's bucket never holds less than nothing, so unused time is not banked.
+    """
+    return max(max(tat, now) + delta * rate.interval, now)
 
 
 def _slack(*values: float) -> float:

@@ -119,6 +119,7 @@ class Observation:
     window: float | None = None
     used: float | None = None  # a leaky bucket's fill ...
     size: float | None = None  # ... and its size (``X-Shopify-Shop-Api-Call-Limit: used/size``)
+    leak: float | None = None  # ... and its leak per second, when stated (GraphQL's restoreRate)
 
 
 @dataclass
@@ -458,7 +459,9 @@ def _from_usage(state: Learned, admitted: int, obs: Observation, current: float 
     """A leaky bucket of known size and fill, unknown leak: measure the leak from how the fill
     moved against what was sent, and steer the fill towards USAGE_TARGET."""
     used, size, now = float(obs.used or 0), float(obs.size or 0), obs.now
-    if state.usage is not None:
+    if obs.leak is not None and 0 < obs.leak < MAX_RATE:
+        state.leak, state.usage = float(obs.leak), [used, now, admitted]  # stated: nothing to measure
+    elif state.usage is not None:
         was_used, at, was_adm = state.usage
         if now - at >= 0.5:
             leak = ((admitted - was_adm) - (used - was_used)) / (now - at)

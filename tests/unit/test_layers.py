@@ -175,7 +175,7 @@ def test_every_relative_import_names_a_module_that_exists():
 LAYERS = [
     ["errors", "units", "inputs", "jsontext", "jobs", "limits", "quota", "retry", "liveness", "config"],
     ["store"],
-    ["resumable", "http", "context", "flows", "throttling", "alerts", "tokens"],
+    ["resumable", "cost", "http", "context", "flows", "throttling", "alerts", "tokens"],
     ["worker", "worker_plan", "worker_leases", "worker_outcomes", "worker_batches", "hooks"],
     ["tasks", "options", "shaping", "enqueueing", "app", "commit", "handle", "schedule", "stats", "metrics"],
     ["web", "cli", "demo", "__main__", ""],

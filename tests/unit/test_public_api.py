@@ -10,6 +10,7 @@ PUBLIC = [
     "Batch",
     "ConfigError",
     "Context",
+    "Cost",
     "EnqueueError",
     "Event",
     "Fail",
@@ -33,6 +34,7 @@ PUBLIC = [
     "Worker",
     "__version__",
     "concurrency_for",
+    "graphql_cost",
 ]
 
 

@@ -518,6 +518,12 @@ class LimitsPort(abc.ABC):
         """Take ``cost`` tokens from a limit key now: ``(True, now)`` or ``(False, retry_at)``."""
 
     @abc.abstractmethod
+    def settle(self, name: str, key: str, delta: float) -> None:
+        """Settle a call whose real cost is known only after it: credit (``delta < 0``) or
+        debit (``delta > 0``) that many tokens to the key's GCRA state, for every worker (see
+        ``floodway.limits.gcra_settle``). A key with no rate, or never used, is left alone."""
+
+    @abc.abstractmethod
     def paused_until(self, name: str, key: str) -> float:
         """When the pause of a limit key ends (0 when it was never paused); a read only."""
 

@@ -10,6 +10,8 @@ written once and unit-tested without a database:
   holds it until the pause ends, a key at its concurrency cap until a job finishes, and the
   rate (declared, or learned from the destination) through GCRA until its next slot;
 - **acquire** (``admit_one``): the same decision for one acquire outside a claim;
+- **settlement** (``settle_one``): a call's real cost, known after it, credited or debited to
+  its key's GCRA time;
 - **cancel** (``cancel_action``): a running job is asked to stop, a cancelled one is left
   alone, any other unfinished job is cancelled at once;
 - **retry by hand** (``check_retryable``): only a failed, cancelled or retrying job;
@@ -27,7 +29,7 @@ from typing import Any, Iterable
 
 from ..errors import ConfigError, TransitionError
 from ..jobs import NOT_STARTED, UNFINISHED, EnqueueKey, Status, can_transition, check_transition
-from ..limits import LimitSpec, gcra
+from ..limits import LimitSpec, gcra, gcra_settle
 from ..liveness import FREE_LOST_RUNS
 from ..quota import Learned
 from .base import key_pace
@@ -136,6 +138,18 @@ def admit_one(
     if not ok:
         return False, retry_at, None
     return True, now, new_tat
+
+
+def settle_one(spec: LimitSpec, tat: float, admitted: int, learned: Any, now: float, delta: float) -> float | None:
+    """A key's new GCRA time once a call's real cost is known (``delta`` = actual - charged
+    tokens), at the key's pace now (declared or learned); None when nothing changes (no rate,
+    or nothing to settle)."""
+    if not delta:
+        return None
+    rate, _ = key_pace(spec, Learned.loads(learned), admitted, now)
+    if rate is None:
+        return None
+    return gcra_settle(tat, now, rate, delta)
 
 
 class CancelAction(enum.Enum):

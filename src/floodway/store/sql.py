@@ -39,7 +39,7 @@ from .base import (
 )
 from .batches import claim_batch
 from .keyed import enqueue_keyed
-from .rules import CancelAction, cancel_action, check_retryable
+from .rules import CancelAction, cancel_action, check_retryable, settle_one
 
 T = TypeVar("T")
 
@@ -602,6 +602,34 @@ class SQLStore(Store):
                     )
                 )
         return list(infos.values())
+
+    def settle(self, name: str, key: str, delta: float) -> None:
+        def go(cur: Any) -> None:
+            now = self._now()
+            row = cur.execute(self._q(f"{SPEC_SQL} WHERE name = ?"), (name,)).fetchone()
+            if row is None:
+                raise ConfigError(f"unknown limit {name!r}")
+            state = cur.execute(
+                self._q(
+                    f"SELECT tat, admitted, learned FROM limit_keys WHERE limit_name = ? AND key = ?{self.FOR_UPDATE}"
+                ),
+                (name, key),
+            ).fetchone()
+            if state is None:
+                return  # nothing was ever charged to this key
+            tat, admitted, learned = float(state[0]), int(state[1]), state[2]
+            new_tat = settle_one(LimitSpec.from_row(*row), tat, admitted, learned, now, delta)
+            if new_tat is None:
+                return
+            # `admitted` counts tokens (a usage bucket's leak is measured against it): the real ones
+            cur.execute(
+                self._q("UPDATE limit_keys SET tat = ?, admitted = ? WHERE limit_name = ? AND key = ?"),
+                (new_tat, max(0, admitted + round(delta)), name, key),
+            )
+            if new_tat < tat:
+                self._notify(cur, [""])  # a credit may admit held-back jobs sooner: wake every worker
+
+        self._run(go, what="settle")
 
     def resume_limit(self, name: str, key: str | None = None) -> int:
         def go(cur: Any) -> int:
