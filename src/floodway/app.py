@@ -21,8 +21,8 @@ from .handle import Handle
 from .hooks import Periodic, WorkerHooks
 from .inputs import check_job_id, check_name, check_priority, check_run_at, check_tenant, is_internal_task
 from .jobs import NewJob, Status
-from .limits import LimitSpec, Rate, concurrency_for, resolve_key
-from .options import check_limit_names, check_limit_numbers, new_job_ids, resumable_options, retry_json
+from .limits import NO_LANE, LimitSpec, Rate, concurrency_for, lane_key, resolve_key
+from .options import check_lane, check_limit_names, check_limit_numbers, new_job_ids, resumable_options, retry_json
 from .resumable import SEGMENT_MARK, split_segments
 from .retry import Retry
 from .schedule import Schedule, ScheduleHealth, sync_schedules, tick, tick_id
@@ -147,6 +147,7 @@ class App:
         margin: str | float | timedelta | None = None,
         payload: str | None = None,
         retain_state: bool = False,
+        lane: str | None = None,
     ) -> Callable[[F], Task]: ...
 
     def task(
@@ -165,8 +166,10 @@ class App:
         margin: str | float | timedelta | None = None,
         payload: str | None = None,
         retain_state: bool = False,
+        lane: str | None = None,
     ) -> Any:
-        """Register a function (async, or sync to run in a thread pool) as a task."""
+        """Register a function (async, or sync to run in a thread pool) as a task. ``lane``: the
+        reserved lane of its limits its jobs run on (see ``App.limit``)."""
 
         def register(func: Callable[..., Any]) -> Task:
             if not callable(func):
@@ -202,6 +205,8 @@ class App:
                 limits=check_limit_names(limits),
                 **resumable_options(task_name, func, state, budget, margin, payload, retain_state),
             )
+            if lane is not None:
+                task.lane = check_name(lane, f"task {task_name!r}: lane")
             self.tasks[task_name] = task
             return task
 
@@ -225,6 +230,7 @@ class App:
         adaptive: bool = False,
         floor: str | Rate | None = None,
         ceiling: str | Rate | None = None,
+        lanes: Mapping[str, float] | None = None,
     ) -> LimitSpec:
         """Declare a named limit held in the store, so it binds every worker on the database.
 
@@ -236,7 +242,9 @@ class App:
         start finds it); the learned rate never falls below ``floor``. ``concurrency`` caps the
         running jobs that hold the limit; ``key`` (a template over the job's args and tenant,
         e.g. ``"{tenant}"``) gives each value its own budget. Tasks name limits with
-        ``@app.task(limits=[...])``.
+        ``@app.task(limits=[...])``. ``lanes`` (``{"interactive": 0.2, "backfill": 0.8}``)
+        reserves each lane its share of the rate and concurrency of every key under contention;
+        a lane without demand lends its share to the others (see docs/LIMITS.md).
         """
         check_name(name, "limit name")
         spec = check_limit_numbers(
@@ -249,6 +257,7 @@ class App:
                 adaptive=adaptive,
                 floor=floor,
                 ceiling=ceiling,
+                lanes=lanes,
             )
         )
         self.limits[name] = spec
@@ -267,6 +276,10 @@ class App:
             if missing:
                 known = ", ".join(sorted(self.limits)) or "none"
                 raise ConfigError(f"task {task.name!r} names unknown limit(s) {missing} (declared: {known})")
+            try:
+                check_lane(task.lane, task.limits, self.limits)
+            except ConfigError as exc:
+                raise ConfigError(f"task {task.name!r}: {exc}") from None
 
     def sync_limits(self) -> None:
         """Write the declared limits to the store (on first enqueue and at worker start);
@@ -282,7 +295,7 @@ class App:
         current = {info.spec.name: info.spec for info in self.store.list_limits()}.get(name) or self.limits.get(name)
         if current is None:
             raise ConfigError(f"unknown limit {name!r}")
-        unknown = set(changes) - {"rate", "burst", "concurrency", "key", "adaptive", "floor", "ceiling"}
+        unknown = set(changes) - {"rate", "burst", "concurrency", "key", "adaptive", "floor", "ceiling", "lanes"}
         if unknown:
             raise ConfigError(f"set_limit: unknown option(s) {sorted(unknown)}")
         if "rate" in changes and "adaptive" not in changes:
@@ -295,6 +308,7 @@ class App:
             "adaptive": current.adaptive,
             "floor": current.floor,
             "ceiling": current.ceiling,
+            "lanes": current.lanes or None,
             **changes,
         }
         spec = check_limit_numbers(LimitSpec.build(name, **merged))
@@ -423,6 +437,7 @@ class App:
         priority: int | None = None,
         tenant: str | None = None,
         limits: Iterable[str] | None = None,
+        lane: str | None = None,
     ) -> Handle:
         """Enqueue one job; returns its handle once the job is durable.
 
@@ -441,6 +456,7 @@ class App:
             priority=priority,
             tenant=tenant,
             limits=limits,
+            lane=lane,
         )[0]
 
     def enqueue_many(
@@ -456,6 +472,7 @@ class App:
         priority: int | None = None,
         tenant: str | None = None,
         limits: Iterable[str] | None = None,
+        lane: str | None = None,
     ) -> list[Handle]:
         """Enqueue one job per item of ``args_list`` in one transaction: all or nothing.
 
@@ -475,6 +492,7 @@ class App:
             priority=priority,
             tenant=tenant,
             limits=limits,
+            lane=lane,
         )
 
     async def enqueue_async(self, task: Task | str, args: Mapping[str, Any] | None = None, **options: Any) -> Handle:
@@ -506,6 +524,7 @@ class App:
         tenant: str | None,
         limits: Iterable[str] | None,
         owner: str | None = None,
+        lane: str | None = None,
     ) -> list[Handle]:
         """``owner``: a tenant every id that exists already must belong to; one that belongs to
         anybody else raises ``JobIdTaken`` inside the store's transaction, so nothing is written
@@ -524,13 +543,15 @@ class App:
             tenant=tenant,
             limits=limits,
             now=now,
+            lane=lane,
         )
+        job_lane = lane if lane is not None else the_task.lane
         queue_name, cap, declared = self._queue_cap(job_queue)
         status = Status.SCHEDULED if run_at > now else Status.WAITING
         retry_text = retry_json(policy)
         max_attempts = policy.max_attempts
         # without limits a job's fairness group is the tenant's alone: the same for every item
-        fixed_limits = None if limit_names else self._resolve_limits((), {}, tenant)
+        fixed_limits = None if limit_names else self._resolve_limits((), {}, tenant, None)
         ids = new_job_ids(len(args_list)) if id is None else None
 
         def make_jobs() -> Iterator[NewJob]:
@@ -539,7 +560,7 @@ class App:
                 try:
                     args, segments = self._segment_payload(the_task, args)
                     args_json = self._encode_args(the_task, args)
-                    held, fair_key = fixed_limits or self._resolve_limits(limit_names, args or {}, tenant)
+                    held, fair_key = fixed_limits or self._resolve_limits(limit_names, args or {}, tenant, job_lane)
                     shared_state = None
                     if the_task.state is not None:
                         try:
@@ -605,6 +626,7 @@ class App:
         tenant: str | None = None,
         limits: Iterable[str] | None = None,
         now: float | None = None,
+        lane: str | None = None,
     ) -> tuple[tuple[str, ...], float, Retry, str | Queue, int]:
         """Check the options of an enqueue (``count`` items of a bulk one; None for a single
         job) as ``enqueue`` does, without writing: ``EnqueueError`` names what is wrong. Returns
@@ -619,6 +641,10 @@ class App:
             if name not in self.limits:
                 known = ", ".join(sorted(self.limits)) or "none"
                 raise EnqueueError(f"unknown limit {name!r} (declared: {known}); declare it with app.limit()")
+        try:
+            check_lane(lane if lane is not None else the_task.lane, limit_names, self.limits)
+        except ConfigError as exc:
+            raise EnqueueError(str(exc)) from None
         if delay is not None and start_at is not None:
             raise EnqueueError("pass delay or start_at, not both")
         try:
@@ -643,13 +669,14 @@ class App:
         return limit_names, run_at, policy, job_queue, job_priority
 
     def _resolve_limits(
-        self, names: tuple[str, ...], args: Mapping[str, Any], tenant: str | None
+        self, names: tuple[str, ...], args: Mapping[str, Any], tenant: str | None, lane: str | None
     ) -> tuple[list[list[str]], str]:
         """The (limit, key) pairs a job holds, and its fairness group.
 
         The group is the tenant plus every (limit, key) held: round-robin between groups keeps
         one tenant's backlog from starving another, and a group whose limit is paused or spent
-        holds back only jobs that share that limit.
+        holds back only jobs that share that limit. On a limit with lanes a job holds its
+        lane's key (``limits.lane_key``), so each lane is a group of its own too.
         """
         held: list[list[str]] = []
         for name in names:
@@ -658,7 +685,7 @@ class App:
                 key = resolve_key(spec.key, args, tenant)
             except ConfigError as exc:
                 raise EnqueueError(f"limit {name!r}: {exc}") from None
-            held.append([name, key])
+            held.append([name, lane_key(key, lane or NO_LANE) if spec.lanes else key])
         parts = ([f"tenant={tenant}"] if tenant is not None else []) + [f"{n}={k}" for n, k in held]
         return held, "|".join(parts)
 
