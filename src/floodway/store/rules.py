@@ -240,12 +240,40 @@ class Admission:
                 ok, lane_tat, retry_at = gcra(own[0], self.now, pace.rate, pace.burst)
                 if not ok:
                     return self._held(job_id, retry_at if idle_at is None else min(retry_at, idle_at))
+                turn = self._lane_turn(spec, rate, shares, active, lane, states)
+                if turn is not None:
+                    return self._held(job_id, turn)
             ok, key_tat, retry_at = gcra(key_state[0], self.now, rate, burst)
             if not ok:
                 return self._held(job_id, retry_at)
         decisions.append(((name, base), key_tat, 0))
         decisions.append(((name, key), lane_tat, 1))
         return True
+
+    def _lane_turn(
+        self, spec: LimitSpec, rate: Rate, shares: Mapping[str, float], active: list[str], lane: str, states: dict
+    ) -> float | None:
+        """Whose turn is it? When the key's own GCRA admits fewer than its rate (claims come
+        slower than its interval, or a burst is spent), every backlogged lane has credit, and
+        the order of the claim's walk would split the key's slots. So the lanes take turns by
+        their GCRA times (a virtual clock): a lane goes only when its time is not past another
+        active lane's next time; then each gets its part of what the key admits. None: its
+        turn; else when to look again."""
+
+        def lead(name: str) -> float:
+            pace = lane_pace(shares, name, active, rate, spec.burst, None).rate
+            assert pace is not None
+            return (max(states[name][0], self.now) - self.now) / pace.interval
+
+        mine = lead(lane)
+        for other in active:
+            if other != lane and other in shares and mine > lead(other) + 0.5:
+                return self.now + rate.interval
+        return None
+
+
+def _slack(value: float) -> float:
+    return 1e-9 + 16 * math.ulp(value)
 
 
 def lane_view(
