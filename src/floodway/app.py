@@ -20,7 +20,7 @@ from .handle import Handle
 from .hooks import Periodic, WorkerHooks
 from .inputs import check_job_id, check_name, check_priority, check_tenant, is_internal_task
 from .limits import LimitSpec, Rate, concurrency_for
-from .options import check_limit_names, check_limit_numbers, resumable_options
+from .options import check_lane, check_limit_names, check_limit_numbers, resumable_options
 from .retry import Retry
 from .schedule import Schedule, ScheduleHealth, sync_schedules, tick, tick_id
 from .shaping import Batch
@@ -152,6 +152,7 @@ class App:
         debounce_key: str | None = None,
         debounce_max: str | float | timedelta | None = None,
         batch: Batch | None = None,
+        lane: str | None = None,
     ) -> Callable[[F], Task]: ...
 
     def task(
@@ -177,6 +178,7 @@ class App:
         debounce_key: str | None = None,
         debounce_max: str | float | timedelta | None = None,
         batch: Batch | None = None,
+        lane: str | None = None,
     ) -> Any:
         """Register a function (async, or sync to run in a thread pool) as a task.
 
@@ -185,7 +187,8 @@ class App:
         first one's handle and make nothing. ``debounce="5s"`` with ``debounce_key`` folds
         enqueues of one key into one job that runs with the last arguments once none came for
         the window (or ``debounce_max`` after the first). ``batch=Batch(...)`` runs many
-        queued items in one call of a function that takes a list (see ``Batch``).
+        queued items in one call of a function that takes a list (see ``Batch``). ``lane``: the
+        reserved lane of its limits its jobs run on (see ``App.limit``).
         """
         key_options = {
             "unique_for": unique_for,
@@ -232,6 +235,8 @@ class App:
             )
             task.set_key_options(key_options)
             task.set_batch(batch)
+            if lane is not None:
+                task.lane = check_name(lane, f"task {task_name!r}: lane")
             self.tasks[task_name] = task
             return task
 
@@ -255,6 +260,7 @@ class App:
         adaptive: bool = False,
         floor: str | Rate | None = None,
         ceiling: str | Rate | None = None,
+        lanes: Mapping[str, float] | None = None,
     ) -> LimitSpec:
         """Declare a named limit held in the store, so it binds every worker on the database.
 
@@ -266,7 +272,9 @@ class App:
         start finds it); the learned rate never falls below ``floor``. ``concurrency`` caps the
         running jobs that hold the limit; ``key`` (a template over the job's args and tenant,
         e.g. ``"{tenant}"``) gives each value its own budget. Tasks name limits with
-        ``@app.task(limits=[...])``.
+        ``@app.task(limits=[...])``. ``lanes`` (``{"interactive": 0.2, "backfill": 0.8}``)
+        reserves each lane its share of the rate and concurrency of every key under contention;
+        a lane without demand lends its share to the others (see the README's section on lanes).
         """
         check_name(name, "limit name")
         spec = check_limit_numbers(
@@ -279,6 +287,7 @@ class App:
                 adaptive=adaptive,
                 floor=floor,
                 ceiling=ceiling,
+                lanes=lanes,
             )
         )
         self.limits[name] = spec
@@ -297,6 +306,10 @@ class App:
             if missing:
                 known = ", ".join(sorted(self.limits)) or "none"
                 raise ConfigError(f"task {task.name!r} names unknown limit(s) {missing} (declared: {known})")
+            try:
+                check_lane(task.lane, task.limits, self.limits)
+            except ConfigError as exc:
+                raise ConfigError(f"task {task.name!r}: {exc}") from None
 
     def sync_limits(self) -> None:
         """Write the declared limits to the store (on first enqueue and at worker start);
@@ -312,7 +325,7 @@ class App:
         current = {info.spec.name: info.spec for info in self.store.list_limits()}.get(name) or self.limits.get(name)
         if current is None:
             raise ConfigError(f"unknown limit {name!r}")
-        unknown = set(changes) - {"rate", "burst", "concurrency", "key", "adaptive", "floor", "ceiling"}
+        unknown = set(changes) - {"rate", "burst", "concurrency", "key", "adaptive", "floor", "ceiling", "lanes"}
         if unknown:
             raise ConfigError(f"set_limit: unknown option(s) {sorted(unknown)}")
         if "rate" in changes and "adaptive" not in changes:
@@ -325,6 +338,7 @@ class App:
             "adaptive": current.adaptive,
             "floor": current.floor,
             "ceiling": current.ceiling,
+            "lanes": current.lanes or None,
             **changes,
         }
         spec = check_limit_numbers(LimitSpec.build(name, **merged))
@@ -459,6 +473,7 @@ class App:
         debounce: str | float | timedelta | None = None,
         debounce_key: str | None = None,
         debounce_max: str | float | timedelta | None = None,
+        lane: str | None = None,
     ) -> Handle:
         """Enqueue one job; returns its handle once the job is durable.
 
@@ -487,6 +502,7 @@ class App:
                 "debounce_key": debounce_key,
                 "debounce_max": debounce_max,
             },
+            lane=lane,
         )[0]
 
     def enqueue_many(
@@ -508,6 +524,7 @@ class App:
         debounce: str | float | timedelta | None = None,
         debounce_key: str | None = None,
         debounce_max: str | float | timedelta | None = None,
+        lane: str | None = None,
     ) -> list[Handle]:
         """Enqueue one job per item of ``args_list`` in one transaction: all or nothing.
 
@@ -535,6 +552,7 @@ class App:
                 "debounce_key": debounce_key,
                 "debounce_max": debounce_max,
             },
+            lane=lane,
         )
 
     async def enqueue_async(self, task: Task | str, args: Mapping[str, Any] | None = None, **options: Any) -> Handle:

@@ -13,7 +13,7 @@ from .errors import ConfigError, LeaseLost, RateLimited
 from .flows import run_step
 from .http import client_for
 from .jobs import Job
-from .limits import resolve_key
+from .limits import resolve_key, split_lane
 from .resumable import (
     ContinueLater,
     Pages,
@@ -81,7 +81,7 @@ class Context:
         for name, key in job.limits:
             spec = app.limits.get(name)
             if spec is None or spec.rate is not None or spec.adaptive:  # a rate, declared or learned
-                self._prepaid[(name, key)] = 1
+                self._prepaid[(name, split_lane(key)[0])] = 1
 
     @property
     def steps(self) -> list[Any]:
@@ -351,7 +351,9 @@ class Context:
         """The key of limit ``name`` for this job (its own, or resolved from its args)."""
         for held, key in self.job.limits:
             if held == name:
-                return key
+                # a job on a lane takes tokens, learns and pauses on its key: lanes split only
+                # the admissions of a claim
+                return split_lane(key)[0]
         spec = self.app.limits.get(name)
         if spec is None:
             raise ConfigError(f"unknown limit {name!r}; declare it with app.limit()")

@@ -15,8 +15,8 @@ from .errors import ConfigError, EnqueueError
 from .handle import Handle
 from .inputs import check_job_id, check_priority, check_run_at, check_tenant
 from .jobs import NewJob, Status
-from .limits import resolve_key
-from .options import check_limit_names, new_job_ids, retry_json
+from .limits import NO_LANE, lane_key, resolve_key
+from .options import check_lane, check_limit_names, new_job_ids, retry_json
 from .resumable import SEGMENT_MARK, split_segments
 from .retry import Retry
 from .shaping import KeyPolicy
@@ -43,6 +43,7 @@ def enqueue_jobs(
     limits: Iterable[str] | None,
     owner: str | None = None,
     shaping: Mapping[str, Any] | None = None,
+    lane: str | None = None,
 ) -> list[Handle]:
     """``owner``: a tenant every id that exists already must belong to; one that belongs to
     anybody else raises ``JobIdTaken`` inside the store's transaction, so nothing is written
@@ -62,14 +63,16 @@ def enqueue_jobs(
         tenant=tenant,
         limits=limits,
         now=now,
+        lane=lane,
     )
+    job_lane = lane if lane is not None else the_task.lane
     policy_key = check_shaping(the_task, shaping or {}, id=id, delay=delay, start_at=start_at)
     queue_name, cap, declared = app._queue_cap(job_queue)
     status = Status.SCHEDULED if run_at > now else Status.WAITING
     retry_text = retry_json(policy)
     max_attempts = policy.max_attempts
     # without limits a job's fairness group is the tenant's alone: the same for every item
-    fixed_limits = None if limit_names else resolve_limits(app, (), {}, tenant)
+    fixed_limits = None if limit_names else resolve_limits(app, (), {}, tenant, None)
     ids = new_job_ids(len(args_list)) if id is None else None
 
     def make_jobs() -> Iterator[NewJob]:
@@ -78,7 +81,7 @@ def enqueue_jobs(
             try:
                 args, segments = segment_payload(app, the_task, args)
                 args_json = encode_args(app, the_task, args)
-                held, fair_key = fixed_limits or resolve_limits(app, limit_names, args or {}, tenant)
+                held, fair_key = fixed_limits or resolve_limits(app, limit_names, args or {}, tenant, job_lane)
                 shared_state = None
                 batch_key = None
                 if the_task.batch is not None:
@@ -156,6 +159,7 @@ def check_enqueue_options(
     tenant: str | None = None,
     limits: Iterable[str] | None = None,
     now: float | None = None,
+    lane: str | None = None,
 ) -> tuple[tuple[str, ...], float, Retry, str | Queue, int]:
     """Check the options of an enqueue (``count`` items of a bulk one; None for a single
     job) as ``enqueue`` does, without writing: ``EnqueueError`` names what is wrong. Returns
@@ -170,6 +174,10 @@ def check_enqueue_options(
         if name not in app.limits:
             known = ", ".join(sorted(app.limits)) or "none"
             raise EnqueueError(f"unknown limit {name!r} (declared: {known}); declare it with app.limit()")
+    try:
+        check_lane(lane if lane is not None else the_task.lane, limit_names, app.limits)
+    except ConfigError as exc:
+        raise EnqueueError(str(exc)) from None
     if delay is not None and start_at is not None:
         raise EnqueueError("pass delay or start_at, not both")
     try:
@@ -209,13 +217,14 @@ def check_shaping(
 
 
 def resolve_limits(
-    app: App, names: tuple[str, ...], args: Mapping[str, Any], tenant: str | None
+    app: App, names: tuple[str, ...], args: Mapping[str, Any], tenant: str | None, lane: str | None
 ) -> tuple[list[list[str]], str]:
     """The (limit, key) pairs a job holds, and its fairness group.
 
     The group is the tenant plus every (limit, key) held: round-robin between groups keeps
     one tenant's backlog from starving another, and a group whose limit is paused or spent
-    holds back only jobs that share that limit.
+    holds back only jobs that share that limit. On a limit with lanes a job holds its
+    lane's key (``limits.lane_key``), so each lane is a group of its own too.
     """
     held: list[list[str]] = []
     for name in names:
@@ -224,7 +233,7 @@ def resolve_limits(
             key = resolve_key(spec.key, args, tenant)
         except ConfigError as exc:
             raise EnqueueError(f"limit {name!r}: {exc}") from None
-        held.append([name, key])
+        held.append([name, lane_key(key, lane or NO_LANE) if spec.lanes else key])
     parts = ([f"tenant={tenant}"] if tenant is not None else []) + [f"{n}={k}" for n, k in held]
     return held, "|".join(parts)
 

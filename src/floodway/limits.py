@@ -12,6 +12,7 @@ admitted — exact under bursts, with no buckets to refill and no background tim
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import string
@@ -19,9 +20,50 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .errors import ConfigError
+from .inputs import check_name
 from .units import parse_duration
 
-__all__ = ["Rate", "LimitSpec", "gcra", "gcra_settle", "concurrency_for", "resolve_key"]
+__all__ = ["Rate", "LimitSpec", "gcra", "gcra_settle", "concurrency_for", "resolve_key", "lane_key", "split_lane"]
+
+#: between a limit key and a lane in the key of a lane's state row: a control character, which
+#: no lane name (``inputs.check_name``) may hold, so a lane row can never pass for a tenant key
+LANE_SEP = "\x1f"
+#: the lane of jobs that name none, when a limit's lanes leave part of its rate over
+NO_LANE = ""
+#: shares are floats: a sum this close to 1 is 1
+_SHARE_SLACK = 1e-9
+
+
+def lane_key(key: str, lane: str) -> str:
+    """The key of one lane's state row: the limit key, then the lane (``NO_LANE`` for jobs
+    that name none)."""
+    return f"{key}{LANE_SEP}{lane}"
+
+
+def split_lane(key: str) -> tuple[str, str | None]:
+    """(limit key, lane) of a held key; the lane is None for a key that names no lane."""
+    base, sep, lane = key.partition(LANE_SEP)
+    return (base, lane) if sep else (key, None)
+
+
+def check_lanes(name: str, lanes: object) -> tuple[tuple[str, float], ...]:
+    """A limit's lanes: ``{"interactive": 0.2, "backfill": 0.8}`` -> sorted (lane, share)
+    pairs. Each share is a number in (0, 1] and they sum to at most 1."""
+    if not isinstance(lanes, Mapping) or not lanes:
+        raise ConfigError(f"limit {name!r}: lanes must be a non-empty dict of lane name -> share, got {lanes!r}")
+    out: list[tuple[str, float]] = []
+    for lane, share in lanes.items():
+        check_name(lane, f"limit {name!r}: lane name")
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not math.isfinite(share):
+            raise ConfigError(f"limit {name!r}: lane {lane!r}: the share must be a number, got {share!r}")
+        if share <= 0 or share > 1:
+            raise ConfigError(f"limit {name!r}: lane {lane!r}: the share must be > 0 and <= 1, got {share!r}")
+        out.append((lane, float(share)))
+    total = sum(share for _, share in out)
+    if total > 1 + _SHARE_SLACK:
+        raise ConfigError(f"limit {name!r}: the lanes' shares sum to {total:g}, more than 1")
+    return tuple(sorted(out))
+
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*(ms|s|sec|m|min|h|d)\s*$")
 _PERIOD_WORDS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
@@ -83,6 +125,18 @@ class LimitSpec:
     #: the learned rate never falls below ``floor`` nor rises above ``ceiling`` (see ``quota``)
     floor: Rate | None = None
     ceiling: Rate | None = None
+    #: reserved lanes: (lane, share of the rate and of the concurrency), sorted by lane
+    lanes: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def lane_shares(self) -> dict[str, float]:
+        """Each lane's share, with ``NO_LANE`` for the rest when the shares leave some over
+        (jobs that name no lane run on it); empty when the limit has no lanes."""
+        shares = dict(self.lanes)
+        rest = 1.0 - sum(shares.values())
+        if shares and rest > _SHARE_SLACK:
+            shares[NO_LANE] = rest
+        return shares
 
     @classmethod
     def build(
@@ -96,6 +150,7 @@ class LimitSpec:
         adaptive: bool = False,
         floor: "str | Rate | None" = None,
         ceiling: "str | Rate | None" = None,
+        lanes: "Mapping[str, float] | tuple[tuple[str, float], ...] | None" = None,
     ) -> "LimitSpec":
         if not isinstance(name, str) or not name.strip() or len(name) > 255:
             raise ConfigError(f"limit name must be a non-empty string, got {name!r}")
@@ -122,9 +177,13 @@ class LimitSpec:
             raise ConfigError(f"limit {name!r}: the ceiling {high} is below the declared rate {parsed}")
         if parsed is not None and low is not None and low.per_second > parsed.per_second:
             raise ConfigError(f"limit {name!r}: the floor {low} is above the declared rate {parsed}")
-        return cls(name, parsed, burst, concurrency, key, adaptive, low, high)
+        shares = check_lanes(name, dict(lanes) if isinstance(lanes, tuple) else lanes) if lanes is not None else ()
+        return cls(name, parsed, burst, concurrency, key, adaptive, low, high, shares)
 
     def to_dict(self) -> dict[str, Any]:
+        # "lanes" only when there are some: the stored declaration of a limit without lanes
+        # stays what it was, so declaring it again changes nothing (and forgets nothing learned)
+        lanes = {"lanes": dict(self.lanes)} if self.lanes else {}
         return {
             "name": self.name,
             "rate": str(self.rate) if self.rate else None,
@@ -136,6 +195,7 @@ class LimitSpec:
             "adaptive": self.adaptive,
             "floor": str(self.floor) if self.floor else None,
             "ceiling": str(self.ceiling) if self.ceiling else None,
+            **lanes,
         }
 
     @classmethod
@@ -152,18 +212,25 @@ class LimitSpec:
     ) -> "LimitSpec":
         rate = Rate(rate_count, rate_period) if rate_count and rate_period else None
         floor = ceiling = None
+        lanes: tuple[tuple[str, float], ...] = ()
         if bounds:
-            low, _, high = bounds.partition("|")
+            low, high, *shares = bounds.split("|", 2)
             floor = Rate.parse(low) if low else None
             ceiling = Rate.parse(high) if high else None
-        return cls(name, rate, burst, concurrency, key, bool(adaptive), floor, ceiling)
+            if shares:
+                lanes = tuple(sorted((lane, float(share)) for lane, share in json.loads(shares[0]).items()))
+        return cls(name, rate, burst, concurrency, key, bool(adaptive), floor, ceiling, lanes)
 
     @property
     def bounds(self) -> str | None:
-        """The floor and ceiling as stored: ``"1/min|500/s"`` (None when neither is set)."""
-        if self.floor is None and self.ceiling is None:
+        """The limit's shape beyond rate, burst and concurrency, as stored in the ``bounds``
+        column: the floor and ceiling, then the lanes as JSON when it has some
+        (``"1/min|500/s"``, ``"||{"backfill": 0.8, "interactive": 0.2}"``; None when none is
+        set). Rates hold no ``|``, so the lanes are whatever follows the second one."""
+        if self.floor is None and self.ceiling is None and not self.lanes:
             return None
-        return f"{self.floor or ''}|{self.ceiling or ''}"
+        text = f"{self.floor or ''}|{self.ceiling or ''}"
+        return text + (f"|{json.dumps(dict(self.lanes), sort_keys=True)}" if self.lanes else "")
 
 
 def template_fields(template: str, *, where: str = "key") -> list[str]:

@@ -13,8 +13,8 @@ import time
 from typing import Any, Callable, Iterable
 
 from .errors import ConfigError
-from .inputs import check_int
-from .limits import LimitSpec, template_fields
+from .inputs import check_int, check_name
+from .limits import NO_LANE, LimitSpec, template_fields
 from .retry import Retry
 from .tasks import qualified_name
 from .units import parse_duration
@@ -103,3 +103,29 @@ def check_limit_numbers(spec: LimitSpec) -> LimitSpec:
         if rate is not None and not (math.isfinite(rate.count) and math.isfinite(rate.period) and rate.interval > 0):
             raise ConfigError(f"limit {spec.name!r}: {what} {rate.count:g}/{rate.period:g}s is not a usable rate")
     return spec
+
+
+def check_lane(lane: str | None, names: Iterable[str], specs: dict[str, LimitSpec]) -> str | None:
+    """The lane a job runs on, checked against the limits it holds (declared ones): a lane must
+    be declared by every limit of the job that has lanes, and ``lane=`` on a job none of whose
+    limits has lanes is a mistake. A job that names no lane runs on the rest of each limit's
+    rate (``NO_LANE``); a limit whose lanes take all of it has no rest: the job must name one."""
+    laned = [name for name in names if name in specs and specs[name].lanes]
+    if lane is not None:
+        check_name(lane, "lane")
+        if not laned:
+            held = ", ".join(names) or "none"
+            raise ConfigError(f"lane {lane!r}: none of the job's limits ({held}) has lanes")
+        for name in laned:
+            if lane not in dict(specs[name].lanes):
+                known = ", ".join(lane for lane, _ in specs[name].lanes)
+                raise ConfigError(f"lane {lane!r}: limit {name!r} has no such lane (its lanes: {known})")
+        return lane
+    for name in laned:
+        if NO_LANE not in specs[name].lane_shares:
+            known = ", ".join(lane for lane, _ in specs[name].lanes)
+            raise ConfigError(
+                f"limit {name!r} gives its whole rate to its lanes ({known}): name one with lane=, "
+                "or leave part of the rate to jobs without a lane"
+            )
+    return None

@@ -37,6 +37,18 @@ def limit_dict(info: Any, now: float, declared: Any = None) -> dict[str, Any]:
                 "paused_until": iso(k.paused_until),
                 "paused_for": round(k.paused_until - now, 3) if k.paused_until else None,
                 "pause_reason": k.pause_reason,
+                "lanes": [
+                    {
+                        "lane": lane.lane,
+                        "share": lane.share,
+                        "active": lane.active,
+                        "effective_rate": None if lane.effective_rate is None else round(lane.effective_rate, 3),
+                        "concurrency": lane.concurrency,
+                        "running": lane.running,
+                        "admitted": lane.admitted,
+                    }
+                    for lane in k.lanes
+                ],
             }
             for k in info.keys
         ],

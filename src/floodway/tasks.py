@@ -68,6 +68,8 @@ class Task:
     ):
         self.app = app
         self.limits = limits
+        #: the reserved lane of its limits its jobs run on (``App.limit(lanes=...)``), or None
+        self.lane: str | None = None
         #: a shared state key template ("orders:{tenant}"), or None for per-job state
         self.state = state
         #: the run budget in seconds (time-limited runs that resume), and the margin that

@@ -186,6 +186,13 @@ def limits(ctx: click.Context) -> None:
                     str(k["pauses"]),
                     Text(paused, style="yellow"),
                 )
+                for lane in k.get("lanes") or []:  # a lane: its share, its rate now, active or idle
+                    rate = "" if lane["effective_rate"] is None else f"{lane['effective_rate']:.4g}/s"
+                    name = lane["lane"] or "(no lane)"
+                    state_word = "active" if lane["active"] else "idle"
+                    table.add_row(
+                        Text(f"  lane {name} {lane['share']:.0%}"), "", "", rate, state_word, "", str(lane["running"])
+                    )
         console().print(table)
 
     emit(state, data, render)

@@ -210,6 +210,21 @@ class Renewal(set):  # set[str]
 
 
 @dataclass
+class LaneInfo:
+    """One reserved lane of a limit key (see ``rules.lane_view``); ``lane`` is ``""`` for the
+    jobs that name no lane."""
+
+    lane: str
+    share: float
+    active: bool
+    #: the rate (per second) the lane is paced at now: its part of the key's effective rate
+    effective_rate: float | None
+    concurrency: int | None
+    running: int
+    admitted: int
+
+
+@dataclass
 class LimitKeyInfo:
     key: str
     remaining: int | None
@@ -226,6 +241,8 @@ class LimitKeyInfo:
     throttled_last_minute: int = 0
     exhausted: int = 0  # refusals that meant an exhausted quota (a pause until the reset)
     cuts: int = 0  # rounds of refusals that cut the rate
+    #: the key's reserved lanes, when its limit declares some
+    lanes: list[LaneInfo] = field(default_factory=list)
 
 
 def settled_tat(spec: LimitSpec, tat: float, learned: Learned, admitted: int, changed: str | None, now: float) -> float:

@@ -9,6 +9,8 @@ written once and unit-tested without a database:
 - **admission** (``Admission.admit``): may a job that holds limits start now? A paused key
   holds it until the pause ends, a key at its concurrency cap until a job finishes, and the
   rate (declared, or learned from the destination) through GCRA until its next slot;
+- **lanes** (``lane_pace``, ``lane_window``): a limit's reserved lanes split a key's rate and
+  concurrency by share among the lanes with demand, lending an idle lane's share to the rest;
 - **acquire** (``admit_one``): the same decision for one acquire outside a claim;
 - **settlement** (``settle_one``): a call's real cost, known after it, credited or debited to
   its key's GCRA time;
@@ -25,14 +27,16 @@ written once and unit-tested without a database:
 from __future__ import annotations
 
 import enum
-from typing import Any, Iterable
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
 
 from ..errors import ConfigError, TransitionError
 from ..jobs import NOT_STARTED, UNFINISHED, EnqueueKey, Status, can_transition, check_transition
-from ..limits import LimitSpec, gcra, gcra_settle
+from ..limits import LANE_SEP, LimitSpec, Rate, gcra, gcra_settle, lane_key, split_lane
 from ..liveness import FREE_LOST_RUNS
 from ..quota import Learned
-from .base import key_pace
+from .base import LaneInfo, key_pace
 
 
 def guard(target: Status, *sources: Status, column: str = "status") -> str:
@@ -55,8 +59,64 @@ IS_RUNNING_J = guard(Status.COMPLETE, Status.RUNNING, column="j.status")
 
 
 #: one (limit, key) pair's state as admission reads and changes it:
-#: [tat, paused_until, running, admitted, learned]
+#: [tat, paused_until, running, admitted, learned]. A lane's row (``limits.lane_key``) is never
+#: paused (a pause holds the whole key, on the key's own row): its ``paused_until`` column holds
+#: the lane's last demand instead, the moment a job of the lane last asked to be admitted.
 KeyState = list
+
+#: a lane stays active this long at least after its last demand
+LANE_MIN_WINDOW = 1.0
+
+
+@dataclass(frozen=True)
+class LanePace:
+    """What one lane of a key may use now: its part of the key (its share over the shares of
+    the active lanes), and the rate, burst and concurrency that part gives."""
+
+    part: float
+    rate: Rate | None
+    burst: int
+    concurrency: int | None
+
+
+def lane_window(rate: Rate | None, share: float) -> float:
+    """How long a lane counts as active after its last demand: two of its own admission
+    intervals at its share of the key's rate, and at least ``LANE_MIN_WINDOW``. A lane whose
+    jobs keep coming, admitted or held back, never goes idle between two of them."""
+    if rate is None:
+        return LANE_MIN_WINDOW
+    return max(LANE_MIN_WINDOW, 2.0 * rate.interval / share)
+
+
+def lane_active(demand_at: float, now: float, window: float) -> bool:
+    return demand_at > 0 and now - demand_at <= window
+
+
+def lane_pace(
+    shares: Mapping[str, float],
+    lane: str,
+    active: Iterable[str],
+    rate: Rate | None,
+    burst: int,
+    concurrency: int | None,
+) -> LanePace:
+    """One lane's pace: ``share / (sum of the shares of the active lanes)`` of the key's rate
+    (declared or learned) and concurrency (at least 1 slot). The lane asking is active. An
+    idle lane's share is lent to the active ones in proportion to theirs, and comes back the
+    moment its demand does: the others' next admission is paced at their smaller part.
+
+    The burst is at least 2: the key's own GCRA (at its full rate and burst) is a gate every
+    admission also passes, so the lanes together never exceed the key; a lane's second token
+    only lets it take the next slot of the key after another lane took the one it wanted,
+    instead of losing that slot's time for good.
+    """
+    if lane not in shares:
+        raise ConfigError(f"lane {lane!r} is not one of {sorted(shares)}")
+    total = shares[lane] + sum(shares[other] for other in set(active) if other != lane and other in shares)
+    part = min(1.0, shares[lane] / total)
+    lane_rate = Rate(rate.per_second * part, 1.0) if rate is not None else None
+    cap = max(1, math.floor(concurrency * part + 1e-9)) if concurrency is not None else None
+    return LanePace(part, lane_rate, max(2, math.ceil(burst * part - 1e-9)), cap)
 
 
 class Admission:
@@ -79,6 +139,17 @@ class Admission:
         self.dirty: set[tuple[str, str]] = set()
         self.wake_at: float | None = None
         self.blocked_ids: list[str] = []
+        #: lane rows whose last demand changed (written with the rest, see ``KeyState``)
+        self.demanded: set[tuple[str, str]] = set()
+
+    def pairs(self, name: str, key: str) -> list[tuple[str, str]]:
+        """The pairs whose state admitting a job that holds (name, key) reads: the pair, and
+        for a lane the key's own row and every lane's row of that key."""
+        spec = self.specs.get(name)
+        base, lane = split_lane(key)
+        if spec is None or not spec.lanes or lane is None:
+            return [(name, key)]
+        return sorted({(name, base), (name, key), *((name, lane_key(base, other)) for other in spec.lane_shares)})
 
     def state(self, pair: tuple[str, str]) -> KeyState | None:
         """The pair's state, or None when another claimer holds it (a backend that loads
@@ -93,11 +164,15 @@ class Admission:
 
     def admit(self, job_id: str, limits: Iterable[Any]) -> bool:
         """Admit the job against every limit it holds, or against none of them."""
-        decisions: list[tuple[tuple[str, str], float | None]] = []
+        decisions: list[tuple[tuple[str, str], float | None, int]] = []
         for name, key in limits:
             spec = self.specs.get(name)
             if spec is None:
                 continue  # a limit no longer in the store holds nothing back
+            if spec.lanes and LANE_SEP in key:
+                if not self._admit_lane(job_id, spec, name, key, decisions):
+                    return False
+                continue
             pair = (name, key)
             state = self.state(pair)
             if state is None:
@@ -112,15 +187,128 @@ class Admission:
                 ok, new_tat, retry_at = gcra(state[0], self.now, rate, burst)
                 if not ok:
                     return self._held(job_id, retry_at)
-            decisions.append((pair, new_tat))
-        for pair, new_tat in decisions:
+            decisions.append((pair, new_tat, 1))
+        for pair, new_tat, running in decisions:
             state = self.states[pair]
-            state[2] += 1
+            state[2] += running
             state[3] += 1
             if new_tat is not None:
                 state[0] = new_tat
             self.dirty.add(pair)
         return True
+
+    def _admit_lane(
+        self,
+        job_id: str,
+        spec: LimitSpec,
+        name: str,
+        key: str,
+        decisions: list[tuple[tuple[str, str], float | None, int]],
+    ) -> bool:
+        """A job on a lane of a key: the key's pause, the key's concurrency cap and then the
+        lane's part of it, the lane's GCRA at its part of the rate, and the key's GCRA at the
+        full rate. The lane's row counts its running jobs (a finished job gives its slot back
+        there); the key's row its GCRA state, pause and learned rate."""
+        base, lane = split_lane(key)
+        assert lane is not None
+        shares = spec.lane_shares
+        states: dict[str, KeyState] = {}
+        for other in {*shares, lane}:
+            state = self.state((name, lane_key(base, other)))
+            if state is None:
+                return self._held(job_id, self.now + self.BUSY_RETRY)
+            states[other] = state
+        key_state = self.state((name, base))
+        if key_state is None:
+            return self._held(job_id, self.now + self.BUSY_RETRY)
+        own = states[lane]
+        own[1] = self.now  # demand: asked for, admitted or not, the lane is active
+        self.demanded.add((name, key))
+        if key_state[1] > self.now:
+            return self._held(job_id, key_state[1])
+        rate, burst = key_pace(spec, key_state[4], key_state[3], self.now)
+        windows = {other: lane_window(rate, share) for other, share in shares.items()}
+        active = [other for other in shares if other == lane or lane_active(states[other][1], self.now, windows[other])]
+        # a lane the limit no longer declares (its jobs were enqueued before a change) is
+        # paced by the key alone
+        pace = lane_pace(shares, lane, active, rate, burst, spec.concurrency) if lane in shares else None
+        # the earliest moment another active lane goes idle, lending its share back
+        idle_at = min((states[o][1] + windows[o] for o in active if o != lane), default=None)
+        if spec.concurrency is not None:
+            running = key_state[2] + sum(state[2] for state in states.values())
+            if running >= spec.concurrency or (pace is not None and own[2] >= (pace.concurrency or 0)):
+                return self._held(job_id, idle_at)  # a finishing job (or an idle lane) frees a slot
+        lane_tat = key_tat = None
+        if rate is not None:
+            if pace is not None and pace.rate is not None:
+                ok, lane_tat, retry_at = gcra(own[0], self.now, pace.rate, pace.burst)
+                if not ok:
+                    return self._held(job_id, retry_at if idle_at is None else min(retry_at, idle_at))
+                turn = self._lane_turn(spec, rate, shares, active, lane, states)
+                if turn is not None:
+                    return self._held(job_id, turn)
+            ok, key_tat, retry_at = gcra(key_state[0], self.now, rate, burst)
+            if not ok:
+                return self._held(job_id, retry_at)
+        decisions.append(((name, base), key_tat, 0))
+        decisions.append(((name, key), lane_tat, 1))
+        return True
+
+    def _lane_turn(
+        self, spec: LimitSpec, rate: Rate, shares: Mapping[str, float], active: list[str], lane: str, states: dict
+    ) -> float | None:
+        """Whose turn is it? When the key's own GCRA admits fewer than its rate (claims come
+        slower than its interval, or a burst is spent), every backlogged lane has credit, and
+        the order of the claim's walk would split the key's slots. So the lanes take turns by
+        their GCRA times (a virtual clock): a lane goes only when its time is not past another
+        active lane's next time; then each gets its part of what the key admits. None: its
+        turn; else when to look again."""
+
+        def lead(name: str) -> float:
+            pace = lane_pace(shares, name, active, rate, spec.burst, None).rate
+            assert pace is not None
+            return (max(states[name][0], self.now) - self.now) / pace.interval
+
+        mine = lead(lane)
+        for other in active:
+            if other != lane and other in shares and mine > lead(other) + 0.5:
+                return self.now + rate.interval
+        return None
+
+
+def _slack(value: float) -> float:
+    return 1e-9 + 16 * math.ulp(value)
+
+
+def lane_view(
+    spec: LimitSpec, rate: float | None, burst: int, rows: Mapping[str, tuple[float, int, int]], now: float
+) -> list[LaneInfo]:
+    """Each lane of one key as the CLI, API and dashboard show it: its share, whether it is
+    active, the rate it is paced at now (its part of the key's ``rate``), its running and
+    admitted jobs. ``rows``: lane -> (last demand, running, admitted) of the lane rows stored."""
+    pace = Rate(rate, 1.0) if rate else None
+    shares = spec.lane_shares
+    active = [
+        lane
+        for lane, share in shares.items()
+        if lane in rows and lane_active(rows[lane][0], now, lane_window(pace, share))
+    ]
+    out = []
+    for lane, share in shares.items():
+        part = lane_pace(shares, lane, active, pace, burst, spec.concurrency)
+        demand, running, admitted = rows.get(lane, (0.0, 0, 0))
+        out.append(
+            LaneInfo(
+                lane=lane,
+                share=share,
+                active=lane in active,
+                effective_rate=part.rate.per_second if part.rate is not None else None,
+                concurrency=part.concurrency,
+                running=running,
+                admitted=admitted,
+            )
+        )
+    return out
 
 
 def admit_one(

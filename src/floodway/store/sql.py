@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, TypeVar
 
 from ..errors import ConfigError, JobNotFound, SchemaTooNewError, StoreError
 from ..jobs import Event, Job, NewJob, Status
-from ..limits import LimitSpec
+from ..limits import LimitSpec, split_lane
 from .base import (
     ClaimedJobs,
     EnqueueResult,
@@ -39,7 +39,7 @@ from .base import (
 )
 from .batches import claim_batch
 from .keyed import enqueue_keyed
-from .rules import CancelAction, cancel_action, check_retryable, settle_one
+from .rules import CancelAction, cancel_action, check_retryable, lane_view, settle_one
 
 T = TypeVar("T")
 
@@ -73,6 +73,11 @@ TIMELINE = (
 #: every limit's declaration, in the order ``LimitSpec.from_row`` takes it
 SPEC_SQL = "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits"
 #: a concurrency slot taken by a job's step; params: job_id, limit, key, holder, at
+#: a lane's last demand (see ``rules.KeyState``): a lane row's ``paused_until`` column
+LANE_DEMAND = (
+    "INSERT INTO limit_keys (limit_name, key, paused_until) VALUES (?, ?, ?) "
+    "ON CONFLICT (limit_name, key) DO UPDATE SET paused_until = excluded.paused_until"
+)
 SLOT_INSERT = "INSERT INTO job_slots (job_id, limit_name, key, holder, acquired_at) VALUES (?, ?, ?, ?, ?)"
 #: a tenant's jobs per (queue, status), counted in the index jobs_tenant
 TENANT_COUNTS = "SELECT queue, status, COUNT(*) FROM jobs WHERE tenant = ? GROUP BY queue, status"
@@ -590,17 +595,29 @@ class SQLStore(Store):
     def list_limits(self, *, tenant_keys: Iterable[str] | None = None) -> list[LimitInfo]:
         now = self._now()
         infos = {row[0]: LimitInfo(LimitSpec.from_row(*row)) for row in self._read(f"{SPEC_SQL} ORDER BY name")}
+        lanes: dict[tuple[str, str], dict[str, tuple[float, int, int]]] = {}
         for name, key, tat, paused_until, reason, running, admitted, limited, learned in self._read(
             "SELECT limit_name, key, tat, paused_until, pause_reason, running, admitted, rate_limited, learned "
             "FROM limit_keys ORDER BY limit_name, key"
         ):
             info = infos.get(name)
-            if info is not None:
-                info.keys.append(
-                    key_info(
-                        info.spec, key, tat, paused_until, reason, running, int(admitted), int(limited), learned, now
-                    )
-                )
+            if info is None:
+                continue
+            base, lane = split_lane(key)
+            if lane is not None:  # a lane's row: shown with its key, never as a key of its own
+                lanes.setdefault((name, base), {})[lane] = (float(paused_until), int(running), int(admitted))
+                continue
+            info.keys.append(
+                key_info(info.spec, key, tat, paused_until, reason, running, int(admitted), int(limited), learned, now)
+            )
+        for info in infos.values():
+            if not info.spec.lanes:
+                continue
+            for k in info.keys:
+                rows = lanes.get((info.spec.name, k.key), {})
+                k.lanes = lane_view(info.spec, k.effective_rate, info.spec.burst, rows, now)
+                # a job on a lane holds its slot on the lane's row
+                k.running += sum(running for _, running, _ in rows.values())
         return list(infos.values())
 
     def settle(self, name: str, key: str, delta: float) -> None:

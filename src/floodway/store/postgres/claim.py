@@ -20,6 +20,7 @@ from ..base import (
 )
 from ..base import job_from_row as _job_from_row
 from ..rules import CLAIM_FROM, Admission
+from ..sql import LANE_DEMAND, in_dialect
 from .connection import (
     PostgresConnection,
     _Deferred,
@@ -35,6 +36,7 @@ from .queries import (
 #: how long the store goes straight to the full claim after the plain-group claim found other
 #: fairness groups (tenants, limits) in play
 _FAST_CLAIM_RECHECK = 1.0
+_LANE_DEMAND = in_dialect(LANE_DEMAND, "%s")
 
 
 class _Admission(Admission):
@@ -59,7 +61,12 @@ class _Admission(Admission):
             if raw:
                 for name, key in json.loads(raw):
                     pair = (name, key)
-                    if name in self.specs and pair not in self.states and pair not in self.unavailable:
+                    spec = self.specs.get(name)
+                    if spec is not None and spec.lanes:  # a lane reads its key's row and its siblings'
+                        wanted.update(
+                            p for p in self.pairs(name, key) if p not in self.states and p not in self.unavailable
+                        )
+                    elif spec is not None and pair not in self.states and pair not in self.unavailable:
                         wanted.add(pair)
         if not wanted:
             return
@@ -84,6 +91,8 @@ class _Admission(Admission):
         self._locked_once = True
 
     def write_back(self, cur: psycopg.Cursor) -> None:
+        if self.demanded:
+            cur.executemany(_LANE_DEMAND, [(*pair, self.states[pair][1]) for pair in sorted(self.demanded)])
         if not self.dirty:
             return
         ordered = sorted(self.dirty)

@@ -20,6 +20,7 @@ from ..base import (
 )
 from ..base import job_from_row as _job_from_row
 from ..rules import CLAIM_FROM, PROMOTE_FROM, Admission, guard
+from ..sql import LANE_DEMAND
 from .connection import SQLiteConnection
 from .queries import _JOB_COLUMNS, _SPEC_SQL
 
@@ -49,6 +50,8 @@ class _Admission(Admission):
         return self.states[pair]
 
     def write_back(self) -> None:
+        if self.demanded:
+            self.conn.executemany(LANE_DEMAND, [(*pair, self.states[pair][1]) for pair in sorted(self.demanded)])
         if not self.dirty:
             return
         self.conn.executemany(
