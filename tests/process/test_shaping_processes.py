@@ -60,3 +60,43 @@ def test_two_processes_debouncing_the_same_keys_make_one_run_per_key(tmp_path, d
         assert sorted(runs) == sorted(f"{k} final" for k in range(KEYS))
     finally:
         apps.close()
+
+
+BATCH_APP = """
+app.close()
+app = floodway.App({url!r})
+
+
+@app.task(batch=floodway.Batch(max_size=20, key="{{shop}}"))
+async def upsert(ctx: floodway.Context, items: list[dict]) -> list[int]:
+    shops = {{item["shop"] for item in items}}
+    record("calls", f"{{os.getpid()}} {{len(items)}} {{len(shops)}}")
+    for item in items:
+        record("items", f"{{item['shop']}}:{{item['n']}}")
+    await asyncio.sleep(0.01)
+    return [item["n"] for item in items]
+"""
+
+
+def test_two_workers_claiming_batches_of_one_key_never_share_an_item(tmp_path, database_url, workers):
+    apps = LoadedApps(tmp_path)
+    try:
+        name, module = apps.load(BATCH_APP.format(url=database_url))
+        handles = module.upsert.enqueue_many([{"shop": f"s{n % 3}", "n": n} for n in range(600)])
+        for label in ("w1", "w2"):
+            workers.start(name, "--concurrency", "4", label=label)
+        wait_until(
+            lambda: (
+                len(read_lines(tmp_path, "items")) >= 600 and all(h.status().value == "complete" for h in handles[-5:])
+            ),
+            "every item to run",
+            workers=workers,
+        )
+        items = read_lines(tmp_path, "items")
+        assert sorted(items) == sorted(f"s{n % 3}:{n}" for n in range(600))  # each once
+        calls = [line.split() for line in read_lines(tmp_path, "calls")]
+        assert all(int(size) <= 20 and shops == "1" for _, size, shops in calls)
+        assert len({pid for pid, _, _ in calls}) == 2  # both workers ran batches
+        assert [h.result(timeout=30) for h in handles] == list(range(600))
+    finally:
+        apps.close()
