@@ -132,7 +132,7 @@ def enqueue_jobs(
         app.sync_queues([job_queue])
     if limit_names:
         app.sync_limits()
-    if single and owner is None and policy_key is None:
+    if single and owner is None:
         (job,) = list(jobs)
         result = app.group_commit.submit(job, {queue_name: cap})
         return [Handle(app, result.id, created=result.created)]

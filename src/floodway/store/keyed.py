@@ -35,7 +35,7 @@ _KEY_CLAIM = (
 )
 _KEY_READ = "SELECT job_id, first_at, expires_at, collapsed FROM job_keys WHERE kind = ? AND task = ? AND key = ?"
 _KEY_MOVE = "UPDATE job_keys SET job_id = ?, first_at = ?, expires_at = ?, collapsed = 0 WHERE kind = ? AND task = ? AND key = ?"
-_KEY_FOLDED = "UPDATE job_keys SET collapsed = collapsed + ? WHERE kind = ? AND task = ? AND key = ?"
+_KEY_FOLDED = "UPDATE job_keys SET collapsed = collapsed + ? WHERE kind = ? AND task = ? AND key = ? RETURNING collapsed"
 _NOT_STARTED = ", ".join(f"'{s.value}'" for s in sorted(NOT_STARTED, key=lambda s: s.value))
 #: the fold: new arguments; a job still scheduled also moves its run (a ready one runs as it is)
 _FOLD = (
@@ -171,8 +171,7 @@ def _write_folds(
 ) -> None:
     """Count each key's folds and keep its job's timeline line current."""
     for ident, (job_id, status, count) in folded.items():
-        store._rowcount(cur, store._q(_KEY_FOLDED), (count, *ident))
-        total = cur.execute(store._q(_KEY_READ), ident).fetchone()[3]
+        total = cur.execute(store._q(_KEY_FOLDED), (count, *ident)).fetchone()[0]
         if not store._rowcount(cur, store._q(_FOLD_EVENT_UPDATE), (now, fold_reason(total), job_id)):
             store._insert_events(
                 cur,
