@@ -96,7 +96,7 @@ app.close()
 """
 #: threads enqueueing in each process, as a web server's request threads do (concurrent single
 #: enqueues of one process share a transaction: group commit)
-THREADS = 8
+THREADS = 32
 
 
 def _env(tmp: Path) -> dict[str, str]:

@@ -14,7 +14,7 @@ they are the exception, so plain enqueues keep their fast paths and only keyed o
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..jobs import NOT_STARTED, EnqueueKey, NewJob, Status, check_transition
 from .base import EnqueueResult
@@ -29,13 +29,8 @@ JOB_INSERT = (
     "tenant, created_at, updated_at, limits, fair_key, state_key, batch_key) "
     "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_KEY_CLAIM = (
-    "INSERT INTO job_keys (kind, task, key, job_id, first_at, expires_at) VALUES (?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (kind, task, key) DO NOTHING"
-)
-_KEY_READ = "SELECT job_id, first_at, expires_at, collapsed FROM job_keys WHERE kind = ? AND task = ? AND key = ?"
 _KEY_MOVE = "UPDATE job_keys SET job_id = ?, first_at = ?, expires_at = ?, collapsed = 0 WHERE kind = ? AND task = ? AND key = ?"
-_KEY_FOLDED = "UPDATE job_keys SET collapsed = collapsed + ? WHERE kind = ? AND task = ? AND key = ? RETURNING collapsed"
+_KEY_FOLDED = "UPDATE job_keys SET collapsed = collapsed + ? WHERE kind = ? AND task = ? AND key = ?"
 _NOT_STARTED = ", ".join(f"'{s.value}'" for s in sorted(NOT_STARTED, key=lambda s: s.value))
 #: the fold: new arguments; a job still scheduled also moves its run (a ready one runs as it is)
 _FOLD = (
@@ -76,107 +71,174 @@ def _expiry(key: EnqueueKey, now: float) -> float | None:
     return now + key.window if key.kind == "unique" and not key.while_unfinished else None
 
 
+Ident = tuple[str, str, str]  # (kind, task, key)
+
+
 def enqueue_keyed(
     store: SQLStore, jobs: list[NewJob], queues: dict[str, int | None] | None = None
 ) -> list[EnqueueResult]:
     """Enqueue ``jobs`` (some with an ``enqueue_key``) in one transaction: each keyed job is
-    made, or answered with the job its key stands for (``created=False``). Items of one
-    call with the same key are matched with each other too, in order."""
+    made, or answered with the job its key stands for (``created=False``). Items of one call
+    with the same key are matched with each other too, in order.
+
+    The keys of a call are handled together, in a fixed number of statements whatever their
+    number (a group commit of many concurrent enqueues costs about what one does): their rows
+    claimed in one insert, the existing ones and their jobs read under row locks (taken in key
+    order, so two enqueuers never deadlock), each decided by ``rules.match_enqueue_key``, and
+    the folds, the moved keys, the counts and the new jobs written in batches."""
     for status in {job.status for job in jobs}:
         check_transition(None, status)  # all or nothing: refuse before writing
 
     def go(cur: Any) -> list[EnqueueResult]:
         now = store._now()
         if queues:
-            for name, cap in queues.items():
-                cur.execute(
-                    store._q("INSERT INTO queues (name, max_concurrency) VALUES (?, ?) ON CONFLICT DO NOTHING"),
-                    (name, cap),
-                )
+            cur.executemany(
+                store._q("INSERT INTO queues (name, max_concurrency) VALUES (?, ?) ON CONFLICT DO NOTHING"),
+                list(queues.items()),
+            )
+        # each key's first job (the one made if the key makes one) and last job (whose arguments
+        # a debounce keeps), and how many enqueues of this call it has
+        first: dict[Ident, NewJob] = {}
+        last: dict[Ident, NewJob] = {}
+        count: dict[Ident, int] = {}
+        for job in jobs:
+            if job.enqueue_key is not None:
+                ident = _ident(job)
+                first.setdefault(ident, job)
+                last[ident] = job
+                count[ident] = count.get(ident, 0) + 1
+        idents = sorted(first)  # rows are locked in key order
+        for ident in idents:
+            key = cast(EnqueueKey, first[ident].enqueue_key)
+            if key.kind == "debounce":
+                job = first[ident]
+                job.status, job.run_at = Status.SCHEDULED, debounce_run_at(key, now, now)
+                job.args_json, job.segments = last[ident].args_json, last[ident].segments
+        target = _match_keys(store, cur, first, last, count, idents, now)
         results: list[EnqueueResult] = []
         fresh: list[NewJob] = []
-        made: dict[tuple[str, str, str], NewJob] = {}  # keys made by this call
-        folded: dict[tuple[str, str, str], tuple[str, Status, int]] = {}  # key -> (job, status, folds)
         for job in jobs:
-            key = job.enqueue_key
-            if key is None:
+            if job.enqueue_key is None:
                 fresh.append(job)
                 results.append(EnqueueResult(job.id, True))
                 continue
-            ident = (key.kind, job.task, key.key)
-            earlier = made.get(ident)
-            if earlier is not None:
-                if key.kind == "debounce":  # the job made by this call takes the last arguments
-                    earlier.args_json, earlier.segments = job.args_json, job.segments
-                    earlier.run_at = max(earlier.run_at, job.run_at)
-                results.append(EnqueueResult(earlier.id, False))
-                continue
-            target = _match_key(store, cur, job, key, ident, now, folded)
-            if target is None:
-                made[ident] = job
+            ident = _ident(job)
+            made = target[ident] is None and first[ident] is job
+            if made:
                 fresh.append(job)
-                results.append(EnqueueResult(job.id, True))
-            else:
-                results.append(EnqueueResult(target, False))
-        _write_folds(store, cur, folded, now)
+            results.append(EnqueueResult(job.id if made else (target[ident] or first[ident].id), made))
         _insert_jobs(store, cur, fresh, now)
         return results
 
     return store._run(go, what="enqueue", pipeline=False)
 
 
-def _match_key(
+def _ident(job: NewJob) -> Ident:
+    key = cast(EnqueueKey, job.enqueue_key)
+    return (key.kind, job.task, key.key)
+
+
+def _chunks(items: list[Any], size: int = 300) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _match_keys(
     store: SQLStore,
     cur: Any,
-    job: NewJob,
-    key: EnqueueKey,
-    ident: tuple[str, str, str],
+    first: dict[Ident, NewJob],
+    last: dict[Ident, NewJob],
+    count: dict[Ident, int],
+    idents: list[Ident],
     now: float,
-    folded: dict[tuple[str, str, str], tuple[str, Status, int]],
-) -> str | None:
-    """The id of the job this enqueue is answered with, or None when ``job`` is to be made
-    (the key then names it)."""
-    if key.kind == "debounce":
-        job.status, job.run_at = Status.SCHEDULED, debounce_run_at(key, now, now)
-    if store._rowcount(cur, store._q(_KEY_CLAIM), (*ident, job.id, now, _expiry(key, now))):
-        return None  # the key is new
-    held_id, first_at, expires_at, _ = cur.execute(store._q(_KEY_READ + store.FOR_UPDATE), ident).fetchone()
-    row = cur.execute(store._q("SELECT status FROM jobs WHERE id = ?"), (held_id,)).fetchone()
-    status = Status(row[0]) if row else None
-    match = match_enqueue_key(key, status, expires_at, now)
-    if match is KeyMatch.EXISTING:
-        return str(held_id)
-    if match is KeyMatch.FOLD:
-        run_at = debounce_run_at(key, first_at, now)
-        if store._rowcount(cur, store._q(_FOLD), (job.args_json, now, run_at, held_id)):
-            _replace_segments(store, cur, held_id, job)
-            _, _, count = folded.get(ident, (held_id, status, 0))
-            folded[ident] = (held_id, status, count + 1)  # type: ignore[assignment]
-            return str(held_id)
-        # claimed meanwhile: it runs with the arguments it had; this enqueue makes the next job
-    store._rowcount(cur, store._q(_KEY_MOVE), (job.id, now, _expiry(key, now), *ident))
-    return None
+) -> dict[Ident, str | None]:
+    """Each key's answer: the id of the job an enqueue of it returns, or None when its first
+    job of this call is to be made (the key then names it)."""
+    new: set[Ident] = set()
+    for chunk in _chunks(idents):
+        rows = [
+            (*ident, first[ident].id, now, _expiry(cast(EnqueueKey, first[ident].enqueue_key), now)) for ident in chunk
+        ]
+        marks = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(rows))
+        claimed = cur.execute(
+            store._q(
+                f"INSERT INTO job_keys (kind, task, key, job_id, first_at, expires_at) VALUES {marks} "
+                "ON CONFLICT (kind, task, key) DO NOTHING RETURNING kind, task, key"
+            ),
+            [value for row in rows for value in row],
+        ).fetchall()
+        new.update((r[0], r[1], r[2]) for r in claimed)
+    answer: dict[Ident, str | None] = {ident: None for ident in new}
+    held = [ident for ident in idents if ident not in new]
+    folds: list[tuple] = []
+    moves: list[tuple] = []
+    counts: list[tuple] = []
+    events_new: list[tuple[tuple, Status]] = []
+    events_old: list[tuple[tuple, Status]] = []
+    keys: dict[Ident, tuple] = {}
+    for chunk in _chunks(held):
+        marks = ", ".join(["(?, ?, ?)"] * len(chunk))
+        for row in cur.execute(
+            store._q(
+                "SELECT kind, task, key, job_id, first_at, expires_at, collapsed FROM job_keys "
+                f"WHERE (kind, task, key) IN (VALUES {marks}) ORDER BY kind, task, key{store.FOR_UPDATE}"
+            ),
+            [value for ident in chunk for value in ident],
+        ).fetchall():
+            keys[(row[0], row[1], row[2])] = tuple(row[3:])
+    ids = sorted({str(keys[ident][0]) for ident in held})
+    status: dict[str, Status] = {}
+    for chunk in _chunks(ids):
+        clause, params = store._any("id", chunk)
+        # locked too: a claim (which skips locked rows) cannot start a job being folded
+        for job_id, value in cur.execute(
+            f"SELECT id, status FROM jobs WHERE {clause} ORDER BY id{store.FOR_UPDATE}", params
+        ).fetchall():
+            status[job_id] = Status(value)
+    for ident in held:
+        job_id, first_at, expires_at, collapsed = keys[ident]
+        key = cast(EnqueueKey, first[ident].enqueue_key)
+        match = match_enqueue_key(key, status.get(job_id), expires_at, now)
+        if match is KeyMatch.EXISTING:
+            answer[ident] = str(job_id)
+        elif match is KeyMatch.FOLD:
+            answer[ident] = str(job_id)
+            latest = last[ident]
+            folds.append((latest.args_json, now, debounce_run_at(key, first_at, now), job_id))
+            if latest.segments:
+                _replace_segments(store, cur, job_id, latest)
+            total = collapsed + count[ident]
+            event = (now, fold_reason(total), job_id)
+            (events_old if collapsed else events_new).append((event, status[job_id]))
+            counts.append((count[ident], *ident))
+        else:
+            answer[ident] = None
+            moves.append((first[ident].id, now, _expiry(key, now), *ident))
+    for ident in idents:
+        if answer[ident] is None and ident[0] == "debounce" and count[ident] > 1:
+            # the rest of this call folded into the job it makes
+            counts.append((count[ident] - 1, *ident))
+            events_new.append(((now, fold_reason(count[ident] - 1), first[ident].id), Status.SCHEDULED))
+    if folds:
+        cur.executemany(store._q(_FOLD), folds)
+    if moves:
+        cur.executemany(store._q(_KEY_MOVE), moves)
+    if counts:
+        cur.executemany(store._q(_KEY_FOLDED), counts)
+    if events_old:
+        cur.executemany(store._q(_FOLD_EVENT_UPDATE), [event for event, _ in events_old])
+    if events_new:
+        store._insert_events(
+            cur, [(job_id, at, st.value, st.value, 0, None, None, reason) for (at, reason, job_id), st in events_new]
+        )
+    return answer
 
 
 def _replace_segments(store: SQLStore, cur: Any, job_id: str, job: NewJob) -> None:
     cur.execute(store._q("DELETE FROM segments WHERE job_id = ?"), (job_id,))
-    for _, arg, idx, data in job.segment_rows():
-        cur.execute(
-            store._q("INSERT INTO segments (job_id, arg, idx, data) VALUES (?, ?, ?, ?)"), (job_id, arg, idx, data)
-        )
-
-
-def _write_folds(
-    store: SQLStore, cur: Any, folded: dict[tuple[str, str, str], tuple[str, Status, int]], now: float
-) -> None:
-    """Count each key's folds and keep its job's timeline line current."""
-    for ident, (job_id, status, count) in folded.items():
-        total = cur.execute(store._q(_KEY_FOLDED), (count, *ident)).fetchone()[0]
-        if not store._rowcount(cur, store._q(_FOLD_EVENT_UPDATE), (now, fold_reason(total), job_id)):
-            store._insert_events(
-                cur,
-                [(job_id, now, status.value, status.value, 0, None, None, fold_reason(total))],
-            )
+    cur.executemany(
+        store._q("INSERT INTO segments (job_id, arg, idx, data) VALUES (?, ?, ?, ?)"),
+        [(job_id, arg, idx, data) for _, arg, idx, data in job.segment_rows()],
+    )
 
 
 def _insert_jobs(store: SQLStore, cur: Any, fresh: list[NewJob], now: float) -> None:
