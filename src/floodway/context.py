@@ -9,6 +9,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Sequence
 
+from . import tracing
 from .errors import ConfigError, LeaseLost, RateLimited
 from .flows import run_step
 from .http import client_for
@@ -200,6 +201,7 @@ class Context:
         )
         self._cursor = json.loads(text)
         self._ledger = {}
+        tracing.event("floodway.checkpoint", **{"floodway.checkpoints": self.checkpoints})
 
     def checkpoint_sync(self, value: Any) -> None:
         """``checkpoint`` for sync tasks."""
@@ -332,7 +334,8 @@ class Context:
         the flow goes on.
         """
         await self.owned()
-        return await run_step(self, step_id, fn, args, kwargs, kind=kind, critical=critical, throttle=throttle)
+        with tracing.span(f"step {step_id}", **{"floodway.step.id": step_id, "floodway.step.kind": kind}):
+            return await run_step(self, step_id, fn, args, kwargs, kind=kind, critical=critical, throttle=throttle)
 
     def step_sync(self, step_id: str, fn: Callable[..., Any], *args: Any, **options: Any) -> Any:
         """``step`` for sync tasks: runs on the worker's loop; ``fn`` runs in a thread."""
@@ -401,8 +404,13 @@ class Context:
         """
         await self.owned()
         key = self.limit_key(name) if key is None else key
-        while (wait := await asyncio.to_thread(self._try_acquire, name, key, cost)) is not None:
-            await asyncio.sleep(self._wait_or_reschedule(name, key, wait))
+        wait = await asyncio.to_thread(self._try_acquire, name, key, cost)
+        if wait is None:
+            return
+        with tracing.span(f"wait {name}", **{"floodway.limit": name, "floodway.limit.key": key}):
+            while wait is not None:
+                await asyncio.sleep(self._wait_or_reschedule(name, key, wait))
+                wait = await asyncio.to_thread(self._try_acquire, name, key, cost)
 
     def acquire_sync(self, name: str, *, key: str | None = None, cost: int = 1) -> None:
         """``acquire`` for sync tasks (which run in a thread)."""

@@ -10,7 +10,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, cast
 
-from . import jsontext
+from . import jsontext, tracing
 from .errors import ConfigError, EnqueueError
 from .handle import Handle
 from .inputs import check_job_id, check_priority, check_run_at, check_tenant
@@ -75,8 +75,9 @@ def enqueue_jobs(
     fixed_limits = None if limit_names else resolve_limits(app, (), {}, tenant, None)
     ids = new_job_ids(len(args_list)) if id is None else None
 
-    def make_jobs() -> Iterator[NewJob]:
-        """Each item checked and made into a job; an EnqueueError names the item."""
+    def make_jobs(trace: str | None) -> Iterator[NewJob]:
+        """Each item checked and made into a job (carrying ``trace``, the enqueue's span
+        context); an EnqueueError names the item."""
         for index, args in enumerate(args_list):
             try:
                 args, segments = segment_payload(app, the_task, args)
@@ -119,30 +120,37 @@ def enqueue_jobs(
                 segments=segments,
                 enqueue_key=enqueue_key,
                 batch_key=batch_key,
+                trace=trace,
             )
+
+    def write(trace: str | None = None) -> list[Handle]:
+        # generated ids are new by construction: the store may write the jobs as they are made
+        # (a bad item then raises inside the transaction, and nothing is written). Ids given by
+        # the caller may exist already: every item is checked before the store looks.
+        generated = ids is not None
+        jobs: Iterable[NewJob] = make_jobs(trace) if generated else list(make_jobs(trace))
+        if declared:
+            app.sync_queues([job_queue])
+        if limit_names:
+            app.sync_limits()
+        if single and owner is None:
+            (job,) = list(jobs)
+            result = app.group_commit.submit(job, {queue_name: cap})
+            return [Handle(app, result.id, created=result.created)]
+        if policy_key is not None:
+            results = app.store.enqueue_keyed(list(jobs), {queue_name: cap})
+        elif generated:
+            results = app.store.enqueue_new(jobs, {queue_name: cap})
+        else:
+            results = app.store.enqueue(jobs, {queue_name: cap}, owner=owner)  # type: ignore[arg-type]
+        return [Handle(app, r.id, created=r.created) for r in results]
 
     if not args_list:
         return []
-    # generated ids are new by construction: the store may write the jobs as they are made
-    # (a bad item then raises inside the transaction, and nothing is written). Ids given by
-    # the caller may exist already: every item is checked before the store looks.
-    generated = ids is not None
-    jobs: Iterable[NewJob] = make_jobs() if generated else list(make_jobs())
-    if declared:
-        app.sync_queues([job_queue])
-    if limit_names:
-        app.sync_limits()
-    if single and owner is None:
-        (job,) = list(jobs)
-        result = app.group_commit.submit(job, {queue_name: cap})
-        return [Handle(app, result.id, created=result.created)]
-    if policy_key is not None:
-        results = app.store.enqueue_keyed(list(jobs), {queue_name: cap})
-    elif generated:
-        results = app.store.enqueue_new(jobs, {queue_name: cap})
-    else:
-        results = app.store.enqueue(jobs, {queue_name: cap}, owner=owner)  # type: ignore[arg-type]
-    return [Handle(app, r.id, created=r.created) for r in results]
+    if not tracing.ENABLED:
+        return write()
+    with tracing.send(the_task.name, queue_name, len(args_list)) as trace:
+        return write(trace)
 
 
 def check_enqueue_options(

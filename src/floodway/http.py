@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import httpx
 
+from . import tracing
 from .cost import Settlement, read_async, read_sync
 from .errors import ConfigError, RateLimited
 from .quota import Observation, classify_wait
@@ -425,9 +426,11 @@ class _AsyncTransport(httpx.AsyncBaseTransport):
                 await pacer.ctx.acquire(pacer.limit, key=pacer.key, cost=cost)
             await pacer.ctx.owned()  # a run that lost its job sends nothing more
             token_at = pacer.token_at()
-            response = await self.inner.handle_async_request(request)
-            now = time.time()
-            refused, info, usage = pacer.read(request, response, now)
+            with tracing.request(request) as span:
+                response = await self.inner.handle_async_request(request)
+                now = time.time()
+                refused, info, usage = pacer.read(request, response, now)
+                tracing.response(span, response.status_code, refused)
             if pacer.costs.reader is not None:
                 response, probe = await read_async(response, request)
                 delta, usage = pacer.settle(probe, cost, refused, usage)
@@ -452,6 +455,7 @@ class _AsyncTransport(httpx.AsyncBaseTransport):
                 )
             wait = max(0.0, until - time.time())
             pacer.ctx.throttled_seconds += wait
+            tracing.event("floodway.limit.wait", **{"floodway.limit": pacer.limit, "floodway.wait_seconds": wait})
             await asyncio.sleep(wait)
 
     async def aclose(self) -> None:
@@ -476,9 +480,11 @@ class _SyncTransport(httpx.BaseTransport):
                 pacer.ctx.acquire_sync(pacer.limit, key=pacer.key, cost=cost)
             pacer.ctx.ensure_owned()  # a run that lost its job sends nothing more
             token_at = pacer.token_at()
-            response = self.inner.handle_request(request)
-            now = time.time()
-            refused, info, usage = pacer.read(request, response, now)
+            with tracing.request(request) as span:
+                response = self.inner.handle_request(request)
+                now = time.time()
+                refused, info, usage = pacer.read(request, response, now)
+                tracing.response(span, response.status_code, refused)
             if pacer.costs.reader is not None:
                 response, probe = read_sync(response, request)
                 delta, usage = pacer.settle(probe, cost, refused, usage)

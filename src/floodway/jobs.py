@@ -120,6 +120,8 @@ class Job:
     #: a shared state key ("orders:acme"), or None for the job's own state
     shared_state: str | None = None
     paused: bool = False
+    #: the span context of its enqueue (JSON), when OpenTelemetry recorded it
+    trace: str | None = None
 
     @property
     def state_key(self) -> str:
@@ -225,6 +227,8 @@ class NewJob:
     enqueue_key: EnqueueKey | None = None
     #: the batch an item of a batch task waits in (its task and batch key)
     batch_key: str | None = None
+    #: the span context of its enqueue (``floodway.tracing``)
+    trace: str | None = None
 
     def segment_rows(self) -> list[tuple[str, str, int, str]]:
         """The stored rows of its segments: (job id, argument, index, JSON text)."""

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import logging
 import os
 import random
@@ -40,7 +42,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import http, jsontext, liveness
+from . import http, jsontext, liveness, tracing
 from .context import Context
 from .errors import ConfigError, LeaseLost, RateLimited, StoreError
 from .hooks import WorkerHooks, loop_factory
@@ -476,13 +478,15 @@ class Worker(LeaseKeeping, BatchRunning):
         self._running[job.id] = asyncio.create_task(self._run(job), name=f"floodway-job-{job.id}")
 
     async def _run(self, job: Job) -> None:
-        try:
-            outcome = await self._execute(job)
-        except asyncio.CancelledError:
-            outcome = interrupted(job, cancelled=job.id in self._cancel_requested, worker_id=self.id)
-        except BaseException as exc:  # a bug in floodway itself must not lose the job
-            log.exception("internal error running job %s", job.id)
-            outcome = failure(job, None, exc)
+        with tracing.process(job) as span:
+            try:
+                outcome = await self._execute(job)
+            except asyncio.CancelledError:
+                outcome = interrupted(job, cancelled=job.id in self._cancel_requested, worker_id=self.id)
+            except BaseException as exc:  # a bug in floodway itself must not lose the job
+                log.exception("internal error running job %s", job.id)
+                outcome = failure(job, None, exc)
+            tracing.finish(span, outcome.status.value, outcome.error, outcome.throttled_seconds)
         current = self._running.get(job.id) is asyncio.current_task()
         if (job.id, job.attempt) in self._lost:
             # another worker owns the job now: this run's outcome is not ours to write
@@ -609,7 +613,10 @@ class Worker(LeaseKeeping, BatchRunning):
         """
         assert self._loop is not None and self._task_threads is not None
         args, kwargs = call_arguments(task, job, ctx)
-        future = self._loop.run_in_executor(self._task_threads, lambda: task.fn(*args, **kwargs))
+        # the thread sees the run's context variables (its trace span among them), as
+        # ``asyncio.to_thread`` would give it
+        call = functools.partial(contextvars.copy_context().run, task.fn, *args, **kwargs)
+        future = self._loop.run_in_executor(self._task_threads, call)
         try:
             return await asyncio.wait_for(asyncio.shield(future), hard_timeout(task))
         except (asyncio.CancelledError, asyncio.TimeoutError) as interruption:

@@ -112,6 +112,7 @@ def test_job_from_row_equals_the_constructed_job_field_for_field():
         0.5,
         "orders:acme",
         0,
+        '{"traceparent": "00-1-2-01"}',
     )
     built = Job(
         id="j1",
@@ -139,6 +140,7 @@ def test_job_from_row_equals_the_constructed_job_field_for_field():
         throttled_seconds=0.5,
         shared_state="orders:acme",
         paused=False,
+        trace='{"traceparent": "00-1-2-01"}',
     )
     job = job_from_row(row)
     assert job == built

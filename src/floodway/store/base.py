@@ -130,7 +130,7 @@ def job_from_row(row: tuple | list, *, _new: Any = object.__new__, _loads: Any =
     """A job from a row whose columns come in the backends' shared order (``_JOB_COLUMNS``).
 
     The fields are written into the instance's ``__dict__`` in one step: ``Job`` is a frozen
-    dataclass, whose ``__init__`` sets each of its 25 fields through ``object.__setattr__``,
+    dataclass, whose ``__init__`` sets each of its 26 fields through ``object.__setattr__``,
     and that was a third of the cost of reading a claimed job (every field is set here; a test
     compares the result with ``Job(...)``)."""
     job = _new(Job)
@@ -161,6 +161,7 @@ def job_from_row(row: tuple | list, *, _new: Any = object.__new__, _loads: Any =
             "throttled_seconds": row[22],
             "shared_state": row[23],
             "paused": bool(row[24]),
+            "trace": row[25],
         }
     )
     return job

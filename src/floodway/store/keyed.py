@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 #: a job row as an enqueue writes it; params: ``job_values``
 JOB_INSERT = (
     "INSERT INTO jobs (id, task, args, queue, status, priority, attempt, max_attempts, retry, run_at, "
-    "tenant, created_at, updated_at, limits, fair_key, state_key, batch_key) "
-    "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "tenant, created_at, updated_at, limits, fair_key, state_key, batch_key, trace) "
+    "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _KEY_MOVE = "UPDATE job_keys SET job_id = ?, first_at = ?, expires_at = ?, collapsed = 0 WHERE kind = ? AND task = ? AND key = ?"
 _KEY_FOLDED = "UPDATE job_keys SET collapsed = collapsed + ? WHERE kind = ? AND task = ? AND key = ?"
@@ -60,6 +60,7 @@ def job_values(job: NewJob, now: float) -> tuple:
         job.fair_key,
         job.shared_state,
         job.batch_key,
+        job.trace,
     )
 
 

@@ -47,7 +47,7 @@ T = TypeVar("T")
 JOB_COLUMNS = (
     "id, task, args, queue, status, priority, attempt, max_attempts, retry, run_at, tenant, "
     "result, error, worker_id, lease_until, cancel_requested, created_at, updated_at, "
-    "started_at, finished_at, limits, fair_key, throttled_seconds, state_key, paused"
+    "started_at, finished_at, limits, fair_key, throttled_seconds, state_key, paused, trace"
 )
 #: the columns ``TokenInfo`` is made of, in its order
 TOKEN_COLUMNS = "id, tenant, admin, label, created_at, last_used_at, revoked_at"

@@ -41,6 +41,7 @@ _ENQUEUE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("fair_key", "text", "fair_key"),
     ("state_key", "text", "shared_state"),
     ("batch_key", "text", "batch_key"),
+    ("trace", "text", "trace"),
 )
 
 

@@ -60,8 +60,8 @@ class SQLiteQueue(SQLiteConnection):
                     fresh.append(job)
             conn.executemany(
                 "INSERT INTO jobs (id, task, args, queue, status, priority, attempt, max_attempts, "
-                "retry, run_at, tenant, created_at, updated_at, limits, fair_key, state_key, batch_key) "
-                "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "retry, run_at, tenant, created_at, updated_at, limits, fair_key, state_key, batch_key, trace) "
+                "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         j.id,
@@ -80,6 +80,7 @@ class SQLiteQueue(SQLiteConnection):
                         j.fair_key,
                         j.shared_state,
                         j.batch_key,
+                        j.trace,
                     )
                     for j in fresh
                 ],
