@@ -281,6 +281,7 @@ def encode_args(app: App, task: Task, args: Mapping[str, Any] | None) -> str:
         encoded = jsontext.dumps(args if type(args) is dict else dict(args))
     except (TypeError, ValueError) as exc:
         raise EnqueueError(f"args are not JSON-serialisable: {exc}") from None
+    task.check_types(args)
     size = len(encoded)  # ASCII: characters are bytes
     if size > app.max_payload_bytes:
         raise EnqueueError(f"args are {size} bytes, over max_payload_bytes={app.max_payload_bytes}")

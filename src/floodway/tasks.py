@@ -8,6 +8,7 @@ import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
+from .argtypes import check_values, checks_for
 from .context import Context
 from .errors import ConfigError, EnqueueError
 from .handle import Handle
@@ -93,6 +94,8 @@ class Task:
         if self.wants_context:
             params = params[1:]
         self.signature = signature.replace(parameters=params)
+        #: the type check of each annotated argument (``argtypes``), built once
+        self._arg_checks = checks_for(fn, self.signature)
         #: argument names (in the order given) -> why they do not bind, or None when they do
         self._bind_memo: dict[tuple[str, ...], str | None] = {}
         #: the dedupe or debounce options declared with the task, and the policy they make
@@ -135,6 +138,18 @@ class Task:
                 self._bind_memo[names] = problem
         if problem is not None:
             raise EnqueueError(f"args do not match {self.name}{self.signature}: {problem}")
+
+    def check_types(self, args: Mapping[str, Any]) -> None:
+        """Raise ``EnqueueError`` naming the first argument whose value does not fit its
+        annotation (``argtypes``); called once the args are known to be JSON."""
+        if self._arg_checks and self.batch is None:
+            checks = self._arg_checks
+            if self.payload is not None and isinstance(args.get(self.payload), dict):
+                # a large list stored in segments: the job holds a marker in its place
+                checks = {name: check for name, check in checks.items() if name != self.payload}
+            wrong = check_values(checks, args)
+            if wrong is not None:
+                raise EnqueueError(f"args do not match {self.name}: {wrong}")
 
     def _other_problems(self, names: tuple[str, ...], first: str) -> str:
         """Binding names one problem; a user fixing a call wants all of them: every unexpected

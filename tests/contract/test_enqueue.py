@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from datetime import datetime, timedelta, timezone
+from typing import TypedDict
 
 import pytest
 
@@ -331,3 +332,28 @@ def test_an_args_error_names_every_missing_and_every_unexpected_key(app):
     with pytest.raises(EnqueueError, match=r"unexpected keyword argument 'x'$"):
         app.enqueue(add, {"a": 1, "b": 2, "x": 3})
     assert app.store.count_jobs()["waiting"] == 0  # nothing was written
+
+
+class Address(TypedDict):
+    city: str
+    zip: int
+
+
+def test_argument_types_are_checked_at_enqueue_naming_the_field(app):
+    @app.task
+    async def ship(contact_id: int, address: Address, tags: list[str] | None = None) -> None:
+        return None
+
+    ship.enqueue({"contact_id": 1, "address": {"city": "Oslo", "zip": 150}, "tags": ["vip"]})
+    with pytest.raises(EnqueueError, match="contact_id must be an integer, got str 'one'"):
+        ship.enqueue({"contact_id": "one", "address": {"city": "Oslo", "zip": 150}})
+    with pytest.raises(EnqueueError, match=r"address.zip must be an integer.*\(item 1\)"):
+        ship.enqueue_many(
+            [
+                {"contact_id": 1, "address": {"city": "a", "zip": 1}},
+                {"contact_id": 2, "address": {"city": "b", "zip": "x"}},
+            ]
+        )
+    with pytest.raises(EnqueueError, match=r"tags\[0\] must be a string"):
+        ship.enqueue({"contact_id": 1, "address": {"city": "a", "zip": 1}, "tags": [7]})
+    assert total(app) == 1

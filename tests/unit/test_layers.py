@@ -177,7 +177,19 @@ LAYERS = [
     ["store"],
     ["resumable", "cost", "http", "context", "flows", "throttling", "alerts", "tokens"],
     ["worker", "worker_plan", "worker_leases", "worker_outcomes", "worker_batches", "hooks"],
-    ["tasks", "options", "shaping", "enqueueing", "app", "commit", "handle", "schedule", "stats", "metrics"],
+    [
+        "tasks",
+        "argtypes",
+        "options",
+        "shaping",
+        "enqueueing",
+        "app",
+        "commit",
+        "handle",
+        "schedule",
+        "stats",
+        "metrics",
+    ],
     ["web", "cli", "demo", "__main__", ""],
 ]
 
