@@ -14,6 +14,7 @@ import pytest
 
 from floodway import App, Batch
 from floodway.limits import split_lane
+from floodway.store.keyed import fold_reason, folds_in
 
 from .. import pg_helpers
 from ..conftest import BACKENDS
@@ -37,6 +38,14 @@ def make_app(url: str) -> App:
 
     @app.task(queue="web", batch=Batch(max_size=10, key="{shop}"))
     def push(items: list) -> None:
+        return None
+
+    @app.task(queue="web", debounce="30s", debounce_key="{contact}", debounce_max="2m")
+    def notify(contact: str) -> None:
+        return None
+
+    @app.task(queue="web", unique_while="active", unique_key="{order_id}")
+    def ship(order_id: int) -> None:
         return None
 
     return app
@@ -222,3 +231,44 @@ def test_the_openapi_document_describes_the_options(site):
         for option in ("unique_for", "unique_key", "unique_while", "debounce", "debounce_key", "debounce_max", "lane"):
             assert option in props and props[option].get("description"), (name, option)
         assert props["unique_while"]["enum"] == ["active"]
+
+
+# -- the dashboard ---------------------------------------------------------------------------------
+def test_a_batch_items_page_shows_its_batch_key(site):
+    made = post(site.acme, {"task": "push", "args": {"shop": "north-1", "sku": 3}})
+    assert made.status_code == 201, made.text
+    job_id = made.json()["id"]
+    detail = site.acme.get(f"/api/jobs/{job_id}/detail").json()
+    assert detail["shaping"] == {"batch_key": "north-1", "folded": None}
+    page = site.acme.get(f"/jobs/{job_id}")
+    assert page.status_code == 200 and 'id="batch-key">north-1<' in page.text
+    plain = post(site.admin, {"task": "sync_order", "args": {"order_id": uid()}}).json()["id"]
+    assert site.admin.get(f"/api/jobs/{plain}/detail").json()["shaping"] == {"batch_key": None, "folded": None}
+    assert "batch key" not in site.admin.get(f"/jobs/{plain}").text
+
+
+def test_a_debounced_jobs_page_shows_the_fold_count_and_its_timeline_line(site):
+    contact = f"c-{uid()}"
+    ids = {post(site.globex, {"task": "notify", "args": {"contact": contact}}).json()["id"] for _ in range(4)}
+    [job_id] = ids
+    assert site.globex.get(f"/api/jobs/{job_id}/detail").json()["shaping"]["folded"] == 3
+    page = site.globex.get(f"/jobs/{job_id}").text
+    assert 'id="folded">3 later enqueue(s) folded in<' in page
+    assert "debounced: 3 later enqueue(s) folded into this job" in page  # the timeline's line
+
+
+def test_the_overview_lists_each_tasks_shaping(site):
+    page = site.acme.get("/")
+    assert page.status_code == 200
+    rows = {
+        name: page.text.split(f'data-task="{name}"', 1)[1].split("</tr>", 1)[0] for name in ("notify", "ship", "push")
+    }
+    assert "30.0s, at most 2.0m, key {contact}" in rows["notify"]
+    assert "while unfinished, key {order_id}" in rows["ship"]
+    assert "up to 10 items, waits 0ms, key {shop}, charged per call" in rows["push"]
+    assert 'data-task="floodway.' not in page.text  # floodway's own tasks are not listed
+
+
+def test_the_fold_line_is_read_back_as_written():
+    assert [folds_in(fold_reason(n)) for n in (1, 2, 57)] == [1, 2, 57]
+    assert folds_in(None) is None and folds_in("debounced: soon") is None and folds_in("paused") is None

@@ -299,6 +299,11 @@ SCHEMAS: dict[str, Any] = {
             "attempts": {"type": "array", "items": {"type": "object"}},
             "state": _ref("State"),
             "flow": _ref("Flow"),
+            "shaping": {
+                "type": "object",
+                "description": "`batch_key`: the batch an item of a batch task waits in (null: no batch item); "
+                "`folded`: how many later enqueues a debounce folded into the job (null: none).",
+            },
         },
     },
     "ActionResult": {
