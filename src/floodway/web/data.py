@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import string
 import time
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, JobNotFound
@@ -247,20 +248,28 @@ def job_shaping(task: "Task | None", job: Job, events: list[dict[str, Any]]) -> 
     return {"batch_key": batch_key, "folded": folds[-1] if folds else None}
 
 
+def _said(value: Any) -> str:
+    """A declared duration as it was written (``"1h"``), or in short form when it was a number."""
+    if isinstance(value, str):
+        return value
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value or 0)
+    return format_duration(seconds)
+
+
 def task_shaping(task: "Task") -> dict[str, Any]:
     """A task as the overview lists it: its queue, limits and lane, and its dedupe, debounce
     and batch options in words (None where it has none)."""
-    policy, batch = task.key_policy, task.batch
+    policy, batch, given = task.key_policy, task.batch, task.key_options
     dedupe = debounce = batched = None
     if policy is not None and policy.kind == "unique":
-        window = "while unfinished" if policy.while_unfinished else f"for {format_duration(policy.window)}"
+        window = "while unfinished" if policy.while_unfinished else f"for {_said(given.get('unique_for'))}"
         dedupe = f"{window}, key {policy.template or '(all the args)'}"
     elif policy is not None:
-        most = f", at most {format_duration(policy.max_wait)}" if policy.max_wait is not None else ""
-        debounce = f"{format_duration(policy.window)}{most}, key {policy.template or '(the task)'}"
+        most = f", at most {_said(given.get('debounce_max'))}" if policy.max_wait is not None else ""
+        debounce = f"{_said(given.get('debounce'))}{most}, key {policy.template or '(the task)'}"
     if batch is not None:
         batched = (
-            f"up to {batch.max_size} items, waits {format_duration(batch.max_wait)}, "
+            f"up to {batch.max_size} items, waits {_said(batch.max_wait)}, "
             f"key {batch.key or '(the tenant)'}, charged per {batch.charge}"
         )
     return {
