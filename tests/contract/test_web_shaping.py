@@ -213,6 +213,16 @@ def test_a_tenant_never_gets_another_tenants_job_back_by_key(site):
     assert site.acme.get(f"/api/jobs/{folded_into}").json()["args"] == {"order_id": order + 1}
 
 
+def test_no_argument_makes_a_key_without_a_tenant_match_a_tenants_key(site):
+    order = uid()
+    crafted = {"task": "refresh", "args": {"contact": f"acme\x1f{order}"}, "unique_for": "1h"}
+    crafted["unique_key"] = "{contact}"
+    untenanted = post(site.admin, crafted)
+    assert untenanted.status_code == 201, untenanted.text
+    mine = post(site.acme, {**crafted, "args": {"contact": str(order)}})
+    assert mine.status_code == 201 and mine.json()["id"] != untenanted.json()["id"], mine.text
+
+
 def test_a_tenant_bulk_enqueue_dedupes_within_its_tenant_only(site):
     order = uid()
     body = {"task": "sync_order", "items": [{"order_id": order}], "unique_for": "1h"}
