@@ -49,7 +49,9 @@ class KeyPolicy:
             value = "args:" + hashlib.sha256(canonical.encode()).hexdigest()
         else:
             value = ""
-        scoped = value if tenant is None else f"{tenant}\x1f{value}"
+        # a key without a tenant starts with the separator, which no tenant name holds: no
+        # argument value can make one equal to a tenant's key
+        scoped = f"{tenant or ''}\x1f{value}"
         return EnqueueKey(self.kind, scoped, self.window, self.while_unfinished, self.max_wait)
 
 

@@ -269,3 +269,30 @@ def test_a_tenant_sees_only_its_own(page, site):
     shot(page, "dashboard-tenant-overview")
     for job_id in (mine, theirs):
         site.api.post(f"/api/jobs/{job_id}/cancel")
+
+
+def test_a_debounced_job_shows_its_folds_and_the_overview_its_tasks_shaping(page, site):
+    from playwright.sync_api import expect
+
+    if "notify_debounced" not in site.app.tasks:
+
+        @site.app.task(name="notify_debounced", queue="web", debounce="1h", debounce_key="{contact}")
+        def notify(contact: str, note: str = "") -> None:
+            return None
+
+    contact = f"c-{uuid.uuid4().hex[:8]}"
+    first = enqueue(site, "notify_debounced", {"contact": contact})
+    for note in ("second", "third"):
+        folded = site.api.post(
+            "/api/jobs", json={"task": "notify_debounced", "args": {"contact": contact, "note": note}}
+        )
+        assert folded.status_code == 200 and folded.json()["id"] == first, folded.text
+    log_in(page, site, then=f"/jobs/{first}")
+    expect(page.locator("#folded")).to_have_text("2 enqueues folded in")
+    expect(page.locator("#timeline")).to_contain_text("debounced: 2 later enqueue(s) folded into this job")
+    shot(page, "dashboard-job-debounced")
+    page.goto(site.url + "/")
+    expect(page.locator('#tasks tr[data-task="notify_debounced"] .shaping-debounce')).to_have_text("1h, key {contact}")
+    page.locator("#tasks").scroll_into_view_if_needed()
+    shot(page, "dashboard-tasks", full=False)
+    site.api.post(f"/api/jobs/{first}/cancel")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import click
 
 from ..app import Task
+from ..enqueueing import check_shaping
 from ..errors import EnqueueError, FloodwayError, JobCancelled, JobFailed
 from ..jobs import Event, Job, Status
 from ..units import format_duration, iso, parse_duration
@@ -35,6 +36,56 @@ from .core import (
     when,
 )
 
+#: the shaping options of both enqueue commands, as ``App.enqueue`` takes them
+SHAPING_OPTIONS = [
+    click.option(
+        "--unique-for",
+        metavar="DURATION",
+        help="Dedupe: an enqueue of the same key within this window returns the first job.",
+    ),
+    click.option(
+        "--unique-key",
+        metavar="TEMPLATE",
+        help="The dedupe key from the args, e.g. '{order_id}' (default: all the args).",
+    ),
+    click.option(
+        "--unique-while",
+        metavar="active",
+        help="'active': dedupe while the first job is unfinished (instead of --unique-for).",
+    ),
+    click.option(
+        "--debounce",
+        metavar="DURATION",
+        help="Fold enqueues of one key into one job that runs this long after the last.",
+    ),
+    click.option("--debounce-key", metavar="TEMPLATE", help="The debounce key from the args (default: the task)."),
+    click.option(
+        "--debounce-max", metavar="DURATION", help="A debounced job runs at most this long after the first enqueue."
+    ),
+    click.option("--lane", help="The reserved lane of the task's limits to run on."),
+]
+
+
+def shaping_options(fn: Any) -> Any:
+    for option in reversed(SHAPING_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def _shaping(options: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The dedupe and debounce options given (by their ``App.enqueue`` names) and the lane."""
+    lane = options.pop("lane")
+    return options, lane
+
+
+def _existing(kind: str | None, job_id: str) -> str:
+    """What a command says when its enqueue made nothing and returned ``job_id``."""
+    if kind == "debounce":
+        return f"folded into job {job_id} (debounced: it runs with these args); nothing created"
+    if kind == "unique":
+        return f"deduplicated: existing job {job_id}; nothing created"
+    return f"job {job_id} exists already; nothing created"
+
 
 @cli.command()
 @click.argument("task")
@@ -46,6 +97,7 @@ from .core import (
 @click.option("--queue", help="Queue (default: the task's).")
 @click.option("--priority", type=int, help="Higher runs first (default: the task's).")
 @click.option("--tenant", help="Tenant the job belongs to.")
+@shaping_options
 @click.pass_obj
 def enqueue(
     state: State,
@@ -56,16 +108,25 @@ def enqueue(
     queue: str | None,
     priority: int | None,
     tenant: str | None,
+    **shaping: Any,
 ) -> None:
-    """Enqueue one job of TASK and print its id."""
+    """Enqueue one job of TASK and print its id (or the job a dedupe or debounce key returned)."""
     args = parse_json_object(args_json, "--args")
     app = state.app(required=True)
-    handle = app.enqueue(task, args, id=job_id, queue=queue, delay=delay, priority=priority, tenant=tenant)
+    shaping, lane = _shaping(shaping)
+    the_task: Task = app.get_task(task)
+    policy = the_task.key_policy_for(shaping)
+    handle = app.enqueue(
+        the_task, args, id=job_id, queue=queue, delay=delay, priority=priority, tenant=tenant, lane=lane, **shaping
+    )
+    result: dict[str, Any] = {"id": handle.id, "created": handle.created}
+    if policy is not None and not handle.created:
+        result["folded" if policy.kind == "debounce" else "deduplicated"] = True
     emit(
         state,
-        {"id": handle.id, "created": handle.created},
+        result,
         lambda d: click.echo(
-            f"enqueued job {d['id']}" if d["created"] else f"job {d['id']} exists already; nothing created"
+            f"enqueued job {d['id']}" if d["created"] else _existing(policy.kind if policy else None, d["id"])
         ),
     )
 
@@ -94,6 +155,7 @@ def _jsonl_items(path: Path) -> Iterator[tuple[int, dict[str, Any], int]]:
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=1000, show_default=True, help="Jobs written per transaction."
 )
+@shaping_options
 @click.pass_obj
 def enqueue_file(
     state: State,
@@ -105,6 +167,7 @@ def enqueue_file(
     priority: int | None,
     tenant: str | None,
     batch_size: int,
+    **shaping: Any,
 ) -> None:
     """Enqueue one job of TASK per line of FILE (JSON lines: one JSON object of args per line).
 
@@ -113,9 +176,12 @@ def enqueue_file(
     """
     app = state.app(required=True)
     the_task: Task = app.get_task(task)
+    shaping, lane = _shaping(shaping)
     options: dict[str, Any] = dict(queue=queue, delay=delay, priority=priority, tenant=tenant)
     # the options are checked before the file is read; each line is checked below
-    app.check_enqueue_options(the_task, id=job_id, count=1 if job_id is not None else None, **options)
+    app.check_enqueue_options(the_task, id=job_id, count=1 if job_id is not None else None, lane=lane, **options)
+    policy = check_shaping(the_task, shaping, id=job_id, delay=delay, start_at=None)
+    options.update(shaping, lane=lane)
 
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
@@ -155,11 +221,14 @@ def enqueue_file(
             written += len(batch)
             created += sum(h.created for h in handles)
             bar.advance(writing, len(batch))
+    # without an id or key an item is always new; with a key, "existing" ones were deduplicated
+    # or folded into another job (an earlier one, or one made from an earlier line)
+    how = {"unique": "deduplicated", "debounce": "folded"}.get(policy.kind if policy else "", "existing")
     emit(
         state,
         {"task": the_task.name, "file": str(file), "jobs": count, "created": created, "existing": count - created},
         lambda d: click.echo(
-            f"enqueued {d['jobs']} job(s) of {d['task']} from {file.name}: {d['created']} new, {d['existing']} existing"
+            f"enqueued {d['jobs']} job(s) of {d['task']} from {file.name}: {d['created']} new, {d['existing']} {how}"
         ),
     )
 

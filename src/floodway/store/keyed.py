@@ -64,8 +64,21 @@ def job_values(job: NewJob, now: float) -> tuple:
     )
 
 
+_FOLD_PREFIX = "debounced: "
+_FOLD_MIDDLE = " later enqueue(s) folded into this job"
+
+
 def fold_reason(collapsed: int) -> str:
-    return f"debounced: {collapsed} later enqueue(s) folded into this job; it runs with the last one's arguments"
+    return f"{_FOLD_PREFIX}{collapsed}{_FOLD_MIDDLE}; it runs with the last one's arguments"
+
+
+def folds_in(reason: str | None) -> int | None:
+    """How many enqueues the timeline line ``reason`` says were folded into its job (the line
+    ``fold_reason`` writes), or None for any other line."""
+    if not reason or not reason.startswith(_FOLD_PREFIX):
+        return None
+    count, _, rest = reason[len(_FOLD_PREFIX) :].partition(_FOLD_MIDDLE)
+    return int(count) if count.isdigit() and rest else None
 
 
 def _expiry(key: EnqueueKey, now: float) -> float | None:

@@ -11,7 +11,8 @@ Tenant tokens: jobs they enqueue get their tenant; ids they choose are scoped to
 becomes ``"<tenant>:x"``, unless it starts with that already). Tenant names never contain
 ``:`` and never are one of floodway's own id namespaces (``cron``), so two tenants never
 collide on an id, and no tenant can take a schedule's; an id that exists as another's job
-answers 409 and writes nothing, bulk included. ``args`` may not name another tenant
+answers 409 and writes nothing, bulk included. Dedupe and debounce keys are scoped to the
+tenant by the library, so an enqueue never answers with another tenant's job. ``args`` may not name another tenant
 (``{"tenant": ...}``); a tenant token may name only the queues the app declares (its own
 ``app.queue()`` calls and its tasks' queues), so it cannot create queues. Lists, counts,
 limits, schedules, flows and streams show only their tenant's. Workers, queue pause/resume,
@@ -43,6 +44,7 @@ from ..jobs import Status
 from ..tokens import authenticate
 from . import data
 from .auth import ApiError, Principal, require, token_from
+from .shaping_input import SHAPING_FIELDS, shaping_options
 
 if TYPE_CHECKING:
     from ..app import App
@@ -54,7 +56,7 @@ MAX_WAIT = 60.0
 MAX_LIST = 1000
 #: the largest ``offset`` of a job list (the dashboard's too)
 MAX_OFFSET = 10**9
-ENQUEUE_FIELDS = {"task", "args", "id", "queue", "delay", "priority", "tenant"}
+ENQUEUE_FIELDS = {"task", "args", "id", "queue", "delay", "priority", "tenant", *SHAPING_FIELDS}
 BULK_FIELDS = (ENQUEUE_FIELDS - {"args"}) | {"items"}
 LIMIT_FIELDS = {"rate", "burst", "concurrency", "adaptive"}
 
@@ -236,8 +238,9 @@ def enqueue_tenant(principal: Principal, body: dict[str, Any], items: list[Any])
 def enqueue_options(app: "App", principal: Principal, body: dict[str, Any], items: list[Any]) -> dict[str, Any]:
     """What an enqueue request asks for, checked before anything is written: the task (none of
     floodway's own), the id (scoped to a tenant token's tenant; none in floodway's namespaces),
-    the queue (a tenant token names only declared ones), delay, priority, tenant. The library
-    checks the rest (``App.enqueue``) before its one write."""
+    the queue (a tenant token names only declared ones), delay, priority, tenant, and the
+    shaping options (``shaping_input``). The library checks the rest (``App.enqueue``) before
+    its one write."""
     name = _string(body, "task", required=True) or ""
     tenant = enqueue_tenant(principal, body, items)
     task = app.get_task(name, internal=False)
@@ -261,6 +264,7 @@ def enqueue_options(app: "App", principal: Principal, body: dict[str, Any], item
         "priority": _integer(body, "priority"),
         "tenant": tenant,
         "owner": None if principal.admin else principal.tenant,
+        **shaping_options(body),
     }
 
 

@@ -261,7 +261,8 @@ async def overview(request: Request) -> Response:
     principal = await page_principal(request)
     if principal is None:
         return to_login(request)
-    return render("overview.html", **base_context(request, principal, title="Overview"))
+    tasks = data.tasks_view(fw(request))["tasks"]  # the app's declarations: no store read
+    return render("overview.html", **base_context(request, principal, title="Overview", tasks=tasks))
 
 
 def _job_filters(request: Request, principal: Principal) -> dict[str, Any]:

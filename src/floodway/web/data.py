@@ -16,18 +16,22 @@ from __future__ import annotations
 import re
 import string
 import time
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..errors import JobNotFound
+from ..errors import ConfigError, JobNotFound
 from ..jobs import Job, Status
+from ..limits import resolve_key
 from ..schedule import next_fire
 from ..stats import collect, limit_dict
-from ..units import iso
+from ..store.keyed import folds_in
+from ..units import format_duration, iso
 from .auth import Principal
 
 if TYPE_CHECKING:
     from ..app import App
     from ..store.base import LimitInfo
+    from ..tasks import Task
 
 STATUS_NAMES = [s.value for s in Status]
 
@@ -225,4 +229,60 @@ def job_detail(app: "App", principal: Principal, job_id: str) -> dict[str, Any]:
         "attempts": attempts_of(events),
         "state": {"key": state.key, "cursor": state.cursor, "checkpoints": state.checkpoints},
         "flow": flow,
+        "shaping": job_shaping(app.tasks.get(job.task), job, events),
     }
+
+
+def job_shaping(task: "Task | None", job: Job, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the job page says of how the job was shaped: ``batch_key``, the value of its batch
+    task's ``Batch.key`` for its arguments ("" when the task's items share one batch per
+    tenant; None when it is no batch item), and ``folded``, how many later enqueues a debounce
+    folded into it (None when none did), read from its timeline."""
+    batch_key = None
+    if task is not None and task.batch is not None:
+        try:
+            batch_key = resolve_key(task.batch.key, job.args, job.tenant) if task.batch.key else ""
+        except ConfigError:  # the task's key was changed since: these arguments make none
+            batch_key = None
+    folds = [n for e in events if (n := folds_in(e["reason"])) is not None]
+    return {"batch_key": batch_key, "folded": folds[-1] if folds else None}
+
+
+def _said(value: Any) -> str:
+    """A declared duration as it was written (``"1h"``), or in short form when it was a number."""
+    if isinstance(value, str):
+        return value
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value or 0)
+    return format_duration(seconds)
+
+
+def task_shaping(task: "Task") -> dict[str, Any]:
+    """A task as the overview lists it: its queue, limits and lane, and its dedupe, debounce
+    and batch options in words (None where it has none)."""
+    policy, batch, given = task.key_policy, task.batch, task.key_options
+    dedupe = debounce = batched = None
+    if policy is not None and policy.kind == "unique":
+        window = "while unfinished" if policy.while_unfinished else f"for {_said(given.get('unique_for'))}"
+        dedupe = f"{window}, key {policy.template or '(all the args)'}"
+    elif policy is not None:
+        most = f", at most {_said(given.get('debounce_max'))}" if policy.max_wait is not None else ""
+        debounce = f"{_said(given.get('debounce'))}{most}, key {policy.template or '(the task)'}"
+    if batch is not None:
+        batched = (
+            f"up to {batch.max_size} items, waits {_said(batch.max_wait)}, "
+            f"key {batch.key or '(the tenant)'}, charged per {batch.charge}"
+        )
+    return {
+        "name": task.name,
+        "queue": task.queue_name,
+        "limits": list(task.limits),
+        "lane": task.lane,
+        "dedupe": dedupe,
+        "debounce": debounce,
+        "batch": batched,
+    }
+
+
+def tasks_view(app: "App") -> dict[str, Any]:
+    """The tasks callers may enqueue (floodway's own are left out), with their shaping."""
+    return {"tasks": [task_shaping(app.tasks[name]) for name in sorted(app.public_tasks())]}

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..inputs import INT32_MAX, INT32_MIN, MAX_AHEAD_SECONDS, MAX_NAME_LENGTH
 from ..jobs import Status
+from .shaping_input import SHAPING_SCHEMA
 
 #: the job statuses, from the one list (``floodway.jobs.Status``)
 STATUSES = [s.value for s in Status]
@@ -193,6 +194,7 @@ SCHEMAS: dict[str, Any] = {
                 "maxLength": MAX_NAME_LENGTH,
                 "description": "Admin only; a tenant token's jobs always get its tenant. No `:`.",
             },
+            **SHAPING_SCHEMA,
         },
     },
     "BulkEnqueueRequest": {
@@ -217,6 +219,7 @@ SCHEMAS: dict[str, Any] = {
             },
             "priority": {"type": "integer", "minimum": INT32_MIN, "maximum": INT32_MAX},
             "tenant": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH},
+            **SHAPING_SCHEMA,
         },
     },
     "Enqueued": {
@@ -296,6 +299,11 @@ SCHEMAS: dict[str, Any] = {
             "attempts": {"type": "array", "items": {"type": "object"}},
             "state": _ref("State"),
             "flow": _ref("Flow"),
+            "shaping": {
+                "type": "object",
+                "description": "`batch_key`: the batch an item of a batch task waits in (null: no batch item); "
+                "`folded`: how many later enqueues a debounce folded into the job (null: none).",
+            },
         },
     },
     "ActionResult": {
@@ -550,7 +558,11 @@ def document(
                 "jobs",
                 {
                     "201": _ok("Created", _ref("Enqueued")),
-                    "200": _ok("A job with this id existed already; nothing created", _ref("Enqueued")),
+                    "200": _ok(
+                        "A job with this id or dedupe key existed already, or the enqueue folded into a "
+                        "debounced job; nothing created",
+                        _ref("Enqueued"),
+                    ),
                 },
                 body=_ref("EnqueueRequest"),
                 errors=("400", "403", "409", "413"),
@@ -562,7 +574,10 @@ def document(
                 "enqueueBulk",
                 "Enqueue many jobs of one task in one transaction",
                 "jobs",
-                {"201": _ok("Created", _ref("BulkEnqueued")), "200": _ok("All existed already", _ref("BulkEnqueued"))},
+                {
+                    "201": _ok("Created", _ref("BulkEnqueued")),
+                    "200": _ok("All existed already (by id or key) or folded", _ref("BulkEnqueued")),
+                },
                 body=_ref("BulkEnqueueRequest"),
                 errors=("400", "403", "409", "413"),
                 description=f"At most {max_bulk} items per request (more get 413).",
