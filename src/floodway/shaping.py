@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from . import jsontext
 from .errors import ConfigError, EnqueueError
+from .inputs import MAX_AHEAD_SECONDS
 from .jobs import EnqueueKey
 from .limits import resolve_key, template_fields
 from .units import parse_duration
@@ -56,7 +57,12 @@ class KeyPolicy:
 
 
 def _window(value: Any, name: str) -> float:
-    return parse_duration(value, name=name, allow_zero=False)
+    """A window of a dedupe or a debounce: positive, and no longer than a run may be put off
+    (ten years, as ``delay=``)."""
+    seconds = parse_duration(value, name=name, allow_zero=False)
+    if not seconds <= MAX_AHEAD_SECONDS:
+        raise ConfigError(f"{name}: {value!r} is longer than ten years")
+    return seconds
 
 
 def _check_template(template: Any, option: str, where: str, signature: inspect.Signature | None) -> str:

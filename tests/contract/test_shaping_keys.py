@@ -191,6 +191,8 @@ def test_a_debounced_bulk_enqueue_keeps_the_last_item_of_each_key(app, tasks):
         ({"unique_for": "-5s"}, "unique_for"),
         ({"unique_for": "soon"}, "unique_for"),
         ({"unique_for": 0}, "unique_for"),
+        ({"unique_for": 1e300}, "longer than ten years"),
+        ({"debounce": "5s", "debounce_max": 1e300}, "longer than ten years"),
         ({"unique_key": "{order_id}"}, "needs unique_for"),
         ({"unique_key": "{nope}", "unique_for": "1m"}, "not an argument of the task"),
         ({"unique_key": "{order_id", "unique_for": "1m"}, "malformed"),

@@ -296,3 +296,36 @@ def test_a_debounced_job_shows_its_folds_and_the_overview_its_tasks_shaping(page
     page.locator("#tasks").scroll_into_view_if_needed()
     shot(page, "dashboard-tasks", full=False)
     site.api.post(f"/api/jobs/{first}/cancel")
+
+
+def test_a_laned_limit_shows_each_lane(page, site):
+    from playwright.sync_api import expect
+
+    site.app.limit("crm", rate="2/s", lanes={"interactive": 0.2, "backfill": 0.8})
+
+    @site.app.task(retry=0, queue="web", limits=["crm"], lane="backfill", name="crm_sync")
+    def crm_sync(i: int) -> int:
+        return i
+
+    handles = site.app.enqueue_many(crm_sync, [{"i": i} for i in range(60)])
+    with running_worker(site.app):
+        # a backlog the key paces: the backfill lane asks all the while the page is looked at
+        wait_for(lambda: status(site, handles[1].id) == "complete", message="the laned jobs to start")
+        log_in(page, site)
+        lanes = page.locator('#limits tr[data-lanes="crm"]')
+        expect(lanes).to_have_count(1)
+        # each declared lane with its share; backfill, alone with demand, is paced at the
+        # key's whole rate; interactive never asked: idle, lending its share
+        backfill = lanes.locator('[data-lane="backfill"]')
+        expect(backfill).to_contain_text("80%")
+        expect(backfill).to_contain_text("2/s now")
+        expect(backfill).to_contain_text("active")
+        expect(backfill).to_contain_text("running")
+        interactive = lanes.locator('[data-lane="interactive"]')
+        expect(interactive).to_contain_text("20%")
+        expect(interactive).to_contain_text("0.4/s now")
+        expect(interactive).to_contain_text("idle")
+        expect(page.locator('#limits tr[data-lanes="partner-api"]')).to_have_count(0)  # no lanes, no row
+        shot(page, "dashboard-limit-lanes")
+    for handle in handles:
+        site.api.post(f"/api/jobs/{handle.id}/cancel")

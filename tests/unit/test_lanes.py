@@ -148,6 +148,27 @@ def test_admission_lends_then_takes_back_within_an_interval():
     assert counts["backfill"] / sum(counts.values()) == pytest.approx(0.8, abs=0.02)
 
 
+def test_a_lane_below_its_share_lends_the_rest_and_never_waits():
+    """Interactive jobs arriving at 10/s on a 20/s share, backfill backlogged, claims every
+    5 ms for 20 s: backfill takes all the key leaves (90/s), and each interactive job passes
+    at its first claim, on the slot of the key's burst kept while its lane is idle."""
+    spec = LimitSpec.build("h", rate="100/s", burst=5, lanes=SHARES)
+    now = 1000.0
+    adm = _admission(now, spec)
+    _seed(adm, spec)
+    counts = {"interactive": 0, "backfill": 0}
+    for step in range(4000):
+        adm.now = now + step * 0.005
+        if step % 20 == 0:  # one interactive job every 100 ms, looked at first (least served)
+            assert adm.admit(f"i{step}", [("h", lane_key("", "interactive"))]), adm.now - now
+            counts["interactive"] += 1
+        for _ in range(3):  # backfill's heads, as many as the claim takes
+            counts["backfill"] += adm.admit(f"b{step}", [("h", lane_key("", "backfill"))])
+    assert counts["interactive"] == 200
+    assert counts["backfill"] == pytest.approx(2000 - 200, abs=10)
+    assert not lane_active(adm.states[("h", lane_key("", "interactive"))][1], adm.now, 1.0)
+
+
 def test_admission_caps_each_lane_at_its_part_of_the_concurrency():
     spec = LimitSpec.build("h", concurrency=10, lanes=SHARES)
     adm = _admission(1000.0, spec)

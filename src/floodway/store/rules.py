@@ -61,7 +61,7 @@ IS_RUNNING_J = guard(Status.COMPLETE, Status.RUNNING, column="j.status")
 #: one (limit, key) pair's state as admission reads and changes it:
 #: [tat, paused_until, running, admitted, learned]. A lane's row (``limits.lane_key``) is never
 #: paused (a pause holds the whole key, on the key's own row): its ``paused_until`` column holds
-#: the lane's last demand instead, the moment a job of the lane last asked to be admitted.
+#: the lane's last demand instead, the moment a job of the lane was last held back.
 KeyState = list
 
 #: a lane stays active this long at least after its last demand
@@ -80,9 +80,10 @@ class LanePace:
 
 
 def lane_window(rate: Rate | None, share: float) -> float:
-    """How long a lane counts as active after its last demand: two of its own admission
-    intervals at its share of the key's rate, and at least ``LANE_MIN_WINDOW``. A lane whose
-    jobs keep coming, admitted or held back, never goes idle between two of them."""
+    """How long a lane counts as active after its last demand (a job of it held back): two of
+    its own admission intervals at its share of the key's rate, and at least
+    ``LANE_MIN_WINDOW``. A backlogged lane never goes idle between two of its admissions; a
+    lane whose jobs all pass as they come stays idle, taking only what it uses."""
     if rate is None:
         return LANE_MIN_WINDOW
     return max(LANE_MIN_WINDOW, 2.0 * rate.interval / share)
@@ -222,10 +223,17 @@ class Admission:
         if key_state is None:
             return self._held(job_id, self.now + self.BUSY_RETRY)
         own = states[lane]
-        own[1] = self.now  # demand: asked for, admitted or not, the lane is active
-        self.demanded.add((name, key))
+
+        def held(until: float | None) -> bool:
+            # demand: a job of the lane was held back, so the lane is active (it wants more
+            # than it gets); a lane whose jobs pass as they come takes only what it uses, and
+            # lends the rest of its share
+            own[1] = self.now
+            self.demanded.add((name, key))
+            return self._held(job_id, until)
+
         if key_state[1] > self.now:
-            return self._held(job_id, key_state[1])
+            return held(key_state[1])
         rate, burst = key_pace(spec, key_state[4], key_state[3], self.now)
         windows = {other: lane_window(rate, share) for other, share in shares.items()}
         active = [other for other in shares if other == lane or lane_active(states[other][1], self.now, windows[other])]
@@ -236,20 +244,29 @@ class Admission:
         idle_at = min((states[o][1] + windows[o] for o in active if o != lane), default=None)
         if spec.concurrency is not None:
             running = key_state[2] + sum(state[2] for state in states.values())
-            if running >= spec.concurrency or (pace is not None and own[2] >= (pace.concurrency or 0)):
-                return self._held(job_id, idle_at)  # a finishing job (or an idle lane) frees a slot
+            # a slot is held for a whole run: a lane with jobs running keeps its part of the
+            # slots even when none of its jobs waits
+            holding = [o for o in shares if o in active or states[o][2] > 0]
+            cap = (
+                lane_pace(shares, lane, holding, rate, burst, spec.concurrency).concurrency if lane in shares else None
+            )
+            if running >= spec.concurrency or (cap is not None and own[2] >= cap):
+                return held(idle_at)  # a finishing job (or an idle lane) frees a slot
         lane_tat = key_tat = None
         if rate is not None:
             if pace is not None and pace.rate is not None:
                 ok, lane_tat, retry_at = gcra(own[0], self.now, pace.rate, pace.burst)
                 if not ok:
-                    return self._held(job_id, retry_at if idle_at is None else min(retry_at, idle_at))
+                    return held(retry_at if idle_at is None else min(retry_at, idle_at))
                 turn = self._lane_turn(spec, rate, shares, active, lane, states)
                 if turn is not None:
-                    return self._held(job_id, turn)
-            ok, key_tat, retry_at = gcra(key_state[0], self.now, rate, burst)
+                    return held(turn)
+            # while another lane is idle, one slot of the key's burst stays free for it: its
+            # next job passes at once instead of waiting behind the lanes that borrowed its share
+            reserve = 1 if burst > 1 and any(other not in active for other in shares) else 0
+            ok, key_tat, retry_at = gcra(key_state[0], self.now, rate, burst - reserve)
             if not ok:
-                return self._held(job_id, retry_at)
+                return held(retry_at)
         decisions.append(((name, base), key_tat, 0))
         decisions.append(((name, key), lane_tat, 1))
         return True
