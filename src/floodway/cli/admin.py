@@ -63,21 +63,7 @@ def workers(state: State, include_stopped: bool) -> None:
     """Show live workers: heartbeat age and running jobs."""
     found: list[WorkerInfo] = state.app().store.list_workers(include_stopped=include_stopped)
     now = time.time()
-    data = [
-        {
-            "id": w.id,
-            "hostname": w.hostname,
-            "pid": w.pid,
-            "queues": w.queues,
-            "concurrency": w.concurrency,
-            "running": w.running,
-            "started_at": iso(w.started_at),
-            "heartbeat_at": iso(w.heartbeat_at),
-            "heartbeat_age": round(now - w.heartbeat_at, 3),
-            "stopped_at": iso(w.stopped_at),
-        }
-        for w in found
-    ]
+    data = [w.to_dict(now) for w in found]
 
     def render(_: Any) -> None:
         from rich.table import Table

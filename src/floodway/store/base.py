@@ -21,6 +21,7 @@ from ..jobs import Event, Job, NewJob, Status
 from ..limits import LimitSpec, Rate, remaining
 from ..liveness import LeaseHolder
 from ..quota import Learned, Observation, effective_burst, effective_rate
+from ..units import iso
 
 
 def stores_run_events(status: Status, error: Any, reason: str | None) -> bool:
@@ -124,6 +125,21 @@ def served_stamps(served: list[str], now: float) -> tuple[list[str], list[float]
     last = {group: i for i, group in enumerate(served)}
     keys = sorted(last, key=last.__getitem__)
     return keys, [now + i * 1e-6 for i in range(len(keys))]
+
+
+def started(job: Job, worker_id: str, lease_until: float, now: float) -> Job:
+    """A job a claim just moved to ``running`` for ``worker_id``, as its row now reads."""
+    return Job(
+        **{
+            **job.__dict__,
+            "status": Status.RUNNING,
+            "attempt": job.attempt + 1,
+            "worker_id": worker_id,
+            "lease_until": lease_until,
+            "started_at": now,
+            "updated_at": now,
+        }
+    )
 
 
 def job_from_row(row: tuple | list, *, _new: Any = object.__new__, _loads: Any = json.loads) -> Job:
@@ -391,6 +407,22 @@ class WorkerInfo:
     #: worker on the same host can tell that its process is gone
     host_key: str | None = None
     pid_start: int | None = None
+
+    def to_dict(self, now: float) -> dict[str, Any]:
+        """A JSON-ready view (the CLI's ``workers --json`` and the web API's), its heartbeat's
+        age taken at ``now``."""
+        return {
+            "id": self.id,
+            "hostname": self.hostname,
+            "pid": self.pid,
+            "queues": self.queues,
+            "concurrency": self.concurrency,
+            "running": self.running,
+            "started_at": iso(self.started_at),
+            "heartbeat_at": iso(self.heartbeat_at),
+            "heartbeat_age": round(now - self.heartbeat_at, 3),
+            "stopped_at": iso(self.stopped_at),
+        }
 
 
 @dataclass

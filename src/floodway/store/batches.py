@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from ..jobs import Job, Status
-from .base import job_from_row
+from ..jobs import Job
+from .base import job_from_row, started
 from .rules import CLAIM_FROM
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ def claim_batch(store: SQLStore, columns: str, worker_id: str, batch_key: str, l
         lease_until = now + lease
         for row in chosen:
             cur.execute(store._q(_START_ITEM), (worker_id, lease_until, now, now, now, row[0]))
-        return [_started(job_from_row(row), worker_id, lease_until, now) for row in chosen]
+        return [started(job_from_row(row), worker_id, lease_until, now) for row in chosen]
 
     return store._run(go, what="claim batch", pipeline=False)
 
@@ -89,17 +89,3 @@ def _room(store: SQLStore, cur: Any, pairs: set[tuple[str, str]], now: float) ->
         else:
             room[(name, key)] = float("inf") if cap is None else cap - running
     return room
-
-
-def _started(job: Job, worker_id: str, lease_until: float, now: float) -> Job:
-    return Job(
-        **{
-            **job.__dict__,
-            "status": Status.RUNNING,
-            "attempt": job.attempt + 1,
-            "worker_id": worker_id,
-            "lease_until": lease_until,
-            "started_at": now,
-            "updated_at": now,
-        }
-    )

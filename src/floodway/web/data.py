@@ -124,23 +124,7 @@ def limits_view(app: "App", principal: Principal) -> dict[str, Any]:
 
 def workers_view(app: "App", include_stopped: bool = False) -> dict[str, Any]:
     now = time.time()
-    return {
-        "workers": [
-            {
-                "id": w.id,
-                "hostname": w.hostname,
-                "pid": w.pid,
-                "queues": w.queues,
-                "concurrency": w.concurrency,
-                "running": w.running,
-                "started_at": iso(w.started_at),
-                "heartbeat_at": iso(w.heartbeat_at),
-                "heartbeat_age": round(now - w.heartbeat_at, 3),
-                "stopped_at": iso(w.stopped_at),
-            }
-            for w in app.store.list_workers(include_stopped=include_stopped)
-        ]
-    }
+    return {"workers": [w.to_dict(now) for w in app.store.list_workers(include_stopped=include_stopped)]}
 
 
 def schedules_view(app: "App", principal: Principal) -> dict[str, Any]:

@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 from ...jobs import (
-    Job,
     Status,
 )
 from ...limits import LimitSpec
@@ -17,6 +16,7 @@ from ...quota import Learned
 from ..base import (
     ClaimedJobs,
     served_stamps,
+    started,
 )
 from ..base import job_from_row as _job_from_row
 from ..rules import CLAIM_FROM, PROMOTE_FROM, Admission, guard
@@ -116,21 +116,7 @@ class SQLiteClaim(SQLiteConnection):
                 [(worker_id, lease_until, now, now, now, row[0]) for row in chosen],
             )
         jobs = ClaimedJobs(wake_at=admission.wake_at)
-        for r in chosen:
-            job = _job_from_row(r)
-            jobs.append(
-                Job(
-                    **{
-                        **job.__dict__,
-                        "status": Status.RUNNING,
-                        "attempt": job.attempt + 1,
-                        "worker_id": worker_id,
-                        "lease_until": lease_until,
-                        "started_at": now,
-                        "updated_at": now,
-                    }
-                )
-            )
+        jobs.extend(started(_job_from_row(r), worker_id, lease_until, now) for r in chosen)
         return jobs
 
     @staticmethod
