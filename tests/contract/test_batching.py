@@ -200,3 +200,24 @@ def test_an_item_without_its_batch_key_is_refused_at_enqueue(app):
     with pytest.raises(EnqueueError, match="batch key"):
         keyed.enqueue_many([{"account": 1}, {"other": 2}])
     assert sum(app.store.count_jobs().values()) == 0
+
+
+def test_a_retried_batch_never_resends_an_item_ctx_once_recorded(app):
+    sent: Counter = Counter()
+    crashed = []
+
+    @app.task(batch=Batch(max_size=10), retry=Retry(attempts=2, initial=0.01, jitter=False))
+    async def push(ctx: Context, items: list[dict]) -> None:
+        for item in items:
+            await ctx.once(f"item:{item['id']}", lambda i=item["id"]: sent.update([i]))
+            if item["id"] == 3 and not crashed:
+                crashed.append(True)
+                raise RuntimeError("connection reset after the third item")
+
+    handles = push.enqueue_many([{"id": i} for i in range(6)])
+    for _ in range(50):
+        app.worker(burst=True).run()
+        if all(h.status() is Status.COMPLETE for h in handles):
+            break
+    assert all(h.status() is Status.COMPLETE for h in handles)
+    assert crashed and sent == Counter(range(6))  # each item sent once, across both batches
