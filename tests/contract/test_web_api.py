@@ -837,3 +837,22 @@ def test_floodway_web_command_serves_the_app(tmp_path):
         proc.terminate()
         proc.wait(15)
     assert "dashboard and API on http://127.0.0.1" in (proc.stderr.read() if proc.stderr else "")
+
+
+def test_stats_history_counts_each_second_and_a_tenant_sees_only_its_own(acme, globex, admin):
+    def history(c: httpx.Client) -> dict[str, Any]:
+        r = c.get("/api/stats/history", params={"seconds": 120})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    before_acme, before_globex = sum(history(acme)["enqueued"]), sum(history(globex)["enqueued"])
+    for _ in range(7):
+        enqueue(acme, "add", {"x": 1, "y": 2})
+    after = history(acme)
+    assert len(after["seconds"]) == len(after["enqueued"]) == len(after["done"]) >= 120
+    assert after["seconds"] == sorted(after["seconds"])
+    assert sum(after["enqueued"]) >= before_acme + 7
+    assert sum(history(globex)["enqueued"]) == before_globex  # acme's jobs are not globex's
+    assert sum(history(admin)["enqueued"]) >= sum(after["enqueued"])
+    for bad in ("0", "-5", "abc", "100000"):
+        assert_error(admin.get("/api/stats/history", params={"seconds": bad}), 400, "seconds")

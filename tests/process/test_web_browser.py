@@ -236,6 +236,11 @@ def test_overview_updates_live_with_a_chart(page, site):
     points = page.evaluate("document.getElementById('chart').getContext('2d').getImageData(0, 0, 300, 150).data.length")
     assert points > 0
     expect(page.locator("#queues")).to_contain_text("web")
+    # a page opened afterwards starts its chart from the store's history, not empty
+    history = site.api.get("/api/stats/history", params={"seconds": 120}).json()
+    assert sum(history["done"]) >= 190 and len(history["seconds"]) == len(history["done"])
+    page.reload()
+    wait_for(lambda: int(page.locator("#chart").get_attribute("data-seeded") or 0) > 0, message="the seeded chart")
     # the bars get their widths from app.js (no inline styles under the Content-Security-Policy)
     assert page.locator("#queues .seg").first.evaluate("e => e.style.width").endswith("%")
     expect(page.locator("#limits")).to_contain_text("partner-api")

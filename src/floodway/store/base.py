@@ -652,6 +652,11 @@ class AdminPort(abc.ABC):
 
     # -- schema -------------------------------------------------------------------------
     @abc.abstractmethod
+    def history(self, since: float, *, tenant: str | None = None) -> dict[str, dict[int, int]]:
+        """Jobs created and finished in each whole second since ``since`` (of one tenant, or
+        all): ``{"created": {second: count}, "finished": {...}}``."""
+
+    @abc.abstractmethod
     def migrate(self) -> list[int]:
         """Apply pending numbered migrations; return the versions applied."""
 

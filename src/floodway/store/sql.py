@@ -103,8 +103,22 @@ TENANT_ACTIVITY = {
     "limits_finished": "SELECT limits, COUNT(*), MIN(finished_at) FROM jobs WHERE tenant = ? AND finished_at >= ? "
     "AND limits IS NOT NULL GROUP BY limits",
 }
+#: jobs created and finished in each second since an instant (the dashboard's chart, seeded)
+HISTORY = {
+    "created": "SELECT CAST(created_at AS BIGINT), COUNT(*) FROM jobs WHERE created_at >= ? GROUP BY 1",
+    "finished": "SELECT CAST(finished_at AS BIGINT), COUNT(*) FROM jobs WHERE finished_at >= ? GROUP BY 1",
+}
+TENANT_HISTORY = {
+    "created": "SELECT CAST(created_at AS BIGINT), COUNT(*) FROM jobs WHERE tenant = ? AND created_at >= ? GROUP BY 1",
+    "finished": "SELECT CAST(finished_at AS BIGINT), COUNT(*) FROM jobs WHERE tenant = ? AND finished_at >= ? "
+    "GROUP BY 1",
+}
 #: every query a tenant's views run on the jobs table, by name (its plan must use an index)
-TENANT_QUERIES = {"counts": TENANT_COUNTS, **TENANT_ACTIVITY}
+TENANT_QUERIES = {
+    "counts": TENANT_COUNTS,
+    **TENANT_ACTIVITY,
+    **{f"history_{name}": sql for name, sql in TENANT_HISTORY.items()},
+}
 
 
 def load_migrations(backend: str) -> list[tuple[int, str, str]]:
@@ -391,6 +405,14 @@ class SQLStore(Store):
                     earliest = moved[f"{field}_since"]
                     moved[f"{field}_since"] = first if earliest is None else min(earliest, first)
         return {"queues": queues, "limits": limits}
+
+    def history(self, since: float, *, tenant: str | None = None) -> dict[str, dict[int, int]]:
+        queries = TENANT_HISTORY if tenant is not None else HISTORY
+        scope: tuple[Any, ...] = (tenant,) if tenant is not None else ()
+        return {
+            field: {int(second): int(count) for second, count in self._read(self._q(sql), (*scope, since))}
+            for field, sql in queries.items()
+        }
 
     # -- queues and workers -------------------------------------------------------------------
     def set_queue(self, name: str, max_concurrency: int | None) -> None:

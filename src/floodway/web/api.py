@@ -576,6 +576,12 @@ async def stats(request: Request) -> Response:
     return ok(await call(data.stats_view, fw(request), principal, window))
 
 
+async def stats_history(request: Request) -> Response:
+    principal = await require(request)
+    seconds = _query_number(request, "seconds", 120.0, 1.0, 3600.0)
+    return ok(await call(data.history_view, fw(request), principal, seconds))
+
+
 async def me(request: Request) -> Response:
     principal = await require(request)
     return ok(
@@ -780,5 +786,6 @@ routes = [
     Route("/api/workers", list_workers, methods=["GET"]),
     Route("/api/schedules", list_schedules, methods=["GET"]),
     Route("/api/stats", stats, methods=["GET"]),
+    Route("/api/stats/history", stats_history, methods=["GET"]),
     Route("/api/stream", stream_all, methods=["GET"]),
 ]

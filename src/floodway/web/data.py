@@ -161,6 +161,20 @@ def stats_view(app: "App", principal: Principal, window: float = 60.0) -> dict[s
     return data
 
 
+def history_view(app: "App", principal: Principal, seconds: float) -> dict[str, Any]:
+    """Jobs enqueued and done in each of the last ``seconds`` whole seconds (a tenant's own),
+    oldest first: what the dashboard's throughput chart starts from."""
+    now = time.time()
+    start = int(now - seconds)
+    found = app.store.history(start, tenant=None if principal.admin else (principal.tenant or ""))
+    span = list(range(start, int(now) + 1))
+    return {
+        "seconds": span,
+        "enqueued": [found["created"].get(s, 0) for s in span],
+        "done": [found["finished"].get(s, 0) for s in span],
+    }
+
+
 def live_view(app: "App", principal: Principal) -> dict[str, Any]:
     """One tick of ``/api/stream``: queue counts, totals per status and limit counters."""
     queues = queues_view(app, principal)

@@ -728,6 +728,16 @@ def document(
                 errors=("400",),
             )
         },
+        "/api/stats/history": {
+            "get": _op(
+                "statsHistory",
+                "Jobs enqueued and done in each of the last seconds, oldest first",
+                "stats",
+                {"200": _ok("Per-second counts", {"type": "object"})},
+                params=[_query("seconds", {"type": "number", "minimum": 1, "maximum": 3600}, "How far back")],
+                errors=("400",),
+            )
+        },
         "/api/stream": {
             "get": _op(
                 "stream",

@@ -130,6 +130,25 @@
     refreshOn("stats");
   }
 
+  // the chart starts from the store's last WINDOW seconds (jobs enqueued and done in each), not
+  // empty; the running line starts with the live stream (the store keeps no history of it)
+  async function seedChart() {
+    const canvas = $("#chart");
+    if (!canvas) return;
+    try {
+      const r = await fetch("/api/stats/history?seconds=" + WINDOW, { headers: HEADERS, credentials: "same-origin", cache: "no-store" });
+      if (!r.ok) return;
+      const h = await r.json();
+      const first = series.length ? series[0].t : Infinity;
+      const seeded = h.seconds
+        .map((s, i) => ({ t: s + 1, done: h.done[i], enq: h.enqueued[i], running: undefined }))
+        .filter((p) => p.t < first);
+      series.unshift(...seeded);
+      canvas.dataset.seeded = String(seeded.length);
+      drawChart();
+    } catch (e) { /* the live stream fills the chart anyway */ }
+  }
+
   function niceMax(v) {
     if (v <= 4) return 4; // quarter lines at whole numbers
     const p = Math.pow(10, Math.floor(Math.log10(v)));
@@ -151,7 +170,7 @@
     g.clearRect(0, 0, width, height);
     const pad = { l: 44, r: 12, t: 10, b: 22 };
     const w = width - pad.l - pad.r, h = height - pad.t - pad.b;
-    const top = niceMax(Math.max(1, ...series.map((p) => Math.max(p.done, p.enq, p.running))));
+    const top = niceMax(Math.max(1, ...series.map((p) => Math.max(p.done, p.enq, p.running || 0))));
     const now = Date.now() / 1000;
     const span = Math.min(WINDOW, Math.max(40, series.length ? Math.ceil((now - series[0].t) / 20) * 20 : 40));
     const x = (t) => pad.l + w * (1 - (now - t) / span);
@@ -184,7 +203,11 @@
     g.beginPath(); g.rect(pad.l, pad.t - 2, w, h + 4); g.clip();
     const line = (key, color, opts = {}) => {
       g.beginPath();
-      series.forEach((p, i) => (i ? g.lineTo(x(p.t), y(p[key])) : g.moveTo(x(p.t), y(p[key]))));
+      let pen = false; // a point without a value (seeded history has no running count) lifts it
+      for (const p of series) {
+        if (p[key] === undefined) { pen = false; continue; }
+        if (pen) g.lineTo(x(p.t), y(p[key])); else { g.moveTo(x(p.t), y(p[key])); pen = true; }
+      }
       g.strokeStyle = color; g.lineWidth = opts.width || 2; g.setLineDash(opts.dash || []);
       g.lineJoin = "round"; g.stroke(); g.setLineDash([]);
       if (opts.fill) {
@@ -237,6 +260,7 @@
     else if (!document.body.dataset.jobStream) live(true);
     openJobStream();
     drawChart();
+    seedChart();
     window.addEventListener("resize", drawChart);
   });
 })();
