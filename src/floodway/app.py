@@ -20,7 +20,7 @@ from .handle import Handle
 from .hooks import Periodic, WorkerHooks
 from .inputs import check_job_id, check_name, check_priority, check_tenant, is_internal_task
 from .limits import LimitSpec, Rate, concurrency_for
-from .options import check_lane, check_limit_names, check_limit_numbers, resumable_options
+from .options import check_lane, check_limit_names, check_limit_numbers, job_filter, resumable_options
 from .retry import Retry
 from .schedule import Schedule, ScheduleHealth, sync_schedules, tick, tick_id
 from .shaping import Batch
@@ -404,6 +404,37 @@ class App:
         """Depth, running, and rates in and out (per second over ``window``) per queue and per
         limit — what ``floodway stats`` and the Prometheus metrics show."""
         return collect(self, window)
+
+    def bulk(
+        self,
+        action: str,
+        *,
+        status: Any = None,
+        task: str | None = None,
+        queue: str | None = None,
+        tenant: str | None = None,
+        created_after: Any = None,
+        created_before: Any = None,
+        error: str | None = None,
+        all: bool = False,
+        dry_run: bool = False,
+    ) -> int:
+        """Retry, cancel, pause, resume or purge every job the filter matches (statuses, task,
+        queue, tenant, created before/after, text of its error), in chunks that never stall the
+        workers; returns how many jobs it acted on, or with ``dry_run`` would. An empty filter
+        is refused unless ``all=True``. A retried job keeps its ledger."""
+        flt = job_filter(
+            status=status,
+            task=task,
+            queue=queue,
+            tenant=tenant,
+            created_after=created_after,
+            created_before=created_before,
+            error=error,
+        )
+        if flt.is_empty() and not all:
+            raise ConfigError(f"bulk {action}: give a filter (status, task, queue, tenant, created, error) or all=True")
+        return self.store.bulk_action(action, flt, dry_run=dry_run)
 
     def resume_limit(self, name: str, key: str | None = None) -> int:
         """End the pause of a limit (one key, or all) now, for every worker."""

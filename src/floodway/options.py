@@ -13,11 +13,13 @@ import time
 from typing import Any, Callable, Iterable
 
 from .errors import ConfigError
-from .inputs import check_int, check_name
+from .inputs import check_int, check_name, check_tenant
+from .jobs import Status
 from .limits import NO_LANE, LimitSpec, template_fields
 from .retry import Retry
+from .store.base import JobFilter
 from .tasks import qualified_name
-from .units import parse_duration
+from .units import parse_duration, parse_instant
 
 
 def resumable_options(
@@ -129,3 +131,36 @@ def check_lane(lane: str | None, names: Iterable[str], specs: dict[str, LimitSpe
                 "or leave part of the rate to jobs without a lane"
             )
     return None
+
+
+def job_filter(
+    *,
+    status: Any = None,
+    task: str | None = None,
+    queue: str | None = None,
+    tenant: str | None = None,
+    created_after: Any = None,
+    created_before: Any = None,
+    error: str | None = None,
+) -> JobFilter:
+    """A bulk action's filter from values given by a person (the library, the CLI, the API):
+    ``ConfigError`` names the first that is not valid."""
+    names = [status] if isinstance(status, (str, Status)) else list(status or ())
+    statuses: list[Status] = []
+    for name in names:
+        try:
+            statuses.append(Status(name.lower() if isinstance(name, str) else name))
+        except ValueError:
+            raise ConfigError(f"status: {name!r} is not a job status ({', '.join(s.value for s in Status)})") from None
+    for what, value in (("task", task), ("queue", queue)):
+        if value is not None:
+            check_name(value, what)
+    if tenant is not None:
+        check_tenant(tenant)
+    if error is not None and (not isinstance(error, str) or not error.strip() or len(error) > 255):
+        raise ConfigError(f"error: expected the text an error contains (1-255 characters), got {error!r}")
+    after = parse_instant(created_after, name="created_after") if created_after is not None else None
+    before = parse_instant(created_before, name="created_before") if created_before is not None else None
+    if after is not None and before is not None and after >= before:
+        raise ConfigError("created_after must be before created_before")
+    return JobFilter(tuple(dict.fromkeys(statuses)), task, queue, tenant, after, before, error)

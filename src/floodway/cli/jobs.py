@@ -20,6 +20,7 @@ from ..units import format_duration, iso, parse_duration
 if TYPE_CHECKING:  # rich is imported where output is rendered: --json and worker runs skip it
     pass
 
+from .bulk import filter_options, run_bulk
 from .core import (
     FINAL_NAMES,
     STATUS_NAMES,
@@ -390,11 +391,21 @@ def events(state: State, job_id: str) -> None:
 
 
 # -- changing jobs --------------------------------------------------------------------------
+def _filtered(given: dict[str, Any]) -> bool:
+    return any(value for value in given.values())
+
+
 @cli.command()
-@click.argument("job_id", metavar="ID")
+@click.argument("job_id", metavar="[ID]", required=False)
+@filter_options
 @click.pass_obj
-def retry(state: State, job_id: str) -> None:
-    """Run a failed, cancelled or retrying job again now, with fresh attempts."""
+def retry(state: State, job_id: str | None, **given: Any) -> None:
+    """Run a failed, cancelled or retrying job again now, with fresh attempts; without an ID,
+    every job the filter options match (see ``floodway bulk``)."""
+    if job_id is None:
+        return run_bulk(state, "retry", **given)
+    if _filtered(given):
+        raise UsageProblem("name one job (ID) or give filter options, not both")
     new_status = state.app().handle(job_id).retry()
     emit(
         state, {"id": job_id, "status": new_status.value}, lambda d: click.echo(f"job {job_id} is {d['status']} again")
@@ -402,10 +413,16 @@ def retry(state: State, job_id: str) -> None:
 
 
 @cli.command()
-@click.argument("job_id", metavar="ID")
+@click.argument("job_id", metavar="[ID]", required=False)
+@filter_options
 @click.pass_obj
-def cancel(state: State, job_id: str) -> None:
-    """Cancel a job (a running one is stopped by its worker at the next heartbeat)."""
+def cancel(state: State, job_id: str | None, **given: Any) -> None:
+    """Cancel a job (a running one is stopped by its worker at the next heartbeat); without an
+    ID, every job the filter options match."""
+    if job_id is None:
+        return run_bulk(state, "cancel", **given)
+    if _filtered(given):
+        raise UsageProblem("name one job (ID) or give filter options, not both")
     new_status = state.app().handle(job_id).cancel()
     requested = new_status is Status.RUNNING
     emit(

@@ -25,6 +25,7 @@ from ..limits import LimitSpec, split_lane
 from .base import (
     ClaimedJobs,
     EnqueueResult,
+    JobFilter,
     LimitInfo,
     QueueInfo,
     ScheduleInfo,
@@ -33,11 +34,13 @@ from .base import (
     Store,
     TokenInfo,
     WorkerInfo,
+    event_row,
     job_from_row,
     key_info,
     timeline_from_rows,
 )
 from .batches import claim_batch
+from .bulk import bulk_action
 from .keyed import enqueue_keyed
 from .rules import CancelAction, cancel_action, check_retryable, lane_view, settle_one
 
@@ -136,30 +139,6 @@ def load_migrations(backend: str) -> list[tuple[int, str, str]]:
 def in_dialect(sql: str, mark: str) -> str:
     """A shared query with its ``?`` parameters written as the backend marks them."""
     return sql if mark == "?" else sql.replace("?", mark)
-
-
-def event_row(
-    job_id: str,
-    at: float,
-    src: Status | None,
-    dst: Status,
-    attempt: int,
-    *,
-    error: dict | None = None,
-    worker_id: str | None = None,
-    reason: str | None = None,
-) -> tuple:
-    """One ``job_events`` row: (job_id, at, from_status, to_status, attempt, error, worker_id, reason)."""
-    return (
-        job_id,
-        at,
-        src.value if src else None,
-        dst.value,
-        attempt,
-        json.dumps(error) if error else None,
-        worker_id,
-        reason,
-    )
 
 
 def step_from_row(r: tuple | list) -> StepRecord:
@@ -405,6 +384,9 @@ class SQLStore(Store):
                     earliest = moved[f"{field}_since"]
                     moved[f"{field}_since"] = first if earliest is None else min(earliest, first)
         return {"queues": queues, "limits": limits}
+
+    def bulk_action(self, action: str, flt: JobFilter, *, dry_run: bool = False) -> int:
+        return bulk_action(self, action, flt, dry_run=dry_run)
 
     def history(self, since: float, *, tenant: str | None = None) -> dict[str, dict[int, int]]:
         queries = TENANT_HISTORY if tenant is not None else HISTORY
