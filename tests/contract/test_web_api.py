@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterator
@@ -856,3 +857,44 @@ def test_stats_history_counts_each_second_and_a_tenant_sees_only_its_own(acme, g
     assert sum(history(admin)["enqueued"]) >= sum(after["enqueued"])
     for bad in ("0", "-5", "abc", "100000"):
         assert_error(admin.get("/api/stats/history", params={"seconds": bad}), 400, "seconds")
+
+
+def test_bulk_actions_by_filter_count_and_a_tenant_acts_only_on_its_own(acme, globex, admin):
+    # this test's jobs only: those enqueued from now on (the module's tests run one at a time)
+    window = {"created_after": datetime.fromtimestamp(time.time() - 0.001, timezone.utc).isoformat()}
+    mine = [enqueue(acme, "add", {"x": n, "y": 0}, delay="1h")["id"] for n in range(3)]
+    theirs = [enqueue(globex, "add", {"x": n, "y": 0}, delay="1h")["id"] for n in range(2)]
+
+    def act(c: httpx.Client, body: dict[str, Any]) -> httpx.Response:
+        return c.post("/api/jobs/bulk-actions", json=body)
+
+    counted = act(acme, {"action": "pause", "filter": {**window, "status": "scheduled"}, "dry_run": True})
+    assert counted.status_code == 200 and counted.json() == {"action": "pause", "count": 3, "dry_run": True}
+    assert (
+        act(acme, {"action": "pause", "filter": {**window, "status": "scheduled"}}).json()["count"] == 3
+    )  # acme's only
+    assert (
+        act(admin, {"action": "resume", "filter": {**window, "status": "scheduled"}, "dry_run": True}).json()["count"]
+        == 3
+    )
+    assert (
+        act(admin, {"action": "cancel", "filter": {**window, "status": "scheduled", "tenant": "globex"}}).json()[
+            "count"
+        ]
+        == 2
+    )
+    assert [status_of(globex, i) for i in theirs] == ["cancelled", "cancelled"]
+    assert [status_of(acme, i) for i in mine] == ["scheduled"] * 3
+    assert_error(act(acme, {"action": "cancel", "filter": {"tenant": "globex"}}), 403, "acme")
+    assert_error(act(acme, {"action": "cancel"}), 400, "give a filter")
+    assert_error(act(admin, {"action": "cancel"}), 400, "give a filter")
+    assert_error(
+        act(admin, {"action": "explode", "filter": {**window, "status": "scheduled"}}), 400, "unknown bulk action"
+    )
+    assert_error(act(admin, {"action": "retry", "filter": {"status": "sleeping"}}), 400, "not a job status")
+    assert_error(act(admin, {"action": "retry", "filter": {"nope": 1}}), 400, "unknown filter field")
+    assert_error(act(admin, {"action": "retry", "filter": {"task": 7}}), 400, "'task'")
+    assert_error(
+        act(admin, {"action": "retry", "filter": {**window, "status": "scheduled"}, "dry_run": "yes"}), 400, "dry_run"
+    )
+    assert act(acme, {"action": "cancel", "filter": {**window, "status": "scheduled"}}).json()["count"] == 3

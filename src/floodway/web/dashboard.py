@@ -42,8 +42,9 @@ from ..jobs import Status
 from ..store.rules import cancel_action, check_retryable
 from ..tokens import authenticate
 from . import data
-from .api import MAX_OFFSET, ApiError, parse_statuses, read_body
+from .api import MAX_OFFSET, ApiError
 from .auth import COOKIE, COOKIE_MAX_AGE, Principal, principal_for
+from .wire import parse_statuses, read_body
 
 if TYPE_CHECKING:
     from ..app import App

@@ -321,6 +321,16 @@ def document(
                 errors=("400",),
             )
         },
+        "/api/jobs/bulk-actions": {
+            "post": _op(
+                "bulkAction",
+                "Retry, cancel, pause, resume or purge every job a filter matches (a tenant token: its own)",
+                "jobs",
+                {"200": _ok("How many jobs it acted on (or would, with dry_run)", _ref("BulkActionResult"))},
+                body=_ref("BulkActionRequest"),
+                errors=("400", "403", "413"),
+            )
+        },
         "/api/stats/history": {
             "get": _op(
                 "statsHistory",

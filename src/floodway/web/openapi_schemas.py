@@ -34,6 +34,38 @@ ERROR_OBJ = {
 }
 
 SCHEMAS: dict[str, Any] = {
+    "BulkActionRequest": {
+        "type": "object",
+        "required": ["action"],
+        "additionalProperties": False,
+        "properties": {
+            "action": {"type": "string", "enum": ["retry", "cancel", "pause", "resume", "purge"]},
+            "filter": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "status": {
+                        "oneOf": [
+                            {"type": "string", "enum": STATUSES},
+                            {"type": "array", "items": {"type": "string", "enum": STATUSES}},
+                        ]
+                    },
+                    "task": {"type": "string", "minLength": 1},
+                    "queue": {"type": "string", "minLength": 1},
+                    "tenant": {"type": "string", "minLength": 1},
+                    "created_after": {"type": "string", "format": "date-time"},
+                    "created_before": {"type": "string", "format": "date-time"},
+                    "error": {"type": "string", "minLength": 1, "maxLength": 255},
+                },
+            },
+            "all": {"type": "boolean", "description": "Needed when the filter is empty"},
+            "dry_run": {"type": "boolean", "description": "Only count"},
+        },
+    },
+    "BulkActionResult": {
+        "type": "object",
+        "properties": {"action": {"type": "string"}, "count": {"type": "integer"}, "dry_run": {"type": "boolean"}},
+    },
     "Error": {
         "type": "object",
         "required": ["error"],
