@@ -100,3 +100,48 @@ def test_two_workers_claiming_batches_of_one_key_never_share_an_item(tmp_path, d
         assert [h.result(timeout=30) for h in handles] == list(range(600))
     finally:
         apps.close()
+
+
+BULK_APP = """
+app.close()
+app = floodway.App({url!r})
+app.queue("bulk", max_concurrency=None)
+app.queue("other", max_concurrency=None)
+
+
+@app.task(queue="bulk")
+async def slow(n: int) -> None:
+    await asyncio.sleep(0.2)
+
+
+@app.task(queue="other")
+async def quick(n: int) -> None:
+    record("quick", str(n))
+"""
+
+
+def test_a_bulk_cancel_while_two_workers_run_stops_its_jobs_and_the_workers_go_on(tmp_path, database_url, workers):
+    apps = LoadedApps(tmp_path)
+    try:
+        name, module = apps.load(BULK_APP.format(url=database_url))
+        module.slow.enqueue_many([{"n": n} for n in range(3000)])
+        for label in ("w1", "w2"):
+            workers.start(name, "--concurrency", "10", label=label)
+        store = module.app.store
+        wait_until(lambda: store.count_jobs().get("running", 0) >= 10, "the workers to be busy", workers=workers)
+        cancelled = module.app.bulk("cancel", queue="bulk")  # in chunks, while they claim
+        assert cancelled >= 2900
+        module.quick.enqueue_many([{"n": n} for n in range(200)])
+        wait_until(lambda: len(read_lines(tmp_path, "quick")) >= 200, "the workers to go on", workers=workers)
+        wait_until(
+            lambda: not ({"waiting", "running"} & {k for k, v in store.count_jobs().items() if v}),
+            "every cancelled run to stop",
+            workers=workers,
+        )
+        counts = store.count_jobs()
+        # the jobs each worker held (10 running, 20 claimed ahead) were asked to stop: one that
+        # finished before its worker's next renewal saw the request completed
+        assert cancelled - 2 * 30 <= counts["cancelled"] <= cancelled
+        assert counts["cancelled"] + counts["complete"] == 3200
+    finally:
+        apps.close()
