@@ -334,3 +334,23 @@ def test_a_laned_limit_shows_each_lane(page, site):
         shot(page, "dashboard-limit-lanes")
     for handle in handles:
         site.api.post(f"/api/jobs/{handle.id}/cancel")
+
+
+def test_a_bulk_action_on_the_jobs_filter_counts_first_and_asks_to_confirm(page, site):
+    from playwright.sync_api import expect
+
+    if "bulk_target" not in site.app.tasks:
+
+        @site.app.task(name="bulk_target", queue="web")
+        def bulk_target(n: int) -> None:
+            return None
+
+    made = [enqueue(site, "bulk_target", {"n": n}, delay=3600) for n in range(4)]
+    asked: list[str] = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    log_in(page, site, then="/jobs?task=bulk_target&status=scheduled")
+    page.locator('#bulk [data-bulk="cancel"]').click()
+    expect(page.locator("#toasts")).to_contain_text("cancel: 4 job(s)")
+    assert asked == ["cancel 4 job(s) matching this filter?"]
+    assert [status(site, job_id) for job_id in made] == ["cancelled"] * 4
+    shot(page, "dashboard-bulk-cancel")

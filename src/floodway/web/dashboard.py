@@ -316,7 +316,15 @@ async def jobs_page(request: Request) -> Response:
         return HTMLResponse(f'<p class="empty">{exc.message}</p>', status_code=exc.status)
     return render(
         "jobs.html",
-        **base_context(request, principal, title="Jobs", filters=filters, query=_query(filters), missing=missing),
+        **base_context(
+            request,
+            principal,
+            title="Jobs",
+            filters=filters,
+            query=_query(filters),
+            missing=missing,
+            bulk_filter=json.dumps({k: filters[k] for k in ("status", "queue", "task", "tenant") if filters[k]}),
+        ),
     )
 
 

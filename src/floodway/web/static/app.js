@@ -94,6 +94,38 @@
     }
   });
 
+  // -- bulk actions: the jobs page's filter, counted first (a dry run), then confirmed ------------
+  document.addEventListener("click", async (ev) => {
+    const button = ev.target.closest("[data-bulk]");
+    if (!button) return;
+    ev.preventDefault();
+    const action = button.dataset.bulk;
+    const filter = JSON.parse($("#bulk").dataset.filter || "{}");
+    const post = (dryRun) => fetch("/api/jobs/bulk-actions", {
+      method: "POST",
+      headers: { ...HEADERS, "Content-Type": "application/json" },
+      credentials: "same-origin",
+      body: JSON.stringify({ action, filter, dry_run: dryRun }),
+    });
+    button.disabled = true;
+    try {
+      const counted = await post(true);
+      if (counted.status === 401) { toLogin(); return; }
+      const preview = await counted.json();
+      if (!counted.ok) { toast(preview.error || `Failed (${counted.status})`, true); return; }
+      if (!window.confirm(`${action} ${preview.count} job(s) matching this filter?`)) return;
+      const done = await post(false);
+      const result = await done.json();
+      if (done.ok) toast(`${action}: ${result.count} job(s)`);
+      else toast(result.error || `Failed (${done.status})`, true);
+    } catch (err) {
+      toast("The server did not answer", true);
+    } finally {
+      button.disabled = false;
+      refreshAll();
+    }
+  });
+
   // -- live indicator -----------------------------------------------------------------------------
   function live(on) {
     const badge = $("#live");
