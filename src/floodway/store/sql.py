@@ -38,6 +38,7 @@ from .base import (
     timeline_from_rows,
 )
 from .batches import claim_batch
+from .drain import drain_counts
 from .keyed import enqueue_keyed
 from .rules import CancelAction, cancel_action, check_retryable, lane_view, settle_one
 
@@ -391,6 +392,9 @@ class SQLStore(Store):
                     earliest = moved[f"{field}_since"]
                     moved[f"{field}_since"] = first if earliest is None else min(earliest, first)
         return {"queues": queues, "limits": limits}
+
+    def drain_counts(self, since: float, width: float, *, tenant: str | None = None) -> dict[str, Any]:
+        return drain_counts(self, since, width, tenant)
 
     # -- queues and workers -------------------------------------------------------------------
     def set_queue(self, name: str, max_concurrency: int | None) -> None:
