@@ -89,7 +89,8 @@ def forecast_view(
         if (name, k) not in rates and spec is not None and spec.rate is not None:
             rates[(name, k)] = spec.rate.per_second
     sources = {(info.spec.name, k.key): k.source for info in infos for k in info.keys}
-    visible = {(info.spec.name, k.key) for info in infos for k in info.keys} if limits is not None else None
+    # a tenant's counts are of its own jobs: the keys they hold of the limits it may see are its
+    visible = {info.spec.name for info in infos} if limits is not None else None
 
     def observed(entry: dict[str, Any], limit_rate: float | None) -> Observed:
         return Observed(_backlog(entry), entry["created"], entry["finished"], width, window, limit_rate)
@@ -110,7 +111,7 @@ def forecast_view(
     active: dict[str, int] = {}
     plain: dict[tuple[str, str], Forecast] = {}
     for (name, k), entry in entries.items():
-        if visible is not None and (name, k) not in visible and (name, k) not in added_keys:
+        if visible is not None and name not in visible:
             continue
         plain[(name, k)] = forecast(observed(entry, rates.get((name, k))))
         served[name] = served.get(name, 0.0) + plain[(name, k)].served_rate

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..inputs import INT32_MAX, INT32_MIN, MAX_AHEAD_SECONDS, MAX_NAME_LENGTH
 from ..jobs import Status
+from . import forecast_openapi
 from .shaping_input import SHAPING_SCHEMA
 
 #: the job statuses, from the one list (``floodway.jobs.Status``)
@@ -496,7 +497,7 @@ def document(
 ) -> dict[str, Any]:
     """The document; ``tasks`` (the app's registered task names) become the enum of ``task``."""
     job = [JOB_ID]
-    schemas = json.loads(json.dumps(SCHEMAS))
+    schemas = json.loads(json.dumps({**SCHEMAS, **forecast_openapi.SCHEMAS}))
     schemas["BulkEnqueueRequest"]["properties"]["items"]["maxItems"] = max_bulk
     if tasks:
         for name in ("EnqueueRequest", "BulkEnqueueRequest"):
@@ -769,6 +770,7 @@ def document(
                 errors=("400", "403", "404", "413"),
             )
         }
+    paths.update(forecast_openapi.paths(_op, _ok, _query))
     return {
         "openapi": "3.0.3",
         "info": {
