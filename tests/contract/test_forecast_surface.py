@@ -125,3 +125,18 @@ def test_api_admin_tenant_and_bad_input(env):
             document = admin.get("/openapi.json").json()
             assert "/api/forecast" in document["paths"]
             assert "Forecast" in document["components"]["schemas"]
+
+
+def test_dashboard_shows_the_eta_beside_queues_and_limit_keys(env):
+    with serving(env.app) as server:
+        minted = tokens(env.app)
+        with client(server, minted["admin"]) as admin, client(server, minted["acme"]) as acme:
+            queues = admin.get("/ui/queues")
+            assert queues.status_code == 200, queues.text
+            assert "drains in" in queues.text and "data-eta" in queues.text
+            assert ">2s<" in queues.text  # 40 jobs at two keys of 10/s
+            limits = admin.get("/ui/limits").text
+            assert limits.count("data-eta") == 2 and ">3s<" in limits and ">1s<" in limits
+            assert "style=" not in limits and "<script" not in limits  # CSP: nothing inline
+            mine = acme.get("/ui/limits").text
+            assert mine.count("data-eta") == 1

@@ -57,4 +57,17 @@ async def forecast(request: Request) -> Response:
     return ok(await call(view, fw(request), principal, window, params))
 
 
+def etas(app: "App", principal: Principal) -> dict[str, Any]:
+    """The forecast the dashboard's overview shows beside each queue and limit key."""
+    data = view(app, principal, 60.0, {})
+    return {
+        "queues": {row["queue"]: row for row in data["queues"]},
+        "keys": {(row["limit"], row["key"]): row for row in data["limits"]},
+        "by_limit": {
+            name: [row for row in data["limits"] if row["limit"] == name]
+            for name in {r["limit"] for r in data["limits"]}
+        },
+    }
+
+
 routes = [Route("/api/forecast", forecast, methods=["GET"])]
