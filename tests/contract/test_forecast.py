@@ -5,6 +5,8 @@ is made at about a tenth of the drain, and the store's own finish times are comp
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 from contextlib import contextmanager
 from datetime import datetime
@@ -13,6 +15,7 @@ import pytest
 
 from floodway import App, Context
 from floodway.errors import ConfigError
+from floodway.forecasting import check_drain
 
 from ..conftest import wait_for
 from ..destination import Destination
@@ -140,3 +143,38 @@ def test_forecast_at_a_tenth_of_a_drain_holds_within_15_percent(app):
     actual = max(finished) - forecast_at
     assert actual > 0
     assert queue["eta_seconds"] == pytest.approx(actual, rel=0.15), (queue, actual)
+
+
+def test_drain_deadline_alert_fires_once_per_episode(database_url, caplog):
+    app = App(database_url, alert_drain_deadline="1s")
+    try:
+        pull, _ = declare(app)
+        assert any(p.name == "drain alerts" for p in app._worker_hooks(5.0).periodic)
+
+        def alerts() -> list[dict]:
+            check_drain(app)
+            found = [json.loads(r.getMessage()) for r in caplog.records if r.name == "floodway.alerts"]
+            caplog.clear()
+            return found
+
+        with caplog.at_level(logging.WARNING, logger="floodway.alerts"):
+            app.enqueue_many(pull, [{"n": i} for i in range(5)], tenant="acme")
+            assert alerts() == []  # 0.5 s at 10/s: within the deadline
+            handles = app.enqueue_many(pull, [{"n": i} for i in range(40)], tenant="acme")
+            [alert] = alerts()
+            assert alert["alert"] == "drain_deadline" and alert["queue"] == "sync"
+            assert alert["backlog"] == 45 and alert["eta_seconds"] == pytest.approx(4.5)
+            assert alert["deadline_seconds"] == 1
+            assert alerts() == []  # the same episode
+            for handle in handles:
+                handle.cancel()
+            assert alerts() == []  # back within the deadline: the episode ends
+            app.enqueue_many(pull, [{"n": i} for i in range(40)], tenant="acme")
+            assert [a["alert"] for a in alerts()] == ["drain_deadline"]
+    finally:
+        app.close()
+
+
+def test_drain_deadline_setting_is_checked(database_url):
+    with pytest.raises(ConfigError, match="alert_drain_deadline"):
+        App(database_url, alert_drain_deadline="soon")
