@@ -16,6 +16,7 @@ from .config import Settings, load_settings
 from .enqueueing import check_enqueue_options, encode_args, enqueue_jobs
 from .errors import ConfigError, EnqueueError
 from .flows import build_declarative_flow, flow_insights, log_flow_finished
+from .forecasting import check_drain, forecast_view
 from .handle import Handle
 from .hooks import Periodic, WorkerHooks
 from .inputs import check_job_id, check_name, check_priority, check_tenant, is_internal_task
@@ -436,6 +437,12 @@ class App:
             raise ConfigError(f"bulk {action}: give a filter (status, task, queue, tenant, created, error) or all=True")
         return self.store.bulk_action(action, flt, dry_run=dry_run)
 
+    def forecast(self, window: float = 60.0, **what_if: Any) -> dict[str, Any]:
+        """When each queue and limit key will drain, with a range and why; ``queue``, ``limit``,
+        ``key`` narrow it, and ``rate`` (for ``limit``), ``add`` (jobs, with ``tenant`` or
+        ``key``) and ``workers`` ask what if, touching nothing (``floodway.forecasting``)."""
+        return forecast_view(self, window=window, **what_if)
+
     def resume_limit(self, name: str, key: str | None = None) -> int:
         """End the pause of a limit (one key, or all) now, for every worker."""
         return self.store.resume_limit(name, key)
@@ -632,6 +639,8 @@ class App:
             hooks.periodic.append(
                 Periodic("queue alerts", lambda: check_queues(self), every=lease / 3, first=lease / 3)
             )
+        if self.settings.alert_drain_deadline:
+            hooks.periodic.append(Periodic("drain alerts", lambda: check_drain(self), every=lease / 3, first=lease / 3))
         return hooks
 
     def _check_concurrency(self, concurrency: int) -> None:

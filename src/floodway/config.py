@@ -87,6 +87,8 @@ class Settings:
     alert_throttling_overhead_ms: float = 10_000
     alert_retries: int = 2
     alert_queue_depth: float = 0
+    #: a queue whose drain forecast ends later than this (seconds; "30m") raises an alert
+    alert_drain_deadline: float = 0
     alert_webhook_url: str | None = None
     # the web API: requests per token (GCRA, shared by every web process; None = no limit) and
     # the most jobs one bulk enqueue request may carry
@@ -115,6 +117,7 @@ _PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "alert_throttling_overhead_ms": _non_negative_number,
     "alert_retries": lambda v, w: int(_non_negative_number(v, w)),
     "alert_queue_depth": _non_negative_number,
+    "alert_drain_deadline": _seconds,
     "alert_webhook_url": _text,
     "api_rate": _rate_or_off,
     "api_burst": _positive_int,

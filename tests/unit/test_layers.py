@@ -173,7 +173,20 @@ def test_every_relative_import_names_a_module_that_exists():
 #: the layers, bottom up (docs/ARCHITECTURE.md draws the same picture): a module imports only
 #: modules of its own layer or the layers below it
 LAYERS = [
-    ["errors", "units", "inputs", "jsontext", "jobs", "limits", "quota", "retry", "liveness", "config", "tracing"],
+    [
+        "errors",
+        "units",
+        "inputs",
+        "jsontext",
+        "jobs",
+        "limits",
+        "quota",
+        "retry",
+        "liveness",
+        "config",
+        "tracing",
+        "forecast",
+    ],
     ["store"],
     ["resumable", "cost", "http", "context", "flows", "throttling", "alerts", "tokens"],
     ["worker", "worker_plan", "worker_leases", "worker_outcomes", "worker_batches", "hooks"],
@@ -188,6 +201,7 @@ LAYERS = [
         "handle",
         "schedule",
         "stats",
+        "forecasting",
         "metrics",
     ],
     ["web", "cli", "demo", "__main__", ""],

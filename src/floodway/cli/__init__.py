@@ -9,7 +9,7 @@ unreachable, full or read-only), 2 usage error (bad arguments or configuration).
 
 from __future__ import annotations
 
-from . import admin, bulk, jobs  # noqa: F401  (their commands register themselves on ``cli``)
+from . import admin, bulk, forecast, jobs  # noqa: F401  (their commands register themselves on ``cli``)
 from .core import EXIT_FAILED, EXIT_OK, EXIT_USAGE, State, accept_global_options_after_commands, cli, load_app, main
 
 accept_global_options_after_commands(cli)

@@ -380,6 +380,12 @@ class AdminPort(abc.ABC):
         {"waiting", "created", "finished"}}}`` — created/finished since ``since``; with
         ``tenant``, of that tenant's jobs only."""
 
+    @abc.abstractmethod
+    def drain_counts(self, since: float, width: float, *, tenant: str | None = None) -> dict[str, Any]:
+        """What a drain forecast reads (``floodway.forecast``): per queue and per (limit, key),
+        the backlog by status, and jobs created and finished per bucket of ``width`` seconds
+        from ``since``; with ``tenant``, of that tenant's jobs only."""
+
     # -- schedules ------------------------------------------------------------------------
     @abc.abstractmethod
     def save_schedule(self, info: ScheduleInfo) -> None:

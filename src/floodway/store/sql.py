@@ -41,6 +41,7 @@ from .base import (
 )
 from .batches import claim_batch
 from .bulk import bulk_action
+from .drain import drain_counts
 from .keyed import enqueue_keyed
 from .rules import CancelAction, cancel_action, check_retryable, lane_view, settle_one
 
@@ -395,6 +396,9 @@ class SQLStore(Store):
             field: {int(second): int(count) for second, count in self._read(self._q(sql), (*scope, since))}
             for field, sql in queries.items()
         }
+
+    def drain_counts(self, since: float, width: float, *, tenant: str | None = None) -> dict[str, Any]:
+        return drain_counts(self, since, width, tenant)
 
     # -- queues and workers -------------------------------------------------------------------
     def set_queue(self, name: str, max_concurrency: int | None) -> None:

@@ -115,7 +115,7 @@ def create_app(
     ``None`` for no limit) with bursts of ``api_burst``; past that it gets 429 with
     ``Retry-After``. The last three default to the app's settings (``api_max_bulk``,
     ``api_rate``, ``api_burst``)."""
-    from . import api, dashboard
+    from . import api, dashboard, forecast_api
     from .auth import api_limit, declare_api_limit
 
     settings = app.settings
@@ -134,6 +134,7 @@ def create_app(
     web = Starlette(
         routes=[
             *api.routes,
+            *forecast_api.routes,
             *dashboard.routes,
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],

@@ -37,11 +37,12 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from ..errors import FloodwayError, JobNotFound
+from ..forecast import format_eta
 from ..inputs import LONE_SURROGATES
 from ..jobs import Status
 from ..store.rules import cancel_action, check_retryable
 from ..tokens import authenticate
-from . import data
+from . import data, forecast_api
 from .api import MAX_OFFSET, ApiError
 from .auth import COOKIE, COOKIE_MAX_AGE, Principal, principal_for
 from .wire import parse_statuses, read_body
@@ -138,7 +139,7 @@ env = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-env.filters.update(ago=ago, clock=clock, pretty=pretty, quote=quote, error_line=error_line)
+env.filters.update(ago=ago, clock=clock, pretty=pretty, quote=quote, error_line=error_line, duration=format_eta)
 env.globals.update(
     STATUS_NAMES=STATUS_NAMES,
     FINAL_NAMES=FINAL_NAMES,
@@ -349,9 +350,9 @@ async def fragment(request: Request) -> Response:
     app = fw(request)
     ctx = base_context(request, principal)
     if name == "queues":
-        ctx.update(await call(data.queues_view, app, principal))
+        ctx.update(await call(data.queues_view, app, principal), etas=await call(forecast_api.etas, app, principal))
     elif name == "limits":
-        ctx.update(await call(data.limits_view, app, principal))
+        ctx.update(await call(data.limits_view, app, principal), etas=await call(forecast_api.etas, app, principal))
     elif name == "workers":
         if not principal.admin:
             return HTMLResponse("", status_code=403)

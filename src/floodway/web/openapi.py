@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from . import forecast_openapi
 from .openapi_schemas import SCHEMAS, STATUSES, _ref
 
 
@@ -89,7 +90,7 @@ def document(
 ) -> dict[str, Any]:
     """The document; ``tasks`` (the app's registered task names) become the enum of ``task``."""
     job = [JOB_ID]
-    schemas = json.loads(json.dumps(SCHEMAS))
+    schemas = json.loads(json.dumps({**SCHEMAS, **forecast_openapi.SCHEMAS}))
     schemas["BulkEnqueueRequest"]["properties"]["items"]["maxItems"] = max_bulk
     if tasks:
         for name in ("EnqueueRequest", "BulkEnqueueRequest"):
@@ -382,6 +383,7 @@ def document(
                 errors=("400", "403", "404", "413"),
             )
         }
+    paths.update(forecast_openapi.paths(_op, _ok, _query))
     return {
         "openapi": "3.0.3",
         "info": {
