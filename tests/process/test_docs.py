@@ -40,7 +40,7 @@ SERVERS: dict[str, Callable[[], Destination]] = {
     "API": lambda: Destination(rate=50, burst=5, style="leaky", idempotency=True),
     "GITHUB_API": lambda: Destination(rate=20, window=1.0, style="fixed-window", exhausted_status=403),
     "SHOPIFY_API": lambda: Destination(rate=20, burst=10, style="usage"),
-    "SHOPIFY_GRAPHQL": lambda: CostDestination(size=200, restore=100),
+    "SHOPIFY_GRAPHQL": lambda: CostDestination(size=1000, restore=50),
     "HUBSPOT_API": lambda: Destination(rate=20, burst=2, style="bare"),
     "STRIPE_API": lambda: Destination(rate=20, burst=2, style="bare", idempotency=True),
     "ZENDESK_API": lambda: Destination(rate=20, window=1.0, style="quota"),
