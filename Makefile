@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast install bench clean lint
+.PHONY: demo test test-fast install bench clean lint docs
 
 $(BIN)/floodway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: install
 	$(BIN)/ruff format --check src tests benchmarks chaos
 	$(BIN)/mypy
 
+# the documentation site (mkdocs.yml, docs/) into site/; make test builds it too (tests/process/test_docs.py)
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
+
 bench: install
 	$(BIN)/python benchmarks/throughput.py
 
@@ -52,4 +56,4 @@ chaos: install
 	done; exit $$status
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) build site *.egg-info src/*.egg-info
