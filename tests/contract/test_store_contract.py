@@ -566,3 +566,30 @@ def test_stats_rates_are_over_the_time_observed_not_the_whole_window(tmp_path, d
     quiet = app.stats(window=60)["queues"]["default"]["rate_in"]
     assert quiet >= 100 / 60  # all created within the last second or so: at least the window's average
     app.close()
+
+
+def test_jobs_are_found_by_text_in_their_args_or_error(store):
+    from floodway.store.base import Outcome
+
+    def job(job_id: str, args: str) -> NewJob:
+        return NewJob(
+            id=job_id,
+            task="t",
+            args_json=args,
+            queue="default",
+            priority=0,
+            max_attempts=1,
+            retry_json="{}",
+            run_at=time.time(),
+        )
+
+    store.enqueue([job("a", '{"email": "Ada@Example.com"}'), job("b", '{"note": "50%_off"}'), job("c", '{"n": 1}')])
+    (claimed,) = store.claim("w", queues=None, limit=1, lease=30) or [None]
+    store.finish(
+        "w", [Outcome(claimed.id, claimed.attempt, Status.FAILED, error={"type": "E", "message": "Upstream said 422"})]
+    )
+    assert [j.id for j in store.list_jobs(text="ada@example")] == ["a"]  # any case
+    assert [j.id for j in store.list_jobs(text="50%_")] == ["b"]  # % and _ are plain characters
+    assert [j.id for j in store.list_jobs(text="%")] == ["b"]
+    assert [j.id for j in store.list_jobs(text="said 422")] == [claimed.id]
+    assert store.list_jobs(text="nowhere") == []

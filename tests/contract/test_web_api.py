@@ -898,3 +898,15 @@ def test_bulk_actions_by_filter_count_and_a_tenant_acts_only_on_its_own(acme, gl
         act(admin, {"action": "retry", "filter": {**window, "status": "scheduled"}, "dry_run": "yes"}), 400, "dry_run"
     )
     assert act(acme, {"action": "cancel", "filter": {**window, "status": "scheduled"}}).json()["count"] == 3
+
+
+def test_jobs_are_searched_by_text_in_their_args(acme, globex, admin):
+    needle = uid("Needle")
+    made = enqueue(acme, "echo", {"value": f"order {needle} for acme"})["id"]
+    found = acme.get("/api/jobs", params={"text": needle.lower()}).json()["jobs"]
+    assert [j["id"] for j in found] == [made]
+    assert globex.get("/api/jobs", params={"text": needle}).json()["jobs"] == []  # acme's, not globex's
+    assert [j["id"] for j in admin.get("/api/jobs", params={"text": needle}).json()["jobs"]] == [made]
+    page = admin.get("/ui/jobs", params={"text": needle})
+    assert page.status_code == 200 and made in page.text
+    assert_error(admin.get("/api/jobs", params={"text": "x" * 256}), 400, "text")

@@ -20,6 +20,7 @@ from ..limits import LimitSpec
 from ..liveness import LeaseHolder
 from ..quota import Observation
 from .records import (
+    CONTAINS,
     ClaimedJobs,
     EnqueueResult,
     JobFilter,
@@ -34,6 +35,7 @@ from .records import (
     StepRecord,
     TokenInfo,
     WorkerInfo,
+    contains_pattern,
     event_row,
     job_from_row,
     key_info,
@@ -47,6 +49,8 @@ from .records import (
 )
 
 __all__ = [
+    "CONTAINS",
+    "contains_pattern",
     "stores_run_events",
     "timeline_from_rows",
     "served_stamps",
@@ -329,10 +333,12 @@ class AdminPort(abc.ABC):
         queue: str | None = None,
         task: str | None = None,
         tenant: str | None = None,
+        text: str | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[Job]:
-        """Jobs newest first, filtered by what is given."""
+        """Jobs newest first, filtered by what is given (``text``: held by the job's arguments or
+        its error, in any case)."""
 
     @abc.abstractmethod
     def count_jobs(self, *, queue: str | None = None) -> dict[str, int]:

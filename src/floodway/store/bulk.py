@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..jobs import FINAL_STATUSES, Status
-from .base import JobFilter, event_row
+from .base import CONTAINS, JobFilter, contains_pattern, event_row
 from .rules import purgeable
 
 if TYPE_CHECKING:
@@ -61,9 +61,8 @@ def _where(store: SQLStore, action: str, flt: JobFilter) -> tuple[str, list[Any]
         where.append("created_at < ?")
         values.append(flt.created_before)
     if flt.error is not None:
-        escaped = flt.error.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        where.append("LOWER(error) LIKE ? ESCAPE '\\'")
-        values.append(f"%{escaped}%")
+        where.append(CONTAINS.format(column="error"))
+        values.append(contains_pattern(flt.error))
     if action == "pause":
         where.append("NOT paused")
     elif action == "resume":

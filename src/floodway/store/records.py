@@ -460,3 +460,14 @@ class WorkerInfo:
 class EnqueueResult:
     id: str
     created: bool
+
+
+#: the condition "the text holds this" of ``contains_pattern``, for a column (any case)
+CONTAINS = "LOWER({column}) LIKE ? ESCAPE '\\'"
+
+
+def contains_pattern(text: str) -> str:
+    """The ``LIKE`` pattern of ``CONTAINS`` that matches text holding ``text`` in any case: its
+    ``%`` and ``_`` are plain characters, not wildcards."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"

@@ -23,6 +23,7 @@ from ..errors import ConfigError, JobNotFound, SchemaTooNewError, StoreError
 from ..jobs import Event, Job, NewJob, Status
 from ..limits import LimitSpec, split_lane
 from .base import (
+    CONTAINS,
     ClaimedJobs,
     EnqueueResult,
     JobFilter,
@@ -34,6 +35,7 @@ from .base import (
     Store,
     TokenInfo,
     WorkerInfo,
+    contains_pattern,
     event_row,
     job_from_row,
     key_info,
@@ -320,6 +322,7 @@ class SQLStore(Store):
         queue: str | None = None,
         task: str | None = None,
         tenant: str | None = None,
+        text: str | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[Job]:
@@ -333,6 +336,11 @@ class SQLStore(Store):
             if value is not None:
                 where.append(self._q(f"{column} = ?"))
                 params.append(value)
+        if text:
+            pattern = contains_pattern(text)
+            args, error = CONTAINS.format(column="args"), CONTAINS.format(column="COALESCE(error, '')")
+            where.append(self._q(f"({args} OR {error})"))
+            params += [pattern, pattern]
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         order = self._q(f"ORDER BY created_at DESC, {self.INSERT_ORDER} DESC LIMIT ? OFFSET ?")
         rows = self._read(f"SELECT {JOB_COLUMNS} FROM jobs {clause} {order}", (*params, limit, offset))

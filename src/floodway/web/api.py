@@ -216,10 +216,19 @@ async def list_jobs(request: Request) -> Response:
         queue=_query_text(request, "queue"),
         task=_query_text(request, "task"),
         tenant=tenant,
+        text=_search_text(request),
         limit=limit,
         offset=offset,
     )
     return ok({"jobs": [data.job_dict(j) for j in found], "limit": limit, "offset": offset, "count": len(found)})
+
+
+def _search_text(request: Request) -> str | None:
+    """``text``: what a job's arguments or error hold (any case), at most 255 characters."""
+    text = _query_text(request, "text")
+    if text is not None and len(text) > 255:
+        raise ApiError(400, f"query parameter 'text' is {len(text)} characters, over 255")
+    return text
 
 
 def _job_id(request: Request) -> str:

@@ -284,6 +284,7 @@ def _job_filters(request: Request, principal: Principal) -> dict[str, Any]:
         "queue": q.get("queue") or "",
         "task": q.get("task") or "",
         "tenant": q.get("tenant") or "",
+        "text": (q.get("text") or "")[:255],
         "offset": offset,
     }
     if not principal.admin:
@@ -371,6 +372,7 @@ async def fragment(request: Request) -> Response:
             queue=filters["queue"] or None,
             task=filters["task"] or None,
             tenant=tenant,
+            text=filters["text"] or None,
             limit=PAGE_SIZE + 1,
             offset=filters["offset"],
         )

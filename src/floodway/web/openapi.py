@@ -138,6 +138,9 @@ def document(
                     _query("status", {"type": "string"}, f"Comma-separated statuses: {', '.join(STATUSES)}"),
                     _query("queue", {"type": "string"}, "Only this queue"),
                     _query("task", {"type": "string"}, "Only this task"),
+                    _query(
+                        "text", {"type": "string", "maxLength": 255}, "Only jobs whose args or error hold this text"
+                    ),
                     _query("tenant", {"type": "string"}, "Only this tenant (a tenant token sees only its own)"),
                     _query(
                         "limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}, "At most this many"
