@@ -141,9 +141,14 @@ def test_tenant_queries_read_through_a_tenant_index(database_url):
             "limits_waiting",
             "limits_created",
             "limits_finished",
+            "drain_backlog",
+            "drain_created",
+            "drain_finished",
         }
         for name, sql in TENANT_QUERIES.items():
-            params = ("acme", time.time() - 60)[: sql.count("?") + sql.count("%s")]
+            since = time.time() - 60
+            marks = sql.count("?") + sql.count("%s")
+            params = (since, 0.5, "acme", since) if marks == 4 else ("acme", since)[:marks]
             plan = _explain(database_url, sql, params)
             assert "jobs_tenant" in plan, f"{name}: {plan}"
             assert not re.search(r"\bSCAN jobs\b(?! USING)", plan) and "Seq Scan" not in plan, f"{name}: {plan}"

@@ -43,7 +43,7 @@ from .base import (
 )
 from .batches import claim_batch
 from .bulk import bulk_action
-from .drain import drain_counts
+from .drain import TENANT_DRAIN_QUERIES, drain_counts
 from .keyed import enqueue_keyed
 from .rules import CancelAction, cancel_action, check_retryable, lane_view, settle_one
 
@@ -124,6 +124,7 @@ TENANT_QUERIES = {
     "counts": TENANT_COUNTS,
     **TENANT_ACTIVITY,
     **{f"history_{name}": sql for name, sql in TENANT_HISTORY.items()},
+    **TENANT_DRAIN_QUERIES,
 }
 
 
