@@ -49,6 +49,9 @@ class Observed:
     span: float
     #: the effective rate of the limit key (per second), None for a queue or a limit with no rate
     limit_rate: float | None = None
+    #: seconds until the subject serves again (a limit key paused by the destination until a
+    #: reset, or by hand); ``math.inf`` while paused with no end (a queue paused by hand)
+    paused_for: float = 0.0
 
 
 @dataclass
@@ -198,6 +201,14 @@ def forecast(obs: Observed, what_if: WhatIf | None = None, *, fair_share: float 
 
     if arriving:
         why.append(f"arrivals go on at {arriving:.3g}/s")
+    paused = obs.paused_for
+    if paused == math.inf and backlog:
+        why.append("paused: will not drain until it is resumed")
+        return Forecast(backlog, served, arriving, limit, rate or None, binds, None, None, None, False, 0.0, why)
+    if paused > 0 and backlog:
+        # nothing is served until the pause ends, and arrivals pile up meanwhile
+        why.append(f"paused for {paused:.3g}s more: the ETA starts when the pause ends")
+        backlog += round(arriving * paused)
     if backlog == 0:
         return Forecast(0, served, arriving, limit, rate or None, binds, 0.0, 0.0, 0.0, True, 0.0, why)
     if not rate:
@@ -206,7 +217,8 @@ def forecast(obs: Observed, what_if: WhatIf | None = None, *, fair_share: float 
     if net <= 0:
         why.append(f"will not drain: arrivals outpace service by {-net:.3g}/s")
         return Forecast(backlog, served, arriving, limit, rate, binds, None, None, None, False, -net, why)
-    eta = backlog / net
+    wait = paused if backlog else 0.0
+    eta = wait + backlog / net
     return Forecast(
         backlog,
         served,
@@ -215,8 +227,8 @@ def forecast(obs: Observed, what_if: WhatIf | None = None, *, fair_share: float 
         rate,
         binds,
         eta,
-        backlog / net_high if net_high > 0 else eta,
-        backlog / net_low if net_low > 0 else None,
+        wait + backlog / net_high if net_high > 0 else eta,
+        wait + backlog / net_low if net_low > 0 else None,
         True,
         0.0,
         why,

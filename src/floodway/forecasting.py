@@ -4,6 +4,7 @@ when a queue's forecast passes ``alert_drain_deadline``."""
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,18 @@ def _queue_cap(holds: list[Any], rates: dict[tuple[str, str], float | None]) -> 
     return sum(rates[p] or 0.0 for p in binding) if binding else None
 
 
+def _queue_pause(holds: list[Any], pauses: dict[tuple[str, str], float]) -> float:
+    """How long a queue's whole backlog waits on paused keys: 0 when some of it holds no paused
+    key; else the soonest time one of its (limit, key) lists is free again."""
+    waits = []
+    for pairs in holds:
+        wait = max((pauses.get(tuple(p), 0.0) for p in pairs or []), default=0.0)
+        if not wait:
+            return 0.0
+        waits.append(wait)
+    return min(waits, default=0.0)
+
+
 def forecast_view(
     app: "App",
     *,
@@ -65,7 +78,8 @@ def forecast_view(
         raise ConfigError("rate: name the limit it is for (limit=...)")
     if key is not None and limit is None:
         raise ConfigError("key: name its limit (limit=...)")
-    queue_names = {q.name for q in app.store.list_queues(tenant=scope_tenant)}
+    queue_infos = app.store.list_queues(tenant=scope_tenant)
+    queue_names = {q.name for q in queue_infos}
     if queue is not None and queue not in queue_names and queue not in app.queues:
         raise ConfigError(f"unknown queue {queue!r}")
     added_keys: set[tuple[str, str]] = set()
@@ -89,11 +103,19 @@ def forecast_view(
         if (name, k) not in rates and spec is not None and spec.rate is not None:
             rates[(name, k)] = spec.rate.per_second
     sources = {(info.spec.name, k.key): k.source for info in infos for k in info.keys}
+    # keys paused until a reset (a destination's exhausted quota, or by hand), and paused queues
+    pauses = {
+        (info.spec.name, k.key): k.paused_until - now
+        for info in infos
+        for k in info.keys
+        if k.paused_until is not None and k.paused_until > now
+    }
+    paused_queues = {q.name for q in queue_infos if q.paused}
     # a tenant's counts are of its own jobs: the keys they hold of the limits it may see are its
     visible = {info.spec.name for info in infos} if limits is not None else None
 
-    def observed(entry: dict[str, Any], limit_rate: float | None) -> Observed:
-        return Observed(_backlog(entry), entry["created"], entry["finished"], width, window, limit_rate)
+    def observed(entry: dict[str, Any], limit_rate: float | None, paused_for: float = 0.0) -> Observed:
+        return Observed(_backlog(entry), entry["created"], entry["finished"], width, window, limit_rate, paused_for)
 
     def changes(subject_rate: bool, adds: bool) -> WhatIf:
         return WhatIf(
@@ -113,7 +135,7 @@ def forecast_view(
     for (name, k), entry in entries.items():
         if visible is not None and name not in visible:
             continue
-        plain[(name, k)] = forecast(observed(entry, rates.get((name, k))))
+        plain[(name, k)] = forecast(observed(entry, rates.get((name, k)), pauses.get((name, k), 0.0)))
         served[name] = served.get(name, 0.0) + plain[(name, k)].served_rate
         active[name] = active.get(name, 0) + (1 if plain[(name, k)].backlog or (name, k) in added_keys else 0)
     for (name, k), entry in sorted(entries.items()):
@@ -121,7 +143,7 @@ def forecast_view(
             continue
         share = served[name] / active[name] if active.get(name) and served[name] else None
         result = forecast(
-            observed(entry, rates.get((name, k))),
+            observed(entry, rates.get((name, k)), pauses.get((name, k), 0.0)),
             changes(new_rate is not None and name == limit, (name, k) in added_keys),
             fair_share=share,
         )
@@ -154,7 +176,8 @@ def forecast_view(
         what_if = changes(False, name == add_queue)
         if new_cap != cap:
             what_if.rate = new_cap
-        queues_out.append({"queue": name, **_out(forecast(observed(entry, cap), what_if), now)})
+        pause = math.inf if name in paused_queues else _queue_pause(entry["holds"], pauses)
+        queues_out.append({"queue": name, **_out(forecast(observed(entry, cap, pause), what_if), now)})
 
     asked = {"rate": new_rate, "add": add or None, "workers": new_workers}
     return {

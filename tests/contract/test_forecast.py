@@ -14,7 +14,7 @@ from datetime import datetime
 import pytest
 
 from floodway import App, Context
-from floodway.errors import ConfigError
+from floodway.errors import ConfigError, RateLimited
 from floodway.forecasting import check_drain
 
 from ..conftest import wait_for
@@ -143,6 +143,56 @@ def test_forecast_at_a_tenth_of_a_drain_holds_within_15_percent(app):
     actual = max(finished) - forecast_at
     assert actual > 0
     assert queue["eta_seconds"] == pytest.approx(actual, rel=0.15), (queue, actual)
+
+
+def test_keyed_forecast_of_two_tenants_holds_through_a_pause_mid_drain(app):
+    """Two tenants, each with its own quota at the destination, one keyed limit: a forecast made
+    while one tenant's key is paused mid-drain (a task said "not now" for a few seconds) lands
+    within 15 % of each key's real end, the pause included; the other key is not held back."""
+    counts = {"acme": 200, "globex": 120}
+    pause = 4.0
+    with Destination(rate=20, burst=1, per_tenant=True) as dest:
+        app.limit("dest", rate="20/s", burst=1, key="{tenant}")
+
+        hold = threading.Event()  # set: the next acme job is told "not now" for ``pause`` seconds
+
+        @app.task(limits=["dest"])
+        async def send(ctx: Context, n: int) -> int:
+            if ctx.job.tenant == "acme" and hold.is_set():
+                hold.clear()
+                raise RateLimited(pause, limit="dest", reason="maintenance window")
+            async with ctx.http(base_url=dest.url, limit="dest", timeout=30) as client:
+                response = await client.post(f"/tenants/{ctx.job.tenant}/orders", json={"id": n})
+            response.raise_for_status()
+            return n
+
+        for tenant, count in counts.items():
+            app.enqueue_many(send, [{"n": i} for i in range(count)], tenant=tenant)
+
+        def done(tenant: str) -> int:
+            return sum(1 for j in app.store.list_jobs(tenant=tenant, status=["complete"], limit=1000))
+
+        def acme_paused() -> bool:
+            keys = {k.key: k for info in app.store.list_limits() for k in info.keys}
+            return keys.get("acme") is not None and keys["acme"].paused_until is not None
+
+        with running_worker(app):
+            wait_for(lambda: done("acme") >= counts["acme"] // 5, message="a fifth of acme's drain")
+            hold.set()
+            wait_for(acme_paused, message="acme's key paused mid-drain")
+            out = app.forecast(limit="dest")
+            wait_for(lambda: app.store.count_jobs()["complete"] == sum(counts.values()), timeout=120, message="drain")
+    forecast_at = datetime.fromisoformat(out["at"]).timestamp()
+    for tenant, count in counts.items():
+        row = by(out["limits"], key=tenant)
+        finished = [j.finished_at for j in app.store.list_jobs(tenant=tenant, limit=count + 1)]
+        assert len(finished) == count and all(finished)
+        actual = max(finished) - forecast_at
+        assert row["drains"] and row["eta_seconds"] is not None, row
+        assert row["eta_seconds"] == pytest.approx(actual, rel=0.15), (tenant, actual, row)
+    acme = by(out["limits"], key="acme")
+    assert any("paused for" in reason for reason in acme["why"]), acme
+    assert not any("paused" in reason for reason in by(out["limits"], key="globex")["why"])
 
 
 def test_drain_deadline_alert_fires_once_per_episode(database_url, caplog):

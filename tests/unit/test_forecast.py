@@ -81,6 +81,29 @@ def test_nothing_finished_assumes_the_limit_or_the_fair_share():
     assert unknown.eta_seconds is None and unknown.rate_used is None
 
 
+def test_a_paused_key_starts_its_eta_when_the_pause_ends():
+    running = Observed(1000, burst(1200), steady(20, since=N - 20), WIDTH, SPAN, limit_rate=20)
+    paused = Observed(1000, burst(1200), steady(20, since=N - 20), WIDTH, SPAN, limit_rate=20, paused_for=7.5)
+    plain, waiting = forecast(running), forecast(paused)
+    assert waiting.drains and plain.eta_seconds is not None and waiting.eta_seconds is not None
+    assert waiting.eta_seconds == pytest.approx(plain.eta_seconds + 7.5)
+    assert waiting.eta_low == pytest.approx((plain.eta_low or 0) + 7.5)
+    assert any("paused for 7.5s" in reason for reason in waiting.why)
+
+
+def test_arrivals_pile_up_while_paused():
+    result = forecast(Observed(100, steady(2), steady(10), WIDTH, SPAN, limit_rate=10, paused_for=10))
+    # 100 jobs plus 10 s of arrivals at 2/s, served at 10 − 2 per second, after the 10 s pause
+    assert result.eta_seconds == pytest.approx(10 + 120 / 8)
+
+
+def test_paused_with_no_end_will_not_drain():
+    result = forecast(Observed(100, burst(100), steady(10), WIDTH, SPAN, paused_for=float("inf")))
+    assert not result.drains and result.eta_seconds is None
+    assert any("until it is resumed" in reason for reason in result.why)
+    assert forecast(Observed(0, burst(1), steady(1), WIDTH, SPAN, paused_for=float("inf"))).drains
+
+
 def test_an_empty_backlog_is_done():
     result = forecast(Observed(0, [0] * N, [0] * N, WIDTH, SPAN, limit_rate=5))
     assert result.drains and result.eta_seconds == 0

@@ -38,6 +38,7 @@ TENANT_DRAIN_QUERIES = {
     "drain_finished": _MOVED.format(column="finished_at", scope="tenant = ? AND "),
 }
 
+
 def _empty() -> dict[str, Any]:
     return {"backlog": {}, "created": [0] * BUCKETS, "finished": [0] * BUCKETS, "holds": []}
 
