@@ -354,3 +354,46 @@ def test_a_bulk_action_on_the_jobs_filter_counts_first_and_asks_to_confirm(page,
     assert asked == ["cancel 4 job(s) matching this filter?"]
     assert [status(site, job_id) for job_id in made] == ["cancelled"] * 4
     shot(page, "dashboard-bulk-cancel")
+
+
+def test_the_backlog_chart_projects_the_drain_from_the_forecast(page, tmp_path):
+    from playwright.sync_api import expect
+
+    app = make_app(tmp_path / "backlog.db")
+
+    @app.task(name="partner_sync", queue="partner", limits=["partner-api"])
+    def partner_sync(n: int) -> None:
+        return None
+
+    try:
+        with serving(app) as server:
+            own = SimpleNamespace(url=server.url, tokens=tokens(app))
+            # 200 jobs through a limit of 20/s and no worker yet: the forecast assumes the limit's rate
+            app.enqueue_many(partner_sync, [{"n": n} for n in range(200)])
+            log_in(page, own)
+            chart = page.locator("#backlog-chart")
+            wait_for(
+                lambda: (chart.get_attribute("data-projection") or "") not in ("", "empty"),
+                message="the projection",
+            )
+            assert float(chart.get_attribute("data-projection") or 0) == pytest.approx(10, rel=0.2)
+            expect(page.locator("#backlog-eta")).to_contain_text("drains in")
+            # the past line and the projection drawn: pixels on both sides of "now"
+            inked = page.evaluate(
+                """() => { const c = document.getElementById('backlog-chart'); const g = c.getContext('2d');
+                  const d = g.getImageData(0, 0, c.width, c.height).data, w = c.width, split = Math.round(w * 0.6);
+                  let left = 0, right = 0;
+                  for (let i = 3; i < d.length; i += 4) if (d[i] > 0 && d[i - 1] > 150 && d[i - 3] > 80 && d[i - 2] < 120)
+                    ((i >> 2) % w < split ? left++ : right++);
+                  return [left, right]; }"""
+            )
+            assert inked[1] > 0, inked
+            shot(page, "dashboard-backlog-projection", full=False)
+            # a paused queue will not drain: the projection says so
+            app.store.set_paused(queue="partner", paused=True)
+            wait_for(
+                lambda: chart.get_attribute("data-projection") == "will-not-drain", message="the paused projection"
+            )
+            expect(page.locator("#backlog-eta")).to_contain_text("partner")
+    finally:
+        app.close()

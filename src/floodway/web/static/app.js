@@ -158,6 +158,7 @@
       $("#rate-run").textContent = String(last.running);
     }
     previous = { t: now, done, all };
+    document.dispatchEvent(new CustomEvent("fw:stats", { detail: data })); // backlog.js draws from it
     drawChart();
     refreshOn("stats");
   }
