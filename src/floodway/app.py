@@ -27,6 +27,7 @@ from .schedule import Schedule, ScheduleHealth, sync_schedules, tick, tick_id
 from .shaping import Batch
 from .stats import collect
 from .store import Store, open_store
+from .store.bulk import ACTIONS as BULK_ACTIONS
 from .tasks import Queue, Task
 from .units import parse_duration
 from .worker import Worker
@@ -424,6 +425,8 @@ class App:
         queue, tenant, created before/after, text of its error), in chunks that never stall the
         workers; returns how many jobs it acted on, or with ``dry_run`` would. An empty filter
         is refused unless ``all=True``. A retried job keeps its ledger."""
+        if action not in BULK_ACTIONS:
+            raise ConfigError(f"unknown bulk action {action!r} (one of: {', '.join(BULK_ACTIONS)})")
         flt = job_filter(
             status=status,
             task=task,
@@ -435,6 +438,13 @@ class App:
         )
         if flt.is_empty() and not all:
             raise ConfigError(f"bulk {action}: give a filter (status, task, queue, tenant, created, error) or all=True")
+        # a misspelt name would match nothing and look like "nothing to do": refuse it. A task
+        # no longer in the code is known by the jobs it left (so they can still be purged).
+        if task is not None and task not in self.tasks and not self.store.list_jobs(task=task, limit=1):
+            known = ", ".join(sorted(self.tasks)) or "none declared here"
+            raise ConfigError(f"task: unknown task {task!r}: not declared and no job has it (declared: {known})")
+        if queue is not None and queue not in self.queues and queue not in {q.name for q in self.store.list_queues()}:
+            raise ConfigError(f"queue: unknown queue {queue!r}")
         return self.store.bulk_action(action, flt, dry_run=dry_run)
 
     def forecast(self, window: float = 60.0, **what_if: Any) -> dict[str, Any]:

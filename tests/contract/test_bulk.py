@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from floodway import ConfigError, Context, Retry, Status
+from floodway import App, ConfigError, Context, Retry, Status
 from floodway.store.base import JobFilter
 from floodway.store.bulk import bulk_action
 
@@ -130,6 +130,8 @@ def test_a_bulk_retry_keeps_the_ledger_so_recorded_calls_are_not_sent_again(app)
         ),
         ("cancel", {"task": "a\nb"}, "control character"),
         ("cancel", {"error": ""}, "error"),
+        ("retry", {"task": "sync_ordres"}, "unknown task 'sync_ordres'"),
+        ("cancel", {"queue": "nowhere"}, "unknown queue 'nowhere'"),
     ],
 )
 def test_a_bad_filter_is_refused_and_nothing_is_written(app, tasks, action, options, message):
@@ -138,6 +140,18 @@ def test_a_bad_filter_is_refused_and_nothing_is_written(app, tasks, action, opti
     with pytest.raises(ConfigError, match=message):
         app.bulk(action, **options)
     assert statuses(app) == Counter({Status.WAITING: 3})
+
+
+def test_jobs_of_a_task_no_longer_in_the_code_can_still_be_acted_on(app, tasks, database_url):
+    sync_orders, _ = tasks
+    sync_orders.enqueue_many([{"n": n} for n in range(3)])
+    other = App(database_url)  # a process that does not declare the task (the CLI without --app)
+    try:
+        assert other.bulk("cancel", task="sync_orders") == 3
+        with pytest.raises(ConfigError, match="unknown task 'gone'"):
+            other.bulk("cancel", task="gone")
+    finally:
+        other.close()
 
 
 def test_all_acts_on_every_job(app, tasks):
