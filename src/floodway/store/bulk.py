@@ -34,6 +34,8 @@ ACTS_ON: dict[str, frozenset[Status]] = {
 ACTIONS = tuple(ACTS_ON)
 #: jobs per transaction
 CHUNK = 1000
+#: chunks whose ids one read takes
+CHUNKS_PER_READ = 20
 
 
 def _where(store: SQLStore, action: str, flt: JobFilter) -> tuple[str, list[Any]]:
@@ -78,18 +80,24 @@ def bulk_action(store: SQLStore, action: str, flt: JobFilter, *, dry_run: bool =
         return int(store._read(f"SELECT COUNT(*) FROM jobs WHERE {where}", params)[0][0])
     done, last = 0, ""
     while True:
+        # the ids are read a page of chunks at a time: each read may walk every matching row
+        # (the filter's index is not in id order), so fewer reads is what keeps 100,000 fast
         ids = [
             r[0]
             for r in store._read(
-                store._q(f"SELECT id FROM jobs WHERE {where} AND id > ? ORDER BY id LIMIT ?"), (*params, last, chunk)
+                store._q(f"SELECT id FROM jobs WHERE {where} AND id > ? ORDER BY id LIMIT ?"),
+                (*params, last, chunk * CHUNKS_PER_READ),
             )
         ]
         if not ids:
             return done
         last = ids[-1]
-        done += store._run(
-            functools.partial(_act, store, action=action, where=where, params=params, ids=ids), what=f"bulk {action}"
-        )
+        for start in range(0, len(ids), chunk):
+            part = ids[start : start + chunk]
+            done += store._run(
+                functools.partial(_act, store, action=action, where=where, params=params, ids=part),
+                what=f"bulk {action}",
+            )
 
 
 def _act(store: SQLStore, cur: Any, *, action: str, where: str, params: list[Any], ids: list[str]) -> int:
