@@ -182,28 +182,12 @@
     } catch (e) { /* the live stream fills the chart anyway */ }
   }
 
-  function niceMax(v) {
-    if (v <= 4) return 4; // quarter lines at whole numbers
-    const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const m of [1, 2, 4, 6, 8, 10]) if (m * p >= v) return m * p;
-    return 10 * p;
-  }
-
   function drawChart() {
     const canvas = $("#chart");
     if (!canvas) return;
-    const ratio = window.devicePixelRatio || 1;
-    const width = canvas.clientWidth, height = canvas.clientHeight;
-    if (canvas.width !== width * ratio || canvas.height !== height * ratio) {
-      canvas.width = width * ratio;
-      canvas.height = height * ratio;
-    }
-    const g = canvas.getContext("2d");
-    g.setTransform(ratio, 0, 0, ratio, 0, 0);
-    g.clearRect(0, 0, width, height);
     const pad = { l: 44, r: 12, t: 10, b: 22 };
-    const w = width - pad.l - pad.r, h = height - pad.t - pad.b;
-    const top = niceMax(Math.max(1, ...series.map((p) => Math.max(p.done, p.enq, p.running || 0))));
+    const { g, w, h } = fwChart.prepare(canvas, pad);
+    const top = fwChart.niceMax(Math.max(1, ...series.map((p) => Math.max(p.done, p.enq, p.running || 0))));
     const now = Date.now() / 1000;
     const span = Math.min(WINDOW, Math.max(40, series.length ? Math.ceil((now - series[0].t) / 20) * 20 : 40));
     const x = (t) => pad.l + w * (1 - (now - t) / span);

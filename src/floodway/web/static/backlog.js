@@ -84,36 +84,20 @@
     } catch (err) { /* the next tick tries again */ }
   }
 
-  function niceMax(v) {
-    if (v <= 4) return 4;
-    const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const m of [1, 2, 4, 6, 8, 10]) if (m * p >= v) return m * p;
-    return 10 * p;
-  }
-
   function ahead() {
     // the future shown: up to the latest end (capped at an hour), at least a minute
     if (!projection || !projection.drains || !projection.n) return 60;
-    return Math.min(3600, Math.max(60, niceMax(projection.high ?? projection.end)));
+    return Math.min(3600, Math.max(60, fwChart.niceMax(projection.high ?? projection.end)));
   }
 
   function draw() {
-    const ratio = window.devicePixelRatio || 1;
-    const width = canvas.clientWidth, height = canvas.clientHeight;
-    if (canvas.width !== width * ratio || canvas.height !== height * ratio) {
-      canvas.width = width * ratio;
-      canvas.height = height * ratio;
-    }
-    const g = canvas.getContext("2d");
-    g.setTransform(ratio, 0, 0, ratio, 0, 0);
-    g.clearRect(0, 0, width, height);
     const pad = { l: 54, r: 12, t: 10, b: 22 };
-    const w = width - pad.l - pad.r, h = height - pad.t - pad.b;
+    const { g, w, h } = fwChart.prepare(canvas, pad);
     const now = Date.now() / 1000;
     const future = ahead();
     const split = pad.l + w * 0.6; // the past on the left, the projection on the right
     const x = (t) => (t <= now ? split - (split - pad.l) * (now - t) / WINDOW : split + (pad.l + w - split) * (t - now) / future);
-    const top = niceMax(Math.max(1, ...past.map((p) => p.n), projection ? projection.n : 0));
+    const top = fwChart.niceMax(Math.max(1, ...past.map((p) => p.n), projection ? projection.n : 0));
     const y = (v) => pad.t + h * (1 - v / top);
 
     g.font = "11px system-ui, sans-serif";

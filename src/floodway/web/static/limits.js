@@ -41,13 +41,8 @@
   function draw() {
     const points = series[pick.value] || [];
     canvas.dataset.points = String(points.length);
-    const ratio = window.devicePixelRatio || 1;
-    const width = canvas.clientWidth, height = canvas.clientHeight;
-    canvas.width = width * ratio; canvas.height = height * ratio;
-    const g = canvas.getContext("2d");
-    g.setTransform(ratio, 0, 0, ratio, 0, 0);
-    g.clearRect(0, 0, width, height);
-    const pad = { l: 44, r: 12, t: 10, b: 22 }, w = width - pad.l - pad.r, h = height - pad.t - pad.b;
+    const pad = { l: 44, r: 12, t: 10, b: 22 };
+    const { g, w, h } = fwChart.prepare(canvas, pad);
     const top = Math.max(1, ...points.map((p) => Math.max(p.admitted, p.throttled, p.rate || 0))) * 1.1;
     const now = Date.now() / 1000;
     const x = (t) => pad.l + w * (1 - (now - t) / WINDOW), y = (v) => pad.t + h * (1 - v / top);
