@@ -147,7 +147,7 @@ def enqueue_jobs(
 
     if not args_list:
         return []
-    if not tracing.ENABLED:
+    if not tracing.ENABLED or tracing.silent():
         return write()
     with tracing.send(the_task.name, queue_name, len(args_list)) as trace:
         return write(trace)
