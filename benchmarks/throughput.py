@@ -30,7 +30,10 @@ with ``python -m venv`` + ``pip install huey`` when missing), never in floodway'
 floodway's SQLite default is ``synchronous=full`` (every commit fsynced: a returned enqueue
 is durable); it is also run with ``?synchronous=normal``. SqliteHuey opens WAL and leaves
 ``synchronous`` at SQLite's default, FULL (2) with this SQLite; the script reads the
-pragmas from a live SqliteHuey connection and prints them.
+pragmas from a live SqliteHuey connection and prints them. So both fsync every commit
+(``strace -c -e fdatasync`` counts one per enqueue on each side), and an enqueue returns durable
+on both. With ``enqueue_single`` among the scenarios, the WAL pages one single enqueue writes are
+measured for each side too (untimed, the checkpoint held off: ``_wal_pages``).
 """
 
 from __future__ import annotations
@@ -95,10 +98,28 @@ def _make_app(url: str):
     return app
 
 
+def _wal_pages(path: str, writer: sqlite3.Connection, enqueue, n: int) -> dict:
+    """WAL pages one sequential single enqueue writes: after a warm-up the WAL is emptied and
+    the automatic checkpoint of ``writer`` (the connection the enqueues commit on) turned off,
+    then ``n`` enqueues run and the frames they appended are counted (a page plus a 24-byte
+    header each, after the file's 32-byte header). Not timed. huey_bench.py's ``wal-pages``
+    mode measures huey the same way."""
+    for _ in range(100):
+        enqueue()
+    page = writer.execute("PRAGMA page_size").fetchone()[0]
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    for _ in range(n):
+        enqueue()
+    frames = (os.path.getsize(path + "-wal") - 32) / (page + 24)
+    return {"jobs": n, "pages_per_enqueue": frames / n, "wal_bytes_per_enqueue": frames * (page + 24) / n}
+
+
 def _child(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="throughput.py --child")
     p.add_argument(
-        "mode", choices=["enqueue-single", "enqueue-concurrent", "enqueue-bulk", "prefill", "drain", "profile"]
+        "mode",
+        choices=["enqueue-single", "enqueue-concurrent", "enqueue-bulk", "prefill", "drain", "profile", "wal-pages"],
     )
     p.add_argument("--threads", type=int, default=CONCURRENT_ENQUEUERS)
     p.add_argument("--url", required=True)
@@ -125,6 +146,9 @@ def _child(argv: list[str]) -> None:
             "cpu_seconds": cpu,
             "queued": store.count_jobs()["waiting"],
         }
+    elif a.mode == "wal-pages":
+        path = a.url.split("?", 1)[0].removeprefix("sqlite:///")
+        out = _wal_pages(path, store._conn(), lambda: app.enqueue("noop"), a.n)
     elif a.mode == "enqueue-concurrent":
         # a web server: many request threads, one enqueue each (group-committed)
         per = [a.n // a.threads + (1 if i < a.n % a.threads else 0) for i in range(a.threads)]
@@ -837,6 +861,14 @@ def compare(workdir: Path, sizes: dict[str, int], args, log, source: dict) -> in
                 "met_full": row["ratio_full"] >= GOAL,
                 "met_normal": row["ratio_normal"] >= GOAL,
             }
+    wal = {}
+    if "enqueue_single" in wanted:
+        # what each commit of a single enqueue writes (and fsyncs), measured apart, untimed
+        wal["floodway"] = run_json(
+            fw_cmd("wal-pages", "--url", f"sqlite:///{bench.db('floodway-wal')}", "-n", "1000"), env=FW_ENV
+        )
+        if not args.no_huey:
+            wal["huey"] = run_json(huey_cmd("wal-pages", "--db", str(bench.db("huey-wal")), "-n", "1000"))
     total = time.perf_counter() - started
     info["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -848,6 +880,7 @@ def compare(workdir: Path, sizes: dict[str, int], args, log, source: dict) -> in
         "huey_pragmas": huey_pragmas,
         "results": table,
         "goal": goal,
+        "wal_pages_per_enqueue": {k: v["pages_per_enqueue"] for k, v in wal.items()},
         "seconds": total,
     }
     if args.json_out:
@@ -894,6 +927,11 @@ def compare(workdir: Path, sizes: dict[str, int], args, log, source: dict) -> in
             f"goal floodway >= {GOAL:.0f}x huey on {scenario}: "
             f"{'MET' if g['met_full'] else 'NOT met'} at synchronous=full ({g['ratio_full']:.2f}x), "
             f"{'MET' if g['met_normal'] else 'NOT met'} at synchronous=normal ({g['ratio_normal']:.2f}x)"
+        )
+    for system, w in wal.items():
+        print(
+            f"WAL written per single enqueue, {system}: {w['pages_per_enqueue']:.2f} pages "
+            f"({w['wal_bytes_per_enqueue'] / 1024:.1f} KiB)"
         )
     if any(s == "sleep10ms" for s in wanted):
         print(f"note: {args.concurrency} slots x 10 ms caps either system at {args.concurrency / 0.01:,.0f} jobs/s.")

@@ -9,6 +9,7 @@ huey never enters floodway's virtualenv. Each mode prints one JSON object on std
     python huey_bench.py prefill        --db PATH -n N --task noop|sleepy
     python huey_bench.py drain          --db PATH -n N --task noop|sleepy --workers 20
     python huey_bench.py pragmas        --db PATH
+    python huey_bench.py wal-pages      --db PATH -n N
 
 Timings are taken inside the process (``time.perf_counter``), so interpreter start-up and
 imports are excluded, exactly as on floodway's side.
@@ -162,6 +163,23 @@ def drain(args) -> None:
     os._exit(0)  # the consumer's threads are stopped; do not wait on anything else
 
 
+def wal_pages(args) -> None:
+    """WAL pages per single enqueue, measured as benchmarks/throughput.py's ``_wal_pages``
+    measures floodway's (not timed)."""
+    h = make_huey(args.db)
+    noop = register(h)["noop"]
+    for _ in range(100):
+        noop()
+    writer = h.storage.conn  # this thread's connection: the one the enqueues commit on
+    page = writer.execute("pragma page_size").fetchone()[0]
+    writer.execute("pragma wal_autocheckpoint=0")
+    writer.execute("pragma wal_checkpoint(TRUNCATE)")
+    for _ in range(args.n):
+        noop()
+    frames = (os.path.getsize(args.db + "-wal") - 32) / (page + 24)
+    emit(jobs=args.n, pages_per_enqueue=frames / args.n, wal_bytes_per_enqueue=frames * (page + 24) / args.n)
+
+
 def pragmas(args) -> None:
     h = make_huey(args.db)
     conn = h.storage.conn
@@ -178,7 +196,8 @@ def pragmas(args) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument(
-        "mode", choices=["enqueue-single", "enqueue-map", "enqueue-concurrent", "prefill", "drain", "pragmas"]
+        "mode",
+        choices=["enqueue-single", "enqueue-map", "enqueue-concurrent", "prefill", "drain", "pragmas", "wal-pages"],
     )
     p.add_argument("--threads", type=int, default=100)
     p.add_argument("--db", required=True)
@@ -197,6 +216,8 @@ def main() -> None:
         prefill(args)
     elif args.mode == "drain":
         drain(args)
+    elif args.mode == "wal-pages":
+        wal_pages(args)
     else:
         pragmas(args)
 

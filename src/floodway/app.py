@@ -93,6 +93,8 @@ class App:
         self._store: Store | None = None
         self._store_lock = threading.Lock()
         self._synced_queues: dict[str, int | None] = {}
+        #: queues an enqueue of this app has written the row of (see ``enqueueing``)
+        self._queues_written: set[str] = set()
         self.limits: dict[str, LimitSpec] = {}
         self._synced_limits: set[LimitSpec] = set()
         #: concurrent single enqueues share transactions (see floodway.commit)
@@ -118,6 +120,7 @@ class App:
         """Bind the app to an already open store (tests, embedding)."""
         self._store = store
         self._synced_queues.clear()
+        self._queues_written.clear()
         self._synced_limits.clear()
 
     def close(self) -> None:
@@ -125,6 +128,7 @@ class App:
             self._store.close()
             self._store = None
             self._synced_queues.clear()
+            self._queues_written.clear()
             self._synced_limits.clear()
 
     # -- registration -------------------------------------------------------------------

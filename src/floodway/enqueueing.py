@@ -133,21 +133,26 @@ def enqueue_jobs(
             app.sync_queues([job_queue])
         if limit_names:
             app.sync_limits()
+        # the queue's row, written by the first enqueue to it (INSERT unless it exists); rows
+        # are never deleted, so later enqueues of this app skip that statement
+        queues = {} if queue_name in app._queues_written else {queue_name: cap}
         if single and owner is None:
             (job,) = list(jobs)
-            result = app.group_commit.submit(job, {queue_name: cap})
+            result = app.group_commit.submit(job, queues)
+            app._queues_written.add(queue_name)
             return [Handle(app, result.id, created=result.created)]
         if policy_key is not None:
-            results = app.store.enqueue_keyed(list(jobs), {queue_name: cap})
+            results = app.store.enqueue_keyed(list(jobs), queues)
         elif generated:
-            results = app.store.enqueue_new(jobs, {queue_name: cap})
+            results = app.store.enqueue_new(jobs, queues)
         else:
-            results = app.store.enqueue(jobs, {queue_name: cap}, owner=owner)  # type: ignore[arg-type]
+            results = app.store.enqueue(jobs, queues, owner=owner)  # type: ignore[arg-type]
+        app._queues_written.add(queue_name)
         return [Handle(app, r.id, created=r.created) for r in results]
 
     if not args_list:
         return []
-    if not tracing.ENABLED:
+    if not tracing.ENABLED or tracing.silent():
         return write()
     with tracing.send(the_task.name, queue_name, len(args_list)) as trace:
         return write(trace)

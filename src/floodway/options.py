@@ -79,6 +79,8 @@ def new_job_ids(count: int) -> list[str]:
     one random page per job. Two batches share ids only if they start in the same millisecond
     with the same 64 random bits.
     """
+    if count == 1:  # a single enqueue's: the batch's first id
+        return [f"{time.time_ns() // 1_000_000:012x}{os.urandom(8).hex()}0000"]
     ids: list[str] = []
     for start in range(0, count, _ID_BATCH):
         prefix = f"{time.time_ns() // 1_000_000:012x}{int.from_bytes(os.urandom(8), 'big'):016x}"

@@ -48,6 +48,19 @@ def _tracer() -> Any:
     return _trace.get_tracer(SCOPE)
 
 
+def silent() -> bool:
+    """No tracer provider is set and no span is current: a ``send`` span would record nothing
+    and carry no context, so an enqueue may skip it (it costs more than writing a job to a
+    database that does not fsync). A current span without a provider (a context taken from a
+    request's headers) still travels with the jobs."""
+    if _trace is None:
+        return True
+    return (
+        isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider)
+        and not _trace.get_current_span().get_span_context().is_valid
+    )
+
+
 @contextlib.contextmanager
 def send(task: str, queue: str, count: int) -> Iterator[str | None]:
     """The span of an enqueue of ``count`` jobs; yields the context the jobs carry (None when

@@ -165,6 +165,21 @@ def test_the_database_checks_the_same_status_list_as_the_code():
             assert sorted(v.strip(" '\n") for v in listed.split(",")) == sorted(s.value for s in Status), backend
 
 
+def test_sqlite_due_index_covers_the_statuses_promotion_reads():
+    """SQLite uses a partial index only for a query that repeats its WHERE term: jobs_due's is
+    the promotion guard, which the due-job queries state."""
+    import re
+    from importlib import resources
+
+    from floodway.store.rules import PROMOTE_FROM
+    from floodway.store.sqlite.claim import _DUE_RETRY, _DUE_SCHEDULED
+
+    script = (resources.files("floodway.store") / "migrations" / "sqlite" / "0012_lighter_enqueue.sql").read_text()
+    (condition,) = re.findall(r"CREATE INDEX jobs_due ON jobs \(status, run_at\) WHERE (.*);", script)
+    assert condition == PROMOTE_FROM
+    assert PROMOTE_FROM in _DUE_SCHEDULED and PROMOTE_FROM in _DUE_RETRY
+
+
 # -- enqueue keys ------------------------------------------------------------------------------
 def test_a_dedupe_window_returns_the_job_until_it_expires_whatever_its_status():
     from floodway.jobs import EnqueueKey

@@ -356,7 +356,9 @@ class PostgresConnection(SQLStore):
     def _now(self) -> float:
         return time.time() + self._offset
 
-    def _run(self, fn: Callable[[psycopg.Cursor], T], *, what: str = "query", pipeline: bool = True) -> T:
+    def _run(
+        self, fn: Callable[[psycopg.Cursor], T], *, what: str = "query", pipeline: bool = True, single: bool = False
+    ) -> T:
         """Run ``fn(cursor)`` in one transaction and commit it.
 
         A transaction that failed before COMMIT (a dropped connection, a server restart, a
@@ -368,6 +370,11 @@ class PostgresConnection(SQLStore):
         and COMMIT go out together, so a transaction costs one network round trip plus one per
         result ``fn`` must read before it can go on (the pool's connections are in autocommit
         mode and the transaction is explicit, so BEGIN is not a round trip of its own).
+
+        ``single``: ``fn`` sends exactly one statement, which is then its own transaction (the
+        connection's autocommit): no BEGIN and no COMMIT for the server to run and the client
+        to read the results of. It still goes out in a pipeline, so a connection found dead
+        while sending it has sent nothing and is retried like any other.
         """
         if self._closed or self._pool is None:
             raise StoreError("store is closed")
@@ -387,7 +394,13 @@ class PostgresConnection(SQLStore):
             committing = False
             try:
                 with conn.cursor() as cur:
-                    if pipeline:
+                    if single:
+                        with conn.pipeline():
+                            result = fn(cur)
+                            committing = True  # sent: the Sync that ends the pipeline commits it
+                        if isinstance(result, _Deferred):
+                            result = result.fn()
+                    elif pipeline:
                         with conn.pipeline():
                             # BEGIN on a cursor of its own: its result, read in when the pipeline
                             # next talks to the server, must not land on ``cur`` after fn's

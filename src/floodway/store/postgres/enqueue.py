@@ -182,7 +182,7 @@ class PostgresEnqueue(PostgresConnection):
         if owner is not None:
             created = self._run(go_owned, what="enqueue", pipeline=False)
         else:
-            created = self._run(go, what="enqueue", pipeline=True)
+            created = self._run(go, what="enqueue", single=True)  # one statement: one round trip
         if len(created) == len(jobs):
             return [EnqueueResult(job.id, True) for job in jobs]
         results, seen = [], set()

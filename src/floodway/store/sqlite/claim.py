@@ -24,9 +24,11 @@ from ..sql import LANE_DEMAND
 from .connection import SQLiteConnection
 from .queries import _JOB_COLUMNS, _SPEC_SQL
 
-#: one index range each (a UNION ALL of the two reads jobs_due twice, not the whole table)
-_DUE_SCHEDULED = guard(Status.WAITING, Status.SCHEDULED)
-_DUE_RETRY = guard(Status.WAITING, Status.RETRYING)
+#: one index range each (a UNION ALL of the two reads jobs_due twice, not the whole table);
+#: each also states jobs_due's own condition (``PROMOTE_FROM``): SQLite uses a partial index
+#: only for a query that repeats the index's WHERE term
+_DUE_SCHEDULED = f"{guard(Status.WAITING, Status.SCHEDULED)} AND {PROMOTE_FROM}"
+_DUE_RETRY = f"{guard(Status.WAITING, Status.RETRYING)} AND {PROMOTE_FROM}"
 
 
 class _Admission(Admission):
@@ -220,5 +222,5 @@ class SQLiteClaim(SQLiteConnection):
             params = list(queues)
         if self._read(f"SELECT 1 FROM jobs WHERE status = 'waiting'{extra} LIMIT 1", params):
             return 0.0
-        row = self._read(f"SELECT MIN(run_at) FROM jobs WHERE status IN ('scheduled', 'retrying'){extra}", params)
+        row = self._read(f"SELECT MIN(run_at) FROM jobs WHERE {PROMOTE_FROM}{extra}", params)  # through jobs_due
         return row[0][0] if row and row[0][0] is not None else None

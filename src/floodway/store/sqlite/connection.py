@@ -115,6 +115,8 @@ class SQLiteConnection(SQLStore):
         if not os.path.isdir(directory):
             raise StoreError(f"cannot open SQLite database {path!r}: directory {directory!r} does not exist")
         _refuse_empty_file(path)
+        # found once: resolving the path costs more than a whole enqueue's statements
+        self._writer_lock = _process_lock(path)
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -157,7 +159,7 @@ class SQLiteConnection(SQLStore):
         with coarse sleeps, which made writers of the same process wait tens of ms for each
         other. Other processes still meet at SQLite's lock (and its busy timeout).
         """
-        with _process_lock(self.path):
+        with self._writer_lock:
             conn = self._conn()
             try:
                 conn.execute("BEGIN IMMEDIATE")

@@ -26,26 +26,47 @@ from .connection import SQLiteConnection
 class SQLiteQueue(SQLiteConnection):
     """Enqueue, finish, heartbeat and rescue."""
 
+    #: a job's row as an enqueue writes it; the values are ``_job_row``'s
+    _INSERT_JOB = (
+        "INSERT INTO jobs (id, task, args, queue, status, priority, attempt, max_attempts, "
+        "retry, run_at, tenant, created_at, updated_at, limits, fair_key, state_key, batch_key, trace) "
+        "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+
+    @staticmethod
+    def _job_row(j: NewJob, now: float) -> tuple:
+        return (
+            j.id,
+            j.task,
+            j.args_json,
+            j.queue,
+            j.status.value,
+            j.priority,
+            j.max_attempts,
+            j.retry_json,
+            j.run_at,
+            j.tenant,
+            now,
+            now,
+            j.limits_json,
+            j.fair_key,
+            j.shared_state,
+            j.batch_key,
+            j.trace,
+        )
+
     def enqueue(
         self, jobs: list[NewJob], queues: dict[str, int | None] | None = None, *, owner: str | None = None
     ) -> list[EnqueueResult]:
         if any(job.enqueue_key is not None for job in jobs):
             return self.enqueue_keyed(jobs, queues)
+        if len(jobs) == 1 and owner is None:
+            return [self._enqueue_one(jobs[0], queues)]
         now = time.time()
         results: list[EnqueueResult] = []
         with self._write() as conn:
-            if queues:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO queues (name, max_concurrency) VALUES (?, ?)",
-                    list(queues.items()),
-                )
-            if len(jobs) == 1:
-                existing: set[str] = set()
-                row = conn.execute("SELECT 1 FROM jobs WHERE id = ?", (jobs[0].id,)).fetchone()
-                if row:
-                    existing.add(jobs[0].id)
-            else:
-                existing = self._existing_ids(conn, [j.id for j in jobs])
+            self._add_queues(conn, queues)
+            existing = self._existing_ids(conn, [j.id for j in jobs])
             if owner is not None and existing:
                 # the write lock is held: no job can appear between this look and the insert
                 self._check_tenant_owns(conn, sorted(existing), owner)
@@ -58,39 +79,40 @@ class SQLiteQueue(SQLiteConnection):
                 if created:
                     seen.add(job.id)
                     fresh.append(job)
-            conn.executemany(
-                "INSERT INTO jobs (id, task, args, queue, status, priority, attempt, max_attempts, "
-                "retry, run_at, tenant, created_at, updated_at, limits, fair_key, state_key, batch_key, trace) "
-                "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        j.id,
-                        j.task,
-                        j.args_json,
-                        j.queue,
-                        j.status.value,
-                        j.priority,
-                        j.max_attempts,
-                        j.retry_json,
-                        j.run_at,
-                        j.tenant,
-                        now,
-                        now,
-                        j.limits_json,
-                        j.fair_key,
-                        j.shared_state,
-                        j.batch_key,
-                        j.trace,
-                    )
-                    for j in fresh
-                ],
-            )
+            conn.executemany(self._INSERT_JOB, [self._job_row(j, now) for j in fresh])
             segment_rows = [row for j in fresh for row in j.segment_rows()]
             if segment_rows:
                 conn.executemany("INSERT INTO segments (job_id, arg, idx, data) VALUES (?, ?, ?, ?)", segment_rows)
             # no ``enqueued`` event row: the job row is the enqueue (see ``timeline_from_rows``)
             self._mark_fair_keys(conn, {j.fair_key for j in fresh if j.status is Status.WAITING})
         return results
+
+    def _enqueue_one(self, job: NewJob, queues: dict[str, int | None] | None) -> EnqueueResult:
+        """The common single enqueue: the insert itself finds out whether the id exists (``ON
+        CONFLICT (id) DO NOTHING`` writes no row then), so no look comes before it."""
+        check_transition(None, job.status)
+        with self._write() as conn:
+            self._add_queues(conn, queues)
+            created = (
+                conn.execute(
+                    self._INSERT_JOB + " ON CONFLICT (id) DO NOTHING", self._job_row(job, time.time())
+                ).rowcount
+                == 1
+            )
+            if created:
+                if job.segments:
+                    conn.executemany(
+                        "INSERT INTO segments (job_id, arg, idx, data) VALUES (?, ?, ?, ?)", job.segment_rows()
+                    )
+                if job.status is Status.WAITING:
+                    self._mark_fair_keys(conn, (job.fair_key,))
+        return EnqueueResult(job.id, created)
+
+    @staticmethod
+    def _add_queues(conn: sqlite3.Connection, queues: dict[str, int | None] | None) -> None:
+        """A row for each queue the jobs go to (one that exists keeps its settings)."""
+        if queues:
+            conn.executemany("INSERT OR IGNORE INTO queues (name, max_concurrency) VALUES (?, ?)", list(queues.items()))
 
     @staticmethod
     def _check_tenant_owns(conn: sqlite3.Connection, ids: list[str], owner: str) -> None:
