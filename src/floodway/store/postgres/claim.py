@@ -149,19 +149,19 @@ class PostgresClaim(PostgresConnection):
         return room
 
     def _claim_jobs(
-        self, worker_id: str, queues: list[str] | None, limit: int, lease: float, without_limits: bool, ahead: int
+        self, worker_id: str, queues: list[str] | None, limit: int, lease: float, ahead: int
     ) -> ClaimedJobs:
         if time.monotonic() >= self._fast_claim_after:
             # every job this claim can take holds no limit, so the jobs ``ahead`` come with it
             fast, plain, capped = self._run(
-                lambda cur: self._fast_claim(cur, worker_id, queues, limit + max(ahead, 0), lease), what="claim"
+                lambda cur: self._fast_claim(cur, worker_id, queues, limit + ahead, lease), what="claim"
             )
             if plain and not capped:
                 return ClaimedJobs(fast)
             # tenants, limits or queue caps are in play (nothing was taken): the full claim
             # decides, and the plain-group claim is tried again a little later
             self._fast_claim_after = time.monotonic() + _FAST_CLAIM_RECHECK
-        return self._run(lambda cur: self._claim(cur, worker_id, queues, limit, lease, without_limits), what="claim")
+        return self._run(lambda cur: self._claim(cur, worker_id, queues, limit, lease, ahead), what="claim")
 
     def _fast_claim(
         self, cur: psycopg.Cursor, worker_id: str, queues: list[str] | None, limit: int, lease: float
@@ -191,11 +191,11 @@ class PostgresClaim(PostgresConnection):
         queues: list[str] | None,
         limit: int,
         lease: float,
-        without_limits: bool = False,
+        ahead: int = 0,
     ) -> ClaimedJobs:
         now = self._now()
         conn = cur.connection
-        page_size = max(limit, 32)
+        page_size = max(limit + ahead, 32)
         queue_sql, queue_params = self._queue_sql(queues)
         # the prelude in one round trip: promote due jobs, read caps, limits, the first groups
         with _pipelined(conn):
@@ -212,7 +212,7 @@ class PostgresClaim(PostgresConnection):
         room = self._queue_room(cur, cap_rows)
         admission = _Admission(specs, now)
         chosen, served, empty, many_groups = self._choose(
-            cur, admission, room, queues, limit, first_page, page_size, without_limits
+            cur, admission, room, queues, limit, first_page, page_size, ahead
         )
         lease_until = now + lease
         ids = [row[0] for row in chosen]
@@ -262,12 +262,13 @@ class PostgresClaim(PostgresConnection):
         limit: int,
         first_page: list[tuple],
         page_size: int,
-        without_limits: bool = False,
+        ahead: int = 0,
     ) -> tuple[list[tuple], list[str], list[str], bool]:
-        """Pick up to ``limit`` ready jobs: round-robin over fairness groups (least recently
-        served first), then priority, then age; skipping full queues and jobs whose limits do
-        not admit them now. The same walk as the SQLite store's, fed by batched, row-locking
-        (SKIP LOCKED) reads of each group's head rows.
+        """Pick up to ``limit`` ready jobs, then up to ``ahead`` more to claim ahead:
+        round-robin over fairness groups (least recently served first), then priority, then
+        age; skipping full queues and jobs whose limits do not admit them now (or, claimed
+        ahead, leave them no headroom). The same walk as the SQLite store's, fed by batched,
+        row-locking (SKIP LOCKED) reads of each group's head rows.
 
         Returns (chosen rows, groups served, groups found empty, whether >1 group was seen).
         """
@@ -304,8 +305,6 @@ class PostgresClaim(PostgresConnection):
             if queues is not None:
                 where += " AND j.queue = ANY(%(queues)t::text[])"
                 params["queues"] = queues
-            if without_limits:
-                where += " AND j.limits IS NULL"
             if full:
                 where += " AND NOT (j.queue = ANY(%(full)t::text[]))"
                 params["full"] = full
@@ -329,15 +328,16 @@ class PostgresClaim(PostgresConnection):
                 fetched_ids.setdefault(group, []).extend(r[0] for r in rows)
                 if len(rows) < per:
                     exhausted.add(group)
-                    if not fetched_ids[group] and queues is None and not without_limits and not full:
+                    if not fetched_ids[group] and queues is None and not full:
                         empty.append(group)
             admission.lock(cur, (r for rows in got.values() for r in rows))
 
         load_groups(first_page)
-        budget = max(200, limit * 20)
+        total = limit + ahead
+        budget = max(200, total * 20)
         i = 0
         cycle_progress = False
-        while len(chosen) < limit and budget > 0:
+        while len(chosen) < total and budget > 0:
             if i >= len(groups):
                 if more_groups:
                     load_groups()
@@ -359,11 +359,11 @@ class PostgresClaim(PostgresConnection):
                 if group not in fetched_ids:
                     # the first visit: fetch heads for this group and the next unfetched ones
                     batch = [g for g in groups[i - 1 : i - 1 + page_size] if g not in fetched_ids and g not in inactive]
-                    remaining_slots = limit - len(chosen)
+                    remaining_slots = total - len(chosen)
                     per = max(1, math.ceil(remaining_slots / len(batch))) + (1 if len(batch) == 1 else 0)
                     fetch(batch, min(per, 100))
                 else:
-                    fetch([group], min(max(limit - len(chosen), 1) + 1, 100))
+                    fetch([group], min(max(total - len(chosen), 1) + 1, 100))
                 heads = pending.get(group)
                 if not heads:
                     inactive.add(group)
@@ -376,8 +376,9 @@ class PostgresClaim(PostgresConnection):
                 continue  # its queue filled during this claim; the next fetch skips it
             raw = row[_J["limits"]]
             limits = json.loads(raw) if raw else []
-            if limits and not admission.admit(row[0], limits):
-                inactive.add(group)  # this group's head is held back by a limit: serve others
+            if limits and not admission.admit(row[0], limits, ahead=len(chosen) >= limit):
+                # this group's head is held back by a limit (or, ahead, has no headroom): serve others
+                inactive.add(group)
                 continue
             if queue in room:
                 room[queue] -= 1
