@@ -69,6 +69,18 @@ class _Admission(Admission):
         super().__init__(specs, now)
         self.unavailable: set[tuple[str, str]] = set()
         self._locked_once = False
+        self._created = True
+        self._parsed: dict[str, list] = {}
+
+    def held(self, raw: str | None) -> list:
+        """The (limit, key) pairs of a job's ``limits`` column, parsed once per claim: the
+        jobs of a fairness group hold the same ones."""
+        if not raw:
+            return []
+        pairs = self._parsed.get(raw)
+        if pairs is None:
+            pairs = self._parsed[raw] = json.loads(raw)
+        return pairs
 
     def needed(self, held: Iterable[Iterable[Any]]) -> list[tuple[str, str]]:
         """The pairs, in key order, whose state admitting jobs holding ``held`` (lists of
@@ -85,16 +97,20 @@ class _Admission(Admission):
         """``needed``, less the pairs this batch has loaded or found busy already."""
         return [p for p in self.needed(held) if p not in self.states and p not in self.unavailable]
 
-    def send_lock(self, cur: psycopg.Cursor, pairs: list[tuple[str, str]]) -> None:
+    def send_lock(self, cur: psycopg.Cursor, pairs: list[tuple[str, str]], *, create: bool = True) -> None:
         """Send the statements that load and row-lock ``pairs`` (read back by ``read_lock``):
-        blocking locks in key order the first time in the batch, SKIP LOCKED after."""
+        blocking locks in key order the first time in the batch, SKIP LOCKED after. Without
+        ``create`` the rows are expected to exist (they did in the last claim): one that does
+        not is left to ``lock``, which makes it."""
         names = [p[0] for p in pairs]
         keys = [p[1] for p in pairs]
-        cur.execute(
-            "INSERT INTO limit_keys (limit_name, key) SELECT n, k FROM unnest(%t::text[], %t::text[]) AS p(n, k) "
-            "ORDER BY n, k ON CONFLICT DO NOTHING",
-            (names, keys),
-        )
+        self._created = create
+        if create:
+            cur.execute(
+                "INSERT INTO limit_keys (limit_name, key) SELECT n, k FROM unnest(%t::text[], %t::text[]) AS p(n, k) "
+                "ORDER BY n, k ON CONFLICT DO NOTHING",
+                (names, keys),
+            )
         skip = " SKIP LOCKED" if self._locked_once else ""
         cur.execute(
             "SELECT limit_name, key, tat, paused_until, running, admitted, learned FROM limit_keys "
@@ -105,13 +121,15 @@ class _Admission(Admission):
         self._locked_once = True
 
     def read_lock(self, cur: psycopg.Cursor, pairs: list[tuple[str, str]]) -> None:
-        for name, key, tat, paused_until, running, admitted, learned in cur.fetchall():
+        found = cur.fetchall()
+        for name, key, tat, paused_until, running, admitted, learned in found:
             self.states[(name, key)] = [tat, paused_until, running, admitted, Learned.loads(learned)]
-        self.unavailable.update(p for p in pairs if p not in self.states)
+        if self._created:
+            self.unavailable.update(p for p in pairs if p not in self.states)
 
     def lock(self, cur: psycopg.Cursor, rows: Iterable[tuple]) -> None:
         raw = (row[_J["limits"]] for row in rows)
-        pairs = self.wanted(json.loads(r) for r in raw if r)
+        pairs = self.wanted(self.held(r) for r in raw if r)
         if pairs:
             self.send_lock(cur, pairs)
             self.read_lock(cur, pairs)
@@ -250,7 +268,7 @@ class PostgresClaim(PostgresConnection):
                 {"page": page_size, "total": limit + ahead, "queues": queues},
             )
             if early_locks:
-                admission.send_lock(locks, early_locks)
+                admission.send_lock(locks, early_locks, create=False)
             cap_rows = caps.fetchall()
             admission.specs = {row[0]: LimitSpec.from_row(*row) for row in limits.fetchall()}
             first_page = groups.fetchall()
@@ -396,7 +414,7 @@ class PostgresClaim(PostgresConnection):
                 self._group_limits.clear()
             for group, rows in got.items():
                 if rows and rows[0][_J["limits"]]:
-                    self._group_limits[group] = json.loads(rows[0][_J["limits"]])
+                    self._group_limits[group] = admission.held(rows[0][_J["limits"]])
             for group, rows in got.items():
                 pending.setdefault(group, deque()).extend(rows)
                 fetched_ids.setdefault(group, []).extend(r[0] for r in rows)
@@ -439,9 +457,7 @@ class PostgresClaim(PostgresConnection):
                         take(got, per, [])
                         # every group fits in the first page, so the next claim's first page
                         # holds the same ones: it locks their limit rows in its prelude
-                        held = (
-                            json.loads(r[_J["limits"]]) for rows in got.values() for r in rows[:1] if r[_J["limits"]]
-                        )
+                        held = (admission.held(r[_J["limits"]]) for rows in got.values() for r in rows[:1])
                         self._first_locks = [] if more_groups else admission.needed(held)
                     else:
                         remaining_slots = total - len(chosen)
@@ -460,7 +476,7 @@ class PostgresClaim(PostgresConnection):
             if queue in room and room[queue] <= 0:
                 continue  # its queue filled during this claim; the next fetch skips it
             raw = row[_J["limits"]]
-            limits = json.loads(raw) if raw else []
+            limits = admission.held(raw)
             if limits and not admission.admit(row[0], limits, ahead=len(chosen) >= limit):
                 # this group's head is held back by a limit (or, ahead, has no headroom): serve others
                 inactive.add(group)
