@@ -208,9 +208,11 @@ class Admission:
         """Admission of a job claimed ahead: each limit it holds must have headroom left
         once the job is admitted: no lanes (a lane's share moves with its demand), no pause,
         at most half the key's concurrency cap in use, and at least half its burst (at the
-        rate in force, declared or learned) still free. So a job that waits a moment in the
-        worker before it starts cannot make the key's calls bunch past what the destination
-        allows: the calls it could bunch with stay within half the burst."""
+        rate in force, declared or learned) still free. The cap is never exceeded (a job
+        claimed ahead holds its slot); the rate is kept at admission, and a job that waits a
+        moment in the worker can at worst land together with calls admitted after it: with
+        the jobs ahead at most half the burst, a moment's burst of at most 1.5 times the
+        declared one. A burst of 1 never has headroom: such a job runs when admitted."""
         decisions: list[tuple[tuple[str, str], float | None]] = []
         for name, key in limits:
             spec = self.specs.get(name)
