@@ -375,6 +375,21 @@ def test_plain_jobs_in_capped_and_paused_queues_are_claimed_by_their_rules(store
     assert claim_all(store, limit=10) == []
 
 
+def test_a_queue_cap_that_appears_between_claims_of_limited_jobs_holds(store):
+    """PostgreSQL locks the limit rows of the first groups' jobs in its claim's prelude, ahead
+    of any queue's lock, only when the last claim saw no capped queue; a cap that appears in
+    between is still counted (its lock is only tried then: one busy elsewhere gives the queue
+    no room for that claim)."""
+    store.declare_limit(LimitSpec.build("api", concurrency=100))
+    store.enqueue([limited(f"a-{i}", [["api", ""]]) for i in range(2)])
+    assert [j.id for j in claim_all(store, limit=1)] == ["a-0"]
+    store.set_queue("narrow", 2)
+    store.enqueue([limited(f"n-{i}", [["api", ""]], queue="narrow") for i in range(4)])
+    assert sorted(j.id for j in claim_all(store, limit=10)) == ["a-1", "n-0", "n-1"]
+    assert claim_all(store, limit=10) == []
+    assert _key(store, "api").running == 4
+
+
 def test_plain_jobs_and_tenant_jobs_share_claims_round_robin(store):
     store.enqueue([new_job(f"plain-{i:02d}") for i in range(20)])
     store.enqueue([limited(f"acme-{i:02d}", [], tenant="acme") for i in range(20)])

@@ -186,11 +186,12 @@ class PostgresClaim(PostgresConnection):
                 f"SELECT n, {take}(%s, hashtext(n)) FROM (SELECT n FROM unnest(%t::text[]) AS n ORDER BY n) s",
                 (_NS_QUEUE, names),
             )
-            for name, locked in cur.fetchall():
-                if locked is False:
-                    del capped[name]
-                    room[name] = 0
-            names = sorted(capped)
+            if not wait:  # (waiting, the count below is read with the locks: one round trip)
+                for name, locked in cur.fetchall():
+                    if not locked:
+                        del capped[name]
+                        room[name] = 0
+                names = sorted(capped)
             cur.execute(
                 "SELECT queue, COUNT(*) FROM jobs WHERE status = 'running' AND queue = ANY(%t::text[]) GROUP BY queue",
                 (names,),
