@@ -573,6 +573,8 @@ def server_info(server: str) -> str:
 
 def versions() -> dict[str, str]:
     out = {"floodway": __import__("floodway").__version__ if hasattr(__import__("floodway"), "__version__") else "dev"}
+    if not PEER_PY.exists():
+        return out  # floodway alone: the peers are not installed
     probe = subprocess.run(
         [
             str(PEER_PY),

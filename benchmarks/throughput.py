@@ -16,7 +16,8 @@ Scenarios (a fresh database file per scenario and per system, in a temp dir):
   only multi-job call ``TaskWrapper.map`` is a loop of single enqueues (one commit each),
   which is what is measured for it;
 * no-op jobs/s and 10 ms-sleep jobs/s: ONE worker process at concurrency 20 drains a
-  pre-filled queue. floodway: ``app.worker(concurrency=20, burst=True).run()`` with
+  pre-filled queue (``hot``, floodway only, with ``--whatif base --only noop,hot``: no-op
+  jobs that all hold one limit that never binds, beside plain no-op jobs). floodway: ``app.worker(concurrency=20, burst=True).run()`` with
   ``async def`` tasks; huey: its consumer with ``workers=20, worker_type='thread'`` (the
   same as ``huey_consumer -w 20 -k thread``) and plain functions.
 
@@ -95,6 +96,14 @@ def _make_app(url: str):
     async def sleepy():
         await asyncio.sleep(0.01)
 
+    # one limit every job holds: a rate and a cap that never bind, so what is measured is the
+    # cost of the shared accounting row itself (pg_throughput.py's ``hot``)
+    app.limit("api", rate="1000000/s", burst=1000, concurrency=100000)
+
+    @app.task(name="hot", limits=["api"])
+    async def hot():
+        pass
+
     return app
 
 
@@ -124,7 +133,7 @@ def _child(argv: list[str]) -> None:
     p.add_argument("--threads", type=int, default=CONCURRENT_ENQUEUERS)
     p.add_argument("--url", required=True)
     p.add_argument("-n", type=int, default=0)
-    p.add_argument("--task", choices=["noop", "sleepy"], default="noop")
+    p.add_argument("--task", choices=["noop", "sleepy", "hot"], default="noop")
     p.add_argument("--chunk", type=int, default=BULK_CHUNK)
     p.add_argument("--concurrency", type=int, default=CONCURRENCY)
     p.add_argument("--out", default=None)
@@ -533,7 +542,7 @@ class Bench:
             return fw_run("enqueue-concurrent", "--url", url, "-n", str(s["single"]))
         if scenario == "enqueue_bulk":
             return fw_run("enqueue-bulk", "--url", url, "-n", str(s["bulk"]))
-        task, n = ("noop", s["noop"]) if scenario == "noop" else ("sleepy", s["sleep"])
+        task, n = ("sleepy", s["sleep"]) if scenario == "sleep10ms" else (scenario, s["noop"])
         fw_run("prefill", "--url", url, "-n", str(n), "--task", task)
         result = fw_run(
             "drain",

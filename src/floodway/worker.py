@@ -67,6 +67,8 @@ STARTUP_PATIENCE = 10.0
 #: with a store that announces new work (PostgreSQL), the longest an idle worker waits
 #: before looking anyway — a safety net for a notification lost while reconnecting
 _SAFETY_POLL = 2.0
+#: how long claims ahead pause after one found nothing it could take ahead
+_AHEAD_RECHECK = 1.0
 
 
 class Worker(LeaseKeeping, BatchRunning):
@@ -89,10 +91,11 @@ class Worker(LeaseKeeping, BatchRunning):
     :param prefetch: how many jobs to claim ahead while every slot is busy (default: one
         batch, so twice the concurrency; 0 turns it off), and, while draining a backlog, in the
         same claim as the free slots (PostgreSQL). A slot that comes free starts one of them at
-        once, without waiting for a claim's round trip. Only jobs that hold no limit are claimed
-        ahead (an admitted rate-limited job must run when admitted); prefetched jobs are leased
-        like running ones, renewed by the heartbeat, and given back unspent when the worker
-        stops. Long jobs: lower it, so that jobs do not wait behind them on one worker while
+        once, without waiting for a claim's round trip. A job that holds limits is claimed ahead
+        only while they have headroom (half the concurrency cap and half the burst free, no
+        pause, no lanes: an admitted rate-limited job must run close to its admission);
+        prefetched jobs are leased like running ones, renewed by the heartbeat, and given back
+        when the worker stops (no attempt spent; a rate token taken stays spent). Long jobs: lower it, so that jobs do not wait behind them on one worker while
         another is idle.
     :param loop: the event loop ``run()`` uses: ``"auto"`` (uvloop when it is installed, as
         uvicorn does, else asyncio's), ``"uvloop"`` or ``"asyncio"``. uvloop's loop costs less
@@ -173,6 +176,9 @@ class Worker(LeaseKeeping, BatchRunning):
         self._found_work = False
         self._idle_since: float | None = None
         self._held_until = 0.0
+        # (monotonic) until when claims ahead are not tried: the last one found nothing to
+        # take ahead while the claims for slots found work (the ready jobs hold limits)
+        self._ahead_after = 0.0
         self._next_renewal: float | None = None  # (monotonic) when the heartbeat renews leases next
         self._wake: asyncio.Event | None = None
         self._flush_wanted: asyncio.Event | None = None
@@ -309,6 +315,7 @@ class Worker(LeaseKeeping, BatchRunning):
                 prefetched=len(self._prefetched),
                 unflushed=len(self._unflushed),
                 found_work=self._found_work,
+                may_claim_ahead=time.monotonic() >= self._ahead_after,
             )
             timeout: float | None = self.poll_interval
             if plan.ahead or plan.free > 0:
@@ -326,18 +333,21 @@ class Worker(LeaseKeeping, BatchRunning):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _claim_ahead(self, plan: ClaimPlan) -> float:
-        """Every slot is busy and the store had work: claim the next jobs now (only jobs that
-        hold no limit). Returns how long to wait before the next look (0: at once)."""
+        """Every slot is busy and the store had work: claim the next jobs now (jobs that hold
+        limits only while those have headroom). Returns how long to wait before the next look
+        (0: at once)."""
         began = time.monotonic()
         jobs = await self._store(
-            self.app.store.claim, self.id, queues=self.queues, limit=plan.room, lease=self.lease, without_limits=True
+            self.app.store.claim, self.id, queues=self.queues, limit=0, lease=self.lease, ahead=plan.room
         )
         self._leased(jobs, began)
         self._unflushed.update(job.id for job in jobs)
         self._prefetched.extend(jobs)
         if jobs:
             return 0.0
-        self._found_work = False  # none without limits: the next free slot claims as usual
+        # nothing to take ahead: the next free slot claims as usual, without a look at what is
+        # due first (the last claim for slots found work), and claims ahead pause a while
+        self._ahead_after = time.monotonic() + _AHEAD_RECHECK
         return self.poll_interval
 
     async def _claim_for_slots(self, plan: ClaimPlan) -> float | None:
@@ -349,7 +359,8 @@ class Worker(LeaseKeeping, BatchRunning):
         settled = not self._running and not self._unflushed
         # when the last claim took jobs the claim itself is the cheapest look; otherwise ask
         # first whether anything is due, and when
-        due = 0.0 if self._found_work else await self._store(self.app.store.next_due, self.queues)
+        assumed = self._found_work
+        due = 0.0 if assumed else await self._store(self.app.store.next_due, self.queues)
         self._found_work = False
         now = time.time()
         if due is not None and due <= now and now < self._held_until:
@@ -364,13 +375,15 @@ class Worker(LeaseKeeping, BatchRunning):
             for n, job in enumerate(jobs):
                 if n < plan.want:
                     self._start(job)
-                else:  # claimed ahead: holds no limit, starts as a slot frees
+                else:  # claimed ahead (its limits, if any, have headroom): starts as a slot frees
                     self._unflushed.add(job.id)
                     self._prefetched.append(job)
             if jobs:
                 self._found_work = True
                 self._idle_since = None
                 return 0.0
+            if assumed and jobs.wake_at is None:
+                return 0.0  # nothing was taken: look at what is due (and when) at once
             # ready jobs exist but limits or queue caps hold them back: sleep until the
             # earliest admission (or a local job finishing, or the poll)
             if jobs.wake_at is None:

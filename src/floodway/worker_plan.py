@@ -27,11 +27,21 @@ class ClaimPlan:
 
 
 def plan_claim(
-    *, concurrency: int, prefetch: int, batch_size: int, running: int, prefetched: int, unflushed: int, found_work: bool
+    *,
+    concurrency: int,
+    prefetch: int,
+    batch_size: int,
+    running: int,
+    prefetched: int,
+    unflushed: int,
+    found_work: bool,
+    may_claim_ahead: bool = True,
 ) -> ClaimPlan:
     """The next claim of a worker with ``running`` jobs running, ``prefetched`` claimed ahead
     and ``unflushed`` claimed and not yet written back; ``found_work``: the last claim took
-    jobs, so more are likely ready."""
+    jobs, so more are likely ready; ``may_claim_ahead``: false for a while after a claim ahead
+    found nothing it could take (the ready jobs hold limits that keep them from being
+    claimed ahead), so a busy worker waits for a free slot instead of asking again."""
     # backpressure: jobs claimed and not yet written back (running, claimed ahead, or finished
     # with the outcome still to write) stay under one batch beyond the slots and the prefetch,
     # so claims never outrun the database's writes
@@ -39,7 +49,7 @@ def plan_claim(
     free = min(concurrency - running, in_flight)
     room = min(prefetch - prefetched, batch_size, in_flight)
     # claimed ahead only while busy, and topped up once half is used: fewer, fuller claims
-    ahead = free <= 0 and found_work and room > 0 and prefetched <= prefetch // 2
+    ahead = free <= 0 and found_work and may_claim_ahead and room > 0 and prefetched <= prefetch // 2
     want = min(free, batch_size)
     extra = max(0, min(room, in_flight - want)) if found_work else 0
     return ClaimPlan(free=free, room=room, ahead=ahead, want=want, extra=extra)

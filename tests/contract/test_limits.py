@@ -305,36 +305,61 @@ def test_a_paused_limit_holds_back_only_jobs_that_hold_it(store):
     assert sorted(j.id for j in claim_all(store, limit=10)) == ["free-0", "free-1", "free-2"]
 
 
-def test_a_prefetch_claim_takes_only_jobs_holding_no_limit(store):
-    store.declare_limit(LimitSpec.build("api", concurrency=10))
+def _key(store, name):
+    [info] = [limit for limit in store.list_limits() if limit.spec.name == name]
+    return info.keys[0]
+
+
+def test_a_prefetch_claim_takes_limited_jobs_only_while_their_limits_have_headroom(store):
+    """A claim ahead (``limit=0``): plain jobs, and jobs whose limits keep headroom once they
+    are admitted: at most half the concurrency cap and half the burst in use, no pause."""
+    store.declare_limit(LimitSpec.build("api", concurrency=4))
     store.enqueue([limited(f"held-{i}", [["api", ""]]) for i in range(3)])
     store.enqueue([limited(f"free-{i}", []) for i in range(2)])
     store.enqueue([limited(f"acme-{i}", [], tenant="acme") for i in range(2)])
-    ahead = store.claim(W1, queues=None, limit=10, lease=30.0, without_limits=True)
-    assert sorted(j.id for j in ahead) == ["acme-0", "acme-1", "free-0", "free-1"]
+    ahead = store.claim(W1, queues=None, limit=0, lease=30.0, ahead=10)
+    assert sorted(j.id for j in ahead) == ["acme-0", "acme-1", "free-0", "free-1", "held-0", "held-1"]
     assert all(j.status is Status.RUNNING for j in ahead)
-    # the limited jobs' fairness group is intact: an ordinary claim still finds them
-    assert sorted(j.id for j in claim_all(store)) == ["held-0", "held-1", "held-2"]
+    assert _key(store, "api").running == 2  # half the cap: the third stays for a claim for slots
+    assert store.claim(W1, queues=None, limit=0, lease=30.0, ahead=10) == []
+    # the limited jobs' fairness group is intact: an ordinary claim still finds the rest
+    assert [j.id for j in claim_all(store)] == ["held-2"]
 
 
-def test_claim_ahead_adds_only_jobs_holding_no_limit(store):
-    """``ahead``: more jobs in the same claim, for the worker to start later, only when none of
-    them can hold a limit. PostgreSQL takes them on its plain-job claim; SQLite never does."""
+def test_a_prefetch_claim_spends_at_most_half_the_burst_and_never_a_paused_key(store):
+    store.declare_limit(LimitSpec.build("api", rate="10/s", burst=4))
+    store.declare_limit(LimitSpec.build("tight", rate="10/s"))  # burst 1: never any headroom
+    store.declare_limit(LimitSpec.build("other", rate="1000/s", burst=100))
+    store.enqueue([limited(f"api-{i}", [["api", ""]]) for i in range(5)])
+    store.enqueue([limited(f"tight-{i}", [["tight", ""]]) for i in range(2)])
+    store.enqueue([limited(f"other-{i}", [["other", "x"]]) for i in range(3)])
+    store.pause_limit("other", "x", time.time() + 60, "429")
+    ahead = store.claim(W1, queues=None, limit=0, lease=30.0, ahead=10)
+    assert sorted(j.id for j in ahead) == ["api-0", "api-1"]
+    # held back by nothing but the headroom rule: the rest are ready for claims for slots
+    got = claim_all(store, limit=10)
+    assert sorted(j.id for j in got) == ["api-2", "api-3", "tight-0"]
+
+
+def test_claim_ahead_adds_jobs_in_the_same_claim(store):
+    """``ahead``: more jobs in the same claim, for the worker to start later, after the first
+    ``limit``. PostgreSQL takes them; SQLite takes none (it has no round trip to save)."""
     from floodway.store.postgres import PostgresStore
 
+    pg = isinstance(store, PostgresStore)
     store.enqueue([limited(f"plain-{i}", []) for i in range(6)])
     got = store.claim(W1, queues=None, limit=2, lease=30.0, ahead=3)
-    assert len(got) == (5 if isinstance(store, PostgresStore) else 2)
+    assert len(got) == (5 if pg else 2)
     assert [j.id for j in got] == [f"plain-{i}" for i in range(len(got))]  # in claim order
     assert all(store.get_job(j.id).status is Status.RUNNING for j in got)
     assert len(claim_all(store, limit=10)) == 6 - len(got)
 
-    # jobs that hold a limit are in play: only ``limit`` jobs, whatever ``ahead`` says
-    store.declare_limit(LimitSpec.build("api", concurrency=10))
+    # jobs that hold a limit are in play: after the first ``limit``, limited ones only while
+    # the limit keeps headroom (half its cap of 4: two in all)
+    store.declare_limit(LimitSpec.build("api", concurrency=4))
     store.enqueue([limited(f"held-{i}", [["api", ""]]) for i in range(4)])
-    store.enqueue([limited(f"free-{i}", []) for i in range(4)])
-    got = store.claim(W1, queues=None, limit=2, lease=30.0, ahead=5)
-    assert len(got) == 2
+    got = store.claim(W1, queues=None, limit=1, lease=30.0, ahead=5)
+    assert [j.id for j in got] == (["held-0", "held-1"] if pg else ["held-0"])
 
 
 def test_plain_jobs_in_capped_and_paused_queues_are_claimed_by_their_rules(store):
@@ -348,6 +373,21 @@ def test_plain_jobs_in_capped_and_paused_queues_are_claimed_by_their_rules(store
     got = sorted(j.id for j in claim_all(store, limit=10))
     assert got == ["capped-0", "plain-0", "plain-1"]
     assert claim_all(store, limit=10) == []
+
+
+def test_a_queue_cap_that_appears_between_claims_of_limited_jobs_holds(store):
+    """PostgreSQL locks the limit rows of the first groups' jobs in its claim's prelude, ahead
+    of any queue's lock, only when the last claim saw no capped queue; a cap that appears in
+    between is still counted (its lock is only tried then: one busy elsewhere gives the queue
+    no room for that claim)."""
+    store.declare_limit(LimitSpec.build("api", concurrency=100))
+    store.enqueue([limited(f"a-{i}", [["api", ""]]) for i in range(2)])
+    assert [j.id for j in claim_all(store, limit=1)] == ["a-0"]
+    store.set_queue("narrow", 2)
+    store.enqueue([limited(f"n-{i}", [["api", ""]], queue="narrow") for i in range(4)])
+    assert sorted(j.id for j in claim_all(store, limit=10)) == ["a-1", "n-0", "n-1"]
+    assert claim_all(store, limit=10) == []
+    assert _key(store, "api").running == 4
 
 
 def test_plain_jobs_and_tenant_jobs_share_claims_round_robin(store):

@@ -200,6 +200,40 @@ def test_limits_hold_across_processes(tmp_path, postgres_url, workers):
     assert info["api"].keys[0].admitted == n_limited
 
 
+def test_limits_with_headroom_hold_across_processes_with_jobs_claimed_ahead(tmp_path, postgres_url, workers):
+    """Limits roomy enough that jobs holding them are claimed ahead too (half the burst, half
+    the cap free): four processes still never admit past the rate, nor run past the cap."""
+    rate, burst, slots = 400, 40, 16
+    name, mod = make_app(tmp_path, postgres_url, rate=rate, burst=burst, slots=slots)
+    n_limited, n_slotted = 800, 300
+    mod.app.enqueue_many(mod.limited, [{"n": i} for i in range(n_limited)])
+    mod.app.enqueue_many(mod.slotted, [{"n": i} for i in range(n_slotted)])
+    for i in range(4):
+        workers.start(name, "--concurrency", "20", label=f"w{i}")
+    total = n_limited + n_slotted
+    wait_until(
+        lambda: counts(mod.app)["complete"] == total,
+        lambda: f"roomy drain: {counts(mod.app)}",
+        timeout=60,
+        interval=0.2,
+        workers=workers,
+    )
+    assert_exactly_once(tmp_path, "limited", n_limited)
+    assert_exactly_once(tmp_path, "slotted", n_slotted)
+    admitted = sorted(j.started_at for j in mod.app.store.list_jobs(task="limited", limit=n_limited))
+    worst, j = 0, 0
+    for i, start in enumerate(admitted):
+        while j < len(admitted) and admitted[j] < start + 1.0:
+            j += 1
+        worst = max(worst, j - i)
+    assert worst <= rate + burst, f"{worst} admissions in one second (limit {rate}/s, burst {burst})"
+    current, highest = (int(x) for x in (tmp_path / "slots").read_text().split())
+    assert current == 0 and 1 <= highest <= slots, f"{highest} ran at once (cap {slots})"
+    info = {i.spec.name: i for i in mod.app.store.list_limits()}
+    assert [k.running for k in info["slots"].keys] == [0]
+    assert info["api"].keys[0].admitted == n_limited
+
+
 def test_a_worker_killed_mid_job_loses_it_to_a_rescue(tmp_path, postgres_url, workers):
     name, mod = make_app(tmp_path, postgres_url)
     handle = mod.app.enqueue(mod.stubborn, {"n": 1})

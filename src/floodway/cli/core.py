@@ -141,7 +141,7 @@ def cli(ctx: click.Context, app_spec: str | None, database: str | None, as_json:
     type=click.IntRange(min=0),
     default=None,
     help="Jobs claimed ahead while every slot is busy (default: twice --concurrency, one claim batch; 0: none). "
-    "Only jobs that hold no limit are claimed ahead.",
+    "A job that holds limits is claimed ahead only while they have headroom (half the cap and half the burst free).",
 )
 @click.option(
     "--loop",

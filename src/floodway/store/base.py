@@ -144,7 +144,6 @@ class QueuePort(abc.ABC):
         queues: list[str] | None,
         limit: int,
         lease: float,
-        without_limits: bool = False,
         ahead: int = 0,
     ) -> ClaimedJobs:
         """Move up to ``limit`` ready jobs to ``running`` under a lease owned by ``worker_id``.
@@ -155,14 +154,14 @@ class QueuePort(abc.ABC):
         round-robin over fairness groups (tenant or limit keys), then priority (high first),
         then run_at, then enqueue order.
 
-        ``without_limits`` takes only jobs that hold no limit: the worker's prefetch, whose
-        jobs may wait a moment in the worker before they run — an admitted rate-limited job
-        must run when admitted, or the requests bunch up at the destination.
-
-        ``ahead`` allows up to that many more jobs in the same transaction, after the first
-        ``limit``, if they hold no limit: the worker keeps them to start as its slots free (its
-        prefetch), so a backlog of short jobs is claimed in fewer, fuller transactions. A
-        backend may take fewer or none (SQLite does not; PostgreSQL does on its plain-job claim).
+        ``ahead`` allows up to that many more jobs after the first ``limit``: the worker keeps
+        them to start as its slots free (its prefetch), so a backlog of short jobs is claimed
+        in fewer, fuller transactions; ``limit=0`` claims only such jobs (a busy worker's
+        prefetch). They may wait a moment in the worker before they run, so a job that holds
+        limits is taken ahead only while they have headroom (``rules.Admission.admit``): an
+        admitted rate-limited job must run close to its admission, or the calls bunch up at
+        the destination. A backend may take fewer or none when ``limit`` > 0 (SQLite takes
+        none: it has no round trip to save; PostgreSQL does).
         """
 
     @abc.abstractmethod

@@ -33,7 +33,7 @@ from typing import Any, Iterable, Mapping
 
 from ..errors import ConfigError, TransitionError
 from ..jobs import NOT_STARTED, UNFINISHED, EnqueueKey, Status, can_transition, check_transition
-from ..limits import LANE_SEP, LimitSpec, Rate, gcra, gcra_settle, lane_key, split_lane
+from ..limits import LANE_SEP, LimitSpec, Rate, gcra, gcra_settle, lane_key, remaining, split_lane
 from ..liveness import FREE_LOST_RUNS
 from ..quota import Learned
 from .base import LaneInfo, key_pace
@@ -163,8 +163,14 @@ class Admission:
         self.blocked_ids.append(job_id)
         return False
 
-    def admit(self, job_id: str, limits: Iterable[Any]) -> bool:
-        """Admit the job against every limit it holds, or against none of them."""
+    def admit(self, job_id: str, limits: Iterable[Any], *, ahead: bool = False) -> bool:
+        """Admit the job against every limit it holds, or against none of them.
+
+        ``ahead``: the job is claimed ahead (the worker starts it when a slot frees, a moment
+        later), so it is admitted only where that wait cannot matter (``_headroom``); a job
+        refused here is not held back (it is simply not claimed ahead)."""
+        if ahead:
+            return self._admit_ahead(limits)
         decisions: list[tuple[tuple[str, str], float | None, int]] = []
         for name, key in limits:
             spec = self.specs.get(name)
@@ -192,6 +198,41 @@ class Admission:
         for pair, new_tat, running in decisions:
             state = self.states[pair]
             state[2] += running
+            state[3] += 1
+            if new_tat is not None:
+                state[0] = new_tat
+            self.dirty.add(pair)
+        return True
+
+    def _admit_ahead(self, limits: Iterable[Any]) -> bool:
+        """Admission of a job claimed ahead: each limit it holds must have headroom left
+        once the job is admitted: no lanes (a lane's share moves with its demand), no pause,
+        at most half the key's concurrency cap in use, and at least half its burst (at the
+        rate in force, declared or learned) still free. The cap is never exceeded (a job
+        claimed ahead holds its slot); the rate is kept at admission, and a job that waits a
+        moment in the worker can at worst land together with calls admitted after it: with
+        the jobs ahead at most half the burst, a moment's burst of at most 1.5 times the
+        declared one. A burst of 1 never has headroom: such a job runs when admitted."""
+        decisions: list[tuple[tuple[str, str], float | None]] = []
+        for name, key in limits:
+            spec = self.specs.get(name)
+            if spec is None:
+                continue
+            state = self.state((name, key)) if not spec.lanes else None
+            if state is None or state[1] > self.now:
+                return False
+            if spec.concurrency is not None and 2 * (state[2] + 1) > spec.concurrency:
+                return False
+            new_tat = None
+            rate, burst = key_pace(spec, state[4], state[3], self.now)
+            if rate is not None:
+                ok, new_tat, _ = gcra(state[0], self.now, rate, burst)
+                if not ok or 2 * remaining(new_tat, self.now, rate, burst) < burst:
+                    return False
+            decisions.append(((name, key), new_tat))
+        for pair, new_tat in decisions:
+            state = self.states[pair]
+            state[2] += 1
             state[3] += 1
             if new_tat is not None:
                 state[0] = new_tat

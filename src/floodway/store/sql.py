@@ -292,18 +292,18 @@ class SQLStore(Store):
         queues: list[str] | None,
         limit: int,
         lease: float,
-        without_limits: bool = False,
         ahead: int = 0,
     ) -> ClaimedJobs:
-        if limit <= 0:
+        limit, ahead = max(limit, 0), max(ahead, 0)
+        if limit + ahead <= 0:
             return ClaimedJobs()
-        return self._claim_jobs(worker_id, queues, limit, lease, without_limits, ahead)
+        return self._claim_jobs(worker_id, queues, limit, lease, ahead)
 
     @abc.abstractmethod
     def _claim_jobs(
-        self, worker_id: str, queues: list[str] | None, limit: int, lease: float, without_limits: bool, ahead: int
+        self, worker_id: str, queues: list[str] | None, limit: int, lease: float, ahead: int
     ) -> ClaimedJobs:
-        """Claim 1..``limit`` ready jobs (see ``Store.claim``)."""
+        """Claim up to ``limit`` ready jobs, and up to ``ahead`` more (see ``Store.claim``)."""
 
     def enqueue_keyed(self, jobs: list[NewJob], queues: dict[str, int | None] | None = None) -> list[EnqueueResult]:
         return enqueue_keyed(self, jobs, queues)

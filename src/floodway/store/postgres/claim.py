@@ -37,6 +37,22 @@ from .queries import (
 #: fairness groups (tenants, limits) in play
 _FAST_CLAIM_RECHECK = 1.0
 _LANE_DEMAND = in_dialect(LANE_DEMAND, "%s")
+#: how many fairness groups' limits a store remembers (see ``_choose``'s fetch)
+_GROUPS_REMEMBERED = 4096
+_HEAD_COLUMNS = ", ".join(f"j.{c.strip()}" for c in _JOB_COLUMNS.split(","))
+#: the head jobs of the first page of fairness groups, for the prelude: as many per group as
+#: ``_choose`` reads on its first visit (its ``per``), each group's row first with that count
+#: (and NULL jobs for a group with none ready)
+_FIRST_HEADS = (
+    "WITH g AS (SELECT key, row_number() OVER (ORDER BY served_at, key) AS ord FROM "
+    "(SELECT key, served_at FROM fair_keys ORDER BY served_at, key LIMIT %(page)s) f), "
+    "n AS (SELECT LEAST(100, GREATEST(1, ceil(%(total)s::float8 / GREATEST(count(*), 1)))::int "
+    "+ CASE WHEN count(*) = 1 THEN 1 ELSE 0 END) AS per FROM g) "
+    "SELECT g.key, n.per, {cols} FROM g CROSS JOIN n LEFT JOIN LATERAL "
+    "(SELECT * FROM jobs j WHERE j.status = 'waiting' AND NOT j.paused AND j.fair_key = g.key{where} "
+    "ORDER BY j.priority DESC, j.run_at, j.seq LIMIT (SELECT per FROM n) FOR UPDATE OF j SKIP LOCKED) j ON true "
+    "ORDER BY g.ord"
+)
 
 
 class _Admission(Admission):
@@ -53,31 +69,48 @@ class _Admission(Admission):
         super().__init__(specs, now)
         self.unavailable: set[tuple[str, str]] = set()
         self._locked_once = False
+        self._created = True
+        self._parsed: dict[str, list] = {}
 
-    def lock(self, cur: psycopg.Cursor, rows: Iterable[tuple]) -> None:
-        wanted: set[tuple[str, str]] = set()
-        for row in rows:
-            raw = row[_J["limits"]]
-            if raw:
-                for name, key in json.loads(raw):
-                    pair = (name, key)
-                    spec = self.specs.get(name)
-                    if spec is not None and spec.lanes:  # a lane reads its key's row and its siblings'
-                        wanted.update(
-                            p for p in self.pairs(name, key) if p not in self.states and p not in self.unavailable
-                        )
-                    elif spec is not None and pair not in self.states and pair not in self.unavailable:
-                        wanted.add(pair)
-        if not wanted:
-            return
-        ordered = sorted(wanted)
-        names = [p[0] for p in ordered]
-        keys = [p[1] for p in ordered]
-        cur.execute(
-            "INSERT INTO limit_keys (limit_name, key) SELECT n, k FROM unnest(%t::text[], %t::text[]) AS p(n, k) "
-            "ORDER BY n, k ON CONFLICT DO NOTHING",
-            (names, keys),
-        )
+    def held(self, raw: str | None) -> list:
+        """The (limit, key) pairs of a job's ``limits`` column, parsed once per claim: the
+        jobs of a fairness group hold the same ones."""
+        if not raw:
+            return []
+        pairs = self._parsed.get(raw)
+        if pairs is None:
+            pairs = self._parsed[raw] = json.loads(raw)
+        return pairs
+
+    def needed(self, held: Iterable[Iterable[Any]]) -> list[tuple[str, str]]:
+        """The pairs, in key order, whose state admitting jobs holding ``held`` (lists of
+        (limit, key) pairs) reads."""
+        needed: set[tuple[str, str]] = set()
+        for pairs in held:
+            for name, key in pairs:
+                spec = self.specs.get(name)
+                if spec is not None:  # a lane reads its key's row and its siblings'
+                    needed.update(self.pairs(name, key) if spec.lanes else [(name, key)])
+        return sorted(needed)
+
+    def wanted(self, held: Iterable[Iterable[Any]]) -> list[tuple[str, str]]:
+        """``needed``, less the pairs this batch has loaded or found busy already."""
+        return [p for p in self.needed(held) if p not in self.states and p not in self.unavailable]
+
+    def send_lock(self, cur: psycopg.Cursor, pairs: list[tuple[str, str]], *, create: bool = True) -> None:
+        """Send the statements that load and row-lock ``pairs`` (read back by ``read_lock``):
+        blocking locks in key order the first time in the batch, SKIP LOCKED after. Without
+        ``create`` the rows are expected to exist (they did in the last claim): one that does
+        not is left to ``lock``, which makes it."""
+        names = [p[0] for p in pairs]
+        keys = [p[1] for p in pairs]
+        self._created = create
+        if create:
+            cur.execute(
+                "INSERT INTO limit_keys (limit_name, key) SELECT n, k FROM unnest(%t::text[], %t::text[]) AS p(n, k) "
+                "ORDER BY n, k ON CONFLICT DO NOTHING",
+                (names, keys),
+            )
         skip = " SKIP LOCKED" if self._locked_once else ""
         cur.execute(
             "SELECT limit_name, key, tat, paused_until, running, admitted, learned FROM limit_keys "
@@ -85,10 +118,21 @@ class _Admission(Admission):
             f"ORDER BY limit_name, key FOR UPDATE{skip}",
             (names, keys),
         )
-        for name, key, tat, paused_until, running, admitted, learned in cur.fetchall():
-            self.states[(name, key)] = [tat, paused_until, running, admitted, Learned.loads(learned)]
-        self.unavailable.update(p for p in zip(names, keys) if p not in self.states)
         self._locked_once = True
+
+    def read_lock(self, cur: psycopg.Cursor, pairs: list[tuple[str, str]]) -> None:
+        found = cur.fetchall()
+        for name, key, tat, paused_until, running, admitted, learned in found:
+            self.states[(name, key)] = [tat, paused_until, running, admitted, Learned.loads(learned)]
+        if self._created:
+            self.unavailable.update(p for p in pairs if p not in self.states)
+
+    def lock(self, cur: psycopg.Cursor, rows: Iterable[tuple]) -> None:
+        raw = (row[_J["limits"]] for row in rows)
+        pairs = self.wanted(self.held(r) for r in raw if r)
+        if pairs:
+            self.send_lock(cur, pairs)
+            self.read_lock(cur, pairs)
 
     def write_back(self, cur: psycopg.Cursor) -> None:
         if self.demanded:
@@ -125,21 +169,29 @@ class PostgresClaim(PostgresConnection):
         )
 
     @staticmethod
-    def _queue_room(cur: psycopg.Cursor, rows: list[tuple]) -> dict[str, int]:
+    def _queue_room(cur: psycopg.Cursor, rows: list[tuple], *, wait: bool = True) -> dict[str, int]:
         """Free slots of each capped queue, counted from running jobs under a per-queue
         advisory lock (so two claimers cannot both fill the last slot); a paused queue has
-        none. Only queues with ready jobs are locked."""
+        none. Only queues with ready jobs are locked. Without ``wait`` (the claim holds limit
+        rows already, and waiting now could deadlock against a claimer that holds the queue's
+        lock and waits for them) a queue whose lock is held elsewhere has no room this time."""
         if not rows:
             return {}
         room = {name: 0 for name, _, paused in rows if paused}
         capped = {name: cap for name, cap, paused in rows if not paused}
         if capped:
             names = sorted(capped)
+            take = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
             cur.execute(
-                "SELECT pg_advisory_xact_lock(%s, hashtext(n)) FROM "
-                "(SELECT n FROM unnest(%t::text[]) AS n ORDER BY n) s",
+                f"SELECT n, {take}(%s, hashtext(n)) FROM (SELECT n FROM unnest(%t::text[]) AS n ORDER BY n) s",
                 (_NS_QUEUE, names),
             )
+            if not wait:  # (waiting, the count below is read with the locks: one round trip)
+                for name, locked in cur.fetchall():
+                    if not locked:
+                        del capped[name]
+                        room[name] = 0
+                names = sorted(capped)
             cur.execute(
                 "SELECT queue, COUNT(*) FROM jobs WHERE status = 'running' AND queue = ANY(%t::text[]) GROUP BY queue",
                 (names,),
@@ -149,19 +201,19 @@ class PostgresClaim(PostgresConnection):
         return room
 
     def _claim_jobs(
-        self, worker_id: str, queues: list[str] | None, limit: int, lease: float, without_limits: bool, ahead: int
+        self, worker_id: str, queues: list[str] | None, limit: int, lease: float, ahead: int
     ) -> ClaimedJobs:
         if time.monotonic() >= self._fast_claim_after:
             # every job this claim can take holds no limit, so the jobs ``ahead`` come with it
             fast, plain, capped = self._run(
-                lambda cur: self._fast_claim(cur, worker_id, queues, limit + max(ahead, 0), lease), what="claim"
+                lambda cur: self._fast_claim(cur, worker_id, queues, limit + ahead, lease), what="claim"
             )
             if plain and not capped:
                 return ClaimedJobs(fast)
             # tenants, limits or queue caps are in play (nothing was taken): the full claim
             # decides, and the plain-group claim is tried again a little later
             self._fast_claim_after = time.monotonic() + _FAST_CLAIM_RECHECK
-        return self._run(lambda cur: self._claim(cur, worker_id, queues, limit, lease, without_limits), what="claim")
+        return self._run(lambda cur: self._claim(cur, worker_id, queues, limit, lease, ahead), what="claim")
 
     def _fast_claim(
         self, cur: psycopg.Cursor, worker_id: str, queues: list[str] | None, limit: int, lease: float
@@ -191,28 +243,49 @@ class PostgresClaim(PostgresConnection):
         queues: list[str] | None,
         limit: int,
         lease: float,
-        without_limits: bool = False,
+        ahead: int = 0,
     ) -> ClaimedJobs:
         now = self._now()
         conn = cur.connection
-        page_size = max(limit, 32)
+        page_size = max(limit + ahead, 32)
         queue_sql, queue_params = self._queue_sql(queues)
-        # the prelude in one round trip: promote due jobs, read caps, limits, the first groups
+        admission = _Admission({}, now)
+        # the limit rows the first groups' jobs held in the last claim, locked ahead of time
+        # (not while queue caps are about: their locks come first)
+        early_locks = [] if self._caps_seen else self._first_locks
+        # the prelude in one round trip: promote due jobs, read caps, limits, the first groups,
+        # and the first groups' head jobs with the limit rows they likely hold
         with _pipelined(conn):
-            promote, caps, limits, groups = (conn.cursor() for _ in range(4))
+            promote, caps, limits, groups, heads, locks = (conn.cursor() for _ in range(6))
             promote.execute(self._PROMOTE, {"now": now, "ns": _NS_FAIR})
             caps.execute(queue_sql, queue_params)
             limits.execute(
                 "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits"
             )
             groups.execute("SELECT key, served_at FROM fair_keys ORDER BY served_at, key LIMIT %s", (page_size,))
+            where = " AND j.queue = ANY(%(queues)t::text[])" if queues is not None else ""
+            heads.execute(
+                _FIRST_HEADS.format(cols=_HEAD_COLUMNS, where=where),
+                {"page": page_size, "total": limit + ahead, "queues": queues},
+            )
+            if early_locks:
+                admission.send_lock(locks, early_locks, create=False)
             cap_rows = caps.fetchall()
-            specs = {row[0]: LimitSpec.from_row(*row) for row in limits.fetchall()}
+            admission.specs = {row[0]: LimitSpec.from_row(*row) for row in limits.fetchall()}
             first_page = groups.fetchall()
-        room = self._queue_room(cur, cap_rows)
-        admission = _Admission(specs, now)
+            early: dict[str, list[tuple]] = {}
+            per = 0
+            for row in heads.fetchall():
+                per = row[1]
+                early.setdefault(row[0], [])
+                if row[2] is not None:
+                    early[row[0]].append(row[2:])
+            if early_locks:
+                admission.read_lock(locks, early_locks)
+        self._caps_seen = bool(cap_rows)
+        room = self._queue_room(cur, cap_rows, wait=not early_locks)
         chosen, served, empty, many_groups = self._choose(
-            cur, admission, room, queues, limit, first_page, page_size, without_limits
+            cur, admission, room, queues, limit, first_page, page_size, ahead, (early, per)
         )
         lease_until = now + lease
         ids = [row[0] for row in chosen]
@@ -262,12 +335,17 @@ class PostgresClaim(PostgresConnection):
         limit: int,
         first_page: list[tuple],
         page_size: int,
-        without_limits: bool = False,
+        ahead: int = 0,
+        early: tuple[dict[str, list[tuple]], int] = ({}, 0),
     ) -> tuple[list[tuple], list[str], list[str], bool]:
-        """Pick up to ``limit`` ready jobs: round-robin over fairness groups (least recently
-        served first), then priority, then age; skipping full queues and jobs whose limits do
-        not admit them now. The same walk as the SQLite store's, fed by batched, row-locking
-        (SKIP LOCKED) reads of each group's head rows.
+        """Pick up to ``limit`` ready jobs, then up to ``ahead`` more to claim ahead:
+        round-robin over fairness groups (least recently served first), then priority, then
+        age; skipping full queues and jobs whose limits do not admit them now (or, claimed
+        ahead, leave them no headroom). The same walk as the SQLite store's, fed by batched,
+        row-locking (SKIP LOCKED) reads of each group's head rows.
+
+        ``early``: the head rows of the first groups, read (and locked) in the prelude, and
+        how many were read per group.
 
         Returns (chosen rows, groups served, groups found empty, whether >1 group was seen).
         """
@@ -304,8 +382,6 @@ class PostgresClaim(PostgresConnection):
             if queues is not None:
                 where += " AND j.queue = ANY(%(queues)t::text[])"
                 params["queues"] = queues
-            if without_limits:
-                where += " AND j.limits IS NULL"
             if full:
                 where += " AND NOT (j.queue = ANY(%(full)t::text[]))"
                 params["full"] = full
@@ -321,23 +397,40 @@ class PostgresClaim(PostgresConnection):
                 "ORDER BY g.ord",
                 params,
             )
+            # the limit rows these groups' jobs held last time are locked in the same round
+            # trip, after the jobs (as ``lock`` would): a group's jobs hold the same limits
+            known = admission.wanted(held for g in batch if (held := self._group_limits.get(g)))
+            if known:
+                early = cur.connection.cursor()
+                admission.send_lock(early, known)
             got: dict[str, list[tuple]] = {g: [] for g in batch}
             for row in cur.fetchall():
                 got[row[0]].append(row[1:])
+            if known:
+                admission.read_lock(early, known)
+            take(got, per, full)
+
+        def take(got: dict[str, list[tuple]], per: int, full: list[str]) -> None:
+            if len(self._group_limits) > _GROUPS_REMEMBERED:
+                self._group_limits.clear()
+            for group, rows in got.items():
+                if rows and rows[0][_J["limits"]]:
+                    self._group_limits[group] = admission.held(rows[0][_J["limits"]])
             for group, rows in got.items():
                 pending.setdefault(group, deque()).extend(rows)
                 fetched_ids.setdefault(group, []).extend(r[0] for r in rows)
                 if len(rows) < per:
                     exhausted.add(group)
-                    if not fetched_ids[group] and queues is None and not without_limits and not full:
+                    if not fetched_ids[group] and queues is None and not full:
                         empty.append(group)
             admission.lock(cur, (r for rows in got.values() for r in rows))
 
         load_groups(first_page)
-        budget = max(200, limit * 20)
+        total = limit + ahead
+        budget = max(200, total * 20)
         i = 0
         cycle_progress = False
-        while len(chosen) < limit and budget > 0:
+        while len(chosen) < total and budget > 0:
             if i >= len(groups):
                 if more_groups:
                     load_groups()
@@ -359,11 +452,20 @@ class PostgresClaim(PostgresConnection):
                 if group not in fetched_ids:
                     # the first visit: fetch heads for this group and the next unfetched ones
                     batch = [g for g in groups[i - 1 : i - 1 + page_size] if g not in fetched_ids and g not in inactive]
-                    remaining_slots = limit - len(chosen)
-                    per = max(1, math.ceil(remaining_slots / len(batch))) + (1 if len(batch) == 1 else 0)
-                    fetch(batch, min(per, 100))
+                    first, per = early
+                    if group in first:  # read in the prelude
+                        got = {g: first.pop(g) for g in batch if g in first}
+                        take(got, per, [])
+                        # every group fits in the first page, so the next claim's first page
+                        # holds the same ones: it locks their limit rows in its prelude
+                        held = (admission.held(r[_J["limits"]]) for rows in got.values() for r in rows[:1])
+                        self._first_locks = [] if more_groups else admission.needed(held)
+                    else:
+                        remaining_slots = total - len(chosen)
+                        per = max(1, math.ceil(remaining_slots / len(batch))) + (1 if len(batch) == 1 else 0)
+                        fetch(batch, min(per, 100))
                 else:
-                    fetch([group], min(max(limit - len(chosen), 1) + 1, 100))
+                    fetch([group], min(max(total - len(chosen), 1) + 1, 100))
                 heads = pending.get(group)
                 if not heads:
                     inactive.add(group)
@@ -375,9 +477,10 @@ class PostgresClaim(PostgresConnection):
             if queue in room and room[queue] <= 0:
                 continue  # its queue filled during this claim; the next fetch skips it
             raw = row[_J["limits"]]
-            limits = json.loads(raw) if raw else []
-            if limits and not admission.admit(row[0], limits):
-                inactive.add(group)  # this group's head is held back by a limit: serve others
+            limits = admission.held(raw)
+            if limits and not admission.admit(row[0], limits, ahead=len(chosen) >= limit):
+                # this group's head is held back by a limit (or, ahead, has no headroom): serve others
+                inactive.add(group)
                 continue
             if queue in room:
                 room[queue] -= 1

@@ -296,6 +296,13 @@ class PostgresConnection(SQLStore):
         self.prepare_threshold = _number(url, options, "prepare_threshold", 5, minimum=0, integer=True)
         self._closed = False
         self._fast_claim_after = 0.0  # see claim(): when to try the plain-group claim again
+        # the (limit, key) pairs the jobs of each fairness group held when last claimed: the
+        # claim locks their rows in the round trip that reads the group's jobs
+        self._group_limits: dict[str, list] = {}
+        # whether the last claim found capped or paused queues with ready jobs, and the limit
+        # rows its first groups' jobs held (see PostgresClaim._claim's prelude)
+        self._caps_seen = False
+        self._first_locks: list[tuple[str, str]] = []
         self._offset = 0.0
         self._listener: psycopg.Connection | None = None
         self._listener_lock = threading.Lock()

@@ -88,16 +88,19 @@ class SQLiteClaim(SQLiteConnection):
         self._mark_fair_keys(conn, {fk for _, _, _, fk in due})
 
     def _claim_jobs(
-        self, worker_id: str, queues: list[str] | None, limit: int, lease: float, without_limits: bool, ahead: int
+        self, worker_id: str, queues: list[str] | None, limit: int, lease: float, ahead: int
     ) -> ClaimedJobs:
-        # ``ahead`` is not used here: a SQLite claim has no network round trip to save, and
-        # taking jobs ahead is left to the worker's own prefetch claim
+        # jobs ``ahead`` of a claim for slots are not taken here: a SQLite claim has no network
+        # round trip to save, and taking jobs ahead is left to the worker's own prefetch claim
+        # (``limit=0``)
+        if limit > 0:
+            ahead = 0
         now = time.time()
         with self._write() as conn:
             self._promote_due(conn, now)
             admission = _Admission(conn, now)
             room = self._queue_room(conn)
-            chosen, served = self._choose(conn, admission, room, queues, limit, now, without_limits)
+            chosen, served = self._choose(conn, admission, room, queues, limit, now, ahead)
             if served:
                 keys, stamps = served_stamps(served, now)
                 conn.executemany("UPDATE fair_keys SET served_at = ? WHERE key = ?", list(zip(stamps, keys)))
@@ -141,18 +144,17 @@ class SQLiteClaim(SQLiteConnection):
         queues: list[str] | None,
         limit: int,
         now: float,
-        without_limits: bool = False,
+        ahead: int = 0,
     ) -> tuple[list[tuple], list[str]]:
-        """Pick up to ``limit`` ready jobs: round-robin over fairness groups (least recently
-        served first), then priority, then age; skipping full queues and jobs whose limits do
-        not admit them now."""
+        """Pick up to ``limit`` ready jobs, then up to ``ahead`` more to claim ahead:
+        round-robin over fairness groups (least recently served first), then priority, then
+        age; skipping full queues and jobs whose limits do not admit them now (or, claimed
+        ahead, leave them no headroom)."""
         groups = [k for (k,) in conn.execute("SELECT key FROM fair_keys ORDER BY served_at, key")]
         filters, params = "", []
         if queues is not None:
             filters += f" AND queue IN ({','.join('?' * len(queues))})"
             params += queues
-        if without_limits:
-            filters += " AND limits IS NULL"
         pending: dict[str, list[tuple]] = {}
         offsets: dict[str, tuple[tuple[str, ...], int]] = {}
         seen: set[str] = set()
@@ -162,11 +164,12 @@ class SQLiteClaim(SQLiteConnection):
         active = list(groups)
         # at most this many rows are looked at per claim, so a claim stays short however
         # large and blocked the backlog is
-        budget = max(200, limit * 20)
-        while active and len(chosen) < limit and budget > 0:
+        total = limit + ahead
+        budget = max(200, total * 20)
+        while active and len(chosen) < total and budget > 0:
             progressed = False
             for group in list(active):
-                if len(chosen) >= limit or budget <= 0:
+                if len(chosen) >= total or budget <= 0:
                     break
                 if not (heads := pending.get(group)):
                     if group in exhausted:
@@ -177,7 +180,7 @@ class SQLiteClaim(SQLiteConnection):
                     if last_full != full:
                         offset = 0  # the exclusions changed: start over, `seen` drops repeats
                     extra = filters + (f" AND queue NOT IN ({','.join('?' * len(full))})" if full else "")
-                    fetch = min(max(limit, 10), 100)
+                    fetch = min(max(total, 10), 100)
                     rows = conn.execute(
                         f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = 'waiting' AND fair_key = ? AND paused = 0{extra} "
                         "ORDER BY priority DESC, run_at, rowid LIMIT ? OFFSET ?",
@@ -190,7 +193,7 @@ class SQLiteClaim(SQLiteConnection):
                     if not heads:
                         if group in exhausted:
                             active.remove(group)
-                            if queues is None and not without_limits and not full and offset == 0 and not rows:
+                            if queues is None and not full and offset == 0 and not rows:
                                 conn.execute("DELETE FROM fair_keys WHERE key = ?", (group,))
                         continue
                     pending[group] = heads
@@ -202,8 +205,9 @@ class SQLiteClaim(SQLiteConnection):
                 if queue in room and room[queue] <= 0:
                     continue  # its queue filled during this claim; the next fetch skips it
                 limits = json.loads(row[20]) if row[20] else []
-                if limits and not admission.admit(row[0], limits):
-                    # this group's head is held back by a limit: serve other groups
+                if limits and not admission.admit(row[0], limits, ahead=len(chosen) >= limit):
+                    # this group's head is held back by a limit (or, ahead, has no headroom):
+                    # serve other groups
                     active.remove(group)
                     continue
                 if queue in room:
