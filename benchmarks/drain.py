@@ -601,6 +601,7 @@ def run_bare_client(n: int) -> dict:
         "seconds": seconds,
         "per_second": n / seconds,
         "ok": sum(o["ok"] for o in outs),
+        "errors": sum(o.get("errors", 0) for o in outs),
         "cpu_ms_per_request": 1000 * cpu / n,
     }
 
@@ -614,6 +615,8 @@ def run_bare(backends: list[str], n: int, keep: bool) -> list[dict]:
             from_first = r["drain_seconds"] - r["first_accept_after"]
             r.update({"per_second": n / r["drain_seconds"], "per_second_from_first_request": n / from_first})
         rows.append(r)
+        # each cell's memory as soon as it is known: the bare client's run comes after
+        print(f"floodway {backend}: {json.dumps(r.get('rss_mb') or r.get('error'))}", file=sys.stderr, flush=True)
     rows.append(run_bare_client(n))
     return rows
 
