@@ -39,7 +39,7 @@ import httpx
 from . import tracing
 from .cost import Settlement, read_async, read_sync
 from .errors import ConfigError, RateLimited
-from .quota import Observation, classify_wait
+from .quota import Observation, classify_wait, reset_bounds
 from .resumable import current_idempotency_key
 from .retry import Retry
 
@@ -204,11 +204,14 @@ class _Reports:
         self.accepted: dict[tuple[str, str], int] = {}
         self.headers: dict[tuple[str, str], dict[str, Any]] = {}
         self.last: dict[tuple[str, str], float] = {}
+        #: the first accepted response since the last report (a fixed window's reset came before it)
+        self.first: dict[tuple[str, str], float] = {}
 
     def add(self, pair: tuple[str, str], now: float, fields: dict[str, Any] | None) -> bool:
         """Count one accepted response; True when it is time to report."""
         with self.lock:
             self.accepted[pair] = self.accepted.get(pair, 0) + 1
+            self.first.setdefault(pair, now)
             if fields:
                 self.headers[pair] = fields
             if now - self.last.get(pair, 0.0) >= REPORT_INTERVAL:
@@ -216,10 +219,10 @@ class _Reports:
                 return True
             return False
 
-    def take(self, pair: tuple[str, str], now: float) -> tuple[int, dict[str, Any]]:
+    def take(self, pair: tuple[str, str], now: float) -> tuple[int, dict[str, Any], float | None]:
         with self.lock:
             self.last[pair] = now
-            return self.accepted.pop(pair, 0), self.headers.pop(pair, {})
+            return self.accepted.pop(pair, 0), self.headers.pop(pair, {}), self.first.pop(pair, None)
 
 
 def _reports(app: Any) -> _Reports:
@@ -345,7 +348,15 @@ class _Pacer:
             # takes a token at the slower pace
             wait = wait if wait is not None and wait > 0 else 1.0
             rate, changed = self._report(now, token_at, info, usage, throttled=1, wait=wait)
-            if changed == "cut":
+            if changed == "window":
+                log.info(
+                    "limit %s%s: a window ran out at %s; every worker waits for its reset, then paces at %.2f/s",
+                    self.limit,
+                    f"[{self.key}]" if self.key else "",
+                    host,
+                    rate or 0.0,
+                )
+            elif changed == "cut":
                 log.info(
                     "limit %s%s: %d from %s, pacing every worker at %.2f/s",
                     self.limit,
@@ -356,7 +367,11 @@ class _Pacer:
                 )
             return now + wait
         until = info.reset_at if info.reset_at is not None else now + self._fallback_wait()
-        self._report(now, None, info, usage, throttled=1, exhausted=1, reset_at=until)
+        _, changed = self._report(now, None, info, usage, throttled=1, exhausted=1, wait=wait, reset_at=until)
+        if changed == "window" and wait is not None:
+            # a fixed window's reset: paused until the earliest it can come; the learned state
+            # holds every worker on until the best guess of it (see quota._window)
+            until = reset_bounds(now, wait)[0]
         reason = f"{response.status_code} from {host}"
         return self.ctx.app.store.pause_limit(self.limit, self.key or "", until, reason)
 
@@ -372,13 +387,20 @@ class _Pacer:
         wait: float | None = None,
         reset_at: float | None = None,
     ) -> tuple[float | None, str | None]:
-        accepted, fields = _reports(self.ctx.app).take(self.pair, now)
+        accepted, fields, first_ok = _reports(self.ctx.app).take(self.pair, now)
         if not throttled:
             fields = _fields(info, usage) or fields
         elif reset_at is not None:
             fields = {"reset_at": reset_at}
         obs = Observation(
-            now=now, token_at=token_at, wait=wait, throttled=throttled, exhausted=exhausted, accepted=accepted, **fields
+            now=now,
+            token_at=token_at,
+            wait=wait,
+            throttled=throttled,
+            exhausted=exhausted,
+            accepted=accepted,
+            first_ok=first_ok,
+            **fields,
         )
         assert self.limit is not None  # only a request through a limit reports to it
         return self.ctx.app.store.observe_limit(self.limit, self.key or "", obs)
