@@ -336,7 +336,7 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
     changed: str | None = None
     end = _window_end(state, now, obs.wait, obs.exhausted > 0) if obs.throttled and obs.wait else None
     if end is not None and current is not None:
-        changed = _window(spec, state, admitted, now, *end)
+        changed = _window(spec, state, admitted, now, current, *end)
     elif obs.exhausted and obs.reset_at is not None and current is not None:
         changed = _exhausted(spec, state, admitted, now, current, obs.reset_at)
     elif obs.throttled and obs.token_at is not None and obs.token_at >= state.since and current is not None:
@@ -405,7 +405,7 @@ def _window_end(state: Learned, now: float, wait: float, exhausted: bool) -> tup
 
     The end lies in ``(now + wait - 1, now + wait]`` for a wait in whole seconds. A key whose
     windows are known matches the refusal against the next ends its windows predict; one that
-    is not yet known to have windows needs proof: a long wait (an exhaustion), or refusals
+    is not yet known to have windows needs proof: a wait of more than a second, or refusals
     pointing to one instant across more than the rounding of their waits (a sliding window's
     ``Retry-After`` moves on with the clock; a fixed window's stays put)."""
     lo, hi = reset_bounds(now, wait)
@@ -417,7 +417,9 @@ def _window_end(state: Learned, now: float, wait: float, exhausted: bool) -> tup
             if bounds is not None and max(lo, bounds[0]) < min(hi, bounds[1]):
                 return n, max(lo, bounds[0]), min(hi, bounds[1]), False
         return 1, lo, hi, True  # off every predicted end: the windows moved, start again
-    if exhausted:
+    if exhausted or wait > 1 + tol / 2:
+        # a reset more than a second away (an exhaustion, or a wait of 2 s): a sliding window
+        # or a bucket that overflowed asks for a second at most
         state.pend = None
         return 1, lo, hi, True
     pend = state.pend
@@ -491,10 +493,19 @@ def _predict(state: Learned, n: int) -> tuple[float, float] | None:
 
 
 def _window(
-    spec: "LimitSpec", state: Learned, admitted: int, now: float, n: int, lo: float, hi: float, fresh: bool
+    spec: "LimitSpec",
+    state: Learned,
+    admitted: int,
+    now: float,
+    current: float,
+    n: int,
+    lo: float,
+    hi: float,
+    fresh: bool,
 ) -> str:
     """A fixed window ran out: hold every worker until its end, and pace the next window at
     what this one accepted over the window's length."""
+    paced = state.source == "window" and not fresh
     ends = [] if fresh or not state.ends else [list(e) for e in state.ends]
     same = bool(ends) and int(ends[-1][0]) == n
     if same:
@@ -512,7 +523,13 @@ def _window(
     w = _window_length(state, state.budget_from or state.start, hi)
     if w <= 0 or not state.budget_ok:
         return "window"
-    state.win_q, state.win_w = float(state.budget_ok), w
+    q = float(state.budget_ok)
+    if paced:
+        # a window paced at `current` that ran out this long before its end: the quota is that
+        # pace over the part of the window it lasted (a count can miss the latest reports of
+        # other workers; the pace cannot)
+        q = max(q, current * min(max(now - (state.settle - w), 0.0), w))
+    state.win_q, state.win_w = q, w
     state.rate, state.source, state.since, state.adm = _clamp(spec, state.win_q / w), "window", now, admitted
     state.high = state.low = None
     state.lock, state.ok_since = hi, 0
