@@ -530,7 +530,7 @@ def _window(
         # other workers; the pace cannot)
         q = max(q, current * min(max(now - (state.settle - w), 0.0), w))
     state.win_q, state.win_w = q, w
-    state.rate, state.source, state.since, state.adm = _clamp(spec, state.win_q / w), "window", now, admitted
+    state.rate, state.source, state.since, state.adm = _clamp(spec, state.win_q / w), "window", state.settle, admitted
     state.high = state.low = None
     state.lock, state.ok_since = hi, 0
     state.budget_from, state.budget_ok = state.settle, 0

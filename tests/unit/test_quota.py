@@ -344,3 +344,37 @@ def test_a_budget_learned_from_an_exhaustion_holds_through_the_next_window_then_
     # the next exhaustion measures that window (104 to 108) alone: 200 accepted in 4 s
     learned, changed = observe(s, learned, 400, Observation(now=107.9, throttled=1, exhausted=1, reset_at=108.0))
     assert changed == "cut" and 45 <= effective_rate(s, learned, 400, 108.1) <= 60
+
+
+def test_refusals_pointing_to_one_reset_are_a_fixed_window_whose_next_window_is_paced():
+    s = spec(adaptive=True)
+    learned, _ = observe(s, None, 0, Observation(now=100.0, accepted=1))
+    for i in range(10):  # 200 accepted by 102 of a 4 s window that ends at 104.0
+        learned, _ = observe(s, learned, 0, Observation(now=100.2 + i / 5, accepted=20))
+    # a refusal at 102.3 asks for 2 s (rounded up from 1.7): more than a second, a window
+    learned, changed = observe(s, learned, 200, Observation(now=102.3, token_at=102.29, throttled=1, wait=2.0))
+    assert changed == "window" and learned.source == "window"
+    assert 103.3 <= learned.settle <= 104.3  # every worker held until about the reset ...
+    assert settled_tat(s, 0.0, learned, 200, changed, 102.3) >= learned.settle
+    # ... then paced at about the window's quota over its length (50/s), not probing above it
+    assert 40 <= effective_rate(s, learned, 200, 104.5) <= 60
+    assert effective_rate(s, learned, 200, 104.5) == effective_rate(s, learned, 200, 107.5)
+    # the first response accepted after the reset bounds the window's end from above
+    learned, _ = observe(s, learned, 200, Observation(now=104.3, accepted=5, first_ok=104.05))
+    assert learned.ends is not None and learned.ends[-1][2] == pytest.approx(104.05)
+    # the next window that runs out, at its predicted end, is read as a window at once
+    learned, changed = observe(s, learned, 400, Observation(now=107.95, token_at=107.94, throttled=1, wait=1.0))
+    assert changed == "window" and learned.ends[-1][0] == 2
+    assert 107.95 <= learned.settle <= 108.2
+
+
+def test_a_sliding_window_asking_a_second_each_time_is_never_taken_for_a_fixed_one():
+    s = spec(adaptive=True)
+    learned, _ = observe(s, None, 0, Observation(now=100.0, accepted=1))
+    t = 100.0
+    for i in range(40):  # Retry-After: 1 moves on with the clock
+        t += 0.3
+        learned, _ = observe(s, learned, i, Observation(now=t, accepted=10))
+        learned, changed = observe(s, learned, i, Observation(now=t + 0.01, token_at=t, throttled=1, wait=1.0))
+        assert changed != "window"
+    assert learned.source == "429s" and not learned.ends
