@@ -348,15 +348,7 @@ class _Pacer:
             # takes a token at the slower pace
             wait = wait if wait is not None and wait > 0 else 1.0
             rate, changed = self._report(now, token_at, info, usage, throttled=1, wait=wait)
-            if changed == "window":
-                log.info(
-                    "limit %s%s: a window ran out at %s; every worker waits for its reset, then paces at %.2f/s",
-                    self.limit,
-                    f"[{self.key}]" if self.key else "",
-                    host,
-                    rate or 0.0,
-                )
-            elif changed == "cut":
+            if changed in ("cut", "window"):
                 log.info(
                     "limit %s%s: %d from %s, pacing every worker at %.2f/s",
                     self.limit,
@@ -392,16 +384,7 @@ class _Pacer:
             fields = _fields(info, usage) or fields
         elif reset_at is not None:
             fields = {"reset_at": reset_at}
-        obs = Observation(
-            now=now,
-            token_at=token_at,
-            wait=wait,
-            throttled=throttled,
-            exhausted=exhausted,
-            accepted=accepted,
-            first_ok=first_ok,
-            **fields,
-        )
+        obs = Observation(now, token_at, wait, throttled, exhausted, accepted, first_ok, **fields)
         assert self.limit is not None  # only a request through a limit reports to it
         return self.ctx.app.store.observe_limit(self.limit, self.key or "", obs)
 
