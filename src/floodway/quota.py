@@ -99,6 +99,10 @@ DEFAULT_FLOOR = 1 / 60
 #: a usage header steers the bucket towards this fill, closing the gap over USAGE_HORIZON seconds
 USAGE_TARGET = 0.5
 USAGE_HORIZON = 2.0
+#: a bucket filled to no more than this share is empty: what it leaked is only what was sent,
+#: and the pace grows by USAGE_GROWTH each time the leak is measured (every half second)
+USAGE_EMPTY = 0.1
+USAGE_GROWTH = 1.5
 #: a learned rate admits a burst of this many seconds of it (see effective_burst)
 LEARNED_BURST = 0.025
 LEARNED_BURST_EXTRA = 2
@@ -646,6 +650,13 @@ def _from_usage(state: Learned, admitted: int, obs: Observation, current: float 
         was_used, at, was_adm = state.usage
         if now - at >= 0.5:
             leak = ((admitted - was_adm) - (used - was_used)) / (now - at)
+            if max(used, was_used) <= USAGE_EMPTY * size and current is not None:
+                # a bucket that stayed empty leaked all that was sent and had room for more: the
+                # measure is only a floor of the leak, so the pace grows until the fill shows
+                state.usage = [used, now, admitted]
+                if leak > 0:
+                    state.leak = max(leak, state.leak or 0.0)
+                return max(current * USAGE_GROWTH, (state.leak or 0.0) + USAGE_TARGET * size / USAGE_HORIZON)
             if leak > 0:
                 state.leak = leak if state.leak is None else 0.6 * state.leak + 0.4 * leak
             state.usage = [used, now, admitted]
@@ -655,7 +666,9 @@ def _from_usage(state: Learned, admitted: int, obs: Observation, current: float 
         if current is None:
             return None
         return current * 0.8 if used >= 0.8 * size else None
-    return max(state.leak + (USAGE_TARGET * size - used) / USAGE_HORIZON, state.leak * 0.25)
+    target = max(state.leak + (USAGE_TARGET * size - used) / USAGE_HORIZON, state.leak * 0.25)
+    # an empty bucket never slows the pace (between two measures of the leak)
+    return max(target, current) if used <= USAGE_EMPTY * size and current is not None else target
 
 
 def classify_wait(wait: float | None, remaining: int | None) -> str:

@@ -200,6 +200,28 @@ def test_a_usage_header_measures_the_leak_and_steers_the_bucket_half_full():
     assert used < 40
 
 
+def test_a_usage_bucket_that_stays_empty_lets_the_pace_grow_to_a_fast_leak():
+    s = spec(adaptive=True)
+    learned = None
+    level, admitted, now, sent = 0.0, 0, 0.0, 0.0
+    leak = 200.0  # a fast bucket, 40 deep: while it stays empty, what it leaked is what was sent
+    rate = 5.0
+    rates = []
+    for step in range(100):  # 10 s in steps of 0.1 s
+        now += 0.1
+        sent += rate * 0.1
+        admitted_now = int(sent)
+        level = min(40.0, max(0.0, level + (admitted_now - admitted) - leak * 0.1))
+        admitted = admitted_now
+        learned, _ = observe(s, learned, admitted, Observation(now=now, used=math.ceil(level), size=40))
+        rate = effective_rate(s, learned, admitted, now)
+        rates.append(rate)
+    # it grows to the leak within a few seconds, and settles near it without filling the bucket
+    assert max(rates[:50]) >= 0.9 * leak, rates[:50]
+    assert 0.8 * leak <= rate <= 1.2 * leak, rates[-20:]
+    assert level < 40
+
+
 @pytest.mark.parametrize(
     "obs",
     [
