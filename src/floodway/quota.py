@@ -102,7 +102,7 @@ USAGE_HORIZON = 2.0
 #: a bucket filled to no more than this share is empty: what it leaked is only what was sent,
 #: and the pace grows by USAGE_GROWTH each time the leak is measured (every half second)
 USAGE_EMPTY = 0.1
-USAGE_GROWTH = 1.5
+USAGE_GROWTH = 2.0
 #: a learned rate admits a burst of this many seconds of it (see effective_burst)
 LEARNED_BURST = 0.025
 LEARNED_BURST_EXTRA = 2
