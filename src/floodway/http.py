@@ -39,7 +39,7 @@ import httpx
 from . import tracing
 from .cost import Settlement, read_async, read_sync
 from .errors import ConfigError, RateLimited
-from .quota import Observation, classify_wait, reset_bounds
+from .quota import Observation, classify_wait
 from .resumable import current_idempotency_key
 from .retry import Retry
 
@@ -359,11 +359,7 @@ class _Pacer:
                 )
             return now + wait
         until = info.reset_at if info.reset_at is not None else now + self._fallback_wait()
-        _, changed = self._report(now, None, info, usage, throttled=1, exhausted=1, wait=wait, reset_at=until)
-        if changed == "window" and wait is not None:
-            # a fixed window's reset: paused until the earliest it can come; the learned state
-            # holds every worker on until the best guess of it (see quota._window)
-            until = reset_bounds(now, wait)[0]
+        self._report(now, None, info, usage, throttled=1, exhausted=1, wait=wait, reset_at=until)
         reason = f"{response.status_code} from {host}"
         return self.ctx.app.store.pause_limit(self.limit, self.key or "", until, reason)
 

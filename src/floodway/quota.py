@@ -396,9 +396,11 @@ def _exhausted(
 
 def reset_bounds(now: float, wait: float) -> tuple[float, float]:
     """When the reset a refusal asks to wait ``wait`` for can come: within the second before
-    ``now + wait`` for a wait in whole seconds (rounded up), at it for a fractional one."""
+    ``now + wait`` for a wait in whole seconds or a reset at a whole epoch second (both rounded
+    up), at it for a fractional one."""
     p = now + wait
-    tol = 1.0 if abs(wait - round(wait)) < 1e-6 else EXACT_RESET
+    whole = abs(wait - round(wait)) < 1e-6 or abs(p - round(p)) < 1e-6
+    tol = 1.0 if whole else EXACT_RESET
     return p - tol, p + 1e-3
 
 
@@ -421,9 +423,9 @@ def _window_end(state: Learned, now: float, wait: float, exhausted: bool) -> tup
             if bounds is not None and max(lo, bounds[0]) < min(hi, bounds[1]):
                 return n, max(lo, bounds[0]), min(hi, bounds[1]), False
         return 1, lo, hi, True  # off every predicted end: the windows moved, start again
-    if exhausted or wait > 1 + tol / 2:
-        # a reset more than a second away (an exhaustion, or a wait of 2 s): a sliding window
-        # or a bucket that overflowed asks for a second at most
+    if exhausted or lo - now >= 1 - 1e-6:
+        # a reset more than a second away whatever the rounding (an exhaustion, or a wait of
+        # 2 s): a sliding window or a bucket that overflowed asks for a second at most
         state.pend = None
         return 1, lo, hi, True
     pend = state.pend
@@ -519,9 +521,11 @@ def _window(
     state.ends = ends
     while len(state.ends) > 1 and _window_range(state) is None:
         state.ends = state.ends[1:]  # ends that no single length explains: the windows changed
-    # hold every worker until the middle of what is still unknown of the reset: a request
-    # refused there narrows it from below, the first accepted one from above (_next_window)
-    state.settle = (lo + hi) / 2 if hi - lo > 2 * EXACT_RESET else hi
+    # a window seen for the first time: every worker waits all the destination asked. Known
+    # windows: until the middle of what is still unknown of the reset (the evidence of earlier
+    # windows bounds it); a request refused there narrows it from below, the first accepted
+    # one from above (_next_window)
+    state.settle = (lo + hi) / 2 if hi - lo > 2 * EXACT_RESET and not fresh and len(ends) > 1 else hi
     if same:
         return "window"
     w = _window_length(state, state.budget_from or state.start, hi)
