@@ -116,6 +116,7 @@ WINDOW_ENDS = 6
 #: a window's pace holds for one window, then rises by this share of it per window (so a quota
 #: that grew is found again, and each window's end is seen and measured)
 WINDOW_PROBE = 0.08
+WINDOW_SHRINK = 0.2
 #: the highest rate anything learned may reach (a sanity bound, not a limit anyone declares)
 MAX_RATE = 1e6
 
@@ -455,9 +456,14 @@ def _next_window(state: Learned, obs: Observation) -> bool:
 
 
 def _window_length(state: Learned, began: float, end: float) -> float:
-    """The window's length: from the ends seen, else from ``began`` to ``end``."""
+    """The window's length: from the ends seen, else from ``began`` to ``end``. With one end
+    seen, nearer its shortest: a pace a little high runs the next window out early, and that
+    refusal measures the window; a pace too low is never corrected by anything."""
     length = _window_range(state)
-    return (length[0] + length[1]) / 2 if length is not None and math.isfinite(length[1]) else end - began
+    if length is None or not math.isfinite(length[1]):
+        return end - began
+    share = 0.5 if state.ends and len(state.ends) > 1 else 0.25
+    return length[0] + share * (length[1] - length[0])
 
 
 def _window_pace(spec: "LimitSpec", state: Learned) -> None:
@@ -511,7 +517,7 @@ def _window(
 ) -> str:
     """A fixed window ran out: hold every worker until its end, and pace the next window at
     what this one accepted over the window's length."""
-    paced = state.source == "window" and not fresh
+    paced = state.rate if state.source == "window" else None
     ends = [] if fresh or not state.ends else [list(e) for e in state.ends]
     same = bool(ends) and int(ends[-1][0]) == n
     if same:
@@ -532,11 +538,12 @@ def _window(
     if w <= 0 or not state.budget_ok:
         return "window"
     q = float(state.budget_ok)
-    if paced:
+    if paced is not None:
         # a window paced at `current` that ran out this long before its end: the quota is that
         # pace over the part of the window it lasted (a count can miss the latest reports of
-        # other workers; the pace cannot)
-        q = max(q, current * min(max(now - (state.settle - w), 0.0), w))
+        # other workers, or start late; the pace cannot), and one window's end never takes
+        # more than a WINDOW_SHRINK of the pace away
+        q = max(q, current * min(max(now - (state.settle - w), 0.0), w), (1 - WINDOW_SHRINK) * paced * w)
     state.win_q, state.win_w = q, w
     state.rate, state.source, state.since, state.adm = _clamp(spec, state.win_q / w), "window", state.settle, admitted
     state.high = state.low = None
