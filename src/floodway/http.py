@@ -204,11 +204,14 @@ class _Reports:
         self.accepted: dict[tuple[str, str], int] = {}
         self.headers: dict[tuple[str, str], dict[str, Any]] = {}
         self.last: dict[tuple[str, str], float] = {}
+        #: the first accepted response since the last report (a fixed window's reset came before it)
+        self.first: dict[tuple[str, str], float] = {}
 
     def add(self, pair: tuple[str, str], now: float, fields: dict[str, Any] | None) -> bool:
         """Count one accepted response; True when it is time to report."""
         with self.lock:
             self.accepted[pair] = self.accepted.get(pair, 0) + 1
+            self.first.setdefault(pair, now)
             if fields:
                 self.headers[pair] = fields
             if now - self.last.get(pair, 0.0) >= REPORT_INTERVAL:
@@ -216,10 +219,10 @@ class _Reports:
                 return True
             return False
 
-    def take(self, pair: tuple[str, str], now: float) -> tuple[int, dict[str, Any]]:
+    def take(self, pair: tuple[str, str], now: float) -> tuple[int, dict[str, Any], float | None]:
         with self.lock:
             self.last[pair] = now
-            return self.accepted.pop(pair, 0), self.headers.pop(pair, {})
+            return self.accepted.pop(pair, 0), self.headers.pop(pair, {}), self.first.pop(pair, None)
 
 
 def _reports(app: Any) -> _Reports:
@@ -345,7 +348,7 @@ class _Pacer:
             # takes a token at the slower pace
             wait = wait if wait is not None and wait > 0 else 1.0
             rate, changed = self._report(now, token_at, info, usage, throttled=1, wait=wait)
-            if changed == "cut":
+            if changed in ("cut", "window"):
                 log.info(
                     "limit %s%s: %d from %s, pacing every worker at %.2f/s",
                     self.limit,
@@ -356,7 +359,7 @@ class _Pacer:
                 )
             return now + wait
         until = info.reset_at if info.reset_at is not None else now + self._fallback_wait()
-        self._report(now, None, info, usage, throttled=1, exhausted=1, reset_at=until)
+        self._report(now, None, info, usage, throttled=1, exhausted=1, wait=wait, reset_at=until)
         reason = f"{response.status_code} from {host}"
         return self.ctx.app.store.pause_limit(self.limit, self.key or "", until, reason)
 
@@ -372,14 +375,12 @@ class _Pacer:
         wait: float | None = None,
         reset_at: float | None = None,
     ) -> tuple[float | None, str | None]:
-        accepted, fields = _reports(self.ctx.app).take(self.pair, now)
+        accepted, fields, first_ok = _reports(self.ctx.app).take(self.pair, now)
         if not throttled:
             fields = _fields(info, usage) or fields
         elif reset_at is not None:
             fields = {"reset_at": reset_at}
-        obs = Observation(
-            now=now, token_at=token_at, wait=wait, throttled=throttled, exhausted=exhausted, accepted=accepted, **fields
-        )
+        obs = Observation(now, token_at, wait, throttled, exhausted, accepted, first_ok, **fields)
         assert self.limit is not None  # only a request through a limit reports to it
         return self.ctx.app.store.observe_limit(self.limit, self.key or "", obs)
 

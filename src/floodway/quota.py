@@ -14,7 +14,12 @@ sets the *effective* rate that GCRA paces a key at:
   under it, and probes above it with a step that doubles while no refusal comes, so a quota
   that grows is found again;
 - a refusal that asks for a long wait (or says the budget is 0) is an **exhaustion**: the key
-  is paused for every worker until the reset (the store's ``pause_limit``), and no rate is cut.
+  is paused for every worker until the reset (the store's ``pause_limit``), and no rate is cut;
+- a **window**: refusals whose ``Retry-After`` points to one instant as time passes (a
+  fixed-window quota that says nothing but its reset) end a budget. The key learns the
+  window's ends and length, holds every worker until each reset, and paces the next window
+  at what the last one accepted over its length; a later refusal at the predicted end of a
+  window is read as that window running out at once, not as congestion.
 
 An ``adaptive`` limit may rise above its declared rate (to its ``ceiling``, if any); one with no
 rate at all starts with a slow start: a cautious rate that doubles every quarter second until
@@ -46,6 +51,7 @@ __all__ = [
     "OVERFLOW_WAIT",
     "classify_wait",
     "effective_burst",
+    "reset_bounds",
 ]
 
 #: a refusal asking to wait at most this long is congestion (slow down), a longer one is an
@@ -93,11 +99,24 @@ DEFAULT_FLOOR = 1 / 60
 #: a usage header steers the bucket towards this fill, closing the gap over USAGE_HORIZON seconds
 USAGE_TARGET = 0.5
 USAGE_HORIZON = 2.0
+#: a bucket filled to no more than this share is empty: what it leaked is only what was sent,
+#: and the pace grows by USAGE_GROWTH each time the leak is measured (every half second)
+USAGE_EMPTY = 0.1
+USAGE_GROWTH = 2.0
 #: a learned rate admits a burst of this many seconds of it (see effective_burst)
 LEARNED_BURST = 0.025
 LEARNED_BURST_EXTRA = 2
 #: how much earlier than stated a reset comes, on average (resets are whole seconds)
 RESET_ROUNDING = 0.5
+#: a ``Retry-After`` in whole seconds (rounded up) says the reset comes within the second before
+#: the instant it points to; a fractional one is taken as exact to within EXACT_RESET
+EXACT_RESET = 0.05
+#: the window ends a key remembers (their spacing measures the window's length)
+WINDOW_ENDS = 6
+#: a window's pace holds for one window, then rises by this share of it per window (so a quota
+#: that grew is found again, and each window's end is seen and measured)
+WINDOW_PROBE = 0.08
+WINDOW_SHRINK = 0.2
 #: the highest rate anything learned may reach (a sanity bound, not a limit anyone declares)
 MAX_RATE = 1e6
 
@@ -112,7 +131,8 @@ class Observation:
     wait: float | None = None  # the wait a refusal asked for (its Retry-After or reset)
     throttled: int = 0  # refusals (429s, or the statuses the user named) ...
     exhausted: int = 0  # ... of which meant an exhausted quota (no cut: a pause)
-    accepted: int = 0  # responses that were not refusals, since the last observation
+    accepted: int = 0  # responses that were not refusals, since the last observation ...
+    first_ok: float | None = None  # ... the first of them
     remaining: int | None = None
     limit: int | None = None
     reset_at: float | None = None
@@ -128,7 +148,7 @@ class Learned:
 
     rate: float | None = None  # the base rate (per second) set at `since`
     start: float = 0.0  # when the key first reported anything (a slow start's clock)
-    source: str | None = None  # "429s", "headers", "usage"
+    source: str | None = None  # "429s", "headers", "usage", "window"
     since: float = 0.0  # when `rate` was set; a refusal of an older token is the same round
     adm: int = 0  # the key's admissions at `since`: growth is counted in traffic
     high: float | None = None  # the lowest rate recently seen to overflow
@@ -149,6 +169,10 @@ class Learned:
     budget_from: float = 0.0  # when the current budget window began (the last exhaustion's reset)
     budget_ok: int = 0  # responses accepted since then (whatever cuts came between)
     holds: float = 1.0  # the next hold lasts this many HOLDs (see MAX_HOLDS)
+    ends: list[list[float]] | None = None  # [[window number, lo, hi], ...]: recent window ends, each in (lo, hi]
+    pend: list[float] | None = None  # [first seen, lo, hi]: the instant refusals point to, not yet a window
+    win_q: float = 0.0  # requests accepted in the last window that ran out ...
+    win_w: float = 0.0  # ... and that window's length
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -245,6 +269,9 @@ def effective_rate(spec: "LimitSpec", learned: Learned | None, admitted: int, no
         return _clamp(spec, rate)
     if learned.source in ("headers", "usage"):
         return _clamp(spec, learned.rate)
+    if learned.source == "window":
+        windows = (now - learned.since) / learned.win_w - 1 if learned.win_w > 0 else 0.0
+        return _clamp(spec, learned.rate * (1 + WINDOW_PROBE * min(max(windows, 0.0), 10.0)))
     return _clamp(spec, _grown(learned, learned, now)[0])
 
 
@@ -289,7 +316,7 @@ def _grown(base: Learned, learned: Learned | None, now: float) -> tuple[float, b
 
 def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Observation) -> tuple[Learned, str | None]:
     """Apply one observation; returns the new state and what changed, for the log ("cut",
-    "headers", "usage") or None."""
+    "headers", "usage", "window") or None."""
     now = obs.now
     current = effective_rate(spec, learned, admitted, now)
     state = learned if learned is not None else Learned(start=now)
@@ -300,11 +327,22 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
         state.throttled += obs.throttled
         state._count(state.minute, now, obs.throttled, 60.0)
         state._count(state.no, now, obs.throttled, ACCEPTED_WINDOW)
+    if state.source == "window" and state.win_w > 0 and _next_window(state, obs):
+        _window_pace(spec, state)
     if obs.accepted:
         state.ok_since += obs.accepted
-        state.budget_ok += obs.accepted
+        late = obs.first_ok is not None and obs.first_ok < state.budget_from and now < state.lock + state.win_w
+        if state.source == "window" and state.win_w > 0 and (now < state.settle or late):
+            # reported late (every worker reports on its own clock): the window that ran out
+            state.win_q += obs.accepted
+            _window_pace(spec, state)
+        else:
+            state.budget_ok += obs.accepted
     changed: str | None = None
-    if obs.exhausted and obs.reset_at is not None and current is not None:
+    end = _window_end(state, now, obs.wait, obs.exhausted > 0) if obs.throttled and obs.wait else None
+    if end is not None and current is not None:
+        changed = _window(spec, state, admitted, now, current, *end)
+    elif obs.exhausted and obs.reset_at is not None and current is not None:
         changed = _exhausted(spec, state, admitted, now, current, obs.reset_at)
     elif obs.throttled and obs.token_at is not None and obs.token_at >= state.since and current is not None:
         if obs.token_at >= state.lock:
@@ -355,6 +393,164 @@ def _exhausted(
     state.budget_from, state.budget_ok = reset_at, 0
     state.cuts += 1
     return "cut"
+
+
+def reset_bounds(now: float, wait: float) -> tuple[float, float]:
+    """When the reset a refusal asks to wait ``wait`` for can come: within the second before
+    ``now + wait`` for a wait in whole seconds or a reset at a whole epoch second (both rounded
+    up), at it for a fractional one."""
+    p = now + wait
+    whole = abs(wait - round(wait)) < 1e-6 or abs(p - round(p)) < 1e-6
+    tol = 1.0 if whole else EXACT_RESET
+    return p - tol, p + 1e-3
+
+
+def _window_end(state: Learned, now: float, wait: float, exhausted: bool) -> tuple[int, float, float, bool] | None:
+    """Whether a refusal asking to wait ``wait`` marks the end of a fixed window: (the window's
+    number, the end's bounds, whether it starts a new series of windows), or None (not known
+    to be one: congestion, or an exhaustion seen for the first time as such).
+
+    The end lies in ``(now + wait - 1, now + wait]`` for a wait in whole seconds. A key whose
+    windows are known matches the refusal against the next ends its windows predict; one that
+    is not yet known to have windows needs proof: a wait of more than a second, or refusals
+    pointing to one instant across more than the rounding of their waits (a sliding window's
+    ``Retry-After`` moves on with the clock; a fixed window's stays put)."""
+    lo, hi = reset_bounds(now, wait)
+    tol = hi - lo
+    if state.ends:
+        last = int(state.ends[-1][0])
+        for n in range(last, last + 4):
+            bounds = _predict(state, n)
+            if bounds is not None and max(lo, bounds[0]) < min(hi, bounds[1]):
+                return n, max(lo, bounds[0]), min(hi, bounds[1]), False
+        return 1, lo, hi, True  # off every predicted end: the windows moved, start again
+    if exhausted or lo - now >= 1 - 1e-6:
+        # a reset more than a second away whatever the rounding (an exhaustion, or a wait of
+        # 2 s): a sliding window or a bucket that overflowed asks for a second at most
+        state.pend = None
+        return 1, lo, hi, True
+    pend = state.pend
+    if pend is not None and max(lo, pend[1]) < min(hi, pend[2]):
+        a, b = max(lo, pend[1]), min(hi, pend[2])
+        if now - pend[0] > tol + 2 * EXACT_RESET:  # (a clock's rounding must not pass for proof)
+            state.pend = None
+            return 1, a, b, True
+        state.pend = [pend[0], a, b]
+        return None
+    state.pend = [now, lo, hi]
+    return None
+
+
+def _next_window(state: Learned, obs: Observation) -> bool:
+    """A windowed key between refusals: the first response accepted after a window's end bounds
+    it from above (the reset came before it), and each window predicted to have begun starts
+    its own count (a window that runs out measures itself alone). True: the end moved."""
+    ends, moved = state.ends, False
+    if ends and obs.first_ok is not None and ends[-1][1] < obs.first_ok < ends[-1][2]:
+        ends[-1][2], moved = obs.first_ok, True
+    step = state.win_w
+    if state.budget_from and obs.now >= state.budget_from + step:
+        state.budget_from += step * math.floor((obs.now - state.budget_from) / step)
+        state.budget_ok = 0
+    return moved
+
+
+def _window_length(state: Learned, began: float, end: float) -> float:
+    """The window's length: from the ends seen, else from ``began`` to ``end``. With one end
+    seen, nearer its shortest: a pace a little high runs the next window out early, and that
+    refusal measures the window; a pace too low is never corrected by anything."""
+    length = _window_range(state)
+    if length is None or not math.isfinite(length[1]):
+        return end - began
+    share = 0.5 if state.ends and len(state.ends) > 1 else 0.25
+    return length[0] + share * (length[1] - length[0])
+
+
+def _window_pace(spec: "LimitSpec", state: Learned) -> None:
+    """Pace at what the last window that ran out accepted over the window's length (as now known)."""
+    w = _window_length(state, state.budget_from, state.budget_from + state.win_w)
+    if w > 0:
+        state.win_w = w
+        state.rate = _clamp(spec, state.win_q / w)
+
+
+def _window_range(state: Learned) -> tuple[float, float] | None:
+    """The window's length, as bounded by the ends seen (None: one end only, and no start to
+    measure the first window from)."""
+    ends = state.ends or []
+    low, high = 0.0, math.inf
+    for i, (ka, la, ha) in enumerate(ends):
+        for kb, lb, hb in ends[i + 1 :]:
+            if kb > ka:
+                low, high = max(low, (lb - ha) / (kb - ka)), min(high, (hb - la) / (kb - ka))
+    if math.isfinite(high):
+        return (low, high) if low < high else None
+    if len(ends) == 1 and ends[0][0] == 1 and 0 < state.start < ends[0][1]:
+        # the first window measured from the key's first report: windows that start at the
+        # first request (as most do) are this long; a later window corrects it
+        return max(ends[0][1] - state.start, 0.0), ends[0][2] - state.start + EXACT_RESET
+    return None
+
+
+def _predict(state: Learned, n: int) -> tuple[float, float] | None:
+    """Where window ``n`` ends, from the ends seen and the window's length; None: unknown."""
+    length = _window_range(state)
+    lo, hi, found = -math.inf, math.inf, False
+    for k, a, b in state.ends or []:
+        if k == n:
+            lo, hi, found = max(lo, a), min(hi, b), True
+        elif k < n and length is not None:
+            lo, hi, found = max(lo, a + (n - k) * length[0]), min(hi, b + (n - k) * length[1]), True
+    return (lo, hi) if found and lo < hi else None
+
+
+def _window(
+    spec: "LimitSpec",
+    state: Learned,
+    admitted: int,
+    now: float,
+    current: float,
+    n: int,
+    lo: float,
+    hi: float,
+    fresh: bool,
+) -> str:
+    """A fixed window ran out: hold every worker until its end, and pace the next window at
+    what this one accepted over the window's length."""
+    paced = state.rate if state.source == "window" else None
+    ends = [] if fresh or not state.ends else [list(e) for e in state.ends]
+    same = bool(ends) and int(ends[-1][0]) == n
+    if same:
+        ends[-1] = [n, lo, hi]
+    else:
+        ends = (ends + [[n, lo, hi]])[-WINDOW_ENDS:]
+    state.ends = ends
+    while len(state.ends) > 1 and _window_range(state) is None:
+        state.ends = state.ends[1:]  # ends that no single length explains: the windows changed
+    # a window seen for the first time: every worker waits all the destination asked. Known
+    # windows: until the middle of what is still unknown of the reset (the evidence of earlier
+    # windows bounds it); a request refused there narrows it from below, the first accepted
+    # one from above (_next_window)
+    state.settle = (lo + hi) / 2 if hi - lo > 2 * EXACT_RESET and not fresh and len(ends) > 1 else hi
+    if same:
+        return "window"
+    w = _window_length(state, state.budget_from or state.start, hi)
+    if w <= 0 or not state.budget_ok:
+        return "window"
+    q = float(state.budget_ok)
+    if paced is not None:
+        # a window paced at `current` that ran out this long before its end: the quota is that
+        # pace over the part of the window it lasted (a count can miss the latest reports of
+        # other workers, or start late; the pace cannot), and one window's end never takes
+        # more than a WINDOW_SHRINK of the pace away
+        q = max(q, current * min(max(now - (state.settle - w), 0.0), w), (1 - WINDOW_SHRINK) * paced * w)
+    state.win_q, state.win_w = q, w
+    state.rate, state.source, state.since, state.adm = _clamp(spec, state.win_q / w), "window", state.settle, admitted
+    state.high = state.low = None
+    state.lock, state.ok_since = hi, 0
+    state.budget_from, state.budget_ok = state.settle, 0
+    state.cuts += 1
+    return "window"
 
 
 def _lock(wait: float | None) -> float:
@@ -465,6 +661,13 @@ def _from_usage(state: Learned, admitted: int, obs: Observation, current: float 
         was_used, at, was_adm = state.usage
         if now - at >= 0.5:
             leak = ((admitted - was_adm) - (used - was_used)) / (now - at)
+            if max(used, was_used) <= USAGE_EMPTY * size and current is not None:
+                # a bucket that stayed empty leaked all that was sent and had room for more: the
+                # measure is only a floor of the leak, so the pace grows until the fill shows
+                state.usage = [used, now, admitted]
+                if leak > 0:
+                    state.leak = max(leak, state.leak or 0.0)
+                return max(current * USAGE_GROWTH, (state.leak or 0.0) + USAGE_TARGET * size / USAGE_HORIZON)
             if leak > 0:
                 state.leak = leak if state.leak is None else 0.6 * state.leak + 0.4 * leak
             state.usage = [used, now, admitted]
@@ -474,7 +677,9 @@ def _from_usage(state: Learned, admitted: int, obs: Observation, current: float 
         if current is None:
             return None
         return current * 0.8 if used >= 0.8 * size else None
-    return max(state.leak + (USAGE_TARGET * size - used) / USAGE_HORIZON, state.leak * 0.25)
+    target = max(state.leak + (USAGE_TARGET * size - used) / USAGE_HORIZON, state.leak * 0.25)
+    # an empty bucket never slows the pace (between two measures of the leak)
+    return max(target, current) if used <= USAGE_EMPTY * size and current is not None else target
 
 
 def classify_wait(wait: float | None, remaining: int | None) -> str:

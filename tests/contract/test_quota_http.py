@@ -111,6 +111,26 @@ def test_an_exhausted_quota_pauses_the_key_until_its_reset(tmp_path, workers, de
     assert max(per_window.values()) <= 30, per_window
 
 
+@pytest.mark.parametrize("declaration", ['rate="80/s", burst=5', "adaptive=True"], ids=["declared-2x", "unknown"])
+def test_a_fixed_window_that_only_refuses_is_learned_and_each_next_window_paced(
+    tmp_path, workers, destination, make_app, declaration
+):
+    # 60 per 3 s window, refused with nothing but a Retry-After to the window's end: once the
+    # key knows its windows, each window's refusals are the few requests already under way,
+    # not a round of probes
+    dest = destination(rate=20, window=3.0, style="quota")
+    _, mod = drain(tmp_path, workers, make_app, dest, declaration, n=300)
+    info = key_info(mod.app, "api", "")
+    assert info.source == "window", info
+    assert 14 <= info.effective_rate <= 26, info  # within a band of the real 20/s
+    start = min(rec.at for rec in dest.records())
+    per_window = Counter(int((at - start) // 3.0) for at in dest.accepted_times())
+    assert max(per_window.values()) <= 60, per_window
+    refused_later = [rec for rec in dest.rejected() if rec.at - start >= 6.0]  # after the first two windows
+    windows = max(per_window) + 1
+    assert len(refused_later) <= 3 * windows, (len(refused_later), windows)
+
+
 def test_each_key_learns_its_own_rate(tmp_path, workers, destination, make_app):
     dest = destination(rate=10, burst=3, style="leaky", per_tenant=True)
     _, mod = drain(

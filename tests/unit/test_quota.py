@@ -200,6 +200,28 @@ def test_a_usage_header_measures_the_leak_and_steers_the_bucket_half_full():
     assert used < 40
 
 
+def test_a_usage_bucket_that_stays_empty_lets_the_pace_grow_to_a_fast_leak():
+    s = spec(adaptive=True)
+    learned = None
+    level, admitted, now, sent = 0.0, 0, 0.0, 0.0
+    leak = 200.0  # a fast bucket, 40 deep: while it stays empty, what it leaked is what was sent
+    rate = 5.0
+    rates = []
+    for step in range(100):  # 10 s in steps of 0.1 s
+        now += 0.1
+        sent += rate * 0.1
+        admitted_now = int(sent)
+        level = min(40.0, max(0.0, level + (admitted_now - admitted) - leak * 0.1))
+        admitted = admitted_now
+        learned, _ = observe(s, learned, admitted, Observation(now=now, used=math.ceil(level), size=40))
+        rate = effective_rate(s, learned, admitted, now)
+        rates.append(rate)
+    # it grows to the leak within a few seconds, and settles near it without filling the bucket
+    assert max(rates[:50]) >= 0.9 * leak, rates[:50]
+    assert 0.8 * leak <= rate <= 1.2 * leak, rates[-20:]
+    assert level < 40
+
+
 @pytest.mark.parametrize(
     "obs",
     [
@@ -344,3 +366,37 @@ def test_a_budget_learned_from_an_exhaustion_holds_through_the_next_window_then_
     # the next exhaustion measures that window (104 to 108) alone: 200 accepted in 4 s
     learned, changed = observe(s, learned, 400, Observation(now=107.9, throttled=1, exhausted=1, reset_at=108.0))
     assert changed == "cut" and 45 <= effective_rate(s, learned, 400, 108.1) <= 60
+
+
+def test_refusals_pointing_to_one_reset_are_a_fixed_window_whose_next_window_is_paced():
+    s = spec(adaptive=True)
+    learned, _ = observe(s, None, 0, Observation(now=100.0, accepted=1))
+    for i in range(10):  # 200 accepted by 102 of a 4 s window that ends at 104.0
+        learned, _ = observe(s, learned, 0, Observation(now=100.2 + i / 5, accepted=20))
+    # a refusal at 102.3 asks for 2 s (rounded up from 1.7): more than a second, a window
+    learned, changed = observe(s, learned, 200, Observation(now=102.3, token_at=102.29, throttled=1, wait=2.0))
+    assert changed == "window" and learned.source == "window"
+    assert 104.3 <= learned.settle <= 104.31  # every worker held as long as asked, the first time ...
+    assert settled_tat(s, 0.0, learned, 200, changed, 102.3) >= learned.settle
+    # ... then paced at about the window's quota over its length (50/s), not probing above it
+    assert 40 <= effective_rate(s, learned, 200, 104.5) <= 60
+    assert effective_rate(s, learned, 200, 104.5) == effective_rate(s, learned, 200, 107.5)
+    # the first response accepted after the reset bounds the window's end from above
+    learned, _ = observe(s, learned, 200, Observation(now=104.3, accepted=5, first_ok=104.05))
+    assert learned.ends is not None and learned.ends[-1][2] == pytest.approx(104.05)
+    # the next window that runs out, at its predicted end, is read as a window at once
+    learned, changed = observe(s, learned, 400, Observation(now=107.95, token_at=107.94, throttled=1, wait=1.0))
+    assert changed == "window" and learned.ends[-1][0] == 2
+    assert 107.95 <= learned.settle <= 108.2
+
+
+def test_a_sliding_window_asking_a_second_each_time_is_never_taken_for_a_fixed_one():
+    s = spec(adaptive=True)
+    learned, _ = observe(s, None, 0, Observation(now=100.0, accepted=1))
+    t = 100.0
+    for i in range(40):  # Retry-After: 1 moves on with the clock
+        t += 0.3
+        learned, _ = observe(s, learned, i, Observation(now=t, accepted=10))
+        learned, changed = observe(s, learned, i, Observation(now=t + 0.01, token_at=t, throttled=1, wait=1.0))
+        assert changed != "window"
+    assert learned.source == "429s" and not learned.ends

@@ -283,7 +283,7 @@ class LimitKeyInfo:
     rate_limited: int  # pauses of the key (a 429 that asked for a long wait, a budget of 0, a task's RateLimited)
     #: the rate (per second) the key is paced at now: the declared one, or what was learned
     effective_rate: float | None = None
-    #: where the effective rate comes from: "declared", "429s", "headers", "usage" or "slow start"
+    #: where the effective rate comes from: "declared", "429s", "headers", "usage", "window" or "slow start"
     source: str = "declared"
     throttled: int = 0  # refusals the destination answered (429s), all time
     throttled_last_minute: int = 0
@@ -294,9 +294,10 @@ class LimitKeyInfo:
 
 
 def settled_tat(spec: LimitSpec, tat: float, learned: Learned, admitted: int, changed: str | None, now: float) -> float:
-    """A key's GCRA state after an observation: a cut's settle time holds every admission back
-    (see ``floodway.quota._settle``), and then no burst: one admission, then the new pace."""
-    if changed != "cut" or learned.settle <= now:
+    """A key's GCRA state after an observation: a cut's settle time (see ``floodway.quota._settle``)
+    or a fixed window's reset (``floodway.quota._window``) holds every admission back, and then
+    no burst: one admission, then the new pace."""
+    if changed not in ("cut", "window") or learned.settle <= now:
         return tat
     rate, burst = key_pace(spec, learned, admitted, now)
     return max(tat, learned.settle + (rate.interval * (burst - 1) if rate is not None else 0.0))

@@ -307,7 +307,7 @@ SCHEMAS: dict[str, Any] = {
                 "nullable": True,
                 "description": "per second: the declared or the learned rate",
             },
-            "source": {"type": "string", "enum": ["declared", "429s", "headers", "usage", "slow start"]},
+            "source": {"type": "string", "enum": ["declared", "429s", "headers", "usage", "window", "slow start"]},
             "throttled": {"type": "integer", "description": "429s (refusals), all time"},
             "throttled_last_minute": {"type": "integer"},
             "exhausted": {"type": "integer", "description": "refusals that meant an exhausted quota"},
