@@ -4,15 +4,16 @@ once for both SQL backends.
 The filter is compiled once into a ``WHERE`` clause; the action's own rule (which statuses it
 may act on: the same rules as the single-job actions, ``store.rules``) is part of it, so a job
 that moved on meanwhile is left alone. The matching jobs are taken in chunks in id order, each
-chunk its own short transaction that locks only its rows, so a bulk action over 100,000 jobs
-never holds the locks workers need for long, and a crash leaves every job acted on or
-untouched (a job is never half-written). A retried job keeps its ledger: ``ctx.once`` records
+chunk its own short transaction that locks only its rows, with a pause between chunks, so a bulk
+action over 100,000 jobs never keeps workers from the locks they need, and a crash leaves every
+job acted on or untouched (a job is never half-written). A retried job keeps its ledger: ``ctx.once`` records
 stay, so a bulk retry never sends a recorded call again.
 """
 
 from __future__ import annotations
 
 import functools
+import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
@@ -36,6 +37,8 @@ ACTIONS = tuple(ACTS_ON)
 CHUNK = 1000
 #: chunks whose ids one read takes
 CHUNKS_PER_READ = 20
+#: the longest pause between two chunks (seconds)
+MAX_GIVE_WAY = 0.1
 
 
 def _where(store: SQLStore, action: str, flt: JobFilter) -> tuple[str, list[Any]]:
@@ -94,10 +97,15 @@ def bulk_action(store: SQLStore, action: str, flt: JobFilter, *, dry_run: bool =
         last = ids[-1]
         for start in range(0, len(ids), chunk):
             part = ids[start : start + chunk]
+            began = time.monotonic()
             done += store._run(
                 functools.partial(_act, store, action=action, where=where, params=params, ids=part),
                 what=f"bulk {action}",
             )
+            # give way: back-to-back chunks would starve a worker waiting for the write lock
+            # (SQLite's busy handler polls) or a row a chunk holds; pausing as long as the chunk
+            # took leaves the workers at least half the time
+            time.sleep(min(time.monotonic() - began, MAX_GIVE_WAY))
 
 
 def _act(store: SQLStore, cur: Any, *, action: str, where: str, params: list[Any], ids: list[str]) -> int:
