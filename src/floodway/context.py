@@ -372,7 +372,7 @@ class Context:
         pair = (name, key)
         prepaid = False
         if self._prepaid.get(pair, 0) > 0:
-            paused_until = self.app.store.paused_until(name, key)
+            paused_until = self.app.pauses.paused_until(name, key)
             if paused_until <= (self.job.started_at or 0):
                 prepaid = True
             else:
