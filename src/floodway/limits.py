@@ -369,7 +369,7 @@ class RecentPauses:
 
     def __init__(self, read: Callable[[str, str], float], fresh: float = 0.05):
         self._read = read
-        self.fresh = fresh
+        self._fresh_for = fresh
         self._seen: dict[tuple[str, str], tuple[float, float]] = {}  # pair -> (read at, until)
         self._forgot: dict[tuple[str, str], float] = {}  # pair -> when last forgotten
         self._lock = threading.Lock()
@@ -377,16 +377,23 @@ class RecentPauses:
     def paused_until(self, name: str, key: str) -> float:
         pair = (name, key)
         now = time.monotonic()
-        with self._lock:
-            seen = self._seen.get(pair)
-        if seen is not None and now - seen[0] <= self.fresh:
-            return seen[1]
+        seen = self.fresh(name, key)
+        if seen is not None:
+            return seen
         until = self._read(name, key)
         with self._lock:
             # a read begun before a pause of this process may predate it: not shared
             if self._forgot.get(pair, -math.inf) < now:
                 self._seen[pair] = (now, until)
         return until
+
+    def fresh(self, name: str, key: str) -> float | None:
+        """The key's paused-until instant when a reading still fresh has it, else None."""
+        with self._lock:
+            seen = self._seen.get((name, key))
+        if seen is None or time.monotonic() - seen[0] > self._fresh_for:
+            return None
+        return seen[1]
 
     def forget(self, name: str, key: str) -> None:
         """This process changed the key's pause (or may have): the next check reads it."""

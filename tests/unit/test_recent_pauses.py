@@ -61,3 +61,15 @@ def test_a_read_begun_before_a_pause_of_this_process_is_not_shared():
     pauses.paused_until("api", "")
     pauses.paused_until("api", "")
     assert len(reads) == 2
+
+
+def test_fresh_answers_only_from_a_reading_still_fresh():
+    store = Pauses()
+    pauses = RecentPauses(store.read, fresh=0.01)
+    assert pauses.fresh("api", "") is None  # never read
+    store.until[("api", "")] = 4.0
+    pauses.paused_until("api", "")
+    assert pauses.fresh("api", "") == 4.0
+    time.sleep(0.02)
+    assert pauses.fresh("api", "") is None
+    assert store.reads == 1
