@@ -603,7 +603,11 @@ class Worker(LeaseKeeping, BatchRunning):
             if task is not None and task.wants_context and job.shared_state is None:
                 own[job.state_key] = (job.id, job.attempt)
         if own:
-            cursors = self.app.store.load_cursors(list(own))
+            try:
+                cursors = self.app.store.load_cursors(list(own))
+            except StoreError as exc:  # the jobs are ours now: each run reads its own cursor
+                log.warning("could not read the cursors of claimed jobs (%s); each run reads its own", exc)
+                return jobs
             for key, run in own.items():
                 self._cursors[run] = cursors.get(key)
         return jobs
