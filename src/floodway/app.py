@@ -20,7 +20,7 @@ from .forecasting import check_drain, forecast_view
 from .handle import Handle
 from .hooks import Periodic, WorkerHooks
 from .inputs import check_job_id, check_name, check_priority, check_tenant, is_internal_task
-from .limits import LimitSpec, Rate, concurrency_for
+from .limits import LimitSpec, Rate, RecentPauses, concurrency_for
 from .options import check_lane, check_limit_names, check_limit_numbers, job_filter, resumable_options
 from .retry import Retry
 from .schedule import Schedule, ScheduleHealth, sync_schedules, tick, tick_id
@@ -100,6 +100,8 @@ class App:
         #: concurrent single enqueues share transactions (see floodway.commit)
         self.group_commit = GroupCommit(lambda jobs, queues: self.store.enqueue(jobs, queues))
         self.schedules: dict[str, Schedule] = {}
+        #: the limit keys' pauses, as this process's jobs check them before spending a token
+        self.pauses = RecentPauses(lambda name, key: self.store.paused_until(name, key))
         if self.settings.alert_webhook_url:
             install_webhook(self)
 

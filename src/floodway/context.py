@@ -372,14 +372,9 @@ class Context:
         pair = (name, key)
         prepaid = False
         if self._prepaid.get(pair, 0) > 0:
-            paused_until = self.app.store.paused_until(name, key)
-            if paused_until <= (self.job.started_at or 0):
-                prepaid = True
-            else:
-                self._prepaid[pair] = 0
+            prepaid = self._prepaid_holds(pair, self.app.pauses.paused_until(name, key))
         if prepaid and cost == 1:
-            self._prepaid[pair] -= 1
-            self._token_at[pair] = self.job.started_at or time.time()
+            self._spend_prepaid(pair)
             return None
         # a larger cost counts the admission's token as its first: the key is charged `cost`
         ok, retry_at = self.app.store.acquire(name, key, cost - 1 if prepaid else cost)
@@ -388,6 +383,17 @@ class Context:
                 self._prepaid[pair] -= 1
             self._token_at[pair] = time.time()
         return None if ok else max(retry_at - time.time(), 0.0)
+
+    def _prepaid_holds(self, pair: tuple[str, str], paused_until: float) -> bool:
+        """Whether the admission's token is still good: the key was not paused since."""
+        if paused_until <= (self.job.started_at or 0):
+            return True
+        self._prepaid[pair] = 0
+        return False
+
+    def _spend_prepaid(self, pair: tuple[str, str]) -> None:
+        self._prepaid[pair] -= 1
+        self._token_at[pair] = self.job.started_at or time.time()
 
     def _wait_or_reschedule(self, name: str, key: str, wait: float) -> float:
         if wait > self.app.wait_in_place:
@@ -404,6 +410,13 @@ class Context:
         """
         await self.owned()
         key = self.limit_key(name) if key is None else key
+        # the admission's token, with a fresh reading of the key's pause: no thread, no store
+        pair = (name, key)
+        if cost == 1 and self._prepaid.get(pair, 0) > 0:
+            until = self.app.pauses.fresh(name, key)
+            if until is not None and self._prepaid_holds(pair, until):
+                self._spend_prepaid(pair)
+                return
         wait = await asyncio.to_thread(self._try_acquire, name, key, cost)
         if wait is None:
             return

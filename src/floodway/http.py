@@ -329,6 +329,7 @@ class _Pacer:
                     self.ctx.app.store.pause_limit(
                         self.limit, self.key or "", info.reset_at, f"no budget left at {host}"
                     )
+                    self.ctx.app.pauses.forget(self.limit, self.key or "")
             return None
         wait = info.reset_at - now if info.reset_at is not None else None
         kind = classify_wait(wait, info.remaining)
@@ -361,7 +362,9 @@ class _Pacer:
         until = info.reset_at if info.reset_at is not None else now + self._fallback_wait()
         self._report(now, None, info, usage, throttled=1, exhausted=1, wait=wait, reset_at=until)
         reason = f"{response.status_code} from {host}"
-        return self.ctx.app.store.pause_limit(self.limit, self.key or "", until, reason)
+        until = self.ctx.app.store.pause_limit(self.limit, self.key or "", until, reason)
+        self.ctx.app.pauses.forget(self.limit, self.key or "")
+        return until
 
     def _report(
         self,

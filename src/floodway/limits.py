@@ -16,14 +16,26 @@ import json
 import math
 import re
 import string
+import threading
+import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .errors import ConfigError
 from .inputs import check_name
 from .units import parse_duration
 
-__all__ = ["Rate", "LimitSpec", "gcra", "gcra_settle", "concurrency_for", "resolve_key", "lane_key", "split_lane"]
+__all__ = [
+    "Rate",
+    "LimitSpec",
+    "gcra",
+    "gcra_settle",
+    "concurrency_for",
+    "resolve_key",
+    "lane_key",
+    "split_lane",
+    "RecentPauses",
+]
 
 #: between a limit key and a lane in the key of a lane's state row: a control character, which
 #: no lane name (``inputs.check_name``) may hold, so a lane row can never pass for a tenant key
@@ -343,3 +355,48 @@ def concurrency_for(rate: "str | Rate", avg: "str | float") -> int:
     r = Rate.parse(rate)
     seconds = parse_duration(avg, name="avg", allow_zero=False)
     return max(1, int(math.floor(r.per_second * seconds + 1e-9)))
+
+
+class RecentPauses:
+    """The paused-until instants of limit keys as a process's jobs see them: one store read
+    per key serves every job that asks within ``fresh`` seconds of it.
+
+    A job spending the token its admission took first checks that the key was not paused
+    since; a read shared for ``fresh`` seconds sees a pause another process recorded at most
+    that much later than a read of its own would (a pause can land just after any read
+    anyway), and a pause this process records is seen at once (``forget``).
+    """
+
+    def __init__(self, read: Callable[[str, str], float], fresh: float = 0.05):
+        self._read = read
+        self._fresh_for = fresh
+        self._seen: dict[tuple[str, str], tuple[float, float]] = {}  # pair -> (read at, until)
+        self._forgot: dict[tuple[str, str], float] = {}  # pair -> when last forgotten
+        self._lock = threading.Lock()
+
+    def paused_until(self, name: str, key: str) -> float:
+        pair = (name, key)
+        now = time.monotonic()
+        seen = self.fresh(name, key)
+        if seen is not None:
+            return seen
+        until = self._read(name, key)
+        with self._lock:
+            # a read begun before a pause of this process may predate it: not shared
+            if self._forgot.get(pair, -math.inf) < now:
+                self._seen[pair] = (now, until)
+        return until
+
+    def fresh(self, name: str, key: str) -> float | None:
+        """The key's paused-until instant when a reading still fresh has it, else None."""
+        with self._lock:
+            seen = self._seen.get((name, key))
+        if seen is None or time.monotonic() - seen[0] > self._fresh_for:
+            return None
+        return seen[1]
+
+    def forget(self, name: str, key: str) -> None:
+        """This process changed the key's pause (or may have): the next check reads it."""
+        with self._lock:
+            self._seen.pop((name, key), None)
+            self._forgot[(name, key)] = time.monotonic()

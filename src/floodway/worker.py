@@ -163,6 +163,8 @@ class Worker(LeaseKeeping, BatchRunning):
         # renewed; until when our heartbeats prove no worker can have judged us dead; the
         # runs (job id, attempt) found to have lost their job, whose outcomes are dropped
         self._leased_at: dict[str, float] = {}
+        #: the cursors of claimed runs, read for a whole claim at once: (job id, attempt) -> cursor
+        self._cursors: dict[tuple[str, int], Any] = {}
         self._alive_until = 0.0
         self._last_beat_ok: float | None = None
         self._beats_ok_since: float | None = None
@@ -337,9 +339,7 @@ class Worker(LeaseKeeping, BatchRunning):
         limits only while those have headroom). Returns how long to wait before the next look
         (0: at once)."""
         began = time.monotonic()
-        jobs = await self._store(
-            self.app.store.claim, self.id, queues=self.queues, limit=0, lease=self.lease, ahead=plan.room
-        )
+        jobs = await self._store(self._claim, self.id, queues=self.queues, limit=0, lease=self.lease, ahead=plan.room)
         self._leased(jobs, began)
         self._unflushed.update(job.id for job in jobs)
         self._prefetched.extend(jobs)
@@ -369,7 +369,7 @@ class Worker(LeaseKeeping, BatchRunning):
             self._held_until = 0.0
             began = time.monotonic()
             jobs = await self._store(
-                self.app.store.claim, self.id, queues=self.queues, limit=plan.want, lease=self.lease, ahead=plan.extra
+                self._claim, self.id, queues=self.queues, limit=plan.want, lease=self.lease, ahead=plan.extra
             )
             self._leased(jobs, began)
             for n, job in enumerate(jobs):
@@ -592,10 +592,34 @@ class Worker(LeaseKeeping, BatchRunning):
             purge_state=not task.retain_state,
         )
 
+    def _claim(self, worker_id: str, **options: Any) -> Any:
+        """Claim jobs (on a store thread), and read the cursors of those that own their state
+        in one read for the claim rather than one per run: only a run of the job itself
+        writes that state, under the lease just taken, so it cannot change before the run."""
+        jobs = self.app.store.claim(worker_id, **options)
+        own = {}
+        for job in jobs:
+            task = self.app.tasks.get(job.task)
+            if task is not None and task.wants_context and job.shared_state is None:
+                own[job.state_key] = (job.id, job.attempt)
+        if own:
+            try:
+                cursors = self.app.store.load_cursors(list(own))
+            except StoreError as exc:  # the jobs are ours now: each run reads its own cursor
+                log.warning("could not read the cursors of claimed jobs (%s); each run reads its own", exc)
+                return jobs
+            for key, run in own.items():
+                self._cursors[run] = cursors.get(key)
+        return jobs
+
     async def _context_for(self, task: "Task", job: Job) -> Context:
         cursor = None
         if task.wants_context:  # tasks without a Context cannot read a cursor: skip the read
-            cursor = (await self._store(self.app.store.load_state, job.state_key)).cursor
+            run = (job.id, job.attempt)
+            if run in self._cursors:
+                cursor = self._cursors.pop(run)
+            else:  # a shared state (other jobs write it), or a run not claimed here
+                cursor = (await self._store(self.app.store.load_state, job.state_key)).cursor
         ctx = Context(self.app, job, self.id, cursor=cursor, budget=task.budget, margin=task.margin)
         ctx.loop = self._loop
         self._bound(ctx)
@@ -668,6 +692,7 @@ class Worker(LeaseKeeping, BatchRunning):
             try:
                 key = exc.key if exc.key is not None else ctx.limit_key(exc.limit)
                 until = await self._store(self.app.store.pause_limit, exc.limit, key, until, exc.reason)
+                self.app.pauses.forget(exc.limit, key)
             except Exception as error:  # an unknown limit must not lose the job
                 log.warning("could not pause limit %r: %s", exc.limit, error)
         # spread the jobs of one reset a little, so they do not all come back at once

@@ -122,6 +122,18 @@ def test_shared_state_carries_the_cursor_to_the_next_job(app):
     assert app.store.load_state("orders:acme").cursor == 250  # shared state is not purged
 
 
+def test_cursors_of_many_keys_are_read_at_once(app):
+    @app.task(retain_state=True)
+    async def walk(ctx: Context, upto: int):
+        await ctx.checkpoint({"at": upto})
+
+    handles = [app.enqueue(walk, {"upto": n}) for n in (3, 5)]
+    run_burst(app)
+    keys = [f"job:{h.id}" for h in handles]
+    assert app.store.load_cursors(keys + ["job:nobody"]) == {keys[0]: {"at": 3}, keys[1]: {"at": 5}}
+    assert app.store.load_cursors([]) == {}
+
+
 def test_shared_state_template_needs_its_fields(app):
     @app.task(state="orders:{region}")
     async def regional(ctx: Context, **kwargs): ...

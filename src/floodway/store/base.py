@@ -264,6 +264,10 @@ class StatePort(abc.ABC):
     def load_state(self, key: str) -> StateSnapshot: ...
 
     @abc.abstractmethod
+    def load_cursors(self, keys: list[str]) -> dict[str, Any]:
+        """The cursors saved under ``keys``, in one read (a key without one is left out)."""
+
+    @abc.abstractmethod
     def load_ledger(self, key: str) -> dict[str, str | None]:
         """Entries ``ctx.once`` recorded under ``key`` since its last checkpoint -> result JSON."""
 

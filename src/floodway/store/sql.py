@@ -690,6 +690,13 @@ class SQLStore(Store):
             return StateSnapshot(key)
         return StateSnapshot(key, json.loads(rows[0][0]) if rows[0][0] is not None else None, rows[0][1])
 
+    def load_cursors(self, keys: list[str]) -> dict[str, Any]:
+        if not keys:
+            return {}
+        clause, values = self._any("key", list(keys))
+        rows = self._read(f"SELECT key, cursor FROM state WHERE {clause}", values)
+        return {key: json.loads(cursor) for key, cursor in rows if cursor is not None}
+
     def load_ledger(self, key: str) -> dict[str, str | None]:
         return dict(self._read(self._q("SELECT entry, result FROM ledger WHERE state_key = ?"), (key,)))
 

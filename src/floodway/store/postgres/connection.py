@@ -479,7 +479,8 @@ class PostgresConnection(SQLStore):
             cur.execute(sql, params)
             return cur.fetchall()
 
-        return self._run(go, what="read")
+        # one statement is its own transaction: no BEGIN and COMMIT for the server to run
+        return self._run(go, what="read", single=True)
 
     def close(self) -> None:
         self._closed = True
