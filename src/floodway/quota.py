@@ -85,8 +85,13 @@ FIRST_CUT = 0.5  # the first refusal ever, with nothing measured: like a slow st
 #: (its Retry-After, else one second) has passed: a sliding window remembers what was sent
 #: before the cut for that long, though most of it is gone by half-time
 LOCK_SHARE = 0.5
-#: ... unless the pace is this many times what the destination accepted lately
+#: ... unless the pace is this many times what the destination accepted lately, or the
+#: requests admitted since the cut are refused: at least DEEP_SHARE of them, DEEP_MIN and
+#: DEEP_SPAN seconds of the pace (see _deep)
 FAR_ABOVE = 1.5
+DEEP_MIN = 5
+DEEP_SPAN = 0.1
+DEEP_SHARE = 0.75
 #: ... but never below this share of the rate the destination was seen to accept lately
 ACCEPTED_FLOOR = 0.9
 #: the accepted rate is measured over about this many seconds (a destination's burst inflates
@@ -156,6 +161,7 @@ class Learned:
     seen: float = 0.0  # the newest header observation applied (older ones are stale)
     lock: float = 0.0  # until when refusals belong to the last cut's round
     ok_since: int = 0  # responses accepted since the last cut (or the start)
+    no_since: int = 0  # refusals of requests admitted since the last cut, inside its round
     throttled: int = 0  # refusals, all time
     exhausted: int = 0  # refusals that meant an exhausted quota
     cuts: int = 0  # rounds that cut the rate
@@ -348,6 +354,7 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
         if obs.token_at >= state.lock:
             changed = _cut(spec, state, admitted, now, current, obs.wait)
         else:
+            state.no_since += obs.throttled
             changed = _far_above(spec, state, admitted, now, current, obs.wait)
     elif not obs.throttled and obs.now >= state.seen:
         changed = _from_headers(spec, state, admitted, obs, current)
@@ -357,14 +364,31 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
 def _far_above(
     spec: "LimitSpec", state: Learned, admitted: int, now: float, current: float, wait: float | None
 ) -> str | None:
-    """Inside a round's lock one measurement still cuts: a pace far above what the destination
+    """Inside a round's lock two measurements still cut: most of what was admitted since the
+    cut refused (the quota fell well below the pace), or a pace far above what the destination
     accepted lately (the first refusals of a drain, before anything was measured)."""
+    deep = max(DEEP_MIN, DEEP_SPAN * current, DEEP_SHARE * (admitted - state.adm))
+    if state.source == "429s" and state.no_since >= deep:
+        return _deep(spec, state, admitted, now, current)
     accepted = state.accepted_rate(now)
     if not accepted or now - state.since < 0.1 or current <= FAR_ABOVE * accepted:
         return None
     new = _clamp(spec, accepted)
     state.rate, state.since, state.adm, state.high, state.low = new, now, admitted, max(new, accepted * 1.05), None
-    state.lock, state.ok_since = now + _lock(wait), 0
+    state.lock, state.ok_since, state.no_since = now + _lock(wait), 0, 0
+    state.cuts += 1
+    return "cut"
+
+
+def _deep(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: float) -> str:
+    """A quota that fell well below the pace: the cut sized from what was accepted before (a
+    trim) leaves a sliding window full, and it refuses all it is sent until the old pace ages
+    out of it. Halve the pace, hold every worker off until the round's lock ends (sending into
+    the full window only refuses), and climb from the new pace, not back towards the old one."""
+    new = _clamp(spec, current * FIRST_CUT)
+    state.rate, state.source, state.since, state.adm = new, "429s", now, admitted
+    state.high, state.low, state.no_since = new, None, 0
+    state.settle = max(state.settle, state.lock)
     state.cuts += 1
     return "cut"
 
@@ -596,7 +620,7 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
     new = _clamp(spec, min(new, current))
     state.rate, state.source, state.since, state.adm = new, "429s", now, admitted
     state.high = max(new, high)
-    state.lock, state.ok_since = now + _lock(wait), 0
+    state.lock, state.ok_since, state.no_since = now + _lock(wait), 0, 0
     if first:
         state.settle = now + _settle(current, new, wait)
     state.cuts += 1
