@@ -74,6 +74,9 @@ PROBE_STEP = 0.02
 PROBE_DOUBLING = 0.5
 #: the hold sits this far under the lowest rate seen to overflow
 KEEP = 0.95
+#: a probe this many times the lowest rate seen to overflow, with nothing refused, shows that a
+#: quota that fell came back up: the pace returns to where it held before the fall
+PAST = 1.1
 #: one round cuts the rate by the share of requests refused lately, within these bounds (or by
 #: CUT when too little was seen to tell) ...
 MIN_CUT = 0.03
@@ -162,6 +165,7 @@ class Learned:
     lock: float = 0.0  # until when refusals belong to the last cut's round
     ok_since: int = 0  # responses accepted since the last cut (or the start)
     no_since: int = 0  # refusals of requests admitted since the last cut, inside its round
+    trim: bool = False  # whether the last cut was a trim (see _deep)
     throttled: int = 0  # refusals, all time
     exhausted: int = 0  # refusals that meant an exhausted quota
     cuts: int = 0  # rounds that cut the rate
@@ -175,6 +179,7 @@ class Learned:
     budget_from: float = 0.0  # when the current budget window began (the last exhaustion's reset)
     budget_ok: int = 0  # responses accepted since then (whatever cuts came between)
     holds: float = 1.0  # the next hold lasts this many HOLDs (see MAX_HOLDS)
+    peak: float | None = None  # the pace that held before the quota fell (see _deep)
     ends: list[list[float]] | None = None  # [[window number, lo, hi], ...]: recent window ends, each in (lo, hi]
     pend: list[float] | None = None  # [first seen, lo, hi]: the instant refusals point to, not yet a window
     win_q: float = 0.0  # requests accepted in the last window that ran out ...
@@ -312,11 +317,17 @@ def _grown(base: Learned, learned: Learned | None, now: float) -> tuple[float, b
         if s < APPROACH:
             return rate + (top - rate) * s / APPROACH, False
         s -= APPROACH
-    hold = HOLD * (base.holds or 1.0)
+    hold = HOLD * (base.holds or 1.0) * (0.5 if base.peak else 1.0)
     if s < hold:
         return top, False
     steps = min((s - hold) / PROBE_DOUBLING, 40.0)
     probe = top * (1 + PROBE_STEP * (2**steps - 1))
+    past = PAST * base.high if base.high else math.inf
+    if base.peak and base.peak > past and probe > past:
+        # the probe ran well past the last overflow and nothing was refused: the quota that fell
+        # came back up; return to the pace that held before it fell in APPROACH
+        since_past = s - hold - PROBE_DOUBLING * math.log2(1 + (past / top - 1) / PROBE_STEP)
+        probe = max(probe, past + (base.peak - past) * min(since_past / APPROACH, 1.0))
     return max(top, min(probe, _evidence(learned, now, top))), True
 
 
@@ -368,14 +379,14 @@ def _far_above(
     cut refused (the quota fell well below the pace), or a pace far above what the destination
     accepted lately (the first refusals of a drain, before anything was measured)."""
     deep = max(DEEP_MIN, DEEP_SPAN * current, DEEP_SHARE * (admitted - state.adm))
-    if state.source == "429s" and state.no_since >= deep:
+    if state.trim and state.source == "429s" and state.no_since >= deep:
         return _deep(spec, state, admitted, now, current)
     accepted = state.accepted_rate(now)
     if not accepted or now - state.since < 0.1 or current <= FAR_ABOVE * accepted:
         return None
     new = _clamp(spec, accepted)
     state.rate, state.since, state.adm, state.high, state.low = new, now, admitted, max(new, accepted * 1.05), None
-    state.lock, state.ok_since, state.no_since = now + _lock(wait), 0, 0
+    state.lock, state.ok_since, state.no_since, state.trim = now + _lock(wait), 0, 0, False
     state.cuts += 1
     return "cut"
 
@@ -386,8 +397,9 @@ def _deep(spec: "LimitSpec", state: Learned, admitted: int, now: float, current:
     out of it. Halve the pace, hold every worker off until the round's lock ends (sending into
     the full window only refuses), and climb from the new pace, not back towards the old one."""
     new = _clamp(spec, current * FIRST_CUT)
+    state.peak = max(state.peak or 0.0, current)
     state.rate, state.source, state.since, state.adm = new, "429s", now, admitted
-    state.high, state.low, state.no_since = new, None, 0
+    state.high, state.low, state.no_since, state.trim = None, None, 0, False  # the new quota is not located yet
     state.settle = max(state.settle, state.lock)
     state.cuts += 1
     return "cut"
@@ -588,7 +600,10 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
             state.low = max(KEEP * state.high, state.rate) if state.high else state.rate
         # a probe that overflowed near where the last one did: hold longer there next time
         near = held and state.high is not None and current <= state.high * 1.1
-        state.holds = min(state.holds * 2, MAX_HOLDS) if near else 1.0
+        if state.peak is not None and (current >= state.peak or (state.high and current > PAST * state.high)):
+            state.peak = None  # the way back to it overflowed, or it was reached
+        # (while a quota that fell may come back, the probes keep a short hold)
+        state.holds = min(state.holds * 2, MAX_HOLDS) if near and state.peak is None else 1.0
     if state.low is not None and current <= state.low * 1.01:
         state.low = None  # the quota fell below what held before
     accepted = state.accepted_rate(now, whole_window=True)
@@ -613,11 +628,15 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
         # well past it before the first refusal came back)
         new = current * (1 - max(share or 0.0, MIN_CUT))  # share is known here
         high = min(current, (accepted or current) * 1.05)
+    sized = new
     if state.low is not None and state.low < current:
         new = max(new, state.low)
     if accepted:
         new = max(new, accepted * ACCEPTED_FLOOR)
     new = _clamp(spec, min(new, current))
+    # a trim, or a cut what was held or accepted before the round kept small: if the quota
+    # fell, the refusals go on (see _deep)
+    state.trim = new > sized * 1.01 or (not first and (share or 0.0) < WELL_ABOVE)
     state.rate, state.source, state.since, state.adm = new, "429s", now, admitted
     state.high = max(new, high)
     state.lock, state.ok_since, state.no_since = now + _lock(wait), 0, 0
