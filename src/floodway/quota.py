@@ -12,7 +12,10 @@ sets the *effective* rate that GCRA paces a key at:
   admitted before the last cut belongs to the same round), never below what the destination
   was seen to accept; then it climbs back towards the last rate that overflowed, holds just
   under it, and probes above it with a step that doubles while no refusal comes, so a quota
-  that grows is found again;
+  that grows is found again. A quota that *fell* shows as a round whose requests are nearly
+  all refused after the cut: the pace halves and every worker holds off until the round
+  ends; and once a probe runs well past the new quota with nothing refused, the quota came
+  back, and the pace returns to where it held before the fall;
 - a refusal that asks for a long wait (or says the budget is 0) is an **exhaustion**: the key
   is paused for every worker until the reset (the store's ``pause_limit``), and no rate is cut;
 - a **window**: refusals whose ``Retry-After`` points to one instant as time passes (a
@@ -77,6 +80,8 @@ KEEP = 0.95
 #: a probe this many times the lowest rate seen to overflow, with nothing refused, shows that a
 #: quota that fell came back up: the pace returns to where it held before the fall
 PAST = 1.1
+#: ... and while it may still come back, each hold is this share of HOLD
+PEAK_HOLD = 0.5
 #: one round cuts the rate by the share of requests refused lately, within these bounds (or by
 #: CUT when too little was seen to tell) ...
 MIN_CUT = 0.03
@@ -317,7 +322,7 @@ def _grown(base: Learned, learned: Learned | None, now: float) -> tuple[float, b
         if s < APPROACH:
             return rate + (top - rate) * s / APPROACH, False
         s -= APPROACH
-    hold = HOLD * (base.holds or 1.0) * (0.5 if base.peak else 1.0)
+    hold = HOLD * (base.holds or 1.0) * (PEAK_HOLD if base.peak else 1.0)
     if s < hold:
         return top, False
     steps = min((s - hold) / PROBE_DOUBLING, 40.0)
@@ -425,7 +430,7 @@ def _exhausted(
     pace = min(EXHAUSTED_MARGIN * state.budget_ok / span, current)
     state.rate, state.source, state.adm = _clamp(spec, pace), "429s", admitted
     state.since = reset_at + span  # held flat until the next window ends
-    state.high, state.low, state.lock, state.ok_since = None, None, reset_at, 0
+    state.high, state.low, state.lock, state.ok_since, state.trim = None, None, reset_at, 0, False
     state.budget_from, state.budget_ok = reset_at, 0
     state.cuts += 1
     return "cut"
@@ -583,7 +588,7 @@ def _window(
     state.win_q, state.win_w = q, w
     state.rate, state.source, state.since, state.adm = _clamp(spec, state.win_q / w), "window", state.settle, admitted
     state.high = state.low = None
-    state.lock, state.ok_since = hi, 0
+    state.lock, state.ok_since, state.trim = hi, 0, False
     state.budget_from, state.budget_ok = state.settle, 0
     state.cuts += 1
     return "window"
@@ -634,8 +639,8 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
     if accepted:
         new = max(new, accepted * ACCEPTED_FLOOR)
     new = _clamp(spec, min(new, current))
-    # a trim, or a cut what was held or accepted before the round kept small: if the quota
-    # fell, the refusals go on (see _deep)
+    # a trim, or a cut that what was held or accepted before the round kept small: if the
+    # quota fell, the refusals go on (see _deep)
     state.trim = new > sized * 1.01 or (not first and (share or 0.0) < WELL_ABOVE)
     state.rate, state.source, state.since, state.adm = new, "429s", now, admitted
     state.high = max(new, high)
