@@ -215,10 +215,13 @@ def test_a_quota_that_fell_and_comes_back_is_followed_back_to_the_pace_that_held
     assert effective_rate(s, learned, 0, 20.5 + HOLD * 0.45) == pytest.approx(top)
     # find when the probe passes PAST x the last overflow, then APPROACH later it is back
     t = 20.5 + HOLD * 0.5
-    while effective_rate(s, learned, 0, t) <= PAST * 56.0:
+    for _ in range(300):
+        learned.ok = [t - 0.5, 30.0, 55.0]  # traffic flows at the probe's pace
+        if effective_rate(s, learned, 0, t) > PAST * 56.0:
+            break
         t += 0.01
     assert t < 20.5 + HOLD + 2.0
-    learned.ok = [t - 0.5, 60.0, 50.0]  # traffic flows at the probe's pace
+    learned.ok = [t, 60.0, 30.0]
     assert effective_rate(s, learned, 0, t + APPROACH) >= 100.0
     # without a pace remembered from before a fall, the probe only steps up
     plain = Learned(rate=50.0, source="429s", since=20.0, high=56.0, cuts=3, ok=list(learned.ok))
