@@ -12,7 +12,10 @@ sets the *effective* rate that GCRA paces a key at:
   admitted before the last cut belongs to the same round), never below what the destination
   was seen to accept; then it climbs back towards the last rate that overflowed, holds just
   under it, and probes above it with a step that doubles while no refusal comes, so a quota
-  that grows is found again;
+  that grows is found again. A quota that *fell* shows as a round whose requests are nearly
+  all refused after the cut: the pace halves and every worker holds off until the round
+  ends; and once a probe runs well past the new quota with nothing refused, the quota came
+  back, and the pace returns to where it held before the fall;
 - a refusal that asks for a long wait (or says the budget is 0) is an **exhaustion**: the key
   is paused for every worker until the reset (the store's ``pause_limit``), and no rate is cut;
 - a **window**: refusals whose ``Retry-After`` points to one instant as time passes (a
@@ -74,6 +77,11 @@ PROBE_STEP = 0.02
 PROBE_DOUBLING = 0.5
 #: the hold sits this far under the lowest rate seen to overflow
 KEEP = 0.95
+#: a probe this many times the lowest rate seen to overflow, with nothing refused, shows that a
+#: quota that fell came back up: the pace returns to where it held before the fall
+PAST = 1.1
+#: ... and while it may still come back, each hold is this share of HOLD
+PEAK_HOLD = 0.5
 #: one round cuts the rate by the share of requests refused lately, within these bounds (or by
 #: CUT when too little was seen to tell) ...
 MIN_CUT = 0.03
@@ -85,8 +93,13 @@ FIRST_CUT = 0.5  # the first refusal ever, with nothing measured: like a slow st
 #: (its Retry-After, else one second) has passed: a sliding window remembers what was sent
 #: before the cut for that long, though most of it is gone by half-time
 LOCK_SHARE = 0.5
-#: ... unless the pace is this many times what the destination accepted lately
+#: ... unless the pace is this many times what the destination accepted lately, or the
+#: requests admitted since the cut are refused: at least DEEP_SHARE of them, DEEP_MIN and
+#: DEEP_SPAN seconds of the pace (see _deep)
 FAR_ABOVE = 1.5
+DEEP_MIN = 5
+DEEP_SPAN = 0.1
+DEEP_SHARE = 0.75
 #: ... but never below this share of the rate the destination was seen to accept lately
 ACCEPTED_FLOOR = 0.9
 #: the accepted rate is measured over about this many seconds (a destination's burst inflates
@@ -156,6 +169,8 @@ class Learned:
     seen: float = 0.0  # the newest header observation applied (older ones are stale)
     lock: float = 0.0  # until when refusals belong to the last cut's round
     ok_since: int = 0  # responses accepted since the last cut (or the start)
+    no_since: int = 0  # refusals of requests admitted since the last cut, inside its round
+    trim: bool = False  # whether the last cut was a trim (see _deep)
     throttled: int = 0  # refusals, all time
     exhausted: int = 0  # refusals that meant an exhausted quota
     cuts: int = 0  # rounds that cut the rate
@@ -169,6 +184,7 @@ class Learned:
     budget_from: float = 0.0  # when the current budget window began (the last exhaustion's reset)
     budget_ok: int = 0  # responses accepted since then (whatever cuts came between)
     holds: float = 1.0  # the next hold lasts this many HOLDs (see MAX_HOLDS)
+    peak: float | None = None  # the pace that held before the quota fell (see _deep)
     ends: list[list[float]] | None = None  # [[window number, lo, hi], ...]: recent window ends, each in (lo, hi]
     pend: list[float] | None = None  # [first seen, lo, hi]: the instant refusals point to, not yet a window
     win_q: float = 0.0  # requests accepted in the last window that ran out ...
@@ -306,11 +322,17 @@ def _grown(base: Learned, learned: Learned | None, now: float) -> tuple[float, b
         if s < APPROACH:
             return rate + (top - rate) * s / APPROACH, False
         s -= APPROACH
-    hold = HOLD * (base.holds or 1.0)
+    hold = HOLD * (base.holds or 1.0) * (PEAK_HOLD if base.peak else 1.0)
     if s < hold:
         return top, False
     steps = min((s - hold) / PROBE_DOUBLING, 40.0)
     probe = top * (1 + PROBE_STEP * (2**steps - 1))
+    past = PAST * base.high if base.high else math.inf
+    if base.peak and base.peak > past and probe > past:
+        # the probe ran well past the last overflow and nothing was refused: the quota that fell
+        # came back up; return to the pace that held before it fell in APPROACH
+        since_past = s - hold - PROBE_DOUBLING * math.log2(1 + (past / top - 1) / PROBE_STEP)
+        probe = max(probe, past + (base.peak - past) * min(since_past / APPROACH, 1.0))
     return max(top, min(probe, _evidence(learned, now, top))), True
 
 
@@ -348,6 +370,7 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
         if obs.token_at >= state.lock:
             changed = _cut(spec, state, admitted, now, current, obs.wait)
         else:
+            state.no_since += obs.throttled
             changed = _far_above(spec, state, admitted, now, current, obs.wait)
     elif not obs.throttled and obs.now >= state.seen:
         changed = _from_headers(spec, state, admitted, obs, current)
@@ -357,14 +380,32 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
 def _far_above(
     spec: "LimitSpec", state: Learned, admitted: int, now: float, current: float, wait: float | None
 ) -> str | None:
-    """Inside a round's lock one measurement still cuts: a pace far above what the destination
+    """Inside a round's lock two measurements still cut: most of what was admitted since the
+    cut refused (the quota fell well below the pace), or a pace far above what the destination
     accepted lately (the first refusals of a drain, before anything was measured)."""
+    deep = max(DEEP_MIN, DEEP_SPAN * current, DEEP_SHARE * (admitted - state.adm))
+    if state.trim and state.source == "429s" and state.no_since >= deep:
+        return _deep(spec, state, admitted, now, current)
     accepted = state.accepted_rate(now)
     if not accepted or now - state.since < 0.1 or current <= FAR_ABOVE * accepted:
         return None
     new = _clamp(spec, accepted)
     state.rate, state.since, state.adm, state.high, state.low = new, now, admitted, max(new, accepted * 1.05), None
-    state.lock, state.ok_since = now + _lock(wait), 0
+    state.lock, state.ok_since, state.no_since, state.trim = now + _lock(wait), 0, 0, False
+    state.cuts += 1
+    return "cut"
+
+
+def _deep(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: float) -> str:
+    """A quota that fell well below the pace: the cut sized from what was accepted before (a
+    trim) leaves a sliding window full, and it refuses all it is sent until the old pace ages
+    out of it. Halve the pace, hold every worker off until the round's lock ends (sending into
+    the full window only refuses), and climb from the new pace, not back towards the old one."""
+    new = _clamp(spec, current * FIRST_CUT)
+    state.peak = max(state.peak or 0.0, current)
+    state.rate, state.source, state.since, state.adm = new, "429s", now, admitted
+    state.high, state.low, state.no_since, state.trim = None, None, 0, False  # the new quota is not located yet
+    state.settle = max(state.settle, state.lock)
     state.cuts += 1
     return "cut"
 
@@ -389,7 +430,7 @@ def _exhausted(
     pace = min(EXHAUSTED_MARGIN * state.budget_ok / span, current)
     state.rate, state.source, state.adm = _clamp(spec, pace), "429s", admitted
     state.since = reset_at + span  # held flat until the next window ends
-    state.high, state.low, state.lock, state.ok_since = None, None, reset_at, 0
+    state.high, state.low, state.lock, state.ok_since, state.trim = None, None, reset_at, 0, False
     state.budget_from, state.budget_ok = reset_at, 0
     state.cuts += 1
     return "cut"
@@ -547,7 +588,7 @@ def _window(
     state.win_q, state.win_w = q, w
     state.rate, state.source, state.since, state.adm = _clamp(spec, state.win_q / w), "window", state.settle, admitted
     state.high = state.low = None
-    state.lock, state.ok_since = hi, 0
+    state.lock, state.ok_since, state.trim = hi, 0, False
     state.budget_from, state.budget_ok = state.settle, 0
     state.cuts += 1
     return "window"
@@ -564,7 +605,10 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
             state.low = max(KEEP * state.high, state.rate) if state.high else state.rate
         # a probe that overflowed near where the last one did: hold longer there next time
         near = held and state.high is not None and current <= state.high * 1.1
-        state.holds = min(state.holds * 2, MAX_HOLDS) if near else 1.0
+        if state.peak is not None and (current >= state.peak or (state.high and current > PAST * state.high)):
+            state.peak = None  # the way back to it overflowed, or it was reached
+        # (while a quota that fell may come back, the probes keep a short hold)
+        state.holds = min(state.holds * 2, MAX_HOLDS) if near and state.peak is None else 1.0
     if state.low is not None and current <= state.low * 1.01:
         state.low = None  # the quota fell below what held before
     accepted = state.accepted_rate(now, whole_window=True)
@@ -589,14 +633,18 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
         # well past it before the first refusal came back)
         new = current * (1 - max(share or 0.0, MIN_CUT))  # share is known here
         high = min(current, (accepted or current) * 1.05)
+    sized = new
     if state.low is not None and state.low < current:
         new = max(new, state.low)
     if accepted:
         new = max(new, accepted * ACCEPTED_FLOOR)
     new = _clamp(spec, min(new, current))
+    # a trim, or a cut that what was held or accepted before the round kept small: if the
+    # quota fell, the refusals go on (see _deep)
+    state.trim = new > sized * 1.01 or (not first and (share or 0.0) < WELL_ABOVE)
     state.rate, state.source, state.since, state.adm = new, "429s", now, admitted
     state.high = max(new, high)
-    state.lock, state.ok_since = now + _lock(wait), 0
+    state.lock, state.ok_since, state.no_since = now + _lock(wait), 0, 0
     if first:
         state.settle = now + _settle(current, new, wait)
     state.cuts += 1

@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from destination import max_in_window  # noqa: E402
+from destination import max_in_window, per_second, windows_to_reach  # noqa: E402
 
 from .test_limits_http import (  # noqa: E402,F401  (fixtures and helpers shared with the limits suite)
     WORKER_OPTS,
@@ -129,6 +129,26 @@ def test_a_fixed_window_that_only_refuses_is_learned_and_each_next_window_paced(
     refused_later = [rec for rec in dest.rejected() if rec.at - start >= 6.0]  # after the first two windows
     windows = max(per_window) + 1
     assert len(refused_later) <= 3 * windows, (len(refused_later), windows)
+
+
+def test_a_quota_that_halves_then_comes_back_is_followed_both_ways(tmp_path, workers, destination, make_app):
+    # a sliding window of 60/s whose quota halves 4 s after the first request and comes back 5 s
+    # later: after the fall, the trim that a first refusal gets still leaves the pace far above
+    # the quota, so the refusals must go on only for the window's memory of the old pace; after
+    # the rise, the pace must find the old quota again within a few of the destination's windows
+    r, low = 60, 30
+    dest = destination(rate=r, burst=5, style="leaky", rate_schedule=[(4.0, low), (9.0, r)])
+    drain(tmp_path, workers, make_app, dest, f'rate="{r}/s", burst=5', n=4 * r + 5 * low + 5 * r)
+    (fall, _), (rise, _) = dest.rate_changes
+    accepted, refused = dest.accepted_times(), [rec.at for rec in dest.rejected()]
+    after_fall = sum(1 for at in refused if fall <= at < fall + 2.0)
+    # what the destination still holds of the old pace refuses for half a second: at the old
+    # pace that is 30 requests; holding off until it ages out costs a few
+    assert after_fall <= low / 2, f"{after_fall} refused in the 2 s after the quota fell to {low}/s"
+    down = windows_to_reach(accepted, refused, fall, low, tolerance=0.1, end=rise)
+    up = windows_to_reach(accepted, refused, rise, r, tolerance=0.1, end=max(accepted))
+    assert down is not None and down <= 3, (down, per_second(accepted, fall), per_second(refused, fall))
+    assert up is not None and up <= 4, (up, per_second(accepted, rise), per_second(refused, rise))
 
 
 def test_each_key_learns_its_own_rate(tmp_path, workers, destination, make_app):

@@ -14,8 +14,11 @@ import pytest
 
 from floodway.limits import LimitSpec, Rate, gcra
 from floodway.quota import (
+    APPROACH,
     HOLD,
+    KEEP,
     MAX_RATE,
+    PAST,
     Learned,
     Observation,
     classify_wait,
@@ -147,6 +150,95 @@ def test_a_refused_request_after_the_cut_starts_a_new_round():
     first = effective_rate(s, learned, 0, 1.0)
     learned, changed = observe(s, learned, 5, Observation(now=2.2, token_at=2.1, throttled=1))
     assert changed == "cut" and effective_rate(s, learned, 5, 1.2) < first
+
+
+def _steady_then_trimmed(s, rate: float):
+    """Two seconds accepted at ``rate``, then one refusal: a trim (the floor of what was accepted
+    keeps the cut small). Returns the state and the pace after the trim."""
+    learned = None
+    for i in range(20):
+        learned, _ = observe(s, learned, int(i * rate / 10), Observation(now=10.0 + i / 10, accepted=int(rate / 10)))
+    admitted = int(2 * rate)
+    learned, changed = observe(s, learned, admitted, Observation(now=12.0, token_at=11.99, throttled=1, wait=1.0))
+    assert changed == "cut" and learned.trim
+    return learned, admitted, effective_rate(s, learned, admitted, 12.0)
+
+
+def test_a_quota_that_falls_well_below_the_pace_halves_it_and_holds_off_until_the_round_ends():
+    """A sliding window whose quota halves is full of the old pace: everything sent in the next
+    half second is refused, whatever the trim. Most of what was admitted since the cut
+    refused: the pace halves, every worker holds off until the round's lock ends, and the
+    climb starts from the new pace, not back towards the old one."""
+    s = spec(rate="100/s")
+    learned, admitted, trimmed = _steady_then_trimmed(s, 100.0)
+    assert trimmed >= 90
+    changed = None
+    for i in range(1, 12):  # 11 admitted since the cut, all refused, within the round's lock
+        learned, changed = observe(
+            s, learned, admitted + i, Observation(now=12.0 + i / 100, token_at=12.0 + i / 100 - 0.005, throttled=1)
+        )
+        if changed:
+            break
+    assert changed == "cut"
+    now = 12.0 + i / 100
+    assert effective_rate(s, learned, admitted + i, now) == pytest.approx(trimmed / 2)
+    assert learned.settle == pytest.approx(learned.lock) and learned.settle > now
+    assert settled_tat(s, 0.0, learned, admitted + i, changed, now) >= learned.lock
+    # it climbs no higher than the new pace before a probe locates the quota
+    assert effective_rate(s, learned, admitted + i, now + 0.45 * HOLD) == pytest.approx(trimmed / 2)
+
+
+def test_a_few_refusals_after_a_trim_are_the_same_round_and_cut_nothing_more():
+    """After a probe crossed the quota a sliding window refuses some of what comes next, as its
+    old entries age out: a share of the requests admitted since the cut, not most of them."""
+    s = spec(rate="100/s")
+    learned, admitted, trimmed = _steady_then_trimmed(s, 100.0)
+    for i in range(1, 41):  # 40 admitted since the cut, every fourth refused
+        if i % 4 == 0:
+            learned, changed = observe(
+                s, learned, admitted + i, Observation(now=12.0 + i / 100, token_at=12.0 + i / 100 - 0.005, throttled=1)
+            )
+            assert changed is None
+    assert effective_rate(s, learned, admitted + 40, 12.4) >= trimmed
+
+
+def test_a_quota_that_fell_and_comes_back_is_followed_back_to_the_pace_that_held_before():
+    """After a fall, probes find the lower quota (and overflow near it, holding briefly). A probe
+    that then runs well past the last overflow with nothing refused shows the quota came back:
+    the pace returns to where it held before the fall within APPROACH, not step by step."""
+    s = spec(rate="100/s", adaptive=True, ceiling="400/s")
+    learned = Learned(rate=50.0, source="429s", since=20.0, high=56.0, peak=100.0, cuts=3)
+    learned.ok = [19.5, 50.0, 50.0]
+    top = KEEP * 56.0
+    assert effective_rate(s, learned, 0, 20.4) == pytest.approx(50 + (top - 50) * 0.4 / APPROACH)
+    # the hold is short while a quota that fell may come back
+    assert effective_rate(s, learned, 0, 20.5 + HOLD * 0.45) == pytest.approx(top)
+    # find when the probe passes PAST x the last overflow, then APPROACH later it is back
+    t = 20.5 + HOLD * 0.5
+    for _ in range(300):
+        learned.ok = [t - 0.5, 30.0, 55.0]  # traffic flows at the probe's pace
+        if effective_rate(s, learned, 0, t) > PAST * 56.0:
+            break
+        t += 0.01
+    assert t < 20.5 + HOLD + 2.0
+    learned.ok = [t, 60.0, 30.0]
+    assert effective_rate(s, learned, 0, t + APPROACH) >= 100.0
+    # without a pace remembered from before a fall, the probe only steps up
+    plain = Learned(rate=50.0, source="429s", since=20.0, high=56.0, cuts=3, ok=list(learned.ok))
+    assert effective_rate(s, plain, 0, t + APPROACH) < 0.8 * 100.0
+
+
+def test_a_way_back_that_overflows_forgets_the_pace_from_before_the_fall():
+    s = spec(rate="100/s", adaptive=True, ceiling="400/s")
+    learned = Learned(rate=50.0, source="429s", since=20.0, high=52.0, peak=100.0, cuts=3)
+    learned.ok = [22.5, 60.0, 50.0]
+    learned, changed = observe(s, learned, 0, Observation(now=23.0, token_at=22.99, throttled=1, wait=1.0))
+    assert changed == "cut" and learned.peak is None
+    # a probe overflowing near the lower quota keeps it (the quota may still come back)
+    learned = Learned(rate=50.0, source="429s", since=20.0, high=52.0, peak=100.0, cuts=3)
+    learned.ok = [20.5, 50.0, 50.0]
+    learned, changed = observe(s, learned, 0, Observation(now=21.3, token_at=21.29, throttled=1, wait=1.0))
+    assert changed == "cut" and learned.peak == 100.0 and learned.holds == 1.0
 
 
 # -- headers ---------------------------------------------------------------------------------
