@@ -83,21 +83,30 @@ def test_a_store_error_while_loading_the_cursor_retries_the_job(tmp_path: Path) 
 
     store = open_store(app.database_url)
     app.use_store(store)
-    real = store.load_state
-    calls = {"n": 0}
+    real, real_many = store.load_state, store.load_cursors
+    calls = {"n": 0, "many": 0}
+    blip = "the connection broke while committing a read; it may or may not have been written"
 
     def flaky_load_state(key: str):
         calls["n"] += 1
         if calls["n"] == 1:  # what the PostgreSQL store raises when the server restarts
-            raise StoreError("the connection broke while committing a read; it may or may not have been written")
+            raise StoreError(blip)
         return real(key)
 
+    def flaky_load_cursors(keys: list[str]):
+        # the claim's one read of its jobs' cursors fails too: each run then reads its own
+        calls["many"] += 1
+        if calls["many"] == 1:
+            raise StoreError(blip)
+        return real_many(keys)
+
     store.load_state = flaky_load_state  # type: ignore[method-assign]
+    store.load_cursors = flaky_load_cursors  # type: ignore[method-assign]
     try:
         handle = app.enqueue(deliver, {"n": 7})
         app.worker(burst=True, poll_interval=0.01, lease=5).run()
         job = handle.job()
-        assert calls["n"] >= 1
+        assert calls["n"] >= 1 and calls["many"] >= 1, calls
         assert job.status is Status.COMPLETE, (job.status, job.attempt, job.error)
         assert job.result == 7
     finally:

@@ -160,10 +160,17 @@ def test_four_processes_drain_20000_jobs_each_exactly_once(tmp_path, postgres_ur
     print(f"\n4 processes drained {n} jobs in {elapsed:.1f}s ({n / elapsed:.0f} jobs/s); per process {dict(per_pid)}")
 
 
-def test_limits_hold_across_processes(tmp_path, postgres_url, workers):
-    rate, burst, slots = 40, 4, 3
+@pytest.mark.parametrize(
+    "rate, burst, slots, n_limited, n_slotted",
+    [
+        pytest.param(40, 4, 3, 200, 60, id="tight"),
+        # roomy enough that jobs holding the limits are claimed ahead too (half the burst and
+        # half the cap free): four processes still never admit past the rate, nor run past the cap
+        pytest.param(400, 40, 16, 800, 300, id="roomy-claimed-ahead"),
+    ],
+)
+def test_limits_hold_across_processes(tmp_path, postgres_url, workers, rate, burst, slots, n_limited, n_slotted):
     name, mod = make_app(tmp_path, postgres_url, rate=rate, burst=burst, slots=slots)
-    n_limited, n_slotted = 200, 60
     mod.app.enqueue_many(mod.limited, [{"n": i} for i in range(n_limited)])
     mod.app.enqueue_many(mod.slotted, [{"n": i} for i in range(n_slotted)])
     for i in range(4):
@@ -187,46 +194,12 @@ def test_limits_hold_across_processes(tmp_path, postgres_url, workers):
             j += 1
         worst = max(worst, j - i)
     assert worst <= rate + burst, f"{worst} admissions in one second (limit {rate}/s, burst {burst})"
-    span = admitted[-1] - admitted[0]
-    assert span >= (n_limited - burst) / rate - 0.1, f"{n_limited} admissions in {span:.2f}s: faster than the rate"
-    # spread over the processes, not all taken by one
-    pids = Counter(line.split()[1] for line in read_lines(tmp_path, "limited"))
-    assert len(pids) >= 2, f"one limit shared by several processes: {dict(pids)}"
+    if n_limited / rate > 2:  # long enough a drain to be paced, and to be shared
+        span = admitted[-1] - admitted[0]
+        assert span >= (n_limited - burst) / rate - 0.1, f"{n_limited} admissions in {span:.2f}s: faster than the rate"
+        pids = Counter(line.split()[1] for line in read_lines(tmp_path, "limited"))
+        assert len(pids) >= 2, f"one limit shared by several processes: {dict(pids)}"
     # the concurrency cap: the most slotted jobs that ever ran at once, over every process
-    current, highest = (int(x) for x in (tmp_path / "slots").read_text().split())
-    assert current == 0 and 1 <= highest <= slots, f"{highest} ran at once (cap {slots})"
-    info = {i.spec.name: i for i in mod.app.store.list_limits()}
-    assert [k.running for k in info["slots"].keys] == [0]
-    assert info["api"].keys[0].admitted == n_limited
-
-
-def test_limits_with_headroom_hold_across_processes_with_jobs_claimed_ahead(tmp_path, postgres_url, workers):
-    """Limits roomy enough that jobs holding them are claimed ahead too (half the burst, half
-    the cap free): four processes still never admit past the rate, nor run past the cap."""
-    rate, burst, slots = 400, 40, 16
-    name, mod = make_app(tmp_path, postgres_url, rate=rate, burst=burst, slots=slots)
-    n_limited, n_slotted = 800, 300
-    mod.app.enqueue_many(mod.limited, [{"n": i} for i in range(n_limited)])
-    mod.app.enqueue_many(mod.slotted, [{"n": i} for i in range(n_slotted)])
-    for i in range(4):
-        workers.start(name, "--concurrency", "20", label=f"w{i}")
-    total = n_limited + n_slotted
-    wait_until(
-        lambda: counts(mod.app)["complete"] == total,
-        lambda: f"roomy drain: {counts(mod.app)}",
-        timeout=60,
-        interval=0.2,
-        workers=workers,
-    )
-    assert_exactly_once(tmp_path, "limited", n_limited)
-    assert_exactly_once(tmp_path, "slotted", n_slotted)
-    admitted = sorted(j.started_at for j in mod.app.store.list_jobs(task="limited", limit=n_limited))
-    worst, j = 0, 0
-    for i, start in enumerate(admitted):
-        while j < len(admitted) and admitted[j] < start + 1.0:
-            j += 1
-        worst = max(worst, j - i)
-    assert worst <= rate + burst, f"{worst} admissions in one second (limit {rate}/s, burst {burst})"
     current, highest = (int(x) for x in (tmp_path / "slots").read_text().split())
     assert current == 0 and 1 <= highest <= slots, f"{highest} ran at once (cap {slots})"
     info = {i.spec.name: i for i in mod.app.store.list_limits()}

@@ -19,41 +19,13 @@ from ..base import (
     Renewal,
     stores_run_events,
 )
+from ..keyed import JOB_INSERT, job_values
 from ..rules import IS_RUNNING, lease_rescue, worker_rescue
 from .connection import SQLiteConnection
 
 
 class SQLiteQueue(SQLiteConnection):
     """Enqueue, finish, heartbeat and rescue."""
-
-    #: a job's row as an enqueue writes it; the values are ``_job_row``'s
-    _INSERT_JOB = (
-        "INSERT INTO jobs (id, task, args, queue, status, priority, attempt, max_attempts, "
-        "retry, run_at, tenant, created_at, updated_at, limits, fair_key, state_key, batch_key, trace) "
-        "VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )
-
-    @staticmethod
-    def _job_row(j: NewJob, now: float) -> tuple:
-        return (
-            j.id,
-            j.task,
-            j.args_json,
-            j.queue,
-            j.status.value,
-            j.priority,
-            j.max_attempts,
-            j.retry_json,
-            j.run_at,
-            j.tenant,
-            now,
-            now,
-            j.limits_json,
-            j.fair_key,
-            j.shared_state,
-            j.batch_key,
-            j.trace,
-        )
 
     def enqueue(
         self, jobs: list[NewJob], queues: dict[str, int | None] | None = None, *, owner: str | None = None
@@ -79,7 +51,7 @@ class SQLiteQueue(SQLiteConnection):
                 if created:
                     seen.add(job.id)
                     fresh.append(job)
-            conn.executemany(self._INSERT_JOB, [self._job_row(j, now) for j in fresh])
+            conn.executemany(JOB_INSERT, [job_values(j, now) for j in fresh])
             segment_rows = [row for j in fresh for row in j.segment_rows()]
             if segment_rows:
                 conn.executemany("INSERT INTO segments (job_id, arg, idx, data) VALUES (?, ?, ?, ?)", segment_rows)
@@ -94,10 +66,7 @@ class SQLiteQueue(SQLiteConnection):
         with self._write() as conn:
             self._add_queues(conn, queues)
             created = (
-                conn.execute(
-                    self._INSERT_JOB + " ON CONFLICT (id) DO NOTHING", self._job_row(job, time.time())
-                ).rowcount
-                == 1
+                conn.execute(JOB_INSERT + " ON CONFLICT (id) DO NOTHING", job_values(job, time.time())).rowcount == 1
             )
             if created:
                 if job.segments:
