@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
+from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import pytest
@@ -24,10 +26,15 @@ def database_url(request, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'floodway.db'}"
     elif request.param == "postgres":
-        with pg_helpers.throwaway_database() as url:
+        with pg_helpers.migrated_database() as url:
             yield url
     else:
         raise AssertionError(f"unknown backend {request.param!r}")
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if os.environ.get(pg_helpers.ENV_URL):
+        pg_helpers.drop_idle()
 
 
 @pytest.fixture
@@ -63,6 +70,23 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30.0, message: st
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(pause)
         pause = min(pause * 2, 0.1)
+
+
+@contextmanager
+def running_worker(app: App, *, immediately: bool = False, **options) -> Iterator:
+    """An in-process worker on a thread for the duration of the block; stopped (``immediately``
+    or after its running jobs finish) and checked to have ended."""
+    options.setdefault("concurrency", 10)
+    options.setdefault("poll_interval", "20ms")
+    worker = app.worker(**options)
+    thread = threading.Thread(target=worker.run, daemon=True, name="worker")
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.stop(immediately=immediately)
+        thread.join(30)
+        assert not thread.is_alive(), "worker did not stop"
 
 
 @pytest.fixture

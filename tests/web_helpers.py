@@ -21,6 +21,8 @@ from floodway import App, Context, Fail
 from floodway.tokens import create_token
 from floodway.web import create_app
 
+from . import conftest
+
 #: flaky(key) fails until GATES[key] is True (the worker runs in this process)
 GATES: dict[str, bool] = {}
 #: hold(key) waits until RELEASE[key] is set
@@ -120,20 +122,12 @@ def serving(app: App, **options: Any) -> Iterator[Server]:
         server.stop()
 
 
-@contextmanager
-def running_worker(app: App, **options: Any) -> Iterator[Any]:
+def running_worker(app: App, **options: Any) -> Any:
+    """The shared in-process worker, stopped at once at the end (a web test never waits for
+    its jobs to finish), with a short lease."""
     options.setdefault("concurrency", 8)
-    options.setdefault("poll_interval", "20ms")
     options.setdefault("lease", "5s")
-    worker = app.worker(**options)
-    thread = threading.Thread(target=worker.run, daemon=True, name="worker")
-    thread.start()
-    try:
-        yield worker
-    finally:
-        worker.stop(immediately=True)
-        thread.join(30)
-        assert not thread.is_alive(), "worker did not stop"
+    return conftest.running_worker(app, immediately=True, **options)
 
 
 def tokens(app: App) -> dict[str, str]:
@@ -168,16 +162,7 @@ def login_csrf(c: httpx.Client) -> str:
 
 
 def wait_for(predicate: Any, timeout: float = 15.0, message: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    pause = 0.01
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(pause)
-        pause = min(pause * 2, 0.1)
+    return conftest.wait_for(predicate, timeout, message)
 
 
 def read_sse(

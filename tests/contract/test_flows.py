@@ -17,8 +17,7 @@ from floodway.errors import ConfigError
 from floodway.limits import Rate
 from floodway.throttling import KIND_DEFAULTS, global_throttle, throttle_for
 
-from ..conftest import wait_for
-from .test_worker import running_worker
+from ..conftest import running_worker, wait_for
 
 
 def burst(app):

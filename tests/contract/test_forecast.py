@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from contextlib import contextmanager
 from datetime import datetime
 
 import pytest
@@ -17,7 +16,7 @@ from floodway import App, Context
 from floodway.errors import ConfigError, RateLimited
 from floodway.forecasting import check_drain
 
-from ..conftest import wait_for
+from ..conftest import running_worker, wait_for
 from ..destination import Destination
 
 pytestmark = pytest.mark.timeout(180)
@@ -105,18 +104,6 @@ def test_bad_input(app, kwargs, message):
         app.forecast(**kwargs)
 
 
-@contextmanager
-def running_worker(app: App, **options):
-    worker = app.worker(concurrency=8, poll_interval="20ms", **options)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        thread.join(30)
-
-
 def test_forecast_at_a_tenth_of_a_drain_holds_within_15_percent(app):
     jobs = 400
     with Destination(rate=25, burst=2) as dest:
@@ -130,7 +117,7 @@ def test_forecast_at_a_tenth_of_a_drain_holds_within_15_percent(app):
             return n
 
         app.enqueue_many(send, [{"n": i} for i in range(jobs)])
-        with running_worker(app):
+        with running_worker(app, concurrency=8):
             wait_for(lambda: app.store.count_jobs()["complete"] >= jobs // 10, message="a tenth of the drain")
             out = app.forecast(queue="default")
             wait_for(lambda: app.store.count_jobs()["complete"] == jobs, timeout=120, message="the drain")
@@ -176,7 +163,7 @@ def test_keyed_forecast_of_two_tenants_holds_through_a_pause_mid_drain(app):
             keys = {k.key: k for info in app.store.list_limits() for k in info.keys}
             return keys.get("acme") is not None and keys["acme"].paused_until is not None
 
-        with running_worker(app):
+        with running_worker(app, concurrency=8):
             wait_for(lambda: done("acme") >= counts["acme"] // 5, message="a fifth of acme's drain")
             hold.set()
             wait_for(acme_paused, message="acme's key paused mid-drain")

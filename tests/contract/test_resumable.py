@@ -13,8 +13,7 @@ from floodway import Context, Status
 from floodway.errors import ConfigError, EnqueueError, LeaseLost
 from floodway.resumable import idempotency_key, split_segments
 
-from ..conftest import wait_for
-from .test_worker import running_worker
+from ..conftest import running_worker, wait_for
 
 
 def run_burst(app, **options):

@@ -6,29 +6,13 @@ import asyncio
 import sys
 import threading
 import time
-from contextlib import contextmanager
 
 import pytest
 
 from floodway import Context, Fail, JobCancelled, JobFailed, Retry, Status
 from floodway.errors import ConfigError
 
-from ..conftest import wait_for
-
-
-@contextmanager
-def running_worker(app, **options):
-    options.setdefault("concurrency", 10)
-    options.setdefault("poll_interval", "20ms")
-    worker = app.worker(**options)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        thread.join(30)
-        assert not thread.is_alive(), "worker did not stop"
+from ..conftest import running_worker, wait_for
 
 
 def test_async_and_sync_tasks_complete(app):

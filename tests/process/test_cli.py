@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 import pytest
 
+from .. import conftest
+
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 TIMEOUT = 60.0
 
@@ -172,16 +174,7 @@ def cli(tmp_path: Path) -> Cli:
 
 
 def wait_for(predicate: Callable[[], Any], message: str, timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    pause = 0.02
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(pause)
-        pause = min(pause * 2, 0.2)
+    return conftest.wait_for(predicate, timeout, message)
 
 
 def write_jsonl(path: Path, lines: list[str]) -> Path:
