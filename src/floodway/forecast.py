@@ -34,6 +34,9 @@ BINDING = 0.8
 MIN_BUCKETS = 3
 #: how many parts the observed service is cut into to measure its spread
 SUB_WINDOWS = 6
+#: full buckets of creations needed before they count as a stream: a bulk enqueue that
+#: straddles two buckets must never be the median (it needs at least five)
+MIN_STREAM_BUCKETS = 5
 
 
 @dataclass
@@ -145,9 +148,10 @@ def arrivals(buckets: list[int], width: float, span: float) -> float:
     """Jobs created per second as a stream: the median bucket since the first that saw one, so
     a backlog enqueued at once does not read as arrivals that go on."""
     _, part = _observed_part(buckets, width, span)
-    if len(part) < MIN_BUCKETS:
+    full = part[:-1]  # the last bucket is partial
+    if len(full) < MIN_STREAM_BUCKETS:
         return 0.0
-    return statistics.median(part[:-1]) / width  # the last bucket is partial
+    return statistics.median(full) / width
 
 
 def forecast(obs: Observed, what_if: WhatIf | None = None, *, fair_share: float | None = None) -> Forecast:

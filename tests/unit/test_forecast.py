@@ -33,6 +33,15 @@ def test_a_bulk_enqueue_is_not_a_stream_of_arrivals():
     assert arrivals(steady(6), WIDTH, SPAN) == pytest.approx(6)
 
 
+def test_a_bulk_enqueue_straddling_two_buckets_is_not_a_stream_either():
+    # 400 jobs enqueued across a bucket boundary, the forecast made a moment later
+    straddling = [0] * (N - 3) + [200, 200, 0]
+    assert arrivals(straddling, WIDTH, SPAN) == 0
+    assert arrivals([0] * (N - 6) + [200, 200, 0, 0, 0, 0], WIDTH, SPAN) == 0
+    # a stream that began 3 s ago is one
+    assert arrivals(steady(6, since=N - 6), WIDTH, SPAN) == pytest.approx(6)
+
+
 def test_the_limit_binds_when_service_reaches_it():
     result = forecast(Observed(1000, burst(1200), steady(19.8, since=N - 20), WIDTH, SPAN, limit_rate=20))
     assert result.binds == "limit" and result.rate_used == 20
