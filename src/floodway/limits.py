@@ -343,7 +343,7 @@ def gcra_within(
     ``burst`` intervals after the last no longer loses the tokens of the gap.
     """
     ok, new_tat, at = gcra(tat, now, rate, burst, cost)
-    if ok or at > now + horizon:
+    if ok or at > now + horizon + _slack(now, at):
         return ok, new_tat, at
     ok, new_tat, _ = gcra(tat, at, rate, burst, cost)
     return ok, new_tat, at
