@@ -70,6 +70,8 @@ STARTUP_PATIENCE = 10.0
 _SAFETY_POLL = 2.0
 #: how long claims ahead pause after one found nothing it could take ahead
 _AHEAD_RECHECK = 1.0
+#: how far ahead a claim books the tokens of a binding rate limit, by default (``book_ahead``)
+BOOK_AHEAD = 0.05
 
 
 class Worker(LeaseKeeping, BatchRunning):
@@ -100,8 +102,8 @@ class Worker(LeaseKeeping, BatchRunning):
         another is idle.
     :param book_ahead: how far ahead a claim books the tokens of a rate limit that binds: a job
         whose token comes free within this long is claimed now and started at that moment, so a
-        binding limit is claimed in batches (half this long of its rate), not a claim per token,
-        and a late claim loses no tokens. 0 turns it off; at most 1 s (``MAX_HORIZON``).
+        binding limit is claimed in batches, not a claim per token, and a late claim loses no
+        tokens. 0 turns it off; at most 1 s (``MAX_HORIZON``).
     :param loop: the event loop ``run()`` uses: ``"auto"`` (uvloop when it is installed, as
         uvicorn does, else asyncio's), ``"uvloop"`` or ``"asyncio"``. uvloop's loop costs less
         CPU per job, and its timers keep closer to time: they run on a millisecond clock (a
@@ -123,7 +125,7 @@ class Worker(LeaseKeeping, BatchRunning):
         poll_interval: str | float = "100ms",
         batch_size: int | None = None,
         prefetch: int | None = None,
-        book_ahead: str | float = "50ms",
+        book_ahead: str | float = BOOK_AHEAD,
         worker_id: str | None = None,
         loop: str = "auto",
         hooks: WorkerHooks | None = None,
@@ -397,9 +399,7 @@ class Worker(LeaseKeeping, BatchRunning):
                 self._found_work = True
                 self._idle_since = None
                 if jobs.start_at and jobs.wake_at is not None and len(jobs) < plan.want:
-                    # a binding rate: this claim booked its tokens ahead and took all it could;
-                    # the next claim waits for the tokens booking ahead leaves (a claim now would
-                    # find none)
+                    # a binding rate, booked ahead as far as it goes: a claim now would find none
                     timeout = min(self.poll_interval, max(jobs.wake_at - time.time(), 0.001))
                     self._held_until = time.time() + timeout
                     return timeout
@@ -515,8 +515,9 @@ class Worker(LeaseKeeping, BatchRunning):
     async def _run(self, job: Job, start_at: float | None = None) -> None:
         with tracing.process(job) as span:
             try:
-                if start_at is not None and (wait := start_at - time.time()) > 0:
-                    await asyncio.sleep(wait)  # its rate tokens were booked for then
+                # its rate tokens were booked for then (a loop's timer may fire a little early)
+                while start_at is not None and (wait := start_at - time.time()) > 0:
+                    await asyncio.sleep(max(wait, 0.001))
                 outcome = await self._execute(job)
             except asyncio.CancelledError:
                 outcome = interrupted(job, cancelled=job.id in self._cancel_requested, worker_id=self.id)
