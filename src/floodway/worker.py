@@ -55,6 +55,7 @@ from .units import parse_duration, retry_after_seconds
 from .worker_batches import BatchRunning
 from .worker_leases import LeaseKeeping
 from .worker_outcomes import call_arguments, continue_later, failure, hard_timeout, interrupted, unknown_task
+from .worker_pacing import BookedStarts, wait_booked
 from .worker_plan import Backoff, ClaimPlan, describe_left, plan_claim, still_to_do, work_left
 
 if TYPE_CHECKING:
@@ -70,8 +71,7 @@ STARTUP_PATIENCE = 10.0
 _SAFETY_POLL = 2.0
 #: how long claims ahead pause after one found nothing it could take ahead
 _AHEAD_RECHECK = 1.0
-#: how far ahead a claim books the tokens of a binding rate limit, by default (``book_ahead``)
-BOOK_AHEAD = 0.05
+BOOK_AHEAD = 0.05  # the default ``book_ahead``: how far ahead a claim books a binding rate
 
 
 class Worker(LeaseKeeping, BatchRunning):
@@ -165,6 +165,7 @@ class Worker(LeaseKeeping, BatchRunning):
         self._running: dict[str, asyncio.Task[None]] = {}
         self._jobs: dict[str, Job] = {}
         self._prefetched: deque[Job] = deque()  # claimed ahead, not started yet
+        self._booked_starts = BookedStarts()
         self._outcomes: list[Outcome] = []
         self._unflushed: set[str] = set()
         self._cancel_requested: set[str] = set()
@@ -515,9 +516,8 @@ class Worker(LeaseKeeping, BatchRunning):
     async def _run(self, job: Job, start_at: float | None = None) -> None:
         with tracing.process(job) as span:
             try:
-                # its rate tokens were booked for then (a loop's timer may fire a little early)
-                while start_at is not None and (wait := start_at - time.time()) > 0:
-                    await asyncio.sleep(max(wait, 0.001))
+                if start_at is not None:  # its rate tokens were booked for then
+                    await wait_booked(self._booked_starts, job.limits, start_at)
                 outcome = await self._execute(job)
             except asyncio.CancelledError:
                 outcome = interrupted(job, cancelled=job.id in self._cancel_requested, worker_id=self.id)
