@@ -216,7 +216,8 @@ class Admission:
             for index, rate, burst in paced:
                 pair = decisions[index][0]
                 ok, new_tat, _ = gcra(self.states[pair][0], at, rate, burst)
-                assert ok, "a token due by `at` passes at `at`"
+                if not ok:  # (a token due by `at` passes at `at`; rounding aside)
+                    return self._held(job_id, at)
                 decisions[index] = (pair, new_tat, 1)
             self.start_at[job_id] = at
         for pair, new_tat, running in decisions:
