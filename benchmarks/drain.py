@@ -7,6 +7,7 @@
     .venv/bin/python benchmarks/drain.py --styles changing,keyed --decls unknown -n 500
     .venv/bin/python benchmarks/drain.py --styles leaky --decls declared,high --peers celery
     .venv/bin/python benchmarks/drain.py --json out.json      # machine-readable results too
+    .venv/bin/python benchmarks/drain.py --styles leaky --rates 1000 --decls declared --bare-peer 10000
     .venv/bin/python benchmarks/drain.py --bare --backends sqlite,postgres   # the cost per HTTP job
 
 ``--bare`` instead measures what floodway itself costs per HTTP job: N = 20,000 jobs, each one
@@ -899,6 +900,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--peers", default="", help="peer systems to run too: celery")
     parser.add_argument("--no-floodway", action="store_true", help="run only the peers")
+    parser.add_argument(
+        "--bare-peer",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the cells, N POSTs from the bare httpx client (peers/bare_httpx.py) with no "
+        "limit: whether the destination and a plain client can reach R on this machine at all",
+    )
     parser.add_argument("--keep", action="store_true", help="keep each cell's directory (db, logs)")
     parser.add_argument(
         "--max-ratio",
@@ -980,10 +989,22 @@ def main(argv: list[str] | None = None) -> int:
         for rate in rates:
             for decl in [d for d in decls if d in ("declared", "high")] or ["declared"]:
                 done(run_celery_cell(rate, decl, args.n or seconds * rate, args.keep, args.max_ratio))
+    if args.bare_peer:
+        bare = run_bare_client(args.bare_peer)
+        results.append(bare)
+        print(json.dumps(bare, default=str), flush=True)
     print()
     print(HEADER)
     for r in results:
+        if r["system"] == "bare httpx":
+            continue
         print(fmt(r))
+    if args.bare_peer:
+        print(
+            f"\nbare httpx ({WORKERS} processes x {CONCURRENCY} in flight, no limit), same run: "
+            f"{bare['per_second']:,.0f} requests/s ({bare['n']:,} in {bare['seconds']:.1f} s, "
+            f"{bare['cpu_ms_per_request']:.2f} ms CPU per request)"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     return 0

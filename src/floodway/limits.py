@@ -29,6 +29,7 @@ __all__ = [
     "Rate",
     "LimitSpec",
     "gcra",
+    "gcra_within",
     "gcra_settle",
     "concurrency_for",
     "resolve_key",
@@ -42,6 +43,9 @@ __all__ = [
 LANE_SEP = "\x1f"
 #: the lane of jobs that name none, when a limit's lanes leave part of its rate over
 NO_LANE = ""
+#: the furthest ahead a claim books rate tokens (``gcra_within``, a claim's ``horizon``): a
+#: booked job waits in its worker under its lease, so the wait stays short beside any lease
+MAX_HORIZON = 1.0
 #: shares are floats: a sum this close to 1 is 1
 _SHARE_SLACK = 1e-9
 
@@ -320,6 +324,29 @@ def gcra(tat: float, now: float, rate: Rate, burst: int, cost: int = 1) -> tuple
     if allow_at <= now + _slack(now, base):
         return True, new_tat, now
     return False, tat, allow_at
+
+
+def gcra_within(
+    tat: float, now: float, rate: Rate, burst: int, horizon: float, cost: int = 1
+) -> tuple[bool, float, float]:
+    """A GCRA decision that may book a token up to ``horizon`` seconds ahead.
+
+    Returns ``(admitted, new_tat, at)``: admitted now (``at == now``), or booked for ``at``, the
+    earliest moment the request passes, when that is within ``now + horizon`` — the caller then
+    makes the request no earlier than ``at``, and ``new_tat`` is the state as if it came then;
+    when not admitted, nothing changes and ``at`` is the earliest moment it would pass.
+
+    Booking ahead keeps GCRA's bound (at most ``b + W / I`` requests in any window ``W``,
+    counted at their booked moments) while a limit is taken in batches: a claim every
+    ``horizon / 2`` books the calls of the next moments, paced one interval apart, instead of
+    claiming every interval for the one token just freed — and a claim that comes later than
+    ``burst`` intervals after the last no longer loses the tokens of the gap.
+    """
+    ok, new_tat, at = gcra(tat, now, rate, burst, cost)
+    if ok or at > now + horizon + _slack(now, at):
+        return ok, new_tat, at
+    ok, new_tat, _ = gcra(tat, at, rate, burst, cost)
+    return ok, new_tat, at
 
 
 def gcra_settle(tat: float, now: float, rate: Rate, delta: float) -> float:

@@ -47,6 +47,7 @@ from .context import Context
 from .errors import ConfigError, LeaseLost, RateLimited, StoreError
 from .hooks import WorkerHooks, loop_factory
 from .jobs import Job, Status
+from .limits import MAX_HORIZON
 from .resumable import ContinueLater
 from .retry import Retry
 from .store.base import Outcome, WorkerInfo
@@ -54,6 +55,7 @@ from .units import parse_duration, retry_after_seconds
 from .worker_batches import BatchRunning
 from .worker_leases import LeaseKeeping
 from .worker_outcomes import call_arguments, continue_later, failure, hard_timeout, interrupted, unknown_task
+from .worker_pacing import BookedStarts, wait_booked
 from .worker_plan import Backoff, ClaimPlan, describe_left, plan_claim, still_to_do, work_left
 
 if TYPE_CHECKING:
@@ -69,6 +71,7 @@ STARTUP_PATIENCE = 10.0
 _SAFETY_POLL = 2.0
 #: how long claims ahead pause after one found nothing it could take ahead
 _AHEAD_RECHECK = 1.0
+BOOK_AHEAD = 0.05  # the default ``book_ahead``: how far ahead a claim books a binding rate
 
 
 class Worker(LeaseKeeping, BatchRunning):
@@ -97,6 +100,10 @@ class Worker(LeaseKeeping, BatchRunning):
         prefetched jobs are leased like running ones, renewed by the heartbeat, and given back
         when the worker stops (no attempt spent; a rate token taken stays spent). Long jobs: lower it, so that jobs do not wait behind them on one worker while
         another is idle.
+    :param book_ahead: how far ahead a claim books the tokens of a rate limit that binds: a job
+        whose token comes free within this long is claimed now and started at that moment, so a
+        binding limit is claimed in batches, not a claim per token, and a late claim loses no
+        tokens. 0 turns it off; at most 1 s (``MAX_HORIZON``).
     :param loop: the event loop ``run()`` uses: ``"auto"`` (uvloop when it is installed, as
         uvicorn does, else asyncio's), ``"uvloop"`` or ``"asyncio"``. uvloop's loop costs less
         CPU per job, and its timers keep closer to time: they run on a millisecond clock (a
@@ -118,6 +125,7 @@ class Worker(LeaseKeeping, BatchRunning):
         poll_interval: str | float = "100ms",
         batch_size: int | None = None,
         prefetch: int | None = None,
+        book_ahead: str | float = BOOK_AHEAD,
         worker_id: str | None = None,
         loop: str = "auto",
         hooks: WorkerHooks | None = None,
@@ -149,11 +157,15 @@ class Worker(LeaseKeeping, BatchRunning):
         if prefetch is not None and (isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0):
             raise ConfigError(f"prefetch must be an int >= 0, got {prefetch!r}")
         self.prefetch = self.batch_size if prefetch is None else prefetch
+        self.book_ahead = parse_duration(book_ahead, name="book_ahead")
+        if self.book_ahead > MAX_HORIZON:
+            raise ConfigError(f"book_ahead must be at most {MAX_HORIZON:g}s, got {book_ahead!r}")
         self.loop_factory = loop_factory(loop)
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._running: dict[str, asyncio.Task[None]] = {}
         self._jobs: dict[str, Job] = {}
         self._prefetched: deque[Job] = deque()  # claimed ahead, not started yet
+        self._booked_starts = BookedStarts()
         self._outcomes: list[Outcome] = []
         self._unflushed: set[str] = set()
         self._cancel_requested: set[str] = set()
@@ -369,18 +381,29 @@ class Worker(LeaseKeeping, BatchRunning):
             self._held_until = 0.0
             began = time.monotonic()
             jobs = await self._store(
-                self._claim, self.id, queues=self.queues, limit=plan.want, lease=self.lease, ahead=plan.extra
+                self._claim,
+                self.id,
+                queues=self.queues,
+                limit=plan.want,
+                lease=self.lease,
+                ahead=plan.extra,
+                horizon=self.book_ahead,
             )
             self._leased(jobs, began)
             for n, job in enumerate(jobs):
                 if n < plan.want:
-                    self._start(job)
+                    self._start(job, jobs.start_at.get(job.id))
                 else:  # claimed ahead (its limits, if any, have headroom): starts as a slot frees
                     self._unflushed.add(job.id)
                     self._prefetched.append(job)
             if jobs:
                 self._found_work = True
                 self._idle_since = None
+                if jobs.start_at and jobs.wake_at is not None and len(jobs) < plan.want:
+                    # a binding rate, booked ahead as far as it goes: a claim now would find none
+                    timeout = min(self.poll_interval, max(jobs.wake_at - time.time(), 0.001))
+                    self._held_until = time.time() + timeout
+                    return timeout
                 return 0.0
             if assumed and jobs.wake_at is None:
                 return 0.0  # nothing was taken: look at what is due (and when) at once
@@ -479,7 +502,7 @@ class Worker(LeaseKeeping, BatchRunning):
             await asyncio.gather(*self._running.values(), return_exceptions=True)
 
     # -- running one job ------------------------------------------------------------------
-    def _start(self, job: Job) -> None:
+    def _start(self, job: Job, start_at: float | None = None) -> None:
         if self._join_batch(job):
             return  # an item of a batch forming here: it runs in that batch's call
         if job.id in self._running:
@@ -488,11 +511,13 @@ class Worker(LeaseKeeping, BatchRunning):
             self._lose(job.id, "the job was rescued and claimed again", before=float("inf"))
         self._jobs[job.id] = job
         self._unflushed.add(job.id)
-        self._running[job.id] = asyncio.create_task(self._run(job), name=f"floodway-job-{job.id}")
+        self._running[job.id] = asyncio.create_task(self._run(job, start_at), name=f"floodway-job-{job.id}")
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, job: Job, start_at: float | None = None) -> None:
         with tracing.process(job) as span:
             try:
+                if start_at is not None:  # its rate tokens were booked for then
+                    await wait_booked(self._booked_starts, job.limits, start_at)
                 outcome = await self._execute(job)
             except asyncio.CancelledError:
                 outcome = interrupted(job, cancelled=job.id in self._cancel_requested, worker_id=self.id)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from floodway import concurrency_for
 from floodway.errors import ConfigError, EnqueueError
 from floodway.jobs import Status
-from floodway.limits import LimitSpec, Rate, gcra, remaining, resolve_key
+from floodway.limits import MAX_HORIZON, LimitSpec, Rate, gcra, gcra_within, remaining, resolve_key
 from floodway.store import Outcome
 
 from .test_store_contract import W1, W2, claim_all, new_job
@@ -140,6 +140,61 @@ def test_gcra_never_admits_more_than_burst_plus_rate_in_any_window(count, period
         assert j - i <= bound
 
 
+def booked(rate: Rate, burst: int, horizon: float, claims: list[float], per_claim: int) -> list[tuple[float, float]]:
+    """(claim time, booked moment) of each request a claimer booking ``horizon`` ahead takes,
+    at most ``per_claim`` requests at each of ``claims``."""
+    tat, out = 0.0, []
+    for t in claims:
+        for _ in range(per_claim):
+            ok, new_tat, at = gcra_within(tat, t, rate, burst, horizon)
+            if not ok:
+                assert at > t + horizon
+                break
+            assert t <= at <= t + horizon + 1e-9
+            tat = new_tat
+            out.append((t, at))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    count=st.integers(min_value=1, max_value=2000),
+    burst=st.integers(min_value=1, max_value=10),
+    horizon=st.floats(min_value=0, max_value=MAX_HORIZON),
+    gaps=st.lists(st.floats(min_value=0, max_value=0.2), min_size=1, max_size=200),
+    per_claim=st.integers(min_value=1, max_value=100),
+    window=st.floats(min_value=0.01, max_value=3),
+)
+def test_booked_moments_never_exceed_burst_plus_rate_in_any_window(count, burst, horizon, gaps, per_claim, window):
+    # a binding limit claimed in batches booked ahead: the requests, made at their booked
+    # moments, keep GCRA's bound in every window, whatever the claims' timing and size
+    rate = Rate(count, 1.0)
+    claims, t = [], 1000.0
+    for gap in gaps:
+        t += gap
+        claims.append(t)
+    moments = sorted(at for _, at in booked(rate, burst, horizon, claims, per_claim))
+    bound = burst + window / rate.interval + 1e-6
+    j = 0
+    for i, start in enumerate(moments):
+        while j < len(moments) and moments[j] < start + window:
+            j += 1
+        assert j - i <= bound
+
+
+@pytest.mark.parametrize("rate_per_s", [200, 500, 1000])
+def test_claims_every_half_horizon_lose_no_tokens_to_their_gaps(rate_per_s):
+    # claims 25 ms apart, a burst of 5: unbooked, a claim takes at most 5 tokens, so 200/s at
+    # most whatever the rate; booking 50 ms ahead, the limit's whole rate is taken
+    rate, horizon, seconds = Rate(rate_per_s, 1.0), 0.05, 5.0
+    claims = [1000.0 + 0.025 * i for i in range(int(seconds / 0.025))]
+    plain = booked(rate, 5, 0.0, claims, 10_000)
+    ahead = booked(rate, 5, horizon, claims, 10_000)
+    assert len(plain) <= 5 * len(claims)
+    assert len(ahead) >= rate_per_s * seconds  # every token of the claims' span, and the horizon's
+    assert len(ahead) <= rate_per_s * (seconds + horizon) + 5
+
+
 def test_gcra_admits_exactly_burst_at_once_then_the_rate():
     rate = Rate.parse("10/s")
     assert len(simulate(rate, 5, [100.0] * 50)) == 5
@@ -185,6 +240,33 @@ def test_declare_update_and_list(store):
     assert store.list_limits()[0].spec.rate == Rate(2, 1)
     store.declare_limit(LimitSpec.build("api", rate="7/s"))  # a new declaration wins
     assert store.list_limits()[0].spec.rate == Rate(7, 1)
+
+
+def test_a_claim_with_a_horizon_books_tokens_ahead_and_the_jobs_start_at_them(store):
+    store.declare_limit(LimitSpec.build("api", rate="10/s", burst=1))
+    store.enqueue([limited(f"h-{i}", [["api", ""]]) for i in range(20)])
+    before = time.time()
+    claimed = store.claim(W1, queues=None, limit=100, lease=30.0, horizon=0.45)
+    after = time.time()
+    # one token now, then one each 0.1 s within the horizon: 5 jobs in all
+    assert len(claimed) == 5
+    moments = sorted(job.started_at for job in claimed)
+    assert moments[0] == pytest.approx(before, abs=after - before + 0.01)
+    assert [b - a for a, b in zip(moments, moments[1:])] == pytest.approx([0.1] * 4, abs=1e-6)
+    assert sorted(claimed.start_at.values()) == pytest.approx(moments[1:])
+    # the store reads them as started at their moments; the rest wait, woken for half the horizon
+    assert sorted(store.get_job(job.id).started_at for job in claimed) == pytest.approx(moments)
+    assert store.count_jobs()["waiting"] == 15
+    assert claimed.wake_at == pytest.approx(moments[-1] + 0.1 - 0.45 / 2, abs=1e-6)
+    # booked tokens are spent: another claim now books nothing before them
+    again = store.claim(W2, queues=None, limit=100, lease=30.0, horizon=0.45)
+    assert len(again) == 0 and again.wake_at == pytest.approx(claimed.wake_at, abs=0.05)
+
+
+@pytest.mark.parametrize("horizon", [-0.1, MAX_HORIZON + 0.5, "50ms", True, float("nan")])
+def test_a_claims_horizon_must_be_seconds_within_the_maximum(store, horizon):
+    with pytest.raises(ConfigError, match="horizon"):
+        store.claim(W1, queues=None, limit=10, lease=30.0, horizon=horizon)
 
 
 def test_claim_admits_at_the_rate_and_holds_the_rest_waiting(store):

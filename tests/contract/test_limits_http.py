@@ -38,6 +38,7 @@ from proc_helpers import (  # noqa: E402
 )
 
 from floodway import App, ConfigError, EnqueueError  # noqa: E402
+from floodway.worker import BOOK_AHEAD  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -203,6 +204,49 @@ def test_two_processes_share_one_declared_limit(tmp_path, workers, destination, 
     }
     assert len(ran_by) == 2, f"jobs ran in {len(ran_by)} worker(s): {ran_by}"
     assert all(p.alive() for p in procs)
+
+
+BOOKED_APP = """
+app.limit("dest", rate="200/s", burst=2)
+
+
+@app.task(retry=0, limits=["dest"])
+async def held(ctx: floodway.Context, n: int):
+    record("starts", f"{ctx.job_id} {time.time()!r}")
+    return await post_order(ctx, "dest", n)
+"""
+
+
+def test_a_binding_limit_claimed_in_booked_batches_keeps_its_bound_and_starts_no_job_early(
+    tmp_path, workers, destination, make_app
+):
+    # 200/s, a burst of 2: an interval of 5 ms, far less than the time between a worker's
+    # claims, so the claims book tokens ahead (50 ms by default) and each job starts at its
+    # token's moment. The destination allows the declared rate with 20 requests of slack for
+    # the jitter between a job's start and its request's arrival.
+    dest = destination(rate=200, burst=22)
+    name, mod = make_app(BOOKED_APP, dest)
+    n = 600
+    mod.app.enqueue_many("held", [{"n": i} for i in range(n)])
+    for i in range(2):
+        workers.start(name, "--concurrency", "25", *WORKER_OPTS, label=f"w{i}")
+
+    wait_finished(mod.app, n, workers)
+    assert_all_complete_first_attempt(tmp_path, mod.app, n, workers)
+    assert_each_job_accepted_once(tmp_path, dest)
+    # the moments the tokens were booked for (each job's start as the store records it) keep
+    # GCRA's bound, rate + burst, in every second, and burst + a quarter of the rate in 0.25 s
+    booked = {job.id: job.started_at for job in mod.app.store.list_jobs(limit=n + 1)}
+    moments = sorted(booked.values())
+    assert len(moments) == n
+    assert max_in_window(moments) <= 200 + 2, f"{max_in_window(moments)} tokens in one second"
+    assert max_in_window(moments, 0.25) <= 2 + 50, f"{max_in_window(moments, 0.25)} tokens in 0.25 s"
+    # no job started before the moment its token was booked for
+    starts = dict(line.split() for line in read_lines(tmp_path, "starts"))
+    assert len(starts) == n
+    early = {job_id: booked[job_id] - float(at) for job_id, at in starts.items() if float(at) < booked[job_id]}
+    assert not early, f"{len(early)} job(s) started before their token's moment, e.g. {list(early.items())[:3]}"
+    assert dest.rejected_count == 0, f"{dest.rejected_count} requests were refused with 429"
 
 
 # -- b. the destination is stricter than the declared limit ---------------------------------------
@@ -550,7 +594,9 @@ def test_set_limit_at_run_time_takes_effect_without_restart(tmp_path, workers, d
     wait_until(lambda: dest.accepted_count >= 40, lambda: f"40 accepts; {dest.stats()}", workers=workers)
 
     mod.app.set_limit("dest", rate="5/s")
-    changed_at = time.time()  # a claim that read the clock after this saw the new rate
+    # a claim that read the clock after this saw the new rate; a claim just before it may have
+    # booked tokens of the old rate up to BOOK_AHEAD later (a job's start is its token's moment)
+    changed_at = time.time() + BOOK_AHEAD
 
     def claims() -> dict[str, float]:
         return {job_id: min(runs) for job_id, runs in claim_times(mod.app.store).items() if runs}

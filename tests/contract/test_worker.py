@@ -510,6 +510,9 @@ def test_prefetch_claims_a_limited_job_only_while_its_limit_has_headroom(app):
         {"batch_size": True},
         {"loop": "trio"},
         {"loop": None},
+        {"book_ahead": "-1s"},
+        {"book_ahead": "2s"},
+        {"book_ahead": "soon"},
     ],
 )
 def test_bad_worker_options(app, options):

@@ -142,7 +142,9 @@ def test_the_core_never_imports_the_layers_built_on_it():
 def test_the_worker_reaches_schedules_alerts_and_flow_logging_through_hooks_only():
     graph = import_graph()
     # the worker does not import alerts or schedule, and neither do the modules it is made of
-    worker = [f"floodway.{m}" for m in ("worker", "worker_leases", "worker_plan", "worker_outcomes", "hooks")]
+    worker = [
+        f"floodway.{m}" for m in ("worker", "worker_leases", "worker_plan", "worker_pacing", "worker_outcomes", "hooks")
+    ]
     beside = {"floodway.alerts", "floodway.schedule", "floodway.flows", "floodway.app"}
     assert {name: sorted(graph[name] & beside) for name in worker if graph[name] & beside} == {}
     assert {"floodway.alerts", "floodway.schedule", "floodway.flows"} <= graph["floodway.app"]
@@ -189,7 +191,7 @@ LAYERS = [
     ],
     ["store"],
     ["resumable", "cost", "http", "context", "flows", "throttling", "alerts", "tokens"],
-    ["worker", "worker_plan", "worker_leases", "worker_outcomes", "worker_batches", "hooks"],
+    ["worker", "worker_plan", "worker_pacing", "worker_leases", "worker_outcomes", "worker_batches", "hooks"],
     [
         "tasks",
         "argtypes",

@@ -45,6 +45,48 @@ def test_a_rate_admits_its_burst_then_holds_until_the_next_slot():
     assert a.dirty == {("api", "k")}
 
 
+def test_a_horizon_books_the_next_tokens_one_interval_apart_and_wakes_for_half_of_it():
+    a = admission(LimitSpec("api", rate=Rate(10, 1.0), burst=2), api=fresh())
+    a.horizon = 0.3
+    for n in range(5):
+        assert a.admit(f"j{n}", [["api", "k"]])
+    assert not a.admit("j5", [["api", "k"]])
+    # the burst passes now; the next three are booked 0.1 s apart, within the horizon
+    assert "j0" not in a.start_at and "j1" not in a.start_at
+    assert [a.start_at[f"j{n}"] for n in (2, 3, 4)] == pytest.approx([NOW + 0.1, NOW + 0.2, NOW + 0.3])
+    # the next token (NOW + 0.4) is past the horizon: look again when half of it is free
+    assert a.wake_at == pytest.approx(NOW + 0.4 - 0.15)
+    assert a.states[("api", "k")][0] == pytest.approx(NOW + 0.5)  # as if j4 came at NOW + 0.3
+
+
+def test_without_a_horizon_nothing_is_booked():
+    a = admission(LimitSpec("api", rate=Rate(10, 1.0), burst=2), api=fresh())
+    assert a.admit("j1", [["api", "k"]]) and a.admit("j2", [["api", "k"]])
+    assert not a.admit("j3", [["api", "k"]])
+    assert a.start_at == {} and a.wake_at == pytest.approx(NOW + 0.1)
+
+
+def test_a_job_holding_two_rates_takes_both_tokens_at_the_later_moment():
+    slow = fresh()
+    slow[0] = NOW + 0.2  # its next token (burst 1) is due at NOW + 0.2
+    a = admission(LimitSpec("fast", rate=Rate(100, 1.0)), LimitSpec("slow", rate=Rate(10, 1.0)), fast=fresh())
+    a.states[("slow", "k")] = slow
+    a.horizon = 0.5
+    assert a.admit("j1", [["fast", "k"], ["slow", "k"]])
+    assert a.start_at["j1"] == pytest.approx(NOW + 0.2)
+    assert a.states[("fast", "k")][0] == pytest.approx(NOW + 0.21)  # taken at NOW + 0.2, not now
+    assert a.states[("slow", "k")][0] == pytest.approx(NOW + 0.3)
+
+
+def test_a_paused_key_books_nothing_ahead():
+    paused = fresh()
+    paused[1] = NOW + 0.01
+    a = admission(LimitSpec("api", rate=Rate(10, 1.0)), api=paused)
+    a.horizon = 1.0
+    assert not a.admit("j1", [["api", "k"]])
+    assert a.start_at == {} and a.wake_at == NOW + 0.01
+
+
 def test_a_pause_holds_until_it_ends_and_comes_before_the_other_checks():
     paused = fresh()
     paused[1] = NOW + 30

@@ -145,6 +145,7 @@ class QueuePort(abc.ABC):
         limit: int,
         lease: float,
         ahead: int = 0,
+        horizon: float = 0.0,
     ) -> ClaimedJobs:
         """Move up to ``limit`` ready jobs to ``running`` under a lease owned by ``worker_id``.
 
@@ -162,6 +163,11 @@ class QueuePort(abc.ABC):
         admitted rate-limited job must run close to its admission, or the calls bunch up at
         the destination. A backend may take fewer or none when ``limit`` > 0 (SQLite takes
         none: it has no round trip to save; PostgreSQL does).
+
+        ``horizon``: a job held back only by rates whose tokens come free within this many
+        seconds is claimed now with those tokens booked (``rules.Admission``); the claim's
+        ``start_at`` holds the moment each such job may start, and the caller must not start
+        it earlier. With 0 (the default) every job is admitted for now or not at all.
         """
 
     @abc.abstractmethod

@@ -141,8 +141,9 @@ def event_row(
     )
 
 
-def started(job: Job, worker_id: str, lease_until: float, now: float) -> Job:
-    """A job a claim just moved to ``running`` for ``worker_id``, as its row now reads."""
+def started(job: Job, worker_id: str, lease_until: float, now: float, start_at: float | None = None) -> Job:
+    """A job a claim just moved to ``running`` for ``worker_id``, as its row now reads (started
+    at ``start_at`` when its rate tokens were booked for then, else now)."""
     return Job(
         **{
             **job.__dict__,
@@ -150,7 +151,7 @@ def started(job: Job, worker_id: str, lease_until: float, now: float) -> Job:
             "attempt": job.attempt + 1,
             "worker_id": worker_id,
             "lease_until": lease_until,
-            "started_at": now,
+            "started_at": now if start_at is None else start_at,
             "updated_at": now,
         }
     )
@@ -240,11 +241,15 @@ class Outcome:
 class ClaimedJobs(list):  # list[Job]
     """The jobs a claim moved to ``running``, and ``wake_at``: the earliest moment a ready job
     that limits held back could be admitted (``None`` when none was held back by a rate or a
-    pause), so an idle worker sleeps exactly until then."""
+    pause), so an idle worker sleeps exactly until then; ``start_at``: the jobs whose rate
+    tokens were booked ahead (a claim's ``horizon``), each with the moment it may start."""
 
-    def __init__(self, jobs: Iterable[Job] = (), wake_at: float | None = None):
+    def __init__(
+        self, jobs: Iterable[Job] = (), wake_at: float | None = None, start_at: dict[str, float] | None = None
+    ):
         super().__init__(jobs)
         self.wake_at = wake_at
+        self.start_at = start_at or {}
 
 
 class Renewal(set):  # set[str]

@@ -33,7 +33,7 @@ from typing import Any, Iterable, Mapping
 
 from ..errors import ConfigError, TransitionError
 from ..jobs import NOT_STARTED, UNFINISHED, EnqueueKey, Status, can_transition, check_transition
-from ..limits import LANE_SEP, LimitSpec, Rate, gcra, gcra_settle, lane_key, remaining, split_lane
+from ..limits import LANE_SEP, LimitSpec, Rate, gcra, gcra_settle, gcra_within, lane_key, remaining, split_lane
 from ..liveness import FREE_LOST_RUNS
 from ..quota import Learned
 from .base import LaneInfo, key_pace
@@ -128,14 +128,24 @@ class Admission:
     the same transaction. ``wake_at`` is the earliest moment a job held back by a rate or a
     pause could be admitted, so idle workers sleep exactly until then; ``blocked_ids`` are the
     jobs held back.
+
+    ``horizon``: a job held back only by rates whose next tokens fall within this many seconds
+    is admitted now with tokens booked for that moment (``limits.gcra_within``), and
+    ``start_at`` says when it may start (its calls then come paced one interval apart, as if
+    each had been claimed at its moment). A job held back further is woken for when half the
+    horizon's tokens are free, so a binding limit is claimed in batches of about
+    ``horizon / 2`` seconds of its rate rather than one token per claim.
     """
 
     #: how soon to look again at a job whose key another claimer holds right now
     BUSY_RETRY = 0.005
 
-    def __init__(self, specs: dict[str, LimitSpec], now: float):
+    def __init__(self, specs: dict[str, LimitSpec], now: float, horizon: float = 0.0):
         self.specs = specs
         self.now = now
+        self.horizon = horizon
+        #: job id -> the moment its booked tokens fall due, for jobs admitted ahead of now
+        self.start_at: dict[str, float] = {}
         self.states: dict[tuple[str, str], KeyState] = {}
         self.dirty: set[tuple[str, str]] = set()
         self.wake_at: float | None = None
@@ -172,6 +182,8 @@ class Admission:
         if ahead:
             return self._admit_ahead(limits)
         decisions: list[tuple[tuple[str, str], float | None, int]] = []
+        paced: list[tuple[int, Rate, int]] = []  # (index in decisions, rate, burst)
+        at = self.now  # when the job's tokens fall due: now, or booked within the horizon
         for name, key in limits:
             spec = self.specs.get(name)
             if spec is None:
@@ -191,10 +203,23 @@ class Admission:
             new_tat = None
             rate, burst = key_pace(spec, state[4], state[3], self.now)
             if rate is not None:
-                ok, new_tat, retry_at = gcra(state[0], self.now, rate, burst)
+                ok, new_tat, due = gcra_within(state[0], self.now, rate, burst, self.horizon)
                 if not ok:
-                    return self._held(job_id, retry_at)
+                    # woken when half the horizon's tokens are free: the next claim books a batch
+                    return self._held(job_id, due - self.horizon / 2)
+                if due > at:
+                    at = due
+                paced.append((len(decisions), rate, burst))
             decisions.append((pair, new_tat, 1))
+        if at > self.now:
+            # every rate the job holds takes its token at the same moment, the latest one due
+            for index, rate, burst in paced:
+                pair = decisions[index][0]
+                ok, new_tat, _ = gcra(self.states[pair][0], at, rate, burst)
+                if not ok:  # (a token due by `at` passes at `at`; rounding aside)
+                    return self._held(job_id, at)
+                decisions[index] = (pair, new_tat, 1)
+            self.start_at[job_id] = at
         for pair, new_tat, running in decisions:
             state = self.states[pair]
             state[2] += running

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, TypeVar
 
 from ..errors import ConfigError, JobNotFound, SchemaTooNewError, StoreError
 from ..jobs import Event, Job, NewJob, Status
-from ..limits import LimitSpec, split_lane
+from ..limits import MAX_HORIZON, LimitSpec, split_lane
 from .base import (
     CONTAINS,
     ClaimedJobs,
@@ -293,15 +293,18 @@ class SQLStore(Store):
         limit: int,
         lease: float,
         ahead: int = 0,
+        horizon: float = 0.0,
     ) -> ClaimedJobs:
         limit, ahead = max(limit, 0), max(ahead, 0)
         if limit + ahead <= 0:
             return ClaimedJobs()
-        return self._claim_jobs(worker_id, queues, limit, lease, ahead)
+        if isinstance(horizon, bool) or not isinstance(horizon, (int, float)) or not 0 <= horizon <= MAX_HORIZON:
+            raise ConfigError(f"horizon must be a number of seconds from 0 to {MAX_HORIZON:g}, got {horizon!r}")
+        return self._claim_jobs(worker_id, queues, limit, lease, ahead, float(horizon))
 
     @abc.abstractmethod
     def _claim_jobs(
-        self, worker_id: str, queues: list[str] | None, limit: int, lease: float, ahead: int
+        self, worker_id: str, queues: list[str] | None, limit: int, lease: float, ahead: int, horizon: float = 0.0
     ) -> ClaimedJobs:
         """Claim up to ``limit`` ready jobs, and up to ``ahead`` more (see ``Store.claim``)."""
 

@@ -40,6 +40,8 @@ _LANE_DEMAND = in_dialect(LANE_DEMAND, "%s")
 #: how many fairness groups' limits a store remembers (see ``_choose``'s fetch)
 _GROUPS_REMEMBERED = 4096
 _HEAD_COLUMNS = ", ".join(f"j.{c.strip()}" for c in _JOB_COLUMNS.split(","))
+#: a claimed job's columns as an UPDATE ... FROM returns them (qualified: the FROM list has an id too)
+_UPDATED_COLUMNS = ", ".join(f"jobs.{c.strip()}" for c in _JOB_COLUMNS.split(","))
 #: the head jobs of the first page of fairness groups, for the prelude: as many per group as
 #: ``_choose`` reads on its first visit (its ``per``), each group's row first with that count
 #: (and NULL jobs for a group with none ready)
@@ -65,8 +67,8 @@ class _Admission(Admission):
     whose pair another claimer holds right now waits for the next claim.
     """
 
-    def __init__(self, specs: dict[str, LimitSpec], now: float):
-        super().__init__(specs, now)
+    def __init__(self, specs: dict[str, LimitSpec], now: float, horizon: float = 0.0):
+        super().__init__(specs, now, horizon)
         self.unavailable: set[tuple[str, str]] = set()
         self._locked_once = False
         self._created = True
@@ -201,7 +203,7 @@ class PostgresClaim(PostgresConnection):
         return room
 
     def _claim_jobs(
-        self, worker_id: str, queues: list[str] | None, limit: int, lease: float, ahead: int
+        self, worker_id: str, queues: list[str] | None, limit: int, lease: float, ahead: int, horizon: float = 0.0
     ) -> ClaimedJobs:
         if time.monotonic() >= self._fast_claim_after:
             # every job this claim can take holds no limit, so the jobs ``ahead`` come with it
@@ -213,7 +215,7 @@ class PostgresClaim(PostgresConnection):
             # tenants, limits or queue caps are in play (nothing was taken): the full claim
             # decides, and the plain-group claim is tried again a little later
             self._fast_claim_after = time.monotonic() + _FAST_CLAIM_RECHECK
-        return self._run(lambda cur: self._claim(cur, worker_id, queues, limit, lease, ahead), what="claim")
+        return self._run(lambda cur: self._claim(cur, worker_id, queues, limit, lease, ahead, horizon), what="claim")
 
     def _fast_claim(
         self, cur: psycopg.Cursor, worker_id: str, queues: list[str] | None, limit: int, lease: float
@@ -244,12 +246,13 @@ class PostgresClaim(PostgresConnection):
         limit: int,
         lease: float,
         ahead: int = 0,
+        horizon: float = 0.0,
     ) -> ClaimedJobs:
         now = self._now()
         conn = cur.connection
         page_size = max(limit + ahead, 32)
         queue_sql, queue_params = self._queue_sql(queues)
-        admission = _Admission({}, now)
+        admission = _Admission({}, now, horizon)
         # the limit rows the first groups' jobs held in the last claim, locked ahead of time
         # (not while queue caps are about: their locks come first)
         early_locks = [] if self._caps_seen else self._first_locks
@@ -311,18 +314,35 @@ class PostgresClaim(PostgresConnection):
             )
         if not ids:
             return ClaimedJobs(wake_at=admission.wake_at)
-        cur.execute(
-            "WITH c AS (UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = %(w)s, "
-            "lease_until = %(lease)s, started_at = %(now)s, updated_at = %(now)s, "
-            "throttled_seconds = throttled_seconds + COALESCE(%(now)s - throttled_since, 0), "
-            f"throttled_since = NULL WHERE id = ANY(%(ids)t::text[]) AND {CLAIM_FROM} RETURNING {_JOB_COLUMNS}) "
-            f"SELECT {_JOB_COLUMNS} FROM c",
-            {"w": worker_id, "lease": lease_until, "now": now, "ids": ids},
-        )
+        if admission.start_at:
+            # a job whose tokens were booked ahead starts (and reads as started) at their moment
+            at = admission.start_at
+            cur.execute(
+                "WITH c AS (UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = %(w)s, "
+                "lease_until = %(lease)s, started_at = b.at, updated_at = %(now)s, "
+                "throttled_seconds = throttled_seconds + COALESCE(%(now)s - throttled_since, 0), "
+                "throttled_since = NULL FROM unnest(%(ids)t::text[], %(ats)t::float8[]) AS b(job, at) "
+                f"WHERE jobs.id = b.job AND {CLAIM_FROM} RETURNING {_UPDATED_COLUMNS}) "
+                f"SELECT {_JOB_COLUMNS} FROM c",
+                {"w": worker_id, "lease": lease_until, "now": now, "ids": ids, "ats": [at.get(i, now) for i in ids]},
+            )
+        else:
+            cur.execute(
+                "WITH c AS (UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = %(w)s, "
+                "lease_until = %(lease)s, started_at = %(now)s, updated_at = %(now)s, "
+                "throttled_seconds = throttled_seconds + COALESCE(%(now)s - throttled_since, 0), "
+                f"throttled_since = NULL WHERE id = ANY(%(ids)t::text[]) AND {CLAIM_FROM} RETURNING {_JOB_COLUMNS}) "
+                f"SELECT {_JOB_COLUMNS} FROM c",
+                {"w": worker_id, "lease": lease_until, "now": now, "ids": ids},
+            )
 
         def claimed() -> ClaimedJobs:
             by_id = {row[0]: row for row in cur.fetchall()}
-            return ClaimedJobs((_job_from_row(by_id[i]) for i in ids if i in by_id), wake_at=admission.wake_at)
+            return ClaimedJobs(
+                (_job_from_row(by_id[i]) for i in ids if i in by_id),
+                wake_at=admission.wake_at,
+                start_at=admission.start_at,
+            )
 
         return _Deferred(claimed)  # type: ignore[return-value]
 

@@ -35,9 +35,9 @@ class _Admission(Admission):
     """Admission (``rules.Admission``) inside the claim's write transaction, which already holds
     the database's write lock: each pair's state is read the first time a job asks for it."""
 
-    def __init__(self, conn: sqlite3.Connection, now: float):
+    def __init__(self, conn: sqlite3.Connection, now: float, horizon: float = 0.0):
         specs = {row[0]: LimitSpec.from_row(*row) for row in conn.execute(_SPEC_SQL)}
-        super().__init__(specs, now)
+        super().__init__(specs, now, horizon)
         self.conn = conn
 
     def state(self, pair: tuple[str, str]) -> list[Any]:
@@ -88,7 +88,7 @@ class SQLiteClaim(SQLiteConnection):
         self._mark_fair_keys(conn, {fk for _, _, _, fk in due})
 
     def _claim_jobs(
-        self, worker_id: str, queues: list[str] | None, limit: int, lease: float, ahead: int
+        self, worker_id: str, queues: list[str] | None, limit: int, lease: float, ahead: int, horizon: float = 0.0
     ) -> ClaimedJobs:
         # jobs ``ahead`` of a claim for slots are not taken here: a SQLite claim has no network
         # round trip to save, and taking jobs ahead is left to the worker's own prefetch claim
@@ -98,7 +98,7 @@ class SQLiteClaim(SQLiteConnection):
         now = time.time()
         with self._write() as conn:
             self._promote_due(conn, now)
-            admission = _Admission(conn, now)
+            admission = _Admission(conn, now, horizon)
             room = self._queue_room(conn)
             chosen, served = self._choose(conn, admission, room, queues, limit, now, ahead)
             if served:
@@ -113,15 +113,17 @@ class SQLiteClaim(SQLiteConnection):
             if not chosen:
                 return ClaimedJobs(wake_at=admission.wake_at)
             lease_until = now + lease
+            # a job whose tokens were booked ahead starts (and reads as started) at their moment
+            at = admission.start_at
             conn.executemany(
                 "UPDATE jobs SET status = 'running', attempt = attempt + 1, worker_id = ?, "
                 "lease_until = ?, started_at = ?, updated_at = ?, "
                 "throttled_seconds = throttled_seconds + COALESCE(? - throttled_since, 0), "
                 f"throttled_since = NULL WHERE id = ? AND {CLAIM_FROM}",
-                [(worker_id, lease_until, now, now, now, row[0]) for row in chosen],
+                [(worker_id, lease_until, at.get(row[0], now), now, now, row[0]) for row in chosen],
             )
-        jobs = ClaimedJobs(wake_at=admission.wake_at)
-        jobs.extend(started(_job_from_row(r), worker_id, lease_until, now) for r in chosen)
+        jobs = ClaimedJobs(wake_at=admission.wake_at, start_at=at)
+        jobs.extend(started(_job_from_row(r), worker_id, lease_until, now, at.get(r[0], now)) for r in chosen)
         return jobs
 
     @staticmethod
