@@ -10,7 +10,8 @@ backlog is another tenant's, so its own fairness group), ``shared`` (the backlog
 fairness group of the ``live`` jobs) and ``none`` (no backlog: the peer each case is read
 against). One worker process limited to ``live`` runs while a job is enqueued on ``live`` every
 10 ms for ``--seconds``; reported: the median, p95 and max of each ``live`` job's wait
-(started_at - run_at).
+(started_at - run_at), and how fast the backlog was bulk-enqueued (jobs/s: the cost of the
+indexes a waiting job enters).
 """
 
 from __future__ import annotations
@@ -88,11 +89,13 @@ def run(backend: str, case: str, n: int, seconds: float) -> dict[str, float]:
         app: floodway.App = mod.app
         worker = None
         try:
+            enqueued = time.perf_counter()
             if case != "none":
                 tenant = "archive" if case == "tenant" else None
                 for start in range(0, n, 10_000):
                     rows = [{"n": i} for i in range(start, min(n, start + 10_000))]
                     mod.backfill.enqueue_many(rows, tenant=tenant)
+            enqueued = time.perf_counter() - enqueued
             worker = _start_worker(tmp)
             mod.ping.enqueue({"n": -1}).result(timeout=120)  # the worker is up
             count = int(seconds / 0.01)
@@ -114,6 +117,7 @@ def run(backend: str, case: str, n: int, seconds: float) -> dict[str, float]:
                 "median": statistics.median(waits),
                 "p95": _pct(waits, 0.95),
                 "max": max(waits),
+                "enqueue": n / enqueued if case != "none" else float("nan"),
             }
         finally:
             if worker is not None:
@@ -130,12 +134,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="how long live jobs are enqueued")
     args = parser.parse_args()
     print(f"python {platform.python_version()}, load {os.getloadavg()[0]:.2f}, n={args.n}, {args.seconds:g} s")
-    print(f"{'backend':9} {'backlog':8} {'jobs':>5} {'median s':>9} {'p95 s':>8} {'max s':>8}")
+    print(f"{'backend':9} {'backlog':8} {'jobs':>5} {'median s':>9} {'p95 s':>8} {'max s':>8} {'enqueue/s':>10}")
     for backend in args.backends.split(","):
         for case in args.cases.split(","):
             r = run(backend, case, args.n, args.seconds)
             print(
-                f"{backend:9} {case:8} {r['jobs']:5d} {r['median']:9.3f} {r['p95']:8.3f} {r['max']:8.3f}",
+                f"{backend:9} {case:8} {r['jobs']:5d} {r['median']:9.3f} {r['p95']:8.3f} {r['max']:8.3f} "
+                f"{r['enqueue']:10.0f}",
                 flush=True,
             )
 
