@@ -36,7 +36,7 @@ def _ready_heads(where: str, limit: str, columns: str = "*", *, by_queue: bool =
     age), row-locked with SKIP LOCKED.
 
     ``by_queue``: one index range per queue of the ``%(queues)t`` parameter (jobs_ready_queue
-    leads with the fairness group and the queue), merged, so another queue's jobs are never
+    starts with the fairness group and the queue), merged, so another queue's jobs are never
     read however many of them wait; queues named in ``skip`` (a text[] parameter, e.g. the full
     ones) are not read at all. The queues must be distinct. Up to ``limit`` rows of each queue
     are locked, some of them not returned: they stay locked only until the claim commits."""
