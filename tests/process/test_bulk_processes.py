@@ -138,9 +138,10 @@ def test_a_bulk_retry_of_100k_jobs_survives_a_kill_and_never_stalls_the_workers(
         )
         _check_whole(app.store, retried=JOBS)
         if database_url.startswith("postgres"):
-            # Not checked here: on PostgreSQL a worker limited to some queues is slowed by a large
-            # backlog of other queues, bulk or not (its claim scans the first fairness groups'
-            # waiting jobs for its queues), so pings can wait seconds whatever the bulk does.
+            # Not checked here yet: a claim for some queues no longer reads other queues' backlog
+            # (tests/contract/test_claim_isolation.py), and these checks passed in 15 of 16 runs
+            # on PostgreSQL; in the other, every ping of the retry's span waited ~46 s, a stall
+            # whose cause is not known yet.
             return
         # the worker went on between the chunks: pings finished all through the bulk retry, and
         # none waited anywhere near as long as the whole of it (one lock held throughout would)

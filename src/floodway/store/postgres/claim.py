@@ -31,6 +31,7 @@ from .queries import (
     _JOB_COLUMNS,
     _NS_FAIR,
     _NS_QUEUE,
+    _ready_heads,
 )
 
 #: how long the store goes straight to the full claim after the plain-group claim found other
@@ -50,11 +51,17 @@ _FIRST_HEADS = (
     "(SELECT key, served_at FROM fair_keys ORDER BY served_at, key LIMIT %(page)s) f), "
     "n AS (SELECT LEAST(100, GREATEST(1, ceil(%(total)s::float8 / GREATEST(count(*), 1)))::int "
     "+ CASE WHEN count(*) = 1 THEN 1 ELSE 0 END) AS per FROM g) "
-    "SELECT g.key, n.per, {cols} FROM g CROSS JOIN n LEFT JOIN LATERAL "
-    "(SELECT * FROM jobs j WHERE j.status = 'waiting' AND NOT j.paused AND j.fair_key = g.key{where} "
-    "ORDER BY j.priority DESC, j.run_at, j.seq LIMIT (SELECT per FROM n) FOR UPDATE OF j SKIP LOCKED) j ON true "
-    "ORDER BY g.ord"
+    "SELECT g.key, n.per, {cols} FROM g CROSS JOIN n LEFT JOIN LATERAL ({heads}) j ON true "
+    "ORDER BY g.ord, j.priority DESC, j.run_at, j.seq"
 )
+_GROUP_READY = "j.status = 'waiting' AND NOT j.paused AND j.fair_key = g.key"
+
+
+def _first_heads(by_queue: bool) -> str:
+    """``_FIRST_HEADS`` for a claim limited to the ``%(queues)t`` parameter's queues or not."""
+    return _FIRST_HEADS.format(
+        cols=_HEAD_COLUMNS, heads=_ready_heads(_GROUP_READY, "(SELECT per FROM n)", by_queue=by_queue)
+    )
 
 
 class _Admission(Admission):
@@ -205,6 +212,8 @@ class PostgresClaim(PostgresConnection):
     def _claim_jobs(
         self, worker_id: str, queues: list[str] | None, limit: int, lease: float, ahead: int, horizon: float = 0.0
     ) -> ClaimedJobs:
+        if queues is not None:
+            queues = sorted(set(queues))  # each queue's jobs are read once (see _ready_heads)
         if time.monotonic() >= self._fast_claim_after:
             # every job this claim can take holds no limit, so the jobs ``ahead`` come with it
             fast, plain, capped = self._run(
@@ -224,12 +233,11 @@ class PostgresClaim(PostgresConnection):
         (jobs, plain, capped)."""
         now = self._now()
         params: dict[str, Any] = {"now": now, "ns": _NS_FAIR, "n": limit, "w": worker_id, "lease": now + lease}
-        where = ""
         if queues is not None:
-            where, params["queues"] = "AND queue = ANY(%(queues)t::text[]) ", queues
+            params["queues"] = queues
         # promoted first, in a statement of its own: a CTE's changes are invisible to its siblings
         cur.connection.cursor().execute(self._PROMOTE, params)
-        cur.execute(self._FAST_CLAIM.format(queues=where), params)
+        cur.execute(self._FAST_CLAIM_BY_QUEUE if queues is not None else self._FAST_CLAIM, params)
 
         def claimed() -> tuple[list[Job], bool, bool]:
             rows = cur.fetchall()
@@ -266,9 +274,8 @@ class PostgresClaim(PostgresConnection):
                 "SELECT name, rate_count, rate_period, burst, concurrency, key, adaptive, bounds FROM limits"
             )
             groups.execute("SELECT key, served_at FROM fair_keys ORDER BY served_at, key LIMIT %s", (page_size,))
-            where = " AND j.queue = ANY(%(queues)t::text[])" if queues is not None else ""
             heads.execute(
-                _FIRST_HEADS.format(cols=_HEAD_COLUMNS, where=where),
+                _first_heads(queues is not None),
                 {"page": page_size, "total": limit + ahead, "queues": queues},
             )
             if early_locks:
@@ -397,24 +404,26 @@ class PostgresClaim(PostgresConnection):
 
         def fetch(batch: list[str], per: int) -> None:
             full = sorted(q for q, left in room.items() if left <= 0)
-            where = "j.status = 'waiting' AND NOT j.paused AND j.fair_key = g.key"
+            where = _GROUP_READY
             params: dict[str, Any] = {"groups": batch, "per": per}
-            if queues is not None:
-                where += " AND j.queue = ANY(%(queues)t::text[])"
-                params["queues"] = queues
+            skip = ""
             if full:
-                where += " AND NOT (j.queue = ANY(%(full)t::text[]))"
                 params["full"] = full
+                if queues is not None:
+                    skip = "%(full)t::text[]"
+                else:
+                    where += " AND NOT (j.queue = ANY(%(full)t::text[]))"
+            if queues is not None:
+                params["queues"] = queues
             seen = [i for g in batch for i in fetched_ids.get(g, ())]
             if seen:
                 where += " AND NOT (j.id = ANY(%(seen)t::text[]))"
                 params["seen"] = seen
             cols = ", ".join(f"j.{c.strip()}" for c in _JOB_COLUMNS.split(","))
+            heads = _ready_heads(where, "%(per)s", by_queue=queues is not None, skip=skip)
             cur.execute(
                 f"SELECT g.key, {cols} FROM unnest(%(groups)t::text[]) WITH ORDINALITY AS g(key, ord) "
-                f"CROSS JOIN LATERAL (SELECT * FROM jobs j WHERE {where} "
-                "ORDER BY j.priority DESC, j.run_at, j.seq LIMIT %(per)s FOR UPDATE OF j SKIP LOCKED) j "
-                "ORDER BY g.ord",
+                f"CROSS JOIN LATERAL ({heads}) j ORDER BY g.ord, j.priority DESC, j.run_at, j.seq",
                 params,
             )
             # the limit rows these groups' jobs held last time are locked in the same round

@@ -25,6 +25,7 @@ from .queries import (
     _LOCKED_FAIR_KEYS,
     _NS_FAIR,
     _NS_MIGRATE,
+    _ready_heads,
 )
 
 log = logging.getLogger("floodway.store.postgres")
@@ -258,9 +259,7 @@ class PostgresConnection(SQLStore):
     _FAST_CLAIM = (
         "WITH gate AS (SELECT NOT EXISTS (SELECT 1 FROM fair_keys WHERE key <> '') AS plain, "
         "EXISTS (SELECT 1 FROM queues WHERE paused OR max_concurrency IS NOT NULL) AS capped), "
-        f"cand AS (SELECT id FROM jobs WHERE {CLAIM_FROM} AND NOT paused AND fair_key = '' {{queues}}"
-        "AND (SELECT plain AND NOT capped FROM gate) "
-        "ORDER BY priority DESC, run_at, seq LIMIT %(n)s FOR UPDATE SKIP LOCKED), "
+        "cand AS ({cand}), "
         "c AS (UPDATE jobs j SET status = 'running', attempt = attempt + 1, worker_id = %(w)s, "
         "lease_until = %(lease)s, started_at = %(now)s, updated_at = %(now)s, "
         "throttled_seconds = throttled_seconds + COALESCE(%(now)s - throttled_since, 0), "
@@ -271,6 +270,15 @@ class PostgresConnection(SQLStore):
         + ", ".join(f"c.{c.strip()}" for c in _JOB_COLUMNS.split(","))
         + " FROM gate g LEFT JOIN c ON true ORDER BY c.priority DESC, c.run_at, c.seq"
     )
+    #: the plain-group claim's candidates: ready jobs of the plain group, while it is the only one
+    _FAST_CANDIDATES = (
+        f"j.{CLAIM_FROM} AND NOT j.paused AND j.fair_key = '' AND (SELECT plain AND NOT capped FROM gate)"
+    )
+    #: for any queue, and for those of the ``%(queues)t`` parameter (one index range each)
+    _FAST_CLAIM_BY_QUEUE = _FAST_CLAIM.format(
+        cand=_ready_heads(_FAST_CANDIDATES, "%(n)s", "j.id, j.priority, j.run_at, j.seq", by_queue=True)
+    )
+    _FAST_CLAIM = _FAST_CLAIM.format(cand=_ready_heads(_FAST_CANDIDATES, "%(n)s", "j.id"))
     _SPEC_SQL = in_dialect(f"{SPEC_SQL} WHERE name = ?", "%s")
     BACKEND = "postgres"
     MARK = "%s"

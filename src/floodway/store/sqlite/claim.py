@@ -31,6 +31,27 @@ _DUE_SCHEDULED = f"{guard(Status.WAITING, Status.SCHEDULED)} AND {PROMOTE_FROM}"
 _DUE_RETRY = f"{guard(Status.WAITING, Status.RETRYING)} AND {PROMOTE_FROM}"
 
 
+#: a fairness group's ready jobs (the group a parameter)
+_GROUP_READY = "status = 'waiting' AND fair_key = ? AND paused = 0"
+#: one queue's ready jobs in a fairness group, in claim order, through jobs_fair_queue
+_QUEUE_HEADS = (
+    f"SELECT * FROM (SELECT {_JOB_COLUMNS}, rowid AS rid FROM jobs WHERE {_GROUP_READY} AND queue = ? "
+    "ORDER BY priority DESC, run_at, rowid LIMIT ?)"
+)
+
+
+def _group_heads(conn: sqlite3.Connection, group: str, queues: list[str], fetch: int, offset: int) -> list[tuple]:
+    """Rows ``offset`` to ``offset + fetch`` of a fairness group's ready jobs of ``queues``
+    (distinct), in claim order: the first ``offset + fetch`` of each queue, read queue by queue
+    and merged, so another queue's jobs are never read however many of them wait."""
+    if not queues:
+        return []
+    arms = " UNION ALL ".join([_QUEUE_HEADS] * len(queues))
+    params: list[Any] = [p for q in queues for p in (group, q, fetch + offset)]
+    rows = conn.execute(f"{arms} ORDER BY priority DESC, run_at, rid LIMIT ? OFFSET ?", (*params, fetch, offset))
+    return [row[:-1] for row in rows]
+
+
 class _Admission(Admission):
     """Admission (``rules.Admission``) inside the claim's write transaction, which already holds
     the database's write lock: each pair's state is read the first time a job asks for it."""
@@ -153,10 +174,8 @@ class SQLiteClaim(SQLiteConnection):
         age; skipping full queues and jobs whose limits do not admit them now (or, claimed
         ahead, leave them no headroom)."""
         groups = [k for (k,) in conn.execute("SELECT key FROM fair_keys ORDER BY served_at, key")]
-        filters, params = "", []
         if queues is not None:
-            filters += f" AND queue IN ({','.join('?' * len(queues))})"
-            params += queues
+            queues = sorted(set(queues))  # each queue's jobs are read once (see _group_heads)
         pending: dict[str, list[tuple]] = {}
         offsets: dict[str, tuple[tuple[str, ...], int]] = {}
         seen: set[str] = set()
@@ -181,13 +200,16 @@ class SQLiteClaim(SQLiteConnection):
                     last_full, offset = offsets.get(group, (full, 0))
                     if last_full != full:
                         offset = 0  # the exclusions changed: start over, `seen` drops repeats
-                    extra = filters + (f" AND queue NOT IN ({','.join('?' * len(full))})" if full else "")
                     fetch = min(max(total, 10), 100)
-                    rows = conn.execute(
-                        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = 'waiting' AND fair_key = ? AND paused = 0{extra} "
-                        "ORDER BY priority DESC, run_at, rowid LIMIT ? OFFSET ?",
-                        (group, *params, *full, fetch, offset),
-                    ).fetchall()
+                    if queues is None:
+                        extra = f" AND queue NOT IN ({','.join('?' * len(full))})" if full else ""
+                        rows = conn.execute(
+                            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {_GROUP_READY}{extra} "
+                            "ORDER BY priority DESC, run_at, rowid LIMIT ? OFFSET ?",
+                            (group, *full, fetch, offset),
+                        ).fetchall()
+                    else:
+                        rows = _group_heads(conn, group, [q for q in queues if q not in full], fetch, offset)
                     offsets[group] = (full, offset + len(rows))
                     if len(rows) < fetch:
                         exhausted.add(group)
