@@ -80,8 +80,7 @@ KEEP = 0.95
 #: a probe this many times the lowest rate seen to overflow, with nothing refused, shows that a
 #: quota that fell came back up: the pace returns to where it held before the fall
 PAST = 1.1
-#: ... and while it may still come back, each hold is this share of HOLD, and the probe doubles
-#: its step in this share of PROBE_DOUBLING
+#: ... and while it may still come back, each hold is this share of HOLD
 PEAK_HOLD = 0.5
 #: one round cuts the rate by the share of requests refused lately, within these bounds (or by
 #: CUT when too little was seen to tell) ...
@@ -323,20 +322,16 @@ def _grown(base: Learned, learned: Learned | None, now: float) -> tuple[float, b
         if s < APPROACH:
             return rate + (top - rate) * s / APPROACH, False
         s -= APPROACH
-    # while a quota that fell may come back, the hold is short and the probe steps up faster
-    # (the way back is found within a window or two of the quota's return)
-    share = PEAK_HOLD if base.peak else 1.0
-    hold = HOLD * (base.holds or 1.0) * share
+    hold = HOLD * (base.holds or 1.0) * (PEAK_HOLD if base.peak else 1.0)
     if s < hold:
         return top, False
-    doubling = PROBE_DOUBLING * share
-    steps = min((s - hold) / doubling, 40.0)
+    steps = min((s - hold) / PROBE_DOUBLING, 40.0)
     probe = top * (1 + PROBE_STEP * (2**steps - 1))
     past = PAST * base.high if base.high else math.inf
     if base.peak and base.peak > past and probe > past:
         # the probe ran well past the last overflow and nothing was refused: the quota that fell
         # came back up; return to the pace that held before it fell in APPROACH
-        since_past = s - hold - doubling * math.log2(1 + (past / top - 1) / PROBE_STEP)
+        since_past = s - hold - PROBE_DOUBLING * math.log2(1 + (past / top - 1) / PROBE_STEP)
         probe = max(probe, past + (base.peak - past) * min(since_past / APPROACH, 1.0))
     return max(top, min(probe, _evidence(learned, now, top))), True
 
