@@ -605,7 +605,7 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
             state.low = max(KEEP * state.high, state.rate) if state.high else state.rate
         # a probe that overflowed near where the last one did: hold longer there next time
         near = held and state.high is not None and current <= state.high * 1.1
-        if state.peak is not None and (current >= state.peak or (state.high and current > PAST * state.high)):
+        if state.peak is not None and (current >= state.peak or _way_back(state, current)):
             state.peak = None  # the way back to it overflowed, or it was reached
         # (while a quota that fell may come back, the probes keep a short hold)
         state.holds = min(state.holds * 2, MAX_HOLDS) if near and state.peak is None else 1.0
@@ -649,6 +649,16 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
         state.settle = now + _settle(current, new, wait)
     state.cuts += 1
     return "cut"
+
+
+def _way_back(state: Learned, current: float) -> bool:
+    """Whether a pace that overflowed was on the way back to the pace before a fall, not a probe
+    still locating the lower quota: past PAST x the last overflow and nearer the old pace than
+    the last overflow. (Right after a fall the last overflow is sized from a window still full
+    of the old pace, well under the lower quota; a probe that finds the lower quota runs past
+    it, and must not forget the old pace, or the quota's return is found step by step.)"""
+    high, peak = state.high, state.peak
+    return bool(high and peak and current > PAST * high and current > (high + peak) / 2)
 
 
 def _settle(current: float, new: float, wait: float | None) -> float:

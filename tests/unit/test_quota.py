@@ -241,6 +241,21 @@ def test_a_way_back_that_overflows_forgets_the_pace_from_before_the_fall():
     assert changed == "cut" and learned.peak == 100.0 and learned.holds == 1.0
 
 
+def test_a_probe_that_finds_the_lower_quota_past_an_undersized_overflow_keeps_the_pace_from_before():
+    """Right after a fall the last overflow is sized from a window still full of the old pace
+    (here 30/s under a lower quota of 50/s): the probe that finds the lower quota overflows
+    well past PAST x that, but nearer it than the old pace, and the way back stays known."""
+    s = spec(rate="100/s", adaptive=True, ceiling="400/s")
+    learned = Learned(rate=30.0, source="429s", since=20.0, high=32.0, peak=100.0, cuts=3)
+    learned.ok = [22.5, 50.0, 50.0]
+    now = 20.0
+    while effective_rate(s, learned, 0, now) < 50.0:
+        now += 0.01
+    assert effective_rate(s, learned, 0, now) > PAST * 32.0
+    learned, changed = observe(s, learned, 0, Observation(now=now, token_at=now - 0.01, throttled=1, wait=1.0))
+    assert changed == "cut" and learned.peak == 100.0
+
+
 # -- headers ---------------------------------------------------------------------------------
 
 
