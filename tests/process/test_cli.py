@@ -406,6 +406,8 @@ USAGE_ERRORS: list[tuple[tuple[str, ...], bool, str]] = [
     (("no-such-command",), False, "No such command"),
     (("worker", "--prefetch", "-1"), True, "--prefetch"),
     (("worker", "--loop", "trio"), True, "'trio' is not one of"),
+    (("worker", "--book-ahead", "5s"), True, "book_ahead must be at most 1s"),
+    (("worker", "--book-ahead", "soon"), True, "cannot parse 'soon'"),
 ]
 
 

@@ -144,6 +144,12 @@ def cli(ctx: click.Context, app_spec: str | None, database: str | None, as_json:
     "A job that holds limits is claimed ahead only while they have headroom (half the cap and half the burst free).",
 )
 @click.option(
+    "--book-ahead",
+    default="50ms",
+    show_default=True,
+    help="How far ahead a claim books the tokens of a rate limit that binds (at most 1s; 0s: only the tokens free now).",
+)
+@click.option(
     "--loop",
     type=click.Choice(LOOPS),
     default="auto",
@@ -162,6 +168,7 @@ def worker(
     grace: str,
     poll_interval: str,
     prefetch: int | None,
+    book_ahead: str,
     loop: str,
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (or until nothing is ready, with --burst, or until its
@@ -182,6 +189,7 @@ def worker(
         grace=grace,
         poll_interval=poll_interval,
         prefetch=prefetch,
+        book_ahead=book_ahead,
         loop=loop,
     )
     w.run()
