@@ -12,6 +12,12 @@ Scenarios (a fresh database file per scenario and per system, in a temp dir):
 * enqueue single/s, 100 threads: the same N single enqueues from 100 threads at once, as a web
   server's request threads make them (floodway group-commits them; SqliteHuey, a connection
   per thread, commits each);
+* enqueue single/s, 100 coroutines (floodway only: huey has no coroutine enqueue): the same N
+  from 100 coroutines of one event loop through ``app.enqueue_async``, as an async web
+  server's requests make them;
+* floor (bare ``sqlite3``, no floodway): one row into an unindexed table per transaction, with
+  the column's ``synchronous``: what any durable one-job-per-commit enqueue is bounded by on
+  this disk;
 * enqueue bulk/s: floodway ``app.enqueue_many`` in chunks; huey has no bulk enqueue, its
   only multi-job call ``TaskWrapper.map`` is a loop of single enqueues (one commit each),
   which is what is measured for it;
@@ -124,11 +130,57 @@ def _wal_pages(path: str, writer: sqlite3.Connection, enqueue, n: int) -> dict:
     return {"jobs": n, "pages_per_enqueue": frames / n, "wal_bytes_per_enqueue": frames * (page + 24) / n}
 
 
+async def _warm_async(app) -> None:
+    """One enqueue before the clock (the store open, the queue written), as the other modes."""
+    await app.enqueue_async("noop")
+
+
+def _floor(url: str, n: int) -> dict:
+    """The floor under any durable single enqueue on this disk: bare ``sqlite3`` inserting one
+    row into a table with no index, one transaction each, with floodway's pragmas (WAL and
+    the URL's ``synchronous``). No job queue can commit one job per transaction faster."""
+    path, _, query = url.removeprefix("sqlite:///").partition("?")
+    sync = query.partition("=")[2] or "full"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=wal")
+    conn.execute(f"PRAGMA synchronous={sync}")
+    conn.execute("CREATE TABLE jobs (id TEXT, task TEXT, args TEXT, queue TEXT, run_at REAL)")
+
+    def insert() -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO jobs VALUES (?, 'noop', '{}', 'default', ?)", (os.urandom(16).hex(), time.time()))
+        conn.execute("COMMIT")
+
+    for _ in range(100):
+        insert()
+    c0, t0 = _cpu(), time.perf_counter()
+    for _ in range(n):
+        insert()
+    dt, cpu = time.perf_counter() - t0, _cpu() - c0
+    return {
+        "jobs": n,
+        "seconds": dt,
+        "per_second": n / dt,
+        "cpu_seconds": cpu,
+        "sqlite_version": sqlite3.sqlite_version,
+    }
+
+
 def _child(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="throughput.py --child")
     p.add_argument(
         "mode",
-        choices=["enqueue-single", "enqueue-concurrent", "enqueue-bulk", "prefill", "drain", "profile", "wal-pages"],
+        choices=[
+            "enqueue-single",
+            "enqueue-concurrent",
+            "enqueue-coroutines",
+            "enqueue-bulk",
+            "prefill",
+            "drain",
+            "profile",
+            "wal-pages",
+            "floor",
+        ],
     )
     p.add_argument("--threads", type=int, default=CONCURRENT_ENQUEUERS)
     p.add_argument("--url", required=True)
@@ -139,6 +191,9 @@ def _child(argv: list[str]) -> None:
     p.add_argument("--out", default=None)
     p.add_argument("--patch", default="", help="what-if prototypes, '+'-separated (see WHATIFS)")
     a = p.parse_args(argv)
+    if a.mode == "floor":
+        print(json.dumps(_floor(a.url, a.n)), flush=True)
+        return
     if a.patch:
         _apply_whatifs(a.patch.split("+"))
     app = _make_app(a.url)
@@ -183,6 +238,33 @@ def _child(argv: list[str]) -> None:
             "per_second": a.n / dt,
             "cpu_seconds": cpu,
             "threads": a.threads,
+            "transactions": app.group_commit.transactions - tx0,
+            "queued": store.count_jobs()["waiting"],
+        }
+    elif a.mode == "enqueue-coroutines":
+        # an async web server: many request coroutines of one event loop, one enqueue each
+        import asyncio
+
+        per = [a.n // a.threads + (1 if i < a.n % a.threads else 0) for i in range(a.threads)]
+
+        async def coroutines() -> None:
+            async def run(k: int) -> None:
+                for _ in range(k):
+                    await app.enqueue_async("noop")
+
+            await asyncio.gather(*(run(k) for k in per))
+
+        asyncio.run(_warm_async(app))
+        tx0 = app.group_commit.transactions
+        c0, t0 = _cpu(), time.perf_counter()
+        asyncio.run(coroutines())
+        dt, cpu = time.perf_counter() - t0, _cpu() - c0
+        out = {
+            "jobs": a.n,
+            "seconds": dt,
+            "per_second": a.n / dt,
+            "cpu_seconds": cpu,
+            "coroutines": a.threads,
             "transactions": app.group_commit.transactions - tx0,
             "queued": store.count_jobs()["waiting"],
         }
@@ -540,6 +622,10 @@ class Bench:
             return fw_run("enqueue-single", "--url", url, "-n", str(s["single"]))
         if scenario == "enqueue_concurrent":
             return fw_run("enqueue-concurrent", "--url", url, "-n", str(s["single"]))
+        if scenario == "enqueue_coroutines":
+            return fw_run("enqueue-coroutines", "--url", url, "-n", str(s["single"]))
+        if scenario == "floor":
+            return fw_run("floor", "--url", url, "-n", str(s["single"]))
         if scenario == "enqueue_bulk":
             return fw_run("enqueue-bulk", "--url", url, "-n", str(s["bulk"]))
         task, n = ("sleepy", s["sleep"]) if scenario == "sleep10ms" else (scenario, s["noop"])
@@ -587,11 +673,16 @@ class Bench:
 SCENARIOS = [
     ("enqueue_single", "enqueue single/s"),
     ("enqueue_concurrent", "enqueue single/s, 100 threads"),
+    ("enqueue_coroutines", "enqueue single/s, 100 coroutines"),
+    ("floor", "floor: bare sqlite3, 1 row per commit"),
     ("enqueue_bulk", "enqueue bulk/s"),
     ("noop", "no-op jobs/s (1 proc x {c})"),
     ("sleep10ms", "10 ms jobs/s (1 proc x {c})"),
 ]
 SYSTEMS = ["floodway_full", "floodway_normal", "huey"]
+#: huey has no coroutine enqueue, and the floor is bare sqlite3 (in the floodway columns: at
+#: each column's ``synchronous``)
+FLOODWAY_ONLY = {"enqueue_coroutines", "floor"}
 
 
 def machine_info(workdir: Path) -> dict:
@@ -827,7 +918,7 @@ def compare(workdir: Path, sizes: dict[str, int], args, log, source: dict) -> in
             cells = raw.setdefault(scenario, {})
             # rotate the order on each repeat so no system always runs first (warm page cache)
             for system in SYSTEMS[rep % 3 :] + SYSTEMS[: rep % 3]:
-                if system == "huey" and args.no_huey:
+                if system == "huey" and (args.no_huey or scenario in FLOODWAY_ONLY):
                     continue
                 t = time.perf_counter()
                 if system == "huey":

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar, overload
 from .alerts import check_queues, install_webhook
 from .commit import GroupCommit
 from .config import Settings, load_settings
-from .enqueueing import check_enqueue_options, encode_args, enqueue_jobs
+from .enqueueing import check_enqueue_options, encode_args, enqueue_jobs, enqueue_jobs_async
 from .errors import ConfigError, EnqueueError
 from .flows import build_declarative_flow, flow_insights, log_flow_finished
 from .forecasting import check_drain, forecast_view
@@ -539,16 +539,56 @@ class App:
         return self._enqueue(
             task,
             [args],
-            single=True,
-            id=id,
-            queue=queue,
-            delay=delay,
-            start_at=start_at,
-            retry=retry,
-            priority=priority,
-            tenant=tenant,
-            limits=limits,
-            shaping={
+            **self._single_options(
+                id=id,
+                queue=queue,
+                delay=delay,
+                start_at=start_at,
+                retry=retry,
+                priority=priority,
+                tenant=tenant,
+                limits=limits,
+                unique_for=unique_for,
+                unique_key=unique_key,
+                unique_while=unique_while,
+                debounce=debounce,
+                debounce_key=debounce_key,
+                debounce_max=debounce_max,
+                lane=lane,
+            ),
+        )[0]
+
+    @staticmethod
+    def _single_options(
+        *,
+        id: str | None = None,
+        queue: str | Queue | None = None,
+        delay: str | float | timedelta | None = None,
+        start_at: Any = None,
+        retry: Retry | int | None = None,
+        priority: int | None = None,
+        tenant: str | None = None,
+        limits: Iterable[str] | None = None,
+        unique_for: str | float | timedelta | None = None,
+        unique_key: str | None = None,
+        unique_while: str | None = None,
+        debounce: str | float | timedelta | None = None,
+        debounce_key: str | None = None,
+        debounce_max: str | float | timedelta | None = None,
+        lane: str | None = None,
+    ) -> dict[str, Any]:
+        """``enqueue``'s options as an ``EnqueuePlan`` takes them (an unknown one is a TypeError)."""
+        return {
+            "single": True,
+            "id": id,
+            "queue": queue,
+            "delay": delay,
+            "start_at": start_at,
+            "retry": retry,
+            "priority": priority,
+            "tenant": tenant,
+            "limits": limits,
+            "shaping": {
                 "unique_for": unique_for,
                 "unique_key": unique_key,
                 "unique_while": unique_while,
@@ -556,8 +596,8 @@ class App:
                 "debounce_key": debounce_key,
                 "debounce_max": debounce_max,
             },
-            lane=lane,
-        )[0]
+            "lane": lane,
+        }
 
     def enqueue_many(
         self,
@@ -610,7 +650,12 @@ class App:
         )
 
     async def enqueue_async(self, task: Task | str, args: Mapping[str, Any] | None = None, **options: Any) -> Handle:
-        return await asyncio.to_thread(functools.partial(self.enqueue, task, args, **options))
+        """``enqueue`` from a coroutine (the same options). Checked in the event loop; a plain
+        job then joins the group commit and the coroutine awaits its transaction, so a burst of
+        coroutines (an async web server's requests) shares a few transactions and no thread is
+        taken per call. Returns once the job is durable. Cancelling the call does not withdraw
+        a job that was handed to the commit already."""
+        return (await enqueue_jobs_async(self, task, [args], **self._single_options(**options)))[0]
 
     async def enqueue_many_async(
         self, task: Task | str, args_list: Sequence[Mapping[str, Any] | None], **options: Any

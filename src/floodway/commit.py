@@ -15,9 +15,10 @@ alone with its own error and the others are written.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .store.base import EnqueueResult, NewJob
 
@@ -28,9 +29,12 @@ Write = Callable[[list[NewJob], dict[str, int | None]], list[EnqueueResult]]
 
 @dataclass(eq=False)
 class _Pending:
+    """One caller's job: a thread waits on ``done``, a coroutine awaits ``future``."""
+
     job: NewJob
     queues: dict[str, int | None]
-    done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event | None = None
+    future: asyncio.Future[EnqueueResult] | None = None
     lead: bool = False
     result: EnqueueResult | None = None
     error: BaseException | None = None
@@ -44,7 +48,11 @@ class _Pending:
 
 class GroupCommit:
     """Commits single jobs through ``write`` (a store's ``enqueue``), many per transaction
-    when many callers enqueue at once. ``transactions`` and ``jobs`` count what it did."""
+    when many callers enqueue at once. ``transactions`` and ``jobs`` count what it did.
+
+    Threads lead in turn (``submit``). Coroutines (``submit_async``) never block their event
+    loop: when one has to lead, a thread of the loop's executor leads for it, and goes on
+    committing while coroutines keep arriving; only a waiting thread takes the lead from it."""
 
     def __init__(self, write: Write):
         self._write = write
@@ -54,30 +62,76 @@ class GroupCommit:
         self.transactions = 0
         self.jobs = 0
 
-    def submit(self, job: NewJob, queues: dict[str, int | None]) -> EnqueueResult:
-        item = _Pending(job, queues)
+    def _join(self, item: _Pending) -> bool:
+        """Queue ``item``; True when its caller must lead (no commit is under way)."""
         with self._lock:
             self._queue.append(item)
             lead = not self._busy
             self._busy = True
-        if not lead:
+        return lead
+
+    def submit(self, job: NewJob, queues: dict[str, int | None]) -> EnqueueResult:
+        item = _Pending(job, queues, done=threading.Event())
+        if not self._join(item):
+            assert item.done is not None
             item.done.wait()
             if not item.lead:
                 return item.outcome()  # a leader committed it
         # leading: commit all that is pending (this caller's job among them), then hand over
-        try:
-            with self._lock:
-                batch, self._queue = self._queue, []
-            self._commit(batch)
-        finally:
-            with self._lock:
-                if self._queue:
-                    successor = self._queue[0]
-                    successor.lead = True
-                    successor.done.set()
-                else:
-                    self._busy = False
+        self._lead(keep=False)
         return item.outcome()
+
+    async def submit_async(self, job: NewJob, queues: dict[str, int | None]) -> EnqueueResult:
+        loop = asyncio.get_running_loop()
+        item = _Pending(job, queues, future=loop.create_future())
+        if self._join(item):
+            self._lead_from(loop)
+        assert item.future is not None
+        return await item.future
+
+    def _lead_from(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Lead for coroutines from a thread of ``loop``'s executor (called in the loop)."""
+        try:
+            loop.run_in_executor(None, self._lead, True)
+        except RuntimeError:  # the executor is shut down (the loop is ending): a thread of its own
+            threading.Thread(target=self._lead, args=(True,), daemon=True).start()
+
+    def _lead(self, keep: bool) -> None:
+        """Commit what is pending, then hand the lead over (``_hand_over``); ``keep``: leading
+        for coroutines, go on while only coroutines' jobs are pending."""
+        while True:
+            try:
+                with self._lock:
+                    batch, self._queue = self._queue, []
+                self._commit(batch)
+            except BaseException:
+                self._hand_over(keep=False)  # interrupted: somebody else leads the rest
+                raise
+            if not self._hand_over(keep):
+                return
+
+    def _hand_over(self, keep: bool) -> bool:
+        """After a commit: nobody pending ends the lead; a waiting thread takes it; a waiting
+        coroutine gets a leader from its loop, or this one when ``keep`` (True: go on)."""
+        with self._lock:
+            head = self._queue[0] if self._queue else None
+            if head is None:
+                self._busy = False
+                return False
+            if head.done is not None:
+                head.lead = True
+                head.done.set()
+                return False
+        if keep:
+            return True
+        # a thread returns to its caller; the coroutines get a leader of their own
+        assert head.future is not None
+        loop = head.future.get_loop()
+        try:
+            loop.call_soon_threadsafe(self._lead_from, loop)
+        except RuntimeError:  # that loop is closed: lead from a thread of its own
+            threading.Thread(target=self._lead, args=(True,), daemon=True).start()
+        return False
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
@@ -106,5 +160,31 @@ class GroupCommit:
                     item.error = exc
             raise
         finally:
-            for item in batch:
-                item.done.set()
+            _settle(batch)
+
+
+def _settle(batch: list[_Pending]) -> None:
+    """Tell each caller of ``batch`` its outcome: threads at once, coroutines through their
+    event loop (one callback per loop for the whole batch)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
+    for item in batch:
+        if item.done is not None:
+            item.done.set()
+        elif item.future is not None:
+            by_loop.setdefault(item.future.get_loop(), []).append(item)
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, items)
+        except RuntimeError:  # the loop is closed: nobody awaits these any more
+            pass
+
+
+def _resolve(items: list[_Pending]) -> None:
+    for item in items:
+        future = item.future
+        if future is None or future.done():  # the caller was cancelled
+            continue
+        if item.error is not None:
+            future.set_exception(item.error)
+        else:
+            future.set_result(item.outcome())

@@ -6,6 +6,7 @@ plain job, streamed for a bulk one, matched on keys for keyed ones). ``App.enque
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, cast
@@ -25,64 +26,81 @@ from .units import parse_duration, parse_instant
 
 if TYPE_CHECKING:
     from .app import App
+    from .store.base import EnqueueResult
 
 
-def enqueue_jobs(
-    app: App,
-    task: Task | str,
-    args_list: list[Mapping[str, Any] | None],
-    *,
-    single: bool,
-    id: str | None,
-    queue: str | Queue | None,
-    delay: Any,
-    start_at: Any,
-    retry: Retry | int | None,
-    priority: int | None,
-    tenant: str | None,
-    limits: Iterable[str] | None,
-    owner: str | None = None,
-    shaping: Mapping[str, Any] | None = None,
-    lane: str | None = None,
-) -> list[Handle]:
-    """``owner``: a tenant every id that exists already must belong to; one that belongs to
+class EnqueuePlan:
+    """One enqueue, checked: its options, the jobs it will make (each item checked and encoded
+    as it is made) and how they are written. Made by ``plan_enqueue``; ``write`` writes from a
+    thread, ``write_async`` from a coroutine.
+
+    ``owner``: a tenant every id that exists already must belong to; one that belongs to
     anybody else raises ``JobIdTaken`` inside the store's transaction, so nothing is written
     (the web API passes a tenant token's tenant)."""
-    the_task = app.get_task(task)
-    now = time.time()
-    limit_names, run_at, policy, job_queue, job_priority = check_enqueue_options(
-        app,
-        the_task,
-        count=None if single else len(args_list),
-        id=id,
-        queue=queue,
-        delay=delay,
-        start_at=start_at,
-        retry=retry,
-        priority=priority,
-        tenant=tenant,
-        limits=limits,
-        now=now,
-        lane=lane,
-    )
-    job_lane = lane if lane is not None else the_task.lane
-    policy_key = check_shaping(the_task, shaping or {}, id=id, delay=delay, start_at=start_at)
-    queue_name, cap, declared = app._queue_cap(job_queue)
-    status = Status.SCHEDULED if run_at > now else Status.WAITING
-    retry_text = retry_json(policy)
-    max_attempts = policy.max_attempts
-    # without limits a job's fairness group is the tenant's alone: the same for every item
-    fixed_limits = None if limit_names else resolve_limits(app, (), {}, tenant, None)
-    ids = new_job_ids(len(args_list)) if id is None else None
 
-    def make_jobs(trace: str | None) -> Iterator[NewJob]:
+    def __init__(
+        self,
+        app: App,
+        task: Task | str,
+        args_list: list[Mapping[str, Any] | None],
+        *,
+        single: bool,
+        id: str | None,
+        queue: str | Queue | None,
+        delay: Any,
+        start_at: Any,
+        retry: Retry | int | None,
+        priority: int | None,
+        tenant: str | None,
+        limits: Iterable[str] | None,
+        owner: str | None = None,
+        shaping: Mapping[str, Any] | None = None,
+        lane: str | None = None,
+    ):
+        self.app = app
+        self.task = the_task = app.get_task(task)
+        self.args_list = args_list
+        self.single = single
+        self.id = id
+        self.tenant = tenant
+        self.owner = owner
+        now = time.time()
+        self.limit_names, self.run_at, policy, self.job_queue, self.priority = check_enqueue_options(
+            app,
+            the_task,
+            count=None if single else len(args_list),
+            id=id,
+            queue=queue,
+            delay=delay,
+            start_at=start_at,
+            retry=retry,
+            priority=priority,
+            tenant=tenant,
+            limits=limits,
+            now=now,
+            lane=lane,
+        )
+        self.lane = lane if lane is not None else the_task.lane
+        self.policy_key = check_shaping(the_task, shaping or {}, id=id, delay=delay, start_at=start_at)
+        self.queue_name, self.cap, self.declared = app._queue_cap(self.job_queue)
+        self.status = Status.SCHEDULED if self.run_at > now else Status.WAITING
+        self.retry_text = retry_json(policy)
+        self.max_attempts = policy.max_attempts
+        # without limits a job's fairness group is the tenant's alone: the same for every item
+        self.fixed_limits = None if self.limit_names else resolve_limits(app, (), {}, tenant, None)
+        self.ids = new_job_ids(len(args_list)) if id is None else None
+
+    def make_jobs(self, trace: str | None) -> Iterator[NewJob]:
         """Each item checked and made into a job (carrying ``trace``, the enqueue's span
         context); an EnqueueError names the item."""
-        for index, args in enumerate(args_list):
+        app, the_task, tenant = self.app, self.task, self.tenant
+        for index, args in enumerate(self.args_list):
             try:
                 args, segments = segment_payload(app, the_task, args)
                 args_json = encode_args(app, the_task, args)
-                held, fair_key = fixed_limits or resolve_limits(app, limit_names, args or {}, tenant, job_lane)
+                held, fair_key = self.fixed_limits or resolve_limits(
+                    app, self.limit_names, args or {}, tenant, self.lane
+                )
                 shared_state = None
                 batch_key = None
                 if the_task.batch is not None:
@@ -95,25 +113,25 @@ def enqueue_jobs(
                         shared_state = resolve_key(the_task.state, args or {}, tenant)
                     except ConfigError as exc:
                         raise EnqueueError(f"state {the_task.state!r}: {exc}") from None
-                enqueue_key = policy_key.key_for(args or {}, tenant, args_json) if policy_key else None
+                enqueue_key = self.policy_key.key_for(args or {}, tenant, args_json) if self.policy_key else None
             except EnqueueError as exc:
                 # the item's place is added here, once, rather than formatted for every item
-                raise EnqueueError(str(exc) if single else f"{exc} (item {index})") from None
-            if ids is not None:
-                job_id = ids[index]
+                raise EnqueueError(str(exc) if self.single else f"{exc} (item {index})") from None
+            if self.ids is not None:
+                job_id = self.ids[index]
             else:
-                job_id = cast(str, id) if single else f"{id}-{index}"  # ids is None: an id was given
+                job_id = cast(str, self.id) if self.single else f"{self.id}-{index}"  # an id was given
             yield NewJob(
                 id=job_id,
                 task=the_task.name,
                 args_json=args_json,
-                queue=queue_name,
-                priority=job_priority,
-                max_attempts=max_attempts,
-                retry_json=retry_text,
-                run_at=run_at,
+                queue=self.queue_name,
+                priority=self.priority,
+                max_attempts=self.max_attempts,
+                retry_json=self.retry_text,
+                run_at=self.run_at,
                 tenant=tenant,
-                status=status,
+                status=self.status,
                 limits_json=json.dumps(held) if held else None,
                 fair_key=fair_key,
                 shared_state=shared_state,
@@ -123,39 +141,86 @@ def enqueue_jobs(
                 trace=trace,
             )
 
-    def write(trace: str | None = None) -> list[Handle]:
+    def _queues(self) -> dict[str, int | None]:
+        # the queue's row, written by the first enqueue to it (INSERT unless it exists); rows
+        # are never deleted, so later enqueues of this app skip that statement
+        return {} if self.queue_name in self.app._queues_written else {self.queue_name: self.cap}
+
+    def _handles(self, results: Iterable[EnqueueResult]) -> list[Handle]:
+        self.app._queues_written.add(self.queue_name)
+        return [Handle(self.app, r.id, created=r.created) for r in results]
+
+    def write(self, trace: str | None = None) -> list[Handle]:
+        """Write the jobs (a single plain one group-committed with other callers')."""
+        app = self.app
         # generated ids are new by construction: the store may write the jobs as they are made
         # (a bad item then raises inside the transaction, and nothing is written). Ids given by
         # the caller may exist already: every item is checked before the store looks.
-        generated = ids is not None
-        jobs: Iterable[NewJob] = make_jobs(trace) if generated else list(make_jobs(trace))
-        if declared:
-            app.sync_queues([job_queue])
-        if limit_names:
+        generated = self.ids is not None
+        jobs: Iterable[NewJob] = self.make_jobs(trace) if generated else list(self.make_jobs(trace))
+        if self.declared:
+            app.sync_queues([self.job_queue])
+        if self.limit_names:
             app.sync_limits()
-        # the queue's row, written by the first enqueue to it (INSERT unless it exists); rows
-        # are never deleted, so later enqueues of this app skip that statement
-        queues = {} if queue_name in app._queues_written else {queue_name: cap}
-        if single and owner is None:
+        queues = self._queues()
+        if self.single and self.owner is None:
             (job,) = list(jobs)
-            result = app.group_commit.submit(job, queues)
-            app._queues_written.add(queue_name)
-            return [Handle(app, result.id, created=result.created)]
-        if policy_key is not None:
+            return self._handles([app.group_commit.submit(job, queues)])
+        if self.policy_key is not None:
             results = app.store.enqueue_keyed(list(jobs), queues)
         elif generated:
             results = app.store.enqueue_new(jobs, queues)
         else:
-            results = app.store.enqueue(jobs, queues, owner=owner)  # type: ignore[arg-type]
-        app._queues_written.add(queue_name)
-        return [Handle(app, r.id, created=r.created) for r in results]
+            results = app.store.enqueue(jobs, queues, owner=self.owner)  # type: ignore[arg-type]
+        return self._handles(results)
 
-    if not args_list:
-        return []
-    if not tracing.ENABLED or tracing.silent():
-        return write()
-    with tracing.send(the_task.name, queue_name, len(args_list)) as trace:
-        return write(trace)
+    def _group_committed_from_a_coroutine(self) -> bool:
+        """A single plain job whose queue and limits are written to the store already: a
+        coroutine hands it to the group commit without a thread of its own (anything that may
+        write first goes through ``write`` on a thread)."""
+        app = self.app
+        return (
+            self.single
+            and self.owner is None
+            and (not self.declared or app._synced_queues.get(self.queue_name, -1) == self.cap)
+            and (not self.limit_names or all(spec in app._synced_limits for spec in app.limits.values()))
+        )
+
+    def traced(self) -> list[Handle]:
+        """``write`` inside the enqueue's span (when a tracer records it)."""
+        if not self.args_list:
+            return []
+        if not tracing.ENABLED or tracing.silent():
+            return self.write()
+        with tracing.send(self.task.name, self.queue_name, len(self.args_list)) as trace:
+            return self.write(trace)
+
+    async def write_async(self) -> list[Handle]:
+        """``traced`` for a coroutine: a single plain job joins the group commit and the
+        coroutine awaits its transaction (a burst of coroutines shares a few transactions, with
+        no thread per call); anything else runs ``traced`` on a thread."""
+        if not self.args_list or not self._group_committed_from_a_coroutine():
+            return await asyncio.to_thread(self.traced)
+        if not tracing.ENABLED or tracing.silent():
+            return await self._submit_async(None)
+        with tracing.send(self.task.name, self.queue_name, len(self.args_list)) as trace:
+            return await self._submit_async(trace)
+
+    async def _submit_async(self, trace: str | None) -> list[Handle]:
+        (job,) = list(self.make_jobs(trace))
+        return self._handles([await self.app.group_commit.submit_async(job, self._queues())])
+
+
+def enqueue_jobs(app: App, task: Task | str, args_list: list[Mapping[str, Any] | None], **options: Any) -> list[Handle]:
+    """Enqueue ``args_list`` as jobs of ``task`` (the options of ``EnqueuePlan``)."""
+    return EnqueuePlan(app, task, args_list, **options).traced()
+
+
+async def enqueue_jobs_async(
+    app: App, task: Task | str, args_list: list[Mapping[str, Any] | None], **options: Any
+) -> list[Handle]:
+    """``enqueue_jobs`` for a coroutine: checked in the event loop, written as ``write_async``."""
+    return await EnqueuePlan(app, task, args_list, **options).write_async()
 
 
 def check_enqueue_options(
