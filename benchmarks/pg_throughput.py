@@ -22,6 +22,8 @@ Scenarios (the same for every system):
 * enqueue single, 100 threads — the same N single enqueues from 100 threads at once, as a web
   server's request threads make them (floodway only: its group commit against its own
   sequential figure).
+* enqueue single, 100 coroutines — the same from 100 coroutines of one event loop through
+  ``app.enqueue_async``, as an async web server's requests make them (floodway only).
 * enqueue bulk/s — N jobs in calls of 1,000: floodway ``app.enqueue_many``; pgqueuer
   ``Queries.enqueue([...], [...], [...])``; procrastinate ``task.batch_defer_async(*kwargs)``.
 * no-op jobs/s and 10 ms-sleep jobs/s — a queue pre-filled with N jobs (untimed) is drained by
@@ -194,13 +196,26 @@ def role_enqueue(system: str, url: str, n: int, mode: str, kind: str) -> float:
             start = time.perf_counter()
             for w in workers:
                 w.join()
+        elif mode == "coroutines":  # an async web server's requests, one event loop
+
+            async def coroutines() -> float:
+                async def run(part: range) -> None:
+                    for k in part:
+                        await app.enqueue_async(job, {"n": k})
+
+                begin = time.perf_counter()
+                await asyncio.gather(*(run(range(t, n, CONCURRENT_ENQUEUERS)) for t in range(CONCURRENT_ENQUEUERS)))
+                return time.perf_counter() - begin
+
+            took = asyncio.run(coroutines())
         elif bulk:
             for i in range(0, n, CHUNK):
                 app.enqueue_many(job, [{"n": k} for k in range(i, min(i + CHUNK, n))])
         else:
             for k in range(n):
                 app.enqueue(job, {"n": k})
-        took = time.perf_counter() - start
+        if mode != "coroutines":
+            took = time.perf_counter() - start
         app.store.cancel(app.store.list_jobs(limit=1, offset=n)[0].id)  # the warm-up job runs not
         app.close()
         return took
@@ -602,7 +617,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--systems", default=",".join(SYSTEMS))
-    parser.add_argument("--scenarios", default="single,concurrent,bulk,noop,sleep,hot")
+    parser.add_argument("--scenarios", default="single,concurrent,coroutines,bulk,noop,sleep,hot")
     parser.add_argument("--processes", default="1,4")
     parser.add_argument(
         "--repeat", type=int, default=1, help="run each measurement this many times (interleaved) and keep the best"
@@ -681,6 +696,14 @@ def main() -> None:
                         f"enqueue single, {CONCURRENT_ENQUEUERS} threads (n={sizes['single']})",
                         system,
                         measure_enqueue(system, server, sizes["single"], "concurrent"),
+                    )
+                elif scenario == "coroutines":
+                    if system != "floodway":
+                        continue  # floodway's group commit from one event loop, beside its sequential figure
+                    keep(
+                        f"enqueue single, {CONCURRENT_ENQUEUERS} coroutines (n={sizes['single']})",
+                        system,
+                        measure_enqueue(system, server, sizes["single"], "coroutines"),
                     )
                 elif scenario == "bulk":
                     keep(
