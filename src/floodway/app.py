@@ -655,7 +655,7 @@ class App:
         coroutines (an async web server's requests) shares a few transactions and no thread is
         taken per call. Returns once the job is durable. Cancelling the call does not withdraw
         a job that was handed to the commit already."""
-        return (await enqueue_jobs_async(self, task, [args], **self._single_options(**options)))[0]
+        return (await self._enqueue_async(task, [args], **self._single_options(**options)))[0]
 
     async def enqueue_many_async(
         self, task: Task | str, args_list: Sequence[Mapping[str, Any] | None], **options: Any
@@ -671,6 +671,12 @@ class App:
     def _enqueue(self, task: Task | str, args_list: list[Mapping[str, Any] | None], **options: Any) -> list[Handle]:
         """Enqueue ``args_list`` as jobs of ``task`` (see ``enqueueing.enqueue_jobs``)."""
         return enqueue_jobs(self, task, args_list, **options)
+
+    async def _enqueue_async(
+        self, task: Task | str, args_list: list[Mapping[str, Any] | None], **options: Any
+    ) -> list[Handle]:
+        """``_enqueue`` from a coroutine (see ``enqueueing.enqueue_jobs_async``)."""
+        return await enqueue_jobs_async(self, task, args_list, **options)
 
     def check_enqueue_options(
         self, task: Task | str, **options: Any

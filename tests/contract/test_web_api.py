@@ -3,6 +3,7 @@ database, workers in this process when a test needs jobs to run."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -246,6 +247,28 @@ def test_delay_as_seconds_or_duration(admin):
         job = enqueue(admin, "add", {"x": 1, "y": 1}, delay=delay)
         assert job["status"] == "scheduled"
         admin.post(f"/api/jobs/{job['id']}/cancel")
+
+
+def test_concurrent_enqueue_requests_share_transactions(site):
+    """60 POST /api/jobs at once over real HTTP: each answers 201 with its own job, written
+    before the answer, and the requests' jobs share a few transactions (the group commit)."""
+    app = site.app
+    before = app.group_commit.transactions
+
+    async def burst() -> list[httpx.Response]:
+        headers = {"Authorization": f"Bearer {site.tokens['admin']}"}
+        limits = httpx.Limits(max_connections=60)
+        async with httpx.AsyncClient(base_url=site.url, headers=headers, timeout=30, limits=limits) as c:
+            return await asyncio.gather(
+                *(c.post("/api/jobs", json={"task": "add", "args": {"x": i, "y": 1}}) for i in range(60))
+            )
+
+    answers = asyncio.run(burst())
+    assert [r.status_code for r in answers] == [201] * 60
+    for i, r in enumerate(answers):
+        job = app.store.get_job(r.json()["id"])
+        assert job is not None and job.args == {"x": i, "y": 1}
+    assert app.group_commit.transactions - before < 60
 
 
 def test_bulk_enqueue_is_all_or_nothing(site, admin):

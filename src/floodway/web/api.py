@@ -152,17 +152,18 @@ async def enqueue(request: Request) -> Response:
     options = enqueue_options(app, principal, body, [args])
     task = options.pop("task")
 
-    def run() -> tuple[Any, Any]:
-        # nothing is written before this call, and only once it returns is anything written
-        handle = app._enqueue(task, [args], single=True, start_at=None, retry=None, limits=None, **options)[0]
+    # nothing is written before this call, and only once it returns is anything written;
+    # concurrent requests' jobs share transactions (the group commit, from the event loop)
+    handle = (await app._enqueue_async(task, [args], single=True, start_at=None, retry=None, limits=None, **options))[0]
+
+    def read_back() -> Any:
         try:
-            job = app.store.get_job(handle.id)
+            return app.store.get_job(handle.id)
         except Exception:  # the job is written: answer that, without its details
             log.warning("web: job %s was enqueued but could not be read back", handle.id, exc_info=True)
-            job = None
-        return handle, job
+            return None
 
-    handle, job = await call(run)
+    job = await call(read_back)
     return ok(
         {
             "id": handle.id,
