@@ -19,6 +19,8 @@ Scenarios (the same for every system):
 * enqueue single/s — N jobs, one call (one transaction) each, from one async/sync client:
   floodway ``app.enqueue``; pgqueuer ``Queries.enqueue(name, payload)``; procrastinate
   ``task.defer_async()``.
+* the floor (``--systems ...,floor``): bare psycopg inserting one row into an unindexed table
+  per transaction; no job queue commits one job per transaction faster on this server.
 * enqueue single, 100 threads — the same N single enqueues from 100 threads at once, as a web
   server's request threads make them (floodway only: its group commit against its own
   sequential figure).
@@ -147,9 +149,19 @@ async def _pgqueuer_setup(url: str):
     return conn, Queries(AsyncpgDriver(conn))
 
 
+#: not a job queue: bare psycopg inserting one row into an unindexed table per transaction
+#: (autocommit), what any durable one-job-per-commit enqueue is bounded by on this server
+FLOOR = "floor"
+
+
 def role_install(system: str, url: str) -> None:
     """Create the system's schema in a fresh database (untimed)."""
-    if system == "floodway":
+    if system == FLOOR:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE jobs (id text, task text, args text, queue text, run_at float8)")
+    elif system == "floodway":
         app, _ = _floodway_app(url, "noop")
         app.store  # migrates
         app.close()
@@ -175,6 +187,17 @@ def role_enqueue(system: str, url: str, n: int, mode: str, kind: str) -> float:
     """Enqueue n jobs; return the seconds it took (single calls, chunks of CHUNK, or single
     calls from CONCURRENT_ENQUEUERS threads at once)."""
     bulk = mode == "bulk"
+    if system == FLOOR:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            insert = "INSERT INTO jobs VALUES (%s, 'noop', '{}', 'default', %s)"
+            for _ in range(100):
+                conn.execute(insert, (os.urandom(16).hex(), time.time()))
+            start = time.perf_counter()
+            for _ in range(n):
+                conn.execute(insert, (os.urandom(16).hex(), time.time()))
+            return time.perf_counter() - start
     if system == "floodway":
         app, job = _floodway_app(url, kind)
         app.store
@@ -351,7 +374,7 @@ DONE_SQL = {
 
 
 def interpreter(system: str) -> str:
-    return sys.executable if system == "floodway" else str(PEER_PY)
+    return sys.executable if system in ("floodway", FLOOR) else str(PEER_PY)
 
 
 def ensure_peers() -> None:
@@ -643,7 +666,7 @@ def main() -> None:
     systems = [s for s in args.systems.split(",") if s]
     scenarios = [s for s in args.scenarios.split(",") if s]
     process_counts = [int(p) for p in args.processes.split(",")]
-    if any(s != "floodway" for s in systems):
+    if any(s not in ("floodway", FLOOR) for s in systems):
         ensure_peers()
     server = server_url(args.url)
     info = server_info(server)
@@ -683,6 +706,8 @@ def main() -> None:
     for scenario in scenarios:
         for _ in range(args.repeat):
             for system in systems:  # interleaved, so load from elsewhere hits every system alike
+                if system == FLOOR and scenario != "single":
+                    continue
                 if scenario == "single":
                     keep(
                         f"enqueue single (n={sizes['single']})",
