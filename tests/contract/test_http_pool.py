@@ -29,8 +29,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from proc_helpers import LoadedApps, wait_until  # noqa: E402
 
-from floodway import App, ConfigError, Context  # noqa: E402
-from floodway import http as floodway_http  # noqa: E402
+from floodway import (  # noqa: E402
+    App,
+    ConfigError,
+    Context,
+    http_pools,
+)
 from floodway.jobs import Status  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
@@ -170,7 +174,7 @@ def test_jobs_of_one_worker_share_kept_alive_connections(tmp_path: Path, server:
     # running at the same time
     assert connections <= concurrency, f"{jobs} jobs opened {connections} connections"
     # the worker closed its pools when it stopped
-    assert not [loop for loop in floodway_http._POOLS if loop is not None]
+    assert not [loop for loop in http_pools._POOLS if loop is not None]
 
 
 def test_distinct_transport_options_get_distinct_pools(tmp_path: Path, server: Server) -> None:
