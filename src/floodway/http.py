@@ -40,7 +40,7 @@ import httpx
 from . import tracing
 from .cost import Settlement, read_async, read_sync
 from .errors import ConfigError, RateLimited
-from .http_pools import TRANSPORT_OPTIONS, close_pools, new_transport, pool_key, pools_for
+from .http_pools import TRANSPORT_OPTIONS, close_pools, new_transport, pool_key, pools_for, transport_kind
 from .quota import Observation, classify_wait
 from .resumable import current_idempotency_key
 from .retry import Retry
@@ -550,15 +550,16 @@ def client_for(
     inner = options.pop("transport", None)
     owned = True
     if inner is None:
+        kind = transport_kind(ctx.app.settings.http_transport, sync, transport_options)
         key = pool_key(transport_options)
         try:
             loop = ctx.loop if sync else asyncio.get_running_loop()
         except RuntimeError:  # an async client made outside any event loop: no pool to share
             key = None
         if key is None:
-            inner = new_transport(sync, transport_options)
+            inner = new_transport(sync, transport_options, kind)
         else:
-            inner, owned = pools_for(loop).get(key, sync, transport_options), False
+            inner, owned = pools_for(loop).get(key, sync, transport_options, kind), False
     url = _base_url(base_url) if isinstance(base_url, str) else base_url
     if sync:
         return httpx.Client(base_url=url, transport=_SyncTransport(inner, pacer, owned), **options)
