@@ -291,12 +291,15 @@ def _start_worker(tmp: Path, module: str, label: str) -> subprocess.Popen:
     env.pop("FLOODWAY_DATABASE_URL", None)
     env.pop("FLOODWAY_APP", None)
     log = open(tmp / f"{label}.log", "wb")
+    profile = os.environ.get("FLOODWAY_BENCH_PROFILE")
+    if profile and label == "w0":  # one worker under cProfile (profile_worker.py)
+        command = [sys.executable, str(HERE / "profile_worker.py"), str(Path(profile) / f"{label}.prof")]
+    else:
+        command = [sys.executable, "-m", "floodway"]
     try:
         return subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "floodway",
+                *command,
                 "--app",
                 f"{module}:app",
                 "worker",

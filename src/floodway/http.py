@@ -26,6 +26,7 @@ Unreadable header values are ignored (and logged once), never fatal.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import threading
@@ -39,6 +40,7 @@ import httpx
 from . import tracing
 from .cost import Settlement, read_async, read_sync
 from .errors import ConfigError, RateLimited
+from .http_pools import TRANSPORT_OPTIONS, close_pools, new_transport, pool_key, pools_for, transport_kind
 from .quota import Observation, classify_wait
 from .resumable import current_idempotency_key
 from .retry import Retry
@@ -524,242 +526,6 @@ def _add_idempotency_key(request: httpx.Request) -> None:
         request.headers["Idempotency-Key"] = key
 
 
-_SSL_CONTEXT: Any = None
-
-
-def _shared_ssl_context() -> Any:
-    """One TLS context per process: building one loads the CA bundle (tens of ms of CPU), which
-    would otherwise happen for every client, on the worker's event loop."""
-    global _SSL_CONTEXT
-    if _SSL_CONTEXT is None:
-        _SSL_CONTEXT = httpx.create_ssl_context()
-    return _SSL_CONTEXT
-
-
-#: the options that shape a connection pool (the transport's); the others are the client's
-_TRANSPORT_OPTIONS = ("verify", "cert", "trust_env", "http1", "http2", "limits", "proxy")
-
-
-def _option_key(value: Any) -> Any:
-    """A hashable stand-in for one transport option, or raise TypeError (not shareable)."""
-    if isinstance(value, httpx.Limits):
-        return ("limits", value.max_connections, value.max_keepalive_connections, value.keepalive_expiry)
-    if isinstance(value, httpx.Proxy):
-        return ("proxy", str(value.url), value.raw_auth, tuple(value.headers.raw), value.ssl_context)
-    hash(value)
-    return value
-
-
-def _pool_key(options: Mapping[str, Any]) -> tuple[Any, ...] | None:
-    """What tells one pool from another: equal options share a pool; None when an option
-    cannot be compared (that client gets a pool of its own, closed with it)."""
-    try:
-        return tuple((name, _option_key(options[name])) for name in sorted(options))
-    except TypeError:
-        return None
-
-
-#: connections per lane of a shared pool: httpcore looks at every connection of its pool (a
-#: readiness poll of each socket) on every request, so a pool is split into small lanes
-LANE_SIZE = 4
-
-
-class _Release(httpx.AsyncByteStream, httpx.SyncByteStream):
-    """A response body that tells its lane when it is closed."""
-
-    def __init__(self, stream: Any, release: Callable[[], None]):
-        self.stream = stream
-        self.release = release
-
-    def __iter__(self) -> Any:
-        yield from self.stream
-
-    async def __aiter__(self) -> Any:
-        async for chunk in self.stream:
-            yield chunk
-
-    def close(self) -> None:
-        try:
-            self.stream.close()
-        finally:
-            self.release()
-
-    async def aclose(self) -> None:
-        try:
-            await self.stream.aclose()
-        finally:
-            self.release()
-
-
-class _SharedPool(httpx.AsyncBaseTransport, httpx.BaseTransport):
-    """One shared connection pool: lanes of ``LANE_SIZE`` connections (httpx transports built
-    with the same options), each request sent on the least busy lane, a new lane opened while
-    every lane is full, up to ``limits.max_connections`` connections in all. Idle connections
-    stay open (keep-alive) for the next job."""
-
-    def __init__(self, sync: bool, options: dict[str, Any]):
-        self.sync = sync
-        self.options = dict(options)
-        limits = self.options.pop("limits", None) or httpx.Limits(max_connections=100, max_keepalive_connections=None)
-        self.total = max(1, limits.max_connections or 100)
-        self.keepalive = limits.max_keepalive_connections
-        self.keepalive_expiry = limits.keepalive_expiry
-        self.lock = threading.Lock()
-        self.lanes: list[Any] = []
-        self.sizes: list[int] = []
-        self.busy: list[int] = []
-        self._new_lane()
-
-    def _new_lane(self) -> int:
-        """Open a lane: ``LANE_SIZE`` connections, the last one what is left of the total."""
-        size = min(LANE_SIZE, self.total - sum(self.sizes))
-        limits = httpx.Limits(
-            max_connections=size,
-            keepalive_expiry=self.keepalive_expiry,
-            max_keepalive_connections=size if self.keepalive is None else min(size, self.keepalive),
-        )
-        factory = httpx.HTTPTransport if self.sync else httpx.AsyncHTTPTransport
-        self.lanes.append(factory(limits=limits, **self.options))
-        self.sizes.append(size)
-        self.busy.append(0)
-        return len(self.lanes) - 1
-
-    def _take(self) -> int:
-        with self.lock:
-            lane = min(range(len(self.lanes)), key=self.busy.__getitem__)
-            if self.busy[lane] >= self.sizes[lane] and sum(self.sizes) < self.total:
-                lane = self._new_lane()
-            self.busy[lane] += 1
-            return lane
-
-    def _releaser(self, lane: int) -> Callable[[], None]:
-        done = False
-
-        def release() -> None:
-            nonlocal done
-            with self.lock:
-                if not done:
-                    done = True
-                    self.busy[lane] -= 1
-
-        return release
-
-    def _wrap(self, response: httpx.Response, release: Callable[[], None]) -> httpx.Response:
-        return httpx.Response(
-            status_code=response.status_code,
-            headers=response.headers,
-            stream=_Release(response.stream, release),
-            extensions=response.extensions,
-        )
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        lane = self._take()
-        release = self._releaser(lane)
-        try:
-            response = await self.lanes[lane].handle_async_request(request)
-        except BaseException:
-            release()
-            raise
-        return self._wrap(response, release)
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        lane = self._take()
-        release = self._releaser(lane)
-        try:
-            response = self.lanes[lane].handle_request(request)
-        except BaseException:
-            release()
-            raise
-        return self._wrap(response, release)
-
-    async def aclose(self) -> None:
-        for lane in self.lanes:
-            await lane.aclose()
-
-    def close(self) -> None:
-        for lane in self.lanes:
-            lane.close()
-
-
-class _Pools:
-    """The connection pools of one event loop (a worker): one ``_SharedPool`` per distinct set
-    of transport options, async for ``ctx.http`` and sync (thread-safe) for ``ctx.http_sync``,
-    shared by every job so connections are kept alive between jobs."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.async_: dict[tuple[Any, ...], _SharedPool] = {}
-        self.sync: dict[tuple[Any, ...], _SharedPool] = {}
-
-    def get(self, key: tuple[Any, ...], sync: bool, options: dict[str, Any]) -> _SharedPool:
-        pools = self.sync if sync else self.async_
-        with self.lock:
-            pool = pools.get(key)
-            if pool is None:
-                pool = pools[key] = _SharedPool(sync, _transport_options(options))
-            return pool
-
-
-#: event loop -> its pools (``None``: sync clients made outside a worker's loop)
-_POOLS: dict[Any, _Pools] = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def _pools_for(loop: Any) -> _Pools:
-    with _POOLS_LOCK:
-        for other in [o for o in _POOLS if o is not None and o.is_closed()]:
-            del _POOLS[other]  # a loop that ended without close_pools: its pools died with it
-        pools = _POOLS.get(loop)
-        if pools is None:
-            pools = _POOLS[loop] = _Pools()
-        return pools
-
-
-def _transport_options(options: dict[str, Any]) -> dict[str, Any]:
-    """The options as httpx takes them: the process's TLS context by default; HTTP/2 only
-    with its package (not a dependency of floodway)."""
-    options = dict(options)
-    if options.get("verify") is None:
-        options["verify"] = _shared_ssl_context()
-    if options.get("http2"):
-        try:
-            import h2  # noqa: F401
-        except ImportError:
-            raise ConfigError("ctx.http: http2=True needs the 'h2' package (pip install 'httpx[http2]')") from None
-    return options
-
-
-def _new_transport(sync: bool, options: dict[str, Any]) -> Any:
-    """A transport of one client's own (options that cannot be shared)."""
-    options = _transport_options(options)
-    return httpx.HTTPTransport(**options) if sync else httpx.AsyncHTTPTransport(**options)
-
-
-async def close_pools() -> None:
-    """Close the connection pools of the running event loop (a worker stopping): its kept-alive
-    connections are closed cleanly. A later ``ctx.http`` on the loop opens new ones."""
-    loop = asyncio.get_running_loop()
-    with _POOLS_LOCK:
-        pools = _POOLS.pop(loop, None)
-    if pools is None:
-        return
-    with pools.lock:
-        async_: list[_SharedPool] = list(pools.async_.values())
-        sync: list[_SharedPool] = list(pools.sync.values())
-        pools.async_.clear()
-        pools.sync.clear()
-    for transport in async_:
-        try:
-            await transport.aclose()
-        except Exception as exc:  # a pool that cannot close cleanly must not stop the shutdown
-            log.warning("closing a connection pool failed: %s", exc)
-    for sync_transport in sync:
-        try:
-            await asyncio.to_thread(sync_transport.close)
-        except Exception as exc:
-            log.warning("closing a connection pool failed: %s", exc)
-
-
 def client_for(
     ctx: "Context",
     *,
@@ -778,21 +544,32 @@ def client_for(
         known = ", ".join(sorted(ctx.app.limits)) or "none"
         raise ConfigError(f"ctx.http: unknown limit {limit!r} (declared: {known}); declare it with app.limit()")
     pacer = _Pacer(ctx, limit, throttled, cost, actual_cost)
-    transport_options = {name: options.pop(name) for name in _TRANSPORT_OPTIONS if name in options}
+    transport_options = {name: options.pop(name) for name in TRANSPORT_OPTIONS if name in options}
     if transport_options.get("verify") is None:
         transport_options.pop("verify", None)  # the default: the process's TLS context
     inner = options.pop("transport", None)
     owned = True
     if inner is None:
-        key = _pool_key(transport_options)
+        kind = transport_kind(ctx.app.settings.http_transport, sync, transport_options)
+        key = pool_key(transport_options)
         try:
             loop = ctx.loop if sync else asyncio.get_running_loop()
         except RuntimeError:  # an async client made outside any event loop: no pool to share
             key = None
         if key is None:
-            inner = _new_transport(sync, transport_options)
+            inner = new_transport(sync, transport_options, kind)
         else:
-            inner, owned = _pools_for(loop).get(key, sync, transport_options), False
+            inner, owned = pools_for(loop).get(key, sync, transport_options, kind), False
+    url = _base_url(base_url) if isinstance(base_url, str) else base_url
     if sync:
-        return httpx.Client(base_url=base_url, transport=_SyncTransport(inner, pacer, owned), **options)
-    return httpx.AsyncClient(base_url=base_url, transport=_AsyncTransport(inner, pacer, owned), **options)
+        return httpx.Client(base_url=url, transport=_SyncTransport(inner, pacer, owned), **options)
+    return httpx.AsyncClient(base_url=url, transport=_AsyncTransport(inner, pacer, owned), **options)
+
+
+@functools.lru_cache(maxsize=64)
+def _base_url(base_url: str) -> httpx.URL:
+    """A base URL parsed as the client keeps it (with its trailing slash), once per process:
+    httpx checks each part of a URL it parses, which costs a job's client as much as the rest
+    of its construction."""
+    url = httpx.URL(base_url)
+    return url if url.raw_path.endswith(b"/") else url.copy_with(raw_path=url.raw_path + b"/")

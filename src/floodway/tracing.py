@@ -48,6 +48,13 @@ def _tracer() -> Any:
     return _trace.get_tracer(SCOPE)
 
 
+def _unset() -> bool:
+    """No tracer provider is set: a span records nothing, and a child span carries its
+    parent's context unchanged, so a span inside a run may be skipped (starting one costs
+    more than the rest of a job's own work on an HTTP call)."""
+    return isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider)
+
+
 def silent() -> bool:
     """No tracer provider is set and no span is current: a ``send`` span would record nothing
     and carry no context, so an enqueue may skip it (it costs more than writing a job to a
@@ -55,10 +62,7 @@ def silent() -> bool:
     request's headers) still travels with the jobs."""
     if _trace is None:
         return True
-    return (
-        isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider)
-        and not _trace.get_current_span().get_span_context().is_valid
-    )
+    return _unset() and not _trace.get_current_span().get_span_context().is_valid
 
 
 @contextlib.contextmanager
@@ -88,8 +92,8 @@ def send(task: str, queue: str, count: int) -> Iterator[str | None]:
 @contextlib.contextmanager
 def process(job: "Job") -> Iterator[Any]:
     """The span of one run of ``job``, a child of its enqueue's span; yields it (None when
-    tracing is off) for ``finish``."""
-    if _trace is None:
+    tracing is off, or nothing records it and no context travels on) for ``finish``."""
+    if _trace is None or (not job.trace and silent()):
         yield None
         return
     parent = _propagate.extract(json.loads(job.trace)) if job.trace else None
@@ -123,7 +127,7 @@ def finish(span: Any, status: str, error: dict[str, Any] | None, throttled: floa
 @contextlib.contextmanager
 def span(name: str, **attributes: Any) -> Iterator[None]:
     """A child span of the current one (a limit wait, a step)."""
-    if _trace is None:
+    if _trace is None or _unset():
         yield
         return
     clean = {key: value for key, value in attributes.items() if value is not None}
@@ -142,8 +146,9 @@ def event(name: str, **attributes: Any) -> None:
 
 @contextlib.contextmanager
 def request(request: "httpx.Request") -> Iterator[Any]:
-    """The CLIENT span of one request ``ctx.http`` sends; yields it for ``response``."""
-    if _trace is None:
+    """The CLIENT span of one request ``ctx.http`` sends; yields it for ``response`` (None
+    when nothing records it)."""
+    if _trace is None or _unset():
         yield None
         return
     attributes: dict[str, Any] = {

@@ -29,8 +29,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from proc_helpers import LoadedApps, wait_until  # noqa: E402
 
-from floodway import App, ConfigError, Context  # noqa: E402
-from floodway import http as floodway_http  # noqa: E402
+from floodway import (  # noqa: E402
+    App,
+    ConfigError,
+    Context,
+    http_pools,
+)
 from floodway.jobs import Status  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
@@ -116,6 +120,12 @@ class Server:
         self.thread.join(timeout=10)
 
 
+@pytest.fixture(params=["aiohttp", "httpx"])
+def transport(request) -> str:
+    """Each test runs over both of ctx.http's transports (``http_transport``)."""
+    return request.param
+
+
 @pytest.fixture
 def server():
     started = Server().start()
@@ -141,8 +151,10 @@ def run_until(worker, done, message: str, timeout: float = 60.0) -> None:
 
 
 @pytest.mark.parametrize("kind", ["async", "sync"])
-def test_jobs_of_one_worker_share_kept_alive_connections(tmp_path: Path, server: Server, kind: str) -> None:
-    app = App(f"sqlite:///{tmp_path / 'jobs.db'}")
+def test_jobs_of_one_worker_share_kept_alive_connections(
+    tmp_path: Path, server: Server, kind: str, transport: str
+) -> None:
+    app = App(f"sqlite:///{tmp_path / 'jobs.db'}", http_transport=transport)
     app.limit("api", rate="10000/s", burst=100)  # never binding
 
     @app.task(retry=0)
@@ -170,13 +182,13 @@ def test_jobs_of_one_worker_share_kept_alive_connections(tmp_path: Path, server:
     # running at the same time
     assert connections <= concurrency, f"{jobs} jobs opened {connections} connections"
     # the worker closed its pools when it stopped
-    assert not [loop for loop in floodway_http._POOLS if loop is not None]
+    assert not [loop for loop in http_pools._POOLS if loop is not None]
 
 
-def test_distinct_transport_options_get_distinct_pools(tmp_path: Path, server: Server) -> None:
+def test_distinct_transport_options_get_distinct_pools(tmp_path: Path, server: Server, transport: str) -> None:
     """Clients with the same transport options share a pool; other options get their own; a
     client's own ``transport=`` is used as given and closed with the client."""
-    app = App(f"sqlite:///{tmp_path / 'jobs.db'}")
+    app = App(f"sqlite:///{tmp_path / 'jobs.db'}", http_transport=transport)
     import httpx
 
     seen: dict[str, object] = {}
@@ -209,28 +221,38 @@ def test_distinct_transport_options_get_distinct_pools(tmp_path: Path, server: S
     assert seen == {"same": True, "other": True, "equal limits": True, "own": True, "own closed": True}
 
 
-def test_verify_false_turns_certificate_checks_off(tmp_path: Path) -> None:
+def _verify_mode(client) -> object:
+    """The certificate check of the TLS context a client's shared pool connects with."""
+    inner = client._transport.inner
+    if hasattr(inner, "lanes"):  # httpx's own transport, in lanes
+        return inner.lanes[0]._pool._ssl_context.verify_mode
+    return inner.ssl_context.verify_mode  # the aiohttp-backed transport
+
+
+def test_verify_false_turns_certificate_checks_off(tmp_path: Path, transport: str) -> None:
     """``verify=False`` reaches the transport (it was replaced by the default TLS context)."""
     import ssl
 
-    app = App(f"sqlite:///{tmp_path / 'jobs.db'}")
+    app = App(f"sqlite:///{tmp_path / 'jobs.db'}", http_transport=transport)
     modes: dict[str, object] = {}
 
     @app.task(retry=0)
     async def probe(ctx: Context) -> None:
         async with ctx.http(verify=False) as off, ctx.http() as on:
-            modes["off"] = off._transport.inner.lanes[0]._pool._ssl_context.verify_mode
-            modes["on"] = on._transport.inner.lanes[0]._pool._ssl_context.verify_mode
+            modes["off"] = _verify_mode(off)
+            modes["on"] = _verify_mode(on)
+            modes["kind"] = type(on._transport.inner).__name__
 
     @app.task(retry=0)
     def probe_sync(ctx: Context) -> None:
         with ctx.http_sync(verify=False) as off:
-            modes["sync off"] = off._transport.inner.lanes[0]._pool._ssl_context.verify_mode
+            modes["sync off"] = _verify_mode(off)
 
     app.enqueue("probe")
     app.enqueue("probe_sync")
     app.worker(burst=True).run()
-    assert modes == {"off": ssl.CERT_NONE, "on": ssl.CERT_REQUIRED, "sync off": ssl.CERT_NONE}
+    kind = "AiohttpTransport" if transport == "aiohttp" else "_SharedPool"
+    assert modes == {"off": ssl.CERT_NONE, "on": ssl.CERT_REQUIRED, "sync off": ssl.CERT_NONE, "kind": kind}
 
 
 def _has_h2() -> bool:
@@ -244,8 +266,10 @@ def _has_h2() -> bool:
 # -- a job's trouble stays its own ---------------------------------------------------------------
 
 
-def test_a_failed_or_cancelled_job_does_not_break_the_shared_pool(tmp_path: Path, server: Server) -> None:
-    app = App(f"sqlite:///{tmp_path / 'jobs.db'}")
+def test_a_failed_or_cancelled_job_does_not_break_the_shared_pool(
+    tmp_path: Path, server: Server, transport: str
+) -> None:
+    app = App(f"sqlite:///{tmp_path / 'jobs.db'}", http_transport=transport)
 
     @app.task(retry=0)
     async def ok(ctx: Context, n: int) -> int:
@@ -285,8 +309,8 @@ def test_a_failed_or_cancelled_job_does_not_break_the_shared_pool(tmp_path: Path
 # -- a 429 on the shared pool ---------------------------------------------------------------------
 
 
-def test_a_429_on_the_shared_pool_pauses_only_its_key(tmp_path: Path, server: Server) -> None:
-    app = App(f"sqlite:///{tmp_path / 'jobs.db'}")
+def test_a_429_on_the_shared_pool_pauses_only_its_key(tmp_path: Path, server: Server, transport: str) -> None:
+    app = App(f"sqlite:///{tmp_path / 'jobs.db'}", http_transport=transport)
     app.limit("per-tenant", rate="1000/s", burst=50, key="{tenant}")
 
     @app.task(retry=0, limits=["per-tenant"])
@@ -328,7 +352,7 @@ def test_a_429_on_the_shared_pool_pauses_only_its_key(tmp_path: Path, server: Se
 SHUTDOWN_APP = """
 import floodway
 
-app = floodway.App("sqlite:///@DB@")
+app = floodway.App("sqlite:///@DB@", http_transport="@TRANSPORT@")
 
 
 @app.task(retry=0)
@@ -350,11 +374,12 @@ def call_sync(ctx: floodway.Context, n: int):
 
 @pytest.mark.parametrize("loop", ["asyncio", "auto"])
 def test_a_stopping_worker_closes_its_pools_without_warnings(
-    tmp_path: Path, server: Server, workers, monkeypatch, loop: str
+    tmp_path: Path, server: Server, workers, monkeypatch, loop: str, transport: str
 ) -> None:
     apps = LoadedApps(tmp_path)
     try:
-        name, mod = apps.load(SHUTDOWN_APP.replace("@DB@", str(tmp_path / "jobs.db")).replace("@URL@", server.url))
+        source = SHUTDOWN_APP.replace("@DB@", str(tmp_path / "jobs.db")).replace("@URL@", server.url)
+        name, mod = apps.load(source.replace("@TRANSPORT@", transport))
         mod.app.enqueue_many("call", [{"n": i} for i in range(10)])
         mod.app.enqueue_many("call_sync", [{"n": i} for i in range(10)])
         monkeypatch.setenv("PYTHONWARNINGS", "always")
@@ -371,10 +396,10 @@ def test_a_stopping_worker_closes_its_pools_without_warnings(
         apps.close()
 
 
-def test_a_shared_pool_keeps_to_its_max_connections(tmp_path: Path, server: Server) -> None:
+def test_a_shared_pool_keeps_to_its_max_connections(tmp_path: Path, server: Server, transport: str) -> None:
     """``limits=`` bounds the connections of the shared pool as a whole (its lanes together),
     streamed responses included."""
-    app = App(f"sqlite:///{tmp_path / 'jobs.db'}")
+    app = App(f"sqlite:///{tmp_path / 'jobs.db'}", http_transport=transport)
     import httpx
 
     @app.task(retry=0)
@@ -394,3 +419,29 @@ def test_a_shared_pool_keeps_to_its_max_connections(tmp_path: Path, server: Serv
     assert app.store.count_jobs()["complete"] == 60, app.store.count_jobs()
     assert server.count() == 60
     assert len(server.ports()) <= 6, server.ports()
+
+
+# -- choosing the transport ----------------------------------------------------------------------
+
+
+def test_the_transport_setting_is_checked_where_it_is_given(tmp_path: Path, monkeypatch) -> None:
+    from floodway.config import load_settings
+
+    assert load_settings(env={}, pyproject=False).http_transport == "aiohttp"
+    with pytest.raises(ConfigError, match=r"http_transport='curl' must be one of 'aiohttp', 'httpx'"):
+        App(f"sqlite:///{tmp_path / 'jobs.db'}", http_transport="curl")
+    with pytest.raises(ConfigError, match="FLOODWAY_HTTP_TRANSPORT"):
+        load_settings(env={"FLOODWAY_HTTP_TRANSPORT": "requests"}, pyproject=False)
+    bad = tmp_path / "pyproject.toml"
+    bad.write_text("[tool.floodway]\nhttp_transport = 3\n")
+    with pytest.raises(ConfigError, match="http_transport"):
+        load_settings(env={}, pyproject=bad)
+    assert load_settings(env={"FLOODWAY_HTTP_TRANSPORT": "httpx"}, pyproject=False).http_transport == "httpx"
+
+
+def test_http2_and_sync_clients_use_httpx_whatever_the_setting() -> None:
+    """aiohttp speaks neither HTTP/2 nor blocking calls: those clients get httpx's transport."""
+    assert http_pools.transport_kind("aiohttp", False, {}) == "aiohttp"
+    assert http_pools.transport_kind("aiohttp", False, {"http2": True}) == "httpx"
+    assert http_pools.transport_kind("aiohttp", True, {}) == "httpx"
+    assert http_pools.transport_kind("httpx", False, {}) == "httpx"

@@ -190,7 +190,7 @@ LAYERS = [
         "forecast",
     ],
     ["store"],
-    ["resumable", "cost", "http", "context", "flows", "throttling", "alerts", "tokens"],
+    ["resumable", "cost", "http_pools", "http", "context", "flows", "throttling", "alerts", "tokens"],
     ["worker", "worker_plan", "worker_pacing", "worker_leases", "worker_outcomes", "worker_batches", "hooks"],
     [
         "tasks",
