@@ -116,10 +116,17 @@ class _SharedPool(httpx.AsyncBaseTransport, httpx.BaseTransport):
         return len(self.lanes) - 1
 
     def _take(self) -> int:
+        """The lane for the next request: the first with a free connection, in order, so the
+        first lanes' kept-alive connections are reused before another lane opens one (the pool
+        opens no more connections than requests were in flight at once); a new lane when all
+        are full; past the total, the least busy lane (the request queues there)."""
         with self.lock:
-            lane = min(range(len(self.lanes)), key=self.busy.__getitem__)
-            if self.busy[lane] >= self.sizes[lane] and sum(self.sizes) < self.total:
-                lane = self._new_lane()
+            lane = next((i for i, busy in enumerate(self.busy) if busy < self.sizes[i]), None)
+            if lane is None:
+                if sum(self.sizes) < self.total:
+                    lane = self._new_lane()
+                else:
+                    lane = min(range(len(self.lanes)), key=self.busy.__getitem__)
             self.busy[lane] += 1
             return lane
 
