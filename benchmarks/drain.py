@@ -93,7 +93,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SRC = ROOT / "src"
+#: the floodway under test: this tree's, or another's (``FLOODWAY_BENCH_SRC``: a commit before, beside)
+SRC = Path(os.environ.get("FLOODWAY_BENCH_SRC") or ROOT / "src")
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(SRC))
 
@@ -318,6 +319,21 @@ def _start_worker(tmp: Path, module: str, label: str) -> subprocess.Popen:
         log.close()
 
 
+def _backend_cpu_seconds(db: Database) -> float:
+    """User + system CPU of the server processes connected to the cell's PostgreSQL database
+    now (the workers' pooled connections; a connection closed earlier is not counted), read
+    from /proc: the server runs on this machine."""
+    pids = [row[0] for row in db.rows(f"SELECT pid FROM pg_stat_activity WHERE datname = '{db.name}'")]
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _stop_worker(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30.0) -> float:
     """Signal, wait (SIGKILL after ``timeout``), and return the process's CPU seconds."""
     if proc.poll() is None:
@@ -456,11 +472,18 @@ def run_cell(kind: Kind, rate: int, decl: str, backend: str, n: int, keep: bool,
             time.sleep(0.25)
         result["load_avg"] = (load_before, os.getloadavg()[0])
         result["rss_mb"] = rss
+        if backend == "postgres":
+            result["server_cpu_ms_per_job"] = 1000 * _backend_cpu_seconds(db) / n
         for i, p in enumerate(procs):
             cpu[i] = _stop_worker(p)
         dest.stop()
 
         finished = db.rows("SELECT MAX(finished_at) FROM jobs WHERE status = 'complete'")[0][0]
+        ends = sorted(row[0] for row in db.rows("SELECT finished_at FROM jobs WHERE status = 'complete'"))
+        fifth = len(ends) // 5
+        if fifth > 1:  # the rate over each fifth of the drain: whether it falls as the drain goes on
+            chunks = [ends[i * fifth : (i + 1) * fifth] for i in range(5)]
+            result["rate_by_fifth"] = [round(len(c) / (c[-1] - c[0]), 1) for c in chunks if c[-1] > c[0]]
         claims = dict(db.rows("SELECT id, started_at FROM jobs WHERE started_at IS NOT NULL"))
         statuses = dict(db.rows("SELECT status, COUNT(*) FROM jobs GROUP BY status"))
         attempts = dict(db.rows("SELECT attempt, COUNT(*) FROM jobs GROUP BY attempt"))
@@ -643,6 +666,11 @@ def print_bare(rows: list[dict]) -> None:
                 f"{r['per_second_from_first_request']:,.0f} | "
                 f"{r['per_second_from_first_request'] / bare['per_second']:.2f} | {r['cpu_ms_per_job']:.2f} ms |"
             )
+    for r in rows:
+        if r.get("server_cpu_ms_per_job") is not None:
+            print(f"\nfloodway {r['backend']}: server CPU per job {r['server_cpu_ms_per_job']:.2f} ms")
+        if r.get("rate_by_fifth"):
+            print(f"floodway {r['backend']}: jobs/s in each fifth of the drain: {r['rate_by_fifth']}")
     for r in rows:
         if r.get("rss_mb"):
             samples = ", ".join(
