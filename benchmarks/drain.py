@@ -93,7 +93,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SRC = ROOT / "src"
+#: the floodway under test: this tree's, or another's (``FLOODWAY_BENCH_SRC``: a commit before, beside)
+SRC = Path(os.environ.get("FLOODWAY_BENCH_SRC") or ROOT / "src")
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(SRC))
 
@@ -318,6 +319,21 @@ def _start_worker(tmp: Path, module: str, label: str) -> subprocess.Popen:
         log.close()
 
 
+def _backend_cpu_seconds(db: Database) -> float:
+    """User + system CPU of the server processes connected to the cell's PostgreSQL database
+    now (the workers' pooled connections; a connection closed earlier is not counted), read
+    from /proc: the server runs on this machine."""
+    pids = [row[0] for row in db.rows(f"SELECT pid FROM pg_stat_activity WHERE datname = '{db.name}'")]
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _stop_worker(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30.0) -> float:
     """Signal, wait (SIGKILL after ``timeout``), and return the process's CPU seconds."""
     if proc.poll() is None:
@@ -339,6 +355,13 @@ def _stop_worker(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: flo
 
 #: a drain samples its workers' resident memory each time this many more jobs have finished
 RSS_EVERY = 10_000
+#: how often a drain of up to POLL_SCALE jobs reads its progress (its end is read from the
+#: jobs afterwards); a larger drain reads it proportionally less often: each read is a COUNT
+#: over every job, so at a fixed interval its server CPU per job would grow with N (on
+#: PostgreSQL, 60-80 ms per read at 100,000 jobs: 0.6 ms per job every 0.25 s, a third of the
+#: server's whole CPU per job), a cost of the harness and none of floodway's or the bare client's
+POLL_EVERY = float(os.environ.get("FLOODWAY_BENCH_POLL", "0.25"))
+POLL_SCALE = 25_000
 
 
 def _rss_mb(pid: int) -> float:
@@ -443,8 +466,11 @@ def run_cell(kind: Kind, rate: int, decl: str, backend: str, n: int, keep: bool,
         total = len(ids)
         give_up = t0 + max(60.0, max_ratio * result["ideal_seconds"])
         rss: dict[int, list[float]] = {}  # the workers' resident memory (MB) every RSS_EVERY jobs
+        polls = []  # the wall time of each progress read: a COUNT over every job, run by the server
         while True:
+            polled = time.perf_counter()
             counts = app.store.count_jobs()
+            polls.append(time.perf_counter() - polled)
             finished_now = counts["complete"] + counts["failed"] + counts["cancelled"]
             if finished_now // RSS_EVERY * RSS_EVERY not in rss and finished_now >= RSS_EVERY:
                 rss[finished_now // RSS_EVERY * RSS_EVERY] = [_rss_mb(p.pid) for p in procs]
@@ -453,14 +479,22 @@ def run_cell(kind: Kind, rate: int, decl: str, backend: str, n: int, keep: bool,
             if time.time() > give_up:
                 result["stopped_after"] = time.time() - t0
                 break
-            time.sleep(0.25)
+            time.sleep(POLL_EVERY * max(1.0, n / POLL_SCALE))
+        result["progress_reads"] = (len(polls), round(sum(polls), 2))
         result["load_avg"] = (load_before, os.getloadavg()[0])
         result["rss_mb"] = rss
+        if backend == "postgres":
+            result["server_cpu_ms_per_job"] = 1000 * _backend_cpu_seconds(db) / n
         for i, p in enumerate(procs):
             cpu[i] = _stop_worker(p)
         dest.stop()
 
         finished = db.rows("SELECT MAX(finished_at) FROM jobs WHERE status = 'complete'")[0][0]
+        ends = sorted(row[0] for row in db.rows("SELECT finished_at FROM jobs WHERE status = 'complete'"))
+        fifth = len(ends) // 5
+        if fifth > 1:  # the rate over each fifth of the drain: whether it falls as the drain goes on
+            chunks = [ends[i * fifth : (i + 1) * fifth] for i in range(5)]
+            result["rate_by_fifth"] = [round(len(c) / (c[-1] - c[0]), 1) for c in chunks if c[-1] > c[0]]
         claims = dict(db.rows("SELECT id, started_at FROM jobs WHERE started_at IS NOT NULL"))
         statuses = dict(db.rows("SELECT status, COUNT(*) FROM jobs GROUP BY status"))
         attempts = dict(db.rows("SELECT attempt, COUNT(*) FROM jobs GROUP BY attempt"))
@@ -643,6 +677,11 @@ def print_bare(rows: list[dict]) -> None:
                 f"{r['per_second_from_first_request']:,.0f} | "
                 f"{r['per_second_from_first_request'] / bare['per_second']:.2f} | {r['cpu_ms_per_job']:.2f} ms |"
             )
+    for r in rows:
+        if r.get("server_cpu_ms_per_job") is not None:
+            print(f"\nfloodway {r['backend']}: server CPU per job {r['server_cpu_ms_per_job']:.2f} ms")
+        if r.get("rate_by_fifth"):
+            print(f"floodway {r['backend']}: jobs/s in each fifth of the drain: {r['rate_by_fifth']}")
     for r in rows:
         if r.get("rss_mb"):
             samples = ", ".join(

@@ -155,3 +155,46 @@ print("ok")
         [sys.executable, str(script)], env={"PYTHONPATH": SRC}, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_without_a_tracer_provider_a_run_records_nothing_and_its_context_travels_on(tmp_path):
+    """No provider set (the worker records nothing), one job enqueued under a context taken from
+    a request's headers: the job that run enqueues carries the same trace; a job enqueued with
+    no context carries none, nor do the jobs its run enqueues."""
+    script = tmp_path / "unrecorded.py"
+    script.write_text(
+        f"""
+import json
+import floodway
+from opentelemetry import context, propagate, trace
+from floodway import tracing
+assert tracing.ENABLED and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+app = floodway.App("sqlite:///{tmp_path}/jobs.db")
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+@app.task
+async def child(n: int) -> int:
+    return n
+
+@app.task
+async def parent(n: int) -> str:
+    return child.enqueue({{"n": n}}).id
+
+token = context.attach(propagate.extract({{"traceparent": f"00-{{TRACE}}-00f067aa0ba902b7-01"}}))
+traced = parent.enqueue({{"n": 1}})
+context.detach(token)
+plain = parent.enqueue({{"n": 2}})
+app.worker(burst=True).run()
+app.worker(burst=True).run()
+kids = {{h.id: app.store.get_job(h.result(timeout=5)) for h in (traced, plain)}}
+assert all(k.status.value == "complete" for k in kids.values()), kids
+assert TRACE in json.loads(traced.job().trace)["traceparent"]
+assert TRACE in json.loads(kids[traced.id].trace)["traceparent"], kids[traced.id].trace
+assert plain.job().trace is None and kids[plain.id].trace is None
+print("ok")
+"""
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], env={"PYTHONPATH": SRC}, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
