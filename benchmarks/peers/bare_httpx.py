@@ -1,7 +1,10 @@
 """The bare-client baseline of ``drain.py --bare``: what one plain ``httpx.AsyncClient`` per
 process does against the same loopback destination, with no queue, no store and no limit.
 
-    python bare_httpx.py URL N INFLIGHT
+    python bare_httpx.py URL N INFLIGHT [TRANSPORT]
+
+TRANSPORT is ``httpx`` (httpx's own, the default) or ``aiohttp`` (``httpx-aiohttp``'s transport:
+the same client over aiohttp's pool and parser, as ``ctx.http`` sends by default).
 
 Sends N POSTs (``/orders``, a JSON body and an ``Idempotency-Key`` header, as the floodway
 job does), INFLIGHT at a time over one keep-alive pool, after one warm-up request that opens
@@ -28,9 +31,14 @@ def cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def main(url: str, n: int, inflight: int) -> None:
+async def main(url: str, n: int, inflight: int, transport: str = "httpx") -> None:
     limits = httpx.Limits(max_connections=inflight, max_keepalive_connections=inflight)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+    options: dict = {"limits": limits}
+    if transport == "aiohttp":
+        from httpx_aiohttp import AiohttpTransport
+
+        options = {"transport": AiohttpTransport(limits=limits)}
+    async with httpx.AsyncClient(base_url=url, timeout=60, **options) as client:
         await client.post("/orders", json={"id": -1}, headers={"Idempotency-Key": f"warm-{uuid.uuid4()}"})
         queue: asyncio.Queue[int] = asyncio.Queue()
         for i in range(n):
@@ -60,10 +68,20 @@ async def main(url: str, n: int, inflight: int) -> None:
         await asyncio.gather(*(sender() for _ in range(inflight)))
         t1, c1 = time.time(), cpu()
     print(
-        json.dumps({"start": t0, "end": t1, "requests": n, "ok": ok, "errors": errors, "cpu_seconds": c1 - c0}),
+        json.dumps(
+            {
+                "start": t0,
+                "end": t1,
+                "requests": n,
+                "ok": ok,
+                "errors": errors,
+                "cpu_seconds": c1 - c0,
+                "transport": transport,
+            }
+        ),
         flush=True,
     )
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:5]))
