@@ -44,6 +44,25 @@ DEFAULT_MAX_PAYLOAD = 1_000_000
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+#: the options of ``App.enqueue`` / ``enqueue_many`` an ``EnqueuePlan`` takes as they are, and
+#: those it takes together as the enqueue's shaping (dedupe or debounce)
+_PLAN_OPTIONS = ("id", "queue", "delay", "start_at", "retry", "priority", "tenant", "limits", "lane")
+_SHAPING_OPTIONS = ("unique_for", "unique_key", "unique_while", "debounce", "debounce_key", "debounce_max")
+
+
+def _plan_options(single: bool, options: Mapping[str, Any]) -> dict[str, Any]:
+    """An enqueue's options as ``EnqueuePlan`` takes them (an unknown one is a TypeError, as a
+    call to ``App.enqueue`` with it would be)."""
+    unknown = set(options) - set(_PLAN_OPTIONS) - set(_SHAPING_OPTIONS)
+    if unknown:
+        raise TypeError(f"enqueue() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    return {
+        "single": single,
+        **{name: options.get(name) for name in _PLAN_OPTIONS},
+        "shaping": {name: options.get(name) for name in _SHAPING_OPTIONS},
+    }
+
+
 class App:
     """The registry of tasks and queues, bound to one store.
 
@@ -536,68 +555,9 @@ class App:
         window, or a debounce key whose job has not started (it takes these arguments). The
         ``unique_*`` and ``debounce*`` options override the task's (see ``App.task``).
         """
-        return self._enqueue(
-            task,
-            [args],
-            **self._single_options(
-                id=id,
-                queue=queue,
-                delay=delay,
-                start_at=start_at,
-                retry=retry,
-                priority=priority,
-                tenant=tenant,
-                limits=limits,
-                unique_for=unique_for,
-                unique_key=unique_key,
-                unique_while=unique_while,
-                debounce=debounce,
-                debounce_key=debounce_key,
-                debounce_max=debounce_max,
-                lane=lane,
-            ),
-        )[0]
-
-    @staticmethod
-    def _single_options(
-        *,
-        id: str | None = None,
-        queue: str | Queue | None = None,
-        delay: str | float | timedelta | None = None,
-        start_at: Any = None,
-        retry: Retry | int | None = None,
-        priority: int | None = None,
-        tenant: str | None = None,
-        limits: Iterable[str] | None = None,
-        unique_for: str | float | timedelta | None = None,
-        unique_key: str | None = None,
-        unique_while: str | None = None,
-        debounce: str | float | timedelta | None = None,
-        debounce_key: str | None = None,
-        debounce_max: str | float | timedelta | None = None,
-        lane: str | None = None,
-    ) -> dict[str, Any]:
-        """``enqueue``'s options as an ``EnqueuePlan`` takes them (an unknown one is a TypeError)."""
-        return {
-            "single": True,
-            "id": id,
-            "queue": queue,
-            "delay": delay,
-            "start_at": start_at,
-            "retry": retry,
-            "priority": priority,
-            "tenant": tenant,
-            "limits": limits,
-            "shaping": {
-                "unique_for": unique_for,
-                "unique_key": unique_key,
-                "unique_while": unique_while,
-                "debounce": debounce,
-                "debounce_key": debounce_key,
-                "debounce_max": debounce_max,
-            },
-            "lane": lane,
-        }
+        # every option of the signature above, by name (locals() holds just these here)
+        options = {k: v for k, v in locals().items() if k not in ("self", "task", "args")}
+        return self._enqueue(task, [args], **_plan_options(True, options))[0]
 
     def enqueue_many(
         self,
@@ -626,28 +586,8 @@ class App:
         """
         if isinstance(args_list, (str, bytes, Mapping)) or not isinstance(args_list, Iterable):
             raise EnqueueError("enqueue_many expects a list of argument dicts")
-        return self._enqueue(
-            task,
-            list(args_list),
-            single=False,
-            id=id,
-            queue=queue,
-            delay=delay,
-            start_at=start_at,
-            retry=retry,
-            priority=priority,
-            tenant=tenant,
-            limits=limits,
-            shaping={
-                "unique_for": unique_for,
-                "unique_key": unique_key,
-                "unique_while": unique_while,
-                "debounce": debounce,
-                "debounce_key": debounce_key,
-                "debounce_max": debounce_max,
-            },
-            lane=lane,
-        )
+        options = {k: v for k, v in locals().items() if k not in ("self", "task", "args_list")}
+        return self._enqueue(task, list(args_list), **_plan_options(False, options))
 
     async def enqueue_async(self, task: Task | str, args: Mapping[str, Any] | None = None, **options: Any) -> Handle:
         """``enqueue`` from a coroutine (the same options). Checked in the event loop; a plain
@@ -655,7 +595,7 @@ class App:
         coroutines (an async web server's requests) shares a few transactions and no thread is
         taken per call. Returns once the job is durable. Cancelling the call does not withdraw
         a job that was handed to the commit already."""
-        return (await self._enqueue_async(task, [args], **self._single_options(**options)))[0]
+        return (await self._enqueue_async(task, [args], **_plan_options(True, options)))[0]
 
     async def enqueue_many_async(
         self, task: Task | str, args_list: Sequence[Mapping[str, Any] | None], **options: Any
