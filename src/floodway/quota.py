@@ -41,6 +41,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
+from . import window_ends
+
 if TYPE_CHECKING:
     from .limits import LimitSpec
 
@@ -55,6 +57,7 @@ __all__ = [
     "classify_wait",
     "effective_burst",
     "reset_bounds",
+    "spent_until",
 ]
 
 #: a refusal asking to wait at most this long is congestion (slow down), a longer one is an
@@ -153,6 +156,8 @@ class Observation:
     used: float | None = None  # a leaky bucket's fill ...
     size: float | None = None  # ... and its size (``X-Shopify-Shop-Api-Call-Limit: used/size``)
     leak: float | None = None  # ... and its leak per second, when stated (GraphQL's restoreRate)
+    renewed: float | None = None  # the first response of a later window a process saw ...
+    renewed_reset: float | None = None  # ... and the reset it stated (see window_ends.renewed)
 
 
 @dataclass
@@ -189,6 +194,8 @@ class Learned:
     pend: list[float] | None = None  # [first seen, lo, hi]: the instant refusals point to, not yet a window
     win_q: float = 0.0  # requests accepted in the last window that ran out ...
     win_w: float = 0.0  # ... and that window's length
+    period: float = 0.0  # the window's length as the destination states it
+    reset_end: list[float] | None = None  # where a stated budget's window really ends (window_ends)
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -349,6 +356,12 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
         state.throttled += obs.throttled
         state._count(state.minute, now, obs.throttled, 60.0)
         state._count(state.no, now, obs.throttled, ACCEPTED_WINDOW)
+    if obs.window:
+        state.period = float(obs.window)
+    if obs.renewed is not None and obs.renewed_reset is not None:
+        state.reset_end = (
+            window_ends.renewed(window_ends.check(state.reset_end), obs.renewed, obs.renewed_reset) or state.reset_end
+        )
     if state.source == "window" and state.win_w > 0 and _next_window(state, obs):
         _window_pace(spec, state)
     if obs.accepted:
@@ -434,6 +447,17 @@ def _exhausted(
     state.budget_from, state.budget_ok = reset_at, 0
     state.cuts += 1
     return "cut"
+
+
+def spent_until(learned: Learned | None, now: float, stated: float, sent: float) -> tuple[float, Learned]:
+    """A stated budget is spent: (when the key's pause ends, the new learned state). Not the
+    stated reset, rounded up to a whole second, but the window's real end as learned across
+    windows, or one probe request early in what is unknown of it (see ``window_ends``)."""
+    state = learned if learned is not None else Learned(start=now)
+    until, state.reset_end = window_ends.resume(
+        window_ends.check(state.reset_end), now, stated, sent, state.period or None
+    )
+    return until, state
 
 
 def reset_bounds(now: float, wait: float) -> tuple[float, float]:
