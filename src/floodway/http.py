@@ -342,10 +342,13 @@ class _Pacer:
         reset_at: float | None = None,
     ) -> tuple[float | None, str | None]:
         accepted, fields, first_ok = reports_of(self.ctx.app).take(self.pair, now)
+        renewed = {k: v for k, v in fields.items() if k.startswith("renewed")}  # see http_reports
         if not throttled:
-            fields = _fields(info, usage) or fields
+            fields = {**(_fields(info, usage) or fields), **renewed}
         elif reset_at is not None:
-            fields = {"reset_at": reset_at, **{k: v for k, v in fields.items() if k.startswith("renewed")}}
+            # (a stated budget of 0: the window's end is learned from the pause, see window_ends)
+            spent = {"remaining": 0} if info.remaining == 0 else {}
+            fields = {"reset_at": reset_at, **spent, **renewed}
         obs = Observation(now, token_at, wait, throttled, exhausted, accepted, first_ok, **fields)
         assert self.limit is not None  # only a request through a limit reports to it
         return self.ctx.app.store.observe_limit(self.limit, self.key or "", obs)

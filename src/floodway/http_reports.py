@@ -30,7 +30,7 @@ class Reports:
         self.first: dict[tuple[str, str], float] = {}
         #: the latest reset stated, and the first response of a new window since the last report
         self.reset: dict[tuple[str, str], float] = {}
-        self.renewed: dict[tuple[str, str], tuple[float, float]] = {}
+        self.renewed: dict[tuple[str, str], tuple[float, float, float]] = {}
 
     def add(self, pair: tuple[str, str], now: float, fields: dict[str, Any] | None) -> bool:
         """Count one accepted response; True when it is time to report."""
@@ -56,18 +56,18 @@ class Reports:
         self.reset[pair] = reset if last is None else max(last, reset)
         if last is None or reset < last + NEW_WINDOW or pair in self.renewed:
             return False
-        self.renewed[pair] = (now, reset)
+        self.renewed[pair] = (now, reset, last)
         return True
 
     def take(self, pair: tuple[str, str], now: float) -> tuple[int, dict[str, Any], float | None]:
         """(accepted, the newest quota fields, the first accepted) since the last report; the
-        fields carry ``renewed`` and ``renewed_reset`` when a new window began meanwhile."""
+        fields carry ``renewed``, ``renewed_reset`` and ``renewed_from`` when a new window began meanwhile."""
         with self.lock:
             self.last[pair] = now
             fields = self.headers.pop(pair, {})
             renewed = self.renewed.pop(pair, None)
             if renewed is not None:
-                fields = {**fields, "renewed": renewed[0], "renewed_reset": renewed[1]}
+                fields = {**fields, "renewed": renewed[0], "renewed_reset": renewed[1], "renewed_from": renewed[2]}
             return self.accepted.pop(pair, 0), fields, self.first.pop(pair, None)
 
 

@@ -157,7 +157,8 @@ class Observation:
     size: float | None = None  # ... and its size (``X-Shopify-Shop-Api-Call-Limit: used/size``)
     leak: float | None = None  # ... and its leak per second, when stated (GraphQL's restoreRate)
     renewed: float | None = None  # the first response of a later window a process saw ...
-    renewed_reset: float | None = None  # ... and the reset it stated (see window_ends.renewed)
+    renewed_reset: float | None = None  # ... the reset it stated ...
+    renewed_from: float | None = None  # ... and the one the responses before it stated (window_ends.renewed)
 
 
 @dataclass
@@ -358,9 +359,9 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
         state._count(state.no, now, obs.throttled, ACCEPTED_WINDOW)
     if obs.window:
         state.period = float(obs.window)
-    if obs.renewed is not None and obs.renewed_reset is not None:
-        state.reset_end = (
-            window_ends.renewed(window_ends.check(state.reset_end), obs.renewed, obs.renewed_reset) or state.reset_end
+    if obs.renewed is not None and obs.renewed_reset is not None and obs.renewed_from is not None:
+        state.reset_end = window_ends.renewed(
+            window_ends.check(state.reset_end), obs.renewed, obs.renewed_reset, obs.renewed_from, state.period or None
         )
     if state.source == "window" and state.win_w > 0 and _next_window(state, obs):
         _window_pace(spec, state)
@@ -374,7 +375,9 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
         else:
             state.budget_ok += obs.accepted
     changed: str | None = None
-    end = _window_end(state, now, obs.wait, obs.exhausted > 0) if obs.throttled and obs.wait else None
+    # (a refusal that states its budget is spent ends a window whose end window_ends learns)
+    stated = obs.remaining == 0
+    end = _window_end(state, now, obs.wait, obs.exhausted > 0) if obs.throttled and obs.wait and not stated else None
     if end is not None and current is not None:
         changed = _window(spec, state, admitted, now, current, *end)
     elif obs.exhausted and obs.reset_at is not None and current is not None:
@@ -707,7 +710,9 @@ def _from_headers(
         # up, or an epoch second): on average it comes RESET_ROUNDING before the stated time, and
         # pacing to the stated one would leave that part of every window unspent. Reaching a
         # budget of 0 a little early costs nothing: the key is paused until the reset
-        target = obs.remaining / max(obs.reset_at - now - RESET_ROUNDING, 0.05)
+        # (or, once learned, until the window's real end: see window_ends)
+        end = window_ends.expected(window_ends.check(state.reset_end), obs.reset_at)
+        target = obs.remaining / max((obs.reset_at - RESET_ROUNDING if end is None else end) - now, 0.05)
     elif obs.limit and obs.window:
         target, burst = _stated_pace(obs.limit, obs.window)
     elif obs.used is not None and obs.size:

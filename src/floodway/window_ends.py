@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["KNOWN", "PROBE_SHARE", "resume", "renewed", "stated_bounds"]
+__all__ = ["KNOWN", "PROBE_SHARE", "check", "expected", "resume", "renewed", "stated_bounds"]
 
 #: an end known to within this many seconds is known: the pause ends at its latest instant
 KNOWN = 0.03
@@ -39,6 +39,11 @@ KNOWN = 0.03
 PROBE_SHARE = 0.25
 #: a stated reset is rounded up to a whole second
 ROUNDING = 1.0
+#: a reset in seconds from a response is counted from the destination's answer, read up to
+#: this much later
+LATE = 0.05
+#: a budget is paced to last until the learned end once it is known to within this (seconds)
+UNSURE = 0.5
 
 # the learned state, one list: [lo, hi, length, resume, stated]: the last window's end in
 # (lo, hi], the windows' length (0: not known yet), when its pause ends (the probe's moment),
@@ -107,13 +112,40 @@ def resume(
     return at, [lo, hi, w, at, stated]
 
 
-def renewed(end: list[float] | None, at: float, reset: float) -> list[float] | None:
-    """A response at ``at`` stated ``reset``, the first of a later window that its process saw:
-    when it lies past the learned window (a reset at least a rounding beyond its latest end),
-    that window ended before ``at``. Returns the new learned state (None: unchanged)."""
-    if end is None or reset < end[HI] + ROUNDING - 1e-6 or not end[LO] < at < end[HI]:
+def _bounds(stated: float) -> tuple[float, float]:
+    """The end of a window that stated ``stated``, with nothing else known: a reset in seconds
+    from a response is counted from the destination's answer, a little before it was read."""
+    whole = abs(stated - round(stated)) < 1e-6
+    return stated - ROUNDING - (0.0 if whole else LATE), stated
+
+
+def renewed(
+    end: list[float] | None, at: float, reset: float, before: float, length: float | None = None
+) -> list[float]:
+    """A process read the first response of a new window at ``at`` (it stated ``reset``; the
+    responses before it ``before``): the window that stated ``before`` ended before ``at``.
+    Returns the new learned state (what was learned, carried to that window, when it agrees)."""
+    lo, hi = _bounds(before)
+    w = _length(end, reset, length) if end is not None else float(length or 0.0)
+    if not w and abs(reset - round(reset)) < 1e-6 and abs(before - round(before)) < 1e-6 and reset - before >= 1:
+        w = reset - before
+    carried = _carried([*end[:LENGTH], w, *end[LENGTH + 1 :]], lo, hi) if end is not None else None
+    if carried is not None and carried[0] < at:
+        lo, hi = carried[0], min(carried[1], at)
+    else:
+        hi = min(hi, at)
+    return [lo, hi, w, hi, before]
+
+
+def expected(end: list[float] | None, stated: float) -> float | None:
+    """The earliest instant the window that states ``stated`` may end, when what was learned
+    bounds it to within UNSURE (None: not learned well enough; a reset rounded up says nothing
+    closer than the second before it)."""
+    if end is None:
         return None
-    return [end[LO], at, *end[LENGTH:]]
+    lo, hi = _bounds(stated)
+    carried = _carried(end, lo, hi)
+    return carried[0] if carried is not None and carried[1] - carried[0] <= UNSURE else None
 
 
 def check(end: object) -> list[float] | None:

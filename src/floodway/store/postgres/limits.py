@@ -104,6 +104,7 @@ class PostgresLimits(PostgresConnection):
                 "first_ok": None if obs.first_ok is None else obs.first_ok + shift,
                 "renewed": None if obs.renewed is None else obs.renewed + shift,
                 "renewed_reset": None if obs.renewed_reset is None else obs.renewed_reset + shift,
+                "renewed_from": None if obs.renewed_from is None else obs.renewed_from + shift,
                 "reset_at": None if obs.reset_at is None else obs.reset_at + shift,
             }
         )
