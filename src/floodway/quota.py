@@ -5,7 +5,8 @@ sets the *effective* rate that GCRA paces a key at:
 
 - **headers**: a stated budget (``X-RateLimit-Remaining`` with a reset, the IETF ``RateLimit``
   fields, ``RateLimit-Policy``'s quota per window) paces the key so the remaining budget lasts
-  until the reset; a usage header (``used/size`` of a leaky bucket whose leak rate is not
+  until the reset (a reset is rounded up to a whole second: until the window's real end, once
+  learned, see ``window_ends``; a spent budget pauses the key until that end); a usage header (``used/size`` of a leaky bucket whose leak rate is not
   stated) is steered so the bucket stays half full, at the leak rate measured from it;
 - **429s**: a refusal that asks for a short wait (an overflowing bucket or sliding window, or
   a bare 429) is a *congestion signal*: the rate is cut, once per round (a refusal of a request
