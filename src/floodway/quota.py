@@ -453,13 +453,15 @@ def _exhausted(
     return "cut"
 
 
-def spent_until(learned: Learned | None, now: float, stated: float, sent: float) -> tuple[float, Learned]:
+def spent_until(
+    learned: Learned | None, now: float, stated: float, sent: float, paused: float = 0.0
+) -> tuple[float, Learned]:
     """A stated budget is spent: (when the key's pause ends, the new learned state). Not the
     stated reset, rounded up to a whole second, but the window's real end as learned across
     windows, or one probe request early in what is unknown of it (see ``window_ends``)."""
     state = learned if learned is not None else Learned(start=now)
     until, state.reset_end = window_ends.resume(
-        window_ends.check(state.reset_end), now, stated, sent, state.period or None
+        window_ends.check(state.reset_end), now, stated, sent, state.period or None, paused
     )
     return until, state
 

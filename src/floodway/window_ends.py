@@ -93,10 +93,16 @@ def _plan(lo: float, hi: float) -> float:
 
 
 def resume(
-    end: list[float] | None, now: float, stated: float, sent: float, length: float | None = None
+    end: list[float] | None,
+    now: float,
+    stated: float,
+    sent: float,
+    length: float | None = None,
+    paused: float = 0.0,
 ) -> tuple[float, list[float]]:
     """A window's budget is spent (``stated``: the reset it stated, ``sent``: when the request
-    that found it spent was sent): (when the key's pause ends, the new learned state)."""
+    that found it spent was sent; ``paused``: the key's pause now, never shortened): (when the
+    key's pause ends, the new learned state)."""
     lo, hi = stated_bounds(stated, sent, now)
     w = _length(end, stated, length)
     carried = _carried([*end[:LENGTH], w, *end[LENGTH + 1 :]], lo, hi) if end is not None else None
@@ -105,10 +111,12 @@ def resume(
         if same and sent >= end[AT]:
             # the probe (or a pause's first request) found the window still open: wait until
             # its latest end, no second probe
-            return hi, [lo, hi, w, hi, stated]
+            at = max(hi, paused)
+            return at, [lo, hi, w, at, stated]
         if same and now >= end[AT]:
-            return max(end[AT], now), [lo, hi, w, end[AT], stated]
-    at = max(_plan(lo, hi), now)
+            at = max(end[AT], now, paused)
+            return at, [lo, hi, w, end[AT], stated]
+    at = max(_plan(lo, hi), now, paused)
     return at, [lo, hi, w, at, stated]
 
 

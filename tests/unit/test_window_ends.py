@@ -131,3 +131,11 @@ def test_a_process_reports_the_first_response_of_a_new_window_at_once():
     # seconds from the response (``t``): within a window the reset moves by less than a second
     assert not reports.add(pair, 10.1, {"remaining": 198, "reset_at": 15.7})
     assert "renewed" not in reports.take(pair, 10.2)[1]
+
+
+def test_a_longer_pause_is_never_shortened_and_is_what_the_probe_is_measured_from():
+    at, end = we.resume(None, 100.21, 101.0, 100.2, paused=100.9)
+    assert at == 100.9 and end[we.AT] == 100.9
+    # a request the window refused, sent before that pause ended, is no probe
+    at, end = we.resume(end, 100.5, 101.0, 100.45, paused=100.9)
+    assert at == 100.9 and end[we.LO] == pytest.approx(100.45)

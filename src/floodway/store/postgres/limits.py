@@ -75,7 +75,9 @@ class PostgresLimits(PostgresConnection):
         def go(cur: psycopg.Cursor) -> float:
             spec, (tat, paused_until, _, admitted, learned) = self._spec_and_lock(cur, name, key)
             if sent is not None:
-                stated, ends = spent_until(Learned.loads(learned), self._now(), until, sent + shift)
+                stated, ends = spent_until(
+                    Learned.loads(learned), self._now(), until, sent + shift, float(paused_until)
+                )
                 learned = ends.dumps()
             else:
                 stated = until

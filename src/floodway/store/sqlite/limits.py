@@ -61,7 +61,7 @@ class SQLiteLimits(SQLiteConnection):
             ).fetchone()
             tat, paused_until, admitted, learned = state if state else (0.0, 0.0, 0, None)
             if sent is not None:
-                until, ends = spent_until(Learned.loads(learned), time.time(), until, sent)
+                until, ends = spent_until(Learned.loads(learned), time.time(), until, sent, paused_until)
                 learned = ends.dumps()
             until = max(until, paused_until)
             rate, burst = key_pace(spec, Learned.loads(learned), admitted, time.time())
