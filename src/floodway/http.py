@@ -29,7 +29,6 @@ import asyncio
 import functools
 import logging
 import re
-import threading
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -41,6 +40,7 @@ from . import tracing
 from .cost import Settlement, read_async, read_sync
 from .errors import ConfigError, RateLimited
 from .http_pools import TRANSPORT_OPTIONS, close_pools, new_transport, pool_key, pools_for, transport_kind
+from .http_reports import reports_of
 from .quota import Observation, classify_wait
 from .resumable import current_idempotency_key
 from .retry import Retry
@@ -162,9 +162,6 @@ def parse_quota_headers(headers: Mapping[str, str], now: float | None = None) ->
     return QuotaInfo(reset_at, remaining, limit, window)
 
 
-#: a worker process reports what responses said about a limit key at most this often (the
-#: refusals themselves are reported at once): the response path writes nothing in between
-REPORT_INTERVAL = 0.25
 #: a usage header: ``X-Shopify-Shop-Api-Call-Limit: 32/40`` (used/size of a leaky bucket)
 _USAGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
 _USAGE_HEADERS = ("x-shopify-shop-api-call-limit", "x-ratelimit-usage")
@@ -194,44 +191,6 @@ def _log_once(what: str, message: str, *args: Any) -> None:
     if what not in _LOGGED and len(_LOGGED) < 1000:
         _LOGGED.add(what)
         log.warning(message, *args)
-
-
-class _Reports:
-    """What this process's responses said about each limit key since its last report:
-    accepted responses and the newest quota headers, written to the store at most every
-    ``REPORT_INTERVAL`` (shared by every job of the process, sync ones on threads too)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.accepted: dict[tuple[str, str], int] = {}
-        self.headers: dict[tuple[str, str], dict[str, Any]] = {}
-        self.last: dict[tuple[str, str], float] = {}
-        #: the first accepted response since the last report (a fixed window's reset came before it)
-        self.first: dict[tuple[str, str], float] = {}
-
-    def add(self, pair: tuple[str, str], now: float, fields: dict[str, Any] | None) -> bool:
-        """Count one accepted response; True when it is time to report."""
-        with self.lock:
-            self.accepted[pair] = self.accepted.get(pair, 0) + 1
-            self.first.setdefault(pair, now)
-            if fields:
-                self.headers[pair] = fields
-            if now - self.last.get(pair, 0.0) >= REPORT_INTERVAL:
-                self.last[pair] = now
-                return True
-            return False
-
-    def take(self, pair: tuple[str, str], now: float) -> tuple[int, dict[str, Any], float | None]:
-        with self.lock:
-            self.last[pair] = now
-            return self.accepted.pop(pair, 0), self.headers.pop(pair, {}), self.first.pop(pair, None)
-
-
-def _reports(app: Any) -> _Reports:
-    reports = app.__dict__.get("_quota_reports")
-    if reports is None:
-        reports = app.__dict__.setdefault("_quota_reports", _Reports())
-    return reports
 
 
 def _default_throttled(response: httpx.Response, info: QuotaInfo) -> bool:
@@ -307,7 +266,7 @@ class _Pacer:
             return False
         if refused:
             return True
-        due = _reports(self.ctx.app).add(self.pair, now, _fields(info, usage))
+        due = reports_of(self.ctx.app).add(self.pair, now, _fields(info, usage))
         return due or (info.remaining == 0 and info.reset_at is not None and info.reset_at > now)
 
     def decide(
@@ -319,6 +278,7 @@ class _Pacer:
         usage: Any,
         token_at: float | None,
         now: float,
+        sent: float | None = None,
     ) -> float | None:
         """After a response that must reach the store (blocking: run on a thread by async
         callers): None to return the response, ``now`` to send it again once a token is
@@ -329,7 +289,7 @@ class _Pacer:
                 self._report(now, None, info, usage)
                 if info.remaining == 0 and info.reset_at is not None and info.reset_at > now:
                     self.ctx.app.store.pause_limit(
-                        self.limit, self.key or "", info.reset_at, f"no budget left at {host}"
+                        self.limit, self.key or "", info.reset_at, f"no budget left at {host}", sent=sent
                     )
                     self.ctx.app.pauses.forget(self.limit, self.key or "")
             return None
@@ -364,7 +324,9 @@ class _Pacer:
         until = info.reset_at if info.reset_at is not None else now + self._fallback_wait()
         self._report(now, None, info, usage, throttled=1, exhausted=1, wait=wait, reset_at=until)
         reason = f"{response.status_code} from {host}"
-        until = self.ctx.app.store.pause_limit(self.limit, self.key or "", until, reason)
+        # a stated reset: the learned end of the window (see floodway.window_ends)
+        sent = sent if info.reset_at is not None else None
+        until = self.ctx.app.store.pause_limit(self.limit, self.key or "", until, reason, sent=sent)
         self.ctx.app.pauses.forget(self.limit, self.key or "")
         return until
 
@@ -380,11 +342,14 @@ class _Pacer:
         wait: float | None = None,
         reset_at: float | None = None,
     ) -> tuple[float | None, str | None]:
-        accepted, fields, first_ok = _reports(self.ctx.app).take(self.pair, now)
+        accepted, fields, first_ok = reports_of(self.ctx.app).take(self.pair, now)
+        renewed = {k: v for k, v in fields.items() if k.startswith("renewed")}  # see http_reports
         if not throttled:
-            fields = _fields(info, usage) or fields
+            fields = {**(_fields(info, usage) or fields), **renewed}
         elif reset_at is not None:
-            fields = {"reset_at": reset_at}
+            # (a stated budget of 0: the window's end is learned from the pause, see window_ends)
+            spent = {"remaining": 0} if info.remaining == 0 else {}
+            fields = {"reset_at": reset_at, **spent, **renewed}
         obs = Observation(now, token_at, wait, throttled, exhausted, accepted, first_ok, **fields)
         assert self.limit is not None  # only a request through a limit reports to it
         return self.ctx.app.store.observe_limit(self.limit, self.key or "", obs)
@@ -433,6 +398,7 @@ class _AsyncTransport(httpx.AsyncBaseTransport):
             await pacer.ctx.owned()  # a run that lost its job sends nothing more
             token_at = pacer.token_at()
             with tracing.request(request) as span:
+                sent = time.time()
                 response = await self.inner.handle_async_request(request)
                 now = time.time()
                 refused, info, usage = pacer.read(request, response, now)
@@ -445,9 +411,11 @@ class _AsyncTransport(httpx.AsyncBaseTransport):
             if not pacer.needs_store(refused, info, usage, now):
                 if not refused:
                     return response
-                until = pacer.decide(request, response, refused, info, usage, token_at, now)
+                until = pacer.decide(request, response, refused, info, usage, token_at, now, sent)
             else:
-                until = await asyncio.to_thread(pacer.decide, request, response, refused, info, usage, token_at, now)
+                until = await asyncio.to_thread(
+                    pacer.decide, request, response, refused, info, usage, token_at, now, sent
+                )
             if until is None:
                 return response
             await response.aclose()
@@ -487,6 +455,7 @@ class _SyncTransport(httpx.BaseTransport):
             pacer.ctx.ensure_owned()  # a run that lost its job sends nothing more
             token_at = pacer.token_at()
             with tracing.request(request) as span:
+                sent = time.time()
                 response = self.inner.handle_request(request)
                 now = time.time()
                 refused, info, usage = pacer.read(request, response, now)
@@ -498,7 +467,7 @@ class _SyncTransport(httpx.BaseTransport):
                     pacer.ctx.app.store.settle(pacer.pair[0], pacer.pair[1], delta)
             if not refused and not pacer.needs_store(refused, info, usage, now):
                 return response
-            until = pacer.decide(request, response, refused, info, usage, token_at, now)
+            until = pacer.decide(request, response, refused, info, usage, token_at, now, sent)
             if until is None:
                 return response
             response.close()

@@ -5,7 +5,8 @@ sets the *effective* rate that GCRA paces a key at:
 
 - **headers**: a stated budget (``X-RateLimit-Remaining`` with a reset, the IETF ``RateLimit``
   fields, ``RateLimit-Policy``'s quota per window) paces the key so the remaining budget lasts
-  until the reset; a usage header (``used/size`` of a leaky bucket whose leak rate is not
+  until the reset (a reset is rounded up to a whole second: until the window's real end, once
+  learned, see ``window_ends``; a spent budget pauses the key until that end); a usage header (``used/size`` of a leaky bucket whose leak rate is not
   stated) is steered so the bucket stays half full, at the leak rate measured from it;
 - **429s**: a refusal that asks for a short wait (an overflowing bucket or sliding window, or
   a bare 429) is a *congestion signal*: the rate is cut, once per round (a refusal of a request
@@ -41,6 +42,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
+from . import window_ends
+
 if TYPE_CHECKING:
     from .limits import LimitSpec
 
@@ -55,6 +58,7 @@ __all__ = [
     "classify_wait",
     "effective_burst",
     "reset_bounds",
+    "spent_until",
 ]
 
 #: a refusal asking to wait at most this long is congestion (slow down), a longer one is an
@@ -153,6 +157,9 @@ class Observation:
     used: float | None = None  # a leaky bucket's fill ...
     size: float | None = None  # ... and its size (``X-Shopify-Shop-Api-Call-Limit: used/size``)
     leak: float | None = None  # ... and its leak per second, when stated (GraphQL's restoreRate)
+    renewed: float | None = None  # the first response of a later window a process saw ...
+    renewed_reset: float | None = None  # ... the reset it stated ...
+    renewed_from: float | None = None  # ... and the one the responses before it stated (window_ends.renewed)
 
 
 @dataclass
@@ -189,6 +196,8 @@ class Learned:
     pend: list[float] | None = None  # [first seen, lo, hi]: the instant refusals point to, not yet a window
     win_q: float = 0.0  # requests accepted in the last window that ran out ...
     win_w: float = 0.0  # ... and that window's length
+    period: float = 0.0  # the window's length as the destination states it
+    reset_end: list[float] | None = None  # where a stated budget's window really ends (window_ends)
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -349,6 +358,12 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
         state.throttled += obs.throttled
         state._count(state.minute, now, obs.throttled, 60.0)
         state._count(state.no, now, obs.throttled, ACCEPTED_WINDOW)
+    if obs.window:
+        state.period = float(obs.window)
+    if obs.renewed is not None and obs.renewed_reset is not None and obs.renewed_from is not None:
+        state.reset_end = window_ends.renewed(
+            window_ends.check(state.reset_end), obs.renewed, obs.renewed_reset, obs.renewed_from, state.period or None
+        )
     if state.source == "window" and state.win_w > 0 and _next_window(state, obs):
         _window_pace(spec, state)
     if obs.accepted:
@@ -361,7 +376,9 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
         else:
             state.budget_ok += obs.accepted
     changed: str | None = None
-    end = _window_end(state, now, obs.wait, obs.exhausted > 0) if obs.throttled and obs.wait else None
+    # (a refusal that states its budget is spent ends a window whose end window_ends learns)
+    stated = obs.remaining == 0
+    end = _window_end(state, now, obs.wait, obs.exhausted > 0) if obs.throttled and obs.wait and not stated else None
     if end is not None and current is not None:
         changed = _window(spec, state, admitted, now, current, *end)
     elif obs.exhausted and obs.reset_at is not None and current is not None:
@@ -434,6 +451,19 @@ def _exhausted(
     state.budget_from, state.budget_ok = reset_at, 0
     state.cuts += 1
     return "cut"
+
+
+def spent_until(
+    learned: Learned | None, now: float, stated: float, sent: float, paused: float = 0.0
+) -> tuple[float, Learned]:
+    """A stated budget is spent: (when the key's pause ends, the new learned state). Not the
+    stated reset, rounded up to a whole second, but the window's real end as learned across
+    windows, or one probe request early in what is unknown of it (see ``window_ends``)."""
+    state = learned if learned is not None else Learned(start=now)
+    until, state.reset_end = window_ends.resume(
+        window_ends.check(state.reset_end), now, stated, sent, state.period or None, paused
+    )
+    return until, state
 
 
 def reset_bounds(now: float, wait: float) -> tuple[float, float]:
@@ -683,7 +713,9 @@ def _from_headers(
         # up, or an epoch second): on average it comes RESET_ROUNDING before the stated time, and
         # pacing to the stated one would leave that part of every window unspent. Reaching a
         # budget of 0 a little early costs nothing: the key is paused until the reset
-        target = obs.remaining / max(obs.reset_at - now - RESET_ROUNDING, 0.05)
+        # (or, once learned, until the window's real end: see window_ends)
+        end = window_ends.expected(window_ends.check(state.reset_end), obs.reset_at)
+        target = obs.remaining / max((obs.reset_at - RESET_ROUNDING if end is None else end) - now, 0.05)
     elif obs.limit and obs.window:
         target, burst = _stated_pace(obs.limit, obs.window)
     elif obs.used is not None and obs.size:

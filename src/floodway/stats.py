@@ -32,6 +32,9 @@ def limit_dict(info: Any, now: float, declared: Any = None) -> dict[str, Any]:
                 "throttled_last_minute": k.throttled_last_minute,
                 "exhausted": k.exhausted,
                 "cuts": k.cuts,
+                "window_end": None
+                if k.window_end is None
+                else {"after": k.window_end[0], "by": k.window_end[1], "length": k.window_end[2]},
                 "pauses": k.rate_limited,
                 "rate_limited": k.rate_limited,
                 "paused_until": iso(k.paused_until),

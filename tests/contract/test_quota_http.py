@@ -202,3 +202,29 @@ def test_a_task_naming_an_unknown_limit_stops_the_worker_at_start(tmp_path, work
     proc = workers.start(bad_name, "--concurrency", "2", *WORKER_OPTS, label="typo")
     assert proc.wait(timeout=30) != 0
     assert "crn" in workers.logs()
+
+
+@pytest.mark.parametrize("style", ["fixed-window", "ietf"])
+def test_a_stated_budget_declared_exactly_learns_where_its_windows_really_end(
+    tmp_path, workers, destination, make_app, style
+):
+    # 40 per 2 s window, declared exactly: each budget runs out at about the window's real end,
+    # which the stated reset rounds up to a whole second. The key learns the real end: it never
+    # sends more than a window's quota into one window, sends at most one request early (a probe)
+    # per window beside the few already under way, and what it learned holds a real end
+    r, w = 20, 2.0
+    dest = destination(rate=r, window=w, style=style)
+    _, mod = drain(tmp_path, workers, make_app, dest, f'rate="{r}/s", burst=2', n=r * 10)
+    start = min(rec.at for rec in dest.records())
+    per_window = Counter(int((at - start) // w) for at in dest.accepted_times())
+    assert max(per_window.values()) <= r * w, per_window
+    refused = Counter(int((rec.at - start) // w) for rec in dest.rejected())
+    assert all(n <= 3 for n in refused.values()), refused
+    info = key_info(mod.app, "api", "")
+    assert info.window_end is not None, info
+    after, by, length = info.window_end
+    assert length == w or length == 0, info.window_end
+    k = round((by - start) / w)
+    real = start + k * w
+    # (the destination's clock is the store's: one machine; a round trip of slack on each side)
+    assert after - 0.05 < real <= by + 0.05, (after, by, real)

@@ -183,6 +183,7 @@ LAYERS = [
         "jobs",
         "limits",
         "quota",
+        "window_ends",
         "retry",
         "liveness",
         "config",
@@ -190,7 +191,7 @@ LAYERS = [
         "forecast",
     ],
     ["store"],
-    ["resumable", "cost", "http_pools", "http", "context", "flows", "throttling", "alerts", "tokens"],
+    ["resumable", "cost", "http_pools", "http_reports", "http", "context", "flows", "throttling", "alerts", "tokens"],
     ["worker", "worker_plan", "worker_pacing", "worker_leases", "worker_outcomes", "worker_batches", "hooks"],
     [
         "tasks",

@@ -164,7 +164,7 @@ def limits(ctx: click.Context) -> None:
                     Text(in_code),
                     Text(stored_rate),
                     effective,
-                    k["source"],
+                    k["source"] + _window_end(k.get("window_end")),
                     budget,
                     str(k["running"]),
                     str(k["throttled"]),
@@ -182,6 +182,11 @@ def limits(ctx: click.Context) -> None:
         console().print(table)
 
     emit(state, data, render)
+
+
+def _window_end(end: dict | None) -> str:
+    """How closely a stated budget's window end is known (see floodway.window_ends)."""
+    return "" if not end else f", window end ±{(end['by'] - end['after']) * 500:.0f} ms"
 
 
 @limits.command("set")

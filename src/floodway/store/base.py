@@ -249,10 +249,12 @@ class LimitsPort(abc.ABC):
         again. Returns how many keys had learned something."""
 
     @abc.abstractmethod
-    def pause_limit(self, name: str, key: str, until: float, reason: str) -> float:
+    def pause_limit(self, name: str, key: str, until: float, reason: str, *, sent: float | None = None) -> float:
         """Pause one key of a limit for every worker until ``until`` (never shortening a
         longer pause); after it, jobs are admitted at the limit's rate, not all at once.
-        Returns the pause's end."""
+        ``sent``: ``until`` is a reset a destination stated, rounded up to a whole second, for
+        the window of a request sent then: the pause ends at the window's learned end instead
+        (``floodway.quota.spent_until``). Returns the pause's end."""
 
     @abc.abstractmethod
     def acquire_slot(self, job_id: str, name: str, key: str, holder: str) -> bool:

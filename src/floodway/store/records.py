@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from .. import window_ends
 from ..jobs import Event, Job, Status
 from ..limits import LimitSpec, Rate, remaining
 from ..quota import Learned, effective_burst, effective_rate
@@ -294,6 +295,10 @@ class LimitKeyInfo:
     throttled_last_minute: int = 0
     exhausted: int = 0  # refusals that meant an exhausted quota (a pause until the reset)
     cuts: int = 0  # rounds of refusals that cut the rate
+    #: where a stated budget's last fixed window really ended, as learned: after the first
+    #: instant, by the second (Unix times), and the windows' length (0: not known yet); None
+    #: when nothing was learned (see ``floodway.window_ends``)
+    window_end: tuple[float, float, float] | None = None
     #: the key's reserved lanes, when its limit declares some
     lanes: list[LaneInfo] = field(default_factory=list)
 
@@ -356,7 +361,13 @@ def key_info(
         throttled_last_minute=learned.throttled_last_minute(now) if learned else 0,
         exhausted=learned.exhausted if learned else 0,
         cuts=learned.cuts if learned else 0,
+        window_end=_window_end(learned),
     )
+
+
+def _window_end(learned: Learned | None) -> tuple[float, float, float] | None:
+    end = window_ends.check(learned.reset_end) if learned is not None else None
+    return None if end is None else (end[window_ends.LO], end[window_ends.HI], end[window_ends.LENGTH])
 
 
 @dataclass

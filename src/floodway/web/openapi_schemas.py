@@ -312,6 +312,13 @@ SCHEMAS: dict[str, Any] = {
             "throttled_last_minute": {"type": "integer"},
             "exhausted": {"type": "integer", "description": "refusals that meant an exhausted quota"},
             "cuts": {"type": "integer", "description": "rounds of refusals that cut the rate"},
+            "window_end": {
+                "type": "object",
+                "nullable": True,
+                "description": "where a stated budget's last fixed window really ended, as learned: "
+                "after `after`, by `by` (Unix seconds); `length`: the windows' length (0: not known yet)",
+                "properties": {"after": {"type": "number"}, "by": {"type": "number"}, "length": {"type": "number"}},
+            },
             "pauses": {"type": "integer"},
             "running": {"type": "integer"},
             "admitted": {"type": "integer"},

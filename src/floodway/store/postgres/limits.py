@@ -6,7 +6,7 @@ import psycopg
 
 from ...errors import ConfigError
 from ...limits import LimitSpec
-from ...quota import Learned, Observation, effective_rate, observe
+from ...quota import Learned, Observation, effective_rate, observe, spent_until
 from ..base import (
     key_pace,
     settled_tat,
@@ -67,20 +67,29 @@ class PostgresLimits(PostgresConnection):
         rows = self._read("SELECT paused_until FROM limit_keys WHERE limit_name = %s AND key = %s", (name, key))
         return float(rows[0][0]) - self._offset if rows and rows[0][0] else 0.0
 
-    def pause_limit(self, name: str, key: str, until: float, reason: str) -> float:
-        until = until + self._offset
+    def pause_limit(self, name: str, key: str, until: float, reason: str, *, sent: float | None = None) -> float:
+        # the learned state keeps the server's clock, like every other time in this store
+        shift = self._offset
+        until = until + shift
 
         def go(cur: psycopg.Cursor) -> float:
             spec, (tat, paused_until, _, admitted, learned) = self._spec_and_lock(cur, name, key)
-            end = max(until, paused_until)
+            if sent is not None:
+                stated, ends = spent_until(
+                    Learned.loads(learned), self._now(), until, sent + shift, float(paused_until)
+                )
+                learned = ends.dumps()
+            else:
+                stated = until
+            end = max(stated, paused_until)
             rate, burst = key_pace(spec, Learned.loads(learned), int(admitted), self._now())
             if rate is not None:
                 # no burst at the reset: one admission at `end`, then the steady rate
                 tat = max(tat, end + rate.interval * (burst - 1))
             cur.execute(
-                "UPDATE limit_keys SET tat = %s, paused_until = %s, pause_reason = %s, rate_limited = rate_limited + 1 "
-                "WHERE limit_name = %s AND key = %s",
-                (tat, end, reason, name, key),
+                "UPDATE limit_keys SET tat = %s, paused_until = %s, pause_reason = %s, rate_limited = rate_limited + 1, "
+                "learned = %s WHERE limit_name = %s AND key = %s",
+                (tat, end, reason, learned, name, key),
             )
             return end
 
@@ -94,6 +103,10 @@ class PostgresLimits(PostgresConnection):
                 **obs.__dict__,
                 "now": obs.now + shift,
                 "token_at": None if obs.token_at is None else obs.token_at + shift,
+                "first_ok": None if obs.first_ok is None else obs.first_ok + shift,
+                "renewed": None if obs.renewed is None else obs.renewed + shift,
+                "renewed_reset": None if obs.renewed_reset is None else obs.renewed_reset + shift,
+                "renewed_from": None if obs.renewed_from is None else obs.renewed_from + shift,
                 "reset_at": None if obs.reset_at is None else obs.reset_at + shift,
             }
         )

@@ -7,7 +7,7 @@ import time
 
 from ...errors import ConfigError
 from ...limits import LimitSpec, check_cost
-from ...quota import Learned, Observation, effective_rate, observe
+from ...quota import Learned, Observation, effective_rate, observe, spent_until
 from ..base import (
     key_pace,
     settled_tat,
@@ -52,7 +52,7 @@ class SQLiteLimits(SQLiteConnection):
             raise ConfigError(f"unknown limit {name!r}")
         return LimitSpec.from_row(*row)
 
-    def pause_limit(self, name: str, key: str, until: float, reason: str) -> float:
+    def pause_limit(self, name: str, key: str, until: float, reason: str, *, sent: float | None = None) -> float:
         with self._write() as conn:
             spec = self._spec(conn, name)
             state = conn.execute(
@@ -60,17 +60,20 @@ class SQLiteLimits(SQLiteConnection):
                 (name, key),
             ).fetchone()
             tat, paused_until, admitted, learned = state if state else (0.0, 0.0, 0, None)
+            if sent is not None:
+                until, ends = spent_until(Learned.loads(learned), time.time(), until, sent, paused_until)
+                learned = ends.dumps()
             until = max(until, paused_until)
             rate, burst = key_pace(spec, Learned.loads(learned), admitted, time.time())
             if rate is not None:
                 # no burst at the reset: one admission at `until`, then the steady rate
                 tat = max(tat, until + rate.interval * (burst - 1))
             conn.execute(
-                "INSERT INTO limit_keys (limit_name, key, tat, paused_until, pause_reason, rate_limited) "
-                "VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (limit_name, key) DO UPDATE SET tat = excluded.tat, "
+                "INSERT INTO limit_keys (limit_name, key, tat, paused_until, pause_reason, rate_limited, learned) "
+                "VALUES (?, ?, ?, ?, ?, 1, ?) ON CONFLICT (limit_name, key) DO UPDATE SET tat = excluded.tat, "
                 "paused_until = excluded.paused_until, pause_reason = excluded.pause_reason, "
-                "rate_limited = rate_limited + 1",
-                (name, key, tat, until, reason),
+                "rate_limited = rate_limited + 1, learned = excluded.learned",
+                (name, key, tat, until, reason, learned),
             )
         return until
 
