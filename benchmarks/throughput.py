@@ -130,6 +130,15 @@ def _wal_pages(path: str, writer: sqlite3.Connection, enqueue, n: int) -> dict:
     return {"jobs": n, "pages_per_enqueue": frames / n, "wal_bytes_per_enqueue": frames * (page + 24) / n}
 
 
+def _timed(n: int, seconds: float, cpu: float, **extra) -> dict:
+    """One measurement's result: n jobs in ``seconds`` of wall time and ``cpu`` of CPU time."""
+    return {"jobs": n, "seconds": seconds, "per_second": n / seconds, "cpu_seconds": cpu, **extra}
+
+
+def _waiting(store) -> int:
+    return store.count_jobs()["waiting"]
+
+
 async def _warm_async(app) -> None:
     """One enqueue before the clock (the store open, the queue written), as the other modes."""
     await app.enqueue_async("noop")
@@ -232,15 +241,9 @@ def _child(argv: list[str]) -> None:
         for t in threads:
             t.join()
         dt, cpu = time.perf_counter() - t0, _cpu() - c0
-        out = {
-            "jobs": a.n,
-            "seconds": dt,
-            "per_second": a.n / dt,
-            "cpu_seconds": cpu,
-            "threads": a.threads,
-            "transactions": app.group_commit.transactions - tx0,
-            "queued": store.count_jobs()["waiting"],
-        }
+        out = _timed(
+            a.n, dt, cpu, threads=a.threads, transactions=app.group_commit.transactions - tx0, queued=_waiting(store)
+        )
     elif a.mode == "enqueue-coroutines":
         # an async web server: many request coroutines of one event loop, one enqueue each
         import asyncio
@@ -259,15 +262,9 @@ def _child(argv: list[str]) -> None:
         c0, t0 = _cpu(), time.perf_counter()
         asyncio.run(coroutines())
         dt, cpu = time.perf_counter() - t0, _cpu() - c0
-        out = {
-            "jobs": a.n,
-            "seconds": dt,
-            "per_second": a.n / dt,
-            "cpu_seconds": cpu,
-            "coroutines": a.threads,
-            "transactions": app.group_commit.transactions - tx0,
-            "queued": store.count_jobs()["waiting"],
-        }
+        out = _timed(
+            a.n, dt, cpu, coroutines=a.threads, transactions=app.group_commit.transactions - tx0, queued=_waiting(store)
+        )
     elif a.mode == "enqueue-bulk":
         args = [{}] * a.chunk
         c0, t0 = _cpu(), time.perf_counter()
