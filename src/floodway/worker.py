@@ -234,6 +234,12 @@ class Worker(LeaseKeeping, BatchRunning):
         self._store_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="floodway-store")
         self._task_threads = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="floodway-task")
         self._install_signal_handlers()
+        # the listener starts first: besides wake-ups it ends the transactions of frozen
+        # workers, whose row locks would otherwise block this worker's own start-up (declaring
+        # limits, rescuing) with nobody left to end them
+        listening = (
+            asyncio.create_task(self._listen_loop(), name="floodway-listen") if self.app.store.notifies else None
+        )
         try:
             await self._start_up()
             flusher = asyncio.create_task(self._flush_loop(), name="floodway-flusher")
@@ -246,9 +252,9 @@ class Worker(LeaseKeeping, BatchRunning):
                 self._supervise("pause watch", self._watch_pauses, renew_every, first=renew_every),
                 *(self._supervise(p.name, self._periodic(p), p.every, first=p.first) for p in self.hooks.periodic),
             ]
-            if self.app.store.notifies:
-                beside.append(self._listen_loop())
             helpers = [asyncio.create_task(coro, name="floodway-helper") for coro in beside]
+            if listening is not None:
+                helpers.append(listening)
             try:
                 await self._claim_loop()
                 await self._drain()
@@ -264,6 +270,10 @@ class Worker(LeaseKeeping, BatchRunning):
                     await self._store(self.app.store.worker_stopped, self.id)
                 log.info("worker %s stopped after %d jobs", self.id, self.processed)
         finally:
+            if listening is not None and not listening.done():
+                listening.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await listening
             with contextlib.suppress(Exception):
                 await http.close_pools()  # the connections ctx.http kept alive for this worker
             self._remove_signal_handlers()
@@ -441,26 +451,6 @@ class Worker(LeaseKeeping, BatchRunning):
             # only a safety net
             return max(self.poll_interval, _SAFETY_POLL)
         return self.poll_interval
-
-    async def _listen_loop(self) -> None:
-        """Wake the claim loop as soon as the store announces ready work (PostgreSQL
-        LISTEN/NOTIFY), from a thread of its own so the store threads stay free."""
-        assert self._loop is not None and self._wake is not None
-        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="floodway-listen")
-        try:
-            while not self._stopping:
-                try:
-                    woke = await self._loop.run_in_executor(
-                        thread, self.app.store.wait_for_jobs, _SAFETY_POLL / 2, self.queues
-                    )
-                except Exception:
-                    log.debug("waiting for store notifications failed", exc_info=True)
-                    await asyncio.sleep(1.0)
-                    continue
-                if woke:
-                    self._wake.set()
-        finally:
-            thread.shutdown(wait=False)
 
     def _start_prefetched(self) -> None:
         """Start jobs claimed ahead while slots are free (never once stopping: they go back)."""

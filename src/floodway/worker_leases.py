@@ -1,6 +1,6 @@
 """The worker's lease keeping: heartbeats and lease renewal, the rescue of the jobs of dead or
-silent workers, the runs that lost their job, and the supervised tasks that do it beside the
-jobs (a mixin of ``Worker``, kept apart so the worker's loop reads in one screen)."""
+silent workers (and the end of frozen ones' transactions), the runs that lost their job, and the
+supervised tasks that do it beside the jobs (a mixin of ``Worker``, kept apart so the worker's loop reads in one screen)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from . import liveness
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     from .app import App
 
 log = logging.getLogger("floodway.worker")
+
+#: how long one wait for a store notification lasts before the listener looks again (seconds)
+LISTEN_TURN = 1.0
 
 
 class LeaseKeeping:
@@ -44,6 +48,8 @@ class LeaseKeeping:
     _cancel_requested: set[str]
     _loop: asyncio.AbstractEventLoop | None
     _wake: asyncio.Event | None
+    _stopping: bool
+    queues: list[str] | None
 
     # the worker's own (``Worker`` defines them)
     async def _store(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -173,6 +179,28 @@ class LeaseKeeping:
             return await self._store(task.fn)
 
         return step
+
+    async def _listen_loop(self) -> None:
+        """Wake the claim loop as soon as the store announces ready work (PostgreSQL
+        LISTEN/NOTIFY), from a thread of its own so the store threads stay free. The store's
+        listener also ends the transactions of frozen workers (their row locks would block
+        everybody's claims, and this worker's own start-up), so it runs from the start."""
+        assert self._loop is not None and self._wake is not None
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="floodway-listen")
+        try:
+            while not self._stopping:
+                try:
+                    woke = await self._loop.run_in_executor(
+                        thread, self.app.store.wait_for_jobs, LISTEN_TURN, self.queues
+                    )
+                except Exception:
+                    log.debug("waiting for store notifications failed", exc_info=True)
+                    await asyncio.sleep(1.0)
+                    continue
+                if woke:
+                    self._wake.set()
+        finally:
+            thread.shutdown(wait=False)
 
     async def _rescue(self) -> None:
         """Every ``PULSE``: rescue the jobs of workers found dead or silent, and expired leases."""

@@ -177,16 +177,22 @@ class _FrozenWorker:
         self.store.close()
 
 
-def _app_with_three_limited_jobs(url: str) -> tuple[App, list]:
-    """An app whose three waiting jobs hold the limit ``api``, and that limit's key row."""
+def _limited_app(url: str) -> App:
+    """An app declaring the limit ``api`` and a task ``deliver`` that holds it."""
     app = App(url)
     app.limit("api", rate="1000/s", burst=10)
 
-    @app.task(limits=["api"])
+    @app.task(limits=["api"], name="deliver")
     async def deliver(n: int) -> int:
         return n
 
-    handles = app.enqueue_many(deliver, [{"n": i} for i in range(3)])
+    return app
+
+
+def _app_with_three_limited_jobs(url: str) -> tuple[App, list]:
+    """An app whose three waiting jobs hold the limit ``api``, and that limit's key row."""
+    app = _limited_app(url)
+    handles = app.enqueue_many("deliver", [{"n": i} for i in range(3)])
     assert app.store.acquire("api", "", 1)[0]  # the limit's key row exists now
     return app, handles
 
@@ -271,6 +277,47 @@ def test_postgres_a_worker_frozen_right_after_sending_a_statement_is_ended_by_th
         frozen.close()
         worker.stop()
         runner.join(timeout=30)
+        app.close()
+
+
+def test_postgres_a_worker_starting_behind_a_frozen_transaction_ends_it(postgres_url: str) -> None:
+    """A worker whose own start-up (declaring its limits) waits on a row that a frozen worker's
+    transaction holds, with no other worker running: it must still end that transaction and
+    start. (Found by the chaos drain: workers restarted during a freeze all waited at start-up
+    behind the frozen session's locks, before their listener, which ends frozen transactions,
+    had started, so nobody ended it and the fleet stood still until the frozen worker thawed.)"""
+    app, handles = _app_with_three_limited_jobs(postgres_url)
+    frozen = _FrozenWorker(
+        postgres_url, lambda cur: cur.execute("SELECT declared FROM limits WHERE name = 'api' FOR UPDATE")
+    )
+    fresh = _limited_app(postgres_url)  # a new process's app: its worker declares the limit again
+    worker = fresh.worker(concurrency=4, poll_interval="50ms")
+    runner = threading.Thread(target=worker.run, daemon=True)
+    try:
+        wait_for(
+            lambda: (
+                app.store._read(  # type: ignore[attr-defined]
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                    "WHERE a.query LIKE 'SELECT declared FROM limits%%' AND l.locktype = 'transactionid'"
+                )[0][0]
+                > 0
+            ),
+            timeout=20,
+            message="the frozen session to hold its lock",
+        )
+        runner.start()
+        wait_for(
+            lambda: all(h.status() is Status.COMPLETE for h in handles),
+            timeout=60,
+            message="the starting worker to get past the frozen session's lock",
+        )
+        frozen.thaw()
+        assert isinstance(frozen.error, StoreError), frozen.error  # its transaction is gone
+    finally:
+        frozen.close()
+        worker.stop()
+        runner.join(timeout=30)
+        fresh.close()
         app.close()
 
 
