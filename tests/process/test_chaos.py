@@ -243,14 +243,16 @@ def test_postgres_a_worker_frozen_mid_transaction_does_not_stall_the_others(post
         app.close()
 
 
-def test_postgres_a_worker_frozen_right_after_sending_a_statement_is_ended_by_the_others(postgres_url: str) -> None:
-    """A worker frozen after it sent a lock-taking statement and before it asked for anything
-    back: the server is still reading that client's pipeline, so no server timeout applies.
-    Another worker's listener ends the frozen transaction and its claim goes through. (Found by
-    the chaos drain after the Sync fix: two sessions sat 14 s in such a state.)"""
-    app, handles = _app_with_three_limited_jobs(postgres_url)
-    frozen = _FrozenWorker(postgres_url, lambda cur: cur.execute(LOCK_THE_LIMIT))  # sent, not read
-    worker = app.worker(concurrency=4, poll_interval="50ms")
+def _a_frozen_statement_is_ended_and_the_jobs_run(url: str, lock: str, *, fresh_app: bool) -> None:
+    """A worker frozen right after sending ``lock`` (a lock-taking statement, sent and never
+    read: the server is still reading that client's pipeline, so no server timeout applies)
+    while three limited jobs wait. A worker started then (``fresh_app``: of a new app, which
+    declares its limits again at start-up) must end the frozen transaction and run the jobs;
+    the thawed worker finds its transaction gone, in floodway's terms."""
+    app, handles = _app_with_three_limited_jobs(url)
+    frozen = _FrozenWorker(url, lambda cur: cur.execute(lock))  # sent, not read
+    runs = _limited_app(url) if fresh_app else app
+    worker = runs.worker(concurrency=4, poll_interval="50ms")
     runner = threading.Thread(target=worker.run, daemon=True)
     try:
         # the statement has reached the server and holds the row
@@ -258,7 +260,8 @@ def test_postgres_a_worker_frozen_right_after_sending_a_statement_is_ended_by_th
             lambda: (
                 app.store._read(  # type: ignore[attr-defined]
                     "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-                    "WHERE a.query LIKE 'SELECT tat FROM limit_keys%%' AND l.locktype = 'transactionid'"
+                    "WHERE a.query = %s AND l.locktype = 'transactionid'",
+                    (lock,),
                 )[0][0]
                 > 0
             ),
@@ -269,7 +272,7 @@ def test_postgres_a_worker_frozen_right_after_sending_a_statement_is_ended_by_th
         wait_for(
             lambda: all(h.status() is Status.COMPLETE for h in handles),
             timeout=60,
-            message="the other worker to get past the frozen session's lock",
+            message="the worker to get past the frozen session's lock",
         )
         frozen.thaw()
         assert isinstance(frozen.error, StoreError), frozen.error  # its transaction is gone
@@ -277,48 +280,27 @@ def test_postgres_a_worker_frozen_right_after_sending_a_statement_is_ended_by_th
         frozen.close()
         worker.stop()
         runner.join(timeout=30)
+        if runs is not app:
+            runs.close()
         app.close()
+
+
+def test_postgres_a_worker_frozen_right_after_sending_a_statement_is_ended_by_the_others(postgres_url: str) -> None:
+    """Another worker's listener ends the transaction of a worker frozen after it sent a
+    lock-taking statement, and its claim goes through. (Found by the chaos drain after the Sync
+    fix: two sessions sat 14 s in such a state.)"""
+    _a_frozen_statement_is_ended_and_the_jobs_run(postgres_url, LOCK_THE_LIMIT, fresh_app=False)
 
 
 def test_postgres_a_worker_starting_behind_a_frozen_transaction_ends_it(postgres_url: str) -> None:
     """A worker whose own start-up (declaring its limits) waits on a row that a frozen worker's
-    transaction holds, with no other worker running: it must still end that transaction and
-    start. (Found by the chaos drain: workers restarted during a freeze all waited at start-up
-    behind the frozen session's locks, before their listener, which ends frozen transactions,
-    had started, so nobody ended it and the fleet stood still until the frozen worker thawed.)"""
-    app, handles = _app_with_three_limited_jobs(postgres_url)
-    frozen = _FrozenWorker(
-        postgres_url, lambda cur: cur.execute("SELECT declared FROM limits WHERE name = 'api' FOR UPDATE")
+    transaction holds, with no other worker running, still ends that transaction and starts.
+    (Found by the chaos drain: workers restarted during a freeze all waited at start-up behind
+    the frozen session's locks, before their listener, which ends frozen transactions, had
+    started, so nobody ended it and the fleet stood still until the frozen worker thawed.)"""
+    _a_frozen_statement_is_ended_and_the_jobs_run(
+        postgres_url, "SELECT declared FROM limits WHERE name = 'api' FOR UPDATE", fresh_app=True
     )
-    fresh = _limited_app(postgres_url)  # a new process's app: its worker declares the limit again
-    worker = fresh.worker(concurrency=4, poll_interval="50ms")
-    runner = threading.Thread(target=worker.run, daemon=True)
-    try:
-        wait_for(
-            lambda: (
-                app.store._read(  # type: ignore[attr-defined]
-                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-                    "WHERE a.query LIKE 'SELECT declared FROM limits%%' AND l.locktype = 'transactionid'"
-                )[0][0]
-                > 0
-            ),
-            timeout=20,
-            message="the frozen session to hold its lock",
-        )
-        runner.start()
-        wait_for(
-            lambda: all(h.status() is Status.COMPLETE for h in handles),
-            timeout=60,
-            message="the starting worker to get past the frozen session's lock",
-        )
-        frozen.thaw()
-        assert isinstance(frozen.error, StoreError), frozen.error  # its transaction is gone
-    finally:
-        frozen.close()
-        worker.stop()
-        runner.join(timeout=30)
-        fresh.close()
-        app.close()
 
 
 def test_postgres_libpq_options_with_a_space_reach_the_server(postgres_url: str) -> None:
