@@ -39,7 +39,7 @@ import httpx
 from . import tracing
 from .cost import Settlement, read_async, read_sync
 from .errors import ConfigError, RateLimited
-from .http_pools import TRANSPORT_OPTIONS, close_pools, new_transport, pool_key, pools_for, transport_kind
+from .http_pools import TRANSPORT_OPTIONS, close_pools, new_transport, pool_key, pools_for, prepare, transport_kind
 from .http_reports import reports_of
 from .quota import Observation, classify_wait
 from .resumable import current_idempotency_key
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("floodway.http")
 
-__all__ = ["QuotaInfo", "parse_quota_headers", "client_for", "close_pools"]
+__all__ = ["QuotaInfo", "parse_quota_headers", "client_for", "close_pools", "prepare"]
 
 _NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*$")
 #: a larger X-RateLimit-Reset is an epoch timestamp, not a delta

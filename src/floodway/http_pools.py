@@ -261,6 +261,19 @@ def _aiohttp_transport(options: dict[str, Any]) -> Any:
     return AiohttpTransport(**options)
 
 
+def prepare(kind: str) -> None:
+    """What a worker's first ``ctx.http`` would otherwise do on its event loop, done before the
+    worker claims a job (on a thread): the process's TLS context, and the import of aiohttp's
+    transport (a tenth of a second). A stall of the loop there would hold back the first jobs,
+    and jobs booked ahead keep their bookings' spacing after a stall (``worker_pacing``), so
+    every request would go out that much later than its token for seconds after: a quota that
+    falls meanwhile is followed late (a refusal reaches the learned rate only once the requests
+    admitted since the cut come back; see ``quota``'s deep cut)."""
+    _shared_ssl_context()
+    if kind == "aiohttp":
+        import httpx_aiohttp  # noqa: F401
+
+
 async def close_pools() -> None:
     """Close the connection pools of the running event loop (a worker stopping): its kept-alive
     connections are closed cleanly. A later ``ctx.http`` on the loop opens new ones."""

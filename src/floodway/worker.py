@@ -241,7 +241,8 @@ class Worker(LeaseKeeping, BatchRunning):
             asyncio.create_task(self._listen_loop(), name="floodway-listen") if self.app.store.notifies else None
         )
         try:
-            await self._start_up()
+            # ctx.http's TLS context and transport are readied beside the store's setup (see http.prepare)
+            await asyncio.gather(self._start_up(), asyncio.to_thread(http.prepare, self.app.settings.http_transport))
             flusher = asyncio.create_task(self._flush_loop(), name="floodway-flusher")
             # the supervised tasks: each a loop of its own that logs a failure and goes on
             renew_every = self.lease / 3
@@ -327,8 +328,7 @@ class Worker(LeaseKeeping, BatchRunning):
         assert self._wake is not None
         backoff = Backoff()
         while not self._stopping:
-            # cleared before looking, so a wake-up (a local job ending, a store notification)
-            # that arrives while we look is not lost
+            # cleared before looking: a wake-up (a job ending, a store notification) meanwhile is kept
             self._wake.clear()
             self._start_prefetched()
             plan = plan_claim(

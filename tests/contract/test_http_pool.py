@@ -396,6 +396,43 @@ def test_a_stopping_worker_closes_its_pools_without_warnings(
         apps.close()
 
 
+READY_APP = """
+import sys
+
+import floodway
+from floodway import http_pools
+
+app = floodway.App("sqlite:///@DB@", http_transport="@TRANSPORT@")
+
+
+@app.task(retry=0)
+async def first(ctx: floodway.Context):
+    # what was ready before this job's own ctx.http: no stall of the worker's loop is left for it
+    ready = {"tls": http_pools._SSL_CONTEXT is not None, "aiohttp": "httpx_aiohttp" in sys.modules}
+    async with ctx.http(base_url="@URL@", timeout=30) as client:
+        (await client.post("/ok", json={})).raise_for_status()
+    return ready
+"""
+
+
+def test_a_worker_readies_its_transport_before_its_first_job(
+    tmp_path: Path, server: Server, workers, transport: str
+) -> None:
+    # the first ctx.http of a worker would otherwise load the TLS context and import aiohttp's
+    # transport on the loop: the first jobs would start late, and the jobs booked after them
+    # would keep that lag for seconds (see floodway.worker_pacing)
+    apps = LoadedApps(tmp_path)
+    try:
+        source = READY_APP.replace("@DB@", str(tmp_path / "jobs.db")).replace("@URL@", server.url)
+        name, mod = apps.load(source.replace("@TRANSPORT@", transport))
+        handle = mod.app.enqueue("first")
+        workers.start(name, "--concurrency", "1", "--poll-interval", "50ms")
+        wait_until(lambda: mod.app.store.count_jobs()["complete"] == 1, "the job to complete", workers=workers)
+        assert handle.result(timeout=10) == {"tls": True, "aiohttp": transport == "aiohttp"}
+    finally:
+        apps.close()
+
+
 def test_a_shared_pool_keeps_to_its_max_connections(tmp_path: Path, server: Server, transport: str) -> None:
     """``limits=`` bounds the connections of the shared pool as a whole (its lanes together),
     streamed responses included."""
