@@ -388,19 +388,29 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
             changed = _cut(spec, state, admitted, now, current, obs.wait)
         else:
             state.no_since += obs.throttled
-            changed = _far_above(spec, state, admitted, now, current, obs.wait)
+            changed = _far_above(spec, state, admitted, now, current, obs.wait, obs.token_at)
     elif not obs.throttled and obs.now >= state.seen:
         changed = _from_headers(spec, state, admitted, obs, current)
     return state, changed
 
 
 def _far_above(
-    spec: "LimitSpec", state: Learned, admitted: int, now: float, current: float, wait: float | None
+    spec: "LimitSpec",
+    state: Learned,
+    admitted: int,
+    now: float,
+    current: float,
+    wait: float | None,
+    token_at: float,
 ) -> str | None:
     """Inside a round's lock two measurements still cut: most of what was admitted since the
     cut refused (the quota fell well below the pace), or a pace far above what the destination
-    accepted lately (the first refusals of a drain, before anything was measured)."""
-    deep = max(DEEP_MIN, DEEP_SPAN * current, DEEP_SHARE * (admitted - state.adm))
+    accepted lately (the first refusals of a drain, before anything was measured). "Admitted"
+    goes up to this refusal's token: the tokens taken since (booked ahead, or sent late by a
+    process whose jobs lag their bookings) have no answer yet, and counting them would put the
+    cut off by several times that lag while the full window refuses everything."""
+    answered = min(admitted - state.adm, current * max(0.0, token_at - state.since) + 1)
+    deep = max(DEEP_MIN, DEEP_SPAN * current, DEEP_SHARE * answered)
     if state.trim and state.source == "429s" and state.no_since >= deep:
         return _deep(spec, state, admitted, now, current)
     accepted = state.accepted_rate(now)

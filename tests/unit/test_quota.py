@@ -188,6 +188,24 @@ def test_a_quota_that_falls_well_below_the_pace_halves_it_and_holds_off_until_th
     assert effective_rate(s, learned, admitted + i, now + 0.45 * HOLD) == pytest.approx(trimmed / 2)
 
 
+def test_a_quota_that_falls_is_halved_as_soon_even_when_requests_go_out_late():
+    """Requests that go out a tenth of a second after their tokens (a process whose jobs lag
+    their bookings after a stall): ten more tokens are taken by the time each refusal comes
+    back. The cut counts what was admitted up to the refused request's token, so it comes
+    after as few refusals as without the lag."""
+    s = spec(rate="100/s")
+    learned, admitted, trimmed = _steady_then_trimmed(s, 100.0)
+    changed, lag = None, 0.1
+    for i in range(1, 12):  # all refused: the refusal of token 12.0 + i / 100 comes back `lag` later
+        learned, changed = observe(
+            s, learned, admitted + i + 10, Observation(now=12.0 + i / 100 + lag, token_at=12.0 + i / 100, throttled=1)
+        )
+        if changed:
+            break
+    assert changed == "cut" and i <= 11
+    assert effective_rate(s, learned, admitted + i + 10, 12.0 + i / 100 + lag) == pytest.approx(trimmed / 2)
+
+
 def test_a_few_refusals_after_a_trim_are_the_same_round_and_cut_nothing_more():
     """After a probe crossed the quota a sliding window refuses some of what comes next, as its
     old entries age out: a share of the requests admitted since the cut, not most of them."""
