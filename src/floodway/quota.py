@@ -26,9 +26,9 @@ sets the *effective* rate that GCRA paces a key at:
   window is read as that window running out at once, not as congestion.
 
 An ``adaptive`` limit may rise above its declared rate (to its ``ceiling``, if any); one with no
-rate at all starts with a slow start: a cautious rate that doubles every quarter second until
-the first refusal. Growth never runs beyond three times the rate the destination was seen to accept
-lately, so an idle key does not drift upwards and a probe stays close to the evidence.
+rate at all starts with a slow start that ends at what the destination accepted (``slow_start``).
+Growth never runs beyond three times the rate the destination was seen to accept lately, so an
+idle key does not drift upwards and a probe stays close to the evidence.
 
 Everything here is pure: the stores keep a :class:`Learned` per key (one JSON column) and call
 these functions inside their transactions, so every worker on every machine paces to the same
@@ -42,7 +42,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from . import window_ends
+from . import slow_start, window_ends
+from .slow_start import SLOW_START, SLOW_START_DOUBLING  # noqa: F401 (a slow start's constants)
 
 if TYPE_CHECKING:
     from .limits import LimitSpec
@@ -65,10 +66,6 @@ __all__ = [
 #: exhausted quota (stop until the reset). A bucket that overflowed by one request answers
 #: ``Retry-After: 1`` (whole seconds, rounded up) although it has room again in 1/rate.
 OVERFLOW_WAIT = 2.0
-#: an adaptive limit with no rate starts here (per second) and doubles every SLOW_START_DOUBLING
-#: seconds (never beyond three times the accepted rate) until the first refusal
-SLOW_START = 5.0
-SLOW_START_DOUBLING = 0.25
 #: after a cut: climb back to just under the last overflow in APPROACH seconds, hold there for
 #: HOLD, then probe above with a step starting at PROBE_STEP that doubles every PROBE_DOUBLING
 #: seconds (never beyond three times the accepted rate)
@@ -92,7 +89,7 @@ MIN_CUT = 0.03
 MAX_CUT = 0.5
 WELL_ABOVE = 0.1
 CUT = 0.8
-FIRST_CUT = 0.5  # the first refusal ever, with nothing measured: like a slow start's exit
+FIRST_CUT = 0.5  # the first refusal ever, with nothing measured
 #: after a cut, further refusals start a new round only once half the destination's own wait
 #: (its Retry-After, else one second) has passed: a sliding window remembers what was sent
 #: before the cut for that long, though most of it is gone by half-time
@@ -167,7 +164,7 @@ class Learned:
     """The learned part of one limit key's state, stored as JSON beside its GCRA state."""
 
     rate: float | None = None  # the base rate (per second) set at `since`
-    start: float = 0.0  # when the key first reported anything (a slow start's clock)
+    start: float = 0.0  # the first response the key reported (a slow start's clock)
     source: str | None = None  # "429s", "headers", "usage", "window"
     since: float = 0.0  # when `rate` was set; a refusal of an older token is the same round
     adm: int = 0  # the key's admissions at `since`: growth is counted in traffic
@@ -198,6 +195,8 @@ class Learned:
     win_w: float = 0.0  # ... and that window's length
     period: float = 0.0  # the window's length as the destination states it
     reset_end: list[float] | None = None  # where a stated budget's window really ends (window_ends)
+    recent: list[list[float]] | None = None  # a slow start's recent accepted reports (slow_start)
+    exit: float = 0.0  # the pace that overflowed when the slow start ended at `since` (0: none)
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -290,8 +289,7 @@ def effective_rate(spec: "LimitSpec", learned: Learned | None, admitted: int, no
         # start again after a quiet spell: nothing accepted lately is no evidence of anything)
         if learned is None or learned.accepted_rate(now) is None:
             return _clamp(spec, SLOW_START)
-        rate = SLOW_START * 2 ** min((now - learned.start) / SLOW_START_DOUBLING, 40.0)
-        return _clamp(spec, rate)
+        return _clamp(spec, slow_start.pace(learned.start, now))
     if learned.source in ("headers", "usage"):
         return _clamp(spec, learned.rate)
     if learned.source == "window":
@@ -350,9 +348,12 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
     "headers", "usage", "window") or None."""
     now = obs.now
     current = effective_rate(spec, learned, admitted, now)
-    state = learned if learned is not None else Learned(start=now)
+    began = obs.first_ok if obs.first_ok is not None and now - 1.0 < obs.first_ok < now else now
+    state = learned if learned is not None else Learned(start=began)  # (the first response's time)
     if obs.accepted:
         state._count(state.ok, now, obs.accepted, ACCEPTED_WINDOW)
+    if spec.rate is None and (state.rate is None or state.exit):
+        _slow_start(spec, state, now, obs.accepted)
     state.exhausted += obs.exhausted
     if obs.throttled:
         state.throttled += obs.throttled
@@ -662,6 +663,10 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
         new = current * (CUT if state.cuts else FIRST_CUT)
         high = min(current, new * 1.25, (accepted or current) * 1.05)
         new = min(new, high)
+        shown = slow_start.demonstrated(state.recent, now) if spec.rate is None and state.rate is None else None
+        if shown:  # a slow start's end: what the destination took over the last second
+            new, high = max(new, slow_start.exit_pace(shown, current)), max(high, min(current, shown * 1.05))
+            state.exit = current
     elif share is not None and share >= WELL_ABOVE:
         # a good share refused: the pace was well above the quota, and what the destination
         # accepted (its capacity plus a little burst) is the best estimate of it
@@ -685,10 +690,23 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
     state.rate, state.source, state.since, state.adm = new, "429s", now, admitted
     state.high = max(new, high)
     state.lock, state.ok_since, state.no_since = now + _lock(wait), 0, 0
-    if first:
-        state.settle = now + _settle(current, new, wait)
+    if first:  # (a slow start's overflow holds off as long as a halving's: see slow_start)
+        state.settle = now + _settle(current, min(new, current * FIRST_CUT) if state.exit else new, wait)
     state.cuts += 1
     return "cut"
+
+
+def _slow_start(spec: "LimitSpec", state: Learned, now: float, accepted: int) -> None:
+    """Keep a slow start's recent accepted reports; just after its end, the late reports of
+    what was accepted before it raise the pace it ended at (see slow_start)."""
+    if state.exit and (state.source != "429s" or now - state.since > slow_start.EXIT_LATE):
+        state.exit, state.recent = 0.0, None
+        return
+    state.recent = slow_start.note(state.recent, now, accepted)
+    shown = slow_start.demonstrated(state.recent, now)
+    if state.exit and state.rate is not None and shown and slow_start.exit_pace(shown, state.exit) > state.rate:
+        state.rate = _clamp(spec, slow_start.exit_pace(shown, state.exit))
+        state.high = max(state.high or 0.0, min(state.exit, shown * 1.05))
 
 
 def _way_back(state: Learned, current: float) -> bool:

@@ -184,6 +184,7 @@ LAYERS = [
         "limits",
         "quota",
         "window_ends",
+        "slow_start",
         "retry",
         "liveness",
         "config",

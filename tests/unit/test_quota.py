@@ -26,6 +26,7 @@ from floodway.quota import (
     effective_rate,
     observe,
 )
+from floodway.slow_start import EXIT_LATE, SLOW_EXIT, demonstrated, note
 from floodway.store.base import settled_tat
 
 NOW = 1000.0
@@ -88,6 +89,62 @@ def test_learned_rates_are_never_zero_nor_infinite():
     assert effective_rate(s, Learned(rate=float("inf"), source="headers"), 0, 0.0) <= MAX_RATE
     huge = effective_rate(s, Learned(rate=5.0, source="429s", high=6.0), 10**12, 1e12)
     assert math.isfinite(huge) and huge <= MAX_RATE
+
+
+def test_a_slow_start_counts_what_was_accepted_within_any_second_of_its_recent_reports():
+    recent = None
+    for at, n in [(10.0, 5), (10.02, 5), (10.5, 40), (11.0, 60), (11.4, 100)]:
+        recent = note(recent, at, n)
+    assert recent[0] == [10.0, 10.0]  # (reports this close together are kept as one)
+    assert demonstrated(recent, 11.4) == 200.0  # (10.4, 11.4]: 40 + 60 + 100
+    assert demonstrated(recent, 11.0) == 100.0  # (10.0, 11.0]: 40 + 60
+    assert demonstrated(note(recent, 12.9, 0), 12.9) is None  # older than RECENT: forgotten
+    assert demonstrated(None, 1.0) is None
+
+
+def _slow_start_until(s, end: float, per_report: int):
+    """A slow start whose clock started at 100.0 (its first response, reported at 100.2), then
+    eight reports of ``per_report`` accepted 0.125 s apart, the last at ``end`` - 0.025."""
+    learned, _ = observe(s, None, 0, Observation(now=100.2, accepted=1, first_ok=100.0))
+    assert learned.start == 100.0  # the clock starts at the first response, not its report
+    for k in range(8):
+        learned, _ = observe(s, learned, 0, Observation(now=end - 0.025 - (7 - k) * 0.125, accepted=per_report))
+    return learned
+
+
+def test_a_slow_start_ends_at_what_the_destination_accepted_not_at_half_its_pace():
+    s = spec(adaptive=True)
+    learned = _slow_start_until(s, 101.45, 25)  # 200 accepted within the last second
+    pace = effective_rate(s, learned, 0, 101.45)
+    assert 250 < pace < 300
+    learned, changed = observe(s, learned, 0, Observation(now=101.45, token_at=101.44, throttled=1, wait=1.0))
+    assert changed == "cut"
+    # not half the pace (~139/s): the 200 accepted, climbing back to no more than 1.05 x that
+    assert learned.rate == pytest.approx(200.0)
+    assert effective_rate(s, learned, 0, 101.45 + APPROACH) <= 200 * 1.05
+    # every worker still holds off as long as after a halving: the window is full
+    assert learned.settle == pytest.approx(101.95)
+    assert learned.rate <= SLOW_EXIT * pace  # (the end of a slow start is always a cut)
+
+
+def test_late_reports_just_after_a_slow_starts_end_raise_its_pace_and_never_lower_it():
+    s = spec(adaptive=True)
+    learned = _slow_start_until(s, 101.45, 25)
+    learned, _ = observe(s, learned, 0, Observation(now=101.45, token_at=101.44, throttled=1, wait=1.0))
+    assert learned.rate == pytest.approx(200.0)
+    # another process's responses from before the end, reported just after it
+    learned, changed = observe(s, learned, 0, Observation(now=101.5, accepted=15))
+    assert changed is None and learned.rate == pytest.approx(215.0) and learned.high >= 215.0
+    learned, _ = observe(s, learned, 0, Observation(now=101.6, accepted=1))
+    assert learned.rate == pytest.approx(215.0)  # (a smaller count lowers nothing)
+    # later reports are what the new pace sends: they measure nothing about the end
+    learned, _ = observe(s, learned, 0, Observation(now=101.45 + EXIT_LATE + 0.01, accepted=100))
+    assert learned.rate == pytest.approx(215.0) and learned.exit == 0 and learned.recent is None
+    # a declared rate is no slow start: its first refusal halves as before
+    d = spec(rate="400/s", adaptive=True)
+    declared = _slow_start_until(d, 101.45, 25)
+    declared, _ = observe(d, declared, 0, Observation(now=101.45, token_at=101.44, throttled=1, wait=1.0))
+    assert declared.exit == 0 and declared.rate < 200
 
 
 # -- refusals ------------------------------------------------------------------------------
