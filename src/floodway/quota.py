@@ -42,7 +42,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from . import slow_start, window_ends
+from . import slow_start, usage_bucket, window_ends
 from .slow_start import SLOW_START, SLOW_START_DOUBLING  # noqa: F401 (a slow start's constants)
 
 if TYPE_CHECKING:
@@ -110,13 +110,6 @@ ACCEPTED_WINDOW = 1.0
 EVIDENCE = 3.0
 #: the lowest rate a learned limit falls to unless the limit declares a floor (one per minute)
 DEFAULT_FLOOR = 1 / 60
-#: a usage header steers the bucket towards this fill, closing the gap over USAGE_HORIZON seconds
-USAGE_TARGET = 0.5
-USAGE_HORIZON = 2.0
-#: a bucket filled to no more than this share is empty: what it leaked is only what was sent,
-#: and the pace grows by USAGE_GROWTH each time the leak is measured (every half second)
-USAGE_EMPTY = 0.1
-USAGE_GROWTH = 2.0
 #: a learned rate admits a burst of this many seconds of it (see effective_burst)
 LEARNED_BURST = 0.025
 LEARNED_BURST_EXTRA = 2
@@ -748,7 +741,7 @@ def _from_headers(
         target, burst = _stated_pace(obs.limit, obs.window)
     elif obs.used is not None and obs.size:
         source = "usage"
-        target = _from_usage(state, admitted, obs, current)
+        target = usage_bucket.steer(state, admitted, obs, current, MAX_RATE)
     if target is None or not math.isfinite(target) or target <= 0:
         return None
     state.rate, state.source, state.since, state.adm, state.seen = _clamp(spec, target), source, now, admitted, now
@@ -767,37 +760,6 @@ def _stated_pace(limit: int, window: float) -> tuple[float, int]:
     rate = limit / window
     burst = max(1, min(int(rate * LEARNED_BURST) + LEARNED_BURST_EXTRA, int(limit * 0.05)))
     return max(limit - burst, 1) / window, burst
-
-
-def _from_usage(state: Learned, admitted: int, obs: Observation, current: float | None) -> float | None:
-    """A leaky bucket of known size and fill, unknown leak: measure the leak from how the fill
-    moved against what was sent, and steer the fill towards USAGE_TARGET."""
-    used, size, now = float(obs.used or 0), float(obs.size or 0), obs.now
-    if obs.leak is not None and 0 < obs.leak < MAX_RATE:
-        state.leak, state.usage = float(obs.leak), [used, now, admitted]  # stated: nothing to measure
-    elif state.usage is not None:
-        was_used, at, was_adm = state.usage
-        if now - at >= 0.5:
-            leak = ((admitted - was_adm) - (used - was_used)) / (now - at)
-            if max(used, was_used) <= USAGE_EMPTY * size and current is not None:
-                # a bucket that stayed empty leaked all that was sent and had room for more: the
-                # measure is only a floor of the leak, so the pace grows until the fill shows
-                state.usage = [used, now, admitted]
-                if leak > 0:
-                    state.leak = max(leak, state.leak or 0.0)
-                return max(current * USAGE_GROWTH, (state.leak or 0.0) + USAGE_TARGET * size / USAGE_HORIZON)
-            if leak > 0:
-                state.leak = leak if state.leak is None else 0.6 * state.leak + 0.4 * leak
-            state.usage = [used, now, admitted]
-    else:
-        state.usage = [used, now, admitted]
-    if state.leak is None:
-        if current is None:
-            return None
-        return current * 0.8 if used >= 0.8 * size else None
-    target = max(state.leak + (USAGE_TARGET * size - used) / USAGE_HORIZON, state.leak * 0.25)
-    # an empty bucket never slows the pace (between two measures of the leak)
-    return max(target, current) if used <= USAGE_EMPTY * size and current is not None else target
 
 
 def classify_wait(wait: float | None, remaining: int | None) -> str:

@@ -185,6 +185,7 @@ LAYERS = [
         "quota",
         "window_ends",
         "slow_start",
+        "usage_bucket",
         "retry",
         "liveness",
         "config",
