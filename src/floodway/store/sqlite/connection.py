@@ -79,6 +79,21 @@ def _refuse_empty_file(path: str, settle: float = 1.0) -> None:
         time.sleep(0.02)
 
 
+def _use_wal(conn: sqlite3.Connection, patience: float) -> None:
+    """Switch to WAL. Two processes opening a new database at once can find it locked while
+    the other converts it, and SQLite answers that at once rather than through its busy
+    handler: wait for the other one (up to ``patience`` seconds), as any other lock is waited for."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SQLiteConnection(SQLStore):
     """The connection, transaction and schema half every role of the SQLite store builds on."""
 
@@ -142,7 +157,7 @@ class SQLiteConnection(SQLStore):
                     isolation_level=None,
                     check_same_thread=False,
                 )
-                conn.execute("PRAGMA journal_mode=WAL")
+                _use_wal(conn, self.busy_timeout)
                 conn.execute(f"PRAGMA synchronous={self.synchronous}")
             except sqlite3.DatabaseError as exc:
                 raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
