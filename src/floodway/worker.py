@@ -254,8 +254,6 @@ class Worker(LeaseKeeping, BatchRunning):
                 *(self._supervise(p.name, self._periodic(p), p.every, first=p.first) for p in self.hooks.periodic),
             ]
             helpers = [asyncio.create_task(coro, name="floodway-helper") for coro in beside]
-            if listening is not None:
-                helpers.append(listening)
             try:
                 await self._claim_loop()
                 await self._drain()
@@ -271,7 +269,7 @@ class Worker(LeaseKeeping, BatchRunning):
                     await self._store(self.app.store.worker_stopped, self.id)
                 log.info("worker %s stopped after %d jobs", self.id, self.processed)
         finally:
-            if listening is not None and not listening.done():
+            if listening is not None:  # (it outlives the helpers: start-up may fail before them)
                 listening.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await listening
@@ -328,7 +326,8 @@ class Worker(LeaseKeeping, BatchRunning):
         assert self._wake is not None
         backoff = Backoff()
         while not self._stopping:
-            # cleared before looking: a wake-up (a job ending, a store notification) meanwhile is kept
+            # cleared before looking, so a wake-up (a local job ending, a store notification)
+            # that arrives while we look is not lost
             self._wake.clear()
             self._start_prefetched()
             plan = plan_claim(
