@@ -90,6 +90,9 @@ MAX_CUT = 0.5
 WELL_ABOVE = 0.1
 CUT = 0.8
 FIRST_CUT = 0.5  # the first refusal ever, with nothing measured
+#: ... unless a declared pace was accepted at this share of it over a whole window (see _cut): less
+#: than all of it, since the other processes' latest responses are not reported yet
+EDGE = 0.75
 #: after a cut, further refusals start a new round only once half the destination's own wait
 #: (its Retry-After, else one second) has passed: a sliding window remembers what was sent
 #: before the cut for that long, though most of it is gone by half-time
@@ -648,7 +651,11 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
     accepted = state.accepted_rate(now, whole_window=True)
     refused = state.accepted_rate(now, state.no, whole_window=True) or 0.0
     share = refused / (accepted + refused) if accepted else None
-    first = share is None or not state.cuts
+    # a rate the destination was seen to take for a whole window is at its edge, not far above
+    # it: the first refusal there is jitter (requests sent a little late arrive bunched), so it
+    # trims like any later one instead of halving the pace and holding every worker off
+    edge = spec.rate is not None and accepted is not None and accepted >= EDGE * current
+    first = share is None or (not state.cuts and not edge)
     if first:
         # the first refusal (a slow start's end, a declared rate found too high) or nothing
         # measured yet: a multiplicative cut, and no aim much above it, since how far the pace

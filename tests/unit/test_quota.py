@@ -201,6 +201,44 @@ def test_a_deep_cut_holds_every_worker_off_a_while_and_a_trim_hardly_at_all():
     assert learned.settle - 23.0 <= 0.2
 
 
+def test_the_first_refusal_of_a_declared_pace_the_destination_took_is_a_trim_not_a_halving():
+    """Declared exactly at the quota, a few requests sent late arrive bunched and overflow the
+    window once it is full: the pace was taken for a whole window, so the first refusal trims
+    it and holds nobody off. The same refusal of a pace the destination took only half of (a
+    guess 2 x too high) still halves it and holds every worker off."""
+    s = spec(rate="500/s", burst=5)
+    learned = None
+    # the first second: 500 accepted, of which the store has heard of 400 when the first
+    # refusal comes (the other process's latest responses are not reported yet)
+    for i in range(8):
+        learned, _ = observe(s, learned, 50 * (i + 1), Observation(now=NOW + i / 10, accepted=50))
+    admitted = 510
+    learned, changed = observe(
+        s, learned, admitted, Observation(now=NOW + 1.0, token_at=NOW + 0.99, throttled=1, wait=1.0)
+    )
+    assert changed == "cut"
+    assert 0.9 * 500 <= effective_rate(s, learned, admitted, NOW + 1.0) < 500
+    assert learned.settle <= NOW + 1.0
+    # a few more refusals of the same bunch belong to the same round
+    for k in range(20):
+        learned, changed = observe(
+            s, learned, admitted + k, Observation(now=NOW + 1.01 + k / 1000, token_at=NOW + 1.0, throttled=1, wait=1.0)
+        )
+        assert changed is None
+    assert effective_rate(s, learned, admitted + 20, NOW + 1.1) >= 0.9 * 500
+
+    high = spec(rate="1000/s", burst=5)
+    learned = None
+    for i in range(10):  # the destination took only 500 of the 1,000 sent per second
+        learned, _ = observe(high, learned, 100 * (i + 1), Observation(now=NOW + i / 10, accepted=50))
+    learned, changed = observe(
+        high, learned, 1000, Observation(now=NOW + 1.0, token_at=NOW + 0.99, throttled=1, wait=1.0)
+    )
+    assert changed == "cut"
+    assert effective_rate(high, learned, 1000, NOW + 1.0) <= 0.6 * 1000
+    assert learned.settle > NOW + 1.0
+
+
 def test_a_refused_request_after_the_cut_starts_a_new_round():
     s = spec(rate="100/s")
     learned, _ = observe(s, None, 0, Observation(now=1.0, token_at=0.9, throttled=1))
