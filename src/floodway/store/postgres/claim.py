@@ -56,6 +56,58 @@ _FIRST_HEADS = (
 )
 _GROUP_READY = "j.status = 'waiting' AND NOT j.paused AND j.fair_key = g.key"
 
+#: the one-group claim's candidates: the ready jobs of the only fairness group, while it is the
+#: only one and no queue is capped or paused
+_HELD_CANDIDATES = (
+    f"j.{CLAIM_FROM} AND NOT j.paused AND j.fair_key = (SELECT grp FROM gate) AND (SELECT one AND NOT capped FROM gate)"
+)
+#: The one-group claim (see ``PostgresClaim._held_claim``): the first ``%(n)s`` ready jobs of the
+#: only fairness group, admitted together against the limit keys they all hold, in one
+#: statement. It decides only where admitting them all leaves headroom (``rules.Admission``'s
+#: rule for jobs claimed ahead, for the last of them): each key unpaused, a plain rate and cap
+#: (declared, none learned, no lanes, floor or ceiling), at most half the cap in use and at most
+#: half the burst's time booked once they are admitted. Then the full claim would admit every
+#: one of them too, and book the same; else nothing is claimed and ``ok`` is false. The key
+#: rows are locked after the jobs, in key order, as the full claim locks them.
+_HELD_CLAIM = (
+    "WITH gate AS (SELECT (SELECT count(*) FROM (SELECT 1 FROM fair_keys LIMIT 2) f) = 1 AS one, "
+    "(SELECT key FROM fair_keys LIMIT 1) AS grp, "
+    "EXISTS (SELECT 1 FROM queues WHERE paused OR max_concurrency IS NOT NULL) AS capped), "
+    "cand AS ({cand}), "
+    "held AS (SELECT count(*) AS n, count(DISTINCT limits) AS kinds, min(limits) AS limits FROM cand), "
+    "pairs AS (SELECT DISTINCT p->>0 AS name, p->>1 AS key FROM held, jsonb_array_elements(held.limits::jsonb) p "
+    "WHERE held.kinds = 1), "
+    "rows AS (SELECT limit_name, key, tat, paused_until, running, admitted, learned FROM limit_keys "
+    "WHERE (limit_name, key) IN (SELECT name, key FROM pairs) ORDER BY limit_name, key FOR UPDATE), "
+    "booked AS (SELECT r.limit_name, r.key, r.running, r.admitted, l.concurrency, l.burst, "
+    "CASE WHEN l.rate_count > 0 AND l.rate_period > 0 THEN 1.0 / (l.rate_count / l.rate_period) END AS interval, "
+    "r.learned IS NULL AND NOT l.adaptive AND l.bounds IS NULL AND r.paused_until <= %(now)s AS plain, "
+    "r.tat FROM rows r JOIN limits l ON l.name = r.limit_name), "
+    "dec AS (SELECT (SELECT n FROM held) > 0 AND count(*) > 0 AND count(*) = (SELECT count(*) FROM pairs) "
+    "AND bool_and(b.plain AND (b.concurrency IS NULL OR 2 * (b.running + (SELECT n FROM held)) <= b.concurrency) "
+    "AND (b.interval IS NULL OR GREATEST(b.tat, %(now)s) + b.interval * (SELECT n FROM held) - %(now)s "
+    "<= b.interval * floor(b.burst / 2) * (1 - 1e-9) - (SELECT n FROM held) * GREATEST(b.tat, %(now)s) * 1e-15)) "
+    "AS ok FROM booked b), "
+    "lk AS (UPDATE limit_keys k SET running = b.running + (SELECT n FROM held), "
+    "admitted = b.admitted + (SELECT n FROM held), tat = CASE WHEN b.interval IS NULL THEN k.tat "
+    "ELSE GREATEST(b.tat, %(now)s) + b.interval * (SELECT n FROM held) END "
+    "FROM booked b WHERE (SELECT ok FROM dec) AND k.limit_name = b.limit_name AND k.key = b.key), "
+    "c AS (UPDATE jobs j SET status = 'running', attempt = attempt + 1, worker_id = %(w)s, "
+    "lease_until = %(lease)s, started_at = %(now)s, updated_at = %(now)s, "
+    "throttled_seconds = throttled_seconds + COALESCE(%(now)s - throttled_since, 0), "
+    "throttled_since = NULL FROM cand WHERE (SELECT ok FROM dec) AND j.id = cand.id RETURNING j.seq, "
+    + ", ".join(f"j.{c.strip()}" for c in _JOB_COLUMNS.split(","))
+    + ") "
+    "SELECT d.ok, (SELECT n FROM held) = 0 OR (SELECT count(*) FROM rows) < "
+    "(SELECT count(*) FROM pairs p JOIN limits l ON l.name = p.name) AS absent, "
+    + ", ".join(f"c.{c.strip()}" for c in _JOB_COLUMNS.split(","))
+    + " FROM dec d LEFT JOIN c ON true ORDER BY c.priority DESC, c.run_at, c.seq"
+)
+_HELD_CLAIM_BY_QUEUE = _HELD_CLAIM.format(
+    cand=_ready_heads(_HELD_CANDIDATES, "%(n)s", "j.id, j.limits, j.priority, j.run_at, j.seq", by_queue=True)
+)
+_HELD_CLAIM = _HELD_CLAIM.format(cand=_ready_heads(_HELD_CANDIDATES, "%(n)s", "j.id, j.limits"))
+
 
 def _first_heads(by_queue: bool) -> str:
     """``_FIRST_HEADS`` for a claim limited to the ``%(queues)t`` parameter's queues or not."""
@@ -224,6 +276,17 @@ class PostgresClaim(PostgresConnection):
             # tenants, limits or queue caps are in play (nothing was taken): the full claim
             # decides, and the plain-group claim is tried again a little later
             self._fast_claim_after = time.monotonic() + _FAST_CLAIM_RECHECK
+        if time.monotonic() >= self._held_claim_after:
+            held, ok, absent = self._run(
+                lambda cur: self._held_claim(cur, worker_id, queues, limit + ahead, lease), what="claim"
+            )
+            if ok:
+                return ClaimedJobs(held)
+            if not absent:
+                # more than one group, a queue cap, or a limit near binding or of another kind:
+                # the full claim decides, and this one is tried again a little later (nothing
+                # ready, or a key row the full claim makes first: tried again at once)
+                self._held_claim_after = time.monotonic() + _FAST_CLAIM_RECHECK
         return self._run(lambda cur: self._claim(cur, worker_id, queues, limit, lease, ahead, horizon), what="claim")
 
     def _fast_claim(
@@ -243,6 +306,25 @@ class PostgresClaim(PostgresConnection):
             rows = cur.fetchall()
             plain, capped = rows[0][0], rows[0][1]
             return [_job_from_row(r[2:]) for r in rows if r[2] is not None], plain, capped
+
+        return _Deferred(claimed)
+
+    def _held_claim(
+        self, cur: psycopg.Cursor, worker_id: str, queues: list[str] | None, limit: int, lease: float
+    ) -> Any:  # a _Deferred: _run reads it once the pipeline is done
+        """The one-group claim (``_HELD_CLAIM``) in one round trip with its COMMIT; returns
+        (jobs, whether it decided, whether it lacked ready jobs or a key row). Undecided, it
+        changed nothing."""
+        now = self._now()
+        params: dict[str, Any] = {"now": now, "ns": _NS_FAIR, "n": limit, "w": worker_id, "lease": now + lease}
+        if queues is not None:
+            params["queues"] = queues
+        cur.connection.cursor().execute(self._PROMOTE, params)
+        cur.execute(_HELD_CLAIM_BY_QUEUE if queues is not None else _HELD_CLAIM, params)
+
+        def claimed() -> tuple[list[Job], bool, bool]:
+            rows = cur.fetchall()
+            return [_job_from_row(r[2:]) for r in rows if r[2] is not None], bool(rows[0][0]), bool(rows[0][1])
 
         return _Deferred(claimed)
 
