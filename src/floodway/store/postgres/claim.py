@@ -98,8 +98,8 @@ _HELD_CLAIM = (
     "throttled_since = NULL FROM cand WHERE (SELECT ok FROM dec) AND j.id = cand.id RETURNING j.seq, "
     + ", ".join(f"j.{c.strip()}" for c in _JOB_COLUMNS.split(","))
     + ") "
-    "SELECT d.ok, (SELECT n FROM held) = 0 OR (SELECT count(*) FROM rows) < "
-    "(SELECT count(*) FROM pairs p JOIN limits l ON l.name = p.name) AS absent, "
+    "SELECT d.ok, (SELECT one AND NOT capped FROM gate) AND ((SELECT n FROM held) = 0 OR (SELECT count(*) FROM rows) < "
+    "(SELECT count(*) FROM pairs p JOIN limits l ON l.name = p.name)) AS absent, "
     + ", ".join(f"c.{c.strip()}" for c in _JOB_COLUMNS.split(","))
     + " FROM dec d LEFT JOIN c ON true ORDER BY c.priority DESC, c.run_at, c.seq"
 )
