@@ -37,6 +37,9 @@ from .queries import (
 #: how long the store goes straight to the full claim after the plain-group claim found other
 #: fairness groups (tenants, limits) in play
 _FAST_CLAIM_RECHECK = 1.0
+#: how soon the one-group claim is tried again after it declined once (doubling while it
+#: declines in a row, up to ``_FAST_CLAIM_RECHECK``)
+_HELD_CLAIM_RETRY = 0.01
 _LANE_DEMAND = in_dialect(LANE_DEMAND, "%s")
 #: how many fairness groups' limits a store remembers (see ``_choose``'s fetch)
 _GROUPS_REMEMBERED = 4096
@@ -55,6 +58,74 @@ _FIRST_HEADS = (
     "ORDER BY g.ord, j.priority DESC, j.run_at, j.seq"
 )
 _GROUP_READY = "j.status = 'waiting' AND NOT j.paused AND j.fair_key = g.key"
+
+#: the one-group claim's candidates: the ready jobs of the only fairness group, while it is the
+#: only one and no queue is capped or paused
+_HELD_CANDIDATES = (
+    f"j.{CLAIM_FROM} AND NOT j.paused AND j.fair_key = (SELECT grp FROM gate) AND (SELECT one AND NOT capped FROM gate)"
+)
+#: The one-group claim (see ``PostgresClaim._held_claim``): of the first ``%(n)s`` ready jobs of
+#: the only fairness group, as many as the limit keys they all hold admit, admitted and booked
+#: together in one statement, by ``rules.Admission``'s rule: the first ``%(first)s`` for now
+#: (within each key's cap and burst), the rest as jobs claimed ahead (at most half the cap in
+#: use and half the burst's time booked once admitted). Only keys of a plain kind: unpaused, a
+#: declared rate and cap (none learned, no lanes, floor or ceiling). The full claim would admit
+#: the same jobs and book the same; where none passes, nothing is claimed (the first column is
+#: false) and the full claim decides. The key rows are locked after the jobs, in key order, as
+#: the full claim locks them.
+_HELD_CLAIM = (
+    "WITH gate AS (SELECT (SELECT count(*) FROM (SELECT 1 FROM fair_keys LIMIT 2) f) = 1 AS one, "
+    "(SELECT key FROM fair_keys LIMIT 1) AS grp, "
+    "EXISTS (SELECT 1 FROM queues WHERE paused OR max_concurrency IS NOT NULL) AS capped), "
+    "cand AS ({cand}), "
+    "held AS (SELECT count(*) AS n, count(DISTINCT limits) AS kinds, min(limits) AS limits FROM cand), "
+    "pairs AS (SELECT DISTINCT p->>0 AS name, p->>1 AS key FROM held, jsonb_array_elements(held.limits::jsonb) p "
+    "WHERE held.kinds = 1), "
+    "rows AS (SELECT limit_name, key, tat, paused_until, running, admitted, learned FROM limit_keys "
+    "WHERE (limit_name, key) IN (SELECT name, key FROM pairs) ORDER BY limit_name, key FOR UPDATE), "
+    "booked AS (SELECT r.limit_name, r.key, r.running, r.admitted, l.concurrency, l.burst, "
+    "CASE WHEN l.rate_count > 0 AND l.rate_period > 0 THEN 1.0 / (l.rate_count / l.rate_period) END AS interval, "
+    "r.learned IS NULL AND NOT l.adaptive AND l.bounds IS NULL AND r.paused_until <= %(now)s AS plain, "
+    "GREATEST(r.tat, %(now)s) AS base FROM rows r JOIN limits l ON l.name = r.limit_name), "
+    # how many of the jobs each key admits now (its cap, its burst's time), and how many with
+    # headroom left (half its cap, half its burst's time); less a margin for rounding: the rule
+    # adds the interval job by job
+    "room AS (SELECT b.plain, "
+    "CASE WHEN b.concurrency IS NULL THEN %(n)s ELSE b.concurrency - b.running END AS cap_now, "
+    "CASE WHEN b.concurrency IS NULL THEN %(n)s ELSE b.concurrency / 2 - b.running END AS cap_ahead, "
+    "CASE WHEN b.interval IS NULL THEN %(n)s ELSE floor((b.interval * b.burst * (1 - 1e-9) "
+    "- %(n)s * b.base * 1e-15 - (b.base - %(now)s)) / b.interval) END AS rate_now, "
+    "CASE WHEN b.interval IS NULL THEN %(n)s ELSE floor((b.interval * floor(b.burst / 2) * (1 - 1e-9) "
+    "- %(n)s * b.base * 1e-15 - (b.base - %(now)s)) / b.interval) END AS rate_ahead FROM booked b), "
+    # the first %(first)s jobs are admitted by the rule for now, the rest by the rule for jobs
+    # claimed ahead (as the full claim's walk admits them)
+    "fit AS (SELECT (SELECT n FROM held) AS n, LEAST(min(cap_now), min(rate_now)) AS now_k, "
+    "LEAST(min(cap_ahead), min(rate_ahead)) AS ahead_k, count(*) AS keys, bool_and(plain) AS plain FROM room), "
+    "dec AS (SELECT CASE WHEN n > 0 AND keys > 0 AND keys = (SELECT count(*) FROM pairs) AND plain THEN "
+    "GREATEST(0, LEAST(n, CASE WHEN now_k < %(first)s THEN now_k ELSE GREATEST(%(first)s, ahead_k) END))::int "
+    "ELSE 0 END AS k FROM fit), "
+    "lk AS (UPDATE limit_keys k SET running = b.running + d.k, admitted = b.admitted + d.k, "
+    "tat = CASE WHEN b.interval IS NULL THEN k.tat ELSE b.base + b.interval * d.k END "
+    "FROM booked b, dec d WHERE d.k > 0 AND k.limit_name = b.limit_name AND k.key = b.key), "
+    "pick AS (SELECT id FROM (SELECT id, row_number() OVER (ORDER BY priority DESC, run_at, seq) AS rn FROM cand) x "
+    "WHERE rn <= (SELECT k FROM dec)), "
+    "c AS (UPDATE jobs j SET status = 'running', attempt = attempt + 1, worker_id = %(w)s, "
+    "lease_until = %(lease)s, started_at = %(now)s, updated_at = %(now)s, "
+    "throttled_seconds = throttled_seconds + COALESCE(%(now)s - throttled_since, 0), "
+    "throttled_since = NULL FROM pick WHERE j.id = pick.id RETURNING j.seq, "
+    + ", ".join(f"j.{c.strip()}" for c in _JOB_COLUMNS.split(","))
+    + ") "
+    "SELECT d.k > 0, (SELECT one AND NOT capped FROM gate) AND ((SELECT n FROM held) = 0 OR (SELECT count(*) FROM rows) < "
+    "(SELECT count(*) FROM pairs p JOIN limits l ON l.name = p.name)) AS absent, "
+    + ", ".join(f"c.{c.strip()}" for c in _JOB_COLUMNS.split(","))
+    + " FROM dec d LEFT JOIN c ON true ORDER BY c.priority DESC, c.run_at, c.seq"
+)
+_HELD_CLAIM_BY_QUEUE = _HELD_CLAIM.format(
+    cand=_ready_heads(_HELD_CANDIDATES, "%(n)s", "j.id, j.limits, j.priority, j.run_at, j.seq", by_queue=True)
+)
+_HELD_CLAIM = _HELD_CLAIM.format(
+    cand=_ready_heads(_HELD_CANDIDATES, "%(n)s", "j.id, j.limits, j.priority, j.run_at, j.seq")
+)
 
 
 def _first_heads(by_queue: bool) -> str:
@@ -224,6 +295,21 @@ class PostgresClaim(PostgresConnection):
             # tenants, limits or queue caps are in play (nothing was taken): the full claim
             # decides, and the plain-group claim is tried again a little later
             self._fast_claim_after = time.monotonic() + _FAST_CLAIM_RECHECK
+        if time.monotonic() >= self._held_claim_after:
+            held, ok, absent = self._run(
+                lambda cur: self._held_claim(cur, worker_id, queues, limit, lease, ahead), what="claim"
+            )
+            if ok:
+                self._held_claim_wait = 0.0
+                return ClaimedJobs(held)
+            if not absent:
+                # more than one group, a queue cap, or a limit binding or of another kind: the
+                # full claim decides, and this one is tried again a little later, the later the
+                # more often it declined in a row (a key's time booked a moment ahead by a
+                # claimer whose clock runs a little ahead passes again at once; a binding limit
+                # stays binding). Nothing ready, or a key row the full claim makes first: at once.
+                self._held_claim_wait = min(max(2 * self._held_claim_wait, _HELD_CLAIM_RETRY), _FAST_CLAIM_RECHECK)
+                self._held_claim_after = time.monotonic() + self._held_claim_wait
         return self._run(lambda cur: self._claim(cur, worker_id, queues, limit, lease, ahead, horizon), what="claim")
 
     def _fast_claim(
@@ -243,6 +329,32 @@ class PostgresClaim(PostgresConnection):
             rows = cur.fetchall()
             plain, capped = rows[0][0], rows[0][1]
             return [_job_from_row(r[2:]) for r in rows if r[2] is not None], plain, capped
+
+        return _Deferred(claimed)
+
+    def _held_claim(
+        self, cur: psycopg.Cursor, worker_id: str, queues: list[str] | None, limit: int, lease: float, ahead: int = 0
+    ) -> Any:  # a _Deferred: _run reads it once the pipeline is done
+        """The one-group claim (``_HELD_CLAIM``) in one round trip with its COMMIT; returns
+        (jobs, whether it decided, whether it lacked ready jobs or a key row). Undecided, it
+        changed nothing."""
+        now = self._now()
+        params: dict[str, Any] = {
+            "now": now,
+            "ns": _NS_FAIR,
+            "n": limit + ahead,
+            "first": limit,
+            "w": worker_id,
+            "lease": now + lease,
+        }
+        if queues is not None:
+            params["queues"] = queues
+        cur.connection.cursor().execute(self._PROMOTE, params)
+        cur.execute(_HELD_CLAIM_BY_QUEUE if queues is not None else _HELD_CLAIM, params)
+
+        def claimed() -> tuple[list[Job], bool, bool]:
+            rows = cur.fetchall()
+            return [_job_from_row(r[2:]) for r in rows if r[2] is not None], bool(rows[0][0]), bool(rows[0][1])
 
         return _Deferred(claimed)
 

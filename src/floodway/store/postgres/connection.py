@@ -304,6 +304,8 @@ class PostgresConnection(SQLStore):
         self.prepare_threshold = _number(url, options, "prepare_threshold", 5, minimum=0, integer=True)
         self._closed = False
         self._fast_claim_after = 0.0  # see claim(): when to try the plain-group claim again
+        self._held_claim_after = 0.0  # and the one-group claim
+        self._held_claim_wait = 0.0  # (how long it waited after its last decline)
         # the (limit, key) pairs the jobs of each fairness group held when last claimed: the
         # claim locks their rows in the round trip that reads the group's jobs
         self._group_limits: dict[str, list] = {}

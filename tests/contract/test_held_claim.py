@@ -1,0 +1,196 @@
+"""Jobs that hold limits, claimed while their limits do not bind: claims racing from many
+connections never over-admit, on every backend; and PostgreSQL's one-statement claim of the
+only fairness group's jobs decides by the same rule as ``rules.Admission`` (property-tested
+against it on random key states), deciding nothing where the limit is near binding."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from floodway.jobs import Status
+from floodway.limits import LimitSpec
+from floodway.store import Outcome, open_store
+from floodway.store.rules import Admission
+
+from .test_limits import limited
+from .test_store_contract import W1
+
+API = [["api", ""]]
+
+
+def _race(database_url: str, claimers: int, rounds: int, limit: int, ahead: int, finish: bool) -> list:
+    """Claimers, each on its own connection, claim (and optionally finish what they claimed)
+    for ``rounds`` claims each; returns the jobs claimed."""
+    claimed: list = []
+    lock, start = threading.Lock(), threading.Event()
+
+    def claim(worker: str) -> None:
+        own = open_store(database_url)
+        start.wait()
+        for _ in range(rounds):
+            got = own.claim(worker, queues=None, limit=limit, lease=30.0, ahead=ahead)
+            with lock:
+                claimed.extend(got)
+            if finish and got:
+                own.finish(worker, [Outcome(j.id, j.attempt, Status.COMPLETE, result_json="1") for j in got])
+        own.close()
+
+    threads = [threading.Thread(target=claim, args=(f"w-{i}",)) for i in range(claimers)]
+    for t in threads:
+        t.start()
+    start.set()
+    for t in threads:
+        t.join()
+    return claimed
+
+
+def _key(store):
+    [info] = store.list_limits()
+    return info.keys[0]
+
+
+def test_racing_claims_never_pass_a_limits_burst(store, database_url):
+    """Claims racing for jobs of one group take them while the burst has room, then only as
+    the rate allows: exactly the burst is admitted, and no job twice."""
+    store.declare_limit(LimitSpec.build("api", rate="1/h", burst=60))
+    store.enqueue([limited(f"r-{i}", API) for i in range(150)])
+    claimed = {j.id for j in _race(database_url, claimers=4, rounds=12, limit=7, ahead=7, finish=False)}
+    assert len(claimed) == 60
+    assert _key(store).admitted == 60 and _key(store).running == 60
+    assert store.count_jobs()["waiting"] == 90
+
+
+def test_racing_claims_never_pass_a_limits_cap(store, database_url):
+    """Claims racing with finishes: the running count never passes the cap, and the key's
+    count of running jobs matches the jobs running once the race is over."""
+    store.declare_limit(LimitSpec.build("api", rate="100000/s", burst=1000, concurrency=30))
+    store.enqueue([limited(f"c-{i}", API) for i in range(200)])
+    claimed = _race(database_url, claimers=4, rounds=15, limit=10, ahead=10, finish=False)
+    assert len({j.id for j in claimed}) == len(claimed) == 30
+    assert _key(store).running == 30 == store.count_jobs()["running"]
+    for job in claimed:
+        store.finish(job.worker_id, [Outcome(job.id, job.attempt, Status.COMPLETE, result_json="1")])
+    done = {j.id for j in _race(database_url, claimers=4, rounds=40, limit=10, ahead=10, finish=True)}
+    assert len(done) == 170  # all the rest, the slots freed as jobs finished
+    assert _key(store).running == 0 and _key(store).admitted == 200
+
+
+# -- PostgreSQL's one-statement claim against the rule ---------------------------------------
+
+
+@pytest.fixture
+def pg_store(postgres_url):
+    s = open_store(postgres_url)
+    yield s, postgres_url
+    s.close()
+
+
+def _one_statement(store, n: int):
+    return store._run(lambda cur: store._held_claim(cur, W1, None, n, 30.0, 0), what="claim")
+
+
+def _reset(url: str, tat: float, running: int, admitted: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table in ("job_events", "jobs", "fair_keys", "limit_keys"):
+            conn.execute(f"DELETE FROM {table}")
+        conn.execute(
+            "INSERT INTO limit_keys (limit_name, key, tat, running, admitted) VALUES ('api', '', %s, %s, %s)",
+            (tat, running, admitted),
+        )
+
+
+def _row(url: str) -> tuple:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT tat, running, admitted FROM limit_keys").fetchone()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    per_second=st.floats(0.1, 5000),
+    burst=st.integers(1, 200),
+    concurrency=st.none() | st.integers(1, 300),
+    running=st.integers(0, 150),
+    admitted=st.integers(0, 10_000),
+    backlog=st.floats(-50, 250),  # the key's GCRA time, in intervals from now
+    n=st.integers(1, 40),
+    ahead=st.integers(0, 40),
+)
+def test_the_one_statement_claim_decides_by_the_admission_rule(
+    pg_store, per_second, burst, concurrency, running, admitted, backlog, n, ahead
+):
+    """``n`` jobs for free slots and ``ahead`` more to claim ahead: the statement claims the
+    first jobs the rule admits, one by one as the full claim's walk admits them, and books the
+    key as the rule does; it may stop one job short of the rule (a margin for rounding)."""
+    store, url = pg_store
+    now = time.time()
+    store._now = lambda: now  # one clock for both sides
+    spec = LimitSpec.build("api", rate=f"{per_second}/s", burst=burst, concurrency=concurrency)
+    store.declare_limit(spec)
+    interval = 1.0 / spec.rate.per_second
+    tat = now + backlog * interval
+    _reset(url, tat, running, admitted)
+    ids = [f"j-{i:02}" for i in range(n + ahead)]
+    store.enqueue([limited(job_id, API) for job_id in ids])
+
+    def rule(count: int | None = None) -> tuple[int, Admission]:
+        """How many jobs the rule admits in turn (up to ``count``), and its state after them."""
+        admission = Admission({"api": spec}, now)
+        admission.states[("api", "")] = [tat, 0.0, running, admitted, None]
+        taken = 0
+        for i, job_id in enumerate(ids[:count]):
+            if not admission.admit(job_id, API, ahead=i >= n):
+                break
+            taken += 1
+        return taken, admission
+
+    jobs, ok, absent = store._run(lambda cur: store._held_claim(cur, W1, None, n, 30.0, ahead), what="claim")
+    assert not absent
+    admits, _ = rule()
+    assert ok == bool(jobs)
+    assert admits - 1 <= len(jobs) <= admits, "the statement admitted jobs the rule holds back"
+    assert sorted(j.id for j in jobs) == ids[: len(jobs)]
+    _, booked = rule(len(jobs))
+    new_tat, new_running, new_admitted = _row(url)
+    state = booked.states[("api", "")]
+    assert (new_running, new_admitted) == (state[2], state[3])
+    # (the rule adds the interval job by job, the statement once times their number)
+    assert new_tat == pytest.approx(state[0], abs=(len(jobs) + 1) * math.ulp(max(now, tat)))
+    assert store.count_jobs()["waiting"] == n + ahead - len(jobs)
+
+
+def test_the_one_statement_claim_leaves_learned_paused_and_shared_keys_to_the_full_claim(pg_store):
+    store, url = pg_store
+    store.declare_limit(LimitSpec.build("api", rate="1000/s", burst=100, concurrency=100))
+    _reset(url, 0.0, 0, 0)
+    store.enqueue([limited(f"p-{i}", API) for i in range(5)])
+    store.pause_limit("api", "", time.time() + 60, "429")
+    jobs, ok, absent = _one_statement(store, 5)
+    assert (jobs, ok, absent) == ([], False, False)
+    store.resume_limit("api", "")
+    store.enqueue([limited("t-0", API, tenant="acme")])  # a second fairness group
+    assert _one_statement(store, 5) == ([], False, False)
+    got = store.claim(W1, queues=None, limit=10, lease=30.0)  # the full claim takes them
+    assert sorted(j.id for j in got) == ["p-0", "p-1", "p-2", "p-3", "p-4", "t-0"]
+    assert _key(store).running == 6
+
+
+def test_claims_of_held_jobs_for_some_queues_take_only_theirs_in_order(store):
+    """A worker of some queues: jobs of one group holding a limit, in several queues, are
+    claimed from its queues only, by priority then age, and booked once each."""
+    store.declare_limit(LimitSpec.build("api", rate="1000/s", burst=100, concurrency=50))
+    store.enqueue([limited(f"a-{i}", API, queue="a") for i in range(4)])
+    store.enqueue([limited(f"b-{i}", API, queue="b", priority=i % 2) for i in range(4)])
+    store.enqueue([limited(f"c-{i}", API, queue="c") for i in range(4)])
+    got = [j.id for j in store.claim(W1, queues=["b", "a"], limit=3, lease=30.0, ahead=3)]
+    # (a backend may take none ahead: SQLite has no round trip to save)
+    assert len(got) >= 3 and got == ["b-1", "b-3", "a-0", "a-1", "a-2", "a-3"][: len(got)]
+    assert _key(store).running == _key(store).admitted == len(got)
+    assert [j.id for j in store.claim(W1, queues=["c"], limit=10, lease=30.0)] == [f"c-{i}" for i in range(4)]
+    assert _key(store).running == len(got) + 4
