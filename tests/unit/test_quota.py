@@ -27,6 +27,7 @@ from floodway.quota import (
     effective_burst,
     effective_rate,
     observe,
+    overflow_retry,
 )
 from floodway.slow_start import EXIT_LATE, SLOW_EXIT, SLOW_START_DOUBLING, demonstrated, note
 from floodway.store.base import settled_tat
@@ -175,6 +176,17 @@ def test_a_short_wait_is_congestion_and_a_long_one_or_an_empty_budget_is_exhaust
     assert classify_wait(1.0, None) == "overflow"
     assert classify_wait(30.0, None) == "exhaustion"
     assert classify_wait(0.5, 0) == "exhaustion"
+
+
+def test_a_request_refused_for_congestion_waits_what_was_asked_or_else_the_rounds_length():
+    assert overflow_retry(1.0) == 1.0 and overflow_retry(0.3) == 0.3
+    # nothing stated (a bare 429, or a wait of 0): as long as the round its refusal belongs to
+    s = spec(adaptive=True)
+    learned, _ = observe(s, None, 0, Observation(now=100.0, accepted=50, first_ok=99.5))
+    learned, changed = observe(s, learned, 0, Observation(now=100.2, token_at=100.1, throttled=1, wait=1.0))
+    assert changed == "cut"
+    assert overflow_retry(None) == overflow_retry(0.0) == pytest.approx(learned.lock - 100.2)
+    assert overflow_retry(None) < 1.0
 
 
 def test_one_round_of_refusals_cuts_once():
