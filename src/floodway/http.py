@@ -41,7 +41,7 @@ from .cost import Settlement, read_async, read_sync
 from .errors import ConfigError, RateLimited
 from .http_pools import TRANSPORT_OPTIONS, close_pools, new_transport, pool_key, pools_for, prepare, transport_kind
 from .http_reports import reports_of
-from .quota import Observation, classify_wait
+from .quota import Observation, classify_wait, overflow_retry
 from .resumable import current_idempotency_key
 from .retry import Retry
 
@@ -307,8 +307,9 @@ class _Pacer:
             return info.reset_at
         if kind == "overflow":
             # congestion, not an empty quota: slow every worker down (once per round); this
-            # request waits what the destination asked (a second when it did not say), then
-            # takes a token at the slower pace
+            # request waits what the destination asked (when it did not say, the round's
+            # length: see overflow_retry), then takes a token at the slower pace
+            retry = overflow_retry(wait)
             wait = wait if wait is not None and wait > 0 else 1.0
             rate, changed = self._report(now, token_at, info, usage, throttled=1, wait=wait)
             if changed in ("cut", "window"):
@@ -320,7 +321,7 @@ class _Pacer:
                     host,
                     rate or 0.0,
                 )
-            return now + wait
+            return now + retry
         until = info.reset_at if info.reset_at is not None else now + self._fallback_wait()
         self._report(now, None, info, usage, throttled=1, exhausted=1, wait=wait, reset_at=until)
         reason = f"{response.status_code} from {host}"

@@ -57,6 +57,7 @@ __all__ = [
     "floor_of",
     "OVERFLOW_WAIT",
     "classify_wait",
+    "overflow_retry",
     "effective_burst",
     "reset_bounds",
     "spent_until",
@@ -633,6 +634,14 @@ def _window(
 
 def _lock(wait: float | None) -> float:
     return LOCK_SHARE * min(wait if wait is not None and wait > 0 else 1.0, OVERFLOW_WAIT)
+
+
+def overflow_retry(wait: float | None) -> float:
+    """How long a request refused for congestion waits before it takes a token again: what the
+    destination asked, or, when it stated nothing, as long as the round its refusal belongs to
+    (the retry is paced like any request; waiting a whole second more only delays it, and the
+    last of a drain's jobs with it)."""
+    return wait if wait is not None and wait > 0 else _lock(None)
 
 
 def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: float, wait: float | None) -> str:

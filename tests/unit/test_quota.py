@@ -12,6 +12,8 @@ import math
 
 import pytest
 
+from floodway import slow_start
+from floodway.http_reports import REPORT_INTERVAL
 from floodway.limits import LimitSpec, Rate, gcra
 from floodway.quota import (
     APPROACH,
@@ -25,8 +27,9 @@ from floodway.quota import (
     effective_burst,
     effective_rate,
     observe,
+    overflow_retry,
 )
-from floodway.slow_start import EXIT_LATE, SLOW_EXIT, demonstrated, note
+from floodway.slow_start import EXIT_LATE, SLOW_EXIT, SLOW_START_DOUBLING, demonstrated, note
 from floodway.store.base import settled_tat
 
 NOW = 1000.0
@@ -74,6 +77,20 @@ def test_an_adaptive_limit_without_a_rate_slow_starts_and_doubles_while_response
     assert effective_rate(s, learned, 0, 200.0) == first
 
 
+def test_a_slow_start_reaches_any_quota_from_10_to_1000_per_second_soon_and_by_bounded_steps():
+    s = spec(adaptive=True)
+    learned, _ = observe(s, None, 0, Observation(now=100.1, accepted=1, first_ok=100.0))
+    learned = feed(s, learned, 100.2, 1.5, 400.0)
+    reached = {
+        q: next(t / 100 for t in range(0, 300) if effective_rate(s, learned, 0, 100 + t / 100) >= q)
+        for q in (10, 200, 1000)
+    }
+    assert reached[10] <= 0.25 and reached[200] <= 1.1 and reached[1000] <= 1.55, reached
+    # what a refusal heard at a worker's next report (a quarter second on) can have overshot by
+    for t in (0.0, 0.5, 1.0):
+        assert slow_start.pace(100.0, 100.0 + t + REPORT_INTERVAL) <= 2.5 * slow_start.pace(100.0, 100.0 + t)
+
+
 def test_an_adaptive_declared_rate_holds_then_probes_above_while_traffic_flows():
     s = spec(rate="50/s", adaptive=True)
     learned = feed(s, None, 0.0, HOLD + 3, 50.0)
@@ -102,10 +119,14 @@ def test_a_slow_start_counts_what_was_accepted_within_any_second_of_its_recent_r
     assert demonstrated(None, 1.0) is None
 
 
+#: a slow start from 100.0 whose pace is ~280/s here (5.8 doublings)
+END = 100.0 + 5.8 * SLOW_START_DOUBLING
+
+
 def _slow_start_until(s, end: float, per_report: int):
-    """A slow start whose clock started at 100.0 (its first response, reported at 100.2), then
+    """A slow start whose clock started at 100.0 (its first response, reported at 100.1), then
     eight reports of ``per_report`` accepted 0.125 s apart, the last at ``end`` - 0.025."""
-    learned, _ = observe(s, None, 0, Observation(now=100.2, accepted=1, first_ok=100.0))
+    learned, _ = observe(s, None, 0, Observation(now=100.1, accepted=1, first_ok=100.0))
     assert learned.start == 100.0  # the clock starts at the first response, not its report
     for k in range(8):
         learned, _ = observe(s, learned, 0, Observation(now=end - 0.025 - (7 - k) * 0.125, accepted=per_report))
@@ -114,36 +135,36 @@ def _slow_start_until(s, end: float, per_report: int):
 
 def test_a_slow_start_ends_at_what_the_destination_accepted_not_at_half_its_pace():
     s = spec(adaptive=True)
-    learned = _slow_start_until(s, 101.45, 25)  # 200 accepted within the last second
-    pace = effective_rate(s, learned, 0, 101.45)
+    learned = _slow_start_until(s, END, 25)  # 200 accepted within the last second
+    pace = effective_rate(s, learned, 0, END)
     assert 250 < pace < 300
-    learned, changed = observe(s, learned, 0, Observation(now=101.45, token_at=101.44, throttled=1, wait=1.0))
+    learned, changed = observe(s, learned, 0, Observation(now=END, token_at=END - 0.01, throttled=1, wait=1.0))
     assert changed == "cut"
     # not half the pace (~139/s): the 200 accepted, climbing back to no more than 1.05 x that
     assert learned.rate == pytest.approx(200.0)
-    assert effective_rate(s, learned, 0, 101.45 + APPROACH) <= 200 * 1.05
+    assert effective_rate(s, learned, 0, END + APPROACH) <= 200 * 1.05
     # every worker still holds off as long as after a halving: the window is full
-    assert learned.settle == pytest.approx(101.95)
+    assert learned.settle == pytest.approx(END + 0.5)
     assert learned.rate <= SLOW_EXIT * pace  # (the end of a slow start is always a cut)
 
 
 def test_late_reports_just_after_a_slow_starts_end_raise_its_pace_and_never_lower_it():
     s = spec(adaptive=True)
-    learned = _slow_start_until(s, 101.45, 25)
-    learned, _ = observe(s, learned, 0, Observation(now=101.45, token_at=101.44, throttled=1, wait=1.0))
+    learned = _slow_start_until(s, END, 25)
+    learned, _ = observe(s, learned, 0, Observation(now=END, token_at=END - 0.01, throttled=1, wait=1.0))
     assert learned.rate == pytest.approx(200.0)
     # another process's responses from before the end, reported just after it
-    learned, changed = observe(s, learned, 0, Observation(now=101.5, accepted=15))
+    learned, changed = observe(s, learned, 0, Observation(now=END + 0.05, accepted=15))
     assert changed is None and learned.rate == pytest.approx(215.0) and learned.high >= 215.0
-    learned, _ = observe(s, learned, 0, Observation(now=101.6, accepted=1))
+    learned, _ = observe(s, learned, 0, Observation(now=END + 0.15, accepted=1))
     assert learned.rate == pytest.approx(215.0)  # (a smaller count lowers nothing)
     # later reports are what the new pace sends: they measure nothing about the end
-    learned, _ = observe(s, learned, 0, Observation(now=101.45 + EXIT_LATE + 0.01, accepted=100))
+    learned, _ = observe(s, learned, 0, Observation(now=END + EXIT_LATE + 0.01, accepted=100))
     assert learned.rate == pytest.approx(215.0) and learned.exit == 0 and learned.recent is None
     # a declared rate is no slow start: its first refusal halves as before
     d = spec(rate="400/s", adaptive=True)
-    declared = _slow_start_until(d, 101.45, 25)
-    declared, _ = observe(d, declared, 0, Observation(now=101.45, token_at=101.44, throttled=1, wait=1.0))
+    declared = _slow_start_until(d, END, 25)
+    declared, _ = observe(d, declared, 0, Observation(now=END, token_at=END - 0.01, throttled=1, wait=1.0))
     assert declared.exit == 0 and declared.rate < 200
 
 
@@ -155,6 +176,17 @@ def test_a_short_wait_is_congestion_and_a_long_one_or_an_empty_budget_is_exhaust
     assert classify_wait(1.0, None) == "overflow"
     assert classify_wait(30.0, None) == "exhaustion"
     assert classify_wait(0.5, 0) == "exhaustion"
+
+
+def test_a_request_refused_for_congestion_waits_what_was_asked_or_else_the_rounds_length():
+    assert overflow_retry(1.0) == 1.0 and overflow_retry(0.3) == 0.3
+    # nothing stated (a bare 429, or a wait of 0): as long as the round its refusal belongs to
+    s = spec(adaptive=True)
+    learned, _ = observe(s, None, 0, Observation(now=100.0, accepted=50, first_ok=99.5))
+    learned, changed = observe(s, learned, 0, Observation(now=100.2, token_at=100.1, throttled=1, wait=1.0))
+    assert changed == "cut"
+    assert overflow_retry(None) == overflow_retry(0.0) == pytest.approx(learned.lock - 100.2)
+    assert overflow_retry(None) < 1.0
 
 
 def test_one_round_of_refusals_cuts_once():
