@@ -100,9 +100,11 @@ EDGE = 0.75
 LOCK_SHARE = 0.5
 #: ... unless the pace is this many times what the destination accepted lately, or the
 #: requests admitted since the cut are refused: at least DEEP_SHARE of them, DEEP_MIN and
-#: DEEP_SPAN seconds of the pace (see _deep)
+#: DEEP_SPAN seconds of the pace (see _deep). DEEP_MIN is what a low pace needs: a fixed window
+#: whose budget the declared burst ran out a few requests early refuses those few in a row
+#: until its reset, and that is not a quota that fell
 FAR_ABOVE = 1.5
-DEEP_MIN = 5
+DEEP_MIN = 10
 DEEP_SPAN = 0.1
 DEEP_SHARE = 0.75
 #: ... but never below this share of the rate the destination was seen to accept lately

@@ -315,6 +315,29 @@ def test_a_quota_that_falls_well_below_the_pace_halves_it_and_holds_off_until_th
     assert effective_rate(s, learned, admitted + i, now + 0.45 * HOLD) == pytest.approx(trimmed / 2)
 
 
+def test_a_fixed_window_that_ran_out_a_few_requests_early_is_not_a_fall():
+    """At 50/s a declared burst runs a fixed window's budget out a few requests before its
+    reset: those few are refused in a row, then the next window accepts. That is no quota that
+    fell, and the pace stays where the trim put it; refusals that go on (a sliding window full
+    of the old pace) still halve it."""
+    s = spec(rate="50/s")
+    learned, admitted, trimmed = _steady_then_trimmed(s, 50.0)
+    for i in range(1, 8):  # 7 admitted since the cut, all refused, then the window resets
+        learned, changed = observe(
+            s, learned, admitted + i, Observation(now=12.0 + i / 50, token_at=12.0 + i / 50 - 0.005, throttled=1)
+        )
+        assert changed is None
+    assert effective_rate(s, learned, admitted + 7, 12.2) >= trimmed
+    changed = None
+    for i in range(8, 16):  # ... but refusals that go on are a fall
+        learned, changed = observe(
+            s, learned, admitted + i, Observation(now=12.0 + i / 50, token_at=12.0 + i / 50 - 0.005, throttled=1)
+        )
+        if changed:
+            break
+    assert changed == "cut" and effective_rate(s, learned, admitted + i, 12.0 + i / 50) == pytest.approx(trimmed / 2)
+
+
 def test_a_quota_that_falls_is_halved_as_soon_even_when_requests_go_out_late():
     """Requests that go out a tenth of a second after their tokens (a process whose jobs lag
     their bookings after a stall): ten more tokens are taken by the time each refusal comes
