@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from . import slow_start, usage_bucket, window_ends
-from .slow_start import SLOW_START, SLOW_START_DOUBLING  # noqa: F401 (a slow start's constants)
+from .slow_start import SLOW_START
 
 if TYPE_CHECKING:
     from .limits import LimitSpec
@@ -284,7 +284,7 @@ def effective_rate(spec: "LimitSpec", learned: Learned | None, admitted: int, no
             return _clamp(spec, _grown(base, learned, now)[0])
         if not spec.adaptive:
             return None
-        # a slow start: double every SLOW_START_DOUBLING seconds until the first refusal (and
+        # a slow start: double every slow_start.SLOW_START_DOUBLING seconds until the first refusal (and
         # start again after a quiet spell: nothing accepted lately is no evidence of anything)
         if learned is None or learned.accepted_rate(now) is None:
             return _clamp(spec, SLOW_START)
