@@ -15,8 +15,9 @@ sets the *effective* rate that GCRA paces a key at:
   under it, and probes above it with a step that doubles while no refusal comes, so a quota
   that grows is found again. A quota that *fell* shows as a round whose requests are nearly
   all refused after the cut: the pace halves and every worker holds off until the round
-  ends; and once a probe runs well past the new quota with nothing refused, the quota came
-  back, and the pace returns to where it held before the fall;
+  ends; probes then run quicker and never far ahead of what is accepted, and once the
+  destination accepts well past the lower quota, it came back: the pace returns to where it
+  held before the fall;
 - a refusal that asks for a long wait (or says the budget is 0) is an **exhaustion**: the key
   is paused for every worker until the reset (the store's ``pause_limit``), and no rate is cut;
 - a **window**: refusals whose ``Retry-After`` points to one instant as time passes (a
@@ -79,11 +80,14 @@ PROBE_STEP = 0.02
 PROBE_DOUBLING = 0.5
 #: the hold sits this far under the lowest rate seen to overflow
 KEEP = 0.95
-#: a probe this many times the lowest rate seen to overflow, with nothing refused, shows that a
-#: quota that fell came back up: the pace returns to where it held before the fall
+#: the destination accepting this many times the lowest overflow over a window shows that a
+#: quota that fell came back (accepted, not sent: a sliding window takes a probe past its quota
+#: a while before it refuses). Until then each hold takes PEAK_TIME of HOLD, and so does the
+#: step's doubling once the lower quota is found (a fast probe still searching for it would
+#: run past it and be refused a burst); a probe runs no more than PEAK_LEAD above the accepted
 PAST = 1.1
-#: ... and while it may still come back, each hold is this share of HOLD
-PEAK_HOLD = 0.5
+PEAK_TIME = 0.5
+PEAK_LEAD = 0.2
 #: one round cuts the rate by the share of requests refused lately, within these bounds (or by
 #: CUT when too little was seen to tell) ...
 MIN_CUT = 0.03
@@ -223,13 +227,10 @@ class Learned:
         self, now: float, bucket: list[float] | None = None, *, whole_window: bool = False
     ) -> float | None:
         """Responses accepted (or, given ``self.no``, refused) per second over about the last
-        ACCEPTED_WINDOW (None: too little seen).
-
-        With ``whole_window``, a count with nothing before it (a key's first window, or the
-        first after a quiet spell) is still spread over a whole window: a destination's window
-        or bucket takes its quota plus its burst in the first moments of a drain, which must
-        not read as a rate several times its quota when a cut is sized. Growth reads the
-        plain rate, so a slow start is not slowed by it."""
+        ACCEPTED_WINDOW (None: too little seen). With ``whole_window``, a count with nothing
+        before it is still spread over a whole window: a destination takes its quota plus its
+        burst in a drain's first moments, which must not read as several times its quota when
+        a cut is sized. Growth reads the plain rate, so a slow start is not slowed by it."""
         start, this, last = self.ok if bucket is None else bucket
         age, width = now - start, ACCEPTED_WINDOW
         if start <= 0 or age >= 2 * width:
@@ -299,11 +300,9 @@ def effective_rate(spec: "LimitSpec", learned: Learned | None, admitted: int, no
 
 def effective_burst(spec: "LimitSpec", learned: Learned | None, rate: float) -> int:
     """The GCRA burst at a learned rate: the declared burst, or LEARNED_BURST seconds of the rate
-    plus LEARNED_BURST_EXTRA, whichever is more. A rate found at run time has no declared burst
-    to match, and GCRA forgets the time a late claim lost beyond its burst: with a burst of one
-    or two, every claim's round trip would be lost time, and the claims, not the quota, would
-    set the pace. Held at KEEP of a destination's rate, this burst stays within the few extra
-    requests a real API tolerates in a window."""
+    plus LEARNED_BURST_EXTRA, whichever is more. GCRA forgets the time a late claim lost beyond
+    its burst: with a burst of one or two, the claims' round trips, not the quota, would set the
+    pace. Held at KEEP of a destination's rate, this stays within what a real API tolerates."""
     if spec.rate is not None and not spec.adaptive and (learned is None or learned.rate is None):
         return spec.burst
     if learned is not None and learned.source == "headers" and learned.burst is not None:
@@ -319,8 +318,8 @@ def _evidence(learned: Learned | None, now: float, at_least: float) -> float:
 
 
 def _grown(base: Learned, learned: Learned | None, now: float) -> tuple[float, bool]:
-    """(rate now, whether the hold phase was completed) after a cut (or a declared start): climb
-    to just under the last overflow, hold, then probe above it."""
+    """(rate now, whether the hold was completed) after a cut (or a declared start): climb to
+    just under the last overflow, hold, then probe above it."""
     rate = base.rate or SLOW_START
     top = max(KEEP * base.high, rate) if base.high else rate
     s = max(now - base.since, 0.0)
@@ -328,17 +327,16 @@ def _grown(base: Learned, learned: Learned | None, now: float) -> tuple[float, b
         if s < APPROACH:
             return rate + (top - rate) * s / APPROACH, False
         s -= APPROACH
-    hold = HOLD * (base.holds or 1.0) * (PEAK_HOLD if base.peak else 1.0)
+    pace = PEAK_TIME if base.peak else 1.0
+    hold = HOLD * (base.holds or 1.0) * pace
     if s < hold:
         return top, False
-    steps = min((s - hold) / PROBE_DOUBLING, 40.0)
+    steps = min((s - hold) / (PROBE_DOUBLING * (pace if base.high else 1.0)), 40.0)
     probe = top * (1 + PROBE_STEP * (2**steps - 1))
-    past = PAST * base.high if base.high else math.inf
-    if base.peak and base.peak > past and probe > past:
-        # the probe ran well past the last overflow and nothing was refused: the quota that fell
-        # came back up; return to the pace that held before it fell in APPROACH
-        since_past = s - hold - PROBE_DOUBLING * math.log2(1 + (past / top - 1) / PROBE_STEP)
-        probe = max(probe, past + (base.peak - past) * min(since_past / APPROACH, 1.0))
+    if base.peak and learned is not None:
+        accepted = learned.accepted_rate(now, whole_window=True)
+        if accepted:
+            probe = min(probe, accepted * (1 + PEAK_LEAD))
     return max(top, min(probe, _evidence(learned, now, top))), True
 
 
@@ -368,6 +366,7 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
         _window_pace(spec, state)
     if obs.accepted:
         state.ok_since += obs.accepted
+        _came_back(spec, state, admitted, now, current)
         late = obs.first_ok is not None and obs.first_ok < state.budget_from and now < state.lock + state.win_w
         if state.source == "window" and state.win_w > 0 and (now < state.settle or late):
             # reported late (every worker reports on its own clock): the window that ran out
@@ -429,7 +428,8 @@ def _deep(spec: "LimitSpec", state: Learned, admitted: int, now: float, current:
     out of it. Halve the pace, hold every worker off until the round's lock ends (sending into
     the full window only refuses), and climb from the new pace, not back towards the old one."""
     new = _clamp(spec, current * FIRST_CUT)
-    state.peak = max(state.peak or 0.0, current)
+    # (the pace that held: a probe may have run past what the round's trim found accepted)
+    state.peak = max(state.peak or 0.0, min(current, state.high) if state.trim and state.high else current)
     state.rate, state.source, state.since, state.adm = new, "429s", now, admitted
     state.high, state.low, state.no_since, state.trim = None, None, 0, False  # the new quota is not located yet
     state.settle = max(state.settle, state.lock)
@@ -720,22 +720,32 @@ def _slow_start(spec: "LimitSpec", state: Learned, now: float, accepted: int) ->
         state.high = max(state.high or 0.0, min(state.exit, shown * 1.05))
 
 
+def _came_back(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: float | None) -> None:
+    """A quota that fell came back: the pace, and what the destination accepted over a window
+    since the last cut, are both PAST x the last overflow (reports come in chunks, so a count
+    alone swings by one). The pace returns to where it held before the fall at once."""
+    past = PAST * state.high if state.high is not None and state.source == "429s" else None
+    if state.peak is None or past is None or state.peak <= past or current is None or current < past:
+        return  # (and a window begun before the last cut still counts what came before it)
+    accepted = state.accepted_rate(now, whole_window=True) if now - state.since >= ACCEPTED_WINDOW else None
+    if accepted is None or accepted < past:
+        return
+    state.rate, state.since, state.adm = _clamp(spec, state.peak), now, admitted
+    state.high, state.low, state.peak, state.holds, state.trim = None, None, None, 1.0, False
+
+
 def _way_back(state: Learned, current: float) -> bool:
     """Whether a pace that overflowed was on the way back to the pace before a fall, not a probe
-    still locating the lower quota: past PAST x the last overflow and nearer the old pace than
-    the last overflow. (Right after a fall the last overflow is sized from a window still full
-    of the old pace, well under the lower quota; a probe that finds the lower quota runs past
-    it, and must not forget the old pace, or the quota's return is found step by step.)"""
+    still locating the lower quota (right after a fall, the last overflow is sized from a window
+    still full of the old pace): past PAST x the last overflow and nearer the old pace."""
     high, peak = state.high, state.peak
     return bool(high and peak and current > PAST * high and current > (high + peak) / 2)
 
 
 def _settle(current: float, new: float, wait: float | None) -> float:
-    """How long every worker holds off after a first cut (nothing measured yet), besides pacing
-    slower: a window that overflowed stays full for a while whatever the new pace, and every
-    request sent into it is refused. The first cut (by half) waits half the destination's wait
-    (LOCK_SHARE of it). Later cuts are trims near the quota, where holding off would only
-    waste it."""
+    """How long every worker holds off after a first cut, besides pacing slower: an overflowing
+    window stays full a while whatever the pace. A halving waits LOCK_SHARE of the destination's
+    wait; a trim near the quota hardly at all (holding off there would only waste it)."""
     depth = max(0.0, 1 - new / current) if current > 0 else 0.0
     return _lock(wait) * min(1.0, depth / FIRST_CUT)
 

@@ -21,6 +21,8 @@ from floodway.quota import (
     KEEP,
     MAX_RATE,
     PAST,
+    PEAK_LEAD,
+    PEAK_TIME,
     Learned,
     Observation,
     classify_wait,
@@ -371,29 +373,44 @@ def test_a_few_refusals_after_a_trim_are_the_same_round_and_cut_nothing_more():
 
 
 def test_a_quota_that_fell_and_comes_back_is_followed_back_to_the_pace_that_held_before():
-    """After a fall, probes find the lower quota (and overflow near it, holding briefly). A probe
-    that then runs well past the last overflow with nothing refused shows the quota came back:
-    the pace returns to where it held before the fall within APPROACH, not step by step."""
+    """After a fall, probes find the lower quota (and overflow near it, holding briefly), and
+    never run far ahead of what the destination accepts: a sliding window takes a probe past its
+    quota a while before it refuses, and one run far past it is refused a burst. Once the
+    destination accepts PAST x the last overflow while the pace is past it too, the quota came
+    back: the pace returns to where it held before the fall at once, not step by step."""
     s = spec(rate="100/s", adaptive=True, ceiling="400/s")
     learned = Learned(rate=50.0, source="429s", since=20.0, high=56.0, peak=100.0, cuts=3)
     learned.ok = [19.5, 50.0, 50.0]
     top = KEEP * 56.0
     assert effective_rate(s, learned, 0, 20.4) == pytest.approx(50 + (top - 50) * 0.4 / APPROACH)
     # the hold is short while a quota that fell may come back
-    assert effective_rate(s, learned, 0, 20.5 + HOLD * 0.45) == pytest.approx(top)
-    # find when the probe passes PAST x the last overflow, then APPROACH later it is back
-    t = 20.5 + HOLD * 0.5
-    for _ in range(300):
-        learned.ok = [t - 0.5, 30.0, 55.0]  # traffic flows at the probe's pace
-        if effective_rate(s, learned, 0, t) > PAST * 56.0:
-            break
-        t += 0.01
-    assert t < 20.5 + HOLD + 2.0
-    learned.ok = [t, 60.0, 30.0]
-    assert effective_rate(s, learned, 0, t + APPROACH) >= 100.0
-    # without a pace remembered from before a fall, the probe only steps up
-    plain = Learned(rate=50.0, source="429s", since=20.0, high=56.0, cuts=3, ok=list(learned.ok))
-    assert effective_rate(s, plain, 0, t + APPROACH) < 0.8 * 100.0
+    assert effective_rate(s, learned, 0, 20.5 + HOLD * PEAK_TIME * 0.9) == pytest.approx(top)
+    # the probe runs quicker than after a plain cut, but no more than PEAK_LEAD above what the
+    # destination accepts
+    plain = Learned(rate=50.0, source="429s", since=20.0, high=56.0, cuts=3, ok=[21.0, 53.0, 0.0])
+    learned.ok = [21.0, 53.0, 0.0]
+    probe = effective_rate(s, learned, 0, 22.0)
+    assert effective_rate(s, plain, 0, 22.0) < probe == pytest.approx(53.0 * (1 + PEAK_LEAD))
+    # a window counting PAST x the last overflow while the pace is not past it is a report
+    # arriving in a chunk, not a return; nor is one begun before the last cut (it still counts
+    # what was accepted before the fall)
+    learned.ok = [20.9, 70.0, 0.0]
+    assert effective_rate(s, learned, 0, 21.0) < PAST * 56.0
+    calm, _ = observe(s, Learned(**learned.__dict__), 0, Observation(now=21.0, accepted=1))
+    assert calm.peak == 100.0 and effective_rate(s, calm, 0, 21.0) < PAST * 56.0
+    early = Learned(**{**learned.__dict__, "rate": 62.0, "since": 21.8, "ok": [21.5, 66.0, 60.0]})
+    assert effective_rate(s, early, 0, 22.0) >= PAST * 56.0
+    early, _ = observe(s, early, 0, Observation(now=22.0, accepted=1))
+    assert early.peak == 100.0 and effective_rate(s, early, 0, 22.0) < 0.8 * 100.0
+    # accepted past it, and the pace past it: back to the pace before the fall at once
+    learned.ok = [21.5, 66.0, 60.0]
+    assert effective_rate(s, learned, 0, 22.0) > PAST * 56.0
+    back, _ = observe(s, learned, 0, Observation(now=22.0, accepted=1))
+    assert back.peak is None and effective_rate(s, back, 0, 22.0) == pytest.approx(100.0)
+    # without a pace remembered from before a fall, the same evidence only lets the probe step up
+    plain.ok = [21.5, 66.0, 60.0]
+    stepped, _ = observe(s, plain, 0, Observation(now=22.0, accepted=1))
+    assert effective_rate(s, stepped, 0, 22.0) < 0.8 * 100.0
 
 
 def test_a_way_back_that_overflows_forgets_the_pace_from_before_the_fall():
