@@ -413,6 +413,24 @@ def test_a_quota_that_fell_and_comes_back_is_followed_back_to_the_pace_that_held
     assert effective_rate(s, stepped, 0, 22.0) < 0.8 * 100.0
 
 
+def test_the_pace_remembered_from_before_a_fall_is_the_one_that_held_not_a_probes():
+    """A probe ran to 140/s past a quota the round's trim found at 110/s, then the quota fell:
+    the way back, once it comes back, is to 110/s, not to the probe's pace."""
+    s = spec(rate="400/s", adaptive=True)
+    learned = Learned(rate=140.0, source="429s", since=10.0, high=110.0, trim=True, lock=10.5, cuts=2)
+    learned.ok = [9.5, 100.0, 100.0]
+    assert effective_rate(s, learned, 0, 10.1) == pytest.approx(140.0)
+    changed = None
+    for i in range(40):  # everything sent since the trim is refused
+        learned, changed = observe(
+            s, learned, 20 + i, Observation(now=10.1 + i / 400, token_at=10.01 + i / 400, throttled=1, wait=1.0)
+        )
+        if learned.peak is not None:
+            break
+    assert changed == "cut" and learned.peak == pytest.approx(110.0)
+    assert effective_rate(s, learned, 0, learned.since) == pytest.approx(70.0)
+
+
 def test_a_way_back_that_overflows_forgets_the_pace_from_before_the_fall():
     s = spec(rate="100/s", adaptive=True, ceiling="400/s")
     learned = Learned(rate=50.0, source="429s", since=20.0, high=52.0, peak=100.0, cuts=3)
