@@ -38,12 +38,11 @@ figure, and the rules are unit-tested without a database.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from . import slow_start, usage_bucket, window_ends
+from .quota_state import ACCEPTED_WINDOW, Learned, Observation
 from .slow_start import SLOW_START
 
 if TYPE_CHECKING:
@@ -113,9 +112,6 @@ DEEP_SPAN = 0.1
 DEEP_SHARE = 0.75
 #: ... but never below this share of the rate the destination was seen to accept lately
 ACCEPTED_FLOOR = 0.9
-#: the accepted rate is measured over about this many seconds (a destination's burst inflates
-#: what a shorter window sees)
-ACCEPTED_WINDOW = 1.0
 #: growth never runs beyond this multiple of the accepted rate
 EVIDENCE = 3.0
 #: the lowest rate a learned limit falls to unless the limit declares a floor (one per minute)
@@ -136,121 +132,6 @@ WINDOW_PROBE = 0.08
 WINDOW_SHRINK = 0.2
 #: the highest rate anything learned may reach (a sanity bound, not a limit anyone declares)
 MAX_RATE = 1e6
-
-
-@dataclass
-class Observation:
-    """What one or more responses of one worker process said about a limit key."""
-
-    now: float
-    #: the time the refused request's token was issued (throttles only)
-    token_at: float | None = None
-    wait: float | None = None  # the wait a refusal asked for (its Retry-After or reset)
-    throttled: int = 0  # refusals (429s, or the statuses the user named) ...
-    exhausted: int = 0  # ... of which meant an exhausted quota (no cut: a pause)
-    accepted: int = 0  # responses that were not refusals, since the last observation ...
-    first_ok: float | None = None  # ... the first of them
-    remaining: int | None = None
-    limit: int | None = None
-    reset_at: float | None = None
-    window: float | None = None
-    used: float | None = None  # a leaky bucket's fill ...
-    size: float | None = None  # ... and its size (``X-Shopify-Shop-Api-Call-Limit: used/size``)
-    leak: float | None = None  # ... and its leak per second, when stated (GraphQL's restoreRate)
-    renewed: float | None = None  # the first response of a later window a process saw ...
-    renewed_reset: float | None = None  # ... the reset it stated ...
-    renewed_from: float | None = None  # ... and the one the responses before it stated (window_ends.renewed)
-
-
-@dataclass
-class Learned:
-    """The learned part of one limit key's state, stored as JSON beside its GCRA state."""
-
-    rate: float | None = None  # the base rate (per second) set at `since`
-    start: float = 0.0  # the first response the key reported (a slow start's clock)
-    source: str | None = None  # "429s", "headers", "usage", "window"
-    since: float = 0.0  # when `rate` was set; a refusal of an older token is the same round
-    adm: int = 0  # the key's admissions at `since`: growth is counted in traffic
-    high: float | None = None  # the lowest rate recently seen to overflow
-    low: float | None = None  # the highest rate recently held without a refusal
-    seen: float = 0.0  # the newest header observation applied (older ones are stale)
-    lock: float = 0.0  # until when refusals belong to the last cut's round
-    ok_since: int = 0  # responses accepted since the last cut (or the start)
-    no_since: int = 0  # refusals of requests admitted since the last cut, inside its round
-    trim: bool = False  # whether the last cut was a trim (see _deep)
-    throttled: int = 0  # refusals, all time
-    exhausted: int = 0  # refusals that meant an exhausted quota
-    cuts: int = 0  # rounds that cut the rate
-    minute: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # [start, this, last] 429s
-    ok: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # [start, this, last] accepted
-    no: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # [start, this, last] refused
-    usage: list[float] | None = None  # [used, at, admissions] at the last usage sample
-    leak: float | None = None  # the measured leak rate of a usage bucket
-    burst: int | None = None  # the burst that fits a stated quota per window (see _stated_pace)
-    settle: float = 0.0  # no admission before this: what the last cut's overshoot costs
-    budget_from: float = 0.0  # when the current budget window began (the last exhaustion's reset)
-    budget_ok: int = 0  # responses accepted since then (whatever cuts came between)
-    holds: float = 1.0  # the next hold lasts this many HOLDs (see MAX_HOLDS)
-    peak: float | None = None  # the pace that held before the quota fell (see _deep)
-    ends: list[list[float]] | None = None  # [[window number, lo, hi], ...]: recent window ends, each in (lo, hi]
-    pend: list[float] | None = None  # [first seen, lo, hi]: the instant refusals point to, not yet a window
-    win_q: float = 0.0  # requests accepted in the last window that ran out ...
-    win_w: float = 0.0  # ... and that window's length
-    period: float = 0.0  # the window's length as the destination states it
-    reset_end: list[float] | None = None  # where a stated budget's window really ends (window_ends)
-    recent: list[list[float]] | None = None  # a slow start's recent accepted reports (slow_start)
-    exit: float = 0.0  # the pace that overflowed when the slow start ended at `since` (0: none)
-
-    def dumps(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def loads(cls, raw: str | None) -> "Learned | None":
-        if not raw:
-            return None
-        try:
-            data = json.loads(raw)
-            return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-        except (ValueError, TypeError):
-            return None  # an unreadable learned state is forgotten, never fatal
-
-    # -- counters ---------------------------------------------------------------------------
-    def throttled_last_minute(self, now: float) -> int:
-        start, this, last = self.minute
-        if now - start >= 120:
-            return 0
-        if now - start >= 60:
-            return int(round(this * max(0.0, 1 - (now - start - 60) / 60)))
-        return int(round(this + last * (1 - (now - start) / 60)))
-
-    def accepted_rate(
-        self, now: float, bucket: list[float] | None = None, *, whole_window: bool = False
-    ) -> float | None:
-        """Responses accepted (or, given ``self.no``, refused) per second over about the last
-        ACCEPTED_WINDOW (None: too little seen). With ``whole_window``, a count with nothing
-        before it is still spread over a whole window: a destination takes its quota plus its
-        burst in a drain's first moments, which must not read as several times its quota when
-        a cut is sized. Growth reads the plain rate, so a slow start is not slowed by it."""
-        start, this, last = self.ok if bucket is None else bucket
-        age, width = now - start, ACCEPTED_WINDOW
-        if start <= 0 or age >= 2 * width:
-            return None
-        if age >= width:
-            return this / age
-        kept = 1 - age / width  # the share of the last bucket still inside the window
-        span = width if whole_window else age + (width * kept if last else 0.0)
-        if age < 0.1 and not last:
-            return None
-        return (this + last * kept) / span if span >= 0.1 else None
-
-    def _count(self, bucket: list[float], now: float, n: float, width: float) -> None:
-        start = bucket[0]
-        if now - start >= 2 * width:
-            bucket[:] = [now, n, 0.0]
-        elif now - start >= width:
-            bucket[:] = [start + width, n, bucket[1]]
-        else:
-            bucket[1] += n
 
 
 def ceiling_of(spec: "LimitSpec") -> float:
@@ -647,6 +528,7 @@ def overflow_retry(wait: float | None) -> float:
 
 
 def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: float, wait: float | None) -> str:
+    held = False
     if state.rate is not None and state.source == "429s":
         _, held = _grown(state, state, now)
         if held:
@@ -655,8 +537,10 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
         near = held and state.high is not None and current <= state.high * 1.1
         if state.peak is not None and (current >= state.peak or _way_back(state, current)):
             state.peak = None  # the way back to it overflowed, or it was reached
-        # (while a quota that fell may come back, the probes keep a short hold)
-        state.holds = min(state.holds * 2, MAX_HOLDS) if near and state.peak is None else 1.0
+        # (while a quota that fell may come back, the probes keep a short hold; a refusal before
+        # the probe, after a trim that fell short, says nothing about the probe's place)
+        if held or state.peak is not None:
+            state.holds = min(state.holds * 2, MAX_HOLDS) if near and state.peak is None else 1.0
     if state.low is not None and current <= state.low * 1.01:
         state.low = None  # the quota fell below what held before
     accepted = state.accepted_rate(now, whole_window=True)
@@ -689,6 +573,10 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
         # well past it before the first refusal came back)
         new = current * (1 - max(share or 0.0, MIN_CUT))  # share is known here
         high = min(current, (accepted or current) * 1.05)
+        if held and accepted:
+            # a probe's step doubles while nothing is refused, so it ran past the quota by the
+            # time the refusal came back: back to what was accepted (or what held before)
+            new = min(new, max(accepted, state.low or 0.0))
     sized = new
     if state.low is not None and state.low < current:
         new = max(new, state.low)

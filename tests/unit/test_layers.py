@@ -183,6 +183,7 @@ LAYERS = [
         "jobs",
         "limits",
         "quota",
+        "quota_state",
         "window_ends",
         "slow_start",
         "usage_bucket",

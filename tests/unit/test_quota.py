@@ -228,7 +228,7 @@ def test_a_deep_cut_holds_every_worker_off_a_while_and_a_trim_hardly_at_all():
     # a refusal long after, among many accepts: a trim, and a hold of a few milliseconds
     learned.lock = 0.0
     for i in range(30):
-        learned, _ = observe(s, learned, 0, Observation(now=20.0 + i / 10, accepted=5))
+        learned, _ = observe(s, learned, 0, Observation(now=20.0 + i / 10, accepted=10))
     current = effective_rate(s, learned, 0, 23.0)
     learned, changed = observe(s, learned, 0, Observation(now=23.0, token_at=22.99, throttled=1, wait=1.0))
     assert changed == "cut" and effective_rate(s, learned, 0, 23.0) > 0.8 * current
@@ -271,6 +271,31 @@ def test_the_first_refusal_of_a_declared_pace_the_destination_took_is_a_trim_not
     assert changed == "cut"
     assert effective_rate(high, learned, 1000, NOW + 1.0) <= 0.6 * 1000
     assert learned.settle > NOW + 1.0
+
+
+def test_a_probe_that_overflowed_goes_back_to_what_was_accepted_not_a_trim_below_its_pace():
+    """A probe's step doubles while nothing is refused, so by the time a refusal comes back it
+    ran past the quota: the pace goes back to what the destination accepted, where a trim of
+    the probe's pace would overflow again a moment later."""
+    s = spec(adaptive=True)
+    learned = Learned(rate=50.0, source="429s", since=20.0, high=52.0, cuts=3, holds=1.0)
+    learned.ok = [22.0, 53.0, 0.0]
+    t = 20.0
+    while effective_rate(s, learned, 0, t) < 60.0:
+        t += 0.01
+    learned.ok = [t - 1.0, 53.0, 0.0]
+    learned, changed = observe(s, learned, 0, Observation(now=t, token_at=t - 0.01, throttled=1, wait=1.0))
+    assert changed == "cut" and effective_rate(s, learned, 0, t) == pytest.approx(53.0)
+
+
+def test_a_refusal_before_the_probe_keeps_the_hold_the_probes_earned():
+    """Probes that overflowed near the same rate earned a longer hold; a refusal that comes
+    before the next probe (a trim that fell short) says nothing about where probes overflow."""
+    s = spec(adaptive=True)
+    learned = Learned(rate=50.0, source="429s", since=20.0, high=52.0, low=49.4, cuts=3, holds=4.0)
+    learned.ok = [19.5, 50.0, 50.0]
+    learned, changed = observe(s, learned, 0, Observation(now=20.6, token_at=20.59, throttled=1, wait=1.0))
+    assert changed == "cut" and learned.holds == 4.0
 
 
 def test_a_refused_request_after_the_cut_starts_a_new_round():
