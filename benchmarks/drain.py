@@ -55,7 +55,8 @@ The clock runs from just before ``enqueue_many`` to the last job's ``finished_at
 * lost / duplicated: finished jobs whose request the destination never accepted / job ids
   accepted more than once (the destination does not deduplicate here): both must be 0;
 * for a changing quota, per change, how many of the destination's windows it took until a
-  window accepted the new rate within 5 % with at most 5 % of it refused (``↓3 ↑5``: 3
+  window accepted the new rate within 5 % (or up to the destination's burst above it: a sliding
+  window takes its rate plus its burst in any second) with at most 5 % of it refused (``↓3 ↑5``: 3
   windows after the fall, 5 after the rise; ``-`` = never before the next change or the end);
 * the limit's rate(s) at the end, read from the store, and the load average of the machine;
   a cell still running after ``--max-ratio`` x ideal (default 3) is stopped and reported with
@@ -587,12 +588,14 @@ def settle_windows(dest: Destination, kind: Kind, end: float) -> list[dict[str, 
     for i, (at, new_rate) in enumerate(changes):
         until = changes[i + 1][0] if i + 1 < len(changes) else end
         budgets = len(TENANTS) if kind.keyed else 1
+        # a sliding window takes its rate plus its burst in any second: a window at that is on it
+        extra = kind.options.get("burst", 0) * budgets if kind.style in ("leaky", "bare") else 0
         out.append(
             {
                 "at": at - (dest.first_request or at),
                 "rate": new_rate,
                 "windows": windows_to_reach(
-                    accepted, refused, at, new_rate * budgets, kind.window, SETTLE_TOLERANCE, end=until
+                    accepted, refused, at, new_rate * budgets, kind.window, SETTLE_TOLERANCE, end=until, extra=extra
                 ),
             }
         )

@@ -147,12 +147,14 @@ def windows_to_reach(
     window: float = 1.0,
     tolerance: float = 0.05,
     end: float | None = None,
+    extra: float = 0.0,
 ) -> int | None:
     """How many windows of ``window`` seconds after ``start`` (a change of rate) it took until a
-    window accepted ``rate * window`` requests within ``tolerance`` AND had at most
-    ``tolerance * rate * window`` refusals: the 1-based index of that first window, or None
-    when none did (before ``end``, if given). A client too slow has too few accepts; one too
-    fast has too many refusals."""
+    window accepted ``rate * window`` requests within ``tolerance`` (or up to ``extra`` more: a
+    sliding window takes its rate plus its burst in any second, and a client that found that
+    has found the quota) AND had at most ``tolerance * rate * window`` refusals: the 1-based
+    index of that first window, or None when none did (before ``end``, if given). A client too
+    slow has too few accepts; one too fast has too many refusals."""
     target = rate * window
     acc = per_second(accepted, start, window)
     ref = per_second(refused, start, window)
@@ -162,7 +164,7 @@ def windows_to_reach(
     for k in range(last):
         a = acc[k] if k < len(acc) else 0
         r = ref[k] if k < len(ref) else 0
-        if abs(a - target) <= tolerance * target and r <= tolerance * target:
+        if -tolerance * target <= a - target <= tolerance * target + extra and r <= tolerance * target:
             return k + 1
     return None
 

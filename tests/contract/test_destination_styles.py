@@ -232,3 +232,7 @@ def test_windows_to_reach_counts_windows_until_the_rate_settles():
     assert windows_to_reach(accepted, refused, start, 10) == 3
     assert windows_to_reach(accepted, refused, start, 10, end=start + 2) is None
     assert windows_to_reach(accepted[:10], [], start, 10) == 1
+    # 13 in a window is too many for 10/s, unless the destination takes a burst of 3 more
+    more = [start + i / 13 for i in range(13)]
+    assert windows_to_reach(more, [], start, 10) is None
+    assert windows_to_reach(more, [], start, 10, extra=3) == 1
