@@ -79,13 +79,16 @@ PROBE_STEP = 0.02
 PROBE_DOUBLING = 0.5
 #: the hold sits this far under the lowest rate seen to overflow
 KEEP = 0.95
-#: the destination accepting this many times the lowest overflow over a window shows that a
-#: quota that fell came back (accepted, not sent: a sliding window takes a probe past its quota
-#: a while before it refuses). Until then each hold takes PEAK_TIME of HOLD, and so does the
-#: step's doubling once the lower quota is found (a fast probe still searching for it would
-#: run past it and be refused a burst); a probe runs no more than PEAK_LEAD above the accepted
+#: the destination accepting this many times the lowest rate seen to overflow, over a window
+#: since the last cut, while the pace is past it too, shows that a quota that fell came back:
+#: the pace returns to where it held before the fall (accepted, not merely sent: a sliding
+#: window takes a probe past its quota plus its burst for a while before it refuses anything)
 PAST = 1.1
+#: ... until then each hold takes this share of HOLD, and so does the step's doubling once the
+#: lower quota is found (a fast probe still searching for it would run past it and be refused
+#: a burst) ...
 PEAK_TIME = 0.5
+#: ... and a probe runs no more than this share above what the destination accepts
 PEAK_LEAD = 0.2
 #: one round cuts the rate by the share of requests refused lately, within these bounds (or by
 #: CUT when too little was seen to tell) ...
@@ -181,9 +184,11 @@ def effective_rate(spec: "LimitSpec", learned: Learned | None, admitted: int, no
 
 def effective_burst(spec: "LimitSpec", learned: Learned | None, rate: float) -> int:
     """The GCRA burst at a learned rate: the declared burst, or LEARNED_BURST seconds of the rate
-    plus LEARNED_BURST_EXTRA, whichever is more. GCRA forgets the time a late claim lost beyond
-    its burst: with a burst of one or two, the claims' round trips, not the quota, would set the
-    pace. Held at KEEP of a destination's rate, this stays within what a real API tolerates."""
+    plus LEARNED_BURST_EXTRA, whichever is more. A rate found at run time has no declared burst
+    to match, and GCRA forgets the time a late claim lost beyond its burst: with a burst of one
+    or two, every claim's round trip would be lost time, and the claims, not the quota, would
+    set the pace. Held at KEEP of a destination's rate, this burst stays within the few extra
+    requests a real API tolerates in a window."""
     if spec.rate is not None and not spec.adaptive and (learned is None or learned.rate is None):
         return spec.burst
     if learned is not None and learned.source == "headers" and learned.burst is not None:
@@ -614,8 +619,10 @@ def _came_back(spec: "LimitSpec", state: Learned, admitted: int, now: float, cur
     alone swings by one). The pace returns to where it held before the fall at once."""
     past = PAST * state.high if state.high is not None and state.source == "429s" else None
     if state.peak is None or past is None or state.peak <= past or current is None or current < past:
-        return  # (and a window begun before the last cut still counts what came before it)
-    accepted = state.accepted_rate(now, whole_window=True) if now - state.since >= ACCEPTED_WINDOW else None
+        return
+    if now - state.since < ACCEPTED_WINDOW:
+        return  # the window still counts what was accepted before the last cut, or the fall
+    accepted = state.accepted_rate(now, whole_window=True)
     if accepted is None or accepted < past:
         return
     state.rate, state.since, state.adm = _clamp(spec, state.peak), now, admitted
@@ -624,16 +631,20 @@ def _came_back(spec: "LimitSpec", state: Learned, admitted: int, now: float, cur
 
 def _way_back(state: Learned, current: float) -> bool:
     """Whether a pace that overflowed was on the way back to the pace before a fall, not a probe
-    still locating the lower quota (right after a fall, the last overflow is sized from a window
-    still full of the old pace): past PAST x the last overflow and nearer the old pace."""
+    still locating the lower quota: past PAST x the last overflow and nearer the old pace than
+    the last overflow. (Right after a fall the last overflow is sized from a window still full
+    of the old pace, well under the lower quota; a probe that finds the lower quota runs past
+    it, and must not forget the old pace, or the quota's return is found step by step.)"""
     high, peak = state.high, state.peak
     return bool(high and peak and current > PAST * high and current > (high + peak) / 2)
 
 
 def _settle(current: float, new: float, wait: float | None) -> float:
-    """How long every worker holds off after a first cut, besides pacing slower: an overflowing
-    window stays full a while whatever the pace. A halving waits LOCK_SHARE of the destination's
-    wait; a trim near the quota hardly at all (holding off there would only waste it)."""
+    """How long every worker holds off after a first cut (nothing measured yet), besides pacing
+    slower: a window that overflowed stays full for a while whatever the new pace, and every
+    request sent into it is refused. The first cut (by half) waits half the destination's wait
+    (LOCK_SHARE of it). Later cuts are trims near the quota, where holding off would only
+    waste it."""
     depth = max(0.0, 1 - new / current) if current > 0 else 0.0
     return _lock(wait) * min(1.0, depth / FIRST_CUT)
 

@@ -106,10 +106,13 @@ class Learned:
         self, now: float, bucket: list[float] | None = None, *, whole_window: bool = False
     ) -> float | None:
         """Responses accepted (or, given ``self.no``, refused) per second over about the last
-        ACCEPTED_WINDOW (None: too little seen). With ``whole_window``, a count with nothing
-        before it is still spread over a whole window: a destination takes its quota plus its
-        burst in a drain's first moments, which must not read as several times its quota when
-        a cut is sized. Growth reads the plain rate, so a slow start is not slowed by it."""
+        ACCEPTED_WINDOW (None: too little seen).
+
+        With ``whole_window``, a count with nothing before it (a key's first window, or the
+        first after a quiet spell) is still spread over a whole window: a destination's window
+        or bucket takes its quota plus its burst in the first moments of a drain, which must
+        not read as a rate several times its quota when a cut is sized. Growth reads the
+        plain rate, so a slow start is not slowed by it."""
         start, this, last = self.ok if bucket is None else bucket
         age, width = now - start, ACCEPTED_WINDOW
         if start <= 0 or age >= 2 * width:
