@@ -315,7 +315,7 @@ def _deep(spec: "LimitSpec", state: Learned, admitted: int, now: float, current:
     the full window only refuses), and climb from the new pace, not back towards the old one."""
     new = _clamp(spec, current * FIRST_CUT)
     # (the pace that held: a probe may have run past what the round's trim found accepted)
-    state.peak = max(state.peak or 0.0, min(current, state.high) if state.trim and state.high else current)
+    state.peak = max(state.peak or 0.0, min(current, state.high or current))
     state.rate, state.source, state.since, state.adm = new, "429s", now, admitted
     state.high, state.low, state.no_since, state.trim = None, None, 0, False  # the new quota is not located yet
     state.settle = max(state.settle, state.lock)
