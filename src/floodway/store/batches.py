@@ -26,7 +26,6 @@ _READY_ITEMS = (
     "SELECT {columns} FROM jobs WHERE batch_key = ? AND status = 'waiting' AND NOT paused "
     "ORDER BY priority DESC, run_at LIMIT ?"
 )
-_KEY_ROOM = "SELECT running, paused_until FROM limit_keys WHERE limit_name = ? AND key = ?"
 _TAKE_SLOTS = (
     "INSERT INTO limit_keys (limit_name, key, running) VALUES (?, ?, ?) "
     "ON CONFLICT (limit_name, key) DO UPDATE SET running = limit_keys.running + excluded.running"
@@ -80,9 +79,9 @@ def _room(store: SQLStore, cur: Any, pairs: set[tuple[str, str]], now: float) ->
         return {}
     caps = dict(cur.execute("SELECT name, concurrency FROM limits").fetchall())
     room: dict[tuple[str, str], float] = {}
+    found = store._locked_keys(cur, sorted(pairs))
     for name, key in sorted(pairs):
-        row = cur.execute(store._q(_KEY_ROOM + store.FOR_UPDATE), (name, key)).fetchone()
-        running, paused_until = (row[0], row[1]) if row else (0, 0.0)
+        running, paused_until = found.get((name, key), (0, 0.0))
         cap = caps.get(name)
         if paused_until > now:
             room[(name, key)] = 0

@@ -214,6 +214,9 @@ class SQLStore(Store):
     #: what makes a ``SELECT`` skip rows another transaction has locked, and lock the rest
     #: ("" where the whole transaction holds the database's write lock)
     SKIP_LOCKED = ""
+    #: a limit key's running jobs, read from ``limit_keys`` (a backend whose releases do not
+    #: lock the key's row subtracts those not yet folded into it)
+    KEY_RUNNING = "running"
 
     # -- what a backend supplies -------------------------------------------------------------
     @abc.abstractmethod
@@ -252,6 +255,11 @@ class SQLStore(Store):
 
     def _q(self, sql: str) -> str:
         return in_dialect(sql, self.MARK)
+
+    @abc.abstractmethod
+    def _locked_keys(self, cur: Any, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, float]]:
+        """The running jobs and the pause's end of each (limit, key) of ``pairs`` (in key
+        order) that has a row, the rows locked until the transaction ends."""
 
     # -- schema -------------------------------------------------------------------------------
     #: how error messages name the database (a path, or a URL without its password)
@@ -617,8 +625,8 @@ class SQLStore(Store):
         infos = {row[0]: LimitInfo(LimitSpec.from_row(*row)) for row in self._read(f"{SPEC_SQL} ORDER BY name")}
         lanes: dict[tuple[str, str], dict[str, tuple[float, int, int]]] = {}
         for name, key, tat, paused_until, reason, running, admitted, limited, learned in self._read(
-            "SELECT limit_name, key, tat, paused_until, pause_reason, running, admitted, rate_limited, learned "
-            "FROM limit_keys ORDER BY limit_name, key"
+            f"SELECT limit_name, key, tat, paused_until, pause_reason, {self.KEY_RUNNING}, admitted, rate_limited, "
+            "learned FROM limit_keys ORDER BY limit_name, key"
         ):
             info = infos.get(name)
             if info is None:

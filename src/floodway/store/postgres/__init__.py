@@ -8,7 +8,8 @@ the worker calls it from a small thread pool — and every method is one short t
 - **limits** are admitted once per claim batch: the ``limit_keys`` rows the batch's
   candidates hold are locked with ``SELECT ... FOR UPDATE`` in key order (no deadlocks), the
   GCRA / concurrency / pause decisions are made for the whole batch, written back, and the
-  rows are released at commit — a hot limit costs one row lock per *batch*, not per job;
+  rows are released at commit — a hot limit costs one row lock per *batch*, not per job; a
+  completion gives its slots back without that lock (``queries.RELEASE_SLOTS``);
 - **queue caps** hold across processes: a claim takes a per-queue advisory transaction lock
   before it counts the running jobs of a capped queue;
 - **enqueue** is one multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` (over arrays,

@@ -31,6 +31,8 @@ from .queries import (
     _JOB_COLUMNS,
     _NS_FAIR,
     _NS_QUEUE,
+    KEY_RUNNING,
+    LOCK_KEYS,
     _ready_heads,
 )
 
@@ -81,7 +83,7 @@ _HELD_CLAIM = (
     "held AS (SELECT count(*) AS n, count(DISTINCT limits) AS kinds, min(limits) AS limits FROM cand), "
     "pairs AS (SELECT DISTINCT p->>0 AS name, p->>1 AS key FROM held, jsonb_array_elements(held.limits::jsonb) p "
     "WHERE held.kinds = 1), "
-    "rows AS (SELECT limit_name, key, tat, paused_until, running, admitted, learned FROM limit_keys "
+    f"rows AS (SELECT limit_name, key, tat, paused_until, {KEY_RUNNING} AS running, admitted, learned FROM limit_keys "
     "WHERE (limit_name, key) IN (SELECT name, key FROM pairs) ORDER BY limit_name, key FOR UPDATE), "
     "booked AS (SELECT r.limit_name, r.key, r.running, r.admitted, l.concurrency, l.burst, "
     "CASE WHEN l.rate_count > 0 AND l.rate_period > 0 THEN 1.0 / (l.rate_count / l.rate_period) END AS interval, "
@@ -104,7 +106,7 @@ _HELD_CLAIM = (
     "dec AS (SELECT CASE WHEN n > 0 AND keys > 0 AND keys = (SELECT count(*) FROM pairs) AND plain THEN "
     "GREATEST(0, LEAST(n, CASE WHEN now_k < %(first)s THEN now_k ELSE GREATEST(%(first)s, ahead_k) END))::int "
     "ELSE 0 END AS k FROM fit), "
-    "lk AS (UPDATE limit_keys k SET running = b.running + d.k, admitted = b.admitted + d.k, "
+    "lk AS (UPDATE limit_keys k SET running = k.running + d.k, admitted = b.admitted + d.k, "
     "tat = CASE WHEN b.interval IS NULL THEN k.tat ELSE b.base + b.interval * d.k END "
     "FROM booked b, dec d WHERE d.k > 0 AND k.limit_name = b.limit_name AND k.key = b.key), "
     "pick AS (SELECT id FROM (SELECT id, row_number() OVER (ORDER BY priority DESC, run_at, seq) AS rn FROM cand) x "
@@ -151,6 +153,8 @@ class _Admission(Admission):
         self._locked_once = False
         self._created = True
         self._parsed: dict[str, list] = {}
+        #: each loaded pair's running jobs as read (write_back adds what the batch took)
+        self.loaded: dict[tuple[str, str], int] = {}
 
     def held(self, raw: str | None) -> list:
         """The (limit, key) pairs of a job's ``limits`` column, parsed once per claim: the
@@ -191,19 +195,14 @@ class _Admission(Admission):
                 "ORDER BY n, k ON CONFLICT DO NOTHING",
                 (names, keys),
             )
-        skip = " SKIP LOCKED" if self._locked_once else ""
-        cur.execute(
-            "SELECT limit_name, key, tat, paused_until, running, admitted, learned FROM limit_keys "
-            "WHERE (limit_name, key) IN (SELECT n, k FROM unnest(%t::text[], %t::text[]) AS p(n, k)) "
-            f"ORDER BY limit_name, key FOR UPDATE{skip}",
-            (names, keys),
-        )
+        cur.execute(LOCK_KEYS.format(skip=" SKIP LOCKED" if self._locked_once else ""), (names, keys))
         self._locked_once = True
 
     def read_lock(self, cur: psycopg.Cursor, pairs: list[tuple[str, str]]) -> None:
         found = cur.fetchall()
         for name, key, tat, paused_until, running, admitted, learned in found:
             self.states[(name, key)] = [tat, paused_until, running, admitted, Learned.loads(learned)]
+            self.loaded[(name, key)] = running
         if self._created:
             self.unavailable.update(p for p in pairs if p not in self.states)
 
@@ -221,14 +220,15 @@ class _Admission(Admission):
             return
         ordered = sorted(self.dirty)
         cur.execute(
-            "UPDATE limit_keys l SET tat = v.tat, running = v.running, admitted = v.admitted "
-            "FROM unnest(%t::text[], %t::text[], %t::float8[], %t::int[], %t::int8[]) AS v(n, k, tat, running, admitted) "
+            # running: the slots taken (see queries.RELEASE_SLOTS), so what this claim took is added
+            "UPDATE limit_keys l SET tat = v.tat, running = l.running + v.taken, admitted = v.admitted "
+            "FROM unnest(%t::text[], %t::text[], %t::float8[], %t::int8[], %t::int8[]) AS v(n, k, tat, taken, admitted) "
             "WHERE l.limit_name = v.n AND l.key = v.k",
             (
                 [p[0] for p in ordered],
                 [p[1] for p in ordered],
                 [self.states[p][0] for p in ordered],
-                [self.states[p][2] for p in ordered],
+                [self.states[p][2] - self.loaded[p] for p in ordered],
                 [self.states[p][3] for p in ordered],
             ),
         )

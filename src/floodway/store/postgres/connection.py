@@ -25,6 +25,11 @@ from .queries import (
     _LOCKED_FAIR_KEYS,
     _NS_FAIR,
     _NS_MIGRATE,
+    FOLD_GONE_STRIPES,
+    KEY_RUNNING,
+    LOCK_KEYS,
+    NOTIFY_FREED,
+    RELEASE_SLOTS,
     _ready_heads,
 )
 
@@ -117,6 +122,8 @@ def _redact(url: str) -> str:
 #: a session frozen inside a transaction (a paused VM, SIGSTOP, a debugger) would hold its row
 #: locks and stall every other worker; PostgreSQL ends such a transaction after this long (ms)
 IDLE_IN_TRANSACTION_MS = 10_000
+#: how often a store sums the slots given back by connections that are gone (see _release_limits)
+_FOLD_STRIPES_EVERY = 60.0
 
 
 def _escape_array_text(text: str) -> str:
@@ -283,6 +290,7 @@ class PostgresConnection(SQLStore):
     BACKEND = "postgres"
     MARK = "%s"
     FOR_UPDATE = " FOR UPDATE"
+    KEY_RUNNING = KEY_RUNNING
     SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
     INSERT_ORDER = "seq"
 
@@ -294,6 +302,7 @@ class PostgresConnection(SQLStore):
         # _end_frozen_transactions); a name given in the URL is kept
         self._app_name = dict(parse_qsl(urlsplit(self._conninfo).query)).get("application_name") or "floodway"
         self._reap_at = 0.0
+        self._fold_stripes_at = 0.0
         self._may_reap = True
         self.pool_min = _number(url, options, "pool_min", 1, minimum=0, integer=True)
         self.pool_max = _number(url, options, "pool_max", 10, minimum=1, integer=True)
@@ -587,21 +596,27 @@ class PostgresConnection(SQLStore):
             except Exception:
                 pass
 
-    @staticmethod
-    def _release_limits(cur: psycopg.Cursor, held: list[list[str]]) -> None:
-        """Jobs left ``running``: give back their slots, one locked update per (limit, key),
-        rows locked in key order."""
+    def _locked_keys(self, cur: Any, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, float]]:
+        cur.execute(LOCK_KEYS.format(skip=""), ([p[0] for p in pairs], [p[1] for p in pairs]))
+        return {(r[0], r[1]): (int(r[4]), float(r[3])) for r in cur.fetchall()}
+
+    def _release_limits(self, cur: psycopg.Cursor, held: list[list[str]], wake: Iterable[str] = ()) -> None:
+        """Jobs left ``running``: give back their slots, added to this connection's stripe of
+        each (limit, key) (``queries.RELEASE_SLOTS``): the key rows are not locked. The workers
+        of the queues ``wake`` are woken if a claim may have waited for these slots
+        (``queries.NOTIFY_FREED``). Now and then the stripes of connections that are gone are
+        summed into one, so a key's stripes stay as few as the connections that release."""
         if not held:
             return
         counts: dict[tuple[str, str], int] = {}
         for name, key in held:
             counts[(name, key)] = counts.get((name, key), 0) + 1
         ordered = sorted(counts)
-        cur.execute(
-            "WITH v AS (SELECT * FROM unnest(%t::text[], %t::text[], %t::int[]) AS v(n, k, c)), "
-            "locked AS (SELECT l.limit_name, l.key, v.c FROM limit_keys l JOIN v ON l.limit_name = v.n AND l.key = v.k "
-            "ORDER BY l.limit_name, l.key FOR UPDATE OF l) "
-            "UPDATE limit_keys l SET running = GREATEST(l.running - locked.c, 0) FROM locked "
-            "WHERE l.limit_name = locked.limit_name AND l.key = locked.key",
-            ([p[0] for p in ordered], [p[1] for p in ordered], [counts[p] for p in ordered]),
-        )
+        released = ([p[0] for p in ordered], [p[1] for p in ordered], [counts[p] for p in ordered])
+        cur.execute(RELEASE_SLOTS, released)
+        wake = sorted(set(wake))
+        if wake:
+            cur.execute(NOTIFY_FREED, (CHANNEL, wake, *released))
+        if time.monotonic() >= self._fold_stripes_at:
+            self._fold_stripes_at = time.monotonic() + _FOLD_STRIPES_EVERY
+            cur.execute(FOLD_GONE_STRIPES)

@@ -18,6 +18,7 @@ from .connection import (
     PostgresConnection,
     _pipelined,
 )
+from .queries import LOCK_KEYS
 
 
 class PostgresLimits(PostgresConnection):
@@ -35,17 +36,13 @@ class PostgresLimits(PostgresConnection):
                 "(SELECT 1 FROM limits WHERE name = %s) ON CONFLICT DO NOTHING",
                 (name, key, name),
             )
-            cur.execute(
-                "SELECT tat, paused_until, running, admitted, learned FROM limit_keys "
-                "WHERE limit_name = %s AND key = %s FOR UPDATE",
-                (name, key),
-            )
+            cur.execute(LOCK_KEYS.format(skip=""), ([name], [key]))
             row = spec_cur.fetchone()
             state = cur.fetchone()
         if row is None:
             raise ConfigError(f"unknown limit {name!r}")
         assert state is not None  # the row was inserted above when missing
-        return LimitSpec.from_row(*row), state
+        return LimitSpec.from_row(*row), state[2:]
 
     def acquire(self, name: str, key: str, cost: int = 1) -> tuple[bool, float]:
         def go(cur: psycopg.Cursor) -> tuple[bool, float]:

@@ -49,3 +49,67 @@ def _ready_heads(where: str, limit: str, columns: str = "*", *, by_queue: bool =
         f"(SELECT {columns} FROM jobs j WHERE {where} AND j.queue = q.name {order} LIMIT {limit} "
         f"FOR UPDATE OF j SKIP LOCKED) j {order} LIMIT {limit}"
     )
+
+
+# A finished job gives its concurrency slots back without locking its limit key's row: every
+# claim of every worker locks that row, and a release that waited for it (and held it through
+# its own commit) made finishing and claiming queue behind each other. So a key's running jobs
+# are two counters that only grow: ``limit_keys.running`` counts the slots taken (under the
+# row's lock, by claims), ``limit_releases`` the slots given back, in one row per connection (a
+# striped counter: no two releases wait for each other). Running = taken - given back. A claim
+# reads the row it locked as it is now, and the stripes as of its statement's start: a release
+# committed since is not seen yet, so a cap can only admit fewer than it could, never more.
+
+#: the slots a transaction gives back, added to its connection's stripe; params: names, keys, counts
+RELEASE_SLOTS = (
+    "INSERT INTO limit_releases (limit_name, key, stripe, n) "
+    "SELECT n, k, pg_backend_pid(), c FROM unnest(%t::text[], %t::text[], %t::int8[]) AS v(n, k, c) ORDER BY n, k "
+    "ON CONFLICT (limit_name, key, stripe) DO UPDATE SET n = limit_releases.n + excluded.n"
+)
+
+#: the stripes of connections that are gone, summed into stripe 0 in one transaction (so a
+#: reader sees the same total before and after); rows locked by another fold are left to it
+FOLD_GONE_STRIPES = (
+    "WITH gone AS (DELETE FROM limit_releases r WHERE (r.limit_name, r.key, r.stripe) IN "
+    "(SELECT limit_name, key, stripe FROM limit_releases WHERE stripe <> 0 AND stripe NOT IN "
+    "(SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL) FOR UPDATE SKIP LOCKED) "
+    "RETURNING r.limit_name, r.key, r.n) "
+    "INSERT INTO limit_releases (limit_name, key, stripe, n) "
+    "SELECT limit_name, key, 0, sum(n) FROM gone GROUP BY limit_name, key ORDER BY limit_name, key "
+    "ON CONFLICT (limit_name, key, stripe) DO UPDATE SET n = limit_releases.n + excluded.n"
+)
+
+
+def key_running(row: str) -> str:
+    """The running jobs of the ``limit_keys`` row ``row`` (an alias or the table's name): the
+    slots taken less those given back."""
+    return (
+        f"GREATEST({row}.running - COALESCE((SELECT sum(r.n)::bigint FROM limit_releases r "
+        f"WHERE r.limit_name = {row}.limit_name AND r.key = {row}.key), 0), 0)"
+    )
+
+
+#: a key's running jobs in a statement on ``limit_keys`` unaliased
+KEY_RUNNING = key_running("limit_keys")
+
+#: a finished job's slots wake the workers of its queue (params: channel, queues, then the
+#: released names, keys, counts) only where a claim may have waited for them: a key that was
+#: at least half full before, or a limit with lanes (whose lanes have caps of their own). A key
+#: far from its cap held no claim back: waking every worker for each finished job made them
+#: all look again, and serialised the commits of every finish (a NOTIFY takes a lock to commit).
+#: A claim that saw the key full although this release did not (a claim committed since this
+#: release's statement began, of over half the cap) is found by its worker's next poll.
+NOTIFY_FREED = (
+    "SELECT pg_notify(%s, q) FROM unnest(%t::text[]) AS q WHERE EXISTS (SELECT 1 FROM "
+    "unnest(%t::text[], %t::text[], %t::int8[]) AS v(n, k, c) JOIN limit_keys lk ON lk.limit_name = v.n "
+    "AND lk.key = v.k JOIN limits l ON l.name = v.n WHERE l.concurrency IS NOT NULL AND (l.bounds IS NOT NULL "
+    f"OR 2 * ({key_running('lk')} + v.c) >= l.concurrency))"
+)
+
+#: the key rows of the (names, keys) parameters, locked in key order: limit_name, key, tat,
+#: paused_until, running jobs, admitted, learned. ``{skip}``: "" or " SKIP LOCKED"
+LOCK_KEYS = (
+    f"SELECT limit_name, key, tat, paused_until, {KEY_RUNNING}, admitted, learned FROM limit_keys "
+    "WHERE (limit_name, key) IN (SELECT n, k FROM unnest(%t::text[], %t::text[]) AS p(n, k)) "
+    "ORDER BY limit_name, key FOR UPDATE{skip}"
+)

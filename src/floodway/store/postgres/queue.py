@@ -93,7 +93,7 @@ class PostgresQueue(PostgresConnection):
             rows = cur.fetchall()
             written: set[str] = set()
             held: list[list[str]] = []
-            ready_groups, wake_queues = set(), set()
+            ready_groups, wake_queues, freed_queues = set(), set(), set()
             for tag, job_id, limits, fair_key, queue, status in rows:
                 if tag == "s":
                     held.append([job_id, limits])  # a step slot: (limit_name, key)
@@ -101,7 +101,7 @@ class PostgresQueue(PostgresConnection):
                 written.add(job_id)
                 if limits:
                     held.extend(json.loads(limits))
-                    wake_queues.add(queue)  # a concurrency slot came free
+                    freed_queues.add(queue)  # a concurrency slot came free (see _release_limits)
                 if status == Status.WAITING.value:
                     ready_groups.add(fair_key)
                     wake_queues.add(queue)
@@ -110,7 +110,7 @@ class PostgresQueue(PostgresConnection):
             if ready_groups or held or wake_queues:
                 with _pipelined(cur.connection):
                     self._mark_fair_keys(cur, ready_groups)
-                    self._release_limits(cur, held)
+                    self._release_limits(cur, held, wake=freed_queues - wake_queues)
                     self._notify(cur, wake_queues)
             return [o.job_id for o in batch if o.job_id in written]
 

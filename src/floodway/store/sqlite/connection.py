@@ -279,6 +279,17 @@ class SQLiteConnection(SQLStore):
         """Make sure each fairness group with a ready job has a row in ``fair_keys``."""
         conn.executemany("INSERT OR IGNORE INTO fair_keys (key) VALUES (?)", [(k,) for k in keys])
 
+    def _locked_keys(self, cur: Any, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, float]]:
+        # the transaction holds the database's write lock: every row read is the latest
+        found = {}
+        for name, key in pairs:
+            row = cur.execute(
+                "SELECT running, paused_until FROM limit_keys WHERE limit_name = ? AND key = ?", (name, key)
+            ).fetchone()
+            if row:
+                found[(name, key)] = (int(row[0]), float(row[1]))
+        return found
+
     @staticmethod
     def _release_limits(conn: sqlite3.Connection, held: list[list[str]]) -> None:
         """A job left ``running``: give back its slot in each limit it held."""
