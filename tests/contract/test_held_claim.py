@@ -151,7 +151,7 @@ def _row(url: str) -> tuple:
         return conn.execute("SELECT tat, running, admitted FROM limit_keys").fetchone()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     per_second=st.floats(0.1, 5000),
     burst=st.integers(1, 200),
@@ -162,9 +162,10 @@ def _row(url: str) -> tuple:
     n=st.integers(1, 40),
     ahead=st.integers(0, 40),
     reach=st.just(0.0) | st.floats(0, 60),  # the claim's horizon, in intervals
+    near=st.booleans(),  # the key's time near the burst's edge, where booking ahead begins
 )
 def test_the_one_statement_claim_decides_by_the_admission_rule(
-    pg_store, per_second, burst, concurrency, running, admitted, backlog, n, ahead, reach
+    pg_store, per_second, burst, concurrency, running, admitted, backlog, n, ahead, reach, near
 ):
     """``n`` jobs for free slots and ``ahead`` more to claim ahead, within a horizon: the
     statement claims the first jobs the rule admits, one by one as the full claim's walk admits
@@ -176,7 +177,7 @@ def test_the_one_statement_claim_decides_by_the_admission_rule(
     spec = LimitSpec.build("api", rate=f"{per_second}/s", burst=burst, concurrency=concurrency)
     store.declare_limit(spec)
     interval = 1.0 / spec.rate.per_second
-    tat = now + backlog * interval
+    tat = now + (burst - 1 + backlog / 10 if near else backlog) * interval
     horizon = min(reach * interval, MAX_HORIZON)
     _reset(url, tat, running, admitted)
     ids = [f"j-{i:02}" for i in range(n + ahead)]
