@@ -69,8 +69,9 @@ _HELD_CANDIDATES = (
 #: together in one statement, by ``rules.Admission``'s rule: the first ``%(first)s`` for now
 #: (within each key's cap and burst, and with one rate among the keys, its tokens booked up to
 #: ``%(horizon)s`` seconds ahead, each job with the moment it may start), the rest as jobs
-#: claimed ahead (at most half the cap in use and half the burst's time booked once admitted). Only keys of a plain kind: unpaused, a
-#: declared rate and cap (none learned, no lanes, floor or ceiling). The full claim would admit
+#: claimed ahead (at most half the cap in use and half the burst's time booked once admitted).
+#: Only keys of a plain kind: unpaused, a declared rate and cap (none learned, no lanes, floor
+#: or ceiling). The full claim would admit
 #: the same jobs and book the same; where none passes, nothing is claimed (the first column is
 #: false) and the full claim decides. The key rows are locked after the jobs, in key order, as
 #: the full claim locks them.
