@@ -71,10 +71,9 @@ _HELD_CANDIDATES = (
 #: ``%(horizon)s`` seconds ahead, each job with the moment it may start), the rest as jobs
 #: claimed ahead (at most half the cap in use and half the burst's time booked once admitted).
 #: Only keys of a plain kind: unpaused, a declared rate and cap (none learned, no lanes, floor
-#: or ceiling). The full claim would admit
-#: the same jobs and book the same; where none passes, nothing is claimed (the first column is
-#: false) and the full claim decides. The key rows are locked after the jobs, in key order, as
-#: the full claim locks them.
+#: or ceiling). The full claim would admit the same jobs and book the same; where none passes,
+#: nothing is claimed (the first column is false) and the full claim decides. The key rows are
+#: locked after the jobs, in key order, as the full claim locks them.
 _HELD_CLAIM = (
     "WITH gate AS (SELECT (SELECT count(*) FROM (SELECT 1 FROM fair_keys LIMIT 2) f) = 1 AS one, "
     "(SELECT key FROM fair_keys LIMIT 1) AS grp, "
