@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from floodway.jobs import Status
-from floodway.limits import LimitSpec
+from floodway.limits import MAX_HORIZON, LimitSpec
 from floodway.store import Outcome, open_store
 from floodway.store.rules import Admission
 
@@ -82,6 +82,46 @@ def test_racing_claims_never_pass_a_limits_cap(store, database_url):
     assert _key(store).running == 0 and _key(store).admitted == 200
 
 
+def test_racing_claims_with_skewed_clocks_book_within_the_rate(store, database_url):
+    """Claimers whose clocks differ by more than the burst's time, booking a horizon ahead:
+    no job twice, the key counts every job claimed, and the moments the jobs may start (now,
+    or the moment booked) never hold more than the burst plus the rate's share of any window
+    (give or take the clocks' spread)."""
+    spec = LimitSpec.build("api", rate="2000/s", burst=4)
+    store.declare_limit(spec)
+    store.enqueue([limited(f"s-{i}", API) for i in range(300)])
+    interval, spread = 1.0 / 2000, 0.004
+    moments: list[float] = []
+    claimed: list[str] = []
+    lock, start = threading.Lock(), threading.Event()
+
+    def claim(skew: float) -> None:
+        own = open_store(database_url)
+        own._now = lambda: time.time() + skew
+        start.wait()
+        for _ in range(25):
+            before = own._now()
+            got = own.claim(f"w-{skew}", queues=None, limit=6, lease=30.0, horizon=0.05)
+            with lock:
+                claimed.extend(j.id for j in got)
+                moments.extend(got.start_at.get(j.id, before) - skew for j in got)
+        own.close()
+
+    threads = [threading.Thread(target=claim, args=(skew,)) for skew in (-spread / 2, -0.001, 0.001, spread / 2)]
+    for t in threads:
+        t.start()
+    start.set()
+    for t in threads:
+        t.join()
+    assert claimed and len(set(claimed)) == len(claimed)
+    assert _key(store).admitted == len(claimed)
+    moments.sort()
+    for i in range(len(moments)):
+        for j in range(i, min(len(moments), i + 200)):
+            window = moments[j] - moments[i]
+            assert j - i + 1 <= spec.burst + (window + 2 * spread) / interval + 1
+
+
 # -- PostgreSQL's one-statement claim against the rule ---------------------------------------
 
 
@@ -111,7 +151,7 @@ def _row(url: str) -> tuple:
         return conn.execute("SELECT tat, running, admitted FROM limit_keys").fetchone()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     per_second=st.floats(0.1, 5000),
     burst=st.integers(1, 200),
@@ -121,27 +161,31 @@ def _row(url: str) -> tuple:
     backlog=st.floats(-50, 250),  # the key's GCRA time, in intervals from now
     n=st.integers(1, 40),
     ahead=st.integers(0, 40),
+    reach=st.just(0.0) | st.floats(0, 60),  # the claim's horizon, in intervals
+    near=st.booleans(),  # the key's time near the burst's edge, where booking ahead begins
 )
 def test_the_one_statement_claim_decides_by_the_admission_rule(
-    pg_store, per_second, burst, concurrency, running, admitted, backlog, n, ahead
+    pg_store, per_second, burst, concurrency, running, admitted, backlog, n, ahead, reach, near
 ):
-    """``n`` jobs for free slots and ``ahead`` more to claim ahead: the statement claims the
-    first jobs the rule admits, one by one as the full claim's walk admits them, and books the
-    key as the rule does; it may stop one job short of the rule (a margin for rounding)."""
+    """``n`` jobs for free slots and ``ahead`` more to claim ahead, within a horizon: the
+    statement claims the first jobs the rule admits, one by one as the full claim's walk admits
+    them, books the key as the rule does, and gives each job booked ahead the moment the rule
+    gives it; it may stop one job short of the rule (a margin for rounding)."""
     store, url = pg_store
     now = time.time()
     store._now = lambda: now  # one clock for both sides
     spec = LimitSpec.build("api", rate=f"{per_second}/s", burst=burst, concurrency=concurrency)
     store.declare_limit(spec)
     interval = 1.0 / spec.rate.per_second
-    tat = now + backlog * interval
+    tat = now + (burst - 1 + backlog / 10 if near else backlog) * interval
+    horizon = min(reach * interval, MAX_HORIZON)
     _reset(url, tat, running, admitted)
     ids = [f"j-{i:02}" for i in range(n + ahead)]
     store.enqueue([limited(job_id, API) for job_id in ids])
 
     def rule(count: int | None = None) -> tuple[int, Admission]:
         """How many jobs the rule admits in turn (up to ``count``), and its state after them."""
-        admission = Admission({"api": spec}, now)
+        admission = Admission({"api": spec}, now, horizon)
         admission.states[("api", "")] = [tat, 0.0, running, admitted, None]
         taken = 0
         for i, job_id in enumerate(ids[:count]):
@@ -150,7 +194,7 @@ def test_the_one_statement_claim_decides_by_the_admission_rule(
             taken += 1
         return taken, admission
 
-    jobs, ok, absent = store._run(lambda cur: store._held_claim(cur, W1, None, n, 30.0, ahead), what="claim")
+    jobs, ok, absent = store._run(lambda cur: store._held_claim(cur, W1, None, n, 30.0, ahead, horizon), what="claim")
     assert not absent
     admits, _ = rule()
     assert ok == bool(jobs)
@@ -162,6 +206,13 @@ def test_the_one_statement_claim_decides_by_the_admission_rule(
     assert (new_running, new_admitted) == (state[2], state[3])
     # (the rule adds the interval job by job, the statement once times their number)
     assert new_tat == pytest.approx(state[0], abs=(len(jobs) + 1) * math.ulp(max(now, tat)))
+    # the same jobs booked ahead, for the same moments (the rule's own rounding aside)
+    slack = (len(jobs) + burst + 2) * math.ulp(max(now, tat)) + 1e-9
+    for job_id in {*jobs.start_at, *booked.start_at}:
+        assert jobs.start_at.get(job_id, now) == pytest.approx(booked.start_at.get(job_id, now), abs=slack)
+    started = {j.id: j.started_at for j in jobs}
+    for job_id, at in jobs.start_at.items():
+        assert started[job_id] == pytest.approx(at, abs=1e-6)
     assert store.count_jobs()["waiting"] == n + ahead - len(jobs)
 
 

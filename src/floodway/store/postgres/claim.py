@@ -69,12 +69,13 @@ _HELD_CANDIDATES = (
 #: The one-group claim (see ``PostgresClaim._held_claim``): of the first ``%(n)s`` ready jobs of
 #: the only fairness group, as many as the limit keys they all hold admit, admitted and booked
 #: together in one statement, by ``rules.Admission``'s rule: the first ``%(first)s`` for now
-#: (within each key's cap and burst), the rest as jobs claimed ahead (at most half the cap in
-#: use and half the burst's time booked once admitted). Only keys of a plain kind: unpaused, a
-#: declared rate and cap (none learned, no lanes, floor or ceiling). The full claim would admit
-#: the same jobs and book the same; where none passes, nothing is claimed (the first column is
-#: false) and the full claim decides. The key rows are locked after the jobs, in key order, as
-#: the full claim locks them.
+#: (within each key's cap and burst, and with one rate among the keys, its tokens booked up to
+#: ``%(horizon)s`` seconds ahead, each job with the moment it may start), the rest as jobs
+#: claimed ahead (at most half the cap in use and half the burst's time booked once admitted).
+#: Only keys of a plain kind: unpaused, a declared rate and cap (none learned, no lanes, floor
+#: or ceiling). The full claim would admit the same jobs and book the same; where none passes,
+#: nothing is claimed (the first column is false) and the full claim decides. The key rows are
+#: locked after the jobs, in key order, as the full claim locks them.
 _HELD_CLAIM = (
     "WITH gate AS (SELECT (SELECT count(*) FROM (SELECT 1 FROM fair_keys LIMIT 2) f) = 1 AS one, "
     "(SELECT key FROM fair_keys LIMIT 1) AS grp, "
@@ -89,13 +90,16 @@ _HELD_CLAIM = (
     "CASE WHEN l.rate_count > 0 AND l.rate_period > 0 THEN 1.0 / (l.rate_count / l.rate_period) END AS interval, "
     "r.learned IS NULL AND NOT l.adaptive AND l.bounds IS NULL AND r.paused_until <= %(now)s AS plain, "
     "GREATEST(r.tat, %(now)s) AS base FROM rows r JOIN limits l ON l.name = r.limit_name), "
+    # a job's tokens are booked ahead only where one key holds a rate (the rule books several
+    # rates for the latest of their moments, which moves the others' times unevenly)
+    "hz AS (SELECT CASE WHEN count(interval) <= 1 THEN %(horizon)s ELSE 0 END AS h FROM booked), "
     # how many of the jobs each key admits now (its cap, its burst's time), and how many with
     # headroom left (half its cap, half its burst's time); less a margin for rounding: the rule
     # adds the interval job by job
     "room AS (SELECT b.plain, "
     "CASE WHEN b.concurrency IS NULL THEN %(n)s ELSE b.concurrency - b.running END AS cap_now, "
     "CASE WHEN b.concurrency IS NULL THEN %(n)s ELSE b.concurrency / 2 - b.running END AS cap_ahead, "
-    "CASE WHEN b.interval IS NULL THEN %(n)s ELSE floor((b.interval * b.burst * (1 - 1e-9) "
+    "CASE WHEN b.interval IS NULL THEN %(n)s ELSE floor((b.interval * b.burst * (1 - 1e-9) + (SELECT h FROM hz) "
     "- %(n)s * b.base * 1e-15 - (b.base - %(now)s)) / b.interval) END AS rate_now, "
     "CASE WHEN b.interval IS NULL THEN %(n)s ELSE floor((b.interval * floor(b.burst / 2) * (1 - 1e-9) "
     "- %(n)s * b.base * 1e-15 - (b.base - %(now)s)) / b.interval) END AS rate_ahead FROM booked b), "
@@ -109,16 +113,21 @@ _HELD_CLAIM = (
     "lk AS (UPDATE limit_keys k SET running = k.running + d.k, admitted = b.admitted + d.k, "
     "tat = CASE WHEN b.interval IS NULL THEN k.tat ELSE b.base + b.interval * d.k END "
     "FROM booked b, dec d WHERE d.k > 0 AND k.limit_name = b.limit_name AND k.key = b.key), "
-    "pick AS (SELECT id FROM (SELECT id, row_number() OVER (ORDER BY priority DESC, run_at, seq) AS rn FROM cand) x "
-    "WHERE rn <= (SELECT k FROM dec)), "
+    # the moment the rate's token of the job in place rn falls due: later than now, the job
+    # was booked ahead and starts then
+    "pick AS (SELECT x.id, CASE WHEN r.base + r.interval * (x.rn - r.burst) > %(now)s "
+    "THEN r.base + r.interval * (x.rn - r.burst) END AS at "
+    "FROM (SELECT id, row_number() OVER (ORDER BY priority DESC, run_at, seq) AS rn FROM cand) x "
+    "LEFT JOIN (SELECT base, interval, burst FROM booked WHERE interval IS NOT NULL LIMIT 1) r "
+    "ON (SELECT h FROM hz) > 0 WHERE x.rn <= (SELECT k FROM dec)), "
     "c AS (UPDATE jobs j SET status = 'running', attempt = attempt + 1, worker_id = %(w)s, "
-    "lease_until = %(lease)s, started_at = %(now)s, updated_at = %(now)s, "
+    "lease_until = %(lease)s, started_at = COALESCE(pick.at, %(now)s), updated_at = %(now)s, "
     "throttled_seconds = throttled_seconds + COALESCE(%(now)s - throttled_since, 0), "
-    "throttled_since = NULL FROM pick WHERE j.id = pick.id RETURNING j.seq, "
+    "throttled_since = NULL FROM pick WHERE j.id = pick.id RETURNING j.seq, pick.at AS start_at, "
     + ", ".join(f"j.{c.strip()}" for c in _JOB_COLUMNS.split(","))
     + ") "
     "SELECT d.k > 0, (SELECT one AND NOT capped FROM gate) AND ((SELECT n FROM held) = 0 OR (SELECT count(*) FROM rows) < "
-    "(SELECT count(*) FROM pairs p JOIN limits l ON l.name = p.name)) AS absent, "
+    "(SELECT count(*) FROM pairs p JOIN limits l ON l.name = p.name)) AS absent, c.start_at, "
     + ", ".join(f"c.{c.strip()}" for c in _JOB_COLUMNS.split(","))
     + " FROM dec d LEFT JOIN c ON true ORDER BY c.priority DESC, c.run_at, c.seq"
 )
@@ -297,11 +306,11 @@ class PostgresClaim(PostgresConnection):
             self._fast_claim_after = time.monotonic() + _FAST_CLAIM_RECHECK
         if time.monotonic() >= self._held_claim_after:
             held, ok, absent = self._run(
-                lambda cur: self._held_claim(cur, worker_id, queues, limit, lease, ahead), what="claim"
+                lambda cur: self._held_claim(cur, worker_id, queues, limit, lease, ahead, horizon), what="claim"
             )
             if ok:
                 self._held_claim_wait = 0.0
-                return ClaimedJobs(held)
+                return held
             if not absent:
                 # more than one group, a queue cap, or a limit binding or of another kind: the
                 # full claim decides, and this one is tried again a little later, the later the
@@ -333,17 +342,26 @@ class PostgresClaim(PostgresConnection):
         return _Deferred(claimed)
 
     def _held_claim(
-        self, cur: psycopg.Cursor, worker_id: str, queues: list[str] | None, limit: int, lease: float, ahead: int = 0
+        self,
+        cur: psycopg.Cursor,
+        worker_id: str,
+        queues: list[str] | None,
+        limit: int,
+        lease: float,
+        ahead: int = 0,
+        horizon: float = 0.0,
     ) -> Any:  # a _Deferred: _run reads it once the pipeline is done
         """The one-group claim (``_HELD_CLAIM``) in one round trip with its COMMIT; returns
-        (jobs, whether it decided, whether it lacked ready jobs or a key row). Undecided, it
-        changed nothing."""
+        (the claimed jobs, whether it decided, whether it lacked ready jobs or a key row); the
+        jobs booked ahead (within ``horizon``) carry their moments in ``start_at``. Undecided,
+        it changed nothing."""
         now = self._now()
         params: dict[str, Any] = {
             "now": now,
             "ns": _NS_FAIR,
             "n": limit + ahead,
             "first": limit,
+            "horizon": horizon,
             "w": worker_id,
             "lease": now + lease,
         }
@@ -352,9 +370,12 @@ class PostgresClaim(PostgresConnection):
         cur.connection.cursor().execute(self._PROMOTE, params)
         cur.execute(_HELD_CLAIM_BY_QUEUE if queues is not None else _HELD_CLAIM, params)
 
-        def claimed() -> tuple[list[Job], bool, bool]:
+        def claimed() -> tuple[ClaimedJobs, bool, bool]:
             rows = cur.fetchall()
-            return [_job_from_row(r[2:]) for r in rows if r[2] is not None], bool(rows[0][0]), bool(rows[0][1])
+            got = [r for r in rows if r[3] is not None]
+            start_at = {r[3]: float(r[2]) for r in got if r[2] is not None}
+            jobs = ClaimedJobs((_job_from_row(r[3:]) for r in got), start_at=start_at)
+            return jobs, bool(rows[0][0]), bool(rows[0][1])
 
         return _Deferred(claimed)
 
