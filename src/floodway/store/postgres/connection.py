@@ -28,7 +28,6 @@ from .queries import (
     FOLD_GONE_STRIPES,
     KEY_RUNNING,
     LOCK_KEYS,
-    NOTIFY_FREED,
     RELEASE_SLOTS,
     _ready_heads,
 )
@@ -603,20 +602,25 @@ class PostgresConnection(SQLStore):
     def _release_limits(self, cur: psycopg.Cursor, held: list[list[str]], wake: Iterable[str] = ()) -> None:
         """Jobs left ``running``: give back their slots, added to this connection's stripe of
         each (limit, key) (``queries.RELEASE_SLOTS``): the key rows are not locked. The workers
-        of the queues ``wake`` are woken if a claim may have waited for these slots
-        (``queries.NOTIFY_FREED``). Now and then the stripes of connections that are gone are
-        summed into one, so a key's stripes stay as few as the connections that release."""
+        of the queues ``wake`` are woken if a claim may have waited for these slots (see
+        there). Now and then the stripes of connections that are gone are summed into one, so
+        a key's stripes stay as few as the connections that release."""
         if not held:
             return
         counts: dict[tuple[str, str], int] = {}
         for name, key in held:
             counts[(name, key)] = counts.get((name, key), 0) + 1
         ordered = sorted(counts)
-        released = ([p[0] for p in ordered], [p[1] for p in ordered], [counts[p] for p in ordered])
-        cur.execute(RELEASE_SLOTS, released)
-        wake = sorted(set(wake))
-        if wake:
-            cur.execute(NOTIFY_FREED, (CHANNEL, wake, *released))
+        cur.execute(
+            RELEASE_SLOTS,
+            {
+                "names": [p[0] for p in ordered],
+                "keys": [p[1] for p in ordered],
+                "counts": [counts[p] for p in ordered],
+                "channel": CHANNEL,
+                "queues": sorted(set(wake)),
+            },
+        )
         if time.monotonic() >= self._fold_stripes_at:
             self._fold_stripes_at = time.monotonic() + _FOLD_STRIPES_EVERY
             cur.execute(FOLD_GONE_STRIPES)

@@ -60,13 +60,6 @@ def _ready_heads(where: str, limit: str, columns: str = "*", *, by_queue: bool =
 # reads the row it locked as it is now, and the stripes as of its statement's start: a release
 # committed since is not seen yet, so a cap can only admit fewer than it could, never more.
 
-#: the slots a transaction gives back, added to its connection's stripe; params: names, keys, counts
-RELEASE_SLOTS = (
-    "INSERT INTO limit_releases (limit_name, key, stripe, n) "
-    "SELECT n, k, pg_backend_pid(), c FROM unnest(%t::text[], %t::text[], %t::int8[]) AS v(n, k, c) ORDER BY n, k "
-    "ON CONFLICT (limit_name, key, stripe) DO UPDATE SET n = limit_releases.n + excluded.n"
-)
-
 #: the stripes of connections that are gone, summed into stripe 0 in one transaction (so a
 #: reader sees the same total before and after); rows locked by another fold are left to it
 FOLD_GONE_STRIPES = (
@@ -92,18 +85,24 @@ def key_running(row: str) -> str:
 #: a key's running jobs in a statement on ``limit_keys`` unaliased
 KEY_RUNNING = key_running("limit_keys")
 
-#: a finished job's slots wake the workers of its queue (params: channel, queues, then the
-#: released names, keys, counts) only where a claim may have waited for them: a key that was
-#: at least half full before, or a limit with lanes (whose lanes have caps of their own). A key
-#: far from its cap held no claim back: waking every worker for each finished job made them
-#: all look again, and serialised the commits of every finish (a NOTIFY takes a lock to commit).
-#: A claim that saw the key full although this release did not (a claim committed since this
-#: release's statement began, of over half the cap) is found by its worker's next poll.
-NOTIFY_FREED = (
-    "SELECT pg_notify(%s, q) FROM unnest(%t::text[]) AS q WHERE EXISTS (SELECT 1 FROM "
-    "unnest(%t::text[], %t::text[], %t::int8[]) AS v(n, k, c) JOIN limit_keys lk ON lk.limit_name = v.n "
-    "AND lk.key = v.k JOIN limits l ON l.name = v.n WHERE l.concurrency IS NOT NULL AND (l.bounds IS NOT NULL "
-    f"OR 2 * ({key_running('lk')} + v.c) >= l.concurrency))"
+#: the slots a transaction gives back, added to its connection's stripe (params: names, keys,
+#: counts), and a wake-up for the workers of the queues ``queues`` (params: channel, queues)
+#: only where a claim may have waited for these slots: a key that was at least half full
+#: before, or a limit with lanes (whose lanes have caps of their own). A key far from its cap
+#: held no claim back: waking every worker for each finished job made them all look again, and
+#: serialised the commits of every finish (a NOTIFY takes a lock to commit). A claim that saw
+#: the key full although this release did not (a claim of over half the cap, committed since
+#: this statement began) is found by its worker's next poll.
+RELEASE_SLOTS = (
+    "WITH v AS (SELECT * FROM unnest(%(names)t::text[], %(keys)t::text[], %(counts)t::int8[]) AS v(n, k, c)), "
+    "given AS (INSERT INTO limit_releases (limit_name, key, stripe, n) "
+    "SELECT n, k, pg_backend_pid(), c FROM v ORDER BY n, k "
+    "ON CONFLICT (limit_name, key, stripe) DO UPDATE SET n = limit_releases.n + excluded.n) "
+    "SELECT pg_notify(%(channel)s, q) FROM unnest(%(queues)t::text[]) AS q WHERE EXISTS (SELECT 1 FROM v "
+    "JOIN limit_keys lk ON lk.limit_name = v.n AND lk.key = v.k JOIN limits l ON l.name = v.n "
+    "WHERE l.concurrency IS NOT NULL AND (l.bounds IS NOT NULL OR 2 * "
+    # (the statement's query does not see its own release: this is the count before it)
+    f"{key_running('lk')} >= l.concurrency))"
 )
 
 #: the key rows of the (names, keys) parameters, locked in key order: limit_name, key, tat,
