@@ -215,7 +215,7 @@ class SQLStore(Store):
     #: ("" where the whole transaction holds the database's write lock)
     SKIP_LOCKED = ""
     #: a limit key's running jobs, read from ``limit_keys`` (a backend whose releases do not
-    #: lock the key's row subtracts those not yet folded into it)
+    #: lock the key's row subtracts the slots given back, counted apart)
     KEY_RUNNING = "running"
 
     # -- what a backend supplies -------------------------------------------------------------
