@@ -366,10 +366,15 @@ class Context:
         """One try at a token (blocking store calls): None when taken, else seconds to wait.
 
         The token the job's admission took is spent first — unless the key was paused after
-        the job was admitted: then that token is void and the job queues for a fresh one, so
-        jobs admitted just before a 429 do not all fire at the reset.
+        the job was admitted, or this process is telling the store of a refusal on it: then
+        that token is void and the job queues for a fresh one, so jobs admitted just before a
+        429 neither follow it into the full window nor all fire at the reset.
         """
         pair = (name, key)
+        held = self.app.pauses.held_until(name, key)
+        if held is not None:  # a refusal of this process is being told to the store
+            self._prepaid[pair] = 0  # (booked at the pace just refused)
+            return max(held - time.time(), 0.0)
         prepaid = False
         if self._prepaid.get(pair, 0) > 0:
             prepaid = self._prepaid_holds(pair, self.app.pauses.paused_until(name, key))

@@ -26,13 +26,14 @@ Unreadable header values are ignored (and logged once), never fatal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import re
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import httpx
 
@@ -242,6 +243,20 @@ class _Pacer:
         delta, stated = self.costs.read(response, charged)
         return (0.0 if refused else delta), (stated or usage)
 
+    @contextlib.contextmanager
+    def holding(self, refused: bool) -> Iterator[None]:
+        """While a refusal is told to the store, this process's other jobs send nothing on the
+        key (see ``RecentPauses.hold``)."""
+        if not refused or self.limit is None:
+            yield
+            return
+        pauses, key = self.ctx.app.pauses, self.key or ""
+        pauses.hold(self.limit, key)
+        try:
+            yield
+        finally:
+            pauses.release(self.limit, key)
+
     def token_at(self) -> float | None:
         return self.ctx._token_at.get(self.pair) if self.limit is not None else None
 
@@ -414,9 +429,10 @@ class _AsyncTransport(httpx.AsyncBaseTransport):
                     return response
                 until = pacer.decide(request, response, refused, info, usage, token_at, now, sent)
             else:
-                until = await asyncio.to_thread(
-                    pacer.decide, request, response, refused, info, usage, token_at, now, sent
-                )
+                with pacer.holding(refused):
+                    until = await asyncio.to_thread(
+                        pacer.decide, request, response, refused, info, usage, token_at, now, sent
+                    )
             if until is None:
                 return response
             await response.aclose()
@@ -468,7 +484,8 @@ class _SyncTransport(httpx.BaseTransport):
                     pacer.ctx.app.store.settle(pacer.pair[0], pacer.pair[1], delta)
             if not refused and not pacer.needs_store(refused, info, usage, now):
                 return response
-            until = pacer.decide(request, response, refused, info, usage, token_at, now, sent)
+            with pacer.holding(refused):
+                until = pacer.decide(request, response, refused, info, usage, token_at, now, sent)
             if until is None:
                 return response
             response.close()

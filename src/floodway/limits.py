@@ -384,6 +384,10 @@ def concurrency_for(rate: "str | Rate", avg: "str | float") -> int:
     return max(1, int(math.floor(r.per_second * seconds + 1e-9)))
 
 
+#: how often a job looks again at a key this process holds (see ``RecentPauses.hold``)
+HOLD_POLL = 0.01
+
+
 class RecentPauses:
     """The paused-until instants of limit keys as a process's jobs see them: one store read
     per key serves every job that asks within ``fresh`` seconds of it.
@@ -399,11 +403,42 @@ class RecentPauses:
         self._fresh_for = fresh
         self._seen: dict[tuple[str, str], tuple[float, float]] = {}  # pair -> (read at, until)
         self._forgot: dict[tuple[str, str], float] = {}  # pair -> when last forgotten
+        self._held: dict[tuple[str, str], int] = {}  # pair -> refusals being told to the store
         self._lock = threading.Lock()
+
+    def hold(self, name: str, key: str) -> None:
+        """A refusal of this process is on its way to the store: until ``release``, the key
+        reads as paused for a moment more at every check, so this process's jobs send nothing
+        on it. The tokens its claims booked ahead were booked at the pace just refused; after
+        the release they are void (the key "was paused since" their jobs were admitted) and
+        each job takes a fresh token at the pace the refusal set. (Without the hold they went
+        on for as long as the store write took, each into a window already full.)"""
+        with self._lock:
+            pair = (name, key)
+            self._held[pair] = self._held.get(pair, 0) + 1
+            self._seen.pop(pair, None)
+            self._forgot[pair] = time.monotonic()
+
+    def release(self, name: str, key: str) -> None:
+        """The store has heard the refusal (or failed to): the next check reads it."""
+        with self._lock:
+            pair = (name, key)
+            left = self._held.pop(pair, 0) - 1
+            if left > 0:
+                self._held[pair] = left
+            self._seen.pop(pair, None)
+            self._forgot[pair] = time.monotonic()
+
+    def held_until(self, name: str, key: str) -> float | None:
+        """While this process holds the key: the moment to look again (Unix time), else None."""
+        return time.time() + HOLD_POLL if (name, key) in self._held else None
 
     def paused_until(self, name: str, key: str) -> float:
         pair = (name, key)
         now = time.monotonic()
+        held = self.held_until(name, key)
+        if held is not None:
+            return held
         seen = self.fresh(name, key)
         if seen is not None:
             return seen
@@ -416,6 +451,9 @@ class RecentPauses:
 
     def fresh(self, name: str, key: str) -> float | None:
         """The key's paused-until instant when a reading still fresh has it, else None."""
+        held = self.held_until(name, key)
+        if held is not None:
+            return held
         with self._lock:
             seen = self._seen.get((name, key))
         if seen is None or time.monotonic() - seen[0] > self._fresh_for:

@@ -3,6 +3,7 @@ admission, pauses, concurrency and fairness (run against every backend)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -643,3 +644,36 @@ def test_a_pause_voids_tokens_taken_before_it(app):
     app.worker(burst=True, poll_interval="10ms").run()
     job = h.job()
     assert job.status is Status.SCHEDULED and job.attempt == 0 and job.run_at > time.time() + 20
+
+
+def test_a_refusal_on_its_way_to_the_store_holds_the_process_and_voids_booked_tokens(app):
+    """While one job's refusal is told to the store, the other jobs of its process send
+    nothing on the key; after it, the token their admission booked (at the pace refused) is
+    void, and each takes a fresh one from the store."""
+    from floodway import Context
+
+    app.limit("api", rate="1000/s", burst=10)
+    seen: dict[str, object] = {}
+
+    def admitted() -> int:
+        return sum(k.admitted for info in app.store.list_limits() if info.spec.name == "api" for k in info.keys)
+
+    @app.task(limits=["api"], retry=0)
+    async def call(ctx: Context):
+        released: list[bool] = []
+
+        def release() -> None:
+            released.append(True)
+            ctx.app.pauses.release("api", "")
+
+        ctx.app.pauses.hold("api", "")  # another job of this process was just refused
+        asyncio.get_running_loop().call_later(0.2, release)
+        before = admitted()
+        await ctx.acquire("api")
+        seen["released_first"] = bool(released)
+        seen["fresh_tokens"] = admitted() - before
+
+    h = app.enqueue(call)
+    app.worker(burst=True, poll_interval="10ms").run()
+    assert h.job().status is Status.COMPLETE
+    assert seen == {"released_first": True, "fresh_tokens": 1}
