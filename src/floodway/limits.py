@@ -416,8 +416,7 @@ class RecentPauses:
         with self._lock:
             pair = (name, key)
             self._held[pair] = self._held.get(pair, 0) + 1
-            self._seen.pop(pair, None)
-            self._forgot[pair] = time.monotonic()
+            self._forget(pair)
 
     def release(self, name: str, key: str) -> None:
         """The store has heard the refusal (or failed to): the next check reads it."""
@@ -426,8 +425,7 @@ class RecentPauses:
             left = self._held.pop(pair, 0) - 1
             if left > 0:
                 self._held[pair] = left
-            self._seen.pop(pair, None)
-            self._forgot[pair] = time.monotonic()
+            self._forget(pair)
 
     def held_until(self, name: str, key: str) -> float | None:
         """While this process holds the key: the moment to look again (Unix time), else None."""
@@ -436,10 +434,7 @@ class RecentPauses:
     def paused_until(self, name: str, key: str) -> float:
         pair = (name, key)
         now = time.monotonic()
-        held = self.held_until(name, key)
-        if held is not None:
-            return held
-        seen = self.fresh(name, key)
+        seen = self.fresh(name, key)  # (a key this process holds reads as paused there)
         if seen is not None:
             return seen
         until = self._read(name, key)
@@ -463,5 +458,9 @@ class RecentPauses:
     def forget(self, name: str, key: str) -> None:
         """This process changed the key's pause (or may have): the next check reads it."""
         with self._lock:
-            self._seen.pop((name, key), None)
-            self._forgot[(name, key)] = time.monotonic()
+            self._forget((name, key))
+
+    def _forget(self, pair: tuple[str, str]) -> None:
+        """(Under the lock.) Drop the reading, and keep none begun before now."""
+        self._seen.pop(pair, None)
+        self._forgot[pair] = time.monotonic()
