@@ -14,7 +14,7 @@ from .errors import ConfigError, LeaseLost, RateLimited
 from .flows import run_step
 from .http import client_for
 from .jobs import Job
-from .limits import resolve_key, split_lane
+from .limits import MAX_HORIZON, resolve_key, split_lane
 from .resumable import (
     ContinueLater,
     Pages,
@@ -72,6 +72,9 @@ class Context:
         # admission at claim took one token of each rate limit the job holds: the job's first
         # call against that limit spends it instead of taking another
         self._prepaid: dict[tuple[str, str], int] = {}
+        # a token the store booked for a later moment (``acquire``'s horizon): the job sleeps
+        # until then and spends it, unless the key was paused or refused in between
+        self._booked: dict[tuple[str, str], float] = {}
         #: when the token of the latest request of each (limit, key) was issued: a refusal of a
         #: request admitted before the rate was last cut belongs to the same round (see quota)
         self._token_at: dict[tuple[str, str], float] = {}
@@ -369,12 +372,25 @@ class Context:
         the job was admitted, or this process is telling the store of a refusal on it: then
         that token is void and the job queues for a fresh one, so jobs admitted just before a
         429 neither follow it into the full window nor all fire at the reset.
+
+        A fresh token is booked in the key's line (up to ``MAX_HORIZON`` ahead), the way a
+        claim books its jobs': the job then waits for its moment and spends it. Asking for one
+        free right now instead would lose, round after round, to the claims that keep booking
+        every coming slot, and the job would poll the key's row until the backlog ran dry.
         """
         pair = (name, key)
         held = self.app.pauses.held_until(name, key)
         if held is not None:  # a refusal of this process is being told to the store
             self._prepaid[pair] = 0  # (booked at the pace just refused)
+            self._booked.pop(pair, None)
             return max(held - time.time(), 0.0)
+        booked = self._booked.pop(pair, None)
+        if booked is not None and self.app.pauses.paused_until(name, key) <= booked:
+            if booked > time.time():  # woken early
+                self._booked[pair] = booked
+                return booked - time.time()
+            self._token_at[pair] = booked
+            return None
         prepaid = False
         if self._prepaid.get(pair, 0) > 0:
             prepaid = self._prepaid_holds(pair, self.app.pauses.paused_until(name, key))
@@ -382,12 +398,17 @@ class Context:
             self._spend_prepaid(pair)
             return None
         # a larger cost counts the admission's token as its first: the key is charged `cost`
-        ok, retry_at = self.app.store.acquire(name, key, cost - 1 if prepaid else cost)
+        horizon = min(self.app.wait_in_place, MAX_HORIZON)
+        ok, at = self.app.store.acquire(name, key, cost - 1 if prepaid else cost, horizon)
+        now = time.time()
+        if ok and prepaid:
+            self._prepaid[pair] -= 1
+        if ok and at <= now:
+            self._token_at[pair] = now
+            return None
         if ok:
-            if prepaid:
-                self._prepaid[pair] -= 1
-            self._token_at[pair] = time.time()
-        return None if ok else max(retry_at - time.time(), 0.0)
+            self._booked[pair] = at
+        return max(at - now, 0.0)
 
     def _prepaid_holds(self, pair: tuple[str, str], paused_until: float) -> bool:
         """Whether the admission's token is still good: the key was not paused since."""

@@ -677,3 +677,50 @@ def test_a_refusal_on_its_way_to_the_store_holds_the_process_and_voids_booked_to
     app.worker(burst=True, poll_interval="10ms").run()
     assert h.job().status is Status.COMPLETE
     assert seen == {"released_first": True, "fresh_tokens": 1}
+
+
+def test_a_fresh_token_is_booked_in_line_while_claims_keep_booking_every_slot(app):
+    """A job that needs a token of its own (its admission's was voided by a pause or a
+    refusal, or it calls again) while claims keep booking every coming slot of the key gets
+    one in line, the way a claim does, and waits for its moment; asking for a token free right
+    now would lose to the claims round after round until they stopped."""
+    import threading
+
+    from floodway import Context
+
+    app.limit("api", rate="100/s", burst=1)
+    stop = threading.Event()
+    booked: list[float] = []
+
+    def claims_keep_booking() -> None:  # a worker's claims: every slot up to 50 ms ahead
+        deadline = time.time() + 3.0
+        while not stop.is_set() and time.time() < deadline:
+            ok, at = app.store.acquire("api", "", 1, 0.05)
+            if ok:
+                booked.append(at)
+            else:
+                time.sleep(0.002)
+        stop.set()
+
+    seen: dict[str, object] = {}
+
+    @app.task(retry=0)
+    async def call(ctx: Context):
+        claims = threading.Thread(target=claims_keep_booking)
+        claims.start()
+        while len(booked) < 5:  # the key's line is full 50 ms ahead
+            await asyncio.sleep(0.005)
+        await ctx.acquire("api")
+        seen["claims_still_booking"] = not stop.is_set()
+        seen["waited"] = ctx.throttled_seconds
+        stop.set()
+        await asyncio.to_thread(claims.join)
+
+    h = app.enqueue(call)
+    app.worker(burst=True, poll_interval="10ms").run()
+    assert h.job().status is Status.COMPLETE
+    assert seen["claims_still_booking"] is True, seen
+    # the booking is at most the store's horizon ahead (one second), not the claims' whole run
+    assert 0 < seen["waited"] <= 1.0, seen
+    # the claims' own bookings stayed one interval apart: the job's token took a slot in line
+    assert all(b - a >= 0.01 - 1e-6 for a, b in zip(booked, booked[1:])), booked

@@ -135,6 +135,16 @@ def test_admit_one_charges_the_cost_and_tells_when_to_come_back():
     assert admit_one(LimitSpec("free", concurrency=2), 0.0, 0.0, 0, None, NOW) == (True, NOW, None)
 
 
+def test_admit_one_books_the_next_slot_within_its_horizon_and_never_while_paused():
+    spec = LimitSpec("api", rate=Rate(10, 1.0), burst=1)  # one token per 100 ms
+    tat = NOW + 0.3  # the key's line is booked 300 ms ahead (its claims)
+    assert admit_one(spec, tat, 0.0, 5, None, NOW)[:2] == (False, pytest.approx(NOW + 0.3))
+    ok, at, new_tat = admit_one(spec, tat, 0.0, 5, None, NOW, horizon=1.0)
+    assert ok and at == pytest.approx(NOW + 0.3) and new_tat == pytest.approx(tat + 0.1)  # next in line
+    assert admit_one(spec, tat, 0.0, 5, None, NOW, horizon=0.1) == (False, pytest.approx(NOW + 0.3), None)
+    assert admit_one(spec, tat, NOW + 0.5, 5, None, NOW, horizon=1.0) == (False, NOW + 0.5, None)
+
+
 @pytest.mark.parametrize(
     ("status", "action"),
     [

@@ -221,8 +221,10 @@ class LimitsPort(abc.ABC):
         """Each limit with the state of each of its keys."""
 
     @abc.abstractmethod
-    def acquire(self, name: str, key: str, cost: int = 1) -> tuple[bool, float]:
-        """Take ``cost`` tokens from a limit key now: ``(True, now)`` or ``(False, retry_at)``."""
+    def acquire(self, name: str, key: str, cost: int = 1, horizon: float = 0.0) -> tuple[bool, float]:
+        """Take ``cost`` tokens from a limit key: ``(True, at)``, taken for now or booked for
+        ``at`` up to ``horizon`` seconds ahead (the caller sends no earlier), or
+        ``(False, retry_at)``. A paused key books nothing."""
 
     @abc.abstractmethod
     def settle(self, name: str, key: str, delta: float) -> None:

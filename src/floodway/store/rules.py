@@ -395,20 +395,29 @@ def lane_view(
 
 
 def admit_one(
-    spec: LimitSpec, tat: float, paused_until: float, admitted: int, learned: Any, now: float, cost: int = 1
+    spec: LimitSpec,
+    tat: float,
+    paused_until: float,
+    admitted: int,
+    learned: Any,
+    now: float,
+    cost: int = 1,
+    horizon: float = 0.0,
 ) -> tuple[bool, float, float | None]:
     """Admission of one acquire outside a claim (``ctx.acquire``): (admitted, when, the key's
-    new GCRA time or None when it does not change). Refused: ``when`` is the moment to try
-    again (the pause's end, or the rate's next slot)."""
+    new GCRA time or None when it does not change). Admitted: ``when`` is now, or the moment
+    booked for it up to ``horizon`` seconds ahead (``gcra_within``; never while the key is
+    paused). Refused: ``when`` is the moment to try again (the pause's end, or the rate's next
+    slot)."""
     if paused_until > now:
         return False, paused_until, None
     rate, burst = key_pace(spec, Learned.loads(learned), admitted, now)
     if rate is None:
         return True, now, None
-    ok, new_tat, retry_at = gcra(tat, now, rate, burst, cost)
+    ok, new_tat, at = gcra_within(tat, now, rate, burst, horizon, cost)
     if not ok:
-        return False, retry_at, None
-    return True, now, new_tat
+        return False, at, None
+    return True, at, new_tat
 
 
 def settle_one(spec: LimitSpec, tat: float, admitted: int, learned: Any, now: float, delta: float) -> float | None:

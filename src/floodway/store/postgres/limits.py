@@ -44,18 +44,18 @@ class PostgresLimits(PostgresConnection):
         assert state is not None  # the row was inserted above when missing
         return LimitSpec.from_row(*row), state[2:]
 
-    def acquire(self, name: str, key: str, cost: int = 1) -> tuple[bool, float]:
+    def acquire(self, name: str, key: str, cost: int = 1, horizon: float = 0.0) -> tuple[bool, float]:
         def go(cur: psycopg.Cursor) -> tuple[bool, float]:
             now = self._now()
             spec, (tat, paused_until, _, admitted, learned) = self._spec_and_lock(cur, name, key)
-            ok, at, new_tat = admit_one(spec, tat, paused_until, int(admitted), learned, now, cost)
+            ok, at, new_tat = admit_one(spec, tat, paused_until, int(admitted), learned, now, cost, horizon)
             if new_tat is None:
                 return ok, at
             cur.execute(
                 "UPDATE limit_keys SET tat = %s, admitted = admitted + %s WHERE limit_name = %s AND key = %s",
                 (new_tat, cost, name, key),
             )
-            return True, now
+            return True, at
 
         ok, at = self._run(go, what="acquire")
         return ok, at - self._offset

@@ -21,7 +21,7 @@ from .queries import _SPEC_SQL
 class SQLiteLimits(SQLiteConnection):
     """Limits: declare, admit outside a claim, pause, learn, concurrency slots."""
 
-    def acquire(self, name: str, key: str, cost: int = 1) -> tuple[bool, float]:
+    def acquire(self, name: str, key: str, cost: int = 1, horizon: float = 0.0) -> tuple[bool, float]:
         now = time.time()
         with self._write() as conn:
             spec = self._spec(conn, name)
@@ -31,7 +31,7 @@ class SQLiteLimits(SQLiteConnection):
                 (name, key),
             ).fetchone()
             tat, paused_until, admitted, learned = state if state else (0.0, 0.0, 0, None)
-            ok, at, new_tat = admit_one(spec, tat, paused_until, admitted, learned, now, cost)
+            ok, at, new_tat = admit_one(spec, tat, paused_until, admitted, learned, now, cost, horizon)
             if new_tat is None:
                 return ok, at
             conn.execute(
@@ -39,7 +39,7 @@ class SQLiteLimits(SQLiteConnection):
                 "ON CONFLICT (limit_name, key) DO UPDATE SET tat = excluded.tat, admitted = admitted + ?",
                 (name, key, new_tat, cost, cost),
             )
-            return True, now
+            return True, at
 
     def paused_until(self, name: str, key: str) -> float:
         rows = self._read("SELECT paused_until FROM limit_keys WHERE limit_name = ? AND key = ?", (name, key))
