@@ -385,10 +385,11 @@ class Context:
             self._booked.pop(pair, None)
             return max(held - time.time(), 0.0)
         booked = self._booked.pop(pair, None)
-        if booked is not None and self.app.pauses.paused_until(name, key) <= booked:
-            if booked > time.time():  # woken early
+        if booked is not None and _not_paused_since(self.app.pauses.paused_until(name, key), booked):
+            early = booked - time.time()
+            if early > 0:  # woken before the booked moment
                 self._booked[pair] = booked
-                return booked - time.time()
+                return early
             self._token_at[pair] = booked
             return None
         prepaid = False
@@ -412,7 +413,7 @@ class Context:
 
     def _prepaid_holds(self, pair: tuple[str, str], paused_until: float) -> bool:
         """Whether the admission's token is still good: the key was not paused since."""
-        if paused_until <= (self.job.started_at or 0):
+        if _not_paused_since(paused_until, self.job.started_at or 0):
             return True
         self._prepaid[pair] = 0
         return False
@@ -510,6 +511,12 @@ class Context:
             actual_cost=actual_cost,
             **options,
         )
+
+
+def _not_paused_since(paused_until: float, moment: float) -> bool:
+    """Whether a token admitted or booked for ``moment`` is still good: no pause of its key
+    reaches past that moment (a pause set later ends later, and voids it)."""
+    return paused_until <= moment
 
 
 def _raise_for_error_response(result: Any) -> None:

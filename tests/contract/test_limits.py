@@ -684,8 +684,6 @@ def test_a_fresh_token_is_booked_in_line_while_claims_keep_booking_every_slot(ap
     refusal, or it calls again) while claims keep booking every coming slot of the key gets
     one in line, the way a claim does, and waits for its moment; asking for a token free right
     now would lose to the claims round after round until they stopped."""
-    import threading
-
     from floodway import Context
 
     app.limit("api", rate="100/s", burst=1)
