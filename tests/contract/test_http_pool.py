@@ -328,11 +328,19 @@ def test_a_429_on_the_shared_pool_pauses_only_its_key(tmp_path: Path, server: Se
     def keys():
         return {k.key: k for info in app.store.list_limits() if info.spec.name == "per-tenant" for k in info.keys}
 
-    def b_done_a_paused():
+    def b_done_a_paused_and_settled():
+        # settled: a request the server has answered may not be recorded as complete yet, so wait
+        # until no job is running (A's others step back to waiting for the pause to end)
         a = keys().get("A")
-        return server.count(tenant="B") >= 30 and a is not None and a.paused_until is not None
+        counts = app.store.count_jobs()
+        return (
+            server.count(tenant="B") >= 30
+            and a is not None
+            and a.paused_until is not None
+            and counts.get("running", 0) == 0
+        )
 
-    run_until(worker, b_done_a_paused, "B's jobs to finish while A is paused")
+    run_until(worker, b_done_a_paused_and_settled, "B's jobs to finish while A is paused")
     a, b = keys()["A"], keys().get("B")
     assert a.paused_until is not None and a.paused_until > time.time() + 20, a
     assert a.rate_limited == 1, a
