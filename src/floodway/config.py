@@ -85,11 +85,10 @@ class Settings:
     max_payload_bytes: int = 1_000_000
     segment_bytes: int = 100_000
     wait_in_place: float = 2.0
-    #: what ``ctx.http`` sends requests with: "httpx" (httpx's own transport; always used for
-    #: HTTP/2 and for ``ctx.http_sync``) or "aiohttp" (httpx's API over aiohttp's connection
-    #: pool and C-accelerated HTTP/1.1 parser: a fraction of the CPU per request; opt-in while
-    #: a quota that falls mid-drain is followed more slowly over it, see BENCHMARKS.md)
-    http_transport: str = "httpx"
+    #: what ``ctx.http`` sends requests with: "aiohttp" (httpx's API over aiohttp's connection
+    #: pool and C-accelerated HTTP/1.1 parser: a fraction of the CPU per request) or "httpx"
+    #: (httpx's own transport; always used for HTTP/2 and for ``ctx.http_sync``)
+    http_transport: str = "aiohttp"
     # the global throttling defaults for flow steps
     global_concurrency: int = 10
     global_rate_limit_executions: int = 100

@@ -472,7 +472,7 @@ def test_a_shared_pool_keeps_to_its_max_connections(tmp_path: Path, server: Serv
 def test_the_transport_setting_is_checked_where_it_is_given(tmp_path: Path, monkeypatch) -> None:
     from floodway.config import load_settings
 
-    assert load_settings(env={}, pyproject=False).http_transport == "httpx"
+    assert load_settings(env={}, pyproject=False).http_transport == "aiohttp"
     with pytest.raises(ConfigError, match=r"http_transport='curl' must be one of 'aiohttp', 'httpx'"):
         App(f"sqlite:///{tmp_path / 'jobs.db'}", http_transport="curl")
     with pytest.raises(ConfigError, match="FLOODWAY_HTTP_TRANSPORT"):
@@ -481,7 +481,7 @@ def test_the_transport_setting_is_checked_where_it_is_given(tmp_path: Path, monk
     bad.write_text("[tool.floodway]\nhttp_transport = 3\n")
     with pytest.raises(ConfigError, match="http_transport"):
         load_settings(env={}, pyproject=bad)
-    assert load_settings(env={"FLOODWAY_HTTP_TRANSPORT": "aiohttp"}, pyproject=False).http_transport == "aiohttp"
+    assert load_settings(env={"FLOODWAY_HTTP_TRANSPORT": "httpx"}, pyproject=False).http_transport == "httpx"
 
 
 def test_http2_and_sync_clients_use_httpx_whatever_the_setting() -> None:
