@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from typing import TYPE_CHECKING, Any, Iterator
 
 try:  # the optional extra
@@ -48,10 +49,23 @@ def _tracer() -> Any:
     return _trace.get_tracer(SCOPE)
 
 
+#: OpenTelemetry keeps the global provider, once set, in a module variable; while none is set
+#: ``get_tracer_provider`` looks ``OTEL_PYTHON_TRACER_PROVIDER`` up in the environment on every
+#: call, which cost several µs of every enqueue from a busy event loop. Read that variable
+#: directly unless the environment names a provider (loaded on first use) or the variable is
+#: gone from the installed version; then ask the public function.
+_PROVIDER_VARIABLE = (
+    _trace is not None and hasattr(_trace, "_TRACER_PROVIDER") and "OTEL_PYTHON_TRACER_PROVIDER" not in os.environ
+)
+
+
 def _unset() -> bool:
     """No tracer provider is set: a span records nothing, and a child span carries its
     parent's context unchanged, so a span inside a run may be skipped (starting one costs
     more than the rest of a job's own work on an HTTP call)."""
+    if _PROVIDER_VARIABLE:
+        provider = _trace._TRACER_PROVIDER
+        return provider is None or isinstance(provider, _trace.ProxyTracerProvider)
     return isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider)
 
 
