@@ -54,7 +54,7 @@ def _tracer() -> Any:
 #: call, which cost several µs of every enqueue from a busy event loop. Read that variable
 #: directly unless the environment names a provider (loaded on first use) or the variable is
 #: gone from the installed version; then ask the public function.
-_PROVIDER_VARIABLE = (
+_PROVIDER_GLOBAL_READABLE = (
     _trace is not None and hasattr(_trace, "_TRACER_PROVIDER") and "OTEL_PYTHON_TRACER_PROVIDER" not in os.environ
 )
 
@@ -63,7 +63,7 @@ def _unset() -> bool:
     """No tracer provider is set: a span records nothing, and a child span carries its
     parent's context unchanged, so a span inside a run may be skipped (starting one costs
     more than the rest of a job's own work on an HTTP call)."""
-    if _PROVIDER_VARIABLE:
+    if _PROVIDER_GLOBAL_READABLE:
         provider = _trace._TRACER_PROVIDER
         return provider is None or isinstance(provider, _trace.ProxyTracerProvider)
     return isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider)
