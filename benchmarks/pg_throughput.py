@@ -21,6 +21,9 @@ Scenarios (the same for every system):
   ``task.defer_async()``.
 * the floor (``--systems ...,floor``): bare psycopg inserting one row into an unindexed table
   per transaction; no job queue commits one job per transaction faster on this server.
+* the schema floor (``--systems ...,schema-floor``): floodway's own single-enqueue statement,
+  made by floodway before the clock, sent by bare psycopg to a database floodway migrated,
+  each its own transaction: a sequential enqueue with floodway's schema, whatever its Python does.
 * enqueue single, 100 threads — the same N single enqueues from 100 threads at once, as a web
   server's request threads make them (floodway only: its group commit against its own
   sequential figure).
@@ -152,6 +155,9 @@ async def _pgqueuer_setup(url: str):
 #: not a job queue: bare psycopg inserting one row into an unindexed table per transaction
 #: (autocommit), what any durable one-job-per-commit enqueue is bounded by on this server
 FLOOR = "floor"
+#: floodway's own single-enqueue statement sent by bare psycopg (see role_enqueue)
+SCHEMA_FLOOR = "schema-floor"
+BARE = (FLOOR, SCHEMA_FLOOR)  # enqueue single only
 
 
 def role_install(system: str, url: str) -> None:
@@ -161,7 +167,7 @@ def role_install(system: str, url: str) -> None:
 
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE TABLE jobs (id text, task text, args text, queue text, run_at float8)")
-    elif system == "floodway":
+    elif system in ("floodway", SCHEMA_FLOOR):
         app, _ = _floodway_app(url, "noop")
         app.store  # migrates
         app.close()
@@ -183,6 +189,38 @@ def role_install(system: str, url: str) -> None:
         asyncio.run(go())
 
 
+def _schema_floor(url: str, n: int) -> float:
+    """floodway's single enqueue with no floodway code on the clock: bare psycopg sends the one
+    statement floodway's store sends for a job (the row into every index it enters, its
+    fairness group under its lock, the queue's notification), each its own transaction, to a
+    database floodway migrated. The statements are made by floodway before the clock (its
+    own text and values, a fresh id each); psycopg prepares the repeated text as floodway's
+    connections do. What floodway's schema and statement cost, whatever its Python does."""
+    import dataclasses
+
+    import psycopg
+
+    app, job = _floodway_app(url, "noop")
+    store = app.store
+    made: list = []
+    write = store.enqueue
+    store.enqueue = lambda jobs, *args, **kw: made.extend(jobs) or write(jobs, *args, **kw)
+    app.enqueue(job, {"n": -1})  # the queue's row written, and the job whose statement is copied
+    app.close()
+    first = made[0]
+    statements = [
+        store._enqueue_statement([dataclasses.replace(first, id=f"{first.id[:-8]}{k:08x}")], {}, time.time())
+        for k in range(n + 100)
+    ]
+    with psycopg.connect(url, autocommit=True, prepare_threshold=5) as conn:
+        for sql, params in statements[n:]:
+            conn.execute(sql, params).fetchone()
+        start = time.perf_counter()
+        for sql, params in statements[:n]:
+            conn.execute(sql, params).fetchone()
+        return time.perf_counter() - start
+
+
 def role_enqueue(system: str, url: str, n: int, mode: str, kind: str) -> float:
     """Enqueue n jobs; return the seconds it took (single calls, chunks of CHUNK, or single
     calls from CONCURRENT_ENQUEUERS threads at once)."""
@@ -198,6 +236,8 @@ def role_enqueue(system: str, url: str, n: int, mode: str, kind: str) -> float:
             for _ in range(n):
                 conn.execute(insert, (os.urandom(16).hex(), time.time()))
             return time.perf_counter() - start
+    if system == SCHEMA_FLOOR:
+        return _schema_floor(url, n)
     if system == "floodway":
         app, job = _floodway_app(url, kind)
         app.store
@@ -374,7 +414,7 @@ DONE_SQL = {
 
 
 def interpreter(system: str) -> str:
-    return sys.executable if system in ("floodway", FLOOR) else str(PEER_PY)
+    return sys.executable if system in ("floodway", *BARE) else str(PEER_PY)
 
 
 def ensure_peers() -> None:
@@ -666,7 +706,7 @@ def main() -> None:
     systems = [s for s in args.systems.split(",") if s]
     scenarios = [s for s in args.scenarios.split(",") if s]
     process_counts = [int(p) for p in args.processes.split(",")]
-    if any(s not in ("floodway", FLOOR) for s in systems):
+    if any(s not in ("floodway", *BARE) for s in systems):
         ensure_peers()
     server = server_url(args.url)
     info = server_info(server)
@@ -706,7 +746,7 @@ def main() -> None:
     for scenario in scenarios:
         for _ in range(args.repeat):
             for system in systems:  # interleaved, so load from elsewhere hits every system alike
-                if system == FLOOR and scenario != "single":
+                if system in BARE and scenario != "single":
                     continue
                 if scenario == "single":
                     keep(

@@ -18,6 +18,10 @@ Scenarios (a fresh database file per scenario and per system, in a temp dir):
 * floor (bare ``sqlite3``, no floodway): one row into an unindexed table per transaction, with
   the column's ``synchronous``: what any durable one-job-per-commit enqueue is bounded by on
   this disk;
+* schema floor (bare ``sqlite3``, floodway's statements): a single enqueue's statements as
+  floodway's store runs them, on a database it migrated (every index a job enters), the rows
+  made before the clock: what a sequential enqueue costs with floodway's schema, whatever
+  its Python does;
 * enqueue bulk/s: floodway ``app.enqueue_many`` in chunks; huey has no bulk enqueue, its
   only multi-job call ``TaskWrapper.map`` is a loop of single enqueues (one commit each),
   which is what is measured for it;
@@ -144,6 +148,47 @@ async def _warm_async(app) -> None:
     await app.enqueue_async("noop")
 
 
+def _schema_floor(url: str, n: int) -> dict:
+    """floodway's own single enqueue with no floodway code on the clock: bare ``sqlite3`` runs
+    the statements its store runs for one job (the row, its ``ON CONFLICT (id)`` check and its
+    fairness group, in one ``BEGIN IMMEDIATE`` transaction) on a database floodway migrated,
+    so the job enters every index it enters, with floodway's pragmas. The rows' values are made
+    by floodway before the clock. What floodway's schema costs a sequential enqueue, whatever
+    its Python does."""
+    import dataclasses
+
+    from floodway.store.keyed import JOB_INSERT, job_values
+
+    app = _make_app(url)
+    store = app.store
+    made: list = []
+    write = store.enqueue
+    store.enqueue = lambda jobs, *args, **kw: made.extend(jobs) or write(jobs, *args, **kw)  # type: ignore[method-assign]
+    app.enqueue("noop")  # the queue's row written, and the job whose values are copied
+    app.close()
+    job, now = made[0], time.time()
+    rows = [job_values(dataclasses.replace(job, id=f"{job.id[:-8]}{k:08x}"), now) for k in range(n + 100)]
+    path, _, query = url.removeprefix("sqlite:///").partition("?")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=wal")
+    conn.execute(f"PRAGMA synchronous={query.partition('=')[2] or 'full'}")
+    insert, group = JOB_INSERT + " ON CONFLICT (id) DO NOTHING", "INSERT OR IGNORE INTO fair_keys (key) VALUES (?)"
+
+    def one(values: tuple) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(insert, values)
+        conn.execute(group, (job.fair_key,))
+        conn.execute("COMMIT")
+
+    for values in rows[n:]:
+        one(values)
+    c0, t0 = _cpu(), time.perf_counter()
+    for values in rows[:n]:
+        one(values)
+    dt, cpu = time.perf_counter() - t0, _cpu() - c0
+    return {"jobs": n, "seconds": dt, "per_second": n / dt, "cpu_seconds": cpu}
+
+
 def _floor(url: str, n: int) -> dict:
     """The floor under any durable single enqueue on this disk: bare ``sqlite3`` inserting one
     row into a table with no index, one transaction each, with floodway's pragmas (WAL and
@@ -189,6 +234,7 @@ def _child(argv: list[str]) -> None:
             "profile",
             "wal-pages",
             "floor",
+            "schema-floor",
         ],
     )
     p.add_argument("--threads", type=int, default=CONCURRENT_ENQUEUERS)
@@ -202,6 +248,9 @@ def _child(argv: list[str]) -> None:
     a = p.parse_args(argv)
     if a.mode == "floor":
         print(json.dumps(_floor(a.url, a.n)), flush=True)
+        return
+    if a.mode == "schema-floor":
+        print(json.dumps(_schema_floor(a.url, a.n)), flush=True)
         return
     if a.patch:
         _apply_whatifs(a.patch.split("+"))
@@ -623,6 +672,8 @@ class Bench:
             return fw_run("enqueue-coroutines", "--url", url, "-n", str(s["single"]))
         if scenario == "floor":
             return fw_run("floor", "--url", url, "-n", str(s["single"]))
+        if scenario == "schema_floor":
+            return fw_run("schema-floor", "--url", url, "-n", str(s["single"]))
         if scenario == "enqueue_bulk":
             return fw_run("enqueue-bulk", "--url", url, "-n", str(s["bulk"]))
         task, n = ("sleepy", s["sleep"]) if scenario == "sleep10ms" else (scenario, s["noop"])
@@ -672,6 +723,7 @@ SCENARIOS = [
     ("enqueue_concurrent", "enqueue single/s, 100 threads"),
     ("enqueue_coroutines", "enqueue single/s, 100 coroutines"),
     ("floor", "floor: bare sqlite3, 1 row per commit"),
+    ("schema_floor", "floodway's statements, bare sqlite3"),
     ("enqueue_bulk", "enqueue bulk/s"),
     ("noop", "no-op jobs/s (1 proc x {c})"),
     ("sleep10ms", "10 ms jobs/s (1 proc x {c})"),
@@ -679,7 +731,7 @@ SCENARIOS = [
 SYSTEMS = ["floodway_full", "floodway_normal", "huey"]
 #: huey has no coroutine enqueue, and the floor is bare sqlite3 (in the floodway columns: at
 #: each column's ``synchronous``)
-FLOODWAY_ONLY = {"enqueue_coroutines", "floor"}
+FLOODWAY_ONLY = {"enqueue_coroutines", "floor", "schema_floor"}
 
 
 def machine_info(workdir: Path) -> dict:
