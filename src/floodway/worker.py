@@ -378,14 +378,18 @@ class Worker(LeaseKeeping, BatchRunning):
         # outcome written during that read (a job released back to waiting) would otherwise
         # make a stale "nothing due" look final
         settled = not self._running and not self._unflushed
+        now = time.time()
+        if now < self._held_until:
+            # limits hold the ready jobs back until a moment the last claim named: asking the
+            # store what is due before then only costs it a statement (every outcome written
+            # while a binding rate holds wakes this loop)
+            return self._held_until - now
         # when the last claim took jobs the claim itself is the cheapest look; otherwise ask
         # first whether anything is due, and when
         assumed = self._found_work
         due = 0.0 if assumed else await self._store(self.app.store.next_due, self.queues)
         self._found_work = False
         now = time.time()
-        if due is not None and due <= now and now < self._held_until:
-            return self._held_until - now
         if due is not None and due <= now:
             self._held_until = 0.0
             began = time.monotonic()
@@ -422,6 +426,7 @@ class Worker(LeaseKeeping, BatchRunning):
                 return self.poll_interval
             timeout = min(self.poll_interval, max(jobs.wake_at - time.time(), 0.001))
             self._held_until = time.time() + timeout
+            self._found_work = True  # they are there: at the admission, claim without a look first
             return timeout
         if (self.burst or self.until_empty) and settled:
             # a job held by a dead worker is rescued and done first, and one held by a worker

@@ -196,7 +196,18 @@ def test_the_one_statement_claim_decides_by_the_admission_rule(
 
     jobs, ok, absent = store._run(lambda cur: store._held_claim(cur, W1, None, n, 30.0, ahead, horizon), what="claim")
     assert not absent
-    admits, _ = rule()
+    admits, walked = rule()
+    if jobs and len(jobs) == admits < n:
+        # a job of the first n held back: looked at again when the rule looks again (its
+        # rate's token, less half the horizon), never for a cap (a finishing job frees it)
+        if walked.wake_at is None:
+            assert jobs.wake_at is None
+        else:
+            assert jobs.wake_at == pytest.approx(
+                walked.wake_at, abs=(admits + burst + 2) * math.ulp(max(now, tat)) + 1e-9
+            )
+    elif len(jobs) >= n or len(jobs) == admits == n + ahead:
+        assert jobs.wake_at is None  # nothing held back among the jobs wanted now
     assert ok == bool(jobs)
     assert admits - 1 <= len(jobs) <= admits, "the statement admitted jobs the rule holds back"
     assert sorted(j.id for j in jobs) == ids[: len(jobs)]
@@ -214,6 +225,46 @@ def test_the_one_statement_claim_decides_by_the_admission_rule(
     for job_id, at in jobs.start_at.items():
         assert started[job_id] == pytest.approx(at, abs=1e-6)
     assert store.count_jobs()["waiting"] == n + ahead - len(jobs)
+
+
+@pytest.mark.parametrize(
+    ("per_second", "burst", "concurrency", "horizon", "held_by"),
+    [
+        # horizons between two tokens: on a token's exact moment the statement may stop one
+        # job short of the rule (its margin for rounding), and then looks again that much sooner
+        (100.0, 2, None, 0.055, "rate"),  # 2 now and 5 booked ahead, the 8th held by the rate
+        (200.0, 4, None, 0.0125, "rate"),
+        (1000.0, 3, 200, 0.0105, "rate"),  # a cap that does not bind
+        (1000.0, 50, 3, 0.05, "cap"),  # the cap holds the 4th: no moment to look again
+    ],
+)
+def test_the_one_statement_claim_names_when_a_job_its_rate_holds_back_is_looked_at_again(
+    pg_store, per_second, burst, concurrency, horizon, held_by
+):
+    """Claimed from a fresh key, a backlog leaves jobs held back among those wanted now: the
+    statement says when to look again as the rule does, so a worker sleeps until the rate's
+    next batch instead of claiming again at once."""
+    store, url = pg_store
+    now = time.time()
+    store._now = lambda: now
+    spec = LimitSpec.build("api", rate=f"{per_second}/s", burst=burst, concurrency=concurrency)
+    store.declare_limit(spec)
+    _reset(url, now, 0, 0)
+    ids = [f"j-{i:02}" for i in range(20)]
+    store.enqueue([limited(job_id, API) for job_id in ids])
+    jobs, ok, _ = store._run(lambda cur: store._held_claim(cur, W1, None, 20, 30.0, 0, horizon), what="claim")
+    rule = Admission({"api": spec}, now, horizon)
+    rule.states[("api", "")] = [now, 0.0, 0, 0, None]
+    admitted = 0
+    while rule.admit(ids[admitted], API):
+        admitted += 1
+    assert ok and len(jobs) == admitted < 20
+    if held_by == "cap":
+        assert rule.wake_at is None and jobs.wake_at is None
+    else:
+        interval = 1.0 / per_second
+        assert rule.wake_at == pytest.approx(now + interval * (admitted + 1 - burst) - horizon / 2, abs=1e-6)
+        assert jobs.wake_at == pytest.approx(rule.wake_at, abs=1e-6)
 
 
 def test_the_one_statement_claim_leaves_learned_paused_and_shared_keys_to_the_full_claim(pg_store):

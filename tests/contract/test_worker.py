@@ -545,3 +545,27 @@ def test_asking_for_uvloop_without_it_installed_is_a_clear_error(app, monkeypatc
     with pytest.raises(ConfigError, match="needs the uvloop package"):
         app.worker(loop="uvloop")
     assert app.worker(loop="auto").loop_factory is None  # auto falls back to asyncio's loop
+
+
+def test_a_worker_held_by_a_binding_rate_asks_the_store_nothing_until_its_admission(app):
+    # every outcome written wakes the claim loop; while a binding rate holds the ready jobs
+    # back until a moment the last claim named, a look at what is due costs the store a
+    # statement and tells the worker nothing new
+    app.limit("paced", rate="40/s", burst=1)
+
+    @app.task(limits=["paced"])
+    def quick(n: int):
+        return n
+
+    handles = app.enqueue_many(quick, [{"n": i} for i in range(40)])
+    store = app.store
+    looks = []
+    look = store.next_due
+    store.next_due = lambda queues: looks.append(queues) or look(queues)
+    try:
+        app.worker(concurrency=10, burst=True).run()
+    finally:
+        del store.next_due
+    assert [h.result(timeout=5) for h in handles] == list(range(40))
+    # the first look, and the burst's last ones once nothing is left; not one per outcome
+    assert len(looks) <= 5, len(looks)

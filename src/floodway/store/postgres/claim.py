@@ -127,7 +127,12 @@ _HELD_CLAIM = (
     + ", ".join(f"j.{c.strip()}" for c in _JOB_COLUMNS.split(","))
     + ") "
     "SELECT d.k > 0, (SELECT one AND NOT capped FROM gate) AND ((SELECT n FROM held) = 0 OR (SELECT count(*) FROM rows) < "
-    "(SELECT count(*) FROM pairs p JOIN limits l ON l.name = p.name)) AS absent, c.start_at, "
+    "(SELECT count(*) FROM pairs p JOIN limits l ON l.name = p.name)) AS absent, "
+    # a job of the first %(first)s held back by a rate (not a cap): woken when half the horizon's
+    # tokens are free, as the rule wakes it (its token is due where the next booking would be)
+    "CASE WHEN d.k > 0 AND d.k < LEAST((SELECT n FROM held), %(first)s) "
+    "AND (SELECT min(rate_now) < min(cap_now) FROM room) THEN (SELECT max(b.base + b.interval * (d.k + 1 - b.burst)) "
+    "FROM booked b WHERE b.interval IS NOT NULL) - (SELECT h FROM hz) / 2 END AS wake, c.start_at, "
     + ", ".join(f"c.{c.strip()}" for c in _JOB_COLUMNS.split(","))
     + " FROM dec d LEFT JOIN c ON true ORDER BY c.priority DESC, c.run_at, c.seq"
 )
@@ -353,8 +358,9 @@ class PostgresClaim(PostgresConnection):
     ) -> Any:  # a _Deferred: _run reads it once the pipeline is done
         """The one-group claim (``_HELD_CLAIM``) in one round trip with its COMMIT; returns
         (the claimed jobs, whether it decided, whether it lacked ready jobs or a key row); the
-        jobs booked ahead (within ``horizon``) carry their moments in ``start_at``. Undecided,
-        it changed nothing."""
+        jobs booked ahead (within ``horizon``) carry their moments in ``start_at``, and a job
+        its rate held back the moment to look again in ``wake_at``. Undecided, it changed
+        nothing."""
         now = self._now()
         params: dict[str, Any] = {
             "now": now,
@@ -372,9 +378,10 @@ class PostgresClaim(PostgresConnection):
 
         def claimed() -> tuple[ClaimedJobs, bool, bool]:
             rows = cur.fetchall()
-            got = [r for r in rows if r[3] is not None]
-            start_at = {r[3]: float(r[2]) for r in got if r[2] is not None}
-            jobs = ClaimedJobs((_job_from_row(r[3:]) for r in got), start_at=start_at)
+            got = [r for r in rows if r[4] is not None]
+            start_at = {r[4]: float(r[3]) for r in got if r[3] is not None}
+            wake = None if rows[0][2] is None else float(rows[0][2])
+            jobs = ClaimedJobs((_job_from_row(r[4:]) for r in got), wake_at=wake, start_at=start_at)
             return jobs, bool(rows[0][0]), bool(rows[0][1])
 
         return _Deferred(claimed)
