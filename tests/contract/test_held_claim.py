@@ -296,3 +296,24 @@ def test_claims_of_held_jobs_for_some_queues_take_only_theirs_in_order(store):
     assert _key(store).running == _key(store).admitted == len(got)
     assert [j.id for j in store.claim(W1, queues=["c"], limit=10, lease=30.0)] == [f"c-{i}" for i in range(4)]
     assert _key(store).running == len(got) + 4
+
+
+def test_floodways_sessions_never_jit_compile_a_statement(postgres_url):
+    """The planner's estimate for a claim over a large backlog can pass the server's
+    ``jit_above_cost``, and compiling the statement then costs 10-15 ms a claim (ten times
+    running it). Even on a server set to compile everything, floodway's sessions do not."""
+    open_store(postgres_url).close()  # the schema
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        if not conn.execute("SELECT pg_jit_available()").fetchone()[0]:
+            pytest.skip("this PostgreSQL has no JIT")
+        name = conn.execute("SELECT current_database()").fetchone()[0]
+        conn.execute(f'ALTER DATABASE "{name}" SET jit_above_cost = 0')
+    explain = "EXPLAIN (ANALYZE) SELECT count(*) FROM jobs"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # a session of its own compiles it
+        assert any("JIT" in row[0] for row in conn.execute(explain))
+    store = open_store(postgres_url)
+    try:
+        plan = store._run(lambda cur: [row[0] for row in cur.execute(explain).fetchall()], pipeline=False)
+        assert plan and not any("JIT" in line for line in plan)
+    finally:
+        store.close()

@@ -243,6 +243,10 @@ class _SyncingCursor(psycopg.Cursor):
 
 def _configure_session(conn: psycopg.Connection) -> None:
     conn.execute(f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS}")
+    # floodway's statements are short, but the planner's estimate for a claim over a large
+    # backlog can pass the server's jit_above_cost: compiling the statement then takes 10-15 ms,
+    # ten times what running it does, on every claim for as long as the estimate stays high
+    conn.execute("SET jit = off")
     conn.commit()
 
 
