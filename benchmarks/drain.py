@@ -925,7 +925,25 @@ def _csv(value: str, allowed: tuple[str, ...] | None, what: str) -> list[str]:
     return items
 
 
+def _other_floodways() -> list[str]:
+    """Entries of ``PYTHONPATH`` holding a floodway package other than the one under test: the
+    workers would not run them (SRC comes first on their path), so an A/B made that way
+    compares a tree with itself."""
+    found = []
+    for entry in filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)):
+        path = Path(entry).resolve()
+        if (path / "floodway" / "__init__.py").exists() and path != SRC.resolve():
+            found.append(str(path))
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
+    for other in _other_floodways():
+        print(
+            f"drain.py: PYTHONPATH names another floodway ({other}); the workers run {SRC}. "
+            "Set FLOODWAY_BENCH_SRC to measure another tree.",
+            file=sys.stderr,
+        )
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "-n",
