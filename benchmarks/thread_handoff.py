@@ -3,6 +3,7 @@
 
     .venv/bin/python benchmarks/thread_handoff.py                 # commit = a 160 us sleep
     .venv/bin/python benchmarks/thread_handoff.py --commit-us 250 --repeat 5
+    .venv/bin/python benchmarks/thread_handoff.py --commit-us 0    # no commit: what making a job costs
 
 floodway's single enqueue runs as it does on SQLite: the job is checked and made, joins the
 group commit, and its caller blocks until a leader has committed it. The store's write is
@@ -59,7 +60,8 @@ def main() -> None:
         app.enqueue(noop)  # the store opened and the queue written before the store is left out
 
         def commit(jobs: list, queues: dict) -> list[EnqueueResult]:
-            time.sleep(pause)
+            if pause:  # (0: no sleep at all, so the sequential row is the cost of making a job)
+                time.sleep(pause)
             return [EnqueueResult(job.id, True) for job in jobs]
 
         app.group_commit._write = commit  # the write left out: only the path to it is measured
