@@ -762,7 +762,9 @@ def run_celery_cell(rate: int, decl: str, n: int, keep: bool, max_ratio: float) 
     procs: list[subprocess.Popen] = []
     cpu = [float("nan")] * WORKERS
     try:
-        # the workers are started on an empty queue and the clock starts once both said ready
+        # the workers are started on an empty queue, one after the other (two creating the
+        # broker's tables in one SQLite file at once can leave one of them dead or stuck), and
+        # the clock starts once both said ready
         for i in range(WORKERS):
             log = open(tmp / f"celery-w{i}.log", "wb")
             procs.append(
@@ -777,11 +779,13 @@ def run_celery_cell(rate: int, decl: str, n: int, keep: bool, max_ratio: float) 
                 )
             )
             log.close()
-        deadline = time.monotonic() + 60
-        while not all((tmp / f"ready-w{i}").exists() for i in range(WORKERS)):
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                raise RuntimeError("celery workers did not start: " + (tmp / "celery-w0.log").read_text()[-2000:])
-            time.sleep(0.1)
+            deadline = time.monotonic() + 60
+            while not (tmp / f"ready-w{i}").exists():
+                if time.monotonic() > deadline or procs[i].poll() is not None:
+                    raise RuntimeError(
+                        f"celery worker w{i} did not start: " + (tmp / f"celery-w{i}.log").read_text()[-2000:]
+                    )
+                time.sleep(0.1)
         load_before = os.getloadavg()[0]
         t0 = time.time()
         enq = _celery_json(_celery("enqueue", tmp, dest.url, rate_limit, "-n", str(n)))
