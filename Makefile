@@ -18,7 +18,7 @@ demo: install
 
 test: install lint
 	bash scripts/install-chromium.sh
-	bash scripts/start-postgres.sh -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+	FLOODWAY_TEST_PYTHON=$(BIN)/python bash scripts/start-postgres.sh -- bash scripts/run-tests.sh $(PYTEST_ARGS)
 
 # the inner loop: the unit tier only (no database, no processes; seconds)
 test-fast: install

@@ -20,6 +20,13 @@ from . import pg_helpers
 #: FLOODWAY_TEST_BACKENDS=sqlite narrows the run on purpose (a quick local loop).
 BACKENDS = [b.strip() for b in os.environ.get("FLOODWAY_TEST_BACKENDS", "sqlite,postgres").split(",") if b.strip()]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist starts its workers with COLUMNS=80 and LINES=24 as if they had a terminal;
+    # the CLI under test sizes its tables from COLUMNS, so a parallel run would print other
+    # tables than a serial one. Both run the CLI as it runs without a terminal.
+    os.environ.pop("COLUMNS", None)
+    os.environ.pop("LINES", None)
+
 
 @pytest.fixture(params=BACKENDS)
 def database_url(request, tmp_path) -> Iterator[str]:

@@ -37,6 +37,7 @@ SHORT = {
 }
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_chaos_drain_loses_and_duplicates_nothing(backend: str, tmp_path: Path) -> None:
     options = SHORT[backend]

@@ -222,6 +222,7 @@ def side_sync(ctx: floodway.Context):
 '''
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("kind", ["async", "sync"])
 def test_a_worker_frozen_past_its_lease_makes_no_side_effect_after_it_resumes(
     tmp_path, workers, make_app, database_url, kind
@@ -366,6 +367,7 @@ async def hold(ctx: floodway.Context):
 """
 
 
+@pytest.mark.serial
 def test_burst_waits_for_a_frozen_holders_lease_then_finishes_its_job(
     tmp_path, workers, make_app, database_url
 ) -> None:

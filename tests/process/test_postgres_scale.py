@@ -224,6 +224,7 @@ def test_a_worker_killed_mid_job_loses_it_to_a_rescue(tmp_path, postgres_url, wo
     assert len(read_lines(tmp_path, "stubborn")) == 2
 
 
+@pytest.mark.serial
 def test_server_restart_mid_drain_loses_nothing(tmp_path, postgres_url, workers):
     name, mod = make_app(tmp_path, postgres_url)
     n = 4000
