@@ -16,6 +16,7 @@ import fcntl
 import importlib.util
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -202,6 +203,33 @@ class WorkerProc:
     def signal(self, sig: int) -> None:
         if self.alive():
             os.kill(self.popen.pid, sig)
+
+    def freeze(self, database_url: str, tries: int = 500) -> None:
+        """SIGSTOP the worker at a moment it holds no SQLite write transaction.
+
+        A process frozen inside one keeps the database file's write lock, and every other
+        process waits on it for as long as the freeze lasts: SQLite's locks are the OS's, and
+        nothing ends them but the holder. A test that means to freeze a worker holding a *job*
+        (past its lease) freezes it, checks the lock is free, and if not lets the worker finish
+        its write and tries again. On PostgreSQL the server ends a frozen transaction itself
+        (``idle_in_transaction_session_timeout``), so the worker is frozen wherever it is."""
+        if not database_url.startswith("sqlite:///"):
+            self.signal(signal.SIGSTOP)
+            return
+        path = database_url[len("sqlite:///") :].split("?", 1)[0]
+        for _ in range(tries):
+            self.signal(signal.SIGSTOP)
+            conn = sqlite3.connect(path, timeout=0, isolation_level=None)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+                return
+            except sqlite3.OperationalError:
+                self.signal(signal.SIGCONT)
+                time.sleep(0.01)
+            finally:
+                conn.close()
+        pytest.fail(f"{self.label} (pid {self.pid}) held the SQLite write lock at each of {tries} freezes")
 
     def wait(self, timeout: float = TIMEOUT) -> int:
         """Wait for the process to exit; fail the test (with its log) if it does not."""

@@ -241,7 +241,7 @@ def test_a_worker_frozen_past_its_lease_makes_no_side_effect_after_it_resumes(
         options = ["--poll-interval", "50ms", "--lease", "2s", "--grace", "1s"]
         first = workers.start(name, *options, label="first")
         wait_until(lambda: read_lines(tmp_path, "starts.txt"), "the first run started", workers=workers)
-        first.signal(signal.SIGSTOP)
+        first.freeze(database_url)
         try:
             second = workers.start(name, *options, label="second")
             wait_until(
@@ -379,7 +379,7 @@ def test_burst_waits_for_a_frozen_holders_lease_then_finishes_its_job(
     handle = mod.app.enqueue("hold", {})
     frozen = workers.start(name, "--poll-interval", "50ms", "--lease", "4s", label="frozen")
     wait_until(lambda: (tmp_path / "holding").exists(), "the job started", workers=workers)
-    frozen.signal(signal.SIGSTOP)
+    frozen.freeze(database_url)
     try:
         burst = workers.start(name, "--poll-interval", "50ms", "--lease", "4s", "--burst", label="burst")
         assert burst.wait(timeout=TIMEOUT) == 0, burst.log_tail()
