@@ -106,6 +106,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
+# serial: on a loaded machine an orphaned worker was once seen to outlive the demo by more than
+# the 20 s this test allows (1 run in 12 beside two CPU-bound processes)
+@pytest.mark.serial
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("when", ["starting", "running"])
 def test_a_killed_demo_leaves_no_worker_and_no_files_behind(tmp_path: Path, when: str) -> None:
