@@ -3,8 +3,9 @@
 #   1. all but the `serial` ones, spread over FLOODWAY_TEST_WORKERS (default 2) pytest-xdist
 #      workers: most tests wait on loopback HTTP, rate limits and worker processes, not the CPU;
 #   2. the `serial` ones, alone: they freeze worker processes with SIGSTOP past leases of a few
-#      seconds (a loaded machine stretches what those seconds hold) or restart the shared
-#      PostgreSQL server (which would cut every other test's connections).
+#      seconds (a loaded machine stretches what those seconds hold), restart the shared
+#      PostgreSQL server (which would cut every other test's connections), or race a process's
+#      start against a kill.
 # Arguments go to both passes (e.g. a path, or -x). A pass with nothing to run is not a failure.
 set -u
 cd "$(dirname "$0")/.."
