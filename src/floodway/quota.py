@@ -13,11 +13,13 @@ sets the *effective* rate that GCRA paces a key at:
   admitted before the last cut belongs to the same round), never below what the destination
   was seen to accept; then it climbs back towards the last rate that overflowed, holds just
   under it, and probes above it with a step that doubles while no refusal comes, so a quota
-  that grows is found again. A quota that *fell* shows as a round whose requests are nearly
-  all refused after the cut: the pace halves and every worker holds off until the round
-  ends; probes then run quicker and never far ahead of what is accepted, and once the
-  destination accepts well past the lower quota, it came back: the pace returns to where it
-  held before the fall;
+  that grows is found again. Requests refused in a row after a trim hold every worker off
+  for a moment (a pause in the store); a fixed window that the burst ran out early resets
+  within it. A refusal of a request admitted after that moment, or a round whose requests
+  are nearly all refused, is a quota that *fell*: the pace halves and every worker holds off
+  until the round ends; probes then run quicker and never far ahead of what is accepted (one
+  that overflows goes back to where the pace held), and once the destination accepts well
+  past the lower quota, it came back: the pace returns to where it held before the fall;
 - a refusal that asks for a long wait (or says the budget is 0) is an **exhaustion**: the key
   is paused for every worker until the reset (the store's ``pause_limit``), and no rate is cut;
 - a **window**: refusals whose ``Retry-After`` points to one instant as time passes (a
@@ -110,6 +112,14 @@ LOCK_SHARE = 0.5
 #: whose budget the declared burst ran out a few requests early refuses those few in a row
 #: until its reset, and that is not a quota that fell
 FAR_ABOVE = 1.5
+#: a trim round whose requests go on being refused, HUSH_AFTER of them in a row after the cut's,
+#: holds every worker off for HUSH seconds (a pause in the store: the tokens booked into it are
+#: void), once per round. Both a fixed window that the burst ran out a little early and a quota
+#: that fell refuse everything for a while; the first ends within HUSH, the second does not, so
+#: a refusal of a request admitted after the hold is a quota that fell (see _deep) and is found
+#: after a handful of refusals, not DEEP_MIN of them
+HUSH_AFTER = 3
+HUSH = 0.15
 DEEP_MIN = 10
 DEEP_SPAN = 0.1
 DEEP_SHARE = 0.75
@@ -296,14 +306,20 @@ def _far_above(
     cut off by several times that lag while the full window refuses everything."""
     answered = min(admitted - state.adm, current * max(0.0, token_at - state.since) + 1)
     deep = max(DEEP_MIN, DEEP_SPAN * current, DEEP_SHARE * answered)
-    if state.trim and state.source == "429s" and state.no_since >= deep:
-        return _deep(spec, state, admitted, now, current)
+    if state.trim and state.source == "429s":
+        if state.no_since >= deep or (state.hush and token_at >= state.hush):
+            return _deep(spec, state, admitted, now, current)
+        # (refusals in a row: of requests spread over HUSH_AFTER of the pace's slots, not a bunch
+        # that went out together)
+        if not state.hush and min(state.no_since, answered) >= HUSH_AFTER and state.no_since >= DEEP_SHARE * answered:
+            state.hush = state.settle = max(state.settle, now + HUSH)
+            return "pause"
     accepted = state.accepted_rate(now)
     if not accepted or now - state.since < 0.1 or current <= FAR_ABOVE * accepted:
         return None
     new = _clamp(spec, accepted)
     state.rate, state.since, state.adm, state.high, state.low = new, now, admitted, max(new, accepted * 1.05), None
-    state.lock, state.ok_since, state.no_since, state.trim = now + _lock(wait), 0, 0, False
+    state.lock, state.ok_since, state.no_since, state.trim, state.hush = now + _lock(wait), 0, 0, False, 0.0
     state.cuts += 1
     return "cut"
 
@@ -318,9 +334,10 @@ def _deep(spec: "LimitSpec", state: Learned, admitted: int, now: float, current:
     state.peak = max(state.peak or 0.0, min(current, state.high or current))
     state.rate, state.source, state.since, state.adm = new, "429s", now, admitted
     state.high, state.low, state.no_since, state.trim = None, None, 0, False  # the new quota is not located yet
+    state.hush = 0.0
     state.settle = max(state.settle, state.lock)
     state.cuts += 1
-    return "cut"
+    return "pause"
 
 
 #: see _exhausted
@@ -582,10 +599,19 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
             # a probe's step doubles while nothing is refused, so it ran past the quota by the
             # time the refusal came back: back to what was accepted (or what held before)
             new = min(new, max(accepted, state.low or 0.0))
+    searching = held and state.peak is not None and state.low is not None and state.low < current
+    if searching:
+        # a probe for a quota that fell overflowed. What was accepted is no guide here: a
+        # sliding window takes its quota plus its burst, and at a low pace a report or two
+        # more or less is a tenth of a window. Back to where the pace held, so the window
+        # drains (every request sent above the quota is refused until it does), and the climb
+        # aims halfway between that and the probe's pace
+        assert state.low is not None
+        new, high = state.low, max(state.low, min(high, (state.low + current) / 2))
     sized = new
     if state.low is not None and state.low < current:
         new = max(new, state.low)
-    if accepted:
+    if accepted and not searching:
         new = max(new, accepted * ACCEPTED_FLOOR)
     new = _clamp(spec, min(new, current))
     # a trim, or a cut that what was held or accepted before the round kept small: if the
@@ -593,7 +619,7 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
     state.trim = new > sized * 1.01 or (not first and (share or 0.0) < WELL_ABOVE)
     state.rate, state.source, state.since, state.adm = new, "429s", now, admitted
     state.high = max(new, high)
-    state.lock, state.ok_since, state.no_since = now + _lock(wait), 0, 0
+    state.lock, state.ok_since, state.no_since, state.hush = now + _lock(wait), 0, 0, 0.0
     if first:  # (a slow start's overflow holds off as long as a halving's: see slow_start)
         state.settle = now + _settle(current, min(new, current * FIRST_CUT) if state.exit else new, wait)
     state.cuts += 1

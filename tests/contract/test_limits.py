@@ -16,7 +16,9 @@ from floodway import concurrency_for
 from floodway.errors import ConfigError, EnqueueError
 from floodway.jobs import Status
 from floodway.limits import MAX_HORIZON, LimitSpec, Rate, gcra, gcra_within, remaining, resolve_key
+from floodway.quota import HUSH, HUSH_AFTER, Observation
 from floodway.store import Outcome
+from floodway.store.base import HOLD_REASON
 
 from .test_store_contract import W1, W2, claim_all, new_job
 
@@ -334,6 +336,30 @@ def test_after_a_pause_jobs_come_back_at_the_rate_not_all_at_once(store):
     # no burst at the reset: one job, plus one per 100 ms that had passed since the reset when
     # the claim returned (a stalled machine may claim late; the burst of 5 never comes back)
     assert 1 <= len(claimed) <= 1 + int((claimed_by - until) * 10 + 0.01)
+
+
+def test_refusals_in_a_row_pause_the_key_for_every_worker_without_counting_a_rate_limit(store):
+    """A run of refusals after a trim holds every worker off for a moment: the store records
+    it as a pause of the key (so every process's tokens booked into it are void), with its
+    reason, and a claim waits for its end; it is not an exhausted quota's pause."""
+    store.declare_limit(LimitSpec.build("api", rate="100/s", burst=5))
+    store.enqueue([limited(f"h-{i}", [["api", ""]]) for i in range(5)])
+    now = time.time()
+    for i in range(20):  # two seconds accepted at the declared pace
+        store.observe_limit("api", "", Observation(now=now - 2 + i / 10, accepted=10))
+    _, changed = store.observe_limit("api", "", Observation(now=now, token_at=now - 0.01, throttled=1, wait=1.0))
+    assert changed == "cut"
+    for i in range(1, HUSH_AFTER + 1):
+        store.acquire("api", "", 1, 1.0)  # each refused request took a token of its own
+        _, changed = store.observe_limit(
+            "api", "", Observation(now=now + i / 100, token_at=now + i / 100 - 0.005, throttled=1, wait=1.0)
+        )
+    assert changed == "pause"
+    key = store.list_limits()[0].keys[0]
+    assert key.paused_until == pytest.approx(now + HUSH_AFTER / 100 + HUSH, abs=0.05)
+    assert key.pause_reason == HOLD_REASON and key.rate_limited == 0
+    claimed = claim_all(store, limit=5)
+    assert not claimed and claimed.wake_at >= key.paused_until - 0.01
 
 
 def test_acquire(store):

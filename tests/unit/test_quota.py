@@ -17,7 +17,10 @@ from floodway.http_reports import REPORT_INTERVAL
 from floodway.limits import LimitSpec, Rate, gcra
 from floodway.quota import (
     APPROACH,
+    DEEP_MIN,
     HOLD,
+    HUSH,
+    HUSH_AFTER,
     KEEP,
     MAX_RATE,
     PAST,
@@ -32,7 +35,7 @@ from floodway.quota import (
     overflow_retry,
 )
 from floodway.slow_start import EXIT_LATE, SLOW_EXIT, SLOW_START_DOUBLING, demonstrated, note
-from floodway.store.base import settled_tat
+from floodway.store.base import held_until, settled_tat
 
 NOW = 1000.0
 
@@ -318,69 +321,110 @@ def _steady_then_trimmed(s, rate: float):
     return learned, admitted, effective_rate(s, learned, admitted, 12.0)
 
 
+def _refuse_in_a_row(s, learned, admitted, start, spacing, count, lag=0.005):
+    """``count`` requests sent ``spacing`` apart from ``start``, all refused (each answer ``lag``
+    after its token); stops at the first change. Returns (learned, what changed, its index,
+    the time of its answer)."""
+    changed, i, now = None, 0, start
+    for i in range(1, count + 1):
+        token = start + i * spacing
+        now = token + lag
+        learned, changed = observe(s, learned, admitted + i, Observation(now=now, token_at=token, throttled=1))
+        if changed:
+            break
+    return learned, changed, i, now
+
+
+def test_refusals_in_a_row_after_a_trim_hold_every_worker_off_briefly_without_cutting():
+    """Requests refused in a row after a trim: a fixed window the burst ran out early, or a
+    quota that fell. Both refuse everything for a while; HUSH_AFTER of them in a row hold every
+    worker off for HUSH (a pause in the store), and the pace stays where the trim put it."""
+    s = spec(rate="100/s")
+    learned, admitted, trimmed = _steady_then_trimmed(s, 100.0)
+    learned, changed, i, now = _refuse_in_a_row(s, learned, admitted, 12.0, 0.01, 10)
+    assert changed == "pause" and i == HUSH_AFTER
+    assert learned.settle == pytest.approx(now + HUSH) and learned.hush == learned.settle
+    assert effective_rate(s, learned, admitted + i, now) == pytest.approx(trimmed)
+    # the store pauses the key until then (every worker's booked tokens before it are void)
+    assert held_until(learned, changed, now) == pytest.approx(now + HUSH)
+    assert settled_tat(s, 0.0, learned, admitted + i, changed, now) >= now + HUSH
+    # the requests already on their way when the hold began are refused too: no second hold
+    learned, changed, _, _ = _refuse_in_a_row(s, learned, admitted + i, now, 0.01, 5)
+    assert changed is None
+    # a bunch sent together (one token) is one request late, not refusals in a row
+    bunch, admitted, trimmed = _steady_then_trimmed(s, 100.0)
+    for k in range(DEEP_MIN - 1):
+        bunch, changed = observe(s, bunch, admitted, Observation(now=12.01 + k / 1000, token_at=12.0, throttled=1))
+        assert changed is None
+    assert not bunch.hush
+
+
 def test_a_quota_that_falls_well_below_the_pace_halves_it_and_holds_off_until_the_round_ends():
     """A sliding window whose quota halves is full of the old pace: everything sent in the next
-    half second is refused, whatever the trim. Most of what was admitted since the cut
-    refused: the pace halves, every worker holds off until the round's lock ends, and the
-    climb starts from the new pace, not back towards the old one."""
+    half second is refused, whatever the trim, and the hold after the first refusals in a row
+    ends before it drains. A refusal of a request admitted after the hold is a quota that fell:
+    the pace halves, every worker holds off until the round's lock ends, and the climb starts
+    from the new pace, not back towards the old one."""
     s = spec(rate="100/s")
     learned, admitted, trimmed = _steady_then_trimmed(s, 100.0)
     assert trimmed >= 90
-    changed = None
-    for i in range(1, 12):  # 11 admitted since the cut, all refused, within the round's lock
-        learned, changed = observe(
-            s, learned, admitted + i, Observation(now=12.0 + i / 100, token_at=12.0 + i / 100 - 0.005, throttled=1)
-        )
-        if changed:
-            break
-    assert changed == "cut"
-    now = 12.0 + i / 100
-    assert effective_rate(s, learned, admitted + i, now) == pytest.approx(trimmed / 2)
+    learned, changed, i, now = _refuse_in_a_row(s, learned, admitted, 12.0, 0.01, 10)
+    assert changed == "pause" and effective_rate(s, learned, admitted + i, now) == pytest.approx(trimmed)
+    hush = learned.hush
+    # the first request admitted after the hold is refused too
+    learned, changed = observe(s, learned, admitted + i + 1, Observation(now=hush + 0.005, token_at=hush, throttled=1))
+    assert changed == "pause"
+    now = hush + 0.005
+    assert effective_rate(s, learned, admitted + i + 1, now) == pytest.approx(trimmed / 2)
     assert learned.settle == pytest.approx(learned.lock) and learned.settle > now
-    assert settled_tat(s, 0.0, learned, admitted + i, changed, now) >= learned.lock
+    assert held_until(learned, changed, now) == pytest.approx(learned.lock)
+    assert settled_tat(s, 0.0, learned, admitted + i + 1, changed, now) >= learned.lock
     # it climbs no higher than the new pace before a probe locates the quota
-    assert effective_rate(s, learned, admitted + i, now + 0.45 * HOLD) == pytest.approx(trimmed / 2)
+    assert effective_rate(s, learned, admitted + i + 1, now + 0.45 * HOLD) == pytest.approx(trimmed / 2)
+
+
+def test_refusals_that_go_on_without_a_hold_still_halve_the_pace():
+    """Refusals of requests admitted before the hold ended (late ones, from a process that did
+    not see the hold yet) count as before: most of what was admitted since the cut refused,
+    DEEP_MIN of them at least, is a quota that fell."""
+    s = spec(rate="100/s")
+    learned, admitted, trimmed = _steady_then_trimmed(s, 100.0)
+    learned, changed, i, now = _refuse_in_a_row(s, learned, admitted, 12.0, 0.01, 10)
+    assert changed == "pause"
+    learned, changed, k, now = _refuse_in_a_row(s, learned, admitted + i, 12.0 + i / 100, 0.01, 20)
+    assert changed == "pause" and i + k <= DEEP_MIN + 1
+    assert effective_rate(s, learned, admitted + i + k, now) == pytest.approx(trimmed / 2)
 
 
 def test_a_fixed_window_that_ran_out_a_few_requests_early_is_not_a_fall():
     """At 50/s a declared burst runs a fixed window's budget out a few requests before its
-    reset: those few are refused in a row, then the next window accepts. That is no quota that
-    fell, and the pace stays where the trim put it; refusals that go on (a sliding window full
-    of the old pace) still halve it."""
+    reset: those few are refused in a row (every worker holds off a moment), then the next
+    window accepts. That is no quota that fell, and the pace stays where the trim put it."""
     s = spec(rate="50/s")
     learned, admitted, trimmed = _steady_then_trimmed(s, 50.0)
-    for i in range(1, 8):  # 7 admitted since the cut, all refused, then the window resets
-        learned, changed = observe(
-            s, learned, admitted + i, Observation(now=12.0 + i / 50, token_at=12.0 + i / 50 - 0.005, throttled=1)
-        )
+    learned, changed, i, now = _refuse_in_a_row(s, learned, admitted, 12.0, 0.02, 7)
+    assert changed == "pause"
+    learned, changed, _, _ = _refuse_in_a_row(s, learned, admitted + i, now, 0.02, 7 - i)
+    assert changed is None
+    # the window resets within the hold: what is sent after it is accepted
+    for k in range(10):
+        learned, changed = observe(s, learned, admitted + 8 + k, Observation(now=learned.hush + 0.1 * k, accepted=5))
         assert changed is None
-    assert effective_rate(s, learned, admitted + 7, 12.2) >= trimmed
-    changed = None
-    for i in range(8, 16):  # ... but refusals that go on are a fall
-        learned, changed = observe(
-            s, learned, admitted + i, Observation(now=12.0 + i / 50, token_at=12.0 + i / 50 - 0.005, throttled=1)
-        )
-        if changed:
-            break
-    assert changed == "cut" and effective_rate(s, learned, admitted + i, 12.0 + i / 50) == pytest.approx(trimmed / 2)
+    assert effective_rate(s, learned, admitted + 20, learned.hush + 1.0) >= trimmed
 
 
 def test_a_quota_that_falls_is_halved_as_soon_even_when_requests_go_out_late():
     """Requests that go out a tenth of a second after their tokens (a process whose jobs lag
     their bookings after a stall): ten more tokens are taken by the time each refusal comes
-    back. The cut counts what was admitted up to the refused request's token, so it comes
+    back. The count goes up to the refused request's token, so the hold and the halving come
     after as few refusals as without the lag."""
     s = spec(rate="100/s")
     learned, admitted, trimmed = _steady_then_trimmed(s, 100.0)
-    changed, lag = None, 0.1
-    for i in range(1, 12):  # all refused: the refusal of token 12.0 + i / 100 comes back `lag` later
-        learned, changed = observe(
-            s, learned, admitted + i + 10, Observation(now=12.0 + i / 100 + lag, token_at=12.0 + i / 100, throttled=1)
-        )
-        if changed:
-            break
-    assert changed == "cut" and i <= 11
-    assert effective_rate(s, learned, admitted + i + 10, 12.0 + i / 100 + lag) == pytest.approx(trimmed / 2)
+    learned, changed, i, now = _refuse_in_a_row(s, learned, admitted + 10, 12.0, 0.01, 12, lag=0.1)
+    assert changed == "pause" and i == HUSH_AFTER
+    learned, changed, k, now = _refuse_in_a_row(s, learned, admitted + 10 + i, 12.0 + i / 100, 0.01, 12, lag=0.1)
+    assert changed == "pause" and i + k <= DEEP_MIN + 1
+    assert effective_rate(s, learned, admitted + i + k + 10, now) == pytest.approx(trimmed / 2)
 
 
 def test_a_few_refusals_after_a_trim_are_the_same_round_and_cut_nothing_more():
@@ -452,7 +496,7 @@ def test_the_pace_remembered_from_before_a_fall_is_the_one_that_held_not_a_probe
         )
         if learned.peak is not None:
             break
-    assert changed == "cut" and learned.peak == pytest.approx(110.0)
+    assert changed == "pause" and learned.peak == pytest.approx(110.0)
     assert effective_rate(s, learned, 0, learned.since) == pytest.approx(70.0)
 
 
@@ -467,6 +511,26 @@ def test_a_way_back_that_overflows_forgets_the_pace_from_before_the_fall():
     learned.ok = [20.5, 50.0, 50.0]
     learned, changed = observe(s, learned, 0, Observation(now=21.3, token_at=21.29, throttled=1, wait=1.0))
     assert changed == "cut" and learned.peak == 100.0 and learned.holds == 1.0
+
+
+def test_a_probe_for_a_quota_that_fell_goes_back_to_where_it_held_and_aims_halfway():
+    """Searching a quota that fell, a probe overflowed: what was accepted over-reads a sliding
+    window's quota (its burst; reports a tenth of a window apart), so the pace goes back to
+    where it held, never to a floor of what was accepted, and the climb aims halfway to the
+    probe's pace. The pace from before the fall is kept (the quota may still come back)."""
+    s = spec(rate="100/s")
+    learned = Learned(rate=50.0, source="429s", since=20.0, high=52.0, peak=100.0, cuts=3)
+    learned.ok = [20.5, 70.0, 50.0]  # read as ~64/s accepted
+    t = 20.0
+    while effective_rate(s, learned, 0, t) < 58.0:
+        t += 0.01
+    current = effective_rate(s, learned, 0, t)
+    learned, changed = observe(s, learned, 0, Observation(now=t, token_at=t - 0.01, throttled=1, wait=1.0))
+    assert changed == "cut" and learned.peak == 100.0
+    assert effective_rate(s, learned, 0, t) == pytest.approx(50.0)
+    assert learned.high == pytest.approx((50.0 + current) / 2)
+    # it climbs back to just under that, not to the probe's pace
+    assert effective_rate(s, learned, 0, t + APPROACH + 0.01) == pytest.approx(KEEP * learned.high, rel=0.01)
 
 
 def test_a_probe_that_finds_the_lower_quota_past_an_undersized_overflow_keeps_the_pace_from_before():

@@ -21,6 +21,7 @@ from ..liveness import LeaseHolder
 from ..quota import Observation
 from .records import (
     CONTAINS,
+    HOLD_REASON,
     ClaimedJobs,
     EnqueueResult,
     JobFilter,
@@ -37,6 +38,7 @@ from .records import (
     WorkerInfo,
     contains_pattern,
     event_row,
+    held_until,
     job_from_row,
     key_info,
     key_pace,
@@ -64,6 +66,8 @@ __all__ = [
     "LaneInfo",
     "LimitKeyInfo",
     "settled_tat",
+    "held_until",
+    "HOLD_REASON",
     "key_rate",
     "key_pace",
     "key_info",

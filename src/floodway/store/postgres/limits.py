@@ -8,6 +8,8 @@ from ...errors import ConfigError
 from ...limits import LimitSpec
 from ...quota import Learned, Observation, effective_rate, observe, spent_until
 from ..base import (
+    HOLD_REASON,
+    held_until,
     key_pace,
     settled_tat,
 )
@@ -115,6 +117,13 @@ class PostgresLimits(PostgresConnection):
                 "UPDATE limit_keys SET tat = %s, learned = %s WHERE limit_name = %s AND key = %s",
                 (settled_tat(spec, float(tat), learned, int(admitted), changed, obs.now), learned.dumps(), name, key),
             )
+            held = held_until(learned, changed, obs.now)
+            if held is not None:
+                cur.execute(
+                    "UPDATE limit_keys SET paused_until = GREATEST(paused_until, %s), pause_reason = %s "
+                    "WHERE limit_name = %s AND key = %s",
+                    (held, HOLD_REASON, name, key),
+                )
             if changed:
                 cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))  # a faster rate may admit held jobs now
             return effective_rate(spec, learned, int(admitted), obs.now), changed

@@ -9,6 +9,8 @@ from ...errors import ConfigError
 from ...limits import LimitSpec, check_cost
 from ...quota import Learned, Observation, effective_rate, observe, spent_until
 from ..base import (
+    HOLD_REASON,
+    held_until,
     key_pace,
     settled_tat,
 )
@@ -90,6 +92,13 @@ class SQLiteLimits(SQLiteConnection):
                 "ON CONFLICT (limit_name, key) DO UPDATE SET tat = excluded.tat, learned = excluded.learned",
                 (name, key, settled_tat(spec, tat, learned, admitted, changed, obs.now), learned.dumps()),
             )
+            held = held_until(learned, changed, obs.now)
+            if held is not None:
+                conn.execute(
+                    "UPDATE limit_keys SET paused_until = MAX(paused_until, ?), pause_reason = ? "
+                    "WHERE limit_name = ? AND key = ?",
+                    (held, HOLD_REASON, name, key),
+                )
             return effective_rate(spec, learned, admitted, obs.now), changed
 
     def reset_learned(self, name: str, key: str | None = None) -> int:
