@@ -112,12 +112,12 @@ LOCK_SHARE = 0.5
 #: whose budget the declared burst ran out a few requests early refuses those few in a row
 #: until its reset, and that is not a quota that fell
 FAR_ABOVE = 1.5
-#: a trim round whose requests go on being refused, HUSH_AFTER of them in a row after the cut's,
+#: a round whose requests go on being refused, HUSH_AFTER of them in a row after the cut's,
 #: holds every worker off for HUSH seconds (a pause in the store: the tokens booked into it are
-#: void), once per round. Both a fixed window that the burst ran out a little early and a quota
-#: that fell refuse everything for a while; the first ends within HUSH, the second does not, so
-#: a refusal of a request admitted after the hold is a quota that fell (see _deep) and is found
-#: after a handful of refusals, not DEEP_MIN of them
+#: void), once per round. After a trim, both a fixed window that the burst ran out a little
+#: early and a quota that fell refuse everything for a while; the first ends within HUSH, the
+#: second does not, so a refusal of a request admitted after the hold is a quota that fell (see
+#: _deep) and is found after a handful of refusals, not DEEP_MIN of them
 HUSH_AFTER = 3
 HUSH = 0.15
 DEEP_MIN = 10
@@ -306,8 +306,8 @@ def _far_above(
     cut off by several times that lag while the full window refuses everything."""
     answered = min(admitted - state.adm, current * max(0.0, token_at - state.since) + 1)
     deep = max(DEEP_MIN, DEEP_SPAN * current, DEEP_SHARE * answered)
-    if state.trim and state.source == "429s":
-        if state.no_since >= deep or (state.hush and token_at >= state.hush):
+    if state.source == "429s":
+        if state.trim and (state.no_since >= deep or (state.hush and token_at >= state.hush)):
             return _deep(spec, state, admitted, now, current)
         # (refusals in a row: of requests spread over HUSH_AFTER of the pace's slots, not a bunch
         # that went out together)

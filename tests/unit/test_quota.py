@@ -359,6 +359,21 @@ def test_refusals_in_a_row_after_a_trim_hold_every_worker_off_briefly_without_cu
     assert not bunch.hush
 
 
+def test_refusals_in_a_row_after_a_cut_sized_from_the_refused_share_hold_off_but_halve_nothing():
+    """A cut sized from what was refused (no trim) already went down to what the destination
+    accepted, and its window is still full of the old pace: refusals in a row after it hold
+    every worker off a moment as well, but one after the hold halves nothing (the round's end,
+    not a quota that fell, decides the next cut)."""
+    s = spec(rate="100/s")
+    learned, admitted, trimmed = _steady_then_trimmed(s, 100.0)
+    learned.trim = False  # as after a cut sized from the refused share
+    learned, changed, i, now = _refuse_in_a_row(s, learned, admitted, 12.0, 0.01, 10)
+    assert changed == "pause" and i == HUSH_AFTER
+    hush = learned.hush
+    learned, changed = observe(s, learned, admitted + i + 1, Observation(now=hush + 0.005, token_at=hush, throttled=1))
+    assert changed is None and effective_rate(s, learned, admitted + i + 1, hush) == pytest.approx(trimmed)
+
+
 def test_a_quota_that_falls_well_below_the_pace_halves_it_and_holds_off_until_the_round_ends():
     """A sliding window whose quota halves is full of the old pace: everything sent in the next
     half second is refused, whatever the trim, and the hold after the first refusals in a row
