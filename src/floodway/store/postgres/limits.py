@@ -14,7 +14,7 @@ from ..base import (
     settled_tat,
 )
 from ..rules import admit_one
-from ..sql import SLOT_INSERT
+from ..sql import HOLD_KEY, SLOT_INSERT
 from .connection import (
     CHANNEL,
     PostgresConnection,
@@ -119,11 +119,7 @@ class PostgresLimits(PostgresConnection):
             )
             held = held_until(learned, changed, obs.now)
             if held is not None:
-                cur.execute(
-                    "UPDATE limit_keys SET paused_until = GREATEST(paused_until, %s), pause_reason = %s "
-                    "WHERE limit_name = %s AND key = %s",
-                    (held, HOLD_REASON, name, key),
-                )
+                cur.execute(self._q(HOLD_KEY), (held, held, held, HOLD_REASON, name, key))
             if changed:
                 cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))  # a faster rate may admit held jobs now
             return effective_rate(spec, learned, int(admitted), obs.now), changed

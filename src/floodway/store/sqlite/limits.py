@@ -15,7 +15,7 @@ from ..base import (
     settled_tat,
 )
 from ..rules import admit_one
-from ..sql import SLOT_INSERT
+from ..sql import HOLD_KEY, SLOT_INSERT
 from .connection import SQLiteConnection
 from .queries import _SPEC_SQL
 
@@ -94,11 +94,7 @@ class SQLiteLimits(SQLiteConnection):
             )
             held = held_until(learned, changed, obs.now)
             if held is not None:
-                conn.execute(
-                    "UPDATE limit_keys SET paused_until = MAX(paused_until, ?), pause_reason = ? "
-                    "WHERE limit_name = ? AND key = ?",
-                    (held, HOLD_REASON, name, key),
-                )
+                conn.execute(HOLD_KEY, (held, held, held, HOLD_REASON, name, key))
             return effective_rate(spec, learned, admitted, obs.now), changed
 
     def reset_learned(self, name: str, key: str | None = None) -> int:
