@@ -327,7 +327,7 @@ class _Pacer:
             retry = overflow_retry(wait)
             wait = wait if wait is not None and wait > 0 else 1.0
             rate, changed = self._report(now, token_at, info, usage, throttled=1, wait=wait)
-            if changed in ("cut", "window", "pause"):
+            if changed in ("cut", "window", "fell"):
                 log.info(
                     "limit %s%s: %d from %s, pacing every worker at %.2f/s",
                     self.limit,

@@ -13,10 +13,10 @@ sets the *effective* rate that GCRA paces a key at:
   admitted before the last cut belongs to the same round), never below what the destination
   was seen to accept; then it climbs back towards the last rate that overflowed, holds just
   under it, and probes above it with a step that doubles while no refusal comes, so a quota
-  that grows is found again. Requests refused in a row after a trim hold every worker off
+  that grows is found again. Requests refused in a row after a cut hold every worker off
   for a moment (a pause in the store); a fixed window that the burst ran out early resets
-  within it. A refusal of a request admitted after that moment, or a round whose requests
-  are nearly all refused, is a quota that *fell*: the pace halves and every worker holds off
+  within it. After a trim, a refusal of a request admitted after that moment, or a round
+  whose requests are nearly all refused, is a quota that *fell*: the pace halves and every worker holds off
   until the round ends; probes then run quicker and never far ahead of what is accepted (one
   that overflows goes back to where the pace held), and once the destination accepts well
   past the lower quota, it came back: the pace returns to where it held before the fall;
@@ -237,8 +237,9 @@ def _grown(base: Learned, learned: Learned | None, now: float) -> tuple[float, b
 
 
 def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Observation) -> tuple[Learned, str | None]:
-    """Apply one observation; returns the new state and what changed, for the log ("cut",
-    "headers", "usage", "window") or None."""
+    """Apply one observation; returns the new state and what changed ("cut", "fell": a cut that
+    also holds every worker off until the round ends, "pause": a hold alone, "headers",
+    "usage", "window") or None."""
     now = obs.now
     current = effective_rate(spec, learned, admitted, now)
     began = obs.first_ok if obs.first_ok is not None and now - 1.0 < obs.first_ok < now else now
@@ -337,7 +338,7 @@ def _deep(spec: "LimitSpec", state: Learned, admitted: int, now: float, current:
     state.hush = 0.0
     state.settle = max(state.settle, state.lock)
     state.cuts += 1
-    return "pause"
+    return "fell"
 
 
 #: see _exhausted

@@ -388,7 +388,7 @@ def test_a_quota_that_falls_well_below_the_pace_halves_it_and_holds_off_until_th
     hush = learned.hush
     # the first request admitted after the hold is refused too
     learned, changed = observe(s, learned, admitted + i + 1, Observation(now=hush + 0.005, token_at=hush, throttled=1))
-    assert changed == "pause"
+    assert changed == "fell"
     now = hush + 0.005
     assert effective_rate(s, learned, admitted + i + 1, now) == pytest.approx(trimmed / 2)
     assert learned.settle == pytest.approx(learned.lock) and learned.settle > now
@@ -407,7 +407,7 @@ def test_refusals_that_go_on_without_a_hold_still_halve_the_pace():
     learned, changed, i, now = _refuse_in_a_row(s, learned, admitted, 12.0, 0.01, 10)
     assert changed == "pause"
     learned, changed, k, now = _refuse_in_a_row(s, learned, admitted + i, 12.0 + i / 100, 0.01, 20)
-    assert changed == "pause" and i + k <= DEEP_MIN + 1
+    assert changed == "fell" and i + k <= DEEP_MIN + 1
     assert effective_rate(s, learned, admitted + i + k, now) == pytest.approx(trimmed / 2)
 
 
@@ -438,7 +438,7 @@ def test_a_quota_that_falls_is_halved_as_soon_even_when_requests_go_out_late():
     learned, changed, i, now = _refuse_in_a_row(s, learned, admitted + 10, 12.0, 0.01, 12, lag=0.1)
     assert changed == "pause" and i == HUSH_AFTER
     learned, changed, k, now = _refuse_in_a_row(s, learned, admitted + 10 + i, 12.0 + i / 100, 0.01, 12, lag=0.1)
-    assert changed == "pause" and i + k <= DEEP_MIN + 1
+    assert changed == "fell" and i + k <= DEEP_MIN + 1
     assert effective_rate(s, learned, admitted + i + k + 10, now) == pytest.approx(trimmed / 2)
 
 
@@ -511,7 +511,7 @@ def test_the_pace_remembered_from_before_a_fall_is_the_one_that_held_not_a_probe
         )
         if learned.peak is not None:
             break
-    assert changed == "pause" and learned.peak == pytest.approx(110.0)
+    assert changed == "fell" and learned.peak == pytest.approx(110.0)
     assert effective_rate(s, learned, 0, learned.since) == pytest.approx(70.0)
 
 

@@ -304,10 +304,11 @@ class LimitKeyInfo:
 
 
 def settled_tat(spec: LimitSpec, tat: float, learned: Learned, admitted: int, changed: str | None, now: float) -> float:
-    """A key's GCRA state after an observation: a cut's settle time (see ``floodway.quota._settle``)
-    or a fixed window's reset (``floodway.quota._window``) holds every admission back, and then
-    no burst: one admission, then the new pace."""
-    if changed not in ("cut", "window", "pause") or learned.settle <= now:
+    """A key's GCRA state after an observation: a cut's settle time (see ``floodway.quota._settle``),
+    a hold after refusals in a row or a quota that fell (``floodway.quota.HUSH``, ``_deep``) or a
+    fixed window's reset (``floodway.quota._window``) holds every admission back, and then no
+    burst: one admission, then the new pace."""
+    if changed not in ("cut", "window", "pause", "fell") or learned.settle <= now:
         return tat
     rate, burst = key_pace(spec, learned, admitted, now)
     return max(tat, learned.settle + (rate.interval * (burst - 1) if rate is not None else 0.0))
@@ -320,7 +321,7 @@ HOLD_REASON = "429s in a row: holding every worker"
 def held_until(learned: Learned, changed: str | None, now: float) -> float | None:
     """The pause an observation puts on its key (every worker's booked tokens before it are
     void), or None: a round of refusals that holds every worker off (``floodway.quota``)."""
-    return learned.settle if changed == "pause" and learned.settle > now else None
+    return learned.settle if changed in ("pause", "fell") and learned.settle > now else None
 
 
 def key_rate(spec: LimitSpec, learned: Learned | None, admitted: int, now: float) -> Rate | None:
