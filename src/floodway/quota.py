@@ -600,15 +600,15 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
             # a probe's step doubles while nothing is refused, so it ran past the quota by the
             # time the refusal came back: back to what was accepted (or what held before)
             new = min(new, max(accepted, state.low or 0.0))
-    searching = held and state.peak is not None and state.low is not None and state.low < current
-    if searching:
+    held_at = state.low if held and state.peak is not None else None
+    searching = held_at is not None and held_at < current
+    if held_at is not None and searching:
         # a probe for a quota that fell overflowed. What was accepted is no guide here: a
         # sliding window takes its quota plus its burst, and at a low pace a report or two
         # more or less is a tenth of a window. Back to where the pace held, so the window
         # drains (every request sent above the quota is refused until it does), and the climb
         # aims halfway between that and the probe's pace
-        assert state.low is not None
-        new, high = state.low, max(state.low, min(high, (state.low + current) / 2))
+        new, high = held_at, max(held_at, min(high, (held_at + current) / 2))
     sized = new
     if state.low is not None and state.low < current:
         new = max(new, state.low)

@@ -319,8 +319,9 @@ HOLD_REASON = "429s in a row: holding every worker"
 
 
 def held_until(learned: Learned, changed: str | None, now: float) -> float | None:
-    """The pause an observation puts on its key (every worker's booked tokens before it are
-    void), or None: a round of refusals that holds every worker off (``floodway.quota``)."""
+    """Until when an observation pauses its key for every worker (the tokens booked before
+    then are void): a hold after refusals in a row, or a quota that fell (``floodway.quota``);
+    None for any other change."""
     return learned.settle if changed in ("pause", "fell") and learned.settle > now else None
 
 
