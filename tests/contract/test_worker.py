@@ -567,5 +567,6 @@ def test_a_worker_held_by_a_binding_rate_asks_the_store_nothing_until_its_admiss
     finally:
         del store.next_due
     assert [h.result(timeout=5) for h in handles] == list(range(40))
-    # the first look, and the burst's last ones once nothing is left; not one per outcome
-    assert len(looks) <= 5, len(looks)
+    # the first look, and the burst's last ones once nothing is left (a few more when a loaded
+    # machine runs a claim late); not one per outcome, which made 74 looks here
+    assert len(looks) <= len(handles) // 4, len(looks)
