@@ -53,6 +53,11 @@ def pool_key(options: Mapping[str, Any]) -> tuple[Any, ...] | None:
 #: connections per lane of a shared pool: httpcore looks at every connection of its pool (a
 #: readiness poll of each socket) on every request, so a pool is split into small lanes
 LANE_SIZE = 4
+#: the pools' limits unless a client passes its own: an idle connection is dropped after 4 s,
+#: under the 5 s after which common servers (uvicorn, Node) close it. At httpx's default of 5 s
+#: a request could go out on a connection the server was closing just then, and a POST sent
+#: into that race fails with "connection reset by peer"
+DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=None, keepalive_expiry=4.0)
 
 
 class _Release(httpx.AsyncByteStream, httpx.SyncByteStream):
@@ -91,7 +96,7 @@ class _SharedPool(httpx.AsyncBaseTransport, httpx.BaseTransport):
     def __init__(self, sync: bool, options: dict[str, Any]):
         self.sync = sync
         self.options = dict(options)
-        limits = self.options.pop("limits", None) or httpx.Limits(max_connections=100, max_keepalive_connections=None)
+        limits = self.options.pop("limits", None) or DEFAULT_LIMITS
         self.total = max(1, limits.max_connections or 100)
         self.keepalive = limits.max_keepalive_connections
         self.keepalive_expiry = limits.keepalive_expiry
@@ -257,7 +262,7 @@ def _aiohttp_transport(options: dict[str, Any]) -> Any:
     options.pop("http2", None)
     if options.get("verify") is None:
         options["verify"] = _shared_ssl_context()
-    options.setdefault("limits", httpx.Limits(max_connections=100, max_keepalive_connections=None))
+    options.setdefault("limits", DEFAULT_LIMITS)
     return AiohttpTransport(**options)
 
 

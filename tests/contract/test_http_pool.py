@@ -490,3 +490,21 @@ def test_http2_and_sync_clients_use_httpx_whatever_the_setting() -> None:
     assert http_pools.transport_kind("aiohttp", False, {"http2": True}) == "httpx"
     assert http_pools.transport_kind("aiohttp", True, {}) == "httpx"
     assert http_pools.transport_kind("httpx", False, {}) == "httpx"
+
+
+@pytest.mark.parametrize("kind", ["aiohttp", "httpx"])
+def test_the_shared_pools_drop_an_idle_connection_before_a_server_closes_it(kind: str) -> None:
+    """uvicorn and Node close a connection idle for 5 s: a pool that kept it as long could send
+    a POST into the server's close ("connection reset by peer"), and the job would fail."""
+    import httpx
+
+    from floodway.http_pools import _aiohttp_transport, _SharedPool
+
+    def expiry(options: dict) -> float | None:
+        if kind == "aiohttp":
+            return _aiohttp_transport(options).limits.keepalive_expiry
+        return _SharedPool(False, options).keepalive_expiry
+
+    default = expiry({})
+    assert default is not None and 0 < default < 5.0
+    assert expiry({"limits": httpx.Limits(keepalive_expiry=30.0)}) == 30.0  # a client's own, as given
