@@ -188,8 +188,26 @@ def effective_rate(spec: "LimitSpec", learned: Learned | None, admitted: int, no
         return _clamp(spec, learned.rate)
     if learned.source == "window":
         windows = (now - learned.since) / learned.win_w - 1 if learned.win_w > 0 else 0.0
-        return _clamp(spec, learned.rate * (1 + WINDOW_PROBE * min(max(windows, 0.0), 10.0)))
+        probed = learned.rate * (1 + WINDOW_PROBE * min(max(windows, 0.0), 10.0))
+        return _clamp(spec, max(probed, _rest_of_window(learned, now)))
     return _clamp(spec, _grown(learned, learned, now)[0])
+
+
+def _rest_of_window(learned: Learned, now: float) -> float:
+    """The pace that spends a window's budget in what is left of it, when the key resumed late
+    in it (0: it did not). The first window a key sees is waited out as long as its refusal
+    asked, up to a second past its real end (a whole-second ``Retry-After`` is rounded up);
+    paced at its budget over a whole window from there, a quarter of a 4 s window's budget
+    was never spent. A fixed window takes its budget at any pace, so the window's earliest
+    possible end is aimed at: running out a little early costs a pause until the end and a
+    few refusals, not the budget. Never more than twice the window's own pace."""
+    if not learned.ends or learned.win_w <= 0 or learned.win_q <= 0:
+        return 0.0
+    end = learned.ends[-1][1] + learned.win_w  # the earliest end of the window resumed in
+    left = end - learned.since
+    if now >= end or left >= learned.win_w:
+        return 0.0
+    return learned.win_q / max(left, learned.win_w / 2)
 
 
 def effective_burst(spec: "LimitSpec", learned: Learned | None, rate: float) -> int:
@@ -525,10 +543,12 @@ def _window(
     q = float(state.budget_ok)
     if paced is not None:
         # a window paced at `current` that ran out this long before its end: the quota is that
-        # pace over the part of the window it lasted (a count can miss the latest reports of
-        # other workers, or start late; the pace cannot), and one window's end never takes
-        # more than a WINDOW_SHRINK of the pace away
-        q = max(q, current * min(max(now - (state.settle - w), 0.0), w), (1 - WINDOW_SHRINK) * paced * w)
+        # pace over the part of the window it lasted, from its start or from the resume when
+        # that came later (a count can miss the latest reports of other workers, or start
+        # late; the pace cannot), and one window's end never takes more than a WINDOW_SHRINK
+        # of the pace away
+        sent = now - max(state.settle - w, state.since)
+        q = max(q, current * min(max(sent, 0.0), w), (1 - WINDOW_SHRINK) * paced * w)
     state.win_q, state.win_w = q, w
     state.rate, state.source, state.since, state.adm = _clamp(spec, state.win_q / w), "window", state.settle, admitted
     state.high = state.low = None

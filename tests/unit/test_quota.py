@@ -792,9 +792,17 @@ def test_refusals_pointing_to_one_reset_are_a_fixed_window_whose_next_window_is_
     assert changed == "window" and learned.source == "window"
     assert 104.3 <= learned.settle <= 104.31  # every worker held as long as asked, the first time ...
     assert settled_tat(s, 0.0, learned, 200, changed, 102.3) >= learned.settle
-    # ... then paced at about the window's quota over its length (50/s), not probing above it
-    assert 40 <= effective_rate(s, learned, 200, 104.5) <= 60
-    assert effective_rate(s, learned, 200, 104.5) == effective_rate(s, learned, 200, 107.5)
+    # ... then paced at about the window's quota over its length (50/s), not probing above it,
+    # once the window resumed in (late: its end came by 104.3, maybe at 103.3) is over ...
+    paced = effective_rate(s, learned, 200, 107.5)
+    assert 40 <= paced <= 60
+    assert effective_rate(s, learned, 200, 107.0) == paced
+    # ... whose budget is spent in what is left of it, by its earliest end
+    earliest = learned.ends[-1][1] + learned.win_w
+    assert 104.3 < earliest < 107.0
+    late = effective_rate(s, learned, 200, 104.5)
+    assert paced < late <= 2 * paced
+    assert late * (earliest - learned.settle) == pytest.approx(learned.win_q)
     # the first response accepted after the reset bounds the window's end from above
     learned, _ = observe(s, learned, 200, Observation(now=104.3, accepted=5, first_ok=104.05))
     assert learned.ends is not None and learned.ends[-1][2] == pytest.approx(104.05)
