@@ -25,7 +25,8 @@ sets the *effective* rate that GCRA paces a key at:
 - a **window**: refusals whose ``Retry-After`` points to one instant as time passes (a
   fixed-window quota that says nothing but its reset) end a budget. The key learns the
   window's ends and length, holds every worker until each reset, and paces the next window
-  at what the last one accepted over its length; a later refusal at the predicted end of a
+  at what the last one accepted over its length (over what is left of it, when the key
+  resumed late in it); a later refusal at the predicted end of a
   window is read as that window running out at once, not as congestion.
 
 An ``adaptive`` limit may rise above its declared rate (to its ``ceiling``, if any); one with no
