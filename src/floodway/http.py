@@ -336,6 +336,12 @@ class _Pacer:
                     host,
                     rate or 0.0,
                 )
+            if changed == "window":
+                # a fixed window's end: the key is paused for every worker until the window's
+                # learned reset, and this request queues for a token like the rest. Waiting its
+                # own rounded-up Retry-After instead sent it up to a second after the others
+                # (the last jobs of a drain whose last window ran out just before its end)
+                return now
             return now + retry
         until = info.reset_at if info.reset_at is not None else now + self._fallback_wait()
         self._report(now, None, info, usage, throttled=1, exhausted=1, wait=wait, reset_at=until)
