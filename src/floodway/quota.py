@@ -165,12 +165,16 @@ def _clamp(spec: "LimitSpec", rate: float) -> float:
     return min(max(rate, floor_of(spec)), ceiling_of(spec))
 
 
-def effective_rate(spec: "LimitSpec", learned: Learned | None, admitted: int, now: float) -> float | None:
+def effective_rate(
+    spec: "LimitSpec", learned: Learned | None, admitted: int, now: float, *, steady: bool = False
+) -> float | None:
     """The rate (per second) GCRA paces this key at ``now``; None when the limit has no rate.
 
     Growth (a slow start, the climb back after a cut, a probe above the last overflow) runs
     on the clock but never beyond three times what the destination was seen to accept lately: an
-    idle key does not drift upwards, and a probe cannot run far ahead of the evidence."""
+    idle key does not drift upwards, and a probe cannot run far ahead of the evidence. With
+    ``steady``, without the faster pace that spends a window resumed late (what a key's rate
+    is shown as: that pace lasts until the window ends, and says nothing of the quota)."""
     if learned is None or learned.rate is None:
         if spec.rate is not None and not spec.adaptive:
             return _clamp(spec, spec.rate.per_second)
@@ -190,7 +194,7 @@ def effective_rate(spec: "LimitSpec", learned: Learned | None, admitted: int, no
     if learned.source == "window":
         windows = (now - learned.since) / learned.win_w - 1 if learned.win_w > 0 else 0.0
         probed = learned.rate * (1 + WINDOW_PROBE * min(max(windows, 0.0), 10.0))
-        return _clamp(spec, max(probed, _rest_of_window(learned, now)))
+        return _clamp(spec, probed if steady else max(probed, _rest_of_window(learned, now)))
     return _clamp(spec, _grown(learned, learned, now)[0])
 
 

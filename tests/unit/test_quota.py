@@ -803,6 +803,8 @@ def test_refusals_pointing_to_one_reset_are_a_fixed_window_whose_next_window_is_
     late = effective_rate(s, learned, 200, 104.5)
     assert paced < late <= 2 * paced
     assert late * (earliest - learned.settle) == pytest.approx(learned.win_q)
+    # (a key's rate is shown without it: it lasts until the window ends, and says nothing of the quota)
+    assert effective_rate(s, learned, 200, 104.5, steady=True) == paced
     # the first response accepted after the reset bounds the window's end from above
     learned, _ = observe(s, learned, 200, Observation(now=104.3, accepted=5, first_ok=104.05))
     assert learned.ends is not None and learned.ends[-1][2] == pytest.approx(104.05)

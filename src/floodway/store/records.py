@@ -288,6 +288,7 @@ class LimitKeyInfo:
     admitted: int
     rate_limited: int  # pauses of the key (a 429 that asked for a long wait, a budget of 0, a task's RateLimited)
     #: the rate (per second) the key is paced at now: the declared one, or what was learned
+    #: (without the faster pace that spends a window resumed late: see ``quota.effective_rate``)
     effective_rate: float | None = None
     #: where the effective rate comes from: "declared", "429s", "headers", "usage", "window" or "slow start"
     source: str = "declared"
@@ -367,7 +368,7 @@ def key_info(
         running=running,
         admitted=admitted,
         rate_limited=limited,
-        effective_rate=rate.per_second if rate else None,
+        effective_rate=effective_rate(spec, learned, admitted, now, steady=True),
         source=source,
         throttled=learned.throttled if learned else 0,
         throttled_last_minute=learned.throttled_last_minute(now) if learned else 0,
