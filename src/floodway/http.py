@@ -324,9 +324,8 @@ class _Pacer:
             # congestion, not an empty quota: slow every worker down (once per round); this
             # request waits what the destination asked (when it did not say, the round's
             # length: see overflow_retry), then takes a token at the slower pace
-            retry = overflow_retry(wait)
-            wait = wait if wait is not None and wait > 0 else 1.0
-            rate, changed = self._report(now, token_at, info, usage, throttled=1, wait=wait)
+            stated = wait if wait is not None and wait > 0 else 1.0
+            rate, changed = self._report(now, token_at, info, usage, throttled=1, wait=stated)
             if changed in ("cut", "window", "fell"):
                 log.info(
                     "limit %s%s: %d from %s, pacing every worker at %.2f/s",
@@ -336,13 +335,7 @@ class _Pacer:
                     host,
                     rate or 0.0,
                 )
-            if changed == "window":
-                # a fixed window's end: the key is paused for every worker until the window's
-                # learned reset, and this request queues for a token like the rest. Waiting its
-                # own rounded-up Retry-After instead sent it up to a second after the others
-                # (the last jobs of a drain whose last window ran out just before its end)
-                return now
-            return now + retry
+            return now + overflow_retry(wait, changed)
         until = info.reset_at if info.reset_at is not None else now + self._fallback_wait()
         self._report(now, None, info, usage, throttled=1, exhausted=1, wait=wait, reset_at=until)
         reason = f"{response.status_code} from {host}"

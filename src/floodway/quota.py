@@ -567,11 +567,15 @@ def _lock(wait: float | None) -> float:
     return LOCK_SHARE * min(wait if wait is not None and wait > 0 else 1.0, OVERFLOW_WAIT)
 
 
-def overflow_retry(wait: float | None) -> float:
+def overflow_retry(wait: float | None, changed: str | None = None) -> float:
     """How long a request refused for congestion waits before it takes a token again: what the
     destination asked, or, when it stated nothing, as long as the round its refusal belongs to
     (the retry is paced like any request; waiting a whole second more only delays it, and the
-    last of a drain's jobs with it)."""
+    last of a drain's jobs with it). At a fixed window's end (``changed`` "window"), nothing:
+    the key is held for every worker until the window's learned reset, and the request queues
+    for a token like the rest (its own rounded-up wait sent it up to a second after them)."""
+    if changed == "window":
+        return 0.0
     return wait if wait is not None and wait > 0 else _lock(None)
 
 

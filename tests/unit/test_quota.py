@@ -185,6 +185,7 @@ def test_a_short_wait_is_congestion_and_a_long_one_or_an_empty_budget_is_exhaust
 
 def test_a_request_refused_for_congestion_waits_what_was_asked_or_else_the_rounds_length():
     assert overflow_retry(1.0) == 1.0 and overflow_retry(0.3) == 0.3
+    assert overflow_retry(1.0, "window") == 0.0  # held by the key until the window's reset
     # nothing stated (a bare 429, or a wait of 0): as long as the round its refusal belongs to
     s = spec(adaptive=True)
     learned, _ = observe(s, None, 0, Observation(now=100.0, accepted=50, first_ok=99.5))
