@@ -91,8 +91,10 @@ PAST = 1.1
 #: lower quota is found (a fast probe still searching for it would run past it and be refused
 #: a burst) ...
 PEAK_TIME = 0.5
-#: ... and a probe runs no more than this share above what the destination accepts
-PEAK_LEAD = 0.2
+#: ... and a probe runs no more than this share above what the destination accepts. What is
+#: accepted reads a little under the truth (the other processes' newest acceptances are not
+#: reported yet), and a probe led by less finds a quota that came back a window later
+PEAK_LEAD = 0.5
 #: one round cuts the rate by the share of requests refused lately, within these bounds (or by
 #: CUT when too little was seen to tell) ...
 MIN_CUT = 0.03
@@ -268,7 +270,7 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
     began = obs.first_ok if obs.first_ok is not None and now - 1.0 < obs.first_ok < now else now
     state = learned if learned is not None else Learned(start=began)  # (the first response's time)
     if obs.accepted:
-        state._count(state.ok, now, obs.accepted, ACCEPTED_WINDOW)
+        state._count(state.ok, now, obs.accepted, ACCEPTED_WINDOW, since=obs.first_ok)
     if spec.rate is None and (state.rate is None or state.exit):
         _slow_start(spec, state, now, obs.accepted)
     state.exhausted += obs.exhausted

@@ -126,11 +126,20 @@ class Learned:
             return None
         return (this + last * kept) / span if span >= 0.1 else None
 
-    def _count(self, bucket: list[float], now: float, n: float, width: float) -> None:
+    def _count(self, bucket: list[float], now: float, n: float, width: float, since: float | None = None) -> None:
+        """Add ``n`` to a [start, this, last] bucket pair at ``now``. ``since``: when the first
+        of them happened. A worker reports a quarter second of responses at once; the share that
+        happened before the current bucket began belongs to the one before it, or a report
+        landing just after the roll makes the rate read up to a quarter above what was accepted."""
         start = bucket[0]
         if now - start >= 2 * width:
             bucket[:] = [now, n, 0.0]
-        elif now - start >= width:
-            bucket[:] = [start + width, n, bucket[1]]
-        else:
-            bucket[1] += n
+            return
+        if now - start >= width:
+            start += width
+            bucket[:] = [start, 0.0, bucket[1]]
+        early = 0.0
+        if since is not None and since < start < now:
+            early = n * (start - since) / (now - since)
+        bucket[1] += n - early
+        bucket[2] += early

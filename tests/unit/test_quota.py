@@ -472,10 +472,10 @@ def test_a_quota_that_fell_and_comes_back_is_followed_back_to_the_pace_that_held
     assert effective_rate(s, learned, 0, 20.5 + HOLD * PEAK_TIME * 0.9) == pytest.approx(top)
     # the probe runs quicker than after a plain cut, but no more than PEAK_LEAD above what the
     # destination accepts
-    plain = Learned(rate=50.0, source="429s", since=20.0, high=56.0, cuts=3, ok=[21.0, 53.0, 0.0])
-    learned.ok = [21.0, 53.0, 0.0]
-    probe = effective_rate(s, learned, 0, 22.0)
-    assert effective_rate(s, plain, 0, 22.0) < probe == pytest.approx(53.0 * (1 + PEAK_LEAD))
+    plain = Learned(rate=50.0, source="429s", since=20.0, high=56.0, cuts=3, ok=[21.3, 53.0, 0.0])
+    learned.ok = [21.3, 53.0, 0.0]
+    probe = effective_rate(s, learned, 0, 22.3)
+    assert effective_rate(s, plain, 0, 22.3) < probe == pytest.approx(53.0 * (1 + PEAK_LEAD))
     # a window counting PAST x the last overflow while the pace is not past it is a report
     # arriving in a chunk, not a return; nor is one begun before the last cut (it still counts
     # what was accepted before the fall)
@@ -659,6 +659,21 @@ def test_learned_state_survives_a_round_trip_and_garbage_is_forgotten():
     assert again == learned
     assert Learned.loads("{not json") is None
     assert Learned.loads(None) is None
+
+
+def test_the_accepted_rate_never_reads_above_what_was_accepted():
+    # a steady 100/s reported every quarter second, the reports' phase drifting against the
+    # one-second buckets: each report's share from before a bucket began is counted in the one
+    # before, so no reading is above the rate accepted (unsplit, one just after a roll read 125)
+    s = spec(adaptive=True)
+    learned, _ = observe(s, None, 0, Observation(now=100.0, accepted=1, first_ok=99.99))
+    readings, at = [], 100.0
+    while at < 110.0:
+        first, at = at, at + REPORT_INTERVAL + 0.013
+        learned, _ = observe(s, learned, 0, Observation(now=at, accepted=round(100 * (at - first)), first_ok=first))
+        if at > 102.0:
+            readings.append(learned.accepted_rate(at))
+    assert readings and max(readings) <= 101.0 and min(readings) >= 90.0, (min(readings), max(readings))
 
 
 def test_429s_in_the_last_minute_fade():
