@@ -91,9 +91,12 @@ PAST = 1.1
 #: lower quota is found (a fast probe still searching for it would run past it and be refused
 #: a burst) ...
 PEAK_TIME = 0.5
-#: ... and a probe runs no more than this share above what the destination accepts. What is
-#: accepted reads a little under the truth (the other processes' newest acceptances are not
-#: reported yet), and a probe led by less finds a quota that came back a window later
+#: ... and a probe starts at this multiple of the last overflow (under the way back: see
+#: _way_back) ...
+PEAK_JUMP = 1.3
+#: ... and runs no more than this share above what the destination accepts. What is accepted
+#: reads a little under the truth (the other processes' newest acceptances are not reported
+#: yet), and a probe led by less finds a quota that came back a window later
 PEAK_LEAD = 0.5
 #: one round cuts the rate by the share of requests refused lately, within these bounds (or by
 #: CUT when too little was seen to tell) ...
@@ -254,6 +257,12 @@ def _grown(base: Learned, learned: Learned | None, now: float) -> tuple[float, b
         return top, False
     steps = min((s - hold) / (PROBE_DOUBLING * (pace if base.high else 1.0)), 40.0)
     probe = top * (1 + PROBE_STEP * (2**steps - 1))
+    if base.peak and base.high:
+        # a probe for a quota that fell starts well past where its return shows, not a small
+        # step above the hold: if the quota came back, a window shows it within half a second;
+        # if not, a sliding window refuses it from the moment it is full whatever the pace, so
+        # it costs what a probe that climbed there does
+        probe = max(probe, PEAK_JUMP * base.high)
     if base.peak and learned is not None:
         accepted = learned.accepted_rate(now, whole_window=True)
         if accepted:

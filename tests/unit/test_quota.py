@@ -24,6 +24,7 @@ from floodway.quota import (
     KEEP,
     MAX_RATE,
     PAST,
+    PEAK_JUMP,
     PEAK_LEAD,
     PEAK_TIME,
     Learned,
@@ -479,10 +480,13 @@ def test_a_quota_that_fell_and_comes_back_is_followed_back_to_the_pace_that_held
     # a window counting PAST x the last overflow while the pace is not past it is a report
     # arriving in a chunk, not a return; nor is one begun before the last cut (it still counts
     # what was accepted before the fall)
-    learned.ok = [20.9, 70.0, 0.0]
+    learned.ok, learned.holds = [20.9, 70.0, 0.0], 4.0  # (a long hold: the pace is not past it)
     assert effective_rate(s, learned, 0, 21.0) < PAST * 56.0
     calm, _ = observe(s, Learned(**learned.__dict__), 0, Observation(now=21.0, accepted=1))
     assert calm.peak == 100.0 and effective_rate(s, calm, 0, 21.0) < PAST * 56.0
+    learned.holds = 1.0
+    # after the hold, the probe starts well past where the return shows
+    assert effective_rate(s, learned, 0, 21.05) == pytest.approx(PEAK_JUMP * 56.0) and PEAK_JUMP > PAST
     early = Learned(**{**learned.__dict__, "rate": 62.0, "since": 21.8, "ok": [21.5, 66.0, 60.0]})
     assert effective_rate(s, early, 0, 22.0) >= PAST * 56.0
     early, _ = observe(s, early, 0, Observation(now=22.0, accepted=1))
@@ -664,7 +668,7 @@ def test_learned_state_survives_a_round_trip_and_garbage_is_forgotten():
 def test_the_accepted_rate_never_reads_above_what_was_accepted():
     # a steady 100/s reported every quarter second, the reports' phase drifting against the
     # one-second buckets: each report's share from before a bucket began is counted in the one
-    # before, so no reading is above the rate accepted (unsplit, one just after a roll read 125)
+    # before, so no reading is above the rate accepted (unsplit, one just after a roll read 119)
     s = spec(adaptive=True)
     learned, _ = observe(s, None, 0, Observation(now=100.0, accepted=1, first_ok=99.99))
     readings, at = [], 100.0
