@@ -91,8 +91,8 @@ PAST = 1.1
 #: lower quota is found (a fast probe still searching for it would run past it and be refused
 #: a burst) ...
 PEAK_TIME = 0.5
-#: ... and a probe starts at this multiple of the last overflow (under the way back: see
-#: _way_back) ...
+#: ... and a probe starts at this multiple of the last overflow (never past the midpoint to the
+#: old pace, where a refused probe would be the way back: see _way_back) ...
 PEAK_JUMP = 1.3
 #: ... and runs no more than this share above what the destination accepts. What is accepted
 #: reads a little under the truth (the other processes' newest acceptances are not reported
@@ -262,7 +262,7 @@ def _grown(base: Learned, learned: Learned | None, now: float) -> tuple[float, b
         # step above the hold: if the quota came back, a window shows it within half a second;
         # if not, a sliding window refuses it from the moment it is full whatever the pace, so
         # it costs what a probe that climbed there does
-        probe = max(probe, PEAK_JUMP * base.high)
+        probe = max(probe, min(PEAK_JUMP * base.high, (base.high + base.peak) / 2))
     if base.peak and learned is not None:
         accepted = learned.accepted_rate(now, whole_window=True)
         if accepted:

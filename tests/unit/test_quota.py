@@ -487,6 +487,9 @@ def test_a_quota_that_fell_and_comes_back_is_followed_back_to_the_pace_that_held
     learned.holds = 1.0
     # after the hold, the probe starts well past where the return shows
     assert effective_rate(s, learned, 0, 21.05) == pytest.approx(PEAK_JUMP * 56.0) and PEAK_JUMP > PAST
+    # ... but never past the midpoint to the old pace (refused there, it would forget it)
+    near = Learned(**{**learned.__dict__, "peak": 70.0})
+    assert effective_rate(s, near, 0, 21.05) == pytest.approx((56.0 + 70.0) / 2)
     early = Learned(**{**learned.__dict__, "rate": 62.0, "since": 21.8, "ok": [21.5, 66.0, 60.0]})
     assert effective_rate(s, early, 0, 22.0) >= PAST * 56.0
     early, _ = observe(s, early, 0, Observation(now=22.0, accepted=1))
