@@ -357,7 +357,9 @@ class _Pacer:
         wait: float | None = None,
         reset_at: float | None = None,
     ) -> tuple[float | None, str | None]:
-        accepted, fields, first_ok = reports_of(self.ctx.app).take(self.pair, now)
+        reports = reports_of(self.ctx.app)
+        in_a_row = reports.refused(self.pair) if throttled else 0
+        accepted, fields, first_ok = reports.take(self.pair, now)
         renewed = {k: v for k, v in fields.items() if k.startswith("renewed")}  # see http_reports
         if not throttled:
             fields = {**(_fields(info, usage) or fields), **renewed}
@@ -365,7 +367,7 @@ class _Pacer:
             # (a stated budget of 0: the window's end is learned from the pause, see window_ends)
             spent = {"remaining": 0} if info.remaining == 0 else {}
             fields = {"reset_at": reset_at, **spent, **renewed}
-        obs = Observation(now, token_at, wait, throttled, exhausted, accepted, first_ok, **fields)
+        obs = Observation(now, token_at, wait, throttled, exhausted, accepted, first_ok, in_a_row=in_a_row, **fields)
         assert self.limit is not None  # only a request through a limit reports to it
         return self.ctx.app.store.observe_limit(self.limit, self.key or "", obs)
 

@@ -31,12 +31,15 @@ class Reports:
         #: the latest reset stated, and the first response of a new window since the last report
         self.reset: dict[tuple[str, str], float] = {}
         self.renewed: dict[tuple[str, str], tuple[float, float, float]] = {}
+        #: refusals since the last accepted response (this process's answers, in the order they came)
+        self.in_a_row: dict[tuple[str, str], int] = {}
 
     def add(self, pair: tuple[str, str], now: float, fields: dict[str, Any] | None) -> bool:
         """Count one accepted response; True when it is time to report."""
         with self.lock:
             self.accepted[pair] = self.accepted.get(pair, 0) + 1
             self.first.setdefault(pair, now)
+            self.in_a_row.pop(pair, None)
             due = False
             if fields:
                 self.headers[pair] = fields
@@ -58,6 +61,12 @@ class Reports:
             return False
         self.renewed[pair] = (now, reset, last)
         return True
+
+    def refused(self, pair: tuple[str, str]) -> int:
+        """Count one refusal; how many came in a row (this one included, none accepted between)."""
+        with self.lock:
+            self.in_a_row[pair] = n = self.in_a_row.get(pair, 0) + 1
+            return n
 
     def take(self, pair: tuple[str, str], now: float) -> tuple[int, dict[str, Any], float | None]:
         """(accepted, the newest quota fields, the first accepted) since the last report; the

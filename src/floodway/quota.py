@@ -125,6 +125,7 @@ FAR_ABOVE = 1.5
 #: second does not, so a refusal of a request admitted after the hold is a quota that fell (see
 #: _deep) and is found after a handful of refusals, not DEEP_MIN of them
 HUSH_AFTER = 3
+IN_A_ROW = 2 * HUSH_AFTER
 HUSH = 0.15
 DEEP_MIN = 10
 DEEP_SPAN = 0.1
@@ -318,7 +319,7 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
             changed = _cut(spec, state, admitted, now, current, obs.wait)
         else:
             state.no_since += obs.throttled
-            changed = _far_above(spec, state, admitted, now, current, obs.wait, obs.token_at)
+            changed = _far_above(spec, state, admitted, now, current, obs.wait, obs.token_at, obs.in_a_row)
     elif not obs.throttled and obs.now >= state.seen:
         changed = _from_headers(spec, state, admitted, obs, current)
     return state, changed
@@ -332,6 +333,7 @@ def _far_above(
     current: float,
     wait: float | None,
     token_at: float,
+    in_a_row: int = 0,
 ) -> str | None:
     """Inside a round's lock two measurements still cut: most of what was admitted since the
     cut refused (the quota fell well below the pace), or a pace far above what the destination
@@ -345,8 +347,12 @@ def _far_above(
         if state.trim and (state.no_since >= deep or (state.hush and token_at >= state.hush)):
             return _deep(spec, state, admitted, now, current)
         # (refusals in a row: of requests spread over HUSH_AFTER of the pace's slots, not a bunch
-        # that went out together)
-        if not state.hush and min(state.no_since, answered) >= HUSH_AFTER and state.no_since >= DEEP_SHARE * answered:
+        # that went out together. Or IN_A_ROW of one process's own answers, which it sees in
+        # order: the count of tokens above reads high when the requests lag their tokens, as
+        # they do on a busy database, and then a quota that fell was found a window late)
+        spread = min(state.no_since, answered) >= HUSH_AFTER and state.no_since >= DEEP_SHARE * answered
+        own = in_a_row >= IN_A_ROW and state.no_since >= HUSH_AFTER
+        if not state.hush and (spread or own):
             state.hush = state.settle = max(state.settle, now + HUSH)
             return "pause"
     accepted = state.accepted_rate(now)

@@ -39,6 +39,7 @@ class Observation:
     renewed: float | None = None  # the first response of a later window a process saw ...
     renewed_reset: float | None = None  # ... the reset it stated ...
     renewed_from: float | None = None  # ... and the one the responses before it stated (window_ends.renewed)
+    in_a_row: int = 0  # refusals this process got in a row, this one included (throttles only)
 
 
 @dataclass

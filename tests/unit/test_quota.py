@@ -13,7 +13,7 @@ import math
 import pytest
 
 from floodway import slow_start
-from floodway.http_reports import REPORT_INTERVAL
+from floodway.http_reports import REPORT_INTERVAL, Reports
 from floodway.limits import LimitSpec, Rate, gcra
 from floodway.quota import (
     APPROACH,
@@ -21,6 +21,7 @@ from floodway.quota import (
     HOLD,
     HUSH,
     HUSH_AFTER,
+    IN_A_ROW,
     KEEP,
     MAX_RATE,
     PAST,
@@ -359,6 +360,42 @@ def test_refusals_in_a_row_after_a_trim_hold_every_worker_off_briefly_without_cu
         bunch, changed = observe(s, bunch, admitted, Observation(now=12.01 + k / 1000, token_at=12.0, throttled=1))
         assert changed is None
     assert not bunch.hush
+
+
+def test_one_process_refused_in_a_row_holds_off_though_the_tokens_taken_read_more():
+    """Requests that lag their tokens (a busy database, a process behind its bookings) leave
+    tokens with no answer yet, so refusals spread over the tokens taken since a trim never
+    reach DEEP_SHARE of them. One process's own answers come in order: IN_A_ROW of them refused
+    with none accepted between hold every worker off as well, and the quota that fell is found."""
+    s = spec(rate="100/s")
+
+    def refused(in_a_row):
+        learned, admitted, _ = _steady_then_trimmed(s, 100.0)
+        for i in range(1, 2 * IN_A_ROW + 1):
+            token = 12.0 + 0.02 * i  # half the tokens taken since the trim are answered
+            obs = Observation(now=token + 0.005, token_at=token, throttled=1, in_a_row=in_a_row(i))
+            learned, changed = observe(s, learned, admitted + 2 * i, obs)
+            if changed:
+                return learned, changed, i, admitted + 2 * i
+        return learned, None, i, admitted + 2 * i
+
+    # answers from processes that each saw an acceptance between them: no hold
+    learned, changed, _, _ = refused(lambda i: 1)
+    assert changed is None and not learned.hush
+    # one process refused IN_A_ROW times in a row
+    learned, changed, i, admitted = refused(lambda i: i)
+    assert changed == "pause" and i == IN_A_ROW
+    hush = learned.hush
+    learned, changed = observe(s, learned, admitted + 1, Observation(now=hush + 0.005, token_at=hush, throttled=1))
+    assert changed == "fell"
+
+
+def test_a_process_counts_its_refusals_in_a_row_until_one_is_accepted():
+    reports, pair = Reports(), ("api", "")
+    assert [reports.refused(pair) for _ in range(3)] == [1, 2, 3]
+    reports.add(pair, 1.0, None)
+    assert reports.refused(pair) == 1
+    assert reports.refused(("api", "other")) == 1  # each key on its own
 
 
 def test_refusals_in_a_row_after_a_cut_sized_from_the_refused_share_hold_off_but_halve_nothing():
