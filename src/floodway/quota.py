@@ -125,6 +125,7 @@ FAR_ABOVE = 1.5
 #: second does not, so a refusal of a request admitted after the hold is a quota that fell (see
 #: _deep) and is found after a handful of refusals, not DEEP_MIN of them
 HUSH_AFTER = 3
+#: ... or this many refusals one process got in a row, none accepted between (see _far_above)
 IN_A_ROW = 2 * HUSH_AFTER
 HUSH = 0.15
 DEEP_MIN = 10
@@ -333,7 +334,7 @@ def _far_above(
     current: float,
     wait: float | None,
     token_at: float,
-    in_a_row: int = 0,
+    in_a_row: int,
 ) -> str | None:
     """Inside a round's lock two measurements still cut: most of what was admitted since the
     cut refused (the quota fell well below the pace), or a pace far above what the destination
