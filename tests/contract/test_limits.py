@@ -18,7 +18,7 @@ from floodway.jobs import Status
 from floodway.limits import MAX_HORIZON, LimitSpec, Rate, gcra, gcra_within, remaining, resolve_key
 from floodway.quota import HUSH, HUSH_AFTER, Observation
 from floodway.store import Outcome
-from floodway.store.base import HOLD_REASON
+from floodway.store.base import HOLD_REASON, WINDOW_REASON
 
 from .test_store_contract import W1, W2, claim_all, new_job
 
@@ -375,6 +375,25 @@ def test_refusals_in_a_row_pause_the_key_for_every_worker_without_counting_a_rat
     assert {"pause", "fell"} & set(changes)  # (the rules asked for a hold: the store kept the longer pause)
     key = store.list_limits()[0].keys[0]
     assert key.paused_until == pytest.approx(until, abs=0.01) and key.pause_reason == "budget spent"
+
+
+def test_a_fixed_window_that_ran_out_pauses_the_key_for_every_worker_until_its_reset(store):
+    """A refusal that proves a fixed window (a wait of more than a second) holds every worker
+    until the window's end: a pause of the key in the store, so the tokens every process
+    booked into what is left of the window are void instead of each being sent and refused."""
+    store.declare_limit(LimitSpec.build("api", adaptive=True))
+    store.enqueue([limited(f"w-{i}", [["api", ""]]) for i in range(5)])
+    now = time.time()
+    store.observe_limit("api", "", Observation(now=now - 2.0, accepted=1))
+    for i in range(10):
+        store.observe_limit("api", "", Observation(now=now - 1.8 + i / 5, accepted=20))
+    _, changed = store.observe_limit("api", "", Observation(now=now, token_at=now - 0.01, throttled=1, wait=2.0))
+    assert changed == "window"
+    key = store.list_limits()[0].keys[0]
+    assert key.source == "window"
+    assert key.paused_until == pytest.approx(now + 2.0, abs=0.05) and key.pause_reason == WINDOW_REASON
+    claimed = claim_all(store, limit=5)
+    assert not claimed and claimed.wake_at >= key.paused_until - 0.01
 
 
 def test_acquire(store):

@@ -37,7 +37,7 @@ from floodway.quota import (
     overflow_retry,
 )
 from floodway.slow_start import EXIT_LATE, SLOW_EXIT, SLOW_START_DOUBLING, demonstrated, note
-from floodway.store.base import held_until, settled_tat
+from floodway.store.base import HOLD_REASON, WINDOW_REASON, held_until, settled_tat
 
 NOW = 1000.0
 
@@ -349,7 +349,7 @@ def test_refusals_in_a_row_after_a_trim_hold_every_worker_off_briefly_without_cu
     assert learned.settle == pytest.approx(now + HUSH) and learned.hush == learned.settle
     assert effective_rate(s, learned, admitted + i, now) == pytest.approx(trimmed)
     # the store pauses the key until then (every worker's booked tokens before it are void)
-    assert held_until(learned, changed, now) == pytest.approx(now + HUSH)
+    assert held_until(learned, changed, now) == (pytest.approx(now + HUSH), HOLD_REASON)
     assert settled_tat(s, 0.0, learned, admitted + i, changed, now) >= now + HUSH
     # the requests already on their way when the hold began are refused too: no second hold
     learned, changed, _, _ = _refuse_in_a_row(s, learned, admitted + i, now, 0.01, 5)
@@ -431,7 +431,7 @@ def test_a_quota_that_falls_well_below_the_pace_halves_it_and_holds_off_until_th
     now = hush + 0.005
     assert effective_rate(s, learned, admitted + i + 1, now) == pytest.approx(trimmed / 2)
     assert learned.settle == pytest.approx(learned.lock) and learned.settle > now
-    assert held_until(learned, changed, now) == pytest.approx(learned.lock)
+    assert held_until(learned, changed, now) == (pytest.approx(learned.lock), HOLD_REASON)
     assert settled_tat(s, 0.0, learned, admitted + i + 1, changed, now) >= learned.lock
     # it climbs no higher than the new pace before a probe locates the quota
     assert effective_rate(s, learned, admitted + i + 1, now + 0.45 * HOLD) == pytest.approx(trimmed / 2)
@@ -852,6 +852,9 @@ def test_refusals_pointing_to_one_reset_are_a_fixed_window_whose_next_window_is_
     assert changed == "window" and learned.source == "window"
     assert 104.3 <= learned.settle <= 104.31  # every worker held as long as asked, the first time ...
     assert settled_tat(s, 0.0, learned, 200, changed, 102.3) >= learned.settle
+    # (a pause in the store: the tokens booked into what is left of the window are void, or
+    # every one of them is sent and refused)
+    assert held_until(learned, changed, 102.3) == (learned.settle, WINDOW_REASON)
     # ... then paced at about the window's quota over its length (50/s), not probing above it,
     # once the window resumed in (late: its end came by 104.3, maybe at 103.3) is over ...
     paced = effective_rate(s, learned, 200, 107.5)
@@ -872,6 +875,7 @@ def test_refusals_pointing_to_one_reset_are_a_fixed_window_whose_next_window_is_
     learned, changed = observe(s, learned, 400, Observation(now=107.95, token_at=107.94, throttled=1, wait=1.0))
     assert changed == "window" and learned.ends[-1][0] == 2
     assert 107.95 <= learned.settle <= 108.2
+    assert held_until(learned, changed, 107.95) == (learned.settle, WINDOW_REASON)
 
 
 def test_a_sliding_window_asking_a_second_each_time_is_never_taken_for_a_fixed_one():

@@ -22,6 +22,7 @@ from ..quota import Observation
 from .records import (
     CONTAINS,
     HOLD_REASON,
+    WINDOW_REASON,
     ClaimedJobs,
     EnqueueResult,
     JobFilter,
@@ -68,6 +69,7 @@ __all__ = [
     "settled_tat",
     "held_until",
     "HOLD_REASON",
+    "WINDOW_REASON",
     "key_rate",
     "key_pace",
     "key_info",

@@ -317,13 +317,23 @@ def settled_tat(spec: LimitSpec, tat: float, learned: Learned, admitted: int, ch
 
 #: why a key is paused while a run of refusals is told apart (see ``floodway.quota.HUSH``)
 HOLD_REASON = "429s in a row: holding every worker"
+#: why a key is paused after a fixed window ran out (see ``floodway.quota._window``)
+WINDOW_REASON = "fixed window spent: holding every worker until its reset"
 
 
-def held_until(learned: Learned, changed: str | None, now: float) -> float | None:
-    """Until when an observation pauses its key for every worker (the tokens booked before
-    then are void): a hold after refusals in a row, or a quota that fell (``floodway.quota``);
-    None for any other change."""
-    return learned.settle if changed in ("pause", "fell") and learned.settle > now else None
+def held_until(learned: Learned, changed: str | None, now: float) -> tuple[float, str] | None:
+    """Until when an observation pauses its key for every worker, and why (the tokens booked
+    before then are void): a hold after refusals in a row, a quota that fell
+    (``floodway.quota``), or a fixed window that ran out: the tokens booked into what is left
+    of it would each be refused (a window's end with a wait of up to two seconds reads as
+    congestion, not as an exhausted quota whose pause voids them). None for any other change."""
+    if learned.settle <= now:
+        return None
+    if changed in ("pause", "fell"):
+        return learned.settle, HOLD_REASON
+    if changed == "window":
+        return learned.settle, WINDOW_REASON
+    return None
 
 
 def key_rate(spec: LimitSpec, learned: Learned | None, admitted: int, now: float) -> Rate | None:

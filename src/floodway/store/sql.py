@@ -84,8 +84,9 @@ LANE_DEMAND = (
     "INSERT INTO limit_keys (limit_name, key, paused_until) VALUES (?, ?, ?) "
     "ON CONFLICT (limit_name, key) DO UPDATE SET paused_until = excluded.paused_until"
 )
-#: a run of refusals holds every worker off (``records.held_until``): the key's pause, never
-#: shortening a longer one nor taking its reason (both right-hand sides read the old row)
+#: a run of refusals, or a fixed window that ran out, holds every worker off
+#: (``records.held_until``): the key's pause, never shortening a longer one nor taking its
+#: reason (both right-hand sides read the old row)
 HOLD_KEY = (
     "UPDATE limit_keys SET paused_until = CASE WHEN paused_until > ? THEN paused_until ELSE ? END, "
     "pause_reason = CASE WHEN paused_until > ? THEN pause_reason ELSE ? END WHERE limit_name = ? AND key = ?"

@@ -8,7 +8,6 @@ from ...errors import ConfigError
 from ...limits import LimitSpec
 from ...quota import Learned, Observation, effective_rate, observe, spent_until
 from ..base import (
-    HOLD_REASON,
     held_until,
     key_pace,
     settled_tat,
@@ -119,7 +118,8 @@ class PostgresLimits(PostgresConnection):
             )
             held = held_until(learned, changed, obs.now)
             if held is not None:
-                cur.execute(self._q(HOLD_KEY), (held, held, held, HOLD_REASON, name, key))
+                until, reason = held
+                cur.execute(self._q(HOLD_KEY), (until, until, until, reason, name, key))
             if changed:
                 cur.execute("SELECT pg_notify(%s, '')", (CHANNEL,))  # a faster rate may admit held jobs now
             return effective_rate(spec, learned, int(admitted), obs.now), changed

@@ -9,7 +9,6 @@ from ...errors import ConfigError
 from ...limits import LimitSpec, check_cost
 from ...quota import Learned, Observation, effective_rate, observe, spent_until
 from ..base import (
-    HOLD_REASON,
     held_until,
     key_pace,
     settled_tat,
@@ -94,7 +93,8 @@ class SQLiteLimits(SQLiteConnection):
             )
             held = held_until(learned, changed, obs.now)
             if held is not None:
-                conn.execute(HOLD_KEY, (held, held, held, HOLD_REASON, name, key))
+                until, reason = held
+                conn.execute(HOLD_KEY, (until, until, until, reason, name, key))
             return effective_rate(spec, learned, admitted, obs.now), changed
 
     def reset_learned(self, name: str, key: str | None = None) -> int:
