@@ -372,8 +372,10 @@ def _deep(spec: "LimitSpec", state: Learned, admitted: int, now: float, current:
     out of it. Halve the pace, hold every worker off until the round's lock ends (sending into
     the full window only refuses), and climb from the new pace, not back towards the old one."""
     new = _clamp(spec, current * FIRST_CUT)
-    # (the pace that held: a probe may have run past what the round's trim found accepted)
-    state.peak = max(state.peak or 0.0, min(current, state.high or current))
+    # the pace that held, as the round's trim found it: neither the trimmed pace (the fall's
+    # first refusal trims it, and a way back to it leaves the old quota a few percent short
+    # until a probe climbs the rest) nor a probe's, which may have run past what was accepted
+    state.peak = max(state.peak or 0.0, state.high or current)
     state.rate, state.source, state.since, state.adm = new, "429s", now, admitted
     state.high, state.low, state.no_since, state.trim = None, None, 0, False  # the new quota is not located yet
     state.hush = 0.0

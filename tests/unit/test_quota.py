@@ -422,6 +422,8 @@ def test_a_quota_that_falls_well_below_the_pace_halves_it_and_holds_off_until_th
     s = spec(rate="100/s")
     learned, admitted, trimmed = _steady_then_trimmed(s, 100.0)
     assert trimmed >= 90
+    held = learned.high  # the pace before the trim, within what was accepted
+    assert held > trimmed
     learned, changed, i, now = _refuse_in_a_row(s, learned, admitted, 12.0, 0.01, 10)
     assert changed == "pause" and effective_rate(s, learned, admitted + i, now) == pytest.approx(trimmed)
     hush = learned.hush
@@ -430,6 +432,9 @@ def test_a_quota_that_falls_well_below_the_pace_halves_it_and_holds_off_until_th
     assert changed == "fell"
     now = hush + 0.005
     assert effective_rate(s, learned, admitted + i + 1, now) == pytest.approx(trimmed / 2)
+    # the way back, once the quota comes back, is to the pace that held, not the trimmed one
+    # (its first refusal was the fall's)
+    assert learned.peak == pytest.approx(held)
     assert learned.settle == pytest.approx(learned.lock) and learned.settle > now
     assert held_until(learned, changed, now) == (pytest.approx(learned.lock), HOLD_REASON)
     assert settled_tat(s, 0.0, learned, admitted + i + 1, changed, now) >= learned.lock
