@@ -87,9 +87,10 @@ KEEP = 0.95
 #: the pace returns to where it held before the fall (accepted, not merely sent: a sliding
 #: window takes a probe past its quota plus its burst for a while before it refuses anything)
 PAST = 1.1
-#: ... until then each hold takes this share of HOLD, and so does the step's doubling once the
-#: lower quota is found (a fast probe still searching for it would run past it and be refused
-#: a burst) ...
+#: ... until then each climb back and each hold take this share of APPROACH and HOLD (the
+#: return is found only by a probe, and the time between probes is what it is found late by),
+#: and so does the step's doubling once the lower quota is found (a fast probe still searching
+#: for it would run past it and be refused a burst) ...
 PEAK_TIME = 0.5
 #: ... and a probe starts at this multiple of the last overflow (never past the midpoint to the
 #: old pace, where a refused probe would be the way back: see _way_back) ...
@@ -128,6 +129,11 @@ HUSH_AFTER = 3
 #: ... or this many refusals one process got in a row, none accepted between (see _far_above)
 IN_A_ROW = 2 * HUSH_AFTER
 HUSH = 0.15
+#: ... except in a round begun this soon (seconds) after the key's first response: a sliding
+#: window's first second took the drain's first bunch of requests, and refusals in a row as that
+#: bunch ages out are the window's edge, not a quota that fell or a window run out early (and
+#: a hold there is a share of the drain's first seconds lost)
+EARLY = 1.5
 DEEP_MIN = 10
 DEEP_SPAN = 0.1
 DEEP_SHARE = 0.75
@@ -249,11 +255,12 @@ def _grown(base: Learned, learned: Learned | None, now: float) -> tuple[float, b
     rate = base.rate or SLOW_START
     top = max(KEEP * base.high, rate) if base.high else rate
     s = max(now - base.since, 0.0)
-    if top > rate:
-        if s < APPROACH:
-            return rate + (top - rate) * s / APPROACH, False
-        s -= APPROACH
     pace = PEAK_TIME if base.peak else 1.0
+    if top > rate:
+        approach = APPROACH * pace
+        if s < approach:
+            return rate + (top - rate) * s / approach, False
+        s -= approach
     hold = HOLD * (base.holds or 1.0) * pace
     if s < hold:
         return top, False
@@ -268,7 +275,9 @@ def _grown(base: Learned, learned: Learned | None, now: float) -> tuple[float, b
     if base.peak and learned is not None:
         accepted = learned.accepted_rate(now, whole_window=True)
         if accepted:
-            probe = min(probe, accepted * (1 + PEAK_LEAD))
+            # (or than the pace that held: a hold after refusals in a row leaves a gap in
+            # what was accepted for a whole window, and a probe led by it starts late)
+            probe = min(probe, max(accepted, base.low or 0.0) * (1 + PEAK_LEAD))
     return max(top, min(probe, _evidence(learned, now, top))), True
 
 
@@ -353,7 +362,7 @@ def _far_above(
         # they do on a busy database, and then a quota that fell was found a window late)
         spread = min(state.no_since, answered) >= HUSH_AFTER and state.no_since >= DEEP_SHARE * answered
         own = in_a_row >= IN_A_ROW and state.no_since >= HUSH_AFTER
-        if not state.hush and (spread or own):
+        if not state.hush and (spread or own) and state.since - state.start >= EARLY:
             state.hush = state.settle = max(state.settle, now + HUSH)
             return "pause"
     accepted = state.accepted_rate(now)

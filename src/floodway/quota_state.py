@@ -129,9 +129,9 @@ class Learned:
 
     def _count(self, bucket: list[float], now: float, n: float, width: float, since: float | None = None) -> None:
         """Add ``n`` to a [start, this, last] bucket pair at ``now``. ``since``: when the first
-        of them happened. A worker reports a quarter second of responses at once; the share that
+        of them happened. A worker reports a tenth of a second of responses at once; the share that
         happened before the current bucket began belongs to the one before it, or a report
-        landing just after the roll makes the rate read up to a quarter above what was accepted."""
+        landing just after the roll makes the rate read up to a tenth above what was accepted."""
         start = bucket[0]
         if now - start >= 2 * width:
             bucket[:] = [now, n, 0.0]

@@ -8,8 +8,8 @@ taken its whole quota. The slow start ends at that measure (never above SLOW_EXI
 so the exit is always a cut), not at a fraction of the pace. A doubling pace overshoots by
 much: halving it lands anywhere between a third of the quota and twice it.
 
-The measure is counted by the time each worker process reported its responses (every quarter
-second): at the first refusal, the other processes' latest responses are not reported yet, so
+The measure is counted by the time each worker process reported its responses (every tenth
+of a second): at the first refusal, the other processes' latest responses are not reported yet, so
 the reports that arrive within EXIT_LATE seconds after the exit still raise its pace (never
 lowering it). Every worker holds off after the exit as long as after a halving: the window
 that overflowed holds what the slow start's last, fastest moments sent, and stays full as long.
@@ -25,8 +25,8 @@ __all__ = ["SLOW_START", "SLOW_START_DOUBLING", "SLOW_EXIT", "EXIT_LATE", "note"
 #: an adaptive limit with no rate starts here (per second) and doubles every SLOW_START_DOUBLING
 #: seconds until the first refusal: 200/s in about 1.1 s, 1,000/s in 1.5 s. The time spent
 #: below the quota is lost for good, while an overshoot is bounded by how fast a refusal is
-#: heard: within one report interval of a worker (a quarter second) the pace grows at most
-#: 2.4 times
+#: heard: within one report interval of a worker (a tenth of a second) the pace grows at most
+#: 1.5 times
 SLOW_START = 5.0
 SLOW_START_DOUBLING = 0.2
 #: the slow start's exit paces at no more than this share of the pace that overflowed
