@@ -14,10 +14,11 @@ sets the *effective* rate that GCRA paces a key at:
   was seen to accept; then it climbs back towards the last rate that overflowed, holds just
   under it, and probes above it with a step that doubles while no refusal comes, so a quota
   that grows is found again. Requests refused in a row after a cut hold every worker off
-  for a moment (a pause in the store); a fixed window that the burst ran out early resets
-  within it. After a trim, a refusal of a request admitted after that moment, or a round
-  whose requests are nearly all refused, is a quota that *fell*: the pace halves and every worker holds off
-  until the round ends; probes then run quicker and never far ahead of what is accepted (one
+  for a moment (a pause in the store; not at the edge of a drain's first window); a fixed
+  window that the burst ran out early resets within it. After a trim, a refusal of a request
+  admitted after that moment, or a round whose requests are nearly all refused, is a quota
+  that *fell*: the pace halves and every worker holds off until the round ends; climbs, holds
+  and probes then run quicker and never far ahead of what is accepted (one
   that overflows goes back to where the pace held), and once the destination accepts well
   past the lower quota, it came back: the pace returns to where it held before the fall;
 - a refusal that asks for a long wait (or says the budget is 0) is an **exhaustion**: the key
