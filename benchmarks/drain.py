@@ -21,7 +21,8 @@ The matrix: kind x R x declaration x backend, one cell at a time.
 
 * kind — how the destination (``tests/destination.py``: Starlette + uvicorn in a thread of this
   process) enforces and announces R requests per second (see ``KINDS``): ``leaky`` (sliding
-  second, 429 + ``Retry-After``), ``bare`` (429, no header), ``fixed-window`` (GitHub:
+  second, 429 + ``Retry-After``), ``bare`` (429, no header), ``bucket`` (a leaky bucket of 5
+  leaking R/s that says nothing but 429 + ``Retry-After: 1``), ``fixed-window`` (GitHub:
   ``X-RateLimit-*`` on every response, windows of 4 s), ``usage`` (Shopify REST: a bucket of
   40 leaking R/s, ``X-Shopify-Shop-Api-Call-Limit``), ``quota`` (4 s windows, 429 +
   ``Retry-After`` to the window's end), ``ietf`` (``RateLimit`` / ``RateLimit-Policy``, 4 s
@@ -112,7 +113,7 @@ GOAL_RATIO = {"declared": 1.03, "high": 1.10, "unknown": 1.10, "adaptive4x": 1.1
 GOAL_429 = {"declared": 0.01, "unknown": 0.03}
 SETTLE_TOLERANCE = 0.05
 
-STYLES = ("leaky", "bare", "fixed-window", "usage", "quota", "ietf")
+STYLES = ("leaky", "bare", "bucket", "fixed-window", "usage", "quota", "ietf")
 KINDS = STYLES + ("changing", "keyed")
 DECLS = ("declared", "high", "unknown", "adaptive4x")
 BACKENDS = ("sqlite", "postgres")
@@ -171,11 +172,13 @@ class Kind:
         return self.options.get("window", 1.0)
 
 
-#: each style's destination: sliding styles allow a burst of 5 over R per second; the fixed
-#: windows are 4 s (a scaled-down hourly or per-minute quota); Shopify's bucket holds 40
+#: each style's destination: sliding styles allow a burst of 5 over R per second, and the bare
+#: bucket holds 5; the fixed windows are 4 s (a scaled-down hourly or per-minute quota);
+#: Shopify's bucket holds 40
 STYLE_OPTIONS: dict[str, dict[str, Any]] = {
     "leaky": {"burst": DEST_BURST},
     "bare": {"burst": DEST_BURST},
+    "bucket": {"burst": DEST_BURST},
     "fixed-window": {"window": 4.0},
     "usage": {"burst": 40},
     "quota": {"window": 4.0},

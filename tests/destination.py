@@ -22,6 +22,9 @@ How that 429 says when to come back is chosen by ``mode``:
 * ``"leaky"`` — the sliding window above; a refusal is a bare 429 with
   ``Retry-After: <whole seconds, >= 1>``;
 * ``"bare"`` — the sliding window; a refusal is a 429 with no header at all (Stripe);
+* ``"bucket"`` — a leaky bucket of ``burst`` requests leaking ``rate`` per second that says
+  nothing of itself: accepted responses carry no header, a full bucket answers a bare 429 with
+  ``Retry-After: 1``;
 * ``"fixed-window"`` (GitHub) — fixed windows of ``window`` seconds, each holding
   ``rate * window`` requests (``burst`` plays no part); EVERY response carries
   ``X-RateLimit-Limit``, ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset`` (epoch seconds of
@@ -83,7 +86,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 MODES = ("retry-after", "reset", "none", "garbage")
-STYLES = ("leaky", "bare", "fixed-window", "usage", "quota", "ietf")
+STYLES = ("leaky", "bare", "bucket", "fixed-window", "usage", "quota", "ietf")
 #: styles whose budget is a fixed window of ``rate * window`` requests
 FIXED_WINDOW_STYLES = ("fixed-window", "quota", "ietf")
 
@@ -282,8 +285,8 @@ class Destination:
         with self._lock:
             style = changes.get("style", getattr(self, "style", None))
             burst = changes.get("burst", getattr(self, "burst", 0))
-            if style == "usage" and burst < 1:
-                raise ValueError("style 'usage' needs burst >= 1 (the size of its bucket)")
+            if style in ("usage", "bucket") and burst < 1:
+                raise ValueError(f"style {style!r} needs burst >= 1 (the size of its bucket)")
             for name, value in changes.items():
                 setattr(self, name, value)
             if "rate_schedule" in changes:
@@ -421,7 +424,7 @@ class Destination:
                 status, headers = self._sliding_legacy(now, bucket, forced)
             elif self.style in ("leaky", "bare"):
                 status, headers = self._sliding(now, bucket, forced)
-            elif self.style == "usage":
+            elif self.style in ("usage", "bucket"):
                 status, headers = self._usage(now, bucket, forced)
             else:
                 status, headers = self._fixed_window(now, bucket, forced)
@@ -487,12 +490,19 @@ class Destination:
         return 200, {}
 
     def _usage(self, now: float, bucket: str, forced: float | None) -> tuple[int, dict[str, str]]:
-        """A leaky bucket of ``burst`` requests leaking ``rate`` per second (Shopify REST)."""
+        """A leaky bucket of ``burst`` requests leaking ``rate`` per second: Shopify REST's
+        (``usage``), or one that says nothing but a bare 429 with ``Retry-After: 1`` (``bucket``)."""
         size = int(self.burst)
         state = self._buckets.setdefault(bucket, [0.0, now])
         state[0] = max(0.0, state[0] - (now - state[1]) * self.rate)
         state[1] = now
-        if forced is not None or (self.enforce and state[0] + 1 > size + 1e-9):
+        full = forced is not None or (self.enforce and state[0] + 1 > size + 1e-9)
+        if self.style == "bucket":
+            if full:
+                return 429, {"Retry-After": "1"}
+            state[0] += 1
+            return 200, {}
+        if full:
             return 429, {"X-Shopify-Shop-Api-Call-Limit": f"{size}/{size}", "Retry-After": "1.0"}
         state[0] += 1
         used = min(size, math.ceil(state[0] - 1e-9))

@@ -41,7 +41,7 @@ QUOTA_HEADERS = (
 
 
 def options(style: str) -> dict:
-    if style == "usage":
+    if style in ("usage", "bucket"):
         return {"burst": 6}
     if style in FIXED_WINDOW_STYLES:
         return {"window": 0.5}
@@ -80,6 +80,8 @@ def check_headers(style: str, dest: Destination, response: httpx.Response) -> No
         assert h == ({"retry-after": h.get("retry-after")} if refused else {}), h
         if refused:
             assert h["retry-after"].isdigit() and int(h["retry-after"]) >= 1, h
+    elif style == "bucket":
+        assert h == ({"retry-after": "1"} if refused else {}), h
     elif style == "bare":
         assert h == {}, h
     elif style == "quota":
@@ -120,10 +122,10 @@ def check_enforced(style: str, dest: Destination, tenant: str | None) -> None:
         limit = int(RATE * dest.window)
         assert max(counts) <= limit, f"{style}: windows held {counts}, quota {limit}"
         assert counts[0] == limit, f"{style}: the first window granted {counts[0]} of {limit}"
-    elif style == "usage":
+    elif style in ("usage", "bucket"):
         for width in (0.25, 0.5, 1.0):
             most = max_in_window(times, width)
-            assert most <= RATE * width + dest.burst, f"usage: {most} accepted in {width} s"
+            assert most <= RATE * width + dest.burst, f"{style}: {most} accepted in {width} s"
         assert max_in_window(times, 0.05) >= dest.burst - 1, "the bucket's size was not granted"
     else:
         most = max_in_window(times, dest.window)
