@@ -11,7 +11,8 @@ sets the *effective* rate that GCRA paces a key at:
 - **429s**: a refusal that asks for a short wait (an overflowing bucket or sliding window, or
   a bare 429) is a *congestion signal*: the rate is cut, once per round (a refusal of a request
   admitted before the last cut belongs to the same round), never below what the destination
-  was seen to accept; then it climbs back towards the last rate that overflowed, holds just
+  was seen to accept (a declared pace refused before anything was measured, the drain's first
+  bunch overflowing a small bucket, is only trimmed); then it climbs back towards the last rate that overflowed, holds just
   under it, and probes above it with a step that doubles while no refusal comes, so a quota
   that grows is found again. Requests refused in a row after a cut hold every worker off
   for a moment (a pause in the store; not at the edge of a drain's first window); a fixed
@@ -633,6 +634,12 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
     # trims like any later one instead of halving the pace and holding every worker off
     edge = spec.rate is not None and accepted is not None and accepted >= EDGE * current
     first = share is None or (not state.cuts and not edge)
+    if share is None and spec.rate is not None and state.rate is None:
+        # a declared pace refused before anything was measured: the drain's first bunch (the
+        # burst, and every worker's first requests at once) overflowed a small bucket, which
+        # says nothing of the rate. A trim; a pace far above what is then accepted is cut to
+        # it once measured (see _far_above)
+        first = False
     if first:
         # the first refusal (a slow start's end, a declared rate found too high) or nothing
         # measured yet: a multiplicative cut, and no aim much above it, since how far the pace

@@ -25,6 +25,7 @@ from floodway.quota import (
     IN_A_ROW,
     KEEP,
     MAX_RATE,
+    MIN_CUT,
     PAST,
     PEAK_JUMP,
     PEAK_LEAD,
@@ -227,8 +228,12 @@ def test_a_deep_cut_holds_every_worker_off_a_while_and_a_trim_hardly_at_all():
     """An overflowing window stays full whatever the new pace: the first cut (by half) holds
     admissions back for half the destination's wait; a small trim costs next to nothing."""
     s = spec(rate="100/s")
-    learned, changed = observe(s, None, 0, Observation(now=10.0, token_at=9.9, throttled=1, wait=1.0))
+    learned = None
+    for i in range(5):  # half a second measured, at a quarter of the pace
+        learned, _ = observe(s, learned, 10 * (i + 1), Observation(now=9.5 + i / 10, accepted=5))
+    learned, changed = observe(s, learned, 50, Observation(now=10.0, token_at=9.9, throttled=1, wait=1.0))
     assert changed == "cut" and learned.settle == pytest.approx(10.5)
+    assert effective_rate(s, learned, 50, 10.0) <= 0.5 * 100
     assert settled_tat(s, 9.0, learned, 0, changed, 10.0) >= 10.5
     # a refusal of the same round changes nothing, so holds nothing back again
     assert settled_tat(s, 9.0, learned, 0, None, 10.2) == 9.0
@@ -240,6 +245,37 @@ def test_a_deep_cut_holds_every_worker_off_a_while_and_a_trim_hardly_at_all():
     learned, changed = observe(s, learned, 0, Observation(now=23.0, token_at=22.99, throttled=1, wait=1.0))
     assert changed == "cut" and effective_rate(s, learned, 0, 23.0) > 0.8 * current
     assert learned.settle - 23.0 <= 0.2
+
+
+def test_a_declared_pace_refused_before_anything_was_measured_is_trimmed_then_cut_to_what_is_accepted():
+    """A small bucket (a few requests, leaking the quota) overflows at the drain's first bunch:
+    the burst, and every worker's first requests at once. Refused before a tenth of a second was
+    measured, a declared pace is trimmed, not halved (a halving there cost a climb of seconds
+    back to a quota the pace matched). Declared too high, the pace is cut to what the
+    destination accepts as soon as that is measured."""
+    s = spec(rate="200/s", burst=5)
+    learned, _ = observe(s, None, 5, Observation(now=NOW + 0.005, accepted=5, first_ok=NOW))
+    learned, changed = observe(s, learned, 8, Observation(now=NOW + 0.008, token_at=NOW + 0.006, throttled=1, wait=1.0))
+    assert changed == "cut" and learned.settle <= NOW + 0.008
+    assert effective_rate(s, learned, 8, NOW + 0.01) == pytest.approx(200 * (1 - MIN_CUT))
+    # 2 x too high: half of what is sent is refused, and a tenth of a second on, measured, the
+    # pace is cut to what was accepted
+    high = spec(rate="400/s", burst=5)
+    learned, _ = observe(high, None, 5, Observation(now=NOW + 0.005, accepted=5, first_ok=NOW))
+    learned, changed = observe(
+        high, learned, 8, Observation(now=NOW + 0.008, token_at=NOW + 0.006, throttled=1, wait=1.0)
+    )
+    assert changed == "cut" and effective_rate(high, learned, 8, NOW + 0.01) > 300
+    admitted, t = 8, NOW + 0.008
+    while changed != "cut" or t < NOW + 0.05:
+        t += 0.01
+        admitted += 4
+        learned, _ = observe(high, learned, admitted, Observation(now=t, accepted=2, first_ok=t - 0.01))
+        learned, changed = observe(
+            high, learned, admitted, Observation(now=t, token_at=t - 0.005, throttled=1, wait=1.0)
+        )
+        assert t < NOW + 0.3, "never cut to what was accepted"
+    assert effective_rate(high, learned, admitted, t) <= 1.1 * learned.accepted_rate(t)
 
 
 def test_the_first_refusal_of_a_declared_pace_the_destination_took_is_a_trim_not_a_halving():
@@ -793,16 +829,17 @@ def simulate(
     """Drive the rules against a GCRA destination allowing ``real(t)`` per second, in simulated
     time with an endless backlog; two workers' reports arrive interleaved (each refusal carries
     half the accepted count not yet reported, the rest comes every ``report_every``). Returns
-    per-second accepted counts, refusals, and the effective rate every 0.1 s."""
-    t, tat, dtat, admitted = 0.0, 0.0, 0.0, 0
+    per-second accepted counts, refusals, and the effective rate every 0.1 s. The clock starts
+    at NOW, as a wall clock's would (the rules read a time near 0 as "never")."""
+    t, tat, dtat, admitted = NOW, NOW, NOW, 0
     learned = None
     in_flight: list[tuple[float, float]] = []
-    unreported, last_report = 0, 0.0
+    unreported, last_report = 0, NOW
     accepted_at: list[float] = []
     refused = 0
     rates = []
-    dt = 0.0002
-    while t < seconds:
+    dt, step = 0.0002, 0
+    while t < NOW + seconds:
         rate = effective_rate(declared, learned, admitted, t)
         while True:
             ok, new_tat, _ = gcra(tat, t, Rate(rate, 1.0), declared.burst)
@@ -813,7 +850,7 @@ def simulate(
         arrived = [p for p in in_flight if p[0] <= t]
         in_flight = [p for p in in_flight if p[0] > t]
         for at, token_at in arrived:
-            ok, new_dtat, _ = gcra(dtat, at, Rate(real(at), 1.0), dest_burst)
+            ok, new_dtat, _ = gcra(dtat, at, Rate(real(at - NOW), 1.0), dest_burst)
             if ok:
                 dtat = new_dtat
                 accepted_at.append(at)
@@ -832,10 +869,11 @@ def simulate(
         if t - last_report >= report_every:
             learned, _ = observe(declared, learned, admitted, Observation(now=t, accepted=unreported))
             unreported, last_report = 0, t
-        if round(t * 5000) % 500 == 0:
+        if step % 500 == 0:
             rates.append(rate)
-        t += dt
-    per_second = [sum(1 for a in accepted_at if s <= a < s + 1) for s in range(int(seconds))]
+        step += 1
+        t = NOW + step * dt
+    per_second = [sum(1 for a in accepted_at if s <= a - NOW < s + 1) for s in range(int(seconds))]
     return per_second, refused, rates
 
 
