@@ -8,20 +8,20 @@ sets the *effective* rate that GCRA paces a key at:
   until the reset (a reset is rounded up to a whole second: until the window's real end, once
   learned, see ``window_ends``; a spent budget pauses the key until that end); a usage header (``used/size`` of a leaky bucket whose leak rate is not
   stated) is steered so the bucket stays half full, at the leak rate measured from it;
-- **429s**: a refusal that asks for a short wait (an overflowing bucket or sliding window, or
-  a bare 429) is a *congestion signal*: the rate is cut, once per round (a refusal of a request
-  admitted before the last cut belongs to the same round), never below what the destination
-  was seen to accept (a declared pace refused before anything was measured, the drain's first
-  bunch overflowing a small bucket, is only trimmed); then it climbs back towards the last rate that overflowed, holds just
-  under it, and probes above it with a step that doubles while no refusal comes, so a quota
-  that grows is found again. Requests refused in a row after a cut hold every worker off
-  for a moment (a pause in the store; not at the edge of a drain's first window); a fixed
-  window that the burst ran out early resets within it. After a trim, a refusal of a request
-  admitted after that moment, or a round whose requests are nearly all refused, is a quota
-  that *fell*: the pace halves and every worker holds off until the round ends; climbs, holds
-  and probes then run quicker and never far ahead of what is accepted (one
-  that overflows goes back to where the pace held), and once the destination accepts well
-  past the lower quota, it came back: the pace returns to where it held before the fall;
+- **429s**: a refusal that asks for a short wait (an overflowing bucket or sliding window, or a
+  bare 429) is a *congestion signal*: the rate is cut, once per round (a refusal of a request
+  admitted before the last cut belongs to the same round), never below what the destination was
+  seen to accept (a declared pace refused before anything was measured, the drain's first bunch
+  overflowing a small bucket, is only trimmed); then it climbs back towards the last rate that
+  overflowed, holds just under it, and probes above it with a step that doubles while no refusal
+  comes, so a quota that grows is found again. Requests refused in a row after a cut hold every
+  worker off for a moment (a pause in the store; not at the edge of a drain's first window); a
+  fixed window that the burst ran out early resets within it. After a trim, a refusal of a
+  request admitted after that moment, or a round whose requests are nearly all refused, is a
+  quota that *fell*: the pace halves and every worker holds off until the round ends; climbs,
+  holds and probes then run quicker and never far ahead of what is accepted (one that overflows
+  goes back to where the pace held), and once the destination accepts well past the lower quota,
+  it came back: the pace returns to where it held before the fall;
 - a refusal that asks for a long wait (or says the budget is 0) is an **exhaustion**: the key
   is paused for every worker until the reset (the store's ``pause_limit``), and no rate is cut;
 - a **window**: refusals whose ``Retry-After`` points to one instant as time passes (a
@@ -633,17 +633,16 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
     # it: the first refusal there is jitter (requests sent a little late arrive bunched), so it
     # trims like any later one instead of halving the pace and holding every worker off
     edge = spec.rate is not None and accepted is not None and accepted >= EDGE * current
-    first = share is None or (not state.cuts and not edge)
-    if share is None and spec.rate is not None and state.rate is None:
-        # a declared pace refused before anything was measured: the drain's first bunch (the
-        # burst, and every worker's first requests at once) overflowed a small bucket, which
-        # says nothing of the rate. A trim; a pace far above what is then accepted is cut to
-        # it once measured (see _far_above)
-        first = False
+    # a declared pace refused before anything was measured: the drain's first bunch (the burst,
+    # and every worker's first requests at once) overflowed a small bucket, which says nothing
+    # of the rate. A trim; a pace far above what is then accepted is cut to it once measured
+    # (see _far_above)
+    bunch = share is None and spec.rate is not None and state.rate is None
+    first = not bunch and (share is None or (not state.cuts and not edge))
     if first:
         # the first refusal (a slow start's end, a declared rate found too high) or nothing
-        # measured yet: a multiplicative cut, and no aim much above it, since how far the pace
-        # overshot is unknown
+        # measured yet (a learned pace): a multiplicative cut, and no aim much above it, since
+        # how far the pace overshot is unknown
         new = current * (CUT if state.cuts else FIRST_CUT)
         high = min(current, new * 1.25, (accepted or current) * 1.05)
         new = min(new, high)
@@ -660,7 +659,7 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
         # just crossing the quota (one refusal among many, or jitter at its edge): a trim; and
         # the climb back aims no higher than what the destination took (a probe may have run
         # well past it before the first refusal came back)
-        new = current * (1 - max(share or 0.0, MIN_CUT))  # share is known here
+        new = current * (1 - max(share or 0.0, MIN_CUT))  # (no share: the first bunch)
         high = min(current, (accepted or current) * 1.05)
         if held and accepted:
             # a probe's step doubles while nothing is refused, so it ran past the quota by the
