@@ -263,11 +263,12 @@ def _grown(base: Learned, learned: Learned | None, now: float) -> tuple[float, b
         if s < approach:
             return rate + (top - rate) * s / approach, False
         s -= approach
-    hold = HOLD * (base.holds or 1.0) * pace
+    climb = base.over > top  # the climb after a slow start's exit (see slow_start)
+    hold = slow_start.climb_hold(base.bucket, base.settle - base.since) if climb else HOLD * (base.holds or 1.0) * pace
     if s < hold:
         return top, False
     steps = min((s - hold) / (PROBE_DOUBLING * (pace if base.high else 1.0)), 40.0)
-    probe = top * (1 + PROBE_STEP * (2**steps - 1))
+    probe = slow_start.climb(top, s - hold, base.over) if climb else top * (1 + PROBE_STEP * (2**steps - 1))
     if base.peak and base.high:
         # a probe for a quota that fell starts well past where its return shows, not a small
         # step above the hold: if the quota came back, a window shows it within half a second;
@@ -286,15 +287,17 @@ def _grown(base: Learned, learned: Learned | None, now: float) -> tuple[float, b
 def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Observation) -> tuple[Learned, str | None]:
     """Apply one observation; returns the new state and what changed ("cut", "fell": a cut that
     also holds every worker off until the round ends, "pause": a hold alone, "headers",
-    "usage", "window") or None."""
+    "usage", "window", "leak": a slow start's exit shown to be a bucket's, whose hold is void)
+    or None."""
     now = obs.now
     current = effective_rate(spec, learned, admitted, now)
     began = obs.first_ok if obs.first_ok is not None and now - 1.0 < obs.first_ok < now else now
     state = learned if learned is not None else Learned(start=began)  # (the first response's time)
     if obs.accepted:
         state._count(state.ok, now, obs.accepted, ACCEPTED_WINDOW, since=obs.first_ok)
+    bucket = False  # (a slow start's exit shown to be a bucket's: see slow_start)
     if spec.rate is None and (state.rate is None or state.exit):
-        _slow_start(spec, state, now, obs.accepted)
+        bucket = slow_start.follow(state, obs, lambda rate: _clamp(spec, rate))
     state.exhausted += obs.exhausted
     if obs.throttled:
         state.throttled += obs.throttled
@@ -328,13 +331,13 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
         changed = _exhausted(spec, state, admitted, now, current, obs.reset_at)
     elif obs.throttled and obs.token_at is not None and obs.token_at >= state.since and current is not None:
         if obs.token_at >= state.lock:
-            changed = _cut(spec, state, admitted, now, current, obs.wait)
+            changed = _cut(spec, state, admitted, now, current, obs.wait, obs.token_at)
         else:
             state.no_since += obs.throttled
             changed = _far_above(spec, state, admitted, now, current, obs.wait, obs.token_at, obs.in_a_row)
     elif not obs.throttled and obs.now >= state.seen:
         changed = _from_headers(spec, state, admitted, obs, current)
-    return state, changed
+    return state, changed or ("leak" if bucket else None)
 
 
 def _far_above(
@@ -610,8 +613,14 @@ def overflow_retry(wait: float | None, changed: str | None = None) -> float:
     return wait if wait is not None and wait > 0 else _lock(None)
 
 
-def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: float, wait: float | None) -> str:
+def _cut(
+    spec: "LimitSpec", state: Learned, admitted: int, now: float, current: float, wait: float | None, token_at: float
+) -> str:
     held = False
+    # the climb after a slow start's exit overflowed: what it took over the last second is its
+    # average, far under a bucket's leak rate; the pace it had a moment before is not (see
+    # slow_start)
+    climbed = _grown(state, state, token_at - slow_start.CLIMB_LAG)[0] if state.over and state.rate else 0.0
     if state.rate is not None and state.source == "429s":
         _, held = _grown(state, state, now)
         if held:
@@ -626,6 +635,7 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
             state.holds = min(state.holds * 2, MAX_HOLDS) if near and state.peak is None else 1.0
     if state.low is not None and current <= state.low * 1.01:
         state.low = None  # the quota fell below what held before
+    state.over = 0.0
     accepted = state.accepted_rate(now, whole_window=True)
     refused = state.accepted_rate(now, state.no, whole_window=True) or 0.0
     share = refused / (accepted + refused) if accepted else None
@@ -649,7 +659,8 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
         shown = slow_start.demonstrated(state.recent, now) if spec.rate is None and state.rate is None else None
         if shown:  # a slow start's end: what the destination took over the last second
             new, high = max(new, slow_start.exit_pace(shown, current)), max(high, min(current, shown * 1.05))
-            state.exit = current
+            state.exit = state.over = current
+            state.leaked, state.bucket = 0, False
     elif share is not None and share >= WELL_ABOVE:
         # a good share refused: the pace was well above the quota, and what the destination
         # accepted (its capacity plus a little burst) is the best estimate of it
@@ -674,6 +685,8 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
         # drains (every request sent above the quota is refused until it does), and the climb
         # aims halfway between that and the probe's pace
         new, high = held_at, max(held_at, min(high, (held_at + current) / 2))
+    if climbed:
+        new, high = max(new, KEEP * climbed), max(high, climbed)
     sized = new
     if state.low is not None and state.low < current:
         new = max(new, state.low)
@@ -690,19 +703,6 @@ def _cut(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: 
         state.settle = now + _settle(current, min(new, current * FIRST_CUT) if state.exit else new, wait)
     state.cuts += 1
     return "cut"
-
-
-def _slow_start(spec: "LimitSpec", state: Learned, now: float, accepted: int) -> None:
-    """Keep a slow start's recent accepted reports; just after its end, the late reports of
-    what was accepted before it raise the pace it ended at (see slow_start)."""
-    if state.exit and (state.source != "429s" or now - state.since > slow_start.EXIT_LATE):
-        state.exit, state.recent = 0.0, None
-        return
-    state.recent = slow_start.note(state.recent, now, accepted)
-    shown = slow_start.demonstrated(state.recent, now)
-    if state.exit and state.rate is not None and shown and slow_start.exit_pace(shown, state.exit) > state.rate:
-        state.rate = _clamp(spec, slow_start.exit_pace(shown, state.exit))
-        state.high = max(state.high or 0.0, min(state.exit, shown * 1.05))
 
 
 def _came_back(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: float | None) -> None:

@@ -81,6 +81,9 @@ class Learned:
     reset_end: list[float] | None = None  # where a stated budget's window really ends (window_ends)
     recent: list[list[float]] | None = None  # a slow start's recent accepted reports (slow_start)
     exit: float = 0.0  # the pace that overflowed when the slow start ended at `since` (0: none)
+    over: float = 0.0  # ... kept until the climb after that exit overflows (see slow_start)
+    leaked: int = 0  # responses accepted after that exit, within its round ...
+    bucket: bool = False  # ... enough to show a bucket overflowed, not a window (see slow_start)
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

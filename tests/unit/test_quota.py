@@ -14,7 +14,7 @@ import pytest
 
 from floodway import slow_start
 from floodway.http_reports import REPORT_INTERVAL, Reports
-from floodway.limits import LimitSpec, Rate, gcra
+from floodway.limits import LimitSpec
 from floodway.quota import (
     APPROACH,
     DEEP_MIN,
@@ -41,7 +41,7 @@ from floodway.quota import (
 from floodway.slow_start import EXIT_LATE, SLOW_EXIT, SLOW_START_DOUBLING, demonstrated, note
 from floodway.store.base import HOLD_REASON, WINDOW_REASON, held_until, settled_tat
 
-NOW = 1000.0
+from .control_loop import NOW, simulate
 
 
 def spec(**kw) -> LimitSpec:
@@ -815,66 +815,6 @@ def test_429s_in_the_last_minute_fade():
 
 
 # -- the control loop against a simulated destination ---------------------------------------------
-
-
-def simulate(
-    real,
-    declared: LimitSpec,
-    *,
-    seconds: float = 30.0,
-    latency: float = 0.02,
-    dest_burst: int = 5,
-    report_every: float = 0.25,
-):
-    """Drive the rules against a GCRA destination allowing ``real(t)`` per second, in simulated
-    time with an endless backlog; two workers' reports arrive interleaved (each refusal carries
-    half the accepted count not yet reported, the rest comes every ``report_every``). Returns
-    per-second accepted counts, refusals, and the effective rate every 0.1 s. The clock starts
-    at NOW, as a wall clock's would (the rules read a time near 0 as "never")."""
-    t, tat, dtat, admitted = NOW, NOW, NOW, 0
-    learned = None
-    in_flight: list[tuple[float, float]] = []
-    unreported, last_report = 0, NOW
-    accepted_at: list[float] = []
-    refused = 0
-    rates = []
-    dt, step = 0.0002, 0
-    while t < NOW + seconds:
-        rate = effective_rate(declared, learned, admitted, t)
-        while True:
-            ok, new_tat, _ = gcra(tat, t, Rate(rate, 1.0), declared.burst)
-            if not ok:
-                break
-            tat, admitted = new_tat, admitted + 1
-            in_flight.append((t + latency / 2, t))
-        arrived = [p for p in in_flight if p[0] <= t]
-        in_flight = [p for p in in_flight if p[0] > t]
-        for at, token_at in arrived:
-            ok, new_dtat, _ = gcra(dtat, at, Rate(real(at - NOW), 1.0), dest_burst)
-            if ok:
-                dtat = new_dtat
-                accepted_at.append(at)
-                unreported += 1
-            else:
-                refused += 1
-                half = unreported // 2
-                unreported -= half
-                learned, changed = observe(
-                    declared,
-                    learned,
-                    admitted,
-                    Observation(now=t + latency / 2, token_at=token_at, throttled=1, accepted=half),
-                )
-                tat = settled_tat(declared, tat, learned, admitted, changed, t)
-        if t - last_report >= report_every:
-            learned, _ = observe(declared, learned, admitted, Observation(now=t, accepted=unreported))
-            unreported, last_report = 0, t
-        if step % 500 == 0:
-            rates.append(rate)
-        step += 1
-        t = NOW + step * dt
-    per_second = [sum(1 for a in accepted_at if s <= a - NOW < s + 1) for s in range(int(seconds))]
-    return per_second, refused, rates
 
 
 @pytest.mark.parametrize("r", [50, 200])

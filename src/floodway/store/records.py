@@ -308,7 +308,10 @@ def settled_tat(spec: LimitSpec, tat: float, learned: Learned, admitted: int, ch
     """A key's GCRA state after an observation: a cut's settle time (see ``floodway.quota._settle``),
     a hold after refusals in a row or a quota that fell (``floodway.quota.HUSH``, ``_deep``) or a
     fixed window's reset (``floodway.quota._window``) holds every admission back, and then no
-    burst: one admission, then the new pace."""
+    burst: one admission, then the new pace. A slow start's exit shown to be a bucket's ("leak")
+    voids the exit's hold: the bucket has room again at once."""
+    if changed == "leak":
+        return min(tat, now)
     if changed not in ("cut", "window", "pause", "fell") or learned.settle <= now:
         return tat
     rate, burst = key_pace(spec, learned, admitted, now)

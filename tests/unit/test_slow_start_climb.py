@@ -1,0 +1,134 @@
+"""After a slow start's exit: telling a bucket from a window, and the climb back to the rate.
+
+A bucket overflows as soon as the pace passes its leak rate, so the exit's measure (what was
+accepted over the last second) reads it low; a window is full when it refuses, and reads right.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from floodway import slow_start
+from floodway.quota import KEEP, PROBE_STEP, Learned, Observation, effective_rate, observe
+from floodway.slow_start import (
+    CLIMB_DOUBLING,
+    CLIMB_HOLD,
+    CLIMB_LAG,
+    EXIT_LATE,
+    LEAK_MIN,
+    SLOW_EXIT,
+    SLOW_START_DOUBLING,
+)
+from floodway.store.base import settled_tat
+
+from .control_loop import simulate
+from .test_quota import _slow_start_until, spec
+
+#: a slow start that took 200 within its last second and overflowed at ~640/s
+END = 100.0 + 7 * SLOW_START_DOUBLING
+
+
+def _exit() -> tuple[Learned, float]:
+    """The slow start's exit at END: the pace that overflowed is kept for the climb."""
+    s = spec(adaptive=True)
+    learned = _slow_start_until(s, END, 25)
+    pace = effective_rate(s, learned, 0, END)
+    learned, changed = observe(s, learned, 0, Observation(now=END, token_at=END - 0.01, throttled=1, wait=1.0))
+    assert changed == "cut" and learned.rate == pytest.approx(200.0) and learned.over == pytest.approx(pace)
+    assert learned.settle > END + 0.3  # every worker holds off as after a halving
+    return learned, pace
+
+
+def _keep_accepting(learned: Learned, start: float, until: float, per_second: float) -> Learned:
+    """Reports of ``per_second`` accepted every 0.1 s: the evidence growth needs."""
+    s = spec(adaptive=True)
+    at = start
+    while at < until:
+        learned, _ = observe(s, learned, 0, Observation(now=at, accepted=round(per_second / 10), first_ok=at - 0.09))
+        at += 0.1
+    return learned
+
+
+def test_what_follows_a_slow_starts_exit_shows_a_bucket_when_it_goes_on_taking_requests():
+    assert slow_start.leaks(LEAK_MIN, 0)
+    assert slow_start.leaks(LEAK_MIN, 6)  # a bucket takes its leak rate of a pace up to 3 x it
+    assert not slow_start.leaks(LEAK_MIN, 7)
+    assert not slow_start.leaks(LEAK_MIN - 1, 0)  # too few to tell
+
+
+def test_a_window_refusing_what_was_in_flight_after_a_slow_starts_exit_keeps_its_hold_then_is_climbed():
+    s = spec(adaptive=True)
+    learned, pace = _exit()
+    settle = learned.settle
+    for i in range(6):  # a window that overflowed refuses everything sent after it filled
+        obs = Observation(now=END + 0.01 + i * 0.004, token_at=END + 0.001 * (i + 1), throttled=1, wait=1.0)
+        learned, changed = observe(s, learned, 0, obs)
+        assert changed is None
+    # responses accepted before the exit, reported just after it, show nothing
+    learned, changed = observe(s, learned, 0, Observation(now=END + 0.05, accepted=5, first_ok=END - 0.05))
+    assert changed is None and not learned.bucket and learned.settle == settle
+    learned = _keep_accepting(learned, END + EXIT_LATE + 0.05, settle + CLIMB_HOLD + 5.0, 400)
+    top = effective_rate(s, learned, 0, settle + CLIMB_HOLD - 0.01)
+    assert top == pytest.approx(learned.rate)  # held at the exit pace until the window is full at it
+    # then the climb doubles the pace every CLIMB_DOUBLING, towards SLOW_EXIT of what overflowed
+    assert effective_rate(s, learned, 0, settle + CLIMB_HOLD + CLIMB_DOUBLING) == pytest.approx(2 * top, rel=0.02)
+    assert effective_rate(s, learned, 0, settle + CLIMB_HOLD + 5.0) == pytest.approx(SLOW_EXIT * pace)
+
+
+def test_a_bucket_taking_what_was_in_flight_after_a_slow_starts_exit_voids_its_hold_and_is_climbed_at_once():
+    s = spec(adaptive=True)
+    learned, pace = _exit()
+    learned, changed = observe(s, learned, 0, Observation(now=END + 0.01, token_at=END + 0.001, throttled=1, wait=1.0))
+    assert changed is None
+    learned, changed = observe(s, learned, 0, Observation(now=END + 0.02, accepted=2, first_ok=END + 0.005))
+    assert changed is None and not learned.bucket  # (too few yet)
+    obs = Observation(now=END + 0.03, token_at=END + 0.002, throttled=1, wait=1.0, accepted=1, first_ok=END + 0.025)
+    learned, changed = observe(s, learned, 0, obs)
+    assert changed == "leak" and learned.bucket and learned.settle == END + 0.03
+    # the store gives the exit's hold back: admissions go on at once
+    assert settled_tat(s, END + 0.5, learned, 0, changed, END + 0.03) == END + 0.03
+    assert settled_tat(s, END + 0.01, learned, 0, changed, END + 0.03) == END + 0.01
+    learned = _keep_accepting(learned, END + 0.1, END + 1.0, 200)
+    assert effective_rate(s, learned, 0, END + CLIMB_DOUBLING) == pytest.approx(2 * learned.rate, rel=0.02)
+
+
+def test_a_climbs_overflow_is_cut_to_just_under_the_pace_it_had_a_moment_before_not_to_its_average():
+    s = spec(adaptive=True)
+    learned, pace = _exit()
+    for i, now in enumerate((END + 0.01, END + 0.02)):
+        obs = Observation(now=now, token_at=END + 0.001, throttled=1, wait=1.0, accepted=2, first_ok=now - 0.005)
+        learned, changed = observe(s, learned, 0, obs)
+    assert learned.bucket
+    learned = _keep_accepting(learned, END + 0.1, END + 0.75, 200)  # the climb's average
+    now = END + 0.8
+    before = copy.deepcopy(learned)
+    climbed = effective_rate(s, before, 0, now - 0.01 - CLIMB_LAG)
+    assert climbed > 1.5 * 200
+    learned, changed = observe(s, learned, 0, Observation(now=now, token_at=now - 0.01, throttled=1, wait=1.0))
+    assert changed == "cut" and learned.over == 0
+    assert learned.rate == pytest.approx(KEEP * climbed)  # not the ~200/s accepted over the last second
+    assert learned.high == pytest.approx(climbed)
+    # from here it is an ordinary probe: a hold just under what overflowed, then small steps
+    later = effective_rate(s, learned, 0, now + 1.0)
+    assert later <= KEEP * climbed * (1 + 4 * PROBE_STEP)
+
+
+@pytest.mark.parametrize("r", [50, 200])
+def test_the_loop_with_no_rate_drains_a_bucket_near_its_leak_rate_within_three_seconds(r):
+    per_second, refused, rates = simulate(lambda t: r, spec(adaptive=True), seconds=8, report_every=0.1)
+    after = per_second[3:]
+    # (the exit alone reads ~40 % of a bucket's leak rate: held there, then probed in small
+    # steps, the pace took until the sixth second to reach it)
+    assert sum(after) / len(after) >= 0.93 * r, per_second
+    assert refused / (sum(per_second) + refused) <= 0.03, (refused, per_second)
+
+
+@pytest.mark.parametrize("r", [50, 200])
+def test_the_loop_with_no_rate_drains_a_sliding_window_at_its_quota_and_the_climb_costs_few_refusals(r):
+    per_second, refused, rates = simulate(lambda t: r, spec(adaptive=True), seconds=8, report_every=0.1, window=True)
+    after = per_second[2:]
+    assert sum(after) / len(after) >= 0.95 * r, per_second
+    assert refused / (sum(per_second) + refused) <= 0.03, (refused, per_second)
+    assert 0.9 * r <= rates[-1] <= 1.1 * r, rates[-20:]
