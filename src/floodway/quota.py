@@ -12,16 +12,18 @@ sets the *effective* rate that GCRA paces a key at:
   bare 429) is a *congestion signal*: the rate is cut, once per round (a refusal of a request
   admitted before the last cut belongs to the same round), never below what the destination was
   seen to accept (a declared pace refused before anything was measured, the drain's first bunch
-  overflowing a small bucket, is only trimmed); then it climbs back towards the last rate that
-  overflowed, holds just under it, and probes above it with a step that doubles while no refusal
-  comes, so a quota that grows is found again. Requests refused in a row after a cut hold every
-  worker off for a moment (a pause in the store; not at the edge of a drain's first window); a
-  fixed window that the burst ran out early resets within it. After a trim, a refusal of a
-  request admitted after that moment, or a round whose requests are nearly all refused, is a
-  quota that *fell*: the pace halves and every worker holds off until the round ends; climbs,
-  holds and probes then run quicker and never far ahead of what is accepted (one that overflows
-  goes back to where the pace held), and once the destination accepts well past the lower quota,
-  it came back: the pace returns to where it held before the fall;
+  overflowing a small bucket, is only trimmed; one far above what the drain's first moments show
+  accepted is cut towards that, halving at most, since it reads low, and climbs back as after a
+  slow start's exit); then it climbs back towards the last rate that overflowed, holds just
+  under it, and probes above it with a step that doubles while no refusal comes, so a quota that
+  grows is found again. Requests refused in a row after a cut hold every worker off for a moment
+  (a pause in the store; not at the edge of a drain's first window); a fixed window that the
+  burst ran out early resets within it. After a trim, a refusal of a request admitted after that
+  moment, or a round whose requests are nearly all refused, is a quota that *fell*: the pace
+  halves and every worker holds off until the round ends; climbs, holds and probes then run
+  quicker and never far ahead of what is accepted (one that overflows goes back to where the
+  pace held), and once the destination accepts well past the lower quota, it came back: the pace
+  returns to where it held before the fall;
 - a refusal that asks for a long wait (or says the budget is 0) is an **exhaustion**: the key
   is paused for every worker until the reset (the store's ``pause_limit``), and no rate is cut;
 - a **window**: refusals whose ``Retry-After`` points to one instant as time passes (a
@@ -49,6 +51,7 @@ from typing import TYPE_CHECKING
 from . import slow_start, usage_bucket, window_ends
 from .quota_state import ACCEPTED_WINDOW, Learned, Observation
 from .slow_start import SLOW_START
+from .window_ends import EXACT_RESET
 
 if TYPE_CHECKING:
     from .limits import LimitSpec
@@ -64,7 +67,6 @@ __all__ = [
     "classify_wait",
     "overflow_retry",
     "effective_burst",
-    "reset_bounds",
     "spent_until",
 ]
 
@@ -150,9 +152,6 @@ LEARNED_BURST = 0.025
 LEARNED_BURST_EXTRA = 2
 #: how much earlier than stated a reset comes, on average (resets are whole seconds)
 RESET_ROUNDING = 0.5
-#: a ``Retry-After`` in whole seconds (rounded up) says the reset comes within the second before
-#: the instant it points to; a fractional one is taken as exact to within EXACT_RESET
-EXACT_RESET = 0.05
 #: the window ends a key remembers (their spacing measures the window's length)
 WINDOW_ENDS = 6
 #: a window's pace holds for one window, then rises by this share of it per window (so a quota
@@ -373,8 +372,13 @@ def _far_above(
     accepted = state.accepted_rate(now)
     if not accepted or now - state.since < 0.1 or current <= FAR_ABOVE * accepted:
         return None
-    new = _clamp(spec, accepted)
+    # what a drain's first moments show accepted reads low (the workers' latest responses are not
+    # reported yet, and their first requests went out late): at most a halving (a pace still far
+    # above is cut again a tenth of a second on), then a climb back towards the pace refused as
+    # after a slow start's exit (see slow_start)
+    new = _clamp(spec, max(accepted, FIRST_CUT * current))
     state.rate, state.since, state.adm, state.high, state.low = new, now, admitted, max(new, accepted * 1.05), None
+    state.over = max(state.over, current)
     state.lock, state.ok_since, state.no_since, state.trim, state.hush = now + _lock(wait), 0, 0, False, 0.0
     state.cuts += 1
     return "cut"
@@ -392,6 +396,7 @@ def _deep(spec: "LimitSpec", state: Learned, admitted: int, now: float, current:
     state.peak = max(state.peak or 0.0, state.high or current)
     state.rate, state.source, state.since, state.adm = new, "429s", now, admitted
     state.high, state.low, state.no_since, state.trim = None, None, 0, False  # the new quota is not located yet
+    state.over = 0.0
     state.hush = 0.0
     state.settle = max(state.settle, state.lock)
     state.cuts += 1
@@ -419,7 +424,7 @@ def _exhausted(
     state.rate, state.source, state.adm = _clamp(spec, pace), "429s", admitted
     state.since = reset_at + span  # held flat until the next window ends
     state.high, state.low, state.lock, state.ok_since, state.trim = None, None, reset_at, 0, False
-    state.budget_from, state.budget_ok = reset_at, 0
+    state.budget_from, state.budget_ok, state.over = reset_at, 0, 0.0
     state.cuts += 1
     return "cut"
 
@@ -437,16 +442,6 @@ def spent_until(
     return until, state
 
 
-def reset_bounds(now: float, wait: float) -> tuple[float, float]:
-    """When the reset a refusal asks to wait ``wait`` for can come: within the second before
-    ``now + wait`` for a wait in whole seconds or a reset at a whole epoch second (both rounded
-    up), at it for a fractional one."""
-    p = now + wait
-    whole = abs(wait - round(wait)) < 1e-6 or abs(p - round(p)) < 1e-6
-    tol = 1.0 if whole else EXACT_RESET
-    return p - tol, p + 1e-3
-
-
 def _window_end(state: Learned, now: float, wait: float, exhausted: bool) -> tuple[int, float, float, bool] | None:
     """Whether a refusal asking to wait ``wait`` marks the end of a fixed window: (the window's
     number, the end's bounds, whether it starts a new series of windows), or None (not known
@@ -457,7 +452,7 @@ def _window_end(state: Learned, now: float, wait: float, exhausted: bool) -> tup
     is not yet known to have windows needs proof: a wait of more than a second, or refusals
     pointing to one instant across more than the rounding of their waits (a sliding window's
     ``Retry-After`` moves on with the clock; a fixed window's stays put)."""
-    lo, hi = reset_bounds(now, wait)
+    lo, hi = window_ends.reset_bounds(now, wait)
     tol = hi - lo
     if state.ends:
         last = int(state.ends[-1][0])
@@ -620,7 +615,8 @@ def _cut(
     # the climb after a slow start's exit overflowed: what it took over the last second is its
     # average, far under a bucket's leak rate; the pace it had a moment before is not (see
     # slow_start)
-    climbed = _grown(state, state, token_at - slow_start.CLIMB_LAG)[0] if state.over and state.rate else 0.0
+    climbing = state.over and state.rate and state.source == "429s"
+    climbed = _grown(state, state, token_at - slow_start.CLIMB_LAG)[0] if climbing else 0.0
     if state.rate is not None and state.source == "429s":
         _, held = _grown(state, state, now)
         if held:

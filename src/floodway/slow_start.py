@@ -25,7 +25,8 @@ hold and CLIMB_HOLD more (a window still emptying of the ramp's last second woul
 past its quota). A window is full at the exit pace and refuses the climb at once; a bucket
 takes it up to its leak rate. The climb's overflow is cut to just under the pace it had
 CLIMB_LAG before the refused request was sent, not to what was accepted over the last second,
-which for a climb is again its average.
+which for a climb is again its average. A declared pace cut to what a drain's first moments
+showed accepted (which reads low the same way) climbs back like this too.
 
 Everything here is pure: a plain list stored in the key's learned state, ``[[at, count],
 ...]``, the accepted responses each report brought over the last RECENT seconds, and the few

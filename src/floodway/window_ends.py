@@ -30,8 +30,21 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["KNOWN", "PROBE_SHARE", "check", "expected", "resume", "renewed", "stated_bounds"]
+__all__ = [
+    "KNOWN",
+    "PROBE_SHARE",
+    "EXACT_RESET",
+    "check",
+    "expected",
+    "resume",
+    "renewed",
+    "stated_bounds",
+    "reset_bounds",
+]
 
+#: a ``Retry-After`` in whole seconds (rounded up) says the reset comes within the second before
+#: the instant it points to; a fractional one is taken as exact to within EXACT_RESET
+EXACT_RESET = 0.05
 #: an end known to within this many seconds is known: the pause ends at its latest instant
 KNOWN = 0.03
 #: a probe goes this share of the way into what is unknown of the end: a key paced at the
@@ -58,6 +71,16 @@ def stated_bounds(stated: float, sent: float, now: float) -> tuple[float, float]
     destination answered, as much as ``now - sent`` earlier."""
     whole = abs(stated - round(stated)) < 1e-6
     return max(stated - ROUNDING - (0.0 if whole else max(now - sent, 0.0)), sent), stated
+
+
+def reset_bounds(now: float, wait: float) -> tuple[float, float]:
+    """When the reset a refusal asks to wait ``wait`` for can come: within the second before
+    ``now + wait`` for a wait in whole seconds or a reset at a whole epoch second (both rounded
+    up), at it for a fractional one."""
+    p = now + wait
+    whole = abs(wait - round(wait)) < 1e-6 or abs(p - round(p)) < 1e-6
+    tol = 1.0 if whole else EXACT_RESET
+    return p - tol, p + 1e-3
 
 
 def _length(end: list[float] | None, stated: float, length: float | None) -> float:

@@ -23,7 +23,7 @@ from floodway.slow_start import (
 )
 from floodway.store.base import settled_tat
 
-from .control_loop import simulate
+from .control_loop import NOW, simulate
 from .test_quota import _slow_start_until, spec
 
 #: a slow start that took 200 within its last second and overflowed at ~640/s
@@ -132,3 +132,51 @@ def test_the_loop_with_no_rate_drains_a_sliding_window_at_its_quota_and_the_clim
     assert sum(after) / len(after) >= 0.95 * r, per_second
     assert refused / (sum(per_second) + refused) <= 0.03, (refused, per_second)
     assert 0.9 * r <= rates[-1] <= 1.1 * r, rates[-20:]
+
+
+def test_a_declared_pace_cut_to_what_a_drains_first_moments_accepted_climbs_back_towards_the_pace_refused():
+    """Declared 2 x too high into a small bucket: what the drain's first tenths of a second show
+    accepted reads low (responses not reported yet, first requests sent late), and the pace is
+    cut to it. A probe's small steps took seconds back from there; it climbs as after a slow
+    start's exit."""
+    high = spec(rate="400/s", burst=5)
+    learned, _ = observe(high, None, 5, Observation(now=NOW + 0.005, accepted=5, first_ok=NOW))
+    obs = Observation(now=NOW + 0.008, token_at=NOW + 0.006, throttled=1, wait=1.0)
+    learned, changed = observe(high, learned, 8, obs)
+    refused_at = effective_rate(high, learned, 8, NOW + 0.01)
+    admitted, t = 8, NOW + 0.008
+    while changed != "cut" or t < NOW + 0.05:  # half refused, until it is measured
+        t += 0.01
+        admitted += 4
+        learned, _ = observe(high, learned, admitted, Observation(now=t, accepted=2, first_ok=t - 0.01))
+        obs = Observation(now=t, token_at=t - 0.005, throttled=1, wait=1.0)
+        learned, changed = observe(high, learned, admitted, obs)
+    assert learned.rate < 0.75 * refused_at and learned.over == pytest.approx(refused_at)
+    cut_at = learned.since
+    learned = _keep_accepting(learned, t + 0.1, cut_at + CLIMB_HOLD + 1.0, 200)
+    top = effective_rate(high, learned, admitted, cut_at + CLIMB_HOLD - 0.01)
+    assert top == pytest.approx(max(KEEP * learned.high, learned.rate))
+    climbed = effective_rate(high, learned, admitted, cut_at + CLIMB_HOLD + CLIMB_DOUBLING)
+    assert climbed == pytest.approx(min(2 * top, SLOW_EXIT * refused_at), rel=0.02)
+    assert climbed > 1.2 * top  # (a probe: 1.02 x by now)
+
+
+def test_a_pace_far_above_what_a_drains_first_moments_accepted_is_at_most_halved_at_a_time():
+    """What the first tenths of a second show accepted reads low, most of all where jobs start
+    late (a database's claims): a cut to it alone landed at 40 % of a quota the pace was only 2 x
+    above. Each cut at most halves; a pace still far above is cut again a tenth of a second on."""
+    high = spec(rate="800/s", burst=5)
+    learned, _ = observe(high, None, 5, Observation(now=NOW + 0.005, accepted=5, first_ok=NOW))
+    obs = Observation(now=NOW + 0.008, token_at=NOW + 0.006, throttled=1, wait=1.0)
+    learned, changed = observe(high, learned, 8, obs)
+    paces, admitted, t = [effective_rate(high, learned, 8, NOW + 0.01)], 8, NOW + 0.008
+    while t < NOW + 0.6:  # 100/s accepted, the rest refused
+        t += 0.01
+        admitted += 8
+        learned, _ = observe(high, learned, admitted, Observation(now=t, accepted=1, first_ok=t - 0.01))
+        obs = Observation(now=t, token_at=t - 0.005, throttled=1, wait=1.0)
+        learned, changed = observe(high, learned, admitted, obs)
+        if changed == "cut":
+            paces.append(learned.rate)
+    assert len(paces) >= 3 and paces[-1] <= 1.5 * 100  # cut until near what is accepted ...
+    assert all(b >= 0.5 * a * 0.999 for a, b in zip(paces, paces[1:])), paces  # ... by halvings at most
