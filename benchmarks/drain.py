@@ -110,7 +110,7 @@ TENANTS = ("t0", "t1")
 QUOTA_SECONDS = 20  # N = this many seconds of quota
 QUICK_SECONDS = 5
 GOAL_RATIO = {"declared": 1.03, "high": 1.10, "unknown": 1.10, "adaptive4x": 1.10}
-GOAL_429 = {"declared": 0.01, "unknown": 0.03}
+GOAL_429 = {"declared": 0.01, "high": 0.03, "unknown": 0.03, "adaptive4x": 0.03}
 SETTLE_TOLERANCE = 0.05
 
 STYLES = ("leaky", "bare", "bucket", "fixed-window", "usage", "quota", "ietf")

@@ -614,8 +614,8 @@ def _cut(
     held = False
     # the climb after a slow start's exit overflowed: what it took over the last second is its
     # average, far under a bucket's leak rate; the pace it had a moment before is not (see
-    # slow_start)
-    climbing = state.over and state.rate and state.source == "429s"
+    # slow_start). A refusal of a request sent before the climb began is the held pace's
+    climbing = state.over and state.rate and state.source == "429s" and _grown(state, state, token_at)[1]
     climbed = _grown(state, state, token_at - slow_start.CLIMB_LAG)[0] if climbing else 0.0
     if state.rate is not None and state.source == "429s":
         _, held = _grown(state, state, now)
