@@ -180,3 +180,32 @@ def test_a_pace_far_above_what_a_drains_first_moments_accepted_is_at_most_halved
             paces.append(learned.rate)
     assert len(paces) >= 3 and paces[-1] <= 1.5 * 100  # cut until near what is accepted ...
     assert all(b >= 0.5 * a * 0.999 for a, b in zip(paces, paces[1:])), paces  # ... by halvings at most
+
+
+def test_a_refusal_of_what_was_sent_during_the_climbs_hold_takes_the_ordinary_cut():
+    """The climb's cut (just under the pace it had a moment before) is for a climb that ran past
+    the rate. A refusal of a request sent while the pace still held after a cut is the held
+    pace's: it was too high, and it is cut by what was refused like any other."""
+    high = spec(rate="800/s", burst=5)
+    learned, _ = observe(high, None, 5, Observation(now=NOW + 0.005, accepted=5, first_ok=NOW))
+    obs = Observation(now=NOW + 0.008, token_at=NOW + 0.006, throttled=1, wait=1.0)
+    learned, changed = observe(high, learned, 8, obs)
+    admitted, t = 8, NOW + 0.008
+    while learned.over == 0:  # 100/s accepted, 300/s refused, until measured
+        t += 0.01
+        admitted += 4
+        learned, _ = observe(high, learned, admitted, Observation(now=t, accepted=1, first_ok=t - 0.01))
+        obs = Observation(now=t, token_at=t - 0.005, throttled=1, wait=1.0)
+        learned, changed = observe(high, learned, admitted, obs)
+        assert t < NOW + 0.3, "never cut to what was accepted"
+    assert changed == "cut"
+    cut_at = learned.since
+    while learned.over:  # a third of what the held pace sends refused: it is cut again
+        held = effective_rate(high, learned, admitted, t)
+        t += 0.01
+        admitted += 4
+        learned, _ = observe(high, learned, admitted, Observation(now=t, accepted=2, first_ok=t - 0.01))
+        obs = Observation(now=t, token_at=t - 0.005, throttled=1, wait=1.0)
+        learned, changed = observe(high, learned, admitted, obs)
+        assert t < cut_at + CLIMB_HOLD, "no cut before the climb would begin"
+    assert changed == "cut" and learned.rate < KEEP * held * 0.9, (held, learned.rate)
