@@ -262,7 +262,7 @@ def _grown(base: Learned, learned: Learned | None, now: float) -> tuple[float, b
         if s < approach:
             return rate + (top - rate) * s / approach, False
         s -= approach
-    climb = base.over > top  # the climb after a slow start's exit (see slow_start)
+    climb = base.over > top  # back towards a pace that overflowed, read low (see slow_start)
     hold = slow_start.climb_hold(base.bucket, base.settle - base.since) if climb else HOLD * (base.holds or 1.0) * pace
     if s < hold:
         return top, False
@@ -612,9 +612,10 @@ def _cut(
     spec: "LimitSpec", state: Learned, admitted: int, now: float, current: float, wait: float | None, token_at: float
 ) -> str:
     held = False
-    # the climb after a slow start's exit overflowed: what it took over the last second is its
-    # average, far under a bucket's leak rate; the pace it had a moment before is not (see
-    # slow_start). A refusal of a request sent before the climb began is the held pace's
+    # a climb back (after a slow start's exit, or a cut far above what was accepted) overflowed:
+    # what it took over the last second is its average, far under a bucket's leak rate; the pace
+    # it had a moment before is not (see slow_start). A refusal of a request sent before the
+    # climb began is the held pace's
     climbing = state.over and state.rate and state.source == "429s" and _grown(state, state, token_at)[1]
     climbed = _grown(state, state, token_at - slow_start.CLIMB_LAG)[0] if climbing else 0.0
     if state.rate is not None and state.source == "429s":
