@@ -82,7 +82,7 @@ class Learned:
     recent: list[list[float]] | None = None  # a slow start's recent accepted reports (slow_start)
     exit: float = 0.0  # the pace that overflowed when the slow start ended at `since` (0: none)
     over: float = 0.0  # a pace that overflowed, climbed back towards until the climb overflows (slow_start)
-    leaked: int = 0  # responses accepted after that exit, within its round ...
+    leaked: int = 0  # responses accepted after the slow start's exit, within its round ...
     bucket: bool = False  # ... enough to show a bucket overflowed, not a window (see slow_start)
 
     def dumps(self) -> str:
