@@ -262,12 +262,14 @@ def _grown(base: Learned, learned: Learned | None, now: float) -> tuple[float, b
         if s < approach:
             return rate + (top - rate) * s / approach, False
         s -= approach
-    climb = base.over > top  # back towards a pace that overflowed, read low (see slow_start)
-    hold = slow_start.climb_hold(base.bucket, base.settle - base.since) if climb else HOLD * (base.holds or 1.0) * pace
+    climbing = base.over > top  # back towards a pace that overflowed, read low (see slow_start)
+    hold = (
+        slow_start.climb_hold(base.bucket, base.settle - base.since) if climbing else HOLD * (base.holds or 1.0) * pace
+    )
     if s < hold:
         return top, False
     steps = min((s - hold) / (PROBE_DOUBLING * (pace if base.high else 1.0)), 40.0)
-    probe = slow_start.climb(top, s - hold, base.over) if climb else top * (1 + PROBE_STEP * (2**steps - 1))
+    probe = slow_start.climb(top, s - hold, base.over) if climbing else top * (1 + PROBE_STEP * (2**steps - 1))
     if base.peak and base.high:
         # a probe for a quota that fell starts well past where its return shows, not a small
         # step above the hold: if the quota came back, a window shows it within half a second;
