@@ -31,7 +31,7 @@ sets the *effective* rate that GCRA paces a key at:
   window's ends and length, holds every worker until each reset, and paces the next window
   at what the last one accepted over its length (over what is left of it, when the key
   resumed late in it); a later refusal at the predicted end of a
-  window is read as that window running out at once, not as congestion.
+  window is read as that window running out at once, not as congestion (``refused_windows``).
 
 An ``adaptive`` limit may rise above its declared rate (to its ``ceiling``, if any); one with no
 rate at all starts with a slow start that ends at what the destination accepted (``slow_start``).
@@ -48,7 +48,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from . import slow_start, usage_bucket, window_ends
+from . import refused_windows, slow_start, usage_bucket, window_ends
 from .quota_state import ACCEPTED_WINDOW, Learned, Observation
 from .slow_start import SLOW_START
 from .window_ends import EXACT_RESET
@@ -208,25 +208,8 @@ def effective_rate(
     if learned.source == "window":
         windows = (now - learned.since) / learned.win_w - 1 if learned.win_w > 0 else 0.0
         probed = learned.rate * (1 + WINDOW_PROBE * min(max(windows, 0.0), 10.0))
-        return _clamp(spec, probed if steady else max(probed, _rest_of_window(learned, now)))
+        return _clamp(spec, probed if steady else max(probed, refused_windows.rest_of_window(learned, now)))
     return _clamp(spec, _grown(learned, learned, now)[0])
-
-
-def _rest_of_window(learned: Learned, now: float) -> float:
-    """The pace that spends a window's budget in what is left of it, when the key resumed late
-    in it (0: it did not). The first window a key sees is waited out as long as its refusal
-    asked, up to a second past its real end (a whole-second ``Retry-After`` is rounded up);
-    paced at its budget over a whole window from there, a quarter of a 4 s window's budget
-    was never spent. A fixed window takes its budget at any pace, so the window's earliest
-    possible end is aimed at: running out a little early costs a pause until the end and a
-    few refusals, not the budget. Never more than twice the window's own pace."""
-    if not learned.ends or learned.win_w <= 0 or learned.win_q <= 0:
-        return 0.0
-    end = learned.ends[-1][1] + learned.win_w  # the earliest end of the window resumed in
-    left = end - learned.since
-    if now >= end or left >= learned.win_w:
-        return 0.0
-    return learned.win_q / max(left, learned.win_w / 2)
 
 
 def effective_burst(spec: "LimitSpec", learned: Learned | None, rate: float) -> int:
@@ -310,7 +293,7 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
         state.reset_end = window_ends.renewed(
             window_ends.check(state.reset_end), obs.renewed, obs.renewed_reset, obs.renewed_from, state.period or None
         )
-    if state.source == "window" and state.win_w > 0 and _next_window(state, obs):
+    if state.source == "window" and state.win_w > 0 and refused_windows.next_window(state, obs):
         _window_pace(spec, state)
     if obs.accepted:
         state.ok_since += obs.accepted
@@ -325,7 +308,11 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
     changed: str | None = None
     # (a refusal that states its budget is spent ends a window whose end window_ends learns)
     stated = obs.remaining == 0
-    end = _window_end(state, now, obs.wait, obs.exhausted > 0) if obs.throttled and obs.wait and not stated else None
+    end = (
+        refused_windows.end_of(state, now, obs.wait, obs.exhausted > 0)
+        if obs.throttled and obs.wait and not stated
+        else None
+    )
     if end is not None and current is not None:
         changed = _window(spec, state, admitted, now, current, *end)
     elif obs.exhausted and obs.reset_at is not None and current is not None:
@@ -444,103 +431,12 @@ def spent_until(
     return until, state
 
 
-def _window_end(state: Learned, now: float, wait: float, exhausted: bool) -> tuple[int, float, float, bool] | None:
-    """Whether a refusal asking to wait ``wait`` marks the end of a fixed window: (the window's
-    number, the end's bounds, whether it starts a new series of windows), or None (not known
-    to be one: congestion, or an exhaustion seen for the first time as such).
-
-    The end lies in ``(now + wait - 1, now + wait]`` for a wait in whole seconds. A key whose
-    windows are known matches the refusal against the next ends its windows predict; one that
-    is not yet known to have windows needs proof: a wait of more than a second, or refusals
-    pointing to one instant across more than the rounding of their waits (a sliding window's
-    ``Retry-After`` moves on with the clock; a fixed window's stays put)."""
-    lo, hi = window_ends.reset_bounds(now, wait)
-    tol = hi - lo
-    if state.ends:
-        last = int(state.ends[-1][0])
-        for n in range(last, last + 4):
-            bounds = _predict(state, n)
-            if bounds is not None and max(lo, bounds[0]) < min(hi, bounds[1]):
-                return n, max(lo, bounds[0]), min(hi, bounds[1]), False
-        return 1, lo, hi, True  # off every predicted end: the windows moved, start again
-    if exhausted or lo - now >= 1 - 1e-6:
-        # a reset more than a second away whatever the rounding (an exhaustion, or a wait of
-        # 2 s): a sliding window or a bucket that overflowed asks for a second at most
-        state.pend = None
-        return 1, lo, hi, True
-    pend = state.pend
-    if pend is not None and max(lo, pend[1]) < min(hi, pend[2]):
-        a, b = max(lo, pend[1]), min(hi, pend[2])
-        if now - pend[0] > tol + 2 * EXACT_RESET:  # (a clock's rounding must not pass for proof)
-            state.pend = None
-            return 1, a, b, True
-        state.pend = [pend[0], a, b]
-        return None
-    state.pend = [now, lo, hi]
-    return None
-
-
-def _next_window(state: Learned, obs: Observation) -> bool:
-    """A windowed key between refusals: the first response accepted after a window's end bounds
-    it from above (the reset came before it), and each window predicted to have begun starts
-    its own count (a window that runs out measures itself alone). True: the end moved."""
-    ends, moved = state.ends, False
-    if ends and obs.first_ok is not None and ends[-1][1] < obs.first_ok < ends[-1][2]:
-        ends[-1][2], moved = obs.first_ok, True
-    step = state.win_w
-    if state.budget_from and obs.now >= state.budget_from + step:
-        state.budget_from += step * math.floor((obs.now - state.budget_from) / step)
-        state.budget_ok = 0
-    return moved
-
-
-def _window_length(state: Learned, began: float, end: float) -> float:
-    """The window's length: from the ends seen, else from ``began`` to ``end``. With one end
-    seen, nearer its shortest: a pace a little high runs the next window out early, and that
-    refusal measures the window; a pace too low is never corrected by anything."""
-    length = _window_range(state)
-    if length is None or not math.isfinite(length[1]):
-        return end - began
-    share = 0.5 if state.ends and len(state.ends) > 1 else 0.25
-    return length[0] + share * (length[1] - length[0])
-
-
 def _window_pace(spec: "LimitSpec", state: Learned) -> None:
     """Pace at what the last window that ran out accepted over the window's length (as now known)."""
-    w = _window_length(state, state.budget_from, state.budget_from + state.win_w)
+    w = refused_windows.length(state, state.budget_from, state.budget_from + state.win_w)
     if w > 0:
         state.win_w = w
         state.rate = _clamp(spec, state.win_q / w)
-
-
-def _window_range(state: Learned) -> tuple[float, float] | None:
-    """The window's length, as bounded by the ends seen (None: one end only, and no start to
-    measure the first window from)."""
-    ends = state.ends or []
-    low, high = 0.0, math.inf
-    for i, (ka, la, ha) in enumerate(ends):
-        for kb, lb, hb in ends[i + 1 :]:
-            if kb > ka:
-                low, high = max(low, (lb - ha) / (kb - ka)), min(high, (hb - la) / (kb - ka))
-    if math.isfinite(high):
-        return (low, high) if low < high else None
-    if len(ends) == 1 and ends[0][0] == 1 and 0 < state.start < ends[0][1]:
-        # the first window measured from the key's first report: windows that start at the
-        # first request (as most do) are this long; a later window corrects it
-        return max(ends[0][1] - state.start, 0.0), ends[0][2] - state.start + EXACT_RESET
-    return None
-
-
-def _predict(state: Learned, n: int) -> tuple[float, float] | None:
-    """Where window ``n`` ends, from the ends seen and the window's length; None: unknown."""
-    length = _window_range(state)
-    lo, hi, found = -math.inf, math.inf, False
-    for k, a, b in state.ends or []:
-        if k == n:
-            lo, hi, found = max(lo, a), min(hi, b), True
-        elif k < n and length is not None:
-            lo, hi, found = max(lo, a + (n - k) * length[0]), min(hi, b + (n - k) * length[1]), True
-    return (lo, hi) if found and lo < hi else None
 
 
 def _window(
@@ -564,16 +460,16 @@ def _window(
     else:
         ends = (ends + [[n, lo, hi]])[-WINDOW_ENDS:]
     state.ends = ends
-    while len(state.ends) > 1 and _window_range(state) is None:
+    while len(state.ends) > 1 and refused_windows.length_range(state) is None:
         state.ends = state.ends[1:]  # ends that no single length explains: the windows changed
     # a window seen for the first time: every worker waits all the destination asked. Known
     # windows: until the middle of what is still unknown of the reset (the evidence of earlier
     # windows bounds it); a request refused there narrows it from below, the first accepted
-    # one from above (_next_window)
+    # one from above (refused_windows.next_window)
     state.settle = (lo + hi) / 2 if hi - lo > 2 * EXACT_RESET and not fresh and len(ends) > 1 else hi
     if same:
         return "window"
-    w = _window_length(state, state.budget_from or state.start, hi)
+    w = refused_windows.length(state, state.budget_from or state.start, hi)
     if w <= 0 or not state.budget_ok:
         return "window"
     q = float(state.budget_ok)

@@ -185,6 +185,7 @@ LAYERS = [
         "quota",
         "quota_state",
         "window_ends",
+        "refused_windows",
         "slow_start",
         "usage_bucket",
         "retry",
