@@ -12,11 +12,12 @@ sets the *effective* rate that GCRA paces a key at:
   bare 429) is a *congestion signal*: the rate is cut, once per round (a refusal of a request
   admitted before the last cut belongs to the same round), never below what the destination was
   seen to accept (a declared pace refused before anything was measured, the drain's first bunch
-  overflowing a small bucket, is only trimmed; one far above what the drain's first moments show
-  accepted is cut towards that, halving at most, since it reads low, and climbs back as after a
-  slow start's exit); then it climbs back towards the last rate that overflowed, holds just
-  under it, and probes above it with a step that doubles while no refusal comes, so a quota that
-  grows is found again. Requests refused in a row after a cut hold every worker off for a moment
+  overflowing a small bucket, is only trimmed, and the rounds that follow are sized by the share
+  of their requests refused, heard before what was accepted; one far above what the drain's
+  first moments show accepted is cut towards that, halving at most, since it reads low, and
+  climbs back as after a slow start's exit); then it climbs back towards the last rate that
+  overflowed, holds just under it, and probes above it with a step that doubles while no refusal
+  comes, so a quota that grows is found again. Requests refused in a row after a cut hold every worker off for a moment
   (a pause in the store; not at the edge of a drain's first window); a fixed window that the
   burst ran out early resets within it. After a trim, a refusal of a request admitted after that
   moment, or a round whose requests are nearly all refused, is a quota that *fell*: the pace
@@ -139,6 +140,9 @@ HUSH = 0.15
 #: a hold there is a share of the drain's first seconds lost)
 EARLY = 1.5
 DEEP_MIN = 10
+#: a declared pace's first rounds in a drain (see _far_above) are sized by what they refused once
+#: this many of their requests were
+FAR_MIN = 5
 DEEP_SPAN = 0.1
 DEEP_SHARE = 0.75
 #: ... but never below this share of the rate the destination was seen to accept lately
@@ -358,19 +362,38 @@ def _far_above(
         if not state.hush and (spread or own) and state.since - state.start >= EARLY:
             state.hush = state.settle = max(state.settle, now + HUSH)
             return "pause"
-    accepted = state.accepted_rate(now)
-    if not accepted or now - state.since < 0.1 or current <= FAR_ABOVE * accepted:
+    counted = (state.accepted_rate(now) or None) if now - state.since >= 0.1 else None
+    refused = None
+    if _by_refusals(spec, state) and min(state.no_since, answered / 2) >= FAR_MIN:
+        # a round begun by the drain's first bunch (trimmed) or by a cut sized like this one:
+        # refusals are heard at once, acceptances a report later, and what the first tenths of
+        # a second show accepted reads high, a bucket's slack with it. A bucket full at a pace
+        # above its leak rate refuses the excess (a window that filled refuses all), so the
+        # share of the tokens since the cut that was refused measures it too (the lower wins)
+        refused = current * max(1.0 - state.no_since / max(answered, 1.0), 0.0)
+    readings = [r for r in (counted, refused) if r is not None]
+    if not readings or current <= FAR_ABOVE * min(readings):
         return None
-    # what a drain's first moments show accepted reads low (the workers' latest responses are not
-    # reported yet, and their first requests went out late): at most a halving (a pace still far
-    # above is cut again a tenth of a second on), then a climb back towards the pace refused as
-    # after a slow start's exit (see slow_start)
+    accepted = min(readings)
+    # what a drain's first moments show accepted reads low, too (the workers' latest responses
+    # are not reported yet, and their first requests went out late): at most a halving (a pace
+    # still far above is cut again a tenth of a second on), and a cut only that count called
+    # climbs back towards the pace refused as after a slow start's exit (see slow_start)
     new = _clamp(spec, max(accepted, FIRST_CUT * current))
     state.rate, state.since, state.adm, state.high, state.low = new, now, admitted, max(new, accepted * 1.05), None
-    state.over = max(state.over, current)
+    if refused is not None and current > FAR_ABOVE * refused:
+        state.by_refusals = now  # (what was refused shows it far above: the next round too)
+    else:
+        state.over = max(state.over, current)
     state.lock, state.ok_since, state.no_since, state.trim, state.hush = now + _lock(wait), 0, 0, False, 0.0
     state.cuts += 1
     return "cut"
+
+
+def _by_refusals(spec: "LimitSpec", state: Learned) -> bool:
+    """Whether this round of a declared pace, in a drain's first moments, was begun by the trim
+    of the drain's first bunch or by a cut sized by the share refused (see _far_above)."""
+    return spec.rate is not None and state.by_refusals == state.since and state.since - state.start < EARLY
 
 
 def _deep(spec: "LimitSpec", state: Learned, admitted: int, now: float, current: float) -> str:
@@ -534,6 +557,10 @@ def _cut(
     accepted = state.accepted_rate(now, whole_window=True)
     refused = state.accepted_rate(now, state.no, whole_window=True) or 0.0
     share = refused / (accepted + refused) if accepted else None
+    if _by_refusals(spec, state):
+        # (a destination that refused the drain's first bunch is a small bucket, taking its rate
+        # from the start: spread over a whole window, the count reads a share of that rate)
+        accepted = state.accepted_rate(now) or accepted
     # a rate the destination was seen to take for a whole window is at its edge, not far above
     # it: the first refusal there is jitter (requests sent a little late arrive bunched), so it
     # trims like any later one instead of halving the pace and holding every worker off
@@ -543,6 +570,7 @@ def _cut(
     # of the rate. A trim; a pace far above what is then accepted is cut to it once measured
     # (see _far_above)
     bunch = share is None and spec.rate is not None and state.rate is None
+    state.by_refusals = now if bunch else 0.0
     first = not bunch and (share is None or (not state.cuts and not edge))
     if first:
         # the first refusal (a slow start's end, a declared rate found too high) or nothing

@@ -1,0 +1,91 @@
+"""A declared pace's first rounds in a drain, sized by the share of its requests refused.
+
+A destination that refuses the drain's first bunch has little slack: a small bucket. Refusals
+are heard at once and acceptances a report later, so the share of the tokens since the cut
+that was refused measures how far above the bucket's leak rate the pace is, before the count
+of what was accepted can (over its first tenths of a second, that count reads high, the
+bucket's slack with it). A window that took the first bunch is never sized this way: a full
+window refuses everything sent into it, whatever the pace.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from floodway.quota import FAR_MIN, FIRST_CUT, Learned, Observation, effective_rate, observe
+
+from .control_loop import NOW, simulate
+from .test_quota import spec
+
+
+def _first_bunch(s) -> Learned:
+    """The drain's first five requests accepted, the sixth refused before anything was measured:
+    a trim, and a round sized by what it refuses."""
+    learned, _ = observe(s, None, 5, Observation(now=NOW + 0.005, accepted=5, first_ok=NOW))
+    obs = Observation(now=NOW + 0.008, token_at=NOW + 0.006, throttled=1, wait=1.0)
+    learned, changed = observe(s, learned, 8, obs)
+    assert changed == "cut" and learned.by_refusals == learned.since
+    assert effective_rate(s, learned, 8, NOW + 0.01) > 0.9 * s.rate.per_second  # only trimmed
+    return learned
+
+
+def test_a_pace_twice_a_small_buckets_rate_is_cut_by_the_share_refused_before_a_count_is_read():
+    s = spec(rate="400/s", burst=5)
+    learned = _first_bunch(s)
+    trimmed, trimmed_at = learned.rate, learned.since
+    admitted, t, changed, refusals = 8, NOW + 0.008, None, 0
+    while changed != "cut":  # 400/s sent, every other request refused, no report yet
+        t += 0.005
+        admitted += 2
+        refusals += 1
+        obs = Observation(now=t, token_at=t - 0.002, throttled=1, wait=1.0)
+        learned, changed = observe(s, learned, admitted, obs)
+        assert t < trimmed_at + 0.1, "not cut before a count of what was accepted could be read"
+    assert refusals >= FAR_MIN
+    assert FIRST_CUT * trimmed <= learned.rate <= 1.1 * 200  # about the half that was taken
+    assert learned.over == 0  # measured, not read low: no climb back towards the pace refused
+    assert learned.by_refusals == learned.since  # the next round is sized the same way
+
+
+def test_few_refusals_after_the_first_bunch_do_not_cut():
+    s = spec(rate="400/s", burst=5)
+    learned = _first_bunch(s)
+    admitted, t = 8, NOW + 0.008
+    for _ in range(FAR_MIN - 1):  # four refused, spread over a tenth of a second
+        t += 0.025
+        admitted += 10
+        obs = Observation(now=t, token_at=t - 0.002, throttled=1, wait=1.0)
+        learned, changed = observe(s, learned, admitted, obs)
+        assert changed is None
+    assert effective_rate(s, learned, admitted, t) > 0.9 * 400
+
+
+def test_a_window_that_took_the_first_bunch_is_not_sized_by_what_it_refuses_once_full():
+    """The first refusal after a whole window was taken halves a pace twice the quota; the full
+    window then refuses everything sent into it until the old pace ages out, which says nothing
+    of the new pace: no second halving within the round."""
+    s = spec(rate="400/s", burst=5)
+    learned = None
+    for k in range(1, 11):  # 200 a second accepted over half a second, then the window is full
+        learned, _ = observe(s, learned, 20 * k, Observation(now=NOW + 0.05 * k, accepted=10, first_ok=NOW))
+    admitted, t = 200, NOW + 0.5
+    learned, changed = observe(s, learned, admitted, Observation(now=t, token_at=t - 0.002, throttled=1, wait=1.0))
+    assert changed == "cut" and learned.by_refusals == 0
+    halved, cut_at = learned.rate, learned.since
+    while t < cut_at + 0.4:  # every request sent after the cut refused
+        t += 0.005
+        admitted += 1
+        obs = Observation(now=t, token_at=t - 0.002, throttled=1, wait=1.0)
+        learned, changed = observe(s, learned, admitted, obs)
+        assert changed not in ("cut", "fell"), (t - cut_at, learned.rate)
+    assert learned.rate == pytest.approx(halved)
+
+
+@pytest.mark.parametrize("declared, real", [("100/s", 50), ("200/s", 50), ("400/s", 200), ("800/s", 200)])
+def test_a_small_bucket_declared_two_or_four_times_too_high_drains_at_its_rate_from_the_first_second(declared, real):
+    """Against a bucket of five requests leaking ``real`` a second (the whole control loop, two
+    workers' reports interleaved): from the second second on, at least 0.95 of the rate accepted
+    every second, and no more refused over the drain than the bucket leaks in 0.6 s."""
+    per_second, refused, _ = simulate(lambda t: real, spec(rate=declared, burst=5), seconds=5.0, report_every=0.1)
+    assert min(per_second[1:]) >= 0.95 * real, per_second
+    assert refused <= 0.6 * real, (refused, per_second)
