@@ -557,7 +557,7 @@ def _cut(
     accepted = state.accepted_rate(now, whole_window=True)
     refused = state.accepted_rate(now, state.no, whole_window=True) or 0.0
     share = refused / (accepted + refused) if accepted else None
-    if _by_refusals(spec, state):
+    if state.small_bucket and now - state.start < ACCEPTED_WINDOW:
         # (a destination that refused the drain's first bunch is a small bucket, taking its rate
         # from the start: spread over a whole window, the count reads a share of that rate)
         accepted = state.accepted_rate(now) or accepted
@@ -570,7 +570,7 @@ def _cut(
     # of the rate. A trim; a pace far above what is then accepted is cut to it once measured
     # (see _far_above)
     bunch = share is None and spec.rate is not None and state.rate is None
-    state.by_refusals = now if bunch else 0.0
+    state.by_refusals, state.small_bucket = (now, True) if bunch else (0.0, state.small_bucket)
     first = not bunch and (share is None or (not state.cuts and not edge))
     if first:
         # the first refusal (a slow start's end, a declared rate found too high) or nothing

@@ -89,3 +89,23 @@ def test_a_small_bucket_declared_two_or_four_times_too_high_drains_at_its_rate_f
     per_second, refused, _ = simulate(lambda t: real, spec(rate=declared, burst=5), seconds=5.0, report_every=0.1)
     assert min(per_second[1:]) >= 0.95 * real, per_second
     assert refused <= 0.6 * real, (refused, per_second)
+
+
+def test_a_cut_in_the_first_second_reads_a_small_buckets_count_over_the_time_since_the_drain_began():
+    """Spread over a whole window, what a destination took in the drain's first second reads low
+    by the share of the second gone: right for a window, which takes its quota and its burst at
+    once, not for a bucket that refused the first bunch (it takes its rate from the start)."""
+    s = spec(rate="400/s", burst=5)
+    learned = _first_bunch(s)
+    admitted, t, cuts = 8, NOW + 0.008, []
+    while len(cuts) < 2:  # 200/s taken, one request in nine refused
+        t += 0.01
+        admitted += 3
+        learned, _ = observe(s, learned, admitted, Observation(now=t, accepted=2, first_ok=t - 0.01))
+        if round((t - NOW) * 100) % 3 == 0:
+            obs = Observation(now=t, token_at=t - 0.002, throttled=1, wait=1.0)
+            learned, changed = observe(s, learned, admitted, obs)
+            if changed == "cut":
+                cuts.append((t - NOW, learned.rate))
+        assert t < NOW + 1.0, cuts
+    assert cuts[1][0] < 1.0 and cuts[1][1] >= 0.85 * 200, cuts
