@@ -140,15 +140,19 @@ HUSH = 0.15
 #: a hold there is a share of the drain's first seconds lost)
 EARLY = 1.5
 DEEP_MIN = 10
-#: a declared pace's first rounds in a drain (see _far_above) are sized by what they refused once
-#: this many of their requests were
-FAR_MIN = 5
 DEEP_SPAN = 0.1
 DEEP_SHARE = 0.75
 #: ... but never below this share of the rate the destination was seen to accept lately
 ACCEPTED_FLOOR = 0.9
 #: growth never runs beyond this multiple of the accepted rate
 EVIDENCE = 3.0
+#: a declared pace's first rounds in a drain (see _far_above) are sized by what they refused,
+#: once this many of their requests were ...
+FAR_MIN = 5
+#: ... and, but for the first (a trim at the drain's own pace), once this long has passed since
+#: the cut: what is refused before was mostly sent before it (booked ahead at the pace cut), and
+#: the count of what was accepted reads only the workers' first reports
+SETTLED = 0.1
 #: the lowest rate a learned limit falls to unless the limit declares a floor (one per minute)
 DEFAULT_FLOOR = 1 / 60
 #: a learned rate admits a burst of this many seconds of it (see effective_burst)
@@ -362,9 +366,10 @@ def _far_above(
         if not state.hush and (spread or own) and state.since - state.start >= EARLY:
             state.hush = state.settle = max(state.settle, now + HUSH)
             return "pause"
-    counted = (state.accepted_rate(now) or None) if now - state.since >= 0.1 else None
+    settled = now - state.since >= SETTLED
+    counted = (state.accepted_rate(now) or None) if settled else None
     refused = None
-    if _by_refusals(spec, state) and min(state.no_since, answered / 2) >= FAR_MIN:
+    if _by_refusals(spec, state) and min(state.no_since, answered / 2) >= FAR_MIN and (settled or state.trim):
         # a round begun by the drain's first bunch (trimmed) or by a cut sized like this one:
         # refusals are heard at once, acceptances a report later, and what the first tenths of
         # a second show accepted reads high, a bucket's slack with it. A bucket full at a pace

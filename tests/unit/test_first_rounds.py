@@ -109,3 +109,32 @@ def test_a_cut_in_the_first_second_reads_a_small_buckets_count_over_the_time_sin
                 cuts.append((t - NOW, learned.rate))
         assert t < NOW + 1.0, cuts
     assert cuts[1][0] < 1.0 and cuts[1][1] >= 0.85 * 200, cuts
+
+
+def test_a_later_round_does_not_read_the_refusals_of_what_was_sent_before_its_cut():
+    """Jobs booked ahead at the pace just cut still go out for a moment, into a bucket the cut
+    left full: their refusals, in the round's first tenth of a second, say nothing of the new
+    pace. Read with them, a pace at the rate was halved."""
+    s = spec(rate="400/s", burst=5)
+    learned = _first_bunch(s)
+    admitted, t, changed = 8, NOW + 0.008, None
+    while changed != "cut":  # the first round: half of 400/s refused
+        t += 0.005
+        admitted += 2
+        learned, changed = observe(s, learned, admitted, Observation(now=t, token_at=t - 0.002, throttled=1, wait=1.0))
+    paced, cut_at = learned.rate, learned.since
+    assert learned.by_refusals == cut_at and learned.over == 0
+    for k in range(1, 7):  # six refused within 0.05 s of the cut: sent at the old pace
+        t = cut_at + 0.008 * k
+        admitted += 2
+        learned, changed = observe(s, learned, admitted, Observation(now=t, token_at=t - 0.002, throttled=1, wait=1.0))
+        assert changed is None
+    while t < cut_at + 0.3:  # then the new pace taken, with one more refused now and then
+        t += 0.01
+        admitted += 2
+        learned, _ = observe(s, learned, admitted, Observation(now=t, accepted=2, first_ok=t - 0.01))
+        if round((t - cut_at) * 100) % 8 == 0:
+            obs = Observation(now=t, token_at=t - 0.002, throttled=1, wait=1.0)
+            learned, changed = observe(s, learned, admitted, obs)
+            assert changed is None, (t - cut_at, learned.rate)
+    assert learned.rate == pytest.approx(paced)
