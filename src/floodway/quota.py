@@ -6,24 +6,25 @@ sets the *effective* rate that GCRA paces a key at:
 - **headers**: a stated budget (``X-RateLimit-Remaining`` with a reset, the IETF ``RateLimit``
   fields, ``RateLimit-Policy``'s quota per window) paces the key so the remaining budget lasts
   until the reset (a reset is rounded up to a whole second: until the window's real end, once
-  learned, see ``window_ends``; a spent budget pauses the key until that end); a usage header (``used/size`` of a leaky bucket whose leak rate is not
-  stated) is steered so the bucket stays half full, at the leak rate measured from it;
+  learned, see ``window_ends``; a spent budget pauses the key until that end); a usage header
+  (``used/size`` of a leaky bucket whose leak rate is not stated) is steered so the bucket stays
+  half full, at the leak rate measured from it;
 - **429s**: a refusal that asks for a short wait (an overflowing bucket or sliding window, or a
   bare 429) is a *congestion signal*: the rate is cut, once per round (a refusal of a request
   admitted before the last cut belongs to the same round), never below what the destination was
   seen to accept (a declared pace refused before anything was measured, the drain's first bunch
   overflowing a small bucket, is only trimmed, and the rounds that follow are sized by the share
-  of their requests refused, heard before what was accepted; one far above what the drain's
-  first moments show accepted is cut towards that, halving at most, since it reads low, and
-  climbs back as after a slow start's exit); then it climbs back towards the last rate that
-  overflowed, holds just under it, and probes above it with a step that doubles while no refusal
-  comes, so a quota that grows is found again. Requests refused in a row after a cut hold every worker off for a moment
-  (a pause in the store; not at the edge of a drain's first window); a fixed window that the
-  burst ran out early resets within it. After a trim, a refusal of a request admitted after that
-  moment, or a round whose requests are nearly all refused, is a quota that *fell*: the pace
+  of their requests refused, heard before what was accepted; one far above what the drain's first
+  moments show accepted is cut towards that, halving at most, since it reads low, and climbs back
+  as after a slow start's exit); then it climbs back towards the last rate that overflowed, holds
+  just under it, and probes above it with a step that doubles while no refusal comes, so a quota
+  that grows is found again. Requests refused in a row after a cut hold every worker off for a
+  moment (a pause in the store; not at the edge of a drain's first window); a fixed window that
+  the burst ran out early resets within it. After a trim, a refusal of a request admitted after
+  that moment, or a round whose requests are nearly all refused, is a quota that *fell*: the pace
   halves and every worker holds off until the round ends; climbs, holds and probes then run
-  quicker and never far ahead of what is accepted (one that overflows goes back to where the
-  pace held), and once the destination accepts well past the lower quota, it came back: the pace
+  quicker and never far ahead of what is accepted (one that overflows goes back to where the pace
+  held), and once the destination accepts well past the lower quota, it came back: the pace
   returns to where it held before the fall;
 - a refusal that asks for a long wait (or says the budget is 0) is an **exhaustion**: the key
   is paused for every worker until the reset (the store's ``pause_limit``), and no rate is cut;
