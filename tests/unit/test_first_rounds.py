@@ -29,6 +29,16 @@ def _first_bunch(s) -> Learned:
     return learned
 
 
+def _refused(s, learned: Learned | None, admitted: int, t: float) -> tuple[Learned, str | None]:
+    """One request refused, reported at ``t``, its token taken a moment before."""
+    return observe(s, learned, admitted, Observation(now=t, token_at=t - 0.002, throttled=1, wait=1.0))
+
+
+def _accepted(s, learned: Learned | None, admitted: int, t: float, n: int) -> Learned:
+    """A report of ``n`` accepted over the last hundredth of a second."""
+    return observe(s, learned, admitted, Observation(now=t, accepted=n, first_ok=t - 0.01))[0]
+
+
 def test_a_pace_twice_a_small_buckets_rate_is_cut_by_the_share_refused_before_a_count_is_read():
     s = spec(rate="400/s", burst=5)
     learned = _first_bunch(s)
@@ -38,8 +48,7 @@ def test_a_pace_twice_a_small_buckets_rate_is_cut_by_the_share_refused_before_a_
         t += 0.005
         admitted += 2
         refusals += 1
-        obs = Observation(now=t, token_at=t - 0.002, throttled=1, wait=1.0)
-        learned, changed = observe(s, learned, admitted, obs)
+        learned, changed = _refused(s, learned, admitted, t)
         assert t < trimmed_at + 0.1, "not cut before a count of what was accepted could be read"
     assert refusals >= FAR_MIN
     assert FIRST_CUT * trimmed <= learned.rate <= 1.1 * 200  # about the half that was taken
@@ -54,8 +63,7 @@ def test_few_refusals_after_the_first_bunch_do_not_cut():
     for _ in range(FAR_MIN - 1):  # four refused, spread over a tenth of a second
         t += 0.025
         admitted += 10
-        obs = Observation(now=t, token_at=t - 0.002, throttled=1, wait=1.0)
-        learned, changed = observe(s, learned, admitted, obs)
+        learned, changed = _refused(s, learned, admitted, t)
         assert changed is None
     assert effective_rate(s, learned, admitted, t) > 0.9 * 400
 
@@ -69,14 +77,13 @@ def test_a_window_that_took_the_first_bunch_is_not_sized_by_what_it_refuses_once
     for k in range(1, 11):  # 200 a second accepted over half a second, then the window is full
         learned, _ = observe(s, learned, 20 * k, Observation(now=NOW + 0.05 * k, accepted=10, first_ok=NOW))
     admitted, t = 200, NOW + 0.5
-    learned, changed = observe(s, learned, admitted, Observation(now=t, token_at=t - 0.002, throttled=1, wait=1.0))
+    learned, changed = _refused(s, learned, admitted, t)
     assert changed == "cut" and learned.by_refusals == 0
     halved, cut_at = learned.rate, learned.since
     while t < cut_at + 0.4:  # every request sent after the cut refused
         t += 0.005
         admitted += 1
-        obs = Observation(now=t, token_at=t - 0.002, throttled=1, wait=1.0)
-        learned, changed = observe(s, learned, admitted, obs)
+        learned, changed = _refused(s, learned, admitted, t)
         assert changed not in ("cut", "fell"), (t - cut_at, learned.rate)
     assert learned.rate == pytest.approx(halved)
 
@@ -101,10 +108,9 @@ def test_a_cut_in_the_first_second_reads_a_small_buckets_count_over_the_time_sin
     while len(cuts) < 2:  # 200/s taken, one request in nine refused
         t += 0.01
         admitted += 3
-        learned, _ = observe(s, learned, admitted, Observation(now=t, accepted=2, first_ok=t - 0.01))
+        learned = _accepted(s, learned, admitted, t, 2)
         if round((t - NOW) * 100) % 3 == 0:
-            obs = Observation(now=t, token_at=t - 0.002, throttled=1, wait=1.0)
-            learned, changed = observe(s, learned, admitted, obs)
+            learned, changed = _refused(s, learned, admitted, t)
             if changed == "cut":
                 cuts.append((t - NOW, learned.rate))
         assert t < NOW + 1.0, cuts
@@ -121,20 +127,19 @@ def test_a_later_round_does_not_read_the_refusals_of_what_was_sent_before_its_cu
     while changed != "cut":  # the first round: half of 400/s refused
         t += 0.005
         admitted += 2
-        learned, changed = observe(s, learned, admitted, Observation(now=t, token_at=t - 0.002, throttled=1, wait=1.0))
+        learned, changed = _refused(s, learned, admitted, t)
     paced, cut_at = learned.rate, learned.since
     assert learned.by_refusals == cut_at and learned.over == 0
     for k in range(1, 7):  # six refused within 0.05 s of the cut: sent at the old pace
         t = cut_at + 0.008 * k
         admitted += 2
-        learned, changed = observe(s, learned, admitted, Observation(now=t, token_at=t - 0.002, throttled=1, wait=1.0))
+        learned, changed = _refused(s, learned, admitted, t)
         assert changed is None
     while t < cut_at + 0.3:  # then the new pace taken, with one more refused now and then
         t += 0.01
         admitted += 2
-        learned, _ = observe(s, learned, admitted, Observation(now=t, accepted=2, first_ok=t - 0.01))
+        learned = _accepted(s, learned, admitted, t, 2)
         if round((t - cut_at) * 100) % 8 == 0:
-            obs = Observation(now=t, token_at=t - 0.002, throttled=1, wait=1.0)
-            learned, changed = observe(s, learned, admitted, obs)
+            learned, changed = _refused(s, learned, admitted, t)
             assert changed is None, (t - cut_at, learned.rate)
     assert learned.rate == pytest.approx(paced)
