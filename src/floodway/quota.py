@@ -576,7 +576,8 @@ def _cut(
     # of the rate. A trim; a pace far above what is then accepted is cut to it once measured
     # (see _far_above)
     bunch = share is None and spec.rate is not None and state.rate is None
-    state.by_refusals, state.small_bucket = (now, True) if bunch else (0.0, state.small_bucket)
+    state.by_refusals = now if bunch else 0.0  # (see _far_above)
+    state.small_bucket = state.small_bucket or bunch
     first = not bunch and (share is None or (not state.cuts and not edge))
     if first:
         # the first refusal (a slow start's end, a declared rate found too high) or nothing

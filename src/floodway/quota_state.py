@@ -58,7 +58,7 @@ class Learned:
     ok_since: int = 0  # responses accepted since the last cut (or the start)
     no_since: int = 0  # refusals of requests admitted since the last cut, inside its round
     trim: bool = False  # whether the last cut was a trim (see _deep)
-    small_bucket: bool = False  # the drain's first bunch was refused: little slack (see _cut)
+    small_bucket: bool = False  # a declared pace's first bunch was refused: little slack (_cut)
     by_refusals: float = 0.0  # a round (its `since`) that a cut is sized in by the share refused (_far_above)
     hush: float = 0.0  # the end of the hold this round took after refusals in a row (0: none)
     throttled: int = 0  # refusals, all time
