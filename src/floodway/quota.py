@@ -305,7 +305,6 @@ def observe(spec: "LimitSpec", learned: Learned | None, admitted: int, obs: Obse
     if state.source == "window" and state.win_w > 0 and refused_windows.next_window(state, obs):
         _window_pace(spec, state)
     if obs.accepted:
-        state.ok_since += obs.accepted
         _came_back(spec, state, admitted, now, current)
         late = obs.first_ok is not None and obs.first_ok < state.budget_from and now < state.lock + state.win_w
         if state.source == "window" and state.win_w > 0 and (now < state.settle or late):
@@ -391,7 +390,7 @@ def _far_above(
         state.by_refusals = now  # (what was refused shows it far above: the next round too)
     else:
         state.over = max(state.over, current)
-    state.lock, state.ok_since, state.no_since, state.trim, state.hush = now + _lock(wait), 0, 0, False, 0.0
+    state.lock, state.no_since, state.trim, state.hush = now + _lock(wait), 0, False, 0.0
     state.cuts += 1
     return "cut"
 
@@ -441,7 +440,7 @@ def _exhausted(
     pace = min(EXHAUSTED_MARGIN * state.budget_ok / span, current)
     state.rate, state.source, state.adm = _clamp(spec, pace), "429s", admitted
     state.since = reset_at + span  # held flat until the next window ends
-    state.high, state.low, state.lock, state.ok_since, state.trim = None, None, reset_at, 0, False
+    state.high, state.low, state.lock, state.trim = None, None, reset_at, False
     state.budget_from, state.budget_ok, state.over = reset_at, 0, 0.0
     state.cuts += 1
     return "cut"
@@ -513,7 +512,7 @@ def _window(
     state.win_q, state.win_w = q, w
     state.rate, state.source, state.since, state.adm = _clamp(spec, state.win_q / w), "window", state.settle, admitted
     state.high = state.low = None
-    state.lock, state.ok_since, state.trim = hi, 0, False
+    state.lock, state.trim = hi, False
     state.budget_from, state.budget_ok = state.settle, 0
     state.cuts += 1
     return "window"
@@ -628,7 +627,7 @@ def _cut(
     state.trim = new > sized * 1.01 or (not first and (share or 0.0) < WELL_ABOVE)
     state.rate, state.source, state.since, state.adm = new, "429s", now, admitted
     state.high = max(new, high)
-    state.lock, state.ok_since, state.no_since, state.hush = now + _lock(wait), 0, 0, 0.0
+    state.lock, state.no_since, state.hush = now + _lock(wait), 0, 0.0
     if first:  # (a slow start's overflow holds off as long as a halving's: see slow_start)
         state.settle = now + _settle(current, min(new, current * FIRST_CUT) if state.exit else new, wait)
     state.cuts += 1

@@ -55,7 +55,6 @@ class Learned:
     low: float | None = None  # the highest rate recently held without a refusal
     seen: float = 0.0  # the newest header observation applied (older ones are stale)
     lock: float = 0.0  # until when refusals belong to the last cut's round
-    ok_since: int = 0  # responses accepted since the last cut (or the start)
     no_since: int = 0  # refusals of requests admitted since the last cut, inside its round
     trim: bool = False  # whether the last cut was a trim (see _deep)
     small_bucket: bool = False  # a declared pace's first bunch was refused: little slack (_cut)
