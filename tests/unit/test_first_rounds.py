@@ -10,6 +10,8 @@ window refuses everything sent into it, whatever the pace.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from floodway.quota import FAR_MIN, FIRST_CUT, Learned, Observation, effective_rate, observe
@@ -143,3 +145,14 @@ def test_a_later_round_does_not_read_the_refusals_of_what_was_sent_before_its_cu
             learned, changed = _refused(s, learned, admitted, t)
             assert changed is None, (t - cut_at, learned.rate)
     assert learned.rate == pytest.approx(paced)
+
+
+def test_a_learned_state_stored_by_an_older_version_still_loads():
+    """Without the marks of a drain's first rounds (a state stored before them), and with a
+    field since removed: the state loads, the marks unset."""
+    stored = json.loads(_first_bunch(spec(rate="400/s", burst=5)).dumps())
+    del stored["by_refusals"], stored["small_bucket"]
+    stored["ok_since"] = 7
+    learned = Learned.loads(json.dumps(stored))
+    assert learned is not None and learned.rate == stored["rate"]
+    assert learned.by_refusals == 0.0 and learned.small_bucket is False
